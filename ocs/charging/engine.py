@@ -1,0 +1,500 @@
+"""The charging engine: sessions, quota sizing, final units and idempotency keys.
+
+It turns the protocol-neutral requests of :mod:`ocs.charging.types` into store scripts, with
+rating done here in Python (:class:`tariffs.interface.Rater`) and all balance arithmetic in the
+scripts. One Redis round trip serves a request in the common case: the engine keeps a small
+cache of what it last saw of each subscriber's plan and each session (version, money cursor,
+units held from buckets), passes its expectation to the script, and the script refuses with
+the truth (PLAN, STALE) when the cache is wrong, for example after another process served the
+session. Nothing here is state that Redis does not hold: losing the cache costs one more round
+trip, never money.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Final
+
+from ocs.charging.types import (
+    BalanceResult,
+    ChargeResult,
+    CommitRequest,
+    DebitRequest,
+    Outcome,
+    ReleaseRequest,
+    ReserveRequest,
+)
+from ocs.constants import DEFAULT_VALIDITY, EXPIRY_GRACE
+from ocs.store.errors import StoreError, StoreUnavailable
+from ocs.store.store import ScriptAnswer, Store
+from tariffs.errors import RatingError
+from tariffs.interface import Rater, ServiceSpec, UsageContext
+
+#: How many times one request may be re-priced because Redis disagreed with the engine (PLAN,
+#: STALE, QUOTE). Each retry is caused by a concurrent change, so this only bounds contention.
+MAX_ATTEMPTS: Final = 8
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class ChargingConfig:
+    #: Seconds a grant is valid (Diameter Validity-Time).
+    validity: int = DEFAULT_VALIDITY
+    #: Seconds past validity before an unreported grant is released.
+    grace: int = EXPIRY_GRACE
+    #: Entries in each of the plan and session caches before they are emptied.
+    cache_size: int = 200_000
+
+
+@dataclass(frozen=True, slots=True)
+class _Session:
+    """What the engine last saw of a session; the script checks ``version``."""
+
+    subscriber: str
+    ctx: UsageContext
+    spec: ServiceSpec
+    version: int
+    money_cursor: int
+    held_bucket_units: int
+
+
+def _flags(spec: ServiceSpec, *, final: bool = False, force: bool = False) -> str:
+    return (
+        ("o" if spec.outgoing else "")
+        + ("f" if spec.free else "")
+        + ("F" if final else "")
+        + ("X" if force else "")
+    )
+
+
+class ChargingEngine:
+    """reserve / commit / release / debit / balance, for every protocol."""
+
+    def __init__(
+        self,
+        store: Store,
+        rater: Rater,
+        config: ChargingConfig | None = None,
+        clock: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        self.store = store
+        self.rater = rater
+        self.config = config or ChargingConfig()
+        self.clock = clock
+        self._plans: dict[str, str] = {}
+        self._sessions: dict[str, _Session] = {}
+
+    # -- caches -------------------------------------------------------------------------------
+
+    def _remember_plan(self, msisdn: str, plan: str) -> None:
+        if len(self._plans) >= self.config.cache_size:
+            self._plans.clear()
+        self._plans[msisdn] = plan
+
+    def _remember_session(self, sid: str, st: _Session, ans: ScriptAnswer) -> None:
+        if len(self._sessions) >= self.config.cache_size:
+            self._sessions.clear()
+        self._sessions[sid] = replace(
+            st,
+            version=ans.session_version,
+            money_cursor=ans.money_cursor,
+            held_bucket_units=ans.held_bucket_units,
+        )
+
+    def _session_from_answer(self, sid: str, msisdn: str, ans: ScriptAnswer) -> _Session:
+        """Rebuild a session the cache did not know from a STALE answer (failover)."""
+        ctx = UsageContext(
+            plan=ans.session_plan,
+            service=ans.service,
+            subscriber=msisdn,
+            started_at=ans.started_at,
+            destination=ans.destination,
+            location=ans.location,
+        )
+        return _Session(
+            msisdn,
+            ctx,
+            self.rater.service(ctx),
+            ans.session_version,
+            ans.money_cursor,
+            ans.held_bucket_units,
+        )
+
+    @property
+    def hold_ms(self) -> int:
+        return (self.config.validity + self.config.grace) * 1000
+
+    def _result(self, outcome: Outcome, ans: ScriptAnswer | None = None, **kw: object) -> ChargeResult:
+        if ans is None:
+            return ChargeResult(outcome, **kw)  # type: ignore[arg-type]
+        return ChargeResult(
+            outcome,
+            balance=ans.balance,
+            charged=ans.charged,
+            from_buckets=ans.from_buckets,
+            **kw,  # type: ignore[arg-type]
+        )
+
+    # -- reserve ------------------------------------------------------------------------------
+
+    async def reserve(self, req: ReserveRequest) -> ChargeResult:
+        """Open a session (or give it a new slice) and grant up to the requested units."""
+        try:
+            return await self._reserve(req)
+        except StoreUnavailable as exc:
+            return ChargeResult(Outcome.STORE_UNAVAILABLE, detail=str(exc))
+        except RatingError as exc:
+            return ChargeResult(Outcome.RATING_FAILED, detail=str(exc))
+
+    async def _reserve(self, req: ReserveRequest) -> ChargeResult:
+        now = req.at if req.at is not None else self.clock()
+        msisdn = req.subscriber
+        cached = self._sessions.get(req.session_id)
+        if cached is not None and cached.subscriber != msisdn:
+            return ChargeResult(
+                Outcome.INVALID_REQUEST, detail="session belongs to another subscriber"
+            )
+        return await self._grant(
+            msisdn,
+            req.session_id,
+            req.request_key,
+            cached,
+            req.service,
+            req.units,
+            now,
+            destination=req.info.destination,
+            location=req.info.location,
+        )
+
+    async def _grant(
+        self,
+        msisdn: str,
+        sid: str,
+        rk: str,
+        st: _Session | None,
+        service: str,
+        units: int | None,
+        now: int,
+        *,
+        destination: str = "",
+        location: str = "",
+        prior: ScriptAnswer | None = None,
+    ) -> ChargeResult:
+        """Hold a slice for a new session (st None) or an open one, sizing it to the credit.
+
+        ``prior`` is the commit whose next slice this is (its charge goes into the result,
+        its quote prices the first attempt).
+        """
+        quote = None if prior is None else (prior.quote_buckets, prior.quote_money)
+        for _ in range(MAX_ATTEMPTS):
+            if st is None:
+                plan = self._plans.get(msisdn, "")
+                ctx = UsageContext(
+                    plan=plan,
+                    service=service,
+                    subscriber=msisdn,
+                    started_at=now,
+                    destination=destination,
+                    location=location,
+                )
+                spec = self.rater.service(ctx) if plan else None
+                cursor, version = 0, 0
+            else:
+                ctx, spec, cursor, version = st.ctx, st.spec, st.money_cursor, st.version
+            if spec is None:
+                # First request for this subscriber in this process: the script says the plan.
+                n = cost = 0
+                bq, flags = -1, ""
+            else:
+                wanted = spec.default_quota if not units else min(units, spec.default_quota)
+                n, bq, final = wanted, -1, False
+                if quote is not None:
+                    b, money = quote
+                    m = min(self.rater.affordable(ctx, money, cursor), wanted - b)
+                    n, bq, final = b + m, b, b + m < wanted
+                    if n <= 0:
+                        return self._refused(prior)
+                cost = self.rater.cost(ctx, cursor + (n - max(bq, 0))) - self.rater.cost(
+                    ctx, cursor
+                )
+                flags = _flags(spec, final=final)
+            reserve = self.store.reserve(
+                msisdn,
+                request_key=rk,
+                session_id=sid,
+                service=service if st is None else st.ctx.service,
+                units=n,
+                cost=cost,
+                bucket_quote=bq,
+                expected_version=version,
+                hold_ms=self.hold_ms,
+                flags=flags,
+                destination=destination,
+                location=location,
+                plan=ctx.plan,
+                now=now,
+            )
+            if st is None and spec is not None:
+                # Index the new session in the same write, for requests that name only it.
+                ans, _ = await asyncio.gather(
+                    reserve, self.store.index_session(sid, msisdn, self.hold_ms)
+                )
+            else:
+                ans = await reserve
+            status = ans.status
+            if status == "OK":
+                # (A replay's stored answer may arrive while the cache knows nothing.)
+                st = self._session_from_answer(sid, msisdn, ans) if st is None else st
+                self._remember_plan(msisdn, st.ctx.plan)
+                self._remember_session(sid, st, ans)
+                return ChargeResult(
+                    Outcome.SUCCESS,
+                    granted=ans.granted,
+                    final=ans.final,
+                    charged=prior.charged if prior else 0,
+                    from_buckets=prior.from_buckets if prior else 0,
+                    balance=ans.balance,
+                    validity=self.config.validity,
+                )
+            if status == "QUOTE":
+                quote = (ans.quote_buckets, ans.quote_money)
+                continue
+            quote = None
+            if status == "PLAN":
+                self._remember_plan(msisdn, ans.plan)
+            elif status == "STALE":
+                st = self._session_from_answer(sid, msisdn, ans)
+            elif status == "NOSESS":
+                self._sessions.pop(sid, None)
+                if prior is not None:
+                    return ChargeResult(Outcome.UNKNOWN_SESSION)
+                st = None
+            elif status == "NOSUB":
+                self._plans.pop(msisdn, None)
+                return ChargeResult(Outcome.USER_UNKNOWN)
+            elif status == "DENIED":
+                return self._denied(prior, ans)
+            else:
+                raise StoreError(f"reserve: unexpected status {status!r}")
+        return self._refused(prior, detail="too much contention on this account; try again")
+
+    def _refused(self, prior: ScriptAnswer | None, detail: str = "") -> ChargeResult:
+        if prior is None:
+            return ChargeResult(Outcome.CREDIT_LIMIT_REACHED, detail=detail)
+        return ChargeResult(
+            Outcome.CREDIT_LIMIT_REACHED,
+            charged=prior.charged,
+            from_buckets=prior.from_buckets,
+            balance=prior.balance,
+            final=True,
+            detail=detail or "usage debited; no credit for another slice",
+        )
+
+    def _denied(self, prior: ScriptAnswer | None, ans: ScriptAnswer) -> ChargeResult:
+        src = prior or ans
+        return ChargeResult(
+            Outcome.SERVICE_DENIED,
+            charged=src.charged if prior else 0,
+            from_buckets=src.from_buckets if prior else 0,
+            balance=ans.balance,
+            detail=f"subscriber is {ans.state}",
+        )
+
+    # -- commit / release ---------------------------------------------------------------------
+
+    async def _session(self, sid: str, subscriber: str | None) -> _Session | str | None:
+        """The cached session, or else the subscriber who owns it (then the script tells the
+        rest), or None when nobody knows the session."""
+        st = self._sessions.get(sid)
+        if st is not None:
+            return st
+        if subscriber:
+            return subscriber
+        return await self.store.session_owner(sid)
+
+    async def commit(self, req: CommitRequest, subscriber: str | None = None) -> ChargeResult:
+        """Debit the units used and, unless ``next_units`` is 0, grant the next slice."""
+        try:
+            return await self._settle(req.session_id, req.request_key, req.used, req.at,
+                                      subscriber, next_units=req.next_units, end=False)
+        except StoreUnavailable as exc:
+            return ChargeResult(Outcome.STORE_UNAVAILABLE, detail=str(exc))
+        except RatingError as exc:
+            return ChargeResult(Outcome.RATING_FAILED, detail=str(exc))  # fmt: skip
+
+    async def release(self, req: ReleaseRequest, subscriber: str | None = None) -> ChargeResult:
+        """Debit the final usage and end the session."""
+        try:
+            return await self._settle(req.session_id, req.request_key, req.used, req.at,
+                                      subscriber, next_units=0, end=True)
+        except StoreUnavailable as exc:
+            return ChargeResult(Outcome.STORE_UNAVAILABLE, detail=str(exc))
+        except RatingError as exc:
+            return ChargeResult(Outcome.RATING_FAILED, detail=str(exc))  # fmt: skip
+
+    async def _settle(
+        self,
+        sid: str,
+        rk: str,
+        used: int,
+        at: int | None,
+        subscriber: str | None,
+        *,
+        next_units: int | None,
+        end: bool,
+    ) -> ChargeResult:
+        now = at if at is not None else self.clock()
+        found = await self._session(sid, subscriber)
+        if found is None:
+            return ChargeResult(Outcome.UNKNOWN_SESSION)
+        st: _Session | None = found if isinstance(found, _Session) else None
+        msisdn = st.subscriber if st is not None else str(found)
+        for _ in range(MAX_ATTEMPTS):
+            if st is None:
+                # Unknown here (another process opened it): ask the script for the truth.
+                version, cost, n, next_cost, flags = -1, 0, 0, 0, ""
+            else:
+                version = st.version
+                money_units = used - min(used, st.held_bucket_units)
+                after = st.money_cursor + money_units
+                cost = self.rater.cost(st.ctx, after) - self.rater.cost(st.ctx, st.money_cursor)
+                n = 0
+                if not end and next_units != 0:
+                    quota = st.spec.default_quota
+                    n = quota if next_units is None else min(next_units, quota)
+                next_cost = self.rater.cost(st.ctx, after + n) - self.rater.cost(st.ctx, after)
+                flags = _flags(st.spec)
+            if end:
+                ans = await self.store.release(
+                    msisdn, request_key=rk, session_id=sid, used=used, cost=cost,
+                    expected_version=version, now=now,
+                )  # fmt: skip
+            else:
+                ans, _ = await asyncio.gather(
+                    self.store.commit(
+                        msisdn, request_key=rk, session_id=sid, used=used, cost=cost,
+                        expected_version=version, next_units=n, next_cost=next_cost,
+                        bucket_quote=-1, hold_ms=self.hold_ms, flags=flags, now=now,
+                    ),
+                    self.store.index_session(sid, msisdn, self.hold_ms),
+                )  # fmt: skip
+            status = ans.status
+            if status == "STALE":
+                st = self._session_from_answer(sid, msisdn, ans)
+                continue
+            if status == "NOSESS":
+                self._sessions.pop(sid, None)
+                return ChargeResult(Outcome.UNKNOWN_SESSION, balance=ans.balance)
+            if status == "NOSUB":
+                self._sessions.pop(sid, None)
+                return ChargeResult(Outcome.USER_UNKNOWN)
+            if st is None:
+                # A replay answered from the idempotency store before the cache was warm.
+                st = self._session_from_answer(sid, msisdn, ans)
+            if end:
+                self._sessions.pop(sid, None)
+                await self.store.unindex_session(sid)
+                return self._result(Outcome.SUCCESS, ans)
+            self._remember_session(sid, st, ans)
+            if status == "OK":
+                return self._result(
+                    Outcome.SUCCESS,
+                    ans,
+                    granted=ans.granted,
+                    final=ans.final,
+                    validity=self.config.validity if ans.granted else 0,
+                )
+            if status == "OKD":
+                return self._denied(ans, ans)
+            if status == "OKQ":
+                # Usage is debited; the next slice needs pricing against what is left.
+                return await self._grant(
+                    msisdn, sid, rk + "/q", self._sessions[sid], st.ctx.service, n, now,
+                    prior=ans,
+                )  # fmt: skip
+            raise StoreError(f"commit: unexpected status {status!r}")
+        return ChargeResult(Outcome.STORE_UNAVAILABLE, detail="session kept changing; try again")
+
+    # -- debit --------------------------------------------------------------------------------
+
+    async def debit(self, req: DebitRequest) -> ChargeResult:
+        """Rate and debit a one-shot event, all of it or nothing (unless forced)."""
+        try:
+            return await self._debit(req)
+        except StoreUnavailable as exc:
+            return ChargeResult(Outcome.STORE_UNAVAILABLE, detail=str(exc))
+        except RatingError as exc:
+            return ChargeResult(Outcome.RATING_FAILED, detail=str(exc))
+
+    async def _debit(self, req: DebitRequest) -> ChargeResult:
+        now = req.at if req.at is not None else self.clock()
+        msisdn, n = req.subscriber, req.units
+        bq = -1
+        for _ in range(MAX_ATTEMPTS):
+            plan = self._plans.get(msisdn, "")
+            ctx = UsageContext(
+                plan=plan,
+                service=req.service,
+                subscriber=msisdn,
+                started_at=now,
+                destination=req.info.destination,
+                location=req.info.location,
+            )
+            if plan:
+                spec = self.rater.service(ctx)
+                cost = self.rater.cost(ctx, n - max(bq, 0))
+                flags = _flags(spec, force=req.force)
+            else:
+                cost, flags = 0, ""
+            ans = await self.store.debit(
+                msisdn, request_key=req.request_key, service=req.service, units=n, cost=cost,
+                bucket_quote=bq, flags=flags, plan=plan, now=now,
+            )  # fmt: skip
+            status = ans.status
+            if status == "OK":
+                return self._result(Outcome.SUCCESS, ans)
+            if status == "PLAN":
+                self._remember_plan(msisdn, ans.plan)
+                bq = -1
+            elif status == "QUOTE":
+                b = ans.quote_buckets
+                if not req.force and (
+                    b + self.rater.affordable(ctx, ans.quote_money, 0) < n
+                ):
+                    return ChargeResult(Outcome.CREDIT_LIMIT_REACHED, balance=ans.balance)
+                bq = b
+            elif status == "NOSUB":
+                self._plans.pop(msisdn, None)
+                return ChargeResult(Outcome.USER_UNKNOWN)
+            elif status == "DENIED":
+                return self._denied(None, ans)
+            else:
+                raise StoreError(f"debit: unexpected status {status!r}")
+        return ChargeResult(
+            Outcome.CREDIT_LIMIT_REACHED, detail="too much contention on this account; try again"
+        )
+
+    # -- balance ------------------------------------------------------------------------------
+
+    async def balance(self, subscriber: str) -> BalanceResult:
+        try:
+            acct = await self.store.get_account(subscriber)
+        except StoreUnavailable as exc:
+            return BalanceResult(Outcome.STORE_UNAVAILABLE, detail=str(exc))
+        if acct is None:
+            return BalanceResult(Outcome.USER_UNKNOWN)
+        return BalanceResult(
+            Outcome.SUCCESS,
+            balance=acct.balance,
+            reserved=acct.reserved,
+            available=acct.available,
+            credit_limit=acct.credit_limit,
+            state=acct.state,
+            plan=acct.plan,
+        )

@@ -1,0 +1,78 @@
+"""Redis key names. The only module that knows them (DESIGN.md: nothing above ocs/store knows
+a Redis key).
+
+Every key of a subscriber carries the hash tag of its bucket, ``{b<N>}``, so the account, its
+sessions, its idempotency answers, and the bucket's outbox stream and expiry index share one
+Redis Cluster slot and one Lua script can touch them all atomically.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+from ocs.constants import BUCKET_COUNT, KEY_PREFIX
+
+
+def bucket_of(msisdn: str) -> int:
+    """A stable bucket for a subscriber (CRC-32, the same in every process and release)."""
+    return zlib.crc32(msisdn.encode()) % BUCKET_COUNT
+
+
+def tag(bucket: int) -> str:
+    return f"{{b{bucket}}}"
+
+
+def outbox_key(bucket: int) -> str:
+    return f"{KEY_PREFIX}:{tag(bucket)}:outbox"
+
+
+def expiry_key(bucket: int) -> str:
+    return f"{KEY_PREFIX}:{tag(bucket)}:exp"
+
+
+def session_index_key(session_id: str) -> str:
+    """Where a session's subscriber is found when a request names only the session."""
+    return f"{KEY_PREFIX}:sidx:{session_id}"
+
+
+def account_pattern() -> str:
+    return f"{KEY_PREFIX}:{{b*}}:acct:*"
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriberKeys:
+    """The keys one script needs, in KEYS order (see scripts/lib.lua)."""
+
+    msisdn: str
+    bucket: int
+    account: str
+    sessions: str
+    outbox: str
+    expiry: str
+
+    @classmethod
+    def of(cls, msisdn: str) -> SubscriberKeys:
+        b = bucket_of(msisdn)
+        t = tag(b)
+        return cls(
+            msisdn,
+            b,
+            f"{KEY_PREFIX}:{t}:acct:{msisdn}",
+            f"{KEY_PREFIX}:{t}:sess:{msisdn}",
+            outbox_key(b),
+            expiry_key(b),
+        )
+
+    def idempotency(self, request_key: str) -> str:
+        return f"{KEY_PREFIX}:{tag(self.bucket)}:idem:{self.msisdn}:{request_key}"
+
+    def for_script(self, request_key: str | None) -> list[str]:
+        keys = [self.account, self.sessions, self.outbox, self.expiry]
+        if request_key is not None:
+            keys.append(self.idempotency(request_key))
+        return keys
+
+
+def msisdn_of_account_key(key: str) -> str:
+    return key.rsplit(":acct:", 1)[1]

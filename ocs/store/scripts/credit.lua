@@ -1,0 +1,19 @@
+-- credit: top-up, refund or adjustment of the money balance, idempotent by its reference.
+-- ARGV: now, msisdn, reference (the request key), idempotency ttl ms, kind (topup | refund |
+--       adjust), signed amount, note.
+local now, msisdn, rk, ttl = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
+local kind, amount, note = ARGV[5], tonumber(ARGV[6]), ARGV[7]
+
+local prev = idem_get()
+if prev then
+  return prev
+end
+local a = load_account()
+if not a then
+  return answer('NOSUB')
+end
+expire_due(a, msisdn, now)
+a.bal = a.bal + amount
+save_account(a, now)
+emit(kind, msisdn, now, a, {'rk', rk, 'amt', amount, 'note', note})
+return idem_put(answer('OK', a), ttl)

@@ -1,0 +1,66 @@
+-- upsert: create a subscriber, or update its plan, credit limit, state and unit buckets.
+-- ARGV: now, msisdn, request key, idempotency ttl ms, mode (create | update), plan,
+--       credit limit, state, opening balance (create), buckets to add (msgpack list of
+--       {id, svc, n, p, x}; a known id gets the units added and takes the new p and x).
+--       An empty plan, limit or state means "keep".
+local now, msisdn, rk, ttl = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
+local mode, plan, lim, st, bal, bk = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+
+local prev = idem_get()
+if prev then
+  return prev
+end
+local a = load_account()
+if mode == 'create' then
+  if a then
+    return answer('EXISTS', a)
+  end
+  a = {msisdn = msisdn, bal = tonumber(bal), rsv = 0, lim = 0, st = 'active', plan = plan,
+    ver = 0, nexp = 0, buckets = {}, dirty_buckets = true}
+  redis.call('HSET', K_ACCT, 'msisdn', msisdn, 'cr', fmt(now), 'st', 'active', 'lim', '0',
+    'plan', plan)
+elseif not a then
+  return answer('NOSUB')
+else
+  expire_due(a, msisdn, now)
+end
+local changes = {}
+if plan ~= '' then
+  a.plan = plan
+  redis.call('HSET', K_ACCT, 'plan', plan)
+  changes[#changes + 1] = 'plan'
+  changes[#changes + 1] = plan
+end
+if lim ~= '' then
+  a.lim = tonumber(lim)
+  redis.call('HSET', K_ACCT, 'lim', fmt(a.lim))
+  changes[#changes + 1] = 'lim'
+  changes[#changes + 1] = a.lim
+end
+if st ~= '' then
+  a.st = st
+  redis.call('HSET', K_ACCT, 'st', st)
+  changes[#changes + 1] = 'st'
+  changes[#changes + 1] = st
+end
+if bk ~= '' then
+  for _, nb in ipairs(cmsgpack.unpack(bk)) do
+    local found = nil
+    for _, b in ipairs(a.buckets) do
+      if b.id == nb.id then
+        found = b
+      end
+    end
+    if found then
+      found.n, found.p, found.x = found.n + nb.n, nb.p, nb.x
+    else
+      a.buckets[#a.buckets + 1] = {id = nb.id, svc = nb.svc, n = nb.n, r = 0, p = nb.p, x = nb.x}
+    end
+    changes[#changes + 1] = 'bucket'
+    changes[#changes + 1] = nb.id .. ':' .. nb.svc .. ':' .. fmt(nb.n)
+  end
+  a.dirty_buckets = true
+end
+save_account(a, now)
+emit(mode, msisdn, now, a, changes)
+return idem_put(answer('OK', a), ttl)

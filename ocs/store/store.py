@@ -1,0 +1,504 @@
+"""The store: the only code that touches balances. Redis + Lua, one script per mutation.
+
+Each mutation is one EVALSHA through the auto-pipelining client, so the concurrent requests of
+one event-loop turn travel to Redis in one write. Scripts live in ``scripts/*.lua``; each is
+loaded with the shared prelude ``lib.lua`` in front of it (see that file for conventions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Final
+
+import msgpack
+
+from ocs.store import keys as K
+from ocs.store.errors import StoreError, StoreUnavailable
+from ocs.store.keys import SubscriberKeys
+from ocs.store.redis_client import (
+    ConnectionLost,
+    PipelinedRedis,
+    RedisClientError,
+    ReplyError,
+    Script,
+)
+
+SCRIPT_NAMES: Final = ("reserve", "commit", "release", "debit", "credit", "upsert", "expire")
+
+#: Reply errors that mean "Redis cannot serve now", not "the request is wrong".
+_UNAVAILABLE_REPLIES: Final = (
+    "LOADING",
+    "BUSY",
+    "MASTERDOWN",
+    "READONLY",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "OOM",
+    "NOREPLICAS",
+)
+
+
+def script_source(name: str) -> str:
+    """A script's full source: the shared prelude, then its body."""
+    pkg = resources.files("ocs.store") / "scripts"
+    return (pkg / "lib.lua").read_text() + "\n" + (pkg / f"{name}.lua").read_text()
+
+
+def _s(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptAnswer:
+    """The fixed-shape answer of the charging scripts (see ``answer`` in lib.lua)."""
+
+    status: str
+    granted: int = 0
+    charged: int = 0
+    from_buckets: int = 0
+    balance: int = 0
+    reserved: int = 0
+    credit_limit: int = 0
+    session_version: int = 0
+    money_cursor: int = 0
+    held_bucket_units: int = 0
+    quote_buckets: int = 0
+    quote_money: int = 0
+    used_total: int = 0
+    final: bool = False
+    state: str = ""
+    service: str = ""
+    destination: str = ""
+    location: str = ""
+    started_at: int = 0
+    plan: str = ""
+    session_plan: str = ""
+
+    @classmethod
+    def parse(cls, reply: Sequence[bytes | str]) -> ScriptAnswer:
+        r = [_s(x) for x in reply]
+        if len(r) < 21:
+            raise StoreError(f"malformed script answer: {r!r}")
+        n = [int(x) if x else 0 for x in r[1:13]]
+        return cls(
+            r[0],
+            *n,
+            final=r[13] == "1",
+            state=r[14],
+            service=r[15],
+            destination=r[16],
+            location=r[17],
+            started_at=int(r[18] or 0),
+            plan=r[19],
+            session_plan=r[20] if len(r) > 20 else "",
+        )
+
+    @property
+    def available(self) -> int:
+        return self.balance - self.reserved + self.credit_limit
+
+
+@dataclass(frozen=True, slots=True)
+class UnitBucket:
+    """Free units for one service: consumed before money, lowest priority number first."""
+
+    id: str
+    service: str
+    units: int
+    reserved: int = 0
+    priority: int = 0
+    #: Unix ms; 0 = never.
+    expires_at: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class OpenSession:
+    session_id: str
+    service: str
+    plan: str
+    granted: int
+    held_money: int
+    held_units: int
+    used: int
+    charged: int
+    started_at: int
+    expires_at: int
+    destination: str
+    location: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    msisdn: str
+    balance: int
+    reserved: int
+    credit_limit: int
+    state: str
+    plan: str
+    version: int
+    created_at: int
+    updated_at: int
+    buckets: tuple[UnitBucket, ...] = ()
+    sessions: tuple[OpenSession, ...] = ()
+
+    @property
+    def available(self) -> int:
+        """What new grants may still hold: balance - reserved + credit limit."""
+        return self.balance - self.reserved + self.credit_limit
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One outbox entry: the stream id and its fields (all strings, amounts as integers)."""
+
+    id: str
+    fields: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def kind(self) -> str:
+        return self.fields.get("t", "")
+
+
+def _unpack(raw: bytes) -> Any:
+    return msgpack.unpackb(raw, raw=False, strict_map_key=False)
+
+
+class Store:
+    """Typed access to balances. Every method raises StoreUnavailable when Redis cannot answer."""
+
+    def __init__(
+        self,
+        client: PipelinedRedis,
+        *,
+        session_ttl_ms: int,
+        reference_ttl_ms: int,
+    ) -> None:
+        self.client = client
+        self.session_ttl_ms = session_ttl_ms
+        self.reference_ttl_ms = reference_ttl_ms
+        self._scripts: dict[str, Script] = {
+            name: client.register_script(script_source(name)) for name in SCRIPT_NAMES
+        }
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    async def _call(self, name: str, keys: list[str], args: list[str | int]) -> Any:
+        try:
+            return await self._scripts[name](keys, args)
+        except ReplyError as exc:
+            raise _wrap_reply_error(exc) from exc
+        except (RedisClientError, ConnectionLost, OSError, asyncio.TimeoutError) as exc:
+            raise StoreUnavailable(f"redis: {exc or type(exc).__name__}") from exc
+
+    async def _cmd(self, *args: str | int | bytes) -> Any:
+        try:
+            return await self.client.execute(*args)
+        except ReplyError as exc:
+            raise _wrap_reply_error(exc) from exc
+        except (RedisClientError, ConnectionLost, OSError, asyncio.TimeoutError) as exc:
+            raise StoreUnavailable(f"redis: {exc or type(exc).__name__}") from exc
+
+    async def _answer(
+        self, name: str, msisdn: str, request_key: str | None, args: list[str | int]
+    ) -> ScriptAnswer:
+        keys = SubscriberKeys.of(msisdn).for_script(request_key)
+        return ScriptAnswer.parse(await self._call(name, keys, args))
+
+    async def ping(self) -> bool:
+        return _s(await self._cmd("PING")) == "PONG"
+
+    async def load_scripts(self) -> None:
+        """Load every script now (start-up), so the first requests need no NOSCRIPT retry."""
+        for name in SCRIPT_NAMES:
+            await self._cmd("SCRIPT", "LOAD", script_source(name))
+
+    # -- mutations (one script each) ----------------------------------------------------------
+
+    async def create_subscriber(
+        self,
+        msisdn: str,
+        *,
+        plan: str,
+        balance: int,
+        credit_limit: int,
+        state: str,
+        buckets: Sequence[UnitBucket] = (),
+        now: int,
+        request_key: str | None = None,
+    ) -> ScriptAnswer:
+        """Create a subscriber; status EXISTS (and nothing changes) when it already exists."""
+        return await self._answer(
+            "upsert",
+            msisdn,
+            request_key,
+            [now, msisdn, request_key or "", self.reference_ttl_ms, "create", plan,
+             credit_limit, state, balance, _pack_buckets(buckets)],
+        )  # fmt: skip
+
+    async def update_subscriber(
+        self,
+        msisdn: str,
+        *,
+        plan: str | None = None,
+        credit_limit: int | None = None,
+        state: str | None = None,
+        add_buckets: Sequence[UnitBucket] = (),
+        now: int,
+        request_key: str | None = None,
+    ) -> ScriptAnswer:
+        """Change plan, credit limit or state, or grant unit buckets; status NOSUB if unknown."""
+        return await self._answer(
+            "upsert",
+            msisdn,
+            request_key,
+            [now, msisdn, request_key or "", self.reference_ttl_ms, "update", plan or "",
+             "" if credit_limit is None else credit_limit, state or "", 0,
+             _pack_buckets(add_buckets)],
+        )  # fmt: skip
+
+    async def credit(
+        self, msisdn: str, *, kind: str, amount: int, reference: str, note: str = "", now: int
+    ) -> ScriptAnswer:
+        """Top-up, refund (amount > 0) or adjustment (signed), idempotent by reference."""
+        return await self._answer(
+            "credit",
+            msisdn,
+            reference,
+            [now, msisdn, reference, self.reference_ttl_ms, kind, amount, note],
+        )
+
+    async def reserve(
+        self,
+        msisdn: str,
+        *,
+        request_key: str,
+        session_id: str,
+        service: str,
+        units: int,
+        cost: int,
+        bucket_quote: int,
+        expected_version: int,
+        hold_ms: int,
+        flags: str,
+        destination: str,
+        location: str,
+        plan: str,
+        now: int,
+    ) -> ScriptAnswer:
+        return await self._answer(
+            "reserve",
+            msisdn,
+            request_key,
+            [now, msisdn, request_key, self.session_ttl_ms, session_id, service, units, cost,
+             bucket_quote, expected_version, hold_ms, flags, destination, location, plan],
+        )  # fmt: skip
+
+    async def commit(
+        self,
+        msisdn: str,
+        *,
+        request_key: str,
+        session_id: str,
+        used: int,
+        cost: int,
+        expected_version: int,
+        next_units: int,
+        next_cost: int,
+        bucket_quote: int,
+        hold_ms: int,
+        flags: str,
+        now: int,
+    ) -> ScriptAnswer:
+        return await self._answer(
+            "commit",
+            msisdn,
+            request_key,
+            [now, msisdn, request_key, self.session_ttl_ms, session_id, used, cost,
+             expected_version, next_units, next_cost, bucket_quote, hold_ms, flags],
+        )  # fmt: skip
+
+    async def release(
+        self,
+        msisdn: str,
+        *,
+        request_key: str,
+        session_id: str,
+        used: int,
+        cost: int,
+        expected_version: int,
+        now: int,
+    ) -> ScriptAnswer:
+        return await self._answer(
+            "release",
+            msisdn,
+            request_key,
+            [now, msisdn, request_key, self.session_ttl_ms, session_id, used, cost,
+             expected_version],
+        )  # fmt: skip
+
+    async def debit(
+        self,
+        msisdn: str,
+        *,
+        request_key: str,
+        service: str,
+        units: int,
+        cost: int,
+        bucket_quote: int,
+        flags: str,
+        plan: str,
+        now: int,
+    ) -> ScriptAnswer:
+        return await self._answer(
+            "debit",
+            msisdn,
+            request_key,
+            [now, msisdn, request_key, self.reference_ttl_ms, service, units, cost,
+             bucket_quote, flags, plan],
+        )  # fmt: skip
+
+    async def expire(self, msisdn: str, now: int) -> int:
+        """Release the subscriber's sessions whose hold time has passed; how many were."""
+        keys = SubscriberKeys.of(msisdn).for_script(None)
+        return int(await self._call("expire", keys, [now, msisdn]))
+
+    # -- sweeper ------------------------------------------------------------------------------
+
+    async def due_for_expiry(self, bucket: int, now: int, limit: int = 100) -> list[str]:
+        """Subscribers of a bucket that may hold sessions past their hold time."""
+        raw = await self._cmd(
+            "ZRANGEBYSCORE", K.expiry_key(bucket), "-inf", now, "LIMIT", 0, limit
+        )
+        return [_s(m) for m in raw]
+
+    # -- session index (for requests that name only the session) -----------------------------
+
+    # The index is a hint, not a balance: a plain key that lives as long as the session's hold,
+    # written in the same pipelined write as the session's script, removed on release.
+
+    async def index_session(self, session_id: str, msisdn: str, ttl_ms: int) -> None:
+        await self._cmd("SET", K.session_index_key(session_id), msisdn, "PX", ttl_ms)
+
+    async def unindex_session(self, session_id: str) -> None:
+        await self._cmd("DEL", K.session_index_key(session_id))
+
+    async def session_owner(self, session_id: str) -> str | None:
+        raw = await self._cmd("GET", K.session_index_key(session_id))
+        return None if raw is None else _s(raw)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    async def get_account(self, msisdn: str) -> Account | None:
+        k = SubscriberKeys.of(msisdn)
+        acct, sess = await asyncio.gather(
+            self._cmd("HGETALL", k.account), self._cmd("HGETALL", k.sessions)
+        )
+        if not acct:
+            return None
+        a = {_s(acct[i]): acct[i + 1] for i in range(0, len(acct), 2)}
+
+        def num(name: str) -> int:
+            v = a.get(name)
+            return int(v) if v else 0
+
+        buckets = tuple(
+            UnitBucket(
+                id=str(b["id"]),
+                service=str(b["svc"]),
+                units=int(b["n"]),
+                reserved=int(b["r"]),
+                priority=int(b["p"]),
+                expires_at=int(b["x"]),
+            )
+            for b in (_unpack(a["bk"]) if a.get("bk") else [])
+        )
+        sessions = []
+        for i in range(0, len(sess), 2):
+            s = _unpack(sess[i + 1])
+            sessions.append(
+                OpenSession(
+                    session_id=_s(sess[i]),
+                    service=str(s["svc"]),
+                    plan=str(s.get("plan", "")),
+                    granted=int(s["g"]),
+                    held_money=int(s["hm"]),
+                    held_units=int(s["gb"]),
+                    used=int(s["u"]),
+                    charged=int(s["mc"]),
+                    started_at=int(s["t0"]),
+                    expires_at=int(s["x"]),
+                    destination=str(s.get("dst", "")),
+                    location=str(s.get("loc", "")),
+                    version=int(s["sv"]),
+                )
+            )
+        sessions.sort(key=lambda x: x.started_at)
+        return Account(
+            msisdn=msisdn,
+            balance=num("bal"),
+            reserved=num("rsv"),
+            credit_limit=num("lim"),
+            state=_s(a.get("st", b"")),
+            plan=_s(a.get("plan", b"")),
+            version=num("ver"),
+            created_at=num("cr"),
+            updated_at=num("up"),
+            buckets=buckets,
+            sessions=tuple(sessions),
+        )
+
+    async def list_subscribers(self, cursor: int = 0, count: int = 100) -> tuple[int, list[str]]:
+        """One SCAN step over accounts: (next cursor, msisdns); cursor 0 again when done."""
+        nxt, found = await self._cmd(
+            "SCAN", cursor, "MATCH", K.account_pattern(), "COUNT", max(count, 10)
+        )
+        return int(nxt), sorted(K.msisdn_of_account_key(_s(k)) for k in found)
+
+    async def events(
+        self, msisdn: str, *, limit: int = 100, before: str | None = None, scan_max: int = 200_000
+    ) -> list[Event]:
+        """The subscriber's newest events, newest first, read from its bucket's outbox.
+
+        The outbox is shared by the bucket, so this scans it backwards (at most ``scan_max``
+        entries); it is an operator's view, not a hot path.
+        """
+        key = SubscriberKeys.of(msisdn).outbox
+        out: list[Event] = []
+        end = f"({before}" if before else "+"
+        scanned = 0
+        while len(out) < limit and scanned < scan_max:
+            batch = await self._cmd("XREVRANGE", key, end, "-", "COUNT", 1000)
+            if not batch:
+                break
+            for entry_id, flat in batch:
+                f = {_s(flat[i]): _s(flat[i + 1]) for i in range(0, len(flat), 2)}
+                if f.get("sub") == msisdn:
+                    out.append(Event(_s(entry_id), f))
+                    if len(out) >= limit:
+                        break
+            scanned += len(batch)
+            end = f"({_s(batch[-1][0])}"
+        return out
+
+
+def _wrap_reply_error(exc: ReplyError) -> StoreError:
+    msg = str(exc)
+    if msg.startswith(_UNAVAILABLE_REPLIES):
+        return StoreUnavailable(f"redis: {msg}")
+    return StoreError(f"redis: {msg}")
+
+
+def _pack_buckets(buckets: Sequence[UnitBucket]) -> bytes | str:
+    if not buckets:
+        return ""
+    return msgpack.packb(
+        [
+            {"id": b.id, "svc": b.service, "n": b.units, "p": b.priority, "x": b.expires_at}
+            for b in buckets
+        ],
+        use_bin_type=False,
+    )
