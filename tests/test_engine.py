@@ -1,0 +1,346 @@
+"""The charging engine and its Lua scripts, against a real Redis started by the test session."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+
+from ocs.charging.engine import ChargingConfig, ChargingEngine
+from ocs.charging.sweeper import ExpirySweeper
+from ocs.charging.types import (
+    CommitRequest,
+    DebitRequest,
+    Outcome,
+    ReleaseRequest,
+    ReserveRequest,
+)
+from ocs.store.redis_client import PipelinedRedis
+from ocs.store.store import Store, UnitBucket
+from tariffs.interface import ServiceSpec, UnitKind
+from tariffs.simple import BlockPrice, SimplePlan, SimpleRater
+
+T0 = 1_790_000_000_000
+
+
+@dataclass
+class Clock:
+    now: int = T0
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def _plan(name: str, voice_price: int, voice_block: int, quota: int = 60) -> SimplePlan:
+    return SimplePlan(
+        name,
+        {
+            "voice": BlockPrice(ServiceSpec("voice", UnitKind.SECONDS, quota), voice_price, voice_block),
+            "voice-mt": BlockPrice(
+                ServiceSpec("voice-mt", UnitKind.SECONDS, 300, outgoing=False, free=True), 0, 1
+            ),
+            "sms": BlockPrice(ServiceSpec("sms", UnitKind.EVENTS, 1), 50_000, 1),
+        },
+    )
+
+
+RATER = SimpleRater(
+    [
+        _plan("per-second", 1_000, 1),  # 0.001 a second, 0.06 a minute
+        _plan("per-minute", 60_000, 60),  # 0.06 per started minute
+    ]
+)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def store(redis_url: str) -> AsyncIterator[Store]:
+    client = PipelinedRedis.from_url(redis_url)
+    await client.connect()
+    try:
+        yield Store(client, session_ttl_ms=900_000, reference_ttl_ms=86_400_000)
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+def engine(store: Store, clock: Clock) -> ChargingEngine:
+    return ChargingEngine(store, RATER, ChargingConfig(validity=60, grace=10), clock=clock)
+
+
+async def add(store: Store, msisdn: str, balance: int, *, limit: int = 0, plan: str = "per-second",
+              state: str = "active", buckets: tuple[UnitBucket, ...] = ()) -> None:  # fmt: skip
+    ans = await store.create_subscriber(
+        msisdn, plan=plan, balance=balance, credit_limit=limit, state=state, buckets=buckets,
+        now=T0,
+    )  # fmt: skip
+    assert ans.status == "OK"
+
+
+async def balance_of(store: Store, msisdn: str) -> tuple[int, int]:
+    acct = await store.get_account(msisdn)
+    assert acct is not None
+    return acct.balance, acct.reserved
+
+
+async def test_reserve_commit_release_cycle(store: Store, engine: ChargingEngine) -> None:
+    await add(store, "100", 1_000_000)
+    r = await engine.reserve(ReserveRequest("s", "100", "voice", "s/0", units=60))
+    assert (r.outcome, r.granted, r.final, r.validity) == (Outcome.SUCCESS, 60, False, 60)
+    assert await balance_of(store, "100") == (1_000_000, 60_000)
+    r = await engine.commit(CommitRequest("s", "s/1", used=45))
+    assert (r.outcome, r.charged, r.granted, r.balance) == (Outcome.SUCCESS, 45_000, 60, 955_000)
+    r = await engine.release(ReleaseRequest("s", "s/2", used=10))
+    assert (r.outcome, r.charged, r.balance) == (Outcome.SUCCESS, 10_000, 945_000)
+    assert await balance_of(store, "100") == (945_000, 0)
+    acct = await store.get_account("100")
+    assert acct is not None and acct.sessions == ()
+
+
+async def test_500_concurrent_reserves_grant_exactly_what_the_balance_affords(
+    store: Store, engine: ChargingEngine
+) -> None:
+    # 37 grants of 60 s at 0.001/s, plus a little that affords no full slice but 59 s.
+    await add(store, "200", 37 * 60_000 + 59_000, limit=0)
+    results = await asyncio.gather(
+        *(engine.reserve(ReserveRequest(f"c{i}", "200", "voice", f"c{i}/0", units=60))
+          for i in range(500))
+    )  # fmt: skip
+    full = [r for r in results if r.ok and r.granted == 60]
+    partial = [r for r in results if r.ok and r.granted < 60]
+    refused = [r for r in results if r.outcome is Outcome.CREDIT_LIMIT_REACHED]
+    assert len(full) == 37
+    assert [(r.granted, r.final) for r in partial] == [(59, True)]
+    assert len(refused) == 500 - 38
+    bal, rsv = await balance_of(store, "200")
+    assert (bal, rsv) == (37 * 60_000 + 59_000, 37 * 60_000 + 59_000)
+
+
+async def test_concurrent_reserves_respect_the_credit_limit(
+    store: Store, engine: ChargingEngine
+) -> None:
+    await add(store, "201", 0, limit=37 * 60_000)
+    results = await asyncio.gather(
+        *(engine.reserve(ReserveRequest(f"d{i}", "201", "voice", f"d{i}/0", units=60))
+          for i in range(500))
+    )  # fmt: skip
+    assert sum(r.granted for r in results) == 37 * 60
+    acct = await store.get_account("201")
+    assert acct is not None and acct.available == 0
+
+
+async def test_quota_is_min_of_requested_default_and_affordable(
+    store: Store, engine: ChargingEngine
+) -> None:
+    await add(store, "300", 100_000)
+    r = await engine.reserve(ReserveRequest("a", "300", "voice", "a/0", units=10))
+    assert (r.granted, r.final) == (10, False)
+    r = await engine.reserve(ReserveRequest("b", "300", "voice", "b/0", units=1000))
+    assert (r.granted, r.final) == (60, False)  # the default quota caps it
+    r = await engine.reserve(ReserveRequest("c", "300", "voice", "c/0"))
+    assert (r.granted, r.final) == (30, True)  # 100_000 - 70_000 held affords 30 s
+    r = await engine.reserve(ReserveRequest("d", "300", "voice", "d/0"))
+    assert r.outcome is Outcome.CREDIT_LIMIT_REACHED and r.granted == 0
+
+
+async def test_replays_are_idempotent(store: Store, engine: ChargingEngine) -> None:
+    await add(store, "400", 1_000_000)
+    reqs = [
+        engine.reserve(ReserveRequest("s", "400", "voice", "s/0", units=60)),
+        engine.commit(CommitRequest("s", "s/1", used=30)),
+        engine.release(ReleaseRequest("s", "s/2", used=5)),
+        engine.debit(DebitRequest("400", "sms", "sms-1")),
+    ]
+    first = [await r for r in reqs]
+    after = await store.get_account("400")
+    again = [
+        await engine.reserve(ReserveRequest("s", "400", "voice", "s/0", units=60)),
+        await engine.commit(CommitRequest("s", "s/1", used=30)),
+        await engine.release(ReleaseRequest("s", "s/2", used=5)),
+        await engine.debit(DebitRequest("400", "sms", "sms-1")),
+    ]
+    assert again == first
+    assert await store.get_account("400") == after
+    # A second engine (another process, empty caches) gets the same answers too.
+    other = ChargingEngine(store, RATER, engine.config, clock=engine.clock)
+    assert await other.debit(DebitRequest("400", "sms", "sms-1")) == first[3]
+    assert await other.release(ReleaseRequest("s", "s/2", used=5), subscriber="400") == first[2]
+    top1 = await store.credit("400", kind="topup", amount=5_000_000, reference="t1", now=T0)
+    top2 = await store.credit("400", kind="topup", amount=7_000_000, reference="t1", now=T0)
+    assert top1 == top2
+    assert (await balance_of(store, "400"))[0] == after.balance + 5_000_000  # type: ignore[union-attr]
+
+
+async def test_cumulative_rating_slices_cost_the_same_as_one_report(
+    store: Store, engine: ChargingEngine
+) -> None:
+    await add(store, "500", 1_000_000, plan="per-minute")
+    await add(store, "501", 1_000_000, plan="per-minute")
+    await engine.reserve(ReserveRequest("x", "500", "voice", "x/0"))
+    for i in range(3):
+        await engine.commit(CommitRequest("x", f"x/{i + 1}", used=20))
+    await engine.release(ReleaseRequest("x", "x/9", used=0))
+    await engine.reserve(ReserveRequest("y", "501", "voice", "y/0"))
+    await engine.release(ReleaseRequest("y", "y/1", used=60))
+    assert await balance_of(store, "500") == await balance_of(store, "501") == (940_000, 0)
+
+
+async def test_failover_to_another_engine_charges_correctly(
+    store: Store, engine: ChargingEngine
+) -> None:
+    await add(store, "600", 1_000_000, plan="per-minute")
+    await engine.reserve(ReserveRequest("f", "600", "voice", "f/0"))
+    await engine.commit(CommitRequest("f", "f/1", used=20))  # first minute: 0.06
+    other = ChargingEngine(store, RATER, engine.config, clock=engine.clock)
+    r = await other.commit(CommitRequest("f", "f/2", used=30))  # still the first minute
+    assert (r.outcome, r.charged) == (Outcome.SUCCESS, 0)
+    r = await other.release(ReleaseRequest("f", "f/3", used=20))  # 70 s: second minute
+    assert (r.outcome, r.charged) == (Outcome.SUCCESS, 60_000)
+    assert await balance_of(store, "600") == (880_000, 0)
+
+
+async def test_overuse_is_debited_in_full_but_new_grants_stop_at_the_limit(
+    store: Store, engine: ChargingEngine
+) -> None:
+    await add(store, "700", 60_000, limit=10_000)
+    r = await engine.reserve(ReserveRequest("o", "700", "voice", "o/0", units=60))
+    assert r.granted == 60
+    r = await engine.commit(CommitRequest("o", "o/1", used=200))  # far past the grant
+    assert r.charged == 200_000 and r.balance == -140_000
+    assert r.outcome is Outcome.CREDIT_LIMIT_REACHED and r.granted == 0 and r.final
+    r2 = await engine.reserve(ReserveRequest("p", "700", "voice", "p/0"))
+    assert r2.outcome is Outcome.CREDIT_LIMIT_REACHED
+    r3 = await engine.debit(DebitRequest("700", "sms", "m1"))
+    assert r3.outcome is Outcome.CREDIT_LIMIT_REACHED
+    r4 = await engine.debit(DebitRequest("700", "sms", "m2", force=True))  # a CDR: it happened
+    assert (r4.outcome, r4.balance) == (Outcome.SUCCESS, -190_000)
+    await engine.release(ReleaseRequest("o", "o/2", used=0))
+    assert await balance_of(store, "700") == (-190_000, 0)
+
+
+async def test_expired_reservations_come_back(
+    store: Store, engine: ChargingEngine, clock: Clock
+) -> None:
+    await add(store, "800", 120_000)
+    await engine.reserve(ReserveRequest("e1", "800", "voice", "e1/0"))
+    await engine.reserve(ReserveRequest("e2", "800", "voice", "e2/0"))
+    assert await balance_of(store, "800") == (120_000, 120_000)
+    clock.now += 69_000  # validity 60 + grace 10: not yet
+    sweeper = ExpirySweeper(store, clock)
+    assert await sweeper.sweep_once() == 0
+    clock.now += 1_000
+    assert await sweeper.sweep_once() == 2
+    assert await balance_of(store, "800") == (120_000, 0)
+    r = await engine.commit(CommitRequest("e1", "e1/1", used=10))
+    assert r.outcome is Outcome.UNKNOWN_SESSION
+    kinds = [e.kind for e in await store.events("800")]
+    assert kinds.count("expire") == 2
+
+
+async def test_expired_reservations_are_released_lazily(
+    store: Store, engine: ChargingEngine, clock: Clock
+) -> None:
+    await add(store, "801", 60_000)
+    await engine.reserve(ReserveRequest("l1", "801", "voice", "l1/0"))
+    assert (await engine.reserve(ReserveRequest("l2", "801", "voice", "l2/0"))).granted == 0
+    clock.now += 71_000
+    r = await engine.reserve(ReserveRequest("l3", "801", "voice", "l3/0"))
+    assert (r.outcome, r.granted) == (Outcome.SUCCESS, 60)
+    assert await balance_of(store, "801") == (60_000, 60_000)
+
+
+async def test_unit_buckets_are_used_before_money(store: Store, engine: ChargingEngine) -> None:
+    await add(store, "900", 1_000_000,
+              buckets=(UnitBucket("free", "voice", 90, priority=1),))  # fmt: skip
+    r = await engine.reserve(ReserveRequest("b", "900", "voice", "b/0"))
+    assert r.granted == 60 and await balance_of(store, "900") == (1_000_000, 0)
+    r = await engine.commit(CommitRequest("b", "b/1", used=60))  # 30 bucket s left: quote
+    assert (r.outcome, r.from_buckets, r.charged, r.granted) == (Outcome.SUCCESS, 60, 0, 60)
+    assert await balance_of(store, "900") == (1_000_000, 30_000)  # 30 s held as money
+    r = await engine.release(ReleaseRequest("b", "b/2", used=50))
+    assert (r.from_buckets, r.charged) == (30, 20_000)
+    acct = await store.get_account("900")
+    assert acct is not None and acct.buckets == () and acct.balance == 980_000
+
+
+async def test_bucket_for_events(store: Store, engine: ChargingEngine) -> None:
+    await add(store, "901", 0, buckets=(UnitBucket("sms10", "sms", 2),))
+    assert (await engine.debit(DebitRequest("901", "sms", "k1"))).from_buckets == 1
+    assert (await engine.debit(DebitRequest("901", "sms", "k2"))).from_buckets == 1
+    r = await engine.debit(DebitRequest("901", "sms", "k3"))
+    assert r.outcome is Outcome.CREDIT_LIMIT_REACHED
+
+
+async def test_expired_buckets_are_not_used(
+    store: Store, engine: ChargingEngine, clock: Clock
+) -> None:
+    await add(store, "902", 0, buckets=(UnitBucket("old", "sms", 5, expires_at=T0 + 1000),))
+    clock.now += 1000
+    assert (await engine.debit(DebitRequest("902", "sms", "k"))).outcome is (
+        Outcome.CREDIT_LIMIT_REACHED
+    )
+
+
+@pytest.mark.parametrize(
+    ("state", "service", "outcome"),
+    [
+        ("barred-outgoing", "voice", Outcome.SERVICE_DENIED),
+        ("barred-outgoing", "voice-mt", Outcome.SUCCESS),
+        ("barred-all", "voice", Outcome.SERVICE_DENIED),
+        ("barred-all", "voice-mt", Outcome.SUCCESS),
+        ("suspended", "voice-mt", Outcome.SERVICE_DENIED),
+        ("active", "voice-mt", Outcome.SUCCESS),
+    ],
+)
+async def test_barring_states(
+    store: Store, engine: ChargingEngine, state: str, service: str, outcome: Outcome
+) -> None:
+    await add(store, "1000", 1_000_000, state=state)
+    r = await engine.reserve(ReserveRequest("s", "1000", service, "s/0"))
+    assert r.outcome is outcome
+
+
+async def test_barring_mid_session_debits_usage_and_denies_the_next_slice(
+    store: Store, engine: ChargingEngine
+) -> None:
+    await add(store, "1001", 1_000_000)
+    await engine.reserve(ReserveRequest("s", "1001", "voice", "s/0"))
+    await store.update_subscriber("1001", state="barred-outgoing", now=T0)
+    r = await engine.commit(CommitRequest("s", "s/1", used=30))
+    assert (r.outcome, r.charged, r.granted) == (Outcome.SERVICE_DENIED, 30_000, 0)
+
+
+async def test_unknowns(store: Store, engine: ChargingEngine) -> None:
+    await add(store, "1100", 1_000_000)
+    r = await engine.reserve(ReserveRequest("s", "9999", "voice", "s/0"))
+    assert r.outcome is Outcome.USER_UNKNOWN
+    r = await engine.reserve(ReserveRequest("s", "1100", "fax", "s/0"))
+    assert r.outcome is Outcome.RATING_FAILED
+    r = await engine.commit(CommitRequest("nope", "nope/1", used=1))
+    assert r.outcome is Outcome.UNKNOWN_SESSION
+    assert (await engine.debit(DebitRequest("9999", "sms", "x"))).outcome is Outcome.USER_UNKNOWN
+    assert (await engine.balance("9999")).outcome is Outcome.USER_UNKNOWN
+    b = await engine.balance("1100")
+    assert (b.outcome, b.available, b.plan) == (Outcome.SUCCESS, 1_000_000, "per-second")
+
+
+async def test_outbox_holds_one_event_per_mutation(store: Store, engine: ChargingEngine) -> None:
+    await add(store, "1200", 1_000_000)
+    await engine.reserve(ReserveRequest("s", "1200", "voice", "s/0"))
+    await engine.reserve(ReserveRequest("s", "1200", "voice", "s/0"))  # replay: no event
+    await engine.commit(CommitRequest("s", "s/1", used=10))
+    await engine.release(ReleaseRequest("s", "s/2", used=10))
+    await engine.debit(DebitRequest("1200", "sms", "m"))
+    await engine.debit(DebitRequest("1200", "sms", "m"))  # replay: no event
+    events = await store.events("1200")
+    assert [e.kind for e in reversed(events)] == [
+        "create", "reserve", "commit", "release", "debit"
+    ]  # fmt: skip
+    assert sum(int(e.fields.get("amt", "0")) for e in events) == -70_000
+    assert int(events[0].fields["bal"]) == 1_000_000 - 70_000
