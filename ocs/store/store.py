@@ -48,7 +48,7 @@ def script_source(name: str) -> str:
 
 
 def _s(v: bytes | str) -> str:
-    return v.decode() if isinstance(v, bytes) else v
+    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +84,19 @@ class ScriptAnswer:
             raise StoreError(f"malformed script answer: {r!r}")
         n = [int(x) if x else 0 for x in r[1:13]]
         return cls(
-            r[0],
-            *n,
+            status=r[0],
+            granted=n[0],
+            charged=n[1],
+            from_buckets=n[2],
+            balance=n[3],
+            reserved=n[4],
+            credit_limit=n[5],
+            session_version=n[6],
+            money_cursor=n[7],
+            held_bucket_units=n[8],
+            quote_buckets=n[9],
+            quote_money=n[10],
+            used_total=n[11],
             final=r[13] == "1",
             state=r[14],
             service=r[15],
@@ -93,7 +104,7 @@ class ScriptAnswer:
             location=r[17],
             started_at=int(r[18] or 0),
             plan=r[19],
-            session_plan=r[20] if len(r) > 20 else "",
+            session_plan=r[20],
         )
 
     @property
@@ -186,7 +197,7 @@ class Store:
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    async def _call(self, name: str, keys: list[str], args: list[str | int]) -> Any:
+    async def _call(self, name: str, keys: list[str], args: list[str | int | bytes]) -> Any:
         try:
             return await self._scripts[name](keys, args)
         except ReplyError as exc:
@@ -203,7 +214,7 @@ class Store:
             raise StoreUnavailable(f"redis: {exc or type(exc).__name__}") from exc
 
     async def _answer(
-        self, name: str, msisdn: str, request_key: str | None, args: list[str | int]
+        self, name: str, msisdn: str, request_key: str | None, args: list[str | int | bytes]
     ) -> ScriptAnswer:
         keys = SubscriberKeys.of(msisdn).for_script(request_key)
         return ScriptAnswer.parse(await self._call(name, keys, args))
@@ -370,9 +381,7 @@ class Store:
 
     async def due_for_expiry(self, bucket: int, now: int, limit: int = 100) -> list[str]:
         """Subscribers of a bucket that may hold sessions past their hold time."""
-        raw = await self._cmd(
-            "ZRANGEBYSCORE", K.expiry_key(bucket), "-inf", now, "LIMIT", 0, limit
-        )
+        raw = await self._cmd("ZRANGEBYSCORE", K.expiry_key(bucket), "-inf", now, "LIMIT", 0, limit)
         return [_s(m) for m in raw]
 
     # -- session index (for requests that name only the session) -----------------------------
@@ -495,10 +504,11 @@ def _wrap_reply_error(exc: ReplyError) -> StoreError:
 def _pack_buckets(buckets: Sequence[UnitBucket]) -> bytes | str:
     if not buckets:
         return ""
-    return msgpack.packb(
+    packed: bytes = msgpack.packb(
         [
             {"id": b.id, "svc": b.service, "n": b.units, "p": b.priority, "x": b.expires_at}
             for b in buckets
         ],
         use_bin_type=False,
     )
+    return packed

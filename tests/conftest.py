@@ -1,0 +1,48 @@
+"""Shared fixtures.
+
+Tests never touch a Redis they did not start: every server used here is a private
+``redis-server`` launched by the test session (or by a test) on a free port, with its data in a
+pytest temporary directory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis.asyncio
+
+from ocs.redis_server import EmbeddedRedis
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """One private Redis for the whole session (AOF on, as in production)."""
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def redis_url(redis_server: EmbeddedRedis) -> str:
+    """The session server's URL, emptied (FLUSHALL, SCRIPT FLUSH) before the test."""
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    try:
+        await client.flushall()
+        await client.script_flush()
+    finally:
+        await client.aclose()
+    return redis_server.url
+
+
+@pytest.fixture
+async def raw_redis(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
+    """A redis-py client on the (emptied) session server: the independent reference."""
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
