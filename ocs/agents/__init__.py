@@ -1,0 +1,1 @@
+"""Agents translate a protocol's messages into the charging vocabulary and back."""

@@ -1,0 +1,133 @@
+"""Configuration: one frozen dataclass, built once at the entry point from the environment
+(``OCS_*``) and an optional TOML file, checked at start-up with messages that name the setting.
+Nothing below the entry point reads ``os.environ``.
+
+Precedence: command-line flags > environment > config file > defaults. The file holds the same
+settings as the environment, lower-cased and without the ``OCS_`` prefix::
+
+    redis_url = "redis://127.0.0.1:6379/0"
+    native_port = 3869
+    http_port = 8080
+    validity = 300
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from ocs.charging.engine import ChargingConfig
+from ocs.constants import (
+    DEFAULT_VALIDITY,
+    DIAMETER_PORT,
+    EXPIRY_GRACE,
+    HTTP_PORT,
+    IDEMPOTENCY_TTL_REFERENCE,
+    IDEMPOTENCY_TTL_SESSION,
+    NATIVE_PORT,
+)
+
+
+class ConfigError(ValueError):
+    """A setting is missing or wrong; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    #: None: start an embedded redis-server with its data under ``data_dir``.
+    redis_url: str | None = None
+    data_dir: str = ".ocs"
+    #: AOF fsync policy of the embedded Redis: everysec (default) or always.
+    appendfsync: str = "everysec"
+    bind: str = "127.0.0.1"
+    native_port: int = NATIVE_PORT
+    http_port: int = HTTP_PORT
+    diameter_port: int = DIAMETER_PORT
+    #: Seconds a grant is valid, and seconds past it before an unreported grant is released.
+    validity: int = DEFAULT_VALIDITY
+    grace: int = EXPIRY_GRACE
+    #: Seconds idempotency answers are kept: session requests, and references (top-ups).
+    session_ttl: int = IDEMPOTENCY_TTL_SESSION
+    reference_ttl: int = IDEMPOTENCY_TTL_REFERENCE
+    #: Extra directory of TOML plans, loaded beside the shipped ones.
+    plans_dir: str | None = None
+    sweep_interval: float = 1.0
+    log_level: str = "INFO"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def charging(self) -> ChargingConfig:
+        return ChargingConfig(validity=self.validity, grace=self.grace)
+
+
+_INT = {"native_port", "http_port", "diameter_port", "validity", "grace", "session_ttl",
+        "reference_ttl"}  # fmt: skip
+_PORTS = {"native_port", "http_port", "diameter_port"}
+
+
+def _coerce(name: str, value: object, source: str) -> object:
+    where = f"{source} {name}"
+    if name in _INT:
+        if isinstance(value, str):
+            if not value.strip().lstrip("-").isdigit():
+                raise ConfigError(f"{where}: must be an integer, got {value!r}")
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(f"{where}: must be an integer, got {value!r}")
+        low = 0 if name in _PORTS else 1
+        if value < low or (name in _PORTS and value > 65535):
+            raise ConfigError(f"{where}: out of range: {value}")
+        return value
+    if name == "sweep_interval":
+        try:
+            v = float(str(value))
+        except ValueError:
+            raise ConfigError(f"{where}: must be a number of seconds, got {value!r}") from None
+        if v <= 0:
+            raise ConfigError(f"{where}: must be > 0")
+        return v
+    if name == "appendfsync" and value not in ("everysec", "always", "no"):
+        raise ConfigError(f"{where}: must be everysec, always or no, got {value!r}")
+    if name == "redis_url":
+        if value in ("", None):
+            return None
+        if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"{where}: must be a redis:// URL, got {value!r}")
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: must be a string, got {value!r}")
+    return value
+
+
+def load_settings(
+    env: Mapping[str, str],
+    config_file: str | Path | None = None,
+    overrides: Mapping[str, object] | None = None,
+) -> Settings:
+    """Settings from a config file (``config_file`` or ``OCS_CONFIG``), the environment and
+    explicit overrides (command-line flags, None meaning "not given")."""
+    names = {f.name for f in fields(Settings)} - {"extra"}
+    values: dict[str, object] = {}
+    path = config_file or env.get("OCS_CONFIG")
+    if path:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"config file {p}: cannot read: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {p}: {exc}") from None
+        for k, v in data.items():
+            if k not in names:
+                raise ConfigError(f"config file {p}: unknown setting {k!r}")
+            values[k] = _coerce(k, v, f"config file {p}:")
+    for k in names:
+        v = env.get(f"OCS_{k.upper()}")
+        if v is not None:
+            values[k] = _coerce(k, v, f"OCS_{k.upper()}")
+    for k, v in (overrides or {}).items():
+        if v is not None:
+            values[k] = _coerce(k, v, f"--{k.replace('_', '-')}")
+    return replace(Settings(), **values)  # type: ignore[arg-type]

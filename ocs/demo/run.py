@@ -1,0 +1,118 @@
+"""``ocs demo``: an embedded Redis, the demo data, the OCS and the switch simulator, with a live
+view in the terminal, until Ctrl-C (or ``duration`` seconds). Nothing is left running after."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+from dataclasses import replace
+from typing import TextIO
+
+from ocs.charging.engine import wall_clock_ms
+from ocs.config import Settings
+from ocs.demo.dataset import load_demo_data
+from ocs.demo.simulator import SwitchSimulator, Tally
+from ocs.money import format_money
+from ocs.service import run_ocs
+from protocols.native import NativeClient
+
+
+class LiveView:
+    """Prints a sample of what happens (every refusal, some grants) and a status line."""
+
+    def __init__(self, out: TextIO, max_lines_per_second: float = 6.0) -> None:
+        self.out = out
+        self.budget = max_lines_per_second
+        self.tokens = max_lines_per_second
+        self.last = time.monotonic()
+
+    def line(self, text: str) -> None:
+        now = time.monotonic()
+        self.tokens = min(self.budget, self.tokens + (now - self.last) * self.budget)
+        self.last = now
+        important = "refused" in text or "cut off" in text
+        if self.tokens >= 1 or (important and self.tokens >= -self.budget):
+            self.tokens -= 1
+            print(text, file=self.out, flush=True)
+
+    def status(self, elapsed: float, t: Tally, prev: int, interval: float) -> None:
+        rate = (t.requests - prev) / interval
+        print(
+            f"--- {elapsed:5.1f}s  {t.requests} requests ({rate:.0f}/s)  calls {t.calls}  "
+            f"data {t.sessions}  sms {t.sms}  granted {t.granted}  refused {t.refused}  "
+            f"denied {t.denied}  errors {t.errors}  charged {format_money(t.charged)}",
+            file=self.out,
+            flush=True,
+        )
+
+
+async def run_demo(
+    settings: Settings,
+    *,
+    subscribers: int = 300,
+    callers: int = 48,
+    speed: float = 200.0,
+    duration: float | None = None,
+    out: TextIO = sys.stdout,
+) -> Tally:
+    settings = replace(settings, data_dir=f"{settings.data_dir}/demo")
+    view = LiveView(out)
+    async with run_ocs(settings) as ocs:
+        # The demo's Redis is its own (embedded under .ocs/demo unless a URL was given): start
+        # from a clean slate each time.
+        if settings.redis_url is None:
+            await ocs.store.client.execute("FLUSHALL")
+        subs = await load_demo_data(ocs.store, subscribers, wall_clock_ms())
+        print(
+            f"OCS demo: {len(subs)} subscribers loaded; native protocol on port "
+            f"{ocs.native.port}, admin API on http://{settings.bind}:{ocs.http_port} "
+            f"(try: curl http://{settings.bind}:{ocs.http_port}/v1/subscribers/{subs[1].msisdn})"
+            "\nCtrl-C to stop.\n",
+            file=out,
+            flush=True,
+        )
+        async with NativeClient(settings.bind, ocs.native.port) as client:
+            sim = SwitchSimulator(
+                client,
+                [s.msisdn for s in subs],
+                callers=callers,
+                speed=speed,
+                report=view.line,
+            )
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            task = asyncio.create_task(sim.run())
+            start = prev_t = time.monotonic()
+            prev_n = 0
+            try:
+                while not stop.is_set():
+                    timeout = 2.0
+                    if duration is not None:
+                        timeout = min(timeout, max(0.0, start + duration - time.monotonic()))
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout)
+                    now = time.monotonic()
+                    view.status(now - start, sim.tally, prev_n, max(now - prev_t, 1e-3))
+                    prev_n, prev_t = sim.tally.requests, now
+                    if duration is not None and now - start >= duration:
+                        break
+            finally:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        low = sorted(
+            [(a.balance, m) for m in [s.msisdn for s in subs[:40]]
+             if (a := await ocs.store.get_account(m)) is not None]
+        )[:5]  # fmt: skip
+        print("\nLowest balances among the first 40 subscribers:", file=out)
+        for bal, m in low:
+            print(f"  {m}  {format_money(bal)}", file=out)
+        print("Stopping: draining requests, stopping the OCS and its Redis.", file=out, flush=True)
+    return sim.tally

@@ -1,0 +1,644 @@
+"""Sans-IO codec of the native charging protocol (modelled on h11).
+
+A frame is a 4-byte big-endian unsigned length N followed by N bytes holding one msgpack map
+with string keys. Requests carry ``id`` (uint32) and ``verb``; replies carry the same ``id``
+and a ``result``. See ``docs/native-protocol.md``.
+
+No I/O happens here: feed bytes with ``receive_data``, take typed events out with
+``next_event`` until it returns :data:`NEED_DATA`, and turn events into bytes with ``send``.
+The same classes serve asyncio (``server.py``, ``client.py``), gevent (Locust) and tests.
+
+Two kinds of bad input are told apart:
+
+* a well-framed map with a readable ``id`` that fails validation (unknown verb, missing field,
+  wrong type, out of range) becomes an :class:`InvalidRequest` event; the server answers it
+  with ``invalid-request`` and keeps the connection;
+* anything else (length over ``max_frame``, bad msgpack, not a map, no valid ``id``) raises
+  :class:`~protocols.native.errors.ProtocolError`; the stream cannot be trusted any more, the
+  server sends ``exc.reply`` (id 0) and closes. Every later ``next_event`` raises it again.
+
+The decoder raises nothing but ``ProtocolError`` on any input (the tests fuzz it).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, ClassVar, Final, TypeAlias, cast
+
+import msgpack
+
+from protocols.native.constants import (
+    DEFAULT_MAX_FRAME,
+    LENGTH_PREFIX_SIZE,
+    MAX_ARRAY_LEN,
+    MAX_DESTINATION_LEN,
+    MAX_DETAIL_LEN,
+    MAX_ID,
+    MAX_KEY_LEN,
+    MAX_LOCATION_LEN,
+    MAX_MAP_LEN,
+    MAX_SEQ,
+    MAX_SERVICE_LEN,
+    MAX_SESSION_LEN,
+    MAX_SUBSCRIBER_LEN,
+    MAX_UNITS,
+    MIN_MAX_FRAME,
+    RESULT_INVALID_REQUEST,
+    RESULT_SUCCESS,
+    VERB_BALANCE,
+    VERB_COMMIT,
+    VERB_DEBIT,
+    VERB_PING,
+    VERB_RELEASE,
+    VERB_RESERVE,
+)
+from protocols.native.errors import LocalProtocolError, ProtocolError
+
+__all__ = [
+    "NEED_DATA",
+    "Balance",
+    "ChargingRequest",
+    "ClientConnection",
+    "Commit",
+    "Debit",
+    "InvalidRequest",
+    "NeedData",
+    "Ping",
+    "Release",
+    "Reply",
+    "Request",
+    "Reserve",
+    "ServerConnection",
+    "encode_frame",
+]
+
+
+class NeedData(Enum):
+    """Type of the :data:`NEED_DATA` sentinel."""
+
+    NEED_DATA = "NEED_DATA"
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+#: Returned by ``next_event`` when the buffer holds no complete frame.
+NEED_DATA: Final = NeedData.NEED_DATA
+
+
+# --- events ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Reserve:
+    """Open a session or ask for another slice: hold credit for up to ``units`` units.
+
+    ``units`` None: the server decides (the service's default quota). ``session`` + ``seq``
+    is the idempotency key.
+    """
+
+    verb: ClassVar[str] = VERB_RESERVE
+    id: int
+    session: str
+    subscriber: str
+    service: str
+    seq: int
+    units: int | None = None
+    destination: str = ""
+    location: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """Report ``used`` units of a session and reserve the next slice.
+
+    ``units`` None: the next slice is the server's default quota; 0: no next slice.
+    ``subscriber`` (optional, "" = not given) tells the server whose session it is, which
+    spares it a lookup; the session alone identifies it.
+    """
+
+    verb: ClassVar[str] = VERB_COMMIT
+    id: int
+    session: str
+    seq: int
+    used: int
+    units: int | None = None
+    subscriber: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """End a session: debit the final ``used`` units and free the rest of the hold.
+
+    ``subscriber``: optional, as for :class:`Commit`.
+    """
+
+    verb: ClassVar[str] = VERB_RELEASE
+    id: int
+    session: str
+    seq: int
+    used: int = 0
+    subscriber: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Debit:
+    """Rate and debit ``units`` at once (an SMS, a purchase). ``key`` makes it idempotent.
+
+    ``force`` debits even past the credit limit (the usage already happened).
+    """
+
+    verb: ClassVar[str] = VERB_DEBIT
+    id: int
+    subscriber: str
+    service: str
+    key: str
+    units: int = 1
+    destination: str = ""
+    location: str = ""
+    force: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    """Ask for a subscriber's balance."""
+
+    verb: ClassVar[str] = VERB_BALANCE
+    id: int
+    subscriber: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """Liveness check; answered with result ``success``."""
+
+    verb: ClassVar[str] = VERB_PING
+    id: int
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidRequest:
+    """A readable frame with a valid ``id`` whose request is not valid.
+
+    The server answers ``invalid-request`` with ``detail`` and keeps the connection.
+    """
+
+    id: int
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """The answer to one request, matched to it by ``id``.
+
+    Charge verbs (reserve, commit, release, debit) fill ``granted``, ``final``, ``charged``,
+    ``buckets`` (units taken from unit buckets), ``balance`` and ``validity`` (seconds);
+    ``balance`` fills ``balance``, ``reserved``, ``available``, ``credit_limit``, ``state`` and
+    ``plan``. Money is integer micro-units. Fields at their default are left off the wire.
+    """
+
+    id: int
+    result: str
+    granted: int = 0
+    final: bool = False
+    charged: int = 0
+    buckets: int = 0
+    balance: int = 0
+    validity: int = 0
+    reserved: int = 0
+    available: int = 0
+    credit_limit: int = 0
+    state: str = ""
+    plan: str = ""
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """True when ``result`` is ``success``."""
+        return self.result == RESULT_SUCCESS
+
+
+#: Requests a charging handler answers.
+ChargingRequest: TypeAlias = Reserve | Commit | Release | Debit | Balance
+#: Every request event.
+Request: TypeAlias = Reserve | Commit | Release | Debit | Balance | Ping
+
+
+# --- framing ---------------------------------------------------------------------------------
+
+_LENGTH: Final = struct.Struct(">I")
+
+
+def encode_frame(message: dict[str, Any], max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
+    """Encode one msgpack map as a length-prefixed frame (a helper for tests and tools)."""
+    payload: bytes = msgpack.packb(message, use_bin_type=True)
+    if len(payload) > max_frame:
+        raise LocalProtocolError(f"frame of {len(payload)} bytes is over max_frame {max_frame}")
+    return _LENGTH.pack(len(payload)) + payload
+
+
+class _Framer:
+    """Splits the byte stream into msgpack maps; shared by both roles."""
+
+    __slots__ = ("_buf", "_error", "_limits", "_packer", "max_frame")
+
+    def __init__(self, max_frame: int) -> None:
+        if type(max_frame) is not int or not MIN_MAX_FRAME <= max_frame <= 2**32 - 1:
+            raise ValueError(f"max_frame must be an int in {MIN_MAX_FRAME}..2**32-1")
+        self.max_frame = max_frame
+        self._buf = bytearray()
+        self._error: ProtocolError | None = None
+        self._packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+        # msgpack's own guards, so that a hostile frame cannot make it allocate much more
+        # than the frame itself: no string or blob longer than the frame, short containers.
+        self._limits: dict[str, Any] = {
+            "raw": False,
+            "strict_map_key": True,
+            "use_list": True,
+            "max_str_len": max_frame,
+            "max_bin_len": max_frame,
+            "max_ext_len": max_frame,
+            "max_array_len": MAX_ARRAY_LEN,
+            "max_map_len": MAX_MAP_LEN,
+        }
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Add bytes received from the peer to the buffer."""
+        if self._error is None:
+            self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet consumed by ``next_event``."""
+        return len(self._buf)
+
+    def _fail(self, detail: str) -> ProtocolError:
+        reply = Reply(0, RESULT_INVALID_REQUEST, detail=detail[:MAX_DETAIL_LEN])
+        self._error = ProtocolError(reply)
+        self._buf.clear()
+        return self._error
+
+    def _next_map(self) -> dict[Any, Any] | None:
+        """The next complete map, None if more data is needed; ProtocolError if broken."""
+        if self._error is not None:
+            raise self._error
+        buf = self._buf
+        if len(buf) < LENGTH_PREFIX_SIZE:
+            return None
+        (size,) = _LENGTH.unpack_from(buf)
+        if size > self.max_frame:
+            raise self._fail(f"frame length {size} is over max_frame {self.max_frame}")
+        end = LENGTH_PREFIX_SIZE + size
+        if len(buf) < end:
+            return None
+        payload = buf[LENGTH_PREFIX_SIZE:end]  # a copy, so that del below is allowed
+        del buf[:end]
+        try:
+            message = msgpack.unpackb(payload, **self._limits)
+        except Exception as exc:
+            # msgpack raises ValueError, ExtraData, FormatError, StackError, UnicodeDecodeError
+            # and others; all mean the same to us. Chain for whoever logs it.
+            raise self._fail(f"bad msgpack: {type(exc).__name__}") from exc
+        if type(message) is not dict:
+            raise self._fail(f"payload is a {type(message).__name__}, not a map")
+        return message
+
+    def _message_id(self, message: dict[Any, Any]) -> int:
+        message_id = message.get("id")
+        if type(message_id) is not int or not 0 <= message_id <= MAX_ID:
+            raise self._fail("missing or invalid id (must be an integer 0..2**32-1)")
+        return message_id
+
+    def _frame(self, message: dict[str, Any]) -> bytes:
+        try:
+            payload = cast(bytes, self._packer.pack(message))
+        except (TypeError, ValueError, OverflowError) as exc:
+            self._packer.reset()
+            raise LocalProtocolError(f"cannot encode message: {exc}") from exc
+        if len(payload) > self.max_frame:
+            raise LocalProtocolError(
+                f"frame of {len(payload)} bytes is over max_frame {self.max_frame}"
+            )
+        return _LENGTH.pack(len(payload)) + payload
+
+
+# --- request validation ----------------------------------------------------------------------
+
+
+class _Invalid(Exception):
+    """A field failed validation; becomes an InvalidRequest event."""
+
+
+def _str(message: dict[Any, Any], name: str, max_len: int, min_len: int = 1) -> str | None:
+    value = message.get(name)
+    if value is None:
+        return None
+    if type(value) is not str:
+        raise _Invalid(f"field {name!r} must be a string")
+    if not min_len <= len(value) <= max_len:
+        raise _Invalid(f"field {name!r} must be {min_len}..{max_len} characters")
+    return value
+
+
+def _required_str(message: dict[Any, Any], name: str, max_len: int) -> str:
+    value = _str(message, name, max_len)
+    if value is None:
+        raise _Invalid(f"missing field {name!r}")
+    return value
+
+
+def _int(message: dict[Any, Any], name: str, low: int, high: int) -> int | None:
+    value = message.get(name)
+    if value is None:
+        return None
+    # type() rather than isinstance(): bool is an int subclass and is not a count.
+    if type(value) is not int:
+        raise _Invalid(f"field {name!r} must be an integer")
+    if not low <= value <= high:
+        raise _Invalid(f"field {name!r} must be in {low}..{high}")
+    return value
+
+
+def _required_int(message: dict[Any, Any], name: str, low: int, high: int) -> int:
+    value = _int(message, name, low, high)
+    if value is None:
+        raise _Invalid(f"missing field {name!r}")
+    return value
+
+
+def _bool(message: dict[Any, Any], name: str) -> bool:
+    value = message.get(name)
+    if value is None:
+        return False
+    if type(value) is not bool:
+        raise _Invalid(f"field {name!r} must be a boolean")
+    return value
+
+
+def _parse_reserve(request_id: int, m: dict[Any, Any]) -> Reserve:
+    return Reserve(
+        request_id,
+        _required_str(m, "session", MAX_SESSION_LEN),
+        _required_str(m, "subscriber", MAX_SUBSCRIBER_LEN),
+        _required_str(m, "service", MAX_SERVICE_LEN),
+        _required_int(m, "seq", 0, MAX_SEQ),
+        _int(m, "units", 0, MAX_UNITS),
+        _str(m, "destination", MAX_DESTINATION_LEN, 0) or "",
+        _str(m, "location", MAX_LOCATION_LEN, 0) or "",
+    )
+
+
+def _parse_commit(request_id: int, m: dict[Any, Any]) -> Commit:
+    return Commit(
+        request_id,
+        _required_str(m, "session", MAX_SESSION_LEN),
+        _required_int(m, "seq", 0, MAX_SEQ),
+        _required_int(m, "used", 0, MAX_UNITS),
+        _int(m, "units", 0, MAX_UNITS),
+        _str(m, "subscriber", MAX_SUBSCRIBER_LEN, 0) or "",
+    )
+
+
+def _parse_release(request_id: int, m: dict[Any, Any]) -> Release:
+    used = _int(m, "used", 0, MAX_UNITS)
+    return Release(
+        request_id,
+        _required_str(m, "session", MAX_SESSION_LEN),
+        _required_int(m, "seq", 0, MAX_SEQ),
+        0 if used is None else used,
+        _str(m, "subscriber", MAX_SUBSCRIBER_LEN, 0) or "",
+    )
+
+
+def _parse_debit(request_id: int, m: dict[Any, Any]) -> Debit:
+    units = _int(m, "units", 1, MAX_UNITS)
+    return Debit(
+        request_id,
+        _required_str(m, "subscriber", MAX_SUBSCRIBER_LEN),
+        _required_str(m, "service", MAX_SERVICE_LEN),
+        _required_str(m, "key", MAX_KEY_LEN),
+        1 if units is None else units,
+        _str(m, "destination", MAX_DESTINATION_LEN, 0) or "",
+        _str(m, "location", MAX_LOCATION_LEN, 0) or "",
+        _bool(m, "force"),
+    )
+
+
+def _parse_balance(request_id: int, m: dict[Any, Any]) -> Balance:
+    return Balance(request_id, _required_str(m, "subscriber", MAX_SUBSCRIBER_LEN))
+
+
+def _parse_ping(request_id: int, m: dict[Any, Any]) -> Ping:
+    return Ping(request_id)
+
+
+_PARSERS: Final[dict[str, Any]] = {
+    VERB_RESERVE: _parse_reserve,
+    VERB_COMMIT: _parse_commit,
+    VERB_RELEASE: _parse_release,
+    VERB_DEBIT: _parse_debit,
+    VERB_BALANCE: _parse_balance,
+    VERB_PING: _parse_ping,
+}
+
+
+def _encode_request(request: Request) -> dict[str, Any]:
+    # Optional fields at their default are left off the wire; the decoder restores them.
+    if type(request) is Reserve:
+        m: dict[str, Any] = {
+            "id": request.id,
+            "verb": VERB_RESERVE,
+            "session": request.session,
+            "subscriber": request.subscriber,
+            "service": request.service,
+            "seq": request.seq,
+        }
+        if request.units is not None:
+            m["units"] = request.units
+        if request.destination:
+            m["destination"] = request.destination
+        if request.location:
+            m["location"] = request.location
+        return m
+    if type(request) is Commit:
+        m = {
+            "id": request.id,
+            "verb": VERB_COMMIT,
+            "session": request.session,
+            "seq": request.seq,
+            "used": request.used,
+        }
+        if request.units is not None:
+            m["units"] = request.units
+        if request.subscriber:
+            m["subscriber"] = request.subscriber
+        return m
+    if type(request) is Release:
+        m = {
+            "id": request.id,
+            "verb": VERB_RELEASE,
+            "session": request.session,
+            "seq": request.seq,
+            "used": request.used,
+        }
+        if request.subscriber:
+            m["subscriber"] = request.subscriber
+        return m
+    if type(request) is Debit:
+        m = {
+            "id": request.id,
+            "verb": VERB_DEBIT,
+            "subscriber": request.subscriber,
+            "service": request.service,
+            "key": request.key,
+            "units": request.units,
+        }
+        if request.destination:
+            m["destination"] = request.destination
+        if request.location:
+            m["location"] = request.location
+        if request.force:
+            m["force"] = True
+        return m
+    if type(request) is Balance:
+        return {"id": request.id, "verb": VERB_BALANCE, "subscriber": request.subscriber}
+    if type(request) is Ping:
+        return {"id": request.id, "verb": VERB_PING}
+    raise LocalProtocolError(f"not a request event: {request!r}")
+
+
+# --- replies ---------------------------------------------------------------------------------
+
+_REPLY_INTS: Final = (
+    "granted",
+    "charged",
+    "buckets",
+    "balance",
+    "validity",
+    "reserved",
+    "available",
+    "credit_limit",
+)
+_REPLY_STRS: Final = ("state", "plan", "detail")
+
+
+def _encode_reply(reply: Reply) -> dict[str, Any]:
+    m: dict[str, Any] = {"id": reply.id, "result": reply.result}
+    if reply.granted:
+        m["granted"] = reply.granted
+    if reply.final:
+        m["final"] = True
+    if reply.charged:
+        m["charged"] = reply.charged
+    if reply.buckets:
+        m["buckets"] = reply.buckets
+    if reply.balance:
+        m["balance"] = reply.balance
+    if reply.validity:
+        m["validity"] = reply.validity
+    if reply.reserved:
+        m["reserved"] = reply.reserved
+    if reply.available:
+        m["available"] = reply.available
+    if reply.credit_limit:
+        m["credit_limit"] = reply.credit_limit
+    if reply.state:
+        m["state"] = reply.state
+    if reply.plan:
+        m["plan"] = reply.plan
+    if reply.detail:
+        m["detail"] = reply.detail
+    return m
+
+
+# --- connections -----------------------------------------------------------------------------
+
+
+class ServerConnection(_Framer):
+    """The server's side of one connection: reads requests, writes replies.
+
+    ``max_frame`` bounds the payload of one frame in bytes (both directions).
+    """
+
+    __slots__ = ()
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        super().__init__(max_frame)
+
+    def next_event(self) -> Request | InvalidRequest | NeedData:
+        """The next request, :data:`NEED_DATA`, or ``ProtocolError`` for a broken frame."""
+        message = self._next_map()
+        if message is None:
+            return NEED_DATA
+        request_id = self._message_id(message)
+        verb = message.get("verb")
+        if type(verb) is not str:
+            if verb is None:
+                return InvalidRequest(request_id, "missing field 'verb'")
+            return InvalidRequest(request_id, "field 'verb' must be a string")
+        parse = _PARSERS.get(verb)
+        if parse is None:
+            return InvalidRequest(request_id, f"unknown verb {verb[:64]!r}")
+        try:
+            request: Request = parse(request_id, message)
+        except _Invalid as exc:
+            return InvalidRequest(request_id, str(exc))
+        return request
+
+    def send(self, reply: Reply) -> bytes:
+        """The bytes of one reply frame. ``LocalProtocolError`` if it cannot be sent."""
+        if type(reply) is not Reply:
+            raise LocalProtocolError(f"a server sends Reply events, not {reply!r}")
+        return self._frame(_encode_reply(reply))
+
+
+class ClientConnection(_Framer):
+    """The client's side of one connection: writes requests, reads replies."""
+
+    __slots__ = ()
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        super().__init__(max_frame)
+
+    def next_event(self) -> Reply | NeedData:
+        """The next reply, :data:`NEED_DATA`, or ``ProtocolError`` if the server is broken.
+
+        A reply with id 0 and a non-success result is the server's answer to a frame it could
+        not read; the server closes the connection after it.
+        """
+        message = self._next_map()
+        if message is None:
+            return NEED_DATA
+        reply_id = self._message_id(message)
+        result = message.get("result")
+        if type(result) is not str or not result:
+            raise self._fail("reply without a result")
+        fields: dict[str, Any] = {}
+        for name in _REPLY_INTS:
+            value = message.get(name)
+            if value is not None:
+                if type(value) is not int:
+                    raise self._fail(f"reply field {name!r} must be an integer")
+                fields[name] = value
+        for name in _REPLY_STRS:
+            value = message.get(name)
+            if value is not None:
+                if type(value) is not str:
+                    raise self._fail(f"reply field {name!r} must be a string")
+                fields[name] = value
+        final = message.get("final")
+        if final is not None:
+            if type(final) is not bool:
+                raise self._fail("reply field 'final' must be a boolean")
+            fields["final"] = final
+        return Reply(reply_id, result, **fields)
+
+    def send(self, request: Request) -> bytes:
+        """The bytes of one request frame. ``LocalProtocolError`` if it cannot be sent.
+
+        Fields are not validated here (the server does that); only what msgpack and
+        ``max_frame`` cannot carry is refused.
+        """
+        return self._frame(_encode_request(request))

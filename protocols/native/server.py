@@ -1,0 +1,386 @@
+"""asyncio server of the native charging protocol.
+
+One :class:`asyncio.Protocol` per connection (not streams: fewer layers per request) feeds the
+sans-IO :class:`~protocols.native.codec.ServerConnection` and runs the handler for each
+request in its own task. Replies are queued and written with one ``transport.write`` per loop
+turn (PERFORMANCE.md, point 2).
+
+Choices others rely on:
+
+* ``ping`` is answered here (result ``success``) without calling the handler: it checks the
+  connection and the event loop, not the store. The handler sees only charging requests.
+* The handler must answer; if it raises, the request is still answered: a
+  ``ConnectionError`` or ``TimeoutError`` (the store did not answer) becomes
+  ``store-unavailable``; any other exception is logged with its traceback and becomes
+  ``invalid-request`` with detail ``"internal error"`` (the request could not be carried out
+  as sent; the client must not retry it blindly). Agents should map their own errors to
+  results themselves and let only bugs reach this fallback.
+* A reply whose id differs from the request's is logged and sent with the request's id.
+* Back-pressure: a connection stops reading when ``max_inflight_per_connection`` of its
+  requests are being handled, or when its transport asks us to pause writing (the peer is
+  not reading its replies); it reads again when both clear.
+* A broken frame (``ProtocolError``) is counted, answered with id 0 and ``invalid-request``,
+  and the connection is closed; the handler tasks it had started finish but their replies
+  are dropped.
+* ``close()``: stop accepting, stop reading on every connection, let started requests finish
+  (at most ``drain_timeout`` seconds), write their replies, close the connections; what is
+  still running then is cancelled and the connections are aborted. Frames read but not yet
+  started are not answered (the client's call fails and it retries with the same key).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import TypeAlias, cast
+
+from protocols.native.codec import (
+    NEED_DATA,
+    ChargingRequest,
+    InvalidRequest,
+    Ping,
+    Reply,
+    ServerConnection,
+)
+from protocols.native.constants import (
+    DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_MAX_FRAME,
+    DEFAULT_MAX_INFLIGHT_PER_CONNECTION,
+    RESULT_INVALID_REQUEST,
+    RESULT_STORE_UNAVAILABLE,
+    RESULT_SUCCESS,
+)
+from protocols.native.errors import LocalProtocolError, ProtocolError
+
+__all__ = ["Handler", "NativeServer"]
+
+logger = logging.getLogger(__name__)
+
+#: Answers one charging request; must return a Reply carrying the request's id.
+Handler: TypeAlias = Callable[[ChargingRequest], Awaitable[Reply]]
+
+
+class _ServerProtocol(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(self, server: NativeServer, loop: asyncio.AbstractEventLoop) -> None:
+        self._server = server
+        self._loop = loop
+        self._codec = ServerConnection(server.max_frame)
+        self._transport: asyncio.Transport | None = None
+        self._inflight = 0
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._reading_paused = False
+        self._writing_paused = False
+        #: No new requests are started: closing, or after a broken frame.
+        self._stopped = False
+        #: The peer half-closed: answer what it sent, then close.
+        self._eof = False
+        self.closed: asyncio.Future[None] = loop.create_future()
+
+    # -- asyncio.Protocol callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+        server = self._server
+        server.connections += 1
+        server._protocols.add(self)
+        if server._closing:
+            self._stopped = True
+            self._transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        self._stopped = True
+        self._out.clear()
+        self._server._protocols.discard(self)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        if self._stopped:
+            return
+        self._codec.receive_data(data)
+        self._process()
+
+    def eof_received(self) -> bool:
+        # Keep the transport half-open so that the replies to what was sent still go out.
+        self._eof = True
+        self._process()
+        return True
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+        self._update_reading()
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._process()
+
+    # -- request flow
+
+    def _process(self) -> None:
+        """Start every buffered request the in-flight limit allows."""
+        codec = self._codec
+        server = self._server
+        limit = server.max_inflight_per_connection
+        while self._inflight < limit and not self._stopped and not self._writing_paused:
+            try:
+                event = codec.next_event()
+            except ProtocolError as exc:
+                self._reject(exc)
+                return
+            if event is NEED_DATA:
+                break
+            server.requests += 1
+            if isinstance(event, InvalidRequest):
+                server.invalid_requests += 1
+                self._queue(
+                    codec.send(Reply(event.id, RESULT_INVALID_REQUEST, detail=event.detail))
+                )
+            elif isinstance(event, Ping):
+                self._queue(codec.send(Reply(event.id, RESULT_SUCCESS)))
+            else:
+                self._inflight += 1
+                task = self._loop.create_task(self._answer(event))
+                server._tasks.add(task)
+                task.add_done_callback(server._tasks.discard)
+        self._update_reading()
+        if self._inflight == 0 and (self._stopped or (self._eof and not self._writing_paused)):
+            # Half-closed by the peer: every request it sent has been answered (with writing
+            # paused, some may still wait in the codec's buffer; resume_writing comes back).
+            self._close_transport()
+
+    async def _answer(self, request: ChargingRequest) -> None:
+        try:
+            reply = await self._call_handler(request)
+            try:
+                data = self._codec.send(reply)
+            except LocalProtocolError:
+                logger.exception("native: cannot encode the reply to %s", request.verb)
+                data = self._codec.send(
+                    Reply(request.id, RESULT_INVALID_REQUEST, detail="internal error")
+                )
+            self._queue(data)
+        finally:
+            self._inflight -= 1
+            if self._transport is not None:
+                self._process()
+
+    async def _call_handler(self, request: ChargingRequest) -> Reply:
+        try:
+            reply = await self._server._handler(request)
+        except (ConnectionError, TimeoutError) as exc:
+            logger.warning("native: %s failed, store unavailable: %r", request.verb, exc)
+            self._server.handler_errors += 1
+            return Reply(request.id, RESULT_STORE_UNAVAILABLE, detail="store unavailable")
+        except Exception:
+            logger.exception("native: handler failed on %r", request)
+            self._server.handler_errors += 1
+            return Reply(request.id, RESULT_INVALID_REQUEST, detail="internal error")
+        if type(reply) is not Reply:
+            logger.error("native: handler returned %r for %r", reply, request)
+            self._server.handler_errors += 1
+            return Reply(request.id, RESULT_INVALID_REQUEST, detail="internal error")
+        if reply.id != request.id:
+            logger.error("native: handler answered id %d to request id %d", reply.id, request.id)
+            reply = dataclasses.replace(reply, id=request.id)
+        return reply
+
+    def _reject(self, exc: ProtocolError) -> None:
+        """A broken frame: answer it with id 0, then close the connection."""
+        self._server.frames_rejected += 1
+        peer = self._transport.get_extra_info("peername") if self._transport else None
+        logger.info("native: broken frame from %s: %s", peer, exc.detail)
+        self._queue(self._codec.send(exc.reply))
+        self._stopped = True
+        self._close_transport()
+
+    def _update_reading(self) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        pause = (
+            self._stopped
+            or self._writing_paused
+            or self._inflight >= self._server.max_inflight_per_connection
+        )
+        if pause != self._reading_paused:
+            self._reading_paused = pause
+            if pause:
+                transport.pause_reading()
+            else:
+                transport.resume_reading()
+
+    # -- output
+
+    def _queue(self, data: bytes) -> None:
+        if self._transport is None or self._transport.is_closing():
+            return
+        self._out.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        out = self._out
+        if not out:
+            return
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.write(out[0] if len(out) == 1 else b"".join(out))
+        out.clear()
+
+    def _close_transport(self) -> None:
+        """Write what is queued, then close (the transport sends its buffer first)."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        self._flush()
+        transport.close()
+
+    # -- used by NativeServer
+
+    def stop(self) -> None:
+        """Start no new request; close once the started ones are answered."""
+        self._stopped = True
+        self._update_reading()
+        if self._inflight == 0:
+            self._close_transport()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    @property
+    def reading_paused(self) -> bool:
+        return self._reading_paused
+
+
+class NativeServer:
+    """Serves the native protocol on ``host``:``port`` (port 0: any free port, see
+    :attr:`port` after :meth:`start`), answering each charging request with ``handler``.
+
+    ``max_frame``: largest frame payload in bytes; ``max_inflight_per_connection``: requests
+    of one connection handled at once before it stops reading; ``drain_timeout``: seconds
+    :meth:`close` waits for started requests. The int attributes ``connections``,
+    ``requests``, ``invalid_requests``, ``frames_rejected`` and ``handler_errors`` count since
+    start, for metrics.
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        host: str,
+        port: int,
+        *,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        max_inflight_per_connection: int = DEFAULT_MAX_INFLIGHT_PER_CONNECTION,
+        drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
+        reuse_port: bool = False,
+        backlog: int = 1024,
+    ) -> None:
+        if max_inflight_per_connection < 1:
+            raise ValueError("max_inflight_per_connection must be at least 1")
+        ServerConnection(max_frame)  # checks max_frame now rather than on first connection
+        self._handler = handler
+        self.host = host
+        self.port = port
+        self.max_frame = max_frame
+        self.max_inflight_per_connection = max_inflight_per_connection
+        self.drain_timeout = drain_timeout
+        self._reuse_port = reuse_port
+        self._backlog = backlog
+        self._server: asyncio.Server | None = None
+        self._closing = False
+        self._protocols: set[_ServerProtocol] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: Connections accepted since start.
+        self.connections = 0
+        #: Requests read (valid or not, pings included).
+        self.requests = 0
+        #: Requests answered with invalid-request because they failed validation.
+        self.invalid_requests = 0
+        #: Broken frames (each closed its connection).
+        self.frames_rejected = 0
+        #: Handler exceptions turned into replies.
+        self.handler_errors = 0
+
+    @property
+    def open_connections(self) -> int:
+        """Connections currently open."""
+        return len(self._protocols)
+
+    @property
+    def inflight(self) -> int:
+        """Requests being handled now, over all connections."""
+        return len(self._tasks)
+
+    @property
+    def paused_connections(self) -> int:
+        """Connections that have stopped reading (back-pressure)."""
+        return sum(1 for p in self._protocols if p.reading_paused)
+
+    async def start(self) -> None:
+        """Bind and start accepting connections."""
+        if self._server is not None:
+            raise RuntimeError("server already started")
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _ServerProtocol(self, loop),
+            self.host,
+            self.port,
+            backlog=self._backlog,
+            reuse_port=self._reuse_port or None,
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        logger.info("native: listening on %s:%d", self.host, self.port)
+
+    async def close(self) -> None:
+        """Stop accepting, answer started requests (within ``drain_timeout``), close all."""
+        if self._closing:
+            return
+        self._closing = True
+        server = self._server
+        if server is not None:
+            server.close()
+        protocols = list(self._protocols)
+        for protocol in protocols:
+            protocol.stop()
+        waiting: set[asyncio.Future[None]] = {p.closed for p in protocols}
+        waiting.update(self._tasks)
+        if waiting:
+            _, pending = await asyncio.wait(waiting, timeout=self.drain_timeout)
+            if pending:
+                logger.warning(
+                    "native: %d requests unfinished after %.1fs, cancelling",
+                    len(self._tasks),
+                    self.drain_timeout,
+                )
+                for task in list(self._tasks):
+                    task.cancel()
+                for protocol in list(self._protocols):
+                    protocol.abort()
+                await asyncio.gather(
+                    *self._tasks, *(p.closed for p in protocols), return_exceptions=True
+                )
+        if server is not None:
+            await server.wait_closed()
+        logger.info("native: closed")
+
+    async def __aenter__(self) -> NativeServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
