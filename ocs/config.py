@@ -69,7 +69,7 @@ _PORTS = {"native_port", "http_port", "diameter_port"}
 
 
 def _coerce(name: str, value: object, source: str) -> object:
-    where = f"{source} {name}"
+    where = source
     if name in _INT:
         if isinstance(value, str):
             if not value.strip().lstrip("-").isdigit():
@@ -122,7 +122,7 @@ def load_settings(
         for k, v in data.items():
             if k not in names:
                 raise ConfigError(f"config file {p}: unknown setting {k!r}")
-            values[k] = _coerce(k, v, f"config file {p}:")
+            values[k] = _coerce(k, v, f"config file {p}: {k}")
     for k in names:
         v = env.get(f"OCS_{k.upper()}")
         if v is not None:

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from ocs.constants import MAX_AMOUNT, MICRO, MONEY_DECIMALS
 
-_MONEY_RE = re.compile(r"^([+-]?)(\d{1,12})(?:\.(\d{1,%d}))?$" % MONEY_DECIMALS)
+_MONEY_RE = re.compile(rf"^([+-]?)(\d{{1,12}})(?:\.(\d{{1,{MONEY_DECIMALS}}}))?$")
 
 
 class MoneyFormatError(ValueError):
@@ -20,7 +20,7 @@ def parse_money(text: object, *, allow_negative: bool = True) -> int:
     Floats are refused: 0.1 has no exact binary form, and money must not depend on one.
     """
     if isinstance(text, bool) or not isinstance(text, (str, int)):
-        raise MoneyFormatError("must be a decimal string such as \"12.50\"")
+        raise MoneyFormatError('must be a decimal string such as "12.50"')
     if isinstance(text, int):
         text = str(text)
     m = _MONEY_RE.match(text.strip())

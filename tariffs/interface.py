@@ -8,11 +8,11 @@ into any number of reports costs exactly what one report of the same total costs
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Protocol
 
 
-class UnitKind(str, Enum):
+class UnitKind(StrEnum):
     """What a service counts."""
 
     SECONDS = "seconds"

@@ -94,7 +94,7 @@ class SimpleRater:
 
 def _money(value: object, where: str) -> int:
     if not isinstance(value, (str, int)) or isinstance(value, bool):
-        raise PlanFileError(f"{where}: price must be a decimal string such as \"0.0015\"")
+        raise PlanFileError(f'{where}: price must be a decimal string such as "0.0015"')
     try:
         d = Decimal(str(value)) * _MICRO
     except InvalidOperation:

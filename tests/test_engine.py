@@ -37,7 +37,9 @@ def _plan(name: str, voice_price: int, voice_block: int, quota: int = 60) -> Sim
     return SimplePlan(
         name,
         {
-            "voice": BlockPrice(ServiceSpec("voice", UnitKind.SECONDS, quota), voice_price, voice_block),
+            "voice": BlockPrice(
+                ServiceSpec("voice", UnitKind.SECONDS, quota), voice_price, voice_block
+            ),
             "voice-mt": BlockPrice(
                 ServiceSpec("voice-mt", UnitKind.SECONDS, 300, outgoing=False, free=True), 0, 1
             ),

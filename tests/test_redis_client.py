@@ -291,7 +291,7 @@ async def test_close(redis_url: str) -> None:
 
 async def test_unreachable() -> None:
     # A port nobody listens on: reserve it by binding without listening.
-    import socket  # noqa: PLC0415
+    import socket
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -306,7 +306,7 @@ async def test_unreachable() -> None:
 
 def test_under_uvloop(redis_server: EmbeddedRedis) -> None:
     """The service runs on uvloop, whose transports differ from asyncio's."""
-    import uvloop  # noqa: PLC0415
+    import uvloop
 
     async def scenario() -> None:
         async with PipelinedRedis.from_url(redis_server.url) as client:

@@ -130,7 +130,9 @@ class ChargingEngine:
     def hold_ms(self) -> int:
         return (self.config.validity + self.config.grace) * 1000
 
-    def _result(self, outcome: Outcome, ans: ScriptAnswer | None = None, **kw: object) -> ChargeResult:
+    def _result(
+        self, outcome: Outcome, ans: ScriptAnswer | None = None, **kw: object
+    ) -> ChargeResult:
         if ans is None:
             return ChargeResult(outcome, **kw)  # type: ignore[arg-type]
         return ChargeResult(
@@ -321,8 +323,15 @@ class ChargingEngine:
     async def commit(self, req: CommitRequest, subscriber: str | None = None) -> ChargeResult:
         """Debit the units used and, unless ``next_units`` is 0, grant the next slice."""
         try:
-            return await self._settle(req.session_id, req.request_key, req.used, req.at,
-                                      subscriber, next_units=req.next_units, end=False)
+            return await self._settle(
+                req.session_id,
+                req.request_key,
+                req.used,
+                req.at,
+                subscriber,
+                next_units=req.next_units,
+                end=False,
+            )
         except StoreUnavailable as exc:
             return ChargeResult(Outcome.STORE_UNAVAILABLE, detail=str(exc))
         except RatingError as exc:
@@ -331,8 +340,15 @@ class ChargingEngine:
     async def release(self, req: ReleaseRequest, subscriber: str | None = None) -> ChargeResult:
         """Debit the final usage and end the session."""
         try:
-            return await self._settle(req.session_id, req.request_key, req.used, req.at,
-                                      subscriber, next_units=0, end=True)
+            return await self._settle(
+                req.session_id,
+                req.request_key,
+                req.used,
+                req.at,
+                subscriber,
+                next_units=0,
+                end=True,
+            )
         except StoreUnavailable as exc:
             return ChargeResult(Outcome.STORE_UNAVAILABLE, detail=str(exc))
         except RatingError as exc:
@@ -464,9 +480,7 @@ class ChargingEngine:
                 bq = -1
             elif status == "QUOTE":
                 b = ans.quote_buckets
-                if not req.force and (
-                    b + self.rater.affordable(ctx, ans.quote_money, 0) < n
-                ):
+                if not req.force and (b + self.rater.affordable(ctx, ans.quote_money, 0) < n):
                     return ChargeResult(Outcome.CREDIT_LIMIT_REACHED, balance=ans.balance)
                 bq = b
             elif status == "NOSUB":

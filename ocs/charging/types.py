@@ -7,10 +7,10 @@ nothing here knows a protocol or a Redis key.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
-class Outcome(str, Enum):
+class Outcome(StrEnum):
     """The result of a charging request. Every reply carries exactly one."""
 
     SUCCESS = "success"

@@ -162,5 +162,3 @@ class SwitchSimulator:
         async with asyncio.TaskGroup() as tg:
             for _ in range(self.callers):
                 tg.create_task(self._line())
-
-

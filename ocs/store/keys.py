@@ -64,13 +64,15 @@ class SubscriberKeys:
             expiry_key(b),
         )
 
-    def idempotency(self, request_key: str) -> str:
-        return f"{KEY_PREFIX}:{tag(self.bucket)}:idem:{self.msisdn}:{request_key}"
+    def idempotency(self, namespace: str, request_key: str) -> str:
+        """Where a script keeps its answer to a request: per subscriber and per script, so a
+        top-up reference can never replay a debit's answer."""
+        return f"{KEY_PREFIX}:{tag(self.bucket)}:idem:{self.msisdn}:{namespace}:{request_key}"
 
-    def for_script(self, request_key: str | None) -> list[str]:
+    def for_script(self, namespace: str, request_key: str | None) -> list[str]:
         keys = [self.account, self.sessions, self.outbox, self.expiry]
         if request_key is not None:
-            keys.append(self.idempotency(request_key))
+            keys.append(self.idempotency(namespace, request_key))
         return keys
 
 

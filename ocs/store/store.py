@@ -202,7 +202,7 @@ class Store:
             return await self._scripts[name](keys, args)
         except ReplyError as exc:
             raise _wrap_reply_error(exc) from exc
-        except (RedisClientError, ConnectionLost, OSError, asyncio.TimeoutError) as exc:
+        except (RedisClientError, ConnectionLost, OSError, TimeoutError) as exc:
             raise StoreUnavailable(f"redis: {exc or type(exc).__name__}") from exc
 
     async def _cmd(self, *args: str | int | bytes) -> Any:
@@ -210,13 +210,13 @@ class Store:
             return await self.client.execute(*args)
         except ReplyError as exc:
             raise _wrap_reply_error(exc) from exc
-        except (RedisClientError, ConnectionLost, OSError, asyncio.TimeoutError) as exc:
+        except (RedisClientError, ConnectionLost, OSError, TimeoutError) as exc:
             raise StoreUnavailable(f"redis: {exc or type(exc).__name__}") from exc
 
     async def _answer(
         self, name: str, msisdn: str, request_key: str | None, args: list[str | int | bytes]
     ) -> ScriptAnswer:
-        keys = SubscriberKeys.of(msisdn).for_script(request_key)
+        keys = SubscriberKeys.of(msisdn).for_script(name, request_key)
         return ScriptAnswer.parse(await self._call(name, keys, args))
 
     async def ping(self) -> bool:
@@ -274,7 +274,11 @@ class Store:
     async def credit(
         self, msisdn: str, *, kind: str, amount: int, reference: str, note: str = "", now: int
     ) -> ScriptAnswer:
-        """Top-up, refund (amount > 0) or adjustment (signed), idempotent by reference."""
+        """Top-up, refund (amount > 0) or adjustment (signed), idempotent by reference.
+
+        ``charged`` in the answer is the amount applied (a replay's is the first request's);
+        status TOOBIG when the balance would leave the exact range (nothing changes).
+        """
         return await self._answer(
             "credit",
             msisdn,
@@ -374,7 +378,7 @@ class Store:
 
     async def expire(self, msisdn: str, now: int) -> int:
         """Release the subscriber's sessions whose hold time has passed; how many were."""
-        keys = SubscriberKeys.of(msisdn).for_script(None)
+        keys = SubscriberKeys.of(msisdn).for_script("expire", None)
         return int(await self._call("expire", keys, [now, msisdn]))
 
     # -- sweeper ------------------------------------------------------------------------------
@@ -480,7 +484,7 @@ class Store:
         end = f"({before}" if before else "+"
         scanned = 0
         while len(out) < limit and scanned < scan_max:
-            batch = await self._cmd("XREVRANGE", key, end, "-", "COUNT", 1000)
+            batch = await self._cmd("XREVRANGE", key, end, "-", "COUNT", min(1000, 50 + 4 * limit))
             if not batch:
                 break
             for entry_id, flat in batch:

@@ -1,4 +1,5 @@
 -- credit: top-up, refund or adjustment of the money balance, idempotent by its reference.
+-- The answer's `charged` slot carries the amount applied.
 -- ARGV: now, msisdn, reference (the request key), idempotency ttl ms, kind (topup | refund |
 --       adjust), signed amount, note.
 local now, msisdn, rk, ttl = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
@@ -12,8 +13,12 @@ local a = load_account()
 if not a then
   return answer('NOSUB')
 end
+-- Balances stay far inside the range where Lua's doubles are exact integers (2^53).
+if math.abs(a.bal + amount) > 1e15 then
+  return unchanged('TOOBIG', a)
+end
 expire_due(a, msisdn, now)
 a.bal = a.bal + amount
 save_account(a, now)
 emit(kind, msisdn, now, a, {'rk', rk, 'amt', amount, 'note', note})
-return idem_put(answer('OK', a), ttl)
+return idem_put(answer('OK', a, nil, {charged = amount}), ttl)

@@ -44,6 +44,7 @@ if st ~= '' then
   changes[#changes + 1] = st
 end
 if bk ~= '' then
+  local added = {}
   for _, nb in ipairs(cmsgpack.unpack(bk)) do
     local found = nil
     for _, b in ipairs(a.buckets) do
@@ -56,9 +57,10 @@ if bk ~= '' then
     else
       a.buckets[#a.buckets + 1] = {id = nb.id, svc = nb.svc, n = nb.n, r = 0, p = nb.p, x = nb.x}
     end
-    changes[#changes + 1] = 'bucket'
-    changes[#changes + 1] = nb.id .. ':' .. nb.svc .. ':' .. fmt(nb.n)
+    added[#added + 1] = nb.id .. ':' .. nb.svc .. ':' .. fmt(nb.n)
   end
+  changes[#changes + 1] = 'buckets'
+  changes[#changes + 1] = table.concat(added, ',')
   a.dirty_buckets = true
 end
 save_account(a, now)

@@ -1,0 +1,1 @@
+"""The operators' HTTP API (aiohttp): subscribers, balances, events, health, metrics."""

@@ -1,0 +1,134 @@
+"""The OCS process: every listener, the engine, the sweeper and (if no URL is given) an embedded
+Redis, each with one owner, started in order and stopped in reverse.
+
+Shutdown follows STYLE.md: signal -> stop accepting -> drain in-flight requests -> close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from ocs.agents.native import NativeAgent
+from ocs.api.app import create_app
+from ocs.api.metrics import Metrics
+from ocs.charging.engine import ChargingEngine, wall_clock_ms
+from ocs.charging.sweeper import ExpirySweeper
+from ocs.config import Settings
+from ocs.redis_server import EmbeddedRedis
+from ocs.store.redis_client import PipelinedRedis
+from ocs.store.store import Store
+from protocols.native import NativeServer
+from tariffs.simple import SimpleRater, load_default_rater, load_plan
+
+log = logging.getLogger("ocs")
+
+
+def load_rater(settings: Settings) -> SimpleRater:
+    """The shipped plans, plus those in ``settings.plans_dir``."""
+    rater = load_default_rater()
+    if settings.plans_dir:
+        for f in sorted(Path(settings.plans_dir).glob("*.toml")):
+            rater.add(load_plan(f))
+    return rater
+
+
+@contextlib.asynccontextmanager
+async def redis_for(settings: Settings) -> AsyncIterator[str]:
+    """The configured Redis URL, or an embedded redis-server for as long as the context lasts."""
+    if settings.redis_url:
+        yield settings.redis_url
+        return
+    extra = ("--appendfsync", settings.appendfsync)
+    server = EmbeddedRedis(Path(settings.data_dir) / "redis", extra_args=extra)
+    await asyncio.to_thread(server.start)
+    log.info("embedded redis-server %s on %s (data in %s)", server.version, server.url,
+             server.data_dir)  # fmt: skip
+    try:
+        yield server.url
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+@dataclass
+class Running:
+    """What a running OCS exposes to its caller (the CLI, the demo, tests)."""
+
+    settings: Settings
+    redis_url: str
+    store: Store
+    engine: ChargingEngine
+    metrics: Metrics
+    native: NativeServer
+    http_port: int
+
+
+@contextlib.asynccontextmanager
+async def run_ocs(
+    settings: Settings, *, rater: SimpleRater | None = None
+) -> AsyncIterator[Running]:
+    """Start everything; on exit, stop accepting, drain, and close in reverse order."""
+    rater = rater or load_rater(settings)
+    async with contextlib.AsyncExitStack() as stack:
+        url = await stack.enter_async_context(redis_for(settings))
+        client = PipelinedRedis.from_url(url)
+        await client.connect()
+        stack.push_async_callback(client.close)
+        store = Store(
+            client,
+            session_ttl_ms=settings.session_ttl * 1000,
+            reference_ttl_ms=settings.reference_ttl * 1000,
+        )
+        await store.load_scripts()
+        metrics = Metrics()
+        engine = ChargingEngine(store, rater, settings.charging)
+        await stack.enter_async_context(
+            ExpirySweeper(store, wall_clock_ms, interval=settings.sweep_interval)
+        )
+        app = create_app(store, metrics, known_plans=rater.plans.keys, clock=wall_clock_ms)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, settings.bind, settings.http_port)
+        await site.start()
+        http_port = _bound_port(runner, settings.http_port)
+        native = NativeServer(NativeAgent(engine, metrics), settings.bind, settings.native_port)
+        await native.start()
+        stack.push_async_callback(native.close)
+        log.info(
+            "OCS serving: native %s:%d, http %s:%d, redis %s",
+            settings.bind, native.port, settings.bind, http_port, url,
+        )  # fmt: skip
+        yield Running(settings, url, store, engine, metrics, native, http_port)
+
+
+def _bound_port(runner: web.AppRunner, wanted: int) -> int:
+    if wanted:
+        return wanted
+    for addr in runner.addresses:
+        if isinstance(addr, tuple):
+            return int(addr[1])
+    return wanted
+
+
+async def serve_forever(settings: Settings) -> None:
+    """Run until SIGINT or SIGTERM."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with run_ocs(settings):
+            await stop.wait()
+            log.info("shutting down: draining in-flight requests")
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)

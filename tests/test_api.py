@@ -1,0 +1,693 @@
+"""The HTTP API through a real aiohttp server, with a real Store on the test session's Redis."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from ocs.api.app import create_app
+from ocs.api.metrics import Metrics
+from ocs.constants import IDEMPOTENCY_TTL_REFERENCE, IDEMPOTENCY_TTL_SESSION
+from ocs.redis_server import EmbeddedRedis
+from ocs.store.redis_client import PipelinedRedis
+from ocs.store.store import Store
+from tariffs.simple import load_default_rater
+
+PLANS = load_default_rater().plans
+#: 2024-05-01T12:00:00Z
+T0 = 1_714_564_800_000
+
+Client = TestClient[web.Request, web.Application]
+
+
+class FakeClock:
+    def __init__(self, now: int = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def make_store(client: PipelinedRedis) -> Store:
+    return Store(
+        client,
+        session_ttl_ms=IDEMPOTENCY_TTL_SESSION * 1000,
+        reference_ttl_ms=IDEMPOTENCY_TTL_REFERENCE * 1000,
+    )
+
+
+async def serve(store: Store, metrics: Metrics, clock: FakeClock) -> Client:
+    app = create_app(store, metrics, known_plans=PLANS.keys, clock=clock)
+    client: Client = TestClient(TestServer(app))
+    await client.start_server()
+    return client
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics()
+
+
+@pytest.fixture
+async def store(redis_url: str) -> AsyncIterator[Store]:
+    async with PipelinedRedis.from_url(redis_url) as client:
+        yield make_store(client)
+
+
+@pytest.fixture
+async def api(store: Store, metrics: Metrics, clock: FakeClock) -> AsyncIterator[Client]:
+    client = await serve(store, metrics, clock)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def create(api: Client, msisdn: str = "46700000001", **extra: Any) -> dict[str, Any]:
+    body = {"msisdn": msisdn, "balance": "10.00", "plan": "prepaid-basic", **extra}
+    resp = await api.post("/v1/subscribers", json=body)
+    assert resp.status == 201, await resp.text()
+    data: dict[str, Any] = await resp.json()
+    return data
+
+
+async def get(api: Client, msisdn: str = "46700000001") -> dict[str, Any]:
+    resp = await api.get(f"/v1/subscribers/{msisdn}")
+    assert resp.status == 200, await resp.text()
+    data: dict[str, Any] = await resp.json()
+    return data
+
+
+async def snapshot(store: Store) -> dict[bytes, Any]:
+    """Every key and its dump: "changes nothing" means this is the same before and after."""
+    keys = await store.client.execute("KEYS", "*")
+    return {k: await store.client.execute("DUMP", k) for k in sorted(keys)}
+
+
+# -- subscribers --------------------------------------------------------------------------------
+
+
+async def test_create_and_get(api: Client, clock: FakeClock) -> None:
+    resp = await api.post(
+        "/v1/subscribers",
+        json={
+            "msisdn": "46700000001",
+            "balance": "12.50",
+            "plan": "prepaid-basic",
+            "credit_limit": "5",
+            "buckets": [
+                {"id": "free-min", "service": "voice", "units": 600, "priority": 1},
+                {
+                    "id": "data-1",
+                    "service": "data",
+                    "units": 10**9,
+                    "expires_at": "2030-01-31T00:00:00+01:00",
+                },
+            ],
+        },
+    )
+    assert resp.status == 201
+    assert resp.headers["Location"] == "/v1/subscribers/46700000001"
+    created = await resp.json()
+    assert created == await get(api)
+    assert created == {
+        "msisdn": "46700000001",
+        "balance": "12.50",
+        "reserved": "0.00",
+        "available": "17.50",
+        "credit_limit": "5.00",
+        "state": "active",
+        "plan": "prepaid-basic",
+        "version": 1,
+        "created_at": "2024-05-01T12:00:00.000Z",
+        "updated_at": "2024-05-01T12:00:00.000Z",
+        "buckets": [
+            {
+                "id": "free-min",
+                "service": "voice",
+                "units": 600,
+                "reserved": 0,
+                "priority": 1,
+                "expires_at": None,
+            },
+            {
+                "id": "data-1",
+                "service": "data",
+                "units": 10**9,
+                "reserved": 0,
+                "priority": 0,
+                "expires_at": "2030-01-30T23:00:00.000Z",
+            },
+        ],
+        "sessions": [],
+    }
+
+
+async def test_create_twice_is_a_conflict(api: Client, store: Store) -> None:
+    await create(api)
+    before = await snapshot(store)
+    resp = await api.post(
+        "/v1/subscribers",
+        json={"msisdn": "46700000001", "balance": "99", "plan": "gov-payu"},
+    )
+    assert resp.status == 409
+    assert resp.content_type == "application/problem+json"
+    body = await resp.json()
+    assert body["status"] == 409
+    assert body["type"] == "urn:ocs:problem:subscriber-exists"
+    assert await snapshot(store) == before
+
+
+async def test_create_with_a_reference_is_idempotent(api: Client) -> None:
+    first = await create(api, reference="ticket-1", balance="3")
+    again = await create(api, reference="ticket-1", balance="3")
+    assert again == first
+    assert first["balance"] == "3.00"
+
+
+async def test_create_with_state(api: Client) -> None:
+    created = await create(api, state="barred-outgoing", balance="0")
+    assert created["state"] == "barred-outgoing"
+    assert created["balance"] == "0.00"
+
+
+async def test_patch(api: Client, clock: FakeClock) -> None:
+    await create(api, buckets=[{"id": "b1", "service": "sms", "units": 10}])
+    clock.now += 1000
+    resp = await api.patch(
+        "/v1/subscribers/46700000001",
+        json={
+            "plan": "gov-payu",
+            "credit_limit": "20.5",
+            "state": "suspended",
+            "add_buckets": [
+                {"id": "b1", "service": "sms", "units": 5},
+                {"id": "b2", "service": "voice", "units": 60},
+            ],
+        },
+    )
+    assert resp.status == 200, await resp.text()
+    acct = await resp.json()
+    assert acct == await get(api)
+    assert acct["plan"] == "gov-payu"
+    assert acct["credit_limit"] == "20.50"
+    assert acct["available"] == "30.50"
+    assert acct["state"] == "suspended"
+    assert acct["updated_at"] == "2024-05-01T12:00:01.000Z"
+    assert [(b["id"], b["units"]) for b in acct["buckets"]] == [("b1", 15), ("b2", 60)]
+    resp = await api.patch("/v1/subscribers/46700000001", json={"credit_limit": "0"})
+    assert (await resp.json())["credit_limit"] == "0.00"
+
+
+async def test_patch_needs_a_change(api: Client, store: Store) -> None:
+    await create(api)
+    before = await snapshot(store)
+    for body in ({}, {"reference": "r1"}):
+        resp = await api.patch("/v1/subscribers/46700000001", json=body)
+        assert resp.status == 422
+        assert (await resp.json())["field"] == "body"
+    assert await snapshot(store) == before
+
+
+async def test_patch_unknown_subscriber(api: Client) -> None:
+    resp = await api.patch("/v1/subscribers/46700000009", json={"state": "active"})
+    assert resp.status == 404
+    assert resp.content_type == "application/problem+json"
+
+
+async def test_list(api: Client) -> None:
+    numbers = {f"4670000{i:04d}" for i in range(25)}
+    for n in numbers:
+        await create(api, n)
+    seen: list[str] = []
+    cursor: str | None = "0"
+    while cursor is not None:
+        resp = await api.get("/v1/subscribers", params={"cursor": cursor, "count": "10"})
+        assert resp.status == 200
+        page = await resp.json()
+        seen += page["subscribers"]
+        cursor = page["cursor"]
+    assert sorted(set(seen)) == sorted(numbers)
+    resp = await api.get("/v1/subscribers", params={"count": "0"})
+    assert resp.status == 422
+    assert (await resp.json())["field"] == "count"
+    for cursor in ("x", "-1", str(2**64)):
+        resp = await api.get("/v1/subscribers", params={"cursor": cursor})
+        assert resp.status == 422
+        assert (await resp.json())["field"] == "cursor"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/subscribers/46700000009",
+        "/v1/subscribers/not-a-number",
+        "/v1/subscribers/46700000009/events",
+    ],
+)
+async def test_unknown_subscriber_is_a_404_problem(api: Client, path: str) -> None:
+    resp = await api.get(path)
+    assert resp.status == 404
+    assert resp.content_type == "application/problem+json"
+    body = await resp.json()
+    assert body["status"] == 404
+    assert body["type"] == "urn:ocs:problem:unknown-subscriber"
+
+
+async def test_credit_to_unknown_subscriber(api: Client, store: Store) -> None:
+    for what in ("topups", "refunds"):
+        resp = await api.post(
+            f"/v1/subscribers/46700000009/{what}", json={"amount": "1", "reference": "r"}
+        )
+        assert resp.status == 404
+        assert resp.content_type == "application/problem+json"
+    assert await snapshot(store) == {}
+
+
+async def test_unknown_route_and_method_are_problems(api: Client) -> None:
+    resp = await api.get("/v1/nothing-here")
+    assert resp.status == 404
+    assert resp.content_type == "application/problem+json"
+    resp = await api.delete("/v1/subscribers/46700000001")
+    assert resp.status == 405
+    assert resp.content_type == "application/problem+json"
+    assert "PATCH" in resp.headers["Allow"]
+
+
+# -- money in -----------------------------------------------------------------------------------
+
+
+async def test_topup_is_idempotent_by_reference(api: Client, store: Store) -> None:
+    await create(api)
+    url = "/v1/subscribers/46700000001/topups"
+    resp = await api.post(url, json={"amount": "5.25", "reference": "T-1", "note": "shop 12"})
+    assert resp.status == 201
+    first = await resp.json()
+    assert first == {
+        "msisdn": "46700000001",
+        "amount": "5.25",
+        "reference": "T-1",
+        "balance": "15.25",
+    }
+    before = await snapshot(store)
+    resp = await api.post(url, json={"amount": "5.25", "reference": "T-1", "note": "shop 12"})
+    assert resp.status == 201
+    assert await resp.json() == first
+    # Same reference, another amount: the first answer's balance, and nothing changes.
+    resp = await api.post(url, json={"amount": "100", "reference": "T-1"})
+    assert resp.status == 201
+    assert (await resp.json())["balance"] == "15.25"
+    assert await snapshot(store) == before
+    assert (await get(api))["balance"] == "15.25"
+    # A new reference is a new top-up.
+    resp = await api.post(url, json={"amount": 2, "reference": "T-2"})
+    assert (await resp.json())["balance"] == "17.25"
+
+
+async def test_adjustments_and_refunds(api: Client) -> None:
+    await create(api)
+    base = "/v1/subscribers/46700000001"
+    resp = await api.post(
+        f"{base}/adjustments", json={"amount": "-12.000001", "reference": "A-1", "reason": "fix"}
+    )
+    assert resp.status == 201
+    assert await resp.json() == {
+        "msisdn": "46700000001",
+        "amount": "-12.000001",
+        "reference": "A-1",
+        "balance": "-2.000001",
+    }
+    resp = await api.post(f"{base}/refunds", json={"amount": "0.000001", "reference": "A-1"})
+    assert resp.status == 201  # the same reference for another kind is another operation
+    assert (await resp.json())["balance"] == "-2.00"
+    acct = await get(api)
+    assert (acct["balance"], acct["available"]) == ("-2.00", "-2.00")
+    resp = await api.post(
+        f"{base}/adjustments", json={"amount": "0", "reference": "A-2", "reason": "x"}
+    )
+    assert resp.status == 422
+    assert (await resp.json())["field"] == "amount"
+    resp = await api.post(f"{base}/adjustments", json={"amount": "1", "reference": "A-2"})
+    assert resp.status == 422
+    assert (await resp.json())["field"] == "reason"
+    resp = await api.post(f"{base}/refunds", json={"amount": "-1", "reference": "R-2"})
+    assert resp.status == 422
+    assert (await resp.json())["field"] == "amount"
+
+
+# -- events -------------------------------------------------------------------------------------
+
+
+async def test_events_newest_first_with_paging(api: Client, clock: FakeClock) -> None:
+    await create(api)
+    await create(api, "46700000002")  # maybe the same outbox: must not show up
+    for i in range(5):
+        clock.now += 1000
+        resp = await api.post(
+            "/v1/subscribers/46700000001/topups",
+            json={"amount": f"{i + 1}", "reference": f"T-{i}"},
+        )
+        assert resp.status == 201
+    url = "/v1/subscribers/46700000001/events"
+    resp = await api.get(url, params={"limit": "4"})
+    assert resp.status == 200
+    page = await resp.json()
+    events = page["events"]
+    assert [e["type"] for e in events] == ["topup"] * 4
+    assert [e["amount"] for e in events] == ["5.00", "4.00", "3.00", "2.00"]
+    assert [e["balance"] for e in events] == ["25.00", "20.00", "16.00", "13.00"]
+    assert events[0]["at"] == "2024-05-01T12:00:05.000Z"
+    assert events[0]["fields"]["rk"] == "topup:T-4"
+    assert events[0]["fields"]["amt"] == "5000000"
+    assert page["next"] == events[-1]["id"]
+    resp = await api.get(url, params={"limit": "4", "before": page["next"]})
+    rest = await resp.json()
+    assert [e["type"] for e in rest["events"]] == ["topup", "create"]
+    assert "amount" not in rest["events"][1]
+    assert rest["events"][1]["balance"] == "10.00"
+    assert rest["next"] is None
+    all_ids = [e["id"] for e in events + rest["events"]]
+    assert all_ids == sorted(all_ids, key=lambda i: tuple(map(int, i.split("-"))), reverse=True)
+    resp = await api.get(url, params={"limit": "6"})
+    assert (await resp.json())["next"] is None
+    for before in ("yesterday", f"{2**64}-0", "1-"):
+        resp = await api.get(url, params={"before": before})
+        assert resp.status == 422
+        assert (await resp.json())["field"] == "before"
+    for limit in ("0", "1001", "two", "²"):
+        resp = await api.get(url, params={"limit": limit})
+        assert resp.status == 422
+        assert (await resp.json())["field"] == "limit"
+
+
+# -- bad input ------------------------------------------------------------------------------------
+
+GOOD = {"msisdn": "46700000001", "balance": "10.00", "plan": "prepaid-basic"}
+
+
+def with_(**changes: Any) -> dict[str, Any]:
+    body = dict(GOOD)
+    for k, v in changes.items():
+        if v is ...:
+            del body[k]
+        else:
+            body[k] = v
+    return body
+
+
+BAD_CREATES = [
+    pytest.param(with_(msisdn=...), "msisdn", id="missing-msisdn"),
+    pytest.param(with_(msisdn="4670abc"), "msisdn", id="msisdn-letters"),
+    pytest.param(with_(msisdn="+46700000001"), "msisdn", id="msisdn-plus"),
+    pytest.param(with_(msisdn="12"), "msisdn", id="msisdn-short"),
+    pytest.param(with_(msisdn="1234567890123456"), "msisdn", id="msisdn-long"),
+    pytest.param(with_(msisdn=46700000001), "msisdn", id="msisdn-number"),
+    pytest.param(with_(balance=...), "balance", id="missing-balance"),
+    pytest.param(with_(balance=12.5), "balance", id="balance-float"),
+    pytest.param(with_(balance="1.0000001"), "balance", id="balance-7-decimals"),
+    pytest.param(with_(balance="abc"), "balance", id="balance-abc"),
+    pytest.param(with_(balance=True), "balance", id="balance-bool"),
+    pytest.param(with_(balance=None), "balance", id="balance-null"),
+    pytest.param(with_(balance="1000000000.000001"), "balance", id="balance-over-max"),
+    pytest.param(with_(balance=10**30), "balance", id="balance-huge-int"),
+    pytest.param(with_(balance="-1"), "balance", id="balance-negative"),
+    pytest.param(with_(credit_limit="-5"), "credit_limit", id="negative-credit-limit"),
+    pytest.param(with_(credit_limit=5.0), "credit_limit", id="credit-limit-float"),
+    pytest.param(with_(plan="gold"), "plan", id="unknown-plan"),
+    pytest.param(with_(plan=...), "plan", id="missing-plan"),
+    pytest.param(with_(state="deleted"), "state", id="unknown-state"),
+    pytest.param(
+        with_(buckets=[{"id": "b", "service": "voice", "units": -1}]),
+        "buckets[0].units",
+        id="bucket-units-negative",
+    ),
+    pytest.param(
+        with_(buckets=[{"id": "b", "service": "voice", "units": 1.5}]),
+        "buckets[0].units",
+        id="bucket-units-float",
+    ),
+    pytest.param(
+        with_(buckets=[{"id": "b", "service": "voice", "units": 10**16}]),
+        "buckets[0].units",
+        id="bucket-units-over-max",
+    ),
+    pytest.param(
+        with_(buckets=[{"id": "", "service": "voice", "units": 1}]),
+        "buckets[0].id",
+        id="bucket-id-empty",
+    ),
+    pytest.param(
+        with_(buckets=[{"id": "b", "service": "voice", "units": 1, "expires_at": "tomorrow"}]),
+        "buckets[0].expires_at",
+        id="bucket-expiry-garbage",
+    ),
+    pytest.param(
+        with_(
+            buckets=[{"id": "b", "service": "voice", "units": 1, "expires_at": "2030-01-01T00:00"}]
+        ),
+        "buckets[0].expires_at",
+        id="bucket-expiry-no-zone",
+    ),
+    pytest.param(
+        with_(
+            buckets=[{"id": "b", "service": "voice", "units": 1, "expires_at": "2020-01-01T00:00Z"}]
+        ),
+        "buckets[0].expires_at",
+        id="bucket-expiry-past",
+    ),
+    pytest.param(
+        with_(
+            buckets=[
+                {"id": "b", "service": "voice", "units": 1},
+                {"id": "b", "service": "voice", "units": 2},
+            ]
+        ),
+        "buckets[1].id",
+        id="bucket-id-twice",
+    ),
+    pytest.param(with_(buckets={"id": "b"}), "buckets", id="buckets-not-a-list"),
+    pytest.param(with_(buckets=["b"]), "buckets[0]", id="bucket-not-an-object"),
+    pytest.param(
+        with_(buckets=[{"id": "b", "service": "voice", "units": 1, "colour": "red"}]),
+        "buckets[0].colour",
+        id="bucket-unknown-field",
+    ),
+    pytest.param(with_(balance={"amount": "10.00"}), "balance", id="nested-balance"),
+    pytest.param(with_(msisdn=["46700000001"]), "msisdn", id="nested-msisdn"),
+    pytest.param(with_(plan={"name": "prepaid-basic"}), "plan", id="nested-plan"),
+    pytest.param(with_(credit_limt="5"), "credit_limt", id="unknown-field"),
+    pytest.param(with_(reference="x" * 129), "reference", id="reference-too-long"),
+    pytest.param(["46700000001", "10.00"], "body", id="json-array"),
+    pytest.param("46700000001", "body", id="json-string"),
+]
+
+
+@pytest.mark.parametrize(("body", "field"), BAD_CREATES)
+async def test_bad_create_is_422_naming_the_field(
+    api: Client, store: Store, body: object, field: str
+) -> None:
+    await create(api, "46700000002")
+    before = await snapshot(store)
+    resp = await api.post("/v1/subscribers", data=json.dumps(body))
+    assert resp.status == 422
+    assert resp.content_type == "application/problem+json"
+    problem = await resp.json()
+    assert problem["status"] == 422
+    assert problem["title"] == "Unprocessable Content"
+    assert problem["field"] == field, problem
+    assert field in problem["detail"]
+    assert problem["errors"][0]["field"] == field
+    assert await snapshot(store) == before
+
+
+async def test_float_money_says_decimal_string(api: Client) -> None:
+    resp = await api.post("/v1/subscribers", json=with_(balance=12.5))
+    assert "must be a decimal string" in (await resp.json())["detail"]
+
+
+async def test_every_bad_field_is_listed(api: Client) -> None:
+    resp = await api.post(
+        "/v1/subscribers", json={"msisdn": "x", "balance": 1.5, "plan": "gold", "state": "?"}
+    )
+    assert resp.status == 422
+    fields = [e["field"] for e in (await resp.json())["errors"]]
+    assert fields == ["msisdn", "balance", "plan", "state"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("topups", {"amount": 12.5, "reference": "r"}, "amount"),
+        ("topups", {"amount": "0", "reference": "r"}, "amount"),
+        ("topups", {"amount": "-1", "reference": "r"}, "amount"),
+        ("topups", {"amount": "1.0000001", "reference": "r"}, "amount"),
+        ("topups", {"amount": "2000000000", "reference": "r"}, "amount"),
+        ("topups", {"amount": "1"}, "reference"),
+        ("topups", {"amount": "1", "reference": ""}, "reference"),
+        ("topups", {"amount": "1", "reference": "r" * 129}, "reference"),
+        ("topups", {"amount": "1", "reference": {"id": "r"}}, "reference"),
+        ("topups", {"amount": "1", "reference": "r", "note": 5}, "note"),
+        ("topups", {"amount": "1", "reference": "r", "reason": "x"}, "reason"),
+        ("adjustments", {"amount": "1", "reference": "r", "reason": ""}, "reason"),
+        ("refunds", {"amount": "abc", "reference": "r"}, "amount"),
+        ("topups", [1], "body"),
+    ],
+)
+async def test_bad_credit_is_422_naming_the_field(
+    api: Client, store: Store, path: str, body: object, field: str
+) -> None:
+    await create(api)
+    before = await snapshot(store)
+    resp = await api.post(f"/v1/subscribers/46700000001/{path}", json=body)
+    assert resp.status == 422
+    assert resp.content_type == "application/problem+json"
+    assert (await resp.json())["field"] == field
+    assert await snapshot(store) == before
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"plan": "gold"}, "plan"),
+        ({"credit_limit": "-1"}, "credit_limit"),
+        ({"credit_limit": None}, "credit_limit"),
+        ({"state": "gone"}, "state"),
+        ({"add_buckets": [{"id": "b", "service": "sms", "units": 0}]}, "add_buckets[0].units"),
+        ({"add_buckets": [{"id": "b", "units": 1}]}, "add_buckets[0].service"),
+        ({"balance": "5"}, "balance"),
+    ],
+)
+async def test_bad_patch_is_422_naming_the_field(
+    api: Client, store: Store, body: object, field: str
+) -> None:
+    await create(api)
+    before = await snapshot(store)
+    resp = await api.patch("/v1/subscribers/46700000001", json=body)
+    assert resp.status == 422
+    assert (await resp.json())["field"] == field
+    assert await snapshot(store) == before
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/v1/subscribers"),
+        ("PATCH", "/v1/subscribers/46700000001"),
+        ("POST", "/v1/subscribers/46700000001/topups"),
+    ],
+)
+@pytest.mark.parametrize(
+    "data", [b"{not json", b"", b"\xff\xfe", b"[" * 100_000 + b"]" * 100_000, b"NaN1"]
+)
+async def test_non_json_body_is_400(
+    api: Client, store: Store, method: str, path: str, data: bytes
+) -> None:
+    await create(api)
+    before = await snapshot(store)
+    resp = await api.request(method, path, data=data)
+    assert resp.status == 400
+    assert resp.content_type == "application/problem+json"
+    assert (await resp.json())["type"] == "urn:ocs:problem:malformed-json"
+    assert await snapshot(store) == before
+
+
+# -- health, readiness, metrics -------------------------------------------------------------------
+
+
+async def test_healthz_and_readyz(api: Client) -> None:
+    resp = await api.get("/healthz")
+    assert (resp.status, await resp.json()) == (200, {"status": "ok"})
+    resp = await api.get("/readyz")
+    assert (resp.status, await resp.json()) == (200, {"status": "ready"})
+
+
+async def test_redis_down(tmp_path: Path, metrics: Metrics, clock: FakeClock) -> None:
+    async with EmbeddedRedis(tmp_path / "redis", appendonly=False) as server:
+        redis = PipelinedRedis.from_url(server.url)
+        await redis.connect()
+        api = await serve(make_store(redis), metrics, clock)
+        try:
+            assert (await api.get("/readyz")).status == 200
+            await create(api)
+            server.stop()
+            resp = await api.get("/readyz")
+            assert resp.status == 503
+            assert resp.content_type == "application/problem+json"
+            assert (await resp.json())["type"] == "urn:ocs:problem:store-unavailable"
+            resp = await api.get("/v1/subscribers/46700000001")
+            assert resp.status == 503
+            assert resp.content_type == "application/problem+json"
+            assert "Traceback" not in await resp.text()
+            resp = await api.get("/healthz")
+            assert resp.status == 200
+            text = (await (await api.get("/metrics")).read()).decode()
+            assert "ocs_redis_errors_total 2.0" in text
+            assert (
+                'ocs_requests_total{protocol="http",result="503",'
+                'verb="GET /v1/subscribers/{msisdn}"} 1.0'
+            ) in text
+        finally:
+            await api.close()
+            await redis.close()
+
+
+async def test_unexpected_error_is_a_500_without_trace(
+    api: Client, store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def boom(msisdn: str) -> None:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(store, "get_account", boom)
+    resp = await api.get("/v1/subscribers/46700000001")
+    assert resp.status == 500
+    assert resp.content_type == "application/problem+json"
+    text = await resp.text()
+    assert "secret" not in text
+    assert "Traceback" not in text
+    assert "secret internals" in caplog.text
+
+
+async def test_metrics(api: Client) -> None:
+    await create(api)
+    await get(api)
+    await get(api)
+    await api.get("/v1/subscribers/46700000009")
+    await api.get("/healthz")
+    resp = await api.get("/metrics")
+    assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    text = (await resp.read()).decode()
+    for line in [
+        'ocs_requests_total{protocol="http",result="201",verb="POST /v1/subscribers"} 1.0',
+        'ocs_requests_total{protocol="http",result="200",verb="GET /v1/subscribers/{msisdn}"} 2.0',
+        'ocs_requests_total{protocol="http",result="404",verb="GET /v1/subscribers/{msisdn}"} 1.0',
+        'ocs_request_seconds_count{protocol="http",verb="GET /v1/subscribers/{msisdn}"} 3.0',
+        'ocs_request_seconds_bucket{le="0.0001",protocol="http",verb="POST /v1/subscribers"}',
+        "ocs_redis_errors_total 0.0",
+    ]:
+        assert line in text, line
+    assert "/healthz" not in text
+
+
+def test_metrics_gauge_and_cache() -> None:
+    m = Metrics()
+    m.connection_opened("native")
+    m.connection_opened("native")
+    m.connection_closed("native")
+    m.observe("native", "reserve", "success", 0.0002)
+    m.observe("native", "reserve", "success", 0.0003)
+    text = m.render().decode()
+    assert 'ocs_open_connections{protocol="native"} 1.0' in text
+    assert 'ocs_requests_total{protocol="native",result="success",verb="reserve"} 2.0' in text
+    assert 'ocs_request_seconds_bucket{le="0.0005",protocol="native",verb="reserve"} 2.0' in text

@@ -1,0 +1,207 @@
+"""The whole OCS through real sockets: native protocol in, Redis behind, crash and recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import struct
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from ocs.config import Settings
+from ocs.redis_server import EmbeddedRedis
+from ocs.service import Running, run_ocs
+from protocols.native import NativeClient
+
+SETTINGS = Settings(native_port=0, http_port=0, validity=60, grace=10, sweep_interval=0.2)
+
+
+@pytest.fixture
+async def ocs(redis_url: str) -> AsyncIterator[Running]:
+    async with run_ocs(replace(SETTINGS, redis_url=redis_url)) as running:
+        yield running
+
+
+@pytest.fixture
+async def client(ocs: Running) -> AsyncIterator[NativeClient]:
+    async with NativeClient("127.0.0.1", ocs.native.port) as c:
+        yield c
+
+
+async def add(ocs: Running, msisdn: str, balance: int, **kw: object) -> None:
+    ans = await ocs.store.create_subscriber(
+        msisdn, plan="prepaid-basic", balance=balance, credit_limit=0, state="active", now=0,
+        **kw,  # type: ignore[arg-type]
+    )  # fmt: skip
+    assert ans.status == "OK"
+
+
+async def test_call_through_the_native_protocol(ocs: Running, client: NativeClient) -> None:
+    await add(ocs, "4917000001", 1_000_000)
+    r = await client.reserve("call-1", "4917000001", "voice", seq=0, units=60)
+    assert (r.result, r.granted, r.validity) == ("success", 60, 60)
+    r = await client.commit("call-1", seq=1, used=60)  # subscriber not given: engine knows
+    assert (r.result, r.charged, r.granted) == ("success", 90_000, 60)
+    r = await client.release("call-1", seq=2, used=10, subscriber="4917000001")
+    assert (r.result, r.charged, r.balance) == ("success", 15_000, 895_000)
+    b = await client.balance("4917000001")
+    assert (b.result, b.balance, b.reserved, b.available, b.plan) == (
+        "success", 895_000, 0, 895_000, "prepaid-basic"
+    )  # fmt: skip
+    r = await client.debit("4917000001", "sms", key="m-1")
+    assert (r.result, r.charged) == ("success", 50_000)
+    assert replace(await client.debit("4917000001", "sms", key="m-1"), id=r.id) == r
+    assert (await client.balance("nobody")).result == "user-unknown"
+    assert (await client.commit("nope", seq=1, used=1)).result == "unknown-session"
+    assert (await client.reserve("x", "4917000001", "fax", seq=0)).result == "rating-failed"
+    # A session opened here and continued by another OCS (failover) after a reconnect.
+    await client.reserve("call-2", "4917000001", "voice", seq=0)
+    async with (
+        run_ocs(replace(SETTINGS, redis_url=ocs.redis_url)) as other,
+        NativeClient("127.0.0.1", other.native.port) as c2,
+    ):
+        r = await c2.commit("call-2", seq=1, used=30)  # found through the session index
+        assert (r.result, r.charged) == ("success", 45_000)
+        r = await c2.release("call-2", seq=2, used=0)
+        assert r.result == "success"
+
+
+async def test_pipelined_requests_on_one_connection(ocs: Running, client: NativeClient) -> None:
+    await add(ocs, "4917000002", 10_000_000)
+    replies = await asyncio.gather(
+        *(client.debit("4917000002", "sms", key=f"k{i}") for i in range(200))
+    )
+    assert all(r.result == "success" for r in replies)
+    assert (await client.balance("4917000002")).balance == 0
+
+
+def _raw_exchange(port: int, payload: bytes) -> tuple[list[dict[str, object]], bool]:
+    """Send raw bytes, read replies until the server closes or goes quiet."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    replies = []
+    while len(data) >= 4:
+        (n,) = struct.unpack(">I", data[:4])
+        replies.append(msgpack.unpackb(data[4 : 4 + n]))
+        data = data[4 + n :]
+    return replies, True
+
+
+def _frame(obj: object) -> bytes:
+    body = msgpack.packb(obj)
+    return struct.pack(">I", len(body)) + body
+
+
+@pytest.mark.parametrize(
+    "request_map",
+    [
+        {"id": 1, "verb": "transfer"},
+        {"id": 1, "verb": "reserve", "session": "s"},
+        {"id": 1, "verb": "reserve", "session": "s", "subscriber": "4917000003",
+         "service": "voice", "seq": 0, "units": 1.5},
+        {"id": 1, "verb": "reserve", "session": "s", "subscriber": "4917000003",
+         "service": "voice", "seq": 0, "units": -1},
+        {"id": 1, "verb": "debit", "subscriber": "4917000003", "service": "sms", "key": "k",
+         "units": 2**64 - 1},
+        {"id": 1, "verb": "commit", "session": "s", "seq": "1", "used": 5},
+        {"id": 1, "verb": "debit", "subscriber": "4917000003", "service": "sms", "key": ""},
+    ],
+)  # fmt: skip
+async def test_bad_requests_get_invalid_request_and_change_nothing(
+    ocs: Running, client: NativeClient, request_map: dict[str, object]
+) -> None:
+    await add(ocs, "4917000003", 1_000_000)
+    before = await ocs.store.get_account("4917000003")
+    replies, _ = await asyncio.to_thread(_raw_exchange, ocs.native.port, _frame(request_map))
+    assert [(r["id"], r["result"]) for r in replies] == [(1, "invalid-request")]
+    assert await ocs.store.get_account("4917000003") == before
+    assert (await client.ping()).ok  # the server keeps serving
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"\x00\x00\x00\x05\xc1\xc1\xc1\xc1\xc1",  # msgpack's never-used byte
+        b"\xff\xff\xff\xff",  # a length far over the limit
+        _frame([1, 2, 3]),  # not a map
+        os.urandom(64),
+    ],
+)
+async def test_broken_frames_close_only_that_connection(
+    ocs: Running, client: NativeClient, payload: bytes
+) -> None:
+    replies, _ = await asyncio.to_thread(_raw_exchange, ocs.native.port, payload)
+    assert all(r.get("result") == "invalid-request" for r in replies)
+    assert (await client.ping()).ok
+
+
+async def test_truncated_frame_is_not_answered_and_changes_nothing(
+    ocs: Running, client: NativeClient
+) -> None:
+    await add(ocs, "4917000004", 1_000_000)
+    frame = _frame({"id": 7, "verb": "debit", "subscriber": "4917000004", "service": "sms",
+                    "key": "t"})  # fmt: skip
+    replies, _ = await asyncio.to_thread(_raw_exchange, ocs.native.port, frame[:-3])
+    assert replies == []
+    assert (await client.balance("4917000004")).balance == 1_000_000
+
+
+async def test_redis_crash_gives_store_unavailable_and_the_ocs_recovers(
+    tmp_path: Path,
+) -> None:
+    redis = EmbeddedRedis(tmp_path / "redis")
+    redis.start()
+    try:
+        async with (
+            run_ocs(replace(SETTINGS, redis_url=redis.url)) as ocs,
+            NativeClient("127.0.0.1", ocs.native.port) as client,
+        ):
+            await add(ocs, "4917000005", 100_000_000)
+            opening = 100_000_000
+
+            async def traffic(n: int, prefix: str) -> list[str]:
+                results = []
+                for i in range(n):
+                    r = await client.debit("4917000005", "sms", key=f"{prefix}{i}")
+                    results.append(r.result)
+                return results
+
+            before = await asyncio.gather(*(traffic(20, f"a{j}-") for j in range(10)))
+            assert {r for rs in before for r in rs} == {"success"}
+            # Crash Redis with requests in flight.
+            running = asyncio.gather(*(traffic(50, f"b{j}-") for j in range(10)))
+            await asyncio.sleep(0)
+            await asyncio.to_thread(redis.kill)
+            during = await running
+            outcomes = {r for rs in during for r in rs}
+            assert "store-unavailable" in outcomes
+            assert outcomes <= {"success", "store-unavailable"}
+            assert (await client.balance("4917000005")).result == "store-unavailable"
+            # Redis comes back (AOF): the OCS reconnects by itself.
+            await asyncio.to_thread(redis.restart)
+            after = await traffic(10, "c-")
+            assert set(after) == {"success"}
+            # Balances are exactly what the committed events say: replay nothing twice.
+            acct = await ocs.store.get_account("4917000005")
+            events = await ocs.store.events("4917000005", limit=10_000)
+            debits = [e for e in events if e.kind == "debit"]
+            assert acct is not None
+            assert acct.balance == opening + sum(int(e.fields["amt"]) for e in debits)
+            assert acct.balance == int(events[0].fields["bal"])
+            # Retrying the failed requests with the same keys charges each exactly once.
+            for j in range(10):
+                await traffic(50, f"b{j}-")
+            acct = await ocs.store.get_account("4917000005")
+            assert acct is not None
+            assert acct.balance == opening - 50_000 * (200 + 500 + 10)
+    finally:
+        redis.stop()
