@@ -346,3 +346,21 @@ async def test_outbox_holds_one_event_per_mutation(store: Store, engine: Chargin
     ]  # fmt: skip
     assert sum(int(e.fields.get("amt", "0")) for e in events) == -70_000
     assert int(events[0].fields["bal"]) == 1_000_000 - 70_000
+
+
+async def test_one_round_trip_per_request_once_the_engine_knows_the_subscriber(
+    store: Store, engine: ChargingEngine
+) -> None:
+    await add(store, "1300", 10_000_000)
+    await store.load_scripts()  # as the service does at start-up (else: NOSCRIPT, then load)
+    await engine.reserve(ReserveRequest("w0", "1300", "voice", "w0/0"))  # learns the plan
+    steps = [
+        engine.reserve(ReserveRequest("w1", "1300", "voice", "w1/0")),
+        engine.commit(CommitRequest("w1", "w1/1", used=10)),
+        engine.debit(DebitRequest("1300", "sms", "w-sms")),
+        engine.release(ReleaseRequest("w1", "w1/2", used=10)),
+    ]
+    for step in steps:
+        writes = store.client.writes
+        assert (await step).ok
+        assert store.client.writes - writes == 1

@@ -12,7 +12,6 @@ trip, never money.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -243,12 +242,9 @@ class ChargingEngine:
                 now=now,
             )
             if st is None and spec is not None:
-                # Index the new session in the same write, for requests that name only it.
-                ans, _ = await asyncio.gather(
-                    reserve, self.store.index_session(sid, msisdn, self.hold_ms)
-                )
-            else:
-                ans = await reserve
+                # Index the new session (in the same write), for requests that name only it.
+                self.store.index_session(sid, msisdn, self.hold_ms)
+            ans = await reserve
             status = ans.status
             if status == "OK":
                 # (A replay's stored answer may arrive while the cache knows nothing.)
@@ -392,14 +388,13 @@ class ChargingEngine:
                     expected_version=version, now=now,
                 )  # fmt: skip
             else:
-                ans, _ = await asyncio.gather(
-                    self.store.commit(
-                        msisdn, request_key=rk, session_id=sid, used=used, cost=cost,
-                        expected_version=version, next_units=n, next_cost=next_cost,
-                        bucket_quote=-1, hold_ms=self.hold_ms, flags=flags, now=now,
-                    ),
-                    self.store.index_session(sid, msisdn, self.hold_ms),
+                commit = self.store.commit(
+                    msisdn, request_key=rk, session_id=sid, used=used, cost=cost,
+                    expected_version=version, next_units=n, next_cost=next_cost,
+                    bucket_quote=-1, hold_ms=self.hold_ms, flags=flags, now=now,
                 )  # fmt: skip
+                self.store.index_session(sid, msisdn, self.hold_ms)  # keep it as long as the hold
+                ans = await commit
             status = ans.status
             if status == "STALE":
                 st = self._session_from_answer(sid, msisdn, ans)
@@ -415,7 +410,7 @@ class ChargingEngine:
                 st = self._session_from_answer(sid, msisdn, ans)
             if end:
                 self._sessions.pop(sid, None)
-                await self.store.unindex_session(sid)
+                self.store.unindex_session(sid)
                 return self._result(Outcome.SUCCESS, ans)
             self._remember_session(sid, st, ans)
             if status == "OK":

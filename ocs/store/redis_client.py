@@ -436,6 +436,20 @@ class PipelinedRedis:
         packed = _pack(("EVALSHA", sha, len(keys), *keys, *args))
         return await self._call(packed, decode, timeout)
 
+    def send_nowait(self, *args: Arg) -> bool:
+        """Queue a command whose answer nobody waits for (a hint, such as an index entry).
+
+        It goes out in the current loop turn's write, with the commands awaited beside it, and
+        adds no round trip. Its reply or error is consumed and dropped. Returns False, sending
+        nothing, when no connection is open at the moment.
+        """
+        conn = self._conn
+        if conn is None or conn.closed:
+            return False
+        deadline = math.inf if self.timeout is None else conn.loop.time() + self.timeout
+        conn.send(_pack(args), deadline).add_done_callback(_drop_result)
+        return True
+
     def register_script(self, source: str) -> Script:
         """Wrap a Lua script so that it is called by SHA1 and loaded on NOSCRIPT."""
         return Script(self, source)
@@ -519,6 +533,11 @@ class PipelinedRedis:
     def _connection_gone(self, conn: _Connection) -> None:
         if self._conn is conn:
             self._conn = None
+
+
+def _drop_result(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 class Script:

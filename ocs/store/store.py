@@ -391,13 +391,14 @@ class Store:
     # -- session index (for requests that name only the session) -----------------------------
 
     # The index is a hint, not a balance: a plain key that lives as long as the session's hold,
-    # written in the same pipelined write as the session's script, removed on release.
+    # queued into the same write as the session's script (no round trip of its own) and
+    # removed on release. A lost write costs at most a lookup that finds nothing.
 
-    async def index_session(self, session_id: str, msisdn: str, ttl_ms: int) -> None:
-        await self._cmd("SET", K.session_index_key(session_id), msisdn, "PX", ttl_ms)
+    def index_session(self, session_id: str, msisdn: str, ttl_ms: int) -> None:
+        self.client.send_nowait("SET", K.session_index_key(session_id), msisdn, "PX", ttl_ms)
 
-    async def unindex_session(self, session_id: str) -> None:
-        await self._cmd("DEL", K.session_index_key(session_id))
+    def unindex_session(self, session_id: str) -> None:
+        self.client.send_nowait("DEL", K.session_index_key(session_id))
 
     async def session_owner(self, session_id: str) -> str | None:
         raw = await self._cmd("GET", K.session_index_key(session_id))
