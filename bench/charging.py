@@ -1,0 +1,1093 @@
+"""End to end: the OCS against the ceiling of its own Lua scripts, in the same run.
+
+One private redis-server (AOF on, appendfsync everysec, as in production) holds N subscribers
+(plan prepaid-basic, large balances), created through ``Store.create_subscriber``. A session is
+reserve (voice, 60 units, seq 0) -> commit (30 used, next slice of the default quota, seq 1)
+-> release (20 used, seq 2), on a random subscriber; each of the three is one request.
+
+* ceiling: the same scripts called through ``Store`` on the thin pipelined client, with the
+  costs precomputed and the session version tracked per session, N requests in flight, from
+  a process of its own under uvloop: what Redis can do with these scripts. It uses two
+  connections: over one, the client and Redis take turns (each waits for the other's whole
+  batch), and the figure would be their sum, not Redis's limit.
+* OCS: ``ocs serve`` in its own process (it picks uvloop), and a load-generator process driving
+  it over the native protocol (``NativeClient``, one connection by default) with N requests in
+  flight. Before the rounds, one SMS debit per subscriber teaches the OCS every subscriber's
+  plan, so that the runs measure the steady state (one script call per request).
+
+Rounds interleave the two (the order alternates); medians are reported. Then the OCS at fixed
+offered loads (open loop: sessions start on a schedule, whatever the latency): the target
+(15,000 requests/s by default) and half the measured ceiling (the goal's operating point).
+Latency is ``time.perf_counter`` around each awaited request in the generator. CPU per request
+is a process's CPU time over the measured window (``/proc/<pid>/stat`` for the OCS, ``INFO
+cpu`` for Redis, ``time.process_time`` for the generator) divided by the requests completed in
+the window; "cores busy" is the share of the machine's cores in use then (/proc/stat), with
+the share the hypervisor stole. Afterwards every reply must have been ``success`` with the
+expected grants and amounts, no account may hold a reservation or an open session, and the
+money debited must equal the sum of what the replies said was charged.
+
+    .venv/bin/python -m bench.charging [--duration S] [--inflight N] [--subscribers N]
+        [--rounds R] [--rate R [R ...]] [--connections N] [--no-half-ceiling] [--no-append]
+
+Children run in sessions of their own and die with this process; Ctrl-C (or SIGTERM) stops
+the workers, then the OCS, then Redis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import datetime
+import json
+import os
+import platform
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import hiredis
+import msgpack
+import uvloop
+
+from ocs.constants import (
+    DEFAULT_VALIDITY,
+    EXPIRY_GRACE,
+    IDEMPOTENCY_TTL_REFERENCE,
+    IDEMPOTENCY_TTL_SESSION,
+    MICRO,
+)
+from ocs.redis_server import EmbeddedRedis
+from ocs.store.keys import SubscriberKeys
+from ocs.store.redis_client import PipelinedRedis
+from ocs.store.store import Store
+from protocols.native import NativeClient
+from tariffs.interface import UsageContext
+from tariffs.simple import load_default_rater
+
+RESULTS: Final = Path(__file__).with_name("RESULTS.md")
+PLAN: Final = "prepaid-basic"
+SERVICE: Final = "voice"
+#: A million currency units each: no session is ever refused for credit.
+BALANCE: Final = 1_000_000 * MICRO
+RESERVE_UNITS: Final = 60
+COMMIT_USED: Final = 30
+RELEASE_USED: Final = 20
+#: Validity + grace, as the engine passes it by default.
+HOLD_MS: Final = (DEFAULT_VALIDITY + EXPIRY_GRACE) * 1000
+#: The open loop gives up on starting a session when this many are still running (the OCS
+#: is not keeping up); such sessions are counted as dropped.
+MAX_OPEN_SESSIONS: Final = 5000
+CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
+
+
+def msisdn(i: int) -> str:
+    return f"4915{i:08d}"
+
+
+# -- process-level figures ------------------------------------------------------------------
+
+
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system, all threads) of a process, from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        data = f.read()
+    # The command name (field 2) may hold spaces; fields after it are plain.
+    rest = data[data.rindex(")") + 2 :].split()
+    return (int(rest[11]) + int(rest[12])) / CLK_TCK
+
+
+def host_cpu() -> tuple[int, int, int]:
+    """Ticks of the whole machine from /proc/stat: (total, idle + iowait, steal)."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:9]]
+    return sum(ticks), ticks[3] + ticks[4], ticks[7]
+
+
+def parse_info(raw: bytes | str) -> dict[str, str]:
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    out = {}
+    for line in text.splitlines():
+        k, sep, v = line.partition(":")
+        if sep:
+            out[k] = v.strip()
+    return out
+
+
+async def redis_cpu(client: PipelinedRedis) -> float:
+    info = parse_info(await client.execute("INFO", "cpu"))
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+async def aof_rewrites(client: PipelinedRedis) -> tuple[int, bool]:
+    """AOF rewrites done so far, and whether one is running now."""
+    info = parse_info(await client.execute("INFO", "persistence"))
+    return int(info.get("aof_rewrites", "0")), info.get("aof_rewrite_in_progress") == "1"
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# -- workers (each a process of its own) ---------------------------------------------------
+
+
+@dataclass
+class Spec:
+    """What a worker process is asked to do (passed as JSON on its command line)."""
+
+    kind: str  # ceiling | closed | open | prime
+    redis_url: str
+    subscribers: int
+    inflight: int
+    warmup: float
+    duration: float
+    prefix: str
+    ocs_port: int = 0
+    ocs_pid: int = 0
+    connections: int = 1
+    rate: float = 0.0
+    seed: int = 1
+
+
+@dataclass
+class Outcome:
+    """What a worker reports (as one JSON line on stdout)."""
+
+    kind: str
+    requests: int = 0  # completed inside the measured window
+    seconds: float = 0.0
+    p50_ms: float = float("nan")
+    p99_ms: float = float("nan")
+    p999_ms: float = float("nan")
+    max_ms: float = float("nan")
+    ocs_cpu: float = 0.0
+    redis_cpu: float = 0.0
+    gen_cpu: float = 0.0
+    aof_rewrites: int = 0  # 1 when an AOF rewrite ran during the window (its fork costs)
+    host_busy: float = 0.0  # share of all the machine's cores busy during the window
+    host_steal: float = 0.0  # share stolen by the hypervisor
+    # Over the whole run, warm-up and drain included:
+    total_requests: int = 0
+    sessions: int = 0
+    charged: int = 0
+    dropped: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def per_request_us(self, cpu: float) -> float:
+        return cpu / self.requests * 1e6 if self.requests else float("nan")
+
+
+class Meter:
+    """Counts and times requests; only those that complete inside the window count."""
+
+    def __init__(self) -> None:
+        self.start = float("inf")
+        self.end = float("inf")
+        self.latencies: list[float] = []
+        self.total = 0
+        self.sessions = 0
+        self.charged = 0
+        self.failures: Counter[str] = Counter()
+
+    def record(self, t0: float, t1: float) -> None:
+        self.total += 1
+        if self.start <= t1 < self.end:
+            self.latencies.append(t1 - t0)
+
+    def fail(self, what: str) -> None:
+        self.failures[what] += 1
+
+
+class Window:
+    """Snapshots CPU figures at the start and end of the measured window."""
+
+    def __init__(self, spec: Spec, admin: PipelinedRedis) -> None:
+        self.spec = spec
+        self.admin = admin
+        self.ocs = self.redis = self.gen = 0.0
+        self.rewrites = 0
+        self.host_busy = self.host_steal = 0.0
+
+    async def snapshot(
+        self,
+    ) -> tuple[float, float, float, tuple[int, bool], tuple[int, int, int]]:
+        ocs = proc_cpu(self.spec.ocs_pid) if self.spec.ocs_pid else 0.0
+        redis = await redis_cpu(self.admin)
+        rewrites = await aof_rewrites(self.admin)
+        return ocs, redis, time.process_time(), rewrites, host_cpu()
+
+    async def run(self, meter: Meter, stop: asyncio.Event) -> None:
+        """Warm up, measure for the duration, then tell the users to stop."""
+        await asyncio.sleep(self.spec.warmup)
+        before = await self.snapshot()
+        meter.start = time.perf_counter()
+        await asyncio.sleep(self.spec.duration)
+        meter.end = time.perf_counter()
+        after = await self.snapshot()
+        self.ocs, self.redis, self.gen = (
+            after[0] - before[0],
+            after[1] - before[1],
+            after[2] - before[2],
+        )
+        (done_before, running_before), (done_after, running_after) = before[3], after[3]
+        self.rewrites = int(done_after != done_before or running_before or running_after)
+        total, idle, steal = (a - b for a, b in zip(after[4], before[4], strict=True))
+        if total > 0:
+            # Busy: share of all cores doing anything (steal included: the host took them).
+            self.host_busy = 1 - idle / total
+            self.host_steal = steal / total
+        stop.set()
+
+
+def outcome(spec: Spec, meter: Meter, window: Window, dropped: int = 0) -> Outcome:
+    lat = sorted(meter.latencies)
+    return Outcome(
+        kind=spec.kind,
+        requests=len(lat),
+        seconds=meter.end - meter.start if lat else 0.0,
+        p50_ms=percentile(lat, 0.50) * 1e3,
+        p99_ms=percentile(lat, 0.99) * 1e3,
+        p999_ms=percentile(lat, 0.999) * 1e3,
+        max_ms=(lat[-1] if lat else float("nan")) * 1e3,
+        ocs_cpu=window.ocs,
+        redis_cpu=window.redis,
+        gen_cpu=window.gen,
+        aof_rewrites=window.rewrites,
+        host_busy=window.host_busy,
+        host_steal=window.host_steal,
+        total_requests=meter.total,
+        sessions=meter.sessions,
+        charged=meter.charged,
+        dropped=dropped,
+        failures=dict(meter.failures),
+    )
+
+
+@dataclass(frozen=True)
+class Prices:
+    """The costs the engine would compute for the session shape, from the shipped plan."""
+
+    reserve: int
+    commit: int
+    next_slice: int
+    release: int
+    flags: str
+
+    @classmethod
+    def of_plan(cls) -> Prices:
+        rater = load_default_rater()
+        ctx = UsageContext(plan=PLAN, service=SERVICE)
+        spec = rater.service(ctx)
+
+        def cost(a: int, b: int) -> int:
+            return rater.cost(ctx, b) - rater.cost(ctx, a)
+
+        used = COMMIT_USED
+        return cls(
+            reserve=cost(0, RESERVE_UNITS),
+            commit=cost(0, used),
+            next_slice=cost(used, used + RESERVE_UNITS),
+            release=cost(used, used + RELEASE_USED),
+            flags=("o" if spec.outgoing else "") + ("f" if spec.free else ""),
+        )
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+async def ceiling_worker(spec: Spec) -> Outcome:
+    """The scripts alone: reserve -> commit (+ next slice) -> release through Store."""
+    price = Prices.of_plan()
+    clients = [PipelinedRedis.from_url(spec.redis_url) for _ in range(spec.connections)]
+    admin = PipelinedRedis.from_url(spec.redis_url)
+    stores = [
+        Store(
+            c,
+            session_ttl_ms=IDEMPOTENCY_TTL_SESSION * 1000,
+            reference_ttl_ms=IDEMPOTENCY_TTL_REFERENCE * 1000,
+        )
+        for c in clients
+    ]
+    for c in (*clients, admin):
+        await c.connect()
+    await stores[0].load_scripts()
+    meter, stop = Meter(), asyncio.Event()
+    window = Window(spec, admin)
+    rng = random.Random(spec.seed)
+    subs = [msisdn(i) for i in range(spec.subscribers)]
+    pc = time.perf_counter
+
+    async def user(vu: int) -> None:
+        store = stores[vu % len(stores)]
+        n = 0
+        while not stop.is_set():
+            sub = subs[rng.randrange(len(subs))]
+            sid = f"{spec.prefix}{vu}.{n}"
+            n += 1
+            t0 = pc()
+            ans = await store.reserve(
+                sub, request_key=f"{sid}/0", session_id=sid, service=SERVICE,
+                units=RESERVE_UNITS, cost=price.reserve, bucket_quote=-1, expected_version=0,
+                hold_ms=HOLD_MS, flags=price.flags, destination="", location="", plan=PLAN,
+                now=now_ms(),
+            )  # fmt: skip
+            meter.record(t0, pc())
+            if ans.status != "OK" or ans.granted != RESERVE_UNITS:
+                meter.fail(f"reserve:{ans.status}")
+                continue
+            t0 = pc()
+            ans = await store.commit(
+                sub, request_key=f"{sid}/1", session_id=sid, used=COMMIT_USED,
+                cost=price.commit, expected_version=ans.session_version,
+                next_units=RESERVE_UNITS, next_cost=price.next_slice, bucket_quote=-1,
+                hold_ms=HOLD_MS, flags=price.flags, now=now_ms(),
+            )  # fmt: skip
+            meter.record(t0, pc())
+            meter.charged += ans.charged
+            if ans.status != "OK" or ans.granted != RESERVE_UNITS:
+                meter.fail(f"commit:{ans.status}")
+                continue
+            t0 = pc()
+            ans = await store.release(
+                sub, request_key=f"{sid}/2", session_id=sid, used=RELEASE_USED,
+                cost=price.release, expected_version=ans.session_version, now=now_ms(),
+            )  # fmt: skip
+            meter.record(t0, pc())
+            meter.charged += ans.charged
+            if ans.status != "OK":
+                meter.fail(f"release:{ans.status}")
+                continue
+            meter.sessions += 1
+
+    try:
+        await asyncio.gather(window.run(meter, stop), *(user(i) for i in range(spec.inflight)))
+    finally:
+        for c in (*clients, admin):
+            await c.close()
+    return outcome(spec, meter, window)
+
+
+class Driver:
+    """Sessions through the OCS over the native protocol, checking every reply."""
+
+    def __init__(self, spec: Spec, clients: list[NativeClient], meter: Meter) -> None:
+        self.spec = spec
+        self.clients = clients
+        self.meter = meter
+        self.price = Prices.of_plan()
+
+    async def session(self, client: NativeClient, sid: str, sub: str) -> None:
+        meter, pc, price = self.meter, time.perf_counter, self.price
+        t0 = pc()
+        r = await client.reserve(sid, sub, SERVICE, 0, RESERVE_UNITS)
+        meter.record(t0, pc())
+        if not r.ok or r.granted != RESERVE_UNITS:
+            meter.fail(f"reserve:{r.result}" if not r.ok else "reserve:granted")
+            return
+        t0 = pc()
+        r = await client.commit(sid, 1, COMMIT_USED, subscriber=sub)
+        meter.record(t0, pc())
+        meter.charged += r.charged
+        if not r.ok or r.granted != RESERVE_UNITS or r.charged != price.commit:
+            meter.fail(f"commit:{r.result}" if not r.ok else "commit:amounts")
+            return
+        t0 = pc()
+        r = await client.release(sid, 2, RELEASE_USED, subscriber=sub)
+        meter.record(t0, pc())
+        meter.charged += r.charged
+        if not r.ok or r.charged != price.release:
+            meter.fail(f"release:{r.result}" if not r.ok else "release:amounts")
+            return
+        meter.sessions += 1
+
+
+async def connect_clients(spec: Spec) -> list[NativeClient]:
+    clients = [NativeClient("127.0.0.1", spec.ocs_port) for _ in range(spec.connections)]
+    for c in clients:
+        await c.connect()
+    return clients
+
+
+async def closed_worker(spec: Spec) -> Outcome:
+    """N virtual users, each running sessions back to back on random subscribers."""
+    admin = PipelinedRedis.from_url(spec.redis_url)
+    await admin.connect()
+    clients = await connect_clients(spec)
+    meter, stop = Meter(), asyncio.Event()
+    window = Window(spec, admin)
+    driver = Driver(spec, clients, meter)
+    rng = random.Random(spec.seed)
+    subs = [msisdn(i) for i in range(spec.subscribers)]
+
+    async def user(vu: int) -> None:
+        client = clients[vu % len(clients)]
+        n = 0
+        while not stop.is_set():
+            sub = subs[rng.randrange(len(subs))]
+            await driver.session(client, f"{spec.prefix}{vu}.{n}", sub)
+            n += 1
+
+    try:
+        await asyncio.gather(window.run(meter, stop), *(user(i) for i in range(spec.inflight)))
+    finally:
+        for c in clients:
+            await c.close()
+        await admin.close()
+    return outcome(spec, meter, window)
+
+
+async def prime_worker(spec: Spec) -> Outcome:
+    """One SMS debit per subscriber, so that the OCS has learnt every subscriber's plan (its
+    engine asks the script once per subscriber) before anything is measured."""
+    clients = await connect_clients(spec)
+    meter = Meter()
+    sms = load_default_rater().cost(UsageContext(plan=PLAN, service="sms"), 1)
+    pc = time.perf_counter
+
+    async def user(vu: int) -> None:
+        client = clients[vu % len(clients)]
+        for i in range(vu, spec.subscribers, spec.inflight):
+            t0 = pc()
+            r = await client.debit(msisdn(i), "sms", f"{spec.prefix}{i}")
+            meter.record(t0, pc())
+            meter.charged += r.charged
+            if not r.ok or r.charged != sms:
+                meter.fail(f"debit:{r.result}" if not r.ok else "debit:amounts")
+
+    try:
+        await asyncio.gather(*(user(i) for i in range(spec.inflight)))
+    finally:
+        for c in clients:
+            await c.close()
+    return Outcome(
+        kind=spec.kind,
+        total_requests=meter.total,
+        charged=meter.charged,
+        failures=dict(meter.failures),
+    )
+
+
+async def open_worker(spec: Spec) -> Outcome:
+    """Sessions started at rate/3 per second on a schedule, whatever the replies' latency."""
+    admin = PipelinedRedis.from_url(spec.redis_url)
+    await admin.connect()
+    clients = await connect_clients(spec)
+    meter, stop = Meter(), asyncio.Event()
+    window = Window(spec, admin)
+    driver = Driver(spec, clients, meter)
+    rng = random.Random(spec.seed)
+    subs = [msisdn(i) for i in range(spec.subscribers)]
+    session_rate = spec.rate / 3
+    running: set[asyncio.Task[None]] = set()
+    dropped = 0
+
+    async def schedule() -> None:
+        nonlocal dropped
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        k = 0
+        while not stop.is_set():
+            due = int((time.perf_counter() - t0) * session_rate)
+            while k < due:
+                if len(running) >= MAX_OPEN_SESSIONS:
+                    dropped += 1
+                else:
+                    sub = subs[rng.randrange(len(subs))]
+                    client = clients[k % len(clients)]
+                    task = loop.create_task(driver.session(client, f"{spec.prefix}{k}", sub))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                k += 1
+            # uvloop's timers have millisecond resolution: a shorter sleep would spin.
+            await asyncio.sleep(0.001)
+        if running:
+            await asyncio.wait(running)
+
+    try:
+        await asyncio.gather(window.run(meter, stop), schedule())
+    finally:
+        for c in clients:
+            await c.close()
+        await admin.close()
+    return outcome(spec, meter, window, dropped)
+
+
+WORKERS: Final[dict[str, Callable[[Spec], Coroutine[Any, Any, Outcome]]]] = {
+    "ceiling": ceiling_worker,
+    "closed": closed_worker,
+    "open": open_worker,
+    "prime": prime_worker,
+}
+
+
+def worker_main(raw_spec: str) -> None:
+    spec = Spec(**json.loads(raw_spec))
+    result: Outcome = uvloop.run(WORKERS[spec.kind](spec))
+    print(json.dumps(asdict(result)), flush=True)
+
+
+# -- the orchestrator ------------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: if the benchmark itself is killed outright,
+    # its children get SIGTERM instead of running on.
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _spawn(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    # A session of its own: a Ctrl-C reaches only this process, which stops the children in
+    # order (workers, then the OCS, then Redis).
+    return subprocess.Popen(argv, start_new_session=True, preexec_fn=_die_with_parent, **kwargs)  # noqa: PLW1509
+
+
+def _stop(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    proc.wait()
+
+
+def run_worker(spec: Spec) -> Outcome:
+    argv = [sys.executable, "-m", "bench.charging", "--worker", json.dumps(asdict(spec))]
+    proc = _spawn(argv, stdout=subprocess.PIPE)
+    try:
+        limit = spec.warmup + spec.duration + 120
+        out, _ = proc.communicate(timeout=limit)
+    finally:
+        _stop(proc, 5)
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: {spec.kind} worker failed (exit status {proc.returncode})")
+    data = json.loads(out.decode().strip().splitlines()[-1])
+    return Outcome(**data)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def ocs_process(redis_url: str, workdir: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """`ocs serve` in a process of its own; yields it once it answers a ping."""
+    port = free_port()
+    log_path = workdir / "ocs.log"
+    argv = [sys.executable, "-m", "ocs.cli", "serve", "--redis-url", redis_url,
+            "--native-port", str(port), "--http-port", "0"]  # fmt: skip
+    env = {**os.environ, "OCS_DATA_DIR": str(workdir / "ocs-data")}
+    with open(log_path, "wb") as log:
+        proc = _spawn(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        uvloop.run(_wait_ready(proc, port, log_path))
+        yield proc, port
+    finally:
+        _stop(proc, 15)
+
+
+async def _wait_ready(proc: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            with open(log_path, "rb") as log:  # noqa: ASYNC230 (once, on the way out)
+                tail = log.read()[-4000:].decode(errors="replace")
+            raise SystemExit(f"bench: `ocs serve` exited with status {proc.returncode}:\n{tail}")
+        with contextlib.suppress(OSError, ConnectionError, TimeoutError):
+            async with NativeClient("127.0.0.1", port, timeout=2, connect_timeout=1) as c:
+                if (await c.ping()).ok:
+                    return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench: `ocs serve` did not answer within 60 s; see {log_path}")
+        await asyncio.sleep(0.1)
+
+
+async def load_subscribers(url: str, count: int) -> None:
+    async with PipelinedRedis.from_url(url) as client:
+        store = Store(
+            client,
+            session_ttl_ms=IDEMPOTENCY_TTL_SESSION * 1000,
+            reference_ttl_ms=IDEMPOTENCY_TTL_REFERENCE * 1000,
+        )
+        await store.load_scripts()
+        now = now_ms()
+        for start in range(0, count, 1000):
+            answers = await asyncio.gather(
+                *(
+                    store.create_subscriber(
+                        msisdn(i),
+                        plan=PLAN,
+                        balance=BALANCE,
+                        credit_limit=0,
+                        state="active",
+                        now=now,
+                    )
+                    for i in range(start, min(start + 1000, count))
+                )
+            )
+            bad = [a.status for a in answers if a.status != "OK"]
+            if bad:
+                raise SystemExit(f"bench: create_subscriber answered {bad[0]!r}")
+
+
+@dataclass
+class Check:
+    accounts: int = 0
+    holding: int = 0  # accounts with reserved != 0
+    debited: int = 0  # sum over accounts of (opening balance - balance)
+    sampled: int = 0
+    open_sessions: int = 0  # in the sample, via Store.get_account
+
+
+async def check_accounts(url: str, count: int, sample: int) -> Check:
+    out = Check()
+    async with PipelinedRedis.from_url(url) as client:
+        for start in range(0, count, 2000):
+            rows = await asyncio.gather(
+                *(
+                    client.execute("HMGET", SubscriberKeys.of(msisdn(i)).account, "bal", "rsv")
+                    for i in range(start, min(start + 2000, count))
+                )
+            )
+            for bal, rsv in rows:
+                out.accounts += 1
+                out.holding += int(rsv or 0) != 0
+                out.debited += BALANCE - int(bal)
+        store = Store(client, session_ttl_ms=1, reference_ttl_ms=1)
+        for i in random.Random(5).sample(range(count), min(sample, count)):
+            acct = await store.get_account(msisdn(i))
+            assert acct is not None
+            out.sampled += 1
+            out.open_sessions += len(acct.sessions)
+    return out
+
+
+def machine() -> dict[str, str]:
+    model = "unknown"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem = "?"
+    with contextlib.suppress(OSError), open("/proc/meminfo") as f:
+        kb = int(f.readline().split()[1])
+        mem = f"{kb / 2**20:.0f} GiB"
+    import redis  # only for its version
+
+    return {
+        "cpu": model,
+        "cores": str(os.cpu_count()),
+        "memory": mem,
+        "os": platform.platform(terse=True),
+        "python": platform.python_version(),
+        "uvloop": str(getattr(uvloop, "__version__", "?")),
+        "hiredis": hiredis.__version__,
+        "msgpack": ".".join(map(str, msgpack.version)),
+        "redis-py": redis.__version__,
+    }
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).parent,
+        )
+    except OSError:
+        return "?"
+    return out.stdout.strip() or "?"
+
+
+@dataclass
+class Summary:
+    rate: float
+    p50: float
+    p99: float
+    ocs_us: float
+    redis_us: float
+    gen_us: float
+    busy: float
+    steal: float
+
+    @classmethod
+    def median(cls, runs: list[Outcome]) -> Summary:
+        def med(f: Callable[[Outcome], float]) -> float:
+            return statistics.median(f(r) for r in runs)
+
+        return cls(
+            med(lambda r: r.rate),
+            med(lambda r: r.p50_ms),
+            med(lambda r: r.p99_ms),
+            med(lambda r: r.per_request_us(r.ocs_cpu)),
+            med(lambda r: r.per_request_us(r.redis_cpu)),
+            med(lambda r: r.per_request_us(r.gen_cpu)),
+            med(lambda r: r.host_busy),
+            med(lambda r: r.host_steal),
+        )
+
+    @classmethod
+    def of(cls, r: Outcome) -> Summary:
+        return cls(
+            r.rate,
+            r.p50_ms,
+            r.p99_ms,
+            r.per_request_us(r.ocs_cpu),
+            r.per_request_us(r.redis_cpu),
+            r.per_request_us(r.gen_cpu),
+            r.host_busy,
+            r.host_steal,
+        )
+
+
+HEADER: Final = (
+    "| run | requests/s | p50 ms | p99 ms | OCS CPU µs/req | Redis CPU µs/req "
+    "| generator CPU µs/req | cores busy (steal) |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+)
+
+
+def row(name: str, s: Summary, ocs: bool = True) -> str:
+    ocs_us = f"{s.ocs_us:.1f}" if ocs else "-"
+    return (
+        f"| {name} | {s.rate:,.0f} | {s.p50:.2f} | {s.p99:.2f} | {ocs_us} "
+        f"| {s.redis_us:.1f} | {s.gen_us:.1f} | {s.busy:.0%} ({s.steal:.0%}) |"
+    )
+
+
+def orchestrate(ns: argparse.Namespace) -> None:
+    info = machine()
+    common = {
+        "subscribers": ns.subscribers,
+        "inflight": ns.inflight,
+        "warmup": ns.warmup,
+        "duration": ns.duration,
+    }
+    ceilings: list[Outcome] = []
+    closed: list[Outcome] = []
+    opened: list[tuple[float, Outcome]] = []
+    everything: list[Outcome] = []
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="ocs-bench-") as tmp, contextlib.ExitStack() as stack:
+        work = Path(tmp)
+        server = EmbeddedRedis(work / "redis", extra_args=("--appendfsync", "everysec"))
+        server.start()
+        stack.callback(server.stop)
+        info["redis"] = f"{server.version} (AOF on, appendfsync everysec)"
+        print(
+            f"bench: {info['cpu']}, {info['cores']} cores; Python {info['python']}, "
+            f"redis-server {server.version} on port {server.port} (AOF everysec)",
+            flush=True,
+        )
+        t = time.monotonic()
+        uvloop.run(load_subscribers(server.url, ns.subscribers))
+        print(
+            f"bench: {ns.subscribers:,} subscribers created in {time.monotonic() - t:.1f} s",
+            flush=True,
+        )
+        ocs, port = stack.enter_context(ocs_process(server.url, work))
+        print(f"bench: `ocs serve` pid {ocs.pid}, native port {port}", flush=True)
+        to_ocs = {"ocs_port": port, "ocs_pid": ocs.pid, "connections": ns.connections}
+        t = time.monotonic()
+        primed = run_worker(Spec("prime", server.url, prefix="p-", **common, **to_ocs))
+        everything.append(primed)
+        print(
+            f"bench: primed the OCS with one debit per subscriber "
+            f"({primed.total_requests:,} requests) in {time.monotonic() - t:.1f} s",
+            flush=True,
+        )
+        for rnd in range(ns.rounds):
+            order = ("ceiling", "closed") if rnd % 2 == 0 else ("closed", "ceiling")
+            for kind in order:
+                extra = to_ocs if kind == "closed" else {"connections": ns.ceiling_connections}
+                spec = Spec(
+                    kind, server.url, prefix=f"{kind[:2]}{rnd}-", seed=100 + rnd, **common, **extra
+                )
+                r = run_worker(spec)
+                everything.append(r)
+                (ceilings if kind == "ceiling" else closed).append(r)
+                name = "ceiling" if kind == "ceiling" else "OCS"
+                print(f"  round {rnd + 1} {name:<8}{progress(r)}", flush=True)
+        rates = list(ns.rate)
+        if ns.half_ceiling:
+            half = statistics.median(r.rate for r in ceilings) / 2
+            rates.append(max(100.0, round(half, -2)))
+        for i, rate in enumerate(x for x in rates if x > 0):
+            spec = Spec(
+                "open",
+                server.url,
+                prefix=f"op{i}-",
+                rate=rate,
+                seed=90 + i,
+                **{**common, "duration": ns.open_duration},
+                **to_ocs,
+            )
+            r = run_worker(spec)
+            everything.append(r)
+            opened.append((rate, r))
+            print(f"  open loop at {rate:,.0f}/s{progress(r)}", flush=True)
+        # Every worker lets its sessions finish before it exits: none may hold credit now.
+        check = uvloop.run(check_accounts(server.url, ns.subscribers, sample=500))
+    elapsed = time.monotonic() - started
+
+    # -- report
+    ceiling, ocs_sum = Summary.median(ceilings), Summary.median(closed)
+    ratio = ocs_sum.rate / ceiling.rate if ceiling.rate else float("nan")
+    lines = [HEADER]
+    for i, (c, o) in enumerate(zip(ceilings, closed, strict=True), 1):
+        lines.append(row(f"round {i}: ceiling", Summary.of(c), ocs=False))
+        lines.append(row(f"round {i}: OCS", Summary.of(o)))
+    lines.append(row(f"**ceiling** (median of {ns.rounds})", ceiling, ocs=False))
+    lines.append(row(f"**OCS** (median of {ns.rounds})", ocs_sum))
+    lines.append(f"| **OCS / ceiling** | **{ratio:.0%}** (goal 50%) | | | | | | |")
+    verdicts = []
+    for rate, r in opened:
+        lines.append(row(f"OCS open loop, offered {rate:,.0f}/s", Summary.of(r)))
+        # 2% slack: completions in the window lag the schedule by the requests in flight.
+        kept_up = r.rate >= 0.98 * rate and not r.dropped
+        text = (
+            f"Open loop, {rate:,.0f} requests/s offered: achieved {r.rate:,.0f}/s, "
+            f"p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms, p99.9 {r.p999_ms:.2f} ms, "
+            f"max {r.max_ms:.1f} ms"
+        )
+        if r.dropped:
+            text += f"; {r.dropped:,} sessions not started (over {MAX_OPEN_SESSIONS} running)"
+        if rate >= 15_000:
+            met = kept_up and r.p99_ms < 10
+            text += f"; target (>= 15,000/s with p99 < 10 ms) {'met' if met else 'NOT met'}"
+        else:
+            sustained = "sustained" if kept_up else "NOT sustained"
+            text += f"; {sustained}, p99 {'under' if r.p99_ms < 10 else 'OVER'} 10 ms"
+        verdicts.append(text + ".")
+    correctness, ok = judge(everything, check)
+    rewrites = sum(r.aof_rewrites for r in everything)
+    table = "\n".join(lines)
+    print()
+    print(table)
+    print()
+    for v in verdicts:
+        print(v)
+    print(correctness)
+    if rewrites:
+        print(f"Note: an AOF rewrite ran during {rewrites} of the measured windows.")
+    print(f"{'PASS' if ok else 'FAIL'} (correctness; {elapsed:.0f} s)")
+    if not ns.no_append:
+        append_results(ns, info, table, verdicts, correctness, rewrites)
+        print(f"appended to {RESULTS}")
+    if not ok:
+        sys.exit(1)
+
+
+def progress(r: Outcome) -> str:
+    line = (
+        f" {r.rate:>8,.0f} req/s  p50 {r.p50_ms:6.2f} ms  p99 {r.p99_ms:7.2f} ms  "
+        f"OCS {r.per_request_us(r.ocs_cpu):5.1f}  Redis {r.per_request_us(r.redis_cpu):5.1f}  "
+        f"gen {r.per_request_us(r.gen_cpu):5.1f} us/req  cores busy {r.host_busy:4.0%} "
+        f"(steal {r.host_steal:.0%})"
+    )
+    if r.dropped:
+        line += f"  ({r.dropped:,} sessions not started)"
+    if r.aof_rewrites:
+        line += "  (AOF rewrite)"
+    return line
+
+
+def judge(everything: list[Outcome], check: Check) -> tuple[str, bool]:
+    """Every reply success with the expected amounts; no hold left; money accounted for."""
+    failures: Counter[str] = Counter()
+    for r in everything:
+        failures.update(r.failures)
+    charged = sum(r.charged for r in everything)
+    requests = sum(r.total_requests for r in everything)
+    ok = (
+        not failures
+        and check.holding == 0
+        and check.open_sessions == 0
+        and check.debited == charged
+    )
+    replies = (
+        "every reply success with the expected grants and amounts"
+        if not failures
+        else "FAILURES " + ", ".join(f"{k} x{v}" for k, v in failures.most_common())
+    )
+    text = (
+        f"Correctness: {requests:,} requests, {replies}; {check.accounts:,} accounts checked, "
+        f"{check.holding} with reserved != 0; {check.sampled} read with Store.get_account, "
+        f"{check.open_sessions} open sessions; money debited {check.debited:,} µ, charged in "
+        f"replies {charged:,} µ ({'equal' if check.debited == charged else 'MISMATCH'})."
+    )
+    return text, ok
+
+
+RESULTS_INTRO: Final = """\
+# Benchmark results
+
+`make bench` (`.venv/bin/python -m bench.charging`) appends one section per run. Method
+(the module docstring of `bench/charging.py` has the details):
+
+- A private `redis-server` (AOF on, `appendfsync everysec`, as in production) holds the
+  subscribers (plan `prepaid-basic`, large balances). A session is reserve (voice, 60 units)
+  -> commit (30 used, next slice) -> release (20 used) on a random subscriber; each of the
+  three is one request.
+- **ceiling**: the same Lua scripts called through `Store` on the thin pipelined client
+  (`PipelinedRedis`, two connections), costs precomputed and session versions tracked, N
+  requests in flight, from one uvloop process: what Redis can do with these scripts.
+- **OCS**: `ocs serve` in its own process and a load-generator process driving it over the
+  native protocol (`NativeClient`, one TCP connection) with N requests in flight, after one
+  debit per subscriber has taught the OCS every plan.
+- Ceiling and OCS runs alternate over R rounds, each after a warm-up; medians are reported.
+  Then the OCS at fixed offered loads (open loop): the target, and half the ceiling.
+- Latency: `time.perf_counter` around each awaited request in the generator. CPU per request:
+  CPU time over the measured window (`/proc/<pid>/stat` for the OCS, `INFO cpu` for Redis,
+  `time.process_time` for the generator) / requests completed in the window. Cores busy:
+  the share of all the machine's cores in use during the window (steal: taken by the host).
+- Redis, the OCS and the generator share the machine's cores, and a closed loop over one
+  connection makes them take turns: compare ratios and CPU per request rather than absolute
+  rates across machines or runs.
+"""
+
+
+def append_results(
+    ns: argparse.Namespace,
+    info: dict[str, str],
+    table: str,
+    verdicts: list[str],
+    correctness: str,
+    rewrites: int,
+) -> None:
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [
+        f"## {stamp} (commit {git_commit()})",
+        "",
+        f"Machine: {info['cpu']}, {info['cores']} cores, {info['memory']}, {info['os']}; "
+        f"Python {info['python']}, Redis {info['redis']}, uvloop {info['uvloop']}, "
+        f"hiredis {info['hiredis']}, msgpack {info['msgpack']}.",
+        "",
+        f"Settings: {ns.subscribers:,} subscribers, {ns.inflight} requests in flight, "
+        f"generator connections {ns.connections}, ceiling connections "
+        f"{ns.ceiling_connections}, {ns.rounds} rounds of {ns.duration:g} s "
+        f"(+{ns.warmup:g} s warm-up), open-loop runs of {ns.open_duration:g} s.",
+        "",
+        table,
+        "",
+    ]
+    for v in verdicts:
+        parts += [v, ""]
+    parts += [correctness, ""]
+    if rewrites:
+        parts += [f"An AOF rewrite ran during {rewrites} of the measured windows.", ""]
+    new = not RESULTS.exists()
+    with open(RESULTS, "a", encoding="utf-8") as f:
+        if new:
+            f.write(RESULTS_INTRO + "\n")
+        f.write("\n".join(parts) + "\n")
+
+
+_interrupted: list[int] = []
+
+
+def _raise_interrupt(signum: int, _frame: object) -> None:
+    _interrupted.append(signum)
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--duration", type=float, default=8.0, help="measured seconds per run (default 8)"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        default=2.0,
+        help="seconds of load before each measured window (default 2)",
+    )
+    parser.add_argument(
+        "--inflight", type=int, default=64, help="requests in flight, closed loop (default 64)"
+    )
+    parser.add_argument(
+        "--connections", type=int, default=1, help="generator connections to the OCS (default 1)"
+    )
+    parser.add_argument(
+        "--ceiling-connections",
+        type=int,
+        default=2,
+        help="Redis connections of the ceiling run (default 2: with one, the client and Redis "
+        "take turns instead of working at once, and the figure is no ceiling)",
+    )
+    parser.add_argument(
+        "--subscribers", type=int, default=20_000, help="subscribers loaded (default 20,000)"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved ceiling/OCS rounds (default 3)"
+    )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        nargs="*",
+        default=[15_000.0],
+        help="open-loop offered loads, requests/s (default 15,000; none: skip)",
+    )
+    parser.add_argument(
+        "--no-half-ceiling",
+        dest="half_ceiling",
+        action="store_false",
+        help="skip the open-loop run offered half the ceiling (the goal's operating point)",
+    )
+    parser.add_argument(
+        "--open-duration",
+        type=float,
+        default=8.0,
+        help="measured seconds of each open-loop run (default 8)",
+    )
+    parser.add_argument(
+        "--no-append", action="store_true", help="do not append the results to bench/RESULTS.md"
+    )
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    ns = parser.parse_args()
+    if ns.worker:
+        worker_main(ns.worker)
+        return
+    if min(ns.rounds, ns.inflight, ns.subscribers, ns.connections, ns.ceiling_connections) < 1:
+        parser.error("--rounds, --inflight, --subscribers and the connections must be >= 1")
+    # SIGINT too: a shell may have started us with it ignored (a background job).
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_interrupt)
+    try:
+        orchestrate(ns)
+    except BaseException:
+        # The interrupt may surface as another error (raised inside an event-loop callback).
+        if not _interrupted:
+            raise
+        print("\nbench: interrupted; everything it started has been stopped", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    cli()
