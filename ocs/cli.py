@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -27,6 +28,15 @@ from ocs.config import ConfigError, Settings, load_settings
 
 class CliError(Exception):
     """One line for the user; exit status 1."""
+
+
+def _tune_gc() -> None:
+    """For a long-running server: move what start-up allocated out of the collector's sight
+    and collect the youngest generation less often (the allocation rate of the request path
+    otherwise triggers a gen-0 collection every few requests: ~5% of the CPU, bench/)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
 
 
 def _use_uvloop() -> None:
@@ -59,6 +69,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(message)s")
+    _tune_gc()
     _run(serve_forever(settings))
     return 0
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Final
 
 from ocs.charging.types import (
@@ -51,9 +51,10 @@ class ChargingConfig:
     cache_size: int = 200_000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Session:
-    """What the engine last saw of a session; the script checks ``version``."""
+    """What the engine last saw of a session; the script checks ``version``. Updated in place
+    (this is a cache entry on the hot path, not a value passed around)."""
 
     subscriber: str
     ctx: UsageContext
@@ -97,14 +98,13 @@ class ChargingEngine:
         self._plans[msisdn] = plan
 
     def _remember_session(self, sid: str, st: _Session, ans: ScriptAnswer) -> None:
-        if len(self._sessions) >= self.config.cache_size:
-            self._sessions.clear()
-        self._sessions[sid] = replace(
-            st,
-            version=ans.session_version,
-            money_cursor=ans.money_cursor,
-            held_bucket_units=ans.held_bucket_units,
-        )
+        st.version = ans.session_version
+        st.money_cursor = ans.money_cursor
+        st.held_bucket_units = ans.held_bucket_units
+        if sid not in self._sessions:
+            if len(self._sessions) >= self.config.cache_size:
+                self._sessions.clear()
+            self._sessions[sid] = st
 
     def _session_from_answer(self, sid: str, msisdn: str, ans: ScriptAnswer) -> _Session:
         """Rebuild a session the cache did not know from a STALE answer (failover)."""
@@ -247,9 +247,12 @@ class ChargingEngine:
             ans = await reserve
             status = ans.status
             if status == "OK":
-                # (A replay's stored answer may arrive while the cache knows nothing.)
-                st = self._session_from_answer(sid, msisdn, ans) if st is None else st
-                self._remember_plan(msisdn, st.ctx.plan)
+                if st is None:
+                    if spec is not None and ans.session_plan == ctx.plan:
+                        st = _Session(msisdn, ctx, spec, 0, 0, 0)
+                    else:  # a replay's stored answer, arriving while the cache knew nothing
+                        st = self._session_from_answer(sid, msisdn, ans)
+                    self._remember_plan(msisdn, st.ctx.plan)
                 self._remember_session(sid, st, ans)
                 return ChargeResult(
                     Outcome.SUCCESS,
@@ -393,7 +396,9 @@ class ChargingEngine:
                     expected_version=version, next_units=n, next_cost=next_cost,
                     bucket_quote=-1, hold_ms=self.hold_ms, flags=flags, now=now,
                 )  # fmt: skip
-                self.store.index_session(sid, msisdn, self.hold_ms)  # keep it as long as the hold
+                if not subscriber:
+                    # The index found this session: keep it as long as the hold.
+                    self.store.index_session(sid, msisdn, self.hold_ms)
                 ans = await commit
             status = ans.status
             if status == "STALE":
@@ -410,7 +415,9 @@ class ChargingEngine:
                 st = self._session_from_answer(sid, msisdn, ans)
             if end:
                 self._sessions.pop(sid, None)
-                self.store.unindex_session(sid)
+                if not subscriber:
+                    # (A request naming the subscriber leaves the entry to expire with the hold.)
+                    self.store.unindex_session(sid)
                 return self._result(Outcome.SUCCESS, ans)
             self._remember_session(sid, st, ans)
             if status == "OK":

@@ -89,9 +89,10 @@ class DebitRequest:
     at: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ChargeResult:
-    """The answer to reserve, commit, release and debit.
+    """The answer to reserve, commit, release and debit (read-only by convention: it is built
+    once per request on the hot path, where a frozen dataclass costs measurably more).
 
     ``granted``: units granted for the next slice (0 when none); ``final``: the grant is the
     last one the credit allows (Diameter Final-Unit-Indication); ``charged``: money debited
@@ -113,7 +114,7 @@ class ChargeResult:
         return self.outcome is Outcome.SUCCESS
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BalanceResult:
     outcome: Outcome
     balance: int = 0

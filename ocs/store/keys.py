@@ -53,16 +53,23 @@ class SubscriberKeys:
 
     @classmethod
     def of(cls, msisdn: str) -> SubscriberKeys:
-        b = bucket_of(msisdn)
-        t = tag(b)
-        return cls(
-            msisdn,
-            b,
-            f"{KEY_PREFIX}:{t}:acct:{msisdn}",
-            f"{KEY_PREFIX}:{t}:sess:{msisdn}",
-            outbox_key(b),
-            expiry_key(b),
-        )
+        """The keys of a subscriber (remembered: they are needed on every request)."""
+        keys = _cache.get(msisdn)
+        if keys is None:
+            b = bucket_of(msisdn)
+            t = tag(b)
+            keys = cls(
+                msisdn,
+                b,
+                f"{KEY_PREFIX}:{t}:acct:{msisdn}",
+                f"{KEY_PREFIX}:{t}:sess:{msisdn}",
+                outbox_key(b),
+                expiry_key(b),
+            )
+            if len(_cache) >= _CACHE_SIZE:
+                _cache.clear()
+            _cache[msisdn] = keys
+        return keys
 
     def idempotency(self, namespace: str, request_key: str) -> str:
         """Where a script keeps its answer to a request: per subscriber and per script, so a
@@ -74,6 +81,10 @@ class SubscriberKeys:
         if request_key is not None:
             keys.append(self.idempotency(namespace, request_key))
         return keys
+
+
+_CACHE_SIZE = 500_000
+_cache: dict[str, SubscriberKeys] = {}
 
 
 def msisdn_of_account_key(key: str) -> str:

@@ -51,9 +51,13 @@ def _s(v: bytes | str) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ScriptAnswer:
-    """The fixed-shape answer of the charging scripts (see ``answer`` in lib.lua)."""
+    """The fixed-shape answer of the charging scripts (see ``answer`` in lib.lua).
+
+    Built once per request on the hot path, so it is a plain slotted dataclass (a frozen
+    one costs a ``object.__setattr__`` per field); treat it as read-only.
+    """
 
     status: str
     granted: int = 0
@@ -78,33 +82,32 @@ class ScriptAnswer:
     session_plan: str = ""
 
     @classmethod
-    def parse(cls, reply: Sequence[bytes | str]) -> ScriptAnswer:
-        r = [_s(x) for x in reply]
-        if len(r) < 21:
+    def parse(cls, r: Sequence[Any]) -> ScriptAnswer:
+        """From the script's reply: numbers arrive as integers, text as bytes."""
+        if len(r) != 21:
             raise StoreError(f"malformed script answer: {r!r}")
-        n = [int(x) if x else 0 for x in r[1:13]]
         return cls(
-            status=r[0],
-            granted=n[0],
-            charged=n[1],
-            from_buckets=n[2],
-            balance=n[3],
-            reserved=n[4],
-            credit_limit=n[5],
-            session_version=n[6],
-            money_cursor=n[7],
-            held_bucket_units=n[8],
-            quote_buckets=n[9],
-            quote_money=n[10],
-            used_total=n[11],
-            final=r[13] == "1",
-            state=r[14],
-            service=r[15],
-            destination=r[16],
-            location=r[17],
-            started_at=int(r[18] or 0),
-            plan=r[19],
-            session_plan=r[20],
+            r[0].decode(),
+            r[1],
+            r[2],
+            r[3],
+            r[4],
+            r[5],
+            r[6],
+            r[7],
+            r[8],
+            r[9],
+            r[10],
+            r[11],
+            r[12],
+            r[13] == 1,
+            r[14].decode(),
+            r[15].decode(),
+            r[16].decode(),
+            r[17].decode(),
+            r[18],
+            r[19].decode(),
+            r[20].decode(),
         )
 
     @property
