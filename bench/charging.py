@@ -73,8 +73,8 @@ from ocs.store.keys import SubscriberKeys
 from ocs.store.redis_client import PipelinedRedis
 from ocs.store.store import Store
 from protocols.native import NativeClient
+from tariffs import PlanBook, TariffRater, load_plans
 from tariffs.interface import UsageContext
-from tariffs.simple import load_default_rater
 
 RESULTS: Final = Path(__file__).with_name("RESULTS.md")
 PLAN: Final = "prepaid-basic"
@@ -90,6 +90,11 @@ HOLD_MS: Final = (DEFAULT_VALIDITY + EXPIRY_GRACE) * 1000
 #: is not keeping up); such sessions are counted as dropped.
 MAX_OPEN_SESSIONS: Final = 5000
 CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
+
+
+def default_rater() -> TariffRater:
+    """The shipped plans, as the OCS loads them."""
+    return TariffRater(PlanBook(load_plans()))
 
 
 def msisdn(i: int) -> str:
@@ -293,8 +298,8 @@ class Prices:
 
     @classmethod
     def of_plan(cls) -> Prices:
-        rater = load_default_rater()
-        ctx = UsageContext(plan=PLAN, service=SERVICE)
+        rater = default_rater()
+        ctx = UsageContext(plan=PLAN, service=SERVICE, started_at=time.time_ns() // 1_000_000)
         spec = rater.service(ctx)
 
         def cost(a: int, b: int) -> int:
@@ -460,7 +465,8 @@ async def prime_worker(spec: Spec) -> Outcome:
     engine asks the script once per subscriber) before anything is measured."""
     clients = await connect_clients(spec)
     meter = Meter()
-    sms = load_default_rater().cost(UsageContext(plan=PLAN, service="sms"), 1)
+    now = time.time_ns() // 1_000_000
+    sms = default_rater().cost(UsageContext(plan=PLAN, service="sms", started_at=now), 1)
     pc = time.perf_counter
 
     async def user(vu: int) -> None:

@@ -20,23 +20,20 @@ from ocs.api.app import create_app
 from ocs.api.metrics import Metrics
 from ocs.charging.engine import ChargingEngine, wall_clock_ms
 from ocs.charging.sweeper import ExpirySweeper
+from ocs.charging.tariffs import TariffRegistry
 from ocs.config import Settings
 from ocs.redis_server import EmbeddedRedis
 from ocs.store.redis_client import PipelinedRedis
 from ocs.store.store import Store
 from protocols.native import NativeServer
-from tariffs.simple import SimpleRater, load_default_rater, load_plan
+from tariffs import PlanBook, PlanVersion, TariffRater, load_plans
 
 log = logging.getLogger("ocs")
 
 
-def load_rater(settings: Settings) -> SimpleRater:
+def base_plans(settings: Settings) -> list[PlanVersion]:
     """The shipped plans, plus those in ``settings.plans_dir``."""
-    rater = load_default_rater()
-    if settings.plans_dir:
-        for f in sorted(Path(settings.plans_dir).glob("*.toml")):
-            rater.add(load_plan(f))
-    return rater
+    return load_plans([settings.plans_dir] if settings.plans_dir else [])
 
 
 @contextlib.asynccontextmanager
@@ -64,6 +61,7 @@ class Running:
     redis_url: str
     store: Store
     engine: ChargingEngine
+    tariffs: TariffRegistry
     metrics: Metrics
     native: NativeServer
     http_port: int
@@ -71,10 +69,11 @@ class Running:
 
 @contextlib.asynccontextmanager
 async def run_ocs(
-    settings: Settings, *, rater: SimpleRater | None = None
+    settings: Settings, *, plans: list[PlanVersion] | None = None
 ) -> AsyncIterator[Running]:
     """Start everything; on exit, stop accepting, drain, and close in reverse order."""
-    rater = rater or load_rater(settings)
+    base = base_plans(settings) if plans is None else plans
+    rater = TariffRater(PlanBook(base))
     async with contextlib.AsyncExitStack() as stack:
         url = await stack.enter_async_context(redis_for(settings))
         client = PipelinedRedis.from_url(url)
@@ -87,11 +86,16 @@ async def run_ocs(
         )
         await store.load_scripts()
         metrics = Metrics()
+        tariffs = await stack.enter_async_context(TariffRegistry(store, rater, base))
         engine = ChargingEngine(store, rater, settings.charging)
         await stack.enter_async_context(
             ExpirySweeper(store, wall_clock_ms, interval=settings.sweep_interval)
         )
-        app = create_app(store, metrics, known_plans=rater.plans.keys, clock=wall_clock_ms)
+
+        def known_plans() -> list[str]:
+            return rater.book.names()  # the book is replaced when plans are reloaded
+
+        app = create_app(store, metrics, known_plans=known_plans, clock=wall_clock_ms)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
@@ -105,7 +109,7 @@ async def run_ocs(
             "OCS serving: native %s:%d, http %s:%d, redis %s",
             settings.bind, native.port, settings.bind, http_port, url,
         )  # fmt: skip
-        yield Running(settings, url, store, engine, metrics, native, http_port)
+        yield Running(settings, url, store, engine, tariffs, metrics, native, http_port)
 
 
 def _bound_port(runner: web.AppRunner, wanted: int) -> int:

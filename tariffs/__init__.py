@@ -1,22 +1,48 @@
 """Rating: turning units into money and money into units, exactly and without I/O.
 
-The charging engine talks to rating only through the :class:`Rater` protocol defined in
-:mod:`tariffs.interface`. The first implementation, :mod:`tariffs.simple`, prices each service
-at a fixed amount per block of units; the full rating engine replaces it behind the same
-protocol.
+The charging engine talks to rating only through the :class:`Rater` protocol
+(:mod:`tariffs.interface`); :class:`TariffRater` (:mod:`tariffs.rater`) implements it over plans
+written in the TOML format of :mod:`tariffs.plan` (docs/tariffs.md). The shipped plans are in
+``tariffs/plans/``.
 """
 
 from __future__ import annotations
 
-from tariffs.errors import RatingError, UnknownPlan, UnknownService
+from collections.abc import Iterable
+from pathlib import Path
+
+from tariffs.errors import PlanFileError, RatingError, UnknownPlan, UnknownService
 from tariffs.interface import Rater, ServiceSpec, UnitKind, UsageContext
+from tariffs.plan import PlanVersion, load_plan_file, parse_plan
+from tariffs.rater import PlanBook, Rating, TariffRater
 
 __all__ = [
+    "PlanBook",
+    "PlanFileError",
+    "PlanVersion",
     "Rater",
+    "Rating",
     "RatingError",
     "ServiceSpec",
+    "TariffRater",
     "UnitKind",
     "UnknownPlan",
     "UnknownService",
     "UsageContext",
+    "load_plan_file",
+    "load_plans",
+    "parse_plan",
+    "shipped_plans_dir",
 ]
+
+
+def shipped_plans_dir() -> Path:
+    return Path(__file__).parent / "plans"
+
+
+def load_plans(dirs: Iterable[str | Path] = ()) -> list[PlanVersion]:
+    """Every ``*.toml`` plan shipped in tariffs/plans/, then those in ``dirs``."""
+    out: list[PlanVersion] = []
+    for d in (shipped_plans_dir(), *dirs):
+        out.extend(load_plan_file(f) for f in sorted(Path(d).glob("*.toml")))
+    return out

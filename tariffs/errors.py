@@ -8,7 +8,7 @@ class RatingError(Exception):
 
 
 class UnknownPlan(RatingError):
-    """The subscriber's plan is not loaded."""
+    """The subscriber's plan is not loaded, or has no version in force at that time."""
 
 
 class UnknownService(RatingError):
@@ -16,4 +16,9 @@ class UnknownService(RatingError):
 
 
 class PlanFileError(RatingError):
-    """A plan file is not valid; the message names the file and the problem."""
+    """A plan file is not valid. ``problems`` lists each one, naming the file, the line where
+    it can be found, and the path of the value."""
+
+    def __init__(self, message: str, *, problems: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems or (message,)

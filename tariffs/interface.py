@@ -58,7 +58,8 @@ class Rater(Protocol):
         """Cumulative cost in micro-units of the first ``units`` units of a session."""
         ...
 
-    def affordable(self, ctx: UsageContext, money: int, used: int) -> int:
-        """The largest ``n`` with ``cost(used + n) - cost(used) <= money`` (exact: one more
-        unit would not fit). May be capped at a large bound when units are free."""
+    def affordable(self, ctx: UsageContext, money: int, used: int, limit: int | None = None) -> int:
+        """The largest ``n <= limit`` with ``cost(used + n) - cost(used) <= money`` (exact: one
+        more unit would not fit). Without a limit, a large bound stands in when units are
+        free."""
         ...

@@ -17,9 +17,9 @@ from ocs.constants import IDEMPOTENCY_TTL_REFERENCE, IDEMPOTENCY_TTL_SESSION
 from ocs.redis_server import EmbeddedRedis
 from ocs.store.redis_client import PipelinedRedis
 from ocs.store.store import Store
-from tariffs.simple import load_default_rater
+from tariffs import load_plans
 
-PLANS = load_default_rater().plans
+PLANS = sorted({p.name for p in load_plans()})
 #: 2024-05-01T12:00:00Z
 T0 = 1_714_564_800_000
 
@@ -43,7 +43,7 @@ def make_store(client: PipelinedRedis) -> Store:
 
 
 async def serve(store: Store, metrics: Metrics, clock: FakeClock) -> Client:
-    app = create_app(store, metrics, known_plans=PLANS.keys, clock=clock)
+    app = create_app(store, metrics, known_plans=lambda: PLANS, clock=clock)
     client: Client = TestClient(TestServer(app))
     await client.start_server()
     return client

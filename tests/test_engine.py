@@ -19,8 +19,8 @@ from ocs.charging.types import (
 )
 from ocs.store.redis_client import PipelinedRedis
 from ocs.store.store import Store, UnitBucket
-from tariffs.interface import ServiceSpec, UnitKind
-from tariffs.simple import BlockPrice, SimplePlan, SimpleRater
+from tariffs.plan import PlanVersion, parse_plan
+from tariffs.rater import PlanBook, TariffRater
 
 T0 = 1_790_000_000_000
 
@@ -33,26 +33,47 @@ class Clock:
         return self.now
 
 
-def _plan(name: str, voice_price: int, voice_block: int, quota: int = 60) -> SimplePlan:
-    return SimplePlan(
-        name,
-        {
-            "voice": BlockPrice(
-                ServiceSpec("voice", UnitKind.SECONDS, quota), voice_price, voice_block
-            ),
-            "voice-mt": BlockPrice(
-                ServiceSpec("voice-mt", UnitKind.SECONDS, 300, outgoing=False, free=True), 0, 1
-            ),
-            "sms": BlockPrice(ServiceSpec("sms", UnitKind.EVENTS, 1), 50_000, 1),
-        },
+def _plan(name: str, voice_price: str, voice_block: int) -> PlanVersion:
+    return parse_plan(
+        f"""
+name = "{name}"
+timezone = "UTC"
+rounding = {{ method = "half-even", decimals = 6 }}
+
+[services.voice]
+unit = "seconds"
+default_quota = 60
+[services.voice-mt]
+unit = "seconds"
+default_quota = 300
+direction = "incoming"
+[services.sms]
+unit = "events"
+default_quota = 1
+
+[[rates]]
+service = "voice"
+first_increment = {voice_block}
+increment = {voice_block}
+price = "{voice_price}"
+per = {voice_block}
+[[rates]]
+service = "voice-mt"
+price = "0"
+[[rates]]
+service = "sms"
+price = "0.05"
+"""
     )
 
 
-RATER = SimpleRater(
-    [
-        _plan("per-second", 1_000, 1),  # 0.001 a second, 0.06 a minute
-        _plan("per-minute", 60_000, 60),  # 0.06 per started minute
-    ]
+RATER = TariffRater(
+    PlanBook(
+        [
+            _plan("per-second", "0.001", 1),  # 0.06 a minute, per second
+            _plan("per-minute", "0.06", 60),  # 0.06 per started minute
+        ]
+    )
 )
 
 

@@ -17,13 +17,35 @@ from ocs.config import Settings
 from ocs.redis_server import EmbeddedRedis
 from ocs.service import Running, run_ocs
 from protocols.native import NativeClient
+from tariffs import parse_plan
 
 SETTINGS = Settings(native_port=0, http_port=0, validity=60, grace=10, sweep_interval=0.2)
+#: A plan whose prices do not depend on the time of day, so that the tests do not either.
+FLAT = parse_plan(
+    """
+name = "flat"
+timezone = "UTC"
+rounding = { method = "half-even", decimals = 6 }
+[services.voice]
+unit = "seconds"
+default_quota = 60
+[services.sms]
+unit = "events"
+default_quota = 1
+[[rates]]
+service = "voice"
+price = "0.09"
+per = 60
+[[rates]]
+service = "sms"
+price = "0.05"
+"""
+)
 
 
 @pytest.fixture
 async def ocs(redis_url: str) -> AsyncIterator[Running]:
-    async with run_ocs(replace(SETTINGS, redis_url=redis_url)) as running:
+    async with run_ocs(replace(SETTINGS, redis_url=redis_url), plans=[FLAT]) as running:
         yield running
 
 
@@ -35,7 +57,7 @@ async def client(ocs: Running) -> AsyncIterator[NativeClient]:
 
 async def add(ocs: Running, msisdn: str, balance: int, **kw: object) -> None:
     ans = await ocs.store.create_subscriber(
-        msisdn, plan="prepaid-basic", balance=balance, credit_limit=0, state="active", now=0,
+        msisdn, plan="flat", balance=balance, credit_limit=0, state="active", now=0,
         **kw,  # type: ignore[arg-type]
     )  # fmt: skip
     assert ans.status == "OK"
@@ -51,7 +73,7 @@ async def test_call_through_the_native_protocol(ocs: Running, client: NativeClie
     assert (r.result, r.charged, r.balance) == ("success", 15_000, 895_000)
     b = await client.balance("4917000001")
     assert (b.result, b.balance, b.reserved, b.available, b.plan) == (
-        "success", 895_000, 0, 895_000, "prepaid-basic"
+        "success", 895_000, 0, 895_000, "flat"
     )  # fmt: skip
     r = await client.debit("4917000001", "sms", key="m-1")
     assert (r.result, r.charged) == ("success", 50_000)
@@ -62,7 +84,7 @@ async def test_call_through_the_native_protocol(ocs: Running, client: NativeClie
     # A session opened here and continued by another OCS (failover) after a reconnect.
     await client.reserve("call-2", "4917000001", "voice", seq=0)
     async with (
-        run_ocs(replace(SETTINGS, redis_url=ocs.redis_url)) as other,
+        run_ocs(replace(SETTINGS, redis_url=ocs.redis_url), plans=[FLAT]) as other,
         NativeClient("127.0.0.1", other.native.port) as c2,
     ):
         r = await c2.commit("call-2", seq=1, used=30)  # found through the session index
@@ -162,7 +184,7 @@ async def test_redis_crash_gives_store_unavailable_and_the_ocs_recovers(
     redis.start()
     try:
         async with (
-            run_ocs(replace(SETTINGS, redis_url=redis.url)) as ocs,
+            run_ocs(replace(SETTINGS, redis_url=redis.url), plans=[FLAT]) as ocs,
             NativeClient("127.0.0.1", ocs.native.port) as client,
         ):
             await add(ocs, "4917000005", 100_000_000)

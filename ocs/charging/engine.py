@@ -217,7 +217,7 @@ class ChargingEngine:
                 n, bq, final = wanted, -1, False
                 if quote is not None:
                     b, money = quote
-                    m = min(self.rater.affordable(ctx, money, cursor), wanted - b)
+                    m = self.rater.affordable(ctx, money, cursor, wanted - b)
                     n, bq, final = b + m, b, b + m < wanted
                     if n <= 0:
                         return self._refused(prior)
@@ -482,7 +482,9 @@ class ChargingEngine:
                 bq = -1
             elif status == "QUOTE":
                 b = ans.quote_buckets
-                if not req.force and (b + self.rater.affordable(ctx, ans.quote_money, 0) < n):
+                if not req.force and (
+                    b + self.rater.affordable(ctx, ans.quote_money, 0, n - b) < n
+                ):
                     return ChargeResult(Outcome.CREDIT_LIMIT_REACHED, balance=ans.balance)
                 bq = b
             elif status == "NOSUB":

@@ -36,6 +36,15 @@ def session_index_key(session_id: str) -> str:
     return f"{KEY_PREFIX}:sidx:{session_id}"
 
 
+def plans_key() -> str:
+    """Tariff plan sources loaded at run time, by "name@version"."""
+    return f"{KEY_PREFIX}:tariffs"
+
+
+def plans_revision_key() -> str:
+    return f"{KEY_PREFIX}:tariffs:rev"
+
+
 def account_pattern() -> str:
     return f"{KEY_PREFIX}:{{b*}}:acct:*"
 

@@ -407,6 +407,21 @@ class Store:
         raw = await self._cmd("GET", K.session_index_key(session_id))
         return None if raw is None else _s(raw)
 
+    # -- tariff plans (shared by every OCS process) ---------------------------------------
+
+    async def save_plan(self, key: str, text: str) -> int:
+        """Keep a plan version's source; returns the new revision of the plan set."""
+        await self._cmd("HSET", K.plans_key(), key, text)
+        return int(await self._cmd("INCR", K.plans_revision_key()))
+
+    async def plans_revision(self) -> int:
+        raw = await self._cmd("GET", K.plans_revision_key())
+        return int(raw) if raw else 0
+
+    async def plan_sources(self) -> dict[str, str]:
+        raw = await self._cmd("HGETALL", K.plans_key())
+        return {_s(raw[i]): _s(raw[i + 1]) for i in range(0, len(raw), 2)}
+
     # -- reads ------------------------------------------------------------------------------
 
     async def get_account(self, msisdn: str) -> Account | None:

@@ -1,0 +1,82 @@
+"""The plans an OCS process rates with, the same in every process.
+
+Shipped plans (tariffs/plans/) and a configured directory are read at start; plans loaded at
+run time (``ocs tariffs load``, ``POST /v1/tariffs``) are validated whole, kept in Redis, and
+picked up by every process within ``poll_interval`` seconds. A bad file changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+from ocs.store.errors import StoreUnavailable
+from ocs.store.store import Store
+from tariffs import PlanBook, PlanFileError, PlanVersion, TariffRater, parse_plan
+
+log = logging.getLogger(__name__)
+
+
+class TariffRegistry:
+    """Owns the rater's plan book; ``async with`` keeps it in step with Redis."""
+
+    def __init__(
+        self,
+        store: Store,
+        rater: TariffRater,
+        base: Sequence[PlanVersion],
+        *,
+        poll_interval: float = 2.0,
+    ) -> None:
+        self.store = store
+        self.rater = rater
+        self.base = list(base)
+        self.poll_interval = poll_interval
+        self.revision = -1
+        self._task: asyncio.Task[None] | None = None
+
+    async def refresh(self) -> bool:
+        """Reload the plans if another process (or this one) changed them; True if it did."""
+        rev = await self.store.plans_revision()
+        if rev == self.revision:
+            return False
+        book = PlanBook(self.base)
+        for key, text in sorted((await self.store.plan_sources()).items()):
+            try:
+                book.add(parse_plan(text, f"redis:{key}"))
+            except PlanFileError as exc:  # validated when stored: only a newer schema does this
+                log.error("stored plan %s does not load: %s", key, exc)
+        self.rater.replace_book(book)
+        self.revision = rev
+        return True
+
+    async def load(self, text: str, source: str) -> PlanVersion:
+        """Validate a plan version and make it live everywhere; PlanFileError if it is bad
+        (then nothing changes)."""
+        version = parse_plan(text, source)
+        await self.store.save_plan(f"{version.name}@{version.version}", text)
+        await self.refresh()
+        return version
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            try:
+                if await self.refresh():
+                    log.info("tariff plans reloaded (revision %d)", self.revision)
+            except StoreUnavailable as exc:
+                log.warning("tariff plans: %s", exc)
+
+    async def __aenter__(self) -> TariffRegistry:
+        await self.refresh()
+        self._task = asyncio.create_task(self._poll(), name="tariff-poll")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

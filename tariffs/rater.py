@@ -1,0 +1,466 @@
+"""The rating engine: exact, explainable prices for voice, SMS, data and events.
+
+``cost(ctx, n)`` is the price of a session's first ``n`` units; ``rate(ctx, n)`` is the same
+price with its breakdown; ``affordable(ctx, money, used)`` inverts it. One computation serves
+all three, so the breakdown always adds up to the price charged.
+
+How a price is made (docs/tariffs.md has the worked example):
+
+1. The plan version in force when the session started; the service; the called number,
+   normalised and matched to a destination by longest prefix; the place (home or a roaming
+   zone); the time band at the start.
+2. Billed units: the rate at the start gives the first increment (charged whole) and the
+   increment after it, e.g. 60/1 or 30/6; data in KB steps, say.
+3. For time (seconds), the billed seconds are cut where the time band changes, and each part
+   is priced at its band's rate; tiers cut them again by cumulative usage ("from the 600th
+   second on, 0.05 a minute"). Other units take the band at the start.
+4. Connect fee, the usage lines, a percentage discount per line, tax per line (added when
+   prices exclude it, shown when they include it), the session cap.
+5. Rounding, once, on the sum: the plan's method to its decimals.
+
+All of it is integer arithmetic: a line is an integer count of 1/Q micro-units, where Q is a
+common multiple of every rate's "per" times 10^8 (discounts and tax are percentages with two
+decimals), so nothing is lost before the one rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from fractions import Fraction
+from typing import Any, Final
+
+from tariffs.errors import RatingError, UnknownPlan, UnknownService
+from tariffs.interface import ServiceSpec, UnitKind, UsageContext
+from tariffs.plan import PERCENT, PlanVersion, RateEntry, ServiceDef
+
+_MICRO: Final = 1_000_000
+_SCALE: Final = 10**8
+#: affordable() without a limit searches at most this many units.
+UNLIMITED_UNITS: Final = 10**12
+#: Time-based services: a search that reaches this many seconds (about 3 years) stops there.
+_MAX_SECONDS: Final = 10**8
+_SEGMENT_HORIZON: Final = 3600
+_CACHE_SIZE: Final = 100_000
+
+
+class PlanBook:
+    """Every loaded plan version by name, the newest effective one first in line."""
+
+    def __init__(self, versions: Iterable[PlanVersion] = ()) -> None:
+        self._plans: dict[str, list[PlanVersion]] = {}
+        for v in versions:
+            self.add(v)
+
+    def add(self, version: PlanVersion) -> None:
+        """Add a version (a version with the same number replaces the old one)."""
+        lst = [v for v in self._plans.get(version.name, []) if v.version != version.version]
+        lst.append(version)
+        lst.sort(key=lambda v: (v.effective_from, v.version))
+        self._plans[version.name] = lst
+
+    def names(self) -> list[str]:
+        return sorted(self._plans)
+
+    def keys(self) -> list[str]:
+        """Plan names (so a PlanBook can stand where a mapping of plans is expected)."""
+        return self.names()
+
+    def versions(self, name: str) -> list[PlanVersion]:
+        return list(self._plans.get(name, []))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._plans
+
+    def at(self, name: str, t_ms: int) -> PlanVersion:
+        """The version of plan ``name`` in force at ``t_ms`` (Unix ms)."""
+        lst = self._plans.get(name)
+        if not lst:
+            raise UnknownPlan(f"no plan named {name!r}")
+        chosen = None
+        for v in lst:
+            if v.effective_from <= t_ms:
+                chosen = v
+            else:
+                break
+        if chosen is None:
+            raise UnknownPlan(f"plan {name!r} has no version in force at {_iso(t_ms // 1000)}")
+        return chosen
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One line of a breakdown. ``amount`` is exact, in micro-units (a Fraction when a rate's
+    per-unit price does not come out whole). ``counted`` lines add up to the total."""
+
+    kind: str
+    text: str
+    amount: Fraction
+    units: int = 0
+    counted: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Rating:
+    """A price and how it was made."""
+
+    plan: str
+    version: int
+    currency: str
+    service: str
+    number: str
+    destination: str
+    place: str
+    band: str
+    started_at: int
+    units: int
+    billed_units: int
+    lines: tuple[Line, ...]
+    total: int
+    rounding: str
+
+    def to_json(self) -> dict[str, Any]:
+        """For people and the admin API: money as decimal strings, exact."""
+        return {
+            "plan": self.plan,
+            "version": self.version,
+            "currency": self.currency,
+            "service": self.service,
+            "number": self.number,
+            "destination": self.destination,
+            "place": self.place,
+            "band_at_start": self.band,
+            "started_at": _iso(self.started_at),
+            "units": self.units,
+            "billed_units": self.billed_units,
+            "lines": [
+                {
+                    "kind": ln.kind,
+                    "text": ln.text,
+                    **({"units": ln.units} if ln.units else {}),
+                    **money_json(ln.amount),
+                    **({} if ln.counted else {"counted": False}),
+                }
+                for ln in self.lines
+            ],
+            "rounding": self.rounding,
+            "total": money_json(Fraction(self.total))["amount"],
+        }
+
+    def explain(self) -> str:
+        """The breakdown as text, one line each, the total last."""
+        out = [
+            f"{self.plan} v{self.version}  {self.service}  "
+            f"{self.number or '-'} ({self.destination or 'no destination'})  {self.place}  "
+            f"start {_iso(self.started_at)} ({self.band})",
+            f"units {self.units}, billed {self.billed_units}",
+        ]
+        for ln in self.lines:
+            m = money_json(ln.amount)
+            amount = m["amount"] + (f" (= {m['exact']})" if "exact" in m else "")
+            mark = "" if ln.counted else "  (included, not added)"
+            out.append(f"  {ln.kind:<10} {ln.text:<52} {amount:>16} {self.currency}{mark}")
+        out.append(
+            f"  {'total':<10} {self.rounding:<52} {_decimal(self.total):>16} {self.currency}"
+        )
+        return "\n".join(out)
+
+
+def _iso(t_s: int) -> str:
+    return datetime.fromtimestamp(t_s, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _decimal(micro: int) -> str:
+    sign = "-" if micro < 0 else ""
+    whole, frac = divmod(abs(micro), _MICRO)
+    return f"{sign}{whole}.{frac:06d}".rstrip("0").rstrip(".") if frac else f"{sign}{whole}"
+
+
+def money_json(micro: Fraction) -> dict[str, str]:
+    """An exact amount in micro-units as a currency decimal string; when it does not end, the
+    string has 12 decimals and "…", and ``exact`` gives the fraction of a currency unit."""
+    units = micro / _MICRO
+    n, d = units.numerator, units.denominator
+    d2 = d
+    for p in (2, 5):
+        while d2 % p == 0:
+            d2 //= p
+    if d2 == 1:
+        # A terminating decimal: print every digit.
+        places = 0
+        while (n * 10**places) % d:
+            places += 1
+        whole = abs(n) * 10**places // d
+        s = str(whole).rjust(places + 1, "0")
+        text = (s[:-places] + "." + s[-places:]) if places else s
+        return {"amount": ("-" if n < 0 else "") + text}
+    q = abs(n) * 10**12 // d
+    s = str(q).rjust(13, "0")
+    return {
+        "amount": ("-" if n < 0 else "") + s[:-12] + "." + s[-12:] + "…",
+        "exact": f"{n}/{d}",
+    }
+
+
+def round_to(x: int, step: int, method: str) -> int:
+    """Round a non-negative integer to a multiple of ``step`` by the named method."""
+    q, r = divmod(x, step)
+    if r:
+        if method == "up":
+            q += 1
+        elif method == "half-even":
+            twice = 2 * r
+            if twice > step or (twice == step and q % 2 == 1):
+                q += 1
+    return q * step
+
+
+class _Session:
+    """What rating needs of one context, resolved once and kept (sessions rate many times)."""
+
+    __slots__ = (
+        "band",
+        "dest",
+        "first",
+        "free_dest",
+        "horizon",
+        "number",
+        "place",
+        "plan",
+        "segs",
+        "svc",
+        "t0",
+        "taxed",
+        "time_based",
+    )
+
+    def __init__(self, plan: PlanVersion, ctx: UsageContext) -> None:
+        svc = plan.services.get(ctx.service)
+        if svc is None:
+            raise UnknownService(f"plan {plan.name!r} has no service {ctx.service!r}")
+        self.plan = plan
+        self.svc: ServiceDef = svc
+        self.number = plan.numbering.normalise(ctx.destination) if ctx.destination else ""
+        self.dest = plan.destinations.lookup(self.number) if self.number else None
+        place = plan.places.resolve(ctx.location)
+        if place is None:
+            raise RatingError(f"plan {plan.name!r} has no place for location {ctx.location!r}")
+        self.place = place
+        self.t0 = ctx.started_at // 1000
+        self.band = plan.calendar.band_at(self.t0)
+        first = plan.rate_for(svc.name, self.dest, place, self.band)
+        if first is None:
+            raise RatingError(
+                f"plan {plan.name!r} has no rate for {svc.name} to "
+                f"{self.dest or 'this destination'} at {place} in band {self.band}"
+            )
+        self.first: RateEntry = first
+        self.free_dest = self.dest is not None and self.dest in plan.free_destinations
+        self.taxed = plan.tax.applies(svc.name, self.dest)
+        self.time_based = svc.unit is UnitKind.SECONDS
+        self.horizon = 0
+        self.segs: list[tuple[int, int, str]] = []
+
+    def segments(self, billed: int) -> list[tuple[int, int, str]]:
+        if not self.time_based:
+            return [(0, billed, self.band)]
+        if billed > self.horizon:
+            self.horizon = max(billed, 2 * self.horizon, _SEGMENT_HORIZON)
+            self.segs = self.plan.calendar.segments(self.t0, self.horizon)
+        out = []
+        for off, n, band in self.segs:
+            if off >= billed:
+                break
+            out.append((off, min(n, billed - off), band))
+        return out
+
+
+class TariffRater:
+    """A :class:`tariffs.interface.Rater` over a :class:`PlanBook`."""
+
+    def __init__(self, book: PlanBook | None = None) -> None:
+        self.book = book or PlanBook()
+        self._sessions: dict[UsageContext, _Session] = {}
+
+    @property
+    def plans(self) -> PlanBook:
+        return self.book
+
+    def add(self, version: PlanVersion) -> None:
+        """Add or replace a plan version; rating caches start afresh."""
+        self.book.add(version)
+        self._sessions = {}
+
+    def replace_book(self, book: PlanBook) -> None:
+        """Rate with another set of plans from now on (sessions keep their plan's name and
+        start time, so they are rated with the version in force when they started)."""
+        self.book = book
+        self._sessions = {}
+
+    def _session(self, ctx: UsageContext) -> _Session:
+        s = self._sessions.get(ctx)
+        if s is None:
+            s = _Session(self.book.at(ctx.plan, ctx.started_at), ctx)
+            if len(self._sessions) >= _CACHE_SIZE:
+                self._sessions = {}
+            self._sessions[ctx] = s
+        return s
+
+    # -- the Rater protocol -------------------------------------------------------------------
+
+    def service(self, ctx: UsageContext) -> ServiceSpec:
+        s = self._session(ctx)
+        svc = s.svc
+        free = self._price(s, svc.default_quota, None) == 0
+        return ServiceSpec(svc.name, svc.unit, svc.default_quota, outgoing=svc.outgoing, free=free)
+
+    def cost(self, ctx: UsageContext, units: int) -> int:
+        return self._price(self._session(ctx), units, None)
+
+    def rate(self, ctx: UsageContext, units: int) -> Rating:
+        s = self._session(ctx)
+        lines: list[Line] = []
+        total = self._price(s, units, lines)
+        plan = s.plan
+        return Rating(
+            plan=plan.name,
+            version=plan.version,
+            currency=plan.currency,
+            service=s.svc.name,
+            number=s.number,
+            destination=s.dest or "",
+            place=s.place,
+            band=s.band,
+            started_at=s.t0,
+            units=units,
+            billed_units=s.first.billed(units),
+            lines=tuple(lines),
+            total=total,
+            rounding=f"{plan.rounding.method} to {plan.rounding.decimals} decimals",
+        )
+
+    def affordable(self, ctx: UsageContext, money: int, used: int, limit: int | None = None) -> int:
+        """The largest n <= limit with cost(used + n) - cost(used) <= money; exact."""
+        s = self._session(ctx)
+        cap = UNLIMITED_UNITS if limit is None else limit
+        if s.time_based:
+            cap = min(cap, _MAX_SECONDS) if limit is None else cap
+        base = self._price(s, used, None)
+
+        def fits(n: int) -> bool:
+            return self._price(s, used + n, None) - base <= money
+
+        if money < 0 or cap <= 0:
+            return 0
+        # Exponential search for a bound, then bisection: O(log n) prices.
+        lo, hi = 0, 1
+        while hi < cap and fits(hi):
+            lo, hi = hi, hi * 2
+        hi = min(hi, cap)
+        if fits(hi):
+            return hi
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if fits(mid):
+                lo = mid
+            else:
+                hi = mid
+        return lo
+
+    # -- the one computation ----------------------------------------------------------------
+
+    def _price(self, s: _Session, units: int, lines: list[Line] | None) -> int:
+        """The price in micro-units of the first ``units`` units; the breakdown into
+        ``lines`` when given."""
+        if units <= 0:
+            return 0
+        plan = s.plan
+        q = plan.denominator * _SCALE
+        billed = s.first.billed(units)
+        svc = s.svc.name
+        if s.free_dest:
+            if lines is not None:
+                lines.append(Line("usage", f"{billed} units to {s.dest}: free destination",
+                                  Fraction(0), billed))  # fmt: skip
+            return 0
+        tax = plan.tax
+        add_tax = s.taxed and not tax.inclusive
+        gross = 0
+        if s.first.connect_fee:
+            gross += self._line(
+                s, "connect", f"connect fee ({s.band})", s.first.connect_fee * q, 0, s.band,
+                lines,
+            )  # fmt: skip
+        for off, n, band in s.segments(billed):
+            entry = plan.rate_for(svc, s.dest, s.place, band)
+            if entry is None:
+                raise RatingError(
+                    f"plan {plan.name!r} has no rate for {svc} to {s.dest or 'this destination'}"
+                    f" at {s.place} in band {band}"
+                )
+            tiers = entry.tiers
+            for i, tier in enumerate(tiers):
+                t_end = tiers[i + 1].start if i + 1 < len(tiers) else None
+                lo = max(off, tier.start)
+                hi = off + n if t_end is None else min(off + n, t_end)
+                if hi <= lo:
+                    continue
+                u = hi - lo
+                amount = tier.price * u * (plan.denominator // tier.per) * _SCALE
+                text = None
+                if lines is not None:
+                    tier_s = f", from unit {tier.start}" if tier.start else ""
+                    text = f"{band}: {u} x {_decimal(tier.price)} per {tier.per}{tier_s}"
+                gross += self._line(s, "usage", text, amount, u, band, lines)
+        if add_tax:
+            tax_amount = gross * tax.percent // PERCENT
+            gross += tax_amount
+            if lines is not None:
+                lines.append(Line("tax", f"tax {_pct(tax.percent)} added",
+                                  Fraction(tax_amount, q)))  # fmt: skip
+        cap = s.svc.session_cap
+        if cap is not None and gross > cap * q:
+            if lines is not None:
+                lines.append(Line("cap", f"session cap {_decimal(cap)}",
+                                  Fraction(cap * q - gross, q)))  # fmt: skip
+            gross = cap * q
+        rounded = round_to(gross, plan.rounding.step * q, plan.rounding.method)
+        if lines is not None:
+            if rounded != gross:
+                lines.append(Line("rounding", f"{plan.rounding.method} to "
+                                  f"{plan.rounding.decimals} decimals",
+                                  Fraction(rounded - gross, q)))  # fmt: skip
+            if s.taxed and tax.inclusive:
+                included = Fraction(rounded * tax.percent, q * (PERCENT + tax.percent))
+                lines.append(Line("tax", f"of which tax {_pct(tax.percent)}", included,
+                                  counted=False))  # fmt: skip
+        return rounded // q
+
+    @staticmethod
+    def _line(
+        s: _Session,
+        kind: str,
+        text: str | None,
+        amount: int,
+        units: int,
+        band: str,
+        lines: list[Line] | None,
+    ) -> int:
+        """Add one priced line (and its discount); returns its net amount in 1/Q micro."""
+        plan = s.plan
+        q = plan.denominator * _SCALE
+        disc = plan.discount_for(s.svc.name, s.dest, s.place, band)
+        off = amount * disc.percent // PERCENT if disc is not None else 0
+        if lines is not None:
+            lines.append(Line(kind, text or kind, Fraction(amount, q), units))
+            if off:
+                assert disc is not None
+                lines.append(Line("discount", f"{disc.name} -{_pct(disc.percent)}",
+                                  Fraction(-off, q)))  # fmt: skip
+        return amount - off
+
+
+def _pct(basis: int) -> str:
+    whole, frac = divmod(basis, 100)
+    return f"{whole}.{frac:02d}".rstrip("0").rstrip(".") + "%"
