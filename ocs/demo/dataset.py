@@ -8,6 +8,9 @@ from dataclasses import dataclass
 
 from ocs.constants import MICRO
 from ocs.store.store import Store, UnitBucket
+from tariffs import PlanBook
+
+_DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,32 +19,48 @@ class DemoSubscriber:
     plan: str
     balance: int
     credit_limit: int
-    buckets: tuple[UnitBucket, ...] = ()
 
 
 def demo_subscribers(count: int, seed: int = 7) -> Iterator[DemoSubscriber]:
-    """Mostly consumer prepaid, some agencies on PAYU, and some nearly out of credit, so the
-    demo shows refusals within seconds."""
+    """Mostly consumer prepaid, some on a monthly bundle, some agencies on PAYU, and a quarter
+    nearly out of credit, so the demo shows refusals within seconds."""
     rng = random.Random(seed)
     for i in range(count):
         msisdn = f"4917{i:08d}"
         if i % 10 == 0:
             yield DemoSubscriber(msisdn, "gov-payu", 50 * MICRO, 10 * MICRO)
         elif i % 4 == 0:
-            # Nearly out of credit: a few calls and it is refused.
             yield DemoSubscriber(msisdn, "prepaid-basic", rng.randrange(5, 40) * MICRO // 100, 0)
+        elif i % 3 == 0:
+            yield DemoSubscriber(msisdn, "bundle-10", rng.randrange(0, 500) * MICRO // 100, 0)
         else:
-            buckets = (UnitBucket("bonus-minutes", "voice", 120),) if i % 3 == 0 else ()
             yield DemoSubscriber(
-                msisdn, "prepaid-basic", rng.randrange(100, 2000) * MICRO // 100, 0, buckets
+                msisdn, "prepaid-basic", rng.randrange(100, 2000) * MICRO // 100, 0
             )
 
 
-async def load_demo_data(store: Store, count: int, now: int) -> list[DemoSubscriber]:
+def bundle_buckets(book: PlanBook, plan: str, now: int) -> tuple[UnitBucket, ...]:
+    """The unit buckets a plan's bundles grant (what a monthly renewal would grant)."""
+    version = book.at(plan, now)
+    return tuple(
+        UnitBucket(
+            b.id,
+            b.service,
+            b.units,
+            priority=b.priority,
+            expires_at=now + b.valid_days * _DAY_MS if b.valid_days else 0,
+        )
+        for b in version.bundles
+    )
+
+
+async def load_demo_data(
+    store: Store, count: int, now: int, book: PlanBook
+) -> list[DemoSubscriber]:
     subs = list(demo_subscribers(count))
     for s in subs:
         await store.create_subscriber(
             s.msisdn, plan=s.plan, balance=s.balance, credit_limit=s.credit_limit,
-            state="active", buckets=s.buckets, now=now,
+            state="active", buckets=bundle_buckets(book, s.plan, now), now=now,
         )  # fmt: skip
     return subs

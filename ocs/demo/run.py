@@ -66,7 +66,7 @@ async def run_demo(
         # from a clean slate each time.
         if settings.redis_url is None:
             await ocs.store.client.execute("FLUSHALL")
-        subs = await load_demo_data(ocs.store, subscribers, wall_clock_ms())
+        subs = await load_demo_data(ocs.store, subscribers, wall_clock_ms(), ocs.tariffs.rater.book)
         print(
             f"OCS demo: {len(subs)} subscribers loaded; native protocol on port "
             f"{ocs.native.port}, admin API on http://{settings.bind}:{ocs.http_port} "
@@ -89,18 +89,20 @@ async def run_demo(
                 loop.add_signal_handler(sig, stop.set)
             task = asyncio.create_task(sim.run())
             start = prev_t = time.monotonic()
+            deadline = None if duration is None else start + duration
             prev_n = 0
             try:
                 while not stop.is_set():
                     timeout = 2.0
-                    if duration is not None:
-                        timeout = min(timeout, max(0.0, start + duration - time.monotonic()))
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), timeout)
+                    if deadline is not None:
+                        timeout = min(timeout, deadline - time.monotonic())
+                    if timeout > 0:
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stop.wait(), timeout)
                     now = time.monotonic()
                     view.status(now - start, sim.tally, prev_n, max(now - prev_t, 1e-3))
                     prev_n, prev_t = sim.tally.requests, now
-                    if duration is not None and now - start >= duration:
+                    if deadline is not None and now >= deadline - 0.01:
                         break
             finally:
                 for sig in (signal.SIGINT, signal.SIGTERM):

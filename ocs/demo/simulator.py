@@ -46,6 +46,14 @@ class Tally:
 
 Report = Callable[[str], None]
 
+#: Called numbers, as a handset dials them, and how often (national, mobile, abroad, free,
+#: premium), and where the caller is (home network, roaming in the EU, further away).
+DESTINATIONS = (
+    ("0171 2345678", 40), ("030 1234567", 30), ("+33 1 23456789", 8), ("001 212 5550100", 4),
+    ("0800 1234567", 5), ("0900 1234567", 3), ("+81 3 12345678", 2),
+)  # fmt: skip
+LOCATIONS = (("26201", 90), ("20810", 7), ("310260", 3))
+
 
 class SwitchSimulator:
     """``callers`` concurrent lines, each placing one call, session or SMS after another."""
@@ -74,18 +82,26 @@ class SwitchSimulator:
     async def _sleep(self, simulated_seconds: float) -> None:
         await asyncio.sleep(simulated_seconds / self.speed)
 
+    def _pick(self, table: tuple[tuple[str, int], ...]) -> str:
+        return self.rng.choices([v for v, _ in table], [w for _, w in table])[0]
+
     async def call(self, msisdn: str, service: str = "voice") -> None:
         """One call: reserve, then report each grant's use, then release."""
         sid = f"sim-{next(self._ids)}"
         holding = max(1, int(self.rng.expovariate(1 / self.mean_holding)))
         t = self.tally
         t.calls += 1
-        r = await self.client.reserve(sid, msisdn, service, seq=0)
+        to, where = self._pick(DESTINATIONS), self._pick(LOCATIONS)
+        r = await self.client.reserve(sid, msisdn, service, seq=0, destination=to, location=where)
         t.count(r)
+        roaming = "" if where == "26201" else f", roaming in {where}"
         if not r.ok:
-            self.report(f"call  {msisdn} refused: {r.result} {r.detail}".rstrip())
+            self.report(f"call  {msisdn} -> {to}{roaming} refused: {r.result} {r.detail}".rstrip())
             return
-        self.report(f"call  {msisdn} granted {r.granted} s (balance {format_money(r.balance)})")
+        self.report(
+            f"call  {msisdn} -> {to}{roaming} granted {r.granted} s "
+            f"(balance {format_money(r.balance)})"
+        )
         left, seq = holding, 0
         while True:
             use = min(left, r.granted)
@@ -112,7 +128,7 @@ class SwitchSimulator:
         sid = f"sim-{next(self._ids)}"
         t = self.tally
         t.sessions += 1
-        r = await self.client.reserve(sid, msisdn, "data", seq=0)
+        r = await self.client.reserve(sid, msisdn, "data", seq=0, location=self._pick(LOCATIONS))
         t.count(r)
         if not r.ok:
             self.report(f"data  {msisdn} refused: {r.result}")
@@ -138,7 +154,9 @@ class SwitchSimulator:
     async def sms(self, msisdn: str) -> None:
         t = self.tally
         t.sms += 1
-        r = await self.client.debit(msisdn, "sms", key=f"sms-{next(self._ids)}")
+        r = await self.client.debit(
+            msisdn, "sms", key=f"sms-{next(self._ids)}", destination=self._pick(DESTINATIONS)
+        )
         t.count(r)
         if r.ok:
             self.report(f"sms   {msisdn} charged {format_money(r.charged)}")
