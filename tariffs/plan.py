@@ -56,7 +56,13 @@ class RateEntry:
 
     @property
     def specificity(self) -> int:
-        return sum(x is not None for x in (self.destinations, self.places, self.bands))
+        """A destination counts most, then a place, then a band: a rate for premium numbers
+        beats an evening rate that names no destination."""
+        return (
+            4 * (self.destinations is not None)
+            + 2 * (self.places is not None)
+            + (self.bands is not None)
+        )
 
     def matches(self, service: str, dest: str | None, place: str, band: str) -> bool:
         return (
@@ -201,8 +207,8 @@ class PlanVersion:
     )
 
     def rate_for(self, service: str, dest: str | None, place: str, band: str) -> RateEntry | None:
-        """The most specific rate entry (destination, place, band) for the combination; the
-        first in the file among equally specific ones."""
+        """The most specific rate entry for the combination (naming a destination counts most,
+        then a place, then a band); the first in the file among equally specific ones."""
         key = (service, dest, place, band)
         memo = self._rate_memo
         if key in memo:
@@ -351,10 +357,19 @@ def _int(
 
 
 def _names(
-    p: _Problems, path: str, value: object, known: Iterable[str] | None, what: str
+    p: _Problems,
+    path: str,
+    value: object,
+    known: Iterable[str] | None,
+    what: str,
+    *,
+    allow_empty: bool = False,
 ) -> frozenset[str] | None:
+    """A list of known names; None when absent (a criterion that matches anything)."""
     if value is None:
         return None
+    if value == [] and allow_empty:
+        return frozenset()
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
         p.add(path, f"must be a non-empty list of {what} names")
         return None
@@ -706,10 +721,13 @@ def parse_plan(text: str, source: str = "<plan>") -> PlanVersion:
     if not isinstance(inclusive, bool):
         p.add("tax.inclusive", "must be true (prices include tax) or false (tax is added)")
         inclusive = True
-    exempt_s = _names(p, "tax.exempt_services", tx.get("exempt_services"), services, "service")
-    exempt_d = _names(
-        p, "tax.exempt_destinations", tx.get("exempt_destinations"), dest_names, "destination"
+    exempt_s = _names(
+        p, "tax.exempt_services", tx.get("exempt_services"), services, "service", allow_empty=True
     )
+    exempt_d = _names(
+        p, "tax.exempt_destinations", tx.get("exempt_destinations"), dest_names, "destination",
+        allow_empty=True,
+    )  # fmt: skip
     tax = Tax(
         _percent(p, "tax.rate", tx.get("rate", "0")),
         inclusive,
