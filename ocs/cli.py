@@ -1,8 +1,10 @@
-"""The ``ocs`` command line: serve, demo, subscriber administration, events, embedded Redis.
+"""The ``ocs`` command line: serve, demo, subscriber administration, events, tariffs and
+rating, embedded Redis.
 
 Administration commands are clients of the admin HTTP API of a running OCS (``--api``, or
-``OCS_API_URL``, default ``http://127.0.0.1:8080``). Errors print as one line on stderr and
-exit non-zero.
+``OCS_API_URL``, default ``http://127.0.0.1:8080``); ``ocs rate --local`` and ``ocs tariffs
+check`` need no server. Errors print as one line on stderr (a plan file's problems, one line
+each) and exit non-zero.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,14 @@ from ocs.config import ConfigError, Settings, load_settings
 
 class CliError(Exception):
     """One line for the user; exit status 1."""
+
+
+class PlanProblems(CliError):
+    """A plan file does not validate: each problem is one line for the user; exit status 1."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = tuple(problems)
 
 
 def _tune_gc() -> None:
@@ -116,14 +127,43 @@ def _api(args: argparse.Namespace) -> str:
     return str(args.api or os.environ.get("OCS_API_URL") or "http://127.0.0.1:8080").rstrip("/")
 
 
-async def _request(method: str, url: str, body: dict[str, Any] | None = None) -> Any:
+#: The problem type of a plan file that does not validate (ocs.api.problems).
+_INVALID_PLAN = "urn:ocs:problem:invalid-plan"
+
+
+async def _request(
+    method: str,
+    url: str,
+    body: dict[str, Any] | None = None,
+    *,
+    content: bytes | None = None,
+    content_type: str = "application/octet-stream",
+    params: Mapping[str, str] | None = None,
+) -> Any:
+    """Send ``body`` as JSON (or ``content`` as it is); the answer's JSON, or CliError."""
+    kwargs: dict[str, Any] = {"params": params}
+    if content is not None:
+        kwargs.update(data=content, headers={"Content-Type": content_type})
+    else:
+        kwargs.update(json=body)
     try:
-        async with aiohttp.ClientSession() as http, http.request(method, url, json=body) as resp:
+        async with aiohttp.ClientSession() as http, http.request(method, url, **kwargs) as resp:
             text = await resp.text()
-            data = json.loads(text) if text else None
+            try:
+                data = json.loads(text) if text else None
+            except ValueError:
+                data = None
             if resp.status >= 400:
-                detail = data.get("detail") or data.get("title") if isinstance(data, dict) else text
+                if isinstance(data, dict) and data.get("type") == _INVALID_PLAN:
+                    errors = data.get("errors") or [data.get("detail", "invalid plan")]
+                    raise PlanProblems([str(e) for e in errors])
+                if isinstance(data, dict):
+                    detail = data.get("detail") or data.get("title")
+                else:
+                    detail = " ".join(text.split())[:200] or resp.reason
                 raise CliError(f"{method} {url}: {resp.status} {detail}")
+            if data is None and text:
+                raise CliError(f"{method} {url}: the answer is not JSON")
             return data
     except aiohttp.ClientConnectionError as exc:
         raise CliError(f"cannot reach the OCS admin API at {url}: {exc} "
@@ -162,7 +202,172 @@ def cmd_events(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- rating and tariffs -------------------------------------------------------------------------
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _rate_time(text: str | None) -> datetime | None:
+    """``--at``: ISO 8601; a time without an offset is UTC."""
+    if text is None:
+        return None
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        raise CliError(f"--at: not a time: {text!r} (e.g. 2026-11-23T08:59:30+01:00)") from None
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+
+
+def _explain(answer: Mapping[str, Any]) -> str:
+    """The text of ``Rating.explain()``, from the JSON of ``POST /v1/rate``."""
+    cur = answer["currency"]
+    out = [
+        f"{answer['plan']} v{answer['version']}  {answer['service']}  "
+        f"{answer['number'] or '-'} ({answer['destination'] or 'no destination'})  "
+        f"{answer['place']}  start {answer['started_at']} ({answer['band_at_start']})",
+        f"units {answer['units']}, billed {answer['billed_units']}",
+    ]
+    for ln in answer["lines"]:
+        amount = ln["amount"] + (f" (= {ln['exact']})" if "exact" in ln else "")
+        mark = "" if ln.get("counted", True) else "  (included, not added)"
+        out.append(f"  {ln['kind']:<10} {ln['text']:<52} {amount:>16} {cur}{mark}")
+    out.append(f"  {'total':<10} {answer['rounding']:<52} {answer['total']:>16} {cur}")
+    return "\n".join(out)
+
+
+def _explain_more(answer: Mapping[str, Any]) -> str:
+    """What ``used`` and ``money`` add to the breakdown: the charge for the units after
+    ``used``, and how many units ``money`` buys."""
+    cur, used, units = answer["currency"], answer["used"], answer["units"]
+    out = []
+    if used:
+        out.append(f"  {'used':<10} {f'units 1 to {used}':<52} {answer['total_used']:>16} {cur}")
+        span = f"units {used + 1} to {units}" if units > used else "no more units"
+        out.append(f"  {'charge':<10} {span:<52} {answer['charge']:>16} {cur}")
+    if "affordable" in answer:
+        out.append(
+            f"affordable: {answer['affordable']} units for {answer['money']} {cur}"
+            + (f" after the first {used}" if used else "")
+        )
+    return "\n".join(out)
+
+
+def _rate_local(args: argparse.Namespace, at: datetime | None) -> dict[str, Any]:
+    from ocs.api.app import MAX_RATED_SECONDS, rating_answer
+    from ocs.money import MoneyFormatError, parse_money
+    from tariffs import (
+        PlanBook,
+        PlanFileError,
+        RatingError,
+        TariffRater,
+        UnitKind,
+        UsageContext,
+        load_plans,
+    )
+
+    units = args.units if args.duration is None else args.duration
+    for name, value in (("--units", args.units), ("--duration", args.duration),
+                        ("--used", args.used)):  # fmt: skip
+        if value is not None and value < 0:
+            raise CliError(f"{name} must not be negative")
+    money = None
+    if args.money is not None:
+        try:
+            money = parse_money(args.money, allow_negative=False)
+        except MoneyFormatError as exc:
+            raise CliError(f"--money {exc}") from None
+    plans_dir = _settings(args).plans_dir  # --plans-dir, OCS_PLANS_DIR or the config file
+    try:
+        book = PlanBook(load_plans([plans_dir] if plans_dir else []))
+    except PlanFileError as exc:
+        raise PlanProblems(exc.problems) from None
+    if args.plan not in book:
+        raise CliError(f"no plan named {args.plan!r} (known: {', '.join(book.names())})")
+    t_ms = int(datetime.now(UTC).timestamp() * 1000) if at is None else (at - _EPOCH) // _MS
+    rater = TariffRater(book)
+    ctx = UsageContext(args.plan, args.service, started_at=t_ms, destination=args.to or "",
+                       location=args.location or "")  # fmt: skip
+    try:
+        svc = rater.service(ctx)
+        if args.duration is not None and svc.unit is not UnitKind.SECONDS:
+            raise CliError(f"--duration is for services counted in seconds; {svc.name} counts "
+                           f"{svc.unit.value}: use --units")  # fmt: skip
+        if svc.unit is UnitKind.SECONDS and args.used + units > MAX_RATED_SECONDS:
+            raise CliError(f"at most {MAX_RATED_SECONDS} seconds can be rated at once")
+        answer = rating_answer(rater, ctx, units, used=args.used, money=money)
+        answer["explain"] = rater.rate(ctx, args.used + units).explain()
+    except RatingError as exc:
+        raise CliError(str(exc)) from None
+    return answer
+
+
+def cmd_rate(args: argparse.Namespace) -> int:
+    if (args.duration is None) == (args.units is None):
+        raise CliError("give the usage as --duration SECONDS or --units N (one of them)")
+    at = _rate_time(args.at)
+    if args.local:
+        answer = _rate_local(args, at)
+        text = answer.pop("explain")
+    else:
+        body: dict[str, Any] = {"plan": args.plan, "service": args.service}
+        if args.duration is not None:
+            body["duration"] = args.duration
+        else:
+            body["units"] = args.units
+        if args.to is not None:
+            body["to"] = args.to
+        if at is not None:
+            body["at"] = at.isoformat()
+        if args.location is not None:
+            body["location"] = args.location
+        if args.used:
+            body["used"] = args.used
+        if args.money is not None:
+            body["money"] = args.money
+        answer = _run(_request("POST", f"{_api(args)}/v1/rate", body))
+        text = _explain(answer)
+    if args.json:
+        _print(answer)
+        return 0
+    more = _explain_more(answer)
+    print(text + ("\n" + more if more else ""))
+    return 0
+
+
+def cmd_tariffs(args: argparse.Namespace) -> int:
+    base = f"{_api(args)}/v1/tariffs"
+    if args.action == "check":
+        from tariffs import PlanFileError, load_plan_file
+
+        try:
+            version = load_plan_file(args.file)
+        except PlanFileError as exc:
+            raise PlanProblems(exc.problems) from None
+        print(f"OK {args.file}: plan {version.name} v{version.version}")
+    elif args.action == "load":
+        content = Path(args.file).read_bytes()
+        _print(_run(_request("POST", base, content=content, content_type="application/toml",
+                             params={"source": args.file})))  # fmt: skip
+    elif args.action == "list":
+        answer = _run(_request("GET", base))
+        if args.json:
+            _print(answer)
+            return 0
+        for plan in answer["plans"]:
+            for v in plan["versions"]:
+                since = v["effective_from"] or "always"
+                now = "  in force" if v["in_force"] else ""
+                print(f"{plan['name']} v{v['version']}  from {since}{now}  {v['currency']}  "
+                      f"{', '.join(v['services'])}  {v['description']}")  # fmt: skip
+    elif args.action == "show":
+        _print(_run(_request("GET", f"{base}/{args.name}")))
+    return 0
+
+
 # -- parser -------------------------------------------------------------------------------------
+
+
+_MS = timedelta(milliseconds=1)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -229,6 +434,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--api", help="admin API URL (or OCS_API_URL)")
     p.set_defaults(func=cmd_events)
+
+    p = sub.add_parser(
+        "rate",
+        help="what some usage would cost, itemised (admin API, or --local)",
+        description="Price a call, a data session or events with the rating engine, "
+        "through the admin API of a running OCS or, with --local, with the shipped plans and "
+        "--plans-dir. Changes nothing.",
+    )
+    p.add_argument("--plan", required=True, help="tariff plan name")
+    p.add_argument("--service", required=True, help="service of the plan: voice, sms, data...")
+    p.add_argument("--to", help="called number (any form the plan reads: 030..., 0049..., +49...)")
+    p.add_argument("--at", help="start time, ISO 8601, e.g. 2026-11-23T08:59:30+01:00; without "
+                   "an offset the time is UTC (not the plan's zone); default now")  # fmt: skip
+    p.add_argument("--duration", type=int, help="seconds (for services counted in seconds)")
+    p.add_argument("--units", type=int, help="units: seconds, octets or events")
+    p.add_argument("--location", help="visited network id (MCC+MNC); default home")
+    p.add_argument("--used", type=int, default=0,
+                   help="units the session used already: price the units after them")  # fmt: skip
+    p.add_argument("--money", help='also say how many units this buys, e.g. "5.00"')
+    p.add_argument("--json", action="store_true", help="print the JSON answer")
+    p.add_argument("--local", action="store_true", help="rate here, without a server")
+    p.add_argument("--plans-dir", help="with --local: extra directory of TOML plans "
+                   "(or OCS_PLANS_DIR)")  # fmt: skip
+    p.add_argument("--api", help="admin API URL (or OCS_API_URL)")
+    p.set_defaults(func=cmd_rate)
+
+    p = sub.add_parser("tariffs", help="check, load, list and show tariff plans")
+    p.add_argument("--api", help="admin API URL (or OCS_API_URL)")
+    acts = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = acts.add_parser("check", help="validate a plan file here, without a server")
+    a.add_argument("file")
+    a = acts.add_parser("load", help="validate a plan file and make it live (admin API)")
+    a.add_argument("file")
+    a = acts.add_parser("list", help="the plans and their versions (admin API)")
+    a.add_argument("--json", action="store_true", help="print the JSON answer")
+    a = acts.add_parser("show", help="one plan's versions in detail (admin API)")
+    a.add_argument("name")
+    p.set_defaults(func=cmd_tariffs)
     return parser
 
 
@@ -237,6 +480,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
+    except PlanProblems as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return 1
     except (CliError, ConfigError) as exc:
         print(f"ocs: {exc}", file=sys.stderr)
         return 1

@@ -91,11 +91,7 @@ async def run_ocs(
         await stack.enter_async_context(
             ExpirySweeper(store, wall_clock_ms, interval=settings.sweep_interval)
         )
-
-        def known_plans() -> list[str]:
-            return rater.book.names()  # the book is replaced when plans are reloaded
-
-        app = create_app(store, metrics, known_plans=known_plans, clock=wall_clock_ms)
+        app = create_app(store, metrics, tariffs=tariffs, clock=wall_clock_ms)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)

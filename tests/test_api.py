@@ -13,13 +13,14 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from ocs.api.app import create_app
 from ocs.api.metrics import Metrics
+from ocs.charging.tariffs import TariffRegistry
 from ocs.constants import IDEMPOTENCY_TTL_REFERENCE, IDEMPOTENCY_TTL_SESSION
 from ocs.redis_server import EmbeddedRedis
 from ocs.store.redis_client import PipelinedRedis
 from ocs.store.store import Store
-from tariffs import load_plans
+from tariffs import PlanBook, TariffRater, load_plans
 
-PLANS = sorted({p.name for p in load_plans()})
+PLANS = load_plans()
 #: 2024-05-01T12:00:00Z
 T0 = 1_714_564_800_000
 
@@ -43,7 +44,9 @@ def make_store(client: PipelinedRedis) -> Store:
 
 
 async def serve(store: Store, metrics: Metrics, clock: FakeClock) -> Client:
-    app = create_app(store, metrics, known_plans=lambda: PLANS, clock=clock)
+    registry = TariffRegistry(store, TariffRater(PlanBook(PLANS)), PLANS)
+    await registry.refresh()
+    app = create_app(store, metrics, tariffs=registry, clock=clock)
     client: Client = TestClient(TestServer(app))
     await client.start_server()
     return client

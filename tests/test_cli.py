@@ -83,7 +83,8 @@ def test_bad_configuration_is_one_clear_line() -> None:
 
 def test_help_everywhere() -> None:
     commands = [[], ["serve"], ["demo"], ["subscriber"], ["subscriber", "add"], ["events"],
-                ["redis"]]  # fmt: skip
+                ["redis"], ["rate"], ["tariffs"], ["tariffs", "load"], ["tariffs", "check"],
+                ["tariffs", "list"]]  # fmt: skip
     for args in ([*c, "--help"] for c in commands):
         r = ocs_cmd(*args)
         assert r.returncode == 0 and "usage: ocs" in r.stdout
@@ -102,3 +103,146 @@ def test_demo_runs_and_leaves_nothing_behind(tmp_path: Path) -> None:
     assert (tmp_path / ".ocs" / "demo" / "redis").is_dir()
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
     assert str(tmp_path) not in ps.stdout
+
+
+# -- rating and tariffs ---------------------------------------------------------------------------
+
+#: docs/tariffs.md: a call that starts 30 s before the peak band ends.
+RATE = ["rate", "--plan", "prepaid-basic", "--service", "voice", "--to", "0049301234",
+        "--at", "2026-11-23T18:59:30+01:00", "--duration", "125"]  # fmt: skip
+
+SMALL = """\
+name = "small"
+version = 1
+effective_from = 2026-01-01T00:00:00Z
+currency = "EUR"
+
+[numbering]
+country_code = "49"
+
+[destinations]
+national = ["49"]
+
+[services.sms]
+unit = "events"
+default_quota = 1
+
+[[rates]]
+service = "sms"
+price = "0.07"
+"""
+
+
+def test_rate_local_without_a_server() -> None:
+    r = ocs_cmd(*RATE, "--local", api="http://127.0.0.1:9")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == (
+        "prepaid-basic v1  voice  49301234 (national-fixed)  home  start 2026-11-23T17:59:30Z "
+        "(peak)"
+    )
+    assert lines[1] == "units 125, billed 125"
+    assert "peak: 30 x 0.09 per 60" in lines[2] and lines[2].endswith(" 0.045 EUR")
+    assert "offpeak: 95 x 0.06 per 60" in lines[3] and lines[3].endswith(" 0.095 EUR")
+    assert lines[-1].split() == ["total", "half-even", "to", "2", "decimals", "0.14", "EUR"]
+    # A naive time is UTC; used and money: the units after the first minute, and what 1.00 buys.
+    r = ocs_cmd(*RATE[:-4], "--at", "2026-11-23T17:59:30", "--duration", "65", "--used", "60",
+                "--money", "1.00", "--local", "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    answer = json.loads(r.stdout)
+    assert (answer["units"], answer["total"], answer["total_used"], answer["charge"]) == (
+        125, "0.14", "0.08", "0.06"
+    )  # fmt: skip
+    assert (answer["money"], answer["affordable"]) == ("1.00", 1480)
+
+
+def test_rate_local_errors_are_one_line(tmp_path: Path) -> None:
+    for args, message in [
+        (["--to", "abc"], "not a phone number"),
+        (["--plan", "gold"], "no plan named 'gold'"),
+        (["--at", "soon"], "--at: not a time"),
+        (["--at", "2020-01-01T00:00:00Z"], "no version in force"),
+        (["--service", "sms"], "--duration is for services counted in seconds"),
+        (["--money", "1.5.0"], "--money"),
+        (["--units", "5"], "--duration SECONDS or --units N"),
+    ]:
+        r = ocs_cmd(*RATE, *args, "--local")
+        assert r.returncode == 1, (args, r.stdout)
+        assert r.stderr.startswith("ocs: ") and r.stderr.count("\n") == 1, r.stderr
+        assert message in r.stderr, r.stderr
+    # A plan of one's own, from --plans-dir.
+    (tmp_path / "small.toml").write_text(SMALL)
+    r = ocs_cmd("rate", "--local", "--plans-dir", str(tmp_path), "--plan", "small", "--service",
+                "sms", "--units", "3", "--at", "2026-05-01T12:00:00Z")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-1].split()[-2:] == ["0.21", "EUR"]
+
+
+def test_tariffs_check(tmp_path: Path) -> None:
+    good = tmp_path / "small.toml"
+    good.write_text(SMALL)
+    r = ocs_cmd("tariffs", "check", str(good))
+    assert (r.returncode, r.stdout) == (0, f"OK {good}: plan small v1\n")
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        SMALL.replace('price = "0.07"', "price = 0.07").replace("version = 1", "version = 0")
+    )
+    r = ocs_cmd("tariffs", "check", str(bad))
+    assert r.returncode == 1
+    assert r.stderr.splitlines() == [
+        f"{bad}:2: version: must be an integer >= 1, got 0",
+        f'{bad}:18: rates[0].price: must be a decimal string such as "0.09" (floats are not exact)',
+    ]
+    r = ocs_cmd("tariffs", "check", str(tmp_path / "missing.toml"))
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "cannot read" in r.stderr
+
+
+async def test_tariffs_load_list_and_rate_through_the_api(ocs: Running, tmp_path: Path) -> None:
+    api = f"http://127.0.0.1:{ocs.http_port}"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return ocs_cmd(*args, api=api)
+
+    good = tmp_path / "small.toml"
+    good.write_text(SMALL)
+    bad = tmp_path / "bad.toml"
+    bad.write_text(SMALL.replace('name = "small"', 'name = "small2"').replace(
+        'price = "0.07"', "price = 0.07").replace('unit = "events"', 'unit = "sms"'))  # fmt: skip
+    r = await asyncio.to_thread(run, "tariffs", "load", str(bad))
+    assert r.returncode == 1
+    assert r.stdout == ""
+    assert r.stderr.splitlines() == [
+        f"{bad}: services.sms.unit: must be one of seconds, octets, events",
+        f'{bad}:18: rates[0].price: must be a decimal string such as "0.09" (floats are not exact)',
+    ]
+    r = await asyncio.to_thread(run, "tariffs", "list")
+    assert r.returncode == 0, r.stderr
+    assert [ln.split()[0] for ln in r.stdout.splitlines()] == [
+        "bundle-10", "gov-payu", "prepaid-basic"
+    ]  # fmt: skip
+    r = await asyncio.to_thread(run, "tariffs", "load", str(good))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {
+        "name": "small", "version": 1, "effective_from": "2026-01-01T00:00:00.000Z"
+    }  # fmt: skip
+    r = await asyncio.to_thread(run, "tariffs", "list", "--json")
+    plans = {p["name"]: p for p in json.loads(r.stdout)["plans"]}
+    assert plans["small"]["versions"][0]["services"] == ["sms"]
+    r = await asyncio.to_thread(run, "tariffs", "show", "small")
+    assert json.loads(r.stdout)["versions"][0]["services"]["sms"]["unit"] == "events"
+    r = await asyncio.to_thread(run, "tariffs", "show", "gold")
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "404" in r.stderr
+    r = await asyncio.to_thread(run, "rate", "--plan", "small", "--service", "sms", "--units",
+                                "3", "--at", "2026-05-01T12:00:00Z", "--money", "0.50")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[-2].split()[-2:] == ["0.21", "EUR"]
+    assert lines[-1] == "affordable: 7 units for 0.50 EUR"
+    # Through the API, the same text as --local.
+    r = await asyncio.to_thread(run, *RATE)
+    local = await asyncio.to_thread(run, *RATE, "--local")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == local.stdout
+    r = await asyncio.to_thread(run, *RATE, "--to", "abc")
+    assert r.returncode == 1
+    assert r.stderr.count("\n") == 1 and "422 to: not a phone number" in r.stderr

@@ -1,4 +1,5 @@
-"""The operators' HTTP API: subscribers, their balances and events, health and metrics.
+"""The operators' HTTP API: subscribers, their balances and events, tariff plans and what-if
+prices, health and metrics.
 
 Every route is a thin translation: parse and check the request (each bad field is named in a
 422 problem, nothing reaches the store), call one :class:`~ocs.store.store.Store` method with
@@ -10,6 +11,11 @@ Idempotency keys: the API scopes every ``reference`` by operation before it beco
 store's request key (``topup:<ref>``, ``refund:<ref>``, ``adjust:<ref>``, ``create:<ref>``,
 ``update:<ref>``), so one ticket number may be used for, say, a create and a top-up without the
 second replaying the first's answer.
+
+Tariffs: the plans come from the :class:`~ocs.charging.tariffs.TariffRegistry`, asked on each
+request (a plan loaded by another process is known here once the registry has picked it up).
+``POST /v1/rate`` prices usage with the same rating engine as charging, on the plans of the
+moment, without touching any account.
 """
 
 from __future__ import annotations
@@ -32,37 +38,51 @@ from ocs.api.problems import (
     TYPE_MALFORMED_JSON,
     TYPE_STORE_UNAVAILABLE,
     TYPE_SUBSCRIBER_EXISTS,
+    TYPE_UNKNOWN_PLAN,
     TYPE_UNKNOWN_SUBSCRIBER,
     FieldError,
     InvalidInput,
     invalid_input,
+    invalid_plan,
     problem,
 )
+from ocs.charging.tariffs import TariffRegistry
 from ocs.constants import MAX_UNITS, STATE_ACTIVE, STATES
 from ocs.money import MoneyFormatError, format_money, parse_money
 from ocs.store.errors import StoreError, StoreUnavailable
 from ocs.store.store import Account, Event, ScriptAnswer, Store, UnitBucket
+from tariffs import (
+    PlanBook,
+    PlanFileError,
+    PlanVersion,
+    RatingError,
+    TariffRater,
+    UnitKind,
+    UnknownPlan,
+    UsageContext,
+)
 
 __all__ = [
     "CLOCK",
-    "KNOWN_PLANS",
     "METRICS",
     "STORE",
+    "TARIFFS",
     "account_json",
+    "bundle_buckets",
     "create_app",
     "iso_time",
+    "rating_answer",
 ]
 
 log = logging.getLogger(__name__)
 
 #: Unix milliseconds now; injected so that tests and replays control time.
 Clock = Callable[[], int]
-KnownPlans = Callable[[], Collection[str]]
 
 STORE: Final = web.AppKey("ocs.store", Store)
 METRICS: Final = web.AppKey("ocs.metrics", Metrics)
 CLOCK: Final = web.AppKey[Clock]("ocs.clock")
-KNOWN_PLANS: Final = web.AppKey[KnownPlans]("ocs.known_plans")
+TARIFFS: Final = web.AppKey("ocs.tariffs", TariffRegistry)
 
 #: E.164 without the leading '+': up to 15 digits; 3 allows short test and service numbers.
 _MSISDN_RE: Final = re.compile(r"[0-9]{3,15}")
@@ -74,6 +94,9 @@ _COUNT_RE: Final = re.compile(r"[0-9]{1,7}")
 _U64: Final = 2**64
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MS: Final = timedelta(milliseconds=1)
+_DAY_MS: Final = 86_400_000
+#: Rating times: from 1970 up to (not including) 2200.
+_LATEST: Final = (datetime(2200, 1, 1, tzinfo=UTC) - _EPOCH) // _MS
 
 MAX_REFERENCE: Final = 128
 MAX_NOTE: Final = 256
@@ -83,12 +106,25 @@ MAX_SERVICE: Final = 64
 MAX_PRIORITY: Final = 1_000_000
 DEFAULT_PAGE: Final = 100
 MAX_PAGE: Final = 1000
+#: Request bodies (JSON, plan files): larger ones are refused with 413.
+MAX_BODY: Final = 1024 * 1024
+MAX_NUMBER: Final = 32
+MAX_LOCATION: Final = 64
+MAX_SOURCE: Final = 256
+#: Seconds rated in one query (used + units), about 3 years: time is cut into bands day by
+#: day, so this bounds the work of one request.
+MAX_RATED_SECONDS: Final = 10**8
+#: Content types a plan file may be sent as.
+PLAN_CONTENT_TYPES: Final = frozenset({"application/toml", "text/plain"})
 
 _CREATE_FIELDS: Final = frozenset(
     {"msisdn", "balance", "plan", "credit_limit", "state", "buckets", "reference"}
 )
 _PATCH_FIELDS: Final = frozenset({"plan", "credit_limit", "state", "add_buckets", "reference"})
 _BUCKET_FIELDS: Final = frozenset({"id", "service", "units", "priority", "expires_at"})
+_RATE_FIELDS: Final = frozenset(
+    {"plan", "service", "units", "duration", "to", "at", "location", "used", "money"}
+)
 
 Sign = Literal["positive", "non-negative", "non-zero"]
 
@@ -324,6 +360,32 @@ class _Fields:
             self.error(name, "must be in the future")
         return ms
 
+    def instant(self, name: str, *, default: int) -> int:
+        """An RFC 3339 time with its offset (1970 to 2199), as Unix ms; absent is ``default``."""
+        v = self._get(name, required=False)
+        if v is _MISSING:
+            return default
+        detail = "must be an RFC 3339 time such as 2026-11-23T08:59:30+01:00"
+        if not isinstance(v, str):
+            self.error(name, detail)
+            return default
+        try:
+            t = datetime.fromisoformat(v)
+        except ValueError:
+            self.error(name, detail)
+            return default
+        if t.tzinfo is None:
+            self.error(name, "must carry a time zone offset (Z or +hh:mm)")
+            return default
+        try:
+            ms = (t - _EPOCH) // _MS
+        except OverflowError:
+            ms = -1
+        if not 0 <= ms < _LATEST:
+            self.error(name, "must be from 1970 up to 2199")
+            return default
+        return ms
+
     def buckets(self, name: str, *, now: int) -> list[UnitBucket]:
         v = self._get(name, required=False)
         if v is _MISSING:
@@ -429,8 +491,34 @@ async def _account_response(store: Store, msisdn: str, status: int = 200) -> web
 # -- handlers ---------------------------------------------------------------------------------
 
 
+def _known_plans(app: web.Application) -> list[str]:
+    # Asked each time: the registry replaces the book when plans are (re)loaded.
+    return app[TARIFFS].rater.book.names()
+
+
+def bundle_buckets(book: PlanBook, plan: str, now: int) -> list[UnitBucket]:
+    """The unit buckets the bundles of ``plan`` (its version in force at ``now``) grant: one
+    per bundle, its id the bundle's, expiring ``valid_days`` days from ``now`` (0: never).
+    None when the plan has no version in force then."""
+    try:
+        version = book.at(plan, now)
+    except UnknownPlan:
+        return []
+    return [
+        UnitBucket(
+            id=b.id,
+            service=b.service,
+            units=b.units,
+            priority=b.priority,
+            expires_at=now + b.valid_days * _DAY_MS if b.valid_days else 0,
+        )
+        for b in version.bundles
+    ]
+
+
 async def create_subscriber(request: web.Request) -> web.StreamResponse:
-    """``POST /v1/subscribers``: 201 with the account, 409 if it exists."""
+    """``POST /v1/subscribers``: 201 with the account, 409 if it exists. Without ``buckets``
+    the account gets its plan's bundles."""
     app = request.app
     now = app[CLOCK]()
     f = _Fields(await _json_body(request), _CREATE_FIELDS)
@@ -441,12 +529,14 @@ async def create_subscriber(request: web.Request) -> web.StreamResponse:
         pattern_detail="must be 3 to 15 digits (E.164 without the '+')",
     )
     balance = f.money("balance", "non-negative")
-    plan = f.plan("plan", app[KNOWN_PLANS](), required=True) or ""
+    plan = f.plan("plan", _known_plans(app), required=True) or ""
     credit_limit = f.money("credit_limit", "non-negative", default=0)
     state = f.choice("state", STATES, what="state") or STATE_ACTIVE
     buckets = f.buckets("buckets", now=now)
     reference = f.text("reference", required=False, max_len=MAX_REFERENCE)
     f.check()
+    if not f.has("buckets"):
+        buckets = bundle_buckets(app[TARIFFS].rater.book, plan, now)
     store = app[STORE]
     answer = await store.create_subscriber(
         msisdn,
@@ -491,7 +581,7 @@ async def update_subscriber(request: web.Request) -> web.StreamResponse:
     msisdn = _msisdn(request)
     now = app[CLOCK]()
     f = _Fields(await _json_body(request), _PATCH_FIELDS)
-    plan = f.plan("plan", app[KNOWN_PLANS](), required=False)
+    plan = f.plan("plan", _known_plans(app), required=False)
     credit_limit = f.money("credit_limit", "non-negative") if f.has("credit_limit") else None
     state = f.choice("state", STATES, what="state")
     add_buckets = f.buckets("add_buckets", now=now)
@@ -570,6 +660,207 @@ async def list_events(request: web.Request) -> web.StreamResponse:
     page = events[:limit]
     nxt = page[-1].id if len(events) > limit else None
     return web.json_response({"events": [_event_json(e) for e in page], "next": nxt})
+
+
+# -- rating and tariffs -------------------------------------------------------------------------
+
+
+def rating_answer(
+    rater: TariffRater,
+    ctx: UsageContext,
+    units: int,
+    *,
+    used: int = 0,
+    money: int | None = None,
+) -> dict[str, object]:
+    """The answer of ``POST /v1/rate`` (also ``ocs rate --local --json``).
+
+    The breakdown (:meth:`tariffs.Rating.to_json`) of the session's first ``used + units``
+    units, with ``total`` their cumulative cost; ``total_used`` the cost of the first ``used``;
+    ``charge`` the difference (what the ``units`` after ``used`` cost); with ``money``,
+    ``affordable``: the most units after ``used`` that ``money`` pays for. RatingError when
+    the context cannot be rated.
+    """
+    rating = rater.rate(ctx, used + units)
+    before = rater.cost(ctx, used) if used else 0
+    out = rating.to_json()
+    out["total"] = format_money(rating.total)
+    out["used"] = used
+    out["total_used"] = format_money(before)
+    out["charge"] = format_money(rating.total - before)
+    if money is not None:
+        out["money"] = format_money(money)
+        out["affordable"] = rater.affordable(ctx, money, used)
+    return out
+
+
+async def rate(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/rate``: what some usage would cost, itemised; changes nothing."""
+    app = request.app
+    book = app[TARIFFS].rater.book  # one set of plans for the whole request
+    f = _Fields(await _json_body(request), _RATE_FIELDS)
+    plan = f.plan("plan", book.names(), required=True) or ""
+    service = f.required_text("service", max_len=MAX_SERVICE)
+    by_duration = f.has("duration") and not f.has("units")
+    if f.has("duration") and f.has("units"):
+        f.error("duration", "is another name for units (in seconds): give one of them")
+    unit_field = "duration" if by_duration else "units"
+    units = f.integer(unit_field, default=None, minimum=0, maximum=MAX_UNITS)
+    to = f.text("to", required=False, max_len=MAX_NUMBER)
+    at = f.instant("at", default=app[CLOCK]())
+    location = f.text("location", required=False, max_len=MAX_LOCATION)
+    used = f.integer("used", default=0, minimum=0, maximum=MAX_UNITS)
+    money = f.money("money", "non-negative") if f.has("money") else None
+    f.check()
+    # What the plan itself can tell, each attributed to its field.
+    try:
+        version = book.at(plan, at)
+    except UnknownPlan as exc:
+        raise InvalidInput([FieldError("at", str(exc))]) from None
+    svc = version.services.get(service)
+    if svc is None:
+        known = ", ".join(sorted(version.services))
+        f.error("service", f"is not a service of plan {plan} v{version.version} (known: {known})")
+    elif by_duration and svc.unit is not UnitKind.SECONDS:
+        f.error("duration", f"is for services counted in seconds; {service} counts "
+                f"{svc.unit.value}: give units")  # fmt: skip
+    elif svc.unit is UnitKind.SECONDS and used + units > MAX_RATED_SECONDS:
+        f.error(unit_field, f"plus used must not exceed {MAX_RATED_SECONDS} seconds")
+    if to is not None:
+        try:
+            version.numbering.normalise(to)
+        except RatingError as exc:
+            f.error("to", str(exc))
+    if location is not None and version.places.resolve(location) is None:
+        f.error("location", f"is not a home network of plan {plan} and no roaming zone covers it")
+    f.check()
+    ctx = UsageContext(plan, service, started_at=at, destination=to or "", location=location or "")
+    try:
+        # A rater of its own: what-if queries do not crowd the charging engine's cache out.
+        answer = rating_answer(TariffRater(book), ctx, units, used=used, money=money)
+    except RatingError as exc:  # e.g. no rate entry for this destination, place and band
+        raise InvalidInput([FieldError("body", str(exc))]) from None
+    return web.json_response(answer)
+
+
+def _percent(basis: int) -> str:
+    """Basis points of a percent as a decimal string: 1900 -> "19", 1250 -> "12.5"."""
+    whole, frac = divmod(basis, 100)
+    return f"{whole}.{frac:02d}".rstrip("0").rstrip(".")
+
+
+def _version_summary(v: PlanVersion, current: PlanVersion | None) -> dict[str, object]:
+    return {
+        "version": v.version,
+        "effective_from": iso_time(v.effective_from),
+        "in_force": v is current,
+        "description": v.description,
+        "currency": v.currency,
+        "services": sorted(v.services),
+        "source": v.source,
+    }
+
+
+def _version_detail(v: PlanVersion, current: PlanVersion | None) -> dict[str, object]:
+    out = _version_summary(v, current)
+    out.update(
+        {
+            "timezone": v.timezone,
+            "rounding": {"method": v.rounding.method, "decimals": v.rounding.decimals},
+            "tax": {"rate": _percent(v.tax.percent), "inclusive": v.tax.inclusive},
+            "services": {
+                name: {
+                    "unit": s.unit.value,
+                    "default_quota": s.default_quota,
+                    "direction": s.direction,
+                    "session_cap": None if s.session_cap is None else format_money(s.session_cap),
+                    "description": s.description,
+                }
+                for name, s in sorted(v.services.items())
+            },
+            "destinations": sorted(v.destination_names),
+            "free_destinations": sorted(v.free_destinations),
+            "bands": list(v.calendar.names),
+            "bundles": [
+                {
+                    "id": b.id,
+                    "service": b.service,
+                    "units": b.units,
+                    "valid_days": b.valid_days,
+                    "priority": b.priority,
+                }
+                for b in v.bundles
+            ],
+        }
+    )
+    return out
+
+
+def _in_force(book: PlanBook, name: str, now: int) -> PlanVersion | None:
+    try:
+        return book.at(name, now)
+    except UnknownPlan:
+        return None
+
+
+async def list_tariffs(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/tariffs``: every plan and its versions, oldest first."""
+    book = request.app[TARIFFS].rater.book
+    now = request.app[CLOCK]()
+    plans = []
+    for name in book.names():
+        current = _in_force(book, name, now)
+        versions = [_version_summary(v, current) for v in book.versions(name)]
+        plans.append({"name": name, "versions": versions})
+    return web.json_response({"plans": plans})
+
+
+async def get_tariff(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/tariffs/{name}``: the plan's versions in detail."""
+    name = request.match_info["name"]
+    book = request.app[TARIFFS].rater.book
+    versions = book.versions(name)
+    if not versions:
+        return problem(
+            HTTPStatus.NOT_FOUND, "Unknown plan", f"no plan named {name!r}", type_=TYPE_UNKNOWN_PLAN
+        )
+    current = _in_force(book, name, request.app[CLOCK]())
+    return web.json_response(
+        {"name": name, "versions": [_version_detail(v, current) for v in versions]}
+    )
+
+
+async def load_tariff(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/tariffs?source=NAME``: a TOML plan version; 201 when it is live everywhere,
+    422 listing every problem when it is not valid (then nothing changes)."""
+    if request.content_type not in PLAN_CONTENT_TYPES:
+        return problem(
+            HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
+            detail="send the plan file as TOML text with Content-Type application/toml "
+            f"(or text/plain), not {request.content_type}",
+        )
+    source = request.query.get("source", "request")
+    if not 1 <= len(source) <= MAX_SOURCE or not source.isprintable():
+        raise InvalidInput(
+            [FieldError("source", f"must be 1 to {MAX_SOURCE} printable characters")]
+        )
+    raw = await request.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return invalid_plan([f"{source}: not UTF-8 text (byte {exc.start})"])
+    try:
+        version = await request.app[TARIFFS].load(text, source)
+    except PlanFileError as exc:
+        return invalid_plan(exc.problems)
+    body = {
+        "name": version.name,
+        "version": version.version,
+        "effective_from": iso_time(version.effective_from),
+    }
+    return web.json_response(
+        body, status=HTTPStatus.CREATED, headers={"Location": f"/v1/tariffs/{version.name}"}
+    )
 
 
 async def healthz(request: web.Request) -> web.StreamResponse:
@@ -675,7 +966,7 @@ def create_app(
     store: Store,
     metrics: Metrics,
     *,
-    known_plans: Callable[[], Collection[str]],
+    tariffs: TariffRegistry,
     clock: Callable[[], int],
 ) -> web.Application:
     """The HTTP API over ``store``.
@@ -683,15 +974,16 @@ def create_app(
     Args:
         store: the balance store (its owner opens and closes its Redis client).
         metrics: where requests are counted; also served at ``/metrics``.
-        known_plans: the plan names a subscriber may be given now (asked on each request,
-            so reloaded tariffs apply at once).
-        clock: Unix milliseconds now, passed as ``now`` to every store call.
+        tariffs: the plans (its owner keeps them in step with Redis); the known plans are
+            asked of it on each request, so reloaded tariffs apply at once.
+        clock: Unix milliseconds now, passed as ``now`` to every store call and the default
+            time of a rating.
     """
-    app = web.Application(middlewares=[_errors_and_metrics])
+    app = web.Application(middlewares=[_errors_and_metrics], client_max_size=MAX_BODY)
     app[STORE] = store
     app[METRICS] = metrics
     app[CLOCK] = clock
-    app[KNOWN_PLANS] = known_plans
+    app[TARIFFS] = tariffs
     app.router.add_post("/v1/subscribers", create_subscriber)
     app.router.add_get("/v1/subscribers", list_subscribers)
     app.router.add_get("/v1/subscribers/{msisdn}", get_subscriber)
@@ -709,6 +1001,10 @@ def create_app(
         _credit_handler("refund", "positive", "note", note_required=False),
     )
     app.router.add_get("/v1/subscribers/{msisdn}/events", list_events)
+    app.router.add_post("/v1/rate", rate)
+    app.router.add_get("/v1/tariffs", list_tariffs)
+    app.router.add_post("/v1/tariffs", load_tariff)
+    app.router.add_get("/v1/tariffs/{name}", get_tariff)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", serve_metrics)

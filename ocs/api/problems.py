@@ -3,7 +3,8 @@
 Every error the API returns is a JSON object with ``type`` (a URI naming the kind of problem),
 ``title`` (the same for every occurrence of that kind), ``status`` (the HTTP status, repeated),
 ``detail`` (this occurrence, for a human) and, per RFC 9457 section 3.2, extension members:
-``field`` and ``errors`` for invalid input.
+``field`` and ``errors`` for invalid input; ``errors`` (one line per problem) for an invalid
+tariff plan.
 """
 
 from __future__ import annotations
@@ -20,13 +21,16 @@ __all__ = [
     "CONTENT_TYPE",
     "TYPE_BLANK",
     "TYPE_INVALID_INPUT",
+    "TYPE_INVALID_PLAN",
     "TYPE_MALFORMED_JSON",
     "TYPE_STORE_UNAVAILABLE",
     "TYPE_SUBSCRIBER_EXISTS",
+    "TYPE_UNKNOWN_PLAN",
     "TYPE_UNKNOWN_SUBSCRIBER",
     "FieldError",
     "InvalidInput",
     "invalid_input",
+    "invalid_plan",
     "problem",
 ]
 
@@ -39,6 +43,8 @@ TYPE_MALFORMED_JSON: Final = "urn:ocs:problem:malformed-json"
 TYPE_UNKNOWN_SUBSCRIBER: Final = "urn:ocs:problem:unknown-subscriber"
 TYPE_SUBSCRIBER_EXISTS: Final = "urn:ocs:problem:subscriber-exists"
 TYPE_STORE_UNAVAILABLE: Final = "urn:ocs:problem:store-unavailable"
+TYPE_UNKNOWN_PLAN: Final = "urn:ocs:problem:unknown-plan"
+TYPE_INVALID_PLAN: Final = "urn:ocs:problem:invalid-plan"
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,4 +108,21 @@ def invalid_input(errors: Sequence[FieldError]) -> web.Response:
         type_=TYPE_INVALID_INPUT,
         field=first.field,
         errors=[{"field": e.field, "detail": e.detail} for e in errors],
+    )
+
+
+def invalid_plan(problems: Sequence[str]) -> web.Response:
+    """422 for a tariff plan file that does not validate: ``errors`` lists every problem as the
+    plan loader wrote it (file, line where known, path of the value, what is wrong)."""
+    if not problems:
+        raise ValueError("invalid_plan() needs at least one problem")
+    detail = problems[0]
+    if len(problems) > 1:
+        detail += f" (and {len(problems) - 1} more)"
+    return problem(
+        HTTPStatus.UNPROCESSABLE_ENTITY,
+        "Invalid tariff plan",
+        detail,
+        type_=TYPE_INVALID_PLAN,
+        errors=list(problems),
     )
