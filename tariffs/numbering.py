@@ -13,14 +13,17 @@ class Numbering:
     """How a plan reads the numbers it is given (TS 23.003 / E.164 conventions).
 
     ``+4930...`` and ``004930...`` (the international prefix) are international; ``030...`` (the
-    national prefix) is national and gets the country code; a bare number is taken as
-    ``bare`` says: ``international`` (what Diameter and CDRs carry) or ``national``.
+    national prefix) is national and gets the country code; a bare number of at most
+    ``short_numbers`` digits is a national short number (112, 110, 11833) and gets the
+    country code; a longer bare number is taken as ``bare`` says: ``international`` (what
+    Diameter and CDRs carry) or ``national``.
     """
 
     country_code: str = ""
     national_prefix: str = "0"
     international_prefix: str = "00"
     bare: str = "international"
+    short_numbers: int = 5
 
     def normalise(self, number: str) -> str:
         """International digits (E.164 without '+'), or RatingError if it is not a number."""
@@ -31,7 +34,7 @@ class Numbering:
             digits = n[len(self.international_prefix) :]
         elif self.national_prefix and n.startswith(self.national_prefix):
             digits = self.country_code + n[len(self.national_prefix) :]
-        elif self.bare == "national":
+        elif self.bare == "national" or len(n) <= self.short_numbers:
             digits = self.country_code + n
         else:
             digits = n

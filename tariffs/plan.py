@@ -279,51 +279,71 @@ class _Problems:
             raise PlanFileError("\n".join(self.items), problems=tuple(self.items))
 
 
+def _section_end(lines: Sequence[str], start: int) -> int:
+    """The line after the last one of the table whose header is at ``start``."""
+    for k in range(start + 1, len(lines)):
+        if lines[k].lstrip().startswith("["):
+            return k
+    return len(lines)
+
+
 def _locate(lines: Sequence[str], path: str) -> int | None:
-    """Best-effort line of a path such as ``rates[2].price`` or ``services.voice.unit``."""
+    """Best-effort line (1-based) of a path such as ``rates[2].price``, ``services.voice.unit``
+    or ``rates[0].tiers[1].from``: the key's own line, else the line of the deepest table
+    header on the path (where a missing key would go)."""
     if not path:
         return None
     parts = re.findall(r"[^.\[\]]+|\[\d+\]", path)
-    start, table = 0, list[str]()
-    # Walk tables: [a.b] headers and [[a]] arrays (the n-th occurrence).
+    start, end = -1, _section_end(lines, -1)
+    names: list[str] = []
     i = 0
     while i < len(parts):
         name = parts[i]
         nxt = parts[i + 1] if i + 1 < len(parts) else None
+        dotted = ".".join([*names, name])
         if nxt is not None and nxt.startswith("["):
-            n = int(nxt[1:-1])
-            header = "[[" + ".".join([*table, name]) + "]]"
+            header = f"[[{dotted}]]"
             hits = [k for k, ln in enumerate(lines) if ln.strip().startswith(header)]
+            n = int(nxt[1:-1])
             if n < len(hits):
-                start = hits[n]
-                table = [*table, name]
+                start, names = hits[n], [*names, name]
+                end = _section_end(lines, start)
                 i += 2
                 continue
-            return None
-        header = "[" + ".".join([*table, name]) + "]"
-        hit = next((k for k, ln in enumerate(lines[start:], start) if ln.strip() == header), None)
-        if hit is not None:
-            start, table = hit, [*table, name]
+        elif any(ln.strip().startswith(f"[{dotted}]") for ln in lines):
+            start = next(k for k, ln in enumerate(lines) if ln.strip().startswith(f"[{dotted}]"))
+            end, names = _section_end(lines, start), [*names, name]
             i += 1
             continue
+        elif any(ln.strip().startswith(f"[{dotted}.") for ln in lines):
+            names = [*names, name]  # [a.b] headers exist but no [a]: keep walking
+            i += 1
+            continue
+        # A key (or an inline table/array) inside the current table.
         key = re.compile(rf"^\s*\"?{re.escape(name)}\"?\s*=")
-        hit = next((k for k, ln in enumerate(lines[start:], start) if key.match(ln)), None)
-        return None if hit is None else hit + 1
-    return start + 1
+        hit = next((k for k in range(start + 1, end) if key.match(lines[k])), None)
+        if hit is not None:
+            return hit + 1
+        break
+    return start + 1 if start >= 0 else None
 
 
 def _money(p: _Problems, path: str, value: object, *, allow_none: bool = False) -> int:
-    if value is None and allow_none:
+    if value is None:
+        if not allow_none:
+            p.add(path, 'is required (a decimal string such as "0.09")')
         return 0
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         p.add(path, 'must be a decimal string such as "0.09" (floats are not exact)')
         return 0
     try:
         d = Decimal(str(value))
+        if not d.is_finite():
+            raise InvalidOperation
+        micro = d * _MICRO
     except InvalidOperation:
         p.add(path, f"{value!r} is not a decimal number")
         return 0
-    micro = d * _MICRO
     if micro != micro.to_integral_value() or d < 0 or d > 10**9:
         p.add(path, f"{value!r} must be between 0 and 1000000000 with at most 6 decimals")
         return 0
@@ -353,6 +373,17 @@ def _int(
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         p.add(path, f"must be an integer >= {low}, got {value!r}")
         return max(low, 1)
+    return value
+
+
+def _bounded(
+    p: _Problems, path: str, value: object, low: int, high: int, default: int | None
+) -> int:
+    if value is None and default is not None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        p.add(path, f"must be an integer from {low} to {high}, got {value!r}")
+        return low
     return value
 
 
@@ -473,8 +504,13 @@ def parse_plan(text: str, source: str = "<plan>") -> PlanVersion:
 
     nb = _table(p, "numbering", data.get("numbering"))
     _check_keys(
-        p, "numbering", nb, {"country_code", "national_prefix", "international_prefix", "bare"}
-    )
+        p, "numbering", nb,
+        {"country_code", "national_prefix", "international_prefix", "bare", "short_numbers"},
+    )  # fmt: skip
+    short = nb.get("short_numbers", 5)
+    if isinstance(short, bool) or not isinstance(short, int) or not 0 <= short <= 8:
+        p.add("numbering.short_numbers", "must be an integer from 0 to 8")
+        short = 5
     for k in ("country_code", "national_prefix", "international_prefix"):
         v = nb.get(k)
         if v is not None and (not isinstance(v, str) or (v and not v.isdigit())):
@@ -486,6 +522,7 @@ def parse_plan(text: str, source: str = "<plan>") -> PlanVersion:
         national_prefix=str(nb.get("national_prefix", "0")),
         international_prefix=str(nb.get("international_prefix", "00")),
         bare=str(nb.get("bare", "international")),
+        short_numbers=short,
     )
 
     dests = _table(p, "destinations", data.get("destinations"))
@@ -756,9 +793,9 @@ def parse_plan(text: str, source: str = "<plan>") -> PlanVersion:
             Bundle(
                 bid,
                 str(b.get("service")),
-                _int(p, f"{path}.units", b.get("units")),
-                _int(p, f"{path}.valid_days", b.get("valid_days"), low=0, default=0),
-                _int(p, f"{path}.priority", b.get("priority"), low=0, default=0),
+                _bounded(p, f"{path}.units", b.get("units"), 1, 10**15, None),
+                _bounded(p, f"{path}.valid_days", b.get("valid_days"), 0, 3660, 0),
+                _bounded(p, f"{path}.priority", b.get("priority"), 0, 1_000_000, 0),
             )
         )
 

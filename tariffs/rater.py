@@ -223,6 +223,7 @@ class _Session:
         "band",
         "dest",
         "first",
+        "free",
         "free_dest",
         "horizon",
         "number",
@@ -259,6 +260,14 @@ class _Session:
         self.free_dest = self.dest is not None and self.dest in plan.free_destinations
         self.taxed = plan.tax.applies(svc.name, self.dest)
         self.time_based = svc.unit is UnitKind.SECONDS
+        # Free: it never costs anything, in any band a call may run into (barred-all lets
+        # free services through, so "free so far" is not enough).
+        bands = plan.calendar.names if self.time_based else (self.band,)
+        entries = [plan.rate_for(svc.name, self.dest, place, b) for b in bands]
+        self.free = self.free_dest or all(
+            e is not None and e.connect_fee == 0 and all(t.price == 0 for t in e.tiers)
+            for e in entries
+        )
         self.horizon = 0
         self.segs: list[tuple[int, int, str]] = []
 
@@ -312,8 +321,9 @@ class TariffRater:
     def service(self, ctx: UsageContext) -> ServiceSpec:
         s = self._session(ctx)
         svc = s.svc
-        free = self._price(s, svc.default_quota, None) == 0
-        return ServiceSpec(svc.name, svc.unit, svc.default_quota, outgoing=svc.outgoing, free=free)
+        return ServiceSpec(
+            svc.name, svc.unit, svc.default_quota, outgoing=svc.outgoing, free=s.free
+        )
 
     def cost(self, ctx: UsageContext, units: int) -> int:
         return self._price(self._session(ctx), units, None)
@@ -419,22 +429,22 @@ class TariffRater:
             if lines is not None:
                 lines.append(Line("tax", f"tax {_pct(tax.percent)} added",
                                   Fraction(tax_amount, q)))  # fmt: skip
+        rounded = round_to(gross, plan.rounding.step * q, plan.rounding.method)
+        if lines is not None and rounded != gross:
+            lines.append(Line("rounding", f"{plan.rounding.method} to "
+                              f"{plan.rounding.decimals} decimals",
+                              Fraction(rounded - gross, q)))  # fmt: skip
+        # The cap comes last, so that a session never costs more than it, whatever rounding.
         cap = s.svc.session_cap
-        if cap is not None and gross > cap * q:
+        if cap is not None and rounded > cap * q:
             if lines is not None:
                 lines.append(Line("cap", f"session cap {_decimal(cap)}",
-                                  Fraction(cap * q - gross, q)))  # fmt: skip
-            gross = cap * q
-        rounded = round_to(gross, plan.rounding.step * q, plan.rounding.method)
-        if lines is not None:
-            if rounded != gross:
-                lines.append(Line("rounding", f"{plan.rounding.method} to "
-                                  f"{plan.rounding.decimals} decimals",
-                                  Fraction(rounded - gross, q)))  # fmt: skip
-            if s.taxed and tax.inclusive:
-                included = Fraction(rounded * tax.percent, q * (PERCENT + tax.percent))
-                lines.append(Line("tax", f"of which tax {_pct(tax.percent)}", included,
-                                  counted=False))  # fmt: skip
+                                  Fraction(cap * q - rounded, q)))  # fmt: skip
+            rounded = cap * q
+        if lines is not None and s.taxed and tax.inclusive:
+            included = Fraction(rounded * tax.percent, q * (PERCENT + tax.percent))
+            lines.append(Line("tax", f"of which tax {_pct(tax.percent)}", included,
+                              counted=False))  # fmt: skip
         return rounded // q
 
     @staticmethod

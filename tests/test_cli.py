@@ -212,7 +212,7 @@ async def test_tariffs_load_list_and_rate_through_the_api(ocs: Running, tmp_path
     assert r.returncode == 1
     assert r.stdout == ""
     assert r.stderr.splitlines() == [
-        f"{bad}: services.sms.unit: must be one of seconds, octets, events",
+        f"{bad}:13: services.sms.unit: must be one of seconds, octets, events",
         f'{bad}:18: rates[0].price: must be a decimal string such as "0.09" (floats are not exact)',
     ]
     r = await asyncio.to_thread(run, "tariffs", "list")

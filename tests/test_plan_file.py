@@ -373,11 +373,6 @@ def test_every_shipped_plan_loads() -> None:
 # -- lines the loader could find but does not --------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: _locate() finds no line for paths under dotted table headers "
-    "([services.voice]): it looks for a [services] header or a 'services =' key only",
-)
 @pytest.mark.parametrize(
     ("old", "new", "path", "marker"),
     [
@@ -409,11 +404,6 @@ def test_line_of_service_problems(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: no line for a problem in an inline tier (rates[0].tiers[1].from); the "
-    "'tiers =' line holds it",
-)
 def test_line_of_tier_problem(tmp_path: Path) -> None:
     text = edit(
         '{ from = 600, price = "0.05", per = 60 }',
@@ -425,11 +415,6 @@ def test_line_of_tier_problem(tmp_path: Path) -> None:
     assert any(p.startswith(want) for p in err.problems), err.problems
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a missing key is located in the NEXT table: rates[1] has no price, the "
-    "problem is reported at the line of rates[2].price",
-)
 def test_missing_price_is_not_located_in_the_next_rate(tmp_path: Path) -> None:
     text = BASE + '\n[[rates]]\nservice = "sms"\ndestinations = ["world"]\nprice = "0.19"\n'
     text = text.replace('service = "sms"\nprice = "0.10"\n', 'service = "sms"\n')
@@ -441,11 +426,6 @@ def test_missing_price_is_not_located_in_the_next_rate(tmp_path: Path) -> None:
     assert not any(p.startswith(wrong) for p in mine), mine
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='BUG: price = "sNaN" raises decimal.InvalidOperation from _money() (d * _MICRO '
-    "is outside the try), not PlanFileError",
-)
 def test_signalling_nan_price_is_a_plan_error(tmp_path: Path) -> None:
     text = edit('price = "0.10"', 'price = "sNaN"')
     err = load_broken(tmp_path, text)

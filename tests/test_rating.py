@@ -988,12 +988,6 @@ def test_service_spec_free_flag() -> None:
     assert not RATER.service(world).outgoing
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: ServiceSpec.free is cost(default_quota) == 0, so a session that starts in a "
-    "free band (or whose first default_quota units round to 0) is called free although it "
-    "costs money later in the same session",
-)
 def test_service_free_only_when_it_never_costs() -> None:
     # t-dst nightfree: 0 in the night band (00-03 local), 10,000/s by day. A call at 02:59:00
     # local: the first 60 s (the default quota) are free, the 61st second costs 10,000.
@@ -1003,11 +997,6 @@ def test_service_free_only_when_it_never_costs() -> None:
     assert not RATER.service(ctx).free
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (shipped plan gov-payu): emergency = 49110/49112 only and bare numbers are "
-    "international, so 112 as dialled is rated as an international call (0.25/min + 19 %)",
-)
 @pytest.mark.parametrize("number", ["112", "110"])
 def test_gov_emergency_short_codes_are_free(number: str) -> None:
     ctx = UsageContext("gov-payu", "voice", started_at=ms(BER_MON), destination=number)

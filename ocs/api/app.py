@@ -46,7 +46,7 @@ from ocs.api.problems import (
     invalid_plan,
     problem,
 )
-from ocs.charging.tariffs import TariffRegistry
+from ocs.charging.tariffs import TariffRegistry, bundle_buckets
 from ocs.constants import MAX_UNITS, STATE_ACTIVE, STATES
 from ocs.money import MoneyFormatError, format_money, parse_money
 from ocs.store.errors import StoreError, StoreUnavailable
@@ -68,7 +68,6 @@ __all__ = [
     "STORE",
     "TARIFFS",
     "account_json",
-    "bundle_buckets",
     "create_app",
     "iso_time",
     "rating_answer",
@@ -94,7 +93,6 @@ _COUNT_RE: Final = re.compile(r"[0-9]{1,7}")
 _U64: Final = 2**64
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MS: Final = timedelta(milliseconds=1)
-_DAY_MS: Final = 86_400_000
 #: Rating times: from 1970 up to (not including) 2200.
 _LATEST: Final = (datetime(2200, 1, 1, tzinfo=UTC) - _EPOCH) // _MS
 
@@ -494,26 +492,6 @@ async def _account_response(store: Store, msisdn: str, status: int = 200) -> web
 def _known_plans(app: web.Application) -> list[str]:
     # Asked each time: the registry replaces the book when plans are (re)loaded.
     return app[TARIFFS].rater.book.names()
-
-
-def bundle_buckets(book: PlanBook, plan: str, now: int) -> list[UnitBucket]:
-    """The unit buckets the bundles of ``plan`` (its version in force at ``now``) grant: one
-    per bundle, its id the bundle's, expiring ``valid_days`` days from ``now`` (0: never).
-    None when the plan has no version in force then."""
-    try:
-        version = book.at(plan, now)
-    except UnknownPlan:
-        return []
-    return [
-        UnitBucket(
-            id=b.id,
-            service=b.service,
-            units=b.units,
-            priority=b.priority,
-            expires_at=now + b.valid_days * _DAY_MS if b.valid_days else 0,
-        )
-        for b in version.bundles
-    ]
 
 
 async def create_subscriber(request: web.Request) -> web.StreamResponse:

@@ -13,10 +13,32 @@ import logging
 from collections.abc import Sequence
 
 from ocs.store.errors import StoreUnavailable
-from ocs.store.store import Store
-from tariffs import PlanBook, PlanFileError, PlanVersion, TariffRater, parse_plan
+from ocs.store.store import Store, UnitBucket
+from tariffs import PlanBook, PlanFileError, PlanVersion, TariffRater, UnknownPlan, parse_plan
 
 log = logging.getLogger(__name__)
+
+_DAY_MS = 86_400_000
+
+
+def bundle_buckets(book: PlanBook, plan: str, now: int) -> list[UnitBucket]:
+    """The unit buckets the bundles of ``plan`` (its version in force at ``now``) grant: one
+    per bundle, its id the bundle's, expiring ``valid_days`` days from ``now`` (0: never).
+    None when the plan has no version in force then."""
+    try:
+        version = book.at(plan, now)
+    except UnknownPlan:
+        return []
+    return [
+        UnitBucket(
+            id=b.id,
+            service=b.service,
+            units=b.units,
+            priority=b.priority,
+            expires_at=now + b.valid_days * _DAY_MS if b.valid_days else 0,
+        )
+        for b in version.bundles
+    ]
 
 
 class TariffRegistry:

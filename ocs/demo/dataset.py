@@ -6,11 +6,10 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from ocs.charging.tariffs import bundle_buckets
 from ocs.constants import MICRO
-from ocs.store.store import Store, UnitBucket
+from ocs.store.store import Store
 from tariffs import PlanBook
-
-_DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,21 +36,6 @@ def demo_subscribers(count: int, seed: int = 7) -> Iterator[DemoSubscriber]:
             yield DemoSubscriber(
                 msisdn, "prepaid-basic", rng.randrange(100, 2000) * MICRO // 100, 0
             )
-
-
-def bundle_buckets(book: PlanBook, plan: str, now: int) -> tuple[UnitBucket, ...]:
-    """The unit buckets a plan's bundles grant (what a monthly renewal would grant)."""
-    version = book.at(plan, now)
-    return tuple(
-        UnitBucket(
-            b.id,
-            b.service,
-            b.units,
-            priority=b.priority,
-            expires_at=now + b.valid_days * _DAY_MS if b.valid_days else 0,
-        )
-        for b in version.bundles
-    )
 
 
 async def load_demo_data(
