@@ -13,7 +13,7 @@ trip, never money.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -144,14 +144,19 @@ class ChargingEngine:
 
     # -- reserve ------------------------------------------------------------------------------
 
-    async def reserve(self, req: ReserveRequest) -> ChargeResult:
-        """Open a session (or give it a new slice) and grant up to the requested units."""
+    @staticmethod
+    async def _guarded(work: Awaitable[ChargeResult]) -> ChargeResult:
+        """Store and rating failures become outcomes (every verb answers; none raises)."""
         try:
-            return await self._reserve(req)
+            return await work
         except StoreUnavailable as exc:
             return ChargeResult(Outcome.STORE_UNAVAILABLE, detail=str(exc))
         except RatingError as exc:
             return ChargeResult(Outcome.RATING_FAILED, detail=str(exc))
+
+    async def reserve(self, req: ReserveRequest) -> ChargeResult:
+        """Open a session (or give it a new slice) and grant up to the requested units."""
+        return await self._guarded(self._reserve(req))
 
     async def _reserve(self, req: ReserveRequest) -> ChargeResult:
         now = req.at if req.at is not None else self.clock()
@@ -321,37 +326,19 @@ class ChargingEngine:
 
     async def commit(self, req: CommitRequest, subscriber: str | None = None) -> ChargeResult:
         """Debit the units used and, unless ``next_units`` is 0, grant the next slice."""
-        try:
-            return await self._settle(
-                req.session_id,
-                req.request_key,
-                req.used,
-                req.at,
-                subscriber,
-                next_units=req.next_units,
-                end=False,
-            )
-        except StoreUnavailable as exc:
-            return ChargeResult(Outcome.STORE_UNAVAILABLE, detail=str(exc))
-        except RatingError as exc:
-            return ChargeResult(Outcome.RATING_FAILED, detail=str(exc))  # fmt: skip
+        work = self._settle(
+            req.session_id, req.request_key, req.used, req.at, subscriber,
+            next_units=req.next_units, end=False,
+        )  # fmt: skip
+        return await self._guarded(work)
 
     async def release(self, req: ReleaseRequest, subscriber: str | None = None) -> ChargeResult:
         """Debit the final usage and end the session."""
-        try:
-            return await self._settle(
-                req.session_id,
-                req.request_key,
-                req.used,
-                req.at,
-                subscriber,
-                next_units=0,
-                end=True,
-            )
-        except StoreUnavailable as exc:
-            return ChargeResult(Outcome.STORE_UNAVAILABLE, detail=str(exc))
-        except RatingError as exc:
-            return ChargeResult(Outcome.RATING_FAILED, detail=str(exc))  # fmt: skip
+        work = self._settle(
+            req.session_id, req.request_key, req.used, req.at, subscriber,
+            next_units=0, end=True,
+        )  # fmt: skip
+        return await self._guarded(work)
 
     async def _settle(
         self,
@@ -443,12 +430,7 @@ class ChargingEngine:
 
     async def debit(self, req: DebitRequest) -> ChargeResult:
         """Rate and debit a one-shot event, all of it or nothing (unless forced)."""
-        try:
-            return await self._debit(req)
-        except StoreUnavailable as exc:
-            return ChargeResult(Outcome.STORE_UNAVAILABLE, detail=str(exc))
-        except RatingError as exc:
-            return ChargeResult(Outcome.RATING_FAILED, detail=str(exc))
+        return await self._guarded(self._debit(req))
 
     async def _debit(self, req: DebitRequest) -> ChargeResult:
         now = req.at if req.at is not None else self.clock()

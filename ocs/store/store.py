@@ -8,7 +8,7 @@ loaded with the shared prelude ``lib.lua`` in front of it (see that file for con
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Final
@@ -200,21 +200,21 @@ class Store:
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    async def _call(self, name: str, keys: list[str], args: list[str | int | bytes]) -> Any:
+    @staticmethod
+    async def _redis(work: Awaitable[Any]) -> Any:
+        """Await a Redis call; driver errors leave the store wrapped (STYLE.md)."""
         try:
-            return await self._scripts[name](keys, args)
+            return await work
         except ReplyError as exc:
             raise _wrap_reply_error(exc) from exc
         except (RedisClientError, ConnectionLost, OSError, TimeoutError) as exc:
             raise StoreUnavailable(f"redis: {exc or type(exc).__name__}") from exc
 
+    async def _call(self, name: str, keys: list[str], args: list[str | int | bytes]) -> Any:
+        return await self._redis(self._scripts[name](keys, args))
+
     async def _cmd(self, *args: str | int | bytes) -> Any:
-        try:
-            return await self.client.execute(*args)
-        except ReplyError as exc:
-            raise _wrap_reply_error(exc) from exc
-        except (RedisClientError, ConnectionLost, OSError, TimeoutError) as exc:
-            raise StoreUnavailable(f"redis: {exc or type(exc).__name__}") from exc
+        return await self._redis(self.client.execute(*args))
 
     async def _answer(
         self, name: str, msisdn: str, request_key: str | None, args: list[str | int | bytes]
