@@ -91,14 +91,20 @@ class PlanBook:
 
 @dataclass(frozen=True, slots=True)
 class Line:
-    """One line of a breakdown. ``amount`` is exact, in micro-units (a Fraction when a rate's
-    per-unit price does not come out whole). ``counted`` lines add up to the total."""
+    """One line of a breakdown: ``num / den`` micro-units, exact (``amount`` as a Fraction,
+    made only when asked: reducing fractions is most of a breakdown's cost). ``counted``
+    lines add up to the total."""
 
     kind: str
     text: str
-    amount: Fraction
+    num: int
+    den: int = 1
     units: int = 0
     counted: bool = True
+
+    @property
+    def amount(self) -> Fraction:
+        return Fraction(self.num, self.den)
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,7 +398,7 @@ class TariffRater:
         if s.free_dest:
             if lines is not None:
                 lines.append(Line("usage", f"{billed} units to {s.dest}: free destination",
-                                  Fraction(0), billed))  # fmt: skip
+                                  0, 1, billed))  # fmt: skip
             return 0
         tax = plan.tax
         add_tax = s.taxed and not tax.inclusive
@@ -428,23 +434,22 @@ class TariffRater:
             gross += tax_amount
             if lines is not None:
                 lines.append(Line("tax", f"tax {_pct(tax.percent)} added",
-                                  Fraction(tax_amount, q)))  # fmt: skip
+                                  tax_amount, q))  # fmt: skip
         rounded = round_to(gross, plan.rounding.step * q, plan.rounding.method)
         if lines is not None and rounded != gross:
             lines.append(Line("rounding", f"{plan.rounding.method} to "
                               f"{plan.rounding.decimals} decimals",
-                              Fraction(rounded - gross, q)))  # fmt: skip
+                              rounded - gross, q))  # fmt: skip
         # The cap comes last, so that a session never costs more than it, whatever rounding.
         cap = s.svc.session_cap
         if cap is not None and rounded > cap * q:
             if lines is not None:
                 lines.append(Line("cap", f"session cap {_decimal(cap)}",
-                                  Fraction(cap * q - rounded, q)))  # fmt: skip
+                                  cap * q - rounded, q))  # fmt: skip
             rounded = cap * q
         if lines is not None and s.taxed and tax.inclusive:
-            included = Fraction(rounded * tax.percent, q * (PERCENT + tax.percent))
-            lines.append(Line("tax", f"of which tax {_pct(tax.percent)}", included,
-                              counted=False))  # fmt: skip
+            lines.append(Line("tax", f"of which tax {_pct(tax.percent)}", rounded * tax.percent,
+                              q * (PERCENT + tax.percent), counted=False))  # fmt: skip
         return rounded // q
 
     @staticmethod
@@ -463,11 +468,11 @@ class TariffRater:
         disc = plan.discount_for(s.svc.name, s.dest, s.place, band)
         off = amount * disc.percent // PERCENT if disc is not None else 0
         if lines is not None:
-            lines.append(Line(kind, text or kind, Fraction(amount, q), units))
+            lines.append(Line(kind, text or kind, amount, q, units))
             if off:
                 assert disc is not None
                 lines.append(Line("discount", f"{disc.name} -{_pct(disc.percent)}",
-                                  Fraction(-off, q)))  # fmt: skip
+                                  -off, q))  # fmt: skip
         return amount - off
 
 
