@@ -36,6 +36,7 @@ test-redis62: $(STAMP)
 	OCS_TEST_REDIS=6.2 $(PY) -m pytest -q tests/test_engine.py tests/test_service.py
 
 bench: $(STAMP)
+	$(PY) -m bench.rating
 	$(PY) -m bench.charging
 
 clean:

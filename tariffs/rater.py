@@ -369,6 +369,8 @@ class TariffRater:
 
         if money < 0 or cap <= 0:
             return 0
+        if limit is not None and fits(cap):
+            return cap  # the common case in quota sizing: the whole slice fits
         # Exponential search for a bound, then bisection: O(log n) prices.
         lo, hi = 0, 1
         while hi < cap and fits(hi):
