@@ -6,10 +6,10 @@
 -- Usage is debited in full even past the credit limit or while barred: it already happened.
 -- Status OK; OKQ when the usage was debited but the next slice needs a quote; OKD when the
 -- usage was debited and the next slice is denied (barred).
-local now, msisdn, rk, ttl = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
-local sid, used, cost, esv = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local n, cn, bq = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11])
-local hold_ms, flags = tonumber(ARGV[12]), ARGV[13]
+local now, msisdn, rk, ttl = ARGV[1] + 0, ARGV[2], ARGV[3], ARGV[4] + 0
+local sid, used, cost, esv = ARGV[5], ARGV[6] + 0, ARGV[7] + 0, ARGV[8] + 0
+local n, cn, bq = ARGV[9] + 0, ARGV[10] + 0, ARGV[11] + 0
+local hold_ms, flags = ARGV[12] + 0, ARGV[13]
 
 local prev = idem_get()
 if prev then
@@ -28,13 +28,13 @@ if esv ~= s.sv then
   return unchanged('STALE', a, s)
 end
 local ub = settle(a, s, used, cost)
-local status, granted, q = 'OK', 0, nil
+local status, granted, qb, qa = 'OK', 0, 0, 0
 if n > 0 then
   if denied(a, flags) then
     status = 'OKD'
   else
-    q = hold(a, s, s.svc, now, n, cn, bq)
-    if q then
+    qb, qa = hold(a, s, s.svc, now, n, cn, bq)
+    if qb then
       status = 'OKQ'
     else
       granted = n
@@ -42,13 +42,12 @@ if n > 0 then
   end
 end
 s.x = now + hold_ms
-put_session(sid, s)
+redis.call('HSET', K_SESS, sid, cmsgpack.pack(s))
 index_expiry(a, msisdn, s.x)
 save_account(a, now)
-emit('commit', msisdn, now, a, {'sid', sid, 'svc', s.svc, 'rk', rk, 'u', used, 'ub', ub,
-  'amt', -cost, 'g', granted, 'gb', s.gb, 'hm', s.hm})
-local extra = {granted = granted, charged = cost, ub = ub, final = has_flag(flags, 'F')}
-if q then
-  extra.qb, extra.qa = q[1], q[2]
-end
-return idem_put(answer(status, a, s, extra), ttl)
+-- (numbers as received where the event carries them unchanged: see lib.lua)
+emit('commit', msisdn, a, a.tv, 'sid', sid, 'svc', s.svc, 'rk', rk, 'u', ARGV[6], 'ub', fmt(ub),
+  'amt', cost > 0 and '-' .. ARGV[7] or fmt(-cost), 'g', granted == n and ARGV[9] or '0',
+  'gb', fmt(s.gb), 'hm', fmt(s.hm))
+local final = string.find(flags, 'F', 1, true) ~= nil
+return idem_put(answer(status, a, s, granted, cost, ub, qb, qa, final), ttl)

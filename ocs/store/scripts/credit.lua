@@ -2,8 +2,8 @@
 -- The answer's `charged` slot carries the amount applied.
 -- ARGV: now, msisdn, reference (the request key), idempotency ttl ms, kind (topup | refund |
 --       adjust), signed amount, note.
-local now, msisdn, rk, ttl = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
-local kind, amount, note = ARGV[5], tonumber(ARGV[6]), ARGV[7]
+local now, msisdn, rk, ttl = ARGV[1] + 0, ARGV[2], ARGV[3], ARGV[4] + 0
+local kind, amount, note = ARGV[5], ARGV[6] + 0, ARGV[7]
 
 local prev = idem_get()
 if prev then
@@ -20,5 +20,5 @@ end
 expire_due(a, msisdn, now)
 a.bal = a.bal + amount
 save_account(a, now)
-emit(kind, msisdn, now, a, {'rk', rk, 'amt', amount, 'note', note})
-return idem_put(answer('OK', a, nil, {charged = amount}), ttl)
+emit(kind, msisdn, a, a.tv, 'rk', rk, 'amt', ARGV[6], 'note', note) -- the amount as received
+return idem_put(answer('OK', a, nil, 0, amount), ttl)

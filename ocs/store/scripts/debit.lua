@@ -4,10 +4,24 @@
 -- ARGV: now, msisdn, request key, idempotency ttl ms, service, n units, cost of the units
 --       not covered by buckets, bucket units quoted (-1: script decides), flags, the plan the
 --       engine rated with (PLAN when it is not the account's).
-local now, msisdn, rk, ttl = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
-local svc, n, cn, bq, flags = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]),
-  ARGV[9]
-local force = has_flag(flags, 'X')
+local now, msisdn, rk, ttl = ARGV[1] + 0, ARGV[2], ARGV[3], ARGV[4] + 0
+local svc, n, cn, bq, flags = ARGV[5], ARGV[6] + 0, ARGV[7] + 0, ARGV[8] + 0, ARGV[9]
+local force = string.find(flags, 'X', 1, true) ~= nil
+
+-- Consume units of an event straight from buckets (no session), in consumption order.
+local function take_from_buckets(a, svc, now, n)
+  local left = n
+  local list = usable_buckets(a, svc, now)
+  for _, b in ipairs(list) do
+    if left == 0 then
+      break
+    end
+    local take = math.min(left, b.free)
+    b.n = b.n - take
+    left = left - take
+  end
+  a.dirty_buckets = true
+end
 
 local prev = idem_get()
 if prev then
@@ -24,30 +38,31 @@ end
 if not force and denied(a, flags) then
   return unchanged('DENIED', a)
 end
-local bav = available_units(usable_buckets(a, svc, now))
-local avail = available_money(a)
+local _, bav = usable_buckets(a, svc, now)
+local avail = a.bal - a.rsv + a.lim
 local b = bq
 if bq < 0 then
   b = math.min(n, bav)
   if b > 0 and b < n then
-    return unchanged('QUOTE', a, nil, {qb = b, qa = avail})
+    return unchanged('QUOTE', a, nil, 0, 0, 0, b, avail)
   end
 end
 if b > bav then
-  return unchanged('QUOTE', a, nil, {qb = math.min(n, bav), qa = avail})
+  return unchanged('QUOTE', a, nil, 0, 0, 0, math.min(n, bav), avail)
 end
 local cost = cn
 if b == n then
   cost = 0
 end
 if not force and cost > avail then
-  return unchanged('QUOTE', a, nil, {qb = b, qa = avail})
+  return unchanged('QUOTE', a, nil, 0, 0, 0, b, avail)
 end
 if b > 0 then
   take_from_buckets(a, svc, now, b)
 end
 a.bal = a.bal - cost
 save_account(a, now)
-emit('debit', msisdn, now, a, {'svc', svc, 'rk', rk, 'u', n, 'ub', b, 'amt', -cost,
-  'forced', force and '1' or '0'})
-return idem_put(answer('OK', a, nil, {charged = cost, ub = b}), ttl)
+-- (numbers as received where the event carries them unchanged: see lib.lua)
+emit('debit', msisdn, a, a.tv, 'svc', svc, 'rk', rk, 'u', ARGV[6], 'ub', fmt(b),
+  'amt', cost > 0 and '-' .. ARGV[7] or fmt(-cost), 'forced', force and '1' or '0')
+return idem_put(answer('OK', a, nil, 0, cost, b), ttl)

@@ -6,27 +6,41 @@
 --   KEYS[4] bucket expiry index (zset), KEYS[5] idempotency key (optional). All carry the
 --   subscriber's bucket hash tag, so the script touches one Redis Cluster slot.
 --   Money and units are integers. Lua numbers are doubles (exact to 2^53); the Python side
---   refuses anything above 10^15, and every number written back goes through fmt(), because
---   Redis turns a Lua number into a string with "%.14g" (1e+15) and would lose digits.
+--   refuses anything above 10^15, and every number written back goes through fmt(): Redis
+--   would turn a Lua number into text with "%.17g" (exact for these integers, but a slower
+--   sprintf than '%d'), and Lua's own tostring uses "%.14g" (1e+15: digits lost).
 --   The clock is ARGV (now, Unix ms), never TIME: replicas and AOF replay see the same value.
+--   ARGV[1] is `now` in every script, ARGV[4] the idempotency TTL in those that have one.
+--
+-- Cost (Redis CPU is the OCS's bottleneck; measured with callgrind, instructions per call):
+-- - Converting numbers is a large share of a script's work. string.format is a sprintf
+--   (~2k instructions), so numbers are formatted once and text already at hand is reused:
+--   `now` and the TTL as received (the Store sends Python ints, i.e. canonical decimal
+--   text), account numbers as read when they did not change.
+-- - Text becomes a number with `text + 0` (one strtod), not tonumber() (Lua 5.1's checks and
+--   then converts: two, ~2x the cost). The text is known numeric: ARGV numbers from the
+--   Store, fields the scripts wrote.
+-- - Every table costs an allocation plus garbage collection later, and every function here
+--   is a closure created again on each call (~1k instructions each with its upvalues): build
+--   few of both. A helper used by one script lives in that script.
 local K_ACCT, K_SESS, K_OUT, K_EXP, K_IDEM = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local NOW_TEXT = ARGV[1]
 
 local function fmt(n)
+  if n == 0 then
+    return '0' -- the commonest value, and never '-0'
+  end
   return string.format('%d', n)
-end
-
-local function num(v)
-  return tonumber(v) or 0
 end
 
 -- The fixed-shape answer every charging script returns (see ocs/store/store.py, ScriptAnswer).
 -- Numbers stay numbers: Redis turns them into integer replies (exact: they are integers below
 -- 2^53), which costs far less than formatting each one as a string here.
-local function answer(status, a, s, extra)
-  extra = extra or {}
-  local r = {status, extra.granted or 0, extra.charged or 0, extra.ub or 0,
-    0, 0, 0, 0, 0, 0, extra.qb or 0, extra.qa or 0, 0,
-    extra.final and 1 or 0, '', '', '', '', 0, '', ''}
+-- The request's figures are positional (nil: 0): granted, charged, units from buckets,
+-- quote (bucket units, money), final.
+local function answer(status, a, s, granted, charged, ub, qb, qa, final)
+  local r = {status, granted or 0, charged or 0, ub or 0, 0, 0, 0, 0, 0, 0, qb or 0, qa or 0, 0,
+    final and 1 or 0, '', '', '', '', 0, '', ''}
   if a then
     r[5], r[6], r[7], r[15], r[20] = a.bal, a.rsv, a.lim, a.st, a.plan or ''
   end
@@ -50,36 +64,66 @@ end
 
 local function idem_put(ans, ttl_ms)
   if K_IDEM and ttl_ms > 0 then
-    redis.call('SET', K_IDEM, cmsgpack.pack(ans), 'PX', fmt(ttl_ms))
+    redis.call('SET', K_IDEM, cmsgpack.pack(ans), 'PX', ARGV[4])
   end
   return ans
 end
 
+-- The account fields the scripts use, read with one HMGET: cheaper than HGETALL (fewer
+-- replies to turn into Lua strings) plus building a table from it. An account always has
+-- `st` and `ver` (upsert writes both), so both missing means there is no account.
 local function load_account()
-  local raw = redis.call('HGETALL', K_ACCT)
-  if #raw == 0 then
+  local r = redis.call('HMGET', K_ACCT, 'bal', 'rsv', 'lim', 'st', 'plan', 'ver', 'nexp', 'bk')
+  local tb, tr, tl, st, ver, tn, bk = r[1], r[2], r[3], r[4], r[6], r[7], r[8]
+  if not st and not ver then
     return nil
   end
-  local a = {}
-  for i = 1, #raw, 2 do
-    a[raw[i]] = raw[i + 1]
-  end
-  a.bal, a.rsv, a.lim = num(a.bal), num(a.rsv), num(a.lim)
-  a.ver, a.nexp = num(a.ver), num(a.nexp)
-  if a.bk and a.bk ~= '' then
-    a.buckets = cmsgpack.unpack(a.bk)
-  else
-    a.buckets = {}
-  end
-  a.dirty_buckets = false
-  return a
+  -- A missing field reads as false; its value is 0.
+  local bal, rsv, nexp = tb and tb + 0, tr and tr + 0, tn and tn + 0
+  -- Every field in one constructor, so the table is sized once (each field added later can
+  -- make Lua rebuild it). held_*: what the hash holds (false: missing), so save_account
+  -- writes only what changed; tb, tr, tn: the text of bal, rsv, nexp, for the values vb, vr,
+  -- vn (see account_text); tv: the text of the new version (save_account).
+  return {bal = bal or 0, rsv = rsv or 0, lim = tl and tl + 0 or 0, st = st or nil,
+    plan = r[5] or nil, ver = ver and ver + 0 or 0, nexp = nexp or 0,
+    buckets = (bk and bk ~= '') and cmsgpack.unpack(bk) or {}, dirty_buckets = false,
+    touched = false, held_bal = bal, held_rsv = rsv, held_nexp = nexp,
+    tb = tb, tr = tr, tn = tn, vb = bal, vr = rsv, vn = nexp, tv = false}
 end
 
--- Write back what scripts change. Buckets that are used up, or expired and not held, go.
+-- Bring the text of bal, rsv and nexp (a.tb, a.tr, a.tn) up to date: formatted once per new
+-- value, and shared by the account hash, the expiry index and the events.
+local function account_text(a)
+  if a.bal ~= a.vb then
+    a.vb, a.tb = a.bal, fmt(a.bal)
+  end
+  if a.rsv ~= a.vr then
+    a.vr, a.tr = a.rsv, fmt(a.rsv)
+  end
+  if a.nexp ~= a.vn then
+    a.vn, a.tn = a.nexp, fmt(a.nexp)
+  end
+end
+
+-- Write back what scripts change (fields whose value is unchanged are left as they are).
+-- Buckets that are used up, or expired and not held, go. a.tv is the new version's text.
 local function save_account(a, now)
   a.ver = a.ver + 1
-  local args = {'bal', fmt(a.bal), 'rsv', fmt(a.rsv), 'ver', fmt(a.ver), 'nexp', fmt(a.nexp),
-    'up', fmt(now)}
+  a.tv = fmt(a.ver)
+  account_text(a)
+  local args = {'ver', a.tv, 'up', NOW_TEXT}
+  if a.bal ~= a.held_bal then
+    args[#args + 1] = 'bal'
+    args[#args + 1] = a.tb
+  end
+  if a.rsv ~= a.held_rsv then
+    args[#args + 1] = 'rsv'
+    args[#args + 1] = a.tr
+  end
+  if a.nexp ~= a.held_nexp then
+    args[#args + 1] = 'nexp'
+    args[#args + 1] = a.tn
+  end
   if a.dirty_buckets then
     local keep = {}
     for _, b in ipairs(a.buckets) do
@@ -97,20 +141,13 @@ local function save_account(a, now)
 end
 
 -- One event in the bucket's outbox: the journal that CDRs, audit and consumers read.
--- `ver` is the account version after the script: events written before save_account() (lazy
--- expiries) pass a.ver + 1, the rest are written after it.
-local function emit(kind, msisdn, now, a, fields, ver)
-  local args = {'t', kind, 'sub', msisdn, 'ts', fmt(now), 'bal', fmt(a.bal), 'rsv', fmt(a.rsv),
-    'ver', fmt(ver or a.ver)}
-  for i = 1, #fields, 2 do
-    local v = fields[i + 1]
-    if type(v) == 'number' then
-      v = fmt(v)
-    end
-    args[#args + 1] = fields[i]
-    args[#args + 1] = v
-  end
-  redis.call('XADD', K_OUT, '*', unpack(args))
+-- `ver` is the text of the account version after the script: events written before
+-- save_account() (lazy expiries) pass fmt(a.ver + 1), the rest a.tv. The per-kind fields
+-- follow as name, text pairs (numbers already formatted: no table to build and walk).
+local function emit(kind, msisdn, a, ver, ...)
+  account_text(a)
+  redis.call('XADD', K_OUT, '*', 't', kind, 'sub', msisdn, 'ts', NOW_TEXT, 'bal', a.tb,
+    'rsv', a.tr, 'ver', ver, ...)
 end
 
 local function get_session(sid)
@@ -121,15 +158,12 @@ local function get_session(sid)
   return nil
 end
 
-local function put_session(sid, s)
-  redis.call('HSET', K_SESS, sid, cmsgpack.pack(s))
-end
-
 -- Keep the expiry index's score at (a lower bound of) the earliest session expiry.
 local function index_expiry(a, msisdn, x)
   if a.nexp == 0 or x < a.nexp then
     a.nexp = x
-    redis.call('ZADD', K_EXP, fmt(x), msisdn)
+    account_text(a)
+    redis.call('ZADD', K_EXP, a.tn, msisdn)
   end
 end
 
@@ -145,8 +179,10 @@ local function release_hold(a, s)
       end
     end
     a.dirty_buckets = true
+    s.hb = {}
   end
-  s.hb, s.gb, s.g = {}, 0, 0
+  -- (s.hb is empty when s.gb is 0: hold() fills it only with bucket units it holds)
+  s.gb, s.g = 0, 0
 end
 
 -- Release every session whose hold time has passed (lazily here, and from the sweeper).
@@ -155,7 +191,7 @@ local function expire_due(a, msisdn, now)
     return 0
   end
   local raw = redis.call('HGETALL', K_SESS)
-  local n, nexp = 0, 0
+  local n, nexp, ver = 0, 0, fmt(a.ver + 1)
   for i = 1, #raw, 2 do
     local s = cmsgpack.unpack(raw[i + 1])
     if s.x <= now then
@@ -163,51 +199,63 @@ local function expire_due(a, msisdn, now)
       release_hold(a, s)
       redis.call('HDEL', K_SESS, raw[i])
       n = n + 1
-      emit('expire', msisdn, now, a, {'sid', raw[i], 'svc', s.svc, 'rel', held, 'u', s.u,
-        'mc', s.mc}, a.ver + 1)
+      emit('expire', msisdn, a, ver, 'sid', raw[i], 'svc', s.svc, 'rel', fmt(held),
+        'u', fmt(s.u), 'mc', fmt(s.mc))
     elseif nexp == 0 or s.x < nexp then
       nexp = s.x
     end
   end
   a.nexp = nexp
   a.touched = n > 0
+  account_text(a)
   if n == 0 then
     -- Nothing expired (the index only held a lower bound): record the true next expiry.
-    redis.call('HSET', K_ACCT, 'nexp', fmt(nexp))
+    redis.call('HSET', K_ACCT, 'nexp', a.tn)
+    a.held_nexp = nexp
   end
   if nexp == 0 then
     redis.call('ZREM', K_EXP, msisdn)
   else
-    redis.call('ZADD', K_EXP, fmt(nexp), msisdn)
+    redis.call('ZADD', K_EXP, a.tn, msisdn)
   end
   return n
 end
 
 -- Barring and suspension. flags: 'o' outgoing service, 'f' free service.
 local function denied(a, flags)
-  if a.st == 'suspended' then
+  local st = a.st
+  if st == 'active' then
+    return false
+  end
+  if st == 'suspended' then
     return true
   end
-  local free = string.find(flags, 'f', 1, true) ~= nil
-  if a.st == 'barred-all' then
-    return not free
+  if st == 'barred-all' then
+    return string.find(flags, 'f', 1, true) == nil
   end
-  if a.st == 'barred-outgoing' then
+  if st == 'barred-outgoing' then
     return string.find(flags, 'o', 1, true) ~= nil
   end
   return false
 end
 
--- Buckets usable for a service now, in consumption order (priority, then earliest expiry).
--- `own` is the holding session's current bucket hold, which counts as free for it.
+-- Buckets usable for a service now, in consumption order (priority, then earliest expiry),
+-- and the units they have free. `own` is the holding session's current bucket hold, which
+-- counts as free for it.
 local function usable_buckets(a, svc, now, own)
-  local list = {}
-  own = own or {}
+  local list, units = {}, 0
+  if a.buckets[1] == nil then
+    return list, 0 -- most accounts have no buckets
+  end
   for _, b in ipairs(a.buckets) do
-    b.free = b.n - b.r + (own[b.id] or 0)
+    b.free = b.n - b.r + (own and own[b.id] or 0)
     if b.svc == svc and (b.x == 0 or b.x > now) and b.free > 0 then
       list[#list + 1] = b
+      units = units + b.free
     end
+  end
+  if list[2] == nil then
+    return list, units -- nothing to order
   end
   table.sort(list, function(p, q)
     if p.p ~= q.p then
@@ -219,39 +267,26 @@ local function usable_buckets(a, svc, now, own)
     end
     return p.id < q.id
   end)
-  return list
-end
-
-local function available_units(list)
-  local n = 0
-  for _, b in ipairs(list) do
-    n = n + b.free
-  end
-  return n
-end
-
-local function available_money(a)
-  return a.bal - a.rsv + a.lim
+  return list, units
 end
 
 -- Hold a grant of n units for session s: bq from buckets (-1: the script decides, which it can
 -- only do when buckets cover all or none of it), the rest as money costing cn.
 -- What the session already holds counts as available (a new slice replaces the old one);
 -- nothing changes unless the whole grant fits.
--- Returns nil when held, or the quote the engine needs: (bucket units, money) available.
+-- Returns nothing when held, or the quote the engine needs: bucket units, money available.
 local function hold(a, s, svc, now, n, cn, bq)
-  local list = usable_buckets(a, svc, now, s.hb)
-  local bav = available_units(list)
-  local avail = available_money(a) + s.hm
+  local list, bav = usable_buckets(a, svc, now, s.hb)
+  local avail = a.bal - a.rsv + a.lim + s.hm -- money available, with what s holds
   local b = bq
   if bq < 0 then
     b = math.min(n, bav)
     if b > 0 and b < n then
-      return {b, avail}
+      return b, avail
     end
   end
   if b > bav or (b < n and cn > avail) then
-    return {math.min(n, bav), avail}
+    return math.min(n, bav), avail
   end
   if b == n then
     cn = 0
@@ -272,7 +307,6 @@ local function hold(a, s, svc, now, n, cn, bq)
   end
   s.gb, s.g, s.hm = b, n, cn
   a.rsv = a.rsv + cn
-  return nil
 end
 
 -- Debit `used` units of session s: held bucket units first, then money costing `cost`
@@ -300,29 +334,11 @@ local function settle(a, s, used, cost)
   return ub
 end
 
--- Consume units of an event straight from buckets (no session), in consumption order.
-local function take_from_buckets(a, svc, now, n)
-  local left = n
-  for _, b in ipairs(usable_buckets(a, svc, now)) do
-    if left == 0 then
-      break
-    end
-    local take = math.min(left, b.free)
-    b.n = b.n - take
-    left = left - take
-  end
-  a.dirty_buckets = true
-end
-
 -- A refusal or a quote changes nothing the request asked for; lazy expiries it did on the way
 -- are kept (their sessions and events are already written).
-local function unchanged(status, a, s, extra)
+local function unchanged(status, a, s, granted, charged, ub, qb, qa)
   if a and a.touched then
-    save_account(a, tonumber(ARGV[1]))
+    save_account(a, ARGV[1] + 0)
   end
-  return answer(status, a, s, extra)
-end
-
-local function has_flag(flags, f)
-  return string.find(flags, f, 1, true) ~= nil
+  return answer(status, a, s, granted, charged, ub, qb, qa)
 end

@@ -5,9 +5,9 @@
 --       -1: unknown), hold ms (validity + grace), flags (o outgoing, f free, F final),
 --       destination, location, the plan the engine rated with (new sessions: must be the
 --       account's plan, else PLAN tells the engine which it is).
-local now, msisdn, rk, ttl = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
-local sid, svc, n, cn = ARGV[5], ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
-local bq, esv, hold_ms, flags = tonumber(ARGV[9]), tonumber(ARGV[10]), tonumber(ARGV[11]), ARGV[12]
+local now, msisdn, rk, ttl = ARGV[1] + 0, ARGV[2], ARGV[3], ARGV[4] + 0
+local sid, svc, n, cn = ARGV[5], ARGV[6], ARGV[7] + 0, ARGV[8] + 0
+local bq, esv, hold_ms, flags = ARGV[9] + 0, ARGV[10] + 0, ARGV[11] + 0, ARGV[12]
 
 local prev = idem_get()
 if prev then
@@ -34,15 +34,17 @@ end
 if denied(a, flags) then
   return unchanged('DENIED', a, s)
 end
-local q = hold(a, s, s.svc, now, n, cn, bq)
-if q then
-  return unchanged('QUOTE', a, s, {qb = q[1], qa = q[2]})
+local qb, qa = hold(a, s, s.svc, now, n, cn, bq)
+if qb then
+  return unchanged('QUOTE', a, s, 0, 0, 0, qb, qa)
 end
 s.sv = s.sv + 1
 s.x = now + hold_ms
-put_session(sid, s)
+redis.call('HSET', K_SESS, sid, cmsgpack.pack(s))
 index_expiry(a, msisdn, s.x)
 save_account(a, now)
-emit('reserve', msisdn, now, a, {'sid', sid, 'svc', s.svc, 'rk', rk, 'g', n, 'gb', s.gb,
-  'hm', s.hm})
-return idem_put(answer('OK', a, s, {granted = n, final = has_flag(flags, 'F')}), ttl)
+-- (the grant is n, written as received: see lib.lua)
+emit('reserve', msisdn, a, a.tv, 'sid', sid, 'svc', s.svc, 'rk', rk, 'g', ARGV[7],
+  'gb', fmt(s.gb), 'hm', fmt(s.hm))
+local final = string.find(flags, 'F', 1, true) ~= nil
+return idem_put(answer('OK', a, s, n, 0, 0, 0, 0, final), ttl)

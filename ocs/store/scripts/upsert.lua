@@ -3,7 +3,7 @@
 --       credit limit, state, opening balance (create), buckets to add (msgpack list of
 --       {id, svc, n, p, x}; a known id gets the units added and takes the new p and x).
 --       An empty plan, limit or state means "keep".
-local now, msisdn, rk, ttl = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
+local now, msisdn, rk, ttl = ARGV[1] + 0, ARGV[2], ARGV[3], ARGV[4] + 0
 local mode, plan, lim, st, bal, bk = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 
 local prev = idem_get()
@@ -33,9 +33,10 @@ if plan ~= '' then
 end
 if lim ~= '' then
   a.lim = tonumber(lim)
-  redis.call('HSET', K_ACCT, 'lim', fmt(a.lim))
+  local text = fmt(a.lim)
+  redis.call('HSET', K_ACCT, 'lim', text)
   changes[#changes + 1] = 'lim'
-  changes[#changes + 1] = a.lim
+  changes[#changes + 1] = text
 end
 if st ~= '' then
   a.st = st
@@ -64,5 +65,5 @@ if bk ~= '' then
   a.dirty_buckets = true
 end
 save_account(a, now)
-emit(mode, msisdn, now, a, changes)
+emit(mode, msisdn, a, a.tv, unpack(changes))
 return idem_put(answer('OK', a), ttl)
