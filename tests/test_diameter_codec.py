@@ -811,3 +811,11 @@ def test_build_avps_accepts_avps_and_pairs() -> None:
     built = build_avps([avp("CC-Time", 1), ("CC-Time", 2)])
     assert [a.value for a in built] == [1, 2]
     assert BY_NAME["CC-Time"].code == 420
+
+
+def test_a_malformed_proxy_info_is_not_echoed() -> None:
+    # Found by test_fuzz_mutated_ccr: a byte turned Service-Context-Id into a Proxy-Info whose
+    # "members" are the text 32251@3gpp.org; copying it into the answer made the answer bad.
+    data = bytearray(_SAMPLE)
+    data[115] = 28
+    _exercise(bytes(data))

@@ -616,6 +616,13 @@ def _failed_header(buf: bytes, pos: int, end: int, kind: AvpType | None) -> byte
     return head + bytes(_FIXED_SIZE[kind] if kind is not None else 0)
 
 
+def _well_formed(a: Avp) -> bool:
+    """True when a grouped AVP's members decode without a problem."""
+    problems: list[Problem] = []
+    _scan(a.data, 0, len(a.data), 1, problems, [])
+    return not problems
+
+
 def _length_problem(buf: bytes, pos: int, end: int, detail: str, kind: AvpType | None) -> Problem:
     return Problem(DIAMETER_INVALID_AVP_LENGTH, detail, _failed_header(buf, pos, end, kind))
 
@@ -990,7 +997,9 @@ def make_answer(
         if found is not None and _usable(found):
             avps.append(found)
     avps.extend(build_avps(items))
-    avps.extend(a for a in request.avps if a.code == 284 and a.vendor == 0)  # Proxy-Info
+    # Proxy-Info (RFC 6733 §6.2), but only well-formed ones: echoing a malformed group would
+    # make our answer malformed too.
+    avps.extend(a for a in request.avps if a.code == 284 and a.vendor == 0 and _well_formed(a))
     return Message(
         request.command_code,
         avps,
