@@ -29,6 +29,12 @@ from ocs.constants import (
     IDEMPOTENCY_TTL_SESSION,
     NATIVE_PORT,
 )
+from protocols.diameter.constants import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    MAX_MESSAGE_LENGTH_FIELD,
+    MIN_MAX_MESSAGE_SIZE,
+    MIN_WATCHDOG_INTERVAL,
+)
 
 
 class ConfigError(ValueError):
@@ -46,6 +52,21 @@ class Settings:
     native_port: int = NATIVE_PORT
     http_port: int = HTTP_PORT
     diameter_port: int = DIAMETER_PORT
+    #: Our Diameter identity (Origin-Host, Origin-Realm in every message we send).
+    diameter_host: str = "ocs.localdomain"
+    diameter_realm: str = "localdomain"
+    #: RFC 3539 Tw in seconds (at least 6).
+    diameter_watchdog: float = 30.0
+    #: Largest Diameter message accepted, in bytes.
+    diameter_max_message: int = DEFAULT_MAX_MESSAGE_SIZE
+    #: Comma-separated Origin-Hosts allowed to connect; empty: any.
+    diameter_peers: str = ""
+    #: Answer requests for another Destination-Realm (or Destination-Host) with 3003 (3002).
+    diameter_realm_check: bool = False
+    #: Credit-Control-Failure-Handling sent to gateways: TERMINATE, CONTINUE or
+    #: RETRY_AND_TERMINATE, optionally followed by per-service overrides
+    #: ("RETRY_AND_TERMINATE,data=CONTINUE").
+    diameter_failure_handling: str = "RETRY_AND_TERMINATE"
     #: Seconds a grant is valid, and seconds past it before an unreported grant is released.
     validity: int = DEFAULT_VALIDITY
     grace: int = EXPIRY_GRACE
@@ -62,14 +83,83 @@ class Settings:
     def charging(self) -> ChargingConfig:
         return ChargingConfig(validity=self.validity, grace=self.grace)
 
+    @property
+    def diameter_allowed_peers(self) -> frozenset[str] | None:
+        """Origin-Hosts allowed to connect, or None for any."""
+        peers = frozenset(p.strip() for p in self.diameter_peers.split(",") if p.strip())
+        return peers or None
+
+    @property
+    def diameter_failure_handling_parsed(self) -> tuple[str, dict[str, str]]:
+        """(default, per-service overrides) of ``diameter_failure_handling``."""
+        return _failure_handling(self.diameter_failure_handling, "diameter_failure_handling")
+
 
 _INT = {"native_port", "http_port", "diameter_port", "validity", "grace", "session_ttl",
         "reference_ttl"}  # fmt: skip
 _PORTS = {"native_port", "http_port", "diameter_port"}
 
 
+#: Credit-Control-Failure-Handling values (RFC 4006 §8.14).
+FAILURE_HANDLING = ("TERMINATE", "CONTINUE", "RETRY_AND_TERMINATE")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+def _failure_handling(value: str, where: str) -> tuple[str, dict[str, str]]:
+    default = "RETRY_AND_TERMINATE"
+    overrides: dict[str, str] = {}
+    for i, part in enumerate(p.strip() for p in value.split(",")):
+        service, sep, handling = part.rpartition("=")
+        handling = handling.strip().upper()
+        if handling not in FAILURE_HANDLING:
+            raise ConfigError(
+                f"{where}: {part!r}: must be one of {', '.join(FAILURE_HANDLING)}"
+                " (optionally service=VALUE after the default)"
+            )
+        if sep:
+            if not service.strip():
+                raise ConfigError(f"{where}: {part!r}: missing service name")
+            overrides[service.strip()] = handling
+        elif i == 0:
+            default = handling
+        else:
+            raise ConfigError(f"{where}: only the first value may omit the service name")
+    return default, overrides
+
+
 def _coerce(name: str, value: object, source: str) -> object:
     where = source
+    if name == "diameter_max_message":
+        v = _coerce("validity", value, source)
+        assert isinstance(v, int)
+        if not MIN_MAX_MESSAGE_SIZE <= v <= MAX_MESSAGE_LENGTH_FIELD:
+            raise ConfigError(
+                f"{where}: must be {MIN_MAX_MESSAGE_SIZE}..{MAX_MESSAGE_LENGTH_FIELD}, got {v}"
+            )
+        return v
+    if name == "diameter_watchdog":
+        try:
+            w = float(str(value))
+        except ValueError:
+            raise ConfigError(f"{where}: must be a number of seconds, got {value!r}") from None
+        if w < MIN_WATCHDOG_INTERVAL:
+            raise ConfigError(f"{where}: must be at least {MIN_WATCHDOG_INTERVAL} s (RFC 3539)")
+        return w
+    if name == "diameter_realm_check":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in _TRUE or text in _FALSE:
+            return text in _TRUE
+        raise ConfigError(f"{where}: must be on or off, got {value!r}")
+    if name == "diameter_failure_handling":
+        _failure_handling(str(value), where)
+        return str(value)
+    if name in ("diameter_host", "diameter_realm") and (
+        not isinstance(value, str) or not value.strip() or " " in value.strip()
+    ):
+        raise ConfigError(f"{where}: must be a DiameterIdentity (a host name), got {value!r}")
     if name in _INT:
         if isinstance(value, str):
             if not value.strip().lstrip("-").isdigit():

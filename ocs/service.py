@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
+import socket
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
 
+from ocs.agents.diameter import CCA_COPY, DiameterAgent, GyConfig
 from ocs.agents.native import NativeAgent
 from ocs.api.app import create_app
 from ocs.api.metrics import Metrics
@@ -25,6 +29,9 @@ from ocs.config import Settings
 from ocs.redis_server import EmbeddedRedis
 from ocs.store.redis_client import PipelinedRedis
 from ocs.store.store import Store
+from protocols.diameter import LocalIdentity
+from protocols.diameter.constants import CreditControlFailureHandling
+from protocols.diameter.server import DiameterServer
 from protocols.native import NativeServer
 from tariffs import PlanBook, PlanVersion, TariffRater, load_plans
 
@@ -65,6 +72,60 @@ class Running:
     metrics: Metrics
     native: NativeServer
     http_port: int
+    diameter: DiameterServer
+
+    @property
+    def diameter_port(self) -> int:
+        return self.diameter.port
+
+
+def host_addresses(bind: str) -> tuple[str, ...]:
+    """Host-IP-Address for CER/CEA: the bound address, or this host's when bound to all."""
+    try:
+        address = ipaddress.ip_address(bind)
+    except ValueError:
+        address = None
+    if address is not None and not address.is_unspecified:
+        return (str(address),)
+    try:
+        return (socket.gethostbyname(socket.gethostname()),)
+    except OSError:
+        return ("127.0.0.1",)
+
+
+def diameter_server(settings: Settings, agent: DiameterAgent) -> DiameterServer:
+    """The Diameter listener as configured (OCS_DIAMETER_*)."""
+    identity = LocalIdentity(
+        settings.diameter_host,
+        settings.diameter_realm,
+        host_addresses(settings.bind),
+        product_name="ocs",
+        # RFC 6733 §8.16: a value that grows with every restart.
+        origin_state_id=int(time.time()) & 0xFFFFFFFF,
+    )
+    return DiameterServer(
+        identity,
+        agent,
+        settings.bind,
+        settings.diameter_port,
+        max_message=settings.diameter_max_message,
+        watchdog_interval=settings.diameter_watchdog,
+        allowed_peers=settings.diameter_allowed_peers,
+        realm_check=settings.diameter_realm_check,
+        answer_copy=CCA_COPY,
+        # Several OCS processes may share the port (DESIGN.md, Scale).
+        reuse_port=True,
+    )
+
+
+def gy_config(settings: Settings) -> GyConfig:
+    default, overrides = settings.diameter_failure_handling_parsed
+    return GyConfig(
+        settings.diameter_host,
+        settings.diameter_realm,
+        CreditControlFailureHandling[default],
+        {k: CreditControlFailureHandling[v] for k, v in overrides.items()},
+    )
 
 
 @contextlib.asynccontextmanager
@@ -101,11 +162,18 @@ async def run_ocs(
         native = NativeServer(NativeAgent(engine, metrics), settings.bind, settings.native_port)
         await native.start()
         stack.push_async_callback(native.close)
+        # A lambda, not rater.book.at: the registry replaces the book when plans change.
+        book_at = lambda plan, t: rater.book.at(plan, t)  # noqa: E731, PLW0108
+        agent = DiameterAgent(engine, book_at, gy_config(settings), metrics)
+        diameter = diameter_server(settings, agent)
+        await diameter.start()
+        stack.push_async_callback(diameter.close)
         log.info(
-            "OCS serving: native %s:%d, http %s:%d, redis %s",
-            settings.bind, native.port, settings.bind, http_port, url,
+            "OCS serving: native %s:%d, diameter %s:%d, http %s:%d, redis %s",
+            settings.bind, native.port, settings.bind, diameter.port, settings.bind, http_port,
+            url,
         )  # fmt: skip
-        yield Running(settings, url, store, engine, tariffs, metrics, native, http_port)
+        yield Running(settings, url, store, engine, tariffs, metrics, native, http_port, diameter)
 
 
 def _bound_port(runner: web.AppRunner, wanted: int) -> int:

@@ -480,7 +480,52 @@ class ChargingEngine:
             Outcome.CREDIT_LIMIT_REACHED, detail="too much contention on this account; try again"
         )
 
+    # -- refund -------------------------------------------------------------------------------
+
+    async def refund(self, req: DebitRequest) -> ChargeResult:
+        """Rate ``req.units`` of ``req.service`` as a debit would and credit that amount back
+        (an event refund, Diameter REFUND_ACCOUNT), idempotent by ``req.request_key``.
+        ``charged`` in the result is the amount credited (a replay's is the first one's)."""
+        return await self._guarded(self._refund(req))
+
+    async def _refund(self, req: DebitRequest) -> ChargeResult:
+        now = req.at if req.at is not None else self.clock()
+        plan = await self.plan_of(req.subscriber)
+        if plan is None:
+            return ChargeResult(Outcome.USER_UNKNOWN)
+        ctx = UsageContext(
+            plan=plan,
+            service=req.service,
+            subscriber=req.subscriber,
+            started_at=now,
+            destination=req.info.destination,
+            location=req.info.location,
+        )
+        amount = self.rater.cost(ctx, req.units)
+        ans = await self.store.credit(
+            req.subscriber, kind="refund", amount=amount, reference=req.request_key,
+            note=f"refund {req.units} {req.service}", now=now,
+        )  # fmt: skip
+        if ans.status == "NOSUB":
+            self._plans.pop(req.subscriber, None)
+            return ChargeResult(Outcome.USER_UNKNOWN)
+        if ans.status != "OK":
+            return ChargeResult(Outcome.INVALID_REQUEST, balance=ans.balance, detail=ans.status)
+        return self._result(Outcome.SUCCESS, ans)
+
     # -- balance ------------------------------------------------------------------------------
+
+    async def plan_of(self, subscriber: str) -> str | None:
+        """The subscriber's plan (from the cache, else the store), or None if unknown.
+        StoreUnavailable when the store cannot say."""
+        plan = self._plans.get(subscriber)
+        if plan:
+            return plan
+        acct = await self.store.get_account(subscriber)
+        if acct is None:
+            return None
+        self._remember_plan(subscriber, acct.plan)
+        return acct.plan
 
     async def balance(self, subscriber: str) -> BalanceResult:
         try:

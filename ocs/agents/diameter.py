@@ -1,0 +1,791 @@
+"""The Diameter Gy/Ro agent: Credit-Control-Requests in, charging engine verbs, answers out.
+
+RFC 4006 (RFC 8506) credit control as 3GPP TS 32.299 uses it on Gy/Ro. The transport
+(:mod:`protocols.diameter.server`) has already checked the request (required AVPs, unknown
+M-bit AVPs...); this module decides what it means for the subscriber's balance.
+
+How a CCR maps onto the engine:
+
+* The subscriber is the first Subscription-Id of type END_USER_E164, else END_USER_IMSI.
+* Every Multiple-Services-Credit-Control (MSCC) is a quota of its own: one engine session per
+  (Session-Id, Rating-Group) -- ``"<Session-Id>#rg<N>"``, or ``#si<N>`` when only a
+  Service-Identifier names it -- whose idempotency key is ``"<engine session>/<CC-Request-
+  Number>"``. A repeated CCR (same Session-Id and number, T flag or not, here or at another
+  OCS process) therefore gets the stored answer of every quota and is never charged twice.
+  A CCR without MSCC uses the top-level Requested-/Used-Service-Unit as one quota,
+  ``"<Session-Id>#ctx"``, of the service its Service-Context-Id names.
+* INITIAL reserves; UPDATE commits the Used-Service-Unit and reserves the
+  Requested-Service-Unit in one step (a quota not seen before is reserved); TERMINATION
+  releases each reported quota with its final usage, and every other quota of the session
+  still open; EVENT with Requested-Action DIRECT_DEBITING debits, REFUND_ACCOUNT credits the
+  rated units back, CHECK_BALANCE answers Check-Balance-Result and PRICE_ENQUIRY
+  Cost-Information.
+* The service is the one of the subscriber's plan whose network ids hold the Rating-Group
+  (with the Service-Context-Id if a service lists it), else the Service-Identifier, else the
+  Service-Context-Id (``PlanVersion.service_for``); none: 5031 for that quota.
+* Called-Party-Address (IMS-Information) or the SMS recipient (SMS-Information) is the
+  destination; 3GPP-SGSN-MCC-MNC (PS-Information) the location.
+
+Result codes: the Result-Code of each MSCC says how its quota went; the command-level one is
+2001 when any quota succeeded (or none was asked for), otherwise the code of the first quota.
+4011 (DIAMETER_CREDIT_CONTROL_NOT_APPLICABLE) answers a quota whose usage the plan rates free
+in every band (a free destination such as an emergency or toll-free number, or a free
+service): RFC 4006 §9.1 defines it for "the service can be granted ... but no further credit
+control is needed (e.g., service is free of charge)", so nothing is reserved and the gateway
+sends no more reports for it. 5012 (store unavailable) carries Credit-Control-Failure-Handling
+as configured (RFC 4006 §5.7), as does every successful CCA-INITIAL, so that the gateway
+knows what to do if the OCS becomes unreachable later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from ocs.api.metrics import Metrics
+from ocs.charging.engine import ChargingEngine, wall_clock_ms
+from ocs.charging.types import (
+    ChargeResult,
+    CommitRequest,
+    DebitRequest,
+    Outcome,
+    ReleaseRequest,
+    ReserveRequest,
+    SessionInfo,
+)
+from ocs.store.errors import StoreUnavailable
+from protocols.diameter import (
+    Avp,
+    Item,
+    Message,
+    Problem,
+    RemotePeer,
+    avp,
+    error_answer,
+    make_answer,
+)
+from protocols.diameter import constants as c
+from protocols.diameter.constants import (
+    CcRequestType,
+    CheckBalanceResult,
+    CreditControlFailureHandling,
+    FinalUnitAction,
+    MultipleServicesIndicator,
+    RequestedAction,
+    SubscriptionIdType,
+)
+from protocols.diameter.dictionary import BY_NAME
+from tariffs import PlanVersion, RatingError
+from tariffs.interface import UnitKind, UsageContext
+
+__all__ = ["CCA_COPY", "PROTOCOL", "DiameterAgent", "GyConfig", "engine_session_id"]
+
+log = logging.getLogger(__name__)
+
+PROTOCOL: Final = "diameter"
+#: AVPs every CCA copies from its CCR, error answers included (RFC 4006 §3.2).
+CCA_COPY: Final = ("Auth-Application-Id", "CC-Request-Type", "CC-Request-Number")
+
+_VERBS: Final = {
+    CcRequestType.INITIAL_REQUEST: "CCR-I",
+    CcRequestType.UPDATE_REQUEST: "CCR-U",
+    CcRequestType.TERMINATION_REQUEST: "CCR-T",
+    CcRequestType.EVENT_REQUEST: "CCR-E",
+}
+
+_RESULT_CODES: Final = {
+    Outcome.SUCCESS: c.DIAMETER_SUCCESS,
+    Outcome.CREDIT_LIMIT_REACHED: c.DIAMETER_CREDIT_LIMIT_REACHED,
+    Outcome.USER_UNKNOWN: c.DIAMETER_USER_UNKNOWN,
+    Outcome.SERVICE_DENIED: c.DIAMETER_END_USER_SERVICE_DENIED,
+    Outcome.RATING_FAILED: c.DIAMETER_RATING_FAILED,
+    Outcome.UNKNOWN_SESSION: c.DIAMETER_UNKNOWN_SESSION_ID,
+    Outcome.INVALID_REQUEST: c.DIAMETER_INVALID_AVP_VALUE,
+    Outcome.STORE_UNAVAILABLE: c.DIAMETER_UNABLE_TO_COMPLY,
+}
+
+#: The Granted-/Requested-/Used-Service-Unit member that counts each kind of unit.
+_UNIT_AVP: Final = {
+    UnitKind.SECONDS: "CC-Time",
+    UnitKind.OCTETS: "CC-Total-Octets",
+    UnitKind.EVENTS: "CC-Service-Specific-Units",
+}
+_UNIT_AVPS: Final = ("CC-Time", "CC-Total-Octets", "CC-Service-Specific-Units")
+
+#: ISO 4217 numeric codes for Currency-Code (RFC 4006 §8.11), for the currencies plans use.
+CURRENCY_CODES: Final = {
+    "EUR": 978, "USD": 840, "GBP": 826, "CHF": 756, "SEK": 752, "NOK": 578, "DKK": 208,
+    "PLN": 985, "CZK": 203, "HUF": 348, "RON": 946, "BGN": 975, "TRY": 949, "JPY": 392,
+    "CNY": 156, "INR": 356, "AUD": 36, "CAD": 124, "ZAR": 710, "NGN": 566, "KES": 404,
+    "GHS": 936, "EGP": 818, "MAD": 504, "AED": 784, "SAR": 682, "BRL": 986, "MXN": 484,
+    "IDR": 360, "PHP": 608, "PKR": 586, "BDT": 50, "XOF": 952, "XAF": 950,
+}  # fmt: skip
+
+#: Gateways' open sessions remembered per process (beyond it the cache starts afresh; the
+#: store still knows every session).
+_SESSION_CACHE: Final = 200_000
+
+
+def engine_session_id(
+    session_id: str, rating_group: int | None, service_identifier: int | None
+) -> str:
+    """The engine session of one quota of a Diameter session."""
+    if rating_group is not None:
+        return f"{session_id}#rg{rating_group}"
+    if service_identifier is not None:
+        return f"{session_id}#si{service_identifier}"
+    return f"{session_id}#ctx"
+
+
+@dataclass(frozen=True, slots=True)
+class GyConfig:
+    """What the agent says about itself and its failure handling."""
+
+    origin_host: str
+    origin_realm: str
+    #: Credit-Control-Failure-Handling sent with 5012 and with every successful CCA-I.
+    failure_handling: CreditControlFailureHandling = (
+        CreditControlFailureHandling.RETRY_AND_TERMINATE
+    )
+    #: Per service (by name) overrides of ``failure_handling``.
+    failure_handling_by_service: Mapping[str, CreditControlFailureHandling] = field(
+        default_factory=dict
+    )
+
+
+@dataclass(slots=True)
+class _Quota:
+    """One MSCC (or the top level of a CCR without MSCC) and what became of it."""
+
+    key: str
+    rating_group: int | None
+    service_identifier: int | None
+    #: A Requested-Service-Unit was present (empty: the server decides).
+    requested: bool
+    requested_units: int | None
+    used: int
+    has_used: bool
+    #: The unit AVP the gateway used (CC-Time...), None when it named none.
+    unit_avp: str | None
+    service: str | None = None
+    # -- the answer
+    result_code: int = c.DIAMETER_SUCCESS
+    granted: int = 0
+    final: bool = False
+    validity: int = 0
+    #: The AVP the grant is counted in (CC-Time...).
+    grant_avp: str = "CC-Time"
+    #: Released because the CCR-T did not report it: not answered.
+    hidden: bool = False
+
+
+@dataclass(slots=True)
+class _GySession:
+    """What this process knows of a gateway's open session."""
+
+    subscriber: str
+    plan: str
+    peer: str
+    #: Engine session id -> service, for the quotas open now.
+    quotas: dict[str, str]
+
+
+class _Answer(Exception):
+    """Stop handling a CCR: answer with this Result-Code (and Failed-AVP bytes)."""
+
+    def __init__(self, result_code: int, detail: str = "", failed_avp: bytes | None = None) -> None:
+        super().__init__(detail)
+        self.problem = Problem(result_code, detail, failed_avp)
+
+
+def _subscriber(request: Message) -> str | None:
+    found: dict[int, str] = {}
+    for sub in request.find_all("Subscription-Id"):
+        kind = sub.get_int("Subscription-Id-Type")
+        data = sub.get_str("Subscription-Id-Data")
+        if kind is not None and data and kind not in found:
+            found[kind] = data
+    return found.get(SubscriptionIdType.END_USER_E164) or found.get(
+        SubscriptionIdType.END_USER_IMSI
+    )
+
+
+def _number(address: str) -> str:
+    """'tel:+4930123;phone-context=x', 'sip:+4930123@ims.example;user=phone' -> '+4930123'."""
+    a = address.strip()
+    for scheme in ("tel:", "sip:", "sips:"):
+        if a.lower().startswith(scheme):
+            a = a[len(scheme) :]
+            break
+    return a.split("@", 1)[0].split(";", 1)[0]
+
+
+def _session_info(request: Message) -> SessionInfo:
+    si = request.find("Service-Information")
+    if si is None:
+        return SessionInfo()
+    destination = si.get_str("IMS-Information", "Called-Party-Address") or ""
+    if not destination:
+        sms = si.find("SMS-Information")
+        if sms is not None:
+            destination = (
+                sms.get_str("Recipient-Info", "Recipient-Address", "Address-Data")
+                or sms.get_str("Recipient-Address", "Address-Data")
+                or ""
+            )
+    location = si.get_str("PS-Information", "3GPP-SGSN-MCC-MNC") or ""
+    return SessionInfo(_number(destination) if destination else "", location)
+
+
+def _units(unit: Avp | None) -> tuple[int | None, str | None]:
+    """The amount and AVP name of the first unit type a *-Service-Unit holds."""
+    if unit is None:
+        return None, None
+    for name in _UNIT_AVPS:
+        v = unit.get_int(name)
+        if v is not None:
+            return v, name
+    octets = [unit.get_int(n) for n in ("CC-Input-Octets", "CC-Output-Octets")]
+    if any(v is not None for v in octets):
+        return sum(v or 0 for v in octets), "CC-Total-Octets"
+    return None, None
+
+
+def _quota(session_id: str, where: Message | Avp, top_level: bool) -> _Quota:
+    rg = None if top_level else where.get_int("Rating-Group")
+    si = None if top_level else where.get_int("Service-Identifier")
+    rsu = where.find("Requested-Service-Unit")
+    requested_units, unit_avp = _units(rsu)
+    used, has_used = 0, False
+    for usu in where.find_all("Used-Service-Unit"):
+        n, name = _units(usu)
+        if n is not None:
+            used += n
+            has_used = True
+            unit_avp = unit_avp or name
+    return _Quota(
+        engine_session_id(session_id, rg, si),
+        rg,
+        si,
+        rsu is not None,
+        requested_units or None,
+        used,
+        has_used,
+        unit_avp,
+    )
+
+
+def _failed(name: str, value: Item | None = None) -> bytes:
+    """An example AVP for Failed-AVP (RFC 6733 §7.5)."""
+    definition = BY_NAME[name]
+    if value is None:
+        return Avp(definition.code, definition.flags, definition.vendor, bytes(4),
+                   definition).to_bytes()  # fmt: skip
+    return avp(*value).to_bytes() if isinstance(value, tuple) else value.to_bytes()
+
+
+def _unit_value(micro: int) -> list[Item]:
+    """Unit-Value (RFC 4006 §8.8) of an amount of micro-units, trailing zeros folded."""
+    digits, exponent = micro, -6
+    while digits and digits % 10 == 0 and exponent < 0:
+        digits //= 10
+        exponent += 1
+    return [("Value-Digits", digits), ("Exponent", exponent)]
+
+
+class DiameterAgent:
+    """The handler the Diameter server calls for each application request."""
+
+    def __init__(
+        self,
+        engine: ChargingEngine,
+        plans: Callable[[str, int], PlanVersion],
+        config: GyConfig,
+        metrics: Metrics | None = None,
+        clock: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        self.engine = engine
+        self.plans = plans
+        self.config = config
+        self.metrics = metrics
+        self.clock = clock
+        self._sessions: dict[str, _GySession] = {}
+        self._services: dict[tuple[str, int, int | None, int | None, str], str | None] = {}
+
+    # -- entry ----------------------------------------------------------------------------------
+
+    async def __call__(self, request: Message, peer: RemotePeer) -> Message:
+        if request.command_code != c.CMD_CREDIT_CONTROL:
+            return self._error(
+                request,
+                Problem(c.DIAMETER_COMMAND_UNSUPPORTED, f"{request.name} is not supported"),
+            )
+        t0 = time.perf_counter()
+        kind = request.get_int("CC-Request-Type", default=0)
+        try:
+            answer = await self._ccr(request, CcRequestType(kind), peer)
+        except _Answer as exc:
+            answer = self._error(request, exc.problem)
+        except StoreUnavailable as exc:
+            answer = self._error(request, Problem(c.DIAMETER_UNABLE_TO_COMPLY, str(exc)),
+                                 failure=True)  # fmt: skip
+        if self.metrics is not None:
+            code = answer.result_code or 0
+            self.metrics.observe(PROTOCOL, _VERBS[CcRequestType(kind)], str(code),
+                                 time.perf_counter() - t0)  # fmt: skip
+            if code == c.DIAMETER_UNABLE_TO_COMPLY:
+                self.metrics.redis_error()
+        return answer
+
+    def _error(self, request: Message, problem: Problem, *, failure: bool = False) -> Message:
+        items: list[Item] = []
+        if failure or problem.result_code == c.DIAMETER_UNABLE_TO_COMPLY:
+            items.append(("Credit-Control-Failure-Handling", self.config.failure_handling))
+        return error_answer(
+            request,
+            problem,
+            origin_host=self.config.origin_host,
+            origin_realm=self.config.origin_realm,
+            copy=CCA_COPY,
+            items=items,
+        )
+
+    # -- CCR --------------------------------------------------------------------------------
+
+    async def _ccr(self, request: Message, kind: CcRequestType, peer: RemotePeer) -> Message:
+        sid = request.session_id
+        assert sid is not None  # validated by the server (5005 otherwise)
+        number = request.get_int("CC-Request-Number", default=0)
+        msccs = request.find_all("Multiple-Services-Credit-Control")
+        quotas = [_quota(sid, m, False) for m in msccs]
+        if not msccs and not self._multiple_services(request, kind):
+            quotas = [_quota(sid, request, True)]
+        subscriber = _subscriber(request)
+        items: list[Item] = []
+        if kind is CcRequestType.INITIAL_REQUEST:
+            await self._initial(request, sid, number, subscriber, quotas, peer)
+            items.append(("Credit-Control-Failure-Handling", self._failure_handling(quotas)))
+        elif kind is CcRequestType.UPDATE_REQUEST:
+            await self._update(request, sid, number, subscriber, quotas, peer)
+        elif kind is CcRequestType.TERMINATION_REQUEST:
+            await self._termination(sid, number, subscriber, quotas)
+        else:
+            items += await self._event(request, sid, number, subscriber, quotas)
+        return self._cca(request, quotas, top_level=not msccs, items=items)
+
+    @staticmethod
+    def _multiple_services(request: Message, kind: CcRequestType) -> bool:
+        # RFC 4006 §5.1.2: a client that supports MSCC may open the session without one and
+        # ask for quotas later; only the top-level units of a CCR-I or CCR-E need a service.
+        msi = request.get_int("Multiple-Services-Indicator")
+        return msi == MultipleServicesIndicator.MULTIPLE_SERVICES_SUPPORTED and not (
+            request.find("Requested-Service-Unit") or request.find("Used-Service-Unit")
+        )
+
+    def _failure_handling(self, quotas: Sequence[_Quota]) -> CreditControlFailureHandling:
+        by_service = self.config.failure_handling_by_service
+        for q in quotas:
+            if q.service is not None and q.service in by_service:
+                return by_service[q.service]
+        return self.config.failure_handling
+
+    # -- services -------------------------------------------------------------------------------
+
+    async def _plan(self, subscriber: str | None) -> str:
+        if subscriber is None:
+            raise _Answer(
+                c.DIAMETER_MISSING_AVP,
+                "no Subscription-Id of type END_USER_E164 or END_USER_IMSI",
+                _failed(
+                    "Subscription-Id",
+                    ("Subscription-Id", [("Subscription-Id-Type", 0),
+                                         ("Subscription-Id-Data", "")]),
+                ),
+            )  # fmt: skip
+        plan = await self.engine.plan_of(subscriber)
+        if plan is None:
+            raise _Answer(c.DIAMETER_USER_UNKNOWN, f"unknown subscriber {subscriber}")
+        return plan
+
+    def _service(self, plan: str, now: int, q: _Quota, context: str) -> str | None:
+        try:
+            version = self.plans(plan, now)
+        except RatingError:
+            return None
+        key = (version.name, version.version, q.rating_group, q.service_identifier, context)
+        if key in self._services:
+            return self._services[key]
+        found: str | None = None
+        if q.rating_group is not None:
+            found = version.service_for(
+                rating_group=q.rating_group, service_context=context
+            ) or version.service_for(rating_group=q.rating_group)
+        if found is None and q.service_identifier is not None:
+            found = version.service_for(service_identifier=q.service_identifier)
+        if found is None and q.rating_group is None and q.service_identifier is None:
+            found = version.service_for(service_context=context)
+        if len(self._services) > 10_000:
+            self._services.clear()
+        self._services[key] = found
+        return found
+
+    def _free(self, plan: str, subscriber: str, q: _Quota, info: SessionInfo, now: int) -> bool:
+        assert q.service is not None
+        ctx = UsageContext(plan=plan, service=q.service, subscriber=subscriber, started_at=now,
+                           destination=info.destination, location=info.location)  # fmt: skip
+        return self.engine.rater.service(ctx).free
+
+    def _unit_avp(self, q: _Quota, plan: str | None, now: int) -> str:
+        """The AVP a grant is counted in: the service's unit, else what the gateway used."""
+        if q.service is not None and plan is not None:
+            try:
+                unit = self.plans(plan, now).services[q.service].unit
+            except (RatingError, KeyError):
+                pass
+            else:
+                return _UNIT_AVP[unit]
+        return q.unit_avp or ("CC-Total-Octets" if q.rating_group is not None else "CC-Time")
+
+    def _requested(self, q: _Quota, plan: str | None, now: int) -> int | None:
+        """Units asked for in the service's unit (None: the server decides)."""
+        if q.requested_units is None or q.unit_avp != self._unit_avp(q, plan, now):
+            return None
+        return q.requested_units
+
+    # -- sessions -------------------------------------------------------------------------------
+
+    def _remember(self, sid: str, session: _GySession) -> None:
+        if sid not in self._sessions and len(self._sessions) >= _SESSION_CACHE:
+            self._sessions.clear()
+        self._sessions[sid] = session
+
+    async def _recover(self, sid: str, subscriber: str | None) -> _GySession | None:
+        """A session this process has not seen (failover): its open quotas from the store."""
+        if subscriber is None:
+            return None
+        acct = await self.engine.store.get_account(subscriber)
+        if acct is None:
+            return None
+        prefix = f"{sid}#"
+        quotas = {s.session_id: s.service for s in acct.sessions
+                  if s.session_id.startswith(prefix)}  # fmt: skip
+        if not quotas:
+            return None
+        return _GySession(subscriber, acct.plan, "", quotas)
+
+    # -- the request types ----------------------------------------------------------------------
+
+    async def _initial(
+        self,
+        request: Message,
+        sid: str,
+        number: int,
+        subscriber: str | None,
+        quotas: list[_Quota],
+        peer: RemotePeer,
+    ) -> None:
+        plan = await self._plan(subscriber)
+        assert subscriber is not None
+        now = self.clock()
+        info = _session_info(request)
+        context = request.get_str("Service-Context-Id", default="")
+        session = self._sessions.get(sid) or _GySession(subscriber, plan, peer.origin_host, {})
+        self._remember(sid, session)
+        await self._each(
+            [self._reserve(q, sid, number, subscriber, plan, context, info, now, session)
+             for q in quotas]
+        )  # fmt: skip
+
+    async def _reserve(
+        self,
+        q: _Quota,
+        sid: str,
+        number: int,
+        subscriber: str,
+        plan: str,
+        context: str,
+        info: SessionInfo,
+        now: int,
+        session: _GySession,
+    ) -> None:
+        q.service = self._service(plan, now, q, context)
+        if q.service is None:
+            q.result_code = c.DIAMETER_RATING_FAILED
+            return
+        try:
+            free = self._free(plan, subscriber, q, info, now)
+        except RatingError:
+            q.result_code = c.DIAMETER_RATING_FAILED
+            return
+        if free:
+            q.result_code = c.DIAMETER_CREDIT_CONTROL_NOT_APPLICABLE
+            return
+        q.grant_avp = self._unit_avp(q, plan, now)
+        r = await self.engine.reserve(
+            ReserveRequest(q.key, subscriber, q.service, f"{q.key}/{number}",
+                           units=self._requested(q, plan, now), info=info)
+        )  # fmt: skip
+        self._settled(q, r)
+        if r.ok:
+            session.quotas[q.key] = q.service
+
+    async def _update(
+        self,
+        request: Message,
+        sid: str,
+        number: int,
+        subscriber: str | None,
+        quotas: list[_Quota],
+        peer: RemotePeer,
+    ) -> None:
+        session = self._sessions.get(sid)
+        if subscriber is None and session is not None:
+            subscriber = session.subscriber
+        now = self.clock()
+        plan = session.plan if session is not None else None
+        if plan is None and subscriber is not None:
+            plan = await self.engine.plan_of(subscriber)
+        known = session.quotas if session is not None else {}
+        jobs = []
+        for q in quotas:
+            q.service = known.get(q.key)
+            if q.has_used or q.key in known:
+                jobs.append(self._commit(q, number, subscriber, plan, now))
+                continue
+            # A quota not seen before: the session must exist (here, or in the store after a
+            # failover) for it to be opened by an UPDATE.
+            if session is None:
+                session = await self._recover(sid, subscriber)
+                if session is not None:
+                    session.peer = peer.origin_host
+                    self._remember(sid, session)
+            if session is None or subscriber is None or plan is None:
+                jobs.append(self._commit(q, number, subscriber, plan, now))
+                continue
+            context = request.get_str("Service-Context-Id", default="")
+            jobs.append(self._reserve(q, sid, number, subscriber, plan, context,
+                                      _session_info(request), now, session))  # fmt: skip
+        await self._each(jobs)
+        if (
+            session is None
+            and subscriber is not None
+            and plan is not None
+            and any(q.result_code == c.DIAMETER_SUCCESS for q in quotas)
+        ):
+            session = _GySession(subscriber, plan, peer.origin_host, {})
+            self._remember(sid, session)
+        if session is not None:
+            for q in quotas:
+                if q.result_code == c.DIAMETER_UNKNOWN_SESSION_ID:
+                    session.quotas.pop(q.key, None)
+                elif q.result_code == c.DIAMETER_SUCCESS and q.key not in session.quotas:
+                    session.quotas[q.key] = q.service or ""
+
+    async def _commit(
+        self, q: _Quota, number: int, subscriber: str | None, plan: str | None, now: int
+    ) -> None:
+        q.grant_avp = self._unit_avp(q, plan, now)
+        if not q.requested:
+            next_units: int | None = 0
+        else:
+            next_units = self._requested(q, plan, now)
+        r = await self.engine.commit(
+            CommitRequest(q.key, f"{q.key}/{number}", used=q.used, next_units=next_units),
+            subscriber=subscriber,
+        )
+        self._settled(q, r)
+
+    async def _termination(
+        self, sid: str, number: int, subscriber: str | None, quotas: list[_Quota]
+    ) -> None:
+        session = self._sessions.pop(sid, None)
+        if session is None:
+            session = await self._recover(sid, subscriber)
+        if subscriber is None and session is not None:
+            subscriber = session.subscriber
+        reported = {q.key for q in quotas}
+        # Quotas the gateway did not report are released with no usage (RFC 4006 §5.2.2: the
+        # CCR-T ends every quota of the session).
+        others = [] if session is None else [k for k in session.quotas if k not in reported]
+        if not quotas and not others:
+            raise _Answer(c.DIAMETER_UNKNOWN_SESSION_ID, f"no open session {sid!r}")
+        for key in others:
+            quotas.append(_Quota(key, None, None, False, None, 0, False, None, hidden=True))
+        await self._each([self._release(q, number, subscriber) for q in quotas])
+
+    async def _release(self, q: _Quota, number: int, subscriber: str | None) -> None:
+        r = await self.engine.release(
+            ReleaseRequest(q.key, f"{q.key}/{number}", used=q.used), subscriber=subscriber
+        )
+        self._settled(q, r)
+
+    async def _event(
+        self,
+        request: Message,
+        sid: str,
+        number: int,
+        subscriber: str | None,
+        quotas: list[_Quota],
+    ) -> list[Item]:
+        plan = await self._plan(subscriber)
+        assert subscriber is not None
+        now = self.clock()
+        info = _session_info(request)
+        context = request.get_str("Service-Context-Id", default="")
+        action = request.get_int("Requested-Action", default=RequestedAction.DIRECT_DEBITING)
+        for q in quotas:
+            q.service = self._service(plan, now, q, context)
+            if q.service is None:
+                q.result_code = c.DIAMETER_RATING_FAILED
+        rateable = [q for q in quotas if q.service is not None]
+        if action in (RequestedAction.DIRECT_DEBITING, RequestedAction.REFUND_ACCOUNT):
+            refund = action == RequestedAction.REFUND_ACCOUNT
+            await self._each(
+                [self._debit(q, number, subscriber, plan, info, now, refund) for q in rateable]
+            )
+            if refund:
+                total = sum(q.granted for q in rateable if q.result_code == c.DIAMETER_SUCCESS)
+                for q in rateable:
+                    q.granted = 0
+                return self._cost_information(plan, now, total)
+            return []
+        # CHECK_BALANCE and PRICE_ENQUIRY: nothing changes, no quota is answered.
+        cost = 0
+        for q in rateable:
+            units = self._requested(q, plan, now) or q.used or 1
+            ctx = UsageContext(plan=plan, service=q.service or "", subscriber=subscriber,
+                               started_at=now, destination=info.destination,
+                               location=info.location)  # fmt: skip
+            try:
+                cost += self.engine.rater.cost(ctx, units)
+            except RatingError as exc:
+                raise _Answer(c.DIAMETER_RATING_FAILED, str(exc)) from exc
+        if rateable != quotas:
+            raise _Answer(c.DIAMETER_RATING_FAILED, "no service for the request")
+        quotas.clear()
+        if action == RequestedAction.PRICE_ENQUIRY:
+            return self._cost_information(plan, now, cost)
+        balance = await self.engine.balance(subscriber)
+        if balance.outcome is not Outcome.SUCCESS:
+            raise _Answer(_RESULT_CODES[balance.outcome], balance.detail)
+        enough = balance.state not in ("barred-all", "suspended") and (
+            balance.available + balance.credit_limit >= cost
+        )
+        result = CheckBalanceResult.ENOUGH_CREDIT if enough else CheckBalanceResult.NO_CREDIT
+        return [("Check-Balance-Result", result)]
+
+    def _cost_information(self, plan: str, now: int, micro: int) -> list[Item]:
+        try:
+            currency = self.plans(plan, now).currency
+        except RatingError:
+            currency = ""
+        items: list[Item] = [("Unit-Value", _unit_value(micro))]
+        code = CURRENCY_CODES.get(currency.upper())
+        items.append(("Currency-Code", code if code is not None else 0))
+        return [("Cost-Information", items)]
+
+    async def _debit(
+        self,
+        q: _Quota,
+        number: int,
+        subscriber: str,
+        plan: str,
+        info: SessionInfo,
+        now: int,
+        refund: bool,
+    ) -> None:
+        assert q.service is not None
+        q.grant_avp = self._unit_avp(q, plan, now)
+        units = self._requested(q, plan, now) or q.used or 1
+        req = DebitRequest(subscriber, q.service, f"{q.key}/{number}", units=units, info=info)
+        if refund:
+            r = await self.engine.refund(req)
+            self._settled(q, r)
+            q.granted = r.charged  # the amount credited back, for Cost-Information
+            return
+        if not self._free(plan, subscriber, q, info, now):
+            r = await self.engine.debit(req)
+            self._settled(q, r)
+            if r.ok:
+                q.granted = units
+            return
+        q.result_code = c.DIAMETER_CREDIT_CONTROL_NOT_APPLICABLE
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    @staticmethod
+    async def _each(jobs: list[Coroutine[Any, Any, None]]) -> None:
+        if len(jobs) == 1:
+            await jobs[0]
+        elif jobs:
+            await asyncio.gather(*jobs)
+
+    @staticmethod
+    def _settled(q: _Quota, r: ChargeResult) -> None:
+        q.result_code = _RESULT_CODES[r.outcome]
+        q.granted = r.granted
+        q.final = r.final and r.granted > 0
+        q.validity = r.validity
+
+    def _cca(
+        self, request: Message, quotas: list[_Quota], *, top_level: bool, items: list[Item]
+    ) -> Message:
+        shown = [q for q in quotas if not q.hidden]
+        body: list[Item] = []
+        fui: list[Item] = [("Final-Unit-Action", FinalUnitAction.TERMINATE)]
+        if top_level:
+            if shown:
+                q = shown[0]
+                if q.granted:
+                    body.append(("Granted-Service-Unit", [(q.grant_avp, q.granted)]))
+                body += items
+                if q.final:
+                    body.append(("Final-Unit-Indication", fui))
+                if q.granted and q.validity:
+                    body.append(("Validity-Time", q.validity))
+            else:
+                body += items
+        else:
+            for q in shown:
+                m: list[Item] = []
+                if q.granted:
+                    m.append(("Granted-Service-Unit", [(q.grant_avp, q.granted)]))
+                if q.service_identifier is not None:
+                    m.append(("Service-Identifier", q.service_identifier))
+                if q.rating_group is not None:
+                    m.append(("Rating-Group", q.rating_group))
+                if q.granted and q.validity:
+                    m.append(("Validity-Time", q.validity))
+                m.append(("Result-Code", q.result_code))
+                if q.final:
+                    m.append(("Final-Unit-Indication", fui))
+                body.append(("Multiple-Services-Credit-Control", m))
+            body += items
+        code = self._command_result(shown)
+        if code == c.DIAMETER_UNABLE_TO_COMPLY and not any(
+            isinstance(i, tuple) and i[0] == "Credit-Control-Failure-Handling" for i in items
+        ):
+            body.append(("Credit-Control-Failure-Handling", self._failure_handling(shown)))
+        return make_answer(
+            request,
+            body,
+            result_code=code,
+            origin_host=self.config.origin_host,
+            origin_realm=self.config.origin_realm,
+            copy=CCA_COPY,
+        )
+
+    @staticmethod
+    def _command_result(quotas: Sequence[_Quota]) -> int:
+        if not quotas:
+            return c.DIAMETER_SUCCESS
+        codes = [q.result_code for q in quotas]
+        if c.DIAMETER_SUCCESS in codes:
+            return c.DIAMETER_SUCCESS
+        if c.DIAMETER_UNABLE_TO_COMPLY in codes:
+            return c.DIAMETER_UNABLE_TO_COMPLY
+        return codes[0]
