@@ -11,21 +11,9 @@ local sid, used, cost, esv = ARGV[5], ARGV[6] + 0, ARGV[7] + 0, ARGV[8] + 0
 local n, cn, bq = ARGV[9] + 0, ARGV[10] + 0, ARGV[11] + 0
 local hold_ms, flags = ARGV[12] + 0, ARGV[13]
 
-local prev = idem_get()
-if prev then
-  return prev
-end
-local a = load_account()
-if not a then
-  return answer('NOSUB')
-end
-expire_due(a, msisdn, now)
-local s = get_session(sid)
-if s == nil then
-  return unchanged('NOSESS', a)
-end
-if esv ~= s.sv then
-  return unchanged('STALE', a, s)
+local done, a, s = open_session(msisdn, now, sid, esv)
+if done then
+  return done
 end
 local ub = settle(a, s, used, cost)
 local status, granted, qb, qa = 'OK', 0, 0, 0

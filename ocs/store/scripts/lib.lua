@@ -342,3 +342,26 @@ local function unchanged(status, a, s, granted, charged, ub, qb, qa)
   end
   return answer(status, a, s, granted, charged, ub, qb, qa)
 end
+
+-- The start commit and release share: a replayed request gets its first answer; then the
+-- account (NOSUB), lazy expiry, and the session at the version the engine expects (NOSESS,
+-- STALE). Returns an answer to return at once, or nil and the account and session.
+local function open_session(msisdn, now, sid, esv)
+  local prev = idem_get()
+  if prev then
+    return prev
+  end
+  local a = load_account()
+  if not a then
+    return answer('NOSUB')
+  end
+  expire_due(a, msisdn, now)
+  local s = get_session(sid)
+  if s == nil then
+    return unchanged('NOSESS', a)
+  end
+  if esv ~= s.sv then
+    return unchanged('STALE', a, s)
+  end
+  return nil, a, s
+end

@@ -4,21 +4,9 @@
 local now, msisdn, rk, ttl = ARGV[1] + 0, ARGV[2], ARGV[3], ARGV[4] + 0
 local sid, used, cost, esv = ARGV[5], ARGV[6] + 0, ARGV[7] + 0, ARGV[8] + 0
 
-local prev = idem_get()
-if prev then
-  return prev
-end
-local a = load_account()
-if not a then
-  return answer('NOSUB')
-end
-expire_due(a, msisdn, now)
-local s = get_session(sid)
-if s == nil then
-  return unchanged('NOSESS', a)
-end
-if esv ~= s.sv then
-  return unchanged('STALE', a, s)
+local done, a, s = open_session(msisdn, now, sid, esv)
+if done then
+  return done
 end
 local held = s.hm
 local ub = settle(a, s, used, cost)
