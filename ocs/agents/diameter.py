@@ -241,27 +241,66 @@ def _session_info(request: Message) -> SessionInfo:
     return SessionInfo(_number(destination) if destination else "", location)
 
 
+#: Codes (vendor 0) of the unit AVPs, in the order ``_units`` prefers them, and of the
+#: members ``_quota`` reads.
+_UNIT_CODES: Final = tuple(BY_NAME[n].code for n in _UNIT_AVPS)
+_INPUT_OCTETS: Final = BY_NAME["CC-Input-Octets"].code
+_OUTPUT_OCTETS: Final = BY_NAME["CC-Output-Octets"].code
+_RATING_GROUP: Final = BY_NAME["Rating-Group"].code
+_SERVICE_IDENTIFIER: Final = BY_NAME["Service-Identifier"].code
+_RSU: Final = BY_NAME["Requested-Service-Unit"].code
+_USU: Final = BY_NAME["Used-Service-Unit"].code
+
+
+def _int(found: Avp) -> int:
+    value = found.value
+    if type(value) is not int:
+        raise TypeError(f"{found.name} is not an integer AVP")
+    return value
+
+
 def _units(unit: Avp | None) -> tuple[int | None, str | None]:
     """The amount and AVP name of the first unit type a *-Service-Unit holds."""
     if unit is None:
         return None, None
-    for name in _UNIT_AVPS:
-        v = unit.get_int(name)
-        if v is not None:
-            return v, name
-    octets = [unit.get_int(n) for n in ("CC-Input-Octets", "CC-Output-Octets")]
-    if any(v is not None for v in octets):
-        return sum(v or 0 for v in octets), "CC-Total-Octets"
+    first: dict[int, Avp] = {}
+    for a in unit.avps:
+        if a.vendor == 0 and a.code not in first:
+            first[a.code] = a
+    for code, name in zip(_UNIT_CODES, _UNIT_AVPS, strict=True):
+        found = first.get(code)
+        if found is not None:
+            return _int(found), name
+    octets = [first.get(_INPUT_OCTETS), first.get(_OUTPUT_OCTETS)]
+    if any(a is not None for a in octets):
+        return sum(_int(a) for a in octets if a is not None), "CC-Total-Octets"
     return None, None
 
 
 def _quota(session_id: str, where: Message | Avp, top_level: bool) -> _Quota:
-    rg = None if top_level else where.get_int("Rating-Group")
-    si = None if top_level else where.get_int("Service-Identifier")
-    rsu = where.find("Requested-Service-Unit")
+    rg_avp = si_avp = rsu = None
+    usus: list[Avp] = []
+    # One pass over the members (the first Rating-Group, Service-Identifier and
+    # Requested-Service-Unit, every Used-Service-Unit), instead of one find per AVP.
+    for a in where.avps:
+        if a.vendor:
+            continue
+        code = a.code
+        if code == _USU:
+            usus.append(a)
+        elif code == _RSU:
+            if rsu is None:
+                rsu = a
+        elif code == _RATING_GROUP:
+            if rg_avp is None:
+                rg_avp = a
+        elif code == _SERVICE_IDENTIFIER and si_avp is None:
+            si_avp = a
+    rg = None if top_level or rg_avp is None else _int(rg_avp)
+    si = None if top_level or si_avp is None else _int(si_avp)
     requested_units, unit_avp = _units(rsu)
     used, has_used = 0, False
-    for usu in where.find_all("Used-Service-Unit"):
+    for usu in usus:
         n, name = _units(usu)
         if n is not None:
             used += n
@@ -295,6 +334,64 @@ def _unit_value(micro: int) -> list[Item]:
         digits //= 10
         exponent += 1
     return [("Value-Digits", digits), ("Exponent", exponent)]
+
+
+#: Answer AVPs built once and shared (an Avp is immutable): (name, value) or a grouped key.
+_AVP_CACHE: dict[Any, Avp] = {}
+_AVP_CACHE_SIZE: Final = 4096
+
+
+def _cached(name: str, value: int) -> Avp:
+    """The AVP ``name`` with the integer ``value``, built once."""
+    key = (name, value)
+    found = _AVP_CACHE.get(key)
+    if found is None:
+        if len(_AVP_CACHE) >= _AVP_CACHE_SIZE:
+            _AVP_CACHE.clear()
+        found = _AVP_CACHE[key] = avp(name, value)
+    return found
+
+
+def _gsu(unit_avp: str, granted: int) -> Avp:
+    """Granted-Service-Unit holding ``granted`` in ``unit_avp`` (CC-Time...)."""
+    key = ("GSU", unit_avp, granted)
+    found = _AVP_CACHE.get(key)
+    if found is None:
+        if len(_AVP_CACHE) >= _AVP_CACHE_SIZE:
+            _AVP_CACHE.clear()
+        found = _AVP_CACHE[key] = avp("Granted-Service-Unit", [(unit_avp, granted)])
+    return found
+
+
+#: Final-Unit-Indication with Final-Unit-Action TERMINATE.
+_FUI: Final = avp("Final-Unit-Indication", [("Final-Unit-Action", FinalUnitAction.TERMINATE)])
+
+
+def _mscc(q: _Quota) -> Avp:
+    """The answer's Multiple-Services-Credit-Control for one quota."""
+    validity = q.validity if q.granted else 0
+    key = ("MSCC", q.granted, q.grant_avp, q.service_identifier, q.rating_group, validity,
+           q.result_code, q.final)  # fmt: skip
+    found = _AVP_CACHE.get(key)
+    if found is not None:
+        return found
+    m: list[Item] = []
+    if q.granted:
+        m.append(_gsu(q.grant_avp, q.granted))
+    if q.service_identifier is not None:
+        m.append(("Service-Identifier", q.service_identifier))
+    if q.rating_group is not None:
+        m.append(("Rating-Group", q.rating_group))
+    if validity:
+        m.append(("Validity-Time", validity))
+    m.append(("Result-Code", q.result_code))
+    if q.final:
+        m.append(_FUI)
+    found = avp("Multiple-Services-Credit-Control", m)
+    if len(_AVP_CACHE) >= _AVP_CACHE_SIZE:
+        _AVP_CACHE.clear()
+    _AVP_CACHE[key] = found
+    return found
 
 
 class DiameterAgent:
@@ -736,34 +833,21 @@ class DiameterAgent:
     ) -> Message:
         shown = [q for q in quotas if not q.hidden]
         body: list[Item] = []
-        fui: list[Item] = [("Final-Unit-Action", FinalUnitAction.TERMINATE)]
         if top_level:
             if shown:
                 q = shown[0]
                 if q.granted:
-                    body.append(("Granted-Service-Unit", [(q.grant_avp, q.granted)]))
+                    body.append(_gsu(q.grant_avp, q.granted))
                 body += items
                 if q.final:
-                    body.append(("Final-Unit-Indication", fui))
+                    body.append(_FUI)
                 if q.granted and q.validity:
-                    body.append(("Validity-Time", q.validity))
+                    body.append(_cached("Validity-Time", q.validity))
             else:
                 body += items
         else:
             for q in shown:
-                m: list[Item] = []
-                if q.granted:
-                    m.append(("Granted-Service-Unit", [(q.grant_avp, q.granted)]))
-                if q.service_identifier is not None:
-                    m.append(("Service-Identifier", q.service_identifier))
-                if q.rating_group is not None:
-                    m.append(("Rating-Group", q.rating_group))
-                if q.granted and q.validity:
-                    m.append(("Validity-Time", q.validity))
-                m.append(("Result-Code", q.result_code))
-                if q.final:
-                    m.append(("Final-Unit-Indication", fui))
-                body.append(("Multiple-Services-Credit-Control", m))
+                body.append(_mscc(q))
             body += items
         code = self._command_result(shown)
         if code == c.DIAMETER_UNABLE_TO_COMPLY and not any(

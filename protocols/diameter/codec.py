@@ -954,6 +954,21 @@ def _result_code_avp(result_code: int) -> Avp:
     return avp("Result-Code", result_code)
 
 
+def _resolve_all(keys: Sequence[AvpKey]) -> Sequence[tuple[int, int]]:
+    """``_resolve`` of every key, cached for the tuples answers pass again and again."""
+    if type(keys) is tuple:
+        try:
+            return _resolve_tuple(keys)
+        except TypeError:  # unhashable: resolve below (and raise the same errors)
+            pass
+    return [_resolve(key) for key in keys]
+
+
+@functools.lru_cache(maxsize=64)
+def _resolve_tuple(keys: tuple[AvpKey, ...]) -> tuple[tuple[int, int], ...]:
+    return tuple(_resolve(key) for key in keys)
+
+
 def _usable(found: Avp) -> bool:
     try:
         found.value  # noqa: B018 - decoding is the check
@@ -991,15 +1006,25 @@ def make_answer(
             flags |= FLAG_ERROR
         avps.append(_result_code_avp(result_code))
     avps.extend(_identity_avps(origin_host, origin_realm))
-    for key in copy:
-        code, vendor = _resolve(key)
-        found = _first(request.avps, code, vendor)
-        if found is not None and _usable(found):
-            avps.append(found)
-    avps.extend(build_avps(items))
+    request_avps = request.avps
+    for code, vendor in _resolve_all(copy):
+        for found in request_avps:
+            if found.code == code and found.vendor == vendor:
+                if _usable(found):
+                    avps.append(found)
+                break
+    for item in items:
+        if type(item) is Avp:
+            avps.append(item)
+        elif type(item) is tuple and len(item) == 2:
+            avps.append(avp(item[0], item[1]))
+        else:
+            raise LocalProtocolError(f"an AVP item is an Avp or (name, value), not {item!r}")
     # Proxy-Info (RFC 6733 §6.2), but only well-formed ones: echoing a malformed group would
     # make our answer malformed too.
-    avps.extend(a for a in request.avps if a.code == 284 and a.vendor == 0 and _well_formed(a))
+    for a in request_avps:
+        if a.code == 284 and a.vendor == 0 and _well_formed(a):
+            avps.append(a)
     return Message(
         request.command_code,
         avps,
