@@ -73,6 +73,7 @@ from protocols.diameter.peer import (
     Send,
     SetTimer,
 )
+from protocols.lifecycle import drain_and_close
 
 __all__ = [
     "DEFAULT_DRAIN_TIMEOUT",
@@ -552,33 +553,9 @@ class DiameterServer:
         if self._closing:
             return
         self._closing = True
-        server = self._server
-        if server is not None:
-            server.close()
-        protocols = list(self._protocols)
-        for protocol in protocols:
-            protocol.stop()
-        waiting: set[asyncio.Future[None]] = {p.closed for p in protocols}
-        waiting.update(self._tasks)
-        if waiting:
-            _, pending = await asyncio.wait(waiting, timeout=self.drain_timeout)
-            if pending:
-                logger.warning(
-                    "diameter: %d requests and %d connections unfinished after %.1fs, aborting",
-                    len(self._tasks),
-                    len(self._protocols),
-                    self.drain_timeout,
-                )
-                for task in list(self._tasks):
-                    task.cancel()
-                for protocol in list(self._protocols):
-                    protocol.abort()
-                await asyncio.gather(
-                    *self._tasks, *(p.closed for p in protocols), return_exceptions=True
-                )
-        if server is not None:
-            await server.wait_closed()
-        logger.info("diameter: closed")
+        await drain_and_close(
+            "diameter", self._server, self._protocols, self._tasks, self.drain_timeout, logger
+        )
 
     async def __aenter__(self) -> DiameterServer:
         await self.start()

@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TypeAlias, cast
 
+from protocols.lifecycle import drain_and_close
 from protocols.native.codec import (
     NEED_DATA,
     ChargingRequest,
@@ -346,32 +347,9 @@ class NativeServer:
         if self._closing:
             return
         self._closing = True
-        server = self._server
-        if server is not None:
-            server.close()
-        protocols = list(self._protocols)
-        for protocol in protocols:
-            protocol.stop()
-        waiting: set[asyncio.Future[None]] = {p.closed for p in protocols}
-        waiting.update(self._tasks)
-        if waiting:
-            _, pending = await asyncio.wait(waiting, timeout=self.drain_timeout)
-            if pending:
-                logger.warning(
-                    "native: %d requests unfinished after %.1fs, cancelling",
-                    len(self._tasks),
-                    self.drain_timeout,
-                )
-                for task in list(self._tasks):
-                    task.cancel()
-                for protocol in list(self._protocols):
-                    protocol.abort()
-                await asyncio.gather(
-                    *self._tasks, *(p.closed for p in protocols), return_exceptions=True
-                )
-        if server is not None:
-            await server.wait_closed()
-        logger.info("native: closed")
+        await drain_and_close(
+            "native", self._server, self._protocols, self._tasks, self.drain_timeout, logger
+        )
 
     async def __aenter__(self) -> NativeServer:
         await self.start()
