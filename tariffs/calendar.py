@@ -44,6 +44,8 @@ class BandCalendar:
         self.tz = ZoneInfo(tz)
         self.holidays = frozenset(holidays)
         self.names = tuple(b.name for b in bands)
+        #: Recently seen whole local days without a clock change: (first second, end, type).
+        self._days: list[tuple[int, int, str]] = []
         # Per day type: the sorted second-of-day where a run starts, and the band of each run.
         self._runs: dict[str, tuple[list[int], list[str]]] = {}
         for day in DAY_TYPES:
@@ -66,6 +68,24 @@ class BandCalendar:
     def _local(self, t: int) -> tuple[str, int, int]:
         """(day type, second of the local day, seconds until the local day ends or the zone's
         offset changes) at Unix second t."""
+        # Most instants fall in a day seen recently: a day without a clock change is plain
+        # arithmetic from its first second (time zone conversions are the slow part).
+        for start, end, day in self._days:
+            if start <= t < end:
+                return day, t - start, end - t
+        found = self._local_slow(t)
+        day, sod, left = found
+        start = t - sod
+        if (
+            datetime.fromtimestamp(start, self.tz).utcoffset()
+            == datetime.fromtimestamp(t + left - 1, self.tz).utcoffset()
+            and t + left - start == _DAY_SECONDS
+        ):
+            self._days.insert(0, (start, t + left, day))
+            del self._days[8:]
+        return found
+
+    def _local_slow(self, t: int) -> tuple[str, int, int]:
         dt = datetime.fromtimestamp(t, self.tz)
         day = "hol" if dt.date() in self.holidays else DAY_TYPES[dt.weekday()]
         sod = dt.hour * 3600 + dt.minute * 60 + dt.second

@@ -232,6 +232,7 @@ class _Session:
         "free",
         "free_dest",
         "horizon",
+        "memo",
         "number",
         "place",
         "plan",
@@ -276,6 +277,9 @@ class _Session:
         )
         self.horizon = 0
         self.segs: list[tuple[int, int, str]] = []
+        #: The last few prices (units -> micro-units): the engine prices the same cursor
+        #: again at the next report.
+        self.memo: dict[int, int] = {}
 
     def segments(self, billed: int) -> list[tuple[int, int, str]]:
         if not self.time_based:
@@ -332,7 +336,15 @@ class TariffRater:
         )
 
     def cost(self, ctx: UsageContext, units: int) -> int:
-        return self._price(self._session(ctx), units, None)
+        s = self._session(ctx)
+        memo = s.memo
+        price = memo.get(units)
+        if price is None:
+            price = self._price(s, units, None)
+            if len(memo) >= 8:
+                memo.clear()
+            memo[units] = price
+        return price
 
     def rate(self, ctx: UsageContext, units: int) -> Rating:
         s = self._session(ctx)
