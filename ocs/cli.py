@@ -62,7 +62,15 @@ def _use_uvloop() -> None:
 def _settings(args: argparse.Namespace) -> Settings:
     overrides = {
         k: getattr(args, k, None)
-        for k in ("redis_url", "native_port", "http_port", "bind", "data_dir", "plans_dir")
+        for k in (
+            "redis_url",
+            "native_port",
+            "http_port",
+            "diameter_port",
+            "bind",
+            "data_dir",
+            "plans_dir",
+        )
     }
     return load_settings(os.environ, getattr(args, "config", None), overrides)
 
@@ -380,6 +388,9 @@ def _listeners(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bind", help="address to listen on (or OCS_BIND; default 127.0.0.1)")
     p.add_argument("--native-port", type=int, help="native protocol port (OCS_NATIVE_PORT, 3869)")
     p.add_argument("--http-port", type=int, help="admin HTTP port (OCS_HTTP_PORT, 8080)")
+    p.add_argument(
+        "--diameter-port", type=int, help="Diameter Gy/Ro port (OCS_DIAMETER_PORT, 3868)"
+    )
     p.add_argument("--plans-dir", help="extra directory of TOML tariff plans")
 
 
@@ -403,7 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=float, default=200.0,
                    help="simulated seconds per real second (default 200)")  # fmt: skip
     p.add_argument("--duration", type=float, help="stop after this many seconds")
-    p.set_defaults(func=cmd_demo, native_port=0)
+    # The demo's native and Diameter listeners take free ports: it must run beside anything.
+    p.set_defaults(func=cmd_demo, native_port=0, diameter_port=0)
 
     p = sub.add_parser("redis", help="run the embedded Redis alone, until Ctrl-C")
     _common(p)

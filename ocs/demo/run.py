@@ -69,7 +69,8 @@ async def run_demo(
         subs = await load_demo_data(ocs.store, subscribers, wall_clock_ms(), ocs.tariffs.rater.book)
         print(
             f"OCS demo: {len(subs)} subscribers loaded; native protocol on port "
-            f"{ocs.native.port}, admin API on http://{settings.bind}:{ocs.http_port} "
+            f"{ocs.native.port}, Diameter Gy on port {ocs.diameter_port}, "
+            f"admin API on http://{settings.bind}:{ocs.http_port} "
             f"(try: curl http://{settings.bind}:{ocs.http_port}/v1/subscribers/{subs[1].msisdn})"
             "\nCtrl-C to stop.\n",
             file=out,
