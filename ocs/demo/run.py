@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 import sys
 import time
 from dataclasses import replace
@@ -50,6 +51,15 @@ class LiveView:
         )
 
 
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 async def run_demo(
     settings: Settings,
     *,
@@ -60,6 +70,9 @@ async def run_demo(
     out: TextIO = sys.stdout,
 ) -> Tally:
     settings = replace(settings, data_dir=f"{settings.data_dir}/demo")
+    if settings.http_port and not _port_free(settings.bind, settings.http_port):
+        # The demo must run beside anything: take a free port and say which.
+        settings = replace(settings, http_port=0)
     view = LiveView(out)
     async with run_ocs(settings) as ocs:
         # The demo's Redis is its own (embedded under .ocs/demo unless a URL was given): start
