@@ -89,7 +89,7 @@ class PlanBook:
         return chosen
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Line:
     """One line of a breakdown: ``num / den`` micro-units, exact (``amount`` as a Fraction,
     made only when asked: reducing fractions is most of a breakdown's cost). ``counted``
@@ -107,9 +107,11 @@ class Line:
         return Fraction(self.num, self.den)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Rating:
-    """A price and how it was made."""
+    """A price and how it was made. (Plain slotted dataclasses, not frozen: a rating is made
+    per call on the rating path, where freezing costs a third of the time; treat it as
+    read-only.)"""
 
     plan: str
     version: int
