@@ -54,13 +54,13 @@ import platform
 import pstats
 import random
 import statistics
-import subprocess
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from bench.charging import git_commit
 from tariffs import PlanBook, PlanVersion, TariffRater, UsageContext, parse_plan
 from tariffs.numbering import Numbering, PrefixTable
 
@@ -655,21 +655,6 @@ def machine() -> dict[str, str]:
         "os": platform.platform(terse=True),
         "python": platform.python_version(),
     }
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            check=False,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).parent,
-        )
-    except OSError:
-        return "?"
-    return out.stdout.strip() or "?"
 
 
 def med(runs: list[Run]) -> tuple[float, float]:

@@ -128,6 +128,14 @@ def _failure_handling(value: str, where: str) -> tuple[str, dict[str, str]]:
     return default, overrides
 
 
+def _seconds(value: object, where: str) -> float:
+    """A duration setting (seconds; a timer, never money)."""
+    try:
+        return float(str(value))
+    except ValueError:
+        raise ConfigError(f"{where}: must be a number of seconds, got {value!r}") from None
+
+
 def _coerce(name: str, value: object, source: str) -> object:
     where = source
     if name == "diameter_max_message":
@@ -139,10 +147,7 @@ def _coerce(name: str, value: object, source: str) -> object:
             )
         return v
     if name == "diameter_watchdog":
-        try:
-            w = float(str(value))
-        except ValueError:
-            raise ConfigError(f"{where}: must be a number of seconds, got {value!r}") from None
+        w = _seconds(value, where)
         if w < MIN_WATCHDOG_INTERVAL:
             raise ConfigError(f"{where}: must be at least {MIN_WATCHDOG_INTERVAL} s (RFC 3539)")
         return w
@@ -172,10 +177,7 @@ def _coerce(name: str, value: object, source: str) -> object:
             raise ConfigError(f"{where}: out of range: {value}")
         return value
     if name == "sweep_interval":
-        try:
-            v = float(str(value))
-        except ValueError:
-            raise ConfigError(f"{where}: must be a number of seconds, got {value!r}") from None
+        v = _seconds(value, where)
         if v <= 0:
             raise ConfigError(f"{where}: must be > 0")
         return v
