@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib
 import json
 import logging
 import os
@@ -27,6 +28,10 @@ import aiohttp
 
 from ocs import __version__
 from ocs.config import ConfigError, Settings, load_settings
+
+
+#: Modules with a ``register(subparsers)`` that adds their command group to ``ocs``.
+_COMMAND_MODULES: tuple[str, ...] = ()
 
 
 class CliError(Exception):
@@ -484,6 +489,10 @@ def build_parser() -> argparse.ArgumentParser:
     a = acts.add_parser("show", help="one plan's versions in detail (admin API)")
     a.add_argument("name")
     p.set_defaults(func=cmd_tariffs)
+
+    # Command groups that live beside the code they drive: each module has register(sub).
+    for module in _COMMAND_MODULES:
+        importlib.import_module(module).register(sub)
     return parser
 
 
