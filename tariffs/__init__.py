@@ -13,10 +13,18 @@ from pathlib import Path
 
 from tariffs.errors import PlanFileError, RatingError, UnknownPlan, UnknownService
 from tariffs.interface import Rater, ServiceSpec, UnitKind, UsageContext
-from tariffs.plan import PlanVersion, load_plan_file, parse_plan
+from tariffs.plan import (
+    THRESHOLD_ACTIONS,
+    PlanVersion,
+    Threshold,
+    load_plan_file,
+    parse_plan,
+    parse_thresholds,
+)
 from tariffs.rater import PlanBook, Rating, TariffRater
 
 __all__ = [
+    "THRESHOLD_ACTIONS",
     "PlanBook",
     "PlanFileError",
     "PlanVersion",
@@ -25,6 +33,7 @@ __all__ = [
     "RatingError",
     "ServiceSpec",
     "TariffRater",
+    "Threshold",
     "UnitKind",
     "UnknownPlan",
     "UnknownService",
@@ -32,6 +41,7 @@ __all__ = [
     "load_plan_file",
     "load_plans",
     "parse_plan",
+    "parse_thresholds",
     "shipped_plans_dir",
 ]
 

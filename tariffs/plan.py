@@ -164,6 +164,21 @@ class Bundle:
     priority: int = 0
 
 
+#: What crossing a balance threshold does, mildest first (docs/barring.md).
+THRESHOLD_ACTIONS = ("notify", "bar-outgoing", "bar-all")
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    """A balance threshold: when the balance falls below ``below`` (micro-units, may be
+    negative) ``action`` applies, until the balance is back at ``lift`` or more (hysteresis:
+    ``lift`` >= ``below``)."""
+
+    below: int
+    action: str
+    lift: int
+
+
 @dataclass(frozen=True, slots=True)
 class Places:
     home: frozenset[str]
@@ -198,6 +213,8 @@ class PlanVersion:
     discounts: tuple[Discount, ...]
     free_destinations: frozenset[str]
     bundles: tuple[Bundle, ...]
+    #: Balance thresholds, highest ``below`` first (empty: no barring by balance).
+    thresholds: tuple[Threshold, ...]
     #: A common multiple of every rate's ``per``: line amounts are integers in 1/denominator
     #: of a micro-unit, so sums are exact.
     denominator: int
@@ -328,7 +345,9 @@ def _locate(lines: Sequence[str], path: str) -> int | None:
     return start + 1 if start >= 0 else None
 
 
-def _money(p: _Problems, path: str, value: object, *, allow_none: bool = False) -> int:
+def _money(
+    p: _Problems, path: str, value: object, *, allow_none: bool = False, signed: bool = False
+) -> int:
     if value is None:
         if not allow_none:
             p.add(path, 'is required (a decimal string such as "0.09")')
@@ -344,8 +363,9 @@ def _money(p: _Problems, path: str, value: object, *, allow_none: bool = False) 
     except InvalidOperation:
         p.add(path, f"{value!r} is not a decimal number")
         return 0
-    if micro != micro.to_integral_value() or d < 0 or d > 10**9:
-        p.add(path, f"{value!r} must be between 0 and 1000000000 with at most 6 decimals")
+    low = -(10**9) if signed else 0
+    if micro != micro.to_integral_value() or d < low or d > 10**9:
+        p.add(path, f"{value!r} must be between {low} and 1000000000 with at most 6 decimals")
         return 0
     return int(micro)
 
@@ -448,7 +468,7 @@ _RATE_KEYS = {
 _TOP_KEYS = {
     "name", "version", "effective_from", "description", "currency", "timezone", "rounding",
     "tax", "numbering", "destinations", "free_destinations", "places", "calendar", "bands",
-    "services", "rates", "discounts", "bundles",
+    "services", "rates", "discounts", "bundles", "thresholds",
 }  # fmt: skip
 
 
@@ -799,6 +819,8 @@ def parse_plan(text: str, source: str = "<plan>") -> PlanVersion:
             )
         )
 
+    thresholds = _thresholds(p, "thresholds", data.get("thresholds", []))
+
     p.raise_if_any()
     return PlanVersion(
         name=str(name),
@@ -819,9 +841,49 @@ def parse_plan(text: str, source: str = "<plan>") -> PlanVersion:
         discounts=tuple(discounts),
         free_destinations=free_dest or frozenset(),
         bundles=tuple(bundles),
+        thresholds=thresholds,
         denominator=lcm(*pers),
         source=source,
     )
+
+
+def _thresholds(p: _Problems, path: str, raw: object) -> tuple[Threshold, ...]:
+    if not isinstance(raw, list):
+        p.add(path, "must be an array of tables ([[thresholds]])")
+        return ()
+    out: list[Threshold] = []
+    for i, t in enumerate(raw):
+        at = f"{path}[{i}]"
+        if not isinstance(t, dict):
+            p.add(at, "must be a table")
+            continue
+        _check_keys(p, at, t, {"below", "action", "lift"})
+        below = _money(p, f"{at}.below", t.get("below"), signed=True)
+        lift = below
+        if t.get("lift") is not None:
+            lift = _money(p, f"{at}.lift", t.get("lift"), signed=True)
+            if lift < below:
+                p.add(f"{at}.lift", "must be at least `below` (the bar lifts at or above it)")
+        action = t.get("action")
+        if action not in THRESHOLD_ACTIONS:
+            p.add(f"{at}.action", f"must be one of {', '.join(THRESHOLD_ACTIONS)}")
+            action = "notify"
+        if any(o.below == below for o in out):
+            p.add(f"{at}.below", "two thresholds at the same balance")
+        out.append(Threshold(below, str(action), lift))
+    if len(out) > 16:
+        p.add(path, "at most 16 thresholds")
+    return tuple(sorted(out, key=lambda t: -t.below))
+
+
+def parse_thresholds(raw: object, source: str = "thresholds") -> tuple[Threshold, ...]:
+    """Validate a list of thresholds given as data (an account's override, from JSON):
+    ``[{"below": "-5.00", "action": "bar-outgoing", "lift": "0.00"}, ...]``. PlanFileError
+    lists every problem."""
+    p = _Problems(source, "")
+    out = _thresholds(p, source, raw)
+    p.raise_if_any()
+    return out
 
 
 def load_plan_file(path: str | Path) -> PlanVersion:

@@ -12,8 +12,9 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
+from ocs.charging.engine import wall_clock_ms
 from ocs.store.errors import StoreUnavailable
-from ocs.store.store import Store, UnitBucket
+from ocs.store.store import Store, ThresholdSpec, UnitBucket
 from tariffs import PlanBook, PlanFileError, PlanVersion, TariffRater, UnknownPlan, parse_plan
 
 log = logging.getLogger(__name__)
@@ -57,12 +58,14 @@ class TariffRegistry:
         self.base = list(base)
         self.poll_interval = poll_interval
         self.revision = -1
+        self._published: dict[str, tuple[ThresholdSpec, ...]] | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def refresh(self) -> bool:
         """Reload the plans if another process (or this one) changed them; True if it did."""
         rev = await self.store.plans_revision()
         if rev == self.revision:
+            await self.publish_thresholds()
             return False
         book = PlanBook(self.base)
         for key, text in sorted((await self.store.plan_sources()).items()):
@@ -72,7 +75,30 @@ class TariffRegistry:
                 log.error("stored plan %s does not load: %s", key, exc)
         self.rater.replace_book(book)
         self.revision = rev
+        await self.publish_thresholds()
         return True
+
+    def thresholds_now(self, now: int | None = None) -> dict[str, tuple[ThresholdSpec, ...]]:
+        """Each plan's balance thresholds in the version in force (now)."""
+        t = wall_clock_ms() if now is None else now
+        book = self.rater.book
+        out: dict[str, tuple[ThresholdSpec, ...]] = {}
+        for name in book.names():
+            try:
+                version = book.at(name, t)
+            except UnknownPlan:
+                continue
+            out[name] = tuple((x.below, x.lift, x.action) for x in version.thresholds)
+        return out
+
+    async def publish_thresholds(self) -> None:
+        """Give the scripts the thresholds of the plan versions in force, when they changed
+        (a new plan, or a version taking effect): the scripts apply them at an account's next
+        balance change (docs/barring.md)."""
+        specs = self.thresholds_now()
+        if specs != self._published:
+            await self.store.publish_thresholds(dict(specs))
+            self._published = specs
 
     async def load(self, text: str, source: str) -> PlanVersion:
         """Validate a plan version and make it live everywhere; PlanFileError if it is bad

@@ -31,6 +31,43 @@ def expiry_key(bucket: int) -> str:
     return f"{KEY_PREFIX}:{tag(bucket)}:exp"
 
 
+def thresholds_key(bucket: int) -> str:
+    """The bucket's copy of every plan's balance thresholds (hash: plan -> spec), so a script
+    reads them from its own slot."""
+    return f"{KEY_PREFIX}:{tag(bucket)}:thr"
+
+
+def notify_key(bucket: int) -> str:
+    """The bucket's notification stream: barring changes and threshold crossings, read by the
+    provisioning worker, the webhooks and the Diameter agent (consumer groups / XREAD)."""
+    return f"{KEY_PREFIX}:{tag(bucket)}:ntf"
+
+
+def dead_letter_key() -> str:
+    """Provisioning commands and webhooks that failed for good (a stream; replayable)."""
+    return f"{KEY_PREFIX}:prov:dead"
+
+
+def hlr_state_key(msisdn: str) -> str:
+    """What the provisioning worker knows of the HLR's barring of a subscriber (a hash)."""
+    return f"{KEY_PREFIX}:prov:hlr:{msisdn}"
+
+
+def hlr_history_key(msisdn: str) -> str:
+    """The subscriber's last provisioning commands, newest first (a capped list of JSON)."""
+    return f"{KEY_PREFIX}:prov:hist:{msisdn}"
+
+
+def hlr_command_key(command_id: str) -> str:
+    """A command awaiting the provisioning system's callback (a hash, expiring)."""
+    return f"{KEY_PREFIX}:prov:cmd:{command_id}"
+
+
+def leader_key(group: str) -> str:
+    """The lease that makes one process the consumer of a notification group."""
+    return f"{KEY_PREFIX}:lease:{group}"
+
+
 def session_index_key(session_id: str) -> str:
     """Where a session's subscriber is found when a request names only the session."""
     return f"{KEY_PREFIX}:sidx:{session_id}"
@@ -59,6 +96,8 @@ class SubscriberKeys:
     sessions: str
     outbox: str
     expiry: str
+    thresholds: str
+    notify: str
 
     @classmethod
     def of(cls, msisdn: str) -> SubscriberKeys:
@@ -74,6 +113,8 @@ class SubscriberKeys:
                 f"{KEY_PREFIX}:{t}:sess:{msisdn}",
                 outbox_key(b),
                 expiry_key(b),
+                thresholds_key(b),
+                notify_key(b),
             )
             if len(_cache) >= _CACHE_SIZE:
                 _cache.clear()
@@ -86,7 +127,9 @@ class SubscriberKeys:
         return f"{KEY_PREFIX}:{tag(self.bucket)}:idem:{self.msisdn}:{namespace}:{request_key}"
 
     def for_script(self, namespace: str, request_key: str | None) -> list[str]:
-        keys = [self.account, self.sessions, self.outbox, self.expiry]
+        keys = [
+            self.account, self.sessions, self.outbox, self.expiry, self.thresholds, self.notify
+        ]  # fmt: skip
         if request_key is not None:
             keys.append(self.idempotency(namespace, request_key))
         return keys

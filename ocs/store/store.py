@@ -15,6 +15,7 @@ from typing import Any, Final
 
 import msgpack
 
+from ocs.constants import BUCKET_COUNT
 from ocs.store import keys as K
 from ocs.store.errors import StoreError, StoreUnavailable
 from ocs.store.keys import SubscriberKeys
@@ -145,6 +146,37 @@ class OpenSession:
     version: int
 
 
+#: A balance threshold as the store keeps it: (below, lift, action), micro-units.
+ThresholdSpec = tuple[int, int, str]
+
+#: ``update_subscriber(thresholds=PLAN_THRESHOLDS)``: drop the account's own thresholds.
+PLAN_THRESHOLDS: Final = "plan"
+
+_LEVEL: Final = {"active": 0, "barred-outgoing": 1, "barred-all": 2, "suspended": 2,
+                 "none": 0, "outgoing": 1, "all": 2}  # fmt: skip
+_LEVEL_NAME: Final = ("none", "outgoing", "all")
+
+
+def encode_thresholds(thresholds: Sequence[ThresholdSpec]) -> str:
+    """The scripts' text form, "below:lift:action;..." (``;`` alone: an empty list)."""
+    return ";".join(f"{b}:{lift}:{a}" for b, lift, a in thresholds) or ";"
+
+
+def decode_thresholds(text: str) -> tuple[ThresholdSpec, ...]:
+    out = []
+    for item in text.split(";"):
+        if item:
+            below, lift, action = item.split(":", 2)
+            out.append((int(below), int(lift), action))
+    return tuple(out)
+
+
+def network_barring(state: str, by_balance: str) -> str:
+    """The barring the network should apply (none | outgoing | all): the stronger of the
+    account state's and the balance thresholds' (the same rule as ``barring`` in lib.lua)."""
+    return _LEVEL_NAME[max(_LEVEL.get(state, 0), _LEVEL.get(by_balance, 0))]
+
+
 @dataclass(frozen=True, slots=True)
 class Account:
     msisdn: str
@@ -158,6 +190,17 @@ class Account:
     updated_at: int
     buckets: tuple[UnitBucket, ...] = ()
     sessions: tuple[OpenSession, ...] = ()
+    #: The barring the balance thresholds impose: none | outgoing | all.
+    barred_by_balance: str = "none"
+    #: The thresholds now engaged (their ``below``), highest first.
+    engaged: tuple[int, ...] = ()
+    #: The account's own thresholds (None: the plan's apply).
+    thresholds: tuple[ThresholdSpec, ...] | None = None
+
+    @property
+    def barring(self) -> str:
+        """What the network (the HLR) should bar: none | outgoing | all."""
+        return network_barring(self.state, self.barred_by_balance)
 
     @property
     def available(self) -> int:
@@ -250,7 +293,7 @@ class Store:
             msisdn,
             request_key,
             [now, msisdn, request_key or "", self.reference_ttl_ms, "create", plan,
-             credit_limit, state, balance, _pack_buckets(buckets)],
+             credit_limit, state, balance, _pack_buckets(buckets), ""],
         )  # fmt: skip
 
     async def update_subscriber(
@@ -261,17 +304,28 @@ class Store:
         credit_limit: int | None = None,
         state: str | None = None,
         add_buckets: Sequence[UnitBucket] = (),
+        thresholds: Sequence[ThresholdSpec] | str | None = None,
         now: int,
         request_key: str | None = None,
     ) -> ScriptAnswer:
-        """Change plan, credit limit or state, or grant unit buckets; status NOSUB if unknown."""
+        """Change plan, credit limit, state or the account's own balance thresholds
+        (``PLAN_THRESHOLDS``: none of its own), or grant unit buckets; status NOSUB if
+        unknown. A change of plan or thresholds re-evaluates the thresholds at once."""
+        if thresholds is None:
+            thr = ""
+        elif isinstance(thresholds, str):
+            if thresholds != PLAN_THRESHOLDS:
+                raise ValueError(f"thresholds: {thresholds!r}")
+            thr = "-"
+        else:
+            thr = encode_thresholds(thresholds)
         return await self._answer(
             "upsert",
             msisdn,
             request_key,
             [now, msisdn, request_key or "", self.reference_ttl_ms, "update", plan or "",
              "" if credit_limit is None else credit_limit, state or "", 0,
-             _pack_buckets(add_buckets)],
+             _pack_buckets(add_buckets), thr],
         )  # fmt: skip
 
     async def credit(
@@ -414,6 +468,19 @@ class Store:
         await self._cmd("HSET", K.plans_key(), key, text)
         return int(await self._cmd("INCR", K.plans_revision_key()))
 
+    async def publish_thresholds(self, specs: dict[str, Sequence[ThresholdSpec]]) -> None:
+        """Give every bucket the balance thresholds of each plan (an empty list removes a
+        plan's), so the scripts read them from their own slot. Idempotent."""
+        sets = [x for name, t in sorted(specs.items()) if t for x in (name, encode_thresholds(t))]
+        gone = [name for name, t in specs.items() if not t]
+        work = []
+        for b in range(BUCKET_COUNT):
+            if sets:
+                work.append(self._cmd("HSET", K.thresholds_key(b), *sets))
+            if gone:
+                work.append(self._cmd("HDEL", K.thresholds_key(b), *gone))
+        await asyncio.gather(*work)
+
     async def plans_revision(self) -> int:
         raw = await self._cmd("GET", K.plans_revision_key())
         return int(raw) if raw else 0
@@ -481,6 +548,9 @@ class Store:
             updated_at=num("up"),
             buckets=buckets,
             sessions=tuple(sessions),
+            barred_by_balance=_s(a.get("nb", b"none")),
+            engaged=tuple(int(x) for x in _s(a.get("th", b"")).split(",") if x),
+            thresholds=decode_thresholds(_s(a["thr"])) if a.get("thr") else None,
         )
 
     async def list_subscribers(self, cursor: int = 0, count: int = 100) -> tuple[int, list[str]]:

@@ -3,8 +3,11 @@
 --
 -- Conventions (DESIGN.md "The store"):
 --   KEYS[1] account hash, KEYS[2] sessions hash, KEYS[3] bucket outbox stream,
---   KEYS[4] bucket expiry index (zset), KEYS[5] idempotency key (optional). All carry the
---   subscriber's bucket hash tag, so the script touches one Redis Cluster slot.
+--   KEYS[4] bucket expiry index (zset), KEYS[5] the bucket's copy of each plan's balance
+--   thresholds (hash: plan -> spec), KEYS[6] the bucket's notification stream (barring
+--   changes for the provisioning worker, webhooks and the Diameter agent), KEYS[7]
+--   idempotency key (optional). All carry the subscriber's bucket hash tag, so the script
+--   touches one Redis Cluster slot.
 --   Money and units are integers. Lua numbers are doubles (exact to 2^53); the Python side
 --   refuses anything above 10^15, and every number written back goes through fmt(): Redis
 --   would turn a Lua number into text with "%.17g" (exact for these integers, but a slower
@@ -23,7 +26,8 @@
 -- - Every table costs an allocation plus garbage collection later, and every function here
 --   is a closure created again on each call (~1k instructions each with its upvalues): build
 --   few of both. A helper used by one script lives in that script.
-local K_ACCT, K_SESS, K_OUT, K_EXP, K_IDEM = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local K_ACCT, K_SESS, K_OUT, K_EXP = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local K_THR, K_NTF, K_IDEM = KEYS[5], KEYS[6], KEYS[7]
 local NOW_TEXT = ARGV[1]
 
 local function fmt(n)
@@ -31,6 +35,26 @@ local function fmt(n)
     return '0' -- the commonest value, and never '-0'
   end
   return string.format('%d', n)
+end
+
+-- Barring levels, for the thresholds' actions and the account states alike.
+local LEVEL = {notify = 0, ['bar-outgoing'] = 1, ['bar-all'] = 2, active = 0,
+  ['barred-outgoing'] = 1, ['barred-all'] = 2, suspended = 2, outgoing = 1, all = 2}
+local LEVEL_NAME = {[0] = 'none', 'outgoing', 'all'}
+
+-- The barring the network should apply: the stronger of the state's and the thresholds'.
+local function barring(st, nb)
+  local l, m = LEVEL[st or 'active'] or 0, nb and LEVEL[nb] or 0
+  return LEVEL_NAME[m > l and m or l]
+end
+
+-- The account's state as an answer reports it: the thresholds' barring where it is stronger.
+local function state_of(a)
+  local nb = a.nb
+  if nb and LEVEL[nb] > (LEVEL[a.st or 'active'] or 0) then
+    return 'barred-' .. nb
+  end
+  return a.st
 end
 
 -- The fixed-shape answer every charging script returns (see ocs/store/store.py, ScriptAnswer).
@@ -42,7 +66,7 @@ local function answer(status, a, s, granted, charged, ub, qb, qa, final)
   local r = {status, granted or 0, charged or 0, ub or 0, 0, 0, 0, 0, 0, 0, qb or 0, qa or 0, 0,
     final and 1 or 0, '', '', '', '', 0, '', ''}
   if a then
-    r[5], r[6], r[7], r[15], r[20] = a.bal, a.rsv, a.lim, a.st, a.plan or ''
+    r[5], r[6], r[7], r[15], r[20] = a.bal, a.rsv, a.lim, state_of(a), a.plan or ''
   end
   if s then
     r[8], r[9], r[10], r[13] = s.sv, s.um, s.gb, s.u
@@ -73,8 +97,10 @@ end
 -- replies to turn into Lua strings) plus building a table from it. An account always has
 -- `st` and `ver` (upsert writes both), so both missing means there is no account.
 local function load_account()
-  local r = redis.call('HMGET', K_ACCT, 'bal', 'rsv', 'lim', 'st', 'plan', 'ver', 'nexp', 'bk')
+  local r = redis.call('HMGET', K_ACCT, 'bal', 'rsv', 'lim', 'st', 'plan', 'ver', 'nexp', 'bk',
+    'nb', 'blo', 'bhi')
   local tb, tr, tl, st, ver, tn, bk = r[1], r[2], r[3], r[4], r[6], r[7], r[8]
+  local nb, blo, bhi = r[9], r[10], r[11]
   if not st and not ver then
     return nil
   end
@@ -84,11 +110,17 @@ local function load_account()
   -- make Lua rebuild it). held_*: what the hash holds (false: missing), so save_account
   -- writes only what changed; tb, tr, tn: the text of bal, rsv, nexp, for the values vb, vr,
   -- vn (see account_text); tv: the text of the new version (save_account).
+  -- nb: the barring the balance thresholds impose ('outgoing' or 'all'; nil: none); blo, bhi:
+  -- the band of balances in which no threshold is crossed (nil: unbounded), so the common
+  -- case checks two numbers and reads no threshold (see crossed()).
   return {bal = bal or 0, rsv = rsv or 0, lim = tl and tl + 0 or 0, st = st or nil,
     plan = r[5] or nil, ver = ver and ver + 0 or 0, nexp = nexp or 0,
     buckets = (bk and bk ~= '') and cmsgpack.unpack(bk) or {}, dirty_buckets = false,
     touched = false, held_bal = bal, held_rsv = rsv, held_nexp = nexp,
-    tb = tb, tr = tr, tn = tn, vb = bal, vr = rsv, vn = nexp, tv = false}
+    tb = tb, tr = tr, tn = tn, vb = bal, vr = rsv, vn = nexp, tv = false,
+    nb = (nb and nb ~= 'none') and nb or nil, st0 = st or nil, nb0 = false,
+    blo = (blo and blo ~= '') and blo + 0 or nil, bhi = (bhi and bhi ~= '') and bhi + 0 or nil,
+    evaluate = false, crossing = false}
 end
 
 -- Bring the text of bal, rsv and nexp (a.tb, a.tr, a.tn) up to date: formatted once per new
@@ -107,11 +139,62 @@ end
 
 -- Write back what scripts change (fields whose value is unchanged are left as they are).
 -- Buckets that are used up, or expired and not held, go. a.tv is the new version's text.
+-- Re-evaluate the balance thresholds (the account's own, else its plan's) with hysteresis:
+-- a threshold engages when the balance falls below `below` and stays engaged until the
+-- balance is back at `lift` or more. Spec: "below:lift:action;..." (micro-units). Adds the
+-- changed fields to `args` (save_account's HSET) and leaves what was crossed in a.crossing,
+-- for emit() to journal after the request's own event.
+local function crossed(a, args)
+  local r = redis.call('HMGET', K_ACCT, 'thr', 'th')
+  local spec, was = r[1], r[2] or ''
+  if not spec and a.plan then
+    spec = redis.call('HGET', K_THR, a.plan)
+  end
+  local on, downs, ups, level, blo, bhi, tlo, thi = {}, {}, {}, 0, nil, nil, '', ''
+  for below, lift, action in string.gmatch(spec or '', '(-?%d+):(-?%d+):([%a-]+)') do
+    local b, l = below + 0, lift + 0
+    local before = string.find(was, ',' .. below .. ',', 1, true) ~= nil
+    if a.bal < b or (before and a.bal < l) then
+      on[#on + 1] = below
+      if LEVEL[action] > level then
+        level = LEVEL[action]
+      end
+      if not bhi or l < bhi then
+        bhi, thi = l, lift
+      end
+      if not before then
+        downs[#downs + 1] = below .. ':' .. action
+      end
+    else
+      if not blo or b > blo then
+        blo, tlo = b, below
+      end
+      if before then
+        ups[#ups + 1] = below .. ':' .. action
+      end
+    end
+  end
+  local th = #on > 0 and (',' .. table.concat(on, ',') .. ',') or ''
+  local nb = level > 0 and LEVEL_NAME[level] or nil
+  a.nb0 = a.nb or 'none'
+  a.nb, a.blo, a.bhi = nb, blo, bhi
+  local n = #args
+  args[n + 1], args[n + 2], args[n + 3], args[n + 4] = 'th', th, 'nb', nb or 'none'
+  args[n + 5], args[n + 6], args[n + 7], args[n + 8] = 'blo', tlo, 'bhi', thi
+  if #downs > 0 or #ups > 0 then
+    a.crossing = {table.concat(downs, ','), table.concat(ups, ',')}
+  end
+end
+
 local function save_account(a, now)
   a.ver = a.ver + 1
   a.tv = fmt(a.ver)
   account_text(a)
   local args = {'ver', a.tv, 'up', NOW_TEXT}
+  if a.evaluate or (a.bal ~= a.held_bal and ((a.blo and a.bal < a.blo)
+      or (a.bhi and a.bal >= a.bhi))) then
+    crossed(a, args)
+  end
   if a.bal ~= a.held_bal then
     args[#args + 1] = 'bal'
     args[#args + 1] = a.tb
@@ -144,10 +227,26 @@ end
 -- `ver` is the text of the account version after the script: events written before
 -- save_account() (lazy expiries) pass fmt(a.ver + 1), the rest a.tv. The per-kind fields
 -- follow as name, text pairs (numbers already formatted: no table to build and walk).
+-- A threshold crossed, or a change of the barring the network should apply, is journalled
+-- after the request's event, and a barring change is also put on the notification stream.
 local function emit(kind, msisdn, a, ver, ...)
   account_text(a)
   redis.call('XADD', K_OUT, '*', 't', kind, 'sub', msisdn, 'ts', NOW_TEXT, 'bal', a.tb,
     'rsv', a.tr, 'ver', ver, ...)
+  local c = a.crossing
+  if c then
+    redis.call('XADD', K_OUT, '*', 't', 'threshold', 'sub', msisdn, 'ts', NOW_TEXT, 'bal', a.tb,
+      'rsv', a.tr, 'ver', ver, 'down', c[1], 'up', c[2], 'nb', a.nb or 'none')
+  end
+  if c or a.nb0 or a.st ~= a.st0 then
+    local was, now_bar = barring(a.st0, a.nb0 or a.nb), barring(a.st, a.nb)
+    if c or was ~= now_bar then
+      redis.call('XADD', K_NTF, 'MAXLEN', '~', '100000', '*', 't', 'barring', 'sub', msisdn,
+        'ts', NOW_TEXT, 'bal', a.tb, 'ver', ver, 'bar', now_bar, 'was', was,
+        'down', c and c[1] or '', 'up', c and c[2] or '', 'st', a.st or '', 'plan', a.plan or '')
+    end
+  end
+  a.crossing, a.nb0 = false, false
 end
 
 local function get_session(sid)
@@ -222,18 +321,19 @@ local function expire_due(a, msisdn, now)
 end
 
 -- Barring and suspension. flags: 'o' outgoing service, 'f' free service.
+-- The account's state and the thresholds' barring (a.nb) both count.
 local function denied(a, flags)
-  local st = a.st
-  if st == 'active' then
+  local st, nb = a.st, a.nb
+  if st == 'active' and not nb then
     return false
   end
   if st == 'suspended' then
     return true
   end
-  if st == 'barred-all' then
+  if st == 'barred-all' or nb == 'all' then
     return string.find(flags, 'f', 1, true) == nil
   end
-  if st == 'barred-outgoing' then
+  if st == 'barred-outgoing' or nb == 'outgoing' then
     return string.find(flags, 'o', 1, true) ~= nil
   end
   return false

@@ -1,10 +1,12 @@
 -- upsert: create a subscriber, or update its plan, credit limit, state and unit buckets.
 -- ARGV: now, msisdn, request key, idempotency ttl ms, mode (create | update), plan,
 --       credit limit, state, opening balance (create), buckets to add (msgpack list of
---       {id, svc, n, p, x}; a known id gets the units added and takes the new p and x).
---       An empty plan, limit or state means "keep".
+--       {id, svc, n, p, x}; a known id gets the units added and takes the new p and x),
+--       the account's own balance thresholds ('-': none of its own, use the plan's).
+--       An empty plan, limit, state or thresholds means "keep".
 local now, msisdn, rk, ttl = ARGV[1] + 0, ARGV[2], ARGV[3], ARGV[4] + 0
 local mode, plan, lim, st, bal, bk = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+local thr = ARGV[11]
 
 local prev = idem_get()
 if prev then
@@ -16,7 +18,8 @@ if mode == 'create' then
     return answer('EXISTS', a)
   end
   a = {msisdn = msisdn, bal = tonumber(bal), rsv = 0, lim = 0, st = 'active', plan = plan,
-    ver = 0, nexp = 0, buckets = {}, dirty_buckets = true}
+    ver = 0, nexp = 0, buckets = {}, dirty_buckets = true, evaluate = true, crossing = false,
+    nb0 = false}
   redis.call('HSET', K_ACCT, 'msisdn', msisdn, 'cr', fmt(now), 'st', 'active', 'lim', '0',
     'plan', plan)
 elseif not a then
@@ -30,6 +33,17 @@ if plan ~= '' then
   redis.call('HSET', K_ACCT, 'plan', plan)
   changes[#changes + 1] = 'plan'
   changes[#changes + 1] = plan
+  a.evaluate = true
+end
+if thr ~= '' then
+  if thr == '-' then
+    redis.call('HDEL', K_ACCT, 'thr')
+  else
+    redis.call('HSET', K_ACCT, 'thr', thr)
+  end
+  changes[#changes + 1] = 'thresholds'
+  changes[#changes + 1] = thr
+  a.evaluate = true
 end
 if lim ~= '' then
   a.lim = tonumber(lim)
