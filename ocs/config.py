@@ -76,12 +76,43 @@ class Settings:
     #: Extra directory of TOML plans, loaded beside the shipped ones.
     plans_dir: str | None = None
     sweep_interval: float = 1.0
+    #: The provisioning gateway (or ``ocs hlr-sim``) that bars subscribers in the HLR; empty:
+    #: no barring commands are sent (they wait in the notification streams).
+    provisioning_url: str = ""
+    #: HMAC-SHA256 key signing commands and checking callbacks (and webhooks, unless
+    #: ``webhook_secret`` is set).
+    provisioning_secret: str = ""
+    #: An Authorization header value sent with every command (e.g. "Bearer ...").
+    provisioning_auth: str = ""
+    #: Seconds to wait for the gateway's answer.
+    provisioning_timeout: float = 5.0
+    #: Attempts per command before it is dead-lettered, and the first retry's delay in
+    #: seconds (doubling each time, at most a minute, with jitter).
+    provisioning_retries: int = 8
+    provisioning_backoff: float = 0.5
+    #: Where the gateway sends its callbacks (default: this OCS's admin API).
+    provisioning_callback_url: str = ""
+    #: Comma-separated URLs told of every threshold crossing and barring change.
+    webhook_urls: str = ""
+    webhook_secret: str = ""
     log_level: str = "INFO"
+    #: Hot billing (docs/hot-billing.md): seconds between polls of a CDR source, debits in
+    #: flight, the Parquet warehouse, the retention archive and its AES-256 key (64 hex
+    #: digits; empty: none configured).
+    mediation_poll: float = 1.0
+    mediation_window: int = 256
+    warehouse_dir: str = ".ocs/warehouse"
+    archive_dir: str = ".ocs/archive"
+    archive_key: str = field(default="", repr=False)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def charging(self) -> ChargingConfig:
         return ChargingConfig(validity=self.validity, grace=self.grace)
+
+    @property
+    def webhook_url_list(self) -> list[str]:
+        return [u.strip() for u in self.webhook_urls.split(",") if u.strip()]
 
     @property
     def diameter_allowed_peers(self) -> frozenset[str] | None:
@@ -96,7 +127,7 @@ class Settings:
 
 
 _INT = {"native_port", "http_port", "diameter_port", "validity", "grace", "session_ttl",
-        "reference_ttl"}  # fmt: skip
+        "reference_ttl", "mediation_window"}  # fmt: skip
 _PORTS = {"native_port", "http_port", "diameter_port"}
 
 
@@ -176,11 +207,16 @@ def _coerce(name: str, value: object, source: str) -> object:
         if value < low or (name in _PORTS and value > 65535):
             raise ConfigError(f"{where}: out of range: {value}")
         return value
-    if name == "sweep_interval":
+    if name in ("sweep_interval", "mediation_poll"):
         v = _seconds(value, where)
         if v <= 0:
             raise ConfigError(f"{where}: must be > 0")
         return v
+    if name == "archive_key":
+        text = str(value).strip()
+        if text and (len(text) != 64 or any(c not in "0123456789abcdefABCDEF" for c in text)):
+            raise ConfigError(f"{where}: must be 64 hex digits (a 256-bit AES key)")
+        return text
     if name == "appendfsync" and value not in ("everysec", "always", "no"):
         raise ConfigError(f"{where}: must be everysec, always or no, got {value!r}")
     if name == "redis_url":

@@ -26,7 +26,11 @@ from ocs.charging.engine import ChargingEngine, wall_clock_ms
 from ocs.charging.sweeper import ExpirySweeper
 from ocs.charging.tariffs import TariffRegistry
 from ocs.config import Settings
+from ocs.provisioning.adapter import HttpProvisioningAdapter, WebhookSender
+from ocs.provisioning.service import Provisioning
+from ocs.provisioning.worker import RetryPolicy
 from ocs.redis_server import EmbeddedRedis
+from ocs.store.notify import NotifyStore
 from ocs.store.redis_client import PipelinedRedis
 from ocs.store.store import Store
 from protocols.diameter import LocalIdentity
@@ -61,6 +65,40 @@ async def redis_for(settings: Settings) -> AsyncIterator[str]:
 
 
 @dataclass
+class Core:
+    """The charging core of a process: its Redis, the store, the tariff plans, the engine."""
+
+    redis_url: str
+    store: Store
+    tariffs: TariffRegistry
+    engine: ChargingEngine
+
+
+@contextlib.asynccontextmanager
+async def charging_core(
+    settings: Settings, *, plans: list[PlanVersion] | None = None
+) -> AsyncIterator[Core]:
+    """Redis (embedded unless a URL is set), the store with its scripts loaded, the plans kept
+    in step with Redis, and the engine; shared by ``run_ocs`` and ``ocs mediation run``."""
+    base = base_plans(settings) if plans is None else plans
+    rater = TariffRater(PlanBook(base))
+    async with contextlib.AsyncExitStack() as stack:
+        url = await stack.enter_async_context(redis_for(settings))
+        client = PipelinedRedis.from_url(url)
+        await client.connect()
+        stack.push_async_callback(client.close)
+        store = Store(
+            client,
+            session_ttl_ms=settings.session_ttl * 1000,
+            reference_ttl_ms=settings.reference_ttl * 1000,
+        )
+        await store.load_scripts()
+        tariffs = await stack.enter_async_context(TariffRegistry(store, rater, base))
+        engine = ChargingEngine(store, rater, settings.charging)
+        yield Core(url, store, tariffs, engine)
+
+
+@dataclass
 class Running:
     """What a running OCS exposes to its caller (the CLI, the demo, tests)."""
 
@@ -73,6 +111,7 @@ class Running:
     native: NativeServer
     http_port: int
     diameter: DiameterServer
+    provisioning: Provisioning
 
     @property
     def diameter_port(self) -> int:
@@ -130,36 +169,44 @@ def gy_config(settings: Settings) -> GyConfig:
 
 @contextlib.asynccontextmanager
 async def run_ocs(
-    settings: Settings, *, plans: list[PlanVersion] | None = None
+    settings: Settings, *, plans: list[PlanVersion] | None = None, reuse_port: bool = False
 ) -> AsyncIterator[Running]:
-    """Start everything; on exit, stop accepting, drain, and close in reverse order."""
-    base = base_plans(settings) if plans is None else plans
-    rater = TariffRater(PlanBook(base))
+    """Start everything; on exit, stop accepting, drain, and close in reverse order.
+
+    ``reuse_port``: bind the native and admin listeners with SO_REUSEPORT too, so that the
+    workers of ``ocs serve --workers N`` (ocs/supervisor.py) share their ports. (The Diameter
+    listener always does.)
+    """
     async with contextlib.AsyncExitStack() as stack:
-        url = await stack.enter_async_context(redis_for(settings))
-        client = PipelinedRedis.from_url(url)
-        await client.connect()
-        stack.push_async_callback(client.close)
-        store = Store(
-            client,
-            session_ttl_ms=settings.session_ttl * 1000,
-            reference_ttl_ms=settings.reference_ttl * 1000,
-        )
-        await store.load_scripts()
+        core = await stack.enter_async_context(charging_core(settings, plans=plans))
+        url, store, tariffs, engine = core.redis_url, core.store, core.tariffs, core.engine
+        rater = tariffs.rater
         metrics = Metrics()
-        tariffs = await stack.enter_async_context(TariffRegistry(store, rater, base))
-        engine = ChargingEngine(store, rater, settings.charging)
         await stack.enter_async_context(
             ExpirySweeper(store, wall_clock_ms, interval=settings.sweep_interval)
         )
-        app = create_app(store, metrics, tariffs=tariffs, clock=wall_clock_ms)
+        notify = NotifyStore(url)
+        stack.push_async_callback(notify.close)
+        provisioning = Provisioning(
+            notify,
+            store,
+            callback_secret=settings.provisioning_secret,
+            policy=RetryPolicy(
+                attempts=settings.provisioning_retries, base=settings.provisioning_backoff
+            ),
+        )
+        app = create_app(
+            store, metrics, tariffs=tariffs, clock=wall_clock_ms, provisioning=provisioning
+        )
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, settings.bind, settings.http_port)
+        site = web.TCPSite(runner, settings.bind, settings.http_port, reuse_port=reuse_port or None)
         await site.start()
         http_port = _bound_port(runner, settings.http_port)
-        native = NativeServer(NativeAgent(engine, metrics), settings.bind, settings.native_port)
+        native = NativeServer(
+            NativeAgent(engine, metrics), settings.bind, settings.native_port, reuse_port=reuse_port
+        )
         await native.start()
         stack.push_async_callback(native.close)
         # A lambda, not rater.book.at: the registry replaces the book when plans change.
@@ -168,12 +215,56 @@ async def run_ocs(
         diameter = diameter_server(settings, agent)
         await diameter.start()
         stack.push_async_callback(diameter.close)
+        await start_provisioning(stack, settings, provisioning, http_port)
         log.info(
             "OCS serving: native %s:%d, diameter %s:%d, http %s:%d, redis %s",
             settings.bind, native.port, settings.bind, diameter.port, settings.bind, http_port,
             url,
         )  # fmt: skip
-        yield Running(settings, url, store, engine, tariffs, metrics, native, http_port, diameter)
+        yield Running(
+            settings, url, store, engine, tariffs, metrics, native, http_port, diameter,
+            provisioning,
+        )  # fmt: skip
+
+
+async def start_provisioning(
+    stack: contextlib.AsyncExitStack, settings: Settings, provisioning: Provisioning,
+    http_port: int,
+) -> None:  # fmt: skip
+    """The adapter and webhooks as configured, and their consumers (each works only while
+    this process holds its group's lease: one process of many does)."""
+    if settings.provisioning_url:
+        host = "127.0.0.1" if settings.bind in ("0.0.0.0", "::") else settings.bind
+        callback = settings.provisioning_callback_url or (
+            f"http://{host}:{http_port}/v1/provisioning/callbacks"
+            if settings.provisioning_secret else ""
+        )  # fmt: skip
+        adapter = HttpProvisioningAdapter(
+            settings.provisioning_url,
+            secret=settings.provisioning_secret,
+            auth=settings.provisioning_auth,
+            timeout=settings.provisioning_timeout,
+            callback_url=callback,
+        )
+        stack.push_async_callback(adapter.close)
+        provisioning.adapter = adapter
+    if settings.webhook_url_list:
+        sender = WebhookSender(
+            settings.webhook_url_list,
+            secret=settings.webhook_secret or settings.provisioning_secret,
+            timeout=settings.provisioning_timeout,
+        )
+        stack.push_async_callback(sender.close)
+        provisioning.webhooks = sender
+    for consumer in provisioning.consumers():
+        task = asyncio.create_task(consumer.run(), name=f"consumer-{consumer.group}")
+
+        async def stop(task: asyncio.Task[None] = task) -> None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        stack.push_async_callback(stop)
 
 
 def _bound_port(runner: web.AppRunner, wanted: int) -> int:

@@ -49,8 +49,9 @@ from ocs.api.problems import (
 from ocs.charging.tariffs import TariffRegistry, bundle_buckets
 from ocs.constants import MAX_UNITS, STATE_ACTIVE, STATES
 from ocs.money import MoneyFormatError, format_money, parse_money
+from ocs.provisioning.service import Provisioning, ProvisioningError
 from ocs.store.errors import StoreError, StoreUnavailable
-from ocs.store.store import Account, Event, ScriptAnswer, Store, UnitBucket
+from ocs.store.store import PLAN_THRESHOLDS, Account, Event, ScriptAnswer, Store, UnitBucket
 from tariffs import (
     PlanBook,
     PlanFileError,
@@ -60,6 +61,7 @@ from tariffs import (
     UnitKind,
     UnknownPlan,
     UsageContext,
+    parse_thresholds,
 )
 
 __all__ = [
@@ -82,6 +84,7 @@ STORE: Final = web.AppKey("ocs.store", Store)
 METRICS: Final = web.AppKey("ocs.metrics", Metrics)
 CLOCK: Final = web.AppKey[Clock]("ocs.clock")
 TARIFFS: Final = web.AppKey("ocs.tariffs", TariffRegistry)
+PROVISIONING: Final = web.AppKey("ocs.provisioning", Provisioning)
 
 #: E.164 without the leading '+': up to 15 digits; 3 allows short test and service numbers.
 _MSISDN_RE: Final = re.compile(r"[0-9]{3,15}")
@@ -118,7 +121,9 @@ PLAN_CONTENT_TYPES: Final = frozenset({"application/toml", "text/plain"})
 _CREATE_FIELDS: Final = frozenset(
     {"msisdn", "balance", "plan", "credit_limit", "state", "buckets", "reference"}
 )
-_PATCH_FIELDS: Final = frozenset({"plan", "credit_limit", "state", "add_buckets", "reference"})
+_PATCH_FIELDS: Final = frozenset(
+    {"plan", "credit_limit", "state", "add_buckets", "thresholds", "reference"}
+)
 _BUCKET_FIELDS: Final = frozenset({"id", "service", "units", "priority", "expires_at"})
 _RATE_FIELDS: Final = frozenset(
     {"plan", "service", "units", "duration", "to", "at", "location", "used", "money"}
@@ -150,6 +155,14 @@ def account_json(a: Account) -> dict[str, object]:
         "version": a.version,
         "created_at": iso_time(a.created_at),
         "updated_at": iso_time(a.updated_at),
+        "barring": {
+            # What the network should bar (state and balance thresholds together), what the
+            # balance thresholds alone impose, and which thresholds are engaged.
+            "network": a.barring,
+            "by_balance": a.barred_by_balance,
+            "engaged": [format_money(x) for x in a.engaged],
+            "thresholds": None if a.thresholds is None else thresholds_json(a.thresholds),
+        },
         "buckets": [
             {
                 "id": b.id,
@@ -179,6 +192,13 @@ def account_json(a: Account) -> dict[str, object]:
             for s in a.sessions
         ],
     }
+
+
+def thresholds_json(items: Collection[tuple[int, int, str]]) -> list[dict[str, str]]:
+    return [
+        {"below": format_money(b), "action": action, "lift": format_money(lift)}
+        for b, lift, action in items
+    ]
 
 
 def _event_json(e: Event) -> dict[str, object]:
@@ -563,10 +583,14 @@ async def update_subscriber(request: web.Request) -> web.StreamResponse:
     credit_limit = f.money("credit_limit", "non-negative") if f.has("credit_limit") else None
     state = f.choice("state", STATES, what="state")
     add_buckets = f.buckets("add_buckets", now=now)
+    thresholds = _thresholds_field(f)
     reference = f.text("reference", required=False, max_len=MAX_REFERENCE)
     if isinstance(f.data, dict) and not f.errors and not (set(f.data) - {"reference"}):
         f.errors.append(
-            FieldError("body", "must change at least one of plan, credit_limit, state, add_buckets")
+            FieldError(
+                "body",
+                "must change at least one of plan, credit_limit, state, add_buckets, thresholds",
+            )
         )
     f.check()
     store = app[STORE]
@@ -576,6 +600,7 @@ async def update_subscriber(request: web.Request) -> web.StreamResponse:
         credit_limit=credit_limit,
         state=state,
         add_buckets=add_buckets,
+        thresholds=thresholds,
         now=now,
         request_key=None if reference is None else f"update:{reference}",
     )
@@ -583,6 +608,25 @@ async def update_subscriber(request: web.Request) -> web.StreamResponse:
         return _unknown_subscriber(msisdn)
     _expect(answer, "OK")
     return await _account_response(store, msisdn)
+
+
+def _thresholds_field(f: _Fields) -> list[tuple[int, int, str]] | str | None:
+    """``thresholds``: a list replaces the plan's for this account; null goes back to the
+    plan's; absent changes nothing."""
+    if not f.has("thresholds"):
+        return None
+    raw = f.data["thresholds"]
+    if raw is None:
+        return PLAN_THRESHOLDS
+    try:
+        parsed = parse_thresholds(raw, "thresholds")
+    except PlanFileError as exc:
+        for line in exc.problems:
+            path, _, detail = line.partition(": ")
+            field_path, _, msg = detail.partition(": ")
+            f.errors.append(FieldError(field_path or path, msg or detail))
+        return None
+    return [(t.below, t.lift, t.action) for t in parsed]
 
 
 def _credit_handler(kind: str, sign: Sign, note_field: str, *, note_required: bool) -> Handler:
@@ -940,12 +984,70 @@ async def _errors_and_metrics(request: web.Request, handler: Handler) -> web.Str
 # -- the app ------------------------------------------------------------------------------------
 
 
+# -- provisioning ---------------------------------------------------------------------------------
+
+
+def _provisioning_problem(exc: ProvisioningError) -> web.Response:
+    return problem(exc.status, exc.title, exc.detail)
+
+
+async def provisioning_callback(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/provisioning/callbacks``: a signed confirmation or rejection of a command
+    the provisioning system accepted (202). A bad signature: 401, and nothing changes."""
+    try:
+        result = await request.app[PROVISIONING].callback(await request.read(), request.headers)
+    except ProvisioningError as exc:
+        return _provisioning_problem(exc)
+    return web.json_response(result)
+
+
+async def subscriber_provisioning(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/subscribers/{msisdn}/provisioning``: desired and confirmed barring, history."""
+    msisdn = _msisdn(request)
+    view = await request.app[PROVISIONING].view(msisdn)
+    if view is None:
+        return _unknown_subscriber(msisdn)
+    return web.json_response(view)
+
+
+async def list_dead_letters(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/provisioning/dead-letters?limit=&before=``: newest first."""
+    limit = _query_int(request, "limit", default=DEFAULT_PAGE, maximum=MAX_PAGE)
+    before = request.query.get("before")
+    if before is not None and _STREAM_ID_RE.fullmatch(before) is None:
+        raise InvalidInput([FieldError("before", "must be an id such as 1714564800000-0")])
+    items = await request.app[PROVISIONING].dead_letters(limit, before)
+    return web.json_response({"dead_letters": items})
+
+
+async def replay_dead_letter(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/provisioning/dead-letters/{id}/replay``: queue it again (202)."""
+    if _STREAM_ID_RE.fullmatch(request.match_info["id"]) is None:
+        raise InvalidInput([FieldError("id", "must be an id such as 1714564800000-0")])
+    try:
+        result = await request.app[PROVISIONING].replay(request.match_info["id"])
+    except ProvisioningError as exc:
+        return _provisioning_problem(exc)
+    return web.json_response(result, status=HTTPStatus.ACCEPTED)
+
+
+async def reconcile(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/provisioning/reconcile``: compare every account's barring with the HLR's
+    and re-send what differs."""
+    try:
+        report = await request.app[PROVISIONING].reconcile()
+    except ProvisioningError as exc:
+        return _provisioning_problem(exc)
+    return web.json_response(report.to_json())
+
+
 def create_app(
     store: Store,
     metrics: Metrics,
     *,
     tariffs: TariffRegistry,
     clock: Callable[[], int],
+    provisioning: Provisioning | None = None,
 ) -> web.Application:
     """The HTTP API over ``store``.
 
@@ -962,6 +1064,13 @@ def create_app(
     app[METRICS] = metrics
     app[CLOCK] = clock
     app[TARIFFS] = tariffs
+    if provisioning is not None:
+        app[PROVISIONING] = provisioning
+        app.router.add_post("/v1/provisioning/callbacks", provisioning_callback)
+        app.router.add_get("/v1/provisioning/dead-letters", list_dead_letters)
+        app.router.add_post("/v1/provisioning/dead-letters/{id}/replay", replay_dead_letter)
+        app.router.add_post("/v1/provisioning/reconcile", reconcile)
+        app.router.add_get("/v1/subscribers/{msisdn}/provisioning", subscriber_provisioning)
     app.router.add_post("/v1/subscribers", create_subscriber)
     app.router.add_get("/v1/subscribers", list_subscribers)
     app.router.add_get("/v1/subscribers/{msisdn}", get_subscriber)

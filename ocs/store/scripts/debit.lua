@@ -54,7 +54,7 @@ local cost = cn
 if b == n then
   cost = 0
 end
-if not force and cost > avail then
+if not force and cost > 0 and cost > avail then -- (what costs nothing needs no credit)
   return unchanged('QUOTE', a, nil, 0, 0, 0, b, avail)
 end
 if b > 0 then

@@ -385,7 +385,7 @@ local function hold(a, s, svc, now, n, cn, bq)
       return b, avail
     end
   end
-  if b > bav or (b < n and cn > avail) then
+  if b > bav or (b < n and cn > 0 and cn > avail) then -- (free: no credit needed)
     return math.min(n, bav), avail
   end
   if b == n then

@@ -1,0 +1,261 @@
+"""The notification streams and what their consumers keep: consumer groups, leases, dead
+letters, and the provisioning records (the HLR's barring as the OCS knows it).
+
+The balance scripts append barring changes and threshold crossings to the bucket's
+notification stream (``ocs:{b<N>}:ntf``) in the same step as the change. Consumers (the
+provisioning worker, the webhooks) read all 64 streams through a Redis consumer group:
+at least once, with the unacknowledged entries claimable after a crash. One process at a time
+consumes a group (a lease), so one subscriber's commands are handled in order.
+
+Not a hot path: this uses redis-py (its own connections, since a blocking XREADGROUP would
+hold up the charging client's pipeline).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import redis.asyncio
+from redis.exceptions import RedisError, ResponseError
+
+from ocs.constants import BUCKET_COUNT
+from ocs.store import keys as K
+from ocs.store.errors import StoreUnavailable
+
+#: How many commands each subscriber's history keeps.
+HISTORY_LENGTH: Final = 50
+#: Dead letters kept (the oldest go first).
+DEAD_LETTER_MAX: Final = 100_000
+#: Commands awaiting a callback are forgotten after this long (seconds).
+PENDING_TTL: Final = 7 * 86_400
+
+# Extend a lease only if this process holds it (compare and set, in one step).
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """One entry of a bucket's notification stream."""
+
+    stream: str
+    id: str
+    fields: Mapping[str, str]
+
+    @property
+    def subscriber(self) -> str:
+        return self.fields.get("sub", "")
+
+    @property
+    def kind(self) -> str:
+        return self.fields.get("t", "")
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    id: str
+    fields: Mapping[str, str]
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class NotifyStore:
+    """Consumer-side access to the notification streams and the provisioning records."""
+
+    def __init__(self, url: str) -> None:
+        self.redis: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
+            url, decode_responses=True, socket_connect_timeout=5, health_check_interval=30
+        )
+        self.streams = [K.notify_key(b) for b in range(BUCKET_COUNT)]
+        self._renew = self.redis.register_script(_RENEW)
+        self._release = self.redis.register_script(_RELEASE)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def _do(self, coro: Any) -> Any:
+        try:
+            return await coro
+        except RedisError as exc:
+            raise StoreUnavailable(f"redis: {exc}") from exc
+
+    # -- consumer groups ----------------------------------------------------------------------
+
+    async def ensure_group(self, group: str) -> None:
+        """Create the group on every stream (from the start of each, so nothing written before
+        the first consumer is missed)."""
+        for key in self.streams:
+            try:
+                await self._do(self.redis.xgroup_create(key, group, id="0", mkstream=True))
+            except StoreUnavailable as exc:
+                if not isinstance(exc.__cause__, ResponseError) or "BUSYGROUP" not in str(exc):
+                    raise
+
+    async def take_lease(self, group: str, me: str, ttl_ms: int) -> bool:
+        """Hold (or extend) the lease that makes ``me`` the group's consumer."""
+        return bool(await self._do(self._renew(keys=[K.leader_key(group)], args=[me, ttl_ms])))
+
+    async def drop_lease(self, group: str, me: str) -> None:
+        await self._do(self._release(keys=[K.leader_key(group)], args=[me]))
+
+    async def claim_all(self, group: str, me: str) -> int:
+        """Take over every entry another consumer of the group read and did not acknowledge
+        (it died); they are then read again as ``me``'s pending entries, in stream order."""
+        n = 0
+        for key in self.streams:
+            cursor = "0-0"
+            while True:
+                # (redis-py drops the cursor from a JUSTID reply: take the entries)
+                reply = await self._do(
+                    self.redis.xautoclaim(key, group, me, 0, cursor, count=1000)
+                )
+                cursor = reply[0]
+                n += len(reply[1])
+                if cursor == "0-0":
+                    break
+        return n
+
+    async def read(
+        self,
+        group: str,
+        me: str,
+        *,
+        ids: Mapping[str, str] | None,
+        count: int,
+        block_ms: int | None = None,
+    ) -> list[Notification]:
+        """New entries for ``me`` (``ids`` None; waiting up to ``block_ms``), or its own
+        unacknowledged ones after the given id of each stream; oldest first in each stream."""
+        streams: dict[Any, Any] = dict.fromkeys(self.streams, ">") if ids is None else dict(ids)
+        reply = await self._do(
+            self.redis.xreadgroup(
+                group, me, streams, count=count, block=block_ms if ids is None else None
+            )
+        )
+        out = []
+        for stream, entries in reply or []:
+            for entry_id, fields in entries:
+                # (a pending entry trimmed away reads as empty: nothing to do but ack it)
+                out.append(Notification(stream, entry_id, fields or {}))
+        return out
+
+    async def ack(self, group: str, note: Notification) -> None:
+        await self._do(self.redis.xack(note.stream, group, note.id))
+
+    async def enqueue(self, msisdn: str, fields: Mapping[str, str]) -> str:
+        """Put a notification on the subscriber's stream (a re-send decided by an operator or
+        by reconciliation), behind whatever is already queued for it."""
+        data: dict[Any, Any] = {"sub": msisdn, "ts": str(_now_ms()), **fields}
+        return str(await self._do(self.redis.xadd(K.notify_key(K.bucket_of(msisdn)), data)))
+
+    # -- dead letters ------------------------------------------------------------------------
+
+    async def dead_letter(self, fields: Mapping[str, str]) -> str:
+        data: dict[Any, Any] = dict(fields)
+        return str(
+            await self._do(
+                self.redis.xadd(K.dead_letter_key(), data, maxlen=DEAD_LETTER_MAX, approximate=True)
+            )
+        )
+
+    async def dead_letters(self, count: int = 100, before: str | None = None) -> list[DeadLetter]:
+        end = f"({before}" if before else "+"
+        reply = await self._do(self.redis.xrevrange(K.dead_letter_key(), end, "-", count=count))
+        return [DeadLetter(i, f) for i, f in reply]
+
+    async def dead_letter_by_id(self, entry_id: str) -> DeadLetter | None:
+        try:
+            reply = await self._do(self.redis.xrange(K.dead_letter_key(), entry_id, entry_id))
+        except StoreUnavailable as exc:
+            if isinstance(exc.__cause__, ResponseError):  # not a stream id
+                return None
+            raise
+        return DeadLetter(reply[0][0], reply[0][1]) if reply else None
+
+    async def drop_dead_letter(self, entry_id: str) -> bool:
+        return bool(await self._do(self.redis.xdel(K.dead_letter_key(), entry_id)))
+
+    # -- provisioning records ----------------------------------------------------------------
+
+    async def record(
+        self, msisdn: str, entry: Mapping[str, Any], *, state: Mapping[str, str] | None = None
+    ) -> None:
+        """Add a line to the subscriber's command history and update what the OCS knows of
+        the HLR's state (``state``: confirmed, confirmed_seq, status, command, ...)."""
+        line = json.dumps({"at": _now_ms(), **entry}, separators=(",", ":"))
+        async with self.redis.pipeline(transaction=False) as p:
+            p.lpush(K.hlr_history_key(msisdn), line)
+            p.ltrim(K.hlr_history_key(msisdn), 0, HISTORY_LENGTH - 1)
+            if state:
+                mapping: dict[Any, Any] = {**state, "updated": str(_now_ms())}
+                p.hset(K.hlr_state_key(msisdn), mapping=mapping)
+            await self._do(p.execute())
+
+    async def hlr_state(self, msisdn: str) -> dict[str, str]:
+        return dict(await self._do(self.redis.hgetall(K.hlr_state_key(msisdn))))
+
+    async def history(self, msisdn: str, count: int = HISTORY_LENGTH) -> list[dict[str, Any]]:
+        lines = await self._do(self.redis.lrange(K.hlr_history_key(msisdn), 0, count - 1))
+        return [json.loads(x) for x in lines]
+
+    async def await_callback(self, command_id: str, fields: Mapping[str, str]) -> None:
+        """Remember a command the provisioning system accepted and will confirm later."""
+        key = K.hlr_command_key(command_id)
+        mapping: dict[Any, Any] = dict(fields)
+        async with self.redis.pipeline(transaction=False) as p:
+            p.hset(key, mapping=mapping)
+            p.expire(key, PENDING_TTL)
+            await self._do(p.execute())
+
+    async def take_callback(self, command_id: str) -> dict[str, str] | None:
+        """The command a callback names (and forget it: a callback counts once)."""
+        key = K.hlr_command_key(command_id)
+        async with self.redis.pipeline(transaction=True) as p:
+            p.hgetall(key)
+            p.delete(key)
+            fields, _ = await self._do(p.execute())
+        return dict(fields) or None
+
+    async def pending_count(self, group: str) -> int:
+        """Entries read by the group and not yet acknowledged, over every stream."""
+        total = 0
+        for key in self.streams:
+            try:
+                info = await self._do(self.redis.xpending(key, group))
+            except StoreUnavailable as exc:
+                if isinstance(exc.__cause__, ResponseError):  # no group yet
+                    return 0
+                raise
+            total += int(info["pending"])
+        return total
+
+    async def lag(self, group: str) -> int:
+        """Entries not yet delivered to the group (Redis 7: the group's ``lag``)."""
+        total = 0
+        for key in self.streams:
+            try:
+                groups: Sequence[Mapping[str, Any]] = await self._do(self.redis.xinfo_groups(key))
+            except StoreUnavailable as exc:
+                if isinstance(exc.__cause__, ResponseError):
+                    continue
+                raise
+            for g in groups:
+                if g.get("name") == group:
+                    total += int(g.get("lag") or 0)
+        return total
