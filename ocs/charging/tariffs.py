@@ -96,7 +96,10 @@ class TariffRegistry:
         (a new plan, or a version taking effect): the scripts apply them at an account's next
         balance change (docs/barring.md)."""
         specs = self.thresholds_now()
-        if specs != self._published:
+        # (also when Redis lost them: flushed, or restarted without persistence)
+        if specs != self._published or not await self.store.thresholds_published(
+            sum(1 for t in specs.values() if t)
+        ):
             await self.store.publish_thresholds(dict(specs))
             self._published = specs
 

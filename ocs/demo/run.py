@@ -13,11 +13,13 @@ from dataclasses import replace
 from typing import TextIO
 
 from ocs.charging.engine import wall_clock_ms
+from ocs.charging.types import DebitRequest, SessionInfo
 from ocs.config import Settings
 from ocs.demo.dataset import load_demo_data
 from ocs.demo.simulator import SwitchSimulator, Tally
 from ocs.money import format_money
-from ocs.service import run_ocs
+from ocs.provisioning.hlrsim import Applied, HlrSimulator, bound_port, serve
+from ocs.service import Running, run_ocs
 from protocols.native import NativeClient
 
 
@@ -74,62 +76,130 @@ async def run_demo(
         # The demo must run beside anything: take a free port and say which.
         settings = replace(settings, http_port=0)
     view = LiveView(out)
-    async with run_ocs(settings) as ocs:
-        # The demo's Redis is its own (embedded under .ocs/demo unless a URL was given): start
-        # from a clean slate each time.
-        if settings.redis_url is None:
-            await ocs.store.client.execute("FLUSHALL")
-        subs = await load_demo_data(ocs.store, subscribers, wall_clock_ms(), ocs.tariffs.rater.book)
-        print(
-            f"OCS demo: {len(subs)} subscribers loaded; native protocol on port "
-            f"{ocs.native.port}, Diameter Gy on port {ocs.diameter_port}, "
-            f"admin API on http://{settings.bind}:{ocs.http_port} "
-            f"(try: curl http://{settings.bind}:{ocs.http_port}/v1/subscribers/{subs[1].msisdn})"
-            "\nCtrl-C to stop.\n",
-            file=out,
-            flush=True,
-        )
-        async with NativeClient(settings.bind, ocs.native.port) as client:
-            sim = SwitchSimulator(
-                client,
-                [s.msisdn for s in subs],
-                callers=callers,
-                speed=speed,
-                report=view.line,
+    async with contextlib.AsyncExitStack() as stack:
+        hlr = None
+        if not settings.provisioning_url:
+            # The HLR is simulated, and told of bars and unbars like a real one would be.
+            hlr = HlrSimulator(secret="demo-secret", on_apply=lambda a: _show_hlr(a, out))
+            runner = await serve(hlr, "127.0.0.1", 0)
+            stack.push_async_callback(runner.cleanup)
+            settings = replace(
+                settings,
+                provisioning_url=f"http://127.0.0.1:{bound_port(runner)}",
+                provisioning_secret="demo-secret",
             )
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
+        ocs = await stack.enter_async_context(run_ocs(settings))
+        return await _run(ocs, settings, view, out, subscribers, callers, speed, duration)
+    raise AssertionError("unreachable")
+
+
+def _show_hlr(a: Applied, out: TextIO) -> None:
+    what = {"none": "unbarred", "outgoing": "barred outgoing", "all": "barred all"}[a.barring]
+    print(f"HLR       {a.msisdn} {what} (command {a.command_id})", file=out, flush=True)
+
+
+#: The subscriber whose balance the demo drives below its limits and back (prepaid-basic).
+STORY_MSISDN = "4919000000001"
+
+
+async def _story(ocs: Running, out: TextIO, pause: float) -> None:
+    """A subscriber on prepaid-basic whose calls arrive as CDRs (hot billing): they are charged
+    whatever the balance, the balance passes -5.00, the HLR bars outgoing calls; a top-up
+    lifts the bar."""
+    now = wall_clock_ms()
+    await ocs.store.create_subscriber(
+        STORY_MSISDN, plan="prepaid-basic", balance=1_000_000, credit_limit=0,
+        state="active", now=now,
+    )  # fmt: skip
+
+    def say(text: str) -> None:
+        print(f"STORY     {text}", file=out, flush=True)
+
+    say(f"{STORY_MSISDN} on prepaid-basic has 1.00; its calls arrive as CDRs (hot billing)")
+    for i, (to, seconds) in enumerate([("0013125550100", 900), ("00447700900123", 1200)]):
+        await asyncio.sleep(pause)
+        r = await ocs.engine.debit(
+            DebitRequest(STORY_MSISDN, "voice", f"story-cdr-{now}-{i}", units=seconds,
+                         info=SessionInfo(destination=to), force=True)
+        )  # fmt: skip
+        say(f"CDR: {seconds // 60} min to +{to[2:]} charged {format_money(r.charged)}; "
+            f"balance {format_money(r.balance)}")  # fmt: skip
+    await asyncio.sleep(pause * 2)
+    ans = await ocs.store.credit(
+        STORY_MSISDN, kind="topup", amount=50_000_000, reference=f"story-{now}",
+        note="voucher", now=wall_clock_ms(),
+    )  # fmt: skip
+    say(f"top-up 50.00; balance {format_money(ans.balance)}")
+
+
+async def _run(
+    ocs: Running,
+    settings: Settings,
+    view: LiveView,
+    out: TextIO,
+    subscribers: int,
+    callers: int,
+    speed: float,
+    duration: float | None,
+) -> Tally:
+    # The demo's Redis is its own (embedded under .ocs/demo unless a URL was given): start
+    # from a clean slate each time.
+    if settings.redis_url is None:
+        await ocs.store.client.execute("FLUSHALL")
+        await ocs.tariffs.publish_thresholds()
+    subs = await load_demo_data(ocs.store, subscribers, wall_clock_ms(), ocs.tariffs.rater.book)
+    print(
+        f"OCS demo: {len(subs)} subscribers loaded; native protocol on port "
+        f"{ocs.native.port}, Diameter Gy on port {ocs.diameter_port}, "
+        f"admin API on http://{settings.bind}:{ocs.http_port} "
+        f"(try: curl http://{settings.bind}:{ocs.http_port}/v1/subscribers/{subs[1].msisdn})"
+        "\nCtrl-C to stop.\n",
+        file=out,
+        flush=True,
+    )
+    async with NativeClient(settings.bind, ocs.native.port) as client:
+        sim = SwitchSimulator(
+            client,
+            [s.msisdn for s in subs],
+            callers=callers,
+            speed=speed,
+            report=view.line,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        task = asyncio.create_task(sim.run())
+        story = asyncio.create_task(_story(ocs, out, pause=3.0))
+        start = prev_t = time.monotonic()
+        deadline = None if duration is None else start + duration
+        prev_n = 0
+        try:
+            while not stop.is_set():
+                timeout = 2.0
+                if deadline is not None:
+                    timeout = min(timeout, deadline - time.monotonic())
+                if timeout > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout)
+                now = time.monotonic()
+                view.status(now - start, sim.tally, prev_n, max(now - prev_t, 1e-3))
+                prev_n, prev_t = sim.tally.requests, now
+                if deadline is not None and now >= deadline - 0.01:
+                    break
+        finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
-            task = asyncio.create_task(sim.run())
-            start = prev_t = time.monotonic()
-            deadline = None if duration is None else start + duration
-            prev_n = 0
-            try:
-                while not stop.is_set():
-                    timeout = 2.0
-                    if deadline is not None:
-                        timeout = min(timeout, deadline - time.monotonic())
-                    if timeout > 0:
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(stop.wait(), timeout)
-                    now = time.monotonic()
-                    view.status(now - start, sim.tally, prev_n, max(now - prev_t, 1e-3))
-                    prev_n, prev_t = sim.tally.requests, now
-                    if deadline is not None and now >= deadline - 0.01:
-                        break
-            finally:
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.remove_signal_handler(sig)
-                task.cancel()
+                loop.remove_signal_handler(sig)
+            for t in (task, story):
+                t.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        low = sorted(
-            [(a.balance, m) for m in [s.msisdn for s in subs[:40]]
-             if (a := await ocs.store.get_account(m)) is not None]
-        )[:5]  # fmt: skip
-        print("\nLowest balances among the first 40 subscribers:", file=out)
-        for bal, m in low:
-            print(f"  {m}  {format_money(bal)}", file=out)
-        print("Stopping: draining requests, stopping the OCS and its Redis.", file=out, flush=True)
+                    await t
+    low = sorted(
+        [(a.balance, m) for m in [s.msisdn for s in subs[:40]]
+         if (a := await ocs.store.get_account(m)) is not None]
+    )[:5]  # fmt: skip
+    print("\nLowest balances among the first 40 subscribers:", file=out)
+    for bal, m in low:
+        print(f"  {m}  {format_money(bal)}", file=out)
+    print("Stopping: draining requests, stopping the OCS and its Redis.", file=out, flush=True)
     return sim.tally

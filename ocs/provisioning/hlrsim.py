@@ -87,6 +87,8 @@ class HlrSimulator:
     #: Answers by command_id (a repeated command gets the first answer and changes nothing).
     answers: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
     received: int = 0
+    #: Called with each command applied (the demo prints them).
+    on_apply: Callable[[Applied], None] | None = None
     _changed: asyncio.Condition | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _http: aiohttp.ClientSession | None = None
@@ -108,6 +110,8 @@ class HlrSimulator:
                 cmd["barring"], seq, cmd["command_id"], entry.at,
             )  # fmt: skip
         self.log.append(entry)
+        if self.on_apply is not None:
+            self.on_apply(entry)
         self._notify()
         return entry
 

@@ -481,6 +481,15 @@ class Store:
                 work.append(self._cmd("HDEL", K.thresholds_key(b), *gone))
         await asyncio.gather(*work)
 
+    async def thresholds_published(self, plans: int) -> bool:
+        """Whether the buckets hold thresholds for ``plans`` plans (checked on the first and
+        the last bucket: publishing writes them in order)."""
+        first, last = await asyncio.gather(
+            self._cmd("HLEN", K.thresholds_key(0)),
+            self._cmd("HLEN", K.thresholds_key(BUCKET_COUNT - 1)),
+        )
+        return int(first) == plans and int(last) == plans
+
     async def plans_revision(self) -> int:
         raw = await self._cmd("GET", K.plans_revision_key())
         return int(raw) if raw else 0
