@@ -599,15 +599,18 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def ocs_process(redis_url: str, workdir: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    """`ocs serve` in a process of its own; yields it once it answers a ping."""
+def ocs_process(
+    redis_url: str, workdir: Path, env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """`ocs serve` in a process of its own (``env``: more OCS_* settings); yields it once it
+    answers a ping."""
     port = free_port()
     log_path = workdir / "ocs.log"
     argv = [sys.executable, "-m", "ocs.cli", "serve", "--redis-url", redis_url,
             "--native-port", str(port), "--http-port", "0"]  # fmt: skip
-    env = {**os.environ, "OCS_DATA_DIR": str(workdir / "ocs-data")}
+    full_env = {**os.environ, "OCS_DATA_DIR": str(workdir / "ocs-data"), **(env or {})}
     with open(log_path, "wb") as log:
-        proc = _spawn(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = _spawn(argv, stdout=log, stderr=subprocess.STDOUT, env=full_env)
     try:
         uvloop.run(_wait_ready(proc, port, log_path))
         yield proc, port

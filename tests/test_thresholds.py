@@ -250,3 +250,24 @@ async def test_state_changes_notify_the_network(
     await store.credit("507", kind="adjust", amount=-30 * E, reference="x", now=T0)
     acct = await account(store, "507")
     assert (acct.state, acct.barred_by_balance, acct.barring) == ("barred-outgoing", "all", "all")
+
+
+async def test_thresholds_published_later_reach_existing_accounts(
+    engine: ChargingEngine, store: Store, raw_redis: redis.asyncio.Redis
+) -> None:
+    await add(store, "508", -6 * E, limit=100 * E)  # no thresholds anywhere yet
+    assert (await account(store, "508")).barring == "none"
+    await store.publish_thresholds({"per-second": LADDER})
+    # The account's next request applies them before anything else, even one they refuse.
+    r = await engine.reserve(ReserveRequest("x", "508", "voice", "x/0", units=60))
+    assert r.outcome is Outcome.SERVICE_DENIED
+    assert (await account(store, "508")).barring == "outgoing"
+    notes = await notifications(raw_redis, "508")
+    assert [(n["was"], n["bar"], n["down"]) for n in notes] == [
+        ("none", "outgoing", "0:notify,-5000000:bar-outgoing")
+    ]
+    # Thresholds changed again (a new plan version): lifted at once.
+    await store.publish_thresholds({"per-second": [(-10 * E, 0, "bar-all")]})
+    r = await engine.reserve(ReserveRequest("x", "508", "voice", "x/0", units=60))
+    assert r.ok
+    assert (await account(store, "508")).barring == "none"

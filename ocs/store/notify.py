@@ -122,9 +122,7 @@ class NotifyStore:
             cursor = "0-0"
             while True:
                 # (redis-py drops the cursor from a JUSTID reply: take the entries)
-                reply = await self._do(
-                    self.redis.xautoclaim(key, group, me, 0, cursor, count=1000)
-                )
+                reply = await self._do(self.redis.xautoclaim(key, group, me, 0, cursor, count=1000))
                 cursor = reply[0]
                 n += len(reply[1])
                 if cursor == "0-0":

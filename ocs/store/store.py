@@ -8,6 +8,7 @@ loaded with the shared prelude ``lib.lua`` in front of it (see that file for con
 from __future__ import annotations
 
 import asyncio
+import zlib
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -237,6 +238,9 @@ class Store:
         self.client = client
         self.session_ttl_ms = session_ttl_ms
         self.reference_ttl_ms = reference_ttl_ms
+        #: Which set of plan thresholds the buckets hold (a digest of them, the same in every
+        #: process): an account evaluated with another re-evaluates at its next change.
+        self.thresholds_generation = "0"
         self._scripts: dict[str, Script] = {
             name: client.register_script(script_source(name)) for name in SCRIPT_NAMES
         }
@@ -254,6 +258,8 @@ class Store:
             raise StoreUnavailable(f"redis: {exc or type(exc).__name__}") from exc
 
     async def _call(self, name: str, keys: list[str], args: list[str | int | bytes]) -> Any:
+        # Every script's last argument: the generation of the published thresholds (lib.lua).
+        args.append(self.thresholds_generation)
         return await self._redis(self._scripts[name](keys, args))
 
     async def _cmd(self, *args: str | int | bytes) -> Any:
@@ -473,6 +479,7 @@ class Store:
         plan's), so the scripts read them from their own slot. Idempotent."""
         sets = [x for name, t in sorted(specs.items()) if t for x in (name, encode_thresholds(t))]
         gone = [name for name, t in specs.items() if not t]
+        generation = format(zlib.crc32("\n".join(sets).encode()), "08x")
         work = []
         for b in range(BUCKET_COUNT):
             if sets:
@@ -480,6 +487,7 @@ class Store:
             if gone:
                 work.append(self._cmd("HDEL", K.thresholds_key(b), *gone))
         await asyncio.gather(*work)
+        self.thresholds_generation = generation
 
     async def thresholds_published(self, plans: int) -> bool:
         """Whether the buckets hold thresholds for ``plans`` plans (checked on the first and

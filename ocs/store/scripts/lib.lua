@@ -29,6 +29,10 @@
 local K_ACCT, K_SESS, K_OUT, K_EXP = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local K_THR, K_NTF, K_IDEM = KEYS[5], KEYS[6], KEYS[7]
 local NOW_TEXT = ARGV[1]
+-- The last argument of every script: the generation of the thresholds in K_THR (a digest the
+-- Store sends). An account evaluated with another generation re-evaluates at its next change,
+-- so a plan's new thresholds reach accounts whose balance sits still.
+local THR_GEN = ARGV[#ARGV]
 
 local function fmt(n)
   if n == 0 then
@@ -93,60 +97,15 @@ local function idem_put(ans, ttl_ms)
   return ans
 end
 
--- The account fields the scripts use, read with one HMGET: cheaper than HGETALL (fewer
--- replies to turn into Lua strings) plus building a table from it. An account always has
--- `st` and `ver` (upsert writes both), so both missing means there is no account.
-local function load_account()
-  local r = redis.call('HMGET', K_ACCT, 'bal', 'rsv', 'lim', 'st', 'plan', 'ver', 'nexp', 'bk',
-    'nb', 'blo', 'bhi')
-  local tb, tr, tl, st, ver, tn, bk = r[1], r[2], r[3], r[4], r[6], r[7], r[8]
-  local nb, blo, bhi = r[9], r[10], r[11]
-  if not st and not ver then
-    return nil
-  end
-  -- A missing field reads as false; its value is 0.
-  local bal, rsv, nexp = tb and tb + 0, tr and tr + 0, tn and tn + 0
-  -- Every field in one constructor, so the table is sized once (each field added later can
-  -- make Lua rebuild it). held_*: what the hash holds (false: missing), so save_account
-  -- writes only what changed; tb, tr, tn: the text of bal, rsv, nexp, for the values vb, vr,
-  -- vn (see account_text); tv: the text of the new version (save_account).
-  -- nb: the barring the balance thresholds impose ('outgoing' or 'all'; nil: none); blo, bhi:
-  -- the band of balances in which no threshold is crossed (nil: unbounded), so the common
-  -- case checks two numbers and reads no threshold (see crossed()).
-  return {bal = bal or 0, rsv = rsv or 0, lim = tl and tl + 0 or 0, st = st or nil,
-    plan = r[5] or nil, ver = ver and ver + 0 or 0, nexp = nexp or 0,
-    buckets = (bk and bk ~= '') and cmsgpack.unpack(bk) or {}, dirty_buckets = false,
-    touched = false, held_bal = bal, held_rsv = rsv, held_nexp = nexp,
-    tb = tb, tr = tr, tn = tn, vb = bal, vr = rsv, vn = nexp, tv = false,
-    nb = (nb and nb ~= 'none') and nb or nil, st0 = st or nil, nb0 = false,
-    blo = (blo and blo ~= '') and blo + 0 or nil, bhi = (bhi and bhi ~= '') and bhi + 0 or nil,
-    evaluate = false, crossing = false}
-end
-
--- Bring the text of bal, rsv and nexp (a.tb, a.tr, a.tn) up to date: formatted once per new
--- value, and shared by the account hash, the expiry index and the events.
-local function account_text(a)
-  if a.bal ~= a.vb then
-    a.vb, a.tb = a.bal, fmt(a.bal)
-  end
-  if a.rsv ~= a.vr then
-    a.vr, a.tr = a.rsv, fmt(a.rsv)
-  end
-  if a.nexp ~= a.vn then
-    a.vn, a.tn = a.nexp, fmt(a.nexp)
-  end
-end
-
--- Write back what scripts change (fields whose value is unchanged are left as they are).
--- Buckets that are used up, or expired and not held, go. a.tv is the new version's text.
 -- Re-evaluate the balance thresholds (the account's own, else its plan's) with hysteresis:
 -- a threshold engages when the balance falls below `below` and stays engaged until the
--- balance is back at `lift` or more. Spec: "below:lift:action;..." (micro-units). Adds the
--- changed fields to `args` (save_account's HSET) and leaves what was crossed in a.crossing,
--- for emit() to journal after the request's own event.
-local function crossed(a, args)
+-- balance is back at `lift` or more. Spec: "below:lift:action;..." (micro-units). Leaves the
+-- new state in `a` for save_account to write (a.thr_dirty) and what was crossed in
+-- a.crossing, for emit() to journal after the request's own event. Rare: only when the
+-- balance leaves its band, the thresholds changed, or the plan did.
+local function crossed(a)
   local r = redis.call('HMGET', K_ACCT, 'thr', 'th')
-  local spec, was = r[1], r[2] or ''
+  local spec, was = r[1], a.th or r[2] or ''
   if not spec and a.plan then
     spec = redis.call('HGET', K_THR, a.plan)
   end
@@ -174,18 +133,73 @@ local function crossed(a, args)
       end
     end
   end
-  local th = #on > 0 and (',' .. table.concat(on, ',') .. ',') or ''
-  local nb = level > 0 and LEVEL_NAME[level] or nil
-  a.nb0 = a.nb or 'none'
-  a.nb, a.blo, a.bhi = nb, blo, bhi
-  local n = #args
-  args[n + 1], args[n + 2], args[n + 3], args[n + 4] = 'th', th, 'nb', nb or 'none'
-  args[n + 5], args[n + 6], args[n + 7], args[n + 8] = 'blo', tlo, 'bhi', thi
+  if a.nb0 == false then
+    a.nb0 = a.nb or 'none' -- the barring before this script, for the notification
+  end
+  a.th = #on > 0 and (',' .. table.concat(on, ',') .. ',') or ''
+  a.nb, a.blo, a.bhi, a.tlo, a.thi = level > 0 and LEVEL_NAME[level] or nil, blo, bhi, tlo, thi
+  a.thr_dirty = true
   if #downs > 0 or #ups > 0 then
-    a.crossing = {table.concat(downs, ','), table.concat(ups, ',')}
+    local c = a.crossing
+    local d, u = table.concat(downs, ','), table.concat(ups, ',')
+    if c then -- (crossed twice in one script: thresholds changed, then the balance moved)
+      d = (c[1] ~= '' and d ~= '') and (c[1] .. ',' .. d) or (c[1] .. d)
+      u = (c[2] ~= '' and u ~= '') and (c[2] .. ',' .. u) or (c[2] .. u)
+    end
+    a.crossing = {d, u}
   end
 end
 
+-- The account fields the scripts use, read with one HMGET: cheaper than HGETALL (fewer
+-- replies to turn into Lua strings) plus building a table from it. An account always has
+-- `st` and `ver` (upsert writes both), so both missing means there is no account.
+local function load_account()
+  local r = redis.call('HMGET', K_ACCT, 'bal', 'rsv', 'lim', 'st', 'plan', 'ver', 'nexp', 'bk',
+    'nb', 'blo', 'bhi', 'thv')
+  local tb, tr, tl, st, ver, tn, bk = r[1], r[2], r[3], r[4], r[6], r[7], r[8]
+  local nb, blo, bhi = r[9], r[10], r[11]
+  if not st and not ver then
+    return nil
+  end
+  -- A missing field reads as false; its value is 0.
+  local bal, rsv, nexp = tb and tb + 0, tr and tr + 0, tn and tn + 0
+  -- Every field in one constructor, so the table is sized once (each field added later can
+  -- make Lua rebuild it). held_*: what the hash holds (false: missing), so save_account
+  -- writes only what changed; tb, tr, tn: the text of bal, rsv, nexp, for the values vb, vr,
+  -- vn (see account_text); tv: the text of the new version (save_account).
+  -- nb: the barring the balance thresholds impose ('outgoing' or 'all'; nil: none); blo, bhi:
+  -- the band of balances in which no threshold is crossed (nil: unbounded), so the common
+  -- case checks two numbers and reads no threshold (see crossed()).
+  local a = {bal = bal or 0, rsv = rsv or 0, lim = tl and tl + 0 or 0, st = st or nil,
+    plan = r[5] or nil, ver = ver and ver + 0 or 0, nexp = nexp or 0,
+    buckets = (bk and bk ~= '') and cmsgpack.unpack(bk) or {}, dirty_buckets = false,
+    touched = false, held_bal = bal, held_rsv = rsv, held_nexp = nexp,
+    tb = tb, tr = tr, tn = tn, vb = bal, vr = rsv, vn = nexp, tv = false,
+    nb = (nb and nb ~= 'none') and nb or nil, st0 = st or nil, nb0 = false,
+    blo = (blo and blo ~= '') and blo + 0 or nil, bhi = (bhi and bhi ~= '') and bhi + 0 or nil,
+    evaluate = false, crossing = false, thr_dirty = false}
+  if r[12] ~= THR_GEN then
+    crossed(a) -- thresholds changed since this account was last evaluated: before any check
+  end
+  return a
+end
+
+-- Bring the text of bal, rsv and nexp (a.tb, a.tr, a.tn) up to date: formatted once per new
+-- value, and shared by the account hash, the expiry index and the events.
+local function account_text(a)
+  if a.bal ~= a.vb then
+    a.vb, a.tb = a.bal, fmt(a.bal)
+  end
+  if a.rsv ~= a.vr then
+    a.vr, a.tr = a.rsv, fmt(a.rsv)
+  end
+  if a.nexp ~= a.vn then
+    a.vn, a.tn = a.nexp, fmt(a.nexp)
+  end
+end
+
+-- Write back what scripts change (fields whose value is unchanged are left as they are).
+-- Buckets that are used up, or expired and not held, go. a.tv is the new version's text.
 local function save_account(a, now)
   a.ver = a.ver + 1
   a.tv = fmt(a.ver)
@@ -193,7 +207,13 @@ local function save_account(a, now)
   local args = {'ver', a.tv, 'up', NOW_TEXT}
   if a.evaluate or (a.bal ~= a.held_bal and ((a.blo and a.bal < a.blo)
       or (a.bhi and a.bal >= a.bhi))) then
-    crossed(a, args)
+    crossed(a)
+  end
+  if a.thr_dirty then
+    local n = #args
+    args[n + 1], args[n + 2], args[n + 3], args[n + 4] = 'th', a.th, 'nb', a.nb or 'none'
+    args[n + 5], args[n + 6], args[n + 7], args[n + 8] = 'blo', a.tlo, 'bhi', a.thi
+    args[n + 9], args[n + 10] = 'thv', THR_GEN
   end
   if a.bal ~= a.held_bal then
     args[#args + 1] = 'bal'
@@ -229,10 +249,7 @@ end
 -- follow as name, text pairs (numbers already formatted: no table to build and walk).
 -- A threshold crossed, or a change of the barring the network should apply, is journalled
 -- after the request's event, and a barring change is also put on the notification stream.
-local function emit(kind, msisdn, a, ver, ...)
-  account_text(a)
-  redis.call('XADD', K_OUT, '*', 't', kind, 'sub', msisdn, 'ts', NOW_TEXT, 'bal', a.tb,
-    'rsv', a.tr, 'ver', ver, ...)
+local function journal_crossing(msisdn, a, ver)
   local c = a.crossing
   if c then
     redis.call('XADD', K_OUT, '*', 't', 'threshold', 'sub', msisdn, 'ts', NOW_TEXT, 'bal', a.tb,
@@ -247,6 +264,13 @@ local function emit(kind, msisdn, a, ver, ...)
     end
   end
   a.crossing, a.nb0 = false, false
+end
+
+local function emit(kind, msisdn, a, ver, ...)
+  account_text(a)
+  redis.call('XADD', K_OUT, '*', 't', kind, 'sub', msisdn, 'ts', NOW_TEXT, 'bal', a.tb,
+    'rsv', a.tr, 'ver', ver, ...)
+  journal_crossing(msisdn, a, ver)
 end
 
 local function get_session(sid)
@@ -437,8 +461,9 @@ end
 -- A refusal or a quote changes nothing the request asked for; lazy expiries it did on the way
 -- are kept (their sessions and events are already written).
 local function unchanged(status, a, s, granted, charged, ub, qb, qa)
-  if a and a.touched then
+  if a and (a.touched or a.thr_dirty) then
     save_account(a, ARGV[1] + 0)
+    journal_crossing(ARGV[2], a, a.tv) -- (new thresholds may have been applied on the way)
   end
   return answer(status, a, s, granted, charged, ub, qb, qa)
 end
