@@ -30,6 +30,7 @@ from ocs.provisioning.adapter import HttpProvisioningAdapter, WebhookSender
 from ocs.provisioning.service import Provisioning
 from ocs.provisioning.worker import RetryPolicy
 from ocs.redis_server import EmbeddedRedis
+from ocs.store.errors import StoreUnavailable
 from ocs.store.notify import NotifyStore
 from ocs.store.redis_client import PipelinedRedis
 from ocs.store.store import Store
@@ -215,6 +216,13 @@ async def run_ocs(
         diameter = diameter_server(settings, agent)
         await diameter.start()
         stack.push_async_callback(diameter.close)
+        # RAR and ASR: the agent hears of top-ups, barring changes and new tariffs.
+        agent.sender = diameter.send_request
+        stack.push_async_callback(agent.close)
+        tariffs.listeners.append(agent.on_plans_changed)
+        heads = await notify.heads()
+        follow = asyncio.create_task(_follow(notify, heads, agent), name="notifications")
+        stack.push_async_callback(_cancel, follow)
         await start_provisioning(stack, settings, provisioning, http_port)
         log.info(
             "OCS serving: native %s:%d, diameter %s:%d, http %s:%d, redis %s",
@@ -225,6 +233,23 @@ async def run_ocs(
             settings, url, store, engine, tariffs, metrics, native, http_port, diameter,
             provisioning,
         )  # fmt: skip
+
+
+async def _follow(notify: NotifyStore, ids: dict[str, str], agent: DiameterAgent) -> None:
+    """Hand every notification to the Diameter agent (each process reads them all)."""
+    while True:
+        try:
+            async for note in notify.follow(ids):
+                agent.on_notification(note.fields)
+        except StoreUnavailable as exc:
+            log.warning("notifications: %s", exc)
+            await asyncio.sleep(1.0)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def start_provisioning(
@@ -258,13 +283,7 @@ async def start_provisioning(
         provisioning.webhooks = sender
     for consumer in provisioning.consumers():
         task = asyncio.create_task(consumer.run(), name=f"consumer-{consumer.group}")
-
-        async def stop(task: asyncio.Task[None] = task) -> None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-        stack.push_async_callback(stop)
+        stack.push_async_callback(_cancel, task)
 
 
 def _bound_port(runner: web.AppRunner, wanted: int) -> int:

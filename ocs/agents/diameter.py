@@ -40,9 +40,10 @@ knows what to do if the OCS becomes unreachable later.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -67,6 +68,7 @@ from protocols.diameter import (
     avp,
     error_answer,
     make_answer,
+    make_request,
 )
 from protocols.diameter import constants as c
 from protocols.diameter.constants import (
@@ -75,6 +77,7 @@ from protocols.diameter.constants import (
     CreditControlFailureHandling,
     FinalUnitAction,
     MultipleServicesIndicator,
+    ReAuthRequestType,
     RequestedAction,
     SubscriptionIdType,
 )
@@ -189,9 +192,19 @@ class _GySession:
 
     subscriber: str
     plan: str
+    #: The gateway's Origin-Host and Origin-Realm (where a RAR or an ASR goes).
     peer: str
     #: Engine session id -> service, for the quotas open now.
     quotas: dict[str, str]
+    realm: str = ""
+
+
+#: How the agent sends a request of its own (RAR, ASR): (peer Origin-Host, request) -> answer;
+#: ConnectionError when the peer is not connected here, TimeoutError when it does not answer.
+Sender = Callable[[str, Message], Awaitable[Message]]
+
+#: Barring levels, to tell a bar from a lift.
+_BAR_LEVEL: Final = {"none": 0, "outgoing": 1, "all": 2}
 
 
 class _Answer(Exception):
@@ -411,6 +424,11 @@ class DiameterAgent:
         self.metrics = metrics
         self.clock = clock
         self._sessions: dict[str, _GySession] = {}
+        #: Subscriber -> the Session-Ids of theirs open here (for RAR and ASR).
+        self._by_subscriber: dict[str, set[str]] = {}
+        #: Sends RAR and ASR; set by the owner of the Diameter server (ocs/service.py).
+        self.sender: Sender | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self._services: dict[tuple[str, int, int | None, int | None, str], str | None] = {}
 
     # -- entry ----------------------------------------------------------------------------------
@@ -558,7 +576,19 @@ class DiameterAgent:
     def _remember(self, sid: str, session: _GySession) -> None:
         if sid not in self._sessions and len(self._sessions) >= _SESSION_CACHE:
             self._sessions.clear()
+            self._by_subscriber.clear()
         self._sessions[sid] = session
+        self._by_subscriber.setdefault(session.subscriber, set()).add(sid)
+
+    def _forget(self, sid: str) -> _GySession | None:
+        session = self._sessions.pop(sid, None)
+        if session is not None:
+            sids = self._by_subscriber.get(session.subscriber)
+            if sids is not None:
+                sids.discard(sid)
+                if not sids:
+                    del self._by_subscriber[session.subscriber]
+        return session
 
     async def _recover(self, sid: str, subscriber: str | None) -> _GySession | None:
         """A session this process has not seen (failover): its open quotas from the store."""
@@ -573,6 +603,94 @@ class DiameterAgent:
         if not quotas:
             return None
         return _GySession(subscriber, acct.plan, "", quotas)
+
+    # -- requests we originate: RAR and ASR ------------------------------------------------------
+
+    def on_notification(self, fields: Mapping[str, str]) -> None:
+        """A change to an account that its open sessions here must hear of (from the
+        notification stream): a top-up or a lifted bar means more may be used (RAR: the
+        gateway asks again with CCR-UPDATE); a bar on outgoing service, less (RAR: the
+        gateway's next CCR-UPDATE is refused); a bar on all service or a suspension ends the
+        sessions (ASR: the gateway sends CCR-TERMINATION)."""
+        sids = self._by_subscriber.get(fields.get("sub", ""))
+        if not sids or self.sender is None:
+            return
+        kind = fields.get("t")
+        if kind == "barring":
+            bar, was = fields.get("bar", "none"), fields.get("was", "none")
+            if _BAR_LEVEL.get(bar, 0) == _BAR_LEVEL.get(was, 0):
+                return  # a crossing that changes nothing (a "notify" threshold)
+            command = c.CMD_ABORT_SESSION if bar == "all" else c.CMD_RE_AUTH
+        elif kind == "credit":
+            command = c.CMD_RE_AUTH
+        else:
+            return
+        for sid in list(sids):
+            self._spawn(self._server_request(sid, command))
+
+    def on_plans_changed(self, names: Collection[str]) -> None:
+        """New tariffs: every open session here on one of these plans re-authorises (RAR)."""
+        if self.sender is None:
+            return
+        for sid, session in list(self._sessions.items()):
+            if session.plan in names:
+                self._spawn(self._server_request(sid, c.CMD_RE_AUTH))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """Stop the RARs and ASRs still waiting for their answers."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _server_request(self, sid: str, command: int) -> None:
+        session = self._sessions.get(sid)
+        if session is None or not session.peer or self.sender is None:
+            return
+        items: list[Item] = [
+            ("Session-Id", sid),
+            ("Origin-Host", self.config.origin_host),
+            ("Origin-Realm", self.config.origin_realm),
+            ("Destination-Realm", session.realm or self.config.origin_realm),
+            ("Destination-Host", session.peer),
+            ("Auth-Application-Id", c.APP_CREDIT_CONTROL),
+        ]
+        if command == c.CMD_RE_AUTH:
+            items.append(("Re-Auth-Request-Type", ReAuthRequestType.AUTHORIZE_ONLY))
+        request = make_request(
+            command, c.APP_CREDIT_CONTROL, items, hop_by_hop=0, end_to_end=0, proxiable=True
+        )
+        verb = "rar" if command == c.CMD_RE_AUTH else "asr"
+        t0 = time.perf_counter()
+        try:
+            answer = await self.sender(session.peer, request)
+        except (ConnectionError, TimeoutError) as exc:
+            # The gateway is not connected here (it may be at another OCS process) or does
+            # not answer: forget it here; the store releases what it holds at expiry.
+            log.info("%s for %s not delivered: %s", verb.upper(), sid, exc or "timeout")
+            self._forget(sid)
+            code = "undelivered"
+        else:
+            code = str(answer.result_code or 0)
+            if answer.result_code == c.DIAMETER_UNKNOWN_SESSION_ID:
+                await self._gone(sid)
+        if self.metrics is not None:
+            self.metrics.observe(PROTOCOL, verb, code, time.perf_counter() - t0)
+
+    async def _gone(self, sid: str) -> None:
+        """The gateway no longer knows the session: release what it holds (no usage)."""
+        session = self._forget(sid)
+        if session is None:
+            return
+        for key in list(session.quotas):
+            with contextlib.suppress(StoreUnavailable):  # (expiry releases it then)
+                await self.engine.release(
+                    ReleaseRequest(key, f"{key}/gone", used=0), subscriber=session.subscriber
+                )
 
     # -- the request types ----------------------------------------------------------------------
 
@@ -590,7 +708,9 @@ class DiameterAgent:
         now = self.clock()
         info = _session_info(request)
         context = request.get_str("Service-Context-Id", default="")
-        session = self._sessions.get(sid) or _GySession(subscriber, plan, peer.origin_host, {})
+        session = self._sessions.get(sid) or _GySession(
+            subscriber, plan, peer.origin_host, {}, peer.origin_realm
+        )
         self._remember(sid, session)
         await self._each(
             [self._reserve(q, sid, number, subscriber, plan, context, info, now, session)
@@ -658,7 +778,7 @@ class DiameterAgent:
             if session is None:
                 session = await self._recover(sid, subscriber)
                 if session is not None:
-                    session.peer = peer.origin_host
+                    session.peer, session.realm = peer.origin_host, peer.origin_realm
                     self._remember(sid, session)
             if session is None or subscriber is None or plan is None:
                 jobs.append(self._commit(q, number, subscriber, plan, now))
@@ -673,7 +793,7 @@ class DiameterAgent:
             and plan is not None
             and any(q.result_code == c.DIAMETER_SUCCESS for q in quotas)
         ):
-            session = _GySession(subscriber, plan, peer.origin_host, {})
+            session = _GySession(subscriber, plan, peer.origin_host, {}, peer.origin_realm)
             self._remember(sid, session)
         if session is not None:
             for q in quotas:
@@ -699,7 +819,7 @@ class DiameterAgent:
     async def _termination(
         self, sid: str, number: int, subscriber: str | None, quotas: list[_Quota]
     ) -> None:
-        session = self._sessions.pop(sid, None)
+        session = self._forget(sid)
         if session is None:
             session = await self._recover(sid, subscriber)
         if subscriber is None and session is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ocs.charging.engine import wall_clock_ms
 from ocs.store.errors import StoreUnavailable
@@ -59,6 +59,9 @@ class TariffRegistry:
         self.poll_interval = poll_interval
         self.revision = -1
         self._published: dict[str, tuple[ThresholdSpec, ...]] | None = None
+        self._sources: dict[str, str] = {}
+        #: Called with the names of the plans that changed, after each reload.
+        self.listeners: list[Callable[[set[str]], None]] = []
         self._task: asyncio.Task[None] | None = None
 
     async def refresh(self) -> bool:
@@ -68,13 +71,23 @@ class TariffRegistry:
             await self.publish_thresholds()
             return False
         book = PlanBook(self.base)
-        for key, text in sorted((await self.store.plan_sources()).items()):
+        sources = await self.store.plan_sources()
+        for key, text in sorted(sources.items()):
             try:
                 book.add(parse_plan(text, f"redis:{key}"))
             except PlanFileError as exc:  # validated when stored: only a newer schema does this
                 log.error("stored plan %s does not load: %s", key, exc)
         self.rater.replace_book(book)
+        first = self.revision < 0
         self.revision = rev
+        # Plans whose stored sources were added, changed or removed ("name@version" keys).
+        changed = {k.rpartition("@")[0] for k in set(sources) ^ set(self._sources)} | {
+            k.rpartition("@")[0] for k in sources if self._sources.get(k) not in (None, sources[k])
+        }
+        self._sources = sources
+        if changed and not first:
+            for listener in self.listeners:
+                listener(changed)
         await self.publish_thresholds()
         return True
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -161,6 +161,28 @@ class NotifyStore:
         by reconciliation), behind whatever is already queued for it."""
         data: dict[Any, Any] = {"sub": msisdn, "ts": str(_now_ms()), **fields}
         return str(await self._do(self.redis.xadd(K.notify_key(K.bucket_of(msisdn)), data)))
+
+    async def heads(self) -> dict[str, str]:
+        """The last entry id of every stream now (where ``follow`` starts)."""
+        async with self.redis.pipeline(transaction=False) as p:
+            for key in self.streams:
+                p.xrevrange(key, "+", "-", count=1)
+            last = await self._do(p.execute())
+        return {key: (e[0][0] if e else "0-0") for key, e in zip(self.streams, last, strict=True)}
+
+    async def follow(
+        self, ids: dict[str, str], block_ms: int = 1000
+    ) -> AsyncIterator[Notification]:
+        """Every entry added to the streams after ``ids`` (see ``heads``), as it comes; ``ids``
+        is kept up to date, so following again after an error misses nothing. Each process
+        reads them all, without a group (e.g. to tell the gateways it serves)."""
+        while True:
+            streams: dict[Any, Any] = ids
+            reply = await self._do(self.redis.xread(streams, count=500, block=block_ms))
+            for stream, entries in reply or []:
+                for entry_id, fields in entries:
+                    ids[stream] = entry_id
+                    yield Notification(stream, entry_id, fields)
 
     # -- dead letters ------------------------------------------------------------------------
 

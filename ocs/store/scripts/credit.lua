@@ -21,4 +21,9 @@ expire_due(a, msisdn, now)
 a.bal = a.bal + amount
 save_account(a, now)
 emit(kind, msisdn, a, a.tv, 'rk', rk, 'amt', ARGV[6], 'note', note) -- the amount as received
+-- Open sessions may now use more: tell whoever serves them (the Diameter agent sends a RAR).
+if amount > 0 and redis.call('HLEN', K_SESS) > 0 then
+  redis.call('XADD', K_NTF, 'MAXLEN', '~', '100000', '*', 't', 'credit', 'sub', msisdn,
+    'ts', NOW_TEXT, 'bal', a.tb, 'ver', a.tv, 'kind', kind)
+end
 return idem_put(answer('OK', a, nil, 0, amount), ttl)
