@@ -63,6 +63,12 @@ class Settings:
     diameter_peers: str = ""
     #: Answer requests for another Destination-Realm (or Destination-Host) with 3003 (3002).
     diameter_realm_check: bool = False
+    #: TLS on the Diameter listener (RFC 6733 §13: TLS from the first byte, as on port 5868):
+    #: a PEM certificate chain and its key; with a CA file, peers must present a certificate
+    #: it signed.
+    diameter_tls_cert: str = ""
+    diameter_tls_key: str = ""
+    diameter_tls_ca: str = ""
     #: Credit-Control-Failure-Handling sent to gateways: TERMINATE, CONTINUE or
     #: RETRY_AND_TERMINATE, optionally followed by per-service overrides
     #: ("RETRY_AND_TERMINATE,data=CONTINUE").

@@ -11,6 +11,7 @@ import contextlib
 import ipaddress
 import logging
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from ocs.api.metrics import Metrics
 from ocs.charging.engine import ChargingEngine, wall_clock_ms
 from ocs.charging.sweeper import ExpirySweeper
 from ocs.charging.tariffs import TariffRegistry
-from ocs.config import Settings
+from ocs.config import ConfigError, Settings
 from ocs.provisioning.adapter import HttpProvisioningAdapter, WebhookSender
 from ocs.provisioning.service import Provisioning
 from ocs.provisioning.worker import RetryPolicy
@@ -133,6 +134,26 @@ def host_addresses(bind: str) -> tuple[str, ...]:
         return ("127.0.0.1",)
 
 
+def diameter_tls(settings: Settings) -> ssl.SSLContext | None:
+    """The Diameter listener's TLS context (OCS_DIAMETER_TLS_*), or None; ConfigError names
+    what is wrong."""
+    cert, key, ca = settings.diameter_tls_cert, settings.diameter_tls_key, settings.diameter_tls_ca
+    if not (cert or key or ca):
+        return None
+    if not (cert and key):
+        raise ConfigError("OCS_DIAMETER_TLS_CERT and OCS_DIAMETER_TLS_KEY go together")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2  # RFC 6733 §13.1 / RFC 8996
+    try:
+        context.load_cert_chain(cert, key)
+        if ca:
+            context.load_verify_locations(ca)
+            context.verify_mode = ssl.CERT_REQUIRED
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"OCS_DIAMETER_TLS_*: {exc}") from None
+    return context
+
+
 def diameter_server(settings: Settings, agent: DiameterAgent) -> DiameterServer:
     """The Diameter listener as configured (OCS_DIAMETER_*)."""
     identity = LocalIdentity(
@@ -153,6 +174,7 @@ def diameter_server(settings: Settings, agent: DiameterAgent) -> DiameterServer:
         allowed_peers=settings.diameter_allowed_peers,
         realm_check=settings.diameter_realm_check,
         answer_copy=CCA_COPY,
+        ssl=diameter_tls(settings),
         # Several OCS processes may share the port (DESIGN.md, Scale).
         reuse_port=True,
     )
