@@ -214,6 +214,7 @@ async def run_ocs(
             notify,
             store,
             callback_secret=settings.provisioning_secret,
+            metrics=metrics,
             policy=RetryPolicy(
                 attempts=settings.provisioning_retries, base=settings.provisioning_backoff
             ),

@@ -173,6 +173,13 @@ async def test_bar_in_the_hlr_and_lift_on_topup(
     status, acct = await http("GET", "/v1/subscribers/4915100000001")
     assert acct["barring"] == {"network": "none", "by_balance": "none", "engaged": [],
                                "thresholds": None}  # fmt: skip
+    # Counted in /metrics.
+    async with aiohttp.ClientSession() as s, s.get(
+        f"http://127.0.0.1:{ocs.http_port}/metrics"
+    ) as r:
+        text = await r.text()
+    assert 'ocs_requests_total{protocol="hlr",result="applied",verb="bar"} 2.0' in text
+    assert 'ocs_requests_total{protocol="hlr",result="applied",verb="unbar"} 1.0' in text
 
 
 async def test_hlr_down_then_back_applies_everything_in_order(

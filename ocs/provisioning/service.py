@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ocs.api.metrics import Metrics
 from ocs.provisioning.adapter import BARRING_LEVELS, ProvisioningAdapter, WebhookSender
 from ocs.provisioning.signing import verify
 from ocs.provisioning.worker import (
@@ -61,6 +62,7 @@ class Provisioning:
         webhooks: WebhookSender | None = None,
         callback_secret: str = "",
         policy: RetryPolicy = DEFAULT_POLICY,
+        metrics: Metrics | None = None,
     ) -> None:
         self.notify = notify
         self.store = store
@@ -68,12 +70,13 @@ class Provisioning:
         self.webhooks = webhooks
         self.callback_secret = callback_secret
         self.policy = policy
+        self.metrics = metrics
 
     def consumers(self, **kw: Any) -> list[NotificationConsumer]:
         """The consumers this process should run (each leads only while it holds its lease)."""
         out = []
         if self.adapter is not None:
-            handler = ProvisioningHandler(self.notify, self.adapter)
+            handler = ProvisioningHandler(self.notify, self.adapter, self.metrics)
             out.append(NotificationConsumer(self.notify, handler, policy=self.policy, **kw))
         if self.webhooks is not None and self.webhooks.urls:
             wh = WebhookHandler(self.webhooks)

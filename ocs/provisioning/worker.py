@@ -17,11 +17,13 @@ import logging
 import os
 import random
 import socket
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
+from ocs.api.metrics import Metrics
 from ocs.provisioning.adapter import (
     BarringCommand,
     CommandOutcome,
@@ -282,9 +284,12 @@ class ProvisioningHandler:
 
     group = HLR_GROUP
 
-    def __init__(self, notify: NotifyStore, adapter: ProvisioningAdapter) -> None:
+    def __init__(
+        self, notify: NotifyStore, adapter: ProvisioningAdapter, metrics: Metrics | None = None
+    ) -> None:
         self.notify = notify
         self.adapter = adapter
+        self.metrics = metrics
 
     async def handle(self, note: Notification) -> None:
         cmd = barring_command(note)
@@ -292,14 +297,17 @@ class ProvisioningHandler:
             return
         line = {"command": cmd.command_id, "barring": cmd.barring, "seq": cmd.seq,
                 "reason": cmd.reason}  # fmt: skip
+        t0 = time.perf_counter()
         try:
             outcome = await with_timeout(self.adapter.apply(cmd))
         except (TransientError, PermanentError) as exc:
+            self._observe(cmd, "error", t0)
             await self.notify.record(
                 cmd.msisdn, {**line, "result": "error", "detail": str(exc)},
                 state={"status": "retrying", "command": cmd.command_id, "detail": str(exc)},
             )  # fmt: skip
             raise
+        self._observe(cmd, str(outcome), t0)
         if outcome is CommandOutcome.APPLIED:
             await self.notify.record(
                 cmd.msisdn, {**line, "result": "applied"},
@@ -316,6 +324,10 @@ class ProvisioningHandler:
                 cmd.msisdn, {**line, "result": "accepted"},
                 state={"status": "accepted", "command": cmd.command_id, "detail": ""},
             )  # fmt: skip
+
+    def _observe(self, cmd: BarringCommand, result: str, t0: float) -> None:
+        if self.metrics is not None:
+            self.metrics.observe("hlr", cmd.action, result, time.perf_counter() - t0)
 
     async def failed(self, note: Notification, reason: str, attempts: int) -> dict[str, str]:
         cmd = barring_command(note)
