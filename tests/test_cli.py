@@ -84,7 +84,8 @@ def test_bad_configuration_is_one_clear_line() -> None:
 def test_help_everywhere() -> None:
     commands = [[], ["serve"], ["demo"], ["subscriber"], ["subscriber", "add"], ["events"],
                 ["redis"], ["rate"], ["tariffs"], ["tariffs", "load"], ["tariffs", "check"],
-                ["tariffs", "list"]]  # fmt: skip
+                ["tariffs", "list"], ["provisioning"], ["provisioning", "reconcile"],
+                ["hlr-sim"]]  # fmt: skip
     for args in ([*c, "--help"] for c in commands):
         r = ocs_cmd(*args)
         assert r.returncode == 0 and "usage: ocs" in r.stdout
@@ -98,6 +99,10 @@ def test_demo_runs_and_leaves_nothing_behind(tmp_path: Path) -> None:
     assert "60 subscribers loaded" in out
     assert "granted" in out
     assert "refused: credit-limit-reached" in out
+    # The barring story: below the limit, barred in the simulated HLR, topped up, unbarred.
+    assert "HLR       4919000000001 barred outgoing" in out
+    assert "STORY     top-up 50.00" in out
+    assert "HLR       4919000000001 unbarred" in out
     assert "Stopping" in out
     # The embedded Redis kept its data under the working directory and is gone now.
     assert (tmp_path / ".ocs" / "demo" / "redis").is_dir()

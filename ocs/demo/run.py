@@ -170,7 +170,9 @@ async def _run(
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         task = asyncio.create_task(sim.run())
-        story = asyncio.create_task(_story(ocs, out, pause=3.0))
+        # A short demo tells the story faster, so that it ends before the demo does.
+        pause = 3.0 if duration is None else min(3.0, max(0.2, duration / 8))
+        story = asyncio.create_task(_story(ocs, out, pause=pause))
         start = prev_t = time.monotonic()
         deadline = None if duration is None else start + duration
         prev_n = 0
