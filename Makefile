@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-redis62 lint fmt bench clean venv
+.PHONY: run test test-redis62 lint fmt bench load soak clean venv
 
 venv: $(STAMP)
 
@@ -38,6 +38,20 @@ test-redis62: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench.rating
 	$(PY) -m bench.charging
+
+# Load tests with Locust (docs/load-testing.md): Redis + `ocs serve` + Locust, an SLO gate and
+# the money invariants; LOAD_* variables or ARGS="..." set the knobs (`python -m bench.load -h`).
+LOAD_STAMP := $(VENV)/.installed-load
+
+$(LOAD_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,load]'
+	@touch $(LOAD_STAMP)
+
+load: $(LOAD_STAMP)
+	$(PY) -m bench.load $(ARGS)
+
+soak: $(LOAD_STAMP)
+	$(PY) -m bench.load --soak $(ARGS)
 
 clean:
 	rm -rf $(VENV) .ocs build *.egg-info .mypy_cache .ruff_cache .pytest_cache

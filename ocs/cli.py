@@ -29,9 +29,11 @@ import aiohttp
 from ocs import __version__
 from ocs.config import ConfigError, Settings, load_settings
 
-
 #: Modules with a ``register(subparsers)`` that adds their command group to ``ocs``.
-_COMMAND_MODULES: tuple[str, ...] = ()
+_COMMAND_MODULES: tuple[str, ...] = (
+    "ocs.provisioning.cli",
+    "ocs.mediation.switchsim",
+)
 
 
 class CliError(Exception):
@@ -92,7 +94,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ocs.service import serve_forever
 
     settings = _settings(args)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(message)s")
+    if args.workers < 1:
+        raise CliError("--workers must be at least 1")
+    # With workers, every line says which process wrote it.
+    several = args.workers > 1 or args.ready_fd is not None
+    fmt = "%(asctime)s %(levelname)s " + ("[%(process)d] " if several else "") + "%(message)s"
+    logging.basicConfig(level=settings.log_level, format=fmt)
+    if args.ready_fd is not None:  # a worker started by the supervisor (ocs/supervisor.py)
+        from ocs.supervisor import serve_worker
+
+        _tune_gc()
+        _run(serve_worker(settings, args.ready_fd))
+        return 0
+    if args.workers > 1:
+        from ocs.supervisor import supervise
+
+        names = ("config", "data_dir", "plans_dir")
+        extra = [f"--{n.replace('_', '-')}={getattr(args, n)}" for n in names if getattr(args, n)]
+        return supervise(settings, args.workers, extra)
     _tune_gc()
     _run(serve_forever(settings))
     return 0
@@ -409,6 +428,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the OCS: native protocol, admin API, sweeper")
     _common(p)
     _listeners(p)
+    p.add_argument("--workers", type=int, default=1,
+                   help="OCS processes sharing the ports (SO_REUSEPORT) under one supervisor "
+                   "that restarts them (default 1: this process alone)")  # fmt: skip
+    # Internal: set by the supervisor for its workers (a pipe to say "ready" on).
+    p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="embedded Redis + demo data + OCS + switch simulator")
@@ -516,4 +540,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # `python -m ocs.cli` runs this file as __main__, a second copy of the module: run the
+    # ocs.cli that command modules import, so the CliError they raise is the one caught.
+    from ocs.cli import main as _main
+
+    sys.exit(_main())

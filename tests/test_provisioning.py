@@ -174,9 +174,10 @@ async def test_bar_in_the_hlr_and_lift_on_topup(
     assert acct["barring"] == {"network": "none", "by_balance": "none", "engaged": [],
                                "thresholds": None}  # fmt: skip
     # Counted in /metrics.
-    async with aiohttp.ClientSession() as s, s.get(
-        f"http://127.0.0.1:{ocs.http_port}/metrics"
-    ) as r:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.get(f"http://127.0.0.1:{ocs.http_port}/metrics") as r,
+    ):
         text = await r.text()
     assert 'ocs_requests_total{protocol="hlr",result="applied",verb="bar"} 2.0' in text
     assert 'ocs_requests_total{protocol="hlr",result="applied",verb="unbar"} 1.0' in text

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 import redis.asyncio
+import test_engine
+from test_engine import T0, add
 
 from ocs.charging.engine import ChargingEngine
 from ocs.charging.types import (
@@ -22,7 +24,9 @@ from ocs.charging.types import (
 )
 from ocs.store import keys as K
 from ocs.store.store import PLAN_THRESHOLDS, Account, Store
-from test_engine import T0, add, clock, engine, store  # noqa: F401 (fixtures)
+
+# The engine tests' fixtures.
+clock, store, engine = test_engine.clock, test_engine.store, test_engine.engine
 
 E = 1_000_000  # one currency unit in micro-units
 #: The issue's example: below 0 notify, below -5 bar outgoing (lifted at 0), below -20 bar
@@ -31,11 +35,13 @@ LADDER = [(0, 0, "notify"), (-5 * E, 0, "bar-outgoing"), (-20 * E, -5 * E, "bar-
 
 
 async def notifications(raw: redis.asyncio.Redis, msisdn: str) -> list[dict[str, str]]:
+    """The subscriber's barring notifications (not the "credit" ones top-ups write while
+    sessions are open)."""
     entries = await raw.xrange(K.notify_key(K.bucket_of(msisdn)))
     out = []
     for _, f in entries:
         d = {k.decode(): v.decode() for k, v in f.items()}
-        if d["sub"] == msisdn:
+        if d["sub"] == msisdn and d["t"] == "barring":
             out.append(d)
     return out
 

@@ -1,0 +1,241 @@
+"""``ocs serve --workers 2`` as a real process tree against the test session's Redis: workers
+share the ports, a Diameter session moves between them, a dead worker comes back, SIGTERM stops
+everything.
+
+Which worker serves a connection is read from /proc (the server side of the connection is a
+socket in exactly one worker's file table), so the test does not depend on how the kernel
+happens to spread connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from test_diameter_e2e import ccr, mscc, quotas
+from test_diameter_server import Gateway, until
+
+from ocs.store.redis_client import PipelinedRedis
+from ocs.store.store import Store
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="SO_REUSEPORT and /proc: Linux"
+)
+
+FLAT = """
+name = "flat"
+timezone = "UTC"
+currency = "EUR"
+rounding = { method = "half-even", decimals = 6 }
+[services.voice]
+unit = "seconds"
+default_quota = 60
+[services.voice.network]
+rating_groups = [100]
+[[rates]]
+service = "voice"
+price = "0.09"
+per = 60
+"""
+VOICE = "32260@3gpp.org"
+INIT, UPD, TERM = 1, 2, 3
+READY = re.compile(r"worker (\d+) ready \(pid (\d+)\)")
+LISTENING = re.compile(r"supervising \d+ workers: native [^:]+:(\d+), diameter [^:]+:(\d+), "
+                       r"http [^:]+:(\d+)")  # fmt: skip
+
+
+class Supervised:
+    """The supervisor process and what its log says."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self._changed = asyncio.Condition()
+        self._reader = asyncio.create_task(self._read())
+        self.native_port = self.diameter_port = self.http_port = 0
+
+    async def _read(self) -> None:
+        assert self.proc.stderr is not None
+        while line := await self.proc.stderr.readline():
+            async with self._changed:
+                self.lines.append(line.decode(errors="replace").rstrip())
+                self._changed.notify_all()
+
+    async def wait_for(self, pattern: re.Pattern[str], count: int = 1, within: float = 20.0
+                       ) -> list[re.Match[str]]:  # fmt: skip
+        """The first ``count`` log lines that match, once there are that many."""
+
+        def found() -> list[re.Match[str]]:
+            return [m for m in map(pattern.search, self.lines) if m]
+
+        async with asyncio.timeout(within), self._changed:
+            await self._changed.wait_for(lambda: len(found()) >= count or self._reader.done())
+        matches = found()
+        assert len(matches) >= count, "\n".join(self.lines)
+        return matches[:count]
+
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+    def workers(self) -> dict[int, int]:
+        """Slot -> pid of the workers that said they are ready (a slot's latest line wins)."""
+        return {int(m[1]): int(m[2]) for m in map(READY.search, self.lines) if m}
+
+    async def stop(self) -> int:
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(30):
+                code = await self.proc.wait()
+        except TimeoutError:
+            self.proc.kill()
+            code = await self.proc.wait()
+        await self._reader
+        return code
+
+
+@pytest.fixture
+async def supervised(redis_url: str, tmp_path: Path) -> AsyncIterator[Supervised]:
+    plans = tmp_path / "plans"
+    plans.mkdir()
+    (plans / "flat.toml").write_text(FLAT)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "ocs.cli", "serve", "--workers", "2", "--redis-url", redis_url,
+        "--native-port", "0", "--http-port", "0", "--diameter-port", "0",
+        "--plans-dir", str(plans),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE, env={**os.environ, "OCS_DIAMETER_HOST": "ocs.test"},
+    )  # fmt: skip
+    sup = Supervised(proc)
+    try:
+        (m,) = await sup.wait_for(LISTENING)
+        sup.native_port, sup.diameter_port, sup.http_port = map(int, m.groups())
+        await sup.wait_for(READY, 2)
+        yield sup
+    finally:
+        await sup.stop()
+
+
+def serving_pid(gw: Gateway, server_port: int, pids: list[int]) -> int:
+    """The worker whose file table holds the server side of ``gw``'s connection."""
+    client_port = gw.writer.get_extra_info("sockname")[1]
+    inode = None
+    with open("/proc/net/tcp") as f:
+        for row in f.readlines()[1:]:
+            cols = row.split()
+            local, remote = cols[1], cols[2]
+            if int(local.split(":")[1], 16) == server_port and \
+                    int(remote.split(":")[1], 16) == client_port:  # fmt: skip
+                inode = cols[9]
+    assert inode is not None, "no server-side socket for the connection"
+    for pid in pids:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
+                    return pid
+    raise AssertionError(f"no worker of {pids} holds socket {inode}")
+
+
+def alive(pid: int) -> bool:
+    """True while the process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def connect_to_each(sup: Supervised, pids: list[int]) -> dict[int, Gateway]:
+    """One Diameter connection served by each worker (connect until the kernel obliges)."""
+    found: dict[int, Gateway] = {}
+    spare: list[Gateway] = []
+    try:
+        for _ in range(64):
+            gw = await Gateway.connect(sup.diameter_port)
+            pid = serving_pid(gw, sup.diameter_port, pids)
+            if pid in found:
+                spare.append(gw)
+            else:
+                found[pid] = gw
+            if len(found) == len(pids):
+                return found
+        raise AssertionError(f"64 connections, all on workers {sorted(found)}")
+    finally:
+        for gw in spare:
+            await gw.close()
+
+
+async def test_a_session_moves_between_workers(supervised: Supervised, redis_url: str) -> None:
+    pids = list(supervised.workers().values())
+    async with PipelinedRedis.from_url(redis_url) as client:
+        store = Store(client, session_ttl_ms=60_000, reference_ttl_ms=60_000)
+        await store.load_scripts()
+        ans = await store.create_subscriber(
+            "4917000001", plan="flat", balance=1_000_000, credit_limit=0, state="active", now=0
+        )
+        assert ans.status == "OK"
+        gws = await connect_to_each(supervised, pids)
+        first, second = (gws[p] for p in pids)
+        try:
+            sid = "pgw.test;move;1"
+            a = await first.request(ccr(first, sid, INIT, 0, mscc(100, rsu=[("CC-Time", 60)]),
+                                        context=VOICE))  # fmt: skip
+            assert a.result_code == 2001 and quotas(a)[100]["granted"] == {"CC-Time": 60}
+            # The rest of the session through the other worker (as after a gateway failover).
+            a = await second.request(ccr(second, sid, UPD, 1, mscc(100, rsu=[("CC-Time", 60)],
+                                         usu=[("CC-Time", 60)]), context=VOICE))  # fmt: skip
+            assert a.result_code == 2001 and quotas(a)[100]["granted"] == {"CC-Time": 60}
+            a = await second.request(ccr(second, sid, TERM, 2, mscc(100, usu=[("CC-Time", 30)]),
+                                         context=VOICE))  # fmt: skip
+            assert a.result_code == 2001
+            # And back: a repeated CCR-U at the first worker is answered, not charged again.
+            again = await first.request(ccr(first, sid, UPD, 1, mscc(100, rsu=[("CC-Time", 60)],
+                                            usu=[("CC-Time", 60)]), context=VOICE,
+                                            retransmit=True))  # fmt: skip
+            assert again.result_code == 2001
+        finally:
+            for gw in gws.values():
+                await gw.close()
+        acct = await store.get_account("4917000001")
+        assert acct is not None
+        # 60 s + 30 s at 0.09 a minute.
+        assert (acct.balance, acct.reserved, acct.sessions) == (1_000_000 - 135_000, 0, ())
+
+
+async def test_a_dead_worker_is_restarted(supervised: Supervised) -> None:
+    before = supervised.workers()
+    slot, victim = next(iter(before.items()))
+    os.kill(victim, signal.SIGKILL)
+    exited = re.compile(rf"worker {slot} \(pid {victim}\) exited \(killed by SIGKILL\); restarting")
+    await supervised.wait_for(exited)
+    ready = await supervised.wait_for(READY, 3)
+    new_pid = int(ready[-1][2])
+    assert int(ready[-1][1]) == slot and new_pid != victim and alive(new_pid)
+    await until(lambda: not alive(victim))
+    # Both workers serve again, on the same port.
+    pids = list(supervised.workers().values())
+    assert sorted(pids) == sorted([*(p for p in before.values() if p != victim), new_pid])
+    gws = await connect_to_each(supervised, pids)
+    for gw in gws.values():
+        await gw.close()
+
+
+async def test_sigterm_stops_every_process(supervised: Supervised) -> None:
+    pids = list(supervised.workers().values())
+    assert all(alive(p) for p in pids)
+    assert await supervised.stop() == 0
+    assert not any(alive(p) for p in pids), supervised.log()
+    assert "all workers stopped" in supervised.log()
+    # Nothing holds the ports any more: a plain socket (no SO_REUSEPORT) can take them.
+    for port in (supervised.native_port, supervised.diameter_port, supervised.http_port):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))
