@@ -38,6 +38,8 @@ test-redis62: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench.rating
 	$(PY) -m bench.charging
+	$(PY) -m bench.barring
+	$(PY) -m bench.mediation
 
 # Load tests with Locust (docs/load-testing.md): Redis + `ocs serve` + Locust, an SLO gate and
 # the money invariants; LOAD_* variables or ARGS="..." set the knobs (`python -m bench.load -h`).

@@ -32,6 +32,7 @@ from ocs.config import ConfigError, Settings, load_settings
 #: Modules with a ``register(subparsers)`` that adds their command group to ``ocs``.
 _COMMAND_MODULES: tuple[str, ...] = (
     "ocs.provisioning.cli",
+    "ocs.mediation.cli",
     "ocs.mediation.switchsim",
 )
 
