@@ -101,6 +101,7 @@ def test_demo_runs_and_leaves_nothing_behind(tmp_path: Path) -> None:
     assert "refused: credit-limit-reached" in out
     # The barring story: below the limit, barred in the simulated HLR, topped up, unbarred.
     assert "HLR       4919000000001 barred outgoing" in out
+    assert "CDR file  MSC02_-_0001." in out  # the story's calls, charged from a CDR file
     assert "STORY     top-up 50.00" in out
     assert "HLR       4919000000001 unbarred" in out
     assert "Stopping" in out

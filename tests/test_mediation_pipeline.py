@@ -38,6 +38,7 @@ from ocs.mediation.pipeline import (
     run_mediation,
 )
 from ocs.mediation.usage import Direction, Usage
+from ocs.store.keys import bucket_of, notify_key
 from ocs.store.redis_client import PipelinedRedis
 from ocs.store.store import Store, UnitBucket
 from tariffs import PlanBook, TariffRater, parse_plan
@@ -389,6 +390,32 @@ async def test_a_forced_debit_takes_the_balance_below_zero(store: Store, tmp_pat
     assert await balance(store, "491700000001") == 100_000 - 600 * VOICE_PER_SECOND < 0
     (event,) = await debit_events(store, "491700000001")
     assert event["forced"] == "1"
+
+
+async def test_a_cdr_past_the_threshold_bars_the_subscriber(store: Store, tmp_path: Path) -> None:
+    """The barring flow of docs/barring.md, started by hot billing: the debit that takes the
+    balance past a threshold bars the account and notifies the provisioning worker."""
+    await add(store, "491700000001", 100_000)
+    await store.update_subscriber(
+        "491700000001", thresholds=[(-5_000_000, 0, "bar-outgoing")], now=T0
+    )
+    src = tmp_path / "in"
+    write(
+        src,
+        name(1),
+        [
+            line("moc", "491700000001", "+4930123456", T0, 600),  # -0.50
+            line("moc", "491700000001", "+4930123456", T0 + 1, 6000),
+        ],
+    )  # -6.50
+    (report,) = await make(store, src, tmp_path, window=1).poll()
+    assert report.charged == 2
+    acct = await store.get_account("491700000001")
+    assert acct is not None
+    assert (acct.balance, acct.barring) == (100_000 - 6600 * VOICE_PER_SECOND, "outgoing")
+    raw = await store.client.execute("XRANGE", notify_key(bucket_of("491700000001")), "-", "+")
+    notes = [dict(zip(f[::2], f[1::2], strict=True)) for _, f in raw]
+    assert [(n[b"t"], n[b"was"], n[b"bar"]) for n in notes] == [(b"barring", b"none", b"outgoing")]
 
 
 async def test_buckets_are_used_by_the_earlier_call_first(store: Store, tmp_path: Path) -> None:

@@ -5,18 +5,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import signal
 import socket
 import sys
 import time
 from dataclasses import replace
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TextIO
+from zoneinfo import ZoneInfo
 
 from ocs.charging.engine import wall_clock_ms
-from ocs.charging.types import DebitRequest, SessionInfo
 from ocs.config import Settings
 from ocs.demo.dataset import load_demo_data
 from ocs.demo.simulator import SwitchSimulator, Tally
+from ocs.mediation.formats.record import CdrRecord
+from ocs.mediation.pipeline import FileReport, MediationConfig, run_mediation
+from ocs.mediation.switchsim import (
+    Layout,
+    Traffic,
+    imsi_of,
+    next_running_count,
+    write_files,
+)
+from ocs.mediation.switchsim import SwitchSimulator as CdrSwitch
+from ocs.mediation.usage import Direction
 from ocs.money import format_money
 from ocs.provisioning.hlrsim import Applied, HlrSimulator, bound_port, serve
 from ocs.service import Running, run_ocs
@@ -100,36 +114,79 @@ def _show_hlr(a: Applied, out: TextIO) -> None:
 
 #: The subscriber whose balance the demo drives below its limits and back (prepaid-basic).
 STORY_MSISDN = "4919000000001"
+#: Subscribers charged only from CDR files (hot billing), beside the story's.
+CDR_SUBSCRIBERS = [f"49190000000{i:02d}" for i in range(2, 22)]
+#: The demo archive's AES-256 key (a demo has no secrets): `ocs archive verify --dir
+#: .ocs/demo/archive --key 00...00` (64 zeros).
+DEMO_ARCHIVE_KEY = bytes(32)
 
 
-async def _story(ocs: Running, out: TextIO, pause: float) -> None:
-    """A subscriber on prepaid-basic whose calls arrive as CDRs (hot billing): they are charged
-    whatever the balance, the balance passes -5.00, the HLR bars outgoing calls; a top-up
-    lifts the bar."""
-    now = wall_clock_ms()
-    await ocs.store.create_subscriber(
-        STORY_MSISDN, plan="prepaid-basic", balance=1_000_000, credit_limit=0,
-        state="active", now=now,
-    )  # fmt: skip
+async def _story(ocs: Running, out: TextIO, pause: float, spool: Path) -> None:
+    """A subscriber on prepaid-basic whose calls arrive as CDRs (hot billing): a switch writes
+    a file with two long calls, the mediation charges them whatever the balance, the balance
+    passes -5.00, the HLR bars outgoing calls; a top-up lifts the bar."""
 
     def say(text: str) -> None:
         print(f"STORY     {text}", file=out, flush=True)
 
     say(f"{STORY_MSISDN} on prepaid-basic has 1.00; its calls arrive as CDRs (hot billing)")
-    for i, (to, seconds) in enumerate([("0013125550100", 900), ("00447700900123", 1200)]):
-        await asyncio.sleep(pause)
-        r = await ocs.engine.debit(
-            DebitRequest(STORY_MSISDN, "voice", f"story-cdr-{now}-{i}", units=seconds,
-                         info=SessionInfo(destination=to), force=True)
+    await asyncio.sleep(pause)
+    tz = ZoneInfo("Europe/Berlin")
+    end = datetime.now(tz).replace(microsecond=0)
+    calls = []
+    for i, (to, seconds) in enumerate([("+13125550100", 900), ("+447700900123", 1200)]):
+        release = end - timedelta(seconds=10 * (1 - i))
+        answer = release - timedelta(seconds=seconds)
+        calls.append(
+            CdrRecord(
+                Direction.MOC, STORY_MSISDN, imsi_of(STORY_MSISDN), to,
+                answer - timedelta(seconds=5), answer, release, seconds, "26201", 4660, 12345,
+                "491720000002", 7000 + i,
+            )
         )  # fmt: skip
-        say(f"CDR: {seconds // 60} min to +{to[2:]} charged {format_money(r.charged)}; "
-            f"balance {format_money(r.balance)}")  # fmt: skip
-    await asyncio.sleep(pause * 2)
+    layout = Layout(node="MSC02", rotate_seconds=60)
+    first_rc = next_running_count(spool, "MSC02")
+    paths = await asyncio.to_thread(write_files, calls, spool, layout, tz, first_rc=first_rc)
+    say(f"switch MSC02 closed {paths[-1].name}: 15 min to +1 312..., 20 min to +44 7700...")
+    await asyncio.sleep(pause * 3)
     ans = await ocs.store.credit(
-        STORY_MSISDN, kind="topup", amount=50_000_000, reference=f"story-{now}",
+        STORY_MSISDN, kind="topup", amount=50_000_000, reference=f"story-{wall_clock_ms()}",
         note="voucher", now=wall_clock_ms(),
     )  # fmt: skip
     say(f"top-up 50.00; balance {format_money(ans.balance)}")
+
+
+def _show_file(r: FileReport, out: TextIO) -> None:
+    took = (r.done_at - r.collected_at) / 1000
+    print(f"CDR file  {r.file}: {r.charged} records charged {format_money(r.amount)}, "
+          f"{r.rejected} rejected, in {took:.1f} s", file=out, flush=True)  # fmt: skip
+
+
+async def _hot_billing(ocs: Running, settings: Settings, out: TextIO, spool: Path) -> None:
+    """A switch without real-time charging (MSC01) writes a CDR file every 5 s for the CDR
+    subscribers; the mediation charges each file as it closes."""
+    for i, m in enumerate([STORY_MSISDN, *CDR_SUBSCRIBERS]):
+        await ocs.store.create_subscriber(
+            m, plan="prepaid-basic", balance=1_000_000 if i == 0 else (2 + i % 5) * 1_000_000,
+            credit_limit=0, state="active", now=wall_clock_ms(),
+        )  # fmt: skip
+    switch = CdrSwitch(
+        Traffic(CDR_SUBSCRIBERS, rate=6.0, mean_holding=90.0),
+        Layout(node="MSC01", rotate_seconds=5.0),
+        spool,
+        first_rc=next_running_count(spool, "MSC01"),
+    )
+    config = MediationConfig(
+        poll_interval=0.5,
+        warehouse_dir=f"{settings.data_dir}/warehouse",
+        archive_dir=f"{settings.data_dir}/archive",
+        archive_key=DEMO_ARCHIVE_KEY,
+    )
+    await asyncio.gather(
+        switch.run(),
+        run_mediation(ocs.engine, ocs.tariffs.rater, spool, config,
+                      on_file=lambda r: _show_file(r, out)),
+    )  # fmt: skip
 
 
 async def _run(
@@ -147,6 +204,8 @@ async def _run(
     if settings.redis_url is None:
         await ocs.store.client.execute("FLUSHALL")
         await ocs.tariffs.publish_thresholds()
+        for leftover in ("cdr", "warehouse", "archive"):  # (the ledger went with Redis)
+            shutil.rmtree(Path(settings.data_dir) / leftover, ignore_errors=True)
     subs = await load_demo_data(ocs.store, subscribers, wall_clock_ms(), ocs.tariffs.rater.book)
     print(
         f"OCS demo: {len(subs)} subscribers loaded; native protocol on port "
@@ -172,7 +231,9 @@ async def _run(
         task = asyncio.create_task(sim.run())
         # A short demo tells the story faster, so that it ends before the demo does.
         pause = 3.0 if duration is None else min(3.0, max(0.2, duration / 8))
-        story = asyncio.create_task(_story(ocs, out, pause=pause))
+        spool = Path(settings.data_dir) / "cdr"
+        billing = asyncio.create_task(_hot_billing(ocs, settings, out, spool))
+        story = asyncio.create_task(_story(ocs, out, pause=pause, spool=spool))
         start = prev_t = time.monotonic()
         deadline = None if duration is None else start + duration
         prev_n = 0
@@ -192,7 +253,7 @@ async def _run(
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
-            for t in (task, story):
+            for t in (task, story, billing):
                 t.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
