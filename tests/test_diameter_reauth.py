@@ -9,31 +9,21 @@ OCS (run_ocs) and a private Redis.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import replace
 
 import pytest
-from test_diameter_e2e import GY, INIT, SETTINGS, add, balance, ccr, mscc
+import test_diameter_e2e
+from test_diameter_e2e import INIT, add, balance, ccr, mscc
 from test_diameter_server import Gateway
 
-from ocs.service import Running, run_ocs
+from ocs.service import Running
 from protocols.diameter import Message
 from protocols.diameter import constants as c
 
 E = 1_000_000
 
 
-@pytest.fixture
-async def ocs(redis_url: str) -> AsyncIterator[Running]:
-    async with run_ocs(replace(SETTINGS, redis_url=redis_url), plans=[GY]) as running:
-        yield running
-
-
-@pytest.fixture
-async def gw(ocs: Running) -> AsyncIterator[Gateway]:
-    g = await Gateway.connect(ocs.diameter_port)
-    yield g
-    await g.close()
+# The end-to-end tests' fixtures: a whole OCS on the Gy plan, a gateway connected to it.
+ocs, gw = test_diameter_e2e.ocs, test_diameter_e2e.gw
 
 
 async def open_session(gw: Gateway, sid: str, msisdn: str = "4917000001") -> None:
