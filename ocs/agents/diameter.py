@@ -743,8 +743,9 @@ class DiameterAgent:
             return
         q.grant_avp = self._unit_avp(q, plan, now)
         r = await self.engine.reserve(
+            # (at=now: the rating context _free built is the engine's too, priced once)
             ReserveRequest(q.key, subscriber, q.service, f"{q.key}/{number}",
-                           units=self._requested(q, plan, now), info=info)
+                           units=self._requested(q, plan, now), info=info, at=now)
         )  # fmt: skip
         self._settled(q, r)
         if r.ok:
