@@ -387,7 +387,7 @@ def cli() -> None:
     print(text)
     if ns.append:
         with RESULTS.open("a") as f:
-            f.write("\n" + text)
+            f.write("\n" + text.rstrip("\n") + "\n")
 
 
 if __name__ == "__main__":
