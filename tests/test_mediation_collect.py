@@ -3,8 +3,6 @@ an FTP server (a pyftpdlib server started here, on a free port, in a thread)."""
 
 from __future__ import annotations
 
-import threading
-import warnings
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,20 +20,13 @@ from ocs.mediation.collect import (
 )
 from ocs.mediation.formats import CdrRecord
 from ocs.mediation.formats.ascii import encode_file
+from ocs.mediation.ftpd import LocalFtpServer
 from ocs.mediation.naming import format_name
 from ocs.mediation.pipeline import Mediation, MediationConfig
 from ocs.mediation.usage import Direction
 from ocs.store.redis_client import PipelinedRedis
 from ocs.store.store import Store
 from tariffs import PlanBook, TariffRater, parse_plan
-
-with warnings.catch_warnings():
-    # pyftpdlib on Python 3.11 imports the standard library's asyncore/asynchat, which warn
-    # that they are deprecated (it ships its own copies for 3.12 and later).
-    warnings.filterwarnings("ignore", "The asyn(core|chat) module", DeprecationWarning)
-    from pyftpdlib.authorizers import DummyAuthorizer
-    from pyftpdlib.handlers import FTPHandler
-    from pyftpdlib.servers import FTPServer
 
 T = datetime(2026, 9, 15, 12, 0, tzinfo=UTC)
 
@@ -143,30 +134,8 @@ def ftp_root(tmp_path: Path) -> Iterator[tuple[Path, int]]:
     """A pyftpdlib server on a free loopback port, serving ``root`` to switch/secret."""
     root = tmp_path / "ftp"
     (root / "cdr").mkdir(parents=True)
-    auth = DummyAuthorizer()
-    auth.add_user("switch", "secret", str(root), perm="elradfmwMT")
-    handler = type(
-        "Handler",
-        (FTPHandler,),
-        # No delay after a failed login (3 s by default): a test tries a wrong password.
-        {"authorizer": auth, "banner": "test switch", "auth_failed_timeout": 0},
-    )
-    server = FTPServer(("127.0.0.1", 0), handler)
-    port = server.socket.getsockname()[1]
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            server.serve_forever(timeout=0.05, blocking=False, handle_exit=False)
-
-    thread = threading.Thread(target=serve, name="ftpd", daemon=True)
-    thread.start()
-    try:
-        yield root, port
-    finally:
-        stop.set()
-        thread.join(10)
-        server.close_all()
+    with LocalFtpServer(root) as ftp:
+        yield root, ftp.port
 
 
 async def test_ftp_source(ftp_root: tuple[Path, int]) -> None:

@@ -4,8 +4,6 @@ directory and onto an FTP server, and ``ocs switch-sim``."""
 
 from __future__ import annotations
 
-import threading
-import warnings
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -21,6 +19,7 @@ from ocs.mediation.formats import Rejected, decode
 from ocs.mediation.formats import ber as ber_format
 from ocs.mediation.formats.record import CdrRecord
 from ocs.mediation.formats.ts32297 import CLOSE_SIZE, CLOSE_TIME, read_file_header
+from ocs.mediation.ftpd import LocalFtpServer
 from ocs.mediation.naming import in_close_order, parse_name
 from ocs.mediation.switchsim import (
     FtpTarget,
@@ -32,13 +31,6 @@ from ocs.mediation.switchsim import (
     write_files,
 )
 from ocs.mediation.usage import Direction, Usage
-
-with warnings.catch_warnings():
-    # pyftpdlib on Python 3.11 imports the standard library's asyncore/asynchat, which warn.
-    warnings.filterwarnings("ignore", "The asyn(core|chat) module", DeprecationWarning)
-    from pyftpdlib.authorizers import DummyAuthorizer
-    from pyftpdlib.handlers import FTPHandler
-    from pyftpdlib.servers import FTPServer
 
 CET = timezone(timedelta(hours=1))
 SUBS = [f"4917{i:08d}" for i in range(50)]
@@ -183,25 +175,8 @@ def ftp_server(tmp_path: Path) -> Iterator[tuple[Path, int]]:
     """A pyftpdlib server on a free loopback port: user switch/secret, root ``tmp/ftp``."""
     root = tmp_path / "ftp"
     (root / "in").mkdir(parents=True)
-    auth = DummyAuthorizer()
-    auth.add_user("switch", "secret", str(root), perm="elradfmwMT")
-    handler = type("Handler", (FTPHandler,), {"authorizer": auth, "banner": "test"})
-    server = FTPServer(("127.0.0.1", 0), handler)
-    port = server.socket.getsockname()[1]
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            server.serve_forever(timeout=0.05, blocking=False, handle_exit=False)
-
-    thread = threading.Thread(target=serve, name="ftpd", daemon=True)
-    thread.start()
-    try:
-        yield root, port
-    finally:
-        stop.set()
-        thread.join(10)
-        server.close_all()
+    with LocalFtpServer(root) as ftp:
+        yield root, ftp.port
 
 
 async def test_closed_files_are_uploaded_to_ftp(

@@ -21,12 +21,15 @@ from ocs.config import Settings
 from ocs.demo.dataset import load_demo_data
 from ocs.demo.simulator import SwitchSimulator, Tally
 from ocs.mediation.formats.record import CdrRecord
+from ocs.mediation.ftpd import LocalFtpServer
 from ocs.mediation.pipeline import FileReport, MediationConfig, run_mediation
 from ocs.mediation.switchsim import (
+    FtpTarget,
     Layout,
     Traffic,
     imsi_of,
     next_running_count,
+    upload,
     write_files,
 )
 from ocs.mediation.switchsim import SwitchSimulator as CdrSwitch
@@ -102,8 +105,17 @@ async def run_demo(
                 provisioning_url=f"http://127.0.0.1:{bound_port(runner)}",
                 provisioning_secret="demo-secret",
             )
+        # The switch's FTP server (where MSC01 and MSC02 drop their CDR files).
+        data = Path(settings.data_dir)
+        if settings.redis_url is None:  # a fresh start (see _run): the old files go too
+            for leftover in ("switch", "ftp", "warehouse", "archive"):
+                shutil.rmtree(data / leftover, ignore_errors=True)
+        (data / "ftp" / "cdr").mkdir(parents=True, exist_ok=True)
+        ftpd = stack.enter_context(LocalFtpServer(data / "ftp"))
         ocs = await stack.enter_async_context(run_ocs(settings))
-        return await _run(ocs, settings, view, out, subscribers, callers, speed, duration)
+        return await _run(
+            ocs, settings, view, out, subscribers, callers, speed, duration, ftpd.url("cdr")
+        )
     raise AssertionError("unreachable")
 
 
@@ -121,7 +133,7 @@ CDR_SUBSCRIBERS = [f"49190000000{i:02d}" for i in range(2, 22)]
 DEMO_ARCHIVE_KEY = bytes(32)
 
 
-async def _story(ocs: Running, out: TextIO, pause: float, spool: Path) -> None:
+async def _story(ocs: Running, out: TextIO, pause: float, spool: Path, ftp: FtpTarget) -> None:
     """A subscriber on prepaid-basic whose calls arrive as CDRs (hot billing): a switch writes
     a file with two long calls, the mediation charges them whatever the balance, the balance
     passes -5.00, the HLR bars outgoing calls; a top-up lifts the bar."""
@@ -147,6 +159,7 @@ async def _story(ocs: Running, out: TextIO, pause: float, spool: Path) -> None:
     layout = Layout(node="MSC02", rotate_seconds=60)
     first_rc = next_running_count(spool, "MSC02")
     paths = await asyncio.to_thread(write_files, calls, spool, layout, tz, first_rc=first_rc)
+    await upload(ftp, paths[-1])
     say(f"switch MSC02 closed {paths[-1].name}: 15 min to +1 312..., 20 min to +44 7700...")
     await asyncio.sleep(pause * 3)
     ans = await ocs.store.credit(
@@ -162,9 +175,12 @@ def _show_file(r: FileReport, out: TextIO) -> None:
           f"{r.rejected} rejected, in {took:.1f} s", file=out, flush=True)  # fmt: skip
 
 
-async def _hot_billing(ocs: Running, settings: Settings, out: TextIO, spool: Path) -> None:
+async def _hot_billing(
+    ocs: Running, settings: Settings, out: TextIO, spool: Path, ftp_url: str
+) -> None:
     """A switch without real-time charging (MSC01) writes a CDR file every 5 s for the CDR
-    subscribers; the mediation charges each file as it closes."""
+    subscribers and puts it on the FTP server; the mediation collects each file from there as
+    it closes, and charges it."""
     for i, m in enumerate([STORY_MSISDN, *CDR_SUBSCRIBERS]):
         await ocs.store.create_subscriber(
             m, plan="prepaid-basic", balance=1_000_000 if i == 0 else (2 + i % 5) * 1_000_000,
@@ -175,6 +191,8 @@ async def _hot_billing(ocs: Running, settings: Settings, out: TextIO, spool: Pat
         Layout(node="MSC01", rotate_seconds=5.0),
         spool,
         first_rc=next_running_count(spool, "MSC01"),
+        ftp=FtpTarget.parse(ftp_url),
+        keep_local=False,
     )
     config = MediationConfig(
         poll_interval=0.5,
@@ -184,7 +202,7 @@ async def _hot_billing(ocs: Running, settings: Settings, out: TextIO, spool: Pat
     )
     await asyncio.gather(
         switch.run(),
-        run_mediation(ocs.engine, ocs.tariffs.rater, spool, config,
+        run_mediation(ocs.engine, ocs.tariffs.rater, ftp_url, config,
                       on_file=lambda r: _show_file(r, out)),
     )  # fmt: skip
 
@@ -198,14 +216,13 @@ async def _run(
     callers: int,
     speed: float,
     duration: float | None,
+    ftp_url: str,
 ) -> Tally:
     # The demo's Redis is its own (embedded under .ocs/demo unless a URL was given): start
     # from a clean slate each time.
     if settings.redis_url is None:
         await ocs.store.client.execute("FLUSHALL")
         await ocs.tariffs.publish_thresholds()
-        for leftover in ("cdr", "warehouse", "archive"):  # (the ledger went with Redis)
-            shutil.rmtree(Path(settings.data_dir) / leftover, ignore_errors=True)
     subs = await load_demo_data(ocs.store, subscribers, wall_clock_ms(), ocs.tariffs.rater.book)
     print(
         f"OCS demo: {len(subs)} subscribers loaded; native protocol on port "
@@ -231,9 +248,10 @@ async def _run(
         task = asyncio.create_task(sim.run())
         # A short demo tells the story faster, so that it ends before the demo does.
         pause = 3.0 if duration is None else min(3.0, max(0.2, duration / 8))
-        spool = Path(settings.data_dir) / "cdr"
-        billing = asyncio.create_task(_hot_billing(ocs, settings, out, spool))
-        story = asyncio.create_task(_story(ocs, out, pause=pause, spool=spool))
+        spool = Path(settings.data_dir) / "switch"
+        ftp = FtpTarget.parse(ftp_url)
+        billing = asyncio.create_task(_hot_billing(ocs, settings, out, spool, ftp_url))
+        story = asyncio.create_task(_story(ocs, out, pause=pause, spool=spool, ftp=ftp))
         start = prev_t = time.monotonic()
         deadline = None if duration is None else start + duration
         prev_n = 0
