@@ -92,7 +92,7 @@ def test_help_everywhere() -> None:
 
 
 def test_demo_runs_and_leaves_nothing_behind(tmp_path: Path) -> None:
-    r = ocs_cmd("demo", "--duration", "4", "--http-port", "0", "--subscribers", "60",
+    r = ocs_cmd("demo", "--duration", "6", "--http-port", "0", "--subscribers", "60",
                 cwd=tmp_path, timeout=120)  # fmt: skip
     assert r.returncode == 0, r.stderr
     out = r.stdout
@@ -100,7 +100,7 @@ def test_demo_runs_and_leaves_nothing_behind(tmp_path: Path) -> None:
     assert "granted" in out
     assert "refused: credit-limit-reached" in out
     # The barring story: below the limit, barred in the simulated HLR, topped up, unbarred.
-    assert "HLR       4919000000001 barred outgoing" in out
+    assert "HLR       4919000000001 barred outgoing" in out, out
     assert "CDR file  MSC02_-_0001." in out  # the story's calls, charged from a CDR file
     assert "STORY     top-up 50.00" in out
     assert "HLR       4919000000001 unbarred" in out

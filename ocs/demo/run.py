@@ -114,7 +114,7 @@ async def run_demo(
         ftpd = stack.enter_context(LocalFtpServer(data / "ftp"))
         ocs = await stack.enter_async_context(run_ocs(settings))
         return await _run(
-            ocs, settings, view, out, subscribers, callers, speed, duration, ftpd.url("cdr")
+            ocs, settings, view, out, subscribers, callers, speed, duration, ftpd.url("cdr"), hlr
         )
     raise AssertionError("unreachable")
 
@@ -133,7 +133,15 @@ CDR_SUBSCRIBERS = [f"49190000000{i:02d}" for i in range(2, 22)]
 DEMO_ARCHIVE_KEY = bytes(32)
 
 
-async def _story(ocs: Running, out: TextIO, pause: float, spool: Path, ftp: FtpTarget) -> None:
+async def _story(
+    ocs: Running,
+    out: TextIO,
+    pause: float,
+    spool: Path,
+    ftp: FtpTarget,
+    charged: asyncio.Event,
+    hlr: HlrSimulator | None,
+) -> None:
     """A subscriber on prepaid-basic whose calls arrive as CDRs (hot billing): a switch writes
     a file with two long calls, the mediation charges them whatever the balance, the balance
     passes -5.00, the HLR bars outgoing calls; a top-up lifts the bar."""
@@ -147,7 +155,7 @@ async def _story(ocs: Running, out: TextIO, pause: float, spool: Path, ftp: FtpT
     end = datetime.now(tz).replace(microsecond=0)
     calls = []
     for i, (to, seconds) in enumerate([("+13125550100", 900), ("+447700900123", 1200)]):
-        release = end - timedelta(seconds=10 * (1 - i))
+        release = end  # (both in one file: the same minute)
         answer = release - timedelta(seconds=seconds)
         calls.append(
             CdrRecord(
@@ -159,9 +167,15 @@ async def _story(ocs: Running, out: TextIO, pause: float, spool: Path, ftp: FtpT
     layout = Layout(node="MSC02", rotate_seconds=60)
     first_rc = next_running_count(spool, "MSC02")
     paths = await asyncio.to_thread(write_files, calls, spool, layout, tz, first_rc=first_rc)
-    await upload(ftp, paths[-1])
+    for path in paths:
+        await upload(ftp, path)
     say(f"switch MSC02 closed {paths[-1].name}: 15 min to +1 312..., 20 min to +44 7700...")
-    await asyncio.sleep(pause * 3)
+    # The top-up comes once the file is charged and the HLR has barred the subscriber.
+    async with asyncio.timeout(60):
+        await charged.wait()
+        if hlr is not None:
+            await hlr.wait_for(lambda: hlr.barring(STORY_MSISDN) == "outgoing")
+    await asyncio.sleep(pause)
     ans = await ocs.store.credit(
         STORY_MSISDN, kind="topup", amount=50_000_000, reference=f"story-{wall_clock_ms()}",
         note="voucher", now=wall_clock_ms(),
@@ -169,15 +183,18 @@ async def _story(ocs: Running, out: TextIO, pause: float, spool: Path, ftp: FtpT
     say(f"top-up 50.00; balance {format_money(ans.balance)}")
 
 
-def _show_file(r: FileReport, out: TextIO) -> None:
+def _show_file(r: FileReport, out: TextIO, charged: asyncio.Event) -> None:
+    if r.switch == "MSC02":
+        charged.set()
     took = (r.done_at - r.collected_at) / 1000
     print(f"CDR file  {r.file}: {r.charged} records charged {format_money(r.amount)}, "
           f"{r.rejected} rejected, in {took:.1f} s", file=out, flush=True)  # fmt: skip
 
 
 async def _hot_billing(
-    ocs: Running, settings: Settings, out: TextIO, spool: Path, ftp_url: str
-) -> None:
+    ocs: Running, settings: Settings, out: TextIO, spool: Path, ftp_url: str,
+    charged: asyncio.Event,
+) -> None:  # fmt: skip
     """A switch without real-time charging (MSC01) writes a CDR file every 5 s for the CDR
     subscribers and puts it on the FTP server; the mediation collects each file from there as
     it closes, and charges it."""
@@ -203,7 +220,7 @@ async def _hot_billing(
     await asyncio.gather(
         switch.run(),
         run_mediation(ocs.engine, ocs.tariffs.rater, ftp_url, config,
-                      on_file=lambda r: _show_file(r, out)),
+                      on_file=lambda r: _show_file(r, out, charged)),
     )  # fmt: skip
 
 
@@ -217,6 +234,7 @@ async def _run(
     speed: float,
     duration: float | None,
     ftp_url: str,
+    hlr: HlrSimulator | None,
 ) -> Tally:
     # The demo's Redis is its own (embedded under .ocs/demo unless a URL was given): start
     # from a clean slate each time.
@@ -250,8 +268,9 @@ async def _run(
         pause = 3.0 if duration is None else min(3.0, max(0.2, duration / 8))
         spool = Path(settings.data_dir) / "switch"
         ftp = FtpTarget.parse(ftp_url)
-        billing = asyncio.create_task(_hot_billing(ocs, settings, out, spool, ftp_url))
-        story = asyncio.create_task(_story(ocs, out, pause=pause, spool=spool, ftp=ftp))
+        charged = asyncio.Event()  # the story's CDR file is charged
+        billing = asyncio.create_task(_hot_billing(ocs, settings, out, spool, ftp_url, charged))
+        story = asyncio.create_task(_story(ocs, out, pause, spool, ftp, charged, hlr))
         start = prev_t = time.monotonic()
         deadline = None if duration is None else start + duration
         prev_n = 0
