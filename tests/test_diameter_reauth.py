@@ -9,9 +9,13 @@ OCS (run_ocs) and a private Redis.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 import test_diameter_e2e
+from diameter.message import Message as TheirMessage
+from diameter.message.commands.abort_session import AbortSessionRequest
+from diameter.message.commands.re_auth import ReAuthRequest
 from test_diameter_e2e import INIT, add, balance, ccr, mscc
 from test_diameter_server import Gateway
 
@@ -45,6 +49,15 @@ def check_request(m: Message, name: str, sid: str) -> None:
     assert m.get_str("Destination-Realm") == "gw.test"
     assert m.get_str("Origin-Host") == "ocs.test"
     assert m.get_int("Auth-Application-Id") == 4
+    # The independent implementation reads the same request from our bytes.
+    theirs: Any = TheirMessage.from_bytes(m.to_bytes())
+    expected = ReAuthRequest if name == "RAR" else AbortSessionRequest
+    assert isinstance(theirs, expected)
+    assert (theirs.session_id, theirs.destination_host, theirs.auth_application_id) == (
+        sid, b"pgw.test", 4
+    )  # fmt: skip
+    if name == "RAR":
+        assert theirs.re_auth_request_type == 0
 
 
 async def test_topup_sends_rar_to_open_sessions(ocs: Running, gw: Gateway) -> None:
