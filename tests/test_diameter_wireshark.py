@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from ocs.agents.diameter import server_request
 from protocols.diameter import (
     LocalIdentity,
     Message,
@@ -164,6 +165,13 @@ def messages() -> list[Message]:
             proxiable=True,
         )
     )  # EVENT-like
+    # What the agent sends of its own accord, and the gateway's answers.
+    for command in (c.CMD_RE_AUTH, c.CMD_ABORT_SESSION):
+        request = server_request(
+            command, "pgw.example;1;2", "ocs.example", "example", "pgw.example", "example"
+        )
+        request.hop_by_hop = request.end_to_end = 100 + command
+        out += [request, answer(request)]
     return out
 
 

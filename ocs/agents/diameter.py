@@ -85,7 +85,7 @@ from protocols.diameter.dictionary import BY_NAME
 from tariffs import PlanVersion, RatingError
 from tariffs.interface import UnitKind, UsageContext
 
-__all__ = ["CCA_COPY", "PROTOCOL", "DiameterAgent", "GyConfig", "engine_session_id"]
+__all__ = ["CCA_COPY", "PROTOCOL", "DiameterAgent", "GyConfig", "engine_session_id", "server_request"]
 
 log = logging.getLogger(__name__)
 
@@ -205,6 +205,26 @@ Sender = Callable[[str, Message], Awaitable[Message]]
 
 #: Barring levels, to tell a bar from a lift.
 _BAR_LEVEL: Final = {"none": 0, "outgoing": 1, "all": 2}
+
+
+def server_request(
+    command: int, sid: str, origin_host: str, origin_realm: str, peer: str, peer_realm: str
+) -> Message:
+    """A Re-Auth-Request (``c.CMD_RE_AUTH``: RFC 6733 §8.3, RFC 4006 §5.5, AUTHORIZE_ONLY) or
+    an Abort-Session-Request (``c.CMD_ABORT_SESSION``: RFC 6733 §8.5) for a Gy session."""
+    items: list[Item] = [
+        ("Session-Id", sid),
+        ("Origin-Host", origin_host),
+        ("Origin-Realm", origin_realm),
+        ("Destination-Realm", peer_realm),
+        ("Destination-Host", peer),
+        ("Auth-Application-Id", c.APP_CREDIT_CONTROL),
+    ]
+    if command == c.CMD_RE_AUTH:
+        items.append(("Re-Auth-Request-Type", ReAuthRequestType.AUTHORIZE_ONLY))
+    return make_request(
+        command, c.APP_CREDIT_CONTROL, items, hop_by_hop=0, end_to_end=0, proxiable=True
+    )
 
 
 class _Answer(Exception):
@@ -651,19 +671,10 @@ class DiameterAgent:
         session = self._sessions.get(sid)
         if session is None or not session.peer or self.sender is None:
             return
-        items: list[Item] = [
-            ("Session-Id", sid),
-            ("Origin-Host", self.config.origin_host),
-            ("Origin-Realm", self.config.origin_realm),
-            ("Destination-Realm", session.realm or self.config.origin_realm),
-            ("Destination-Host", session.peer),
-            ("Auth-Application-Id", c.APP_CREDIT_CONTROL),
-        ]
-        if command == c.CMD_RE_AUTH:
-            items.append(("Re-Auth-Request-Type", ReAuthRequestType.AUTHORIZE_ONLY))
-        request = make_request(
-            command, c.APP_CREDIT_CONTROL, items, hop_by_hop=0, end_to_end=0, proxiable=True
-        )
+        request = server_request(
+            command, sid, self.config.origin_host, self.config.origin_realm, session.peer,
+            session.realm or self.config.origin_realm,
+        )  # fmt: skip
         verb = "rar" if command == c.CMD_RE_AUTH else "asr"
         t0 = time.perf_counter()
         try:
