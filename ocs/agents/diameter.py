@@ -85,7 +85,14 @@ from protocols.diameter.dictionary import BY_NAME
 from tariffs import PlanVersion, RatingError
 from tariffs.interface import UnitKind, UsageContext
 
-__all__ = ["CCA_COPY", "PROTOCOL", "DiameterAgent", "GyConfig", "engine_session_id", "server_request"]
+__all__ = [
+    "CCA_COPY",
+    "PROTOCOL",
+    "DiameterAgent",
+    "GyConfig",
+    "engine_session_id",
+    "server_request",
+]
 
 log = logging.getLogger(__name__)
 
