@@ -78,6 +78,7 @@ def _settings(args: argparse.Namespace) -> Settings:
             "bind",
             "data_dir",
             "plans_dir",
+            "workers",
         )
     }
     return load_settings(os.environ, getattr(args, "config", None), overrides)
@@ -95,10 +96,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ocs.service import serve_forever
 
     settings = _settings(args)
-    if args.workers < 1:
-        raise CliError("--workers must be at least 1")
+    workers = settings.workers
     # With workers, every line says which process wrote it.
-    several = args.workers > 1 or args.ready_fd is not None
+    several = workers > 1 or args.ready_fd is not None
     fmt = "%(asctime)s %(levelname)s " + ("[%(process)d] " if several else "") + "%(message)s"
     logging.basicConfig(level=settings.log_level, format=fmt)
     if args.ready_fd is not None:  # a worker started by the supervisor (ocs/supervisor.py)
@@ -107,12 +107,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _tune_gc()
         _run(serve_worker(settings, args.ready_fd))
         return 0
-    if args.workers > 1:
+    if workers > 1:
         from ocs.supervisor import supervise
 
         names = ("config", "data_dir", "plans_dir")
         extra = [f"--{n.replace('_', '-')}={getattr(args, n)}" for n in names if getattr(args, n)]
-        return supervise(settings, args.workers, extra)
+        return supervise(settings, workers, extra)
     _tune_gc()
     _run(serve_forever(settings))
     return 0
@@ -429,9 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the OCS: native protocol, admin API, sweeper")
     _common(p)
     _listeners(p)
-    p.add_argument("--workers", type=int, default=1,
+    p.add_argument("--workers", type=int,
                    help="OCS processes sharing the ports (SO_REUSEPORT) under one supervisor "
-                   "that restarts them (default 1: this process alone)")  # fmt: skip
+                   "that restarts them (or OCS_WORKERS; default 1: this process)")  # fmt: skip
     # Internal: set by the supervisor for its workers (a pipe to say "ready" on).
     p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_serve)

@@ -73,6 +73,8 @@ class Settings:
     #: RETRY_AND_TERMINATE, optionally followed by per-service overrides
     #: ("RETRY_AND_TERMINATE,data=CONTINUE").
     diameter_failure_handling: str = "RETRY_AND_TERMINATE"
+    #: OCS processes `ocs serve` runs (sharing the ports under one supervisor).
+    workers: int = 1
     #: Seconds a grant is valid, and seconds past it before an unreported grant is released.
     validity: int = DEFAULT_VALIDITY
     grace: int = EXPIRY_GRACE
@@ -133,8 +135,9 @@ class Settings:
 
 
 _INT = {"native_port", "http_port", "diameter_port", "validity", "grace", "session_ttl",
-        "reference_ttl", "mediation_window"}  # fmt: skip
+        "reference_ttl", "mediation_window", "provisioning_retries", "workers"}  # fmt: skip
 _PORTS = {"native_port", "http_port", "diameter_port"}
+_URLS = {"provisioning_url", "provisioning_callback_url"}
 
 
 #: Credit-Control-Failure-Handling values (RFC 4006 §8.14).
@@ -213,7 +216,14 @@ def _coerce(name: str, value: object, source: str) -> object:
         if value < low or (name in _PORTS and value > 65535):
             raise ConfigError(f"{where}: out of range: {value}")
         return value
-    if name in ("sweep_interval", "mediation_poll"):
+    if name in _URLS and value and not str(value).startswith(("http://", "https://")):
+        raise ConfigError(f"{where}: must be an http:// or https:// URL, got {value!r}")
+    if name == "webhook_urls":
+        for url in str(value).split(","):
+            if url.strip() and not url.strip().startswith(("http://", "https://")):
+                raise ConfigError(f"{where}: {url.strip()!r} is not an http(s):// URL")
+        return str(value)
+    if name in ("sweep_interval", "mediation_poll", "provisioning_timeout", "provisioning_backoff"):
         v = _seconds(value, where)
         if v <= 0:
             raise ConfigError(f"{where}: must be > 0")

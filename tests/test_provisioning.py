@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 
 from ocs.charging.types import DebitRequest, Outcome
-from ocs.config import Settings
+from ocs.config import ConfigError, Settings, load_settings
 from ocs.provisioning.adapter import HttpProvisioningAdapter
 from ocs.provisioning.hlrsim import HlrSimulator, bound_port, serve
 from ocs.provisioning.signing import sign, verify
@@ -501,3 +501,23 @@ async def test_webhooks_are_signed_and_retried(redis_url: str) -> None:
         "threshold", "4915900000001", -1 * E, "none"
     )  # fmt: skip
     assert w["crossed_down"] == [{"below": 0, "action": "notify"}]
+
+
+def test_provisioning_settings_are_read_and_checked() -> None:
+    s = load_settings({
+        "OCS_PROVISIONING_URL": "https://gw.example/prov", "OCS_PROVISIONING_RETRIES": "5",
+        "OCS_PROVISIONING_BACKOFF": "0.2", "OCS_PROVISIONING_TIMEOUT": "3",
+        "OCS_WEBHOOK_URLS": "http://a.example/x, https://b.example/y", "OCS_WORKERS": "3",
+    })  # fmt: skip
+    assert (s.provisioning_retries, s.provisioning_backoff, s.provisioning_timeout) == (5, 0.2, 3)
+    assert s.webhook_url_list == ["http://a.example/x", "https://b.example/y"]
+    assert s.workers == 3
+    for env, message in [
+        ({"OCS_PROVISIONING_URL": "ftp://gw"}, "OCS_PROVISIONING_URL: must be an http"),
+        ({"OCS_WEBHOOK_URLS": "http://a, gopher://b"}, "'gopher://b' is not an http"),
+        ({"OCS_PROVISIONING_BACKOFF": "0"}, "OCS_PROVISIONING_BACKOFF: must be > 0"),
+        ({"OCS_PROVISIONING_RETRIES": "many"}, "OCS_PROVISIONING_RETRIES: must be an integer"),
+        ({"OCS_WORKERS": "0"}, "OCS_WORKERS: out of range"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            load_settings(env)
