@@ -19,7 +19,7 @@ from aiohttp import web
 
 from ocs.charging.types import DebitRequest, Outcome
 from ocs.config import ConfigError, Settings, load_settings
-from ocs.provisioning.adapter import HttpProvisioningAdapter
+from ocs.provisioning.adapter import BarringCommand, CommandOutcome, HttpProvisioningAdapter
 from ocs.provisioning.hlrsim import HlrSimulator, bound_port, serve
 from ocs.provisioning.signing import sign, verify
 from ocs.provisioning.worker import (
@@ -389,7 +389,7 @@ async def test_thresholds_override_through_the_api(
 
 _KILLED_WORKER = """
 import asyncio, sys
-from ocs.provisioning.adapter import HttpProvisioningAdapter
+from ocs.provisioning.adapter import BarringCommand, CommandOutcome, HttpProvisioningAdapter
 from ocs.provisioning.worker import NotificationConsumer, ProvisioningHandler, RetryPolicy
 from ocs.store.notify import NotifyStore
 
@@ -521,3 +521,39 @@ def test_provisioning_settings_are_read_and_checked() -> None:
     ]:
         with pytest.raises(ConfigError, match=message):
             load_settings(env)
+
+
+class _BrokenAdapter:
+    """An adapter with a bug: it raises what the interface does not allow."""
+
+    async def apply(self, command: BarringCommand) -> CommandOutcome:
+        raise RuntimeError("adapter bug")
+
+    async def query(self, msisdn: str) -> str | None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_an_adapter_bug_dead_letters_the_command(redis_url: str) -> None:
+    async with run_ocs(replace(SETTINGS, redis_url=redis_url), plans=[PLAN]) as ocs:
+        await add(ocs, "4916000000001", 0)
+        await charge(ocs, "4916000000001", "c1", 6)
+        notify = ocs.provisioning.notify
+        consumer = NotificationConsumer(
+            notify, ProvisioningHandler(notify, _BrokenAdapter()), me="buggy", lease_ms=400,
+            block_ms=50,
+        )  # fmt: skip
+        task = asyncio.create_task(consumer.run())
+        try:
+            async with asyncio.timeout(10):
+                while not await notify.dead_letters():  # noqa: ASYNC110 (Redis is polled)
+                    await asyncio.sleep(0.02)
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        (dead,) = await notify.dead_letters()
+        assert dead.fields["reason"] == "internal error: RuntimeError('adapter bug')"
+        assert await notify.pending_count("hlr") == 0

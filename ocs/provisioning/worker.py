@@ -204,6 +204,10 @@ class NotificationConsumer:
             except PermanentError as exc:
                 await self._dead(note, str(exc), attempt)
                 break
+            except Exception as exc:  # a bug, or an adapter raising what it should not
+                log.exception("%s %s: handler failed", self.group, note.id)
+                await self._dead(note, f"internal error: {exc!r}", attempt)
+                break
         await self._settle(lambda: self.notify.ack(self.group, note))
 
     async def _dead(self, note: Notification, reason: str, attempts: int) -> None:
