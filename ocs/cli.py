@@ -153,6 +153,41 @@ def cmd_redis(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_outbox(args: argparse.Namespace) -> int:
+    """Export the outbox streams to JSON-lines files and trim what was exported."""
+    from ocs.store.errors import StoreUnavailable
+    from ocs.store.journal import Journal
+
+    settings = _settings(args)
+    if not settings.redis_url:
+        raise CliError("--redis-url (or OCS_REDIS_URL) is required: the OCS's Redis")
+    url = settings.redis_url
+    keep_ms = int(args.keep_hours * 3_600_000)
+
+    async def main() -> None:
+        journal = Journal(url, args.dir)
+        try:
+            while True:
+                now = int(datetime.now(UTC).timestamp() * 1000)
+                try:
+                    stats = await journal.export(keep_ms=keep_ms, now_ms=now)
+                except StoreUnavailable as exc:
+                    if args.once:
+                        raise CliError(str(exc)) from None
+                    print(f"ocs: {exc}; trying again", file=sys.stderr, flush=True)
+                else:
+                    print(f"exported {stats.exported} events to {args.dir}, trimmed "
+                          f"{stats.trimmed} from Redis", flush=True)  # fmt: skip
+                if args.once:
+                    return
+                await asyncio.sleep(args.interval)
+        finally:
+            await journal.close()
+
+    _run(main())
+    return 0
+
+
 # -- admin API client -------------------------------------------------------------------------
 
 
@@ -514,6 +549,24 @@ def build_parser() -> argparse.ArgumentParser:
     a = acts.add_parser("show", help="one plan's versions in detail (admin API)")
     a.add_argument("name")
     p.set_defaults(func=cmd_tariffs)
+
+    p = sub.add_parser(
+        "outbox",
+        help="export the outbox (the journal of every balance change) to files; trim Redis",
+        description="Append every outbox event not exported yet to <dir>/date=YYYY-MM-DD/"
+        "outbox-b<NN>.jsonl (one JSON object per event, with its stream id), then remove from "
+        "Redis the events exported and older than --keep-hours. At least once: after a "
+        "crash an event may be written twice, with the same id.",
+    )
+    acts = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = acts.add_parser("export", help="export, then trim (every --interval seconds)")
+    _common(a)
+    a.add_argument("--dir", default=".ocs/journal", help="where the files go (.ocs/journal)")
+    a.add_argument("--keep-hours", type=float, default=24.0,
+                   help="hours of events Redis keeps after export (default 24)")  # fmt: skip
+    a.add_argument("--interval", type=float, default=10.0, help="seconds between exports")
+    a.add_argument("--once", action="store_true", help="export once and exit")
+    p.set_defaults(func=cmd_outbox)
 
     # Command groups that live beside the code they drive: each module has register(sub).
     for module in _COMMAND_MODULES:
