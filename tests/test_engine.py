@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
@@ -17,7 +16,6 @@ from ocs.charging.types import (
     ReleaseRequest,
     ReserveRequest,
 )
-from ocs.store.redis_client import PipelinedRedis
 from ocs.store.store import Store, UnitBucket
 from tariffs.plan import PlanVersion, parse_plan
 from tariffs.rater import PlanBook, TariffRater
@@ -80,16 +78,6 @@ RATER = TariffRater(
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
-
-
-@pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[Store]:
-    client = PipelinedRedis.from_url(redis_url)
-    await client.connect()
-    try:
-        yield Store(client, session_ttl_ms=900_000, reference_ttl_ms=86_400_000)
-    finally:
-        await client.close()
 
 
 @pytest.fixture

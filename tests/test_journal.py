@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import redis.asyncio
-from test_engine import T0, add, store  # noqa: F401 (the store fixture)
+from test_engine import T0, add
 
 from ocs.store import keys as K
 from ocs.store.journal import Journal
@@ -31,7 +31,7 @@ async def stream_len(raw: redis.asyncio.Redis) -> int:
 
 
 async def test_export_then_trim(
-    store: Store,  # noqa: F811
+    store: Store,
     raw_redis: redis.asyncio.Redis,
     redis_url: str,
     tmp_path: Path,
@@ -73,7 +73,7 @@ async def test_export_then_trim(
 
 
 async def test_trim_never_drops_what_was_not_exported(
-    store: Store,  # noqa: F811
+    store: Store,
     raw_redis: redis.asyncio.Redis,
     redis_url: str,
     tmp_path: Path,
@@ -95,7 +95,7 @@ async def test_trim_never_drops_what_was_not_exported(
         await journal.close()
 
 
-async def test_cli_exports_once(redis_url: str, store: Store, tmp_path: Path) -> None:  # noqa: F811
+async def test_cli_exports_once(redis_url: str, store: Store, tmp_path: Path) -> None:
     await add(store, "491730000200", 1_000_000)
     r = await asyncio.to_thread(
         subprocess.run,

@@ -3,7 +3,7 @@ an FTP server (a pyftpdlib server started here, on a free port, in a thread)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -24,7 +24,6 @@ from ocs.mediation.ftpd import LocalFtpServer
 from ocs.mediation.naming import format_name
 from ocs.mediation.pipeline import Mediation, MediationConfig
 from ocs.mediation.usage import Direction
-from ocs.store.redis_client import PipelinedRedis
 from ocs.store.store import Store
 from tariffs import PlanBook, TariffRater, parse_plan
 
@@ -181,16 +180,6 @@ price = "0.06"
 per = 60
 """
 )
-
-
-@pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[Store]:
-    client = PipelinedRedis.from_url(redis_url)
-    await client.connect()
-    try:
-        yield Store(client, session_ttl_ms=900_000, reference_ttl_ms=86_400_000)
-    finally:
-        await client.close()
 
 
 async def test_mediation_over_ftp(ftp_root: tuple[Path, int], store: Store, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -39,7 +39,6 @@ from ocs.mediation.pipeline import (
 )
 from ocs.mediation.usage import Direction, Usage
 from ocs.store.keys import bucket_of, notify_key
-from ocs.store.redis_client import PipelinedRedis
 from ocs.store.store import Store, UnitBucket
 from tariffs import PlanBook, TariffRater, parse_plan
 
@@ -145,16 +144,6 @@ def stub_decode(data: bytes, *, switch: str, file: str) -> Iterator[Usage | Reje
 
 
 # -- fixtures ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[Store]:
-    client = PipelinedRedis.from_url(redis_url)
-    await client.connect()
-    try:
-        yield Store(client, session_ttl_ms=900_000, reference_ttl_ms=86_400_000)
-    finally:
-        await client.close()
 
 
 async def add(store: Store, msisdn: str, balance: int, *, limit: int = 0,

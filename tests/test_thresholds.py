@@ -26,7 +26,7 @@ from ocs.store import keys as K
 from ocs.store.store import PLAN_THRESHOLDS, Account, Store
 
 # The engine tests' fixtures.
-clock, store, engine = test_engine.clock, test_engine.store, test_engine.engine
+clock, engine = test_engine.clock, test_engine.engine
 
 E = 1_000_000  # one currency unit in micro-units
 #: The issue's example: below 0 notify, below -5 bar outgoing (lifted at 0), below -20 bar
