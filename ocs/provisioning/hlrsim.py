@@ -30,6 +30,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from ocs.api.problems import problem
 from ocs.provisioning.adapter import BARRING_LEVELS
 from ocs.provisioning.signing import SignatureError, sign, verify
 
@@ -159,14 +160,6 @@ class HlrSimulator:
         if self._http is not None:
             await self._http.close()
 
-    @staticmethod
-    def _problem(status: int, title: str, detail: str) -> web.Response:
-        return web.json_response(
-            {"type": "about:blank", "title": title, "status": status, "detail": detail},
-            status=status,
-            content_type="application/problem+json",
-        )
-
     async def _command(self, request: web.Request) -> web.Response:
         body = await request.read()
         self.received += 1
@@ -176,7 +169,7 @@ class HlrSimulator:
             try:
                 verify(self.secret, request.headers, body)
             except SignatureError as exc:
-                return self._problem(401, "Bad signature", str(exc))
+                return problem(401, "Bad signature", str(exc))
         try:
             cmd = json.loads(body)
             if not isinstance(cmd, dict):
@@ -190,19 +183,19 @@ class HlrSimulator:
             if not isinstance(cmd.get("seq"), int) or isinstance(cmd.get("seq"), bool):
                 raise ValueError("seq: required integer")
         except ValueError as exc:
-            return self._problem(400, "Bad command", str(exc))
+            return problem(400, "Bad command", str(exc))
         if b.delay_ms:
             await asyncio.sleep(b.delay_ms / 1000)
         previous = self.answers.get(cmd["command_id"])
         if previous is not None:
             return web.json_response(previous[1], status=previous[0])
         if b.down:
-            return self._problem(503, "HLR unavailable", "down (simulated)")
+            return problem(503, "HLR unavailable", "down (simulated)")
         if b.fail_next > 0:
             b.fail_next -= 1
-            return self._problem(503, "HLR unavailable", "failure (simulated)")
+            return problem(503, "HLR unavailable", "failure (simulated)")
         if b.fail_rate and random.random() < b.fail_rate:
-            return self._problem(503, "HLR unavailable", "random failure (simulated)")
+            return problem(503, "HLR unavailable", "random failure (simulated)")
         if b.async_ and cmd.get("callback_url"):
             answer = {"command_id": cmd["command_id"], "status": "accepted"}
             self.answers[cmd["command_id"]] = (202, answer)
@@ -250,7 +243,7 @@ class HlrSimulator:
     async def _subscriber(self, request: web.Request) -> web.Response:
         msisdn = request.match_info["msisdn"]
         if self.behaviour.down:
-            return self._problem(503, "HLR unavailable", "down (simulated)")
+            return problem(503, "HLR unavailable", "down (simulated)")
         line = self.lines.get(msisdn, Line(msisdn))
         return web.json_response(asdict(line))
 
@@ -284,7 +277,7 @@ class HlrSimulator:
                     raise ValueError(f"{k}: must be {type(current).__name__}")
                 setattr(self.behaviour, name, v)
         except ValueError as exc:
-            return self._problem(400, "Bad control", str(exc))
+            return problem(400, "Bad control", str(exc))
         return web.json_response(self._control())
 
 

@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any, Final
 
 import redis.asyncio
-from redis.exceptions import RedisError
 
 from ocs.constants import BUCKET_COUNT, KEY_PREFIX
 from ocs.store import keys as K
-from ocs.store.errors import StoreUnavailable
+from ocs.store.notify import redis_call
 
 #: Where the last exported id of each bucket is kept (a hash: bucket -> stream id).
 CURSOR_KEY: Final = f"{KEY_PREFIX}:journal:cursor"
@@ -72,10 +71,7 @@ class Journal:
         await self.redis.aclose()
 
     async def _do(self, coro: Any) -> Any:
-        try:
-            return await coro
-        except RedisError as exc:
-            raise StoreUnavailable(f"redis: {exc}") from exc
+        return await redis_call(coro)
 
     async def export(self, *, keep_ms: int, now_ms: int) -> ExportStats:
         """Export every event not exported yet, then trim each stream of the events that are

@@ -71,6 +71,14 @@ class DeadLetter:
     fields: Mapping[str, str]
 
 
+async def redis_call(coro: Any) -> Any:
+    """Await a redis-py call; its errors leave as StoreUnavailable (STYLE.md)."""
+    try:
+        return await coro
+    except RedisError as exc:
+        raise StoreUnavailable(f"redis: {exc}") from exc
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -90,10 +98,7 @@ class NotifyStore:
         await self.redis.aclose()
 
     async def _do(self, coro: Any) -> Any:
-        try:
-            return await coro
-        except RedisError as exc:
-            raise StoreUnavailable(f"redis: {exc}") from exc
+        return await redis_call(coro)
 
     # -- consumer groups ----------------------------------------------------------------------
 
