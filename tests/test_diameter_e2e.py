@@ -344,8 +344,16 @@ async def test_duplicate_ccr_u_is_charged_once_here_and_elsewhere(
         g2 = await Gateway.connect(other.diameter_port)
         third = await g2.request(ccr(g2, sid, UPD, 1, *update, context=VOICE, retransmit=True))
         assert quotas(third) == quotas(first)
-        a = await g2.request(ccr(g2, sid, TERM, 2, mscc(100, usu=[("CC-Time", 0)]), context=VOICE))
+        term = [mscc(100, usu=[("CC-Time", 0)])]
+        a = await g2.request(ccr(g2, sid, TERM, 2, *term, context=VOICE))
         assert a.result_code == 2001
+        # The CCA-T was lost: the gateway retransmits the CCR-T (T flag, no Subscription-Id:
+        # RFC 4006 asks for it only in the first request), here and at the first process.
+        for g in (g2, gw):
+            again = await g.request(
+                ccr(g, sid, TERM, 2, *term, context=VOICE, subscriber=None, retransmit=True)
+            )
+            assert again.result_code == 2001 and quotas(again) == quotas(a)
         await g2.close()
     assert await balance(ocs) == (910_000, 0, 0)
 

@@ -91,6 +91,32 @@ async def test_call_through_the_native_protocol(ocs: Running, client: NativeClie
         assert (r.result, r.charged) == ("success", 45_000)
         r = await c2.release("call-2", seq=2, used=0)
         assert r.result == "success"
+        # The release's answer was lost; the gateway repeats it, here and at the first OCS,
+        # without the optional subscriber hint: the first answer, not unknown-session.
+        assert replace(await c2.release("call-2", seq=2, used=0), id=r.id) == r
+        assert replace(await client.release("call-2", seq=2, used=0), id=r.id) == r
+
+
+async def test_replays_after_the_session_ended_get_the_first_answer(
+    ocs: Running, client: NativeClient
+) -> None:
+    await add(ocs, "4917000001", 1_000_000)
+    await client.reserve("t;1", "4917000001", "voice", seq=0, units=60)
+    c = await client.commit("t;1", seq=1, used=20)
+    r = await client.release("t;1", seq=2, used=17)
+    assert (r.result, r.charged) == ("success", 25_500)
+    for _ in range(2):
+        assert replace(await client.release("t;1", seq=2, used=17), id=r.id) == r
+        assert replace(await client.commit("t;1", seq=1, used=20), id=c.id) == c
+    assert replace(
+        await client.release("t;1", seq=2, used=17, subscriber="4917000001"), id=r.id
+    ) == r
+    b = await client.balance("4917000001")
+    assert (b.balance, b.reserved) == (1_000_000 - 30_000 - 25_500, 0)
+    # The same key for another request: refused, and nothing changes.
+    bad = await client.release("t;1", seq=2, used=99)
+    assert bad.result == "invalid-request" and "different request" in bad.detail
+    assert (await client.balance("4917000001")).balance == b.balance
 
 
 async def test_pipelined_requests_on_one_connection(ocs: Running, client: NativeClient) -> None:

@@ -45,6 +45,7 @@ from ocs.api.problems import (
     invalid_input,
     invalid_plan,
     problem,
+    reference_conflict,
 )
 from ocs.charging.tariffs import TariffRegistry, bundle_buckets
 from ocs.constants import MAX_UNITS, STATE_ACTIVE, STATES
@@ -546,6 +547,8 @@ async def create_subscriber(request: web.Request) -> web.StreamResponse:
         now=now,
         request_key=None if reference is None else f"create:{reference}",
     )
+    if answer.conflict:
+        return reference_conflict("create", str(reference))
     if answer.status == "EXISTS":
         return problem(
             HTTPStatus.CONFLICT,
@@ -604,6 +607,8 @@ async def update_subscriber(request: web.Request) -> web.StreamResponse:
         now=now,
         request_key=None if reference is None else f"update:{reference}",
     )
+    if answer.conflict:
+        return reference_conflict("update", str(reference))
     if answer.status == "NOSUB":
         return _unknown_subscriber(msisdn)
     _expect(answer, "OK")
@@ -647,20 +652,23 @@ def _credit_handler(kind: str, sign: Sign, note_field: str, *, note_required: bo
             note=note,
             now=request.app[CLOCK](),
         )
+        if answer.conflict:
+            return reference_conflict(kind, reference)
         if answer.status == "NOSUB":
             return _unknown_subscriber(msisdn)
         if answer.status == "TOOBIG":
             return invalid_input([FieldError("amount", "would take the balance out of range")])
         _expect(answer, "OK")
-        # The store answers a replay exactly as it answered the first request (the amount
-        # applied and the balance then), and cannot say which it was: both are 201.
+        # A replay of the same request is answered as the first was (the amount applied and
+        # the balance then: 201 both), with a header saying it is a replay.
         body = {
             "msisdn": msisdn,
             "amount": format_money(answer.charged),
             "reference": reference,
             "balance": format_money(answer.balance),
         }
-        return web.json_response(body, status=HTTPStatus.CREATED)
+        headers = {"Idempotent-Replayed": "true"} if answer.replay else None
+        return web.json_response(body, status=HTTPStatus.CREATED, headers=headers)
 
     handler.__doc__ = f"``POST /v1/subscribers/{{msisdn}}/...``: a {kind}, idempotent by reference."
     return handler
