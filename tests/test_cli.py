@@ -50,6 +50,10 @@ async def test_subscriber_commands_through_the_api(ocs: Running) -> None:
     r = await asyncio.to_thread(run, "subscriber", "topup", "491701112233", "2.50",
                                 "--reference", "v-1")  # fmt: skip
     assert r.returncode == 0, r.stderr
+    # The same reference with another amount: refused with a message, and nothing changes.
+    r = await asyncio.to_thread(run, "subscriber", "topup", "491701112233", "25.00",
+                                "--reference", "v-1")  # fmt: skip
+    assert r.returncode == 1 and "409" in r.stderr and "'v-1'" in r.stderr
     r = await asyncio.to_thread(run, "subscriber", "show", "491701112233")
     shown = json.loads(r.stdout)
     assert (shown["balance"], shown["credit_limit"], shown["available"]) == (
