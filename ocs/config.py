@@ -23,10 +23,12 @@ from ocs.charging.engine import ChargingConfig
 from ocs.constants import (
     DEFAULT_VALIDITY,
     DIAMETER_PORT,
+    DURATION_TOLERANCE,
     EXPIRY_GRACE,
     HTTP_PORT,
     IDEMPOTENCY_TTL_REFERENCE,
     IDEMPOTENCY_TTL_SESSION,
+    MAX_CALL_DURATION,
     NATIVE_PORT,
 )
 from protocols.diameter.constants import (
@@ -109,6 +111,10 @@ class Settings:
     #: digits; empty: none configured).
     mediation_poll: float = 1.0
     mediation_window: int = 256
+    #: Records not believed (rejected with the reason, not charged): a call longer than this
+    #: many seconds, or whose callDuration differs from releaseTime - answerTime by more.
+    mediation_max_call_duration: int = MAX_CALL_DURATION
+    mediation_duration_tolerance: int = DURATION_TOLERANCE
     warehouse_dir: str = ".ocs/warehouse"
     archive_dir: str = ".ocs/archive"
     archive_key: str = field(default="", repr=False)
@@ -135,7 +141,8 @@ class Settings:
 
 
 _INT = {"native_port", "http_port", "diameter_port", "validity", "grace", "session_ttl",
-        "reference_ttl", "mediation_window", "provisioning_retries", "workers"}  # fmt: skip
+        "reference_ttl", "mediation_window", "provisioning_retries", "workers",
+        "mediation_max_call_duration", "mediation_duration_tolerance"}  # fmt: skip
 _PORTS = {"native_port", "http_port", "diameter_port"}
 _URLS = {"provisioning_url", "provisioning_callback_url"}
 

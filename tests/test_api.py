@@ -180,7 +180,12 @@ async def test_create_with_a_reference_is_idempotent(api: Client) -> None:
     assert first["balance"] == "3.00"
     resp = await api.post(
         "/v1/subscribers",
-        json={"msisdn": "46700000001", "plan": "prepaid-basic", "balance": "4", "reference": "ticket-1"},
+        json={
+            "msisdn": "46700000001",
+            "plan": "prepaid-basic",
+            "balance": "4",
+            "reference": "ticket-1",
+        },
     )
     assert resp.status == 409
     assert (await resp.json())["type"] == "urn:ocs:problem:reference-conflict"
@@ -327,8 +332,8 @@ async def test_topup_is_idempotent_by_reference(api: Client, store: Store) -> No
         if kind != "topups":  # (the first use of the reference for that kind)
             assert resp.status == 201
             before = await snapshot(store)
-            body = {**body, "amount": "2"}
-            resp = await api.post(f"/v1/subscribers/46700000001/{kind}", json=body)
+            resp = await api.post(f"/v1/subscribers/46700000001/{kind}",
+                                  json={**body, "amount": "2"})  # fmt: skip
         assert resp.status == 409 and resp.content_type == "application/problem+json"
         problem = await resp.json()
         assert problem["type"] == "urn:ocs:problem:reference-conflict"

@@ -108,9 +108,9 @@ async def test_replays_after_the_session_ended_get_the_first_answer(
     for _ in range(2):
         assert replace(await client.release("t;1", seq=2, used=17), id=r.id) == r
         assert replace(await client.commit("t;1", seq=1, used=20), id=c.id) == c
-    assert replace(
-        await client.release("t;1", seq=2, used=17, subscriber="4917000001"), id=r.id
-    ) == r
+    assert (
+        replace(await client.release("t;1", seq=2, used=17, subscriber="4917000001"), id=r.id) == r
+    )
     b = await client.balance("4917000001")
     assert (b.balance, b.reserved) == (1_000_000 - 30_000 - 25_500, 0)
     # The same key for another request: refused, and nothing changes.

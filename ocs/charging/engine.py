@@ -149,6 +149,7 @@ class ChargingEngine:
             balance=ans.balance,
             charged=ans.charged,
             from_buckets=ans.from_buckets,
+            replayed=ans.replay != 0,
             **kw,  # type: ignore[arg-type]
         )
 
