@@ -123,6 +123,18 @@ async def test_directory_source_moves_files(tmp_path: Path) -> None:
     assert await src.listing() == {}
     with pytest.raises(SourceUnavailable):
         await src.read("missing.ber")
+    await src.check()
+
+
+async def test_a_missing_directory_is_an_error_not_an_empty_listing(tmp_path: Path) -> None:
+    gone = DirectorySource(tmp_path / "no" / "such" / "dir")
+    with pytest.raises(SourceUnavailable, match="does not exist"):
+        await gone.check()
+    with pytest.raises(SourceUnavailable, match="gone"):
+        await gone.listing()
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(SourceUnavailable, match="not a directory"):
+        await DirectorySource(tmp_path / "file").check()
 
 
 # -- FTP -------------------------------------------------------------------------------------

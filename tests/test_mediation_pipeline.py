@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -709,6 +710,30 @@ async def test_mediation_run_cli(store: Store, tmp_path: Path, redis_url: str) -
     assert await balance(store, "491700000001") == 1_000_000 - entry.amount
     assert verify(tmp_path / "arc", KEY).entries == 1
     assert list((tmp_path / "wh").glob("date=*/*.parquet"))
+
+
+def test_mediation_run_with_a_missing_source_is_one_line_at_start(tmp_path: Path) -> None:
+    r = ocs_cmd("mediation", "run", "--source", str(tmp_path / "no-such-dir"), "--no-archive",
+                "--redis-url", "redis://127.0.0.1:1/0")  # fmt: skip
+    assert r.returncode == 1
+    assert r.stderr == f"ocs: --source: dir:{tmp_path / 'no-such-dir'}: does not exist\n"
+
+
+async def test_a_source_that_goes_away_is_said_loudly_and_not_at_every_poll(
+    store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    m = make(store, src, tmp_path)
+    assert await m.poll() == []
+    src.rmdir()
+    with caplog.at_level(logging.ERROR, logger="ocs.mediation.pipeline"):
+        for _ in range(3):
+            assert await m.poll() == []
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "the directory is gone" in errors[0]
+    src.mkdir()
+    assert await m.poll() == []
 
 
 def test_rejects_text_is_one_line_per_record() -> None:

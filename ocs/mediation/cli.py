@@ -60,7 +60,7 @@ def _time(ms: int) -> str:
 
 
 async def _mediate(settings: Settings, source: str, args: argparse.Namespace) -> None:
-    from ocs.mediation.collect import open_source
+    from ocs.mediation.collect import SourceUnavailable, open_source
     from ocs.mediation.pipeline import Mediation, MediationConfig
     from ocs.service import charging_core
 
@@ -82,6 +82,10 @@ async def _mediate(settings: Settings, source: str, args: argparse.Namespace) ->
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    try:
+        await src.check()
+    except SourceUnavailable as exc:
+        raise CliError(f"--source: {exc}") from None
     try:
         async with charging_core(settings) as core, src:
             logging.getLogger("ocs").info(

@@ -78,6 +78,11 @@ class Source(abc.ABC):
     async def close(self) -> None:  # noqa: B027 (optional to override)
         """Release connections."""
 
+    async def check(self) -> None:  # noqa: B027 (optional to override)
+        """At start: SourceUnavailable when the source cannot work at all (a directory that
+        does not exist), rather than polling nothing for ever. (An FTP server that does not
+        answer yet is retried at each poll, loudly.)"""
+
     @abc.abstractmethod
     async def listing(self) -> dict[str, int]:
         """The regular files of the incoming directory: name -> size."""
@@ -123,6 +128,17 @@ class DirectorySource(Source):
         self.duplicates = self.path / DUPLICATES_DIR
         self.label = f"dir:{self.path}"
 
+    async def check(self) -> None:
+        if not self.path.is_dir():
+            what = "is not a directory" if self.path.exists() else "does not exist"
+            raise SourceUnavailable(f"{self.label}: {what}")
+        if not os.access(self.path, os.R_OK | os.X_OK):
+            raise SourceUnavailable(f"{self.label}: cannot be read (permission denied)")
+        if not os.access(self.path, os.W_OK):
+            raise SourceUnavailable(
+                f"{self.label}: cannot be written (charged files are moved to {DONE_DIR}/)"
+            )
+
     async def listing(self) -> dict[str, int]:
         try:
             with os.scandir(self.path) as it:
@@ -132,7 +148,7 @@ class DirectorySource(Source):
                     if e.is_file(follow_symlinks=False) and not e.name.startswith(".")
                 }
         except FileNotFoundError:
-            return {}
+            raise SourceUnavailable(f"{self.label}: the directory is gone") from None
         except OSError as exc:
             raise SourceUnavailable(f"{self.label}: {exc}") from exc
 

@@ -62,6 +62,8 @@ DEFAULT_WINDOW: Final = 256
 #: Back-off while Redis does not answer: first and longest wait, seconds.
 RETRY_FIRST: Final = 0.05
 RETRY_MAX: Final = 2.0
+#: Seconds between two logs of the same poll error (a source that went away, Redis down).
+ERROR_EVERY: Final = 60.0
 #: Seconds between trims of the ledger's index of expired entries.
 _TRIM_EVERY: Final = 3600.0
 _TERMINATING: Final = frozenset({Direction.MTC, Direction.SMS_MT})
@@ -415,6 +417,9 @@ class Mediation:
         self.on_file = on_file
         self.clock = clock
         self._stop = asyncio.Event()
+        #: The last poll error logged, and when (monotonic): the same one is logged again
+        #: at most every ERROR_EVERY seconds, not at every poll.
+        self._last_error: tuple[str, float] = ("", -math.inf)
         cfg = self.config
         self.archive = (
             Archive(cfg.archive_dir, cfg.archive_key)
@@ -514,8 +519,13 @@ class Mediation:
                     self.on_file(report)
         except (SourceUnavailable, LedgerUnavailable, StoreUnavailable, ArchiveError,
                 OSError) as exc:  # fmt: skip
-            log.error("mediation (%s): %s; trying again at the next poll", self.source.label,
-                      exc)  # fmt: skip
+            text, now = str(exc), time.monotonic()
+            last, at = self._last_error
+            if text != last or now - at >= ERROR_EVERY:
+                self._last_error = (text, now)
+                log.error("mediation (%s): %s; trying again at each poll (said again every "
+                          "%.0f s while it lasts)", self.source.label, exc,
+                          ERROR_EVERY)  # fmt: skip
         except Exception:
             # A bug must not stop hot billing: the file stays in the ledger as charging and
             # is taken again at the next poll (its debits replay).
@@ -524,7 +534,9 @@ class Mediation:
         return reports
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
-        """Poll until cancelled or ``stop`` is set (a file being charged is finished first)."""
+        """Poll until cancelled or ``stop`` is set (a file being charged is finished first).
+        SourceUnavailable at once when the source cannot work at all (``Source.check``)."""
+        await self.source.check()
         stop = self._stop = stop or asyncio.Event()
         trimmed = -math.inf
         while not stop.is_set():
