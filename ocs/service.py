@@ -57,7 +57,7 @@ async def redis_for(settings: Settings) -> AsyncIterator[str]:
         return
     extra = ("--appendfsync", settings.appendfsync)
     server = EmbeddedRedis(Path(settings.data_dir) / "redis", extra_args=extra)
-    await asyncio.to_thread(server.start)
+    await server.start_async()
     log.info("embedded redis-server %s on %s (data in %s)", server.version, server.url,
              server.data_dir)  # fmt: skip
     try:
