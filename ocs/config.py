@@ -31,6 +31,7 @@ from ocs.constants import (
     MAX_CALL_DURATION,
     NATIVE_PORT,
 )
+from ocs.store.redis_client import parse_url
 from protocols.diameter.constants import (
     DEFAULT_MAX_MESSAGE_SIZE,
     MAX_MESSAGE_LENGTH_FIELD,
@@ -47,6 +48,8 @@ class ConfigError(ValueError):
 class Settings:
     #: None: start an embedded redis-server with its data under ``data_dir``.
     redis_url: str | None = None
+    #: Seconds to wait at start for Redis to answer (it may start after the OCS).
+    redis_wait: float = 15.0
     data_dir: str = ".ocs"
     #: AOF fsync policy of the embedded Redis: everysec (default) or always.
     appendfsync: str = "everysec"
@@ -235,6 +238,11 @@ def _coerce(name: str, value: object, source: str) -> object:
         if v <= 0:
             raise ConfigError(f"{where}: must be > 0")
         return v
+    if name == "redis_wait":
+        v = _seconds(value, where)
+        if v < 0:
+            raise ConfigError(f"{where}: must be >= 0 seconds")
+        return v
     if name == "archive_key":
         text = str(value).strip()
         if text and (len(text) != 64 or any(c not in "0123456789abcdefABCDEF" for c in text)):
@@ -245,8 +253,12 @@ def _coerce(name: str, value: object, source: str) -> object:
     if name == "redis_url":
         if value in ("", None):
             return None
-        if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError(f"{where}: must be a redis:// URL, got {value!r}")
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: must be a redis://, rediss:// or unix:// URL")
+        try:
+            parse_url(value)  # what the hot-path client will make of it, checked now
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
     if not isinstance(value, str):
         raise ConfigError(f"{where}: must be a string, got {value!r}")
     return value

@@ -398,7 +398,9 @@ class EmbeddedRedis:
                     # The locked file stays open in the server: the directory is locked for
                     # as long as it runs, even if we are gone.
                     pass_fds=(lock,),
-                    preexec_fn=_die_with_parent(os.getpid()),
+                    # (It calls prctl and getppid only: nothing that takes a lock another
+                    # thread could hold at the fork; glibc resets malloc's in the child.)
+                    preexec_fn=_die_with_parent(os.getpid()),  # noqa: PLW1509
                 )
             except OSError as exc:
                 raise RedisServerError(f"cannot run {self.binary!r}: {exc}") from exc

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 import redis.asyncio
+import trustme
 
-from ocs.redis_server import EmbeddedRedis
+from ocs.redis_server import EmbeddedRedis, RedisServerError
 from ocs.store.redis_client import (
     ClientClosed,
     CommandTimeout,
@@ -114,7 +117,77 @@ def test_from_url() -> None:
     c = PipelinedRedis.from_url("redis://localhost")
     assert (c.host, c.port, c.db, c.password) == ("localhost", 6379, 0, None)
     with pytest.raises(ValueError, match="scheme"):
-        PipelinedRedis.from_url("rediss://localhost")
+        PipelinedRedis.from_url("redis+sentinel://localhost")
+    c = PipelinedRedis.from_url("unix://:pw@/run/redis/redis.sock?db=4")
+    assert (c.unix_path, c.db, c.password, c.ssl, c.where) == (
+        "/run/redis/redis.sock", 4, "pw", None, "unix:/run/redis/redis.sock"
+    )  # fmt: skip
+    c = PipelinedRedis.from_url("rediss://cache.example:6380/1?ssl_cert_reqs=none")
+    assert c.ssl is not None and c.ssl.verify_mode == ssl.CERT_NONE and c.db == 1
+    assert PipelinedRedis.from_url("rediss://x").ssl.verify_mode == ssl.CERT_REQUIRED  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match=r"[Nn]o such file"):
+        PipelinedRedis.from_url("rediss://x?ssl_ca_certs=/no/such/ca.pem")
+    with pytest.raises(ValueError, match="socket path"):
+        PipelinedRedis.from_url("unix://")
+
+
+async def test_a_unix_socket(tmp_path: Path) -> None:
+    sock = tmp_path / "redis.sock"
+    extra = ("--unixsocket", str(sock), "--unixsocketperm", "700")
+    async with EmbeddedRedis(tmp_path / "redis", extra_args=extra) as server:
+        async with PipelinedRedis.from_url(f"unix://{sock}?db=3") as c:
+            await c.execute("SET", "over", "unix")
+            assert c.where == f"unix:{sock}"
+        raw = redis.asyncio.Redis(port=server.port, db=3)
+        try:
+            assert await raw.get("over") == b"unix"
+        finally:
+            await raw.aclose()
+
+
+async def test_tls(tmp_path: Path) -> None:
+    """rediss:// against a real redis-server listening with TLS, its certificate from a test
+    CA: checked against that CA, refused without it."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    chain, key, ca_file = tmp_path / "r.pem", tmp_path / "r.key", tmp_path / "ca.pem"
+    cert.private_key_pem.write_to_path(str(key))
+    cert.cert_chain_pems[0].write_to_path(str(chain))
+    ca.cert_pem.write_to_path(str(ca_file))
+    port = free_port()
+    extra = ("--tls-port", str(port), "--tls-cert-file", str(chain), "--tls-key-file", str(key),
+             "--tls-ca-cert-file", str(ca_file), "--tls-auth-clients", "no")  # fmt: skip
+    try:
+        server = EmbeddedRedis(tmp_path / "redis", extra_args=extra)
+        await server.start_async()
+    except RedisServerError as exc:
+        if "tls" in str(exc).lower():
+            pytest.skip(f"this redis-server has no TLS: {str(exc).splitlines()[0]}")
+        raise
+    try:
+        url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={ca_file}"
+        async with PipelinedRedis.from_url(url) as c:
+            await c.execute("SET", "over", "tls")
+            assert c.where == f"127.0.0.1:{port} (TLS)"
+        raw = redis.asyncio.Redis(port=server.port)
+        try:
+            assert await raw.get("over") == b"tls"
+        finally:
+            await raw.aclose()
+        # The same server without the CA: the system's CAs do not know it.
+        untrusted = PipelinedRedis.from_url(f"rediss://127.0.0.1:{port}/0")
+        with pytest.raises(RedisUnavailable, match=r"CERTIFICATE_VERIFY_FAILED|certificate"):
+            await untrusted.execute("PING")
+        await untrusted.close()
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 async def test_password_and_db(tmp_path: Path) -> None:

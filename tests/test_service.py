@@ -253,3 +253,28 @@ async def test_redis_crash_gives_store_unavailable_and_the_ocs_recovers(
             assert acct.balance == opening - 50_000 * (200 + 500 + 10)
     finally:
         redis.stop()
+
+
+async def test_the_ocs_waits_for_a_redis_that_starts_after_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = replace(SETTINGS, redis_url=f"redis://127.0.0.1:{port}/0", redis_wait=30.0)
+    up = asyncio.Event()
+
+    async def serve() -> None:
+        async with run_ocs(settings, plans=[FLAT]) as running:
+            assert await running.store.ping()
+            up.set()
+
+    task = asyncio.create_task(serve())
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while "waiting up to 30 s for Redis" not in caplog.text:
+        assert loop.time() < deadline and not task.done(), caplog.text
+        await asyncio.sleep(0.02)
+    async with EmbeddedRedis(tmp_path / "redis", port=port):
+        await asyncio.wait_for(task, 30)
+    assert up.is_set()
