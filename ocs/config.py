@@ -103,6 +103,8 @@ class Settings:
     #: seconds (doubling each time, at most a minute, with jitter).
     provisioning_retries: int = 8
     provisioning_backoff: float = 0.5
+    #: HLR queries at once while reconciling (POST /v1/provisioning/reconcile).
+    provisioning_reconcile_concurrency: int = 16
     #: Where the gateway sends its callbacks (default: this OCS's admin API).
     provisioning_callback_url: str = ""
     #: Comma-separated URLs told of every threshold crossing and barring change.
@@ -145,7 +147,8 @@ class Settings:
 
 _INT = {"native_port", "http_port", "diameter_port", "validity", "grace", "session_ttl",
         "reference_ttl", "mediation_window", "provisioning_retries", "workers",
-        "mediation_max_call_duration", "mediation_duration_tolerance"}  # fmt: skip
+        "mediation_max_call_duration", "mediation_duration_tolerance",
+        "provisioning_reconcile_concurrency"}  # fmt: skip
 _PORTS = {"native_port", "http_port", "diameter_port"}
 _URLS = {"provisioning_url", "provisioning_callback_url"}
 

@@ -247,7 +247,9 @@ async def run_ocs(
             policy=RetryPolicy(
                 attempts=settings.provisioning_retries, base=settings.provisioning_backoff
             ),
+            reconcile_concurrency=settings.provisioning_reconcile_concurrency,
         )
+        stack.push_async_callback(provisioning.close)
         app = create_app(
             store, metrics, tariffs=tariffs, clock=wall_clock_ms, provisioning=provisioning
         )

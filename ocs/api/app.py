@@ -1040,13 +1040,24 @@ async def replay_dead_letter(request: web.Request) -> web.StreamResponse:
 
 
 async def reconcile(request: web.Request) -> web.StreamResponse:
-    """``POST /v1/provisioning/reconcile``: compare every account's barring with the HLR's
-    and re-send what differs."""
+    """``POST /v1/provisioning/reconcile``: start comparing every account's barring with the
+    HLR's (re-sending what differs) as a background job: 202, the job at ``Location``."""
     try:
-        report = await request.app[PROVISIONING].reconcile()
+        job = await request.app[PROVISIONING].start_reconcile()
     except ProvisioningError as exc:
         return _provisioning_problem(exc)
-    return web.json_response(report.to_json())
+    location = f"/v1/provisioning/reconcile/{job['id']}"
+    return web.json_response(job, status=HTTPStatus.ACCEPTED, headers={"Location": location})
+
+
+async def reconcile_job(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/provisioning/reconcile/{id}``: a reconciliation's progress, then result."""
+    job_id = request.match_info["id"]
+    job = await request.app[PROVISIONING].reconcile_job(job_id)
+    if job is None:
+        return problem(HTTPStatus.NOT_FOUND, "Unknown job",
+                       f"no reconciliation job {job_id!r} (unknown, or older than 7 days)")  # fmt: skip
+    return web.json_response(job)
 
 
 def create_app(
@@ -1078,6 +1089,7 @@ def create_app(
         app.router.add_get("/v1/provisioning/dead-letters", list_dead_letters)
         app.router.add_post("/v1/provisioning/dead-letters/{id}/replay", replay_dead_letter)
         app.router.add_post("/v1/provisioning/reconcile", reconcile)
+        app.router.add_get("/v1/provisioning/reconcile/{id}", reconcile_job)
         app.router.add_get("/v1/subscribers/{msisdn}/provisioning", subscriber_provisioning)
     app.router.add_post("/v1/subscribers", create_subscriber)
     app.router.add_get("/v1/subscribers", list_subscribers)

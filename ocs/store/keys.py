@@ -63,6 +63,11 @@ def hlr_command_key(command_id: str) -> str:
     return f"{KEY_PREFIX}:prov:cmd:{command_id}"
 
 
+def reconcile_job_key(job_id: str) -> str:
+    """A reconciliation job's progress and result (JSON, expiring), for any process to read."""
+    return f"{KEY_PREFIX}:prov:job:{job_id}"
+
+
 def leader_key(group: str) -> str:
     """The lease that makes one process the consumer of a notification group."""
     return f"{KEY_PREFIX}:lease:{group}"
