@@ -1055,8 +1055,8 @@ async def reconcile_job(request: web.Request) -> web.StreamResponse:
     job_id = request.match_info["id"]
     job = await request.app[PROVISIONING].reconcile_job(job_id)
     if job is None:
-        return problem(HTTPStatus.NOT_FOUND, "Unknown job",
-                       f"no reconciliation job {job_id!r} (unknown, or older than 7 days)")  # fmt: skip
+        detail = f"no reconciliation job {job_id!r} (unknown, or older than 7 days)"
+        return problem(HTTPStatus.NOT_FOUND, "Unknown job", detail)
     return web.json_response(job)
 
 
