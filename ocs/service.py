@@ -24,7 +24,7 @@ from ocs.agents.native import NativeAgent
 from ocs.api.app import create_app
 from ocs.api.metrics import Metrics
 from ocs.charging.engine import ChargingEngine, wall_clock_ms
-from ocs.charging.sweeper import ExpirySweeper
+from ocs.charging.sweeper import ExpirySweeper, ThresholdCatchUp
 from ocs.charging.tariffs import TariffRegistry
 from ocs.config import ConfigError, Settings
 from ocs.provisioning.adapter import HttpProvisioningAdapter, WebhookSender
@@ -236,6 +236,9 @@ async def run_ocs(
         metrics = Metrics()
         await stack.enter_async_context(
             ExpirySweeper(store, wall_clock_ms, interval=settings.sweep_interval)
+        )
+        await stack.enter_async_context(
+            ThresholdCatchUp(store, wall_clock_ms, interval=settings.sweep_interval)
         )
         notify = NotifyStore(url)
         stack.push_async_callback(notify.close)

@@ -675,7 +675,7 @@ async def test_redis_down(tmp_path: Path, metrics: Metrics, clock: FakeClock) ->
 async def test_unexpected_error_is_a_500_without_trace(
     api: Client, store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async def boom(msisdn: str) -> None:
+    async def boom(msisdn: str, **kw: object) -> None:
         raise RuntimeError("secret internals")
 
     monkeypatch.setattr(store, "get_account", boom)

@@ -499,8 +499,10 @@ def _expect(answer: ScriptAnswer, *expected: str) -> None:
         raise StoreError(f"unexpected script status {answer.status!r}")
 
 
-async def _account_response(store: Store, msisdn: str, status: int = 200) -> web.Response:
-    account = await store.get_account(msisdn)
+async def _account_response(
+    store: Store, msisdn: str, status: int = 200, *, refresh_at: int | None = None
+) -> web.Response:
+    account = await store.get_account(msisdn, refresh_at=refresh_at)
     if account is None:
         return _unknown_subscriber(msisdn)
     headers = {"Location": _location(msisdn)} if status == HTTPStatus.CREATED else None
@@ -572,8 +574,10 @@ async def list_subscribers(request: web.Request) -> web.StreamResponse:
 
 
 async def get_subscriber(request: web.Request) -> web.StreamResponse:
-    """``GET /v1/subscribers/{msisdn}``: the account, its buckets and open sessions."""
-    return await _account_response(request.app[STORE], _msisdn(request))
+    """``GET /v1/subscribers/{msisdn}``: the account, its buckets and open sessions (brought
+    up to date first: due expiries, newly published thresholds)."""
+    app = request.app
+    return await _account_response(app[STORE], _msisdn(request), refresh_at=app[CLOCK]())
 
 
 async def update_subscriber(request: web.Request) -> web.StreamResponse:

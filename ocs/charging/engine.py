@@ -549,9 +549,12 @@ class ChargingEngine:
         self._remember_plan(subscriber, acct.plan)
         return acct.plan
 
-    async def balance(self, subscriber: str) -> BalanceResult:
+    async def balance(self, subscriber: str, at: int | None = None) -> BalanceResult:
+        """The account, brought up to date first (due expiries, thresholds published since
+        its last request: a balance request applies them as any request does)."""
+        now = at if at is not None else self.clock()
         try:
-            acct = await self.store.get_account(subscriber)
+            acct = await self.store.get_account(subscriber, refresh_at=now)
         except StoreUnavailable as exc:
             return BalanceResult(Outcome.STORE_UNAVAILABLE, detail=str(exc))
         if acct is None:

@@ -78,6 +78,12 @@ def session_index_key(session_id: str) -> str:
     return f"{KEY_PREFIX}:sidx:{session_id}"
 
 
+def thresholds_pass_key(generation: str) -> str:
+    """Held by the process that brings every account up to date with a generation of the
+    published thresholds."""
+    return f"{KEY_PREFIX}:thr:pass:{generation}"
+
+
 def plans_key() -> str:
     """Tariff plan sources loaded at run time, by "name@version"."""
     return f"{KEY_PREFIX}:tariffs"

@@ -485,9 +485,26 @@ class Store:
         )  # fmt: skip
 
     async def expire(self, msisdn: str, now: int) -> int:
-        """Release the subscriber's sessions whose hold time has passed; how many were."""
+        """Bring the account up to date: release its sessions whose hold time has passed
+        (how many were is returned) and apply the balance thresholds published since it was
+        last evaluated (which may bar or unbar it)."""
         keys = SubscriberKeys.of(msisdn).for_script("expire", None)
         return int(await self._call("expire", keys, [now, msisdn]))
+
+    async def claim_thresholds_pass(self, owner: str, ttl_s: int) -> str:
+        """Who brings every account up to date with the thresholds of the current
+        generation: "mine" (``owner`` now holds the claim for ``ttl_s`` s), "done" (a pass
+        finished), or another owner's name (one is under way)."""
+        key = K.thresholds_pass_key(self.thresholds_generation)
+        if await self._cmd("SET", key, owner, "NX", "EX", ttl_s):
+            return "mine"
+        held = await self._cmd("GET", key)
+        return "mine" if held is None else _s(held)  # (None: it expired just now)
+
+    async def thresholds_pass_done(self, ttl_s: int) -> None:
+        """Say that every account has the current generation's thresholds."""
+        await self._cmd("SET", K.thresholds_pass_key(self.thresholds_generation), "done",
+                        "EX", ttl_s)  # fmt: skip
 
     # -- sweeper ------------------------------------------------------------------------------
 
@@ -554,7 +571,11 @@ class Store:
 
     # -- reads ------------------------------------------------------------------------------
 
-    async def get_account(self, msisdn: str) -> Account | None:
+    async def get_account(self, msisdn: str, *, refresh_at: int | None = None) -> Account | None:
+        """The account as it is; with ``refresh_at`` (now, Unix ms), first brought up to date
+        (:meth:`expire`: due expiries, newly published thresholds), as a request would."""
+        if refresh_at is not None:
+            await self.expire(msisdn, refresh_at)
         k = SubscriberKeys.of(msisdn)
         acct, sess = await asyncio.gather(
             self._cmd("HGETALL", k.account), self._cmd("HGETALL", k.sessions)
