@@ -316,3 +316,8 @@ async def test_idle_accounts_get_new_thresholds_from_the_background_pass(
     await store.publish_thresholds({"per-second": [(-10 * E, 0, "bar-all")]})
     assert await passes[1].catch_up() == 30
     assert (await account(store, "6129")).barring == "none"
+    # A pass interrupted (Redis went away) is taken up again by its owner, not by another.
+    await store.publish_thresholds({"per-second": LADDER})
+    assert await store.claim_thresholds_pass("p9", 60) == "mine"
+    assert await store.claim_thresholds_pass("p9", 60) == "mine"
+    assert await store.claim_thresholds_pass("p8", 60) == "p9"

@@ -496,10 +496,13 @@ class Store:
         generation: "mine" (``owner`` now holds the claim for ``ttl_s`` s), "done" (a pass
         finished), or another owner's name (one is under way)."""
         key = K.thresholds_pass_key(self.thresholds_generation)
-        if await self._cmd("SET", key, owner, "NX", "EX", ttl_s):
-            return "mine"
-        held = await self._cmd("GET", key)
-        return "mine" if held is None else _s(held)  # (None: it expired just now)
+        for _ in range(2):  # (twice: the claim may run out between the SET and the GET)
+            if await self._cmd("SET", key, owner, "NX", "EX", ttl_s):
+                return "mine"
+            held = await self._cmd("GET", key)
+            if held is not None:
+                return "mine" if _s(held) == owner else _s(held)  # (ours: a pass resumed)
+        return "busy"
 
     async def thresholds_pass_done(self, ttl_s: int) -> None:
         """Say that every account has the current generation's thresholds."""
