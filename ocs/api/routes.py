@@ -9,6 +9,11 @@ second table that could drift from this one.
 
 ``public`` routes need no credential (health probes); every other route declares the resource
 and action it needs, and a test walks the table to keep it that way.
+
+Who is calling: the authentication middleware puts a :class:`Caller` on the request
+(:func:`caller_of`); a handler whose objects belong to an agency filters by ``caller.agency``
+(an agency-scoped caller gets a 404 for another agency's objects, never a 403 that reveals
+them).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Final, Literal
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-__all__ = ["ROUTES", "Action", "Route", "add_routes", "route_of"]
+__all__ = ["CALLER", "ROUTES", "Action", "Caller", "Route", "add_routes", "caller_of", "route_of"]
 
 #: What a request does to its resource: ``read`` changes nothing; ``write`` creates, changes
 #: or deletes.
@@ -39,6 +44,21 @@ class Route:
     action: Action
     #: No credential needed (liveness and readiness probes).
     public: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The authenticated principal of a request."""
+
+    #: Who: "user:<name>", "key:<id>", "bootstrap" (the OCS_ADMIN_TOKEN).
+    subject: str
+    role: str
+    #: The agency code the caller is limited to; None: every agency.
+    agency: str | None = None
+
+
+#: The request key under which the authentication middleware stores the :class:`Caller`.
+CALLER: Final = "ocs.caller"
 
 
 #: The app's declarations by (method, route template), as aiohttp canonicalises them.
@@ -70,3 +90,9 @@ def route_of(request: web.Request) -> Route | None:
         return None
     method = "GET" if request.method == "HEAD" else request.method
     return request.app.get(ROUTES, {}).get((method, resource.canonical))
+
+
+def caller_of(request: web.Request) -> Caller | None:
+    """The authenticated caller of ``request``; None where no authentication ran."""
+    caller = request.get(CALLER)
+    return caller if isinstance(caller, Caller) else None
