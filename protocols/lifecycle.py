@@ -1,4 +1,4 @@
-"""What every listener in protocols/ shares: the graceful shutdown (STYLE.md: stop accepting,
+"""What every listener in protocols/ shares: the graceful shutdown (docs/architecture.md, Conventions: stop accepting,
 drain, close)."""
 
 from __future__ import annotations
