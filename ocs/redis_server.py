@@ -38,8 +38,9 @@ LOG_FILE: Final = "redis.log"
 #: How long start() waits for the first PONG, and stop() for a graceful exit, by default.
 DEFAULT_START_TIMEOUT: Final = 15.0
 DEFAULT_STOP_TIMEOUT: Final = 10.0
-#: docs/architecture.md (Performance, point 7): the forked child of an AOF rewrite pushed p99 latency to 60-110 ms; the
-#: default threshold of 64mb makes rewrites frequent on a busy node, so raise it.
+#: docs/architecture.md (Performance, point 7): the forked child of an AOF rewrite pushed p99
+#: latency to 60-110 ms; the default threshold of 64mb makes rewrites frequent on a busy node,
+#: so raise it.
 DEFAULT_AOF_REWRITE_MIN_SIZE: Final = "256mb"
 #: How much of the server log an error message quotes.
 _LOG_TAIL_BYTES: Final = 4096

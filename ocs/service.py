@@ -1,7 +1,8 @@
 """The OCS process: every listener, the engine, the sweeper and (if no URL is given) an embedded
 Redis, each with one owner, started in order and stopped in reverse.
 
-Shutdown follows docs/architecture.md (Conventions): signal -> stop accepting -> drain in-flight requests -> close.
+Shutdown follows docs/architecture.md (Conventions): signal -> stop accepting -> drain in-flight
+requests -> close.
 """
 
 from __future__ import annotations
