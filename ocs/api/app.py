@@ -24,7 +24,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from typing import Final, Literal
@@ -47,6 +47,7 @@ from ocs.api.problems import (
     problem,
     reference_conflict,
 )
+from ocs.api.routes import Route, add_routes
 from ocs.charging.tariffs import TariffRegistry, bundle_buckets
 from ocs.constants import MAX_UNITS, STATE_ACTIVE, STATES
 from ocs.money import MoneyFormatError, format_money, parse_money
@@ -1064,6 +1065,85 @@ async def reconcile_job(request: web.Request) -> web.StreamResponse:
     return web.json_response(job)
 
 
+#: Every endpoint of the core API with the resource and action it needs (ocs.api.routes).
+_ROUTES: Final = (
+    Route("POST", "/v1/subscribers", create_subscriber, "subscribers", "write"),
+    Route("GET", "/v1/subscribers", list_subscribers, "subscribers", "read"),
+    Route("GET", "/v1/subscribers/{msisdn}", get_subscriber, "subscribers", "read"),
+    Route("PATCH", "/v1/subscribers/{msisdn}", update_subscriber, "subscribers", "write"),
+    Route(
+        "POST",
+        "/v1/subscribers/{msisdn}/topups",
+        _credit_handler("topup", "positive", "note", note_required=False),
+        "subscribers.topups",
+        "write",
+    ),
+    Route(
+        "POST",
+        "/v1/subscribers/{msisdn}/adjustments",
+        _credit_handler("adjust", "non-zero", "reason", note_required=True),
+        "subscribers.adjustments",
+        "write",
+    ),
+    Route(
+        "POST",
+        "/v1/subscribers/{msisdn}/refunds",
+        _credit_handler("refund", "positive", "note", note_required=False),
+        "subscribers.refunds",
+        "write",
+    ),
+    Route("GET", "/v1/subscribers/{msisdn}/events", list_events, "subscribers.events", "read"),
+    Route("POST", "/v1/rate", rate, "rating", "read"),
+    Route("GET", "/v1/tariffs", list_tariffs, "tariffs", "read"),
+    Route("POST", "/v1/tariffs", load_tariff, "tariffs", "write"),
+    Route("GET", "/v1/tariffs/{name}", get_tariff, "tariffs", "read"),
+    Route("GET", "/healthz", healthz, "health", "read", public=True),
+    Route("GET", "/readyz", readyz, "health", "read", public=True),
+    Route("GET", "/metrics", serve_metrics, "metrics", "read"),
+)
+
+#: Present when the OCS runs with a provisioning system.
+_PROVISIONING_ROUTES: Final = (
+    # Signed by the provisioning system (HMAC over timestamp and body), not by a bearer token.
+    Route(
+        "POST",
+        "/v1/provisioning/callbacks",
+        provisioning_callback,
+        "provisioning.callbacks",
+        "write",
+    ),
+    Route(
+        "GET",
+        "/v1/provisioning/dead-letters",
+        list_dead_letters,
+        "provisioning.dead-letters",
+        "read",
+    ),
+    Route(
+        "POST",
+        "/v1/provisioning/dead-letters/{id}/replay",
+        replay_dead_letter,
+        "provisioning.dead-letters",
+        "write",
+    ),
+    Route("POST", "/v1/provisioning/reconcile", reconcile, "provisioning.reconcile", "write"),
+    Route(
+        "GET",
+        "/v1/provisioning/reconcile/{id}",
+        reconcile_job,
+        "provisioning.reconcile",
+        "read",
+    ),
+    Route(
+        "GET",
+        "/v1/subscribers/{msisdn}/provisioning",
+        subscriber_provisioning,
+        "subscribers.provisioning",
+        "read",
+    ),
+)
+
+
 def create_app(
     store: Store,
     metrics: Metrics,
@@ -1071,6 +1151,7 @@ def create_app(
     tariffs: TariffRegistry,
     clock: Callable[[], int],
     provisioning: Provisioning | None = None,
+    routes: Iterable[Route] = (),
 ) -> web.Application:
     """The HTTP API over ``store``.
 
@@ -1081,42 +1162,17 @@ def create_app(
             asked of it on each request, so reloaded tariffs apply at once.
         clock: Unix milliseconds now, passed as ``now`` to every store call and the default
             time of a rating.
+        provisioning: the provisioning system; its routes exist only when it is given.
+        routes: more endpoints, declared by the subsystems that serve them.
     """
     app = web.Application(middlewares=[_errors_and_metrics], client_max_size=MAX_BODY)
     app[STORE] = store
     app[METRICS] = metrics
     app[CLOCK] = clock
     app[TARIFFS] = tariffs
+    add_routes(app, _ROUTES)
     if provisioning is not None:
         app[PROVISIONING] = provisioning
-        app.router.add_post("/v1/provisioning/callbacks", provisioning_callback)
-        app.router.add_get("/v1/provisioning/dead-letters", list_dead_letters)
-        app.router.add_post("/v1/provisioning/dead-letters/{id}/replay", replay_dead_letter)
-        app.router.add_post("/v1/provisioning/reconcile", reconcile)
-        app.router.add_get("/v1/provisioning/reconcile/{id}", reconcile_job)
-        app.router.add_get("/v1/subscribers/{msisdn}/provisioning", subscriber_provisioning)
-    app.router.add_post("/v1/subscribers", create_subscriber)
-    app.router.add_get("/v1/subscribers", list_subscribers)
-    app.router.add_get("/v1/subscribers/{msisdn}", get_subscriber)
-    app.router.add_patch("/v1/subscribers/{msisdn}", update_subscriber)
-    app.router.add_post(
-        "/v1/subscribers/{msisdn}/topups",
-        _credit_handler("topup", "positive", "note", note_required=False),
-    )
-    app.router.add_post(
-        "/v1/subscribers/{msisdn}/adjustments",
-        _credit_handler("adjust", "non-zero", "reason", note_required=True),
-    )
-    app.router.add_post(
-        "/v1/subscribers/{msisdn}/refunds",
-        _credit_handler("refund", "positive", "note", note_required=False),
-    )
-    app.router.add_get("/v1/subscribers/{msisdn}/events", list_events)
-    app.router.add_post("/v1/rate", rate)
-    app.router.add_get("/v1/tariffs", list_tariffs)
-    app.router.add_post("/v1/tariffs", load_tariff)
-    app.router.add_get("/v1/tariffs/{name}", get_tariff)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", serve_metrics)
+        add_routes(app, _PROVISIONING_ROUTES)
+    add_routes(app, routes)
     return app

@@ -75,8 +75,8 @@ def _flags(spec: ServiceSpec, *, final: bool = False, force: bool = False) -> st
 
 def _conflict(request_key: str) -> ChargeResult:
     """A request sent under a key that an earlier, different request used: the first answer
-    stands and nothing changed; the client's mistake is said, not hidden (DESIGN.md,
-    idempotency)."""
+    stands and nothing changed; the client's mistake is said, not hidden
+    (docs/architecture.md, idempotency)."""
     return ChargeResult(
         Outcome.INVALID_REQUEST,
         detail=f"request key {request_key!r} was used by a different request; nothing changed",
