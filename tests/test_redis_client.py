@@ -9,6 +9,7 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio
@@ -135,14 +136,8 @@ async def test_a_unix_socket(tmp_path: Path) -> None:
     sock = tmp_path / "redis.sock"
     extra = ("--unixsocket", str(sock), "--unixsocketperm", "700")
     async with EmbeddedRedis(tmp_path / "redis", extra_args=extra) as server:
-        async with PipelinedRedis.from_url(f"unix://{sock}?db=3") as c:
-            await c.execute("SET", "over", "unix")
-            assert c.where == f"unix:{sock}"
-        raw = redis.asyncio.Redis(port=server.port, db=3)
-        try:
-            assert await raw.get("over") == b"unix"
-        finally:
-            await raw.aclose()
+        where = await written_through(f"unix://{sock}?db=3", server.port, db=3)
+        assert where == f"unix:{sock}"
 
 
 async def test_tls(tmp_path: Path) -> None:
@@ -166,14 +161,7 @@ async def test_tls(tmp_path: Path) -> None:
         raise
     try:
         url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={ca_file}"
-        async with PipelinedRedis.from_url(url) as c:
-            await c.execute("SET", "over", "tls")
-            assert c.where == f"127.0.0.1:{port} (TLS)"
-        raw = redis.asyncio.Redis(port=server.port)
-        try:
-            assert await raw.get("over") == b"tls"
-        finally:
-            await raw.aclose()
+        assert await written_through(url, server.port) == f"127.0.0.1:{port} (TLS)"
         # The same server without the CA: the system's CAs do not know it.
         untrusted = PipelinedRedis.from_url(f"rediss://127.0.0.1:{port}/0")
         with pytest.raises(RedisUnavailable, match=r"CERTIFICATE_VERIFY_FAILED|certificate"):
@@ -181,6 +169,20 @@ async def test_tls(tmp_path: Path) -> None:
         await untrusted.close()
     finally:
         await asyncio.to_thread(server.stop)
+
+
+async def written_through(url: str, tcp_port: int, **raw: Any) -> str:
+    """Write a key through ``url`` with the client under test, read it back with redis-py
+    over plain TCP (the independent reference); where the client said it connected."""
+    async with PipelinedRedis.from_url(url) as c:
+        await c.execute("SET", "written", url)
+        where = c.where
+    ref = redis.asyncio.Redis(port=tcp_port, **raw)
+    try:
+        assert await ref.get("written") == url.encode()
+    finally:
+        await ref.aclose()
+    return where
 
 
 def free_port() -> int:
@@ -194,13 +196,7 @@ async def test_password_and_db(tmp_path: Path) -> None:
     async with EmbeddedRedis(tmp_path, password="s3cret") as server:
         assert server.url == f"redis://:s3cret@127.0.0.1:{server.port}/0"
         url = server.url.removesuffix("/0") + "/2"
-        async with PipelinedRedis.from_url(url) as c:
-            await c.execute("SET", "where", "db2")
-        raw = redis.asyncio.Redis(port=server.port, password="s3cret", db=2)
-        try:
-            assert await raw.get("where") == b"db2"
-        finally:
-            await raw.aclose()
+        await written_through(url, server.port, db=2, password="s3cret")
         wrong = PipelinedRedis.from_url(f"redis://:nope@127.0.0.1:{server.port}/0")
         with pytest.raises(RedisUnavailable, match=r"WRONGPASS|invalid password"):
             await wrong.execute("PING")

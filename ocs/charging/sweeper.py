@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable
-from typing import Final
+from typing import Final, Self
 
 from ocs.constants import BUCKET_COUNT, SWEEP_INTERVAL
 from ocs.store.errors import StoreUnavailable
@@ -28,8 +28,41 @@ CLAIM_TTL: Final = 600
 DONE_TTL: Final = 30 * 86_400
 
 
-class ExpirySweeper:
-    """Owns one background task; ``async with`` starts and stops it."""
+class Periodic:
+    """A background pass run every ``interval`` seconds: owns one task, which ``async with``
+    starts and stops. Redis being away is logged and the pass tried again next time."""
+
+    name = "pass"
+    interval: float
+    _task: asyncio.Task[None] | None = None
+
+    async def step(self) -> None:
+        raise NotImplementedError
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.step()
+            except StoreUnavailable as exc:
+                log.warning("%s: %s", self.name, exc)
+            await asyncio.sleep(self.interval)
+
+    async def __aenter__(self) -> Self:
+        self._task = asyncio.create_task(self._run(), name=self.name)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
+class ExpirySweeper(Periodic):
+    """Releases the sessions whose hold time has passed, from each bucket's expiry index."""
+
+    name = "expiry-sweeper"
 
     def __init__(
         self,
@@ -44,7 +77,6 @@ class ExpirySweeper:
         self.interval = interval
         self.batch = batch
         self.released = 0
-        self._task: asyncio.Task[None] | None = None
 
     async def sweep_once(self) -> int:
         """One pass over every bucket; returns how many sessions it released."""
@@ -60,38 +92,24 @@ class ExpirySweeper:
         self.released += released
         return released
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                n = await self.sweep_once()
-                if n:
-                    log.info("released %d expired reservations", n)
-            except StoreUnavailable as exc:
-                log.warning("sweeper: %s", exc)
-            await asyncio.sleep(self.interval)
-
-    async def __aenter__(self) -> ExpirySweeper:
-        self._task = asyncio.create_task(self._run(), name="expiry-sweeper")
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+    async def step(self) -> None:
+        n = await self.sweep_once()
+        if n:
+            log.info("released %d expired reservations", n)
 
 
-class ThresholdCatchUp:
+class ThresholdCatchUp(Periodic):
     """Brings idle accounts up to date after the published thresholds change (a plan's new
     version, loaded or taking effect): an account applies them at its next request of any
     kind, and this pass makes that happen for every account within a bounded time, whether
     it makes requests or not (docs/barring.md). One process per generation of thresholds
     does the pass (a claim in Redis); the others see the claim and skip it.
 
-    Owns one background task; ``async with`` starts and stops it. ``interval`` is how often
-    it looks for a new generation; a pass then takes about accounts / ``page`` round trips.
+    ``interval`` is how often it looks for a new generation; a pass then takes about
+    accounts / ``page`` round trips.
     """
+
+    name = "threshold-catch-up"
 
     def __init__(
         self,
@@ -110,7 +128,6 @@ class ThresholdCatchUp:
         #: The generation the last pass (here or elsewhere) brought the accounts to.
         self.done_generation = ""
         self.passes = 0
-        self._task: asyncio.Task[None] | None = None
 
     async def catch_up(self) -> int:
         """If the thresholds changed since the last pass and no other process has taken
@@ -138,21 +155,5 @@ class ThresholdCatchUp:
         log.info("thresholds %s applied to %d accounts", generation, visited)
         return visited
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.catch_up()
-            except StoreUnavailable as exc:
-                log.warning("threshold pass: %s", exc)
-            await asyncio.sleep(self.interval)
-
-    async def __aenter__(self) -> ThresholdCatchUp:
-        self._task = asyncio.create_task(self._run(), name="threshold-catch-up")
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+    async def step(self) -> None:
+        await self.catch_up()
