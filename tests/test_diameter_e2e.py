@@ -339,6 +339,10 @@ async def test_duplicate_ccr_u_is_charged_once_here_and_elsewhere(
     first = await gw.request(ccr(gw, sid, UPD, 1, *update, context=VOICE))
     again = await gw.request(ccr(gw, sid, UPD, 1, *update, context=VOICE, retransmit=True))
     assert quotas(again) == quotas(first) and again.result_code == first.result_code == 2001
+    # The same CC-Request-Number with other usage is not a retransmission: refused, no charge.
+    other = [mscc(100, rsu=[], usu=[("CC-Time", 61)])]
+    bad = await gw.request(ccr(gw, sid, UPD, 1, *other, context=VOICE))
+    assert quotas(bad)[100]["result"] == 5004
     # The gateway fails over to another OCS process and repeats the request there.
     async with run_ocs(replace(SETTINGS, redis_url=ocs.redis_url), plans=[GY]) as other:
         g2 = await Gateway.connect(other.diameter_port)
