@@ -278,3 +278,19 @@ async def test_the_ocs_waits_for_a_redis_that_starts_after_it(
     async with EmbeddedRedis(tmp_path / "redis", port=port):
         await asyncio.wait_for(task, 30)
     assert up.is_set()
+
+
+async def test_the_ocs_on_a_unix_socket_redis(tmp_path: Path) -> None:
+    """OCS_REDIS_URL=unix://...: the hot-path client and the redis-py consumers alike."""
+    sock = tmp_path / "redis.sock"
+    extra = ("--unixsocket", str(sock), "--unixsocketperm", "700")
+    async with EmbeddedRedis(tmp_path / "redis", extra_args=extra):
+        settings = replace(SETTINGS, redis_url=f"unix://{sock}?db=1")
+        async with (
+            run_ocs(settings, plans=[FLAT]) as ocs,
+            NativeClient("127.0.0.1", ocs.native.port) as c,
+        ):
+            await add(ocs, "4917000001", 1_000_000)
+            r = await c.debit("4917000001", "sms", key="m-1")
+            assert (r.result, r.charged) == ("success", 50_000)
+            assert (await ocs.provisioning.notify.heads()) is not None  # (redis-py: unix too)
