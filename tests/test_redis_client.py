@@ -16,6 +16,7 @@ import redis.asyncio
 import trustme
 
 from ocs.redis_server import EmbeddedRedis, RedisServerError
+from ocs.store.notify import NotifyStore
 from ocs.store.redis_client import (
     ClientClosed,
     CommandTimeout,
@@ -162,6 +163,12 @@ async def test_tls(tmp_path: Path) -> None:
     try:
         url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={ca_file}"
         assert await written_through(url, server.port) == f"127.0.0.1:{port} (TLS)"
+        # redis-py (the consumers, the journal) reads the same URL the same way.
+        notify = NotifyStore(url)
+        try:
+            assert isinstance(await notify.heads(), dict)
+        finally:
+            await notify.close()
         # The same server without the CA: the system's CAs do not know it.
         untrusted = PipelinedRedis.from_url(f"rediss://127.0.0.1:{port}/0")
         with pytest.raises(RedisUnavailable, match=r"CERTIFICATE_VERIFY_FAILED|certificate"):
