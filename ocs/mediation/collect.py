@@ -39,7 +39,7 @@ from urllib.parse import unquote, urlsplit
 
 import aioftp
 
-from ocs.mediation.naming import TEMP_SUFFIX, CdrFileName, is_closed, parse_name
+from ocs.mediation.naming import TEMP_SUFFIX, CdrFileName, parse_name
 from ocs.store.redis_client import PipelinedRedis, RedisClientError
 
 log = logging.getLogger(__name__)
@@ -355,12 +355,13 @@ class Collector:
         """The files of ``listing`` to take now (pure apart from remembering the listing)."""
         by_switch: dict[str, list[tuple[Candidate, bool]]] = {}
         for name, size in listing.items():
-            if not is_closed(name):
+            try:
+                parsed = parse_name(name)
+            except ValueError as exc:  # (what is wrong with the name, e.g. a short count)
                 if not name.endswith(TEMP_SUFFIX) and name not in self._warned:
                     self._warned.add(name)
-                    log.warning("%s: ignoring %s: not a CDR file name", self.source.label, name)
+                    log.warning("%s: ignoring %s", self.source.label, exc)
                 continue
-            parsed = parse_name(name)
             ready = not self.stable_size or self._last.get(name) == size
             by_switch.setdefault(parsed.node, []).append((Candidate(parsed, size), ready))
         self._last = dict(listing)
