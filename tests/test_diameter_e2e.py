@@ -358,6 +358,11 @@ async def test_duplicate_ccr_u_is_charged_once_here_and_elsewhere(
                 ccr(g, sid, TERM, 2, *term, context=VOICE, subscriber=None, retransmit=True)
             )
             assert again.result_code == 2001 and quotas(again) == quotas(a)
+            # ... and the CCR-U before it, after the session ended, without Subscription-Id.
+            late = await g.request(
+                ccr(g, sid, UPD, 1, *update, context=VOICE, subscriber=None, retransmit=True)
+            )
+            assert late.result_code == 2001 and quotas(late) == quotas(first)
         await g2.close()
     assert await balance(ocs) == (910_000, 0, 0)
 
