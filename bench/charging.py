@@ -68,6 +68,7 @@ from ocs.constants import (
     IDEMPOTENCY_TTL_SESSION,
     MICRO,
 )
+from ocs.charging.tariffs import TariffRegistry
 from ocs.redis_server import EmbeddedRedis
 from ocs.store.keys import SubscriberKeys
 from ocs.store.redis_client import PipelinedRedis
@@ -335,6 +336,12 @@ async def ceiling_worker(spec: Spec) -> Outcome:
     for c in (*clients, admin):
         await c.connect()
     await stores[0].load_scripts()
+    # The thresholds `ocs serve` publishes (the same plans, so the same digest): with another
+    # generation every account's first request of a run would re-evaluate its thresholds.
+    registry = TariffRegistry(stores[0], default_rater(), load_plans())
+    await registry.publish_thresholds()
+    for s in stores[1:]:
+        s.thresholds_generation = stores[0].thresholds_generation
     meter, stop = Meter(), asyncio.Event()
     window = Window(spec, admin)
     rng = random.Random(spec.seed)
