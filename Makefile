@@ -39,6 +39,7 @@ test-redis62: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench.rating
 	$(PY) -m bench.charging
+	$(PY) -m bench.scripts_cost
 	$(PY) -m bench.barring
 	$(PY) -m bench.mediation
 

@@ -61,6 +61,7 @@ import hiredis
 import msgpack
 import uvloop
 
+from ocs.charging.tariffs import TariffRegistry
 from ocs.constants import (
     DEFAULT_VALIDITY,
     EXPIRY_GRACE,
@@ -68,7 +69,6 @@ from ocs.constants import (
     IDEMPOTENCY_TTL_SESSION,
     MICRO,
 )
-from ocs.charging.tariffs import TariffRegistry
 from ocs.redis_server import EmbeddedRedis
 from ocs.store.keys import SubscriberKeys
 from ocs.store.redis_client import PipelinedRedis
