@@ -27,6 +27,9 @@ FLAG_RETRANSMIT: Final = 0x10
 AVP_FLAG_VENDOR: Final = 0x80
 AVP_FLAG_MANDATORY: Final = 0x40
 AVP_FLAG_PROTECTED: Final = 0x20
+#: The five reserved AVP flag bits: "MUST be set to zero" (RFC 6733 §4.1); set, they are
+#: answered DIAMETER_INVALID_AVP_BITS (3009).
+AVP_FLAGS_RESERVED: Final = 0x1F
 
 # --- commands (RFC 6733 §3.1, RFC 4006 §3) ---------------------------------------------------
 
