@@ -13,6 +13,7 @@ settings as the environment, lower-cased and without the ``OCS_`` prefix::
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -35,6 +36,7 @@ from protocols.diameter.constants import (
     MIN_MAX_MESSAGE_SIZE,
     MIN_WATCHDOG_INTERVAL,
 )
+from tariffs.digits import DECIMAL, ascii_int
 
 
 class ConfigError(ValueError):
@@ -169,11 +171,13 @@ def _failure_handling(value: str, where: str) -> tuple[str, dict[str, str]]:
 
 
 def _seconds(value: object, where: str) -> float:
-    """A duration setting (seconds; a timer, never money)."""
-    try:
-        return float(str(value))
-    except ValueError:
-        raise ConfigError(f"{where}: must be a number of seconds, got {value!r}") from None
+    """A duration setting (seconds; a timer, never money): a finite number, or a decimal
+    string of ASCII digits ("2", "0.5"; not "nan", "1e3" or "２")."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    if isinstance(value, str) and DECIMAL.fullmatch(value.strip()):
+        return float(value.strip())
+    raise ConfigError(f"{where}: must be a number of seconds, got {value!r}")
 
 
 def _coerce(name: str, value: object, source: str) -> object:
@@ -207,9 +211,10 @@ def _coerce(name: str, value: object, source: str) -> object:
         raise ConfigError(f"{where}: must be a DiameterIdentity (a host name), got {value!r}")
     if name in _INT:
         if isinstance(value, str):
-            if not value.strip().lstrip("-").isdigit():
-                raise ConfigError(f"{where}: must be an integer, got {value!r}")
-            value = int(value)
+            try:
+                value = ascii_int(value.strip())
+            except ValueError:
+                raise ConfigError(f"{where}: must be an integer, got {value!r}") from None
         if not isinstance(value, int) or isinstance(value, bool):
             raise ConfigError(f"{where}: must be an integer, got {value!r}")
         low = 0 if name in _PORTS else 1
