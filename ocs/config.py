@@ -25,17 +25,23 @@ from ocs.constants import (
     DEFAULT_VALIDITY,
     DIAMETER_PORT,
     EXPIRY_GRACE,
+    HTTP_BODY_TIMEOUT,
+    HTTP_IDLE_TIMEOUT,
     HTTP_PORT,
     IDEMPOTENCY_TTL_REFERENCE,
     IDEMPOTENCY_TTL_SESSION,
     NATIVE_PORT,
 )
 from protocols.diameter.constants import (
+    DEFAULT_CER_TIMEOUT,
     DEFAULT_MAX_MESSAGE_SIZE,
     MAX_MESSAGE_LENGTH_FIELD,
     MIN_MAX_MESSAGE_SIZE,
     MIN_WATCHDOG_INTERVAL,
 )
+from protocols.diameter.constants import DEFAULT_FRAME_TIMEOUT as DIAMETER_FRAME_TIMEOUT
+from protocols.native.constants import DEFAULT_FRAME_TIMEOUT as NATIVE_FRAME_TIMEOUT
+from protocols.native.constants import DEFAULT_IDLE_TIMEOUT as NATIVE_IDLE_TIMEOUT
 from tariffs.digits import DECIMAL, ascii_int
 
 
@@ -54,6 +60,17 @@ class Settings:
     native_port: int = NATIVE_PORT
     http_port: int = HTTP_PORT
     diameter_port: int = DIAMETER_PORT
+    #: Seconds before a stalled client is closed (docs/native-protocol.md, docs/diameter.md,
+    #: docs/api.md; 0 turns the frame, idle and HTTP idle timeouts off): a native frame or a
+    #: Diameter message started and not finished; a native connection silent with nothing in
+    #: flight; a Diameter connection that sends no CER; an HTTP connection without a complete
+    #: request (from its start or its last answer); an HTTP body that does not arrive.
+    native_frame_timeout: float = NATIVE_FRAME_TIMEOUT
+    native_idle_timeout: float = NATIVE_IDLE_TIMEOUT
+    diameter_cer_timeout: float = DEFAULT_CER_TIMEOUT
+    diameter_frame_timeout: float = DIAMETER_FRAME_TIMEOUT
+    http_idle_timeout: float = HTTP_IDLE_TIMEOUT
+    http_body_timeout: float = HTTP_BODY_TIMEOUT
     #: Our Diameter identity (Origin-Host, Origin-Realm in every message we send).
     diameter_host: str = "ocs.localdomain"
     diameter_realm: str = "localdomain"
@@ -228,7 +245,14 @@ def _coerce(name: str, value: object, source: str) -> object:
             if url.strip() and not url.strip().startswith(("http://", "https://")):
                 raise ConfigError(f"{where}: {url.strip()!r} is not an http(s):// URL")
         return str(value)
-    if name in ("sweep_interval", "mediation_poll", "provisioning_timeout", "provisioning_backoff"):
+    if name in ("native_frame_timeout", "native_idle_timeout", "diameter_frame_timeout",
+                "http_idle_timeout"):  # fmt: skip
+        v = _seconds(value, where)
+        if v < 0:
+            raise ConfigError(f"{where}: must be >= 0 (0: no timeout)")
+        return v
+    if name in ("sweep_interval", "mediation_poll", "provisioning_timeout", "provisioning_backoff",
+                "diameter_cer_timeout", "http_body_timeout"):  # fmt: skip
         v = _seconds(value, where)
         if v <= 0:
             raise ConfigError(f"{where}: must be > 0")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from math import lcm
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tariffs.calendar import DAY_ALIASES, DAY_TYPES, Band, BandCalendar
@@ -29,6 +29,12 @@ _MICRO: Final = 1_000_000
 #: 1250; 10_000 is 100 %.
 PERCENT: Final = 10_000
 ROUNDING_METHODS: Final = ("up", "down", "half-even")
+#: The largest plan file, in characters (the HTTP API also caps its body at 1 MiB).
+MAX_PLAN_SIZE: Final = 1024 * 1024
+#: The deepest nesting of tables and arrays in a plan (the format needs 5, for
+#: ``rates[0].tiers[1].from``); deeper input is refused before it is walked.
+MAX_PLAN_DEPTH: Final = 16
+_TOO_DEEP: Final = f"tables and arrays nested deeper than {MAX_PLAN_DEPTH} levels"
 DIRECTIONS: Final = ("outgoing", "incoming")
 _TIME_RE = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])|24:00")
 
@@ -464,13 +470,42 @@ _TOP_KEYS = {
 }  # fmt: skip
 
 
+def _refuse(problem: str) -> NoReturn:
+    raise PlanFileError(problem, problems=(problem,)) from None
+
+
+def _depth(data: object) -> int:
+    """How deeply tables and arrays nest in ``data`` (a table of scalars is 1), without
+    recursion."""
+    deepest = 0
+    todo: list[tuple[object, int]] = [(data, 1)]
+    while todo:
+        item, level = todo.pop()
+        if isinstance(item, dict):
+            children: Iterable[object] = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        if level <= MAX_PLAN_DEPTH:
+            todo.extend((child, level + 1) for child in children)
+    return deepest
+
+
 def parse_plan(text: str, source: str = "<plan>") -> PlanVersion:
     """Parse and validate one plan version from TOML text; PlanFileError lists every problem."""
+    if len(text) > MAX_PLAN_SIZE:
+        _refuse(f"{source}: {len(text)} characters, more than the {MAX_PLAN_SIZE} a plan may have")
     p = _Problems(source, text)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise PlanFileError(f"{source}: {exc}", problems=(f"{source}: {exc}",)) from None
+        _refuse(f"{source}: {exc}")
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        _refuse(f"{source}: {_TOO_DEEP}")
+    if _depth(data) > MAX_PLAN_DEPTH:
+        _refuse(f"{source}: {_TOO_DEEP}")
     _check_keys(p, "", data, _TOP_KEYS)
 
     name = data.get("name")

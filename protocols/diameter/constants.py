@@ -319,6 +319,8 @@ WATCHDOG_JITTER: Final = 2.0
 #: Seconds a new connection may take to send its CER before it is closed (local policy:
 #: RFC 6733 §5.6 gives the responder no other way out of a silent connection).
 DEFAULT_CER_TIMEOUT: Final = 10.0
+#: Seconds a started message may wait for the rest of it before the connection is closed.
+DEFAULT_FRAME_TIMEOUT: Final = 10.0
 #: Seconds to wait for a CEA after sending a CER (the "Timeout" event of RFC 6733 §5.6).
 DEFAULT_CEA_TIMEOUT: Final = 10.0
 #: Seconds the Closing state waits for a DPA or for the peer to disconnect (RFC 6733 §5.6).

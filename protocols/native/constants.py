@@ -72,5 +72,10 @@ RESULTS: Final = (
 DEFAULT_MAX_INFLIGHT_PER_CONNECTION: Final = 256
 #: Seconds a graceful close waits for in-flight requests before cancelling them.
 DEFAULT_DRAIN_TIMEOUT: Final = 10.0
+#: Seconds a started frame may wait for the rest of it, and seconds a connection with nothing
+#: in flight may stay silent, before the server closes it (a client keeps an idle connection
+#: with ``ping``).
+DEFAULT_FRAME_TIMEOUT: Final = 10.0
+DEFAULT_IDLE_TIMEOUT: Final = 900.0
 #: Client default per-call timeout (seconds).
 DEFAULT_CALL_TIMEOUT: Final = 5.0
