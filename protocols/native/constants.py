@@ -38,6 +38,8 @@ MAX_DETAIL_LEN: Final = 200
 #: ignored but must not be allowed to allocate much.
 MAX_MAP_LEN: Final = 64
 MAX_ARRAY_LEN: Final = 256
+#: Deepest nesting of maps and arrays in a payload (the payload's own map is level 1).
+MAX_NESTING: Final = 16
 
 #: Verbs.
 VERB_RESERVE: Final = "reserve"
