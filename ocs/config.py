@@ -290,8 +290,10 @@ def load_settings(
             data = tomllib.loads(p.read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigError(f"config file {p}: cannot read: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {p}: {exc}") from None
+        except RecursionError:
+            raise ConfigError(f"config file {p}: nested too deep to be settings") from None
         for k, v in data.items():
             if k not in names:
                 raise ConfigError(f"config file {p}: unknown setting {k!r}")

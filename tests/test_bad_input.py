@@ -14,13 +14,15 @@ import logging
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 import test_api
 from test_api import Client, create, snapshot
 
-from ocs.config import Settings
+from ocs.config import ConfigError, Settings, load_settings
+from ocs.provisioning.signing import sign
 from ocs.service import Running, run_ocs
 from ocs.store.store import Store
 from protocols.lifecycle import StallTimer
@@ -312,3 +314,29 @@ def test_stall_timer_complete_frames_reset_it() -> None:
     with pytest.raises(ValueError, match="negative"):
         StallTimer(loop, idle_timeout=-1, frame_timeout=0,  # type: ignore[arg-type]
                    busy=lambda: False, on_stall=stalls.append)  # fmt: skip
+
+
+# --- JSON and TOML nested too deep elsewhere ---------------------------------------------------
+
+
+async def test_signed_callback_nested_too_deep_is_400(redis_url: str) -> None:
+    settings = replace(FAST, redis_url=redis_url, provisioning_secret="s3cret")
+    body = b"[" * 100_000 + b"]" * 100_000
+    async with run_ocs(settings) as running:
+        head = (
+            b"POST /v1/provisioning/callbacks HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
+        )
+        for name, value in sign("s3cret", body).items():
+            head += f"{name}: {value}\r\n".encode()
+        status, content_type, _ = status_and_body(
+            await exchange(running.http_port, head + b"Connection: close\r\n\r\n" + body)
+        )
+    assert (status, content_type.split(";")[0]) == (400, "application/problem+json")
+
+
+def test_config_file_nested_too_deep_is_a_config_error(tmp_path: Path) -> None:
+    f = tmp_path / "ocs.toml"
+    f.write_text("a = " + "[" * 5000 + "]" * 5000)
+    with pytest.raises(ConfigError, match="nested too deep"):
+        load_settings({}, f)

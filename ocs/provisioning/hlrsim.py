@@ -183,8 +183,8 @@ class HlrSimulator:
                 raise ValueError(f"barring: one of {', '.join(BARRING_LEVELS)}")
             if not isinstance(cmd.get("seq"), int) or isinstance(cmd.get("seq"), bool):
                 raise ValueError("seq: required integer")
-        except ValueError as exc:
-            return problem(400, "Bad command", str(exc))
+        except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
+            return problem(400, "Bad command", str(exc) or "JSON nested too deep")
         if b.delay_ms:
             await asyncio.sleep(b.delay_ms / 1000)
         previous = self.answers.get(cmd["command_id"])
