@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import test_api
 from test_api import Client, create, snapshot
+from test_diameter_server import Gateway
 
 from ocs.config import ConfigError, Settings, load_settings
 from ocs.provisioning.signing import sign
@@ -340,3 +341,15 @@ def test_config_file_nested_too_deep_is_a_config_error(tmp_path: Path) -> None:
     f.write_text("a = " + "[" * 5000 + "]" * 5000)
     with pytest.raises(ConfigError, match="nested too deep"):
         load_settings({}, f)
+
+
+async def test_open_diameter_peer_with_half_a_message_is_closed(ocs: Running) -> None:
+    gw = await Gateway.connect(ocs.diameter_port)  # CER/CEA: the peer is open
+    try:
+        request = gw.cer().to_bytes()
+        gw.writer.write(request[: len(request) // 2])
+        await gw.writer.drain()
+        await asyncio.wait_for(gw.closed.wait(), 5)
+    finally:
+        await gw.close()
+    assert ocs.diameter.timed_out == 1

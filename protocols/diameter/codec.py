@@ -65,6 +65,7 @@ from protocols.diameter.dictionary import (
     ENUMERATIONS,
     ERROR_ANSWER_RULES,
     GROUPED_RULES,
+    UNBOUNDED,
     AvpDef,
     AvpType,
     Occurs,
@@ -1099,20 +1100,45 @@ def error_answer(
 
 # --- per-command validation ------------------------------------------------------------------
 
-#: A rule set compiled for counting: (code, vendor) -> the element's rule.
-_Compiled: TypeAlias = dict[tuple[int, int], Occurs]
+
+class _Element(NamedTuple):
+    """One element of a rule set, compiled: its rule, whether it must be counted (a bound
+    other than 0..unbounded), the values it may take (an enumeration the OCS acts on) and,
+    for a grouped AVP with rules, its members' rule set."""
+
+    rule: Occurs
+    counted: bool
+    values: frozenset[int] | None
+    members: _Compiled | None
+
+
+class _Compiled(NamedTuple):
+    """A rule set compiled for checking: ``avp_key(code, vendor)`` -> its element, and the
+    elements that must be present."""
+
+    elements: dict[int, _Element]
+    required: tuple[tuple[int, Occurs], ...]
+
+
+_GROUPS: dict[str, _Compiled] = {}
 
 
 def _compile(rules: Sequence[Occurs]) -> _Compiled:
-    return {_resolve(r.name): r for r in rules}
+    out: dict[int, _Element] = {}
+    for r in rules:
+        definition = BY_NAME[r.name]
+        members = None
+        if r.name in GROUPED_RULES:
+            members = _GROUPS.get(r.name)
+            if members is None:
+                members = _GROUPS[r.name] = _compile(GROUPED_RULES[r.name])
+        counted = r.min > 0 or r.max < UNBOUNDED
+        out[definition.key] = _Element(r, counted, ENUMERATIONS.get(r.name), members)
+    return _Compiled(out, tuple((key, e.rule) for key, e in out.items() if e.rule.min))
 
 
 _COMMAND_RULES: Final = {command: _compile(r) for command, r in COMMAND_RULES.items()}
 _ERROR_ANSWER_RULES: Final = _compile(ERROR_ANSWER_RULES)
-#: Grouped AVPs with rules, by (code, vendor); Failed-AVP has none (it holds someone else's
-#: AVPs, RFC 6733 §7.5), so what is in it is never counted.
-_GROUP_RULES: Final = {_resolve(name): _compile(r) for name, r in GROUPED_RULES.items()}
-_ENUM_VALUES: Final = {_resolve(name): values for name, values in ENUMERATIONS.items()}
 
 
 def _missing_avp(name: str) -> bytes:
@@ -1141,13 +1167,21 @@ def _check_occurrences(
     avps: list[Avp], rules: _Compiled, parents: list[Avp], problems: list[Problem]
 ) -> None:
     """Count the AVPs ``rules`` names (5009 at the first one too many), check the values of
-    enumerated AVPs (5004), walk into grouped AVPs that have rules, then report each required
-    AVP missing (5005)."""
-    counts: dict[tuple[int, int], int] = {}
+    the enumerated ones (5004), walk into the grouped ones that have rules, then report each
+    required AVP missing (5005). AVPs the rules do not name are not looked at (``*[ AVP ]``);
+    so Failed-AVP's contents, someone else's AVPs (RFC 6733 §7.5), are never counted."""
+    counts: dict[int, int] = {}
+    get = rules.elements.get
     for a in avps:
-        key = (a.code, a.vendor)
-        rule = rules.get(key)
-        if rule is not None:
+        definition = a.definition
+        if definition is None:
+            continue
+        element = get(definition.key)
+        if element is None:
+            continue
+        rule, counted, values, members = element
+        if counted:
+            key = definition.key
             n = counts[key] = counts.get(key, 0) + 1
             if n == rule.max + 1:
                 where = f" in {parents[-1].name}" if parents else ""
@@ -1159,8 +1193,8 @@ def _check_occurrences(
                         _within(parents, a.to_bytes()),
                     )
                 )
-        allowed = _ENUM_VALUES.get(key)
-        if allowed is not None and a.value not in allowed:
+        # Enumerated: 4 bytes (the decoder checked the size), a signed integer.
+        if values is not None and int.from_bytes(a.data, "big", signed=True) not in values:
             problems.append(
                 Problem(
                     DIAMETER_INVALID_AVP_VALUE,
@@ -1168,22 +1202,20 @@ def _check_occurrences(
                     _within(parents, a.to_bytes()),
                 )
             )
-        members = _GROUP_RULES.get(key)
         if members is not None:
             parents.append(a)
             _check_occurrences(a.avps, members, parents, problems)
             parents.pop()
-    if len(counts) < len(rules):
-        for key, rule in rules.items():
-            if rule.min and counts.get(key, 0) < rule.min:
-                where = f" in {parents[-1].name}" if parents else ""
-                problems.append(
-                    Problem(
-                        DIAMETER_MISSING_AVP,
-                        f"missing {rule.name}{where}",
-                        _within(parents, _missing_avp(rule.name)),
-                    )
+    for key, rule in rules.required:
+        if counts.get(key, 0) < rule.min:
+            where = f" in {parents[-1].name}" if parents else ""
+            problems.append(
+                Problem(
+                    DIAMETER_MISSING_AVP,
+                    f"missing {rule.name}{where}",
+                    _within(parents, _missing_avp(rule.name)),
                 )
+            )
 
 
 def validate(message: Message) -> list[Problem]:
