@@ -28,6 +28,8 @@ import aiohttp
 
 from ocs import __version__
 from ocs.config import ConfigError, Settings, load_settings
+from ocs.redis_server import RedisServerError
+from ocs.store.errors import StoreUnavailable
 from tariffs.digits import ascii_float, ascii_int
 
 #: Modules with a ``register(subparsers)`` that adds their command group to ``ocs``.
@@ -60,7 +62,7 @@ def _tune_gc() -> None:
 
 
 def _use_uvloop() -> None:
-    # uvloop is chosen here, at the entry point, and nowhere else (STYLE.md).
+    # uvloop is chosen here, at the entry point, and nowhere else (docs/architecture.md).
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
@@ -156,7 +158,6 @@ def cmd_redis(args: argparse.Namespace) -> int:
 
 def cmd_outbox(args: argparse.Namespace) -> int:
     """Export the outbox streams to JSON-lines files and trim what was exported."""
-    from ocs.store.errors import StoreUnavailable
     from ocs.store.journal import Journal
 
     settings = _settings(args)
@@ -585,7 +586,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in exc.problems:
             print(line, file=sys.stderr)
         return 1
-    except (CliError, ConfigError) as exc:
+    except (CliError, ConfigError, StoreUnavailable, RedisServerError) as exc:
+        # Start-up failures a user can act on: one line, no traceback (README).
         print(f"ocs: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

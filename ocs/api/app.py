@@ -25,7 +25,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from typing import Final, Literal
@@ -47,7 +47,9 @@ from ocs.api.problems import (
     invalid_input,
     invalid_plan,
     problem,
+    reference_conflict,
 )
+from ocs.api.routes import Route, add_routes
 from ocs.api.server import parser_problem
 from ocs.charging.tariffs import TariffRegistry, bundle_buckets
 from ocs.constants import HTTP_BODY_TIMEOUT, MAX_UNITS, STATE_ACTIVE, STATES
@@ -521,8 +523,10 @@ def _expect(answer: ScriptAnswer, *expected: str) -> None:
         raise StoreError(f"unexpected script status {answer.status!r}")
 
 
-async def _account_response(store: Store, msisdn: str, status: int = 200) -> web.Response:
-    account = await store.get_account(msisdn)
+async def _account_response(
+    store: Store, msisdn: str, status: int = 200, *, refresh_at: int | None = None
+) -> web.Response:
+    account = await store.get_account(msisdn, refresh_at=refresh_at)
     if account is None:
         return _unknown_subscriber(msisdn)
     headers = {"Location": _location(msisdn)} if status == HTTPStatus.CREATED else None
@@ -569,6 +573,8 @@ async def create_subscriber(request: web.Request) -> web.StreamResponse:
         now=now,
         request_key=None if reference is None else f"create:{reference}",
     )
+    if answer.conflict:
+        return reference_conflict("create", str(reference))
     if answer.status == "EXISTS":
         return problem(
             HTTPStatus.CONFLICT,
@@ -592,8 +598,10 @@ async def list_subscribers(request: web.Request) -> web.StreamResponse:
 
 
 async def get_subscriber(request: web.Request) -> web.StreamResponse:
-    """``GET /v1/subscribers/{msisdn}``: the account, its buckets and open sessions."""
-    return await _account_response(request.app[STORE], _msisdn(request))
+    """``GET /v1/subscribers/{msisdn}``: the account, its buckets and open sessions (brought
+    up to date first: due expiries, newly published thresholds)."""
+    app = request.app
+    return await _account_response(app[STORE], _msisdn(request), refresh_at=app[CLOCK]())
 
 
 async def update_subscriber(request: web.Request) -> web.StreamResponse:
@@ -627,6 +635,8 @@ async def update_subscriber(request: web.Request) -> web.StreamResponse:
         now=now,
         request_key=None if reference is None else f"update:{reference}",
     )
+    if answer.conflict:
+        return reference_conflict("update", str(reference))
     if answer.status == "NOSUB":
         return _unknown_subscriber(msisdn)
     _expect(answer, "OK")
@@ -670,20 +680,23 @@ def _credit_handler(kind: str, sign: Sign, note_field: str, *, note_required: bo
             note=note,
             now=request.app[CLOCK](),
         )
+        if answer.conflict:
+            return reference_conflict(kind, reference)
         if answer.status == "NOSUB":
             return _unknown_subscriber(msisdn)
         if answer.status == "TOOBIG":
             return invalid_input([FieldError("amount", "would take the balance out of range")])
         _expect(answer, "OK")
-        # The store answers a replay exactly as it answered the first request (the amount
-        # applied and the balance then), and cannot say which it was: both are 201.
+        # A replay of the same request is answered as the first was (the amount applied and
+        # the balance then: 201 both), with a header saying it is a replay.
         body = {
             "msisdn": msisdn,
             "amount": format_money(answer.charged),
             "reference": reference,
             "balance": format_money(answer.balance),
         }
-        return web.json_response(body, status=HTTPStatus.CREATED)
+        headers = {"Idempotent-Replayed": "true"} if answer.replay else None
+        return web.json_response(body, status=HTTPStatus.CREATED, headers=headers)
 
     handler.__doc__ = f"``POST /v1/subscribers/{{msisdn}}/...``: a {kind}, idempotent by reference."
     return handler
@@ -1061,13 +1074,103 @@ async def replay_dead_letter(request: web.Request) -> web.StreamResponse:
 
 
 async def reconcile(request: web.Request) -> web.StreamResponse:
-    """``POST /v1/provisioning/reconcile``: compare every account's barring with the HLR's
-    and re-send what differs."""
+    """``POST /v1/provisioning/reconcile``: start comparing every account's barring with the
+    HLR's (re-sending what differs) as a background job: 202, the job at ``Location``."""
     try:
-        report = await request.app[PROVISIONING].reconcile()
+        job = await request.app[PROVISIONING].start_reconcile()
     except ProvisioningError as exc:
         return _provisioning_problem(exc)
-    return web.json_response(report.to_json())
+    location = f"/v1/provisioning/reconcile/{job['id']}"
+    return web.json_response(job, status=HTTPStatus.ACCEPTED, headers={"Location": location})
+
+
+async def reconcile_job(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/provisioning/reconcile/{id}``: a reconciliation's progress, then result."""
+    job_id = request.match_info["id"]
+    job = await request.app[PROVISIONING].reconcile_job(job_id)
+    if job is None:
+        detail = f"no reconciliation job {job_id!r} (unknown, or older than 7 days)"
+        return problem(HTTPStatus.NOT_FOUND, "Unknown job", detail)
+    return web.json_response(job)
+
+
+#: Every endpoint of the core API with the resource and action it needs (ocs.api.routes).
+_ROUTES: Final = (
+    Route("POST", "/v1/subscribers", create_subscriber, "subscribers", "write"),
+    Route("GET", "/v1/subscribers", list_subscribers, "subscribers", "read"),
+    Route("GET", "/v1/subscribers/{msisdn}", get_subscriber, "subscribers", "read"),
+    Route("PATCH", "/v1/subscribers/{msisdn}", update_subscriber, "subscribers", "write"),
+    Route(
+        "POST",
+        "/v1/subscribers/{msisdn}/topups",
+        _credit_handler("topup", "positive", "note", note_required=False),
+        "subscribers.topups",
+        "write",
+    ),
+    Route(
+        "POST",
+        "/v1/subscribers/{msisdn}/adjustments",
+        _credit_handler("adjust", "non-zero", "reason", note_required=True),
+        "subscribers.adjustments",
+        "write",
+    ),
+    Route(
+        "POST",
+        "/v1/subscribers/{msisdn}/refunds",
+        _credit_handler("refund", "positive", "note", note_required=False),
+        "subscribers.refunds",
+        "write",
+    ),
+    Route("GET", "/v1/subscribers/{msisdn}/events", list_events, "subscribers.events", "read"),
+    Route("POST", "/v1/rate", rate, "rating", "read"),
+    Route("GET", "/v1/tariffs", list_tariffs, "tariffs", "read"),
+    Route("POST", "/v1/tariffs", load_tariff, "tariffs", "write"),
+    Route("GET", "/v1/tariffs/{name}", get_tariff, "tariffs", "read"),
+    Route("GET", "/healthz", healthz, "health", "read", public=True),
+    Route("GET", "/readyz", readyz, "health", "read", public=True),
+    Route("GET", "/metrics", serve_metrics, "metrics", "read"),
+)
+
+#: Present when the OCS runs with a provisioning system.
+_PROVISIONING_ROUTES: Final = (
+    # Signed by the provisioning system (HMAC over timestamp and body), not by a bearer token.
+    Route(
+        "POST",
+        "/v1/provisioning/callbacks",
+        provisioning_callback,
+        "provisioning.callbacks",
+        "write",
+    ),
+    Route(
+        "GET",
+        "/v1/provisioning/dead-letters",
+        list_dead_letters,
+        "provisioning.dead-letters",
+        "read",
+    ),
+    Route(
+        "POST",
+        "/v1/provisioning/dead-letters/{id}/replay",
+        replay_dead_letter,
+        "provisioning.dead-letters",
+        "write",
+    ),
+    Route("POST", "/v1/provisioning/reconcile", reconcile, "provisioning.reconcile", "write"),
+    Route(
+        "GET",
+        "/v1/provisioning/reconcile/{id}",
+        reconcile_job,
+        "provisioning.reconcile",
+        "read",
+    ),
+    Route(
+        "GET",
+        "/v1/subscribers/{msisdn}/provisioning",
+        subscriber_provisioning,
+        "subscribers.provisioning",
+        "read",
+    ),
+)
 
 
 def create_app(
@@ -1078,6 +1181,7 @@ def create_app(
     clock: Callable[[], int],
     provisioning: Provisioning | None = None,
     body_timeout: float = HTTP_BODY_TIMEOUT,
+    routes: Iterable[Route] = (),
 ) -> web.Application:
     """The HTTP API over ``store``.
 
@@ -1089,6 +1193,8 @@ def create_app(
         clock: Unix milliseconds now, passed as ``now`` to every store call and the default
             time of a rating.
         body_timeout: seconds a request body may take to arrive (408 after).
+        provisioning: the provisioning system; its routes exist only when it is given.
+        routes: more endpoints, declared by the subsystems that serve them.
     """
     app = web.Application(middlewares=[_errors_and_metrics], client_max_size=MAX_BODY)
     app[STORE] = store
@@ -1096,35 +1202,9 @@ def create_app(
     app[CLOCK] = clock
     app[BODY_TIMEOUT] = body_timeout
     app[TARIFFS] = tariffs
+    add_routes(app, _ROUTES)
     if provisioning is not None:
         app[PROVISIONING] = provisioning
-        app.router.add_post("/v1/provisioning/callbacks", provisioning_callback)
-        app.router.add_get("/v1/provisioning/dead-letters", list_dead_letters)
-        app.router.add_post("/v1/provisioning/dead-letters/{id}/replay", replay_dead_letter)
-        app.router.add_post("/v1/provisioning/reconcile", reconcile)
-        app.router.add_get("/v1/subscribers/{msisdn}/provisioning", subscriber_provisioning)
-    app.router.add_post("/v1/subscribers", create_subscriber)
-    app.router.add_get("/v1/subscribers", list_subscribers)
-    app.router.add_get("/v1/subscribers/{msisdn}", get_subscriber)
-    app.router.add_patch("/v1/subscribers/{msisdn}", update_subscriber)
-    app.router.add_post(
-        "/v1/subscribers/{msisdn}/topups",
-        _credit_handler("topup", "positive", "note", note_required=False),
-    )
-    app.router.add_post(
-        "/v1/subscribers/{msisdn}/adjustments",
-        _credit_handler("adjust", "non-zero", "reason", note_required=True),
-    )
-    app.router.add_post(
-        "/v1/subscribers/{msisdn}/refunds",
-        _credit_handler("refund", "positive", "note", note_required=False),
-    )
-    app.router.add_get("/v1/subscribers/{msisdn}/events", list_events)
-    app.router.add_post("/v1/rate", rate)
-    app.router.add_get("/v1/tariffs", list_tariffs)
-    app.router.add_post("/v1/tariffs", load_tariff)
-    app.router.add_get("/v1/tariffs/{name}", get_tariff)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", serve_metrics)
+        add_routes(app, _PROVISIONING_ROUTES)
+    add_routes(app, routes)
     return app
