@@ -13,6 +13,7 @@ settings as the environment, lower-cased and without the ``OCS_`` prefix::
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -25,6 +26,8 @@ from ocs.constants import (
     DIAMETER_PORT,
     DURATION_TOLERANCE,
     EXPIRY_GRACE,
+    HTTP_BODY_TIMEOUT,
+    HTTP_IDLE_TIMEOUT,
     HTTP_PORT,
     IDEMPOTENCY_TTL_REFERENCE,
     IDEMPOTENCY_TTL_SESSION,
@@ -33,11 +36,16 @@ from ocs.constants import (
 )
 from ocs.store.redis_client import parse_url
 from protocols.diameter.constants import (
+    DEFAULT_CER_TIMEOUT,
     DEFAULT_MAX_MESSAGE_SIZE,
     MAX_MESSAGE_LENGTH_FIELD,
     MIN_MAX_MESSAGE_SIZE,
     MIN_WATCHDOG_INTERVAL,
 )
+from protocols.diameter.constants import DEFAULT_FRAME_TIMEOUT as DIAMETER_FRAME_TIMEOUT
+from protocols.native.constants import DEFAULT_FRAME_TIMEOUT as NATIVE_FRAME_TIMEOUT
+from protocols.native.constants import DEFAULT_IDLE_TIMEOUT as NATIVE_IDLE_TIMEOUT
+from tariffs.digits import DECIMAL, ascii_int
 
 
 class ConfigError(ValueError):
@@ -57,6 +65,17 @@ class Settings:
     native_port: int = NATIVE_PORT
     http_port: int = HTTP_PORT
     diameter_port: int = DIAMETER_PORT
+    #: Seconds before a stalled client is closed (docs/native-protocol.md, docs/diameter.md,
+    #: docs/api.md; 0 turns the frame, idle and HTTP idle timeouts off): a native frame or a
+    #: Diameter message started and not finished; a native connection silent with nothing in
+    #: flight; a Diameter connection that sends no CER; an HTTP connection without a complete
+    #: request (from its start or its last answer); an HTTP body that does not arrive.
+    native_frame_timeout: float = NATIVE_FRAME_TIMEOUT
+    native_idle_timeout: float = NATIVE_IDLE_TIMEOUT
+    diameter_cer_timeout: float = DEFAULT_CER_TIMEOUT
+    diameter_frame_timeout: float = DIAMETER_FRAME_TIMEOUT
+    http_idle_timeout: float = HTTP_IDLE_TIMEOUT
+    http_body_timeout: float = HTTP_BODY_TIMEOUT
     #: Our Diameter identity (Origin-Host, Origin-Realm in every message we send).
     diameter_host: str = "ocs.localdomain"
     diameter_realm: str = "localdomain"
@@ -182,11 +201,13 @@ def _failure_handling(value: str, where: str) -> tuple[str, dict[str, str]]:
 
 
 def _seconds(value: object, where: str) -> float:
-    """A duration setting (seconds; a timer, never money)."""
-    try:
-        return float(str(value))
-    except ValueError:
-        raise ConfigError(f"{where}: must be a number of seconds, got {value!r}") from None
+    """A duration setting (seconds; a timer, never money): a finite number, or a decimal
+    string of ASCII digits ("2", "0.5"; not "nan", "1e3" or "２")."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    if isinstance(value, str) and DECIMAL.fullmatch(value.strip()):
+        return float(value.strip())
+    raise ConfigError(f"{where}: must be a number of seconds, got {value!r}")
 
 
 def _coerce(name: str, value: object, source: str) -> object:
@@ -220,9 +241,10 @@ def _coerce(name: str, value: object, source: str) -> object:
         raise ConfigError(f"{where}: must be a DiameterIdentity (a host name), got {value!r}")
     if name in _INT:
         if isinstance(value, str):
-            if not value.strip().lstrip("-").isdigit():
-                raise ConfigError(f"{where}: must be an integer, got {value!r}")
-            value = int(value)
+            try:
+                value = ascii_int(value.strip())
+            except ValueError:
+                raise ConfigError(f"{where}: must be an integer, got {value!r}") from None
         if not isinstance(value, int) or isinstance(value, bool):
             raise ConfigError(f"{where}: must be an integer, got {value!r}")
         low = 0 if name in _PORTS else 1
@@ -236,7 +258,14 @@ def _coerce(name: str, value: object, source: str) -> object:
             if url.strip() and not url.strip().startswith(("http://", "https://")):
                 raise ConfigError(f"{where}: {url.strip()!r} is not an http(s):// URL")
         return str(value)
-    if name in ("sweep_interval", "mediation_poll", "provisioning_timeout", "provisioning_backoff"):
+    if name in ("native_frame_timeout", "native_idle_timeout", "diameter_frame_timeout",
+                "http_idle_timeout"):  # fmt: skip
+        v = _seconds(value, where)
+        if v < 0:
+            raise ConfigError(f"{where}: must be >= 0 (0: no timeout)")
+        return v
+    if name in ("sweep_interval", "mediation_poll", "provisioning_timeout", "provisioning_backoff",
+                "diameter_cer_timeout", "http_body_timeout"):  # fmt: skip
         v = _seconds(value, where)
         if v <= 0:
             raise ConfigError(f"{where}: must be > 0")
@@ -283,8 +312,10 @@ def load_settings(
             data = tomllib.loads(p.read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigError(f"config file {p}: cannot read: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {p}: {exc}") from None
+        except RecursionError:
+            raise ConfigError(f"config file {p}: nested too deep to be settings") from None
         for k, v in data.items():
             if k not in names:
                 raise ConfigError(f"config file {p}: unknown setting {k!r}")

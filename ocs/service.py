@@ -24,6 +24,7 @@ from ocs.agents.diameter import CCA_COPY, DiameterAgent, GyConfig
 from ocs.agents.native import NativeAgent
 from ocs.api.app import create_app
 from ocs.api.metrics import Metrics
+from ocs.api.server import ApiRunner
 from ocs.charging.engine import ChargingEngine, wall_clock_ms
 from ocs.charging.sweeper import ExpirySweeper, ThresholdCatchUp
 from ocs.charging.tariffs import TariffRegistry
@@ -205,6 +206,8 @@ def diameter_server(settings: Settings, agent: DiameterAgent) -> DiameterServer:
         realm_check=settings.diameter_realm_check,
         answer_copy=CCA_COPY,
         ssl=diameter_tls(settings),
+        cer_timeout=settings.diameter_cer_timeout,
+        frame_timeout=settings.diameter_frame_timeout,
         # Several OCS processes may share the port (docs/architecture.md, Scale).
         reuse_port=True,
     )
@@ -255,17 +258,20 @@ async def run_ocs(
         )
         stack.push_async_callback(provisioning.close)
         app = create_app(
-            store, metrics, tariffs=tariffs, clock=wall_clock_ms, provisioning=provisioning
-        )
-        runner = web.AppRunner(app, access_log=None)
+            store, metrics, tariffs=tariffs, clock=wall_clock_ms, provisioning=provisioning,
+            body_timeout=settings.http_body_timeout,
+        )  # fmt: skip
+        runner = ApiRunner(app, idle_timeout=settings.http_idle_timeout, access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, settings.bind, settings.http_port, reuse_port=reuse_port or None)
         await site.start()
         http_port = _bound_port(runner, settings.http_port)
         native = NativeServer(
-            NativeAgent(engine, metrics), settings.bind, settings.native_port, reuse_port=reuse_port
-        )
+            NativeAgent(engine, metrics), settings.bind, settings.native_port,
+            reuse_port=reuse_port, frame_timeout=settings.native_frame_timeout,
+            idle_timeout=settings.native_idle_timeout,
+        )  # fmt: skip
         await native.start()
         stack.push_async_callback(native.close)
         # A lambda, not rater.book.at: the registry replaces the book when plans change.
