@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import shutil
 import signal
 import socket
@@ -387,6 +388,21 @@ def node_command(port: int, *args: str, timeout: float = 2.0) -> Any:
         return _command(sock, *args)
 
 
+def _free_cluster_port() -> int:
+    """A free port P below 55536 whose cluster bus port P + 10000 is free too."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randint(20000, 55535)
+        try:
+            for p in (port, port + 10000):
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                    sock.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+    raise RedisServerError("no free port pair for a cluster node")
+
+
 def _redis_cli() -> str:
     found = shutil.which("redis-cli")
     if found is None:
@@ -433,7 +449,12 @@ class EmbeddedCluster:
             *extra_args,
         )  # fmt: skip
         self.nodes = [
-            EmbeddedRedis(self.data_dir / f"node{i}", binary=binary, extra_args=args)
+            EmbeddedRedis(
+                self.data_dir / f"node{i}",
+                port=_free_cluster_port(),
+                binary=binary,
+                extra_args=args,
+            )
             for i in range(masters * (1 + replicas))
         ]
 

@@ -32,9 +32,10 @@ from ocs.provisioning.adapter import HttpProvisioningAdapter, WebhookSender
 from ocs.provisioning.service import Provisioning
 from ocs.provisioning.worker import RetryPolicy
 from ocs.redis_server import EmbeddedRedis
+from ocs.store.cluster import hot_client
+from ocs.store.durability import apply_durability
 from ocs.store.errors import StoreUnavailable
 from ocs.store.notify import NotifyStore
-from ocs.store.redis_client import PipelinedRedis
 from ocs.store.store import Store
 from protocols.diameter import LocalIdentity
 from protocols.diameter.constants import CreditControlFailureHandling
@@ -56,7 +57,8 @@ async def redis_for(settings: Settings) -> AsyncIterator[str]:
     if settings.redis_url:
         yield settings.redis_url
         return
-    extra = ("--appendfsync", settings.appendfsync)
+    fsync = "always" if settings.durability == "fsync" else settings.appendfsync
+    extra = ("--appendfsync", fsync)
     server = EmbeddedRedis(Path(settings.data_dir) / "redis", extra_args=extra)
     await asyncio.to_thread(server.start)
     log.info("embedded redis-server %s on %s (data in %s)", server.version, server.url,
@@ -75,6 +77,8 @@ class Core:
     store: Store
     tariffs: TariffRegistry
     engine: ChargingEngine
+    #: The durability mode in force (OCS_DURABILITY, "auto" resolved).
+    durability: str = "local"
 
 
 @contextlib.asynccontextmanager
@@ -87,9 +91,13 @@ async def charging_core(
     rater = TariffRater(PlanBook(base))
     async with contextlib.AsyncExitStack() as stack:
         url = await stack.enter_async_context(redis_for(settings))
-        client = PipelinedRedis.from_url(url)
+        client = hot_client(url)
         await client.connect()
         stack.push_async_callback(client.close)
+        durability = await apply_durability(
+            client, settings.durability, settings.durability_timeout
+        )
+        log.info("durability: %s", durability)
         store = Store(
             client,
             session_ttl_ms=settings.session_ttl * 1000,
@@ -98,7 +106,7 @@ async def charging_core(
         await store.load_scripts()
         tariffs = await stack.enter_async_context(TariffRegistry(store, rater, base))
         engine = ChargingEngine(store, rater, settings.charging)
-        yield Core(url, store, tariffs, engine)
+        yield Core(url, store, tariffs, engine, durability)
 
 
 @dataclass

@@ -435,7 +435,14 @@ class ClusterRedis:
     def register_script(self, source: str) -> Script:
         return Script(self, source)
 
-    async def _scan(self, args: Sequence[Arg], decode: bool | None, timeout: Timeout) -> Any:
+    def set_wait(self, replicas: int, timeout_ms: int) -> None:
+        """See :meth:`PipelinedRedis.set_wait`; applies to every master, now and later."""
+        self.wait_replicas = replicas
+        self.wait_timeout_ms = timeout_ms
+        for node in self._nodes.values():
+            node.set_wait(replicas, timeout_ms)
+
+    async def _scan(self, args: Sequence[Arg], decode: bool | None, timeout: Timeout) -> Any:  # noqa: ASYNC109
         n = len(self._masters)
         cursor = int(args[1])
         index, node_cursor = cursor % n, cursor // n
@@ -564,9 +571,10 @@ def admin_client(url: str, **kwargs: Any) -> AdminRedis:
 async def broadcast(client: AdminRedis, *args: Any) -> list[Any]:
     """Run a command on every master (one Redis: on it), e.g. FLUSHALL, CONFIG SET."""
     if isinstance(client, RedisCluster):
+        await client.initialize()  # the node list is empty until the first command
         nodes = client.get_primaries()
         return [await client.execute_command(*args, target_nodes=n) for n in nodes]
-    return [await client.execute_command(*args)]
+    return [await client.execute_command(*args)]  # type: ignore[no-untyped-call]
 
 
 @contextlib.asynccontextmanager

@@ -8,22 +8,28 @@ at least once, with the unacknowledged entries claimable after a crash. One proc
 consumes a group (a lease), so one subscriber's commands are handled in order.
 
 Not a hot path: this uses redis-py (its own connections, since a blocking XREADGROUP would
-hold up the charging client's pipeline).
+hold up the charging client's pipeline). On a Redis Cluster (redis-py's ``RedisCluster``) the
+64 streams live in 64 slots spread over the masters, and a command may name the keys of one
+slot only: the streams are then read one per bucket, pipelined (one round trip per master),
+polling every ``CLUSTER_POLL`` while they are idle instead of blocking. redis-py follows the
+buckets when slots move (MOVED, ASK).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-import redis.asyncio
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
 from ocs.constants import BUCKET_COUNT
 from ocs.store import keys as K
+from ocs.store.cluster import AdminRedis, admin_client
 from ocs.store.errors import StoreUnavailable
 
 #: How many commands each subscriber's history keeps.
@@ -32,6 +38,8 @@ HISTORY_LENGTH: Final = 50
 DEAD_LETTER_MAX: Final = 100_000
 #: Commands awaiting a callback are forgotten after this long (seconds).
 PENDING_TTL: Final = 7 * 86_400
+#: On a cluster: seconds between reads of idle streams (a blocking read cannot span slots).
+CLUSTER_POLL: Final = 0.1
 
 # Extend a lease only if this process holds it (compare and set, in one step).
 _RENEW = """
@@ -87,9 +95,10 @@ class NotifyStore:
     """Consumer-side access to the notification streams and the provisioning records."""
 
     def __init__(self, url: str) -> None:
-        self.redis: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
+        self.redis: AdminRedis = admin_client(
             url, decode_responses=True, socket_connect_timeout=5, health_check_interval=30
         )
+        self.cluster = isinstance(self.redis, RedisCluster)
         self.streams = [K.notify_key(b) for b in range(BUCKET_COUNT)]
         self._renew = self.redis.register_script(_RENEW)
         self._release = self.redis.register_script(_RELEASE)
@@ -146,11 +155,17 @@ class NotifyStore:
         """New entries for ``me`` (``ids`` None; waiting up to ``block_ms``), or its own
         unacknowledged ones after the given id of each stream; oldest first in each stream."""
         streams: dict[Any, Any] = dict.fromkeys(self.streams, ">") if ids is None else dict(ids)
-        reply = await self._do(
-            self.redis.xreadgroup(
-                group, me, streams, count=count, block=block_ms if ids is None else None
+        if self.cluster:
+            reply = await self._each_stream(
+                streams, block_ms if ids is None else None,
+                lambda p, s: p.xreadgroup(group, me, s, count=count),
+            )  # fmt: skip
+        else:
+            reply = await self._do(
+                self.redis.xreadgroup(
+                    group, me, streams, count=count, block=block_ms if ids is None else None
+                )
             )
-        )
         out = []
         for stream, entries in reply or []:
             for entry_id, fields in entries:
@@ -183,11 +198,30 @@ class NotifyStore:
         reads them all, without a group (e.g. to tell the gateways it serves)."""
         while True:
             streams: dict[Any, Any] = ids
-            reply = await self._do(self.redis.xread(streams, count=500, block=block_ms))
+            if self.cluster:
+                reply = await self._each_stream(
+                    streams, block_ms, lambda p, s: p.xread(s, count=500)
+                )
+            else:
+                reply = await self._do(self.redis.xread(streams, count=500, block=block_ms))
             for stream, entries in reply or []:
                 for entry_id, fields in entries:
                     ids[stream] = entry_id
                     yield Notification(stream, entry_id, fields)
+
+    async def _each_stream(
+        self, streams: Mapping[Any, Any], block_ms: int | None, read: Any
+    ) -> list[Any]:
+        """One read per stream (one slot each), pipelined; while nothing came and the caller
+        would block, wait a poll interval (at most ``block_ms``) and return nothing."""
+        async with self.redis.pipeline(transaction=False) as p:
+            for key, entry_id in streams.items():
+                read(p, {key: entry_id})
+            replies = await self._do(p.execute())
+        reply = [item for r in replies if r for item in r]
+        if not reply and block_ms:
+            await asyncio.sleep(min(block_ms / 1000, CLUSTER_POLL))
+        return reply
 
     # -- dead letters ------------------------------------------------------------------------
 

@@ -497,6 +497,13 @@ class PipelinedRedis:
         conn.send(_pack(args), deadline).add_done_callback(_drop_result)
         return True
 
+    def set_wait(self, replicas: int, timeout_ms: int) -> None:
+        """Acknowledge script calls only once ``replicas`` replicas have them (0: do not
+        wait); see the ``wait_replicas`` argument."""
+        self.wait_replicas = replicas
+        self.wait_timeout_ms = timeout_ms
+        self._wait_packed = _pack(("WAIT", replicas, timeout_ms))
+
     def register_script(self, source: str) -> Script:
         """Wrap a Lua script so that it is called by SHA1 and loaded on NOSCRIPT."""
         return Script(self, source)
@@ -617,7 +624,12 @@ class ScriptHost(Protocol):
         durable: bool = False,
     ) -> Any: ...
 
-    async def execute(self, *args: Arg, decode: bool | None = None, timeout: Timeout = ...) -> Any: ...  # noqa: ASYNC109, E501
+    async def execute(
+        self,
+        *args: Arg,
+        decode: bool | None = None,
+        timeout: Timeout = ...,  # noqa: ASYNC109
+    ) -> Any: ...
 
 
 class Script:
