@@ -279,7 +279,12 @@ async def _follow(notify: NotifyStore, ids: dict[str, str], agent: DiameterAgent
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
+    # Cancelled again until it ends: a cancellation that lands as a redis-py read times out
+    # can come back as a timeout (asyncio.timeout on Python 3.11), which the loops of these
+    # tasks treat as "Redis unavailable, try again" (seen with RedisCluster's pipelines).
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=0.5)
     with contextlib.suppress(asyncio.CancelledError):
         await task
 

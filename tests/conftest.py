@@ -55,6 +55,25 @@ def redis_server(
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(
+    redis_server: EmbeddedRedis | EmbeddedCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EmbeddedCluster]:
+    """A Redis Cluster (3 masters, 3 replicas) for the cluster client's own tests: the
+    session's server on ``OCS_TEST_REDIS=cluster``, else one started for them."""
+    if isinstance(redis_server, EmbeddedCluster):
+        yield redis_server
+        return
+    if shutil.which("redis-cli") is None:
+        pytest.skip("a Redis Cluster needs redis-cli (it creates the cluster)")
+    cluster = EmbeddedCluster(tmp_path_factory.mktemp("cluster"))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture
 async def redis_url(redis_server: EmbeddedRedis | EmbeddedCluster) -> str:
     """The session server's URL, emptied (FLUSHALL, SCRIPT FLUSH on every master) before the

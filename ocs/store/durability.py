@@ -46,11 +46,16 @@ def _info(text: str) -> dict[str, str]:
 
 
 async def replica_counts(client: HotRedis) -> list[int]:
-    """Connected replicas of each master."""
+    """Replicas of each master that are online (connected and synchronised)."""
     counts = []
     for node in _masters(client):
         info = _info(await node.execute("INFO", "replication", decode=True))
-        counts.append(int(info.get("connected_slaves", "0")))
+        # Online: past the initial sync (a replica still loading acknowledges nothing).
+        online = sum(
+            1 for name, value in info.items()
+            if name.startswith("slave") and name[5:].isdigit() and "state=online" in value
+        )  # fmt: skip
+        counts.append(online)
     return counts
 
 

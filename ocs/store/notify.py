@@ -10,9 +10,11 @@ consumes a group (a lease), so one subscriber's commands are handled in order.
 Not a hot path: this uses redis-py (its own connections, since a blocking XREADGROUP would
 hold up the charging client's pipeline). On a Redis Cluster (redis-py's ``RedisCluster``) the
 64 streams live in 64 slots spread over the masters, and a command may name the keys of one
-slot only: the streams are then read one per bucket, pipelined (one round trip per master),
-polling every ``CLUSTER_POLL`` while they are idle instead of blocking. redis-py follows the
-buckets when slots move (MOVED, ASK).
+slot only: the streams are then read one per bucket, concurrently, polling every
+``CLUSTER_POLL`` while they are idle instead of blocking. redis-py follows the buckets when
+slots move (MOVED, ASK). redis-py 8.1's cluster pipelines swallow a cancellation that lands
+while they wait (the task carries on as if nothing happened), so on a cluster the commands of
+a batch are sent as concurrent single commands instead (:meth:`NotifyStore._batch`).
 """
 
 from __future__ import annotations
@@ -47,6 +49,12 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+"""
+# Read a pending command and forget it, in one step (a callback counts once).
+_TAKE = """
+local fields = redis.call('HGETALL', KEYS[1])
+redis.call('DEL', KEYS[1])
+return fields
 """
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -102,12 +110,25 @@ class NotifyStore:
         self.streams = [K.notify_key(b) for b in range(BUCKET_COUNT)]
         self._renew = self.redis.register_script(_RENEW)
         self._release = self.redis.register_script(_RELEASE)
+        self._take = self.redis.register_script(_TAKE)
 
     async def close(self) -> None:
         await self.redis.aclose()
 
     async def _do(self, coro: Any) -> Any:
         return await redis_call(coro)
+
+    async def _batch(self, calls: Sequence[tuple[str, tuple[Any, ...], dict[str, Any]]]) -> Any:
+        """Commands (method name, args, kwargs) in one pipeline, or on a cluster concurrently
+        (see the module's docstring); the replies in order."""
+        if self.cluster:
+            return await self._do(
+                asyncio.gather(*(getattr(self.redis, n)(*a, **k) for n, a, k in calls))
+            )
+        async with self.redis.pipeline(transaction=False) as p:
+            for name, args, kwargs in calls:
+                getattr(p, name)(*args, **kwargs)
+            return await self._do(p.execute())
 
     # -- consumer groups ----------------------------------------------------------------------
 
@@ -157,9 +178,8 @@ class NotifyStore:
         streams: dict[Any, Any] = dict.fromkeys(self.streams, ">") if ids is None else dict(ids)
         if self.cluster:
             reply = await self._each_stream(
-                streams, block_ms if ids is None else None,
-                lambda p, s: p.xreadgroup(group, me, s, count=count),
-            )  # fmt: skip
+                streams, block_ms if ids is None else None, "xreadgroup", group, me, count=count
+            )
         else:
             reply = await self._do(
                 self.redis.xreadgroup(
@@ -184,10 +204,7 @@ class NotifyStore:
 
     async def heads(self) -> dict[str, str]:
         """The last entry id of every stream now (where ``follow`` starts)."""
-        async with self.redis.pipeline(transaction=False) as p:
-            for key in self.streams:
-                p.xrevrange(key, "+", "-", count=1)
-            last = await self._do(p.execute())
+        last = await self._batch([("xrevrange", (k, "+", "-"), {"count": 1}) for k in self.streams])
         return {key: (e[0][0] if e else "0-0") for key, e in zip(self.streams, last, strict=True)}
 
     async def follow(
@@ -199,9 +216,7 @@ class NotifyStore:
         while True:
             streams: dict[Any, Any] = ids
             if self.cluster:
-                reply = await self._each_stream(
-                    streams, block_ms, lambda p, s: p.xread(s, count=500)
-                )
+                reply = await self._each_stream(streams, block_ms, "xread", count=500)
             else:
                 reply = await self._do(self.redis.xread(streams, count=500, block=block_ms))
             for stream, entries in reply or []:
@@ -210,14 +225,13 @@ class NotifyStore:
                     yield Notification(stream, entry_id, fields)
 
     async def _each_stream(
-        self, streams: Mapping[Any, Any], block_ms: int | None, read: Any
-    ) -> list[Any]:
-        """One read per stream (one slot each), pipelined; while nothing came and the caller
-        would block, wait a poll interval (at most ``block_ms``) and return nothing."""
-        async with self.redis.pipeline(transaction=False) as p:
-            for key, entry_id in streams.items():
-                read(p, {key: entry_id})
-            replies = await self._do(p.execute())
+        self, streams: Mapping[Any, Any], block_ms: int | None, read: str, *args: Any,
+        count: int,
+    ) -> list[Any]:  # fmt: skip
+        """One read per stream (one slot each); while nothing came and the caller would
+        block, wait a poll interval (at most ``block_ms``) and return nothing."""
+        kw = {"count": count}
+        replies = await self._batch([(read, (*args, {k: i}), kw) for k, i in streams.items()])
         reply = [item for r in replies if r for item in r]
         if not reply and block_ms:
             await asyncio.sleep(min(block_ms / 1000, CLUSTER_POLL))
@@ -258,13 +272,20 @@ class NotifyStore:
         """Add a line to the subscriber's command history and update what the OCS knows of
         the HLR's state (``state``: confirmed, confirmed_seq, status, command, ...)."""
         line = json.dumps({"at": _now_ms(), **entry}, separators=(",", ":"))
-        async with self.redis.pipeline(transaction=False) as p:
-            p.lpush(K.hlr_history_key(msisdn), line)
-            p.ltrim(K.hlr_history_key(msisdn), 0, HISTORY_LENGTH - 1)
-            if state:
-                mapping: dict[Any, Any] = {**state, "updated": str(_now_ms())}
-                p.hset(K.hlr_state_key(msisdn), mapping=mapping)
-            await self._do(p.execute())
+        mapping: dict[Any, Any] = {**(state or {}), "updated": str(_now_ms())}
+        history = K.hlr_history_key(msisdn)
+        calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
+            ("lpush", (history, line), {}), ("ltrim", (history, 0, HISTORY_LENGTH - 1), {})
+        ]  # fmt: skip
+        if state:
+            calls.append(("hset", (K.hlr_state_key(msisdn),), {"mapping": mapping}))
+        if not self.cluster:
+            await self._batch(calls)
+            return
+        # On a cluster one after the other: the history before the state a reader checks
+        # first (and LTRIM after LPUSH).
+        for name, args, kwargs in calls:
+            await self._do(getattr(self.redis, name)(*args, **kwargs))
 
     async def hlr_state(self, msisdn: str) -> dict[str, str]:
         return dict(await self._do(self.redis.hgetall(K.hlr_state_key(msisdn))))
@@ -277,19 +298,18 @@ class NotifyStore:
         """Remember a command the provisioning system accepted and will confirm later."""
         key = K.hlr_command_key(command_id)
         mapping: dict[Any, Any] = dict(fields)
-        async with self.redis.pipeline(transaction=False) as p:
-            p.hset(key, mapping=mapping)
-            p.expire(key, PENDING_TTL)
-            await self._do(p.execute())
+        if self.cluster:  # in order (see record)
+            await self._do(self.redis.hset(key, mapping=mapping))
+            await self._do(self.redis.expire(key, PENDING_TTL))
+            return
+        await self._batch([("hset", (key,), {"mapping": mapping}),
+                           ("expire", (key, PENDING_TTL), {})])  # fmt: skip
 
     async def take_callback(self, command_id: str) -> dict[str, str] | None:
         """The command a callback names (and forget it: a callback counts once)."""
         key = K.hlr_command_key(command_id)
-        async with self.redis.pipeline(transaction=True) as p:
-            p.hgetall(key)
-            p.delete(key)
-            fields, _ = await self._do(p.execute())
-        return dict(fields) or None
+        flat = await self._do(self._take(keys=[key]))
+        return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)} or None
 
     async def pending_count(self, group: str) -> int:
         """Entries read by the group and not yet acknowledged, over every stream."""
