@@ -10,11 +10,13 @@ consumes a group (a lease), so one subscriber's commands are handled in order.
 Not a hot path: this uses redis-py (its own connections, since a blocking XREADGROUP would
 hold up the charging client's pipeline). On a Redis Cluster (redis-py's ``RedisCluster``) the
 64 streams live in 64 slots spread over the masters, and a command may name the keys of one
-slot only: the streams are then read one per bucket, concurrently, polling every
-``CLUSTER_POLL`` while they are idle instead of blocking. redis-py follows the buckets when
-slots move (MOVED, ASK). redis-py 8.1's cluster pipelines swallow a cancellation that lands
-while they wait (the task carries on as if nothing happened), so on a cluster the commands of
-a batch are sent as concurrent single commands instead (:meth:`NotifyStore._batch`).
+slot only: the streams are then read one per bucket, polling every ``CLUSTER_POLL`` while
+they are idle instead of blocking. redis-py follows the buckets when slots move (MOVED, ASK).
+redis-py 8.1's cluster pipelines swallow a cancellation that lands while they wait (the task
+carries on as if nothing happened), and many concurrent commands of one task broke its
+connections (a retry closes every connection of the client), so on a cluster the commands of
+a batch are sent one after the other (:meth:`NotifyStore._batch`; 64 round trips on a LAN are
+a few milliseconds, off the hot path).
 """
 
 from __future__ import annotations
@@ -122,9 +124,7 @@ class NotifyStore:
         """Commands (method name, args, kwargs) in one pipeline, or on a cluster concurrently
         (see the module's docstring); the replies in order."""
         if self.cluster:
-            return await self._do(
-                asyncio.gather(*(getattr(self.redis, n)(*a, **k) for n, a, k in calls))
-            )
+            return [await self._do(getattr(self.redis, n)(*a, **k)) for n, a, k in calls]
         async with self.redis.pipeline(transaction=False) as p:
             for name, args, kwargs in calls:
                 getattr(p, name)(*args, **kwargs)
