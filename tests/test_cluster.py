@@ -27,7 +27,7 @@ from ocs.store.cluster import (
     crc16,
     hot_client,
     key_slot,
-    parse_url,
+    parse_cluster_url,
 )
 from ocs.store.durability import apply_durability
 from ocs.store.errors import StoreUnavailable
@@ -45,13 +45,13 @@ def test_crc16_and_slots_match_the_spec_and_redis_py() -> None:
 
 
 def test_cluster_urls() -> None:
-    a = parse_url("redis+cluster://u:p%40ss@10.0.0.1:7000,h2:7001/")
+    a = parse_cluster_url("redis+cluster://u:p%40ss@10.0.0.1:7000,h2:7001/")
     assert a.nodes == (("10.0.0.1", 7000), ("h2", 7001)) and a.cluster
     assert (a.username, a.password) == ("u", "p@ss")
     with pytest.raises(ValueError, match="database 0"):
-        parse_url("redis+cluster://h:1/3")
+        parse_cluster_url("redis+cluster://h:1/3")
     with pytest.raises(ValueError, match="host:port"):
-        parse_url("redis+cluster://h")
+        parse_cluster_url("redis+cluster://h")
     s = load_settings({"OCS_REDIS_CLUSTER_NODES": "h1:7000,h2:7001"})
     assert s.redis_url == "redis+cluster://h1:7000,h2:7001/"
     with pytest.raises(ConfigError, match="OCS_REDIS_CLUSTER_NODES"):

@@ -71,7 +71,7 @@ __all__ = [
     "hot_client",
     "is_cluster_url",
     "key_slot",
-    "parse_url",
+    "parse_cluster_url",
 ]
 
 log = logging.getLogger("ocs.store.cluster")
@@ -159,7 +159,7 @@ def is_cluster_url(url: str) -> bool:
     return url.split("://", 1)[0] == CLUSTER_SCHEME
 
 
-def parse_url(url: str) -> RedisAddress:
+def parse_cluster_url(url: str) -> RedisAddress:
     """``redis+cluster://[[user]:password@]host:port[,host:port...][/]``; other schemes are
     left to :meth:`PipelinedRedis.from_url` (raises ValueError naming what is wrong)."""
     scheme, sep, rest = url.partition("://")
@@ -231,12 +231,17 @@ class ClusterRedis:
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> ClusterRedis:
-        address = parse_url(url)
+        address = parse_cluster_url(url)
         return cls(address.nodes, username=address.username, password=address.password, **kwargs)
 
     def __repr__(self) -> str:
         where = ",".join(f"{n.host}:{n.port}" for n in self._masters) or "no map yet"
         return f"<ClusterRedis masters={where}>"
+
+    @property
+    def where(self) -> str:
+        """The cluster's startup nodes, for messages."""
+        return "cluster " + ",".join(f"{h}:{p}" for h, p in self.startup_nodes)
 
     @property
     def writes(self) -> int:
@@ -558,7 +563,7 @@ def admin_client(url: str, **kwargs: Any) -> AdminRedis:
     """redis-py's client for ``url``: ``RedisCluster`` for ``redis+cluster://`` (it follows
     MOVED and ASK itself), else ``Redis``. Keyword arguments go to redis-py."""
     if is_cluster_url(url):
-        address = parse_url(url)
+        address = parse_cluster_url(url)
         return RedisCluster(
             startup_nodes=[ClusterNode(h, p) for h, p in address.nodes],
             username=address.username,
