@@ -38,7 +38,8 @@ test-redis62: $(STAMP)
 
 # The store, engine, end-to-end and provisioning tests again on a Redis Cluster of 3 masters and
 # 3 replicas that the session starts (redis-cli --cluster create), plus the cluster client's own
-# tests (docs/operations.md). A separate target: CI (.ci/run) runs it after `make test`.
+# tests (docs/operations.md). A separate target, not yet in CI: after the merge of issue 18,
+# test_provisioning.py fails twice and hangs on a cluster (docs/operations.md, Known gaps).
 test-cluster: $(STAMP)
 	OCS_TEST_REDIS=cluster $(PY) -m pytest -q tests/test_cluster.py tests/test_engine.py \
 		tests/test_service.py tests/test_thresholds.py tests/test_provisioning.py \
