@@ -44,20 +44,15 @@ from typing import Final
 import uvloop
 
 from bench.charging import (
-    BALANCE,
-    COMMIT_USED,
-    HOLD_MS,
-    PLAN,
-    RELEASE_USED,
-    RESERVE_UNITS,
     RESULTS,
-    SERVICE,
+    Meter,
     Prices,
     default_rater,
     git_commit,
+    load_subscribers,
     msisdn,
-    now_ms,
     parse_info,
+    scripted_session,
 )
 from ocs.charging.tariffs import TariffRegistry
 from ocs.constants import IDEMPOTENCY_TTL_REFERENCE, IDEMPOTENCY_TTL_SESSION
@@ -200,6 +195,7 @@ async def run_variant(
             await client.execute("SCRIPT", "LOAD", variant.source(name))
         await TariffRegistry(store, default_rater(), load_plans()).publish_thresholds()
         rng = random.Random(7)
+        meter = Meter()
         todo = iter(range(sessions))
         before = await _stats(client)
 
@@ -207,25 +203,12 @@ async def run_variant(
             for i in todo:
                 sub = msisdn(rng.randrange(subscribers))
                 sid = f"{tag}.{i}"
-                ans = await store.reserve(
-                    sub, request_key=f"{sid}/0", session_id=sid, service=SERVICE,
-                    units=RESERVE_UNITS, cost=price.reserve, bucket_quote=-1,
-                    expected_version=0, hold_ms=HOLD_MS, flags=price.flags, destination="",
-                    location="", plan=PLAN, now=now_ms(),
-                )  # fmt: skip
-                ans = await store.commit(
-                    sub, request_key=f"{sid}/1", session_id=sid, used=COMMIT_USED,
-                    cost=price.commit, expected_version=ans.session_version,
-                    next_units=RESERVE_UNITS, next_cost=price.next_slice, bucket_quote=-1,
-                    hold_ms=HOLD_MS, flags=price.flags, now=now_ms(),
-                )  # fmt: skip
-                await store.release(
-                    sub, request_key=f"{sid}/2", session_id=sid, used=RELEASE_USED,
-                    cost=price.release, expected_version=ans.session_version, now=now_ms(),
-                )  # fmt: skip
+                await scripted_session(store, price, sub, sid, meter)
 
         await asyncio.gather(*(user() for _ in range(inflight)))
         after = await _stats(client)
+    if variant.name == "full" and meter.failures:
+        raise SystemExit(f"scripts_cost: unexpected answers {dict(meter.failures)}")
     calls = after[2] - before[2]
     return Sample(
         calls=calls,
@@ -233,27 +216,6 @@ async def run_variant(
         script_us=(after[1] - before[1]) / calls,
         aof_bytes=(after[3] - before[3]) / calls if variant.aof else 0.0,
     )
-
-
-async def create_subscribers(url: str, count: int) -> None:
-    async with PipelinedRedis.from_url(url) as client:
-        store = store_with(client, VARIANTS[0])
-        await store.load_scripts()
-        now = now_ms()
-        for start in range(0, count, 500):
-            await asyncio.gather(
-                *(
-                    store.create_subscriber(
-                        msisdn(i),
-                        plan=PLAN,
-                        balance=BALANCE,
-                        credit_limit=0,
-                        state="active",
-                        now=now,
-                    )
-                    for i in range(start, min(start + 500, count))
-                )
-            )
 
 
 def components(m: dict[str, float]) -> list[tuple[str, float]]:
@@ -282,7 +244,7 @@ def measure(ns: argparse.Namespace) -> tuple[dict[str, Sample], list[str]]:
             try:
                 version = aof.version
                 for server in (aof, plain):
-                    uvloop.run(create_subscribers(server.url, ns.subscribers))
+                    uvloop.run(load_subscribers(server.url, ns.subscribers))
                 runs: dict[str, list[Sample]] = {v.name: [] for v in VARIANTS}
                 order = list(VARIANTS)
                 rng = random.Random(11)
