@@ -18,6 +18,9 @@ from ocs.redis_server import EmbeddedRedis
 from ocs.store.redis_client import PipelinedRedis
 from ocs.store.store import Store
 
+# The billing suite's databases (SQLite, and a private PostgreSQL): tests/billing_db.py.
+pytest_plugins = ["tests.billing_db"]
+
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
