@@ -198,8 +198,8 @@ invoice_line = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("invoice_id", Integer, ForeignKey("billing_invoice.id"), nullable=False),
     Column("seq", Integer, nullable=False),
-    #: fixed | usage | lad | penalty | adjustment | note
-    Column("kind", String(16), nullable=False),
+    #: fixed | usage | usage-adjustment | lad | penalty | penalty-adjustment | note
+    Column("kind", String(24), nullable=False),
     Column("description", Text, nullable=False),
     Column("service_id", String(64), nullable=False),
     #: What the line settles: "<service>:<YYYY-MM>" (fixed, penalty), the order id (LAD), ...

@@ -209,7 +209,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("invoice_id", sa.Integer(), nullable=False),
         sa.Column("seq", sa.Integer(), nullable=False),
-        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("kind", sa.String(length=24), nullable=False),
         sa.Column("description", sa.Text(), nullable=False),
         sa.Column("service_id", sa.String(length=64), nullable=False),
         sa.Column("ref", sa.String(length=96), nullable=False),
