@@ -272,6 +272,13 @@ def accept_batch(engine: Engine, feed: Feed, records: Sequence[object], now_ms: 
 # -- files ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A line of a feed file that is not a record at all (why)."""
+
+    reason: str
+
+
 def read_records(feed: Feed, name: str, text: str) -> list[tuple[int, object]] | str:
     """(line number, record) of a CSV or JSON-lines file, or why the file cannot be read."""
     if name.endswith(".csv"):
@@ -285,7 +292,7 @@ def read_records(feed: Feed, name: str, text: str) -> list[tuple[int, object]] |
         out: list[tuple[int, object]] = []
         for row in reader:
             if None in row:
-                out.append((reader.line_num, {"?": "too many columns"}))
+                out.append((reader.line_num, Unreadable("too many columns")))
                 continue
             out.append((reader.line_num, {k: v for k, v in row.items() if v != ""}))
         return out
@@ -296,7 +303,7 @@ def read_records(feed: Feed, name: str, text: str) -> list[tuple[int, object]] |
         try:
             out.append((n, json.loads(raw)))
         except json.JSONDecodeError as exc:
-            out.append((n, {"?": f"not JSON: {exc.msg}"}))
+            out.append((n, Unreadable(f"not JSON: {exc.msg}")))
     return out
 
 
@@ -312,14 +319,23 @@ def import_file(
     else:
         with engine.begin() as conn:
             for n, rec in parsed:
-                c = check_record(conn, feed, rec)
-                out = "; ".join(c) if isinstance(c, list) else store_checked(conn, c, now_ms)
+                if isinstance(rec, Unreadable):
+                    out: str = rec.reason
+                else:
+                    c = check_record(conn, feed, rec)
+                    out = "; ".join(c) if isinstance(c, list) else store_checked(conn, c, now_ms)
                 if out == "stored":
                     result.stored += 1
                 elif out == "replay":
                     result.replays += 1
                 else:
-                    result.rejected.append({"line": n, "record": rec, "reason": out})
+                    result.rejected.append(
+                        {
+                            "line": n,
+                            "record": None if isinstance(rec, Unreadable) else rec,
+                            "reason": out,
+                        }
+                    )
     if result.rejected:
         rejected_dir.mkdir(parents=True, exist_ok=True)
         with open(rejected_dir / f"{path.name}.rejected.jsonl", "w", encoding="utf-8") as f:
