@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Final, Literal
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, func, select
 
 from ocs.api.problems import FieldError
 from ocs.billing import schema as S
@@ -369,10 +369,10 @@ def current(conn: Connection, feed: Feed, where: Any = None) -> list[Any]:
     """The current (highest) version of each record, optionally filtered."""
     t = _table(feed)
     idc = _id_column(feed)
-    from sqlalchemy import func
-
-    latest = select(idc.label("rid"), func.max(t.c.version).label("v")).group_by(idc).subquery()
-    q = select(t).join(latest, (idc == latest.c.rid) & (t.c.version == latest.c.v))
+    newer = t.alias("newer")
+    newer_id = newer.c.order_id if feed == "orders" else newer.c.ticket_id
+    latest = select(func.max(newer.c.version)).where(newer_id == idc).scalar_subquery()
+    q = select(t).where(t.c.version == latest)
     if where is not None:
         q = q.where(where)
     return list(conn.execute(q.order_by(idc)))

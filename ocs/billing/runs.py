@@ -18,6 +18,7 @@ figure from it with the same formulas and says whether it matches.
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -25,7 +26,7 @@ from fractions import Fraction
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Engine, and_, func, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from ocs.billing import feeds
@@ -50,8 +51,8 @@ class LineSpec:
     quantity: int
     amount: int
     evidence: dict[str, Any]
-    #: Usage: the filter that selects its events (to mark them billed).
-    usage_filter: dict[str, Any] | None = None
+    #: Usage: the events it bills (marked with the line's id once it is stored).
+    event_ids: list[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,33 +91,50 @@ def _local_date(text: str, zone: ZoneInfo) -> date:
     return datetime.fromisoformat(text).astimezone(zone).date()
 
 
-def _credited(conn: Connection, kind: str, ref: str, exclude: int | None) -> int:
-    """What the lines of ``kind`` for ``ref`` on other invoices add up to."""
-    q = select(func.coalesce(func.sum(S.invoice_line.c.amount), 0)).where(
-        S.invoice_line.c.ref == ref, S.invoice_line.c.kind.in_(_kinds(kind))
-    )
-    if exclude is not None:
-        q = q.where(S.invoice_line.c.invoice_id != exclude)
-    return int(conn.execute(q).scalar_one())
+def _base(kind: str) -> str:
+    """fixed, usage, lad, penalty (an adjustment line counts as its kind)."""
+    return kind.split("-", 1)[0]
 
 
-def _kinds(kind: str) -> tuple[str, ...]:
-    return (kind, f"{kind}-adjustment")
+@dataclass(slots=True)
+class Inputs:
+    """What the line builders of one account read once: its fixed services (by id) and what
+    its earlier invoices settled, by (kind, ref)."""
+
+    services: list[Any]
+    credited: dict[tuple[str, str], int]
+
+    @classmethod
+    def load(cls, conn: Connection, a: M.AccountInfo) -> Inputs:
+        services = list(
+            conn.execute(
+                select(S.fixed_service)
+                .where(S.fixed_service.c.account_id == a.id)
+                .order_by(S.fixed_service.c.service_id)
+            )
+        )
+        ln, inv = S.invoice_line, S.invoice
+        credited: dict[tuple[str, str], int] = defaultdict(int)
+        rows = conn.execute(
+            select(ln.c.kind, ln.c.ref, func.sum(ln.c.amount))
+            .select_from(ln.join(inv, ln.c.invoice_id == inv.c.id))
+            .where(inv.c.account_id == a.id, inv.c.kind == "invoice")
+            .group_by(ln.c.kind, ln.c.ref)
+        )
+        for kind, ref, total in rows:
+            credited[(_base(kind), ref)] += int(total)
+        return cls(services, credited)
+
+    def settled(self, kind: str, ref: str) -> int:
+        return self.credited.get((kind, ref), 0)
 
 
 # -- line builders -------------------------------------------------------------------------
 
 
-def fixed_lines(
-    conn: Connection, a: M.AccountInfo, p: Period, *, to_date: date | None = None
-) -> list[LineSpec]:
-    services = conn.execute(
-        select(S.fixed_service)
-        .where(S.fixed_service.c.account_id == a.id)
-        .order_by(S.fixed_service.c.service_id)
-    ).all()
+def fixed_lines(ins: Inputs, p: Period, *, to_date: date | None = None) -> list[LineSpec]:
     out = []
-    for s in services:
+    for s in ins.services:
         start = date.fromisoformat(s.start_date)
         end = date.fromisoformat(s.end_date) if s.end_date else None
         last = F.next_month(p.year, p.month) if s.charging == "advance" else (p.year, p.month)
@@ -124,7 +142,7 @@ def fixed_lines(
             last = (p.year, p.month)
         for y, m in F.months_between((start.year, start.month), last):
             ref = f"{s.service_id}:{F.period_text(y, m)}"
-            if _credited(conn, "fixed", ref, None) != 0:
+            if ins.settled("fixed", ref) != 0:
                 continue
             stop = end
             if to_date is not None and (y, m) == (p.year, p.month):
@@ -171,58 +189,46 @@ def _usage_filter(a: M.AccountInfo) -> Any:
 
 
 def usage_lines(conn: Connection, a: M.AccountInfo, p: Period, cutoff_ms: int) -> list[LineSpec]:
+    """One line per (service, destination) of the account's unbilled events before the
+    cut-off, and apart those of earlier periods (late: adjustment lines)."""
     u = S.usage_event
     start_ms = _ms(p.start)
-    late = u.c.ts < start_ms
-    q = (
-        select(
-            u.c.service,
-            u.c.destination,
-            late.label("late"),
-            func.count().label("n"),
-            func.sum(u.c.amount).label("amount"),
-            func.sum(u.c.units).label("units"),
-            func.min(u.c.ts).label("first"),
-            func.max(u.c.ts).label("last"),
-            func.min(u.c.event_id).label("first_id"),
-            func.max(u.c.event_id).label("last_id"),
-        )
+    rows = conn.execute(
+        select(u.c.event_id, u.c.service, u.c.destination, u.c.ts, u.c.units, u.c.amount)
         .select_from(u.join(S.line, _usage_filter(a)))
         .where(u.c.ts < cutoff_ms)
-        .group_by(u.c.service, u.c.destination, late)
-        .order_by(late.desc(), u.c.service, u.c.destination)
     )
+    groups: dict[tuple[bool, str, str], list[Any]] = defaultdict(list)
+    for r in rows:
+        groups[(r.ts < start_ms, r.service, r.destination)].append(r)
     out = []
-    for r in conn.execute(q):
-        dest = r.destination or "all destinations"
-        kind = "usage-adjustment" if r.late else "usage"
-        why = " (late usage of earlier periods, received after they were billed)" if r.late else ""
+    for (late, service, destination), evs in sorted(
+        groups.items(), key=lambda g: (not g[0][0], g[0][1], g[0][2])
+    ):
+        evs.sort(key=lambda r: r.event_id)
+        dest = destination or "all destinations"
+        kind = "usage-adjustment" if late else "usage"
+        why = " (late usage of earlier periods, received after they were billed)" if late else ""
         out.append(
             LineSpec(
                 kind,
-                f"Usage {r.service or '-'} to {dest}: {r.n} events{why}",
+                f"Usage {service or '-'} to {dest}: {len(evs)} events{why}",
                 "",
-                f"usage:{r.service}",
-                int(r.units),
-                int(r.amount),
+                f"usage:{service}",
+                sum(r.units for r in evs),
+                sum(r.amount for r in evs),
                 {
                     "formula": "sum of the charges of the events billed by this line",
-                    "events": r.n,
-                    "service": r.service,
-                    "destination": r.destination,
-                    "first_event": r.first_id,
-                    "last_event": r.last_id,
-                    "first_ts": r.first,
-                    "last_ts": r.last,
+                    "events": len(evs),
+                    "service": service,
+                    "destination": destination,
+                    "first_event": evs[0].event_id,
+                    "last_event": evs[-1].event_id,
+                    "first_ts": min(r.ts for r in evs),
+                    "last_ts": max(r.ts for r in evs),
                     "reason": why.strip(" ()") or None,
                 },
-                usage_filter={
-                    "service": r.service,
-                    "destination": r.destination,
-                    "late": bool(r.late),
-                    "start_ms": start_ms,
-                    "cutoff_ms": cutoff_ms,
-                },
+                event_ids=[r.event_id for r in evs],
             )
         )
     return out
@@ -232,12 +238,9 @@ def _contract(conn: Connection, a: M.AccountInfo) -> Any:
     return conn.execute(select(S.contract).where(S.contract.c.account_id == a.id)).first()
 
 
-def contract_value(conn: Connection, a: M.AccountInfo, c: Any) -> int:
-    monthly = conn.execute(
-        select(func.coalesce(func.sum(S.fixed_service.c.monthly_charge), 0)).where(
-            S.fixed_service.c.account_id == a.id
-        )
-    ).scalar_one()
+def contract_value(ins: Inputs, c: Any) -> int:
+    """The monthly charges of the account's services x the months the contract runs."""
+    monthly = sum(s.monthly_charge for s in ins.services)
     months = F.contract_months(
         date.fromisoformat(c.start_date), date.fromisoformat(c.end_date) if c.end_date else None
     )
@@ -245,27 +248,16 @@ def contract_value(conn: Connection, a: M.AccountInfo, c: Any) -> int:
 
 
 def lad_lines(
-    conn: Connection, a: M.AccountInfo, p: Period, cutoff: datetime, exclude: int | None
+    conn: Connection, a: M.AccountInfo, ins: Inputs, p: Period, cutoff: datetime
 ) -> list[LineSpec]:
     c = _contract(conn, a)
-    if c is None:
+    if c is None or not ins.services:
         return []
     terms = M.lad_terms(c)
-    value = contract_value(conn, a, c)
-    services = {
-        r.service_id: r
-        for r in conn.execute(select(S.fixed_service).where(S.fixed_service.c.account_id == a.id))
-    }
-    if not services:
-        return []
+    value = contract_value(ins, c)
+    services = {r.service_id: r for r in ins.services}
     orders = feeds.current(conn, "orders", S.order_version.c.service_id.in_(sorted(services)))
-    lad_refs = [f"lad:{o.order_id}" for o in orders]
-    q = select(func.coalesce(func.sum(S.invoice_line.c.amount), 0)).where(
-        S.invoice_line.c.kind.in_(_kinds("lad")), S.invoice_line.c.ref.in_(lad_refs)
-    )
-    if exclude is not None:
-        q = q.where(S.invoice_line.c.invoice_id != exclude)
-    credited_contract = -int(conn.execute(q).scalar_one()) if lad_refs else 0
+    credited_contract = -sum(v for (k, _), v in ins.credited.items() if k == "lad")
     out = []
     cutoff_day = cutoff.astimezone(p.zone).date()
     for o in orders:
@@ -279,7 +271,7 @@ def lad_lines(
             continue
         days = F.lad_days_late(committed, delivered, cutoff_day, terms.grace_days)
         ref = f"lad:{o.order_id}"
-        credited_order = -_credited(conn, "lad", ref, exclude)
+        credited_order = -ins.settled("lad", ref)
         monthly = services[o.service_id].monthly_charge
         full, owed, capped = F.lad_damages(
             terms, days, monthly, value, credited_order, credited_contract
@@ -383,17 +375,16 @@ def penalty_amount(
     return evidence, penalty
 
 
-def penalty_lines(
-    conn: Connection, a: M.AccountInfo, p: Period, cutoff: datetime, exclude: int | None
-) -> list[LineSpec]:
-    services = conn.execute(
-        select(S.fixed_service)
-        .where(S.fixed_service.c.account_id == a.id, S.fixed_service.c.sla_target.is_not(None))
-        .order_by(S.fixed_service.c.service_id)
-    ).all()
+def penalty_lines(conn: Connection, ins: Inputs, p: Period, cutoff: datetime) -> list[LineSpec]:
+    services = [s for s in ins.services if s.sla_target is not None]
+    by_service: dict[str, list[Any]] = defaultdict(list)
+    if services:
+        ids = [s.service_id for s in services]
+        for t in feeds.current(conn, "tickets", S.ticket_version.c.service_id.in_(ids)):
+            by_service[t.service_id].append(t)
     out = []
     for s in services:
-        tickets = feeds.current(conn, "tickets", S.ticket_version.c.service_id == s.service_id)
+        tickets = by_service[s.service_id]
         start = date.fromisoformat(s.start_date)
         first = max((start.year, start.month), _months_back(p, PENALTY_LOOKBACK))
         counted, excluded = _outages(tickets, cutoff)
@@ -403,7 +394,7 @@ def penalty_lines(
             evidence, penalty = penalty_amount(
                 counted, (y, m), p.zone, s.sla_target, ladder, s.monthly_charge
             )
-            credited = -_credited(conn, "penalty", ref, exclude)
+            credited = -ins.settled("penalty", ref)
             amount = F.round_money(penalty, LINE_ROUNDING) - credited
             if amount == 0:
                 continue
@@ -490,13 +481,13 @@ def build_lines(
     *,
     cutoff: datetime,
     to_date: date | None = None,
-    exclude: int | None = None,
 ) -> list[LineSpec]:
+    ins = Inputs.load(conn, a)
     return [
-        *fixed_lines(conn, a, p, to_date=to_date),
+        *fixed_lines(ins, p, to_date=to_date),
         *usage_lines(conn, a, p, _ms(cutoff)),
-        *lad_lines(conn, a, p, cutoff, exclude),
-        *penalty_lines(conn, a, p, cutoff, exclude),
+        *lad_lines(conn, a, ins, p, cutoff),
+        *penalty_lines(conn, ins, p, cutoff),
     ]
 
 
@@ -539,41 +530,44 @@ def draft_account(conn: Connection, a: M.AccountInfo, period: str, now_ms: int) 
         ).inserted_primary_key
         or (0,)
     )[0]
-    for seq, s in enumerate(specs, 1):
-        line_id = (
-            conn.execute(
-                S.invoice_line.insert().values(
-                    invoice_id=invoice_id,
-                    seq=seq,
-                    kind=s.kind,
-                    description=s.description,
-                    service_id=s.service_id,
-                    ref=s.ref,
-                    quantity=s.quantity,
-                    amount=s.amount,
-                    evidence=json.dumps(s.evidence, sort_keys=True),
-                )
-            ).inserted_primary_key
-            or (0,)
-        )[0]
-        if s.usage_filter is not None:
-            _mark_usage(conn, a, s.usage_filter, int(line_id))
-    return key
-
-
-def _mark_usage(conn: Connection, a: M.AccountInfo, uf: dict[str, Any], line_id: int) -> None:
-    u = S.usage_event
-    owned = (
-        select(u.c.event_id)
-        .select_from(u.join(S.line, _usage_filter(a)))
-        .where(
-            u.c.service == uf["service"],
-            u.c.destination == uf["destination"],
-            u.c.ts < uf["cutoff_ms"],
-            (u.c.ts < uf["start_ms"]) if uf["late"] else (u.c.ts >= uf["start_ms"]),
+    rows = [
+        {
+            "invoice_id": invoice_id,
+            "seq": seq,
+            "kind": x.kind,
+            "description": x.description,
+            "service_id": x.service_id,
+            "ref": x.ref,
+            "quantity": x.quantity,
+            "amount": x.amount,
+            "evidence": json.dumps(x.evidence, sort_keys=True),
+        }
+        for seq, x in enumerate(specs, 1)
+    ]
+    if not rows:
+        return key
+    ids = (
+        conn.execute(
+            S.invoice_line.insert().returning(S.invoice_line.c.id, sort_by_parameter_order=True),
+            rows,
         )
+        .scalars()
+        .all()
     )
-    conn.execute(update(u).where(u.c.event_id.in_(owned)).values(line_id=line_id))
+    marks = [
+        {"b_event": e, "b_line": line_id}
+        for x, line_id in zip(specs, ids, strict=True)
+        for e in (x.event_ids or ())
+    ]
+    if marks:
+        u = S.usage_event
+        conn.execute(
+            update(u)
+            .where(u.c.event_id == bindparam("b_event"))
+            .values(line_id=bindparam("b_line")),
+            marks,
+        )
+    return key
 
 
 def run(
