@@ -249,7 +249,7 @@ async def bench_one(
     build_s = time.perf_counter() - t
     outbox = NotifyStore(redis_url, outbox=True)
     try:
-        consumer = UsageConsumer(outbox, engine, batch=5_000)
+        consumer = UsageConsumer(outbox, engine, batch=10_000)
         t = time.perf_counter()
         n = await consumer.drain()
         ingest_s = time.perf_counter() - t
@@ -310,15 +310,16 @@ async def main(args: argparse.Namespace) -> None:
         "|---|---:|---:|---:|---:|---|",
     ]
     for db, r in results.items():
+        rec = "exact" if not r["mismatched"] else f"{r['mismatched']} accounts differ"
         lines.append(
             f"| {db} | {r['ingest_rate']:,.0f} | {r['ingest_s']:.1f} | {r['run_s']:.1f} | "
-            f"{r['accounts']:,} | {'exact' if not r['mismatched'] else str(r['mismatched']) + ' accounts differ'} |"
+            f"{r['accounts']:,} | {rec} |"
         )
     text = "\n".join(lines)
     print(text)
     if args.append:
         stamp = datetime.now(ZoneInfo("UTC")).strftime("%Y-%m-%d %H:%M UTC")
-        with open(Path(__file__).with_name("RESULTS.md"), "a", encoding="utf-8") as f:
+        with open(Path(__file__).with_name("RESULTS.md"), "a", encoding="utf-8") as f:  # noqa: ASYNC230
             f.write(
                 f"\n## Enterprise billing: {stamp}\n\n`.venv/bin/python -m bench.billing "
                 f"--accounts {args.accounts} --lines {args.lines} --services {args.services} "

@@ -204,8 +204,10 @@ def _coerce(name: str, value: object, source: str) -> object:
         if w < MIN_WATCHDOG_INTERVAL:
             raise ConfigError(f"{where}: must be at least {MIN_WATCHDOG_INTERVAL} s (RFC 3539)")
         return w
-    if name == "billing_db_url" and value and not str(value).startswith(
-        ("sqlite:///", "postgresql+psycopg://")
+    if (
+        name == "billing_db_url"
+        and value
+        and not str(value).startswith(("sqlite:///", "postgresql+psycopg://"))
     ):
         raise ConfigError(f"{where}: must be sqlite:///PATH or postgresql+psycopg://..., got "
                           f"{value!r}")  # fmt: skip

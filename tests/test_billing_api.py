@@ -4,6 +4,7 @@ notes, pending, aggregates, problem+json, and per-agency scoping."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -54,6 +55,12 @@ async def api(billing_engine: Engine, tmp_path: Any) -> AsyncIterator[Client]:
         await client.close()
 
 
+def pdf_text(path: Any) -> str:
+    """The PDF's text as poppler's pdftotext reads it (an independent reader)."""
+    return subprocess.run(["pdftotext", "-layout", str(path), "-"], check=True,
+                          capture_output=True, text=True).stdout  # fmt: skip
+
+
 async def problem(resp: Any, status: int) -> dict[str, Any]:
     assert resp.status == status, await resp.text()
     assert resp.content_type == "application/problem+json"
@@ -80,8 +87,8 @@ async def test_hierarchy_crud(api: Client) -> None:
     assert [a["code"] for a in (await r.json())["items"]] == ["AG-1", "AG-2"]
     r = await api.patch("/v1/billing/hierarchy/agency/AG-2", json={"name": "Ministry 2"})
     assert (await r.json())["name"] == "Ministry 2"
-    await problem(await api.post("/v1/billing/hierarchy/agency",
-                                 json={"code": "AG-2", "name": "x", "parent": "R-N"}), 409)  # fmt: skip
+    dup = {"code": "AG-2", "name": "x", "parent": "R-N"}
+    await problem(await api.post("/v1/billing/hierarchy/agency", json=dup), 409)
     body = await problem(await api.post("/v1/billing/hierarchy/agency",
                                         json={"code": "AG-3", "name": "x", "parent": "NOPE"}),
                          422)  # fmt: skip
@@ -98,12 +105,13 @@ async def test_hierarchy_crud(api: Client) -> None:
         "description": "VPN", "monthly_charge": "99.99", "start_date": "2026-11-01",
         "sla_tier": "gold", "charging": "advance"})  # fmt: skip
     assert (await r.json())["sla_target"] == "99.99"
-    body = await problem(await api.put("/v1/billing/accounts/ACC-2/services/VPN-8", json={
-        "description": "VPN", "monthly_charge": 99.99, "start_date": "2026-13-01"}), 422)  # fmt: skip
+    bad = {"description": "VPN", "monthly_charge": 99.99, "start_date": "2026-13-01"}
+    body = await problem(await api.put("/v1/billing/accounts/ACC-2/services/VPN-8", json=bad), 422)
     assert {e["field"] for e in body["errors"]} == {"monthly_charge", "start_date"}
-    r = await api.put("/v1/billing/accounts/ACC-2/contract", json={
-        "start_date": "2026-11-01", "lad": {"rate_kind": "percent", "rate_percent": "1.5",
-                                            "cap_kind": "percent", "cap_percent": "10"}})  # fmt: skip
+    lad = {"rate_kind": "percent", "rate_percent": "1.5", "cap_kind": "percent",
+           "cap_percent": "10"}  # fmt: skip
+    r = await api.put("/v1/billing/accounts/ACC-2/contract",
+                      json={"start_date": "2026-11-01", "lad": lad})  # fmt: skip
     assert (await r.json())["lad"]["rate_percent"] == "1.5"
     r = await api.get("/v1/billing/accounts/ACC-2")
     acc = await r.json()
@@ -171,8 +179,7 @@ async def test_run_issue_invoice_formats_explain_notes(api: Client, tmp_path: An
     assert pdf.startswith(b"%PDF")
     if shutil.which("pdftotext"):
         (tmp_path / "i.pdf").write_bytes(pdf)
-        text = subprocess.run(["pdftotext", "-layout", str(tmp_path / "i.pdf"), "-"],
-                              check=True, capture_output=True, text=True).stdout  # fmt: skip
+        text = await asyncio.to_thread(pdf_text, tmp_path / "i.pdf")
         for needle in ("Invoice INV-2026-000001", "Ministry One", "Leased line L-1",
                        "238.00", "Tax 19 % (exclusive)", "Evidence"):  # fmt: skip
             assert needle in text

@@ -58,9 +58,12 @@ def ticket(tid: str, start: str, end: str | None, excluded: str = "", version: i
 
 @pytest.fixture
 def sample(billing_engine: Engine) -> Engine:
+    return november(billing_engine)
+
+
+def november(e: Engine) -> Engine:
     """The sample hierarchy plus a second service L-2 (100.00 a month in advance from
     2026-11-21, no SLA), November's usage, an order and tickets."""
-    e = billing_engine
     build_sample(e)
     with e.begin() as c:
         M.put_service(c, "ACC-1", "L-2", {"description": "VPN site L-2", "monthly_charge": "100",
@@ -344,4 +347,23 @@ def test_bad_period_is_refused(sample: Engine) -> None:
         runs.run(sample, "2026-13", now_ms=1)
     with pytest.raises(NotFound):
         runs.run(sample, "2026-11", account="NOPE", now_ms=1)
-    assert DEC_START_MS == ms("2026-12-01T00:00:00+01:00")
+    assert ms("2026-12-01T00:00:00+01:00") == DEC_START_MS
+
+
+def test_the_worked_example_of_the_docs(
+    sample: Engine, billing_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/billing.md shows this invoice and the explanation of its LAD line as printed."""
+    from pathlib import Path
+
+    from ocs.cli import main
+
+    runs.run(sample, "2026-11", now_ms=1)
+    runs.issue(sample, "2026-11", now_ms=2)
+    capsys.readouterr()
+    assert main(["billing", "--db", billing_url, "explain", "INV-2026-000001", "6"]) == 0
+    printed = capsys.readouterr().out
+    docs = (Path(__file__).parent.parent / "docs" / "billing.md").read_text()
+    block = docs.split("`ocs billing explain INV-2026-000001 6` prints:\n\n```\n", 1)[1]
+    assert printed == block.split("```", 1)[0]
+    assert "| **total** | | **325.68** |" in docs

@@ -13,8 +13,8 @@ from datetime import datetime
 import redis.asyncio
 from sqlalchemy import Engine, func, select
 
-from ocs.billing import runs
 from ocs.billing import model as M
+from ocs.billing import runs
 from ocs.billing import schema as S
 from ocs.billing.usage import GROUP, UsageConsumer, consuming
 from ocs.constants import BUCKET_COUNT

@@ -175,7 +175,7 @@ def invoice_pdf(inv: dict[str, Any], parties: dict[str, str]) -> bytes:
         story.append(Table(ev_rows, colWidths=[10 * mm, 170 * mm]))
     story.append(
         Paragraph(
-            f"Every line can be recomputed: ocs billing explain {number} LINE. "
+            f"Every line can be recomputed: ocs billing explain {inv['number'] or inv['id']} LINE. "
             f"Amounts are exact to "
             f"10^-6 {inv['currency']}; the net is rounded once ({inv['rounding_method']}).",
             small,

@@ -120,6 +120,8 @@ class UsageConsumer:
         self.engine = engine
         self.me = me or consumer_name()
         self.batch = batch
+        # XREADGROUP's COUNT is per stream: about ``batch`` entries a read over all of them.
+        self._count = max(16, batch // max(1, len(outbox.streams)))
         self.block_ms = block_ms
         self.stats = IngestStats()
         self._clock = clock
@@ -154,14 +156,14 @@ class UsageConsumer:
         before = self.stats.read
         after = dict.fromkeys(self.outbox.streams, "0")
         while True:
-            notes = await self.outbox.read(GROUP, self.me, ids=after, count=self.batch)
+            notes = await self.outbox.read(GROUP, self.me, ids=after, count=self._count)
             if not notes:
                 break
             for n in notes:
                 after[n.stream] = n.id
             await self._handle(notes)
         while True:
-            notes = await self.outbox.read(GROUP, self.me, ids=None, count=self.batch)
+            notes = await self.outbox.read(GROUP, self.me, ids=None, count=self._count)
             if not notes:
                 break
             await self._handle(notes)
@@ -174,7 +176,7 @@ class UsageConsumer:
                 await self.drain()
                 while True:
                     notes = await self.outbox.read(
-                        GROUP, self.me, ids=None, count=self.batch, block_ms=self.block_ms
+                        GROUP, self.me, ids=None, count=self._count, block_ms=self.block_ms
                     )
                     if notes:
                         await self._handle(notes)
