@@ -1,4 +1,5 @@
-"""What billing refuses, each carrying the HTTP status it maps to (STYLE.md principle 7)."""
+"""What billing refuses, each carrying the HTTP status it maps to (architecture.md,
+Conventions: errors per layer)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The billing formulas: plain functions over values, no I/O (STYLE.md principle 4).
+"""The billing formulas: plain functions over values, no I/O (architecture.md, Conventions:
+decisions are plain functions).
 
 Money is an integer count of micro-units (10^-6 of the currency). Every intermediate value is
 exact (a :class:`~fractions.Fraction`), and each figure is rounded once, at the end, to a

@@ -1,5 +1,5 @@
 """Billing inside an OCS process: its database (migrated at start), its API routes and its
-outbox consumer, with one owner (STYLE.md principle 10)."""
+outbox consumer, with one owner (docs/architecture.md, Conventions: lifecycle)."""
 
 from __future__ import annotations
 

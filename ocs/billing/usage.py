@@ -1,8 +1,8 @@
 """Usage from the OCS outbox into the billing store.
 
-Billing never re-rates (DESIGN.md): what the charging core debited is the usage. The commit,
-release and debit events of every bucket's outbox stream are read through a consumer group of
-billing's own (``billing``), at least once: a batch is written in one transaction, then
+Billing never re-rates (architecture.md, Layers): what the charging core debited is the
+usage. The commit, release and debit events of every bucket's outbox stream are read through a
+consumer group of billing's own (``billing``), at least once: a batch is written in one transaction, then
 acknowledged, and an event read twice (a crash between the two, a second consumer claiming
 it) is written once, since its identity, ``<bucket>/<stream id>``, is the primary key.
 
