@@ -4,7 +4,8 @@ Billing never re-rates (architecture.md, Layers): what the charging core debited
 usage. The commit, release and debit events of every bucket's outbox stream are read through a
 consumer group of billing's own (``billing``), at least once: a batch is written in one
 transaction, then acknowledged, and an event read twice (a crash between the two, a second
-consumer claiming it) is written once, since its identity, ``<bucket>/<stream id>``, is the primary key.
+consumer claiming it) is written once, since its identity, ``<bucket>/<stream id>``, is the
+primary key.
 
 Which account an event belongs to is decided at the bill run, from the line's ownership at
 the event's time (a line moved between accounts bills each its own part).
