@@ -31,13 +31,28 @@ def ms(text: str) -> int:
 
 async def subscribers(store: Store, now: int) -> None:
     for m in [*LINES, "491799999999"]:
-        await store.create_subscriber(m, plan="gov-payu", balance=100_000_000,
-                                      credit_limit=10_000_000, state="active", now=now)  # fmt: skip
+        await store.create_subscriber(
+            m,
+            plan="gov-payu",
+            balance=100_000_000,
+            credit_limit=10_000_000,
+            state="active",
+            now=now,
+        )
 
 
 async def debit(store: Store, msisdn: str, key: str, cost: int, now: int, svc: str = "sms") -> None:
-    ans = await store.debit(msisdn, request_key=key, service=svc, units=1, cost=cost,
-                            bucket_quote=0, flags="o", plan="gov-payu", now=now)  # fmt: skip
+    ans = await store.debit(
+        msisdn,
+        request_key=key,
+        service=svc,
+        units=1,
+        cost=cost,
+        bucket_quote=0,
+        flags="o",
+        plan="gov-payu",
+        now=now,
+    )
     assert ans.status == "OK", ans
 
 
@@ -105,8 +120,9 @@ async def test_pending_sums_follow_charging_within_seconds(
             await debit(store, LINES[1], "p-1", 250_000, now, "voice")
             deadline = time.monotonic() + 5
             while True:
-                p = runs.pending(billing_engine, "ACC-1", now_ms=int(time.time() * 1000),
-                                 scope=None)  # fmt: skip
+                p = runs.pending(
+                    billing_engine, "ACC-1", now_ms=int(time.time() * 1000), scope=None
+                )
                 if p["micro"]["usage"] == 250_000:
                     break
                 assert time.monotonic() < deadline, p
@@ -128,16 +144,29 @@ async def test_reconciliation_after_a_load(
     for i in range(400):
         m = rng.choice([*LINES, "491799999999"])
         at = start + rng.randrange(-2 * 86_400_000, 32 * 86_400_000)  # spills over both ends
-        await debit(store, m, f"load-{i}", rng.randrange(0, 900_000), at,
-                    rng.choice(["sms", "voice", "data"]))  # fmt: skip
+        await debit(
+            store,
+            m,
+            f"load-{i}",
+            rng.randrange(0, 900_000),
+            at,
+            rng.choice(["sms", "voice", "data"]),
+        )
     outbox = NotifyStore(redis_url, outbox=True)
     try:
         await UsageConsumer(outbox, billing_engine).drain()
     finally:
         await outbox.close()
     runs.run(billing_engine, "2026-11", now_ms=1)
-    inv = runs.list_invoices(billing_engine, period="2026-11", account="ACC-1", status=None,
-                             scope=None, offset=0, limit=1)[0]  # fmt: skip
+    inv = runs.list_invoices(
+        billing_engine,
+        period="2026-11",
+        account="ACC-1",
+        status=None,
+        scope=None,
+        offset=0,
+        limit=1,
+    )[0]
     lines = runs.get_invoice(billing_engine, str(inv["id"]), None)["lines"]
     billed = sum(x["amount_micro"] for x in lines if x["kind"].startswith("usage"))
     # Independently: every debit on the account's lines before the cut-off, from XRANGE.
@@ -153,3 +182,61 @@ async def test_reconciliation_after_a_load(
     for x in lines:
         if x["kind"].startswith("usage"):
             assert runs.explain(billing_engine, str(inv["id"]), x["seq"], None)["matches"]
+
+
+async def test_usage_lines_by_destination_class(
+    store: Store, redis_url: str, billing_engine: Engine
+) -> None:
+    """The debit script carries the called number into its event; the run reads its class
+    in the contract's plan (gov-payu: 49301850 agency-network, 49 national, * international)
+    and sums per service and class."""
+    setup_lines(billing_engine)
+    now = ms("2026-11-10T10:00:00+01:00")
+    await subscribers(store, now)
+    calls = [
+        ("+447700900123", 250_000),
+        ("030 1234567", 40_000),
+        ("0171 2345678", 40_000),
+        ("0049 30 1850 123", 0),
+        ("", 20_000),
+    ]
+    for i, (to, cost) in enumerate(calls):
+        ans = await store.debit(
+            LINES[0],
+            request_key=f"c-{i}",
+            service="voice",
+            units=60,
+            cost=cost,
+            bucket_quote=0,
+            flags="o",
+            plan="gov-payu",
+            now=now + i,
+            destination=to,
+        )
+        assert ans.status == "OK"
+    outbox = NotifyStore(redis_url, outbox=True)
+    try:
+        await UsageConsumer(outbox, billing_engine).drain()
+    finally:
+        await outbox.close()
+    runs.run(billing_engine, "2026-11", now_ms=1)
+    inv = runs.list_invoices(
+        billing_engine,
+        period="2026-11",
+        account="ACC-1",
+        status=None,
+        scope=None,
+        offset=0,
+        limit=1,
+    )[0]
+    usage = [
+        (x["evidence"]["destination"], x["evidence"]["events"], x["amount_micro"])
+        for x in runs.get_invoice(billing_engine, str(inv["id"]), None)["lines"]
+        if x["kind"] == "usage"
+    ]
+    assert usage == [
+        ("", 1, 20_000),
+        ("agency-network", 1, 0),
+        ("international", 1, 250_000),
+        ("national", 2, 80_000),
+    ]

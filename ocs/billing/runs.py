@@ -35,6 +35,7 @@ from ocs.billing import model as M
 from ocs.billing import schema as S
 from ocs.billing.errors import Conflict, NotFound, StorageUnavailable, invalid
 from ocs.money import format_money
+from tariffs import PlanBook, RatingError, load_plans
 
 #: How many months back a run looks for late tickets of already-billed months.
 PENALTY_LOOKBACK: Final = 12
@@ -188,8 +189,52 @@ def _usage_filter(a: M.AccountInfo) -> Any:
     )
 
 
-def usage_lines(conn: Connection, a: M.AccountInfo, p: Period, cutoff_ms: int) -> list[LineSpec]:
-    """One line per (service, destination) of the account's unbilled events before the
+class Destinations:
+    """Destination classes of called numbers (national, international, emergency...) by the
+    numbering and destination table of the account's usage plan at the event's time; the
+    events carry the number as the network sent it. No re-rating: only the class is read."""
+
+    def __init__(self, book: PlanBook | None = None) -> None:
+        self._book = book
+        self._cache: dict[tuple[int, str], str] = {}
+
+    @property
+    def book(self) -> PlanBook:
+        if self._book is None:
+            self._book = PlanBook(load_plans())
+        return self._book
+
+    def of(self, plan: str, number: str, at_ms: int) -> str:
+        if not number:
+            return ""
+        try:
+            version = self.book.at(plan, at_ms)
+        except RatingError:
+            return "unclassified"
+        key = (id(version), number)
+        found = self._cache.get(key)
+        if found is None:
+            digits = version.numbering.normalise(number)
+            found = (version.destinations.lookup(digits) if digits else None) or "unclassified"
+            if len(self._cache) > 100_000:
+                self._cache.clear()
+            self._cache[key] = found
+        return found
+
+
+#: The shipped plans' classes (``run`` and ``pending`` take another ``Destinations``).
+SHIPPED: Final = Destinations()
+
+
+def usage_lines(
+    conn: Connection,
+    a: M.AccountInfo,
+    p: Period,
+    cutoff_ms: int,
+    plan: str,
+    classes: Destinations,
+) -> list[LineSpec]:
+    """One line per (service, destination class) of the account's unbilled events before the
     cut-off, and apart those of earlier periods (late: adjustment lines)."""
     u = S.usage_event
     start_ms = _ms(p.start)
@@ -200,7 +245,7 @@ def usage_lines(conn: Connection, a: M.AccountInfo, p: Period, cutoff_ms: int) -
     )
     groups: dict[tuple[bool, str, str], list[Any]] = defaultdict(list)
     for r in rows:
-        groups[(r.ts < start_ms, r.service, r.destination)].append(r)
+        groups[(r.ts < start_ms, r.service, classes.of(plan, r.destination, r.ts))].append(r)
     out = []
     for (late, service, destination), evs in sorted(
         groups.items(), key=lambda g: (not g[0][0], g[0][1], g[0][2])
@@ -481,17 +526,26 @@ def build_lines(
     *,
     cutoff: datetime,
     to_date: date | None = None,
+    classes: Destinations = SHIPPED,
 ) -> list[LineSpec]:
     ins = Inputs.load(conn, a)
+    c = _contract(conn, a)
+    plan = c.usage_plan if c is not None else "gov-payu"
     return [
         *fixed_lines(ins, p, to_date=to_date),
-        *usage_lines(conn, a, p, _ms(cutoff)),
+        *usage_lines(conn, a, p, _ms(cutoff), plan, classes),
         *lad_lines(conn, a, ins, p, cutoff),
         *penalty_lines(conn, ins, p, cutoff),
     ]
 
 
-def draft_account(conn: Connection, a: M.AccountInfo, period: str, now_ms: int) -> str | None:
+def draft_account(
+    conn: Connection,
+    a: M.AccountInfo,
+    period: str,
+    now_ms: int,
+    classes: Destinations = SHIPPED,
+) -> str | None:
     """(Re)build the account's draft for ``period``; None when it is issued already."""
     p = Period.of(period, a.timezone)
     key = f"{a.id}:{p.text}"
@@ -500,7 +554,7 @@ def draft_account(conn: Connection, a: M.AccountInfo, period: str, now_ms: int) 
         if prev.status == "issued":
             return None
         _drop_draft(conn, prev.id)
-    specs = build_lines(conn, a, p, cutoff=p.end)
+    specs = build_lines(conn, a, p, cutoff=p.end, classes=classes)
     tp = _tax_profile(conn, a.tax_profile)
     t = totals([s.amount for s in specs], tp.rate, tp.mode, tp.rounding)
     invoice_id = (
@@ -577,9 +631,11 @@ def run(
     account: str | None = None,
     now_ms: int,
     scope: str | None = None,
+    classes: Destinations = SHIPPED,
 ) -> RunResult:
     """Draft every account's invoice for ``period`` (or one account's), one transaction per
-    account: safe to kill at any point and run again."""
+    account: safe to kill at any point and run again. ``classes`` reads destination classes
+    with the plans in use (the shipped ones by default)."""
     result = RunResult(period)
     try:
         F.parse_period(period)
@@ -592,7 +648,7 @@ def run(
             raise NotFound(f"no account {account!r}")
         for a in targets:
             with engine.begin() as conn:
-                if draft_account(conn, a, period, now_ms) is None:
+                if draft_account(conn, a, period, now_ms, classes) is None:
                     result.skipped_issued.append(a.code)
                 else:
                     result.drafted.append(a.code)
@@ -984,7 +1040,14 @@ def recompute(
 # -- pending -------------------------------------------------------------------------------
 
 
-def pending(engine: Engine, account: str, *, now_ms: int, scope: str | None) -> dict[str, Any]:
+def pending(
+    engine: Engine,
+    account: str,
+    *,
+    now_ms: int,
+    scope: str | None,
+    classes: Destinations = SHIPPED,
+) -> dict[str, Any]:
     """What the account has accrued and not been invoiced for in the current period: usage so
     far, fixed charges to date, LAD and penalties accrued; figures of a draft built now,
     written nowhere."""
@@ -993,7 +1056,9 @@ def pending(engine: Engine, account: str, *, now_ms: int, scope: str | None) -> 
         zone = ZoneInfo(a.timezone)
         now = datetime.fromtimestamp(now_ms / 1000, zone)
         p = Period(now.year, now.month, zone)
-        specs = build_lines(conn, a, p, cutoff=now, to_date=now.date() + timedelta(days=1))
+        specs = build_lines(
+            conn, a, p, cutoff=now, to_date=now.date() + timedelta(days=1), classes=classes
+        )
         last_event = conn.execute(select(func.max(S.usage_event.c.ts))).scalar()
     sums: dict[str, int] = {"usage": 0, "fixed": 0, "lad": 0, "penalty": 0}
     for s in specs:
