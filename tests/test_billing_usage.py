@@ -9,6 +9,7 @@ import asyncio
 import random
 import time
 from datetime import datetime
+from typing import Any
 
 import redis.asyncio
 from sqlalchemy import Engine, func, select
@@ -54,6 +55,20 @@ async def debit(store: Store, msisdn: str, key: str, cost: int, now: int, svc: s
         now=now,
     )
     assert ans.status == "OK", ans
+
+
+async def ingest_and_bill(redis_url: str, engine: Engine) -> dict[str, Any]:
+    """Read the whole outbox into billing, draft 2026-11; ACC-1's invoice (no lines)."""
+    outbox = NotifyStore(redis_url, outbox=True)
+    try:
+        await UsageConsumer(outbox, engine).drain()
+    finally:
+        await outbox.close()
+    runs.run(engine, "2026-11", now_ms=1)
+    found = runs.list_invoices(
+        engine, period="2026-11", account="ACC-1", status=None, scope=None, offset=0, limit=1
+    )
+    return found[0]
 
 
 def usage_rows(e: Engine) -> int:
@@ -152,21 +167,7 @@ async def test_reconciliation_after_a_load(
             at,
             rng.choice(["sms", "voice", "data"]),
         )
-    outbox = NotifyStore(redis_url, outbox=True)
-    try:
-        await UsageConsumer(outbox, billing_engine).drain()
-    finally:
-        await outbox.close()
-    runs.run(billing_engine, "2026-11", now_ms=1)
-    inv = runs.list_invoices(
-        billing_engine,
-        period="2026-11",
-        account="ACC-1",
-        status=None,
-        scope=None,
-        offset=0,
-        limit=1,
-    )[0]
+    inv = await ingest_and_bill(redis_url, billing_engine)
     lines = runs.get_invoice(billing_engine, str(inv["id"]), None)["lines"]
     billed = sum(x["amount_micro"] for x in lines if x["kind"].startswith("usage"))
     # Independently: every debit on the account's lines before the cut-off, from XRANGE.
@@ -214,21 +215,7 @@ async def test_usage_lines_by_destination_class(
             destination=to,
         )
         assert ans.status == "OK"
-    outbox = NotifyStore(redis_url, outbox=True)
-    try:
-        await UsageConsumer(outbox, billing_engine).drain()
-    finally:
-        await outbox.close()
-    runs.run(billing_engine, "2026-11", now_ms=1)
-    inv = runs.list_invoices(
-        billing_engine,
-        period="2026-11",
-        account="ACC-1",
-        status=None,
-        scope=None,
-        offset=0,
-        limit=1,
-    )[0]
+    inv = await ingest_and_bill(redis_url, billing_engine)
     usage = [
         (x["evidence"]["destination"], x["evidence"]["events"], x["amount_micro"])
         for x in runs.get_invoice(billing_engine, str(inv["id"]), None)["lines"]

@@ -121,128 +121,48 @@ class BillingApi:
         return handler
 
     def routes(self) -> list[Route]:
-        h = self._h
-        b = "/v1/billing"
+        """Every billing endpoint; GET reads, every other method writes."""
         lv = "{level:national|region|agency}"
-        return [
-            Route("GET", f"{b}/hierarchy/{lv}", h(self.list_orgs), "billing.hierarchy", "read"),
-            Route("POST", f"{b}/hierarchy/{lv}", h(self.create_org), "billing.hierarchy", "write"),
-            Route(
-                "GET", f"{b}/hierarchy/{lv}/{{code}}", h(self.get_org), "billing.hierarchy", "read"
-            ),
-            Route(
-                "PATCH",
-                f"{b}/hierarchy/{lv}/{{code}}",
-                h(self.update_org),
-                "billing.hierarchy",
-                "write",
-            ),
-            Route(
-                "DELETE",
-                f"{b}/hierarchy/{lv}/{{code}}",
-                h(self.delete_org),
-                "billing.hierarchy",
-                "write",
-            ),
-            Route("GET", f"{b}/accounts", h(self.list_accounts), "billing.hierarchy", "read"),
-            Route("POST", f"{b}/accounts", h(self.create_account), "billing.hierarchy", "write"),
-            Route(
-                "GET", f"{b}/accounts/{{code}}", h(self.get_account), "billing.hierarchy", "read"
-            ),
-            Route(
-                "PATCH",
-                f"{b}/accounts/{{code}}",
-                h(self.update_account),
-                "billing.hierarchy",
-                "write",
-            ),
-            Route(
-                "DELETE",
-                f"{b}/accounts/{{code}}",
-                h(self.delete_account),
-                "billing.hierarchy",
-                "write",
-            ),
-            Route(
-                "POST",
-                f"{b}/accounts/{{code}}/lines",
-                h(self.assign_line),
-                "billing.hierarchy",
-                "write",
-            ),
-            Route(
-                "DELETE",
-                f"{b}/accounts/{{code}}/lines/{{msisdn}}",
-                h(self.end_line),
-                "billing.hierarchy",
-                "write",
-            ),
-            Route(
-                "PUT",
-                f"{b}/accounts/{{code}}/services/{{service}}",
-                h(self.put_service),
-                "billing.contracts",
-                "write",
-            ),
-            Route(
-                "DELETE",
-                f"{b}/accounts/{{code}}/services/{{service}}",
-                h(self.delete_service),
-                "billing.contracts",
-                "write",
-            ),
-            Route(
-                "GET",
-                f"{b}/accounts/{{code}}/contract",
-                h(self.get_contract),
-                "billing.contracts",
-                "read",
-            ),
-            Route(
-                "PUT",
-                f"{b}/accounts/{{code}}/contract",
-                h(self.put_contract),
-                "billing.contracts",
-                "write",
-            ),
-            Route("GET", f"{b}/tax-profiles", h(self.list_tax), "billing.contracts", "read"),
-            Route(
-                "PUT", f"{b}/tax-profiles/{{code}}", h(self.put_tax), "billing.contracts", "write"
-            ),
-            Route(
-                "GET", f"{b}/accounts/{{code}}/pending", h(self.pending), "billing.pending", "read"
-            ),
-            Route(
-                "POST", f"{b}/feeds/{{feed:orders|tickets}}", h(self.feed), "billing.feeds", "write"
-            ),
-            Route(
-                "GET",
-                f"{b}/feeds/{{feed:orders|tickets}}/{{id}}",
-                h(self.feed_history),
-                "billing.feeds",
-                "read",
-            ),
-            Route("POST", f"{b}/runs", h(self.run), "billing.runs", "write"),
-            Route("POST", f"{b}/runs/issue", h(self.issue), "billing.invoices", "write"),
-            Route("POST", f"{b}/exports/{{period}}", h(self.export), "billing.runs", "write"),
-            Route("GET", f"{b}/invoices", h(self.list_invoices), "billing.invoices", "read"),
-            Route("GET", f"{b}/invoices/{{ref}}", h(self.get_invoice), "billing.invoices", "read"),
-            Route(
-                "GET", f"{b}/invoices/{{ref}}/pdf", h(self.invoice_pdf), "billing.invoices", "read"
-            ),
-            Route(
-                "GET", f"{b}/invoices/{{ref}}/csv", h(self.invoice_csv), "billing.invoices", "read"
-            ),
-            Route(
-                "GET",
-                f"{b}/invoices/{{ref}}/lines/{{seq:\\d+}}/explain",
-                h(self.explain),
-                "billing.invoices",
-                "read",
-            ),
-            Route("POST", f"{b}/invoices/{{ref}}/notes", h(self.note), "billing.notes", "write"),
-            Route("GET", f"{b}/aggregates", h(self.aggregates), "billing.aggregates", "read"),
+        acc = "/accounts/{code}"
+        inv = "/invoices/{ref}"
+        table = [
+            ("GET", f"/hierarchy/{lv}", self.list_orgs, "billing.hierarchy"),
+            ("POST", f"/hierarchy/{lv}", self.create_org, "billing.hierarchy"),
+            ("GET", f"/hierarchy/{lv}/{{code}}", self.get_org, "billing.hierarchy"),
+            ("PATCH", f"/hierarchy/{lv}/{{code}}", self.update_org, "billing.hierarchy"),
+            ("DELETE", f"/hierarchy/{lv}/{{code}}", self.delete_org, "billing.hierarchy"),
+            ("GET", "/accounts", self.list_accounts, "billing.hierarchy"),
+            ("POST", "/accounts", self.create_account, "billing.hierarchy"),
+            ("GET", acc, self.get_account, "billing.hierarchy"),
+            ("PATCH", acc, self.update_account, "billing.hierarchy"),
+            ("DELETE", acc, self.delete_account, "billing.hierarchy"),
+            ("POST", f"{acc}/lines", self.assign_line, "billing.hierarchy"),
+            ("DELETE", f"{acc}/lines/{{msisdn}}", self.end_line, "billing.hierarchy"),
+            ("PUT", f"{acc}/services/{{service}}", self.put_service, "billing.contracts"),
+            ("DELETE", f"{acc}/services/{{service}}", self.delete_service, "billing.contracts"),
+            ("GET", f"{acc}/contract", self.get_contract, "billing.contracts"),
+            ("PUT", f"{acc}/contract", self.put_contract, "billing.contracts"),
+            ("GET", "/tax-profiles", self.list_tax, "billing.contracts"),
+            ("PUT", "/tax-profiles/{code}", self.put_tax, "billing.contracts"),
+            ("GET", f"{acc}/pending", self.pending, "billing.pending"),
+            ("POST", "/feeds/{feed:orders|tickets}", self.feed, "billing.feeds"),
+            ("GET", "/feeds/{feed:orders|tickets}/{id}", self.feed_history, "billing.feeds"),
+            ("POST", "/runs", self.run, "billing.runs"),
+            ("POST", "/runs/issue", self.issue, "billing.invoices"),
+            ("POST", "/exports/{period}", self.export, "billing.runs"),
+            ("GET", "/invoices", self.list_invoices, "billing.invoices"),
+            ("GET", inv, self.get_invoice, "billing.invoices"),
+            ("GET", f"{inv}/pdf", self.invoice_pdf, "billing.invoices"),
+            ("GET", f"{inv}/csv", self.invoice_csv, "billing.invoices"),
+            ("GET", f"{inv}/lines/{{seq:\\d+}}/explain", self.explain, "billing.invoices"),
+            ("POST", f"{inv}/notes", self.note, "billing.notes"),
+            ("GET", "/aggregates", self.aggregates, "billing.aggregates"),
         ]
+        return [
+            Route(method, f"/v1/billing{path}", self._h(fn), resource,
+                  "read" if method == "GET" else "write")
+            for method, path, fn, resource in table
+        ]  # fmt: skip
 
     # -- hierarchy ---------------------------------------------------------------------------
 
