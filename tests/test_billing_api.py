@@ -264,9 +264,10 @@ async def test_run_issue_invoice_formats_explain_notes(api: Client, tmp_path: An
     assert sum(t.column("amount").to_pylist()) == 200_000_000 - 10_000_000
 
 
-async def test_ocs_serve_with_billing_on(redis_url: str, billing_url: str) -> None:
+async def test_ocs_serve_with_billing_on(redis_url: str, billing_url: str, tmp_path: Any) -> None:
     """``OCS_BILLING=on``: ocs serve migrates the billing database, serves /v1/billing
-    through the app's route table, and its consumer turns charges into pending usage."""
+    through the app's route table, imports the feed files dropped in its feeds directory, and
+    its consumer turns charges into pending usage."""
     import time
     from dataclasses import replace
 
@@ -279,11 +280,27 @@ async def test_ocs_serve_with_billing_on(redis_url: str, billing_url: str) -> No
     engine = open_billing_db(billing_url)
     build_sample(engine)
     engine.dispose()
+    (tmp_path / "orders").mkdir()
+    (tmp_path / "orders" / "o.jsonl").write_text(
+        json.dumps(
+            {
+                "order_id": "O-5",
+                "version": 1,
+                "service_id": "L-1",
+                "account": "ACC-1",
+                "ordered_at": "2026-10-01T10:00:00+02:00",
+                "committed_at": "2026-11-10T12:00:00+01:00",
+                "status": "open",
+            }
+        )
+        + "\n"
+    )
     settings = replace(
         Settings(native_port=0, http_port=0, diameter_port=0),
         redis_url=redis_url,
         billing=True,
         billing_db_url=billing_url,
+        billing_feeds_dir=str(tmp_path),
     )
     async with run_ocs(settings) as ocs, aiohttp.ClientSession() as http:
         assert ocs.billing is not None
@@ -314,7 +331,9 @@ async def test_ocs_serve_with_billing_on(redis_url: str, billing_url: str) -> No
             async with http.get(url) as r:
                 assert r.status == 200
                 p = await r.json()
-            if p["micro"]["usage"] == 20_000:
+            async with http.get(url.replace("accounts/ACC-1/pending", "feeds/orders/O-5")) as r:
+                stored = r.status == 200
+            if p["micro"]["usage"] == 20_000 and stored:
                 break
             assert time.monotonic() < deadline, p
             await asyncio.sleep(0.05)
