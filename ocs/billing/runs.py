@@ -185,7 +185,9 @@ def _usage_filter(a: M.AccountInfo) -> Any:
         ln.c.account_id == a.id,
         u.c.ts >= ln.c.valid_from,
         (ln.c.valid_to.is_(None)) | (u.c.ts < ln.c.valid_to),
-        u.c.line_id.is_(None),
+        # "line_id + 0": not the line_id index (SQLite would scan every unbilled event of
+        # every account through it); the account's lines and (msisdn, ts) lead the way.
+        (u.c.line_id + 0).is_(None),
     )
 
 

@@ -72,6 +72,7 @@ line = Table(
     Column("valid_from", BigInteger, nullable=False),
     Column("valid_to", BigInteger, nullable=True),
     Index("ix_billing_line_msisdn", "msisdn"),
+    Index("ix_billing_line_account", "account_id"),
 )
 
 contract = Table(

@@ -203,6 +203,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("billing_line", schema=None) as batch_op:
         batch_op.create_index("ix_billing_line_msisdn", ["msisdn"], unique=False)
+        batch_op.create_index("ix_billing_line_account", ["account_id"], unique=False)
 
     op.create_table(
         "billing_invoice_line",
@@ -237,6 +238,7 @@ def downgrade() -> None:
     op.drop_table("billing_invoice_line")
     with op.batch_alter_table("billing_line", schema=None) as batch_op:
         batch_op.drop_index("ix_billing_line_msisdn")
+        batch_op.drop_index("ix_billing_line_account")
 
     op.drop_table("billing_line")
     with op.batch_alter_table("billing_invoice", schema=None) as batch_op:
