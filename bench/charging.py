@@ -61,6 +61,7 @@ import hiredis
 import msgpack
 import uvloop
 
+from ocs.charging.tariffs import TariffRegistry
 from ocs.constants import (
     DEFAULT_VALIDITY,
     EXPIRY_GRACE,
@@ -319,6 +320,46 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+async def scripted_session(store: Store, price: Prices, sub: str, sid: str, meter: Meter) -> None:
+    """One ceiling session through ``Store``: reserve -> commit (+ next slice) -> release,
+    each answer checked (a wrong one counts as a failure and ends the session)."""
+    pc = time.perf_counter
+    t0 = pc()
+    ans = await store.reserve(
+        sub, request_key=f"{sid}/0", session_id=sid, service=SERVICE,
+        units=RESERVE_UNITS, cost=price.reserve, bucket_quote=-1, expected_version=0,
+        hold_ms=HOLD_MS, flags=price.flags, destination="", location="", plan=PLAN,
+        now=now_ms(),
+    )  # fmt: skip
+    meter.record(t0, pc())
+    if ans.status != "OK" or ans.granted != RESERVE_UNITS:
+        meter.fail(f"reserve:{ans.status}")
+        return
+    t0 = pc()
+    ans = await store.commit(
+        sub, request_key=f"{sid}/1", session_id=sid, used=COMMIT_USED,
+        cost=price.commit, expected_version=ans.session_version,
+        next_units=RESERVE_UNITS, next_cost=price.next_slice, bucket_quote=-1,
+        hold_ms=HOLD_MS, flags=price.flags, now=now_ms(),
+    )  # fmt: skip
+    meter.record(t0, pc())
+    meter.charged += ans.charged
+    if ans.status != "OK" or ans.granted != RESERVE_UNITS:
+        meter.fail(f"commit:{ans.status}")
+        return
+    t0 = pc()
+    ans = await store.release(
+        sub, request_key=f"{sid}/2", session_id=sid, used=RELEASE_USED,
+        cost=price.release, expected_version=ans.session_version, now=now_ms(),
+    )  # fmt: skip
+    meter.record(t0, pc())
+    meter.charged += ans.charged
+    if ans.status != "OK":
+        meter.fail(f"release:{ans.status}")
+        return
+    meter.sessions += 1
+
+
 async def ceiling_worker(spec: Spec) -> Outcome:
     """The scripts alone: reserve -> commit (+ next slice) -> release through Store."""
     price = Prices.of_plan()
@@ -335,11 +376,16 @@ async def ceiling_worker(spec: Spec) -> Outcome:
     for c in (*clients, admin):
         await c.connect()
     await stores[0].load_scripts()
+    # The thresholds `ocs serve` publishes (the same plans, so the same digest): with another
+    # generation every account's first request of a run would re-evaluate its thresholds.
+    registry = TariffRegistry(stores[0], default_rater(), load_plans())
+    await registry.publish_thresholds()
+    for s in stores[1:]:
+        s.thresholds_generation = stores[0].thresholds_generation
     meter, stop = Meter(), asyncio.Event()
     window = Window(spec, admin)
     rng = random.Random(spec.seed)
     subs = [msisdn(i) for i in range(spec.subscribers)]
-    pc = time.perf_counter
 
     async def user(vu: int) -> None:
         store = stores[vu % len(stores)]
@@ -348,40 +394,7 @@ async def ceiling_worker(spec: Spec) -> Outcome:
             sub = subs[rng.randrange(len(subs))]
             sid = f"{spec.prefix}{vu}.{n}"
             n += 1
-            t0 = pc()
-            ans = await store.reserve(
-                sub, request_key=f"{sid}/0", session_id=sid, service=SERVICE,
-                units=RESERVE_UNITS, cost=price.reserve, bucket_quote=-1, expected_version=0,
-                hold_ms=HOLD_MS, flags=price.flags, destination="", location="", plan=PLAN,
-                now=now_ms(),
-            )  # fmt: skip
-            meter.record(t0, pc())
-            if ans.status != "OK" or ans.granted != RESERVE_UNITS:
-                meter.fail(f"reserve:{ans.status}")
-                continue
-            t0 = pc()
-            ans = await store.commit(
-                sub, request_key=f"{sid}/1", session_id=sid, used=COMMIT_USED,
-                cost=price.commit, expected_version=ans.session_version,
-                next_units=RESERVE_UNITS, next_cost=price.next_slice, bucket_quote=-1,
-                hold_ms=HOLD_MS, flags=price.flags, now=now_ms(),
-            )  # fmt: skip
-            meter.record(t0, pc())
-            meter.charged += ans.charged
-            if ans.status != "OK" or ans.granted != RESERVE_UNITS:
-                meter.fail(f"commit:{ans.status}")
-                continue
-            t0 = pc()
-            ans = await store.release(
-                sub, request_key=f"{sid}/2", session_id=sid, used=RELEASE_USED,
-                cost=price.release, expected_version=ans.session_version, now=now_ms(),
-            )  # fmt: skip
-            meter.record(t0, pc())
-            meter.charged += ans.charged
-            if ans.status != "OK":
-                meter.fail(f"release:{ans.status}")
-                continue
-            meter.sessions += 1
+            await scripted_session(store, price, sub, sid, meter)
 
     try:
         await asyncio.gather(window.run(meter, stop), *(user(i) for i in range(spec.inflight)))

@@ -1,0 +1,324 @@
+"""What each part of the balance scripts costs Redis, per charging request (issue 17).
+
+A micro-harness over copies of the scripts on private redis-servers (AOF on with appendfsync
+everysec, as in production, and one with AOF off): it runs the ceiling's session (reserve ->
+commit with the next slice -> release) through ``Store`` on the pipelined client, once per
+variant, and reads the server's own figures around each run: ``INFO cpu`` (the process's
+user + system CPU, network included) and ``INFO commandstats`` (``usec_per_call`` of EVALSHA:
+the script alone). Variants, interleaved in a new order each round, medians over the rounds:
+
+* ``full``: the scripts as shipped;
+* ``no-aof``: the same on the server with ``appendonly no``;
+* ``no-idem``: no idempotency key (the answer's GET + cmsgpack.pack + SET PX skipped);
+* ``no-outbox``: the outbox XADDs of the request's event made no-ops;
+* ``evalsha``: a script with the same KEYS and ARGV that returns an answer of the same shape
+  and does nothing else (the cost of EVALSHA itself: parsing, tables, the reply);
+* ``prelude``: lib.lua, then that fixed answer (what the prelude's closures cost per call);
+* ``account``: prelude + the account's HMGET of 12 fields + an HSET of the fields a request
+  changes;
+* ``session``: prelude + the session's HGET + cmsgpack.unpack + pack + HSET.
+
+Components are differences between variants (``full - no-aof`` is the AOF, ``account -
+prelude`` the account I/O, ...); "other logic" is what is left of ``full``. Everything is CPU
+time per charging request (one script call), so a busy machine changes it far less than
+it changes requests per second.
+
+Usage: ``python -m bench.scripts_cost [--sessions N] [--rounds R] [--inflight N]
+[--no-append]``; appends a table to bench/RESULTS.md unless ``--no-append``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import random
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import uvloop
+
+from bench.charging import (
+    RESULTS,
+    Meter,
+    Prices,
+    default_rater,
+    git_commit,
+    load_subscribers,
+    msisdn,
+    parse_info,
+    scripted_session,
+)
+from ocs.charging.tariffs import TariffRegistry
+from ocs.constants import IDEMPOTENCY_TTL_REFERENCE, IDEMPOTENCY_TTL_SESSION
+from ocs.redis_server import EmbeddedRedis
+from ocs.store.redis_client import PipelinedRedis
+from ocs.store.store import SCRIPT_NAMES, Store, script_source
+from tariffs import load_plans
+
+SESSION_SCRIPTS: Final = ("reserve", "commit", "release")
+
+#: An answer of the shape lib.lua's answer() returns (21 slots).
+FIXED_ANSWER: Final = (
+    "return {'OK', 60, 0, 0, 1000000000000, 0, 0, 1, 0, 0, 0, 0, 0, 0, 'active', 'voice', "
+    "'', '', 0, 'prepaid-basic', 'prepaid-basic'}\n"
+)
+
+ACCOUNT_IO: Final = """
+local r = redis.call('HMGET', K_ACCT, 'bal', 'rsv', 'lim', 'st', 'plan', 'ver', 'nexp', 'bk',
+  'nb', 'blo', 'bhi', 'thv')
+local ver = (r[6] or 0) + 1
+redis.call('HSET', K_ACCT, 'ver', fmt(ver), 'up', NOW_TEXT, 'bal', r[1] or '0', 'rsv',
+  r[2] or '0')
+"""
+
+SESSION_IO: Final = """
+local sid = ARGV[5]
+local raw = redis.call('HGET', K_SESS, sid)
+local s = raw and cmsgpack.unpack(raw) or {svc = 'voice', u = 0, um = 0, mc = 0, g = 0, gb = 0,
+  hm = 0, hb = {}, sv = 0, x = 0, t0 = 0, dst = '', loc = '', plan = 'prepaid-basic'}
+s.sv = s.sv + 1
+redis.call('HSET', K_SESS, sid, cmsgpack.pack(s))
+"""
+
+
+def _lib() -> str:
+    return script_source("reserve").split("\n-- reserve:", 1)[0] + "\n"
+
+
+def _full(name: str) -> str:
+    return script_source(name)
+
+
+def _no_outbox(name: str) -> str:
+    # The request's event only (a threshold crossing is rare and stays).
+    src = script_source(name)
+    call = "redis.call('XADD', K_OUT, '*', 't', kind,"
+    assert call in src
+    # (the arguments are still evaluated, as they would be for the call)
+    nop = "_nop('XADD', K_OUT, '*', 't', kind,"
+    return "local function _nop(...) end\n" + src.replace(call, nop)
+
+
+def _no_idem(name: str) -> str:
+    # The key is still passed (the arguments stay the same); the answer is neither read nor
+    # stored.
+    src = script_source(name)
+    for guard in ("if K_IDEM then", "if K_IDEM and ttl_ms > 0 then"):
+        assert guard in src
+        src = src.replace(guard, "if false then")
+    return src
+
+
+def _evalsha(_name: str) -> str:
+    return FIXED_ANSWER
+
+
+def _prelude(_name: str) -> str:
+    return _lib() + FIXED_ANSWER
+
+
+def _account(_name: str) -> str:
+    return _lib() + ACCOUNT_IO + FIXED_ANSWER
+
+
+def _session(_name: str) -> str:
+    return _lib() + SESSION_IO + FIXED_ANSWER
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    source: Callable[[str], str]
+    aof: bool = True
+
+
+VARIANTS: Final = (
+    Variant("full", _full),
+    Variant("no-aof", _full, aof=False),
+    Variant("no-idem", _no_idem),
+    Variant("no-outbox", _no_outbox),
+    Variant("evalsha", _evalsha),
+    Variant("prelude", _prelude),
+    Variant("account", _account),
+    Variant("session", _session),
+)
+
+
+def store_with(client: PipelinedRedis, variant: Variant) -> Store:
+    """A Store whose session scripts are the variant's copies (the others as shipped)."""
+    store = Store(
+        client,
+        session_ttl_ms=IDEMPOTENCY_TTL_SESSION * 1000,
+        reference_ttl_ms=IDEMPOTENCY_TTL_REFERENCE * 1000,
+    )
+    for name in SESSION_SCRIPTS:
+        store._scripts[name] = client.register_script(variant.source(name))
+    return store
+
+
+@dataclass
+class Sample:
+    calls: int
+    cpu_us: float  # INFO cpu delta / calls
+    script_us: float  # commandstats evalsha usec / calls
+    aof_bytes: float  # AOF growth / calls (0 without AOF)
+
+
+async def _stats(client: PipelinedRedis) -> tuple[float, float, int, int]:
+    cpu = parse_info(await client.execute("INFO", "cpu"))
+    cmd = parse_info(await client.execute("INFO", "commandstats"))
+    persistence = parse_info(await client.execute("INFO", "persistence"))
+    raw = cmd.get("cmdstat_evalsha", "")
+    fields = dict(x.split("=", 1) for x in raw.split(",") if "=" in x)
+    return (
+        float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]),
+        float(fields.get("usec", 0)),
+        int(fields.get("calls", 0)),
+        int(persistence.get("aof_current_size", 0) or 0),
+    )
+
+
+async def run_variant(
+    variant: Variant, url: str, sessions: int, inflight: int, subscribers: int, tag: str
+) -> Sample:
+    price = Prices.of_plan()
+    async with PipelinedRedis.from_url(url) as client:
+        store = store_with(client, variant)
+        await store.load_scripts()
+        for name in SESSION_SCRIPTS:  # loaded before the measured window
+            await client.execute("SCRIPT", "LOAD", variant.source(name))
+        await TariffRegistry(store, default_rater(), load_plans()).publish_thresholds()
+        rng = random.Random(7)
+        meter = Meter()
+        todo = iter(range(sessions))
+        before = await _stats(client)
+
+        async def user() -> None:
+            for i in todo:
+                sub = msisdn(rng.randrange(subscribers))
+                sid = f"{tag}.{i}"
+                await scripted_session(store, price, sub, sid, meter)
+
+        await asyncio.gather(*(user() for _ in range(inflight)))
+        after = await _stats(client)
+    if variant.name == "full" and meter.failures:
+        raise SystemExit(f"scripts_cost: unexpected answers {dict(meter.failures)}")
+    calls = after[2] - before[2]
+    return Sample(
+        calls=calls,
+        cpu_us=(after[0] - before[0]) * 1e6 / calls,
+        script_us=(after[1] - before[1]) / calls,
+        aof_bytes=(after[3] - before[3]) / calls if variant.aof else 0.0,
+    )
+
+
+def components(m: dict[str, float]) -> list[tuple[str, float]]:
+    """The issue's component table from the medians of the variants (us per request)."""
+    rows = [
+        ("EVALSHA itself (arguments, KEYS/ARGV tables, reply, network)", m["evalsha"]),
+        ("the lib.lua prelude run again on every call", m["prelude"] - m["evalsha"]),
+        ("the outbox XADD of the request's event", m["full"] - m["no-outbox"]),
+        ("the idempotency answer (GET + cmsgpack.pack + SET PX)", m["full"] - m["no-idem"]),
+        ("AOF (appendonly yes vs no)", m["full"] - m["no-aof"]),
+        ("account HMGET (12 fields) + HSET", m["account"] - m["prelude"]),
+        ("session HGET + unpack + pack + HSET", m["session"] - m["prelude"]),
+    ]
+    rows.append(("other Lua logic, tables, string.format, GC (the rest)",
+                 m["full"] - sum(v for _, v in rows)))  # fmt: skip
+    return rows
+
+
+def measure(ns: argparse.Namespace) -> tuple[dict[str, Sample], list[str]]:
+    with tempfile.TemporaryDirectory(prefix="ocs-scripts-cost-") as tmp:
+        aof = EmbeddedRedis(Path(tmp) / "aof", extra_args=("--appendfsync", "everysec"))
+        plain = EmbeddedRedis(Path(tmp) / "plain", appendonly=False)
+        aof.start()
+        try:
+            plain.start()
+            try:
+                version = aof.version
+                for server in (aof, plain):
+                    uvloop.run(load_subscribers(server.url, ns.subscribers))
+                runs: dict[str, list[Sample]] = {v.name: [] for v in VARIANTS}
+                order = list(VARIANTS)
+                rng = random.Random(11)
+                for rnd in range(ns.rounds):
+                    rng.shuffle(order)
+                    for v in order:
+                        url = aof.url if v.aof else plain.url
+                        s = uvloop.run(
+                            run_variant(v, url, ns.sessions, ns.inflight, ns.subscribers,
+                                        f"{v.name}.{rnd}")
+                        )  # fmt: skip
+                        runs[v.name].append(s)
+                    print(f"scripts_cost: round {rnd + 1}/{ns.rounds} done", flush=True)
+            finally:
+                plain.stop()
+        finally:
+            aof.stop()
+    med = {
+        name: Sample(
+            calls=samples[0].calls,
+            cpu_us=statistics.median(s.cpu_us for s in samples),
+            script_us=statistics.median(s.script_us for s in samples),
+            aof_bytes=statistics.median(s.aof_bytes for s in samples),
+        )
+        for name, samples in runs.items()
+    }
+    return med, [f"redis-server {version}"]
+
+
+def report(med: dict[str, Sample], ns: argparse.Namespace, notes: list[str]) -> str:
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"### Scripts cost (bench/scripts_cost.py), {when}, commit {git_commit()}",
+        "",
+        f"{notes[0]}, AOF everysec; {ns.rounds} interleaved rounds of {ns.sessions} sessions "
+        f"(3 calls each), {ns.inflight} in flight, {ns.subscribers} subscribers; medians.",
+        "",
+        "| variant | Redis CPU us/call (INFO cpu) | EVALSHA us/call (commandstats) "
+        "| AOF bytes/call |",
+        "|---|---:|---:|---:|",
+    ]
+    for v in VARIANTS:
+        s = med[v.name]
+        lines.append(f"| {v.name} | {s.cpu_us:.1f} | {s.script_us:.1f} | {s.aof_bytes:.0f} |")
+    lines += ["", "| component | us of Redis CPU per request | of which in the script |",
+              "|---|---:|---:|"]  # fmt: skip
+    cpu = components({k: s.cpu_us for k, s in med.items()})
+    script = dict(components({k: s.script_us for k, s in med.items()}))
+    for name, value in cpu:
+        lines.append(f"| {name} | {value:.1f} | {script[name]:.1f} |")
+    lines.append(f"| **total (full)** | **{med['full'].cpu_us:.1f}** "
+                 f"| **{med['full'].script_us:.1f}** |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def cli() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0] if __doc__ else None)
+    p.add_argument("--sessions", type=int, default=2000, help="sessions per variant per round")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--inflight", type=int, default=64)
+    p.add_argument("--subscribers", type=int, default=2000)
+    p.add_argument("--no-append", dest="append", action="store_false")
+    ns = p.parse_args()
+    t = time.monotonic()
+    med, notes = measure(ns)
+    text = report(med, ns, notes)
+    print(text, flush=True)
+    print(f"scripts_cost: {time.monotonic() - t:.0f} s", flush=True)
+    if ns.append:
+        with RESULTS.open("a") as f:
+            f.write("\n" + text)
+
+
+assert set(SESSION_SCRIPTS) <= set(SCRIPT_NAMES)
+
+if __name__ == "__main__":
+    cli()
