@@ -251,7 +251,7 @@ class Asp:
             ):
                 # Framing is lost: answer once and drop what is buffered (RFC 4666 §3.8.1).
                 chunk, self._buffer = bytes(self._buffer), bytearray()
-                self._reject(self._framing_error(chunk))
+                self.reject(self._framing_error(chunk))
                 return
             if len(self._buffer) < length:
                 return
@@ -310,7 +310,7 @@ class Asp:
             return M3uaError(ErrorCode.INVALID_VERSION, f"version {chunk[0]}", chunk[:M3UA_HEADER])
         return M3uaError(ErrorCode.PARAMETER_FIELD_ERROR, "message length", chunk[:M3UA_HEADER])
 
-    def _reject(self, err: M3uaError) -> None:
+    def reject(self, err: M3uaError) -> None:
         self._send(error_message(err, self.routing_context))
         self._events.append(Rejected(err))
 
@@ -319,7 +319,7 @@ class Asp:
             msg = decode(chunk)
             self._dispatch(msg, stream)
         except M3uaError as err:
-            self._reject(err)
+            self.reject(err)
 
     def _check_context(self, msg: M3uaMessage) -> None:
         rc = msg.get_u32(Tag.ROUTING_CONTEXT)
