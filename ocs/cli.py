@@ -34,6 +34,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "ocs.provisioning.cli",
     "ocs.mediation.cli",
     "ocs.mediation.switchsim",
+    "ocs.demo.mscsim",
 )
 
 

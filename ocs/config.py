@@ -29,6 +29,7 @@ from ocs.constants import (
     IDEMPOTENCY_TTL_SESSION,
     NATIVE_PORT,
 )
+from protocols.sigtran.constants import M3UA_PORT, SCTP_UDP_PORT
 from protocols.diameter.constants import (
     DEFAULT_MAX_MESSAGE_SIZE,
     MAX_MESSAGE_LENGTH_FIELD,
@@ -112,6 +113,21 @@ class Settings:
     warehouse_dir: str = ".ocs/warehouse"
     archive_dir: str = ".ocs/archive"
     archive_key: str = field(default="", repr=False)
+    #: CAMEL (docs/camel.md): the gsmSCF listener's transport, "" (none), "sctp" (the
+    #: kernel's) or "sctp-udp" (SCTP over UDP through libusrsctp, RFC 6951); its SCTP port
+    #: (on ``bind``) and UDP encapsulation port; our point code, global title and M3UA
+    #: routing context (0: none); the TC timer (seconds without a message before a dialogue
+    #: is aborted); what unknown subscribers get ("release" or "continue"); the Q.850 cause
+    #: of ReleaseCall when credit runs out.
+    camel_transport: str = ""
+    camel_port: int = M3UA_PORT
+    camel_udp_port: int = SCTP_UDP_PORT
+    camel_point_code: int = 1
+    camel_gt: str = ""
+    camel_routing_context: int = 0
+    camel_dialogue_timeout: float = 60.0
+    camel_unknown: str = "release"
+    camel_release_cause: int = 31
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -135,8 +151,13 @@ class Settings:
 
 
 _INT = {"native_port", "http_port", "diameter_port", "validity", "grace", "session_ttl",
-        "reference_ttl", "mediation_window", "provisioning_retries", "workers"}  # fmt: skip
-_PORTS = {"native_port", "http_port", "diameter_port"}
+        "reference_ttl", "mediation_window", "provisioning_retries", "workers", "camel_port",
+        "camel_udp_port"}  # fmt: skip
+_PORTS = {"native_port", "http_port", "diameter_port", "camel_port", "camel_udp_port"}
+#: CAMEL integers and their ranges: a 14-bit ITU point code, a 32-bit routing context, a
+#: Q.850 cause value.
+_CAMEL_INT = {"camel_point_code": (0, 0x3FFF), "camel_routing_context": (0, 0xFFFFFFFF),
+              "camel_release_cause": (1, 127)}  # fmt: skip
 _URLS = {"provisioning_url", "provisioning_callback_url"}
 
 
@@ -205,6 +226,23 @@ def _coerce(name: str, value: object, source: str) -> object:
         not isinstance(value, str) or not value.strip() or " " in value.strip()
     ):
         raise ConfigError(f"{where}: must be a DiameterIdentity (a host name), got {value!r}")
+    if name in _CAMEL_INT:
+        low, high = _CAMEL_INT[name]
+        text = str(value).strip()
+        if isinstance(value, bool) or not text.isdigit() or not low <= int(text) <= high:
+            raise ConfigError(f"{where}: must be an integer {low}..{high}, got {value!r}")
+        return int(text)
+    if name == "camel_transport" and value not in ("", "sctp", "sctp-udp"):
+        raise ConfigError(f"{where}: must be sctp or sctp-udp (or empty: no CAMEL), got {value!r}")
+    if name == "camel_unknown" and value not in ("release", "continue"):
+        raise ConfigError(f"{where}: must be release or continue, got {value!r}")
+    if name == "camel_gt" and not str(value).isdigit() and value != "":
+        raise ConfigError(f"{where}: must be the E.164 digits of a global title, got {value!r}")
+    if name == "camel_dialogue_timeout":
+        v = _seconds(value, where)
+        if v <= 0:
+            raise ConfigError(f"{where}: must be > 0")
+        return v
     if name in _INT:
         if isinstance(value, str):
             if not value.strip().lstrip("-").isdigit():

@@ -68,10 +68,14 @@ def test_asp_server_and_client_bring_the_association_up_and_carry_data() -> None
     assert server.state is client.state is AspState.ACTIVE
     client.send_data(ProtocolData(2, 1, b"hello"), stream=1)
     [(stream, data)] = client.data_to_send()
-    server.receive_data(data[:5], stream)  # framing across reads
-    server.receive_data(data[5:], stream)
+    server.receive_data(data, stream)
     [ev] = [e for e in server.events() if isinstance(e, m3ua.Transfer)]
     assert (ev.data.data, ev.data.opc, ev.stream) == (b"hello", 2, 1)
+    # A transport without message boundaries (stream -1): framed by the length.
+    server.receive_data(data[:5], -1)
+    server.receive_data(data[5:] + data + data[:3], -1)
+    server.receive_data(data[3:], -1)
+    assert len([e for e in server.events() if isinstance(e, m3ua.Transfer)]) == 3
     # A heartbeat comes back with its data.
     client.heartbeat(b"ping")
     [(_, beat)] = client.data_to_send()

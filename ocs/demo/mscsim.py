@@ -80,7 +80,10 @@ class SsfStack:
             self.sender.send(stream, data)
 
     async def up(self, timeout: float = 5.0) -> None:
-        """ASP Up, then ASP Active; returns when the OCS acknowledged both."""
+        """ASP Up, then ASP Active; returns when the OCS acknowledged both (again, after
+        whatever state the ASP was left in)."""
+        self.asp.state = AspState.DOWN
+        self._active.clear()
         self.asp.start()
         self.flush()
         await asyncio.wait_for(self._active.wait(), timeout)
@@ -376,3 +379,88 @@ async def loopback_msc(server: Any, config: SsfConfig | None = None) -> Any:
         yield stack
     finally:
         pair.close()
+
+
+@contextlib.asynccontextmanager
+async def connect_msc(
+    host: str,
+    port: int,
+    *,
+    transport: str = "sctp-udp",
+    udp_port: int = 9900,
+    remote_udp_port: int = 9899,
+    config: SsfConfig | None = None,
+) -> Any:
+    """An SSF on a real association to the gsmSCF at ``host:port``: SCTP over UDP (our UDP
+    port ``udp_port``, the OCS's ``remote_udp_port``; in one process both are the process's
+    libusrsctp port), or kernel SCTP."""
+    stack = SsfStack(None, config)
+    if transport == "sctp-udp":
+        from protocols.sigtran import usrsctp
+
+        a: Any = await usrsctp.connect(host, port, stack, udp_port=udp_port,
+                                       remote_udp_port=remote_udp_port)  # fmt: skip
+        stack.sender = a
+        close = a.close
+    else:
+        import socket as _socket
+
+        from protocols.sigtran.transport import _KernelAssociation
+
+        sock = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM, _socket.IPPROTO_SCTP)
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(sock, (host, port))
+        tr, proto = await loop.create_connection(lambda: _KernelAssociation(lambda s: stack),
+                                                 sock=sock)  # fmt: skip
+        stack.sender = proto
+        close = tr.close
+    try:
+        await stack.up()
+        yield stack
+    finally:
+        close()
+
+
+def _summary(outcomes: Sequence[CallOutcome]) -> str:
+    by: dict[str, int] = {}
+    for o in outcomes:
+        by[o.result] = by.get(o.result, 0) + 1
+    return ", ".join(f"{k} {v}" for k, v in sorted(by.items()))
+
+
+async def _main(args: Any) -> int:
+    subs = args.subscriber or [f"4917{i:08d}" for i in range(1, args.subscribers + 1)]
+    make = traffic(subs, seed=args.seed)
+    specs = [make() for _ in range(args.calls)]
+    async with connect_msc(args.host, args.port, transport=args.transport,
+                           udp_port=args.udp_port, remote_udp_port=args.remote_udp_port,
+                           config=SsfConfig(msc_gt=args.msc_gt)) as stack:  # fmt: skip
+        outcomes = await run_calls(stack, specs, args.concurrency)
+    for o in outcomes:
+        print(describe(o))
+    print(f"--- {len(outcomes)} calls: {_summary(outcomes)}")
+    return 0 if all(o.result != "failed" for o in outcomes) else 1
+
+
+def cmd_msc_sim(args: Any) -> int:
+    return asyncio.run(_main(args))
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("msc-sim", help="run the MSC simulator: CAMEL calls to the gsmSCF")
+    p.add_argument("--host", default="127.0.0.1", help="the OCS's CAMEL address")
+    p.add_argument("--port", type=int, default=2905, help="its SCTP port (OCS_CAMEL_PORT)")
+    p.add_argument("--transport", choices=("sctp-udp", "sctp"), default="sctp-udp")
+    p.add_argument("--udp-port", type=int, default=9900,
+                   help="our SCTP-over-UDP port (default 9900)")  # fmt: skip
+    p.add_argument("--remote-udp-port", type=int, default=9899,
+                   help="the OCS's (OCS_CAMEL_UDP_PORT, default 9899)")  # fmt: skip
+    p.add_argument("--calls", type=int, default=20, help="how many calls (default 20)")
+    p.add_argument("--concurrency", type=int, default=8, help="calls at once (default 8)")
+    p.add_argument("--subscriber", action="append", help="calling MSISDN (repeatable)")
+    p.add_argument("--subscribers", type=int, default=40,
+                   help="else the demo's first N subscribers (default 40)")  # fmt: skip
+    p.add_argument("--msc-gt", default="491720000000", help="the MSC's global title")
+    p.add_argument("--seed", type=int, default=14)
+    p.set_defaults(func=cmd_msc_sim)

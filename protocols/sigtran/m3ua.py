@@ -242,7 +242,12 @@ class Asp:
     # -- sans-IO surface --------------------------------------------------------------------
 
     def receive_data(self, data: bytes, stream: int = 0) -> None:
-        """Bytes from the association (one or more whole or partial messages)."""
+        """Bytes from the association on SCTP stream ``stream``: one whole message, as SCTP
+        delivers them; or, with ``stream`` -1 (a transport read as a byte stream), any part
+        of one or more messages, framed by the header's length."""
+        if stream >= 0:
+            self._receive(bytes(data), stream)
+            return
         self._buffer += data
         while len(self._buffer) >= M3UA_HEADER:
             length = int.from_bytes(self._buffer[4:8], "big")
@@ -345,6 +350,7 @@ class Asp:
             if self.state is not AspState.ACTIVE:
                 raise M3uaError(ErrorCode.UNEXPECTED_MESSAGE, f"DATA while {self.state.value}")
             if stream == 0 and self.server:
+                # (-1: a transport without streams, such as kernel SCTP read as a stream)
                 raise M3uaError(ErrorCode.INVALID_STREAM_IDENTIFIER, "DATA on stream 0")
             self._check_context(msg)
             value = msg.get(Tag.PROTOCOL_DATA)

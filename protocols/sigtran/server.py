@@ -94,6 +94,13 @@ class Counters:
     u_aborts: int = 0
     rejects: int = 0
     timeouts: int = 0
+    #: M3UA management answers (ASP Up/Active acks, heartbeat acks, NTFY, DAVA).
+    management_out: int = 0
+
+    def answers(self) -> int:
+        """Every answer of any layer sent so far."""
+        return (self.messages_out + self.m3ua_errors + self.management_out + self.u_aborts
+                + self.rejects)  # fmt: skip
 
 
 class Association:
@@ -120,6 +127,8 @@ class Association:
 
     def flush(self) -> None:
         for stream, data in self.asp.data_to_send():
+            if data[2:4] not in (b"\x01\x01", b"\x00\x00"):  # neither DATA nor ERR
+                self.server.counters.management_out += 1
             if self.open:
                 self.sender.send(stream, data)
 
@@ -134,8 +143,13 @@ class CapServer:
     def __init__(
         self, user: TcUser, config: ScfConfig | None = None,
         clock: Callable[[], float] = time.monotonic,
+        admit: Callable[[SccpAddress, int], bool] | None = None,
     ) -> None:  # fmt: skip
+        """``admit(calling address, originating point code)``: the hook for an allow-list
+        or other policy on network elements; a dialogue it refuses is aborted with an AARE
+        (reject-permanent, no reason given) before the TC user hears of it."""
         self.user = user
+        self.admit = admit
         self.config = config or ScfConfig()
         self.clock = clock
         self.dialogues = DialogueTable(self.config.max_dialogues)
@@ -275,12 +289,18 @@ class CapServer:
             self._return(a, pd, u, RC_UNQUALIFIED)
             return
         phase = msg.dialogue.phase if msg.dialogue is not None else None
-        if phase is None or msg.dialogue is None or msg.dialogue.kind is not DialogueKind.REQUEST:
-            # Q.774 §3.2.2.2 / TS 29.078 §14: refuse the dialogue with the reason in an AARE.
+        refused = self.admit is not None and not self.admit(u.calling, pd.opc)
+        if (
+            refused or phase is None or msg.dialogue is None
+            or msg.dialogue.kind is not DialogueKind.REQUEST
+        ):  # fmt: skip
+            # Q.774 §3.2.2.2 / TS 29.078 §14: refuse the dialogue with the reason in an AARE
+            # (diagnostic 2: application-context-name-not-supported; 1: no-reason-given).
             self.counters.u_aborts += 1
             refuse = DialoguePortion(DialogueKind.RESPONSE, msg.dialogue.application_context
                                      if msg.dialogue and msg.dialogue.application_context
-                                     else (0, 4, 0, 0, 1, 22, 3, 4), 1, 2)  # fmt: skip
+                                     else (0, 4, 0, 0, 1, 22, 3, 4), 1,
+                                     1 if refused and phase is not None else 2)  # fmt: skip
             self._answer_to(a, pd, u, TcapMessage(MessageType.ABORT, dtid=msg.otid,
                                                   dialogue=refuse))  # fmt: skip
             return
