@@ -29,13 +29,13 @@ from ocs.constants import (
     IDEMPOTENCY_TTL_SESSION,
     NATIVE_PORT,
 )
-from protocols.sigtran.constants import M3UA_PORT, SCTP_UDP_PORT
 from protocols.diameter.constants import (
     DEFAULT_MAX_MESSAGE_SIZE,
     MAX_MESSAGE_LENGTH_FIELD,
     MIN_MAX_MESSAGE_SIZE,
     MIN_WATCHDOG_INTERVAL,
 )
+from protocols.sigtran.constants import M3UA_PORT, SCTP_UDP_PORT
 
 
 class ConfigError(ValueError):

@@ -193,8 +193,12 @@ async def camel_listener(
     SCTP (or SCTP-over-UDP) listener. Closing stops accepting, then aborts what is open."""
     rater = tariffs.rater
     book_at = lambda plan, t: rater.book.at(plan, t)  # noqa: E731, PLW0108
-    agent = CamelAgent(engine, book_at, CamelConfig(
-        unknown=settings.camel_unknown, release_cause=settings.camel_release_cause), metrics)  # fmt: skip
+    agent = CamelAgent(
+        engine,
+        book_at,
+        CamelConfig(unknown=settings.camel_unknown, release_cause=settings.camel_release_cause),
+        metrics,
+    )
     config = ScfConfig(
         point_code=settings.camel_point_code,
         global_title=settings.camel_gt,
@@ -205,7 +209,10 @@ async def camel_listener(
     async with CapServer(agent, config) as server:
         try:
             listener = await sigtran_transport.listen(
-                settings.camel_transport, host, settings.camel_port, server.connection_made,
+                settings.camel_transport,
+                host,
+                settings.camel_port,
+                server.connection_made,
                 udp_port=settings.camel_udp_port,
             )
         except OSError as exc:

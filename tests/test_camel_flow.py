@@ -291,7 +291,9 @@ async def test_bad_components_are_rejected_and_unknown_transactions_aborted(
     msc.send(TcapMessage(MessageType.CONTINUE, otid=tid2, dtid=b"\xde\xad\xbe\xef",
                          components=(cap.invoke(Op.CONTINUE, 1),)))  # fmt: skip
     ab = await msc.answer(tid2)
-    assert ab.type is MessageType.ABORT and ab.p_abort == tcap.PAbortCause.UNRECOGNIZED_TRANSACTION_ID
+    assert (
+        ab.type is MessageType.ABORT and ab.p_abort == tcap.PAbortCause.UNRECOGNIZED_TRANSACTION_ID
+    )
     # An application context we do not speak: refused with an AARE in a U-Abort.
     tid3 = msc.new_tid()
     msc.send(TcapMessage(MessageType.BEGIN, otid=tid3, dialogue=tcap.DialoguePortion(

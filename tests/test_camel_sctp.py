@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ import pytest
 from ocs.config import Settings
 from ocs.demo.mscsim import CallSpec, SsfStack, connect_msc, place_call, run_calls
 from ocs.service import Running, run_ocs
-from protocols.sigtran import cap, m3ua, sccp, tcap
+from protocols.sigtran import cap, m3ua, tcap
 from protocols.sigtran.constants import DATA, Op, Phase, Tag
 from protocols.sigtran.m3ua import M3uaMessage, ProtocolData
 from protocols.sigtran.tcap import MessageType, TcapMessage
@@ -122,9 +121,7 @@ async def test_calls_over_sctp_are_charged_cut_off_and_refused_as_the_tariff_say
     assert await money(ocs, "491700000103") == (10 * MICRO, 0)
 
 
-async def test_a_lost_association_leaves_holds_to_the_tc_timer(
-    ocs: Running, udp_port: int
-) -> None:
+async def test_a_lost_association_leaves_holds_to_the_tc_timer(ocs: Running, udp_port: int) -> None:
     await add(ocs, "491700000104", 10 * MICRO)
     async with connect_msc("127.0.0.1", 2905, udp_port=udp_port,
                            remote_udp_port=udp_port) as stack:  # fmt: skip
@@ -173,13 +170,15 @@ async def test_2000_mutated_messages_are_answered_while_calls_go_on(
 
     async def answered(start: int, sent: int, share: float) -> int:
         async def wait() -> None:
-            while counters.answers() - start < sent * share:
+            while counters.answers() - start < sent * share:  # noqa: ASYNC110 (counters polled)
                 await asyncio.sleep(0.02)
 
         try:
             await asyncio.wait_for(wait(), 30)
         except TimeoutError:
-            raise AssertionError(f"{counters.answers() - start} answers to {sent}: {counters}") from None
+            raise AssertionError(
+                f"{counters.answers() - start} answers to {sent}: {counters}"
+            ) from None
         return counters.answers() - start
 
     for _ in range(4):
@@ -221,7 +220,7 @@ async def test_wireshark_reads_a_camel_session_on_the_wire_without_complaint(
     await add(ocs, "491700000108", MICRO, state="barred-outgoing")
     pcap = tmp_path / "camel.pcapng"
     probe_port = _free_udp_port()
-    cap_proc = subprocess.Popen(
+    cap_proc = subprocess.Popen(  # noqa: ASYNC220 (started once, waited for off the loop)
         [dumpcap, "-q", "-i", "lo", "-f", f"udp port {udp_port} or udp port {probe_port}",
          "-w", str(pcap)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

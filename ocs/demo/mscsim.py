@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protocols.sigtran import cap, m3ua, sccp, tcap
-from protocols.sigtran.constants import SSN_GSMSCF, SSN_MSC, Op, Phase
+from protocols.sigtran.constants import ERR, SSN_GSMSCF, SSN_MSC, Op, Phase, SccpType
 from protocols.sigtran.m3ua import Asp, AspState, ProtocolData
 from protocols.sigtran.sccp import SccpAddress, Unitdata
 from protocols.sigtran.tcap import Invoke, MessageType, TcapMessage
@@ -68,7 +68,7 @@ class SsfStack:
                 self._unitdata(ev.data)
             elif isinstance(ev, m3ua.Notified):
                 self.received.put_nowait(ev.message)
-                if ev.message.kind == m3ua.ERR:
+                if ev.message.kind == ERR:
                     self.unsolicited.append(ev.message)
         self.flush()
 
@@ -79,14 +79,14 @@ class SsfStack:
         for stream, data in self.asp.data_to_send():
             self.sender.send(stream, data)
 
-    async def up(self, timeout: float = 5.0) -> None:
+    async def up(self, within: float = 5.0) -> None:
         """ASP Up, then ASP Active; returns when the OCS acknowledged both (again, after
         whatever state the ASP was left in)."""
         self.asp.state = AspState.DOWN
         self._active.clear()
         self.asp.start()
         self.flush()
-        await asyncio.wait_for(self._active.wait(), timeout)
+        await asyncio.wait_for(self._active.wait(), within)
 
     def send_raw(self, data: bytes, stream: int = 1) -> None:
         """Bytes as they are (fuzzing)."""
@@ -99,7 +99,7 @@ class SsfStack:
             self.unsolicited.append(exc)
             self.received.put_nowait(exc)
             return
-        if u.kind in (sccp.SccpType.UDTS, sccp.SccpType.XUDTS):
+        if u.kind in (SccpType.UDTS, SccpType.XUDTS):
             self.unsolicited.append(u)
             self.received.put_nowait(u)
             return
@@ -141,8 +141,8 @@ class SsfStack:
     def send(self, msg: TcapMessage, sls: int = 0) -> None:
         self.send_sccp(self.sccp_bytes(tcap.encode(msg)), sls)
 
-    async def answer(self, tid: bytes, timeout: float = ANSWER_TIMEOUT) -> TcapMessage:
-        return await asyncio.wait_for(self._waiting[tid].get(), timeout)
+    async def answer(self, tid: bytes, within: float = ANSWER_TIMEOUT) -> TcapMessage:
+        return await asyncio.wait_for(self._waiting[tid].get(), within)
 
 
 # -- calls ------------------------------------------------------------------------------------
@@ -217,9 +217,12 @@ class _Call:
 
     def acr(self, total: int, *, active: bool) -> Invoke:
         if self.switch_at is not None and total > self.switch_at:
-            arg = cap.call_result(total * 10, leg_active=active,
-                                  since_switch=(total - self.switch_at) * 10,
-                                  switch_interval=(self.switch_at - self.prev_switch) * 10)  # fmt: skip
+            arg = cap.call_result(
+                total * 10,
+                leg_active=active,
+                since_switch=(total - self.switch_at) * 10,
+                switch_interval=(self.switch_at - self.prev_switch) * 10,
+            )
         else:
             arg = cap.call_result(total * 10, leg_active=active)
         return cap.invoke(Op.APPLY_CHARGING_REPORT, next(self.ids), arg)
@@ -266,8 +269,10 @@ class _Call:
             return
         answer_event = "tAnswer" if s.terminating else "oAnswer"
         disconnect = "tDisconnect" if s.terminating else "oDisconnect"
-        self.send(MessageType.CONTINUE, [cap.invoke(Op.EVENT_REPORT_BCSM, next(self.ids),
-                                                    cap.event_report(answer_event, 2))])  # fmt: skip
+        self.send(
+            MessageType.CONTINUE,
+            [cap.invoke(Op.EVENT_REPORT_BCSM, next(self.ids), cap.event_report(answer_event, 2))],
+        )
         elapsed = 0
         while True:
             period_end = elapsed + ac.max_duration // 10

@@ -48,7 +48,7 @@ def charging_module() -> Any:
     finally:
         GLOBAL.clear()
     mod = types.ModuleType("camel_charging")
-    exec(compile(source, "camel_charging.asn", "exec"), mod.__dict__)  # noqa: S102
+    exec(compile(source, "camel_charging.asn", "exec"), mod.__dict__)
     return mod.CAMEL_Charging
 
 
@@ -68,7 +68,7 @@ def tbcd_encode(digits: str) -> bytes:
 
 
 def tbcd_decode(data: bytes) -> str:
-    out = []
+    out: list[str] = []
     for b in data:
         for n in (b & 0x0F, b >> 4):
             if n == 0x0F:
@@ -217,7 +217,7 @@ def read_call_result(invoke: Invoke) -> CallResult:
     m = charging_module().CAMEL_CallResult
     try:
         m.from_ber(invoke.argument)
-        kind, r = m.get_val()
+        _, r = m.get_val()
         ti_kind, ti = r["timeInformation"]
         party = r["partyToCharge"][1]
         if ti_kind == "timeIfNoTariffSwitch":
@@ -331,8 +331,16 @@ def call_result(
         if switch_interval is not None:
             tis["tariffSwitchInterval"] = switch_interval
         ti = ("timeIfTariffSwitch", tis)
-    m.set_val(("timeDurationChargingResult", {"partyToCharge": ("receivingSideID", b"\x01"),
-                                              "timeInformation": ti, "legActive": leg_active}))  # fmt: skip
+    m.set_val(
+        (
+            "timeDurationChargingResult",
+            {
+                "partyToCharge": ("receivingSideID", b"\x01"),
+                "timeInformation": ti,
+                "legActive": leg_active,
+            },
+        )
+    )
     return bytes(m.to_ber())
 
 

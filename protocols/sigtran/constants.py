@@ -189,7 +189,7 @@ class Phase(IntEnum):
 
 
 #: gsmSSF-to-gsmSCF application contexts (TS 29.078 §5.4 / §6.5 / §7.5 object identifiers).
-APPLICATION_CONTEXTS: Final = {
+APPLICATION_CONTEXTS: Final[dict[tuple[int, ...], Phase]] = {
     (0, 4, 0, 0, 1, 0, 50, 1): Phase.V2,
     (0, 4, 0, 0, 1, 21, 3, 4): Phase.V3,
     (0, 4, 0, 0, 1, 22, 3, 4): Phase.V4,
@@ -211,7 +211,7 @@ class Op(IntEnum):
 
 
 #: The pycrate argument type of each operation (None: no argument).
-ARGUMENT_TYPES: Final = {
+ARGUMENT_TYPES: Final[dict[int, str | None]] = {
     Op.INITIAL_DP: "InitialDPArg",
     Op.CONNECT: "ConnectArg",
     Op.RELEASE_CALL: "ReleaseCallArg",

@@ -251,8 +251,10 @@ class Asp:
         self._buffer += data
         while len(self._buffer) >= M3UA_HEADER:
             length = int.from_bytes(self._buffer[4:8], "big")
-            if self._buffer[0] != M3UA_VERSION or length < M3UA_HEADER or (
-                length > self.max_message
+            if (
+                self._buffer[0] != M3UA_VERSION
+                or length < M3UA_HEADER
+                or (length > self.max_message)
             ):
                 # Framing is lost: answer once and drop what is buffered (RFC 4666 §3.8.1).
                 chunk, self._buffer = bytes(self._buffer), bytearray()
@@ -332,8 +334,10 @@ class Asp:
             raise M3uaError(ErrorCode.INVALID_ROUTING_CONTEXT, f"routing context {rc}",
                             u32(rc))  # fmt: skip
         na = msg.get_u32(Tag.NETWORK_APPEARANCE)
-        if self.network_appearance is not None and na is not None and (
-            na != self.network_appearance
+        if (
+            self.network_appearance is not None
+            and na is not None
+            and (na != self.network_appearance)
         ):
             raise M3uaError(ErrorCode.INVALID_NETWORK_APPEARANCE, f"network appearance {na}")
 

@@ -27,7 +27,9 @@ from protocols.sigtran.constants import (
     RC_UNEQUIPPED_USER,
     RC_UNQUALIFIED,
     SSN_GSMSCF,
+    ErrorCode,
     PAbortCause,
+    SccpType,
 )
 from protocols.sigtran.errors import ComponentError, M3uaError, SccpError, TcapError
 from protocols.sigtran.m3ua import Asp, ProtocolData
@@ -209,10 +211,10 @@ class CapServer:
             # Not even the calling address can be read: nobody to return it to. M3UA's ERR is
             # the answer we can give (RFC 4666 §3.8.1, Protocol Error), naming the SI.
             self.counters.m3ua_errors += 1
-            a.asp.reject(M3uaError(m3ua.ErrorCode.PROTOCOL_ERROR, str(exc), pd.data[:40]))
+            a.asp.reject(M3uaError(ErrorCode.PROTOCOL_ERROR, str(exc), pd.data[:40]))
             a.flush()
             return
-        if u.kind not in (sccp.SccpType.UDT, sccp.SccpType.XUDT):
+        if u.kind not in (SccpType.UDT, SccpType.XUDT):
             log.info("SCCP %s from pc %d: cause %d", u.kind.name, pd.opc, u.return_cause)
             return
         if u.called.ssn is not None and u.called.ssn != self.config.ssn:
@@ -339,11 +341,26 @@ class CapServer:
             return  # TC-END from the peer: the transaction is gone, nothing can answer it
         if reply.end:
             self.dialogues.close(d)
-            self._send(d, TcapMessage(MessageType.END, dtid=d.remote_tid,
-                                      dialogue=d.dialogue_portion(), components=tuple(comps)))  # fmt: skip
+            self._send(
+                d,
+                TcapMessage(
+                    MessageType.END,
+                    dtid=d.remote_tid,
+                    dialogue=d.dialogue_portion(),
+                    components=tuple(comps),
+                ),
+            )
         elif comps or not d.answered:
-            self._send(d, TcapMessage(MessageType.CONTINUE, otid=d.local_tid, dtid=d.remote_tid,
-                                      dialogue=d.dialogue_portion(), components=tuple(comps)))  # fmt: skip
+            self._send(
+                d,
+                TcapMessage(
+                    MessageType.CONTINUE,
+                    otid=d.local_tid,
+                    dtid=d.remote_tid,
+                    dialogue=d.dialogue_portion(),
+                    components=tuple(comps),
+                ),
+            )
 
     # -- TC timers -------------------------------------------------------------------------------
 
@@ -351,8 +368,14 @@ class CapServer:
         """U-Abort a dialogue of ours (the peer hears of it) and tell the TC user."""
         self.dialogues.close(d)
         self.counters.u_aborts += 1
-        self._send(d, TcapMessage(MessageType.ABORT, dtid=d.remote_tid,
-                                  dialogue=DialoguePortion(DialogueKind.ABORT, None, 0, 0)))  # fmt: skip
+        self._send(
+            d,
+            TcapMessage(
+                MessageType.ABORT,
+                dtid=d.remote_tid,
+                dialogue=DialoguePortion(DialogueKind.ABORT, None, 0, 0),
+            ),
+        )
         await self._locked(d, self.user.on_abort(d, reason))
 
     async def expire(self) -> int:

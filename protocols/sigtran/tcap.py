@@ -166,8 +166,13 @@ def _component(c: Any, bad: list[ComponentError]) -> Component | None:
         if arg is not None:
             name, value = arg
             if name != ARGUMENT_TYPES[op]:
-                bad.append(ComponentError(InvokeProblem.MISTYPED_ARGUMENT, iid,
-                                          f"argument of operation {op} cannot be read"))  # fmt: skip
+                bad.append(
+                    ComponentError(
+                        InvokeProblem.MISTYPED_ARGUMENT,
+                        iid,
+                        f"argument of operation {op} cannot be read",
+                    )
+                )
                 return None
             arg = value
         elif ARGUMENT_TYPES[op] is not None:
@@ -178,8 +183,8 @@ def _component(c: Any, bad: list[ComponentError]) -> Component | None:
         return Invoke(iid, op, arg, _int_choice(body.get("linkedId")))
     if kind == "returnResult":
         res = body.get("result")
-        op = None if res is None else int(res["opcode"][1])
-        return ReturnResult(iid or 0, op, None if res is None else res["result"])
+        rop = None if res is None else int(res["opcode"][1])
+        return ReturnResult(iid or 0, rop, None if res is None else res["result"])
     if kind == "returnError":
         return ReturnError(iid or 0, int(body["errorCode"][1]))
     problem_kind, code = body["problem"]
@@ -275,7 +280,7 @@ def _component_value(c: Component) -> tuple[str, Any]:
         body: dict[str, Any] = {"invokeId": ("present", c.invoke_id), "opcode": ("local", c.opcode)}
         if c.linked_id is not None:
             body["linkedId"] = ("present", c.linked_id)
-        name = ARGUMENT_TYPES.get(c.opcode)  # type: ignore[call-overload]
+        name = ARGUMENT_TYPES.get(c.opcode)
         if name is not None:
             body["argument"] = (name, c.argument)
         return ("basicROS", ("invoke", body))

@@ -103,11 +103,20 @@ class _Library:
         try:
             lib = ctypes.CDLL(name, use_errno=True)
         except OSError as exc:
-            raise SctpUnavailable(f"libusrsctp not found ({exc}); apt-get install libusrsctp2") from None
+            raise SctpUnavailable(
+                f"libusrsctp not found ({exc}); apt-get install libusrsctp2"
+            ) from None
         lib.usrsctp_init.argtypes = [ctypes.c_uint16, ctypes.c_void_p, ctypes.c_void_p]
         lib.usrsctp_init.restype = None
-        lib.usrsctp_socket.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
-                                       ctypes.c_void_p, ctypes.c_uint32, ctypes.c_void_p]  # fmt: skip
+        lib.usrsctp_socket.argtypes = [
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+            ctypes.c_uint32,
+            ctypes.c_void_p,
+        ]
         lib.usrsctp_socket.restype = ctypes.c_void_p
         lib.usrsctp_setsockopt.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
                                            ctypes.c_void_p, ctypes.c_uint32]  # fmt: skip
@@ -120,9 +129,17 @@ class _Library:
                                       ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
                                       ctypes.c_uint32, ctypes.c_uint, ctypes.c_int]  # fmt: skip
         lib.usrsctp_sendv.restype = ctypes.c_ssize_t
-        lib.usrsctp_recvv.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t,
-                                      ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                                      ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]  # fmt: skip
+        lib.usrsctp_recvv.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+        ]
         lib.usrsctp_recvv.restype = ctypes.c_ssize_t
         lib.usrsctp_close.argtypes = [ctypes.c_void_p]
         lib.usrsctp_close.restype = None
@@ -188,7 +205,9 @@ class _Socket:
         init = _InitMsg(STREAMS, STREAMS, 0, 0)
         _check(L.usrsctp_setsockopt(ptr, IPPROTO_SCTP, SCTP_INITMSG, ctypes.byref(init),
                                     ctypes.sizeof(init)), "SCTP_INITMSG")  # fmt: skip
-        L.usrsctp_set_upcall(ptr, ctypes.cast(lib.upcall, ctypes.c_void_p), ctypes.c_void_p(self.id))
+        L.usrsctp_set_upcall(
+            ptr, ctypes.cast(lib.upcall, ctypes.c_void_p), ctypes.c_void_p(self.id)
+        )
 
     def wake(self) -> None:
         """From a library thread: have the loop look at the socket."""
@@ -361,7 +380,7 @@ async def listen(
 
 async def connect(
     host: str, port: int, receiver: Any, *, local: str = "127.0.0.1", udp_port: int = SCTP_UDP_PORT,
-    remote_udp_port: int | None = None, timeout: float = 5.0,
+    remote_udp_port: int | None = None, within: float = 5.0,
 ) -> SctpAssociation:  # fmt: skip
     """An association to ``host:port`` (the peer's UDP encapsulation port defaults to ours)."""
     lib = _Library.get(udp_port)
@@ -381,7 +400,7 @@ async def connect(
             if e != errno.EINPROGRESS:
                 _check(-1, f"connect {host}:{port}")
         a.wake()
-        await asyncio.wait_for(asyncio.shield(a.connected), timeout)
+        await asyncio.wait_for(asyncio.shield(a.connected), within)
     except BaseException:
         a.close()
         raise
