@@ -13,6 +13,7 @@ settings as the environment, lower-cased and without the ``OCS_`` prefix::
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -23,19 +24,29 @@ from ocs.charging.engine import ChargingConfig
 from ocs.constants import (
     DEFAULT_VALIDITY,
     DIAMETER_PORT,
+    DURATION_TOLERANCE,
     EXPIRY_GRACE,
+    HTTP_BODY_TIMEOUT,
+    HTTP_IDLE_TIMEOUT,
     HTTP_PORT,
     IDEMPOTENCY_TTL_REFERENCE,
     IDEMPOTENCY_TTL_SESSION,
+    MAX_CALL_DURATION,
     NATIVE_PORT,
 )
+from ocs.store.redis_client import parse_url
 from protocols.diameter.constants import (
+    DEFAULT_CER_TIMEOUT,
     DEFAULT_MAX_MESSAGE_SIZE,
     MAX_MESSAGE_LENGTH_FIELD,
     MIN_MAX_MESSAGE_SIZE,
     MIN_WATCHDOG_INTERVAL,
 )
+from protocols.diameter.constants import DEFAULT_FRAME_TIMEOUT as DIAMETER_FRAME_TIMEOUT
+from protocols.native.constants import DEFAULT_FRAME_TIMEOUT as NATIVE_FRAME_TIMEOUT
+from protocols.native.constants import DEFAULT_IDLE_TIMEOUT as NATIVE_IDLE_TIMEOUT
 from protocols.sigtran.constants import M3UA_PORT, SCTP_UDP_PORT
+from tariffs.digits import DECIMAL, ascii_int
 
 
 class ConfigError(ValueError):
@@ -46,6 +57,8 @@ class ConfigError(ValueError):
 class Settings:
     #: None: start an embedded redis-server with its data under ``data_dir``.
     redis_url: str | None = None
+    #: Seconds to wait at start for Redis to answer (it may start after the OCS).
+    redis_wait: float = 15.0
     data_dir: str = ".ocs"
     #: AOF fsync policy of the embedded Redis: everysec (default) or always.
     appendfsync: str = "everysec"
@@ -53,6 +66,17 @@ class Settings:
     native_port: int = NATIVE_PORT
     http_port: int = HTTP_PORT
     diameter_port: int = DIAMETER_PORT
+    #: Seconds before a stalled client is closed (docs/native-protocol.md, docs/diameter.md,
+    #: docs/api.md; 0 turns the frame, idle and HTTP idle timeouts off): a native frame or a
+    #: Diameter message started and not finished; a native connection silent with nothing in
+    #: flight; a Diameter connection that sends no CER; an HTTP connection without a complete
+    #: request (from its start or its last answer); an HTTP body that does not arrive.
+    native_frame_timeout: float = NATIVE_FRAME_TIMEOUT
+    native_idle_timeout: float = NATIVE_IDLE_TIMEOUT
+    diameter_cer_timeout: float = DEFAULT_CER_TIMEOUT
+    diameter_frame_timeout: float = DIAMETER_FRAME_TIMEOUT
+    http_idle_timeout: float = HTTP_IDLE_TIMEOUT
+    http_body_timeout: float = HTTP_BODY_TIMEOUT
     #: Our Diameter identity (Origin-Host, Origin-Realm in every message we send).
     diameter_host: str = "ocs.localdomain"
     diameter_realm: str = "localdomain"
@@ -99,6 +123,8 @@ class Settings:
     #: seconds (doubling each time, at most a minute, with jitter).
     provisioning_retries: int = 8
     provisioning_backoff: float = 0.5
+    #: HLR queries at once while reconciling (POST /v1/provisioning/reconcile).
+    provisioning_reconcile_concurrency: int = 16
     #: Where the gateway sends its callbacks (default: this OCS's admin API).
     provisioning_callback_url: str = ""
     #: Comma-separated URLs told of every threshold crossing and barring change.
@@ -110,6 +136,10 @@ class Settings:
     #: digits; empty: none configured).
     mediation_poll: float = 1.0
     mediation_window: int = 256
+    #: Records not believed (rejected with the reason, not charged): a call longer than this
+    #: many seconds, or whose callDuration differs from releaseTime - answerTime by more.
+    mediation_max_call_duration: int = MAX_CALL_DURATION
+    mediation_duration_tolerance: int = DURATION_TOLERANCE
     warehouse_dir: str = ".ocs/warehouse"
     archive_dir: str = ".ocs/archive"
     archive_key: str = field(default="", repr=False)
@@ -151,8 +181,9 @@ class Settings:
 
 
 _INT = {"native_port", "http_port", "diameter_port", "validity", "grace", "session_ttl",
-        "reference_ttl", "mediation_window", "provisioning_retries", "workers", "camel_port",
-        "camel_udp_port"}  # fmt: skip
+        "reference_ttl", "mediation_window", "provisioning_retries", "workers",
+        "mediation_max_call_duration", "mediation_duration_tolerance",
+        "provisioning_reconcile_concurrency", "camel_port", "camel_udp_port"}  # fmt: skip
 _PORTS = {"native_port", "http_port", "diameter_port", "camel_port", "camel_udp_port"}
 #: CAMEL integers and their ranges: a 14-bit ITU point code, a 32-bit routing context, a
 #: Q.850 cause value.
@@ -190,11 +221,13 @@ def _failure_handling(value: str, where: str) -> tuple[str, dict[str, str]]:
 
 
 def _seconds(value: object, where: str) -> float:
-    """A duration setting (seconds; a timer, never money)."""
-    try:
-        return float(str(value))
-    except ValueError:
-        raise ConfigError(f"{where}: must be a number of seconds, got {value!r}") from None
+    """A duration setting (seconds; a timer, never money): a finite number, or a decimal
+    string of ASCII digits ("2", "0.5"; not "nan", "1e3" or "２")."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    if isinstance(value, str) and DECIMAL.fullmatch(value.strip()):
+        return float(value.strip())
+    raise ConfigError(f"{where}: must be a number of seconds, got {value!r}")
 
 
 def _coerce(name: str, value: object, source: str) -> object:
@@ -228,15 +261,18 @@ def _coerce(name: str, value: object, source: str) -> object:
         raise ConfigError(f"{where}: must be a DiameterIdentity (a host name), got {value!r}")
     if name in _CAMEL_INT:
         low, high = _CAMEL_INT[name]
-        text = str(value).strip()
-        if isinstance(value, bool) or not text.isdigit() or not low <= int(text) <= high:
+        try:
+            number = ascii_int(str(value).strip())
+        except ValueError:
+            number = -1
+        if isinstance(value, bool) or not low <= number <= high:
             raise ConfigError(f"{where}: must be an integer {low}..{high}, got {value!r}")
-        return int(text)
+        return number
     if name == "camel_transport" and value not in ("", "sctp", "sctp-udp"):
         raise ConfigError(f"{where}: must be sctp or sctp-udp (or empty: no CAMEL), got {value!r}")
     if name == "camel_unknown" and value not in ("release", "continue"):
         raise ConfigError(f"{where}: must be release or continue, got {value!r}")
-    if name == "camel_gt" and not str(value).isdigit() and value != "":
+    if name == "camel_gt" and value != "" and not (str(value).isascii() and str(value).isdigit()):
         raise ConfigError(f"{where}: must be the E.164 digits of a global title, got {value!r}")
     if name == "camel_dialogue_timeout":
         v = _seconds(value, where)
@@ -245,9 +281,10 @@ def _coerce(name: str, value: object, source: str) -> object:
         return v
     if name in _INT:
         if isinstance(value, str):
-            if not value.strip().lstrip("-").isdigit():
-                raise ConfigError(f"{where}: must be an integer, got {value!r}")
-            value = int(value)
+            try:
+                value = ascii_int(value.strip())
+            except ValueError:
+                raise ConfigError(f"{where}: must be an integer, got {value!r}") from None
         if not isinstance(value, int) or isinstance(value, bool):
             raise ConfigError(f"{where}: must be an integer, got {value!r}")
         low = 0 if name in _PORTS else 1
@@ -261,10 +298,22 @@ def _coerce(name: str, value: object, source: str) -> object:
             if url.strip() and not url.strip().startswith(("http://", "https://")):
                 raise ConfigError(f"{where}: {url.strip()!r} is not an http(s):// URL")
         return str(value)
-    if name in ("sweep_interval", "mediation_poll", "provisioning_timeout", "provisioning_backoff"):
+    if name in ("native_frame_timeout", "native_idle_timeout", "diameter_frame_timeout",
+                "http_idle_timeout"):  # fmt: skip
+        v = _seconds(value, where)
+        if v < 0:
+            raise ConfigError(f"{where}: must be >= 0 (0: no timeout)")
+        return v
+    if name in ("sweep_interval", "mediation_poll", "provisioning_timeout", "provisioning_backoff",
+                "diameter_cer_timeout", "http_body_timeout"):  # fmt: skip
         v = _seconds(value, where)
         if v <= 0:
             raise ConfigError(f"{where}: must be > 0")
+        return v
+    if name == "redis_wait":
+        v = _seconds(value, where)
+        if v < 0:
+            raise ConfigError(f"{where}: must be >= 0 seconds")
         return v
     if name == "archive_key":
         text = str(value).strip()
@@ -276,8 +325,12 @@ def _coerce(name: str, value: object, source: str) -> object:
     if name == "redis_url":
         if value in ("", None):
             return None
-        if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError(f"{where}: must be a redis:// URL, got {value!r}")
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: must be a redis://, rediss:// or unix:// URL")
+        try:
+            parse_url(value)  # what the hot-path client will make of it, checked now
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
     if not isinstance(value, str):
         raise ConfigError(f"{where}: must be a string, got {value!r}")
     return value
@@ -299,8 +352,10 @@ def load_settings(
             data = tomllib.loads(p.read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigError(f"config file {p}: cannot read: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {p}: {exc}") from None
+        except RecursionError:
+            raise ConfigError(f"config file {p}: nested too deep to be settings") from None
         for k, v in data.items():
             if k not in names:
                 raise ConfigError(f"config file {p}: unknown setting {k!r}")

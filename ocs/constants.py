@@ -24,6 +24,12 @@ KEY_PREFIX: Final = "ocs"
 IDEMPOTENCY_TTL_SESSION: Final = 900
 IDEMPOTENCY_TTL_REFERENCE: Final = 7 * 24 * 3600
 
+#: Hot billing's plausibility limits (seconds): a call longer than this is not believed, nor
+#: one whose callDuration differs from its release minus answer time by more than the
+#: tolerance (TS 32.298 TimeStamps have second precision).
+MAX_CALL_DURATION: Final = 4 * 3600
+DURATION_TOLERANCE: Final = 2
+
 #: Subscriber states.
 STATE_ACTIVE: Final = "active"
 STATE_BARRED_OUTGOING: Final = "barred-outgoing"
@@ -34,6 +40,10 @@ STATES: Final = (STATE_ACTIVE, STATE_BARRED_OUTGOING, STATE_BARRED_ALL, STATE_SU
 #: Default listener ports.
 NATIVE_PORT: Final = 3869
 HTTP_PORT: Final = 8080
+#: Seconds an HTTP connection may go without a complete request (from its start or its last
+#: answer), and seconds a request body may take to arrive.
+HTTP_IDLE_TIMEOUT: Final = 75.0
+HTTP_BODY_TIMEOUT: Final = 30.0
 DIAMETER_PORT: Final = 3868
 
 #: Default reservation validity (seconds) and sweeper cadence.

@@ -1,7 +1,8 @@
 """The OCS process: every listener, the engine, the sweeper and (if no URL is given) an embedded
 Redis, each with one owner, started in order and stopped in reverse.
 
-Shutdown follows STYLE.md: signal -> stop accepting -> drain in-flight requests -> close.
+Shutdown follows docs/architecture.md (Conventions): signal -> stop accepting -> drain in-flight
+requests -> close.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from ocs.agents.diameter import CCA_COPY, DiameterAgent, GyConfig
 from ocs.agents.native import NativeAgent
 from ocs.api.app import create_app
 from ocs.api.metrics import Metrics
+from ocs.api.server import ApiRunner
 from ocs.charging.engine import ChargingEngine, wall_clock_ms
-from ocs.charging.sweeper import ExpirySweeper
+from ocs.charging.sweeper import ExpirySweeper, ThresholdCatchUp
 from ocs.charging.tariffs import TariffRegistry
 from ocs.config import ConfigError, Settings
 from ocs.provisioning.adapter import HttpProvisioningAdapter, WebhookSender
@@ -34,7 +36,7 @@ from ocs.provisioning.worker import RetryPolicy
 from ocs.redis_server import EmbeddedRedis
 from ocs.store.errors import StoreUnavailable
 from ocs.store.notify import NotifyStore
-from ocs.store.redis_client import PipelinedRedis
+from ocs.store.redis_client import PipelinedRedis, RedisClientError
 from ocs.store.store import Store
 from protocols.diameter import LocalIdentity
 from protocols.diameter.constants import CreditControlFailureHandling
@@ -60,13 +62,42 @@ async def redis_for(settings: Settings) -> AsyncIterator[str]:
         return
     extra = ("--appendfsync", settings.appendfsync)
     server = EmbeddedRedis(Path(settings.data_dir) / "redis", extra_args=extra)
-    await asyncio.to_thread(server.start)
+    await server.start_async()
     log.info("embedded redis-server %s on %s (data in %s)", server.version, server.url,
              server.data_dir)  # fmt: skip
     try:
         yield server.url
     finally:
         await asyncio.to_thread(server.stop)
+
+
+async def wait_for_redis(store: Store, wait: float) -> None:
+    """Until Redis answers PING (it may start after us: compose, Kubernetes), for at most
+    ``wait`` seconds, saying once what it waits for; then StoreUnavailable, in one line."""
+    client = store.client
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    delay, said = 0.05, False
+    while True:
+        try:
+            await client.connect()
+            if await store.ping():
+                return
+            problem = "no PONG"
+        except (RedisClientError, StoreUnavailable) as exc:
+            problem = str(exc)  # (refused, LOADING while it replays its AOF, ...)
+        left = deadline - loop.time()
+        if left <= 0:
+            raise StoreUnavailable(
+                f"Redis at {client.where} did not answer within {wait:g} s "
+                f"(OCS_REDIS_WAIT): {problem}"
+            )
+        if not said:
+            said = True
+            log.warning("waiting up to %g s for Redis at %s (OCS_REDIS_WAIT): %s", wait,
+                        client.where, problem)  # fmt: skip
+        await asyncio.sleep(min(delay, left))
+        delay = min(delay * 2, 1.0)
 
 
 @dataclass
@@ -90,13 +121,13 @@ async def charging_core(
     async with contextlib.AsyncExitStack() as stack:
         url = await stack.enter_async_context(redis_for(settings))
         client = PipelinedRedis.from_url(url)
-        await client.connect()
         stack.push_async_callback(client.close)
         store = Store(
             client,
             session_ttl_ms=settings.session_ttl * 1000,
             reference_ttl_ms=settings.reference_ttl * 1000,
         )
+        await wait_for_redis(store, settings.redis_wait)
         await store.load_scripts()
         tariffs = await stack.enter_async_context(TariffRegistry(store, rater, base))
         engine = ChargingEngine(store, rater, settings.charging)
@@ -180,7 +211,9 @@ def diameter_server(settings: Settings, agent: DiameterAgent) -> DiameterServer:
         realm_check=settings.diameter_realm_check,
         answer_copy=CCA_COPY,
         ssl=diameter_tls(settings),
-        # Several OCS processes may share the port (DESIGN.md, Scale).
+        cer_timeout=settings.diameter_cer_timeout,
+        frame_timeout=settings.diameter_frame_timeout,
+        # Several OCS processes may share the port (docs/architecture.md, Scale).
         reuse_port=True,
     )
 
@@ -254,6 +287,9 @@ async def run_ocs(
         await stack.enter_async_context(
             ExpirySweeper(store, wall_clock_ms, interval=settings.sweep_interval)
         )
+        await stack.enter_async_context(
+            ThresholdCatchUp(store, wall_clock_ms, interval=settings.sweep_interval)
+        )
         notify = NotifyStore(url)
         stack.push_async_callback(notify.close)
         provisioning = Provisioning(
@@ -264,19 +300,24 @@ async def run_ocs(
             policy=RetryPolicy(
                 attempts=settings.provisioning_retries, base=settings.provisioning_backoff
             ),
+            reconcile_concurrency=settings.provisioning_reconcile_concurrency,
         )
+        stack.push_async_callback(provisioning.close)
         app = create_app(
-            store, metrics, tariffs=tariffs, clock=wall_clock_ms, provisioning=provisioning
-        )
-        runner = web.AppRunner(app, access_log=None)
+            store, metrics, tariffs=tariffs, clock=wall_clock_ms, provisioning=provisioning,
+            body_timeout=settings.http_body_timeout,
+        )  # fmt: skip
+        runner = ApiRunner(app, idle_timeout=settings.http_idle_timeout, access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(runner, settings.bind, settings.http_port, reuse_port=reuse_port or None)
         await site.start()
         http_port = _bound_port(runner, settings.http_port)
         native = NativeServer(
-            NativeAgent(engine, metrics), settings.bind, settings.native_port, reuse_port=reuse_port
-        )
+            NativeAgent(engine, metrics), settings.bind, settings.native_port,
+            reuse_port=reuse_port, frame_timeout=settings.native_frame_timeout,
+            idle_timeout=settings.native_idle_timeout,
+        )  # fmt: skip
         await native.start()
         stack.push_async_callback(native.close)
         # A lambda, not rater.book.at: the registry replaces the book when plans change.

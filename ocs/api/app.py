@@ -20,17 +20,19 @@ moment, without touching any account.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from typing import Final, Literal
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from aiohttp.web_protocol import RequestPayloadError
 
 from ocs.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ocs.api.metrics import Metrics
@@ -45,9 +47,12 @@ from ocs.api.problems import (
     invalid_input,
     invalid_plan,
     problem,
+    reference_conflict,
 )
+from ocs.api.routes import Route, add_routes
+from ocs.api.server import parser_problem
 from ocs.charging.tariffs import TariffRegistry, bundle_buckets
-from ocs.constants import MAX_UNITS, STATE_ACTIVE, STATES
+from ocs.constants import HTTP_BODY_TIMEOUT, MAX_UNITS, STATE_ACTIVE, STATES
 from ocs.money import MoneyFormatError, format_money, parse_money
 from ocs.provisioning.service import Provisioning, ProvisioningError
 from ocs.store.errors import StoreError, StoreUnavailable
@@ -85,6 +90,8 @@ METRICS: Final = web.AppKey("ocs.metrics", Metrics)
 CLOCK: Final = web.AppKey[Clock]("ocs.clock")
 TARIFFS: Final = web.AppKey("ocs.tariffs", TariffRegistry)
 PROVISIONING: Final = web.AppKey("ocs.provisioning", Provisioning)
+#: Seconds a request body may take to arrive.
+BODY_TIMEOUT: Final = web.AppKey("ocs.body_timeout", float)
 
 #: E.164 without the leading '+': up to 15 digits; 3 allows short test and service numbers.
 _MSISDN_RE: Final = re.compile(r"[0-9]{3,15}")
@@ -99,6 +106,8 @@ _MS: Final = timedelta(milliseconds=1)
 #: Rating times: from 1970 up to (not including) 2200.
 _LATEST: Final = (datetime(2200, 1, 1, tzinfo=UTC) - _EPOCH) // _MS
 
+#: nginx's "client closed request": the client went away before its answer.
+CLIENT_CLOSED_REQUEST: Final = 499
 MAX_REFERENCE: Final = 128
 MAX_NOTE: Final = 256
 MAX_BUCKET_ID: Final = 64
@@ -448,8 +457,24 @@ class _Answer(Exception):
         self.response = response
 
 
+async def _read_body(request: web.Request) -> bytes:
+    """The request body, within ``BODY_TIMEOUT`` seconds (408 otherwise: a client that stalls
+    mid-body must not hold the connection); a body the parser cannot read is a 400."""
+    try:
+        async with asyncio.timeout(request.app[BODY_TIMEOUT]):
+            return await request.read()
+    except TimeoutError:
+        answer = problem(HTTPStatus.REQUEST_TIMEOUT, detail="the body did not arrive in time")
+        answer.force_close()
+        raise _Answer(answer) from None
+    except RequestPayloadError as exc:
+        answer = parser_problem(exc.__cause__ or exc, HTTPStatus.BAD_REQUEST)
+        answer.force_close()
+        raise _Answer(answer) from None
+
+
 async def _json_body(request: web.Request) -> object:
-    raw = await request.read()
+    raw = await _read_body(request)
     try:
         return json.loads(raw)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
@@ -498,8 +523,10 @@ def _expect(answer: ScriptAnswer, *expected: str) -> None:
         raise StoreError(f"unexpected script status {answer.status!r}")
 
 
-async def _account_response(store: Store, msisdn: str, status: int = 200) -> web.Response:
-    account = await store.get_account(msisdn)
+async def _account_response(
+    store: Store, msisdn: str, status: int = 200, *, refresh_at: int | None = None
+) -> web.Response:
+    account = await store.get_account(msisdn, refresh_at=refresh_at)
     if account is None:
         return _unknown_subscriber(msisdn)
     headers = {"Location": _location(msisdn)} if status == HTTPStatus.CREATED else None
@@ -546,6 +573,8 @@ async def create_subscriber(request: web.Request) -> web.StreamResponse:
         now=now,
         request_key=None if reference is None else f"create:{reference}",
     )
+    if answer.conflict:
+        return reference_conflict("create", str(reference))
     if answer.status == "EXISTS":
         return problem(
             HTTPStatus.CONFLICT,
@@ -569,8 +598,10 @@ async def list_subscribers(request: web.Request) -> web.StreamResponse:
 
 
 async def get_subscriber(request: web.Request) -> web.StreamResponse:
-    """``GET /v1/subscribers/{msisdn}``: the account, its buckets and open sessions."""
-    return await _account_response(request.app[STORE], _msisdn(request))
+    """``GET /v1/subscribers/{msisdn}``: the account, its buckets and open sessions (brought
+    up to date first: due expiries, newly published thresholds)."""
+    app = request.app
+    return await _account_response(app[STORE], _msisdn(request), refresh_at=app[CLOCK]())
 
 
 async def update_subscriber(request: web.Request) -> web.StreamResponse:
@@ -604,6 +635,8 @@ async def update_subscriber(request: web.Request) -> web.StreamResponse:
         now=now,
         request_key=None if reference is None else f"update:{reference}",
     )
+    if answer.conflict:
+        return reference_conflict("update", str(reference))
     if answer.status == "NOSUB":
         return _unknown_subscriber(msisdn)
     _expect(answer, "OK")
@@ -647,20 +680,23 @@ def _credit_handler(kind: str, sign: Sign, note_field: str, *, note_required: bo
             note=note,
             now=request.app[CLOCK](),
         )
+        if answer.conflict:
+            return reference_conflict(kind, reference)
         if answer.status == "NOSUB":
             return _unknown_subscriber(msisdn)
         if answer.status == "TOOBIG":
             return invalid_input([FieldError("amount", "would take the balance out of range")])
         _expect(answer, "OK")
-        # The store answers a replay exactly as it answered the first request (the amount
-        # applied and the balance then), and cannot say which it was: both are 201.
+        # A replay of the same request is answered as the first was (the amount applied and
+        # the balance then: 201 both), with a header saying it is a replay.
         body = {
             "msisdn": msisdn,
             "amount": format_money(answer.charged),
             "reference": reference,
             "balance": format_money(answer.balance),
         }
-        return web.json_response(body, status=HTTPStatus.CREATED)
+        headers = {"Idempotent-Replayed": "true"} if answer.replay else None
+        return web.json_response(body, status=HTTPStatus.CREATED, headers=headers)
 
     handler.__doc__ = f"``POST /v1/subscribers/{{msisdn}}/...``: a {kind}, idempotent by reference."
     return handler
@@ -866,7 +902,7 @@ async def load_tariff(request: web.Request) -> web.StreamResponse:
         raise InvalidInput(
             [FieldError("source", f"must be 1 to {MAX_SOURCE} printable characters")]
         )
-    raw = await request.read()
+    raw = await _read_body(request)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -944,6 +980,11 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         return _http_problem(exc)
+    except ConnectionResetError as exc:
+        # The client went away mid-request (typically mid-body): nobody to answer; counted
+        # as 499 by the middleware, and not an error of ours.
+        log.debug("%s %s: the client closed the connection: %s", request.method, request.path, exc)
+        return problem(CLIENT_CLOSED_REQUEST, "Client Closed Request")
     except StoreUnavailable as exc:
         request.app[METRICS].redis_error()
         log.warning("%s %s: %s", request.method, request.path, exc)
@@ -967,7 +1008,7 @@ async def _errors_and_metrics(request: web.Request, handler: Handler) -> web.Str
         return await _answer(request, handler)
     start = time.perf_counter()
     # 499 (nginx's "client closed request"): the handler was cancelled.
-    status = 499
+    status = CLIENT_CLOSED_REQUEST
     try:
         response = await _answer(request, handler)
         status = response.status
@@ -995,7 +1036,8 @@ async def provisioning_callback(request: web.Request) -> web.StreamResponse:
     """``POST /v1/provisioning/callbacks``: a signed confirmation or rejection of a command
     the provisioning system accepted (202). A bad signature: 401, and nothing changes."""
     try:
-        result = await request.app[PROVISIONING].callback(await request.read(), request.headers)
+        body = await _read_body(request)
+        result = await request.app[PROVISIONING].callback(body, request.headers)
     except ProvisioningError as exc:
         return _provisioning_problem(exc)
     return web.json_response(result)
@@ -1032,13 +1074,103 @@ async def replay_dead_letter(request: web.Request) -> web.StreamResponse:
 
 
 async def reconcile(request: web.Request) -> web.StreamResponse:
-    """``POST /v1/provisioning/reconcile``: compare every account's barring with the HLR's
-    and re-send what differs."""
+    """``POST /v1/provisioning/reconcile``: start comparing every account's barring with the
+    HLR's (re-sending what differs) as a background job: 202, the job at ``Location``."""
     try:
-        report = await request.app[PROVISIONING].reconcile()
+        job = await request.app[PROVISIONING].start_reconcile()
     except ProvisioningError as exc:
         return _provisioning_problem(exc)
-    return web.json_response(report.to_json())
+    location = f"/v1/provisioning/reconcile/{job['id']}"
+    return web.json_response(job, status=HTTPStatus.ACCEPTED, headers={"Location": location})
+
+
+async def reconcile_job(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/provisioning/reconcile/{id}``: a reconciliation's progress, then result."""
+    job_id = request.match_info["id"]
+    job = await request.app[PROVISIONING].reconcile_job(job_id)
+    if job is None:
+        detail = f"no reconciliation job {job_id!r} (unknown, or older than 7 days)"
+        return problem(HTTPStatus.NOT_FOUND, "Unknown job", detail)
+    return web.json_response(job)
+
+
+#: Every endpoint of the core API with the resource and action it needs (ocs.api.routes).
+_ROUTES: Final = (
+    Route("POST", "/v1/subscribers", create_subscriber, "subscribers", "write"),
+    Route("GET", "/v1/subscribers", list_subscribers, "subscribers", "read"),
+    Route("GET", "/v1/subscribers/{msisdn}", get_subscriber, "subscribers", "read"),
+    Route("PATCH", "/v1/subscribers/{msisdn}", update_subscriber, "subscribers", "write"),
+    Route(
+        "POST",
+        "/v1/subscribers/{msisdn}/topups",
+        _credit_handler("topup", "positive", "note", note_required=False),
+        "subscribers.topups",
+        "write",
+    ),
+    Route(
+        "POST",
+        "/v1/subscribers/{msisdn}/adjustments",
+        _credit_handler("adjust", "non-zero", "reason", note_required=True),
+        "subscribers.adjustments",
+        "write",
+    ),
+    Route(
+        "POST",
+        "/v1/subscribers/{msisdn}/refunds",
+        _credit_handler("refund", "positive", "note", note_required=False),
+        "subscribers.refunds",
+        "write",
+    ),
+    Route("GET", "/v1/subscribers/{msisdn}/events", list_events, "subscribers.events", "read"),
+    Route("POST", "/v1/rate", rate, "rating", "read"),
+    Route("GET", "/v1/tariffs", list_tariffs, "tariffs", "read"),
+    Route("POST", "/v1/tariffs", load_tariff, "tariffs", "write"),
+    Route("GET", "/v1/tariffs/{name}", get_tariff, "tariffs", "read"),
+    Route("GET", "/healthz", healthz, "health", "read", public=True),
+    Route("GET", "/readyz", readyz, "health", "read", public=True),
+    Route("GET", "/metrics", serve_metrics, "metrics", "read"),
+)
+
+#: Present when the OCS runs with a provisioning system.
+_PROVISIONING_ROUTES: Final = (
+    # Signed by the provisioning system (HMAC over timestamp and body), not by a bearer token.
+    Route(
+        "POST",
+        "/v1/provisioning/callbacks",
+        provisioning_callback,
+        "provisioning.callbacks",
+        "write",
+    ),
+    Route(
+        "GET",
+        "/v1/provisioning/dead-letters",
+        list_dead_letters,
+        "provisioning.dead-letters",
+        "read",
+    ),
+    Route(
+        "POST",
+        "/v1/provisioning/dead-letters/{id}/replay",
+        replay_dead_letter,
+        "provisioning.dead-letters",
+        "write",
+    ),
+    Route("POST", "/v1/provisioning/reconcile", reconcile, "provisioning.reconcile", "write"),
+    Route(
+        "GET",
+        "/v1/provisioning/reconcile/{id}",
+        reconcile_job,
+        "provisioning.reconcile",
+        "read",
+    ),
+    Route(
+        "GET",
+        "/v1/subscribers/{msisdn}/provisioning",
+        subscriber_provisioning,
+        "subscribers.provisioning",
+        "read",
+    ),
+)
 
 
 def create_app(
@@ -1048,6 +1180,8 @@ def create_app(
     tariffs: TariffRegistry,
     clock: Callable[[], int],
     provisioning: Provisioning | None = None,
+    body_timeout: float = HTTP_BODY_TIMEOUT,
+    routes: Iterable[Route] = (),
 ) -> web.Application:
     """The HTTP API over ``store``.
 
@@ -1058,41 +1192,19 @@ def create_app(
             asked of it on each request, so reloaded tariffs apply at once.
         clock: Unix milliseconds now, passed as ``now`` to every store call and the default
             time of a rating.
+        body_timeout: seconds a request body may take to arrive (408 after).
+        provisioning: the provisioning system; its routes exist only when it is given.
+        routes: more endpoints, declared by the subsystems that serve them.
     """
     app = web.Application(middlewares=[_errors_and_metrics], client_max_size=MAX_BODY)
     app[STORE] = store
     app[METRICS] = metrics
     app[CLOCK] = clock
+    app[BODY_TIMEOUT] = body_timeout
     app[TARIFFS] = tariffs
+    add_routes(app, _ROUTES)
     if provisioning is not None:
         app[PROVISIONING] = provisioning
-        app.router.add_post("/v1/provisioning/callbacks", provisioning_callback)
-        app.router.add_get("/v1/provisioning/dead-letters", list_dead_letters)
-        app.router.add_post("/v1/provisioning/dead-letters/{id}/replay", replay_dead_letter)
-        app.router.add_post("/v1/provisioning/reconcile", reconcile)
-        app.router.add_get("/v1/subscribers/{msisdn}/provisioning", subscriber_provisioning)
-    app.router.add_post("/v1/subscribers", create_subscriber)
-    app.router.add_get("/v1/subscribers", list_subscribers)
-    app.router.add_get("/v1/subscribers/{msisdn}", get_subscriber)
-    app.router.add_patch("/v1/subscribers/{msisdn}", update_subscriber)
-    app.router.add_post(
-        "/v1/subscribers/{msisdn}/topups",
-        _credit_handler("topup", "positive", "note", note_required=False),
-    )
-    app.router.add_post(
-        "/v1/subscribers/{msisdn}/adjustments",
-        _credit_handler("adjust", "non-zero", "reason", note_required=True),
-    )
-    app.router.add_post(
-        "/v1/subscribers/{msisdn}/refunds",
-        _credit_handler("refund", "positive", "note", note_required=False),
-    )
-    app.router.add_get("/v1/subscribers/{msisdn}/events", list_events)
-    app.router.add_post("/v1/rate", rate)
-    app.router.add_get("/v1/tariffs", list_tariffs)
-    app.router.add_post("/v1/tariffs", load_tariff)
-    app.router.add_get("/v1/tariffs/{name}", get_tariff)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", serve_metrics)
+        add_routes(app, _PROVISIONING_ROUTES)
+    add_routes(app, routes)
     return app

@@ -20,6 +20,7 @@ from ocs.cli import CliError, _run, _tune_gc
 from ocs.config import Settings, load_settings
 from ocs.mediation.archive import parse_key, read_entry, verify
 from ocs.money import format_money
+from tariffs.digits import ascii_float, ascii_int, is_digits
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -60,13 +61,15 @@ def _time(ms: int) -> str:
 
 
 async def _mediate(settings: Settings, source: str, args: argparse.Namespace) -> None:
-    from ocs.mediation.collect import open_source
+    from ocs.mediation.collect import SourceUnavailable, open_source
     from ocs.mediation.pipeline import Mediation, MediationConfig
     from ocs.service import charging_core
 
     config = MediationConfig(
         poll_interval=settings.mediation_poll,
         window=settings.mediation_window,
+        max_call_duration=settings.mediation_max_call_duration,
+        duration_tolerance=settings.mediation_duration_tolerance,
         stable_size=args.stable_size,
         warehouse_dir=None if args.no_warehouse else settings.warehouse_dir,
         archive_dir=None if args.no_archive else settings.archive_dir,
@@ -80,6 +83,10 @@ async def _mediate(settings: Settings, source: str, args: argparse.Namespace) ->
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    try:
+        await src.check()
+    except SourceUnavailable as exc:
+        raise CliError(f"--source: {exc}") from None
     try:
         async with charging_core(settings) as core, src:
             logging.getLogger("ocs").info(
@@ -134,8 +141,10 @@ async def _status(url: str, limit: int) -> dict[str, Any]:
                 "records": e.records,
                 "charged": e.charged,
                 "rejected": e.rejected,
+                "repeated": e.repeated,
                 "amount": format_money(e.amount, 6),
                 "attempts": e.attempts,
+                "duplicate_of": e.duplicate_of or None,
                 "collected_at": _time(e.collected_at),
                 "done_at": _time(e.done_at),
             }
@@ -154,13 +163,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     t = status["totals"]
     print(f"files done {t['files']}, records {t['records']} ({t['charged']} charged, "
-          f"{t['rejected']} rejected), amount {t['amount']}")  # fmt: skip
+          f"{t['rejected']} rejected, {t['repeated']} charged before), amount {t['amount']}, "
+          f"duplicate files {t['duplicates']} (not charged)")  # fmt: skip
     if status["in_progress"]:
         print("in progress: " + ", ".join(status["in_progress"]))
     for e in status["recent"]:
         print(f"  {e['file']}  {e['state']:<9} {e['records']:>6} records  {e['charged']:>6} "
               f"charged  {e['rejected']:>4} rejected  {e['amount']:>14}  collected "
-              f"{e['collected_at']}  done {e['done_at']}")  # fmt: skip
+              f"{e['collected_at']}  done {e['done_at']}"
+              + (f"  duplicate of {e['duplicate_of']}" if e["duplicate_of"] else ""))  # fmt: skip
     return 0
 
 
@@ -184,7 +195,7 @@ def cmd_archive(args: argparse.Namespace) -> int:
     # extract
     if key is None:
         raise CliError("extract needs the key: --key or OCS_ARCHIVE_KEY")
-    matches = sorted(root.glob(f"*/{int(args.seq):010d}.*.arc")) if args.seq.isdigit() else []
+    matches = sorted(root.glob(f"*/{int(args.seq):010d}.*.arc")) if is_digits(args.seq) else []
     if not matches:
         matches = sorted(p for p in root.glob("*/*.arc") if p.name.split(".", 1)[1][:-4]
                          == args.seq)  # fmt: skip
@@ -218,9 +229,9 @@ def register(sub: Any) -> None:
     a.add_argument("--config", help="TOML config file (or OCS_CONFIG)")
     a.add_argument("--redis-url", help="the OCS's Redis (or OCS_REDIS_URL); required")
     a.add_argument("--plans-dir", help="extra directory of TOML tariff plans")
-    a.add_argument("--poll", dest="mediation_poll", type=float, metavar="S",
+    a.add_argument("--poll", dest="mediation_poll", type=ascii_float, metavar="S",
                    help="seconds between polls (OCS_MEDIATION_POLL, default 1)")  # fmt: skip
-    a.add_argument("--window", dest="mediation_window", type=int, metavar="N",
+    a.add_argument("--window", dest="mediation_window", type=ascii_int, metavar="N",
                    help="debits in flight (OCS_MEDIATION_WINDOW, default 256)")  # fmt: skip
     a.add_argument(
         "--stable-size",
@@ -242,7 +253,7 @@ def register(sub: Any) -> None:
     a = acts.add_parser("status", help="the ledger: totals, files in progress, recent files")
     a.add_argument("--config", help="TOML config file (or OCS_CONFIG)")
     a.add_argument("--redis-url", help="the Redis the mediation uses (or OCS_REDIS_URL)")
-    a.add_argument("--limit", type=int, default=20, help="recent files to show (default 20)")
+    a.add_argument("--limit", type=ascii_int, default=20, help="recent files to show (default 20)")
     a.add_argument("--json", action="store_true", help="print JSON")
     a.set_defaults(func=cmd_status)
 

@@ -33,6 +33,7 @@ from aiohttp import web
 from ocs.api.problems import problem
 from ocs.provisioning.adapter import BARRING_LEVELS
 from ocs.provisioning.signing import SignatureError, sign, verify
+from tariffs.digits import is_digits
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,10 @@ class Behaviour:
     reject_next: int = 0
     #: Refuse everything with 503 (the HLR is down).
     down: bool = False
+    #: Answer the next N queries (GET /v1/subscribers/{msisdn}) of these subscribers with
+    #: 503, and every query only after ``query_delay_ms`` (a slow HLR).
+    fail_queries: dict[str, int] = field(default_factory=dict)
+    query_delay_ms: int = 0
 
 
 @dataclass
@@ -88,6 +93,9 @@ class HlrSimulator:
     #: Answers by command_id (a repeated command gets the first answer and changes nothing).
     answers: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
     received: int = 0
+    #: Queries being answered now, and the most there were at once.
+    queries_in_flight: int = 0
+    max_queries_in_flight: int = 0
     #: Called with each command applied (the demo prints them).
     on_apply: Callable[[Applied], None] | None = None
     _changed: asyncio.Condition | None = None
@@ -176,14 +184,14 @@ class HlrSimulator:
                 raise ValueError("not an object")
             if not isinstance(cmd.get("command_id"), str) or not cmd["command_id"]:
                 raise ValueError("command_id: required string")
-            if not isinstance(cmd.get("msisdn"), str) or not cmd["msisdn"].isdigit():
+            if not is_digits(cmd.get("msisdn")):
                 raise ValueError("msisdn: required digits")
             if cmd.get("barring") not in BARRING_LEVELS:
                 raise ValueError(f"barring: one of {', '.join(BARRING_LEVELS)}")
             if not isinstance(cmd.get("seq"), int) or isinstance(cmd.get("seq"), bool):
                 raise ValueError("seq: required integer")
-        except ValueError as exc:
-            return problem(400, "Bad command", str(exc))
+        except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
+            return problem(400, "Bad command", str(exc) or "JSON nested too deep")
         if b.delay_ms:
             await asyncio.sleep(b.delay_ms / 1000)
         previous = self.answers.get(cmd["command_id"])
@@ -242,8 +250,19 @@ class HlrSimulator:
 
     async def _subscriber(self, request: web.Request) -> web.Response:
         msisdn = request.match_info["msisdn"]
-        if self.behaviour.down:
+        b = self.behaviour
+        self.queries_in_flight += 1
+        self.max_queries_in_flight = max(self.max_queries_in_flight, self.queries_in_flight)
+        try:
+            if b.query_delay_ms:
+                await asyncio.sleep(b.query_delay_ms / 1000)
+        finally:
+            self.queries_in_flight -= 1
+        if b.down:
             return problem(503, "HLR unavailable", "down (simulated)")
+        if b.fail_queries.get(msisdn, 0) > 0:
+            b.fail_queries[msisdn] -= 1
+            return problem(503, "HLR unavailable", "query failure (simulated)")
         line = self.lines.get(msisdn, Line(msisdn))
         return web.json_response(asdict(line))
 

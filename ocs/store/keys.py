@@ -1,5 +1,5 @@
-"""Redis key names. The only module that knows them (DESIGN.md: nothing above ocs/store knows
-a Redis key).
+"""Redis key names. The only module that knows them (docs/architecture.md, Layers: nothing
+above ocs/store knows a Redis key).
 
 Every key of a subscriber carries the hash tag of its bucket, ``{b<N>}``, so the account, its
 sessions, its idempotency answers, and the bucket's outbox stream and expiry index share one
@@ -63,6 +63,11 @@ def hlr_command_key(command_id: str) -> str:
     return f"{KEY_PREFIX}:prov:cmd:{command_id}"
 
 
+def reconcile_job_key(job_id: str) -> str:
+    """A reconciliation job's progress and result (JSON, expiring), for any process to read."""
+    return f"{KEY_PREFIX}:prov:job:{job_id}"
+
+
 def leader_key(group: str) -> str:
     """The lease that makes one process the consumer of a notification group."""
     return f"{KEY_PREFIX}:lease:{group}"
@@ -71,6 +76,12 @@ def leader_key(group: str) -> str:
 def session_index_key(session_id: str) -> str:
     """Where a session's subscriber is found when a request names only the session."""
     return f"{KEY_PREFIX}:sidx:{session_id}"
+
+
+def thresholds_pass_key(generation: str) -> str:
+    """Held by the process that brings every account up to date with a generation of the
+    published thresholds."""
+    return f"{KEY_PREFIX}:thr:pass:{generation}"
 
 
 def plans_key() -> str:
