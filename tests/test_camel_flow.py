@@ -182,7 +182,7 @@ async def test_a_retransmitted_report_is_charged_once(scf: Scf, msc: SsfStack) -
     for _ in range(3):  # the same report three times (same invoke id)
         msc.send(acr)
         answers.append(await msc.answer(tid))
-    assert all(a.type is MessageType.CONTINUE for a in answers)
+    assert all(a.type is MessageType.CONTINUE for a in answers), answers
     after = await money(scf.store, "491700000005")
     assert after[0] == 10 * MICRO - tariff(scf, "491700000005", "4930123456", 60)
     msc.send(TcapMessage(MessageType.CONTINUE, otid=tid, dtid=first.otid, components=(

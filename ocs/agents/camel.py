@@ -35,7 +35,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from ocs.api.metrics import Metrics
@@ -100,6 +100,8 @@ class _Call:
     switch_base: int = 0
     final: bool = False
     ended: bool = False
+    #: Seconds each report (by invoke id) committed: a retransmission is the same request.
+    reports: dict[int, int] = field(default_factory=dict)
 
 
 class CamelAgent:
@@ -265,8 +267,12 @@ class CamelAgent:
         if not isinstance(call, _Call) or call.ended:
             reply.components.append(ReturnError(inv.invoke_id, UNEXPECTED_COMPONENT_SEQUENCE))
             return
-        total = self._seconds(call, result)
-        used = max(0, total - call.committed)
+        if inv.invoke_id in call.reports:  # a retransmission: the first one's request again
+            used, total = call.reports[inv.invoke_id], call.committed
+        else:
+            total = self._seconds(call, result)
+            used = max(0, total - call.committed)
+            call.reports[inv.invoke_id] = used
         key = f"{call.session}/acr{inv.invoke_id}"
         more = result.leg_active
         r = await self.engine.commit(
