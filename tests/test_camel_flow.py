@@ -86,6 +86,16 @@ async def money(store: Store, msisdn: str) -> tuple[int, int]:
     return acct.balance, acct.reserved
 
 
+def begin(msc: SsfStack, calling: str, phase: Phase) -> bytes:
+    """Open a dialogue with an InitialDP of ``calling``; our transaction id."""
+    tid = msc.new_tid()
+    idp = cap.initial_dp(service_key=100, calling=calling, called="4930123456",
+                         location=("262", "01"))  # fmt: skip
+    msc.send(TcapMessage(MessageType.BEGIN, otid=tid, dialogue=tcap.request(phase),
+                         components=(cap.invoke(Op.INITIAL_DP, 1, idp),)))  # fmt: skip
+    return tid
+
+
 def tariff(scf: Scf, msisdn: str, called: str, seconds: int, at: int = NOON) -> int:
     ctx = UsageContext(plan="prepaid-basic", service="voice", subscriber=msisdn, started_at=at,
                        destination=called, location="26201")  # fmt: skip
@@ -136,11 +146,7 @@ async def test_release_call_follows_the_report_that_ends_the_credit(
 ) -> None:
     """A report while the leg is still active after the credit is gone: ReleaseCall."""
     await add(scf.store, "491700000004", 90_000)  # the first minute exactly
-    tid = msc.new_tid()
-    idp = cap.initial_dp(service_key=100, calling="491700000004", called="4930123456",
-                         location=("262", "01"))  # fmt: skip
-    msc.send(TcapMessage(MessageType.BEGIN, otid=tid, dialogue=tcap.request(Phase.V3),
-                         components=(cap.invoke(Op.INITIAL_DP, 1, idp),)))  # fmt: skip
+    tid = begin(msc, "491700000004", Phase.V3)
     first = await msc.answer(tid)
     assert first.type is MessageType.CONTINUE and first.dialogue is not None
     assert first.dialogue.phase is Phase.V3  # answered in the phase asked for
@@ -170,11 +176,7 @@ async def test_release_call_follows_the_report_that_ends_the_credit(
 
 async def test_a_retransmitted_report_is_charged_once(scf: Scf, msc: SsfStack) -> None:
     await add(scf.store, "491700000005", 10 * MICRO)
-    tid = msc.new_tid()
-    idp = cap.initial_dp(service_key=100, calling="491700000005", called="4930123456",
-                         location=("262", "01"))  # fmt: skip
-    msc.send(TcapMessage(MessageType.BEGIN, otid=tid, dialogue=tcap.request(Phase.V2),
-                         components=(cap.invoke(Op.INITIAL_DP, 1, idp),)))  # fmt: skip
+    tid = begin(msc, "491700000005", Phase.V2)
     first = await msc.answer(tid)
     acr = TcapMessage(MessageType.CONTINUE, otid=tid, dtid=first.otid, components=(
         cap.invoke(Op.APPLY_CHARGING_REPORT, 2, cap.call_result(600)),))  # fmt: skip
@@ -240,11 +242,7 @@ async def test_unanswered_calls_cost_nothing(scf: Scf, msc: SsfStack) -> None:
 
 async def test_an_aborted_dialogue_releases_its_hold(scf: Scf, msc: SsfStack) -> None:
     await add(scf.store, "491700000010", 10 * MICRO)
-    tid = msc.new_tid()
-    idp = cap.initial_dp(service_key=100, calling="491700000010", called="4930123456",
-                         location=("262", "01"))  # fmt: skip
-    msc.send(TcapMessage(MessageType.BEGIN, otid=tid, dialogue=tcap.request(Phase.V2),
-                         components=(cap.invoke(Op.INITIAL_DP, 1, idp),)))  # fmt: skip
+    tid = begin(msc, "491700000010", Phase.V2)
     first = await msc.answer(tid)
     assert (await money(scf.store, "491700000010"))[1] > 0
     msc.send(TcapMessage(MessageType.CONTINUE, otid=tid, dtid=first.otid, components=(
@@ -262,11 +260,7 @@ async def test_the_tc_timer_aborts_an_idle_dialogue_and_releases_its_hold(
     scf: Scf, msc: SsfStack, clock: Clock
 ) -> None:
     await add(scf.store, "491700000011", 10 * MICRO)
-    tid = msc.new_tid()
-    idp = cap.initial_dp(service_key=100, calling="491700000011", called="4930123456",
-                         location=("262", "01"))  # fmt: skip
-    msc.send(TcapMessage(MessageType.BEGIN, otid=tid, dialogue=tcap.request(Phase.V2),
-                         components=(cap.invoke(Op.INITIAL_DP, 1, idp),)))  # fmt: skip
+    tid = begin(msc, "491700000011", Phase.V2)
     await msc.answer(tid)
     assert await scf.server.expire() == 0
     clock.mono += 31
