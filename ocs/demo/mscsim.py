@@ -351,7 +351,8 @@ def describe(o: CallOutcome) -> str:
     if o.result in ("ended", "cut-off"):
         extra = f", tariff switch at {o.tariff_switches[0]} s" if o.tariff_switches else ""
         how = "ended" if o.result == "ended" else "cut off: out of credit"
-        return f"{what} {how} after {o.talked} s, grants {o.grants}{extra}"
+        grants = f"{len(o.grants)} grants of up to {max(o.grants)} s" if o.grants else "no grant"
+        return f"{what} {how} after {o.talked} s, {grants}{extra}"
     if o.result == "released":
         return f"{what} released at InitialDP (cause {o.cause})"
     return f"{what} {o.result}{': ' + o.detail if o.detail else ''}"

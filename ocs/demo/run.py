@@ -112,11 +112,43 @@ async def run_demo(
                 shutil.rmtree(data / leftover, ignore_errors=True)
         (data / "ftp" / "cdr").mkdir(parents=True, exist_ok=True)
         ftpd = stack.enter_context(LocalFtpServer(data / "ftp"))
+        if not settings.camel_transport and _usrsctp_available():
+            # A few CAMEL calls over SCTP over UDP too (docs/camel.md).
+            settings = replace(settings, camel_transport="sctp-udp", camel_udp_port=_free_udp())
         ocs = await stack.enter_async_context(run_ocs(settings))
         return await _run(
             ocs, settings, view, out, subscribers, callers, speed, duration, ftpd.url("cdr"), hlr
         )
     raise AssertionError("unreachable")
+
+
+def _usrsctp_available() -> bool:
+    import ctypes.util
+
+    return ctypes.util.find_library("usrsctp") is not None
+
+
+def _free_udp() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _camel_calls(settings: Settings, subscribers: list[str], out: TextIO) -> None:
+    """A handful of CAMEL calls from the MSC simulator, over the same SCTP-over-UDP stack."""
+    from ocs.demo.mscsim import connect_msc, describe, run_calls, traffic
+
+    make = traffic(subscribers)
+    port = settings.camel_udp_port
+    try:
+        async with connect_msc("127.0.0.1", settings.camel_port, udp_port=port,
+                               remote_udp_port=port) as msc:  # fmt: skip
+            for o in await run_calls(msc, [make() for _ in range(6)], 3):
+                print(describe(o), file=out, flush=True)
+    except (OSError, TimeoutError) as exc:
+        print(f"camel     the MSC simulator could not connect: {exc}", file=out, flush=True)
 
 
 def _show_hlr(a: Applied, out: TextIO) -> None:
@@ -271,6 +303,10 @@ async def _run(
         charged = asyncio.Event()  # the story's CDR file is charged
         billing = asyncio.create_task(_hot_billing(ocs, settings, out, spool, ftp_url, charged))
         story = asyncio.create_task(_story(ocs, out, pause, spool, ftp, charged, hlr))
+        camel = asyncio.create_task(
+            _camel_calls(settings, [s.msisdn for s in subs[1:40]], out)
+            if settings.camel_transport == "sctp-udp" else asyncio.sleep(0)
+        )  # fmt: skip
         start = prev_t = time.monotonic()
         deadline = None if duration is None else start + duration
         prev_n = 0
@@ -290,7 +326,7 @@ async def _run(
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
-            for t in (task, story, billing):
+            for t in (task, story, billing, camel):
                 t.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await t

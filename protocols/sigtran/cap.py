@@ -11,7 +11,10 @@ compiled with pycrate's compiler once, on first use. Anything unreadable in an a
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
+import logging
 import os
 import tempfile
 import types
@@ -38,15 +41,21 @@ def charging_module() -> Any:
     from pycrate_asn1c.asnproc import GLOBAL, PycrateGenerator, compile_text, generate_modules
 
     text = resources.files("protocols.sigtran").joinpath("camel_charging.asn").read_text()
+    quiet = io.StringIO()  # (the compiler reports its progress: at INFO, and on stdout)
+    compiler_log = logging.getLogger("pycrate.asn1c")
+    level = compiler_log.level
+    compiler_log.setLevel(logging.WARNING)
     try:
-        compile_text(text)
-        with tempfile.TemporaryDirectory() as d:
-            path = os.path.join(d, "camel_charging.py")
-            generate_modules(PycrateGenerator, path)
-            with open(path, encoding="utf-8") as f:
-                source = f.read()
+        with contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
+            compile_text(text)
+            with tempfile.TemporaryDirectory() as d:
+                path = os.path.join(d, "camel_charging.py")
+                generate_modules(PycrateGenerator, path)
+                with open(path, encoding="utf-8") as f:
+                    source = f.read()
     finally:
         GLOBAL.clear()
+        compiler_log.setLevel(level)
     mod = types.ModuleType("camel_charging")
     exec(compile(source, "camel_charging.asn", "exec"), mod.__dict__)
     return mod.CAMEL_Charging
