@@ -57,6 +57,17 @@ class ConfigError(ValueError):
 class Settings:
     #: None: start an embedded redis-server with its data under ``data_dir``.
     redis_url: str | None = None
+    #: A Redis Cluster's nodes, "host:port,host:port" (any of them; the others are learned):
+    #: the same as ``redis_url = "redis+cluster://host:port,host:port/"``.
+    redis_cluster_nodes: str = ""
+    #: What a balance change survives before it is acknowledged (docs/operations.md):
+    #: local (Redis's AOF, fsync every second), replica (WAIT for one replica after each
+    #: write), fsync (appendfsync always), or auto: replica when every master has a replica,
+    #: else local.
+    durability: str = "auto"
+    #: Milliseconds a write waits for its replica (durability replica) before the request is
+    #: answered store-unavailable.
+    durability_timeout: int = 1000
     #: Seconds to wait at start for Redis to answer (it may start after the OCS).
     redis_wait: float = 15.0
     data_dir: str = ".ocs"
@@ -183,7 +194,8 @@ class Settings:
 _INT = {"native_port", "http_port", "diameter_port", "validity", "grace", "session_ttl",
         "reference_ttl", "mediation_window", "provisioning_retries", "workers",
         "mediation_max_call_duration", "mediation_duration_tolerance",
-        "provisioning_reconcile_concurrency", "camel_port", "camel_udp_port"}  # fmt: skip
+        "provisioning_reconcile_concurrency", "durability_timeout", "camel_port",
+        "camel_udp_port"}  # fmt: skip
 _PORTS = {"native_port", "http_port", "diameter_port", "camel_port", "camel_udp_port"}
 #: CAMEL integers and their ranges: a 14-bit ITU point code, a 32-bit routing context, a
 #: Q.850 cause value.
@@ -191,6 +203,9 @@ _CAMEL_INT = {"camel_point_code": (0, 0x3FFF), "camel_routing_context": (0, 0xFF
               "camel_release_cause": (1, 127)}  # fmt: skip
 _URLS = {"provisioning_url", "provisioning_callback_url"}
 
+
+#: OCS_DURABILITY values (docs/operations.md, Durability modes).
+DURABILITY = ("auto", "local", "replica", "fsync")
 
 #: Credit-Control-Failure-Handling values (RFC 4006 §8.14).
 FAILURE_HANDLING = ("TERMINATE", "CONTINUE", "RETRY_AND_TERMINATE")
@@ -322,11 +337,19 @@ def _coerce(name: str, value: object, source: str) -> object:
         return text
     if name == "appendfsync" and value not in ("everysec", "always", "no"):
         raise ConfigError(f"{where}: must be everysec, always or no, got {value!r}")
+    if name == "durability" and value not in DURABILITY:
+        raise ConfigError(f"{where}: must be one of {', '.join(DURABILITY)}, got {value!r}")
+    if name == "redis_cluster_nodes" and str(value).strip():
+        _cluster_url(str(value), where)
     if name == "redis_url":
         if value in ("", None):
             return None
         if not isinstance(value, str):
-            raise ConfigError(f"{where}: must be a redis://, rediss:// or unix:// URL")
+            raise ConfigError(
+                f"{where}: must be a redis://, rediss://, unix:// or redis+cluster:// URL"
+            )
+        if value.startswith("redis+cluster://"):
+            return _cluster_url(value, where)
         try:
             parse_url(value)  # what the hot-path client will make of it, checked now
         except ValueError as exc:
@@ -334,6 +357,18 @@ def _coerce(name: str, value: object, source: str) -> object:
     if not isinstance(value, str):
         raise ConfigError(f"{where}: must be a string, got {value!r}")
     return value
+
+
+def _cluster_url(value: str, where: str) -> str:
+    """A ``redis+cluster://`` URL from itself or from a node list (ConfigError if bad)."""
+    from ocs.store.cluster import CLUSTER_SCHEME, parse_cluster_url
+
+    url = value if "://" in value else f"{CLUSTER_SCHEME}://{value.strip()}/"
+    try:
+        parse_cluster_url(url)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return url
 
 
 def load_settings(
@@ -367,4 +402,9 @@ def load_settings(
     for k, v in (overrides or {}).items():
         if v is not None:
             values[k] = _coerce(k, v, f"--{k.replace('_', '-')}")
+    nodes = str(values.get("redis_cluster_nodes", "")).strip()
+    if nodes:
+        if values.get("redis_url"):
+            raise ConfigError("OCS_REDIS_URL and OCS_REDIS_CLUSTER_NODES: give one of them")
+        values["redis_url"] = _cluster_url(nodes, "OCS_REDIS_CLUSTER_NODES")
     return replace(Settings(), **values)  # type: ignore[arg-type]

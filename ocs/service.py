@@ -34,9 +34,11 @@ from ocs.provisioning.adapter import HttpProvisioningAdapter, WebhookSender
 from ocs.provisioning.service import Provisioning
 from ocs.provisioning.worker import RetryPolicy
 from ocs.redis_server import EmbeddedRedis
+from ocs.store.cluster import hot_client
+from ocs.store.durability import apply_durability
 from ocs.store.errors import StoreUnavailable
 from ocs.store.notify import NotifyStore
-from ocs.store.redis_client import PipelinedRedis, RedisClientError
+from ocs.store.redis_client import RedisClientError
 from ocs.store.store import Store
 from protocols.diameter import LocalIdentity
 from protocols.diameter.constants import CreditControlFailureHandling
@@ -60,7 +62,8 @@ async def redis_for(settings: Settings) -> AsyncIterator[str]:
     if settings.redis_url:
         yield settings.redis_url
         return
-    extra = ("--appendfsync", settings.appendfsync)
+    fsync = "always" if settings.durability == "fsync" else settings.appendfsync
+    extra = ("--appendfsync", fsync)
     server = EmbeddedRedis(Path(settings.data_dir) / "redis", extra_args=extra)
     await server.start_async()
     log.info("embedded redis-server %s on %s (data in %s)", server.version, server.url,
@@ -108,6 +111,8 @@ class Core:
     store: Store
     tariffs: TariffRegistry
     engine: ChargingEngine
+    #: The durability mode in force (OCS_DURABILITY, "auto" resolved).
+    durability: str = "local"
 
 
 @contextlib.asynccontextmanager
@@ -120,7 +125,7 @@ async def charging_core(
     rater = TariffRater(PlanBook(base))
     async with contextlib.AsyncExitStack() as stack:
         url = await stack.enter_async_context(redis_for(settings))
-        client = PipelinedRedis.from_url(url)
+        client = hot_client(url)
         stack.push_async_callback(client.close)
         store = Store(
             client,
@@ -128,10 +133,14 @@ async def charging_core(
             reference_ttl_ms=settings.reference_ttl * 1000,
         )
         await wait_for_redis(store, settings.redis_wait)
+        durability = await apply_durability(
+            client, settings.durability, settings.durability_timeout
+        )
+        log.info("durability: %s", durability)
         await store.load_scripts()
         tariffs = await stack.enter_async_context(TariffRegistry(store, rater, base))
         engine = ChargingEngine(store, rater, settings.charging)
-        yield Core(url, store, tariffs, engine)
+        yield Core(url, store, tariffs, engine, durability)
 
 
 @dataclass
@@ -362,7 +371,12 @@ async def _follow(notify: NotifyStore, ids: dict[str, str], agent: DiameterAgent
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
+    # Cancelled again until it ends: a cancellation that lands as a redis-py read times out
+    # can come back as a timeout (asyncio.timeout on Python 3.11), which the loops of these
+    # tasks treat as "Redis unavailable, try again" (seen with RedisCluster's pipelines).
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=0.5)
     with contextlib.suppress(asyncio.CancelledError):
         await task
 

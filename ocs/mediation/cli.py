@@ -118,10 +118,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 async def _status(url: str, limit: int) -> dict[str, Any]:
     from ocs.mediation.collect import Ledger
-    from ocs.store.redis_client import PipelinedRedis, RedisClientError
+    from ocs.store.cluster import hot_client
+    from ocs.store.redis_client import RedisClientError
 
     try:
-        async with PipelinedRedis.from_url(url) as client:
+        async with hot_client(url) as client:
             ledger = Ledger(client)
             totals = await ledger.totals()
             open_files = await ledger.open_files()
