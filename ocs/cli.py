@@ -38,6 +38,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "ocs.mediation.cli",
     "ocs.mediation.switchsim",
     "ocs.demo.mscsim",
+    "ocs.billing.cli",
 )
 
 

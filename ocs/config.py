@@ -169,7 +169,20 @@ class Settings:
     camel_dialogue_timeout: float = 60.0
     camel_unknown: str = "release"
     camel_release_cause: int = 31
+    #: Enterprise billing (docs/billing.md): run its outbox consumer and API in ``ocs serve``
+    #: (the ``ocs billing`` commands work either way); its database (empty: SQLite in
+    #: ``data_dir``/billing.db; or postgresql+psycopg://...); the HMAC key of the feeds'
+    #: webhooks; the directory the feeds drop files in.
+    billing: bool = False
+    billing_db_url: str = ""
+    billing_feed_secret: str = field(default="", repr=False)
+    billing_feeds_dir: str = ".ocs/feeds"
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def billing_url(self) -> str:
+        """The billing database's URL (the SQLite file under ``data_dir`` by default)."""
+        return self.billing_db_url or f"sqlite:///{Path(self.data_dir) / 'billing.db'}"
 
     @property
     def charging(self) -> ChargingConfig:
@@ -260,7 +273,14 @@ def _coerce(name: str, value: object, source: str) -> object:
         if w < MIN_WATCHDOG_INTERVAL:
             raise ConfigError(f"{where}: must be at least {MIN_WATCHDOG_INTERVAL} s (RFC 3539)")
         return w
-    if name == "diameter_realm_check":
+    if (
+        name == "billing_db_url"
+        and value
+        and not str(value).startswith(("sqlite:///", "postgresql+psycopg://"))
+    ):
+        raise ConfigError(f"{where}: must be sqlite:///PATH or postgresql+psycopg://..., got "
+                          f"{value!r}")  # fmt: skip
+    if name in ("diameter_realm_check", "billing"):
         if isinstance(value, bool):
             return value
         text = str(value).strip().lower()

@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -25,6 +26,7 @@ from ocs.agents.diameter import CCA_COPY, DiameterAgent, GyConfig
 from ocs.agents.native import NativeAgent
 from ocs.api.app import create_app
 from ocs.api.metrics import Metrics
+from ocs.api.routes import Route
 from ocs.api.server import ApiRunner
 from ocs.charging.engine import ChargingEngine, wall_clock_ms
 from ocs.charging.sweeper import ExpirySweeper, ThresholdCatchUp
@@ -47,6 +49,9 @@ from protocols.native import NativeServer
 from protocols.sigtran import transport as sigtran_transport
 from protocols.sigtran.server import CapServer, ScfConfig
 from tariffs import PlanBook, PlanVersion, TariffRater, load_plans
+
+if TYPE_CHECKING:
+    from ocs.billing.service import Billing
 
 log = logging.getLogger("ocs")
 
@@ -159,6 +164,8 @@ class Running:
     provisioning: Provisioning
     #: The gsmSCF (CAMEL), when OCS_CAMEL_TRANSPORT is set.
     camel: CapServer | None = None
+    #: Enterprise billing, when ``settings.billing`` is on.
+    billing: Billing | None = None
 
     @property
     def diameter_port(self) -> int:
@@ -312,9 +319,16 @@ async def run_ocs(
             reconcile_concurrency=settings.provisioning_reconcile_concurrency,
         )
         stack.push_async_callback(provisioning.close)
+        billing = None
+        routes: list[Route] = []
+        if settings.billing:
+            from ocs.billing.service import billing_for
+
+            billing = await stack.enter_async_context(billing_for(settings, url))
+            routes = billing.api.routes()
         app = create_app(
             store, metrics, tariffs=tariffs, clock=wall_clock_ms, provisioning=provisioning,
-            body_timeout=settings.http_body_timeout,
+            body_timeout=settings.http_body_timeout, routes=routes,
         )  # fmt: skip
         runner = ApiRunner(app, idle_timeout=settings.http_idle_timeout, access_log=None)
         await runner.setup()
@@ -355,7 +369,7 @@ async def run_ocs(
         )  # fmt: skip
         yield Running(
             settings, url, store, engine, tariffs, metrics, native, http_port, diameter,
-            provisioning, camel,
+            provisioning, camel, billing,
         )  # fmt: skip
 
 

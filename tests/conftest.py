@@ -23,6 +23,9 @@ from ocs.store.store import Store
 #: "cluster" (a 3-master + 3-replica Redis Cluster started by the session).
 TEST_REDIS = os.environ.get("OCS_TEST_REDIS", "")
 
+# The billing suite's databases (SQLite, and a private PostgreSQL): tests/billing_db.py.
+pytest_plugins = ["tests.billing_db"]
+
 
 def on_cluster() -> bool:
     """Whether this session runs against a Redis Cluster (``make test-cluster``)."""

@@ -104,12 +104,16 @@ def _now_ms() -> int:
 class NotifyStore:
     """Consumer-side access to the notification streams and the provisioning records."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, outbox: bool = False) -> None:
         self.redis: AdminRedis = admin_client(
             url, decode_responses=True, socket_connect_timeout=5, health_check_interval=30
         )
         self.cluster = isinstance(self.redis, RedisCluster)
-        self.streams = [K.notify_key(b) for b in range(BUCKET_COUNT)]
+        #: ``outbox``: read the buckets' outbox streams (every balance change: the billing
+        #: consumer) instead of their notification streams.
+        key = K.outbox_key if outbox else K.notify_key
+        self.streams = [key(b) for b in range(BUCKET_COUNT)]
+        self._bucket = {k: b for b, k in enumerate(self.streams)}
         self._renew = self.redis.register_script(_RENEW)
         self._release = self.redis.register_script(_RELEASE)
         self._take = self.redis.register_script(_TAKE)
@@ -195,6 +199,20 @@ class NotifyStore:
 
     async def ack(self, group: str, note: Notification) -> None:
         await self._do(self.redis.xack(note.stream, group, note.id))
+
+    async def ack_many(self, group: str, notes: Sequence[Notification]) -> None:
+        """Acknowledge a batch (one XACK per stream, in one round trip)."""
+        by_stream: dict[str, list[str]] = {}
+        for n in notes:
+            by_stream.setdefault(n.stream, []).append(n.id)
+        async with self.redis.pipeline(transaction=False) as p:
+            for stream, ids in by_stream.items():
+                p.xack(stream, group, *ids)
+            await self._do(p.execute())
+
+    def bucket(self, note: Notification) -> int:
+        """The bucket whose stream the entry came from (with its id: the entry's identity)."""
+        return self._bucket[note.stream]
 
     async def enqueue(self, msisdn: str, fields: Mapping[str, str]) -> str:
         """Put a notification on the subscriber's stream (a re-send decided by an operator or

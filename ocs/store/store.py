@@ -474,13 +474,14 @@ class Store:
         flags: str,
         plan: str,
         now: int,
+        destination: str = "",
     ) -> ScriptAnswer:
         return await self._answer(
             "debit",
             msisdn,
             request_key,
             [now, msisdn, request_key, self.reference_ttl_ms, service, units, cost,
-             bucket_quote, flags, plan],
+             bucket_quote, flags, plan, destination],
             f"debit:{service}:{units}",
         )  # fmt: skip
 
