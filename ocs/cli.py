@@ -37,6 +37,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "ocs.provisioning.cli",
     "ocs.mediation.cli",
     "ocs.mediation.switchsim",
+    "ocs.demo.mscsim",
     "ocs.billing.cli",
 )
 

@@ -45,6 +45,7 @@ from protocols.diameter.constants import (
 from protocols.diameter.constants import DEFAULT_FRAME_TIMEOUT as DIAMETER_FRAME_TIMEOUT
 from protocols.native.constants import DEFAULT_FRAME_TIMEOUT as NATIVE_FRAME_TIMEOUT
 from protocols.native.constants import DEFAULT_IDLE_TIMEOUT as NATIVE_IDLE_TIMEOUT
+from protocols.sigtran.constants import M3UA_PORT, SCTP_UDP_PORT
 from tariffs.digits import DECIMAL, ascii_int
 
 
@@ -153,6 +154,21 @@ class Settings:
     warehouse_dir: str = ".ocs/warehouse"
     archive_dir: str = ".ocs/archive"
     archive_key: str = field(default="", repr=False)
+    #: CAMEL (docs/camel.md): the gsmSCF listener's transport, "" (none), "sctp" (the
+    #: kernel's) or "sctp-udp" (SCTP over UDP through libusrsctp, RFC 6951); its SCTP port
+    #: (on ``bind``) and UDP encapsulation port; our point code, global title and M3UA
+    #: routing context (0: none); the TC timer (seconds without a message before a dialogue
+    #: is aborted); what unknown subscribers get ("release" or "continue"); the Q.850 cause
+    #: of ReleaseCall when credit runs out.
+    camel_transport: str = ""
+    camel_port: int = M3UA_PORT
+    camel_udp_port: int = SCTP_UDP_PORT
+    camel_point_code: int = 1
+    camel_gt: str = ""
+    camel_routing_context: int = 0
+    camel_dialogue_timeout: float = 60.0
+    camel_unknown: str = "release"
+    camel_release_cause: int = 31
     #: Enterprise billing (docs/billing.md): run its outbox consumer and API in ``ocs serve``
     #: (the ``ocs billing`` commands work either way); its database (empty: SQLite in
     #: ``data_dir``/billing.db; or postgresql+psycopg://...); the HMAC key of the feeds'
@@ -191,8 +207,13 @@ class Settings:
 _INT = {"native_port", "http_port", "diameter_port", "validity", "grace", "session_ttl",
         "reference_ttl", "mediation_window", "provisioning_retries", "workers",
         "mediation_max_call_duration", "mediation_duration_tolerance",
-        "provisioning_reconcile_concurrency", "durability_timeout"}  # fmt: skip
-_PORTS = {"native_port", "http_port", "diameter_port"}
+        "provisioning_reconcile_concurrency", "durability_timeout", "camel_port",
+        "camel_udp_port"}  # fmt: skip
+_PORTS = {"native_port", "http_port", "diameter_port", "camel_port", "camel_udp_port"}
+#: CAMEL integers and their ranges: a 14-bit ITU point code, a 32-bit routing context, a
+#: Q.850 cause value.
+_CAMEL_INT = {"camel_point_code": (0, 0x3FFF), "camel_routing_context": (0, 0xFFFFFFFF),
+              "camel_release_cause": (1, 127)}  # fmt: skip
 _URLS = {"provisioning_url", "provisioning_callback_url"}
 
 
@@ -273,6 +294,26 @@ def _coerce(name: str, value: object, source: str) -> object:
         not isinstance(value, str) or not value.strip() or " " in value.strip()
     ):
         raise ConfigError(f"{where}: must be a DiameterIdentity (a host name), got {value!r}")
+    if name in _CAMEL_INT:
+        low, high = _CAMEL_INT[name]
+        try:
+            number = ascii_int(str(value).strip())
+        except ValueError:
+            number = -1
+        if isinstance(value, bool) or not low <= number <= high:
+            raise ConfigError(f"{where}: must be an integer {low}..{high}, got {value!r}")
+        return number
+    if name == "camel_transport" and value not in ("", "sctp", "sctp-udp"):
+        raise ConfigError(f"{where}: must be sctp or sctp-udp (or empty: no CAMEL), got {value!r}")
+    if name == "camel_unknown" and value not in ("release", "continue"):
+        raise ConfigError(f"{where}: must be release or continue, got {value!r}")
+    if name == "camel_gt" and value != "" and not (str(value).isascii() and str(value).isdigit()):
+        raise ConfigError(f"{where}: must be the E.164 digits of a global title, got {value!r}")
+    if name == "camel_dialogue_timeout":
+        v = _seconds(value, where)
+        if v <= 0:
+            raise ConfigError(f"{where}: must be > 0")
+        return v
     if name in _INT:
         if isinstance(value, str):
             try:

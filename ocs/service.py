@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from ocs.agents.camel import CamelAgent, CamelConfig
 from ocs.agents.diameter import CCA_COPY, DiameterAgent, GyConfig
 from ocs.agents.native import NativeAgent
 from ocs.api.app import create_app
@@ -45,6 +46,8 @@ from protocols.diameter import LocalIdentity
 from protocols.diameter.constants import CreditControlFailureHandling
 from protocols.diameter.server import DiameterServer
 from protocols.native import NativeServer
+from protocols.sigtran import transport as sigtran_transport
+from protocols.sigtran.server import CapServer, ScfConfig
 from tariffs import PlanBook, PlanVersion, TariffRater, load_plans
 
 if TYPE_CHECKING:
@@ -159,6 +162,8 @@ class Running:
     http_port: int
     diameter: DiameterServer
     provisioning: Provisioning
+    #: The gsmSCF (CAMEL), when OCS_CAMEL_TRANSPORT is set.
+    camel: CapServer | None = None
     #: Enterprise billing, when ``settings.billing`` is on.
     billing: Billing | None = None
 
@@ -227,6 +232,47 @@ def diameter_server(settings: Settings, agent: DiameterAgent) -> DiameterServer:
         # Several OCS processes may share the port (docs/architecture.md, Scale).
         reuse_port=True,
     )
+
+
+@contextlib.asynccontextmanager
+async def camel_listener(
+    settings: Settings, engine: ChargingEngine, tariffs: TariffRegistry, metrics: Metrics
+) -> AsyncIterator[CapServer]:
+    """The gsmSCF as configured (OCS_CAMEL_*): the CAMEL agent behind TCAP dialogues, on an
+    SCTP (or SCTP-over-UDP) listener. Closing stops accepting, then aborts what is open."""
+    rater = tariffs.rater
+    book_at = lambda plan, t: rater.book.at(plan, t)  # noqa: E731, PLW0108
+    agent = CamelAgent(
+        engine,
+        book_at,
+        CamelConfig(unknown=settings.camel_unknown, release_cause=settings.camel_release_cause),
+        metrics,
+    )
+    config = ScfConfig(
+        point_code=settings.camel_point_code,
+        global_title=settings.camel_gt,
+        routing_context=settings.camel_routing_context or None,
+        dialogue_timeout=settings.camel_dialogue_timeout,
+    )
+    host = "127.0.0.1" if settings.bind in ("0.0.0.0", "") else settings.bind
+    async with CapServer(agent, config) as server:
+        try:
+            listener = await sigtran_transport.listen(
+                settings.camel_transport,
+                host,
+                settings.camel_port,
+                server.connection_made,
+                udp_port=settings.camel_udp_port,
+            )
+        except OSError as exc:
+            raise ConfigError(f"OCS_CAMEL_TRANSPORT={settings.camel_transport}: cannot listen on "
+                              f"{host}:{settings.camel_port}: {exc}") from None  # fmt: skip
+        log.info("CAMEL gsmSCF on %s %s:%d (point code %d)", settings.camel_transport, host,
+                 settings.camel_port, settings.camel_point_code)  # fmt: skip
+        try:
+            yield server
+        finally:
+            listener.close()
 
 
 def gy_config(settings: Settings) -> GyConfig:
@@ -311,6 +357,11 @@ async def run_ocs(
         follow = asyncio.create_task(_follow(notify, heads, agent), name="notifications")
         stack.push_async_callback(_cancel, follow)
         await start_provisioning(stack, settings, provisioning, http_port)
+        camel = None
+        if settings.camel_transport:
+            camel = await stack.enter_async_context(
+                camel_listener(settings, engine, tariffs, metrics)
+            )
         log.info(
             "OCS serving: native %s:%d, diameter %s:%d, http %s:%d, redis %s",
             settings.bind, native.port, settings.bind, diameter.port, settings.bind, http_port,
@@ -318,7 +369,7 @@ async def run_ocs(
         )  # fmt: skip
         yield Running(
             settings, url, store, engine, tariffs, metrics, native, http_port, diameter,
-            provisioning, billing,
+            provisioning, camel, billing,
         )  # fmt: skip
 
 

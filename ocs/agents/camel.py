@@ -1,0 +1,309 @@
+"""The CAMEL agent: the gsmSCF's prepaid voice service. CAP operations in (3GPP TS 29.078),
+charging engine verbs, CAP operations out -- as the Diameter and native agents do.
+
+How a call maps onto the engine (TS 23.078 §4.6 for the flow):
+
+* **InitialDP** opens an engine session ``camel/<peer GT>/<peer's transaction id>`` and
+  reserves the service's default quota (``reserve``, key ``<session>/idp``). The subscriber is
+  the calling party of an originating call (collectedInfo) and the called party of a
+  terminating one (termAttemptAuthorized); the destination is the called number; the place is
+  the MCC+MNC of the cell in LocationInformation. The service is the plan's service for
+  moCallRecord / mtCallRecord (its ``cdr_record_types``). The answer, in one TC-CONTINUE:
+  RequestReportBCSMEvent (answer, disconnect, no answer, busy, route select failure, abandon),
+  ApplyCharging (maxCallPeriodDuration = the granted seconds; releaseIfdurationExceeded with a
+  warning tone when the grant is final; tariffSwitchInterval at the plan's next band boundary
+  inside the grant), Continue.
+* **ApplyChargingReport** commits the seconds used since the last report (the report says the
+  time since answer, or since the tariff switch we asked for) and reserves the next slice
+  (``commit``, key ``<session>/acr<invoke id>``: a retransmitted report -- same invoke id --
+  gets the first answer and is charged once). A new ApplyCharging follows; when the credit
+  affords nothing more, ReleaseCall (cause as configured) in a TC-END.
+* **EventReportBCSM** disconnect (or no answer, busy, abandon, route select failure) ends the
+  session (``release``, key ``<session>/end``) and the dialogue (TC-END).
+* Barred subscribers get ReleaseCall at InitialDP; calls the plan rates free (emergency,
+  toll-free) get Continue and no charging; unknown subscribers ReleaseCall or Continue as
+  configured. An aborted dialogue (by the MSC, or by our TC timer) releases its hold with
+  what was reported.
+
+The call state lives in the TCAP dialogue (``Dialogue.user``), i.e. in this process, as the
+dialogue does; the money lives in the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from ocs.api.metrics import Metrics
+from ocs.charging.engine import ChargingEngine, wall_clock_ms
+from ocs.charging.types import (
+    ChargeResult,
+    CommitRequest,
+    Outcome,
+    ReleaseRequest,
+    ReserveRequest,
+    SessionInfo,
+)
+from protocols.sigtran import cap
+from protocols.sigtran.constants import (
+    ANSWERS,
+    CAUSE_CALL_REJECTED,
+    CAUSE_NORMAL_UNSPECIFIED,
+    DISCONNECTS,
+    O_EVENTS,
+    T_ATTEMPT_AUTHORIZED,
+    T_EVENTS,
+    UNANSWERED,
+    InvokeProblem,
+    Op,
+)
+from protocols.sigtran.errors import ComponentError
+from protocols.sigtran.server import TcReply
+from protocols.sigtran.tcap import Component, Dialogue, Invoke, Reject, ReturnError
+from tariffs import PlanVersion, RatingError
+from tariffs.interface import UsageContext
+
+log = logging.getLogger(__name__)
+
+PROTOCOL: Final = "camel"
+#: CAP error unexpectedComponentSequence (TS 29.078 CAP-errorcodes).
+UNEXPECTED_COMPONENT_SEQUENCE: Final = 14
+
+
+@dataclass(frozen=True, slots=True)
+class CamelConfig:
+    #: What to do with a subscriber the OCS does not know: "release" or "continue".
+    unknown: str = "release"
+    #: Q.850 cause of ReleaseCall when credit runs out, and for a barred subscriber.
+    release_cause: int = CAUSE_NORMAL_UNSPECIFIED
+    barred_cause: int = CAUSE_CALL_REJECTED
+    #: Play a warning tone before a final grant ends (phase 2 and 4).
+    warning_tone: bool = True
+
+
+@dataclass(slots=True)
+class _Call:
+    session: str
+    subscriber: str
+    plan: str
+    service: str
+    started_at: int
+    #: Seconds since answer already committed.
+    committed: int = 0
+    #: Seconds since answer where the tariff switch we asked for falls (None: none asked),
+    #: and where the last one passed fell.
+    pending_switch: int | None = None
+    switch_base: int = 0
+    final: bool = False
+    ended: bool = False
+    #: Seconds each report (by invoke id) committed: a retransmission is the same request.
+    reports: dict[int, int] = field(default_factory=dict)
+
+
+class CamelAgent:
+    """The :class:`protocols.sigtran.server.TcUser` of the gsmSCF."""
+
+    def __init__(
+        self,
+        engine: ChargingEngine,
+        plans: Callable[[str, int], PlanVersion],
+        config: CamelConfig | None = None,
+        metrics: Metrics | None = None,
+        clock: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        self.engine = engine
+        self.plans = plans
+        self.config = config or CamelConfig()
+        self.metrics = metrics
+        self.clock = clock
+
+    # -- the TC user ------------------------------------------------------------------------
+
+    async def on_components(
+        self, dialogue: Dialogue, invokes: Sequence[Invoke], *, ended: bool
+    ) -> TcReply:
+        reply = TcReply()
+        for inv in invokes:
+            t0 = time.perf_counter()
+            verb = Op(inv.opcode).name.lower() if inv.opcode in Op._value2member_map_ else "?"
+            try:
+                await self._operation(dialogue, inv, reply)
+                result = "ok"
+            except ComponentError as exc:
+                reply.components.append(Reject(exc.invoke_id, exc.problem))
+                result = "reject"
+            if self.metrics is not None:
+                self.metrics.observe(PROTOCOL, verb, result, time.perf_counter() - t0)
+            if reply.end:
+                break
+        call = dialogue.user
+        if ended and isinstance(call, _Call) and not call.ended:
+            # TC-END from the MSC without a disconnect report: end the session there.
+            await self._release(call, "end")
+        return reply
+
+    async def on_abort(self, dialogue: Dialogue, reason: str) -> None:
+        call = dialogue.user
+        if isinstance(call, _Call) and not call.ended:
+            log.info("call %s: dialogue %s (%s); hold released", call.session, dialogue.key,
+                     reason)  # fmt: skip
+            await self._release(call, "abort")
+
+    # -- operations -------------------------------------------------------------------------
+
+    async def _operation(self, d: Dialogue, inv: Invoke, reply: TcReply) -> None:
+        op = inv.opcode
+        if op == Op.INITIAL_DP:
+            if d.user is not None:
+                raise ComponentError(InvokeProblem.DUPLICATE_INVOCATION, inv.invoke_id,
+                                     "a second InitialDP in the dialogue")  # fmt: skip
+            await self._initial_dp(d, inv, reply)
+        elif op == Op.APPLY_CHARGING_REPORT:
+            await self._report(d, inv, reply)
+        elif op == Op.EVENT_REPORT_BCSM:
+            await self._event(d, inv, reply)
+        else:
+            # gsmSCF operations (Connect, ReleaseCall...) are not the gsmSSF's to invoke.
+            raise ComponentError(InvokeProblem.UNRECOGNIZED_OPERATION, inv.invoke_id,
+                                 f"operation {op} is not invoked by a gsmSSF")  # fmt: skip
+
+    def _release_call(self, d: Dialogue, reply: TcReply, cause: int) -> None:
+        reply.components.append(cap.invoke(Op.RELEASE_CALL, d.invoke_id(),
+                                           cap.release_call(cause)))  # fmt: skip
+        reply.end = True
+
+    def _continue(self, d: Dialogue, reply: TcReply) -> None:
+        reply.components.append(cap.invoke(Op.CONTINUE, d.invoke_id()))
+        reply.end = True
+
+    async def _initial_dp(self, d: Dialogue, inv: Invoke, reply: TcReply) -> None:
+        idp = cap.read_initial_dp(inv)
+        terminating = idp.event_type == T_ATTEMPT_AUTHORIZED
+        subscriber = idp.called if terminating else idp.calling
+        destination = "" if terminating else idp.called
+        now = self.clock()
+        plan = await self.engine.plan_of(subscriber) if subscriber else None
+        if plan is None:
+            if self.config.unknown == "continue":
+                self._continue(d, reply)
+            else:
+                self._release_call(d, reply, self.config.barred_cause)
+            return
+        try:
+            version = self.plans(plan, now)
+        except RatingError:
+            self._release_call(d, reply, self.config.release_cause)
+            return
+        service = version.service_for(record_type="mtCallRecord" if terminating
+                                      else "moCallRecord")  # fmt: skip
+        if service is None:
+            self._release_call(d, reply, self.config.release_cause)
+            return
+        info = SessionInfo(destination, idp.location)
+        ctx = UsageContext(plan=plan, service=service, subscriber=subscriber, started_at=now,
+                           destination=destination, location=idp.location)  # fmt: skip
+        try:
+            free = self.engine.rater.service(ctx).free
+        except RatingError:
+            self._release_call(d, reply, self.config.release_cause)
+            return
+        if free:
+            self._continue(d, reply)
+            return
+        sid = f"camel/{d.key}"
+        r = await self.engine.reserve(
+            ReserveRequest(sid, subscriber, service, f"{sid}/idp", info=info, at=now)
+        )
+        if not r.ok or r.granted <= 0:
+            cause = (self.config.barred_cause if r.outcome is Outcome.SERVICE_DENIED
+                     else self.config.release_cause)  # fmt: skip
+            self._release_call(d, reply, cause)
+            return
+        call = _Call(sid, subscriber, plan, service, now)
+        d.user = call
+        events = T_EVENTS if terminating else O_EVENTS
+        reply.components.append(cap.invoke(Op.REQUEST_REPORT_BCSM_EVENT, d.invoke_id(),
+                                           cap.request_report(events)))  # fmt: skip
+        reply.components.append(self._apply_charging(d, call, r))
+        reply.components.append(cap.invoke(Op.CONTINUE, d.invoke_id()))
+
+    def _apply_charging(self, d: Dialogue, call: _Call, r: ChargeResult) -> Component:
+        call.final = r.final
+        switch = self._tariff_switch(call, r.granted)
+        tone = r.final and self.config.warning_tone
+        return cap.invoke(Op.APPLY_CHARGING, d.invoke_id(), cap.apply_charging(
+            d.phase, r.granted * 10, release=r.final, tone=tone, tariff_switch=switch))  # fmt: skip
+
+    def _tariff_switch(self, call: _Call, granted: int) -> int | None:
+        """Seconds from the committed position to the plan's next band boundary, if it falls
+        inside this grant (rating is by band from the call's start, DESIGN.md)."""
+        try:
+            cal = self.plans(call.plan, call.started_at).calendar
+        except RatingError:
+            return None
+        for off, _, _ in cal.segments(call.started_at // 1000, call.committed + granted):
+            if off > call.committed:
+                call.pending_switch = off
+                return off - call.committed
+        return None
+
+    def _seconds(self, call: _Call, result: cap.CallResult) -> int:
+        """Seconds since answer that a report says (rounded up: a started second counts)."""
+        tenths = result.time
+        if result.tariff_switch:
+            if call.pending_switch is not None and call.pending_switch > call.switch_base:
+                call.switch_base = call.pending_switch
+                call.pending_switch = None
+            tenths += call.switch_base * 10
+        return math.ceil(tenths / 10)
+
+    async def _report(self, d: Dialogue, inv: Invoke, reply: TcReply) -> None:
+        call = d.user
+        result = cap.read_call_result(inv)
+        if not isinstance(call, _Call) or call.ended:
+            reply.components.append(ReturnError(inv.invoke_id, UNEXPECTED_COMPONENT_SEQUENCE))
+            return
+        if inv.invoke_id in call.reports:  # a retransmission: the first one's request again
+            used, total = call.reports[inv.invoke_id], call.committed
+        else:
+            total = self._seconds(call, result)
+            used = max(0, total - call.committed)
+            call.reports[inv.invoke_id] = used
+        key = f"{call.session}/acr{inv.invoke_id}"
+        more = result.leg_active
+        r = await self.engine.commit(
+            CommitRequest(call.session, key, used=used, next_units=None if more else 0),
+            subscriber=call.subscriber,
+        )
+        call.committed = max(call.committed, total)
+        if not more:
+            return  # the call is over: its disconnect report follows
+        if r.ok and r.granted > 0:
+            reply.components.append(self._apply_charging(d, call, r))
+            return
+        # No credit for another slice (or no longer allowed): the call ends here.
+        await self._release(call, "end")
+        cause = (self.config.barred_cause if r.outcome is Outcome.SERVICE_DENIED
+                 else self.config.release_cause)  # fmt: skip
+        self._release_call(d, reply, cause)
+
+    async def _event(self, d: Dialogue, inv: Invoke, reply: TcReply) -> None:
+        ev = cap.read_event_report(inv)
+        call = d.user
+        if ev.event in ANSWERS:
+            return
+        if ev.event in DISCONNECTS or ev.event in UNANSWERED:
+            if isinstance(call, _Call) and not call.ended:
+                await self._release(call, "end")
+            reply.end = True
+
+    async def _release(self, call: _Call, why: str) -> ChargeResult:
+        call.ended = True
+        return await self.engine.release(
+            ReleaseRequest(call.session, f"{call.session}/{why}", used=0),
+            subscriber=call.subscriber,
+        )

@@ -1,0 +1,297 @@
+"""CAMEL calls end to end in one process: the MSC simulator's gsmSSF stack, joined by a
+loopback association to the gsmSCF stack (M3UA, SCCP, TCAP, CAP) and the CAMEL agent, on
+the charging engine and a real Redis. (tests/test_camel_sctp.py runs the same over SCTP.)"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from ocs.agents.camel import CamelAgent, CamelConfig
+from ocs.agents.native import NativeAgent
+from ocs.charging.engine import ChargingConfig, ChargingEngine
+from ocs.demo.mscsim import CallSpec, SsfStack, loopback_msc, place_call
+from ocs.store.store import Store
+from protocols.native import Commit, Release, Reserve
+from protocols.sigtran import cap, tcap
+from protocols.sigtran.constants import Op, Phase
+from protocols.sigtran.server import CapServer, ScfConfig
+from protocols.sigtran.tcap import Invoke, MessageType, TcapMessage
+from tariffs import PlanBook, load_plans
+from tariffs.interface import UsageContext
+from tariffs.rater import TariffRater
+
+BERLIN = ZoneInfo("Europe/Berlin")
+#: A Tuesday at noon in Berlin: the peak band of prepaid-basic.
+NOON = int(datetime(2026, 3, 10, 12, 0, tzinfo=BERLIN).timestamp() * 1000)
+MICRO = 1_000_000
+
+
+@dataclass
+class Clock:
+    now: int = NOON
+    mono: float = 1000.0
+
+    def __call__(self) -> int:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.mono
+
+
+@dataclass
+class Scf:
+    server: CapServer
+    engine: ChargingEngine
+    rater: TariffRater
+    store: Store
+    clock: Clock
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def scf(store: Store, clock: Clock) -> AsyncIterator[Scf]:
+    await store.load_scripts()
+    rater = TariffRater(PlanBook(load_plans()))
+    engine = ChargingEngine(store, rater, ChargingConfig(validity=600, grace=30), clock=clock)
+    agent = CamelAgent(engine, rater.book.at, CamelConfig(), clock=clock)
+    server = CapServer(agent, ScfConfig(dialogue_timeout=30), clock=clock.monotonic)
+    async with server:
+        yield Scf(server, engine, rater, store, clock)
+
+
+@pytest.fixture
+async def msc(scf: Scf) -> AsyncIterator[SsfStack]:
+    async with loopback_msc(scf.server) as stack:
+        yield stack
+
+
+async def add(store: Store, msisdn: str, balance: int, state: str = "active") -> None:
+    ans = await store.create_subscriber(msisdn, plan="prepaid-basic", balance=balance,
+                                        credit_limit=0, state=state, now=NOON)  # fmt: skip
+    assert ans.status == "OK"
+
+
+async def money(store: Store, msisdn: str) -> tuple[int, int]:
+    acct = await store.get_account(msisdn)
+    assert acct is not None
+    return acct.balance, acct.reserved
+
+
+def begin(msc: SsfStack, calling: str, phase: Phase) -> bytes:
+    """Open a dialogue with an InitialDP of ``calling``; our transaction id."""
+    tid = msc.new_tid()
+    idp = cap.initial_dp(service_key=100, calling=calling, called="4930123456",
+                         location=("262", "01"))  # fmt: skip
+    msc.send(TcapMessage(MessageType.BEGIN, otid=tid, dialogue=tcap.request(phase),
+                         components=(cap.invoke(Op.INITIAL_DP, 1, idp),)))  # fmt: skip
+    return tid
+
+
+def tariff(scf: Scf, msisdn: str, called: str, seconds: int, at: int = NOON) -> int:
+    ctx = UsageContext(plan="prepaid-basic", service="voice", subscriber=msisdn, started_at=at,
+                       destination=called, location="26201")  # fmt: skip
+    return scf.rater.cost(ctx, seconds)
+
+
+@pytest.mark.parametrize("phase", list(Phase))
+async def test_a_call_is_charged_what_the_tariff_says_and_what_native_charges(
+    scf: Scf, msc: SsfStack, phase: Phase
+) -> None:
+    await add(scf.store, "491700000001", 10 * MICRO)
+    await add(scf.store, "491700000002", 10 * MICRO)
+    out = await place_call(msc, CallSpec("491700000001", "4930123456", 150, phase=phase))
+    assert (out.result, out.talked, out.grants) == ("ended", 150, [60, 60, 60])
+    bal, held = await money(scf.store, "491700000001")
+    expected = tariff(scf, "491700000001", "4930123456", 150)
+    assert expected > 0
+    assert (10 * MICRO - bal, held) == (expected, 0)
+    # The same usage through the native protocol's agent: 60 + 60 + 30 seconds.
+    native = NativeAgent(scf.engine)
+    s = "native-call"
+    await native(Reserve(1, s, "491700000002", "voice", 0, destination="4930123456",
+                         location="26201"))  # fmt: skip
+    await native(Commit(2, s, 1, 60, subscriber="491700000002"))
+    await native(Commit(3, s, 2, 60, subscriber="491700000002"))
+    await native(Release(4, s, 3, 30, subscriber="491700000002"))
+    assert await money(scf.store, "491700000002") == (bal, 0)
+
+
+async def test_a_call_is_cut_off_with_release_call_when_credit_ends(
+    scf: Scf, msc: SsfStack
+) -> None:
+    # 0.20 at 0.09 a minute (per second after the first minute): 133 s, not an hour.
+    await add(scf.store, "491700000003", 200_000)
+    out = await place_call(msc, CallSpec("491700000003", "4930123456", 3600))
+    assert out.result == "cut-off"
+    assert out.warning_tone  # the last grant was final: releaseIfdurationExceeded + tone
+    bal, held = await money(scf.store, "491700000003")
+    assert held == 0
+    assert 200_000 - bal == tariff(scf, "491700000003", "4930123456", out.talked)
+    assert 0 <= bal < tariff(scf, "491700000003", "4930123456", out.talked + 1) - tariff(
+        scf, "491700000003", "4930123456", out.talked) + 1 or bal == 0  # fmt: skip
+    assert out.talked == sum(out.grants)
+
+
+async def test_release_call_follows_the_report_that_ends_the_credit(
+    scf: Scf, msc: SsfStack
+) -> None:
+    """A report while the leg is still active after the credit is gone: ReleaseCall."""
+    await add(scf.store, "491700000004", 90_000)  # the first minute exactly
+    tid = begin(msc, "491700000004", Phase.V3)
+    first = await msc.answer(tid)
+    assert first.type is MessageType.CONTINUE and first.dialogue is not None
+    assert first.dialogue.phase is Phase.V3  # answered in the phase asked for
+    ops = [c.opcode for c in first.components if isinstance(c, Invoke)]
+    assert ops == [Op.REQUEST_REPORT_BCSM_EVENT, Op.APPLY_CHARGING, Op.CONTINUE]
+    ac = cap.read_apply_charging(Phase.V3, first.components[1])  # type: ignore[arg-type]
+    assert (ac.max_duration, ac.release) == (600, False)  # the whole slice was affordable
+    # The MSC keeps the leg up past each grant (as if it ignored releaseIfdurationExceeded):
+    # the last grant is final (rounding to the cent leaves 3 s for nothing), then ReleaseCall.
+    total, finals, last, iid = 60, [], first, 2
+    while True:
+        msc.send(TcapMessage(MessageType.CONTINUE, otid=tid, dtid=first.otid, components=(
+            cap.invoke(Op.APPLY_CHARGING_REPORT, iid, cap.call_result(total * 10)),)))  # fmt: skip
+        last = await msc.answer(tid)
+        iid += 1
+        if last.type is not MessageType.CONTINUE:
+            break
+        ac = cap.read_apply_charging(Phase.V3, last.components[0])  # type: ignore[arg-type]
+        finals.append(ac.release)
+        total += ac.max_duration // 10
+    assert finals == [True] and total == 63
+    assert last.type is MessageType.END
+    [rc] = [c for c in last.components if isinstance(c, Invoke)]
+    assert rc.opcode == Op.RELEASE_CALL and rc.argument == ("allCallSegments", b"\x80\x9f")
+    assert await money(scf.store, "491700000004") == (0, 0)
+
+
+async def test_a_retransmitted_report_is_charged_once(scf: Scf, msc: SsfStack) -> None:
+    await add(scf.store, "491700000005", 10 * MICRO)
+    tid = begin(msc, "491700000005", Phase.V2)
+    first = await msc.answer(tid)
+    acr = TcapMessage(MessageType.CONTINUE, otid=tid, dtid=first.otid, components=(
+        cap.invoke(Op.APPLY_CHARGING_REPORT, 2, cap.call_result(600)),))  # fmt: skip
+    answers = []
+    for _ in range(3):  # the same report three times (same invoke id)
+        msc.send(acr)
+        answers.append(await msc.answer(tid))
+    assert all(a.type is MessageType.CONTINUE for a in answers), answers
+    after = await money(scf.store, "491700000005")
+    assert after[0] == 10 * MICRO - tariff(scf, "491700000005", "4930123456", 60)
+    msc.send(TcapMessage(MessageType.CONTINUE, otid=tid, dtid=first.otid, components=(
+        cap.invoke(Op.APPLY_CHARGING_REPORT, 3, cap.call_result(900, leg_active=False)),
+        cap.invoke(Op.EVENT_REPORT_BCSM, 4, cap.event_report("oDisconnect", 1)),
+    )))  # fmt: skip
+    end = await msc.answer(tid)
+    assert end.type is MessageType.END
+    bal, held = await money(scf.store, "491700000005")
+    assert (10 * MICRO - bal, held) == (tariff(scf, "491700000005", "4930123456", 90), 0)
+
+
+async def test_the_tariff_switches_at_the_band_boundary(
+    scf: Scf, msc: SsfStack, clock: Clock
+) -> None:
+    # 18:59:30 on a Tuesday: peak ends at 19:00, 30 s into the call.
+    clock.now = int(datetime(2026, 3, 10, 18, 59, 30, tzinfo=BERLIN).timestamp() * 1000)
+    await add(scf.store, "491700000006", 10 * MICRO)
+    out = await place_call(msc, CallSpec("491700000006", "4930123456", 700, phase=Phase.V4))
+    assert out.result == "ended" and out.talked == 700
+    assert out.tariff_switches == [30]
+    bal, held = await money(scf.store, "491700000006")
+    at = clock.now
+    expected = tariff(scf, "491700000006", "4930123456", 700, at)
+    assert (10 * MICRO - bal, held) == (expected, 0)
+    # ... which is less than the same call all in the peak band.
+    assert expected < tariff(scf, "491700000006", "4930123456", 700)
+
+
+async def test_a_barred_subscriber_is_released_at_initial_dp(scf: Scf, msc: SsfStack) -> None:
+    await add(scf.store, "491700000007", 10 * MICRO, state="barred-outgoing")
+    out = await place_call(msc, CallSpec("491700000007", "4930123456", 60))
+    assert (out.result, out.cause) == ("released", 21)
+    assert await money(scf.store, "491700000007") == (10 * MICRO, 0)
+
+
+async def test_free_numbers_continue_uncharged_and_unknown_subscribers_are_released(
+    scf: Scf, msc: SsfStack
+) -> None:
+    await add(scf.store, "491700000008", 10 * MICRO)
+    out = await place_call(msc, CallSpec("491700000008", "112", 60))
+    assert out.result == "continued"
+    assert await money(scf.store, "491700000008") == (10 * MICRO, 0)
+    out = await place_call(msc, CallSpec("491799999999", "4930123456", 60))
+    assert out.result == "released"
+
+
+async def test_unanswered_calls_cost_nothing(scf: Scf, msc: SsfStack) -> None:
+    await add(scf.store, "491700000009", 10 * MICRO)
+    for outcome in ("no-answer", "busy"):
+        out = await place_call(msc, CallSpec("491700000009", "4930123456", 60, outcome))
+        assert out.result == "unanswered"
+    assert await money(scf.store, "491700000009") == (10 * MICRO, 0)
+
+
+async def test_an_aborted_dialogue_releases_its_hold(scf: Scf, msc: SsfStack) -> None:
+    await add(scf.store, "491700000010", 10 * MICRO)
+    tid = begin(msc, "491700000010", Phase.V2)
+    first = await msc.answer(tid)
+    assert (await money(scf.store, "491700000010"))[1] > 0
+    msc.send(TcapMessage(MessageType.CONTINUE, otid=tid, dtid=first.otid, components=(
+        cap.invoke(Op.APPLY_CHARGING_REPORT, 2, cap.call_result(600)),)))  # fmt: skip
+    await msc.answer(tid)
+    msc.send(TcapMessage(MessageType.ABORT, dtid=first.otid, dialogue=tcap.DialoguePortion(
+        tcap.DialogueKind.ABORT, None, 0, 0)))  # fmt: skip
+    await scf.server.close()  # (lets the abort be handled)
+    bal, held = await money(scf.store, "491700000010")
+    assert (10 * MICRO - bal, held) == (tariff(scf, "491700000010", "4930123456", 60), 0)
+    assert len(scf.server.dialogues) == 0
+
+
+async def test_the_tc_timer_aborts_an_idle_dialogue_and_releases_its_hold(
+    scf: Scf, msc: SsfStack, clock: Clock
+) -> None:
+    await add(scf.store, "491700000011", 10 * MICRO)
+    tid = begin(msc, "491700000011", Phase.V2)
+    await msc.answer(tid)
+    assert await scf.server.expire() == 0
+    clock.mono += 31
+    assert await scf.server.expire() == 1
+    abort = await msc.answer(tid)
+    assert abort.type is MessageType.ABORT
+    assert await money(scf.store, "491700000011") == (10 * MICRO, 0)
+
+
+async def test_bad_components_are_rejected_and_unknown_transactions_aborted(
+    scf: Scf, msc: SsfStack
+) -> None:
+    await add(scf.store, "491700000012", 10 * MICRO)
+    tid = msc.new_tid()
+    # An InitialDP whose argument is not one, and an operation the gsmSSF does not invoke.
+    msc.send(TcapMessage(MessageType.BEGIN, otid=tid, dialogue=tcap.request(Phase.V2),
+                         components=(cap.invoke(Op.CONTINUE, 1),)))  # fmt: skip
+    ans = await msc.answer(tid)
+    assert [type(c).__name__ for c in ans.components] == ["Reject"]
+    # A Continue for a transaction nobody opened: P-Abort unrecognizedTransactionID.
+    tid2 = msc.new_tid()
+    msc.send(TcapMessage(MessageType.CONTINUE, otid=tid2, dtid=b"\xde\xad\xbe\xef",
+                         components=(cap.invoke(Op.CONTINUE, 1),)))  # fmt: skip
+    ab = await msc.answer(tid2)
+    assert (
+        ab.type is MessageType.ABORT and ab.p_abort == tcap.PAbortCause.UNRECOGNIZED_TRANSACTION_ID
+    )
+    # An application context we do not speak: refused with an AARE in a U-Abort.
+    tid3 = msc.new_tid()
+    msc.send(TcapMessage(MessageType.BEGIN, otid=tid3, dialogue=tcap.DialoguePortion(
+        tcap.DialogueKind.REQUEST, (0, 4, 0, 0, 1, 0, 1, 3)), components=()))  # fmt: skip
+    ab = await msc.answer(tid3)
+    assert ab.type is MessageType.ABORT and ab.dialogue is not None
+    assert (ab.dialogue.result, ab.dialogue.diagnostic) == (1, 2)
