@@ -47,11 +47,14 @@ from ocs.api.problems import (
     problem,
 )
 from ocs.api.routes import Route, add_routes
+from ocs.auth.credentials import AuthConfig
+from ocs.auth.http import SECURITY, Security, over_limit
 from ocs.charging.tariffs import TariffRegistry, bundle_buckets
 from ocs.constants import MAX_UNITS, STATE_ACTIVE, STATES
 from ocs.money import MoneyFormatError, format_money, parse_money
 from ocs.provisioning.service import Provisioning, ProvisioningError
 from ocs.store.errors import StoreError, StoreUnavailable
+from ocs.store.security import SecurityStore
 from ocs.store.store import PLAN_THRESHOLDS, Account, Event, ScriptAnswer, Store, UnitBucket
 from tariffs import (
     PlanBook,
@@ -640,6 +643,9 @@ def _credit_handler(kind: str, sign: Sign, note_field: str, *, note_required: bo
         reference = f.required_text("reference", max_len=MAX_REFERENCE)
         note = f.text(note_field, required=note_required, max_len=MAX_NOTE) or ""
         f.check()
+        refused = over_limit(request, amount)
+        if refused is not None:
+            return refused
         answer = await request.app[STORE].credit(
             msisdn,
             kind=kind,
@@ -1042,6 +1048,23 @@ async def reconcile(request: web.Request) -> web.StreamResponse:
     return web.json_response(report.to_json())
 
 
+async def _subscriber_snapshot(request: web.Request) -> dict[str, object] | None:
+    """The audit's before/after of a subscriber write: what a change can touch."""
+    msisdn = request.match_info.get("msisdn")
+    if msisdn is None or not _MSISDN_RE.fullmatch(msisdn):
+        return None
+    a = await request.app[STORE].get_account(msisdn)
+    if a is None:
+        return None
+    return {
+        "balance": format_money(a.balance),
+        "credit_limit": format_money(a.credit_limit),
+        "state": a.state,
+        "plan": a.plan,
+        "version": a.version,
+    }
+
+
 #: Every endpoint of the core API with the resource and action it needs (ocs.api.routes).
 _ROUTES: Final = (
     Route("POST", "/v1/subscribers", create_subscriber, "subscribers", "write"),
@@ -1081,13 +1104,15 @@ _ROUTES: Final = (
 
 #: Present when the OCS runs with a provisioning system.
 _PROVISIONING_ROUTES: Final = (
-    # Signed by the provisioning system (HMAC over timestamp and body), not by a bearer token.
+    # Signed by the provisioning system (HMAC over timestamp and body): that signature is
+    # its credential (checked by the handler), not a bearer token.
     Route(
         "POST",
         "/v1/provisioning/callbacks",
         provisioning_callback,
         "provisioning.callbacks",
         "write",
+        public=True,
     ),
     Route(
         "GET",
@@ -1122,6 +1147,7 @@ def create_app(
     clock: Callable[[], int],
     provisioning: Provisioning | None = None,
     routes: Iterable[Route] = (),
+    auth: AuthConfig | None = None,
 ) -> web.Application:
     """The HTTP API over ``store``.
 
@@ -1134,13 +1160,22 @@ def create_app(
             time of a rating.
         provisioning: the provisioning system; its routes exist only when it is given.
         routes: more endpoints, declared by the subsystems that serve them.
+        auth: authentication settings (ocs.auth); by default no bootstrap token: only the
+            API keys and users kept in the store's Redis get in.
     """
-    app = web.Application(middlewares=[_errors_and_metrics], client_max_size=MAX_BODY)
+    security = Security(SecurityStore(store.client), auth or AuthConfig(), metrics, clock)
+    security.snapshots["subscribers"] = _subscriber_snapshot
+    # Security outermost: it sees every answer as the client will (problems included).
+    app = web.Application(
+        middlewares=[security.middleware, _errors_and_metrics], client_max_size=MAX_BODY
+    )
+    app[SECURITY] = security
     app[STORE] = store
     app[METRICS] = metrics
     app[CLOCK] = clock
     app[TARIFFS] = tariffs
     add_routes(app, _ROUTES)
+    add_routes(app, security.routes())
     if provisioning is not None:
         app[PROVISIONING] = provisioning
         add_routes(app, _PROVISIONING_ROUTES)
