@@ -124,11 +124,10 @@ async def registry(store: Store) -> TariffRegistry:
 
 @pytest.fixture
 async def api(store: Store, registry: TariffRegistry, clock: FakeClock) -> AsyncIterator[Client]:
-    client: Client = TestClient(
-        TestServer(create_app(store, Metrics(), tariffs=registry, clock=clock,
-                              auth=AuthConfig(admin_token=ADMIN))),  # fmt: skip
-        headers={"Authorization": f"Bearer {ADMIN}"},
+    app = create_app(
+        store, Metrics(), tariffs=registry, clock=clock, auth=AuthConfig(admin_token=ADMIN)
     )
+    client: Client = TestClient(TestServer(app), headers={"Authorization": f"Bearer {ADMIN}"})
     await client.start_server()
     try:
         yield client

@@ -19,7 +19,7 @@ import math
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any, Final
@@ -192,8 +192,10 @@ class Security:
 
     async def _guarded(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         route = route_of(request)
-        if route is None or route.public or (
-            self.config.metrics_public and route.resource == "metrics"
+        if (
+            route is None
+            or route.public
+            or (self.config.metrics_public and route.resource == "metrics")
         ):
             return await handler(request)
         limited = self._limited(request)
@@ -314,33 +316,19 @@ class Security:
             )  # fmt: skip
         who, action, target = q.get("who"), q.get("action"), q.get("target")
         out: list[dict[str, str]] = []
-        scanned, cursor, nxt = 0, before, None
-        while len(out) < limit and scanned < AUDIT_SCAN:
+        scanned, cursor, exhausted = 0, before, False
+        while len(out) < limit and scanned < AUDIT_SCAN and not exhausted:
             entries = await self.store.audit_entries(after=cursor, count=500, reverse=True)
-            if not entries:
-                break
-            for e in entries:
+            exhausted = len(entries) < 500
+            for i, e in enumerate(entries):
                 scanned += 1
                 cursor = e.id
-                ts = int(e.fields.get("ts", "0") or 0)
-                if since is not None and ts < since:
-                    continue
-                if until is not None and ts >= until:
-                    continue
-                if who and e.fields.get("who") != who:
-                    continue
-                if action and not e.fields.get("action", "").startswith(action):
-                    continue
-                if target and e.fields.get("target") != target:
-                    continue
-                out.append({"id": e.id, **e.fields})
-                if len(out) >= limit:
-                    break
-            if len(entries) < 500:
-                cursor = ""
-                break
-        if cursor and (len(out) >= limit or scanned >= AUDIT_SCAN):
-            nxt = cursor
+                if _selected(e.fields, since, until, who, action, target):
+                    out.append({"id": e.id, **e.fields})
+                    if len(out) >= limit:
+                        exhausted = exhausted and i == len(entries) - 1
+                        break
+        nxt = None if exhausted else cursor
         return web.json_response({"records": out, "next": nxt})
 
     def routes(self) -> Iterable[Route]:
@@ -353,6 +341,24 @@ class Security:
 
 
 SECURITY: Final = web.AppKey("ocs.security", Security)
+
+
+def _selected(
+    f: Mapping[str, str],
+    since: int | None,
+    until: int | None,
+    who: str | None,
+    action: str | None,
+    target: str | None,
+) -> bool:
+    ts = int(f.get("ts", "0") or 0)
+    return (
+        (since is None or ts >= since)
+        and (until is None or ts < until)
+        and (not who or f.get("who") == who)
+        and (not action or f.get("action", "").startswith(action))
+        and (not target or f.get("target") == target)
+    )
 
 
 def _time(text: str | None, name: str, errors: list[str]) -> int | None:

@@ -142,7 +142,7 @@ def parse_policy(text: str, source: str) -> Policy:
                 raise PolicyError(f"{where}.actions: {action!r} is not read or write")
         agency = r.get("agency")
         if agency is not None and agency not in CONDITIONS["agency"]:
-            raise PolicyError(f"{where}.agency: must be \"own\"")
+            raise PolicyError(f'{where}.agency: must be "own"')
         rules.append(
             Rule(
                 frozenset(rule_roles),

@@ -74,6 +74,7 @@ redis.call('XADD', KEYS[3], '*', unpack(fields))
 return {1, ARGV[2]}
 """
 
+
 @dataclass(frozen=True, slots=True)
 class ApiKeyRecord:
     id: str
