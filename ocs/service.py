@@ -23,6 +23,10 @@ from ocs.agents.diameter import CCA_COPY, DiameterAgent, GyConfig
 from ocs.agents.native import NativeAgent
 from ocs.api.app import create_app
 from ocs.api.metrics import Metrics
+from ocs.auth.credentials import AuthConfig
+from ocs.auth.http import SECURITY
+from ocs.auth.network import NativeKeys
+from ocs.auth.policy import PolicyError, load_policy
 from ocs.charging.engine import ChargingEngine, wall_clock_ms
 from ocs.charging.sweeper import ExpirySweeper
 from ocs.charging.tariffs import TariffRegistry
@@ -134,14 +138,14 @@ def host_addresses(bind: str) -> tuple[str, ...]:
         return ("127.0.0.1",)
 
 
-def diameter_tls(settings: Settings) -> ssl.SSLContext | None:
-    """The Diameter listener's TLS context (OCS_DIAMETER_TLS_*), or None; ConfigError names
-    what is wrong."""
-    cert, key, ca = settings.diameter_tls_cert, settings.diameter_tls_key, settings.diameter_tls_ca
+def server_tls(cert: str, key: str, ca: str, setting: str) -> ssl.SSLContext | None:
+    """A listener's TLS context from its ``<setting>_CERT``, ``_KEY`` and ``_CA`` files, or
+    None when none is set; with a CA file, clients must present a certificate it signed.
+    ConfigError names what is wrong."""
     if not (cert or key or ca):
         return None
     if not (cert and key):
-        raise ConfigError("OCS_DIAMETER_TLS_CERT and OCS_DIAMETER_TLS_KEY go together")
+        raise ConfigError(f"{setting}_CERT and {setting}_KEY go together")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2  # RFC 6733 §13.1 / RFC 8996
     try:
@@ -150,8 +154,49 @@ def diameter_tls(settings: Settings) -> ssl.SSLContext | None:
             context.load_verify_locations(ca)
             context.verify_mode = ssl.CERT_REQUIRED
     except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"OCS_DIAMETER_TLS_*: {exc}") from None
+        raise ConfigError(f"{setting}_*: {exc}") from None
     return context
+
+
+def diameter_tls(settings: Settings) -> ssl.SSLContext | None:
+    """The Diameter listener's TLS context (OCS_DIAMETER_TLS_*), or None."""
+    s = settings
+    return server_tls(s.diameter_tls_cert, s.diameter_tls_key, s.diameter_tls_ca,
+                      "OCS_DIAMETER_TLS")  # fmt: skip
+
+
+def native_tls(settings: Settings) -> ssl.SSLContext | None:
+    """The native listener's TLS context (OCS_NATIVE_TLS_*), or None."""
+    s = settings
+    return server_tls(s.native_tls_cert, s.native_tls_key, s.native_tls_ca, "OCS_NATIVE_TLS")
+
+
+def http_tls(settings: Settings) -> ssl.SSLContext | None:
+    """The admin API's TLS context (OCS_HTTP_TLS_CERT/_KEY), or None."""
+    return server_tls(settings.http_tls_cert, settings.http_tls_key, "", "OCS_HTTP_TLS")
+
+
+def auth_config(settings: Settings) -> AuthConfig:
+    """What authentication needs, checked (the policy file is read now)."""
+    try:
+        load_policy(settings.policy_file or None)
+    except PolicyError as exc:
+        raise ConfigError(f"OCS_POLICY_FILE: {exc}") from None
+    if not settings.secret_key:
+        log.warning(
+            "OCS_SECRET_KEY is not set: the JWT and audit keys derive from a secret "
+            "generated and kept in Redis (set one in production: docs/security.md)"
+        )
+    return AuthConfig(
+        admin_token=settings.admin_token,
+        secret_key=settings.secret_key,
+        token_ttl=settings.token_ttl,
+        refresh_ttl=settings.refresh_ttl,
+        fail_limit=settings.auth_fail_limit,
+        fail_window=settings.auth_fail_window,
+        metrics_public=settings.metrics_public,
+        policy_file=settings.policy_file,
+    )
 
 
 def diameter_server(settings: Settings, agent: DiameterAgent) -> DiameterServer:
@@ -172,6 +217,7 @@ def diameter_server(settings: Settings, agent: DiameterAgent) -> DiameterServer:
         max_message=settings.diameter_max_message,
         watchdog_interval=settings.diameter_watchdog,
         allowed_peers=settings.diameter_allowed_peers,
+        allowed_realms=settings.diameter_allowed_realms,
         realm_check=settings.diameter_realm_check,
         answer_copy=CCA_COPY,
         ssl=diameter_tls(settings),
@@ -220,17 +266,26 @@ async def run_ocs(
             ),
         )
         app = create_app(
-            store, metrics, tariffs=tariffs, clock=wall_clock_ms, provisioning=provisioning
-        )
+            store, metrics, tariffs=tariffs, clock=wall_clock_ms, provisioning=provisioning,
+            auth=auth_config(settings),
+        )  # fmt: skip
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, settings.bind, settings.http_port, reuse_port=reuse_port or None)
+        site = web.TCPSite(
+            runner, settings.bind, settings.http_port, reuse_port=reuse_port or None,
+            ssl_context=http_tls(settings),
+        )  # fmt: skip
         await site.start()
         http_port = _bound_port(runner, settings.http_port)
+        keys = None
+        if settings.native_auth == "required":
+            keys = NativeKeys(settings.native_key_map, metrics, app[SECURITY])
+            stack.push_async_callback(keys.close)
         native = NativeServer(
-            NativeAgent(engine, metrics), settings.bind, settings.native_port, reuse_port=reuse_port
-        )
+            NativeAgent(engine, metrics), settings.bind, settings.native_port,
+            reuse_port=reuse_port, keys=keys, ssl=native_tls(settings),
+        )  # fmt: skip
         await native.start()
         stack.push_async_callback(native.close)
         # A lambda, not rater.book.at: the registry replaces the book when plans change.

@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from secure import AUTH, NATIVE_KEY, SECURE
 
 from ocs.charging.types import DebitRequest, Outcome
 from ocs.config import ConfigError, Settings, load_settings
@@ -76,7 +77,7 @@ lift = "-5.00"
 SETTINGS = Settings(
     native_port=0, http_port=0, diameter_port=0, validity=60, grace=10, sweep_interval=0.2,
     provisioning_secret=SECRET, provisioning_backoff=0.01, provisioning_retries=40,
-    provisioning_timeout=2.0,
+    provisioning_timeout=2.0, **SECURE,
 )  # fmt: skip
 
 
@@ -105,7 +106,7 @@ async def ocs(redis_url: str, hlr: tuple[HlrSimulator, str]) -> AsyncIterator[Ru
 @pytest.fixture
 async def http(ocs: Running) -> AsyncIterator[Callable[..., Any]]:
     base = f"http://127.0.0.1:{ocs.http_port}"
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=AUTH) as session:
 
         async def call(method: str, path: str, body: Any = None,
                        headers: dict[str, str] | None = None) -> tuple[int, Any]:  # fmt: skip
@@ -155,7 +156,7 @@ async def test_bar_in_the_hlr_and_lift_on_topup(
     await until(sim, lambda: sim.barring("4915100000001") == "outgoing")
     # The barred subscriber's outgoing call is refused through the native protocol; a free
     # incoming call still passes.
-    async with NativeClient("127.0.0.1", ocs.native.port) as c:
+    async with NativeClient("127.0.0.1", ocs.native.port, key=NATIVE_KEY) as c:
         r = await c.reserve("out-1", "4915100000001", "voice", seq=0, units=60)
         assert r.result == "service-denied"
         r = await c.reserve("in-1", "4915100000001", "voice-mt", seq=0, units=60)
@@ -175,7 +176,7 @@ async def test_bar_in_the_hlr_and_lift_on_topup(
                                "thresholds": None}  # fmt: skip
     # Counted in /metrics.
     async with (
-        aiohttp.ClientSession() as s,
+        aiohttp.ClientSession(headers=AUTH) as s,
         s.get(f"http://127.0.0.1:{ocs.http_port}/metrics") as r,
     ):
         text = await r.text()

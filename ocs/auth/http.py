@@ -124,15 +124,15 @@ class Security:
 
     async def record(self, request: web.Request, caller: Caller | None, **fields: str) -> None:
         """Append an audit record about ``request`` (never fails the request: logged)."""
-        base = {
-            "ts": str(self.clock()),
-            "from": _client(request),
-            "request_id": str(request.get(REQUEST_ID, "")),
-        }
+        base = {"from": _client(request), "request_id": str(request.get(REQUEST_ID, ""))}
         if caller is not None:
             base.update(who=caller.subject, role=caller.role, agency=caller.agency or "")
+        await self.record_event(**base, **fields)
+
+    async def record_event(self, **fields: str) -> None:
+        """Append an audit record (time added); a failure to write it is logged."""
         try:
-            await (await self.audit_log()).append(**base, **fields)
+            await (await self.audit_log()).append(ts=str(self.clock()), **fields)
         except (StoreUnavailable, RuntimeError) as exc:
             log.error("audit: record not written (%s): %s", fields.get("action"), exc)
 

@@ -112,6 +112,7 @@ class _PeerProtocol(asyncio.Protocol):
             server.identity,
             watchdog_interval=server.watchdog_interval,
             allowed_peers=server.allowed_peers,
+            allowed_realms=server.allowed_realms,
         )
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -421,7 +422,8 @@ class DiameterServer:
 
     ``max_message``: largest message in bytes (larger closes the connection);
     ``watchdog_interval``: Tw in seconds (RFC 3539, at least 6); ``allowed_peers``:
-    Origin-Hosts allowed to connect (None: any; others get 3010 in the CEA); ``ssl``: a
+    Origin-Hosts allowed to connect, ``allowed_realms``: Origin-Realms (None: any; others
+    get 3010, DIAMETER_UNKNOWN_PEER, in the CEA); ``ssl``: a
     server-side TLS context (TLS from the first byte, RFC 6733 §13); ``realm_check``: answer
     requests for another Destination-Realm with 3003; ``answer_copy``: AVPs copied from a
     request into the error answers built here (for credit control: Auth-Application-Id,
@@ -439,6 +441,7 @@ class DiameterServer:
         max_message: int = DEFAULT_MAX_MESSAGE_SIZE,
         watchdog_interval: float = DEFAULT_WATCHDOG_INTERVAL,
         allowed_peers: frozenset[str] | None = None,
+        allowed_realms: frozenset[str] | None = None,
         ssl: SSLContext | None = None,
         max_inflight_per_connection: int = DEFAULT_MAX_INFLIGHT_PER_CONNECTION,
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
@@ -459,6 +462,7 @@ class DiameterServer:
         self.max_message = max_message
         self.watchdog_interval = watchdog_interval
         self.allowed_peers = allowed_peers or None
+        self.allowed_realms = allowed_realms or None
         self.ssl = ssl
         self.max_inflight_per_connection = max_inflight_per_connection
         self.drain_timeout = drain_timeout

@@ -32,36 +32,55 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hmac
 import logging
+import secrets
+import ssl
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import TypeAlias, cast
+from typing import Protocol, TypeAlias, cast
 
 from protocols.lifecycle import drain_and_close
 from protocols.native.codec import (
     NEED_DATA,
+    Challenge,
     ChargingRequest,
+    Hello,
     InvalidRequest,
     Ping,
     Reply,
     ServerConnection,
+    hello_mac,
 )
 from protocols.native.constants import (
     DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_MAX_FRAME,
     DEFAULT_MAX_INFLIGHT_PER_CONNECTION,
+    NONCE_SIZE,
     RESULT_INVALID_REQUEST,
     RESULT_STORE_UNAVAILABLE,
     RESULT_SUCCESS,
+    RESULT_UNAUTHENTICATED,
 )
 from protocols.native.errors import LocalProtocolError, ProtocolError
 
-__all__ = ["Handler", "NativeServer"]
+__all__ = ["Handler", "HelloKeys", "NativeServer"]
 
 logger = logging.getLogger(__name__)
 
 #: Answers one charging request; must return a Reply carrying the request's id.
 Handler: TypeAlias = Callable[[ChargingRequest], Awaitable[Reply]]
+
+
+class HelloKeys(Protocol):
+    """What the server asks of its owner to authenticate network elements (the OCS supplies
+    it: this layer knows no key store)."""
+
+    def secret(self, key: str) -> bytes | None:
+        """The shared secret of key id ``key``; None if there is no such (enabled) key."""
+
+    def refused(self, peer: object, reason: str) -> None:
+        """A connection failed to authenticate (for metrics and the audit log)."""
 
 
 class _ServerProtocol(asyncio.Protocol):
@@ -81,6 +100,8 @@ class _ServerProtocol(asyncio.Protocol):
         self._stopped = False
         #: The peer half-closed: answer what it sent, then close.
         self._eof = False
+        #: The challenge sent, until the client answers it with a good hello.
+        self._nonce: bytes | None = None
         self.closed: asyncio.Future[None] = loop.create_future()
 
     # -- asyncio.Protocol callbacks
@@ -93,6 +114,11 @@ class _ServerProtocol(asyncio.Protocol):
         if server._closing:
             self._stopped = True
             self._transport.abort()
+            return
+        # A client certificate the TLS layer verified authenticates the connection already.
+        if server.keys is not None and not self._transport.get_extra_info("peercert"):
+            self._nonce = secrets.token_bytes(NONCE_SIZE)
+            self._queue(self._codec.send(Challenge(self._nonce)))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
@@ -138,7 +164,10 @@ class _ServerProtocol(asyncio.Protocol):
             if event is NEED_DATA:
                 break
             server.requests += 1
-            if isinstance(event, InvalidRequest):
+            if self._nonce is not None or isinstance(event, Hello):
+                if not self._handshake(event):
+                    return
+            elif isinstance(event, InvalidRequest):
                 server.invalid_requests += 1
                 self._queue(
                     codec.send(Reply(event.id, RESULT_INVALID_REQUEST, detail=event.detail))
@@ -191,6 +220,35 @@ class _ServerProtocol(asyncio.Protocol):
             logger.error("native: handler answered id %d to request id %d", reply.id, request.id)
             reply = dataclasses.replace(reply, id=request.id)
         return reply
+
+    def _handshake(self, event: object) -> bool:
+        """The first request of a challenged connection: a good hello, or the connection is
+        refused (``unauthenticated``, then closed). False when it was refused."""
+        keys, nonce = self._server.keys, self._nonce
+        request_id = getattr(event, "id", 0)
+        if nonce is None or keys is None:
+            self._queue(self._codec.send(Reply(request_id, RESULT_INVALID_REQUEST,
+                                               detail="already authenticated")))  # fmt: skip
+            return True
+        reason = "no hello"
+        if isinstance(event, Hello):
+            secret = keys.secret(event.key)
+            good = secret is not None and hmac.compare_digest(
+                hello_mac(secret, nonce, event.key), event.mac
+            )
+            if good:
+                self._nonce = None
+                self._queue(self._codec.send(Reply(event.id, RESULT_SUCCESS)))
+                return True
+            reason = "unknown key" if secret is None else "wrong mac"
+        peer = self._transport.get_extra_info("peername") if self._transport else None
+        keys.refused(peer, reason)
+        self._server.refused += 1
+        detail = "send hello first" if reason == "no hello" else "authentication failed"
+        self._queue(self._codec.send(Reply(request_id, RESULT_UNAUTHENTICATED, detail=detail)))
+        self._stopped = True
+        self._close_transport()
+        return False
 
     def _reject(self, exc: ProtocolError) -> None:
         """A broken frame: answer it with id 0, then close the connection."""
@@ -285,6 +343,8 @@ class NativeServer:
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
         reuse_port: bool = False,
         backlog: int = 1024,
+        keys: HelloKeys | None = None,
+        ssl: ssl.SSLContext | None = None,
     ) -> None:
         if max_inflight_per_connection < 1:
             raise ValueError("max_inflight_per_connection must be at least 1")
@@ -297,6 +357,10 @@ class NativeServer:
         self.drain_timeout = drain_timeout
         self._reuse_port = reuse_port
         self._backlog = backlog
+        #: With keys, every connection must authenticate: by a TLS client certificate, or
+        #: by the hello handshake. None: no authentication (a trusted network).
+        self.keys = keys
+        self._ssl = ssl
         self._server: asyncio.Server | None = None
         self._closing = False
         self._protocols: set[_ServerProtocol] = set()
@@ -311,6 +375,8 @@ class NativeServer:
         self.frames_rejected = 0
         #: Handler exceptions turned into replies.
         self.handler_errors = 0
+        #: Connections that failed to authenticate (each was closed).
+        self.refused = 0
 
     @property
     def open_connections(self) -> int:
@@ -338,6 +404,7 @@ class NativeServer:
             self.port,
             backlog=self._backlog,
             reuse_port=self._reuse_port or None,
+            ssl=self._ssl,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         logger.info("native: listening on %s:%d", self.host, self.port)
