@@ -2,7 +2,8 @@
 rating, embedded Redis.
 
 Administration commands are clients of the admin HTTP API of a running OCS (``--api``, or
-``OCS_API_URL``, default ``http://127.0.0.1:8080``); ``ocs rate --local`` and ``ocs tariffs
+``OCS_API_URL``, default ``http://127.0.0.1:8080``), sending ``--token`` (or
+``OCS_API_TOKEN``) as their bearer token; ``ocs rate --local`` and ``ocs tariffs
 check`` need no server. Errors print as one line on stderr (a plan file's problems, one line
 each) and exit non-zero.
 """
@@ -34,6 +35,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "ocs.provisioning.cli",
     "ocs.mediation.cli",
     "ocs.mediation.switchsim",
+    "ocs.auth.cli",
 )
 
 
@@ -197,6 +199,12 @@ def _api(args: argparse.Namespace) -> str:
 
 #: The problem type of a plan file that does not validate (ocs.api.problems).
 _INVALID_PLAN = "urn:ocs:problem:invalid-plan"
+#: The bearer token sent to the admin API (``--token`` or OCS_API_TOKEN; set by ``main``).
+_token: list[str] = []
+
+
+def _auth_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {_token[0]}"} if _token else {}
 
 
 async def _request(
@@ -209,9 +217,10 @@ async def _request(
     params: Mapping[str, str] | None = None,
 ) -> Any:
     """Send ``body`` as JSON (or ``content`` as it is); the answer's JSON, or CliError."""
-    kwargs: dict[str, Any] = {"params": params}
+    kwargs: dict[str, Any] = {"params": params, "headers": _auth_headers()}
     if content is not None:
-        kwargs.update(data=content, headers={"Content-Type": content_type})
+        kwargs.update(data=content)
+        kwargs["headers"]["Content-Type"] = content_type
     else:
         kwargs.update(json=body)
     try:
@@ -459,6 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ocs", description="A real-time prepaid Online Charging System on Redis."
     )
     parser.add_argument("--version", action="version", version=f"ocs {__version__}")
+    parser.add_argument("--token", help="bearer token for the admin API (or OCS_API_TOKEN): an "
+                        "API key (ocs auth key create) or OCS_ADMIN_TOKEN")  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("serve", help="run the OCS: native protocol, admin API, sweeper")
@@ -576,6 +587,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    token = args.token or os.environ.get("OCS_API_TOKEN")
+    _token[:] = [token] if token else []
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

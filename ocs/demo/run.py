@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import shutil
 import signal
 import socket
@@ -89,6 +90,7 @@ async def run_demo(
     out: TextIO = sys.stdout,
 ) -> Tally:
     settings = replace(settings, data_dir=f"{settings.data_dir}/demo")
+    settings = demo_credentials(settings)
     if settings.http_port and not _port_free(settings.bind, settings.http_port):
         # The demo must run beside anything: take a free port and say which.
         settings = replace(settings, http_port=0)
@@ -117,6 +119,45 @@ async def run_demo(
             ocs, settings, view, out, subscribers, callers, speed, duration, ftpd.url("cdr"), hlr
         )
     raise AssertionError("unreachable")
+
+
+#: The demo's users, one per role (agency-viewer limited to the agency "moh").
+DEMO_USERS: tuple[tuple[str, str, str | None], ...] = (
+    ("admin", "admin", None),
+    ("operator", "operator", None),
+    ("finance", "finance", None),
+    ("tariffs", "tariff-manager", None),
+    ("auditor", "auditor", None),
+    ("moh-viewer", "agency-viewer", "moh"),
+)
+#: The key id the demo's switch simulator authenticates with on the native protocol.
+DEMO_NATIVE_KEY = "demo-switch"
+
+
+def demo_credentials(settings: Settings) -> Settings:
+    """The demo's secrets, generated for this run where the settings give none: the
+    bootstrap admin token, the master secret, a native-protocol key for the simulator."""
+    return replace(
+        settings,
+        admin_token=settings.admin_token or secrets.token_urlsafe(24),
+        secret_key=settings.secret_key or secrets.token_hex(32),
+        native_keys=settings.native_keys or f"{DEMO_NATIVE_KEY}:{secrets.token_hex(16)}",
+    )
+
+
+async def _demo_users(ocs: Running) -> list[tuple[str, str, str]]:
+    """Create the demo users with fresh passwords: (name, role, password)."""
+    from ocs.auth.credentials import new_user
+    from ocs.store.security import SecurityStore
+
+    store = SecurityStore(ocs.store.client)
+    out = []
+    for name, role, agency in DEMO_USERS:
+        password = secrets.token_urlsafe(9)
+        record = await asyncio.to_thread(new_user, name, password, role, agency, wall_clock_ms())
+        await store.put_user(record)
+        out.append((name, role + (f" ({agency})" if agency else ""), password))
+    return out
 
 
 def _show_hlr(a: Applied, out: TextIO) -> None:
@@ -242,16 +283,24 @@ async def _run(
         await ocs.store.client.execute("FLUSHALL")
         await ocs.tariffs.publish_thresholds()
     subs = await load_demo_data(ocs.store, subscribers, wall_clock_ms(), ocs.tariffs.rater.book)
+    users = await _demo_users(ocs)
+    api = f"http://{settings.bind}:{ocs.http_port}"
     print(
         f"OCS demo: {len(subs)} subscribers loaded; native protocol on port "
-        f"{ocs.native.port}, Diameter Gy on port {ocs.diameter_port}, "
-        f"admin API on http://{settings.bind}:{ocs.http_port} "
-        f"(try: curl http://{settings.bind}:{ocs.http_port}/v1/subscribers/{subs[1].msisdn})"
-        "\nCtrl-C to stop.\n",
+        f"{ocs.native.port}, Diameter Gy on port {ocs.diameter_port}, admin API on {api}\n"
+        f"Credentials of this run (docs/security.md):\n"
+        f"  admin token (OCS_ADMIN_TOKEN): {settings.admin_token}\n"
+        f"  try: curl -H 'Authorization: Bearer {settings.admin_token}' "
+        f"{api}/v1/subscribers/{subs[1].msisdn}\n"
+        f"  native protocol key (OCS_NATIVE_KEYS): {settings.native_keys}\n"
+        f"  users (POST {api}/v1/auth/token with username and password):\n"
+        + "".join(f"    {name:<11} {role:<22} {pw}\n" for name, role, pw in users)
+        + "Ctrl-C to stop.\n",
         file=out,
         flush=True,
     )
-    async with NativeClient(settings.bind, ocs.native.port) as client:
+    key_id, secret = next(iter(settings.native_key_map.items()))
+    async with NativeClient(settings.bind, ocs.native.port, key=(key_id, secret)) as client:
         sim = SwitchSimulator(
             client,
             [s.msisdn for s in subs],
