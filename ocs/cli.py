@@ -61,7 +61,7 @@ def _tune_gc() -> None:
 
 
 def _use_uvloop() -> None:
-    # uvloop is chosen here, at the entry point, and nowhere else (STYLE.md).
+    # uvloop is chosen here, at the entry point, and nowhere else (docs/architecture.md).
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS

@@ -38,8 +38,9 @@ LOG_FILE: Final = "redis.log"
 #: How long start() waits for the first PONG, and stop() for a graceful exit, by default.
 DEFAULT_START_TIMEOUT: Final = 15.0
 DEFAULT_STOP_TIMEOUT: Final = 10.0
-#: PERFORMANCE.md: the forked child of an AOF rewrite pushed p99 latency to 60-110 ms; the
-#: default threshold of 64mb makes rewrites frequent on a busy node, so raise it.
+#: docs/architecture.md (Performance, point 7): the forked child of an AOF rewrite pushed p99
+#: latency to 60-110 ms; the default threshold of 64mb makes rewrites frequent on a busy node,
+#: so raise it.
 DEFAULT_AOF_REWRITE_MIN_SIZE: Final = "256mb"
 #: How much of the server log an error message quotes.
 _LOG_TAIL_BYTES: Final = 4096
@@ -104,7 +105,7 @@ class EmbeddedRedis:
         port: TCP port; 0 picks a free one at the first start and keeps it for restarts.
         appendonly: keep an append-only file (fsync every second) so data survives a crash.
         binary: the ``redis-server`` executable; defaults to :func:`default_binary`.
-        aof_rewrite_min_size: ``auto-aof-rewrite-min-size`` (see PERFORMANCE.md).
+        aof_rewrite_min_size: ``auto-aof-rewrite-min-size`` (see docs/architecture.md, Performance).
         start_timeout: seconds to wait for the first PONG (loading a large AOF takes time).
         stop_timeout: seconds to wait for a graceful exit before SIGKILL.
         password: if set, passed as ``requirepass`` and included in :attr:`url`.

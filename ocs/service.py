@@ -1,7 +1,8 @@
 """The OCS process: every listener, the engine, the sweeper and (if no URL is given) an embedded
 Redis, each with one owner, started in order and stopped in reverse.
 
-Shutdown follows STYLE.md: signal -> stop accepting -> drain in-flight requests -> close.
+Shutdown follows docs/architecture.md (Conventions): signal -> stop accepting -> drain in-flight
+requests -> close.
 """
 
 from __future__ import annotations
@@ -221,7 +222,7 @@ def diameter_server(settings: Settings, agent: DiameterAgent) -> DiameterServer:
         realm_check=settings.diameter_realm_check,
         answer_copy=CCA_COPY,
         ssl=diameter_tls(settings),
-        # Several OCS processes may share the port (DESIGN.md, Scale).
+        # Several OCS processes may share the port (docs/architecture.md, Scale).
         reuse_port=True,
     )
 

@@ -1,9 +1,9 @@
 """``ocs serve --workers N``: N OCS processes sharing the listening ports, and one supervisor.
 
-DESIGN.md (Scale): one OCS process is one event loop on one core and holds no state that Redis
-does not, so more load is more processes against the same Redis. The workers share nothing but
-Redis: a Diameter peer or a native client may connect to any of them, and a session opened
-through one is continued by another (the engine finds the session in Redis).
+docs/architecture.md (Scale): one OCS process is one event loop on one core and holds no state
+that Redis does not, so more load is more processes against the same Redis. The workers share
+nothing but Redis: a Diameter peer or a native client may connect to any of them, and a session
+opened through one is continued by another (the engine finds the session in Redis).
 
 The supervisor (this module, one process):
 

@@ -1,5 +1,5 @@
-"""What every listener in protocols/ shares: the graceful shutdown (STYLE.md: stop accepting,
-drain, close)."""
+"""What every listener in protocols/ shares: the graceful shutdown (docs/architecture.md,
+Conventions: stop accepting, drain, close)."""
 
 from __future__ import annotations
 

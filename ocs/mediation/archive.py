@@ -1,5 +1,5 @@
-"""The retention archive (the "SORM" store of DOMAIN.md): every charged CDR file, as the switch
-wrote it, kept append-only, encrypted at rest, and chained so that tampering shows.
+"""The retention archive (the "SORM" store, docs/hot-billing.md): every charged CDR file, as
+the switch wrote it, kept append-only, encrypted at rest, and chained so that tampering shows.
 
 Layout (docs/hot-billing.md has the whole story)::
 

@@ -55,7 +55,8 @@ from tariffs.plan import PlanVersion
 
 log = logging.getLogger(__name__)
 
-#: Debits in flight per file (PERFORMANCE.md: 64-256 in flight saturates one process).
+#: Debits in flight per file (docs/architecture.md, Performance: 64-256 in flight saturates
+#: one process).
 DEFAULT_WINDOW: Final = 256
 #: Back-off while Redis does not answer: first and longest wait, seconds.
 RETRY_FIRST: Final = 0.05

@@ -1,5 +1,5 @@
-"""Redis key names. The only module that knows them (DESIGN.md: nothing above ocs/store knows
-a Redis key).
+"""Redis key names. The only module that knows them (docs/architecture.md, Layers: nothing
+above ocs/store knows a Redis key).
 
 Every key of a subscriber carries the hash tag of its bucket, ``{b<N>}``, so the account, its
 sessions, its idempotency answers, and the bucket's outbox stream and expiry index share one

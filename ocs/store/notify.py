@@ -72,7 +72,7 @@ class DeadLetter:
 
 
 async def redis_call(coro: Any) -> Any:
-    """Await a redis-py call; its errors leave as StoreUnavailable (STYLE.md)."""
+    """Await a redis-py call; its errors leave as StoreUnavailable (docs/architecture.md)."""
     try:
         return await coro
     except RedisError as exc:

@@ -1,9 +1,9 @@
 """A thin auto-pipelining asyncio Redis client for the hot path.
 
-PERFORMANCE.md measured the Redis client as the dominant cost of a request: awaiting redis-py
-once per request costs ~100-130 us of client CPU per call, while a client that writes every
-command issued during one event-loop turn as one write and parses replies with hiredis costs
-~12-15 us. This module is that client, kept deliberately small:
+docs/architecture.md (Performance) records the Redis client as the dominant cost of a request:
+awaiting redis-py once per request costs ~100-130 us of client CPU per call, while a client
+that writes every command issued during one event-loop turn as one write and parses replies
+with hiredis costs ~12-15 us. This module is that client, kept deliberately small:
 
 * ONE connection (an :class:`asyncio.Protocol`); commands are encoded as they are issued,
   buffered, and flushed by a single ``loop.call_soon`` callback, so the commands of one loop

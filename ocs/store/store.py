@@ -249,7 +249,7 @@ class Store:
 
     @staticmethod
     async def _redis(work: Awaitable[Any]) -> Any:
-        """Await a Redis call; driver errors leave the store wrapped (STYLE.md)."""
+        """Await a Redis call; driver errors leave the store wrapped (docs/architecture.md)."""
         try:
             return await work
         except ReplyError as exc:

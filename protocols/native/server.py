@@ -3,7 +3,7 @@
 One :class:`asyncio.Protocol` per connection (not streams: fewer layers per request) feeds the
 sans-IO :class:`~protocols.native.codec.ServerConnection` and runs the handler for each
 request in its own task. Replies are queued and written with one ``transport.write`` per loop
-turn (PERFORMANCE.md, point 2).
+turn (docs/architecture.md, Performance, point 2).
 
 Choices others rely on:
 

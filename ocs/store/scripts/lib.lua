@@ -1,7 +1,7 @@
 -- lib.lua: the prelude shared by every balance script. The store prepends it to each script's
 -- body when it loads the scripts, so each script stays one atomic unit with no duplicated logic.
 --
--- Conventions (DESIGN.md "The store"):
+-- Conventions (docs/architecture.md, Invariants):
 --   KEYS[1] account hash, KEYS[2] sessions hash, KEYS[3] bucket outbox stream,
 --   KEYS[4] bucket expiry index (zset), KEYS[5] the bucket's copy of each plan's balance
 --   thresholds (hash: plan -> spec), KEYS[6] the bucket's notification stream (barring
