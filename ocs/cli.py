@@ -28,6 +28,7 @@ from typing import Any
 import aiohttp
 
 from ocs import __version__
+from ocs.auth.masking import install_masking
 from ocs.config import ConfigError, Settings, load_settings
 
 #: Modules with a ``register(subparsers)`` that adds their command group to ``ocs``.
@@ -103,6 +104,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     several = workers > 1 or args.ready_fd is not None
     fmt = "%(asctime)s %(levelname)s " + ("[%(process)d] " if several else "") + "%(message)s"
     logging.basicConfig(level=settings.log_level, format=fmt)
+    install_masking(settings.log_level)
     if args.ready_fd is not None:  # a worker started by the supervisor (ocs/supervisor.py)
         from ocs.supervisor import serve_worker
 
@@ -166,6 +168,11 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     url = settings.redis_url
     keep_ms = int(args.keep_hours * 3_600_000)
 
+    from ocs.lineage import DatasetRef, Lineage, file_dataset
+
+    lineage = Lineage(settings.lineage_dir or None, settings.lineage_url)
+    streams = DatasetRef(_redis_namespace(url), "ocs:{b*}:outbox")
+
     async def main() -> None:
         journal = Journal(url, args.dir)
         try:
@@ -180,6 +187,9 @@ def cmd_outbox(args: argparse.Namespace) -> int:
                 else:
                     print(f"exported {stats.exported} events to {args.dir}, trimmed "
                           f"{stats.trimmed} from Redis", flush=True)  # fmt: skip
+                    if stats.exported:
+                        await asyncio.to_thread(lineage.emit, "ocs.outbox.export", [streams],
+                                                [file_dataset(args.dir)])  # fmt: skip
                 if args.once:
                     return
                 await asyncio.sleep(args.interval)
@@ -187,6 +197,26 @@ def cmd_outbox(args: argparse.Namespace) -> int:
             await journal.close()
 
     _run(main())
+    return 0
+
+
+def _redis_namespace(url: str) -> str:
+    """An OpenLineage namespace for a Redis: its URL without credentials or database."""
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    return f"{u.scheme}://{u.hostname or ''}" + (f":{u.port}" if u.port else "")
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    from ocs.lineage import show
+
+    directory = args.dir or _settings(args).lineage_dir
+    wanted = args.dataset if ":" in args.dataset else str(Path(args.dataset).absolute())
+    lines = show(directory, wanted)
+    if not lines:
+        raise CliError(f"no lineage record of {args.dataset} in {directory}")
+    print("\n".join(lines))
     return 0
 
 
@@ -578,6 +608,14 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--interval", type=float, default=10.0, help="seconds between exports")
     a.add_argument("--once", action="store_true", help="export once and exit")
     p.set_defaults(func=cmd_outbox)
+
+    p = sub.add_parser("lineage", help="where a dataset came from (OpenLineage records)")
+    acts = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = acts.add_parser("show", help="the runs that wrote DATASET and, recursively, its inputs")
+    _common(a)
+    a.add_argument("dataset", help="a path (file or directory) or namespace:name")
+    a.add_argument("--dir", help="the lineage file sink (default OCS_LINEAGE_DIR, .ocs/lineage)")
+    p.set_defaults(func=cmd_lineage)
 
     # Command groups that live beside the code they drive: each module has register(sub).
     for module in _COMMAND_MODULES:

@@ -257,6 +257,7 @@ async def _hot_billing(
         warehouse_dir=f"{settings.data_dir}/warehouse",
         archive_dir=f"{settings.data_dir}/archive",
         archive_key=DEMO_ARCHIVE_KEY,
+        lineage_dir=f"{settings.data_dir}/lineage",
     )
     await asyncio.gather(
         switch.run(),

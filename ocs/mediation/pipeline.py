@@ -35,6 +35,7 @@ from typing import Final, Protocol
 
 from ocs.charging.engine import ChargingEngine, wall_clock_ms
 from ocs.charging.types import DebitRequest, Outcome, SessionInfo
+from ocs.lineage import DatasetRef, Lineage, file_dataset
 from ocs.mediation.archive import Archive, ArchiveError
 from ocs.mediation.collect import (
     Candidate,
@@ -45,7 +46,7 @@ from ocs.mediation.collect import (
     SourceUnavailable,
     open_source,
 )
-from ocs.mediation.export import RatedUsage, write_parquet
+from ocs.mediation.export import SCHEMA, RatedUsage, write_parquet
 from ocs.mediation.formats import Rejected, decode, network_id
 from ocs.mediation.usage import Direction, Usage
 from ocs.store.errors import StoreUnavailable
@@ -77,6 +78,10 @@ class Decoder(Protocol):
     def __call__(self, data: bytes, *, switch: str, file: str) -> Iterable[Usage | Rejected]: ...
 
 
+#: The warehouse's columns, for the lineage records' schema facets.
+PARQUET_SCHEMA: Final = tuple((f.name, str(f.type)) for f in SCHEMA)
+
+
 @dataclass(frozen=True, slots=True)
 class MediationConfig:
     """How the mediation runs (the CLI builds it from Settings and flags)."""
@@ -92,6 +97,9 @@ class MediationConfig:
     #: Retention archive directory and its AES-256 key; None: no archive.
     archive_dir: str | None = None
     archive_key: bytes | None = None
+    #: OpenLineage records of what is written (ocs.lineage): a directory, an HTTP endpoint.
+    lineage_dir: str | None = None
+    lineage_url: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,6 +383,10 @@ class Mediation:
             if cfg.archive_dir is not None and cfg.archive_key is not None
             else None
         )
+        self.lineage = (
+            Lineage(cfg.lineage_dir, cfg.lineage_url) if cfg.lineage_dir or cfg.lineage_url
+            else None
+        )  # fmt: skip
 
     async def process(self, cand: Candidate) -> FileReport:
         """Charge one closed file through to done (or set it aside as a duplicate)."""
@@ -410,6 +422,15 @@ class Mediation:
                 records=len(rated) + len(rejects), rejected=len(rejects), now_ms=done_at,
             )  # fmt: skip
             seq = arc.seq
+        if self.lineage is not None:
+            outputs = [file_dataset(p, PARQUET_SCHEMA) for p in warehouse]
+            if self.archive is not None:
+                outputs.append(file_dataset(arc.path))
+            source = DatasetRef(self.source.label, name)
+            if outputs:
+                await asyncio.to_thread(
+                    self.lineage.emit, "ocs.mediation.charge", [source], outputs
+                )
         await self.source.finish(name, rejects_text(name, rejects) if rejects else None)
         await self.ledger.done(
             name,
