@@ -16,7 +16,7 @@ from test_service import FLAT, SETTINGS
 
 from ocs.auth.masking import MaskingFilter, install_masking, mask
 from ocs.config import ConfigError, load_settings
-from ocs.service import run_ocs
+from ocs.service import auth_config, run_ocs
 
 
 async def test_the_admin_api_over_https(redis_url: str, tmp_path: Path) -> None:
@@ -60,8 +60,6 @@ def test_secrets_from_files_and_out_of_reprs(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="OCS_NATIVE_AUTH: must be required or off"):
         load_settings({"OCS_NATIVE_AUTH": "maybe"})
     with pytest.raises(ConfigError, match="OCS_POLICY_FILE"):
-        from ocs.service import auth_config
-
         auth_config(replace(s, policy_file=str(tmp_path / "missing.toml")))
 
 
