@@ -358,3 +358,21 @@ async def test_fuzzed_credentials_never_give_a_500(
                         b"\r\nContent-Type: application/json\r\nContent-Length: "
                         + str(len(body)).encode() + b"\r\n\r\n" + body)  # fmt: skip
     assert status in (400, 401, 422), value
+
+
+def test_the_roles_in_docs_api_md_are_the_policys(api: Client) -> None:
+    """docs/api.md's table says, for every endpoint, the roles the shipped policy allows."""
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "docs" / "api.md").read_text()
+    rows = re.findall(r"^\| `(\w+) (/[^`?]*)[^`]*` \| [^|]* \| ([^|]*) \|$", text, re.M)
+    documented = {(m, p): roles.strip() for m, p, roles in rows}
+    for route in api.app[ROUTES].values():
+        if route.resource.startswith("billing."):
+            continue  # documented with enterprise billing
+        roles = documented.get((route.method, route.path))
+        assert roles is not None, f"{route.method} {route.path} is not in docs/api.md's table"
+        if route.public:
+            assert roles.startswith("none"), (route.path, roles)
+        else:
+            assert roles == ", ".join(POLICY.roles_for(route.resource, route.action)), route.path
