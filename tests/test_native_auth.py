@@ -15,6 +15,7 @@ import msgpack
 import pytest
 import trustme
 from secure import NATIVE_KEY
+from test_diameter_tls import files
 from test_service import FLAT, SETTINGS, add
 
 from ocs.auth.audit import verify
@@ -158,14 +159,8 @@ async def test_without_keys_there_is_no_handshake() -> None:
 
 
 def _tls_files(ca: trustme.CA, tmp: Path) -> tuple[str, str, str]:
-    cert = ca.issue_cert("ocs.test", "127.0.0.1")
-    chain, key, ca_file = tmp / "ocs.pem", tmp / "ocs.key", tmp / "ca.pem"
-    cert.private_key_pem.write_to_path(str(key))
-    with open(chain, "wb") as f:
-        for blob in cert.cert_chain_pems:
-            f.write(blob.bytes())
-    ca.cert_pem.write_to_path(str(ca_file))
-    return str(chain), str(key), str(ca_file)
+    f = files(ca, tmp, mutual=True, names=("ocs.test", "127.0.0.1"))
+    return f["diameter_tls_cert"], f["diameter_tls_key"], f["diameter_tls_ca"]
 
 
 @pytest.mark.parametrize("client_cert", [True, False])

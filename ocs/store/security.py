@@ -15,9 +15,9 @@ record was chained to (compare and set), so records from several processes form 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from ocs.constants import KEY_PREFIX
 from ocs.store.errors import StoreUnavailable
@@ -29,6 +29,8 @@ from ocs.store.redis_client import (
 )
 
 __all__ = ["ApiKeyRecord", "AuditEntry", "SecurityStore", "UserRecord"]
+
+R = TypeVar("R")
 
 KEY_PREFIX_AUTH: Final = f"{KEY_PREFIX}:auth"
 #: The audit chain (a stream) and its head: "<seq> <hash>" (a string), with its signature.
@@ -140,6 +142,15 @@ class SecurityStore:
     async def _hash(self, key: str) -> dict[str, str]:
         return _pairs(await self._do("HGETALL", key))
 
+    async def _members(self, index: str, get: Callable[[str], Awaitable[R | None]]) -> list[R]:
+        """Every record named in the set ``index``, in name order."""
+        out = []
+        for name in sorted(_s(x) for x in await self._do("SMEMBERS", index)):
+            record = await get(name)
+            if record is not None:
+                out.append(record)
+        return out
+
     # -- API keys -----------------------------------------------------------------------------
 
     async def add_api_key(self, record: ApiKeyRecord) -> None:
@@ -168,13 +179,7 @@ class SecurityStore:
         )
 
     async def api_keys(self) -> list[ApiKeyRecord]:
-        ids = sorted(_s(x) for x in await self._do("SMEMBERS", api_key_index()))
-        out = []
-        for key_id in ids:
-            record = await self.api_key(key_id)
-            if record is not None:
-                out.append(record)
-        return out
+        return await self._members(api_key_index(), self.api_key)
 
     async def revoke_api_key(self, key_id: str, now: int) -> bool:
         if not await self._do("EXISTS", api_key_key(key_id)):
@@ -210,13 +215,7 @@ class SecurityStore:
         )
 
     async def users(self) -> list[UserRecord]:
-        names = sorted(_s(x) for x in await self._do("SMEMBERS", user_index()))
-        out = []
-        for name in names:
-            record = await self.user(name)
-            if record is not None:
-                out.append(record)
-        return out
+        return await self._members(user_index(), self.user)
 
     async def set_user_field(self, name: str, field: str, value: str | int) -> bool:
         if not await self._do("EXISTS", user_key(name)):
