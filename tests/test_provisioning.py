@@ -30,6 +30,7 @@ from ocs.provisioning.worker import (
 )
 from ocs.service import Running, run_ocs
 from ocs.store.notify import NotifyStore
+from ocs.store.security import SecurityStore
 from protocols.native import NativeClient
 from tariffs import parse_plan
 
@@ -289,6 +290,11 @@ async def test_bad_callback_signature_changes_nothing(
     assert (state["confirmed"], state["status"]) == ("outgoing", "applied")
     status, problem = await http("POST", "/v1/provisioning/callbacks", body, headers)
     assert status == 404
+    # Audited: the bad signatures as failures, the good one as a change by its signer.
+    entries = await SecurityStore(ocs.store.client).audit_entries()
+    kinds = [(e.fields["action"], e.fields.get("who", "")) for e in entries]
+    assert kinds.count(("auth.failure", "")) == 4
+    assert ("POST /v1/provisioning/callbacks", "signed:provisioning.callbacks") in kinds
 
 
 async def test_rejected_command_is_dead_lettered_and_replayed(

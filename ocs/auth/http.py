@@ -193,6 +193,16 @@ class Security:
     async def _guarded(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         route = route_of(request)
         if (
+            route is not None
+            and route.public
+            and route.action == "write"
+            and (route.resource != "auth")
+        ):
+            # A write with its own credential (the provisioning gateway's signed callback):
+            # audited like any other change, as done by that resource's signer.
+            signer = Caller(f"signed:{route.resource}", "", None)
+            return await self._audited(request, handler, route, signer)
+        if (
             route is None
             or route.public
             or (self.config.metrics_public and route.resource == "metrics")
@@ -245,6 +255,12 @@ class Security:
             # Only what changed something: a refused write (4xx) changes nothing, not even
             # the audit log (failed authentications are recorded above), nor does a replay.
             after = await _snap(snapshot, request) if status.startswith("2") else None
+            if status == "401" and caller.subject.startswith("signed:"):
+                self.metrics.auth_failure("http", "bad-signature")
+                await self.record(
+                    request, None, action="auth.failure", status=status,
+                    target=f"{request.method} {request.path}", detail="bad signature",
+                )  # fmt: skip
             # An idempotent replay leaves its object as it was: nothing to record.
             if status.startswith("2") and (before is None or before != after):
                 await self.record(
