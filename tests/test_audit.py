@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio
@@ -145,3 +146,45 @@ async def test_ocs_audit_verify(redis_url: str, security: SecurityStore,
     assert r.returncode == 2
     out = json.loads(r.stdout)
     assert not out["ok"] and out["problem"].startswith(f"record {entries[4][0].decode()} (seq 5)")
+
+
+async def test_an_exported_copy_verifies_without_redis(
+    redis_url: str, security: SecurityStore, raw_redis: redis.asyncio.Redis, tmp_path: Path
+) -> None:
+    from ocs.auth.audit import EXPORT_FILE, export, verify_export
+
+    await _fill(security, 3)
+    assert await export(security, tmp_path) == 3
+    await _fill_more(security, 2)
+    assert await export(security, tmp_path) == 2
+    assert await export(security, tmp_path) == 0
+    verdict = verify_export(tmp_path, KEY)
+    assert verdict.ok and verdict.records == 5
+    # Redis loses the chain: the copy still verifies (and says it all).
+    await raw_redis.delete(AUDIT_STREAM)
+    assert not (await verify(security, KEY)).ok
+    assert verify_export(tmp_path, KEY).ok
+    # The copy edited: named.
+    path = tmp_path / EXPORT_FILE
+    lines = path.read_text().splitlines()
+    record = json.loads(lines[1])
+    record["who"] = "key:nobody"
+    lines[1] = json.dumps(record)
+    path.write_text("\n".join(lines) + "\n")
+    verdict = verify_export(tmp_path, KEY)
+    assert not verdict.ok and "(seq 2): edited" in verdict.problem
+    # And through the command line, with no Redis.
+    env = {**os.environ, "OCS_SECRET_KEY": "test-secret-key-" * 4}
+    env.pop("OCS_REDIS_URL", None)
+    r = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "ocs.cli", "audit", "verify", "--dir",
+                         str(tmp_path)], capture_output=True, text=True, env=env, timeout=60,
+        check=False,
+    )  # fmt: skip
+    assert r.returncode == 2 and "(seq 2): edited" in r.stdout, r.stdout + r.stderr
+
+
+async def _fill_more(security: SecurityStore, n: int) -> None:
+    log = AuditLog(security, KEY)
+    for i in range(n):
+        await log.append(ts=str(2000 + i), who="key:def", action="PATCH /v1/x")

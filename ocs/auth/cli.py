@@ -9,6 +9,7 @@ reads ``GET /v1/audit`` through the admin API (``--token``/OCS_API_TOKEN).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import json
 import re
@@ -199,12 +200,36 @@ def cmd_audit(args: argparse.Namespace) -> int:
         params["limit"] = str(args.limit)
         _print(_run(_request("GET", f"{_api(args)}/v1/audit", params=params)))
         return 0
-    from ocs.auth.audit import verify
+    from ocs.auth.audit import export, verify, verify_export
+
+    if args.audit_action == "export":
+
+        async def copy(store: Any, auth: Any) -> int:
+            return await export(store, args.dir)
+
+        n = _with_store(args, copy)
+        print(f"exported {n} audit records to {args.dir}")
+        return 0
 
     async def check(store: Any, auth: Any) -> Any:
-        return await verify(store, await auth.key("audit"))
+        key = await auth.key("audit")
+        if args.dir:
+            try:
+                return await asyncio.to_thread(verify_export, args.dir, key)
+            except (OSError, ValueError, KeyError) as exc:
+                raise CliError(f"{args.dir}: not an audit export: {exc}") from None
+        return await verify(store, key)
 
-    verdict = _with_store(args, check)
+    secret = _settings(args).secret_key
+    if args.dir and secret:  # the copy checked with no Redis at all
+        from ocs.auth.credentials import derive_key
+
+        try:
+            verdict = verify_export(args.dir, derive_key(secret, "audit"))
+        except (OSError, ValueError, KeyError) as exc:
+            raise CliError(f"{args.dir}: not an audit export: {exc}") from None
+    else:
+        verdict = _with_store(args, check)
     if args.json:
         print(json.dumps({"ok": verdict.ok, "records": verdict.records,
                           "problem": verdict.problem}))  # fmt: skip
@@ -264,6 +289,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "when broken, naming the first bad record)")  # fmt: skip
     _common(a)
     a.add_argument("--json", action="store_true")
+    a.add_argument("--dir", help="check an exported copy (ocs audit export) instead of Redis")
+    a = acts.add_parser("export", help="append the records not exported yet to DIR/audit.jsonl "
+                        "(with the signed head, DIR/audit.head); at least once")  # fmt: skip
+    _common(a)
+    a.add_argument("--dir", default=".ocs/audit", help="where the copy goes (.ocs/audit)")
     a = acts.add_parser("list", help="records, newest first (admin API: auditor or admin)")
     a.add_argument("--api", help="admin API URL (or OCS_API_URL)")
     a.add_argument("--who")

@@ -37,6 +37,8 @@ KEY_PREFIX_AUTH: Final = f"{KEY_PREFIX}:auth"
 AUDIT_STREAM: Final = f"{KEY_PREFIX}:audit"
 AUDIT_HEAD: Final = f"{KEY_PREFIX}:audit:head"
 AUDIT_HEAD_SIGNATURE: Final = f"{KEY_PREFIX}:audit:head:sig"
+#: The last record exported to files (ocs audit export).
+AUDIT_EXPORT_CURSOR: Final = f"{KEY_PREFIX}:audit:export"
 #: The JWT signing key, when the deployment gave none (created once, shared by processes).
 GENERATED_SECRET: Final = f"{KEY_PREFIX_AUTH}:generated-secret"
 
@@ -259,6 +261,13 @@ class SecurityStore:
             self._append, [AUDIT_HEAD, AUDIT_HEAD_SIGNATURE, AUDIT_STREAM], args
         )
         return bool(int(ok)), _s(head)
+
+    async def audit_export_cursor(self) -> str:
+        raw = await self._do("GET", AUDIT_EXPORT_CURSOR)
+        return "-" if raw is None else _s(raw)
+
+    async def set_audit_export_cursor(self, entry_id: str) -> None:
+        await self._do("SET", AUDIT_EXPORT_CURSOR, entry_id)
 
     async def audit_entries(
         self, *, after: str = "-", count: int = 1000, reverse: bool = False
