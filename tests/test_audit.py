@@ -17,8 +17,9 @@ import redis.asyncio
 
 from ocs.auth.audit import AuditLog, verify
 from ocs.auth.credentials import derive_key
+from ocs.store.keys import AUDIT_HEAD, AUDIT_STREAM
 from ocs.store.redis_client import PipelinedRedis
-from ocs.store.security import AUDIT_HEAD, AUDIT_STREAM, SecurityStore
+from ocs.store.security import SecurityStore
 
 KEY = derive_key("test-secret-key-" * 4, "audit")
 

@@ -19,8 +19,19 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
-from ocs.constants import KEY_PREFIX
 from ocs.store.errors import StoreUnavailable
+from ocs.store.keys import (
+    AUDIT_EXPORT_CURSOR,
+    AUDIT_HEAD,
+    AUDIT_HEAD_SIGNATURE,
+    AUDIT_STREAM,
+    GENERATED_SECRET,
+    api_key_index,
+    api_key_key,
+    refresh_key,
+    user_index,
+    user_key,
+)
 from ocs.store.redis_client import (
     ConnectionLost,
     PipelinedRedis,
@@ -31,37 +42,6 @@ from ocs.store.redis_client import (
 __all__ = ["ApiKeyRecord", "AuditEntry", "SecurityStore", "UserRecord"]
 
 R = TypeVar("R")
-
-KEY_PREFIX_AUTH: Final = f"{KEY_PREFIX}:auth"
-#: The audit chain (a stream) and its head: "<seq> <hash>" (a string), with its signature.
-AUDIT_STREAM: Final = f"{KEY_PREFIX}:audit"
-AUDIT_HEAD: Final = f"{KEY_PREFIX}:audit:head"
-AUDIT_HEAD_SIGNATURE: Final = f"{KEY_PREFIX}:audit:head:sig"
-#: The last record exported to files (ocs audit export).
-AUDIT_EXPORT_CURSOR: Final = f"{KEY_PREFIX}:audit:export"
-#: The JWT signing key, when the deployment gave none (created once, shared by processes).
-GENERATED_SECRET: Final = f"{KEY_PREFIX_AUTH}:generated-secret"
-
-
-def api_key_key(key_id: str) -> str:
-    return f"{KEY_PREFIX_AUTH}:key:{key_id}"
-
-
-def api_key_index() -> str:
-    return f"{KEY_PREFIX_AUTH}:keys"
-
-
-def user_key(name: str) -> str:
-    return f"{KEY_PREFIX_AUTH}:user:{name}"
-
-
-def user_index() -> str:
-    return f"{KEY_PREFIX_AUTH}:users"
-
-
-def refresh_key(digest: str) -> str:
-    return f"{KEY_PREFIX_AUTH}:refresh:{digest}"
-
 
 # Append a record to the chain if the head is still ARGV[1] (compare and set): new head,
 # signature, record. Answers the new sequence number, or the current head on a conflict.
