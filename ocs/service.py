@@ -14,7 +14,7 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from ocs.api.app import create_app
 from ocs.api.metrics import Metrics
 from ocs.auth.credentials import AuthConfig
 from ocs.auth.http import SECURITY
-from ocs.auth.network import NativeKeys
+from ocs.auth.network import NativeKeys, Refusals
 from ocs.auth.policy import PolicyError, load_policy
 from ocs.charging.engine import ChargingEngine, wall_clock_ms
 from ocs.charging.sweeper import ExpirySweeper
@@ -200,7 +200,11 @@ def auth_config(settings: Settings) -> AuthConfig:
     )
 
 
-def diameter_server(settings: Settings, agent: DiameterAgent) -> DiameterServer:
+def diameter_server(
+    settings: Settings,
+    agent: DiameterAgent,
+    on_refused: Callable[[object, str], None] | None = None,
+) -> DiameterServer:
     """The Diameter listener as configured (OCS_DIAMETER_*)."""
     identity = LocalIdentity(
         settings.diameter_host,
@@ -224,6 +228,7 @@ def diameter_server(settings: Settings, agent: DiameterAgent) -> DiameterServer:
         ssl=diameter_tls(settings),
         # Several OCS processes may share the port (docs/architecture.md, Scale).
         reuse_port=True,
+        on_refused=on_refused,
     )
 
 
@@ -281,8 +286,9 @@ async def run_ocs(
         http_port = _bound_port(runner, settings.http_port)
         keys = None
         if settings.native_auth == "required":
-            keys = NativeKeys(settings.native_key_map, metrics, app[SECURITY])
-            stack.push_async_callback(keys.close)
+            native_refusals = Refusals("native", metrics, app[SECURITY])
+            stack.push_async_callback(native_refusals.close)
+            keys = NativeKeys(settings.native_key_map, native_refusals)
         native = NativeServer(
             NativeAgent(engine, metrics), settings.bind, settings.native_port,
             reuse_port=reuse_port, keys=keys, ssl=native_tls(settings),
@@ -292,7 +298,9 @@ async def run_ocs(
         # A lambda, not rater.book.at: the registry replaces the book when plans change.
         book_at = lambda plan, t: rater.book.at(plan, t)  # noqa: E731, PLW0108
         agent = DiameterAgent(engine, book_at, gy_config(settings), metrics)
-        diameter = diameter_server(settings, agent)
+        diameter_refusals = Refusals("diameter", metrics, app[SECURITY])
+        stack.push_async_callback(diameter_refusals.close)
+        diameter = diameter_server(settings, agent, on_refused=diameter_refusals)
         await diameter.start()
         stack.push_async_callback(diameter.close)
         # RAR and ASR: the agent hears of top-ups, barring changes and new tariffs.

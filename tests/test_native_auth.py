@@ -21,6 +21,7 @@ from test_service import FLAT, SETTINGS, add
 from ocs.auth.audit import verify
 from ocs.auth.credentials import derive_key
 from ocs.service import run_ocs
+from ocs.store.security import SecurityStore
 from protocols.native import ChargingRequest, NativeClient, NativeServer, Reply
 from protocols.native import constants as c
 from protocols.native.codec import (
@@ -193,7 +194,7 @@ async def test_the_ocs_counts_and_audits_refused_elements(redis_url: str) -> Non
             await NativeClient(HOST, ocs.native.port, key=("test-ne", b"wrong" * 8)).connect()
         text = ocs.metrics.render().decode()
         assert 'ocs_auth_failures_total{interface="native",reason="wrong-mac"} 1.0' in text
-        security_store = ocs.native.keys.security.store  # type: ignore[union-attr]
+        security_store = ocs.native.keys.refusals.security.store  # type: ignore[union-attr]
         deadline = asyncio.get_running_loop().time() + 5
         while not await security_store.audit_entries():
             assert asyncio.get_running_loop().time() < deadline
@@ -210,3 +211,40 @@ def test_ping_needs_the_handshake_too() -> None:
     server = ServerConnection()
     server.receive_data(msgpack_frame({"id": 1, "verb": "ping"}))
     assert server.next_event() == Ping(1)
+
+
+async def test_a_connection_that_never_says_hello_is_closed(keys: Keys) -> None:
+    async with NativeServer(echo, HOST, 0, keys=keys, hello_timeout=0.1) as srv:
+        reader, writer, _ = await _challenged(srv.port)
+        async with asyncio.timeout(5):
+            assert await reader.read() == b""  # closed by the server
+        writer.close()
+        await writer.wait_closed()
+        assert keys.refusals == ["no hello in time"]
+
+
+async def test_a_diameter_peer_not_allowed_is_counted_and_audited(redis_url: str) -> None:
+    from test_diameter_e2e import GY
+    from test_diameter_e2e import SETTINGS as GY_SETTINGS
+    from test_diameter_server import Gateway
+
+    from protocols.diameter import constants as dc
+
+    settings = replace(GY_SETTINGS, redis_url=redis_url, diameter_peers="pgw.allowed")
+    async with run_ocs(settings, plans=[GY]) as ocs:
+        g = await Gateway.connect(ocs.diameter_port, "pgw.intruder", cer=False)
+        cea = await g.request(g.cer())
+        assert cea.result_code == dc.DIAMETER_UNKNOWN_PEER
+        await asyncio.wait_for(g.closed.wait(), 5)
+        await g.close()
+        ok = await Gateway.connect(ocs.diameter_port, "pgw.allowed")
+        await ok.close()
+        text = ocs.metrics.render().decode()
+        assert 'ocs_auth_failures_total{interface="diameter",reason="unknown-peer"} 1.0' in text
+        store = SecurityStore(ocs.store.client)
+        deadline = asyncio.get_running_loop().time() + 5
+        while not await store.audit_entries():
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+        (entry,) = await store.audit_entries()
+        assert (entry.fields["target"], entry.fields["detail"]) == ("diameter", "unknown peer")

@@ -60,6 +60,7 @@ from protocols.diameter.constants import (
     DIAMETER_REALM_NOT_SERVED,
     DIAMETER_UNABLE_TO_COMPLY,
     DIAMETER_UNABLE_TO_DELIVER,
+    DIAMETER_UNKNOWN_PEER,
 )
 from protocols.diameter.errors import FramingError, LocalProtocolError, Problem
 from protocols.diameter.peer import (
@@ -211,6 +212,15 @@ class _PeerProtocol(asyncio.Protocol):
     def _run(self, actions: list[Action]) -> None:
         for action in actions:
             if type(action) is Send:
+                refused = self._server.on_refused
+                if (
+                    refused is not None
+                    and self.remote is None  # only a CEA can refuse a peer
+                    and action.message.result_code == DIAMETER_UNKNOWN_PEER
+                ):
+                    # A CER from a peer not on the allow-lists (RFC 6733 §5.3, 3010).
+                    peer = self._transport.get_extra_info("peername") if self._transport else None
+                    refused(peer, "unknown peer")
                 self._send(action.message)
             elif type(action) is Deliver:
                 self._deliver(action.message)
@@ -449,6 +459,7 @@ class DiameterServer:
         answer_copy: Sequence[AvpKey] = (),
         reuse_port: bool = False,
         backlog: int = 1024,
+        on_refused: Callable[[object, str], None] | None = None,
     ) -> None:
         if max_inflight_per_connection < 1:
             raise ValueError("max_inflight_per_connection must be at least 1")
@@ -463,6 +474,8 @@ class DiameterServer:
         self.watchdog_interval = watchdog_interval
         self.allowed_peers = allowed_peers or None
         self.allowed_realms = allowed_realms or None
+        #: Told of every peer refused at the capabilities exchange (metrics, audit).
+        self.on_refused = on_refused
         self.ssl = ssl
         self.max_inflight_per_connection = max_inflight_per_connection
         self.drain_timeout = drain_timeout

@@ -58,6 +58,8 @@ HELLO_CONTEXT: Final = b"ocs-native-hello\x00"
 NONCE_SIZE: Final = 16
 MAC_SIZE: Final = 32
 MAX_KEY_ID_LEN: Final = 64
+#: Seconds a challenged connection has to send its hello.
+DEFAULT_HELLO_TIMEOUT: Final = 10.0
 
 #: Result codes (the values of ``ocs.charging.types.Outcome``).
 RESULT_SUCCESS: Final = "success"

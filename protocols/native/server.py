@@ -54,6 +54,7 @@ from protocols.native.codec import (
 )
 from protocols.native.constants import (
     DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_HELLO_TIMEOUT,
     DEFAULT_MAX_FRAME,
     DEFAULT_MAX_INFLIGHT_PER_CONNECTION,
     NONCE_SIZE,
@@ -102,6 +103,7 @@ class _ServerProtocol(asyncio.Protocol):
         self._eof = False
         #: The challenge sent, until the client answers it with a good hello.
         self._nonce: bytes | None = None
+        self._hello_timer: asyncio.TimerHandle | None = None
         self.closed: asyncio.Future[None] = loop.create_future()
 
     # -- asyncio.Protocol callbacks
@@ -119,8 +121,22 @@ class _ServerProtocol(asyncio.Protocol):
         if server.keys is not None and not self._transport.get_extra_info("peercert"):
             self._nonce = secrets.token_bytes(NONCE_SIZE)
             self._queue(self._codec.send(Challenge(self._nonce)))
+            # A connection that never says hello must not hold a slot for ever.
+            self._hello_timer = self._loop.call_later(server.hello_timeout, self._no_hello)
+
+    def _no_hello(self) -> None:
+        self._hello_timer = None
+        if self._nonce is not None and self._transport is not None and self._server.keys:
+            peer = self._transport.get_extra_info("peername")
+            self._server.keys.refused(peer, "no hello in time")
+            self._server.refused += 1
+            self._stopped = True
+            self._transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
+            self._hello_timer = None
         self._transport = None
         self._stopped = True
         self._out.clear()
@@ -238,6 +254,9 @@ class _ServerProtocol(asyncio.Protocol):
             )
             if good:
                 self._nonce = None
+                if self._hello_timer is not None:
+                    self._hello_timer.cancel()
+                    self._hello_timer = None
                 self._queue(self._codec.send(Reply(event.id, RESULT_SUCCESS)))
                 return True
             reason = "unknown key" if secret is None else "wrong mac"
@@ -345,6 +364,7 @@ class NativeServer:
         backlog: int = 1024,
         keys: HelloKeys | None = None,
         ssl: ssl.SSLContext | None = None,
+        hello_timeout: float = DEFAULT_HELLO_TIMEOUT,
     ) -> None:
         if max_inflight_per_connection < 1:
             raise ValueError("max_inflight_per_connection must be at least 1")
@@ -361,6 +381,8 @@ class NativeServer:
         #: by the hello handshake. None: no authentication (a trusted network).
         self.keys = keys
         self._ssl = ssl
+        #: Seconds a challenged connection has to say hello before it is closed.
+        self.hello_timeout = hello_timeout
         self._server: asyncio.Server | None = None
         self._closing = False
         self._protocols: set[_ServerProtocol] = set()
