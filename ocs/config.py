@@ -29,6 +29,7 @@ from ocs.constants import (
     IDEMPOTENCY_TTL_SESSION,
     NATIVE_PORT,
 )
+from ocs.money import MoneyFormatError, parse_money
 from protocols.diameter.constants import (
     DEFAULT_MAX_MESSAGE_SIZE,
     MAX_MESSAGE_LENGTH_FIELD,
@@ -127,6 +128,9 @@ class Settings:
     metrics_public: bool = False
     #: A TOML access policy replacing the shipped one (ocs/auth/policy.toml).
     policy_file: str = ""
+    #: The operator role's largest top-up per request (a decimal string); empty: the policy's
+    #: (500.00 in the shipped one).
+    operator_max_topup: str = ""
     #: Native protocol: shared secrets of network elements, "id:secret,id2:secret2" (the
     #: hello handshake); "required" (default) or "off" (no handshake; only on a trusted
     #: network); TLS with client certificates (the handshake is then not needed).
@@ -242,6 +246,12 @@ def _coerce(name: str, value: object, source: str) -> object:
         if w < MIN_WATCHDOG_INTERVAL:
             raise ConfigError(f"{where}: must be at least {MIN_WATCHDOG_INTERVAL} s (RFC 3539)")
         return w
+    if name == "operator_max_topup" and str(value).strip():
+        try:
+            parse_money(str(value).strip(), allow_negative=False)
+        except MoneyFormatError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        return str(value).strip()
     if name == "native_auth" and value not in ("required", "off"):
         raise ConfigError(f"{where}: must be required or off, got {value!r}")
     if name == "native_keys":

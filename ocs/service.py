@@ -32,6 +32,7 @@ from ocs.charging.engine import ChargingEngine, wall_clock_ms
 from ocs.charging.sweeper import ExpirySweeper
 from ocs.charging.tariffs import TariffRegistry
 from ocs.config import ConfigError, Settings
+from ocs.money import parse_money
 from ocs.provisioning.adapter import HttpProvisioningAdapter, WebhookSender
 from ocs.provisioning.service import Provisioning
 from ocs.provisioning.worker import RetryPolicy
@@ -197,6 +198,9 @@ def auth_config(settings: Settings) -> AuthConfig:
         fail_window=settings.auth_fail_window,
         metrics_public=settings.metrics_public,
         policy_file=settings.policy_file,
+        operator_max_topup=parse_money(settings.operator_max_topup)
+        if settings.operator_max_topup
+        else None,
     )
 
 

@@ -376,3 +376,21 @@ def test_the_roles_in_docs_api_md_are_the_policys(api: Client) -> None:
             assert roles.startswith("none"), (route.path, roles)
         else:
             assert roles == ", ".join(POLICY.roles_for(route.resource, route.action)), route.path
+
+
+async def test_the_operator_limit_is_a_setting_too(
+    store: Store, redis_url: str, clock: Clock
+) -> None:
+    from ocs.config import load_settings
+    from ocs.service import auth_config
+
+    config = auth_config(load_settings({"OCS_OPERATOR_MAX_TOPUP": "1.00"}))
+    assert config.operator_max_topup == 1_000_000
+    async for api, _ in _serve(store, redis_url, clock, operator_max_topup=1_000_000):
+        await make_subscriber(api)
+        token = await make_key(api, "operator")
+        url = "/v1/subscribers/46700000001/topups"
+        body = {"amount": "1.01", "reference": "r1"}
+        assert (await api.post(url, json=body, headers=bearer(token))).status == 403
+        body = {"amount": "1.00", "reference": "r2"}
+        assert (await api.post(url, json=body, headers=bearer(token))).status == 201

@@ -64,6 +64,9 @@ class AuthConfig:
     metrics_public: bool = False
     #: A policy file replacing the shipped one.
     policy_file: str = ""
+    #: The operator's largest top-up per request (micro-units), over the policy's; None: the
+    #: policy's.
+    operator_max_topup: int | None = None
 
     def __repr__(self) -> str:  # never print the secrets
         return f"AuthConfig(token_ttl={self.token_ttl}, policy_file={self.policy_file!r})"

@@ -111,6 +111,10 @@ class Security:
         self.metrics = metrics
         self.clock = clock
         self.policy = policy if policy is not None else load_policy(config.policy_file or None)
+        if config.operator_max_topup is not None:
+            self.policy = self.policy.with_limit(
+                "operator", "subscribers.topups", config.operator_max_topup
+            )
         self.authenticator = Authenticator(store, config)
         #: Resource prefix ("subscribers") -> how to show its object before and after a write.
         self.snapshots: dict[str, Snapshot] = {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Final
@@ -80,6 +80,12 @@ class Policy:
     def limit(self, role: str, resource: str) -> int | None:
         """The role's cap on one request to ``resource`` (micro-units), or None."""
         return self.limits.get(role, {}).get(resource)
+
+    def with_limit(self, role: str, resource: str, amount: int) -> Policy:
+        """This policy with one role limit set (a setting overriding the file)."""
+        limits = {r: dict(v) for r, v in self.limits.items()}
+        limits.setdefault(role, {})[resource] = amount
+        return replace(self, limits=limits)
 
     def roles_for(self, resource: str, action: str) -> list[str]:
         """The roles some rule allows ``action`` on ``resource`` (for the docs and tests)."""
