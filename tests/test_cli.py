@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from secure import ADMIN, SECURE
 
@@ -305,6 +306,26 @@ async def test_auth_commands(ocs: Running) -> None:
     assert r.returncode == 2 and "invalid choice" in r.stderr
     r = await asyncio.to_thread(run, "auth", "user", "list")
     assert r.stdout.split() == ["ana", "operator", "-", "active"]
+
+    async def login(password: str) -> int:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"{api}/v1/auth/token", json={"username": "ana", "password": password}
+            ) as resp,
+        ):
+            return resp.status
+
+    assert await login("correct horse") == 200
+    r = await asyncio.to_thread(run, "auth", "user", "passwd", "ana", "--password-stdin",
+                                stdin="battery staple\n")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert (await login("correct horse"), await login("battery staple")) == (401, 200)
+    r = await asyncio.to_thread(run, "auth", "user", "disable", "ana")
+    assert r.returncode == 0 and "disabled" in r.stdout
+    assert await login("battery staple") == 401
+    r = await asyncio.to_thread(run, "auth", "user", "enable", "ana")
+    assert await login("battery staple") == 200
     r = await asyncio.to_thread(run, "audit", "verify")
     assert r.returncode == 0 and "intact" in r.stdout, r.stdout + r.stderr
     r = await asyncio.to_thread(ocs_cmd, "auth", "key", "list")
