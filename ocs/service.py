@@ -178,6 +178,28 @@ def http_tls(settings: Settings) -> ssl.SSLContext | None:
     return server_tls(settings.http_tls_cert, settings.http_tls_key, "", "OCS_HTTP_TLS")
 
 
+def exposure_warnings(settings: Settings) -> list[str]:
+    """What is reachable from other hosts without the protection production wants
+    (docs/security.md, Running it in production); nothing when bound to loopback."""
+    try:
+        loopback = ipaddress.ip_address(settings.bind).is_loopback
+    except ValueError:
+        loopback = settings.bind == "localhost"
+    if loopback:
+        return []
+    out = []
+    if not settings.http_tls_cert:
+        out.append(f"the admin API on {settings.bind} is plain HTTP: bearer tokens travel in "
+                   "the clear (set OCS_HTTP_TLS_CERT/_KEY)")  # fmt: skip
+    if settings.native_auth == "off":
+        out.append(f"the native protocol on {settings.bind} authenticates no one "
+                   "(OCS_NATIVE_AUTH=off)")  # fmt: skip
+    if not settings.diameter_tls_ca:
+        out.append(f"Diameter on {settings.bind} does not authenticate its peers (set "
+                   "OCS_DIAMETER_TLS_CERT/_KEY/_CA for client certificates)")  # fmt: skip
+    return out
+
+
 def auth_config(settings: Settings) -> AuthConfig:
     """What authentication needs, checked (the policy file is read now)."""
     try:
@@ -315,6 +337,8 @@ async def run_ocs(
         follow = asyncio.create_task(_follow(notify, heads, agent), name="notifications")
         stack.push_async_callback(_cancel, follow)
         await start_provisioning(stack, settings, provisioning, http_port)
+        for warning in exposure_warnings(settings):
+            log.warning("security: %s", warning)
         log.info(
             "OCS serving: native %s:%d, diameter %s:%d, http %s:%d, redis %s",
             settings.bind, native.port, settings.bind, diameter.port, settings.bind, http_port,

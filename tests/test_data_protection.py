@@ -93,3 +93,14 @@ def test_logs_mask_at_info_not_at_debug(caplog: pytest.LogCaptureFixture) -> Non
         assert len(handler.filters) == 1
     finally:
         root.removeHandler(handler)
+
+
+def test_exposure_is_warned_of_off_loopback() -> None:
+    from ocs.config import Settings
+    from ocs.service import exposure_warnings
+
+    assert exposure_warnings(Settings()) == []  # 127.0.0.1
+    warnings = exposure_warnings(Settings(bind="0.0.0.0", native_auth="off"))
+    assert len(warnings) == 3 and "plain HTTP" in warnings[0]
+    secured = Settings(bind="0.0.0.0", http_tls_cert="c", http_tls_key="k", diameter_tls_ca="ca")
+    assert exposure_warnings(secured) == []
