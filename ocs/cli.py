@@ -30,6 +30,8 @@ import aiohttp
 from ocs import __version__
 from ocs.auth.masking import install_masking
 from ocs.config import ConfigError, Settings, load_settings
+from ocs.redis_server import RedisServerError
+from ocs.store.errors import StoreUnavailable
 
 #: Modules with a ``register(subparsers)`` that adds their command group to ``ocs``.
 _COMMAND_MODULES: tuple[str, ...] = (
@@ -159,7 +161,6 @@ def cmd_redis(args: argparse.Namespace) -> int:
 
 def cmd_outbox(args: argparse.Namespace) -> int:
     """Export the outbox streams to JSON-lines files and trim what was exported."""
-    from ocs.store.errors import StoreUnavailable
     from ocs.store.journal import Journal
 
     settings = _settings(args)
@@ -634,7 +635,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in exc.problems:
             print(line, file=sys.stderr)
         return 1
-    except (CliError, ConfigError) as exc:
+    except (CliError, ConfigError, StoreUnavailable, RedisServerError) as exc:
+        # Start-up failures a user can act on: one line, no traceback (README).
         print(f"ocs: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

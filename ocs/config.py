@@ -23,13 +23,16 @@ from ocs.charging.engine import ChargingConfig
 from ocs.constants import (
     DEFAULT_VALIDITY,
     DIAMETER_PORT,
+    DURATION_TOLERANCE,
     EXPIRY_GRACE,
     HTTP_PORT,
     IDEMPOTENCY_TTL_REFERENCE,
     IDEMPOTENCY_TTL_SESSION,
+    MAX_CALL_DURATION,
     NATIVE_PORT,
 )
 from ocs.money import MoneyFormatError, parse_money
+from ocs.store.redis_client import parse_url
 from protocols.diameter.constants import (
     DEFAULT_MAX_MESSAGE_SIZE,
     MAX_MESSAGE_LENGTH_FIELD,
@@ -46,6 +49,8 @@ class ConfigError(ValueError):
 class Settings:
     #: None: start an embedded redis-server with its data under ``data_dir``.
     redis_url: str | None = None
+    #: Seconds to wait at start for Redis to answer (it may start after the OCS).
+    redis_wait: float = 15.0
     data_dir: str = ".ocs"
     #: AOF fsync policy of the embedded Redis: everysec (default) or always.
     appendfsync: str = "everysec"
@@ -99,6 +104,8 @@ class Settings:
     #: seconds (doubling each time, at most a minute, with jitter).
     provisioning_retries: int = 8
     provisioning_backoff: float = 0.5
+    #: HLR queries at once while reconciling (POST /v1/provisioning/reconcile).
+    provisioning_reconcile_concurrency: int = 16
     #: Where the gateway sends its callbacks (default: this OCS's admin API).
     provisioning_callback_url: str = ""
     #: Comma-separated URLs told of every threshold crossing and barring change.
@@ -110,6 +117,10 @@ class Settings:
     #: digits; empty: none configured).
     mediation_poll: float = 1.0
     mediation_window: int = 256
+    #: Records not believed (rejected with the reason, not charged): a call longer than this
+    #: many seconds, or whose callDuration differs from releaseTime - answerTime by more.
+    mediation_max_call_duration: int = MAX_CALL_DURATION
+    mediation_duration_tolerance: int = DURATION_TOLERANCE
     warehouse_dir: str = ".ocs/warehouse"
     archive_dir: str = ".ocs/archive"
     archive_key: str = field(default="", repr=False)
@@ -186,8 +197,10 @@ class Settings:
 
 
 _INT = {"native_port", "http_port", "diameter_port", "validity", "grace", "session_ttl",
-        "reference_ttl", "mediation_window", "provisioning_retries", "workers", "token_ttl",
-        "refresh_ttl", "auth_fail_limit", "auth_fail_window"}  # fmt: skip
+        "reference_ttl", "mediation_window", "provisioning_retries", "workers",
+        "mediation_max_call_duration", "mediation_duration_tolerance",
+        "provisioning_reconcile_concurrency", "token_ttl", "refresh_ttl", "auth_fail_limit",
+        "auth_fail_window"}  # fmt: skip
 #: Secrets that may also come from a file: OCS_<NAME>_FILE (docker secrets, a vault agent).
 SECRET_FILES = ("admin_token", "secret_key", "native_keys", "archive_key",
                 "provisioning_secret", "webhook_secret")  # fmt: skip
@@ -297,6 +310,11 @@ def _coerce(name: str, value: object, source: str) -> object:
         if v <= 0:
             raise ConfigError(f"{where}: must be > 0")
         return v
+    if name == "redis_wait":
+        v = _seconds(value, where)
+        if v < 0:
+            raise ConfigError(f"{where}: must be >= 0 seconds")
+        return v
     if name == "archive_key":
         text = str(value).strip()
         if text and (len(text) != 64 or any(c not in "0123456789abcdefABCDEF" for c in text)):
@@ -307,8 +325,12 @@ def _coerce(name: str, value: object, source: str) -> object:
     if name == "redis_url":
         if value in ("", None):
             return None
-        if not isinstance(value, str) or not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError(f"{where}: must be a redis:// URL, got {value!r}")
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: must be a redis://, rediss:// or unix:// URL")
+        try:
+            parse_url(value)  # what the hot-path client will make of it, checked now
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
     if not isinstance(value, str):
         raise ConfigError(f"{where}: must be a string, got {value!r}")
     return value

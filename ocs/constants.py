@@ -24,6 +24,12 @@ KEY_PREFIX: Final = "ocs"
 IDEMPOTENCY_TTL_SESSION: Final = 900
 IDEMPOTENCY_TTL_REFERENCE: Final = 7 * 24 * 3600
 
+#: Hot billing's plausibility limits (seconds): a call longer than this is not believed, nor
+#: one whose callDuration differs from its release minus answer time by more than the
+#: tolerance (TS 32.298 TimeStamps have second precision).
+MAX_CALL_DURATION: Final = 4 * 3600
+DURATION_TOLERANCE: Final = 2
+
 #: Subscriber states.
 STATE_ACTIVE: Final = "active"
 STATE_BARRED_OUTGOING: Final = "barred-outgoing"

@@ -13,17 +13,31 @@ Both styles of use are supported::
         ...
 
 Every flag passed to the server exists in Redis 6.2 and 7.x.
+
+One data directory, one server: ``start()`` takes an exclusive lock on ``redis.lock`` in the
+data directory and hands the locked file to the server, so the lock is held for as long as
+the server lives, whoever started it; a second start on the same directory is refused with
+the running server's pid rather than a second server appending to the same AOF. And the
+server dies with its owner: it gets SIGTERM (a clean, fsynced shutdown) when the process that
+started it dies, even by SIGKILL (Linux ``PR_SET_PDEATHSIG``). Linux sends that signal when
+the *thread* that started the server ends, so call ``start()`` from a thread that lives as
+long as the server should (the main thread; ``async with`` does).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import fcntl
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self, cast
@@ -35,6 +49,8 @@ __all__ = ["EmbeddedRedis", "RedisServerError", "default_binary"]
 
 #: File names inside the data directory.
 LOG_FILE: Final = "redis.log"
+#: Locked while a server runs on the directory; says its pid and port.
+LOCK_FILE: Final = "redis.lock"
 #: How long start() waits for the first PONG, and stop() for a graceful exit, by default.
 DEFAULT_START_TIMEOUT: Final = 15.0
 DEFAULT_STOP_TIMEOUT: Final = 10.0
@@ -47,6 +63,24 @@ _LOG_TAIL_BYTES: Final = 4096
 #: Attempts at a free port when the kernel hands a just-probed port to someone else.
 _PORT_ATTEMPTS: Final = 5
 _POLL_INTERVAL: Final = 0.01
+#: prctl(2) option: the signal a process gets when its parent (thread) dies.
+_PR_SET_PDEATHSIG: Final = 1
+
+
+def _die_with_parent(parent: int) -> Any:
+    """A ``preexec_fn`` for the server: SIGTERM when our process dies (Linux only; elsewhere a
+    no-op), and exit at once if it died already, between fork and exec."""
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name, use_errno=True) if name else None
+    prctl = getattr(libc, "prctl", None)
+
+    def preexec() -> None:
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
 
 
 class RedisServerError(RuntimeError):
@@ -137,6 +171,7 @@ class EmbeddedRedis:
         self.extra_args = extra_args
         self._proc: subprocess.Popen[bytes] | None = None
         self._version: str | None = None
+        self._lock: int | None = None
 
     # -- properties -------------------------------------------------------------------------
 
@@ -183,28 +218,51 @@ class EmbeddedRedis:
         """Start the server and return once it answers PING with PONG.
 
         Raises:
-            RedisServerError: the process exited or did not answer within ``start_timeout``;
-                the message includes the tail of its log.
+            RedisServerError: the process exited or did not answer within ``start_timeout``
+                (the message includes the tail of its log), or another server runs on the
+                data directory.
         """
+        self._start(self._spawn)
+
+    async def start_async(self) -> None:
+        """:meth:`start` without blocking the event loop: the server is spawned from the
+        loop's thread (it dies with that thread: see the module docstring), the waiting is
+        done in a worker thread."""
+        loop = asyncio.get_running_loop()
+
+        async def spawn(port: int) -> None:
+            self._spawn(port)
+
+        def spawn_on_loop(port: int) -> None:
+            asyncio.run_coroutine_threadsafe(spawn(port), loop).result()
+
+        await asyncio.to_thread(self._start, spawn_on_loop)
+
+    def _start(self, spawn: Callable[[int], None]) -> None:
         if self._proc is not None:
             raise RedisServerError(f"already running (pid {self._proc.pid})")
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._take_lock()
         # A port we chose ourselves may be grabbed between probe and bind; an explicit port
         # (or the one kept for a restart) is tried once.
         attempts = _PORT_ATTEMPTS if self._port == 0 else 1
-        for attempt in range(attempts):
-            port = self._port or _free_port()
-            log_offset = self._log_size()
-            try:
-                self._spawn(port)
-                self._wait_ready(port, log_offset)
-            except RedisServerError:
-                self._reap()
-                if attempt + 1 < attempts and "in use" in self._log_tail(log_offset):
-                    continue
-                raise
-            self._port = port
-            return
+        try:
+            for attempt in range(attempts):
+                port = self._port or _free_port()
+                log_offset = self._log_size()
+                try:
+                    spawn(port)
+                    self._wait_ready(port, log_offset)
+                except RedisServerError:
+                    self._reap()
+                    if attempt + 1 < attempts and "in use" in self._log_tail(log_offset):
+                        continue
+                    raise
+                self._port = port
+                return
+        except BaseException:
+            self._release_lock()
+            raise
 
     def stop(self) -> None:
         """Stop the server gracefully: SIGTERM (Redis fsyncs the AOF and exits), then SIGKILL
@@ -220,6 +278,7 @@ class EmbeddedRedis:
             except subprocess.TimeoutExpired:
                 proc.kill()
         self._reap()
+        self._release_lock()
 
     def kill(self) -> None:
         """SIGKILL the server, as a crash would (data since the last fsync may be lost)."""
@@ -229,6 +288,7 @@ class EmbeddedRedis:
         if proc.poll() is None:
             proc.kill()
         self._reap()
+        self._release_lock()
 
     def restart(self) -> None:
         """Start again on the same port and data directory (the AOF is replayed).
@@ -251,8 +311,7 @@ class EmbeddedRedis:
         self.stop()
 
     async def __aenter__(self) -> Self:
-        # Starting waits for PONG with blocking sockets: keep that off the event loop.
-        await asyncio.to_thread(self.start)
+        await self.start_async()
         return self
 
     async def __aexit__(
@@ -290,9 +349,42 @@ class EmbeddedRedis:
         argv.extend(self.extra_args)
         return argv
 
+    @property
+    def lock_path(self) -> Path:
+        """The lock file: held while a server runs on the data directory."""
+        return self.data_dir / LOCK_FILE
+
+    def _take_lock(self) -> None:
+        """Lock the data directory, waiting up to ``start_timeout`` for a server that is
+        still shutting down (its owner just died); RedisServerError names a live one."""
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+                    os.close(fd)
+                    raise RedisServerError(
+                        f"{self.data_dir} is in use by another redis-server "
+                        f"({holder or 'pid unknown'}); stop it (or the ocs that owns it) "
+                        "first: two servers on one append-only file would corrupt it"
+                    ) from None
+                time.sleep(_POLL_INTERVAL * 10)
+        self._lock = fd
+
+    def _release_lock(self) -> None:
+        fd, self._lock = self._lock, None
+        if fd is not None:
+            os.close(fd)  # (the server's copy went with it: the lock is free)
+
     def _spawn(self, port: int) -> None:
         # Messages printed before the log file is opened (a bad flag, say) go to stderr: send
         # them to the same log so that a failed start can quote them.
+        lock = self._lock
+        assert lock is not None
         with open(self.log_path, "ab") as log:
             try:
                 self._proc = subprocess.Popen(
@@ -304,9 +396,17 @@ class EmbeddedRedis:
                     # Its own process group: a Ctrl-C in our terminal reaches us, and we shut
                     # the server down in order rather than having it die under us.
                     start_new_session=True,
+                    # The locked file stays open in the server: the directory is locked for
+                    # as long as it runs, even if we are gone.
+                    pass_fds=(lock,),
+                    # (It calls prctl and getppid only: nothing that takes a lock another
+                    # thread could hold at the fork; glibc resets malloc's in the child.)
+                    preexec_fn=_die_with_parent(os.getpid()),  # noqa: PLW1509
                 )
             except OSError as exc:
                 raise RedisServerError(f"cannot run {self.binary!r}: {exc}") from exc
+        os.ftruncate(lock, 0)
+        os.pwrite(lock, f"pid {self._proc.pid} port {port}\n".encode(), 0)
 
     def _wait_ready(self, port: int, log_offset: int) -> None:
         proc = self._proc
@@ -353,6 +453,9 @@ class EmbeddedRedis:
             proc.kill()
         # Waiting reaps the child: no zombie, no "subprocess still running" ResourceWarning.
         proc.wait()
+        if self._lock is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._lock, 0)
 
     def _log_size(self) -> int:
         try:

@@ -29,7 +29,7 @@ from ocs.auth.http import SECURITY
 from ocs.auth.network import NativeKeys, Refusals
 from ocs.auth.policy import PolicyError, load_policy
 from ocs.charging.engine import ChargingEngine, wall_clock_ms
-from ocs.charging.sweeper import ExpirySweeper
+from ocs.charging.sweeper import ExpirySweeper, ThresholdCatchUp
 from ocs.charging.tariffs import TariffRegistry
 from ocs.config import ConfigError, Settings
 from ocs.money import parse_money
@@ -39,7 +39,7 @@ from ocs.provisioning.worker import RetryPolicy
 from ocs.redis_server import EmbeddedRedis
 from ocs.store.errors import StoreUnavailable
 from ocs.store.notify import NotifyStore
-from ocs.store.redis_client import PipelinedRedis
+from ocs.store.redis_client import PipelinedRedis, RedisClientError
 from ocs.store.store import Store
 from protocols.diameter import LocalIdentity
 from protocols.diameter.constants import CreditControlFailureHandling
@@ -63,13 +63,42 @@ async def redis_for(settings: Settings) -> AsyncIterator[str]:
         return
     extra = ("--appendfsync", settings.appendfsync)
     server = EmbeddedRedis(Path(settings.data_dir) / "redis", extra_args=extra)
-    await asyncio.to_thread(server.start)
+    await server.start_async()
     log.info("embedded redis-server %s on %s (data in %s)", server.version, server.url,
              server.data_dir)  # fmt: skip
     try:
         yield server.url
     finally:
         await asyncio.to_thread(server.stop)
+
+
+async def wait_for_redis(store: Store, wait: float) -> None:
+    """Until Redis answers PING (it may start after us: compose, Kubernetes), for at most
+    ``wait`` seconds, saying once what it waits for; then StoreUnavailable, in one line."""
+    client = store.client
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    delay, said = 0.05, False
+    while True:
+        try:
+            await client.connect()
+            if await store.ping():
+                return
+            problem = "no PONG"
+        except (RedisClientError, StoreUnavailable) as exc:
+            problem = str(exc)  # (refused, LOADING while it replays its AOF, ...)
+        left = deadline - loop.time()
+        if left <= 0:
+            raise StoreUnavailable(
+                f"Redis at {client.where} did not answer within {wait:g} s "
+                f"(OCS_REDIS_WAIT): {problem}"
+            )
+        if not said:
+            said = True
+            log.warning("waiting up to %g s for Redis at %s (OCS_REDIS_WAIT): %s", wait,
+                        client.where, problem)  # fmt: skip
+        await asyncio.sleep(min(delay, left))
+        delay = min(delay * 2, 1.0)
 
 
 @dataclass
@@ -93,13 +122,13 @@ async def charging_core(
     async with contextlib.AsyncExitStack() as stack:
         url = await stack.enter_async_context(redis_for(settings))
         client = PipelinedRedis.from_url(url)
-        await client.connect()
         stack.push_async_callback(client.close)
         store = Store(
             client,
             session_ttl_ms=settings.session_ttl * 1000,
             reference_ttl_ms=settings.reference_ttl * 1000,
         )
+        await wait_for_redis(store, settings.redis_wait)
         await store.load_scripts()
         tariffs = await stack.enter_async_context(TariffRegistry(store, rater, base))
         engine = ChargingEngine(store, rater, settings.charging)
@@ -286,6 +315,9 @@ async def run_ocs(
         await stack.enter_async_context(
             ExpirySweeper(store, wall_clock_ms, interval=settings.sweep_interval)
         )
+        await stack.enter_async_context(
+            ThresholdCatchUp(store, wall_clock_ms, interval=settings.sweep_interval)
+        )
         notify = NotifyStore(url)
         stack.push_async_callback(notify.close)
         provisioning = Provisioning(
@@ -296,7 +328,9 @@ async def run_ocs(
             policy=RetryPolicy(
                 attempts=settings.provisioning_retries, base=settings.provisioning_backoff
             ),
+            reconcile_concurrency=settings.provisioning_reconcile_concurrency,
         )
+        stack.push_async_callback(provisioning.close)
         app = create_app(
             store, metrics, tariffs=tariffs, clock=wall_clock_ms, provisioning=provisioning,
             auth=auth_config(settings),

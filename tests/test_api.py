@@ -182,6 +182,17 @@ async def test_create_with_a_reference_is_idempotent(api: Client) -> None:
     again = await create(api, reference="ticket-1", balance="3")
     assert again == first
     assert first["balance"] == "3.00"
+    resp = await api.post(
+        "/v1/subscribers",
+        json={
+            "msisdn": "46700000001",
+            "plan": "prepaid-basic",
+            "balance": "4",
+            "reference": "ticket-1",
+        },
+    )
+    assert resp.status == 409
+    assert (await resp.json())["type"] == "urn:ocs:problem:reference-conflict"
 
 
 async def test_create_with_state(api: Client) -> None:
@@ -311,18 +322,31 @@ async def test_topup_is_idempotent_by_reference(api: Client, store: Store) -> No
         "balance": "15.25",
     }
     before = await snapshot(store)
+    assert "Idempotent-Replayed" not in resp.headers
     resp = await api.post(url, json={"amount": "5.25", "reference": "T-1", "note": "shop 12"})
-    assert resp.status == 201
+    assert resp.status == 201 and resp.headers["Idempotent-Replayed"] == "true"
     assert await resp.json() == first
-    # Same reference, another amount: the first answer's balance, and nothing changes.
-    resp = await api.post(url, json={"amount": "100", "reference": "T-1"})
-    assert resp.status == 201
-    assert (await resp.json())["balance"] == "15.25"
-    assert await snapshot(store) == before
-    assert (await get(api))["balance"] == "15.25"
+    # Same reference, another amount: a client error naming the reference; nothing changes.
+    for kind, body in (
+        ("topups", {"amount": "100", "reference": "T-1"}),
+        ("refunds", {"amount": "1", "reference": "T-1"}),
+        ("adjustments", {"amount": "1", "reference": "T-1", "reason": "x"}),
+    ):
+        resp = await api.post(f"/v1/subscribers/46700000001/{kind}", json=body)
+        if kind != "topups":  # (the first use of the reference for that kind)
+            assert resp.status == 201
+            before = await snapshot(store)
+            resp = await api.post(f"/v1/subscribers/46700000001/{kind}",
+                                  json={**body, "amount": "2"})  # fmt: skip
+        assert resp.status == 409 and resp.content_type == "application/problem+json"
+        problem = await resp.json()
+        assert problem["type"] == "urn:ocs:problem:reference-conflict"
+        assert problem["reference"] == "T-1" and "'T-1'" in problem["detail"]
+        assert await snapshot(store) == before
+    assert (await get(api))["balance"] == "17.25"  # (the refund's and adjustment's first use)
     # A new reference is a new top-up.
     resp = await api.post(url, json={"amount": 2, "reference": "T-2"})
-    assert (await resp.json())["balance"] == "17.25"
+    assert (await resp.json())["balance"] == "19.25"
 
 
 async def test_adjustments_and_refunds(api: Client) -> None:
@@ -655,7 +679,7 @@ async def test_redis_down(tmp_path: Path, metrics: Metrics, clock: FakeClock) ->
 async def test_unexpected_error_is_a_500_without_trace(
     api: Client, store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    async def boom(msisdn: str) -> None:
+    async def boom(msisdn: str, **kw: object) -> None:
         raise RuntimeError("secret internals")
 
     monkeypatch.setattr(store, "get_account", boom)

@@ -55,6 +55,10 @@ async def test_subscriber_commands_through_the_api(ocs: Running) -> None:
     r = await asyncio.to_thread(run, "subscriber", "topup", "491701112233", "2.50",
                                 "--reference", "v-1")  # fmt: skip
     assert r.returncode == 0, r.stderr
+    # The same reference with another amount: refused with a message, and nothing changes.
+    r = await asyncio.to_thread(run, "subscriber", "topup", "491701112233", "25.00",
+                                "--reference", "v-1")  # fmt: skip
+    assert r.returncode == 1 and "409" in r.stderr and "'v-1'" in r.stderr
     r = await asyncio.to_thread(run, "subscriber", "show", "491701112233")
     shown = json.loads(r.stdout)
     assert (shown["balance"], shown["credit_limit"], shown["available"]) == (
@@ -84,6 +88,23 @@ def test_bad_configuration_is_one_clear_line() -> None:
                        check=False)  # fmt: skip
     assert r.returncode == 1
     assert r.stderr.strip() == "ocs: OCS_NATIVE_PORT: must be an integer, got 'many'"
+
+
+def test_unreachable_redis_at_start_is_waited_for_then_one_line() -> None:
+    env = {**os.environ, "OCS_REDIS_WAIT": "0.5"}
+    r = subprocess.run([*OCS, "serve", "--redis-url", "redis://127.0.0.1:1/0", "--native-port",
+                        "0", "--http-port", "0", "--diameter-port", "0"], capture_output=True,
+                       text=True, env=env, timeout=60, check=False)  # fmt: skip
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert "waiting up to 0.5 s for Redis at 127.0.0.1:1" in lines[0]
+    assert lines[-1].startswith("ocs: Redis at 127.0.0.1:1 did not answer within 0.5 s")
+    assert len(lines) == 2
+    env["OCS_REDIS_URL"] = "rediss://127.0.0.1:1/0?ssl_ca_certs=/no/such/ca.pem"
+    r = subprocess.run([*OCS, "serve"], capture_output=True, text=True, env=env, timeout=30,
+                       check=False)  # fmt: skip
+    assert r.returncode == 1 and r.stderr.count("\n") == 1
+    assert r.stderr.startswith("ocs: OCS_REDIS_URL: TLS settings of Redis URL")
 
 
 def test_help_everywhere() -> None:

@@ -340,13 +340,30 @@ async def test_duplicate_ccr_u_is_charged_once_here_and_elsewhere(
     first = await gw.request(ccr(gw, sid, UPD, 1, *update, context=VOICE))
     again = await gw.request(ccr(gw, sid, UPD, 1, *update, context=VOICE, retransmit=True))
     assert quotas(again) == quotas(first) and again.result_code == first.result_code == 2001
+    # The same CC-Request-Number with other usage is not a retransmission: refused, no charge.
+    other = [mscc(100, rsu=[], usu=[("CC-Time", 61)])]
+    bad = await gw.request(ccr(gw, sid, UPD, 1, *other, context=VOICE))
+    assert quotas(bad)[100]["result"] == 5004
     # The gateway fails over to another OCS process and repeats the request there.
     async with run_ocs(replace(SETTINGS, redis_url=ocs.redis_url), plans=[GY]) as other:
         g2 = await Gateway.connect(other.diameter_port)
         third = await g2.request(ccr(g2, sid, UPD, 1, *update, context=VOICE, retransmit=True))
         assert quotas(third) == quotas(first)
-        a = await g2.request(ccr(g2, sid, TERM, 2, mscc(100, usu=[("CC-Time", 0)]), context=VOICE))
+        term = [mscc(100, usu=[("CC-Time", 0)])]
+        a = await g2.request(ccr(g2, sid, TERM, 2, *term, context=VOICE))
         assert a.result_code == 2001
+        # The CCA-T was lost: the gateway retransmits the CCR-T (T flag, no Subscription-Id:
+        # RFC 4006 asks for it only in the first request), here and at the first process.
+        for g in (g2, gw):
+            again = await g.request(
+                ccr(g, sid, TERM, 2, *term, context=VOICE, subscriber=None, retransmit=True)
+            )
+            assert again.result_code == 2001 and quotas(again) == quotas(a)
+            # ... and the CCR-U before it, after the session ended, without Subscription-Id.
+            late = await g.request(
+                ccr(g, sid, UPD, 1, *update, context=VOICE, subscriber=None, retransmit=True)
+            )
+            assert late.result_code == 2001 and quotas(late) == quotas(first)
         await g2.close()
     assert await balance(ocs) == (910_000, 0, 0)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 
@@ -16,7 +16,7 @@ from ocs.charging.types import (
     ReleaseRequest,
     ReserveRequest,
 )
-from ocs.store.store import Store, UnitBucket
+from ocs.store.store import REPLAY_DIFFERENT, REPLAY_SAME, Store, UnitBucket
 from tariffs.plan import PlanVersion, parse_plan
 from tariffs.rater import PlanBook, TariffRater
 
@@ -182,9 +182,25 @@ async def test_replays_are_idempotent(store: Store, engine: ChargingEngine) -> N
     other = ChargingEngine(store, RATER, engine.config, clock=engine.clock)
     assert await other.debit(DebitRequest("400", "sms", "sms-1")) == first[3]
     assert await other.release(ReleaseRequest("s", "s/2", used=5), subscriber="400") == first[2]
+    # The session has ended, and a replay that names only the session (the subscriber is an
+    # optional hint) still finds its first answer: here, at another process, and a commit too.
+    assert await engine.release(ReleaseRequest("s", "s/2", used=5)) == first[2]
+    assert await other.release(ReleaseRequest("s", "s/2", used=5)) == first[2]
+    third = ChargingEngine(store, RATER, engine.config, clock=engine.clock)
+    assert await third.commit(CommitRequest("s", "s/1", used=30)) == first[1]
+    assert await engine.commit(CommitRequest("s", "s/1", used=30)) == first[1]
+    assert await store.get_account("400") == after
+    # Another request under a used key changes nothing and says so.
+    r = await engine.release(ReleaseRequest("s", "s/2", used=6))
+    assert r.outcome is Outcome.INVALID_REQUEST and "'s/2'" in r.detail
+    r = await other.debit(DebitRequest("400", "sms", "sms-1", units=2))
+    assert r.outcome is Outcome.INVALID_REQUEST
     top1 = await store.credit("400", kind="topup", amount=5_000_000, reference="t1", now=T0)
     top2 = await store.credit("400", kind="topup", amount=7_000_000, reference="t1", now=T0)
-    assert top1 == top2
+    top3 = await store.credit("400", kind="topup", amount=5_000_000, reference="t1", now=T0)
+    assert (top1.replay, top2.replay, top3.replay) == (0, REPLAY_DIFFERENT, REPLAY_SAME)
+    assert top2.conflict and not top3.conflict and top2.charged == top3.charged == 5_000_000
+    assert replace(top2, replay=0) == replace(top3, replay=0) == top1
     assert (await balance_of(store, "400"))[0] == after.balance + 5_000_000  # type: ignore[union-attr]
 
 

@@ -55,7 +55,7 @@ class Listing(Source):
         raise NotImplementedError
 
 
-async def test_order_rotation_and_split_parts() -> None:
+async def test_order_rotation_and_split_parts(caplog: pytest.LogCaptureFixture) -> None:
     src = Listing()
     src.files = {
         nm(12, 3): 10,
@@ -66,10 +66,12 @@ async def test_order_rotation_and_split_parts() -> None:
         nm(13, 4) + ".tmp": 5,  # still open
         "README": 1,  # not a CDR file
         nm(14, 4).replace(".ber", ".ber.rejected"): 3,
+        "MSC01_-_15.20260315_-_1406+0100.ber": 3,  # a running count of 2 digits: not a name
     }
     got = [c.file for c in await Collector(src).poll()]
     assert got == [nm(9, 1), nm(10, 2, part=1), nm(11, 2, part=2), nm(3, 2, node="MSC02"),
                    nm(12, 3)]  # fmt: skip
+    assert "the running count '15' has fewer than 4 digits" in caplog.text
 
 
 async def test_split_parts_of_one_minute_follow_their_part_numbers() -> None:
@@ -123,6 +125,18 @@ async def test_directory_source_moves_files(tmp_path: Path) -> None:
     assert await src.listing() == {}
     with pytest.raises(SourceUnavailable):
         await src.read("missing.ber")
+    await src.check()
+
+
+async def test_a_missing_directory_is_an_error_not_an_empty_listing(tmp_path: Path) -> None:
+    gone = DirectorySource(tmp_path / "no" / "such" / "dir")
+    with pytest.raises(SourceUnavailable, match="does not exist"):
+        await gone.check()
+    with pytest.raises(SourceUnavailable, match="gone"):
+        await gone.listing()
+    (tmp_path / "file").write_bytes(b"")
+    with pytest.raises(SourceUnavailable, match="not a directory"):
+        await DirectorySource(tmp_path / "file").check()
 
 
 # -- FTP -------------------------------------------------------------------------------------

@@ -84,6 +84,22 @@ def moc(**over: Any) -> dict[str, Any]:
     return v
 
 
+#: The identity of moc(): recordingEntity, record type, servedMSISDN, callReference, partial.
+MOC_ID = "491720000001:moCallRecord:491700000001:0001e240:0"
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_a_record_is_identified_by_what_the_switch_wrote_not_by_its_file(decoder: str) -> None:
+    # TS 32.298: recordingEntity + callReference (+ sequenceNumber for a partial record).
+    [a] = usages(run(ber("moCallRecord", moc()), decoder, file="MSC01_-_0007.ber"))
+    [b] = usages(run(ber("moCallRecord", moc()), decoder, file="MSC01_-_0008.ber"))
+    assert a.record_id == b.record_id == MOC_ID
+    [p2] = usages(run(ber("moCallRecord", moc(sequenceNumber=2)), decoder))
+    assert p2.record_id == MOC_ID[:-1] + "2"
+    [other] = usages(run(ber("moCallRecord", moc(callReference=b"\x00\x01\xe2\x41")), decoder))
+    assert other.record_id != MOC_ID
+
+
 def ber(choice: str, value: dict[str, Any]) -> bytes:
     CS.set_val((choice, value))
     out: bytes = CS.to_ber()
@@ -127,7 +143,7 @@ def usages(items: list[Usage | Rejected]) -> list[Usage]:
 def test_a_mo_call_record_maps_field_by_field(decoder: str) -> None:
     [u] = usages(run(ber("moCallRecord", moc()), decoder))
     assert u == Usage(
-        record_id="MSC01:f.ber:1", switch="MSC01", file="f.ber", sequence=1,
+        record_id=MOC_ID, switch="MSC01", file="f.ber", sequence=1,
         direction=Direction.MOC, served_msisdn="491700000001", served_imsi="262019876543210",
         other_party="+33123456789", start=ms("2026-03-15T14:03:12+01:00"),
         answer=ms("2026-03-15T14:03:18+01:00"), release=ms("2026-03-15T14:05:13+01:00"),
@@ -495,7 +511,8 @@ ASCII = (
 def test_the_ascii_format_maps_like_ber() -> None:
     a, b, c, d = usages(run(ASCII, file="f.txt"))
     [expected] = usages(run(ber("moCallRecord", moc())))
-    assert (a.sequence, a.record_id) == (3, "MSC01:f.txt:3")
+    assert (a.sequence, a.record_id) == (3, MOC_ID)  # the same call as the BER record
+    assert (b.sequence, b.record_id) == (4, "MSC01:f.txt:4")  # (no call reference)
     assert (a.direction, a.served_msisdn, a.served_imsi, a.other_party, a.start, a.answer,
             a.release, a.duration, a.location, a.service) == (
         expected.direction, expected.served_msisdn, expected.served_imsi,

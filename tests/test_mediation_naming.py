@@ -45,9 +45,9 @@ def test_parse_reads_every_field() -> None:
         node="MSC01", running_count=44, closed_at=datetime(2026, 3, 15, 14, 5, tzinfo=CET),
         part=2, fmt="ber", name="MSC01_-_0044.20260315_-_1405+0100_P02.ber", split=True,
     )  # fmt: skip
-    assert parse_name("MSC01_-_7.20260315_-_1405-0000.asc").fmt == "ascii"
-    assert parse_name("MSC01_-_7.20260315_-_1405+0000.ASN1").fmt == "ber"
-    u = parse_name("X_-_1.20261231_-_2359+0000.txt")
+    assert parse_name("MSC01_-_0007.20260315_-_1405-0000.asc").fmt == "ascii"
+    assert parse_name("MSC01_-_0007.20260315_-_1405+0000.ASN1").fmt == "ber"
+    u = parse_name("X_-_00001.20261231_-_2359+0000.txt")
     assert (u.part, u.split, u.fmt) == (1, False, "ascii")
 
 
@@ -64,6 +64,9 @@ def test_parse_reads_every_field() -> None:
         ("MSC01_-_0042.20260315_-_1404+2460.ber", "bad UTC offset"),
         ("MSC01_-_0042.20260315_-_1404+0100.csv", "unknown suffix"),
         ("MSC01_-_0042.20260315_-_1404+0100_P00.ber", "part numbers start at 1"),
+        ("MSC01_-_1.20261123_-_1016+0100.ber", "fewer than 4 digits"),
+        ("MSC01_-_042.20261123_-_1016+0100.ber", "fewer than 4 digits"),
+        ("MSC01_-_0042.20260315_-_1404+0100_P1.ber", "fewer than 2 digits"),
         ("MS C01_-_0042.20260315_-_1404+0100.ber", "node id"),
         ("A_-_B_-_0042.20260315_-_1404+0100.ber", "node id"),
     ],

@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -34,6 +36,7 @@ from ocs.mediation.pipeline import (
     FileReport,
     Mediation,
     MediationConfig,
+    implausible,
     rejects_text,
     run_mediation,
 )
@@ -235,7 +238,8 @@ async def test_a_file_is_charged_rejected_exported_archived_and_moved(
     assert (entry.state, entry.records, entry.charged, entry.rejected, entry.amount) == (
         "done", 6, 4, 2, report.amount)  # fmt: skip
     assert await m.ledger.totals() == {"files": 1, "records": 6, "charged": 4, "rejected": 2,
-                                       "amount": report.amount}  # fmt: skip
+                                       "amount": report.amount, "repeated": 0,
+                                       "duplicates": 0}  # fmt: skip
     # Parquet: one file in the day's partition, exact amounts, services as rated.
     (path,) = report.warehouse
     assert path == str(tmp_path / "warehouse" / "date=2026-09-15" / f"{f}.parquet")
@@ -313,9 +317,104 @@ async def test_a_duplicate_file_is_not_charged_twice(store: Store, tmp_path: Pat
     await store.client.execute("DEL", f"ocs:med:{{ledger}}:file:{f}")
     write(src, f, lines)
     (again,) = await make(store, src, tmp_path, archive=False).poll()
-    assert not again.duplicate and again.amount == first.amount  # the first answers, replayed
+    assert not again.duplicate and (again.repeated, again.charged, again.amount) == (5, 0, 0)
     assert await balance(store, "491700000001") == after
     assert len(await debit_events(store, "491700000001")) == 5
+
+
+async def test_a_renamed_copy_of_a_file_is_not_charged_again(
+    store: Store, tmp_path: Path, redis_url: str
+) -> None:
+    await add(store, "491700000001", 1_000_000)
+    src = tmp_path / "in"
+    lines = [line("moc", "491700000001", "+4930123456", T0 + i, 10) for i in range(3)]
+    write(src, name(7), lines)
+    m = make(store, src, tmp_path)
+    (first,) = await m.poll()
+    after = await balance(store, "491700000001")
+    # The same bytes again under the next running count (the stub decoder's record ids name
+    # the file: only the content digest can tell).
+    write(src, name(8), lines)
+    (dup,) = await m.poll()
+    assert (dup.file, dup.duplicate, dup.duplicate_of, dup.charged) == (name(8), True, name(7), 0)
+    assert await balance(store, "491700000001") == after
+    (moved,) = (src / "duplicates").iterdir()
+    assert moved.name.startswith(name(8) + ".")
+    entry = await m.ledger.get(name(8))
+    assert entry is not None and (entry.state, entry.duplicate_of) == ("done", name(7))
+    assert (await m.ledger.totals())["duplicates"] == 1
+    r = await asyncio.to_thread(ocs_cmd, "mediation", "status", "--redis-url", redis_url)
+    assert f"duplicate of {name(7)}" in r.stdout and "duplicate files 1" in r.stdout
+    # Seen again later: still the duplicate, still not charged.
+    write(src, name(8), lines)
+    (dup,) = await m.poll()
+    assert dup.duplicate and dup.duplicate_of == name(7)
+    assert await balance(store, "491700000001") == after == 1_000_000 - first.amount
+
+
+async def test_records_another_file_charged_are_not_charged_again(
+    store: Store, tmp_path: Path
+) -> None:
+    """Real ASCII files: a record is identified by the switch's call reference, so a second
+    file (another name, other bytes) that repeats a call charges only what is new."""
+    await add(store, "491700000001", 10_000_000)
+    src = tmp_path / "in"
+    src.mkdir()
+    opened = datetime(2026, 9, 15, 14, 0, tzinfo=timezone(timedelta(hours=2)))
+    a = format_name("MSC01", 7, opened + timedelta(minutes=1), 1, "ascii")
+    b = format_name("MSC01", 8, opened + timedelta(minutes=2), 1, "ascii")
+    (src / a).write_bytes(encode_file([real_record(1, "491700000001"),
+                                       real_record(2, "491700000001")]))  # fmt: skip
+    (src / b).write_bytes(encode_file([real_record(2, "491700000001"),
+                                       real_record(3, "491700000001")]))  # fmt: skip
+    m = make(store, src, tmp_path)
+    m.decoder = decode
+    ra, rb = await m.poll()
+    assert (ra.charged, ra.repeated, ra.amount) == (2, 0, 2 * 60 * VOICE_PER_SECOND)
+    assert (rb.records, rb.charged, rb.repeated, rb.amount) == (2, 1, 1, 60 * VOICE_PER_SECOND)
+    assert [r.usage.sequence for r in rb.rated] == [4]  # (the new call's line)
+    assert await balance(store, "491700000001") == 10_000_000 - 3 * 60 * VOICE_PER_SECOND
+    assert len(await debit_events(store, "491700000001")) == 3
+    entry = await m.ledger.get(b)
+    assert entry is not None and entry.repeated == 1
+
+
+async def test_implausible_calls_are_rejected_not_charged(store: Store, tmp_path: Path) -> None:
+    await add(store, "491700000001", 1_000_000)
+    src = tmp_path / "in"
+    src.mkdir()
+    opened = datetime(2026, 9, 15, 11, 58, 30, tzinfo=UTC)
+    ok = real_record(1, "491700000001", duration=60)
+    # Answered 11:58:35, released a minute later, but a callDuration of 10^10 s.
+    absurd = replace(real_record(2, "491700000001", duration=60), duration=10**10)
+    # Agrees with nothing: 600 s between answer and release, 90 s of callDuration.
+    liar = replace(real_record(3, "491700000001", duration=600), duration=90)
+    long = real_record(4, "491700000001", duration=5 * 3600)  # consistent, but 5 hours
+    f = format_name("MSC01", 1, opened, 1, "ber")
+    recs = [encode_record(r) for r in (ok, absurd, liar, long)]
+    (src / f).write_bytes(frame_file(recs, sequence=1, opened=opened, last_append=opened))
+    m = make(store, src, tmp_path)
+    m.decoder = decode
+    (r,) = await m.poll()
+    assert (r.charged, r.rejected, r.amount) == (1, 3, 60 * VOICE_PER_SECOND)
+    assert await balance(store, "491700000001") == 1_000_000 - 60 * VOICE_PER_SECOND
+    lines = (src / "done" / f"{f}.rejected").read_text().splitlines()[1:]
+    reasons = {int(x.split("\t")[0]): x.split("\t")[2] for x in lines}
+    assert "callDuration 10000000000 s is over the maximum of 14400 s" in reasons[2]
+    assert reasons[2].startswith("implausible: ")
+    assert "disagrees with releaseTime - answerTime = 600 s" in reasons[3]
+    assert "18000 s is over the maximum" in reasons[4]
+    # The limits are settings: a 6-hour maximum takes the 5-hour call.
+    cfg = replace(m.config, max_call_duration=6 * 3600)
+    u = real_record(4, "491700000001", duration=5 * 3600)
+    assert implausible(_usage(u), max_call_duration=cfg.max_call_duration,
+                       duration_tolerance=cfg.duration_tolerance) is None  # fmt: skip
+
+
+def _usage(r: CdrRecord) -> Usage:
+    (u,) = decode(encode_record(r), switch="MSC01", file="f.ber")
+    assert isinstance(u, Usage)
+    return u
 
 
 async def test_restart_in_the_middle_of_a_file_charges_each_record_once(
@@ -484,9 +583,9 @@ async def test_run_mediation_picks_up_files_as_they_close(store: Store, tmp_path
         )
     )
     counter = itertools.count(1)
-    for _ in range(3):
+    for i in range(3):
         f = name(next(counter))
-        write(src, f, [line("moc", "491700000001", "+4930123456", T0, 10)])
+        write(src, f, [line("moc", "491700000001", "+4930123456", T0 + i * 60_000, 10)])
         report = await asyncio.wait_for(arrived.get(), 10)
         assert report.file == f and report.charged == 1
     stop.set()
@@ -509,7 +608,10 @@ async def test_ledger_status_cli(store: Store, tmp_path: Path, redis_url: str) -
     await make(store, src, tmp_path).poll()
     r = await asyncio.to_thread(ocs_cmd, "mediation", "status", "--redis-url", redis_url)
     assert r.returncode == 0, r.stderr
-    assert "files done 1, records 2 (1 charged, 1 rejected), amount 0.010000" in r.stdout
+    assert (
+        "files done 1, records 2 (1 charged, 1 rejected, 0 charged before), amount "
+        "0.010000, duplicate files 0 (not charged)"
+    ) in r.stdout
     assert name(1) in r.stdout and "done" in r.stdout
     r = await asyncio.to_thread(ocs_cmd, "mediation", "status", "--json",
                                 env={"OCS_REDIS_URL": redis_url})  # fmt: skip
@@ -542,7 +644,8 @@ async def test_real_files(store: Store, tmp_path: Path) -> None:
     (src / ber_1).write_bytes(frame_file(corrupt, sequence=1, opened=opened,
                                          last_append=opened))  # fmt: skip
     ber_2 = format_name("MSC01", 2, opened + timedelta(minutes=2), 1, "ber")
-    framed = frame_file(recs, sequence=2, opened=opened, last_append=opened)
+    others = [encode_record(real_record(i, "491700000001")) for i in range(5, 9)]
+    framed = frame_file(others, sequence=2, opened=opened, last_append=opened)
     (src / ber_2).write_bytes(framed[:-10])  # the last record cut short
     txt = format_name("MSC01", 3, opened + timedelta(minutes=3), 1, "ascii")
     body = encode_file([real_record(10, "491700000001"),
@@ -607,6 +710,30 @@ async def test_mediation_run_cli(store: Store, tmp_path: Path, redis_url: str) -
     assert await balance(store, "491700000001") == 1_000_000 - entry.amount
     assert verify(tmp_path / "arc", KEY).entries == 1
     assert list((tmp_path / "wh").glob("date=*/*.parquet"))
+
+
+def test_mediation_run_with_a_missing_source_is_one_line_at_start(tmp_path: Path) -> None:
+    r = ocs_cmd("mediation", "run", "--source", str(tmp_path / "no-such-dir"), "--no-archive",
+                "--redis-url", "redis://127.0.0.1:1/0")  # fmt: skip
+    assert r.returncode == 1
+    assert r.stderr == f"ocs: --source: dir:{tmp_path / 'no-such-dir'}: does not exist\n"
+
+
+async def test_a_source_that_goes_away_is_said_loudly_and_not_at_every_poll(
+    store: Store, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    m = make(store, src, tmp_path)
+    assert await m.poll() == []
+    src.rmdir()
+    with caplog.at_level(logging.ERROR, logger="ocs.mediation.pipeline"):
+        for _ in range(3):
+            assert await m.poll() == []
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "the directory is gone" in errors[0]
+    src.mkdir()
+    assert await m.poll() == []
 
 
 def test_rejects_text_is_one_line_per_record() -> None:

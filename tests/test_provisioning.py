@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -21,7 +23,7 @@ from secure import AUTH, NATIVE_KEY, SECURE
 from ocs.charging.types import DebitRequest, Outcome
 from ocs.config import ConfigError, Settings, load_settings
 from ocs.provisioning.adapter import BarringCommand, CommandOutcome, HttpProvisioningAdapter
-from ocs.provisioning.hlrsim import HlrSimulator, bound_port, serve
+from ocs.provisioning.hlrsim import HlrSimulator, Line, bound_port, serve
 from ocs.provisioning.signing import sign, verify
 from ocs.provisioning.worker import (
     NotificationConsumer,
@@ -347,9 +349,8 @@ async def test_reconcile_resends_what_differs(
     sim.lines["4915600000001"].barring = "none"
     sim.lines.setdefault("4915600000002", type(sim.lines["4915600000001"])("4915600000002"))
     sim.lines["4915600000002"].barring = "all"
-    status, report = await http("POST", "/v1/provisioning/reconcile")
-    assert status == 200
-    assert report["checked"] == 2
+    report = await reconcile(http)
+    assert (report["state"], report["checked"], report["failures"]) == ("done", 2, 0)
     assert report["differing"] == [
         {"msisdn": "4915600000001", "desired": "outgoing", "hlr": "none"},
         {"msisdn": "4915600000002", "desired": "none", "hlr": "all"},
@@ -360,8 +361,63 @@ async def test_reconcile_resends_what_differs(
             sim.barring("4915600000001") == "outgoing" and sim.barring("4915600000002") == "none"
         ),
     )
-    status, report = await http("POST", "/v1/provisioning/reconcile")
+    report = await reconcile(http)
     assert report["differing"] == []
+    status, problem = await http("GET", "/v1/provisioning/reconcile/nope")
+    assert status == 404 and problem["title"] == "Unknown job"
+
+
+async def reconcile(http: Callable[..., Any]) -> dict[str, Any]:
+    """POST a reconciliation (202, the job at Location), then GET it until it is over."""
+    status, job = await http("POST", "/v1/provisioning/reconcile")
+    assert status == 202 and job["state"] == "running", job
+    async with asyncio.timeout(30):
+        while job["state"] == "running":
+            await asyncio.sleep(0.02)
+            status, job = await http("GET", f"/v1/provisioning/reconcile/{job['id']}")
+            assert status == 200
+    return dict(job)
+
+
+async def test_reconcile_survives_a_failing_hlr_and_bounds_its_queries(
+    redis_url: str, hlr: tuple[HlrSimulator, str]
+) -> None:
+    sim, url = hlr
+    settings = replace(SETTINGS, redis_url=redis_url, provisioning_url=url,
+                       provisioning_reconcile_concurrency=3)  # fmt: skip
+    async with run_ocs(settings, plans=[PLAN]) as ocs, aiohttp.ClientSession() as session:
+        subs = [f"49158000000{i:02d}" for i in range(20)]
+        for m in subs:
+            await add(ocs, m, 0)
+        sim.lines[subs[5]] = Line(subs[5], "all")
+        # One subscriber's query fails once (retried), another's always (reported); slowly.
+        sim.behaviour.fail_queries = {subs[3]: 1, subs[7]: 100}
+        sim.behaviour.query_delay_ms = 5
+
+        async def http(method: str, path: str) -> tuple[int, Any]:
+            async with session.request(method, f"http://127.0.0.1:{ocs.http_port}{path}") as r:
+                return r.status, await r.json(content_type=None)
+
+        report = await reconcile(http)
+    assert report["state"] == "done"
+    assert (report["checked"], report["failures"], report["resent"]) == (19, 1, 1)
+    assert [f["msisdn"] for f in report["failed"]] == [subs[7]]
+    assert "503" in report["failed"][0]["error"] and "3 times" in report["failed"][0]["error"]
+    assert report["differing"] == [{"msisdn": subs[5], "desired": "none", "hlr": "all"}]
+    assert 1 < sim.max_queries_in_flight <= 3
+
+
+async def test_reconcile_cli_waits_for_the_job(ocs: Running, hlr: tuple[HlrSimulator, str]) -> None:
+    await add(ocs, "4915900000001", 0)
+    hlr[0].behaviour.fail_queries = {"4915900000001": 100}
+    env = {"OCS_API_URL": f"http://127.0.0.1:{ocs.http_port}", "PATH": os.environ["PATH"]}
+    r = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "ocs.cli", "provisioning", "reconcile"],
+        capture_output=True, text=True, env=env, timeout=60, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "checked 0 subscribers; 0 differed and were re-sent; 1 could not be checked" in r.stdout
+    assert "4915900000001: not checked: failed 3 times" in r.stdout
 
 
 async def test_thresholds_override_through_the_api(

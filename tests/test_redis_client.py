@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio
+import trustme
 
-from ocs.redis_server import EmbeddedRedis
+from ocs.redis_server import EmbeddedRedis, RedisServerError
+from ocs.store.notify import NotifyStore
 from ocs.store.redis_client import (
     ClientClosed,
     CommandTimeout,
@@ -114,20 +119,91 @@ def test_from_url() -> None:
     c = PipelinedRedis.from_url("redis://localhost")
     assert (c.host, c.port, c.db, c.password) == ("localhost", 6379, 0, None)
     with pytest.raises(ValueError, match="scheme"):
-        PipelinedRedis.from_url("rediss://localhost")
+        PipelinedRedis.from_url("redis+sentinel://localhost")
+    c = PipelinedRedis.from_url("unix://:pw@/run/redis/redis.sock?db=4")
+    assert (c.unix_path, c.db, c.password, c.ssl, c.where) == (
+        "/run/redis/redis.sock", 4, "pw", None, "unix:/run/redis/redis.sock"
+    )  # fmt: skip
+    c = PipelinedRedis.from_url("rediss://cache.example:6380/1?ssl_cert_reqs=none")
+    assert c.ssl is not None and c.ssl.verify_mode == ssl.CERT_NONE and c.db == 1
+    assert PipelinedRedis.from_url("rediss://x").ssl.verify_mode == ssl.CERT_REQUIRED  # type: ignore[union-attr]
+    with pytest.raises(ValueError, match=r"[Nn]o such file"):
+        PipelinedRedis.from_url("rediss://x?ssl_ca_certs=/no/such/ca.pem")
+    with pytest.raises(ValueError, match="socket path"):
+        PipelinedRedis.from_url("unix://")
+
+
+async def test_a_unix_socket(tmp_path: Path) -> None:
+    sock = tmp_path / "redis.sock"
+    extra = ("--unixsocket", str(sock), "--unixsocketperm", "700")
+    async with EmbeddedRedis(tmp_path / "redis", extra_args=extra) as server:
+        where = await written_through(f"unix://{sock}?db=3", server.port, db=3)
+        assert where == f"unix:{sock}"
+
+
+async def test_tls(tmp_path: Path) -> None:
+    """rediss:// against a real redis-server listening with TLS, its certificate from a test
+    CA: checked against that CA, refused without it."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    chain, key, ca_file = tmp_path / "r.pem", tmp_path / "r.key", tmp_path / "ca.pem"
+    cert.private_key_pem.write_to_path(str(key))
+    cert.cert_chain_pems[0].write_to_path(str(chain))
+    ca.cert_pem.write_to_path(str(ca_file))
+    port = free_port()
+    extra = ("--tls-port", str(port), "--tls-cert-file", str(chain), "--tls-key-file", str(key),
+             "--tls-ca-cert-file", str(ca_file), "--tls-auth-clients", "no")  # fmt: skip
+    try:
+        server = EmbeddedRedis(tmp_path / "redis", extra_args=extra)
+        await server.start_async()
+    except RedisServerError as exc:
+        if "tls" in str(exc).lower():
+            pytest.skip(f"this redis-server has no TLS: {str(exc).splitlines()[0]}")
+        raise
+    try:
+        url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={ca_file}"
+        assert await written_through(url, server.port) == f"127.0.0.1:{port} (TLS)"
+        # redis-py (the consumers, the journal) reads the same URL the same way.
+        notify = NotifyStore(url)
+        try:
+            assert isinstance(await notify.heads(), dict)
+        finally:
+            await notify.close()
+        # The same server without the CA: the system's CAs do not know it.
+        untrusted = PipelinedRedis.from_url(f"rediss://127.0.0.1:{port}/0")
+        with pytest.raises(RedisUnavailable, match=r"CERTIFICATE_VERIFY_FAILED|certificate"):
+            await untrusted.execute("PING")
+        await untrusted.close()
+    finally:
+        await asyncio.to_thread(server.stop)
+
+
+async def written_through(url: str, tcp_port: int, **raw: Any) -> str:
+    """Write a key through ``url`` with the client under test, read it back with redis-py
+    over plain TCP (the independent reference); where the client said it connected."""
+    async with PipelinedRedis.from_url(url) as c:
+        await c.execute("SET", "written", url)
+        where = c.where
+    ref = redis.asyncio.Redis(port=tcp_port, **raw)
+    try:
+        assert await ref.get("written") == url.encode()
+    finally:
+        await ref.aclose()
+    return where
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 async def test_password_and_db(tmp_path: Path) -> None:
     async with EmbeddedRedis(tmp_path, password="s3cret") as server:
         assert server.url == f"redis://:s3cret@127.0.0.1:{server.port}/0"
         url = server.url.removesuffix("/0") + "/2"
-        async with PipelinedRedis.from_url(url) as c:
-            await c.execute("SET", "where", "db2")
-        raw = redis.asyncio.Redis(port=server.port, password="s3cret", db=2)
-        try:
-            assert await raw.get("where") == b"db2"
-        finally:
-            await raw.aclose()
+        await written_through(url, server.port, db=2, password="s3cret")
         wrong = PipelinedRedis.from_url(f"redis://:nope@127.0.0.1:{server.port}/0")
         with pytest.raises(RedisUnavailable, match=r"WRONGPASS|invalid password"):
             await wrong.execute("PING")

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -108,3 +112,69 @@ def test_port_in_use(tmp_path: Path) -> None:
 def test_missing_binary(tmp_path: Path) -> None:
     with pytest.raises(RedisServerError, match="cannot run"):
         EmbeddedRedis(tmp_path, binary=str(tmp_path / "no-redis-server")).start()
+
+
+def gone(pid: int) -> bool:
+    """The process has exited (a zombie nobody reaped counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X")
+
+
+def wait_for(what: str, cond: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_one_data_directory_one_server(tmp_path: Path) -> None:
+    first = EmbeddedRedis(tmp_path / "data")
+    first.start()
+    try:
+        assert (tmp_path / "data" / "redis.lock").read_text() == (
+            f"pid {first.pid} port {first.port}\n"
+        )
+        second = EmbeddedRedis(tmp_path / "data", start_timeout=0.3)
+        with pytest.raises(RedisServerError, match=f"in use by another redis-server \\(pid "
+                           f"{first.pid} port {first.port}\\)"):  # fmt: skip
+            second.start()
+        assert not second.running
+    finally:
+        first.stop()
+    # Once the first has stopped, the directory is free again.
+    with EmbeddedRedis(tmp_path / "data") as again:
+        assert again.running
+
+
+def test_the_embedded_server_dies_with_ocs_serve(tmp_path: Path) -> None:
+    """kill -9 of `ocs serve`: its redis-server shuts down (PR_SET_PDEATHSIG), and the next
+    `ocs serve` on the same data directory starts its own, alone on the AOF."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OCS_")}
+    log = tmp_path / "data" / "redis" / "redis.log"
+    argv = [sys.executable, "-m", "ocs.cli", "serve", "--data-dir", str(tmp_path / "data"),
+            "--native-port", "0", "--http-port", "0", "--diameter-port", "0"]  # fmt: skip
+
+    def ready_pids() -> list[int]:
+        # Redis logs "<pid>:M <time> * Ready to accept connections" once it serves.
+        text = log.read_text() if log.exists() else ""
+        return [int(x.split(":", 1)[0]) for x in text.splitlines() if "Ready to accept" in x]
+
+    for round_ in range(2):
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)  # fmt: skip
+        try:
+            wait_for("the embedded redis-server", lambda: len(ready_pids()) > round_)  # noqa: B023
+            pid = ready_pids()[-1]
+            assert not gone(pid)
+            proc.kill()
+            proc.wait(10)
+            wait_for(f"redis-server {pid} to exit", lambda: gone(pid))  # noqa: B023
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+            assert proc.stderr is not None
+            proc.stderr.close()

@@ -93,6 +93,32 @@ async def test_call_through_the_native_protocol(ocs: Running, client: NativeClie
         assert (r.result, r.charged) == ("success", 45_000)
         r = await c2.release("call-2", seq=2, used=0)
         assert r.result == "success"
+        # The release's answer was lost; the gateway repeats it, here and at the first OCS,
+        # without the optional subscriber hint: the first answer, not unknown-session.
+        assert replace(await c2.release("call-2", seq=2, used=0), id=r.id) == r
+        assert replace(await client.release("call-2", seq=2, used=0), id=r.id) == r
+
+
+async def test_replays_after_the_session_ended_get_the_first_answer(
+    ocs: Running, client: NativeClient
+) -> None:
+    await add(ocs, "4917000001", 1_000_000)
+    await client.reserve("t;1", "4917000001", "voice", seq=0, units=60)
+    c = await client.commit("t;1", seq=1, used=20)
+    r = await client.release("t;1", seq=2, used=17)
+    assert (r.result, r.charged) == ("success", 25_500)
+    for _ in range(2):
+        assert replace(await client.release("t;1", seq=2, used=17), id=r.id) == r
+        assert replace(await client.commit("t;1", seq=1, used=20), id=c.id) == c
+    assert (
+        replace(await client.release("t;1", seq=2, used=17, subscriber="4917000001"), id=r.id) == r
+    )
+    b = await client.balance("4917000001")
+    assert (b.balance, b.reserved) == (1_000_000 - 30_000 - 25_500, 0)
+    # The same key for another request: refused, and nothing changes.
+    bad = await client.release("t;1", seq=2, used=99)
+    assert bad.result == "invalid-request" and "different request" in bad.detail
+    assert (await client.balance("4917000001")).balance == b.balance
 
 
 async def test_pipelined_requests_on_one_connection(ocs: Running, client: NativeClient) -> None:
@@ -241,3 +267,44 @@ async def test_redis_crash_gives_store_unavailable_and_the_ocs_recovers(
             assert acct.balance == opening - 50_000 * (200 + 500 + 10)
     finally:
         redis.stop()
+
+
+async def test_the_ocs_waits_for_a_redis_that_starts_after_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = replace(SETTINGS, redis_url=f"redis://127.0.0.1:{port}/0", redis_wait=30.0)
+    up = asyncio.Event()
+
+    async def serve() -> None:
+        async with run_ocs(settings, plans=[FLAT]) as running:
+            assert await running.store.ping()
+            up.set()
+
+    task = asyncio.create_task(serve())
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while "waiting up to 30 s for Redis" not in caplog.text:
+        assert loop.time() < deadline and not task.done(), caplog.text
+        await asyncio.sleep(0.02)
+    async with EmbeddedRedis(tmp_path / "redis", port=port):
+        await asyncio.wait_for(task, 30)
+    assert up.is_set()
+
+
+async def test_the_ocs_on_a_unix_socket_redis(tmp_path: Path) -> None:
+    """OCS_REDIS_URL=unix://...: the hot-path client and the redis-py consumers alike."""
+    sock = tmp_path / "redis.sock"
+    extra = ("--unixsocket", str(sock), "--unixsocketperm", "700")
+    async with EmbeddedRedis(tmp_path / "redis", extra_args=extra):
+        settings = replace(SETTINGS, redis_url=f"unix://{sock}?db=1")
+        async with (
+            run_ocs(settings, plans=[FLAT]) as ocs,
+            NativeClient("127.0.0.1", ocs.native.port, key=NATIVE_KEY) as c,
+        ):
+            await add(ocs, "4917000001", 1_000_000)
+            r = await c.debit("4917000001", "sms", key="m-1")
+            assert (r.result, r.charged) == ("success", 50_000)
+            assert (await ocs.provisioning.notify.heads()) is not None  # (redis-py: unix too)

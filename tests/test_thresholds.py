@@ -15,6 +15,7 @@ import test_engine
 from test_engine import T0, add
 
 from ocs.charging.engine import ChargingEngine
+from ocs.charging.sweeper import ThresholdCatchUp
 from ocs.charging.types import (
     CommitRequest,
     DebitRequest,
@@ -277,3 +278,46 @@ async def test_thresholds_published_later_reach_existing_accounts(
     r = await engine.reserve(ReserveRequest("x", "508", "voice", "x/0", units=60))
     assert r.ok
     assert (await account(store, "508")).barring == "none"
+
+
+async def test_a_balance_request_applies_new_thresholds(
+    engine: ChargingEngine, store: Store, raw_redis: redis.asyncio.Redis
+) -> None:
+    """The issue's case: a -3.00 account, a plan's new -2.00 threshold, then only a balance
+    request (read-only): it is barred, and the HLR is told."""
+    await add(store, "509", -3 * E, limit=100 * E)
+    await store.publish_thresholds({"per-second": [(-2 * E, 0, "bar-outgoing")]})
+    b = await engine.balance("509")
+    assert (b.outcome, b.balance) == (Outcome.SUCCESS, -3 * E)
+    assert (await account(store, "509")).barring == "outgoing"
+    notes = await notifications(raw_redis, "509")
+    assert [(n["was"], n["bar"]) for n in notes] == [("none", "outgoing")]
+    # A second read changes nothing more.
+    version = (await account(store, "509")).version
+    await engine.balance("509")
+    assert (await account(store, "509")).version == version
+
+
+async def test_idle_accounts_get_new_thresholds_from_the_background_pass(
+    store: Store, raw_redis: redis.asyncio.Redis
+) -> None:
+    for i in range(30):
+        await add(store, f"61{i:02d}", -3 * E, limit=100 * E)
+    await store.publish_thresholds({"per-second": [(-2 * E, 0, "bar-outgoing")]})
+    assert (await account(store, "6100")).barring == "none"  # (a plain read: no request)
+    passes = [ThresholdCatchUp(store, lambda: T0, page=7, owner=f"p{i}") for i in range(2)]
+    assert await passes[0].catch_up() == 30
+    assert await passes[1].catch_up() == 0  # one process per generation does the pass
+    assert passes[1].done_generation == store.thresholds_generation
+    for i in range(30):
+        assert (await account(store, f"61{i:02d}")).barring == "outgoing"
+    assert await passes[0].catch_up() == 0  # nothing new
+    # The next change: a pass again (and the bar is lifted).
+    await store.publish_thresholds({"per-second": [(-10 * E, 0, "bar-all")]})
+    assert await passes[1].catch_up() == 30
+    assert (await account(store, "6129")).barring == "none"
+    # A pass interrupted (Redis went away) is taken up again by its owner, not by another.
+    await store.publish_thresholds({"per-second": LADDER})
+    assert await store.claim_thresholds_pass("p9", 60) == "mine"
+    assert await store.claim_thresholds_pass("p9", 60) == "mine"
+    assert await store.claim_thresholds_pass("p8", 60) == "p9"

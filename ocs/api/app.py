@@ -45,6 +45,7 @@ from ocs.api.problems import (
     invalid_input,
     invalid_plan,
     problem,
+    reference_conflict,
 )
 from ocs.api.routes import Route, add_routes
 from ocs.auth.credentials import AuthConfig
@@ -502,8 +503,10 @@ def _expect(answer: ScriptAnswer, *expected: str) -> None:
         raise StoreError(f"unexpected script status {answer.status!r}")
 
 
-async def _account_response(store: Store, msisdn: str, status: int = 200) -> web.Response:
-    account = await store.get_account(msisdn)
+async def _account_response(
+    store: Store, msisdn: str, status: int = 200, *, refresh_at: int | None = None
+) -> web.Response:
+    account = await store.get_account(msisdn, refresh_at=refresh_at)
     if account is None:
         return _unknown_subscriber(msisdn)
     headers = {"Location": _location(msisdn)} if status == HTTPStatus.CREATED else None
@@ -550,6 +553,8 @@ async def create_subscriber(request: web.Request) -> web.StreamResponse:
         now=now,
         request_key=None if reference is None else f"create:{reference}",
     )
+    if answer.conflict:
+        return reference_conflict("create", str(reference))
     if answer.status == "EXISTS":
         return problem(
             HTTPStatus.CONFLICT,
@@ -573,8 +578,10 @@ async def list_subscribers(request: web.Request) -> web.StreamResponse:
 
 
 async def get_subscriber(request: web.Request) -> web.StreamResponse:
-    """``GET /v1/subscribers/{msisdn}``: the account, its buckets and open sessions."""
-    return await _account_response(request.app[STORE], _msisdn(request))
+    """``GET /v1/subscribers/{msisdn}``: the account, its buckets and open sessions (brought
+    up to date first: due expiries, newly published thresholds)."""
+    app = request.app
+    return await _account_response(app[STORE], _msisdn(request), refresh_at=app[CLOCK]())
 
 
 async def update_subscriber(request: web.Request) -> web.StreamResponse:
@@ -608,6 +615,8 @@ async def update_subscriber(request: web.Request) -> web.StreamResponse:
         now=now,
         request_key=None if reference is None else f"update:{reference}",
     )
+    if answer.conflict:
+        return reference_conflict("update", str(reference))
     if answer.status == "NOSUB":
         return _unknown_subscriber(msisdn)
     _expect(answer, "OK")
@@ -654,20 +663,23 @@ def _credit_handler(kind: str, sign: Sign, note_field: str, *, note_required: bo
             note=note,
             now=request.app[CLOCK](),
         )
+        if answer.conflict:
+            return reference_conflict(kind, reference)
         if answer.status == "NOSUB":
             return _unknown_subscriber(msisdn)
         if answer.status == "TOOBIG":
             return invalid_input([FieldError("amount", "would take the balance out of range")])
         _expect(answer, "OK")
-        # The store answers a replay exactly as it answered the first request (the amount
-        # applied and the balance then), and cannot say which it was: both are 201.
+        # A replay of the same request is answered as the first was (the amount applied and
+        # the balance then: 201 both), with a header saying it is a replay.
         body = {
             "msisdn": msisdn,
             "amount": format_money(answer.charged),
             "reference": reference,
             "balance": format_money(answer.balance),
         }
-        return web.json_response(body, status=HTTPStatus.CREATED)
+        headers = {"Idempotent-Replayed": "true"} if answer.replay else None
+        return web.json_response(body, status=HTTPStatus.CREATED, headers=headers)
 
     handler.__doc__ = f"``POST /v1/subscribers/{{msisdn}}/...``: a {kind}, idempotent by reference."
     return handler
@@ -1039,13 +1051,24 @@ async def replay_dead_letter(request: web.Request) -> web.StreamResponse:
 
 
 async def reconcile(request: web.Request) -> web.StreamResponse:
-    """``POST /v1/provisioning/reconcile``: compare every account's barring with the HLR's
-    and re-send what differs."""
+    """``POST /v1/provisioning/reconcile``: start comparing every account's barring with the
+    HLR's (re-sending what differs) as a background job: 202, the job at ``Location``."""
     try:
-        report = await request.app[PROVISIONING].reconcile()
+        job = await request.app[PROVISIONING].start_reconcile()
     except ProvisioningError as exc:
         return _provisioning_problem(exc)
-    return web.json_response(report.to_json())
+    location = f"/v1/provisioning/reconcile/{job['id']}"
+    return web.json_response(job, status=HTTPStatus.ACCEPTED, headers={"Location": location})
+
+
+async def reconcile_job(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/provisioning/reconcile/{id}``: a reconciliation's progress, then result."""
+    job_id = request.match_info["id"]
+    job = await request.app[PROVISIONING].reconcile_job(job_id)
+    if job is None:
+        detail = f"no reconciliation job {job_id!r} (unknown, or older than 7 days)"
+        return problem(HTTPStatus.NOT_FOUND, "Unknown job", detail)
+    return web.json_response(job)
 
 
 async def _subscriber_snapshot(request: web.Request) -> dict[str, object] | None:
@@ -1129,6 +1152,13 @@ _PROVISIONING_ROUTES: Final = (
         "write",
     ),
     Route("POST", "/v1/provisioning/reconcile", reconcile, "provisioning.reconcile", "write"),
+    Route(
+        "GET",
+        "/v1/provisioning/reconcile/{id}",
+        reconcile_job,
+        "provisioning.reconcile",
+        "read",
+    ),
     Route(
         "GET",
         "/v1/subscribers/{msisdn}/provisioning",

@@ -23,6 +23,7 @@ __all__ = [
     "TYPE_INVALID_INPUT",
     "TYPE_INVALID_PLAN",
     "TYPE_MALFORMED_JSON",
+    "TYPE_REFERENCE_CONFLICT",
     "TYPE_STORE_UNAVAILABLE",
     "TYPE_SUBSCRIBER_EXISTS",
     "TYPE_UNKNOWN_PLAN",
@@ -32,6 +33,7 @@ __all__ = [
     "invalid_input",
     "invalid_plan",
     "problem",
+    "reference_conflict",
 ]
 
 CONTENT_TYPE: Final = "application/problem+json"
@@ -45,6 +47,7 @@ TYPE_SUBSCRIBER_EXISTS: Final = "urn:ocs:problem:subscriber-exists"
 TYPE_STORE_UNAVAILABLE: Final = "urn:ocs:problem:store-unavailable"
 TYPE_UNKNOWN_PLAN: Final = "urn:ocs:problem:unknown-plan"
 TYPE_INVALID_PLAN: Final = "urn:ocs:problem:invalid-plan"
+TYPE_REFERENCE_CONFLICT: Final = "urn:ocs:problem:reference-conflict"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,4 +128,17 @@ def invalid_plan(problems: Sequence[str]) -> web.Response:
         detail,
         type_=TYPE_INVALID_PLAN,
         errors=list(problems),
+    )
+
+
+def reference_conflict(operation: str, reference: str) -> web.Response:
+    """409: ``reference`` was already used for a different ``operation`` request (another
+    amount, say). The first request's effect stands and this one changed nothing."""
+    return problem(
+        HTTPStatus.CONFLICT,
+        "Reference already used",
+        f"reference {reference!r} was already used for a different {operation}; "
+        "the first one stands and nothing changed",
+        type_=TYPE_REFERENCE_CONFLICT,
+        reference=reference,
     )

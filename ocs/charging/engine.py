@@ -73,6 +73,16 @@ def _flags(spec: ServiceSpec, *, final: bool = False, force: bool = False) -> st
     )
 
 
+def _conflict(request_key: str) -> ChargeResult:
+    """A request sent under a key that an earlier, different request used: the first answer
+    stands and nothing changed; the client's mistake is said, not hidden
+    (docs/architecture.md, idempotency)."""
+    return ChargeResult(
+        Outcome.INVALID_REQUEST,
+        detail=f"request key {request_key!r} was used by a different request; nothing changed",
+    )
+
+
 class ChargingEngine:
     """reserve / commit / release / debit / balance, for every protocol."""
 
@@ -139,6 +149,7 @@ class ChargingEngine:
             balance=ans.balance,
             charged=ans.charged,
             from_buckets=ans.from_buckets,
+            replayed=ans.replay != 0,
             **kw,  # type: ignore[arg-type]
         )
 
@@ -251,6 +262,8 @@ class ChargingEngine:
                 self.store.index_session(sid, msisdn, self.hold_ms)
             ans = await reserve
             status = ans.status
+            if ans.conflict:
+                return _conflict(rk)
             if status == "OK":
                 if st is None:
                     if spec is not None and ans.session_plan == ctx.plan:
@@ -388,6 +401,8 @@ class ChargingEngine:
                     self.store.index_session(sid, msisdn, self.hold_ms)
                 ans = await commit
             status = ans.status
+            if ans.conflict:
+                return _conflict(rk)
             if status == "STALE":
                 st = self._session_from_answer(sid, msisdn, ans)
                 continue
@@ -402,11 +417,14 @@ class ChargingEngine:
                 st = self._session_from_answer(sid, msisdn, ans)
             if end:
                 self._sessions.pop(sid, None)
-                if not subscriber:
-                    # (A request naming the subscriber leaves the entry to expire with the hold.)
-                    self.store.unindex_session(sid)
+                if not ans.replay:
+                    # Kept past the release, so that a replay naming only the session finds
+                    # the subscriber whose script holds the first answer (see the store).
+                    self.store.index_session(sid, msisdn)
                 return self._result(Outcome.SUCCESS, ans)
-            self._remember_session(sid, st, ans)
+            if not ans.replay:
+                # (a stored answer's session figures are the past's: the cache keeps its own)
+                self._remember_session(sid, st, ans)
             if status == "OK":
                 return self._result(
                     Outcome.SUCCESS,
@@ -420,8 +438,7 @@ class ChargingEngine:
             if status == "OKQ":
                 # Usage is debited; the next slice needs pricing against what is left.
                 return await self._grant(
-                    msisdn, sid, rk + "/q", self._sessions[sid], st.ctx.service, n, now,
-                    prior=ans,
+                    msisdn, sid, rk + "/q", st, st.ctx.service, n, now, prior=ans,
                 )  # fmt: skip
             raise StoreError(f"commit: unexpected status {status!r}")
         return ChargeResult(Outcome.STORE_UNAVAILABLE, detail="session kept changing; try again")
@@ -457,6 +474,8 @@ class ChargingEngine:
                 bucket_quote=bq, flags=flags, plan=plan, now=now,
             )  # fmt: skip
             status = ans.status
+            if ans.conflict:
+                return _conflict(req.request_key)
             if status == "OK":
                 return self._result(Outcome.SUCCESS, ans)
             if status == "PLAN":
@@ -505,7 +524,10 @@ class ChargingEngine:
         ans = await self.store.credit(
             req.subscriber, kind="refund", amount=amount, reference=req.request_key,
             note=f"refund {req.units} {req.service}", now=now,
+            fingerprint=f"refund:{req.service}:{req.units}",
         )  # fmt: skip
+        if ans.conflict:
+            return _conflict(req.request_key)
         if ans.status == "NOSUB":
             self._plans.pop(req.subscriber, None)
             return ChargeResult(Outcome.USER_UNKNOWN)
@@ -527,9 +549,12 @@ class ChargingEngine:
         self._remember_plan(subscriber, acct.plan)
         return acct.plan
 
-    async def balance(self, subscriber: str) -> BalanceResult:
+    async def balance(self, subscriber: str, at: int | None = None) -> BalanceResult:
+        """The account, brought up to date first (due expiries, thresholds published since
+        its last request: a balance request applies them as any request does)."""
+        now = at if at is not None else self.clock()
         try:
-            acct = await self.store.get_account(subscriber)
+            acct = await self.store.get_account(subscriber, refresh_at=now)
         except StoreUnavailable as exc:
             return BalanceResult(Outcome.STORE_UNAVAILABLE, detail=str(exc))
         if acct is None:

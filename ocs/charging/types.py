@@ -6,7 +6,7 @@ nothing here knows a protocol or a Redis key.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -108,6 +108,9 @@ class ChargeResult:
     balance: int = 0
     validity: int = 0
     detail: str = ""
+    #: The answer is the stored one of an earlier request under the same key (nothing was
+    #: done now). Not compared: a replay equals the answer it repeats.
+    replayed: bool = field(default=False, compare=False)
 
     @property
     def ok(self) -> bool:

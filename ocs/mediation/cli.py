@@ -61,13 +61,15 @@ def _time(ms: int) -> str:
 
 
 async def _mediate(settings: Settings, source: str, args: argparse.Namespace) -> None:
-    from ocs.mediation.collect import open_source
+    from ocs.mediation.collect import SourceUnavailable, open_source
     from ocs.mediation.pipeline import Mediation, MediationConfig
     from ocs.service import charging_core
 
     config = MediationConfig(
         poll_interval=settings.mediation_poll,
         window=settings.mediation_window,
+        max_call_duration=settings.mediation_max_call_duration,
+        duration_tolerance=settings.mediation_duration_tolerance,
         stable_size=args.stable_size,
         warehouse_dir=None if args.no_warehouse else settings.warehouse_dir,
         archive_dir=None if args.no_archive else settings.archive_dir,
@@ -83,6 +85,10 @@ async def _mediate(settings: Settings, source: str, args: argparse.Namespace) ->
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    try:
+        await src.check()
+    except SourceUnavailable as exc:
+        raise CliError(f"--source: {exc}") from None
     try:
         async with charging_core(settings) as core, src:
             logging.getLogger("ocs").info(
@@ -138,8 +144,10 @@ async def _status(url: str, limit: int) -> dict[str, Any]:
                 "records": e.records,
                 "charged": e.charged,
                 "rejected": e.rejected,
+                "repeated": e.repeated,
                 "amount": format_money(e.amount, 6),
                 "attempts": e.attempts,
+                "duplicate_of": e.duplicate_of or None,
                 "collected_at": _time(e.collected_at),
                 "done_at": _time(e.done_at),
             }
@@ -158,13 +166,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     t = status["totals"]
     print(f"files done {t['files']}, records {t['records']} ({t['charged']} charged, "
-          f"{t['rejected']} rejected), amount {t['amount']}")  # fmt: skip
+          f"{t['rejected']} rejected, {t['repeated']} charged before), amount {t['amount']}, "
+          f"duplicate files {t['duplicates']} (not charged)")  # fmt: skip
     if status["in_progress"]:
         print("in progress: " + ", ".join(status["in_progress"]))
     for e in status["recent"]:
         print(f"  {e['file']}  {e['state']:<9} {e['records']:>6} records  {e['charged']:>6} "
               f"charged  {e['rejected']:>4} rejected  {e['amount']:>14}  collected "
-              f"{e['collected_at']}  done {e['done_at']}")  # fmt: skip
+              f"{e['collected_at']}  done {e['done_at']}"
+              + (f"  duplicate of {e['duplicate_of']}" if e["duplicate_of"] else ""))  # fmt: skip
     return 0
 
 

@@ -10,8 +10,9 @@ earlier file of its switch is not ready yet.
 
 After a file is charged the source moves it to ``done/`` (beside it, ``<name>.rejected`` when
 records were rejected). On FTP the file is renamed into ``done/`` on the server. A file that
-shows up again after it was charged (the ledger says done) is moved to ``duplicates/``
-unchanged, not charged.
+shows up again after it was charged (the ledger says done), or whose content (SHA-256) is that
+of a file charged before under another name, is moved to ``duplicates/`` unchanged, not
+charged, and the ledger keeps it as a duplicate of the first.
 
 The ledger is kept in Redis (keys ``ocs:med:{ledger}:*``, one hash tag so its scripts run on a
 Redis Cluster too): per file its state (``collected`` -> ``charging`` -> ``done``), switch,
@@ -38,7 +39,7 @@ from urllib.parse import unquote, urlsplit
 
 import aioftp
 
-from ocs.mediation.naming import TEMP_SUFFIX, CdrFileName, is_closed, parse_name
+from ocs.mediation.naming import TEMP_SUFFIX, CdrFileName, parse_name
 from ocs.store.redis_client import PipelinedRedis, RedisClientError
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,11 @@ class Source(abc.ABC):
     async def close(self) -> None:  # noqa: B027 (optional to override)
         """Release connections."""
 
+    async def check(self) -> None:  # noqa: B027 (optional to override)
+        """At start: SourceUnavailable when the source cannot work at all (a directory that
+        does not exist), rather than polling nothing for ever. (An FTP server that does not
+        answer yet is retried at each poll, loudly.)"""
+
     @abc.abstractmethod
     async def listing(self) -> dict[str, int]:
         """The regular files of the incoming directory: name -> size."""
@@ -91,10 +97,11 @@ class Source(abc.ABC):
         (when given). Safe to repeat."""
 
     @abc.abstractmethod
-    async def set_aside(self, name: str) -> str:
+    async def set_aside(self, name: str, *, duplicate: bool = False) -> str:
         """A file the ledger says is done is in the incoming directory again: move it to
         ``done/`` if it is not there (a crash came between the ledger and the move), else to
-        ``duplicates/``. Returns the directory it went to."""
+        ``duplicates/``; with ``duplicate`` (a copy of another file) to ``duplicates/``
+        always. Returns the directory it went to."""
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -121,6 +128,17 @@ class DirectorySource(Source):
         self.duplicates = self.path / DUPLICATES_DIR
         self.label = f"dir:{self.path}"
 
+    async def check(self) -> None:
+        if not self.path.is_dir():
+            what = "is not a directory" if self.path.exists() else "does not exist"
+            raise SourceUnavailable(f"{self.label}: {what}")
+        if not os.access(self.path, os.R_OK | os.X_OK):
+            raise SourceUnavailable(f"{self.label}: cannot be read (permission denied)")
+        if not os.access(self.path, os.W_OK):
+            raise SourceUnavailable(
+                f"{self.label}: cannot be written (charged files are moved to {DONE_DIR}/)"
+            )
+
     async def listing(self) -> dict[str, int]:
         try:
             with os.scandir(self.path) as it:
@@ -130,7 +148,7 @@ class DirectorySource(Source):
                     if e.is_file(follow_symlinks=False) and not e.name.startswith(".")
                 }
         except FileNotFoundError:
-            return {}
+            raise SourceUnavailable(f"{self.label}: the directory is gone") from None
         except OSError as exc:
             raise SourceUnavailable(f"{self.label}: {exc}") from exc
 
@@ -153,8 +171,8 @@ class DirectorySource(Source):
         except OSError as exc:
             raise SourceUnavailable(f"{self.label}: {exc}") from exc
 
-    def _set_aside(self, name: str, stamp: int) -> str:
-        if not (self.done / name).exists():
+    def _set_aside(self, name: str, stamp: int, duplicate: bool) -> str:
+        if not duplicate and not (self.done / name).exists():
             self.done.mkdir(exist_ok=True)
             os.replace(self.path / name, self.done / name)
             return DONE_DIR
@@ -162,9 +180,9 @@ class DirectorySource(Source):
         os.replace(self.path / name, self.duplicates / f"{name}.{stamp}")
         return DUPLICATES_DIR
 
-    async def set_aside(self, name: str) -> str:
+    async def set_aside(self, name: str, *, duplicate: bool = False) -> str:
         try:
-            return await asyncio.to_thread(self._set_aside, name, _now_ms())
+            return await asyncio.to_thread(self._set_aside, name, _now_ms(), duplicate)
         except OSError as exc:
             raise SourceUnavailable(f"{self.label}: {exc}") from exc
 
@@ -267,9 +285,9 @@ class FtpSource(Source):
 
         await self._do(f"finish {name}", work)
 
-    async def set_aside(self, name: str) -> str:
+    async def set_aside(self, name: str, *, duplicate: bool = False) -> str:
         async def work(c: aioftp.Client) -> str:
-            if not await c.exists(self.done / name):
+            if not duplicate and not await c.exists(self.done / name):
                 await self._mkdir(c, self.done)
                 await c.rename(self.path / name, self.done / name)
                 return DONE_DIR
@@ -337,12 +355,13 @@ class Collector:
         """The files of ``listing`` to take now (pure apart from remembering the listing)."""
         by_switch: dict[str, list[tuple[Candidate, bool]]] = {}
         for name, size in listing.items():
-            if not is_closed(name):
+            try:
+                parsed = parse_name(name)
+            except ValueError as exc:  # (what is wrong with the name, e.g. a short count)
                 if not name.endswith(TEMP_SUFFIX) and name not in self._warned:
                     self._warned.add(name)
-                    log.warning("%s: ignoring %s: not a CDR file name", self.source.label, name)
+                    log.warning("%s: ignoring %s", self.source.label, exc)
                 continue
-            parsed = parse_name(name)
             ready = not self.stable_size or self._last.get(name) == size
             by_switch.setdefault(parsed.node, []).append((Candidate(parsed, size), ready))
         self._last = dict(listing)
@@ -386,6 +405,12 @@ class LedgerEntry:
     rejected: int = 0
     #: Money debited for the file, micro-units.
     amount: int = 0
+    #: Records charged before by another file (same identity): not charged again.
+    repeated: int = 0
+    #: SHA-256 of the content (hex), once done.
+    digest: str = ""
+    #: The file charged before with the same content (this one was not charged).
+    duplicate_of: str = ""
 
     @classmethod
     def from_flat(cls, flat: Sequence[Any]) -> LedgerEntry:
@@ -409,6 +434,9 @@ class LedgerEntry:
             charged=num("charged"),
             rejected=num("rejected"),
             amount=num("amount"),
+            repeated=num("repeated"),
+            digest=f.get("digest", ""),
+            duplicate_of=f.get("duplicate_of", ""),
         )
 
 
@@ -430,22 +458,41 @@ end
 return redis.call('HGETALL', KEYS[1])
 """
 
-# KEYS: file hash, open files (set), totals (hash).
-# ARGV: name, now, records, charged, rejected, amount, ttl seconds.
+# KEYS: file hash, open files (set), totals (hash), the content digest's key.
+# ARGV: name, now, records, charged, rejected, amount, ttl seconds, digest, repeated.
 _DONE = """
 local st = redis.call('HGET', KEYS[1], 'state')
 if st == 'done' then
   return 0
 end
 redis.call('HSET', KEYS[1], 'name', ARGV[1], 'state', 'done', 'done_at', ARGV[2],
-  'records', ARGV[3], 'charged', ARGV[4], 'rejected', ARGV[5], 'amount', ARGV[6])
+  'records', ARGV[3], 'charged', ARGV[4], 'rejected', ARGV[5], 'amount', ARGV[6],
+  'digest', ARGV[8], 'repeated', ARGV[9])
 redis.call('EXPIRE', KEYS[1], ARGV[7])
+redis.call('SET', KEYS[4], ARGV[1], 'EX', ARGV[7], 'NX')
 redis.call('SREM', KEYS[2], ARGV[1])
 redis.call('HINCRBY', KEYS[3], 'files', 1)
 redis.call('HINCRBY', KEYS[3], 'records', ARGV[3])
 redis.call('HINCRBY', KEYS[3], 'charged', ARGV[4])
 redis.call('HINCRBY', KEYS[3], 'rejected', ARGV[5])
 redis.call('HINCRBY', KEYS[3], 'amount', ARGV[6])
+redis.call('HINCRBY', KEYS[3], 'repeated', ARGV[9])
+return 1
+"""
+
+
+# KEYS: file hash, files by time (zset), totals (hash).
+# ARGV: name, now, source, switch, size, digest, the first file's name, ttl seconds.
+_DUPLICATE = """
+if redis.call('HGET', KEYS[1], 'state') == 'done' then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'name', ARGV[1], 'state', 'done', 'collected_at', ARGV[2],
+  'done_at', ARGV[2], 'source', ARGV[3], 'switch', ARGV[4], 'size', ARGV[5], 'digest', ARGV[6],
+  'duplicate_of', ARGV[7], 'attempts', 1)
+redis.call('EXPIRE', KEYS[1], ARGV[8])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('HINCRBY', KEYS[3], 'duplicates', 1)
 return 1
 """
 
@@ -462,10 +509,15 @@ class Ledger:
         self.ttl = ttl
         self._collect = client.register_script(_COLLECT)
         self._done = client.register_script(_DONE)
+        self._duplicate = client.register_script(_DUPLICATE)
 
     @staticmethod
     def _file(name: str) -> str:
         return f"{LEDGER_PREFIX}:file:{name}"
+
+    @staticmethod
+    def _digest(digest: str) -> str:
+        return f"{LEDGER_PREFIX}:sha256:{digest}"
 
     _FILES: Final = f"{LEDGER_PREFIX}:files"
     _OPEN: Final = f"{LEDGER_PREFIX}:open"
@@ -494,12 +546,37 @@ class Ledger:
                                             "charging_at", now))  # fmt: skip
 
     async def done(
-        self, name: str, *, now: int, records: int, charged: int, rejected: int, amount: int
+        self,
+        name: str,
+        *,
+        now: int,
+        records: int,
+        charged: int,
+        rejected: int,
+        amount: int,
+        digest: str = "",
+        repeated: int = 0,
     ) -> bool:
-        """Mark a file done with its counts (totals counted once); False if it already was."""
-        keys = [self._file(name), self._OPEN, self._TOTALS]
-        args: list[str | int] = [name, now, records, charged, rejected, amount, self.ttl]
+        """Mark a file done with its counts (totals counted once) and remember its content's
+        ``digest`` (SHA-256, hex) as charged; False if it already was."""
+        keys = [self._file(name), self._OPEN, self._TOTALS, self._digest(digest)]
+        args: list[str | int] = [name, now, records, charged, rejected, amount, self.ttl, digest,
+                                 repeated]  # fmt: skip
         return bool(await self._run(self._done(keys, args)))
+
+    async def charged_as(self, digest: str) -> str | None:
+        """The name of the file whose content (SHA-256, hex) was charged, if one was."""
+        found = await self._run(self.client.execute("GET", self._digest(digest)))
+        return None if found is None else _s(found)
+
+    async def duplicate(
+        self, name: str, *, of: str, source: str, switch: str, size: int, digest: str, now: int
+    ) -> bool:
+        """Record that ``name`` holds what ``of`` held and was not charged (state done,
+        ``duplicate_of``; counted in the totals' ``duplicates``); False if it already was."""
+        keys = [self._file(name), self._FILES, self._TOTALS]
+        args: list[str | int] = [name, now, source, switch, size, digest, of, self.ttl]
+        return bool(await self._run(self._duplicate(keys, args)))
 
     async def recent(self, limit: int = 20) -> list[LedgerEntry]:
         """The files collected last, newest first (those still in the ledger)."""
@@ -517,10 +594,12 @@ class Ledger:
         return sorted(_s(n) for n in names)
 
     async def totals(self) -> dict[str, int]:
-        """Done files, records, charged, rejected and amount (micro-units) since the start."""
+        """Done files, records, charged, rejected, amount (micro-units), records charged
+        before by another file, and duplicate files (not charged) since the start."""
         flat = await self._run(self.client.execute("HGETALL", self._TOTALS))
         got = {_s(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
-        return {k: got.get(k, 0) for k in ("files", "records", "charged", "rejected", "amount")}
+        return {k: got.get(k, 0) for k in ("files", "records", "charged", "rejected", "amount",
+                                           "repeated", "duplicates")}  # fmt: skip
 
     async def forget_expired(self, now: int) -> None:
         """Trim the index of entries whose hash has expired."""

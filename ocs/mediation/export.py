@@ -81,6 +81,9 @@ class RatedUsage:
     from_buckets: int
     #: The balance right after this record's debit, micro-units.
     balance: int
+    #: The debit was charged before under the record's identity (another file held the same
+    #: record, or an earlier attempt at this file): the figures are that first debit's.
+    replayed: bool = False
 
 
 def day_of(ms: int) -> str:

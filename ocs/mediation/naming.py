@@ -111,8 +111,14 @@ def parse_name(name: str) -> CdrFileName:
         )  # fmt: skip
     except ValueError as exc:
         raise ValueError(f"{name!r}: bad closing date or time {date}_-_{time}: {exc}") from None
+    # TS 32.297 and docs/cdr-formats.md: a running count of at least four digits, a part
+    # number of at least two; anything shorter is not a name a switch of ours writes.
+    if len(m["rc"]) < 4:
+        raise ValueError(f"{name!r}: the running count {m['rc']!r} has fewer than 4 digits")
     part = 1
     if m["part"] is not None:
+        if len(m["part"]) < 2:
+            raise ValueError(f"{name!r}: the part number {m['part']!r} has fewer than 2 digits")
         part = int(m["part"])
         if part < 1:
             raise ValueError(f"{name!r}: part numbers start at 1")

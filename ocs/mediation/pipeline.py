@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import math
 import time
@@ -35,6 +36,7 @@ from typing import Final, Protocol
 
 from ocs.charging.engine import ChargingEngine, wall_clock_ms
 from ocs.charging.types import DebitRequest, Outcome, SessionInfo
+from ocs.constants import DURATION_TOLERANCE, MAX_CALL_DURATION
 from ocs.lineage import DatasetRef, Lineage, file_dataset
 from ocs.mediation.archive import Archive, ArchiveError
 from ocs.mediation.collect import (
@@ -62,6 +64,8 @@ DEFAULT_WINDOW: Final = 256
 #: Back-off while Redis does not answer: first and longest wait, seconds.
 RETRY_FIRST: Final = 0.05
 RETRY_MAX: Final = 2.0
+#: Seconds between two logs of the same poll error (a source that went away, Redis down).
+ERROR_EVERY: Final = 60.0
 #: Seconds between trims of the ledger's index of expired entries.
 _TRIM_EVERY: Final = 3600.0
 _TERMINATING: Final = frozenset({Direction.MTC, Direction.SMS_MT})
@@ -72,6 +76,7 @@ USER_UNKNOWN: Final = "user-unknown"
 NO_SERVICE: Final = "no-service"
 RATING_FAILED: Final = "rating-failed"
 INVALID_REQUEST: Final = "invalid-request"
+IMPLAUSIBLE: Final = "implausible"
 
 
 class Decoder(Protocol):
@@ -97,9 +102,37 @@ class MediationConfig:
     #: Retention archive directory and its AES-256 key; None: no archive.
     archive_dir: str | None = None
     archive_key: bytes | None = None
+    #: A call longer than this (seconds) is rejected as implausible, not charged.
+    max_call_duration: int = MAX_CALL_DURATION
+    #: A call whose callDuration differs from releaseTime - answerTime by more than this
+    #: (seconds; the TimeStamps have second precision) is rejected as implausible.
+    duration_tolerance: int = DURATION_TOLERANCE
     #: OpenLineage records of what is written (ocs.lineage): a directory, an HTTP endpoint.
     lineage_dir: str | None = None
     lineage_url: str = ""
+
+
+def implausible(u: Usage, *, max_call_duration: int, duration_tolerance: int) -> str | None:
+    """Why a decoded record cannot be believed (and must not be charged), or None.
+
+    The decoders check that each field is well formed; this checks that the record makes
+    sense as a whole: a switch that writes a call of 10^10 seconds, or a callDuration its own
+    timestamps contradict, is wrong, and charging it would put an account millions below zero.
+    SMS records are one event each (their count cannot be wrong); CS records carry no data
+    volume.
+    """
+    if u.direction in _EVENTS or not u.duration:
+        return None
+    if u.duration > max_call_duration:
+        return (f"callDuration {u.duration} s is over the maximum of {max_call_duration} s "
+                "(OCS_MEDIATION_MAX_CALL_DURATION)")  # fmt: skip
+    if u.answer is not None and u.release is not None:
+        span = (u.release - u.answer) // 1000
+        if abs(u.duration - span) > duration_tolerance:
+            return (f"callDuration {u.duration} s disagrees with releaseTime - answerTime = "
+                    f"{span} s (tolerance {duration_tolerance} s, "
+                    "OCS_MEDIATION_DURATION_TOLERANCE)")  # fmt: skip
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +167,7 @@ class FileReport:
     file: str
     switch: str
     size: int = 0
-    #: Records in the file (charged + rejected).
+    #: Records in the file (charged + rejected + repeated).
     records: int = 0
     charged: int = 0
     rejected: int = 0
@@ -145,10 +178,15 @@ class FileReport:
     closed_at: int = 0
     collected_at: int = 0
     done_at: int = 0
-    #: It was charged before (the ledger says done): set aside, not charged.
+    #: It was charged before (the ledger says done), or its content was under another name
+    #: (``duplicate_of``): set aside, not charged.
     duplicate: bool = False
+    duplicate_of: str = ""
     #: A previous run had started it (a restart mid-file): its debits were replays.
     resumed: bool = False
+    #: Records charged before under their identity by another file (not charged again, not
+    #: in ``charged``, ``amount`` or the warehouse); 0 for a resumed file.
+    repeated: int = 0
     warehouse: tuple[str, ...] = ()
     archive_seq: int = 0
     rated: tuple[RatedUsage, ...] = field(default=(), repr=False)
@@ -174,12 +212,16 @@ class Charger:
         plans: Callable[[str, int], PlanVersion],
         *,
         window: int = DEFAULT_WINDOW,
+        max_call_duration: int = MAX_CALL_DURATION,
+        duration_tolerance: int = DURATION_TOLERANCE,
     ) -> None:
         if window < 1:
             raise ValueError("window must be at least 1")
         self.engine = engine
         self.plans = plans
         self.window = window
+        self.max_call_duration = max_call_duration
+        self.duration_tolerance = duration_tolerance
         self._services: dict[tuple[int, Direction, str], _Resolved] = {}
 
     # -- which service --------------------------------------------------------------------
@@ -219,6 +261,10 @@ class Charger:
     async def _attempt(self, u: Usage) -> RatedUsage | RejectedRecord | None:
         """Rate and debit once; None when it must be tried again (Redis did not answer)."""
         engine = self.engine
+        why = implausible(u, max_call_duration=self.max_call_duration,
+                          duration_tolerance=self.duration_tolerance)  # fmt: skip
+        if why is not None:
+            return self._reject(u, IMPLAUSIBLE, why)
         sub = u.served_msisdn
         plan = await engine.plan_of(sub)
         if plan is None:
@@ -247,7 +293,8 @@ class Charger:
         outcome = res.outcome
         if outcome is Outcome.SUCCESS:
             return RatedUsage(u, version.name, resolved.service, version.currency, units,
-                              res.charged, res.from_buckets, res.balance)  # fmt: skip
+                              res.charged, res.from_buckets, res.balance,
+                              replayed=res.replayed)  # fmt: skip
         if outcome is Outcome.USER_UNKNOWN:
             return self._reject(u, USER_UNKNOWN, f"no subscriber {sub}")
         if outcome is Outcome.RATING_FAILED:
@@ -372,11 +419,16 @@ class Mediation:
         self.ledger = ledger or Ledger(engine.store.client)
         # A lambda, not rater.book.at: the tariff registry replaces the book when plans change.
         book_at = lambda p, t: rater.book.at(p, t)  # noqa: E731, PLW0108
-        self.charger = Charger(engine, book_at, window=self.config.window)
+        self.charger = Charger(engine, book_at, window=self.config.window,
+                               max_call_duration=self.config.max_call_duration,
+                               duration_tolerance=self.config.duration_tolerance)  # fmt: skip
         self.decoder: Decoder = decoder or decode
         self.on_file = on_file
         self.clock = clock
         self._stop = asyncio.Event()
+        #: The last poll error logged, and when (monotonic): the same one is logged again
+        #: at most every ERROR_EVERY seconds, not at every poll.
+        self._last_error: tuple[str, float] = ("", -math.inf)
         cfg = self.config
         self.archive = (
             Archive(cfg.archive_dir, cfg.archive_key)
@@ -394,21 +446,43 @@ class Mediation:
         closed_at = _ms(cand.name.closed_at)
         entry = await self.ledger.get(name)
         if entry is not None and entry.state == "done":
-            where = await self.source.set_aside(name)
+            where = await self.source.set_aside(name, duplicate=bool(entry.duplicate_of))
             log.warning("%s: %s was charged before (%s); moved to %s/, not charged again",
-                        self.source.label, name, entry.source, where)  # fmt: skip
+                        self.source.label, name, entry.duplicate_of or entry.source,
+                        where)  # fmt: skip
             return FileReport(name, switch, cand.size, entry.records, entry.charged,
                               entry.rejected, entry.amount, closed_at, entry.collected_at,
-                              entry.done_at, duplicate=True)  # fmt: skip
+                              entry.done_at, duplicate=True,
+                              duplicate_of=entry.duplicate_of)  # fmt: skip
+        data = await self.source.read(name)
+        # The same bytes under another name (a re-delivery with a new running count) are the
+        # same records: set aside, and kept in the ledger as a duplicate of the first.
+        digest = hashlib.sha256(data).hexdigest()
+        first = await self.ledger.charged_as(digest)
         now = self.clock()
+        if first is not None and first != name:
+            await self.ledger.duplicate(name, of=first, source=self.source.label, switch=switch,
+                                        size=cand.size, digest=digest, now=now)  # fmt: skip
+            where = await self.source.set_aside(name, duplicate=True)
+            log.warning("%s: %s holds what %s held (SHA-256 %s); moved to %s/, not charged",
+                        self.source.label, name, first, digest[:16], where)  # fmt: skip
+            return FileReport(name, switch, cand.size, closed_at=closed_at, collected_at=now,
+                              done_at=now, duplicate=True, duplicate_of=first)  # fmt: skip
         entry = await self.ledger.collected(name, source=self.source.label, switch=switch,
                                             size=cand.size, now=now)  # fmt: skip
-        data = await self.source.read(name)
         await self.ledger.charging(name, self.clock())
         items = self.decoder(data, switch=switch, file=name)
         rated, rejects = await self.charger.charge(items)
         done_at = self.clock()
+        resumed = entry.attempts > 1
+        repeated = 0
+        if not resumed:
+            # Records this file shares with a file charged before (the same identity): their
+            # debits were replays; not charged, exported or counted again.
+            kept = [r for r in rated if not r.replayed]
+            repeated, rated = len(rated) - len(kept), kept
         amount = sum(r.charged for r in rated)
+        records = len(rated) + len(rejects) + repeated
         rated.sort(key=lambda r: r.usage.sequence)
         warehouse: list[Path] = []
         cfg = self.config
@@ -419,7 +493,7 @@ class Mediation:
         if self.archive is not None:
             arc = await asyncio.to_thread(
                 self.archive.append, source=name, data=data, switch=switch,
-                records=len(rated) + len(rejects), rejected=len(rejects), now_ms=done_at,
+                records=records, rejected=len(rejects), now_ms=done_at,
             )  # fmt: skip
             seq = arc.seq
         if self.lineage is not None:
@@ -435,18 +509,21 @@ class Mediation:
         await self.ledger.done(
             name,
             now=done_at,
-            records=len(rated) + len(rejects),
+            records=records,
             charged=len(rated),
             rejected=len(rejects),
             amount=amount,
+            digest=digest,
+            repeated=repeated,
         )
         report = FileReport(
-            name, switch, cand.size, len(rated) + len(rejects), len(rated), len(rejects),
-            amount, closed_at, entry.collected_at, done_at, resumed=entry.attempts > 1,
+            name, switch, cand.size, records, len(rated), len(rejects), amount, closed_at,
+            entry.collected_at, done_at, resumed=resumed, repeated=repeated,
             warehouse=tuple(str(p) for p in warehouse), archive_seq=seq, rated=tuple(rated),
         )  # fmt: skip
-        log.info("%s: %d records, %d charged (%d micro-units), %d rejected%s", name,
+        log.info("%s: %d records, %d charged (%d micro-units), %d rejected%s%s", name,
                  report.records, report.charged, amount, report.rejected,
+                 f", {repeated} charged before (another file)" if repeated else "",
                  " (resumed)" if report.resumed else "")  # fmt: skip
         return report
 
@@ -464,8 +541,13 @@ class Mediation:
                     self.on_file(report)
         except (SourceUnavailable, LedgerUnavailable, StoreUnavailable, ArchiveError,
                 OSError) as exc:  # fmt: skip
-            log.error("mediation (%s): %s; trying again at the next poll", self.source.label,
-                      exc)  # fmt: skip
+            text, now = str(exc), time.monotonic()
+            last, at = self._last_error
+            if text != last or now - at >= ERROR_EVERY:
+                self._last_error = (text, now)
+                log.error("mediation (%s): %s; trying again at each poll (said again every "
+                          "%.0f s while it lasts)", self.source.label, exc,
+                          ERROR_EVERY)  # fmt: skip
         except Exception:
             # A bug must not stop hot billing: the file stays in the ledger as charging and
             # is taken again at the next poll (its debits replay).
@@ -474,7 +556,9 @@ class Mediation:
         return reports
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
-        """Poll until cancelled or ``stop`` is set (a file being charged is finished first)."""
+        """Poll until cancelled or ``stop`` is set (a file being charged is finished first).
+        SourceUnavailable at once when the source cannot work at all (``Source.check``)."""
+        await self.source.check()
         stop = self._stop = stop or asyncio.Event()
         trimmed = -math.inf
         while not stop.is_set():

@@ -49,7 +49,9 @@ class Usage:
     the visited MSC's number; the rater matches its leading MCC+MNC against the plan's places.
     """
 
-    #: Stable identity: "<switch>:<file>:<sequence or call reference>". The debit's request key.
+    #: Stable identity, the debit's request key: what the switch wrote (recording entity,
+    #: record type, served party, call reference, partial number; see
+    #: ``formats._fields.record_identity``), else "<switch>:<file>:<sequence>".
     record_id: str
     switch: str
     file: str

@@ -6,9 +6,13 @@ import argparse
 import asyncio
 import os
 import signal
+import sys
 from typing import Any
 
-from ocs.cli import _api, _print, _request, _run
+from ocs.cli import CliError, _api, _print, _request, _run
+
+#: Seconds between two looks at a reconciliation job's progress.
+RECONCILE_POLL = 0.5
 
 
 def cmd_provisioning(args: argparse.Namespace) -> int:
@@ -21,15 +25,33 @@ def cmd_provisioning(args: argparse.Namespace) -> int:
     elif args.action == "replay":
         _print(_run(_request("POST", f"{base}/provisioning/dead-letters/{args.id}/replay")))
     elif args.action == "reconcile":
-        report: dict[str, Any] = _run(_request("POST", f"{base}/provisioning/reconcile"))
+        report: dict[str, Any] = _run(_reconcile(base, quiet=args.json))
         if args.json:
             _print(report)
         else:
             print(f"checked {report['checked']} subscribers; "
-                  f"{report['resent']} differed and were re-sent")  # fmt: skip
+                  f"{report['resent']} differed and were re-sent; "
+                  f"{report['failures']} could not be checked")  # fmt: skip
             for d in report["differing"]:
                 print(f"  {d['msisdn']}: OCS wants {d['desired']}, HLR has {d['hlr']}")
+            for d in report["failed"]:
+                print(f"  {d['msisdn']}: not checked: {d['error']}")
+        if report["state"] != "done":
+            raise CliError(f"reconcile {report['id']} {report['state']}: {report['detail']}")
     return 0
+
+
+async def _reconcile(base: str, *, quiet: bool) -> dict[str, Any]:
+    """Start a reconciliation job and wait for its result, saying its progress on stderr."""
+    job: dict[str, Any] = await _request("POST", f"{base}/provisioning/reconcile")
+    said = -1
+    while job["state"] == "running":
+        if not quiet and job["checked"] != said:
+            said = job["checked"]
+            print(f"reconcile {job['id']}: {said} checked so far", file=sys.stderr, flush=True)
+        await asyncio.sleep(RECONCILE_POLL)
+        job = await _request("GET", f"{base}/provisioning/reconcile/{job['id']}")
+    return job
 
 
 def cmd_hlr_sim(args: argparse.Namespace) -> int:

@@ -54,6 +54,10 @@ class Behaviour:
     reject_next: int = 0
     #: Refuse everything with 503 (the HLR is down).
     down: bool = False
+    #: Answer the next N queries (GET /v1/subscribers/{msisdn}) of these subscribers with
+    #: 503, and every query only after ``query_delay_ms`` (a slow HLR).
+    fail_queries: dict[str, int] = field(default_factory=dict)
+    query_delay_ms: int = 0
 
 
 @dataclass
@@ -88,6 +92,9 @@ class HlrSimulator:
     #: Answers by command_id (a repeated command gets the first answer and changes nothing).
     answers: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
     received: int = 0
+    #: Queries being answered now, and the most there were at once.
+    queries_in_flight: int = 0
+    max_queries_in_flight: int = 0
     #: Called with each command applied (the demo prints them).
     on_apply: Callable[[Applied], None] | None = None
     _changed: asyncio.Condition | None = None
@@ -242,8 +249,19 @@ class HlrSimulator:
 
     async def _subscriber(self, request: web.Request) -> web.Response:
         msisdn = request.match_info["msisdn"]
-        if self.behaviour.down:
+        b = self.behaviour
+        self.queries_in_flight += 1
+        self.max_queries_in_flight = max(self.max_queries_in_flight, self.queries_in_flight)
+        try:
+            if b.query_delay_ms:
+                await asyncio.sleep(b.query_delay_ms / 1000)
+        finally:
+            self.queries_in_flight -= 1
+        if b.down:
             return problem(503, "HLR unavailable", "down (simulated)")
+        if b.fail_queries.get(msisdn, 0) > 0:
+            b.fail_queries[msisdn] -= 1
+            return problem(503, "HLR unavailable", "query failure (simulated)")
         line = self.lines.get(msisdn, Line(msisdn))
         return web.json_response(asdict(line))
 

@@ -4,13 +4,24 @@ dead letters and their replay, reconciliation; and the consumers an OCS process 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
+import secrets
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Final
 
 from ocs.api.metrics import Metrics
-from ocs.provisioning.adapter import BARRING_LEVELS, ProvisioningAdapter, WebhookSender
+from ocs.provisioning.adapter import (
+    BARRING_LEVELS,
+    PermanentError,
+    ProvisioningAdapter,
+    TransientError,
+    WebhookSender,
+    with_timeout,
+)
 from ocs.provisioning.signing import verify
 from ocs.provisioning.worker import (
     HLR_GROUP,
@@ -20,10 +31,20 @@ from ocs.provisioning.worker import (
     RetryPolicy,
     WebhookHandler,
 )
+from ocs.store.errors import StoreUnavailable
 from ocs.store.notify import DeadLetter, NotifyStore
 from ocs.store.store import Store
 
+log = logging.getLogger(__name__)
+
 DEFAULT_POLICY = RetryPolicy()
+#: Reconciliation: HLR queries at once (OCS_PROVISIONING_RECONCILE_CONCURRENCY), tries per
+#: subscriber (with the policy's back-off), seconds a job's result is kept, and how many
+#: differences and failures a result lists (the counts are always complete).
+RECONCILE_CONCURRENCY: Final = 16
+RECONCILE_ATTEMPTS: Final = 3
+JOB_TTL: Final = 7 * 24 * 3600
+JOB_LIST_MAX: Final = 1000
 
 
 class ProvisioningError(Exception):
@@ -34,15 +55,36 @@ class ProvisioningError(Exception):
         self.status, self.title, self.detail = status, title, detail
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReconcileReport:
-    checked: int
-    differing: list[dict[str, str]]
-    unknown_to_hlr: int
+    """A reconciliation's progress, then its result: ``state`` running, done or failed (the
+    job itself failed: Redis gone for good; per-subscriber failures are in ``failed``)."""
+
+    id: str
+    state: str = "running"
+    started_at: int = 0
+    updated_at: int = 0
+    finished_at: int = 0
+    checked: int = 0
+    resent: int = 0
+    unknown_to_hlr: int = 0
+    failures: int = 0
+    differing: list[dict[str, str]] = field(default_factory=list)
+    failed: list[dict[str, str]] = field(default_factory=list)
+    detail: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"checked": self.checked, "resent": len(self.differing),
-                "differing": self.differing, "unknown_to_hlr": self.unknown_to_hlr}  # fmt: skip
+        return {"id": self.id, "state": self.state, "started_at": self.started_at,
+                "updated_at": self.updated_at, "finished_at": self.finished_at,
+                "checked": self.checked, "resent": self.resent,
+                "unknown_to_hlr": self.unknown_to_hlr, "failures": self.failures,
+                "differing": sorted(self.differing, key=lambda d: d["msisdn"]),
+                "failed": sorted(self.failed, key=lambda d: d["msisdn"]),
+                "detail": self.detail}  # fmt: skip
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 def _dead_json(d: DeadLetter) -> dict[str, Any]:
@@ -63,6 +105,7 @@ class Provisioning:
         callback_secret: str = "",
         policy: RetryPolicy = DEFAULT_POLICY,
         metrics: Metrics | None = None,
+        reconcile_concurrency: int = RECONCILE_CONCURRENCY,
     ) -> None:
         self.notify = notify
         self.store = store
@@ -71,6 +114,16 @@ class Provisioning:
         self.callback_secret = callback_secret
         self.policy = policy
         self.metrics = metrics
+        self.reconcile_concurrency = reconcile_concurrency
+        self._jobs: set[asyncio.Task[None]] = set()
+
+    async def close(self) -> None:
+        """Stop the reconciliation jobs this process runs (their results say so)."""
+        for task in list(self._jobs):
+            task.cancel()
+        for task in list(self._jobs):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def consumers(self, **kw: Any) -> list[NotificationConsumer]:
         """The consumers this process should run (each leads only while it holds its lease)."""
@@ -198,30 +251,56 @@ class Provisioning:
         )  # fmt: skip
         return entry
 
-    async def reconcile(self, *, concurrency: int = 32) -> ReconcileReport:
-        """Compare every account's desired barring with the HLR's and re-send what differs."""
+    async def start_reconcile(self) -> dict[str, Any]:
+        """Start comparing every account's desired barring with the HLR's (re-sending what
+        differs) as a background job of this process; its first progress report. Read it
+        again with :meth:`reconcile_job` (from any process: it is kept in Redis)."""
         if self.adapter is None:
             raise ProvisioningError(
                 409, "No provisioning adapter", "set OCS_PROVISIONING_URL to reconcile"
             )
-        adapter = self.adapter
-        differing: list[dict[str, str]] = []
-        checked = unknown = 0
-        gate = asyncio.Semaphore(concurrency)
+        now = _now_ms()
+        report = ReconcileReport(f"{now}-{secrets.token_hex(4)}", started_at=now, updated_at=now)
+        await self.notify.save_job(report.id, report.to_json(), JOB_TTL)
+        task = asyncio.create_task(self._run_reconcile(report), name=f"reconcile {report.id}")
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
+        return report.to_json()
+
+    async def reconcile_job(self, job_id: str) -> dict[str, Any] | None:
+        return await self.notify.job(job_id)
+
+    async def _run_reconcile(self, report: ReconcileReport) -> None:
+        try:
+            await self._reconcile_all(report)
+        except asyncio.CancelledError:
+            report.state, report.detail = "failed", "stopped: the OCS process shut down"
+            with contextlib.suppress(StoreUnavailable):
+                await self._save(report)
+            raise
+        except Exception as exc:  # a bug, or Redis gone for good: said in the result
+            log.exception("reconcile %s failed", report.id)
+            report.state, report.detail = "failed", f"{type(exc).__name__}: {exc}"
+            with contextlib.suppress(StoreUnavailable):
+                await self._save(report)
+
+    async def _save(self, report: ReconcileReport) -> None:
+        report.updated_at = _now_ms()
+        await self.notify.save_job(report.id, report.to_json(), JOB_TTL)
+
+    async def _reconcile_all(self, report: ReconcileReport) -> None:
+        """Every account, a page at a time, at most ``reconcile_concurrency`` HLR queries at
+        once; a subscriber whose query keeps failing is listed in ``failed`` and the rest go
+        on. Progress is saved after each page."""
+        gate = asyncio.Semaphore(self.reconcile_concurrency)
 
         async def check(msisdn: str) -> None:
-            nonlocal checked, unknown
             async with gate:
-                acct = await self.store.get_account(msisdn)
-                if acct is None:
-                    return
-                hlr = await adapter.query(msisdn)
-            checked += 1
-            if hlr is None:
-                unknown += 1
-            if (hlr or "none") != acct.barring:
-                differing.append({"msisdn": msisdn, "desired": acct.barring, "hlr": hlr or "none"})
-                await self.resend(msisdn, acct.barring, acct.version, "reconcile", acct.balance)
+                error = await self._reconcile_one(msisdn, report)
+            if error is not None:
+                report.failures += 1
+                if len(report.failed) < JOB_LIST_MAX:
+                    report.failed.append({"msisdn": msisdn, "error": error})
 
         cursor = 0
         while True:
@@ -229,5 +308,40 @@ class Provisioning:
             await asyncio.gather(*(check(m) for m in batch))
             if cursor == 0:
                 break
-        differing.sort(key=lambda d: d["msisdn"])
-        return ReconcileReport(checked, differing, unknown)
+            await self._save(report)
+        report.state, report.finished_at = "done", _now_ms()
+        await self._save(report)
+
+    async def _reconcile_one(self, msisdn: str, report: ReconcileReport) -> str | None:
+        """Compare (and re-send) one subscriber, retrying transient failures with back-off;
+        None when done, else why it could not be."""
+        adapter = self.adapter
+        assert adapter is not None
+        error = ""
+        for attempt in range(1, RECONCILE_ATTEMPTS + 1):
+            try:
+                acct = await self.store.get_account(msisdn)
+                if acct is None:
+                    return None  # deleted meanwhile
+                hlr = await with_timeout(adapter.query(msisdn))
+                differs = (hlr or "none") != acct.barring
+                if differs:
+                    await self.resend(msisdn, acct.barring, acct.version, "reconcile",
+                                      acct.balance)  # fmt: skip
+            except PermanentError as exc:
+                return f"refused: {exc}"
+            except (TransientError, StoreUnavailable) as exc:
+                error = str(exc)
+            else:
+                report.checked += 1
+                report.unknown_to_hlr += hlr is None
+                if differs:
+                    report.resent += 1
+                    if len(report.differing) < JOB_LIST_MAX:
+                        report.differing.append(
+                            {"msisdn": msisdn, "desired": acct.barring, "hlr": hlr or "none"}
+                        )
+                return None
+            if attempt < RECONCILE_ATTEMPTS:
+                await asyncio.sleep(self.policy.delay(attempt))
+        return f"failed {RECONCILE_ATTEMPTS} times: {error}"

@@ -64,6 +64,11 @@ def hlr_command_key(command_id: str) -> str:
     return f"{KEY_PREFIX}:prov:cmd:{command_id}"
 
 
+def reconcile_job_key(job_id: str) -> str:
+    """A reconciliation job's progress and result (JSON, expiring), for any process to read."""
+    return f"{KEY_PREFIX}:prov:job:{job_id}"
+
+
 def leader_key(group: str) -> str:
     """The lease that makes one process the consumer of a notification group."""
     return f"{KEY_PREFIX}:lease:{group}"
@@ -72,6 +77,12 @@ def leader_key(group: str) -> str:
 def session_index_key(session_id: str) -> str:
     """Where a session's subscriber is found when a request names only the session."""
     return f"{KEY_PREFIX}:sidx:{session_id}"
+
+
+def thresholds_pass_key(generation: str) -> str:
+    """Held by the process that brings every account up to date with a generation of the
+    published thresholds."""
+    return f"{KEY_PREFIX}:thr:pass:{generation}"
 
 
 def plans_key() -> str:

@@ -257,6 +257,18 @@ class NotifyStore:
             fields, _ = await self._do(p.execute())
         return dict(fields) or None
 
+    async def save_job(self, job_id: str, doc: Mapping[str, Any], ttl_s: int) -> None:
+        """Keep a background job's progress or result (JSON) for ``ttl_s`` seconds."""
+        text = json.dumps(doc, separators=(",", ":"))
+        await self._do(self.redis.set(K.reconcile_job_key(job_id), text, ex=ttl_s))
+
+    async def job(self, job_id: str) -> dict[str, Any] | None:
+        raw = await self._do(self.redis.get(K.reconcile_job_key(job_id)))
+        if raw is None:
+            return None
+        doc: dict[str, Any] = json.loads(raw)
+        return doc
+
     async def pending_count(self, group: str) -> int:
         """Entries read by the group and not yet acknowledged, over every stream."""
         total = 0

@@ -13,7 +13,10 @@ with hiredis costs ~12-15 us. This module is that client, kept deliberately smal
 * the connection is (re)opened lazily by the next call after it was lost; while Redis is down
   calls fail at once with :class:`RedisUnavailable`;
 * each call has a deadline; when one passes, the connection is dropped (the replies still due
-  on it can no longer be trusted to line up) and the next call reconnects.
+  on it can no longer be trusted to line up) and the next call reconnects;
+* TCP (``redis://``), TLS (``rediss://``, certificates checked against the system's CAs or
+  ``ssl_ca_certs``) and Unix sockets (``unix:///path/redis.sock``), with the URL forms and
+  query parameters redis-py reads, so one URL serves both clients.
 
 Because every caller shares the connection, commands that hold it (BLPOP, SUBSCRIBE, MULTI
 spread over several awaits) must not be sent through it; use redis-py for those, off the hot
@@ -28,11 +31,12 @@ import asyncio
 import enum
 import hashlib
 import math
+import ssl
 from collections import deque
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Final, Self, TypeAlias, cast
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
 
@@ -299,6 +303,8 @@ class PipelinedRedis:
         decode: return bulk strings as str instead of bytes (each call may override).
         timeout: default seconds a call waits for its reply; None waits forever.
         connect_timeout: seconds allowed to open a connection.
+        ssl: TLS for the connection (``rediss://``), or None for plain TCP.
+        unix_path: a Unix socket to connect to instead of ``host`` and ``port``.
 
     Use it as ``async with PipelinedRedis.from_url(url) as redis: ...`` or call
     :meth:`connect` and :meth:`close` yourself. It must be used from one event loop.
@@ -315,9 +321,13 @@ class PipelinedRedis:
         decode: bool = False,
         timeout: float | None = DEFAULT_TIMEOUT,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        ssl: ssl.SSLContext | None = None,
+        unix_path: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
+        self.ssl = ssl
+        self.unix_path = unix_path
         self.db = db
         self.username = username
         self.password = password
@@ -332,30 +342,20 @@ class PipelinedRedis:
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> PipelinedRedis:
-        """Build a client from ``redis://[[user]:password@]host[:port][/db]``.
+        """Build a client from ``redis://[[user]:password@]host[:port][/db]``,
+        ``rediss://...`` (TLS; query ``ssl_ca_certs=FILE``, ``ssl_certfile=FILE`` and
+        ``ssl_keyfile=FILE`` for a client certificate, ``ssl_cert_reqs=none`` to skip the
+        check) or ``unix://[[user]:password@]/path/to/socket[?db=N]``; ValueError names
+        what is wrong.
 
         Keyword arguments are passed on to the constructor (``decode``, ``timeout``...).
         """
-        parts = urlsplit(url)
-        if parts.scheme != "redis":
-            raise ValueError(f"unsupported Redis URL scheme {parts.scheme!r} in {url!r}")
-        path = parts.path.strip("/")
-        try:
-            db = int(path) if path else 0
-        except ValueError:
-            raise ValueError(f"bad database number {path!r} in Redis URL {url!r}") from None
-        return cls(
-            parts.hostname or "127.0.0.1",
-            parts.port or 6379,
-            db=db,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password is not None else None,
-            **kwargs,
-        )
+        kwargs.update(parse_url(url))
+        return cls(**kwargs)
 
     def __repr__(self) -> str:
         state = "connected" if self.connected else "closed" if self._closed else "idle"
-        return f"<PipelinedRedis {self.host}:{self.port}/{self.db} {state}>"
+        return f"<PipelinedRedis {self.where}/{self.db} {state}>"
 
     @property
     def connected(self) -> bool:
@@ -493,15 +493,28 @@ class PipelinedRedis:
         if not task.cancelled():
             task.exception()  # retrieved here, so no "never retrieved" noise if all gave up
 
+    @property
+    def where(self) -> str:
+        """Where the client connects, for messages: ``host:port`` or the socket's path."""
+        if self.unix_path is not None:
+            return f"unix:{self.unix_path}"
+        return f"{self.host}:{self.port}" + (" (TLS)" if self.ssl is not None else "")
+
     async def _open(self) -> _Connection:
         loop = asyncio.get_running_loop()
-        where = f"{self.host}:{self.port}"
+        where = self.where
         conn: _Connection | None = None
         try:
             async with asyncio.timeout(self.connect_timeout):
-                _transport, conn = await loop.create_connection(
-                    lambda: _Connection(self, loop), self.host, self.port
-                )
+                if self.unix_path is not None:
+                    _transport, conn = await loop.create_unix_connection(
+                        lambda: _Connection(self, loop), self.unix_path
+                    )
+                else:
+                    _transport, conn = await loop.create_connection(
+                        lambda: _Connection(self, loop), self.host, self.port, ssl=self.ssl,
+                        server_hostname=self.host if self.ssl is not None else None,
+                    )  # fmt: skip
                 await self._handshake(conn)
         except BaseException as exc:
             if conn is not None:
@@ -533,6 +546,60 @@ class PipelinedRedis:
     def _connection_gone(self, conn: _Connection) -> None:
         if self._conn is conn:
             self._conn = None
+
+
+_CERT_REQS: Final = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL,
+                     "required": ssl.CERT_REQUIRED}  # fmt: skip
+
+
+def parse_url(url: str) -> dict[str, Any]:
+    """The connection arguments of :class:`PipelinedRedis` that a Redis URL says (see
+    :meth:`PipelinedRedis.from_url`); ValueError names what is wrong. (The TLS context is
+    built here, so a missing CA file is found when the settings are checked.)"""
+    parts = urlsplit(url)
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    out: dict[str, Any] = {
+        "username": unquote(parts.username) if parts.username else None,
+        "password": unquote(parts.password) if parts.password is not None else None,
+    }
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ValueError(f"no socket path in Redis URL {url!r} (unix:///path/redis.sock)")
+        out["unix_path"] = unquote(parts.path)
+        db_text = query.get("db", "")
+    elif parts.scheme in ("redis", "rediss"):
+        out["host"] = parts.hostname or "127.0.0.1"
+        try:
+            out["port"] = parts.port or 6379
+        except ValueError:
+            raise ValueError(f"bad port in Redis URL {url!r}") from None
+        db_text = parts.path.strip("/") or query.get("db", "")
+        if parts.scheme == "rediss":
+            out["ssl"] = _tls_context(query, url)
+    else:
+        raise ValueError(f"unsupported Redis URL scheme {parts.scheme!r} in {url!r} "
+                         "(redis://, rediss:// or unix://)")  # fmt: skip
+    try:
+        out["db"] = int(db_text) if db_text else 0
+    except ValueError:
+        raise ValueError(f"bad database number {db_text!r} in Redis URL {url!r}") from None
+    return out
+
+
+def _tls_context(query: dict[str, str], url: str) -> ssl.SSLContext:
+    reqs = query.get("ssl_cert_reqs", "required").lower()
+    if reqs not in _CERT_REQS:
+        raise ValueError(f"ssl_cert_reqs must be none, optional or required in {url!r}")
+    try:
+        ctx = ssl.create_default_context(cafile=query.get("ssl_ca_certs"))
+        if "ssl_certfile" in query:
+            ctx.load_cert_chain(query["ssl_certfile"], query.get("ssl_keyfile"))
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"TLS settings of Redis URL {url!r}: {exc}") from None
+    if _CERT_REQS[reqs] == ssl.CERT_NONE:
+        ctx.check_hostname = False
+    ctx.verify_mode = _CERT_REQS[reqs]
+    return ctx
 
 
 def _drop_result(fut: asyncio.Future[Any]) -> None:

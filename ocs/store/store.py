@@ -30,6 +30,10 @@ from ocs.store.redis_client import (
 
 SCRIPT_NAMES: Final = ("reserve", "commit", "release", "debit", "credit", "upsert", "expire")
 
+#: ``ScriptAnswer.replay``: a retry of the same request; another request under a used key.
+REPLAY_SAME: Final = 1
+REPLAY_DIFFERENT: Final = 2
+
 #: Reply errors that mean "Redis cannot serve now", not "the request is wrong".
 _UNAVAILABLE_REPLIES: Final = (
     "LOADING",
@@ -82,11 +86,20 @@ class ScriptAnswer:
     started_at: int = 0
     plan: str = ""
     session_plan: str = ""
+    #: 0: answered now; REPLAY_SAME: the stored answer of an earlier request under the same
+    #: key; REPLAY_DIFFERENT: the same, but that request was not this one (another amount...).
+    replay: int = 0
+
+    @property
+    def conflict(self) -> bool:
+        """A different request was sent under a key already used: the stored answer is the
+        first request's, and nothing changed."""
+        return self.replay == REPLAY_DIFFERENT
 
     @classmethod
     def parse(cls, r: Sequence[Any]) -> ScriptAnswer:
         """From the script's reply: numbers arrive as integers, text as bytes."""
-        if len(r) != 21:
+        if len(r) not in (21, 22):
             raise StoreError(f"malformed script answer: {r!r}")
         return cls(
             r[0].decode(),
@@ -110,6 +123,7 @@ class ScriptAnswer:
             r[18],
             r[19].decode(),
             r[20].decode(),
+            r[21] if len(r) == 22 else 0,
         )
 
     @property
@@ -257,8 +271,12 @@ class Store:
         except (RedisClientError, ConnectionLost, OSError, TimeoutError) as exc:
             raise StoreUnavailable(f"redis: {exc or type(exc).__name__}") from exc
 
-    async def _call(self, name: str, keys: list[str], args: list[str | int | bytes]) -> Any:
-        # Every script's last argument: the generation of the published thresholds (lib.lua).
+    async def _call(
+        self, name: str, keys: list[str], args: list[str | int | bytes], fingerprint: str = ""
+    ) -> Any:
+        # Every script's last arguments: the request's fingerprint, stored with its answer, and
+        # the generation of the published thresholds (lib.lua).
+        args.append(fingerprint)
         args.append(self.thresholds_generation)
         return await self._redis(self._scripts[name](keys, args))
 
@@ -266,10 +284,18 @@ class Store:
         return await self._redis(self.client.execute(*args))
 
     async def _answer(
-        self, name: str, msisdn: str, request_key: str | None, args: list[str | int | bytes]
+        self,
+        name: str,
+        msisdn: str,
+        request_key: str | None,
+        args: list[str | int | bytes],
+        fingerprint: str = "",
     ) -> ScriptAnswer:
+        """Run a charging script. ``fingerprint`` is what the client asked (not what the
+        engine derived from its caches), kept with the answer so that a replay under the same
+        key can say whether it was the same request (``ScriptAnswer.replay``)."""
         keys = SubscriberKeys.of(msisdn).for_script(name, request_key)
-        return ScriptAnswer.parse(await self._call(name, keys, args))
+        return ScriptAnswer.parse(await self._call(name, keys, args, fingerprint))
 
     async def ping(self) -> bool:
         return _s(await self._cmd("PING")) == "PONG"
@@ -294,12 +320,14 @@ class Store:
         request_key: str | None = None,
     ) -> ScriptAnswer:
         """Create a subscriber; status EXISTS (and nothing changes) when it already exists."""
+        packed = _pack_buckets(buckets)
         return await self._answer(
             "upsert",
             msisdn,
             request_key,
             [now, msisdn, request_key or "", self.reference_ttl_ms, "create", plan,
-             credit_limit, state, balance, _pack_buckets(buckets), ""],
+             credit_limit, state, balance, packed, ""],
+            f"create:{plan}:{balance}:{credit_limit}:{state}:{_digest(packed)}",
         )  # fmt: skip
 
     async def update_subscriber(
@@ -325,28 +353,41 @@ class Store:
             thr = "-"
         else:
             thr = encode_thresholds(thresholds)
+        packed = _pack_buckets(add_buckets)
+        lim = "" if credit_limit is None else credit_limit
         return await self._answer(
             "upsert",
             msisdn,
             request_key,
-            [now, msisdn, request_key or "", self.reference_ttl_ms, "update", plan or "",
-             "" if credit_limit is None else credit_limit, state or "", 0,
-             _pack_buckets(add_buckets), thr],
+            [now, msisdn, request_key or "", self.reference_ttl_ms, "update", plan or "", lim,
+             state or "", 0, packed, thr],
+            f"update:{plan or ''}:{lim}:{state or ''}:{thr}:{_digest(packed)}",
         )  # fmt: skip
 
     async def credit(
-        self, msisdn: str, *, kind: str, amount: int, reference: str, note: str = "", now: int
+        self,
+        msisdn: str,
+        *,
+        kind: str,
+        amount: int,
+        reference: str,
+        note: str = "",
+        now: int,
+        fingerprint: str | None = None,
     ) -> ScriptAnswer:
         """Top-up, refund (amount > 0) or adjustment (signed), idempotent by reference.
 
         ``charged`` in the answer is the amount applied (a replay's is the first request's);
-        status TOOBIG when the balance would leave the exact range (nothing changes).
+        status TOOBIG when the balance would leave the exact range (nothing changes). A
+        replay of another request under the reference (by default: another kind or amount;
+        ``fingerprint`` says what identifies the request otherwise) has ``conflict`` set.
         """
         return await self._answer(
             "credit",
             msisdn,
             reference,
             [now, msisdn, reference, self.reference_ttl_ms, kind, amount, note],
+            f"{kind}:{amount}" if fingerprint is None else fingerprint,
         )
 
     async def reserve(
@@ -373,6 +414,7 @@ class Store:
             request_key,
             [now, msisdn, request_key, self.session_ttl_ms, session_id, service, units, cost,
              bucket_quote, expected_version, hold_ms, flags, destination, location, plan],
+            f"reserve:{service}",
         )  # fmt: skip
 
     async def commit(
@@ -397,6 +439,7 @@ class Store:
             request_key,
             [now, msisdn, request_key, self.session_ttl_ms, session_id, used, cost,
              expected_version, next_units, next_cost, bucket_quote, hold_ms, flags],
+            f"commit:{used}",
         )  # fmt: skip
 
     async def release(
@@ -416,6 +459,7 @@ class Store:
             request_key,
             [now, msisdn, request_key, self.session_ttl_ms, session_id, used, cost,
              expected_version],
+            f"release:{used}",
         )  # fmt: skip
 
     async def debit(
@@ -437,12 +481,33 @@ class Store:
             request_key,
             [now, msisdn, request_key, self.reference_ttl_ms, service, units, cost,
              bucket_quote, flags, plan],
+            f"debit:{service}:{units}",
         )  # fmt: skip
 
     async def expire(self, msisdn: str, now: int) -> int:
-        """Release the subscriber's sessions whose hold time has passed; how many were."""
+        """Bring the account up to date: release its sessions whose hold time has passed
+        (how many were is returned) and apply the balance thresholds published since it was
+        last evaluated (which may bar or unbar it)."""
         keys = SubscriberKeys.of(msisdn).for_script("expire", None)
         return int(await self._call("expire", keys, [now, msisdn]))
+
+    async def claim_thresholds_pass(self, owner: str, ttl_s: int) -> str:
+        """Who brings every account up to date with the thresholds of the current
+        generation: "mine" (``owner`` now holds the claim for ``ttl_s`` s), "done" (a pass
+        finished), or another owner's name (one is under way)."""
+        key = K.thresholds_pass_key(self.thresholds_generation)
+        for _ in range(2):  # (twice: the claim may run out between the SET and the GET)
+            if await self._cmd("SET", key, owner, "NX", "EX", ttl_s):
+                return "mine"
+            held = await self._cmd("GET", key)
+            if held is not None:
+                return "mine" if _s(held) == owner else _s(held)  # (ours: a pass resumed)
+        return "busy"
+
+    async def thresholds_pass_done(self, ttl_s: int) -> None:
+        """Say that every account has the current generation's thresholds."""
+        await self._cmd("SET", K.thresholds_pass_key(self.thresholds_generation), "done",
+                        "EX", ttl_s)  # fmt: skip
 
     # -- sweeper ------------------------------------------------------------------------------
 
@@ -453,15 +518,16 @@ class Store:
 
     # -- session index (for requests that name only the session) -----------------------------
 
-    # The index is a hint, not a balance: a plain key that lives as long as the session's hold,
-    # queued into the same write as the session's script (no round trip of its own) and
-    # removed on release. A lost write costs at most a lookup that finds nothing.
+    # The index is a hint, not a balance: a plain key queued into the same write as the
+    # session's script (no round trip of its own). It lives as long as the session's hold and
+    # at least as long as the session's stored answers (the session TTL), and outlives the
+    # session's release: a replayed commit or release that names only the session must reach
+    # the script that holds its first answer. A lost write costs at most a lookup that finds
+    # nothing.
 
-    def index_session(self, session_id: str, msisdn: str, ttl_ms: int) -> None:
-        self.client.send_nowait("SET", K.session_index_key(session_id), msisdn, "PX", ttl_ms)
-
-    def unindex_session(self, session_id: str) -> None:
-        self.client.send_nowait("DEL", K.session_index_key(session_id))
+    def index_session(self, session_id: str, msisdn: str, hold_ms: int = 0) -> None:
+        ttl = max(hold_ms, self.session_ttl_ms)
+        self.client.send_nowait("SET", K.session_index_key(session_id), msisdn, "PX", ttl)
 
     async def session_owner(self, session_id: str) -> str | None:
         raw = await self._cmd("GET", K.session_index_key(session_id))
@@ -508,7 +574,11 @@ class Store:
 
     # -- reads ------------------------------------------------------------------------------
 
-    async def get_account(self, msisdn: str) -> Account | None:
+    async def get_account(self, msisdn: str, *, refresh_at: int | None = None) -> Account | None:
+        """The account as it is; with ``refresh_at`` (now, Unix ms), first brought up to date
+        (:meth:`expire`: due expiries, newly published thresholds), as a request would."""
+        if refresh_at is not None:
+            await self.expire(msisdn, refresh_at)
         k = SubscriberKeys.of(msisdn)
         acct, sess = await asyncio.gather(
             self._cmd("HGETALL", k.account), self._cmd("HGETALL", k.sessions)
@@ -609,6 +679,10 @@ def _wrap_reply_error(exc: ReplyError) -> StoreError:
     if msg.startswith(_UNAVAILABLE_REPLIES):
         return StoreUnavailable(f"redis: {msg}")
     return StoreError(f"redis: {msg}")
+
+
+def _digest(packed: bytes | str) -> str:
+    return format(zlib.crc32(packed if isinstance(packed, bytes) else packed.encode()), "08x")
 
 
 def _pack_buckets(buckets: Sequence[UnitBucket]) -> bytes | str:

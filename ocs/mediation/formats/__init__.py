@@ -36,8 +36,9 @@ def decode(
 ) -> Iterator[Usage | Rejected]:
     """Every record of one CDR file, in file order, as a ``Usage`` or a ``Rejected``.
 
-    ``switch`` and ``file`` go into each ``Usage.record_id`` (``<switch>:<file>:<sequence>``);
-    ``file`` (the base name) also helps choose the format. ``decoder`` picks the BER decoder:
+    ``switch`` and ``file`` make a ``Usage.record_id`` (``<switch>:<file>:<sequence>``) for
+    a record with no identity of its own; ``file`` (the base name) also helps choose the
+    format. ``decoder`` picks the BER decoder:
     ``fast`` (default) or ``pycrate`` (the reference; slower). Records of types that are not
     charged (a transit or location-update record, say) are skipped.
     """

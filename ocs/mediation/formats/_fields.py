@@ -72,6 +72,12 @@ class Fields:
     lac: int | None = None
     ci: int | None = None
     msc: Address | None = None
+    #: recordingEntity (digits): the switch that wrote the record.
+    recording: str | None = None
+    #: callReference (calls) or messageReference (MO SMS), as hex text.
+    reference: str | None = None
+    #: sequenceNumber of a partial record (TS 32.298: 1, 2... for the parts of a long call).
+    partial: int | None = None
 
 
 #: bytes.translate table swapping the two nibbles of an octet: TBCD -> BCD order for .hex().
@@ -232,10 +238,16 @@ def integer(octets: bytes, what: str) -> int:
     return int.from_bytes(octets, "big", signed=True)
 
 
-def from_octets(direction: Direction, raw: Mapping[str, bytes], duration: int | None) -> Fields:
+def from_octets(
+    direction: Direction,
+    raw: Mapping[str, bytes],
+    duration: int | None,
+    partial: int | None = None,
+) -> Fields:
     """Decode the TS 32.298 encodings of the fields a BER decoder found, keyed by the names
     of ``Fields`` (``recording`` is the recordingEntity; the location's are ``lac``, ``ci``,
-    ``mcc_mnc``); ``duration`` is the callDuration INTEGER already decoded."""
+    ``mcc_mnc``); ``duration`` (callDuration) and ``partial`` (sequenceNumber) are the
+    INTEGERs already decoded."""
     g = raw.get
     v = g("imsi")
     imsi = digits_only(tbcd(v, "servedIMSI"), "servedIMSI") if v is not None else None
@@ -256,10 +268,12 @@ def from_octets(direction: Direction, raw: Mapping[str, bytes], duration: int | 
     ci = int.from_bytes(v, "big") if v is not None else None
     v = g("mcc_mnc")
     mcc_mnc = plmn(v) if v is not None else None
+    v = g("recording")
+    recording = address(v, "recordingEntity") if v is not None else None
     v = g("msc")
-    if v is None:
-        v = g("recording")
-    msc = address(v, "mSCAddress") if v is not None else None
+    msc = address(v, "mSCAddress") if v is not None else recording
+    v = g("reference")
+    reference = v.hex() if v else None
     times = []
     for key in ("seizure", "answer", "release"):
         v = g(key)
@@ -268,7 +282,8 @@ def from_octets(direction: Direction, raw: Mapping[str, bytes], duration: int | 
     return Fields(
         direction=direction, msisdn=served, imsi=imsi, other=other, seizure=times[0],
         answer=times[1], release=times[2], duration=duration, mcc_mnc=mcc_mnc, lac=lac,
-        ci=ci, msc=msc,
+        ci=ci, msc=msc, recording=recording.digits if recording else None, reference=reference,
+        partial=partial,
     )  # fmt: skip
 
 
@@ -306,7 +321,7 @@ def to_usage(f: Fields, *, switch: str, file: str, sequence: int) -> Usage:
             raise RecordError(f"no {_TIME_NAMES[f.direction]}")
         start, answer, release, duration = seizure, None, None, 0
     return Usage(
-        record_id=f"{switch}:{file}:{sequence}",
+        record_id=record_identity(f, served, start) or f"{switch}:{file}:{sequence}",
         switch=switch,
         file=file,
         sequence=sequence,
@@ -321,6 +336,25 @@ def to_usage(f: Fields, *, switch: str, file: str, sequence: int) -> Usage:
         location=location(f),
         service=SERVICES[f.direction],
     )
+
+
+def record_identity(f: Fields, served: str, start: int) -> str | None:
+    """What identifies the record whatever file carries it (TS 32.298: the recording entity,
+    the call reference and, for the parts of a long call, the partial record's sequence
+    number), so that a file delivered again under another name, or records repeated in
+    another file, charge nothing twice. The record type and served party are part of it (an
+    MSC writes both the MOC and the MTC of a call between its subscribers with one call
+    reference); an SMS's message reference wraps at 256, so its time is too. None when the
+    record has no recording entity or reference: then it is identified by its place in its
+    file (``<switch>:<file>:<sequence>``)."""
+    node = f.recording or (f.msc.digits if f.msc is not None else None)
+    if not node or not f.reference:
+        return None
+    if f.direction in (Direction.MOC, Direction.MTC):
+        tail = f.partial if f.partial is not None else 0
+    else:
+        tail = start
+    return f"{node}:{f.direction.record_type}:{served}:{f.reference}:{tail}"
 
 
 _OTHER_NAMES = {

@@ -118,6 +118,8 @@ def parse_line(line: str) -> fl.Fields:
         lac=_int(lac, "lac", 0xFFFF),
         ci=_int(ci, "ci", 0xFFFF),
         msc=fl.Address(fl.TON_INTERNATIONAL, msc_digits) if msc_digits else None,
+        recording=msc_digits,
+        reference=ref.lower() if ref else None,
     )
 
 

@@ -61,20 +61,20 @@ _SPECS: dict[int, _Spec] = {
         Direction.MOC,
         "moCallRecord",
         {1: "imsi", 3: "msisdn", 5: "other", 9: "recording", 22: "seizure", 23: "answer",
-         24: "release", 25: "duration", 39: "msc"},
+         24: "release", 25: "duration", 32: "reference", 33: "partial", 39: "msc"},
         12,
     ),
     1: _Spec(
         Direction.MTC,
         "mtCallRecord",
         {1: "imsi", 3: "msisdn", 4: "other", 6: "recording", 19: "seizure", 20: "answer",
-         21: "release", 22: "duration", 34: "msc"},
+         21: "release", 22: "duration", 29: "reference", 30: "partial", 34: "msc"},
         9,
     ),
     6: _Spec(
         Direction.SMS_MO,
         "moSMSRecord",
-        {1: "imsi", 3: "msisdn", 6: "recording", 9: "seizure", 12: "other"},
+        {1: "imsi", 3: "msisdn", 6: "recording", 8: "reference", 9: "seizure", 12: "other"},
         7,
     ),
     7: _Spec(
@@ -216,7 +216,9 @@ def _fast_fields(rec: bytes) -> fl.Fields | None:
             raw[name] = rec[s:e]
     d = raw.pop("duration", None)
     duration = fl.integer(d, "callDuration") if d is not None else None
-    return fl.from_octets(spec.direction, raw, duration)
+    d = raw.pop("partial", None)
+    partial = fl.integer(d, "sequenceNumber") if d is not None else None
+    return fl.from_octets(spec.direction, raw, duration, partial)
 
 
 def _choice(cls: int, num: int) -> _Spec | None:
@@ -305,7 +307,7 @@ def _pycrate_fields(rec: bytes) -> fl.Fields | None:
     spec, val = decoded
     names = _pycrate_names(spec.choice)
     raw: dict[str, bytes] = {}
-    duration = None
+    duration = partial = None
     for key, v in val.items():
         name = names.get(key)
         if name is None:
@@ -316,9 +318,11 @@ def _pycrate_fields(rec: bytes) -> fl.Fields | None:
                     raw[n2] = v[k2]
         elif name == "duration":
             duration = v
+        elif name == "partial":
+            partial = v
         else:
             raw[name] = v
-    return fl.from_octets(spec.direction, raw, duration)
+    return fl.from_octets(spec.direction, raw, duration, partial)
 
 
 @functools.cache

@@ -13,7 +13,8 @@
 --   would turn a Lua number into text with "%.17g" (exact for these integers, but a slower
 --   sprintf than '%d'), and Lua's own tostring uses "%.14g" (1e+15: digits lost).
 --   The clock is ARGV (now, Unix ms), never TIME: replicas and AOF replay see the same value.
---   ARGV[1] is `now` in every script, ARGV[4] the idempotency TTL in those that have one.
+--   ARGV[1] is `now` in every script, ARGV[4] the idempotency TTL in those that have one;
+--   the last two are the request's fingerprint (see idem_get) and the thresholds' generation.
 --
 -- Cost (Redis CPU is the OCS's bottleneck; measured with callgrind, instructions per call):
 -- - Converting numbers is a large share of a script's work. string.format is a sprintf
@@ -80,11 +81,20 @@ local function answer(status, a, s, granted, charged, ub, qb, qa, final)
   return r
 end
 
+-- The request's fingerprint (ARGV[#ARGV - 1]: what the client asked, as the Store sees it,
+-- e.g. "topup:5000000"; '' when the request has none). It is stored with the answer, so a
+-- replay can tell a retry of the same request (slot 22 of the answer: 1) from a different
+-- request sent under a key already used (2). Either way the first answer is returned and
+-- nothing changes; the caller decides what a different request under the same key means.
+local REQ_FP = ARGV[#ARGV - 1]
+
 local function idem_get()
   if K_IDEM then
     local v = redis.call('GET', K_IDEM)
     if v then
-      return cmsgpack.unpack(v)
+      local ans, fp = cmsgpack.unpack(v)
+      ans[22] = (fp and fp ~= REQ_FP) and 2 or 1
+      return ans
     end
   end
   return nil
@@ -92,7 +102,7 @@ end
 
 local function idem_put(ans, ttl_ms)
   if K_IDEM and ttl_ms > 0 then
-    redis.call('SET', K_IDEM, cmsgpack.pack(ans), 'PX', ARGV[4])
+    redis.call('SET', K_IDEM, cmsgpack.pack(ans, REQ_FP), 'PX', ARGV[4])
   end
   return ans
 end
