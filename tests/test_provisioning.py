@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from secure import AUTH, NATIVE_KEY, SECURE
+from secure import ADMIN, AUTH, NATIVE_KEY, SECURE
 
 from ocs.charging.types import DebitRequest, Outcome
 from ocs.config import ConfigError, Settings, load_settings
@@ -410,7 +410,8 @@ async def test_reconcile_survives_a_failing_hlr_and_bounds_its_queries(
 async def test_reconcile_cli_waits_for_the_job(ocs: Running, hlr: tuple[HlrSimulator, str]) -> None:
     await add(ocs, "4915900000001", 0)
     hlr[0].behaviour.fail_queries = {"4915900000001": 100}
-    env = {"OCS_API_URL": f"http://127.0.0.1:{ocs.http_port}", "PATH": os.environ["PATH"]}
+    env = {"OCS_API_URL": f"http://127.0.0.1:{ocs.http_port}", "PATH": os.environ["PATH"],
+           "OCS_API_TOKEN": ADMIN}  # fmt: skip
     r = await asyncio.to_thread(
         subprocess.run, [sys.executable, "-m", "ocs.cli", "provisioning", "reconcile"],
         capture_output=True, text=True, env=env, timeout=60, check=False,
