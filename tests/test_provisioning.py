@@ -385,7 +385,10 @@ async def test_reconcile_survives_a_failing_hlr_and_bounds_its_queries(
     sim, url = hlr
     settings = replace(SETTINGS, redis_url=redis_url, provisioning_url=url,
                        provisioning_reconcile_concurrency=3)  # fmt: skip
-    async with run_ocs(settings, plans=[PLAN]) as ocs, aiohttp.ClientSession() as session:
+    async with (
+        run_ocs(settings, plans=[PLAN]) as ocs,
+        aiohttp.ClientSession(headers=AUTH) as session,
+    ):
         subs = [f"49158000000{i:02d}" for i in range(20)]
         for m in subs:
             await add(ocs, m, 0)
