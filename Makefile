@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-redis62 lint fmt bench load soak clean venv
+.PHONY: run test test-redis62 test-cluster lint fmt bench load soak clean venv
 
 venv: $(STAMP)
 
@@ -35,6 +35,15 @@ test: lint
 test-redis62: $(STAMP)
 	OCS_TEST_REDIS=6.2 $(PY) -m pytest -q tests/test_engine.py tests/test_service.py \
 		tests/test_thresholds.py tests/test_provisioning.py
+
+# The store, engine, end-to-end and provisioning tests again on a Redis Cluster of 3 masters and
+# 3 replicas that the session starts (redis-cli --cluster create), plus the cluster client's own
+# tests (docs/operations.md). A separate target, not yet in CI: after the merge of issue 18,
+# test_provisioning.py fails twice and hangs on a cluster (docs/operations.md, Known gaps).
+test-cluster: $(STAMP)
+	OCS_TEST_REDIS=cluster $(PY) -m pytest -q tests/test_cluster.py tests/test_engine.py \
+		tests/test_service.py tests/test_thresholds.py tests/test_provisioning.py \
+		tests/test_diameter_e2e.py tests/test_journal.py
 
 bench: $(STAMP)
 	$(PY) -m bench.rating

@@ -32,12 +32,14 @@ from ocs.auth.masking import install_masking
 from ocs.config import ConfigError, Settings, load_settings
 from ocs.redis_server import RedisServerError
 from ocs.store.errors import StoreUnavailable
+from tariffs.digits import ascii_float, ascii_int
 
 #: Modules with a ``register(subparsers)`` that adds their command group to ``ocs``.
 _COMMAND_MODULES: tuple[str, ...] = (
     "ocs.provisioning.cli",
     "ocs.mediation.cli",
     "ocs.mediation.switchsim",
+    "ocs.billing.cli",
     "ocs.auth.cli",
 )
 
@@ -486,10 +488,11 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _listeners(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bind", help="address to listen on (or OCS_BIND; default 127.0.0.1)")
-    p.add_argument("--native-port", type=int, help="native protocol port (OCS_NATIVE_PORT, 3869)")
-    p.add_argument("--http-port", type=int, help="admin HTTP port (OCS_HTTP_PORT, 8080)")
+    p.add_argument("--native-port", type=ascii_int,
+                   help="native protocol port (OCS_NATIVE_PORT, 3869)")  # fmt: skip
+    p.add_argument("--http-port", type=ascii_int, help="admin HTTP port (OCS_HTTP_PORT, 8080)")
     p.add_argument(
-        "--diameter-port", type=int, help="Diameter Gy/Ro port (OCS_DIAMETER_PORT, 3868)"
+        "--diameter-port", type=ascii_int, help="Diameter Gy/Ro port (OCS_DIAMETER_PORT, 3868)"
     )
     p.add_argument("--plans-dir", help="extra directory of TOML tariff plans")
 
@@ -506,27 +509,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="run the OCS: native protocol, admin API, sweeper")
     _common(p)
     _listeners(p)
-    p.add_argument("--workers", type=int,
+    p.add_argument("--workers", type=ascii_int,
                    help="OCS processes sharing the ports (SO_REUSEPORT) under one supervisor "
                    "that restarts them (or OCS_WORKERS; default 1: this process)")  # fmt: skip
     # Internal: set by the supervisor for its workers (a pipe to say "ready" on).
-    p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--ready-fd", type=ascii_int, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="embedded Redis + demo data + OCS + switch simulator")
     _common(p)
     _listeners(p)
-    p.add_argument("--subscribers", type=int, default=300, help="how many (default 300)")
-    p.add_argument("--callers", type=int, default=48, help="concurrent lines (default 48)")
-    p.add_argument("--speed", type=float, default=200.0,
+    p.add_argument("--subscribers", type=ascii_int, default=300, help="how many (default 300)")
+    p.add_argument("--callers", type=ascii_int, default=48, help="concurrent lines (default 48)")
+    p.add_argument("--speed", type=ascii_float, default=200.0,
                    help="simulated seconds per real second (default 200)")  # fmt: skip
-    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--duration", type=ascii_float, help="stop after this many seconds")
     # The demo's native and Diameter listeners take free ports: it must run beside anything.
     p.set_defaults(func=cmd_demo, native_port=0, diameter_port=0)
 
     p = sub.add_parser("redis", help="run the embedded Redis alone, until Ctrl-C")
     _common(p)
-    p.add_argument("--port", type=int, default=6380, help="port (default 6380)")
+    p.add_argument("--port", type=ascii_int, default=6380, help="port (default 6380)")
     p.set_defaults(func=cmd_redis)
 
     p = sub.add_parser("subscriber", help="add, show, top up or list subscribers (admin API)")
@@ -545,12 +548,12 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("amount", help='e.g. "5.00"')
     a.add_argument("--reference", required=True, help="idempotency reference (voucher, receipt)")
     a = acts.add_parser("list", help="list subscribers")
-    a.add_argument("--count", type=int, default=100)
+    a.add_argument("--count", type=ascii_int, default=100)
     p.set_defaults(func=cmd_subscriber)
 
     p = sub.add_parser("events", help="a subscriber's ledger, newest first (admin API)")
     p.add_argument("msisdn")
-    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--limit", type=ascii_int, default=20)
     p.add_argument("--api", help="admin API URL (or OCS_API_URL)")
     p.set_defaults(func=cmd_events)
 
@@ -566,10 +569,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", help="called number (any form the plan reads: 030..., 0049..., +49...)")
     p.add_argument("--at", help="start time, ISO 8601, e.g. 2026-11-23T08:59:30+01:00; without "
                    "an offset the time is UTC (not the plan's zone); default now")  # fmt: skip
-    p.add_argument("--duration", type=int, help="seconds (for services counted in seconds)")
-    p.add_argument("--units", type=int, help="units: seconds, octets or events")
+    p.add_argument("--duration", type=ascii_int, help="seconds (for services counted in seconds)")
+    p.add_argument("--units", type=ascii_int, help="units: seconds, octets or events")
     p.add_argument("--location", help="visited network id (MCC+MNC); default home")
-    p.add_argument("--used", type=int, default=0,
+    p.add_argument("--used", type=ascii_int, default=0,
                    help="units the session used already: price the units after them")  # fmt: skip
     p.add_argument("--money", help='also say how many units this buys, e.g. "5.00"')
     p.add_argument("--json", action="store_true", help="print the JSON answer")
@@ -604,9 +607,9 @@ def build_parser() -> argparse.ArgumentParser:
     a = acts.add_parser("export", help="export, then trim (every --interval seconds)")
     _common(a)
     a.add_argument("--dir", default=".ocs/journal", help="where the files go (.ocs/journal)")
-    a.add_argument("--keep-hours", type=float, default=24.0,
+    a.add_argument("--keep-hours", type=ascii_float, default=24.0,
                    help="hours of events Redis keeps after export (default 24)")  # fmt: skip
-    a.add_argument("--interval", type=float, default=10.0, help="seconds between exports")
+    a.add_argument("--interval", type=ascii_float, default=10.0, help="seconds between exports")
     a.add_argument("--once", action="store_true", help="export once and exit")
     p.set_defaults(func=cmd_outbox)
 

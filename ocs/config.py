@@ -13,6 +13,7 @@ settings as the environment, lower-cased and without the ``OCS_`` prefix::
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -25,6 +26,8 @@ from ocs.constants import (
     DIAMETER_PORT,
     DURATION_TOLERANCE,
     EXPIRY_GRACE,
+    HTTP_BODY_TIMEOUT,
+    HTTP_IDLE_TIMEOUT,
     HTTP_PORT,
     IDEMPOTENCY_TTL_REFERENCE,
     IDEMPOTENCY_TTL_SESSION,
@@ -34,11 +37,16 @@ from ocs.constants import (
 from ocs.money import MoneyFormatError, parse_money
 from ocs.store.redis_client import parse_url
 from protocols.diameter.constants import (
+    DEFAULT_CER_TIMEOUT,
     DEFAULT_MAX_MESSAGE_SIZE,
     MAX_MESSAGE_LENGTH_FIELD,
     MIN_MAX_MESSAGE_SIZE,
     MIN_WATCHDOG_INTERVAL,
 )
+from protocols.diameter.constants import DEFAULT_FRAME_TIMEOUT as DIAMETER_FRAME_TIMEOUT
+from protocols.native.constants import DEFAULT_FRAME_TIMEOUT as NATIVE_FRAME_TIMEOUT
+from protocols.native.constants import DEFAULT_IDLE_TIMEOUT as NATIVE_IDLE_TIMEOUT
+from tariffs.digits import DECIMAL, ascii_int
 
 
 class ConfigError(ValueError):
@@ -49,6 +57,17 @@ class ConfigError(ValueError):
 class Settings:
     #: None: start an embedded redis-server with its data under ``data_dir``.
     redis_url: str | None = None
+    #: A Redis Cluster's nodes, "host:port,host:port" (any of them; the others are learned):
+    #: the same as ``redis_url = "redis+cluster://host:port,host:port/"``.
+    redis_cluster_nodes: str = ""
+    #: What a balance change survives before it is acknowledged (docs/operations.md):
+    #: local (Redis's AOF, fsync every second), replica (WAIT for one replica after each
+    #: write), fsync (appendfsync always), or auto: replica when every master has a replica,
+    #: else local.
+    durability: str = "auto"
+    #: Milliseconds a write waits for its replica (durability replica) before the request is
+    #: answered store-unavailable.
+    durability_timeout: int = 1000
     #: Seconds to wait at start for Redis to answer (it may start after the OCS).
     redis_wait: float = 15.0
     data_dir: str = ".ocs"
@@ -58,6 +77,17 @@ class Settings:
     native_port: int = NATIVE_PORT
     http_port: int = HTTP_PORT
     diameter_port: int = DIAMETER_PORT
+    #: Seconds before a stalled client is closed (docs/native-protocol.md, docs/diameter.md,
+    #: docs/api.md; 0 turns the frame, idle and HTTP idle timeouts off): a native frame or a
+    #: Diameter message started and not finished; a native connection silent with nothing in
+    #: flight; a Diameter connection that sends no CER; an HTTP connection without a complete
+    #: request (from its start or its last answer); an HTTP body that does not arrive.
+    native_frame_timeout: float = NATIVE_FRAME_TIMEOUT
+    native_idle_timeout: float = NATIVE_IDLE_TIMEOUT
+    diameter_cer_timeout: float = DEFAULT_CER_TIMEOUT
+    diameter_frame_timeout: float = DIAMETER_FRAME_TIMEOUT
+    http_idle_timeout: float = HTTP_IDLE_TIMEOUT
+    http_body_timeout: float = HTTP_BODY_TIMEOUT
     #: Our Diameter identity (Origin-Host, Origin-Realm in every message we send).
     diameter_host: str = "ocs.localdomain"
     diameter_realm: str = "localdomain"
@@ -158,7 +188,20 @@ class Settings:
     #: OpenLineage records: a directory (the file sink), and an HTTP endpoint when set.
     lineage_dir: str = ".ocs/lineage"
     lineage_url: str = ""
+    #: Enterprise billing (docs/billing.md): run its outbox consumer and API in ``ocs serve``
+    #: (the ``ocs billing`` commands work either way); its database (empty: SQLite in
+    #: ``data_dir``/billing.db; or postgresql+psycopg://...); the HMAC key of the feeds'
+    #: webhooks; the directory the feeds drop files in.
+    billing: bool = False
+    billing_db_url: str = ""
+    billing_feed_secret: str = field(default="", repr=False)
+    billing_feeds_dir: str = ".ocs/feeds"
     extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def billing_url(self) -> str:
+        """The billing database's URL (the SQLite file under ``data_dir`` by default)."""
+        return self.billing_db_url or f"sqlite:///{Path(self.data_dir) / 'billing.db'}"
 
     @property
     def charging(self) -> ChargingConfig:
@@ -199,14 +242,17 @@ class Settings:
 _INT = {"native_port", "http_port", "diameter_port", "validity", "grace", "session_ttl",
         "reference_ttl", "mediation_window", "provisioning_retries", "workers",
         "mediation_max_call_duration", "mediation_duration_tolerance",
-        "provisioning_reconcile_concurrency", "token_ttl", "refresh_ttl", "auth_fail_limit",
-        "auth_fail_window"}  # fmt: skip
+        "provisioning_reconcile_concurrency", "durability_timeout", "token_ttl", "refresh_ttl",
+        "auth_fail_limit", "auth_fail_window"}  # fmt: skip
 #: Secrets that may also come from a file: OCS_<NAME>_FILE (docker secrets, a vault agent).
 SECRET_FILES = ("admin_token", "secret_key", "native_keys", "archive_key",
-                "provisioning_secret", "webhook_secret")  # fmt: skip
+                "provisioning_secret", "webhook_secret", "billing_feed_secret")  # fmt: skip
 _PORTS = {"native_port", "http_port", "diameter_port"}
 _URLS = {"provisioning_url", "provisioning_callback_url"}
 
+
+#: OCS_DURABILITY values (docs/operations.md, Durability modes).
+DURABILITY = ("auto", "local", "replica", "fsync")
 
 #: Credit-Control-Failure-Handling values (RFC 4006 §8.14).
 FAILURE_HANDLING = ("TERMINATE", "CONTINUE", "RETRY_AND_TERMINATE")
@@ -237,11 +283,13 @@ def _failure_handling(value: str, where: str) -> tuple[str, dict[str, str]]:
 
 
 def _seconds(value: object, where: str) -> float:
-    """A duration setting (seconds; a timer, never money)."""
-    try:
-        return float(str(value))
-    except ValueError:
-        raise ConfigError(f"{where}: must be a number of seconds, got {value!r}") from None
+    """A duration setting (seconds; a timer, never money): a finite number, or a decimal
+    string of ASCII digits ("2", "0.5"; not "nan", "1e3" or "２")."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    if isinstance(value, str) and DECIMAL.fullmatch(value.strip()):
+        return float(value.strip())
+    raise ConfigError(f"{where}: must be a number of seconds, got {value!r}")
 
 
 def _coerce(name: str, value: object, source: str) -> object:
@@ -273,7 +321,14 @@ def _coerce(name: str, value: object, source: str) -> object:
             if part.strip() and (not sep or not key_id or len(secret) < 16):
                 raise ConfigError(f"{where}: must be id:secret pairs (secrets of 16+ characters)")
         return str(value)
-    if name in ("diameter_realm_check", "metrics_public"):
+    if (
+        name == "billing_db_url"
+        and value
+        and not str(value).startswith(("sqlite:///", "postgresql+psycopg://"))
+    ):
+        raise ConfigError(f"{where}: must be sqlite:///PATH or postgresql+psycopg://..., got "
+                          f"{value!r}")  # fmt: skip
+    if name in ("diameter_realm_check", "billing", "metrics_public"):
         if isinstance(value, bool):
             return value
         text = str(value).strip().lower()
@@ -289,9 +344,10 @@ def _coerce(name: str, value: object, source: str) -> object:
         raise ConfigError(f"{where}: must be a DiameterIdentity (a host name), got {value!r}")
     if name in _INT:
         if isinstance(value, str):
-            if not value.strip().lstrip("-").isdigit():
-                raise ConfigError(f"{where}: must be an integer, got {value!r}")
-            value = int(value)
+            try:
+                value = ascii_int(value.strip())
+            except ValueError:
+                raise ConfigError(f"{where}: must be an integer, got {value!r}") from None
         if not isinstance(value, int) or isinstance(value, bool):
             raise ConfigError(f"{where}: must be an integer, got {value!r}")
         low = 0 if name in _PORTS else 1
@@ -305,7 +361,14 @@ def _coerce(name: str, value: object, source: str) -> object:
             if url.strip() and not url.strip().startswith(("http://", "https://")):
                 raise ConfigError(f"{where}: {url.strip()!r} is not an http(s):// URL")
         return str(value)
-    if name in ("sweep_interval", "mediation_poll", "provisioning_timeout", "provisioning_backoff"):
+    if name in ("native_frame_timeout", "native_idle_timeout", "diameter_frame_timeout",
+                "http_idle_timeout"):  # fmt: skip
+        v = _seconds(value, where)
+        if v < 0:
+            raise ConfigError(f"{where}: must be >= 0 (0: no timeout)")
+        return v
+    if name in ("sweep_interval", "mediation_poll", "provisioning_timeout", "provisioning_backoff",
+                "diameter_cer_timeout", "http_body_timeout"):  # fmt: skip
         v = _seconds(value, where)
         if v <= 0:
             raise ConfigError(f"{where}: must be > 0")
@@ -322,11 +385,19 @@ def _coerce(name: str, value: object, source: str) -> object:
         return text
     if name == "appendfsync" and value not in ("everysec", "always", "no"):
         raise ConfigError(f"{where}: must be everysec, always or no, got {value!r}")
+    if name == "durability" and value not in DURABILITY:
+        raise ConfigError(f"{where}: must be one of {', '.join(DURABILITY)}, got {value!r}")
+    if name == "redis_cluster_nodes" and str(value).strip():
+        _cluster_url(str(value), where)
     if name == "redis_url":
         if value in ("", None):
             return None
         if not isinstance(value, str):
-            raise ConfigError(f"{where}: must be a redis://, rediss:// or unix:// URL")
+            raise ConfigError(
+                f"{where}: must be a redis://, rediss://, unix:// or redis+cluster:// URL"
+            )
+        if value.startswith("redis+cluster://"):
+            return _cluster_url(value, where)
         try:
             parse_url(value)  # what the hot-path client will make of it, checked now
         except ValueError as exc:
@@ -334,6 +405,18 @@ def _coerce(name: str, value: object, source: str) -> object:
     if not isinstance(value, str):
         raise ConfigError(f"{where}: must be a string, got {value!r}")
     return value
+
+
+def _cluster_url(value: str, where: str) -> str:
+    """A ``redis+cluster://`` URL from itself or from a node list (ConfigError if bad)."""
+    from ocs.store.cluster import CLUSTER_SCHEME, parse_cluster_url
+
+    url = value if "://" in value else f"{CLUSTER_SCHEME}://{value.strip()}/"
+    try:
+        parse_cluster_url(url)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return url
 
 
 def load_settings(
@@ -352,8 +435,10 @@ def load_settings(
             data = tomllib.loads(p.read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigError(f"config file {p}: cannot read: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {p}: {exc}") from None
+        except RecursionError:
+            raise ConfigError(f"config file {p}: nested too deep to be settings") from None
         for k, v in data.items():
             if k not in names:
                 raise ConfigError(f"config file {p}: unknown setting {k!r}")
@@ -375,4 +460,9 @@ def load_settings(
     for k, v in (overrides or {}).items():
         if v is not None:
             values[k] = _coerce(k, v, f"--{k.replace('_', '-')}")
+    nodes = str(values.get("redis_cluster_nodes", "")).strip()
+    if nodes:
+        if values.get("redis_url"):
+            raise ConfigError("OCS_REDIS_URL and OCS_REDIS_CLUSTER_NODES: give one of them")
+        values["redis_url"] = _cluster_url(nodes, "OCS_REDIS_CLUSTER_NODES")
     return replace(Settings(), **values)  # type: ignore[arg-type]

@@ -40,6 +40,10 @@ STATES: Final = (STATE_ACTIVE, STATE_BARRED_OUTGOING, STATE_BARRED_ALL, STATE_SU
 #: Default listener ports.
 NATIVE_PORT: Final = 3869
 HTTP_PORT: Final = 8080
+#: Seconds an HTTP connection may go without a complete request (from its start or its last
+#: answer), and seconds a request body may take to arrive.
+HTTP_IDLE_TIMEOUT: Final = 75.0
+HTTP_BODY_TIMEOUT: Final = 30.0
 DIAMETER_PORT: Final = 3868
 
 #: Default reservation validity (seconds) and sweeper cadence.

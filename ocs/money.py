@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from decimal import Decimal
 
 from ocs.constants import MAX_AMOUNT, MICRO, MONEY_DECIMALS
+from tariffs.digits import DECIMAL, scaled
 
-_MONEY_RE = re.compile(rf"^([+-]?)(\d{{1,12}})(?:\.(\d{{1,{MONEY_DECIMALS}}}))?$")
+#: Whole digits accepted before the limit check (keeps int() of hostile input short).
+_MAX_WHOLE_DIGITS = 12
 
 
 class MoneyFormatError(ValueError):
@@ -17,21 +18,22 @@ class MoneyFormatError(ValueError):
 def parse_money(text: object, *, allow_negative: bool = True) -> int:
     """Parse "12.50" (a string, or an int of whole units) into micro-units, exactly.
 
-    Floats are refused: 0.1 has no exact binary form, and money must not depend on one.
+    Floats are refused: 0.1 has no exact binary form, and money must not depend on one. The
+    string is ASCII only (:mod:`tariffs.digits`): an optional sign, digits 0-9, optionally a
+    point and up to MONEY_DECIMALS digits; no spaces, underscores, exponents or other
+    scripts' digits ("１０" and "١٠" are refused, though Python's Decimal takes them).
     """
     if isinstance(text, bool) or not isinstance(text, (str, int)):
         raise MoneyFormatError('must be a decimal string such as "12.50"')
     if isinstance(text, int):
         text = str(text)
-    m = _MONEY_RE.match(text.strip())
-    if m is None:
+    m = DECIMAL.fullmatch(text)
+    micro = scaled(text, MONEY_DECIMALS) if m and len(m[2]) <= _MAX_WHOLE_DIGITS else None
+    if micro is None:
         raise MoneyFormatError(
-            f"must be a decimal string with at most {MONEY_DECIMALS} decimals, got {text!r}"
+            f"must be a decimal string of ASCII digits with at most {MONEY_DECIMALS} decimals,"
+            f' such as "12.50", got {text!r}'
         )
-    sign, whole, frac = m.groups()
-    micro = int(whole) * MICRO + int((frac or "").ljust(MONEY_DECIMALS, "0"))
-    if sign == "-":
-        micro = -micro
     if micro < 0 and not allow_negative:
         raise MoneyFormatError("must not be negative")
     if abs(micro) > MAX_AMOUNT:

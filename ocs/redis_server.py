@@ -32,6 +32,7 @@ import ctypes
 import ctypes.util
 import fcntl
 import os
+import random
 import shutil
 import signal
 import socket
@@ -45,7 +46,7 @@ from urllib.parse import quote
 
 import hiredis
 
-__all__ = ["EmbeddedRedis", "RedisServerError", "default_binary"]
+__all__ = ["EmbeddedCluster", "EmbeddedRedis", "RedisServerError", "default_binary", "node_command"]
 
 #: File names inside the data directory.
 LOG_FILE: Final = "redis.log"
@@ -482,3 +483,183 @@ def _parse_info(info: Any) -> dict[str, str]:
         if sep:
             fields[name] = value.strip()
     return fields
+
+
+def node_command(port: int, *args: str, timeout: float = 2.0) -> Any:
+    """One command to the Redis on 127.0.0.1:``port`` (blocking; for set-up and tests)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        return _command(sock, *args)
+
+
+def _free_cluster_port() -> int:
+    """A free port P below 55536 whose cluster bus port P + 10000 is free too."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randint(20000, 55535)
+        try:
+            for p in (port, port + 10000):
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                    sock.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+    raise RedisServerError("no free port pair for a cluster node")
+
+
+def _redis_cli() -> str:
+    found = shutil.which("redis-cli")
+    if found is None:
+        raise RedisServerError("redis-cli is not on the PATH (it creates the cluster)")
+    return found
+
+
+class EmbeddedCluster:
+    """A private Redis Cluster on 127.0.0.1: ``masters`` masters with ``replicas`` replicas
+    each, every node an :class:`EmbeddedRedis` (AOF on) with its own data directory, joined by
+    ``redis-cli --cluster create`` (docs/operations.md). For tests, the chaos runs and
+    benchmarks; production clusters come from an operator or chart.
+
+    Args:
+        data_dir: one sub-directory per node (``node0``...) holds its AOF and nodes.conf.
+        node_timeout: ``cluster-node-timeout`` in ms: how long a master may be unreachable
+            before its replica is promoted.
+        extra_args: passed to every node.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        masters: int = 3,
+        replicas: int = 1,
+        node_timeout: int = 2000,
+        binary: str | None = None,
+        start_timeout: float = DEFAULT_START_TIMEOUT,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        if masters < 3:
+            raise ValueError("redis-cli --cluster create needs at least 3 masters")
+        self.data_dir = Path(data_dir)
+        self.master_count = masters
+        self.replica_count = replicas
+        self.start_timeout = start_timeout
+        args = (
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", "nodes.conf",
+            "--cluster-node-timeout", str(node_timeout),
+            # A replica (re)syncs at once instead of after the default 5 s.
+            "--repl-diskless-sync-delay", "0",
+            *extra_args,
+        )  # fmt: skip
+        self.nodes = [
+            EmbeddedRedis(
+                self.data_dir / f"node{i}",
+                port=_free_cluster_port(),
+                binary=binary,
+                extra_args=args,
+            )
+            for i in range(masters * (1 + replicas))
+        ]
+
+    @property
+    def url(self) -> str:
+        """``redis+cluster://127.0.0.1:P1,127.0.0.1:P2,.../`` (the first masters created)."""
+        nodes = ",".join(f"127.0.0.1:{n.port}" for n in self.nodes[: self.master_count])
+        return f"redis+cluster://{nodes}/"
+
+    def start(self) -> None:
+        """Start every node, create the cluster (unless the nodes already form one: a
+        restart) and return once every node says ``cluster_state:ok`` and every master has
+        its replicas."""
+        try:
+            for node in self.nodes:
+                node.start()
+            info = _parse_info(node_command(self.nodes[0].port, "CLUSTER", "INFO"))
+            if info.get("cluster_known_nodes", "1") == "1":
+                argv = [_redis_cli(), "--cluster", "create"]
+                argv += [f"127.0.0.1:{n.port}" for n in self.nodes]
+                argv += ["--cluster-replicas", str(self.replica_count), "--cluster-yes"]
+                done = subprocess.run(argv, capture_output=True, timeout=60, check=False)
+                if done.returncode != 0:
+                    raise RedisServerError(
+                        f"redis-cli --cluster create failed: {done.stdout.decode()[-2000:]}"
+                        f"{done.stderr.decode()[-2000:]}"
+                    )
+            self.wait_healthy(self.start_timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def cluster_nodes(self) -> list[dict[str, str]]:
+        """CLUSTER NODES as seen by a running node: id, port, role (master/slave), master
+        (for a replica: its master's id), slots, flags."""
+        for node in self.nodes:
+            if not node.running:
+                continue
+            try:
+                text = node_command(node.port, "CLUSTER", "NODES").decode()
+            except OSError:
+                continue
+            out = []
+            for line in text.splitlines():
+                f = line.split(" ")
+                out.append({"id": f[0], "port": f[1].split("@")[0].rsplit(":", 1)[1],
+                            "flags": f[2], "master": f[3],
+                            "role": "master" if "master" in f[2] else "slave",
+                            "slots": " ".join(f[8:])})  # fmt: skip
+            return out
+        raise RedisServerError("no cluster node is running")
+
+    def masters(self) -> list[EmbeddedRedis]:
+        """The nodes that are masters now (serving slots), in the order of ``nodes``."""
+        ports = {
+            int(n["port"]) for n in self.cluster_nodes()
+            if n["role"] == "master" and "fail" not in n["flags"] and n["slots"]
+        }  # fmt: skip
+        return [n for n in self.nodes if n.running and n.port in ports]
+
+    def healthy(self) -> bool:
+        """Every running node says cluster_state:ok, and every master has its replicas."""
+        try:
+            for node in self.nodes:
+                if not node.running:
+                    return False
+                info = _parse_info(node_command(node.port, "CLUSTER", "INFO"))
+                if info.get("cluster_state") != "ok" or info.get("cluster_slots_ok") != "16384":
+                    return False
+            masters = self.masters()
+            if len(masters) != self.master_count:
+                return False
+            for master in masters:
+                repl = _parse_info(node_command(master.port, "INFO", "replication"))
+                if int(repl.get("connected_slaves", "0")) < self.replica_count:
+                    return False
+                for i in range(self.replica_count):
+                    if "state=online" not in repl.get(f"slave{i}", ""):
+                        return False
+        except (OSError, RedisServerError):
+            return False
+        return True
+
+    def wait_healthy(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.healthy():
+            if time.monotonic() >= deadline:
+                raise RedisServerError(f"the cluster is not healthy after {timeout} s")
+            time.sleep(0.05)

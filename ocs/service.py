@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -24,6 +25,8 @@ from ocs.agents.diameter import CCA_COPY, DiameterAgent, GyConfig
 from ocs.agents.native import NativeAgent
 from ocs.api.app import create_app
 from ocs.api.metrics import Metrics
+from ocs.api.routes import Route
+from ocs.api.server import ApiRunner
 from ocs.auth.credentials import AuthConfig
 from ocs.auth.http import SECURITY
 from ocs.auth.network import NativeKeys, Refusals
@@ -37,15 +40,20 @@ from ocs.provisioning.adapter import HttpProvisioningAdapter, WebhookSender
 from ocs.provisioning.service import Provisioning
 from ocs.provisioning.worker import RetryPolicy
 from ocs.redis_server import EmbeddedRedis
+from ocs.store.cluster import hot_client
+from ocs.store.durability import apply_durability
 from ocs.store.errors import StoreUnavailable
 from ocs.store.notify import NotifyStore
-from ocs.store.redis_client import PipelinedRedis, RedisClientError
+from ocs.store.redis_client import RedisClientError
 from ocs.store.store import Store
 from protocols.diameter import LocalIdentity
 from protocols.diameter.constants import CreditControlFailureHandling
 from protocols.diameter.server import DiameterServer
 from protocols.native import NativeServer
 from tariffs import PlanBook, PlanVersion, TariffRater, load_plans
+
+if TYPE_CHECKING:
+    from ocs.billing.service import Billing
 
 log = logging.getLogger("ocs")
 
@@ -61,7 +69,8 @@ async def redis_for(settings: Settings) -> AsyncIterator[str]:
     if settings.redis_url:
         yield settings.redis_url
         return
-    extra = ("--appendfsync", settings.appendfsync)
+    fsync = "always" if settings.durability == "fsync" else settings.appendfsync
+    extra = ("--appendfsync", fsync)
     server = EmbeddedRedis(Path(settings.data_dir) / "redis", extra_args=extra)
     await server.start_async()
     log.info("embedded redis-server %s on %s (data in %s)", server.version, server.url,
@@ -109,6 +118,8 @@ class Core:
     store: Store
     tariffs: TariffRegistry
     engine: ChargingEngine
+    #: The durability mode in force (OCS_DURABILITY, "auto" resolved).
+    durability: str = "local"
 
 
 @contextlib.asynccontextmanager
@@ -121,7 +132,7 @@ async def charging_core(
     rater = TariffRater(PlanBook(base))
     async with contextlib.AsyncExitStack() as stack:
         url = await stack.enter_async_context(redis_for(settings))
-        client = PipelinedRedis.from_url(url)
+        client = hot_client(url)
         stack.push_async_callback(client.close)
         store = Store(
             client,
@@ -129,10 +140,14 @@ async def charging_core(
             reference_ttl_ms=settings.reference_ttl * 1000,
         )
         await wait_for_redis(store, settings.redis_wait)
+        durability = await apply_durability(
+            client, settings.durability, settings.durability_timeout
+        )
+        log.info("durability: %s", durability)
         await store.load_scripts()
         tariffs = await stack.enter_async_context(TariffRegistry(store, rater, base))
         engine = ChargingEngine(store, rater, settings.charging)
-        yield Core(url, store, tariffs, engine)
+        yield Core(url, store, tariffs, engine, durability)
 
 
 @dataclass
@@ -149,6 +164,8 @@ class Running:
     http_port: int
     diameter: DiameterServer
     provisioning: Provisioning
+    #: Enterprise billing, when ``settings.billing`` is on.
+    billing: Billing | None = None
 
     @property
     def diameter_port(self) -> int:
@@ -281,6 +298,8 @@ def diameter_server(
         realm_check=settings.diameter_realm_check,
         answer_copy=CCA_COPY,
         ssl=diameter_tls(settings),
+        cer_timeout=settings.diameter_cer_timeout,
+        frame_timeout=settings.diameter_frame_timeout,
         # Several OCS processes may share the port (docs/architecture.md, Scale).
         reuse_port=True,
         on_refused=on_refused,
@@ -331,11 +350,19 @@ async def run_ocs(
             reconcile_concurrency=settings.provisioning_reconcile_concurrency,
         )
         stack.push_async_callback(provisioning.close)
+        billing = None
+        routes: list[Route] = []
+        if settings.billing:
+            from ocs.billing.service import billing_for
+
+            billing = await stack.enter_async_context(billing_for(settings, url))
+            routes = billing.api.routes()
         app = create_app(
             store, metrics, tariffs=tariffs, clock=wall_clock_ms, provisioning=provisioning,
+            body_timeout=settings.http_body_timeout, routes=routes,
             auth=auth_config(settings),
         )  # fmt: skip
-        runner = web.AppRunner(app, access_log=None)
+        runner = ApiRunner(app, idle_timeout=settings.http_idle_timeout, access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         site = web.TCPSite(
@@ -351,7 +378,8 @@ async def run_ocs(
             keys = NativeKeys(settings.native_key_map, native_refusals)
         native = NativeServer(
             NativeAgent(engine, metrics), settings.bind, settings.native_port,
-            reuse_port=reuse_port, keys=keys, ssl=native_tls(settings),
+            reuse_port=reuse_port, frame_timeout=settings.native_frame_timeout,
+            idle_timeout=settings.native_idle_timeout, keys=keys, ssl=native_tls(settings),
         )  # fmt: skip
         await native.start()
         stack.push_async_callback(native.close)
@@ -380,7 +408,7 @@ async def run_ocs(
         )  # fmt: skip
         yield Running(
             settings, url, store, engine, tariffs, metrics, native, http_port, diameter,
-            provisioning,
+            provisioning, billing,
         )  # fmt: skip
 
 
@@ -396,7 +424,12 @@ async def _follow(notify: NotifyStore, ids: dict[str, str], agent: DiameterAgent
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
-    task.cancel()
+    # Cancelled again until it ends: a cancellation that lands as a redis-py read times out
+    # can come back as a timeout (asyncio.timeout on Python 3.11), which the loops of these
+    # tasks treat as "Redis unavailable, try again" (seen with RedisCluster's pipelines).
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=0.5)
     with contextlib.suppress(asyncio.CancelledError):
         await task
 

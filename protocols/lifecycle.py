@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
 
@@ -55,3 +55,94 @@ async def drain_and_close(
     if server is not None:
         await server.wait_closed()
     logger.info("%s: closed", name)
+
+
+class StallTimer:
+    """Closes a connection whose client stalls, with one timer per connection.
+
+    Two limits, in seconds (0 turns one off): ``frame_timeout``, how long the start of a frame
+    may wait for the rest of it (a client that sends half a header and stops); and
+    ``idle_timeout``, how long a connection with nothing in flight may stay silent. The owner
+    reports what it sees with :meth:`received` after each read (cheap: it only stores the time;
+    the timer re-arms itself when it fires early), and says through ``busy`` whether requests
+    are in flight (an idle connection waiting for our answers is not stalled). ``on_stall``
+    gets the reason and must close the connection.
+    """
+
+    __slots__ = (
+        "_busy",
+        "_handle",
+        "_last",
+        "_loop",
+        "_on_stall",
+        "_partial_since",
+        "frame_timeout",
+        "idle_timeout",
+    )
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        idle_timeout: float,
+        frame_timeout: float,
+        busy: Callable[[], bool],
+        on_stall: Callable[[str], None],
+    ) -> None:
+        if idle_timeout < 0 or frame_timeout < 0:
+            raise ValueError("timeouts must not be negative")
+        self._loop = loop
+        self.idle_timeout = idle_timeout
+        self.frame_timeout = frame_timeout
+        self._busy = busy
+        self._on_stall = on_stall
+        self._last = loop.time()
+        self._partial_since: float | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._arm()
+
+    def received(self, partial: bool) -> None:
+        """Bytes came in; ``partial``: a frame is started but not complete."""
+        now = self._loop.time()
+        self._last = now
+        if not partial:
+            self._partial_since = None
+        elif self._partial_since is None:
+            self._partial_since = now
+            # The frame's deadline may come before the one the timer is set for.
+            handle = self._handle
+            if self.frame_timeout and (handle is None or handle.when() > now + self.frame_timeout):
+                self.cancel()
+                self._arm()
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _deadline(self) -> float | None:
+        deadlines = []
+        if self.frame_timeout and self._partial_since is not None:
+            deadlines.append(self._partial_since + self.frame_timeout)
+        if self.idle_timeout:
+            deadlines.append(self._last + self.idle_timeout)
+        return min(deadlines) if deadlines else None
+
+    def _arm(self) -> None:
+        deadline = self._deadline()
+        if deadline is not None:
+            self._handle = self._loop.call_at(deadline, self._fire)
+
+    def _fire(self) -> None:
+        self._handle = None
+        now = self._loop.time()
+        since = self._partial_since
+        if self.frame_timeout and since is not None and now >= since + self.frame_timeout:
+            self._on_stall(f"a frame started {now - since:.1f} s ago is still incomplete")
+            return
+        if self.idle_timeout and now >= self._last + self.idle_timeout and not self._busy():
+            self._on_stall(f"silent for {now - self._last:.1f} s with nothing in flight")
+            return
+        if self.idle_timeout and now >= self._last + self.idle_timeout:
+            self._last = now  # busy: wait a whole idle period after the last answer too
+        self._arm()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from tariffs.digits import is_digits
 from tariffs.errors import RatingError
 
 
@@ -38,7 +39,7 @@ class Numbering:
             digits = self.country_code + n
         else:
             digits = n
-        if not digits.isdigit() or not digits.isascii() or len(digits) > 20:
+        if not is_digits(digits) or len(digits) > 20:
             raise RatingError(f"not a phone number: {number!r}")
         return digits
 

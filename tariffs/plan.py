@@ -13,13 +13,13 @@ import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from decimal import Decimal, InvalidOperation
 from math import lcm
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tariffs.calendar import DAY_ALIASES, DAY_TYPES, Band, BandCalendar
+from tariffs.digits import is_digits, scaled
 from tariffs.errors import PlanFileError
 from tariffs.interface import UnitKind
 from tariffs.numbering import Numbering, PrefixTable
@@ -29,8 +29,14 @@ _MICRO: Final = 1_000_000
 #: 1250; 10_000 is 100 %.
 PERCENT: Final = 10_000
 ROUNDING_METHODS: Final = ("up", "down", "half-even")
+#: The largest plan file, in characters (the HTTP API also caps its body at 1 MiB).
+MAX_PLAN_SIZE: Final = 1024 * 1024
+#: The deepest nesting of tables and arrays in a plan (the format needs 5, for
+#: ``rates[0].tiers[1].from``); deeper input is refused before it is walked.
+MAX_PLAN_DEPTH: Final = 16
+_TOO_DEEP: Final = f"tables and arrays nested deeper than {MAX_PLAN_DEPTH} levels"
 DIRECTIONS: Final = ("outgoing", "incoming")
-_TIME_RE = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$|^24:00$")
+_TIME_RE = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])|24:00")
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,34 +361,26 @@ def _money(
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         p.add(path, 'must be a decimal string such as "0.09" (floats are not exact)')
         return 0
-    try:
-        d = Decimal(str(value))
-        if not d.is_finite():
-            raise InvalidOperation
-        micro = d * _MICRO
-    except InvalidOperation:
-        p.add(path, f"{value!r} is not a decimal number")
+    micro = scaled(str(value), 6)
+    if micro is None:
+        p.add(path, f"{value!r} is not a decimal number (ASCII digits, at most 6 decimals)")
         return 0
     low = -(10**9) if signed else 0
-    if micro != micro.to_integral_value() or d < low or d > 10**9:
+    if not low * _MICRO <= micro <= 10**9 * _MICRO:
         p.add(path, f"{value!r} must be between {low} and 1000000000 with at most 6 decimals")
         return 0
-    return int(micro)
+    return micro
 
 
 def _percent(p: _Problems, path: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         p.add(path, 'must be a percentage as a decimal string such as "19" or "12.5"')
         return 0
-    try:
-        d = Decimal(str(value)) * 100
-    except InvalidOperation:
-        p.add(path, f"{value!r} is not a number")
-        return 0
-    if d != d.to_integral_value() or not 0 <= d <= PERCENT:
+    basis = scaled(str(value), 2)
+    if basis is None or not 0 <= basis <= PERCENT:
         p.add(path, f"{value!r} must be between 0 and 100 with at most 2 decimals")
         return 0
-    return int(d)
+    return basis
 
 
 def _int(
@@ -453,7 +451,7 @@ def _table(p: _Problems, path: str, value: object) -> Mapping[str, Any]:
 def _clock(p: _Problems, path: str, value: object, default: int) -> int:
     if value is None:
         return default
-    if not isinstance(value, str) or not _TIME_RE.match(value):
+    if not isinstance(value, str) or not _TIME_RE.fullmatch(value):
         p.add(path, f'must be a time of day "HH:MM" (00:00 to 24:00), got {value!r}')
         return default
     h, m = value.split(":")
@@ -472,13 +470,42 @@ _TOP_KEYS = {
 }  # fmt: skip
 
 
+def _refuse(problem: str) -> NoReturn:
+    raise PlanFileError(problem, problems=(problem,)) from None
+
+
+def _depth(data: object) -> int:
+    """How deeply tables and arrays nest in ``data`` (a table of scalars is 1), without
+    recursion."""
+    deepest = 0
+    todo: list[tuple[object, int]] = [(data, 1)]
+    while todo:
+        item, level = todo.pop()
+        if isinstance(item, dict):
+            children: Iterable[object] = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        if level <= MAX_PLAN_DEPTH:
+            todo.extend((child, level + 1) for child in children)
+    return deepest
+
+
 def parse_plan(text: str, source: str = "<plan>") -> PlanVersion:
     """Parse and validate one plan version from TOML text; PlanFileError lists every problem."""
+    if len(text) > MAX_PLAN_SIZE:
+        _refuse(f"{source}: {len(text)} characters, more than the {MAX_PLAN_SIZE} a plan may have")
     p = _Problems(source, text)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise PlanFileError(f"{source}: {exc}", problems=(f"{source}: {exc}",)) from None
+        _refuse(f"{source}: {exc}")
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        _refuse(f"{source}: {_TOO_DEEP}")
+    if _depth(data) > MAX_PLAN_DEPTH:
+        _refuse(f"{source}: {_TOO_DEEP}")
     _check_keys(p, "", data, _TOP_KEYS)
 
     name = data.get("name")
@@ -533,7 +560,7 @@ def parse_plan(text: str, source: str = "<plan>") -> PlanVersion:
         short = 5
     for k in ("country_code", "national_prefix", "international_prefix"):
         v = nb.get(k)
-        if v is not None and (not isinstance(v, str) or (v and not v.isdigit())):
+        if v is not None and (not isinstance(v, str) or (v and not is_digits(v))):
             p.add(f"numbering.{k}", "must be a string of digits")
     if nb.get("bare", "international") not in ("international", "national"):
         p.add("numbering.bare", "must be international or national")
@@ -549,7 +576,7 @@ def parse_plan(text: str, source: str = "<plan>") -> PlanVersion:
     groups: dict[str, list[str]] = {}
     for g, prefixes in dests.items():
         if not isinstance(prefixes, list) or not all(
-            isinstance(x, str) and (x == "*" or x.isdigit()) for x in prefixes
+            isinstance(x, str) and (x == "*" or is_digits(x)) for x in prefixes
         ):
             p.add(
                 f"destinations.{g}",
@@ -570,7 +597,7 @@ def parse_plan(text: str, source: str = "<plan>") -> PlanVersion:
     pl = _table(p, "places", data.get("places"))
     _check_keys(p, "places", pl, {"home", "roaming"})
     home = pl.get("home", [])
-    if not isinstance(home, list) or not all(isinstance(x, str) and x.isdigit() for x in home):
+    if not isinstance(home, list) or not all(is_digits(x) for x in home):
         p.add("places.home", "must be a list of home network ids (MCC+MNC digits)")
         home = []
     roaming_t = _table(p, "places.roaming", pl.get("roaming"))
@@ -579,7 +606,7 @@ def parse_plan(text: str, source: str = "<plan>") -> PlanVersion:
         if z == "home":
             p.add(f"places.roaming.{z}", "'home' is reserved")
         if not isinstance(ids, list) or not all(
-            isinstance(x, str) and (x == "*" or x.isdigit()) for x in ids
+            isinstance(x, str) and (x == "*" or is_digits(x)) for x in ids
         ):
             p.add(f"places.roaming.{z}", 'must be a list of MCC or MCC+MNC prefixes, or "*"')
             continue

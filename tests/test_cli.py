@@ -131,6 +131,14 @@ def test_demo_runs_and_leaves_nothing_behind(tmp_path: Path) -> None:
     assert "STORY     top-up 50.00" in out
     assert "HLR       4919000000001 unbarred" in out
     assert "Stopping" in out
+    # Enterprise billing: the hierarchy, the feeds, a summary per agency, the PDFs.
+    assert "BILLING   24 enterprise accounts of 8 agencies" in out
+    assert "0 rejected" in out
+    assert "bill summary" in out
+    assert "MIN-INT" in out
+    invoices = sorted((tmp_path / ".ocs" / "demo" / "invoices").glob("*.pdf"))
+    assert len(invoices) == 24
+    assert invoices[0].read_bytes().startswith(b"%PDF")
     # The embedded Redis kept its data under the working directory and is gone now.
     assert (tmp_path / ".ocs" / "demo" / "redis").is_dir()
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)

@@ -16,6 +16,7 @@ from ocs.charging.types import (
     ReleaseRequest,
     ReserveRequest,
 )
+from ocs.store.redis_client import PipelinedRedis
 from ocs.store.store import REPLAY_DIFFERENT, REPLAY_SAME, Store, UnitBucket
 from tariffs.plan import PlanVersion, parse_plan
 from tariffs.rater import PlanBook, TariffRater
@@ -385,7 +386,11 @@ async def test_one_round_trip_per_request_once_the_engine_knows_the_subscriber(
         engine.debit(DebitRequest("1300", "sms", "w-sms")),
         engine.release(ReleaseRequest("w1", "w1/2", used=10)),
     ]
+    # On a Redis Cluster the session index (a key of its own slot) may live on another
+    # master: then it leaves in the same loop turn on that master's connection (one write per
+    # node, still one round trip).
+    per_request = 1 if isinstance(store.client, PipelinedRedis) else 2
     for step in steps:
         writes = store.client.writes
         assert (await step).ok
-        assert store.client.writes - writes == 1
+        assert 1 <= store.client.writes - writes <= per_request

@@ -329,6 +329,36 @@ def test_unicode_lengths_are_characters() -> None:
     assert event == Balance(1, "é" * 32)
 
 
+def _nested(kind: type, levels: int) -> Any:
+    """A map or array ``levels`` deep (one level: an empty one); in the payload's map it
+    sits one level lower."""
+    value: Any = kind()
+    for _ in range(levels - 1):
+        value = {"a": value} if kind is dict else [value]
+    return value
+
+
+def test_what_unknown_fields_may_hold() -> None:
+    """Anything msgpack has (bin, ext, timestamps, floats, nested maps and arrays up to
+    MAX_NESTING levels in all), ignored; invalid UTF-8 anywhere is a broken frame."""
+    payload = msgpack.packb(
+        {
+            "id": 1,
+            "verb": "ping",
+            "blob": b"\x00\xff",
+            "ext": msgpack.ExtType(5, b"xyz"),
+            "when": msgpack.Timestamp(1, 2),
+            "deep": _nested(dict, c.MAX_NESTING - 1),
+            "list": _nested(list, c.MAX_NESTING - 1),
+        },
+        use_bin_type=True,
+    )
+    assert server_events(payload_frame(payload)) == [Ping(1)]
+    # bin where a string is expected is an invalid request, not a broken frame.
+    event = one_event({"id": 2, "verb": "balance", "subscriber": b"4917"})
+    assert isinstance(event, InvalidRequest) and "subscriber" in event.detail
+
+
 # --- broken frames: ProtocolError, connection closed -----------------------------------------
 
 
@@ -358,7 +388,50 @@ def payload_frame(payload: bytes) -> bytes:
         pytest.param(frame({"id": True, "verb": "ping"}), "invalid id", id="bool id"),
         pytest.param(frame({"id": "1", "verb": "ping"}), "invalid id", id="str id"),
         pytest.param(frame({1: 1, "verb": "ping"}), "bad msgpack", id="int key"),
-        pytest.param(payload_frame(b"\x81\xc4\x02id\x01"), "invalid id", id="bin key id"),
+        pytest.param(payload_frame(b"\x81\xc4\x02id\x01"), "not a string", id="bin key id"),
+        # {"id": 1, "verb": "ping", b"x": 1}: a bin key among str keys.
+        pytest.param(
+            payload_frame(b"\x83\xa2id\x01\xa4verb\xa4ping\xc4\x01x\x01"),
+            "not a string",
+            id="bin key",
+        ),
+        # {"id": 1, "verb": "ping", "id": 2}: msgpack would keep the last id silently.
+        pytest.param(
+            payload_frame(b"\x83\xa2id\x01\xa4verb\xa4ping\xa2id\x02"),
+            "appears twice",
+            id="repeated key",
+        ),
+        # {"id": 1, "verb": "ping", "x": {"a": 1, "a": 2}}: in an unknown field too.
+        pytest.param(
+            payload_frame(b"\x83\xa2id\x01\xa4verb\xa4ping\xa1x\x82\xa1a\x01\xa1a\x02"),
+            "appears twice",
+            id="repeated key nested",
+        ),
+        pytest.param(
+            payload_frame(b"\x83\xa2id\x01\xa4verb\xa4ping\xa1x\x81\xc4\x01a\x01"),
+            "not a string",
+            id="bin key nested",
+        ),
+        pytest.param(
+            frame({"id": 1, "verb": "ping", "x": _nested(dict, c.MAX_NESTING)}),
+            "nested deeper",
+            id="maps 17 deep",
+        ),
+        pytest.param(
+            frame({"id": 1, "verb": "ping", "x": _nested(list, c.MAX_NESTING)}),
+            "nested deeper",
+            id="arrays 17 deep",
+        ),
+        pytest.param(
+            frame({"id": 1, "verb": "ping", "x": _nested(dict, 500)}),
+            "nested deeper",
+            id="maps 500 deep",
+        ),
+        pytest.param(
+            payload_frame(b"\x83\xa2id\x01\xa4verb\xa4ping\xa1x" + b"\x91" * 2000 + b"\xc0"),
+            "bad msgpack",
+            id="arrays 2000 deep",
+        ),
         pytest.param(
             payload_frame(b"\xdf\xff\xff\xff\xff"), "bad msgpack", id="map32 claims 2**32"
         ),

@@ -20,6 +20,7 @@ moment, without touching any account.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -31,6 +32,7 @@ from typing import Final, Literal
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from aiohttp.web_protocol import RequestPayloadError
 
 from ocs.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ocs.api.metrics import Metrics
@@ -48,10 +50,11 @@ from ocs.api.problems import (
     reference_conflict,
 )
 from ocs.api.routes import Route, add_routes
+from ocs.api.server import parser_problem
 from ocs.auth.credentials import AuthConfig
 from ocs.auth.http import SECURITY, Security, over_limit
 from ocs.charging.tariffs import TariffRegistry, bundle_buckets
-from ocs.constants import MAX_UNITS, STATE_ACTIVE, STATES
+from ocs.constants import HTTP_BODY_TIMEOUT, MAX_UNITS, STATE_ACTIVE, STATES
 from ocs.money import MoneyFormatError, format_money, parse_money
 from ocs.provisioning.service import Provisioning, ProvisioningError
 from ocs.store.errors import StoreError, StoreUnavailable
@@ -90,6 +93,8 @@ METRICS: Final = web.AppKey("ocs.metrics", Metrics)
 CLOCK: Final = web.AppKey[Clock]("ocs.clock")
 TARIFFS: Final = web.AppKey("ocs.tariffs", TariffRegistry)
 PROVISIONING: Final = web.AppKey("ocs.provisioning", Provisioning)
+#: Seconds a request body may take to arrive.
+BODY_TIMEOUT: Final = web.AppKey("ocs.body_timeout", float)
 
 #: E.164 without the leading '+': up to 15 digits; 3 allows short test and service numbers.
 _MSISDN_RE: Final = re.compile(r"[0-9]{3,15}")
@@ -104,6 +109,8 @@ _MS: Final = timedelta(milliseconds=1)
 #: Rating times: from 1970 up to (not including) 2200.
 _LATEST: Final = (datetime(2200, 1, 1, tzinfo=UTC) - _EPOCH) // _MS
 
+#: nginx's "client closed request": the client went away before its answer.
+CLIENT_CLOSED_REQUEST: Final = 499
 MAX_REFERENCE: Final = 128
 MAX_NOTE: Final = 256
 MAX_BUCKET_ID: Final = 64
@@ -453,8 +460,24 @@ class _Answer(Exception):
         self.response = response
 
 
+async def _read_body(request: web.Request) -> bytes:
+    """The request body, within ``BODY_TIMEOUT`` seconds (408 otherwise: a client that stalls
+    mid-body must not hold the connection); a body the parser cannot read is a 400."""
+    try:
+        async with asyncio.timeout(request.app[BODY_TIMEOUT]):
+            return await request.read()
+    except TimeoutError:
+        answer = problem(HTTPStatus.REQUEST_TIMEOUT, detail="the body did not arrive in time")
+        answer.force_close()
+        raise _Answer(answer) from None
+    except RequestPayloadError as exc:
+        answer = parser_problem(exc.__cause__ or exc, HTTPStatus.BAD_REQUEST)
+        answer.force_close()
+        raise _Answer(answer) from None
+
+
 async def _json_body(request: web.Request) -> object:
-    raw = await request.read()
+    raw = await _read_body(request)
     try:
         return json.loads(raw)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
@@ -885,7 +908,7 @@ async def load_tariff(request: web.Request) -> web.StreamResponse:
         raise InvalidInput(
             [FieldError("source", f"must be 1 to {MAX_SOURCE} printable characters")]
         )
-    raw = await request.read()
+    raw = await _read_body(request)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -963,6 +986,11 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         return _http_problem(exc)
+    except ConnectionResetError as exc:
+        # The client went away mid-request (typically mid-body): nobody to answer; counted
+        # as 499 by the middleware, and not an error of ours.
+        log.debug("%s %s: the client closed the connection: %s", request.method, request.path, exc)
+        return problem(CLIENT_CLOSED_REQUEST, "Client Closed Request")
     except StoreUnavailable as exc:
         request.app[METRICS].redis_error()
         log.warning("%s %s: %s", request.method, request.path, exc)
@@ -986,7 +1014,7 @@ async def _errors_and_metrics(request: web.Request, handler: Handler) -> web.Str
         return await _answer(request, handler)
     start = time.perf_counter()
     # 499 (nginx's "client closed request"): the handler was cancelled.
-    status = 499
+    status = CLIENT_CLOSED_REQUEST
     try:
         response = await _answer(request, handler)
         status = response.status
@@ -1014,7 +1042,8 @@ async def provisioning_callback(request: web.Request) -> web.StreamResponse:
     """``POST /v1/provisioning/callbacks``: a signed confirmation or rejection of a command
     the provisioning system accepted (202). A bad signature: 401, and nothing changes."""
     try:
-        result = await request.app[PROVISIONING].callback(await request.read(), request.headers)
+        body = await _read_body(request)
+        result = await request.app[PROVISIONING].callback(body, request.headers)
     except ProvisioningError as exc:
         return _provisioning_problem(exc)
     return web.json_response(result)
@@ -1176,6 +1205,7 @@ def create_app(
     tariffs: TariffRegistry,
     clock: Callable[[], int],
     provisioning: Provisioning | None = None,
+    body_timeout: float = HTTP_BODY_TIMEOUT,
     routes: Iterable[Route] = (),
     auth: AuthConfig | None = None,
 ) -> web.Application:
@@ -1188,6 +1218,7 @@ def create_app(
             asked of it on each request, so reloaded tariffs apply at once.
         clock: Unix milliseconds now, passed as ``now`` to every store call and the default
             time of a rating.
+        body_timeout: seconds a request body may take to arrive (408 after).
         provisioning: the provisioning system; its routes exist only when it is given.
         routes: more endpoints, declared by the subsystems that serve them.
         auth: authentication settings (ocs.auth); by default no bootstrap token: only the
@@ -1203,6 +1234,7 @@ def create_app(
     app[STORE] = store
     app[METRICS] = metrics
     app[CLOCK] = clock
+    app[BODY_TIMEOUT] = body_timeout
     app[TARIFFS] = tariffs
     add_routes(app, _ROUTES)
     add_routes(app, security.routes())

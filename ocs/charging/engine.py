@@ -472,6 +472,7 @@ class ChargingEngine:
             ans = await self.store.debit(
                 msisdn, request_key=req.request_key, service=req.service, units=n, cost=cost,
                 bucket_quote=bq, flags=flags, plan=plan, now=now,
+                destination=req.info.destination,
             )  # fmt: skip
             status = ans.status
             if ans.conflict:

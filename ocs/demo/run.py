@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import TextIO
 from zoneinfo import ZoneInfo
 
+from ocs.billing.usage import GROUP
 from ocs.charging.engine import wall_clock_ms
 from ocs.config import Settings
+from ocs.demo.billing import AGENCIES, bill_period, load_hierarchy, now_in_zone
 from ocs.demo.dataset import load_demo_data
 from ocs.demo.simulator import SwitchSimulator, Tally
 from ocs.mediation.formats.record import CdrRecord
@@ -91,6 +93,11 @@ async def run_demo(
 ) -> Tally:
     settings = replace(settings, data_dir=f"{settings.data_dir}/demo")
     settings = demo_credentials(settings)
+    # Enterprise billing runs in the demo, in its own SQLite file unless a database is given.
+    settings = replace(
+        settings, billing=True,
+        billing_db_url=settings.billing_db_url or f"sqlite:///{settings.data_dir}/billing.db",
+    )  # fmt: skip
     if settings.http_port and not _port_free(settings.bind, settings.http_port):
         # The demo must run beside anything: take a free port and say which.
         settings = replace(settings, http_port=0)
@@ -110,8 +117,12 @@ async def run_demo(
         # The switch's FTP server (where MSC01 and MSC02 drop their CDR files).
         data = Path(settings.data_dir)
         if settings.redis_url is None:  # a fresh start (see _run): the old files go too
-            for leftover in ("switch", "ftp", "warehouse", "archive"):
+            for leftover in ("switch", "ftp", "warehouse", "archive", "feeds", "invoices"):
                 shutil.rmtree(data / leftover, ignore_errors=True)
+            if settings.billing_db_url.startswith("sqlite:///"):
+                db = Path(settings.billing_db_url.removeprefix("sqlite:///"))
+                for f in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+                    f.unlink(missing_ok=True)
         (data / "ftp" / "cdr").mkdir(parents=True, exist_ok=True)
         ftpd = stack.enter_context(LocalFtpServer(data / "ftp"))
         ocs = await stack.enter_async_context(run_ocs(settings))
@@ -224,6 +235,19 @@ async def _story(
     say(f"top-up 50.00; balance {format_money(ans.balance)}")
 
 
+async def _bill(ocs: Running, settings: Settings, out: TextIO) -> None:
+    """Let billing read the last usage from the outbox, then bill this month."""
+    assert ocs.billing is not None
+    outbox = ocs.billing.consumer.outbox
+    for _ in range(100):  # at most ~10 s
+        if not (await outbox.lag(GROUP) or await outbox.pending_count(GROUP)):
+            break
+        await asyncio.sleep(0.1)
+    print("", file=out)
+    await asyncio.to_thread(bill_period, ocs.billing.engine, Path(settings.data_dir),
+                            now_in_zone(), out)  # fmt: skip
+
+
 def _show_file(r: FileReport, out: TextIO, charged: asyncio.Event) -> None:
     if r.switch == "MSC02":
         charged.set()
@@ -286,6 +310,10 @@ async def _run(
     subs = await load_demo_data(ocs.store, subscribers, wall_clock_ms(), ocs.tariffs.rater.book)
     users = await _demo_users(ocs)
     api = f"http://{settings.bind}:{ocs.http_port}"
+    if ocs.billing is not None:
+        n = await asyncio.to_thread(load_hierarchy, ocs.billing.engine, subs, now_in_zone())
+        print(f"BILLING   {n} enterprise accounts of {len(AGENCIES)} agencies bill their "
+              "gov-payu lines' usage, fixed charges, LAD and SLA penalties", file=out)  # fmt: skip
     print(
         f"OCS demo: {len(subs)} subscribers loaded; native protocol on port "
         f"{ocs.native.port}, Diameter Gy on port {ocs.diameter_port}, admin API on {api}\n"
@@ -348,6 +376,8 @@ async def _run(
         [(a.balance, m) for m in [s.msisdn for s in subs[:40]]
          if (a := await ocs.store.get_account(m)) is not None]
     )[:5]  # fmt: skip
+    if ocs.billing is not None:
+        await _bill(ocs, settings, out)
     print("\nLowest balances among the first 40 subscribers:", file=out)
     for bal, m in low:
         print(f"  {m}  {format_money(bal)}", file=out)

@@ -61,8 +61,8 @@ GENESIS: Final = "0" * 64
 MAX_ENTRY_BYTES: Final = 1 << 31
 HEAD_NAME: Final = "HEAD"
 _LOCK_NAME: Final = ".lock"
-_ENTRY_RE: Final = re.compile(r"^(\d{10})\.(.+)\.arc$")
-_DAY_RE: Final = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_ENTRY_RE: Final = re.compile(r"^([0-9]{10})\.(.+)\.arc$")
+_DAY_RE: Final = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 _UNSAFE: Final = re.compile(r"[^A-Za-z0-9._+\-]")
 
 

@@ -21,6 +21,7 @@ from ocs.cli import CliError, _run, _tune_gc
 from ocs.config import Settings, load_settings
 from ocs.mediation.archive import parse_key, read_entry, verify
 from ocs.money import format_money
+from tariffs.digits import ascii_float, ascii_int, is_digits
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -121,10 +122,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 async def _status(url: str, limit: int) -> dict[str, Any]:
     from ocs.mediation.collect import Ledger
-    from ocs.store.redis_client import PipelinedRedis, RedisClientError
+    from ocs.store.cluster import hot_client
+    from ocs.store.redis_client import RedisClientError
 
     try:
-        async with PipelinedRedis.from_url(url) as client:
+        async with hot_client(url) as client:
             ledger = Ledger(client)
             totals = await ledger.totals()
             open_files = await ledger.open_files()
@@ -198,7 +200,7 @@ def cmd_archive(args: argparse.Namespace) -> int:
     # extract
     if key is None:
         raise CliError("extract needs the key: --key or OCS_ARCHIVE_KEY")
-    matches = sorted(root.glob(f"*/{int(args.seq):010d}.*.arc")) if args.seq.isdigit() else []
+    matches = sorted(root.glob(f"*/{int(args.seq):010d}.*.arc")) if is_digits(args.seq) else []
     if not matches:
         matches = sorted(p for p in root.glob("*/*.arc") if p.name.split(".", 1)[1][:-4]
                          == args.seq)  # fmt: skip
@@ -232,9 +234,9 @@ def register(sub: Any) -> None:
     a.add_argument("--config", help="TOML config file (or OCS_CONFIG)")
     a.add_argument("--redis-url", help="the OCS's Redis (or OCS_REDIS_URL); required")
     a.add_argument("--plans-dir", help="extra directory of TOML tariff plans")
-    a.add_argument("--poll", dest="mediation_poll", type=float, metavar="S",
+    a.add_argument("--poll", dest="mediation_poll", type=ascii_float, metavar="S",
                    help="seconds between polls (OCS_MEDIATION_POLL, default 1)")  # fmt: skip
-    a.add_argument("--window", dest="mediation_window", type=int, metavar="N",
+    a.add_argument("--window", dest="mediation_window", type=ascii_int, metavar="N",
                    help="debits in flight (OCS_MEDIATION_WINDOW, default 256)")  # fmt: skip
     a.add_argument(
         "--stable-size",
@@ -256,7 +258,7 @@ def register(sub: Any) -> None:
     a = acts.add_parser("status", help="the ledger: totals, files in progress, recent files")
     a.add_argument("--config", help="TOML config file (or OCS_CONFIG)")
     a.add_argument("--redis-url", help="the Redis the mediation uses (or OCS_REDIS_URL)")
-    a.add_argument("--limit", type=int, default=20, help="recent files to show (default 20)")
+    a.add_argument("--limit", type=ascii_int, default=20, help="recent files to show (default 20)")
     a.add_argument("--json", action="store_true", help="print JSON")
     a.set_defaults(func=cmd_status)
 

@@ -40,7 +40,8 @@ from urllib.parse import unquote, urlsplit
 import aioftp
 
 from ocs.mediation.naming import TEMP_SUFFIX, CdrFileName, parse_name
-from ocs.store.redis_client import PipelinedRedis, RedisClientError
+from ocs.store.cluster import HotRedis
+from ocs.store.redis_client import RedisClientError
 
 log = logging.getLogger(__name__)
 
@@ -504,7 +505,7 @@ class LedgerUnavailable(Exception):
 class Ledger:
     """Which files were collected, are being charged, are done (Redis)."""
 
-    def __init__(self, client: PipelinedRedis, *, ttl: int = LEDGER_TTL) -> None:
+    def __init__(self, client: HotRedis, *, ttl: int = LEDGER_TTL) -> None:
         self.client = client
         self.ttl = ttl
         self._collect = client.register_script(_COLLECT)

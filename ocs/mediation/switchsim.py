@@ -41,6 +41,7 @@ from ocs.mediation.formats import ber, ts32297
 from ocs.mediation.formats.record import CAUSE_NORMAL, CAUSE_UNSUCCESSFUL, CdrRecord
 from ocs.mediation.naming import TEMP_SUFFIX, Format, format_name, parse_name, temp_name
 from ocs.mediation.usage import Direction
+from tariffs.digits import ascii_float, ascii_int, is_digits
 
 log = logging.getLogger(__name__)
 
@@ -492,7 +493,7 @@ def subscribers_from(spec: str) -> list[str]:
         if not item:
             continue
         lo, sep, hi = item.partition("-")
-        if not lo.isdigit() or (sep and not hi.isdigit()):
+        if not is_digits(lo) or (sep and not is_digits(hi)):
             raise ValueError(f"not an MSISDN or a range of them: {item!r}")
         if not sep:
             out.append(lo)
@@ -527,22 +528,23 @@ def register(sub: Any) -> None:
     p.add_argument("--format", choices=["ber", "ascii"], default="ber", help="default ber")
     p.add_argument("--plain", action="store_true",
                    help="BER without the TS 32.297 file framing")  # fmt: skip
-    p.add_argument("--rate", type=float, default=200.0, help="records per second (default 200)")
-    p.add_argument("--rotate-seconds", type=float, default=60.0,
+    p.add_argument("--rate", type=ascii_float, default=200.0,
+                   help="records per second (default 200)")  # fmt: skip
+    p.add_argument("--rotate-seconds", type=ascii_float, default=60.0,
                    help="close a file every N seconds (default 60)")  # fmt: skip
-    p.add_argument("--max-file-kb", type=int, default=1000,
+    p.add_argument("--max-file-kb", type=ascii_int, default=1000,
                    help="split a file past this size, kB (default 1000)")  # fmt: skip
     p.add_argument("--subscribers", default="491700000000-491700000299",
                    help="MSISDNs: a range lo-hi and/or a comma list "
                    "(default: the demo's 300)")  # fmt: skip
     p.add_argument("--msc", default="491720000001", help="the MSC's own number")
     p.add_argument("--tz", default="Europe/Berlin", help="the switch's time zone")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--first-rc", type=int,
+    p.add_argument("--seed", type=ascii_int, default=1)
+    p.add_argument("--first-rc", type=ascii_int,
                    help="the first running count "
                    "(default: on from the node's files in --dir)")  # fmt: skip
-    p.add_argument("--duration", type=float, help="stop after N seconds")
-    p.add_argument("--files", type=int, help="stop after N closed files")
+    p.add_argument("--duration", type=ascii_float, help="stop after N seconds")
+    p.add_argument("--files", type=ascii_int, help="stop after N closed files")
     p.set_defaults(func=cmd_switch_sim)
 
 

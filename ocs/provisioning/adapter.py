@@ -128,7 +128,7 @@ async def _answer(resp: aiohttp.ClientResponse) -> Any:
     text = await resp.text()
     try:
         return json.loads(text) if text else None
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested too deep
         return text[:200]
 
 

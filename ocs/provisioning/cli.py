@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from ocs.cli import CliError, _api, _print, _request, _run
+from tariffs.digits import ascii_float, ascii_int
 
 #: Seconds between two looks at a reconciliation job's progress.
 RECONCILE_POLL = 0.5
@@ -93,7 +94,7 @@ def register(sub: Any) -> None:
     a = acts.add_parser("show", help="desired and confirmed barring, command history")
     a.add_argument("msisdn")
     a = acts.add_parser("dead-letters", help="commands and webhooks that failed for good")
-    a.add_argument("--limit", type=int, default=50)
+    a.add_argument("--limit", type=ascii_int, default=50)
     a = acts.add_parser("replay", help="send a dead letter again")
     a.add_argument("id")
     a = acts.add_parser(
@@ -104,11 +105,11 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("hlr-sim", help="run the HLR simulator (the provisioning protocol)")
     p.add_argument("--bind", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8090, help="port (default 8090)")
+    p.add_argument("--port", type=ascii_int, default=8090, help="port (default 8090)")
     p.add_argument("--secret", help="HMAC key checking commands and signing callbacks "
                    "(default OCS_PROVISIONING_SECRET)")  # fmt: skip
-    p.add_argument("--fail-rate", type=float, default=0.0, help="share of commands to fail")
-    p.add_argument("--delay-ms", type=int, default=0, help="answer this much later")
+    p.add_argument("--fail-rate", type=ascii_float, default=0.0, help="share of commands to fail")
+    p.add_argument("--delay-ms", type=ascii_int, default=0, help="answer this much later")
     p.add_argument("--async", dest="async_mode", action="store_true",
                    help="answer 202 and confirm by callback")  # fmt: skip
     p.set_defaults(func=cmd_hlr_sim)

@@ -33,6 +33,7 @@ from aiohttp import web
 from ocs.api.problems import problem
 from ocs.provisioning.adapter import BARRING_LEVELS
 from ocs.provisioning.signing import SignatureError, sign, verify
+from tariffs.digits import is_digits
 
 log = logging.getLogger(__name__)
 
@@ -183,14 +184,14 @@ class HlrSimulator:
                 raise ValueError("not an object")
             if not isinstance(cmd.get("command_id"), str) or not cmd["command_id"]:
                 raise ValueError("command_id: required string")
-            if not isinstance(cmd.get("msisdn"), str) or not cmd["msisdn"].isdigit():
+            if not is_digits(cmd.get("msisdn")):
                 raise ValueError("msisdn: required digits")
             if cmd.get("barring") not in BARRING_LEVELS:
                 raise ValueError(f"barring: one of {', '.join(BARRING_LEVELS)}")
             if not isinstance(cmd.get("seq"), int) or isinstance(cmd.get("seq"), bool):
                 raise ValueError("seq: required integer")
-        except ValueError as exc:
-            return problem(400, "Bad command", str(exc))
+        except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
+            return problem(400, "Bad command", str(exc) or "JSON nested too deep")
         if b.delay_ms:
             await asyncio.sleep(b.delay_ms / 1000)
         previous = self.answers.get(cmd["command_id"])

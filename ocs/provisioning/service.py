@@ -157,7 +157,7 @@ class Provisioning:
                 raise ValueError("command_id: required string")
             if status not in ("applied", "rejected"):
                 raise ValueError("status: applied or rejected")
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested too deep
             raise ProvisioningError(400, "Bad callback", str(exc)) from None
         cmd = await self.notify.take_callback(cid)
         if cmd is None:

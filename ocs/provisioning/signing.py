@@ -18,6 +18,8 @@ from typing import Final
 
 from Crypto.Hash import HMAC, SHA256
 
+from tariffs.digits import is_digits
+
 TIMESTAMP_HEADER: Final = "X-OCS-Timestamp"
 SIGNATURE_HEADER: Final = "X-OCS-Signature"
 #: Seconds a signed request stays acceptable.
@@ -55,7 +57,7 @@ def verify(
     ts, sig = headers.get(TIMESTAMP_HEADER), headers.get(SIGNATURE_HEADER)
     if not ts or not sig:
         raise SignatureError(f"missing {TIMESTAMP_HEADER} or {SIGNATURE_HEADER} header")
-    if not ts.isdigit():
+    if not is_digits(ts):
         raise SignatureError(f"{TIMESTAMP_HEADER} must be Unix seconds")
     if abs((time.time() if now is None else now) - int(ts)) > tolerance:
         raise SignatureError(f"{TIMESTAMP_HEADER} is more than {tolerance} s away")

@@ -20,10 +20,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-import redis.asyncio
-
 from ocs.constants import BUCKET_COUNT, KEY_PREFIX
 from ocs.store import keys as K
+from ocs.store.cluster import AdminRedis, admin_client
 from ocs.store.notify import redis_call
 
 #: Where the last exported id of each bucket is kept (a hash: bucket -> stream id).
@@ -64,7 +63,7 @@ class Journal:
     """Exports the outbox streams of the Redis at ``url`` into ``directory``."""
 
     def __init__(self, url: str, directory: str | Path) -> None:
-        self.redis: redis.asyncio.Redis = redis.asyncio.Redis.from_url(url, decode_responses=True)
+        self.redis: AdminRedis = admin_client(url, decode_responses=True)
         self.directory = Path(directory)
 
     async def close(self) -> None:

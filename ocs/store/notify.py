@@ -8,22 +8,32 @@ at least once, with the unacknowledged entries claimable after a crash. One proc
 consumes a group (a lease), so one subscriber's commands are handled in order.
 
 Not a hot path: this uses redis-py (its own connections, since a blocking XREADGROUP would
-hold up the charging client's pipeline).
+hold up the charging client's pipeline). On a Redis Cluster (redis-py's ``RedisCluster``) the
+64 streams live in 64 slots spread over the masters, and a command may name the keys of one
+slot only: the streams are then read one per bucket, polling every ``CLUSTER_POLL`` while
+they are idle instead of blocking. redis-py follows the buckets when slots move (MOVED, ASK).
+redis-py 8.1's cluster pipelines swallow a cancellation that lands while they wait (the task
+carries on as if nothing happened), and many concurrent commands of one task broke its
+connections (a retry closes every connection of the client), so on a cluster the commands of
+a batch are sent one after the other (:meth:`NotifyStore._batch`; 64 round trips on a LAN are
+a few milliseconds, off the hot path).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-import redis.asyncio
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError, ResponseError
 
 from ocs.constants import BUCKET_COUNT
 from ocs.store import keys as K
+from ocs.store.cluster import AdminRedis, admin_client
 from ocs.store.errors import StoreUnavailable
 
 #: How many commands each subscriber's history keeps.
@@ -32,6 +42,8 @@ HISTORY_LENGTH: Final = 50
 DEAD_LETTER_MAX: Final = 100_000
 #: Commands awaiting a callback are forgotten after this long (seconds).
 PENDING_TTL: Final = 7 * 86_400
+#: On a cluster: seconds between reads of idle streams (a blocking read cannot span slots).
+CLUSTER_POLL: Final = 0.1
 
 # Extend a lease only if this process holds it (compare and set, in one step).
 _RENEW = """
@@ -39,6 +51,12 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+"""
+# Read a pending command and forget it, in one step (a callback counts once).
+_TAKE = """
+local fields = redis.call('HGETALL', KEYS[1])
+redis.call('DEL', KEYS[1])
+return fields
 """
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -86,19 +104,35 @@ def _now_ms() -> int:
 class NotifyStore:
     """Consumer-side access to the notification streams and the provisioning records."""
 
-    def __init__(self, url: str) -> None:
-        self.redis: redis.asyncio.Redis = redis.asyncio.Redis.from_url(
+    def __init__(self, url: str, *, outbox: bool = False) -> None:
+        self.redis: AdminRedis = admin_client(
             url, decode_responses=True, socket_connect_timeout=5, health_check_interval=30
         )
-        self.streams = [K.notify_key(b) for b in range(BUCKET_COUNT)]
+        self.cluster = isinstance(self.redis, RedisCluster)
+        #: ``outbox``: read the buckets' outbox streams (every balance change: the billing
+        #: consumer) instead of their notification streams.
+        key = K.outbox_key if outbox else K.notify_key
+        self.streams = [key(b) for b in range(BUCKET_COUNT)]
+        self._bucket = {k: b for b, k in enumerate(self.streams)}
         self._renew = self.redis.register_script(_RENEW)
         self._release = self.redis.register_script(_RELEASE)
+        self._take = self.redis.register_script(_TAKE)
 
     async def close(self) -> None:
         await self.redis.aclose()
 
     async def _do(self, coro: Any) -> Any:
         return await redis_call(coro)
+
+    async def _batch(self, calls: Sequence[tuple[str, tuple[Any, ...], dict[str, Any]]]) -> Any:
+        """Commands (method name, args, kwargs) in one pipeline, or on a cluster concurrently
+        (see the module's docstring); the replies in order."""
+        if self.cluster:
+            return [await self._do(getattr(self.redis, n)(*a, **k)) for n, a, k in calls]
+        async with self.redis.pipeline(transaction=False) as p:
+            for name, args, kwargs in calls:
+                getattr(p, name)(*args, **kwargs)
+            return await self._do(p.execute())
 
     # -- consumer groups ----------------------------------------------------------------------
 
@@ -146,11 +180,16 @@ class NotifyStore:
         """New entries for ``me`` (``ids`` None; waiting up to ``block_ms``), or its own
         unacknowledged ones after the given id of each stream; oldest first in each stream."""
         streams: dict[Any, Any] = dict.fromkeys(self.streams, ">") if ids is None else dict(ids)
-        reply = await self._do(
-            self.redis.xreadgroup(
-                group, me, streams, count=count, block=block_ms if ids is None else None
+        if self.cluster:
+            reply = await self._each_stream(
+                streams, block_ms if ids is None else None, "xreadgroup", group, me, count=count
             )
-        )
+        else:
+            reply = await self._do(
+                self.redis.xreadgroup(
+                    group, me, streams, count=count, block=block_ms if ids is None else None
+                )
+            )
         out = []
         for stream, entries in reply or []:
             for entry_id, fields in entries:
@@ -161,6 +200,20 @@ class NotifyStore:
     async def ack(self, group: str, note: Notification) -> None:
         await self._do(self.redis.xack(note.stream, group, note.id))
 
+    async def ack_many(self, group: str, notes: Sequence[Notification]) -> None:
+        """Acknowledge a batch (one XACK per stream, in one round trip)."""
+        by_stream: dict[str, list[str]] = {}
+        for n in notes:
+            by_stream.setdefault(n.stream, []).append(n.id)
+        async with self.redis.pipeline(transaction=False) as p:
+            for stream, ids in by_stream.items():
+                p.xack(stream, group, *ids)
+            await self._do(p.execute())
+
+    def bucket(self, note: Notification) -> int:
+        """The bucket whose stream the entry came from (with its id: the entry's identity)."""
+        return self._bucket[note.stream]
+
     async def enqueue(self, msisdn: str, fields: Mapping[str, str]) -> str:
         """Put a notification on the subscriber's stream (a re-send decided by an operator or
         by reconciliation), behind whatever is already queued for it."""
@@ -169,10 +222,7 @@ class NotifyStore:
 
     async def heads(self) -> dict[str, str]:
         """The last entry id of every stream now (where ``follow`` starts)."""
-        async with self.redis.pipeline(transaction=False) as p:
-            for key in self.streams:
-                p.xrevrange(key, "+", "-", count=1)
-            last = await self._do(p.execute())
+        last = await self._batch([("xrevrange", (k, "+", "-"), {"count": 1}) for k in self.streams])
         return {key: (e[0][0] if e else "0-0") for key, e in zip(self.streams, last, strict=True)}
 
     async def follow(
@@ -183,11 +233,27 @@ class NotifyStore:
         reads them all, without a group (e.g. to tell the gateways it serves)."""
         while True:
             streams: dict[Any, Any] = ids
-            reply = await self._do(self.redis.xread(streams, count=500, block=block_ms))
+            if self.cluster:
+                reply = await self._each_stream(streams, block_ms, "xread", count=500)
+            else:
+                reply = await self._do(self.redis.xread(streams, count=500, block=block_ms))
             for stream, entries in reply or []:
                 for entry_id, fields in entries:
                     ids[stream] = entry_id
                     yield Notification(stream, entry_id, fields)
+
+    async def _each_stream(
+        self, streams: Mapping[Any, Any], block_ms: int | None, read: str, *args: Any,
+        count: int,
+    ) -> list[Any]:  # fmt: skip
+        """One read per stream (one slot each); while nothing came and the caller would
+        block, wait a poll interval (at most ``block_ms``) and return nothing."""
+        kw = {"count": count}
+        replies = await self._batch([(read, (*args, {k: i}), kw) for k, i in streams.items()])
+        reply = [item for r in replies if r for item in r]
+        if not reply and block_ms:
+            await asyncio.sleep(min(block_ms / 1000, CLUSTER_POLL))
+        return reply
 
     # -- dead letters ------------------------------------------------------------------------
 
@@ -224,13 +290,20 @@ class NotifyStore:
         """Add a line to the subscriber's command history and update what the OCS knows of
         the HLR's state (``state``: confirmed, confirmed_seq, status, command, ...)."""
         line = json.dumps({"at": _now_ms(), **entry}, separators=(",", ":"))
-        async with self.redis.pipeline(transaction=False) as p:
-            p.lpush(K.hlr_history_key(msisdn), line)
-            p.ltrim(K.hlr_history_key(msisdn), 0, HISTORY_LENGTH - 1)
-            if state:
-                mapping: dict[Any, Any] = {**state, "updated": str(_now_ms())}
-                p.hset(K.hlr_state_key(msisdn), mapping=mapping)
-            await self._do(p.execute())
+        mapping: dict[Any, Any] = {**(state or {}), "updated": str(_now_ms())}
+        history = K.hlr_history_key(msisdn)
+        calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
+            ("lpush", (history, line), {}), ("ltrim", (history, 0, HISTORY_LENGTH - 1), {})
+        ]  # fmt: skip
+        if state:
+            calls.append(("hset", (K.hlr_state_key(msisdn),), {"mapping": mapping}))
+        if not self.cluster:
+            await self._batch(calls)
+            return
+        # On a cluster one after the other: the history before the state a reader checks
+        # first (and LTRIM after LPUSH).
+        for name, args, kwargs in calls:
+            await self._do(getattr(self.redis, name)(*args, **kwargs))
 
     async def hlr_state(self, msisdn: str) -> dict[str, str]:
         return dict(await self._do(self.redis.hgetall(K.hlr_state_key(msisdn))))
@@ -243,19 +316,18 @@ class NotifyStore:
         """Remember a command the provisioning system accepted and will confirm later."""
         key = K.hlr_command_key(command_id)
         mapping: dict[Any, Any] = dict(fields)
-        async with self.redis.pipeline(transaction=False) as p:
-            p.hset(key, mapping=mapping)
-            p.expire(key, PENDING_TTL)
-            await self._do(p.execute())
+        if self.cluster:  # in order (see record)
+            await self._do(self.redis.hset(key, mapping=mapping))
+            await self._do(self.redis.expire(key, PENDING_TTL))
+            return
+        await self._batch([("hset", (key,), {"mapping": mapping}),
+                           ("expire", (key, PENDING_TTL), {})])  # fmt: skip
 
     async def take_callback(self, command_id: str) -> dict[str, str] | None:
         """The command a callback names (and forget it: a callback counts once)."""
         key = K.hlr_command_key(command_id)
-        async with self.redis.pipeline(transaction=True) as p:
-            p.hgetall(key)
-            p.delete(key)
-            fields, _ = await self._do(p.execute())
-        return dict(fields) or None
+        flat = await self._do(self._take(keys=[key]))
+        return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)} or None
 
     async def save_job(self, job_id: str, doc: Mapping[str, Any], ttl_s: int) -> None:
         """Keep a background job's progress or result (JSON) for ``ttl_s`` seconds."""

@@ -35,7 +35,7 @@ import ssl
 from collections import deque
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any, Final, Self, TypeAlias, cast
+from typing import Any, Final, Protocol, Self, TypeAlias, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
@@ -47,6 +47,7 @@ __all__ = [
     "ClientClosed",
     "CommandTimeout",
     "ConnectionLost",
+    "NotReplicated",
     "PipelinedRedis",
     "RedisClientError",
     "RedisUnavailable",
@@ -98,6 +99,15 @@ class CommandTimeout(ConnectionLost, TimeoutError):
     """No reply within the call's timeout; the connection was dropped (it may have run)."""
 
 
+class NotReplicated(RedisClientError):
+    """A script ran, but fewer replicas than required acknowledged it in time (``WAIT``).
+
+    The change is on the master and may be lost if it fails now: the caller treats the
+    request as not done, and a retry with the same request key replays the stored answer and
+    waits again.
+    """
+
+
 class ClientClosed(RedisClientError):
     """The client was closed with :meth:`PipelinedRedis.close`."""
 
@@ -146,6 +156,8 @@ class _Connection(asyncio.Protocol):
         self._reader = hiredis.Reader(replyError=ReplyError, notEnoughData=_NEED_DATA)
         self._watchdog: asyncio.TimerHandle | None = None
         self._watchdog_at = math.inf
+        #: The WAIT that follows this loop turn's commands (durability "replica"), if any.
+        self._wait: tuple[asyncio.Future[Any], bytes, float] | None = None
         #: Resolved by connection_lost(): close() waits on it so the transport is gone.
         self.lost: asyncio.Future[None] = loop.create_future()
 
@@ -203,10 +215,30 @@ class _Connection(asyncio.Protocol):
             self._arm_watchdog(deadline)
         return fut
 
+    def wait_after(self, packed_wait: bytes, deadline: float) -> asyncio.Future[Any]:
+        """The reply of one WAIT sent after every command of this loop turn's write.
+
+        One WAIT per write covers all the scripts before it on this connection (Redis counts
+        the replicas that acknowledged the connection's last write), so durability costs one
+        command per write, not one per request. Await it through ``asyncio.shield``: the
+        future is shared.
+        """
+        wait = self._wait
+        if wait is None:
+            fut: asyncio.Future[Any] = self.loop.create_future()
+            fut.add_done_callback(_drop_result)
+            self._wait = wait = (fut, packed_wait, deadline)
+        return wait[0]
+
     def _flush(self) -> None:
         self._flush_scheduled = False
         if self.closed or not self._out:
             return
+        if self._wait is not None:
+            fut, packed_wait, deadline = self._wait
+            self._wait = None
+            self.pending.append((fut, deadline))
+            self._out.append(packed_wait)
         assert self.transport is not None
         data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
         self._out.clear()
@@ -245,6 +277,11 @@ class _Connection(asyncio.Protocol):
     def _detach(self) -> None:
         self.closed = True
         self._out.clear()
+        if self._wait is not None:
+            fut = self._wait[0]
+            self._wait = None
+            if not fut.done():
+                fut.set_exception(ConnectionLost("connection to Redis lost before WAIT"))
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
@@ -303,6 +340,11 @@ class PipelinedRedis:
         decode: return bulk strings as str instead of bytes (each call may override).
         timeout: default seconds a call waits for its reply; None waits forever.
         connect_timeout: seconds allowed to open a connection.
+        wait_replicas: durability "replica" (docs/operations.md): every script call is
+            acknowledged only once this many replicas have it (``WAIT``, one per write);
+            0 (default) does not wait.
+        wait_timeout_ms: how long WAIT waits for them; past it the call raises
+            :class:`NotReplicated`.
         ssl: TLS for the connection (``rediss://``), or None for plain TCP.
         unix_path: a Unix socket to connect to instead of ``host`` and ``port``.
 
@@ -321,6 +363,8 @@ class PipelinedRedis:
         decode: bool = False,
         timeout: float | None = DEFAULT_TIMEOUT,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        wait_replicas: int = 0,
+        wait_timeout_ms: int = 0,
         ssl: ssl.SSLContext | None = None,
         unix_path: str | None = None,
     ) -> None:
@@ -334,6 +378,9 @@ class PipelinedRedis:
         self.decode = decode
         self.timeout = timeout
         self.connect_timeout = connect_timeout
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_ms = wait_timeout_ms
+        self._wait_packed = _pack(("WAIT", wait_replicas, wait_timeout_ms))
         #: Number of socket writes so far (all connections): a test and benchmark figure.
         self.writes = 0
         self._conn: _Connection | None = None
@@ -450,6 +497,13 @@ class PipelinedRedis:
         conn.send(_pack(args), deadline).add_done_callback(_drop_result)
         return True
 
+    def set_wait(self, replicas: int, timeout_ms: int) -> None:
+        """Acknowledge script calls only once ``replicas`` replicas have them (0: do not
+        wait); see the ``wait_replicas`` argument."""
+        self.wait_replicas = replicas
+        self.wait_timeout_ms = timeout_ms
+        self._wait_packed = _pack(("WAIT", replicas, timeout_ms))
+
     def register_script(self, source: str) -> Script:
         """Wrap a Lua script so that it is called by SHA1 and loaded on NOSCRIPT."""
         return Script(self, source)
@@ -461,13 +515,30 @@ class PipelinedRedis:
         packed: bytes,
         decode: bool | None,
         timeout: Timeout,  # noqa: ASYNC109 (one watchdog per connection)
+        route: str | bytes | None = None,
+        *,
+        durable: bool = False,
     ) -> Any:
+        # ``route`` (the first key) matters to the cluster client only; ``durable``: a
+        # mutation, acknowledged after WAIT when wait_replicas is set.
         conn = self._conn
         if conn is None or conn.closed:
             conn = await self._connection()
         seconds = self.timeout if timeout is _DEFAULT_TIMEOUT else timeout
         deadline = math.inf if seconds is None else conn.loop.time() + seconds
-        reply = await conn.send(packed, deadline)
+        fut = conn.send(packed, deadline)
+        if durable and self.wait_replicas:
+            # Queued in the same loop turn as the script: the WAIT follows it in one write.
+            waited = conn.wait_after(self._wait_packed, deadline)
+            reply = await fut
+            acked = await asyncio.shield(waited)
+            if acked < self.wait_replicas:
+                raise NotReplicated(
+                    f"{acked} of {self.wait_replicas} replicas acknowledged the write within "
+                    f"{self.wait_timeout_ms} ms"
+                )
+        else:
+            reply = await fut
         if decode or (decode is None and self.decode):
             return _decode(reply)
         return reply
@@ -607,14 +678,37 @@ def _drop_result(fut: asyncio.Future[Any]) -> None:
         fut.exception()
 
 
+class ScriptHost(Protocol):
+    """What a :class:`Script` needs of its client (:class:`PipelinedRedis` or the cluster's)."""
+
+    async def _call(
+        self,
+        packed: bytes,
+        decode: bool | None,
+        timeout: Timeout,  # noqa: ASYNC109
+        route: str | bytes | None = None,
+        *,
+        durable: bool = False,
+    ) -> Any: ...
+
+    async def execute(
+        self,
+        *args: Arg,
+        decode: bool | None = None,
+        timeout: Timeout = ...,  # noqa: ASYNC109
+    ) -> Any: ...
+
+
 class Script:
     """A Lua script called by SHA1 (computed locally), loaded with SCRIPT LOAD on NOSCRIPT.
 
     After Redis restarts (its script cache is empty) every call in flight gets NOSCRIPT; they
-    share one SCRIPT LOAD and each retries once.
+    share one SCRIPT LOAD and each retries once. On a cluster the call goes to the master of
+    the first key's slot and SCRIPT LOAD to every master (a promoted replica may not have it).
+    A script call is a mutation: with ``wait_replicas`` set it is acknowledged after WAIT.
     """
 
-    def __init__(self, client: PipelinedRedis, source: str) -> None:
+    def __init__(self, client: ScriptHost, source: str) -> None:
         self.client = client
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
@@ -633,13 +727,14 @@ class Script:
     ) -> Any:
         """Run the script (see :meth:`PipelinedRedis.execute` for options and errors)."""
         packed = _pack(("EVALSHA", self.sha, len(keys), *keys, *args))
+        route = keys[0] if keys else None
         try:
-            return await self.client._call(packed, decode, timeout)
+            return await self.client._call(packed, decode, timeout, route, durable=True)
         except ReplyError as exc:
             if not exc.message.startswith("NOSCRIPT"):
                 raise
         await self.load()
-        return await self.client._call(packed, decode, timeout)
+        return await self.client._call(packed, decode, timeout, route, durable=True)
 
     async def load(self) -> None:
         """SCRIPT LOAD the source (concurrent callers share one load)."""

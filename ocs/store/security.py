@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
+from ocs.store.cluster import HotRedis
 from ocs.store.errors import StoreUnavailable
 from ocs.store.keys import (
     AUDIT_EXPORT_CURSOR,
@@ -34,7 +35,6 @@ from ocs.store.keys import (
 )
 from ocs.store.redis_client import (
     ConnectionLost,
-    PipelinedRedis,
     RedisClientError,
     ReplyError,
 )
@@ -103,7 +103,7 @@ class SecurityStore:
     """Typed access to the credentials and the audit chain; every method raises
     StoreUnavailable when Redis cannot answer."""
 
-    def __init__(self, client: PipelinedRedis) -> None:
+    def __init__(self, client: HotRedis) -> None:
         self.client = client
         self._append = client.register_script(_APPEND)
 

@@ -18,11 +18,11 @@ import msgpack
 
 from ocs.constants import BUCKET_COUNT
 from ocs.store import keys as K
+from ocs.store.cluster import HotRedis
 from ocs.store.errors import StoreError, StoreUnavailable
 from ocs.store.keys import SubscriberKeys
 from ocs.store.redis_client import (
     ConnectionLost,
-    PipelinedRedis,
     RedisClientError,
     ReplyError,
     Script,
@@ -244,7 +244,7 @@ class Store:
 
     def __init__(
         self,
-        client: PipelinedRedis,
+        client: HotRedis,
         *,
         session_ttl_ms: int,
         reference_ttl_ms: int,
@@ -474,13 +474,14 @@ class Store:
         flags: str,
         plan: str,
         now: int,
+        destination: str = "",
     ) -> ScriptAnswer:
         return await self._answer(
             "debit",
             msisdn,
             request_key,
             [now, msisdn, request_key, self.reference_ttl_ms, service, units, cost,
-             bucket_quote, flags, plan],
+             bucket_quote, flags, plan, destination],
             f"debit:{service}:{units}",
         )  # fmt: skip
 

@@ -9,12 +9,12 @@ Decoding reads the AVP tree once: every AVP becomes an :class:`Avp` holding its 
 (grouped ones with their members), and a value is decoded on first access (``Avp.value``;
 strings excepted, which the UTF-8 check decodes anyway). That one pass also finds every error
 up front: bad AVP lengths (5014), values of the wrong size (5014) or not UTF-8 (5004), unknown
-AVPs with the M-bit (5001), a request with the E-bit (3008). Such errors do not fail the
-decode: they are listed in ``Message.problems`` so that the server can answer them
-(``error_answer``) and keep the connection. Only a stream that cannot be trusted any more
-raises, :class:`FramingError`. (Splitting grouped AVPs lazily was measured and dropped: the
-errors must be found at once anyway, and a Gy agent reads MSCC, Subscription-Id and
-PS-Information in every request, so a second pass over them cost more than it saved.)
+AVPs with the M-bit (5001), reserved AVP flag bits set (3009), a request with the E-bit (3008).
+Such errors do not fail the decode: they are listed in ``Message.problems`` so that the server
+can answer them (``error_answer``) and keep the connection. Only a stream that cannot be
+trusted any more raises, :class:`FramingError`. (Splitting grouped AVPs lazily was measured and
+dropped: the errors must be found at once anyway, and a Gy agent reads MSCC, Subscription-Id
+and PS-Information in every request, so a second pass over them cost more than it saved.)
 The decoder raises nothing else on any input (the tests fuzz it).
 """
 
@@ -25,7 +25,7 @@ import random
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from enum import Enum, IntEnum
+from enum import Enum
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any, Final, NamedTuple, TypeAlias, overload
 
@@ -33,16 +33,13 @@ from protocols.diameter.constants import (
     APP_CREDIT_CONTROL,
     AVP_FLAG_MANDATORY,
     AVP_FLAG_VENDOR,
-    CMD_ABORT_SESSION,
-    CMD_CAPABILITIES_EXCHANGE,
+    AVP_FLAGS_RESERVED,
     CMD_CREDIT_CONTROL,
-    CMD_DEVICE_WATCHDOG,
-    CMD_DISCONNECT_PEER,
-    CMD_RE_AUTH,
     COMMAND_NAMES,
     DEFAULT_MAX_MESSAGE_SIZE,
     DIAMETER_AVP_OCCURS_TOO_MANY_TIMES,
     DIAMETER_AVP_UNSUPPORTED,
+    DIAMETER_INVALID_AVP_BITS,
     DIAMETER_INVALID_AVP_LENGTH,
     DIAMETER_INVALID_AVP_VALUE,
     DIAMETER_INVALID_HDR_BITS,
@@ -59,13 +56,20 @@ from protocols.diameter.constants import (
     MAX_MESSAGE_LENGTH_FIELD,
     MIN_MAX_MESSAGE_SIZE,
     VERSION,
-    CcRequestType,
-    DisconnectCause,
-    ReAuthRequestType,
-    RequestedAction,
     is_protocol_error,
 )
-from protocols.diameter.dictionary import BY_KEY, BY_NAME, AvpDef, AvpType
+from protocols.diameter.dictionary import (
+    BY_KEY,
+    BY_NAME,
+    COMMAND_RULES,
+    ENUMERATIONS,
+    ERROR_ANSWER_RULES,
+    GROUPED_RULES,
+    UNBOUNDED,
+    AvpDef,
+    AvpType,
+    Occurs,
+)
 from protocols.diameter.errors import (
     FramingError,
     InvalidAvpValue,
@@ -681,6 +685,14 @@ def _scan(
         item = Avp(code, flags, vendor, data, definition)
         append(item)
         pos = stop + (-length & 3)
+        if flags & AVP_FLAGS_RESERVED:
+            problems.append(
+                Problem(
+                    DIAMETER_INVALID_AVP_BITS,
+                    f"AVP {vendor}:{code} has reserved flag bits set (0x{flags:02x})",
+                    buf[stop - length : stop] + _PAD[length & 3],
+                )
+            )
         if definition is None:
             if flags & AVP_FLAG_MANDATORY:
                 problems.append(
@@ -977,6 +989,17 @@ def _usable(found: Avp) -> bool:
     return True
 
 
+def _echo(found: Avp | None) -> Avp | None:
+    """A request's AVP as an answer may carry it: None when its value does not decode, and
+    without reserved flag bits (an answer must not repeat a 3009 fault)."""
+    if found is None or not _usable(found):
+        return None
+    if found.flags & AVP_FLAGS_RESERVED:
+        return Avp(found.code, found.flags & ~AVP_FLAGS_RESERVED, found.vendor, found.data,
+                   found.definition, found.avps)  # fmt: skip
+    return found
+
+
 def make_answer(
     request: Message,
     items: Iterable[Item] = (),
@@ -998,8 +1021,8 @@ def make_answer(
     """
     flags = request.flags & FLAG_PROXIABLE
     avps: list[Avp] = []
-    found = _first(request.avps, 263, 0)
-    if found is not None and _usable(found):
+    found = _echo(_first(request.avps, 263, 0))
+    if found is not None:
         avps.append(found)
     if result_code is not None:
         if is_protocol_error(result_code):
@@ -1010,8 +1033,9 @@ def make_answer(
     for code, vendor in _resolve_all(copy):
         for found in request_avps:
             if found.code == code and found.vendor == vendor:
-                if _usable(found):
-                    avps.append(found)
+                usable = _echo(found)
+                if usable is not None:
+                    avps.append(usable)
                 break
     for item in items:
         if type(item) is Avp:
@@ -1023,8 +1047,8 @@ def make_answer(
     # Proxy-Info (RFC 6733 §6.2), but only well-formed ones: echoing a malformed group would
     # make our answer malformed too.
     for a in request_avps:
-        if a.code == 284 and a.vendor == 0 and _well_formed(a):
-            avps.append(a)
+        if a.code == 284 and a.vendor == 0 and _well_formed(a) and (echo := _echo(a)) is not None:
+            avps.append(echo)
     return Message(
         request.command_code,
         avps,
@@ -1076,81 +1100,45 @@ def error_answer(
 
 # --- per-command validation ------------------------------------------------------------------
 
-#: Required AVPs ({ } and < > in each command's ABNF): (command, is request) -> names.
-#: RFC 6733 §5.3.1-5.5.2, RFC 4006 §3.1-3.2, RFC 6733 §8.3.1-8.3.2, §8.5.1-8.5.2.
-REQUIRED: Final[dict[tuple[int, bool], tuple[str, ...]]] = {
-    (CMD_CAPABILITIES_EXCHANGE, True): (
-        "Origin-Host",
-        "Origin-Realm",
-        "Host-IP-Address",
-        "Vendor-Id",
-        "Product-Name",
-    ),
-    (CMD_CAPABILITIES_EXCHANGE, False): (
-        "Result-Code",
-        "Origin-Host",
-        "Origin-Realm",
-        "Host-IP-Address",
-        "Vendor-Id",
-        "Product-Name",
-    ),
-    (CMD_DEVICE_WATCHDOG, True): ("Origin-Host", "Origin-Realm"),
-    (CMD_DEVICE_WATCHDOG, False): ("Result-Code", "Origin-Host", "Origin-Realm"),
-    (CMD_DISCONNECT_PEER, True): ("Origin-Host", "Origin-Realm", "Disconnect-Cause"),
-    (CMD_DISCONNECT_PEER, False): ("Result-Code", "Origin-Host", "Origin-Realm"),
-    (CMD_CREDIT_CONTROL, True): (
-        "Session-Id",
-        "Origin-Host",
-        "Origin-Realm",
-        "Destination-Realm",
-        "Auth-Application-Id",
-        "Service-Context-Id",
-        "CC-Request-Type",
-        "CC-Request-Number",
-    ),
-    (CMD_CREDIT_CONTROL, False): (
-        "Session-Id",
-        "Result-Code",
-        "Origin-Host",
-        "Origin-Realm",
-        "Auth-Application-Id",
-        "CC-Request-Type",
-        "CC-Request-Number",
-    ),
-    (CMD_RE_AUTH, True): (
-        "Session-Id",
-        "Origin-Host",
-        "Origin-Realm",
-        "Destination-Realm",
-        "Destination-Host",
-        "Auth-Application-Id",
-        "Re-Auth-Request-Type",
-    ),
-    (CMD_RE_AUTH, False): ("Session-Id", "Result-Code", "Origin-Host", "Origin-Realm"),
-    (CMD_ABORT_SESSION, True): (
-        "Session-Id",
-        "Origin-Host",
-        "Origin-Realm",
-        "Destination-Realm",
-        "Destination-Host",
-        "Auth-Application-Id",
-    ),
-    (CMD_ABORT_SESSION, False): ("Session-Id", "Result-Code", "Origin-Host", "Origin-Realm"),
-}
-#: An answer with the E-bit follows RFC 6733 §7.2's generic ABNF instead of its command's.
-_REQUIRED_ERROR_ANSWER: Final = ("Origin-Host", "Origin-Realm", "Result-Code")
-#: Required AVPs that may appear more than once (1* in the ABNF).
-_REPEATABLE: Final = frozenset({"Host-IP-Address"})
-#: Enumerated AVPs whose value is checked, by command (5004 when unknown).
-_ENUM_CHECKS: Final[dict[tuple[int, bool], tuple[tuple[str, type[IntEnum]], ...]]] = {
-    (CMD_CREDIT_CONTROL, True): (
-        ("CC-Request-Type", CcRequestType),
-        ("Requested-Action", RequestedAction),
-    ),
-    (CMD_CREDIT_CONTROL, False): (("CC-Request-Type", CcRequestType),),
-    (CMD_DISCONNECT_PEER, True): (("Disconnect-Cause", DisconnectCause),),
-    (CMD_RE_AUTH, True): (("Re-Auth-Request-Type", ReAuthRequestType),),
-}
+
+class _Element(NamedTuple):
+    """One element of a rule set, compiled: its rule, whether it must be counted (a bound
+    other than 0..unbounded), the values it may take (an enumeration the OCS acts on) and,
+    for a grouped AVP with rules, its members' rule set."""
+
+    rule: Occurs
+    counted: bool
+    values: frozenset[int] | None
+    members: _Compiled | None
+
+
+class _Compiled(NamedTuple):
+    """A rule set compiled for checking: ``avp_key(code, vendor)`` -> its element, and the
+    elements that must be present."""
+
+    elements: dict[int, _Element]
+    required: tuple[tuple[int, Occurs], ...]
+
+
+_GROUPS: dict[str, _Compiled] = {}
+
+
+def _compile(rules: Sequence[Occurs]) -> _Compiled:
+    out: dict[int, _Element] = {}
+    for r in rules:
+        definition = BY_NAME[r.name]
+        members = None
+        if r.name in GROUPED_RULES:
+            members = _GROUPS.get(r.name)
+            if members is None:
+                members = _GROUPS[r.name] = _compile(GROUPED_RULES[r.name])
+        counted = r.min > 0 or r.max < UNBOUNDED
+        out[definition.key] = _Element(r, counted, ENUMERATIONS.get(r.name), members)
+    return _Compiled(out, tuple((key, e.rule) for key, e in out.items() if e.rule.min))
+
+
+_COMMAND_RULES: Final = {command: _compile(r) for command, r in COMMAND_RULES.items()}
+_ERROR_ANSWER_RULES: Final = _compile(ERROR_ANSWER_RULES)
 
 
 def _missing_avp(name: str) -> bytes:
@@ -1166,76 +1154,92 @@ def _missing_avp(name: str) -> bytes:
     ).to_bytes()
 
 
-class _Rules(NamedTuple):
-    required: dict[tuple[int, int], str]
-    enums: tuple[tuple[tuple[int, int], str, frozenset[int]], ...]
+def _within(parents: Sequence[Avp], failed: bytes) -> bytes:
+    """``failed`` wrapped in its grouped ancestors, innermost last in ``parents`` (RFC 6733
+    §7.5: the Failed-AVP "MAY contain the grouped AVP, which in turn contains the single
+    offending AVP")."""
+    for parent in reversed(parents):
+        failed = Avp(parent.code, parent.flags, parent.vendor, failed, parent.definition).to_bytes()
+    return failed
 
 
-def _rules(command: tuple[int, bool], required: Sequence[str]) -> _Rules:
-    enums = tuple(
-        (_resolve(name), name, frozenset(int(v) for v in enum.__members__.values()))
-        for name, enum in _ENUM_CHECKS.get(command, ())
-    )
-    return _Rules({_resolve(name): name for name in required}, enums)
-
-
-_RULES: Final = {command: _rules(command, names) for command, names in REQUIRED.items()}
-_ERROR_ANSWER_RULES: Final = _rules((0, False), _REQUIRED_ERROR_ANSWER)
+def _check_occurrences(
+    avps: list[Avp], rules: _Compiled, parents: list[Avp], problems: list[Problem]
+) -> None:
+    """Count the AVPs ``rules`` names (5009 at the first one too many), check the values of
+    the enumerated ones (5004), walk into the grouped ones that have rules, then report each
+    required AVP missing (5005). AVPs the rules do not name are not looked at (``*[ AVP ]``);
+    so Failed-AVP's contents, someone else's AVPs (RFC 6733 §7.5), are never counted."""
+    counts: dict[int, int] = {}
+    get = rules.elements.get
+    for a in avps:
+        definition = a.definition
+        if definition is None:
+            continue
+        element = get(definition.key)
+        if element is None:
+            continue
+        rule, counted, values, members = element
+        if counted:
+            key = definition.key
+            n = counts[key] = counts.get(key, 0) + 1
+            if n == rule.max + 1:
+                where = f" in {parents[-1].name}" if parents else ""
+                problems.append(
+                    Problem(
+                        DIAMETER_AVP_OCCURS_TOO_MANY_TIMES,
+                        f"{rule.name} occurs more than {rule.max} "
+                        f"time{'s' if rule.max > 1 else ''}{where}",
+                        _within(parents, a.to_bytes()),
+                    )
+                )
+        # Enumerated: 4 bytes (the decoder checked the size), a signed integer.
+        if values is not None and int.from_bytes(a.data, "big", signed=True) not in values:
+            problems.append(
+                Problem(
+                    DIAMETER_INVALID_AVP_VALUE,
+                    f"{a.name} {a.value} is not a known value",
+                    _within(parents, a.to_bytes()),
+                )
+            )
+        if members is not None:
+            parents.append(a)
+            _check_occurrences(a.avps, members, parents, problems)
+            parents.pop()
+    for key, rule in rules.required:
+        if counts.get(key, 0) < rule.min:
+            where = f" in {parents[-1].name}" if parents else ""
+            problems.append(
+                Problem(
+                    DIAMETER_MISSING_AVP,
+                    f"missing {rule.name}{where}",
+                    _within(parents, _missing_avp(rule.name)),
+                )
+            )
 
 
 def validate(message: Message) -> list[Problem]:
     """Every problem of ``message``: the decoder's if it found any (the command's rules are
     then not checked: the AVPs cannot be trusted), else those of its command's rules.
 
-    The command's rules, for CER/CEA, DWR/DWA, DPR/DPA, CCR/CCA, RAR/RAA and ASR/ASA: each
-    required AVP present (5005) and only once (5009), a few enumerated values known (5004),
-    and a CCR's Auth-Application-Id equal to 4 (RFC 4006 §3.1). Other commands get only the
-    decoder's checks. An empty list means the message may be processed.
+    The command's rules (the dictionary's :data:`COMMAND_RULES` for CER/CEA, DWR/DWA,
+    DPR/DPA, CCR/CCA, RAR/RAA and ASR/ASA, and :data:`GROUPED_RULES` for the grouped AVPs in
+    them): each AVP the ABNF names present at least (5005) and at most (5009) as often as it
+    says, at the top level and inside grouped AVPs alike; the values of enumerated AVPs the
+    OCS acts on known (5004, :data:`ENUMERATIONS`); and a CCR's Auth-Application-Id equal to
+    4 (RFC 4006 §3.1). Other commands get only the decoder's checks. An empty list means the
+    message may be processed.
     """
     if message.problems:
         return list(message.problems)
     command = (message.command_code, message.is_request)
-    rules = _RULES.get(command)
+    rules = _COMMAND_RULES.get(command)
     if rules is None:
         return []
     if message.is_error and not message.is_request:
         rules = _ERROR_ANSWER_RULES
-    required = rules.required
-    seen: dict[tuple[int, int], list[Avp]] = {}
-    for a in message.avps:
-        key = (a.code, a.vendor)
-        if key in required:
-            found = seen.get(key)
-            if found is None:
-                seen[key] = [a]
-            else:
-                found.append(a)
     problems: list[Problem] = []
-    if len(seen) != len(required) or any(len(v) > 1 for v in seen.values()):
-        for key, name in required.items():
-            instances = seen.get(key)
-            if not instances:
-                problems.append(
-                    Problem(DIAMETER_MISSING_AVP, f"missing {name}", _missing_avp(name))
-                )
-            elif len(instances) > 1 and name not in _REPEATABLE:
-                problems.append(
-                    Problem(
-                        DIAMETER_AVP_OCCURS_TOO_MANY_TIMES,
-                        f"{name} occurs {len(instances)} times",
-                        instances[1].to_bytes(),
-                    )
-                )
-    for (code, vendor), name, allowed in rules.enums:
-        found_avp = _first(message.avps, code, vendor)
-        if found_avp is not None and found_avp.value not in allowed:
-            problems.append(
-                Problem(
-                    DIAMETER_INVALID_AVP_VALUE,
-                    f"{name} {found_avp.value} is not a known value",
-                    found_avp.to_bytes(),
-                )
-            )
+    _check_occurrences(message.avps, rules, [], problems)
     if command == (CMD_CREDIT_CONTROL, True):
         app = _first(message.avps, 258, 0)  # Auth-Application-Id: RFC 4006 §3.1 says 4
         if app is not None and app.value != APP_CREDIT_CONTROL:

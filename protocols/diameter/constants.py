@@ -27,6 +27,9 @@ FLAG_RETRANSMIT: Final = 0x10
 AVP_FLAG_VENDOR: Final = 0x80
 AVP_FLAG_MANDATORY: Final = 0x40
 AVP_FLAG_PROTECTED: Final = 0x20
+#: The five reserved AVP flag bits: "MUST be set to zero" (RFC 6733 §4.1); set, they are
+#: answered DIAMETER_INVALID_AVP_BITS (3009).
+AVP_FLAGS_RESERVED: Final = 0x1F
 
 # --- commands (RFC 6733 §3.1, RFC 4006 §3) ---------------------------------------------------
 
@@ -316,6 +319,8 @@ WATCHDOG_JITTER: Final = 2.0
 #: Seconds a new connection may take to send its CER before it is closed (local policy:
 #: RFC 6733 §5.6 gives the responder no other way out of a silent connection).
 DEFAULT_CER_TIMEOUT: Final = 10.0
+#: Seconds a started message may wait for the rest of it before the connection is closed.
+DEFAULT_FRAME_TIMEOUT: Final = 10.0
 #: Seconds to wait for a CEA after sending a CER (the "Timeout" event of RFC 6733 §5.6).
 DEFAULT_CEA_TIMEOUT: Final = 10.0
 #: Seconds the Closing state waits for a DPA or for the peer to disconnect (RFC 6733 §5.6).

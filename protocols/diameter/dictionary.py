@@ -15,24 +15,58 @@ Names follow the RFC or TS (Wireshark says ``3GPP-Reporting-Reason`` for TS 32.2
 The M-bit rule is what we *send*: ``MUST`` sets the bit, ``MAY`` and ``MUST_NOT`` leave it
 clear. On receipt the bit is not checked against the rule (RFC 6733 §4.1 only makes an
 unknown M-bit AVP an error).
+
+Occurrence rules (:data:`COMMAND_RULES`, :data:`GROUPED_RULES`) are the command and grouped-AVP
+ABNF of RFC 6733, RFC 4006 / RFC 8506 and TS 32.299, written here as the specifications write
+them (``{ Origin-Host }``, ``*[ Subscription-Id ]``, ``1*{ Host-IP-Address }``) and read by
+:func:`abnf` (RFC 6733 §3.2 grammar). ``validate`` in the codec checks every message against
+them, members of grouped AVPs included: too few is 5005, too many 5009 (RFC 6733 §7.1.5).
+Every rule set ends in ``*[ AVP ]`` in the specifications (other AVPs may follow), so only the
+AVPs named are counted. The TS 32.299 information groups list the members this OCS reads and
+the ones beside them whose occurrence is plain; a member left out is not counted.
+:data:`ENUMERATIONS` holds the values of the enumerated AVPs the OCS acts on (5004 otherwise).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Final
 
-from protocols.diameter.constants import AVP_FLAG_MANDATORY, AVP_FLAG_VENDOR, VENDOR_3GPP
+from protocols.diameter.constants import (
+    AVP_FLAG_MANDATORY,
+    AVP_FLAG_VENDOR,
+    CMD_ABORT_SESSION,
+    CMD_CAPABILITIES_EXCHANGE,
+    CMD_CREDIT_CONTROL,
+    CMD_DEVICE_WATCHDOG,
+    CMD_DISCONNECT_PEER,
+    CMD_RE_AUTH,
+    VENDOR_3GPP,
+    CcRequestType,
+    DisconnectCause,
+    MultipleServicesIndicator,
+    ReAuthRequestType,
+    RequestedAction,
+    SubscriptionIdType,
+)
 
 __all__ = [
     "AVPS",
     "BY_KEY",
     "BY_NAME",
+    "COMMAND_RULES",
+    "ENUMERATIONS",
+    "ERROR_ANSWER_RULES",
     "FIXED_SIZES",
+    "GROUPED_RULES",
+    "UNBOUNDED",
     "AvpDef",
     "AvpType",
     "MRule",
+    "Occurs",
+    "abnf",
     "avp_key",
     "lookup",
 ]
@@ -512,3 +546,461 @@ def lookup(name: str) -> AvpDef:
         return BY_NAME[name]
     except KeyError:
         raise KeyError(f"no AVP named {name!r} in the dictionary") from None
+
+
+# --- occurrence rules ------------------------------------------------------------------------
+
+#: The largest count a rule allows when its ABNF gives no maximum.
+UNBOUNDED: Final = 2**31
+
+
+@dataclass(frozen=True, slots=True)
+class Occurs:
+    """One element of a command or grouped-AVP ABNF: how often ``name`` may appear."""
+
+    name: str
+    min: int
+    max: int
+
+
+_ELEMENT: Final = re.compile(r"(\d*)(\*?)(\d*)\s*([<{\[])\s*([A-Za-z0-9-]+)\s*([>}\]])")
+_CLOSE: Final = {"<": ">", "{": "}", "[": "]"}
+
+
+def abnf(text: str) -> tuple[Occurs, ...]:
+    """The elements of an ABNF body in RFC 6733 §3.2's grammar, one per line.
+
+    ``< X >`` (fixed) and ``{ X }`` (required) default to exactly once, ``[ X ]`` (optional) to
+    at most once; a qualifier ``min*max`` overrides, ``*`` alone meaning "any number" (at least
+    one for a required element). ``*[ AVP ]`` (any other AVP) is skipped: it bounds nothing.
+    Every name must be in the dictionary.
+    """
+    out: list[Occurs] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        m = _ELEMENT.fullmatch(line.strip())
+        if m is None or _CLOSE[m[4]] != m[6]:
+            raise ValueError(f"not an ABNF element: {line.strip()!r}")
+        low, star, high, kind, name = m[1], m[2], m[3], m[4], m[5]
+        if name == "AVP":
+            continue
+        if name not in BY_NAME:
+            raise ValueError(f"ABNF names {name!r}, which is not in the dictionary")
+        once = 0 if kind == "[" else 1
+        if star:
+            lo = int(low) if low else once
+            hi = int(high) if high else UNBOUNDED
+        else:
+            if low or high:
+                raise ValueError(f"a count without '*' in {line.strip()!r}")
+            lo, hi = once, 1
+        out.append(Occurs(name, lo, hi))
+    return tuple(out)
+
+
+#: RFC 6733 §7.2: an answer with the E-bit follows this generic ABNF instead of its command's.
+#: §7.2 writes "< Session-Id >" because a session's error answers carry it; answers to peer
+#: messages (CEA, DWA, DPA) have none, so it is optional here.
+ERROR_ANSWER_RULES: Final = abnf("""
+    [ Session-Id ]
+    { Origin-Host }
+    { Origin-Realm }
+    { Result-Code }
+    [ Origin-State-Id ]
+    [ Error-Message ]
+    [ Error-Reporting-Host ]
+    [ Failed-AVP ]
+    [ Experimental-Result ]
+    *[ Proxy-Info ]
+    *[ AVP ]
+""")
+
+#: (command code, is request) -> its ABNF. RFC 6733 §5.3.1-5.3.2 (CER/CEA), §5.5.1-5.5.2
+#: (DWR/DWA), §5.4.1-5.4.2 (DPR/DPA); RFC 4006 §3.1-3.2 with RFC 8506 and TS 32.299 §6.4.2-
+#: 6.4.3 (CCR/CCA: the union of their optional AVPs); RFC 4006 §3.3-3.4 and RFC 6733 §8.3.1-
+#: 8.3.2 (RAR/RAA), §8.5.1-8.5.2 (ASR/ASA).
+COMMAND_RULES: Final[dict[tuple[int, bool], tuple[Occurs, ...]]] = {
+    (CMD_CAPABILITIES_EXCHANGE, True): abnf("""
+        { Origin-Host }
+        { Origin-Realm }
+        1*{ Host-IP-Address }
+        { Vendor-Id }
+        { Product-Name }
+        [ Origin-State-Id ]
+        *[ Supported-Vendor-Id ]
+        *[ Auth-Application-Id ]
+        *[ Inband-Security-Id ]
+        *[ Acct-Application-Id ]
+        *[ Vendor-Specific-Application-Id ]
+        [ Firmware-Revision ]
+        *[ AVP ]
+    """),
+    (CMD_CAPABILITIES_EXCHANGE, False): abnf("""
+        { Result-Code }
+        { Origin-Host }
+        { Origin-Realm }
+        1*{ Host-IP-Address }
+        { Vendor-Id }
+        { Product-Name }
+        [ Origin-State-Id ]
+        [ Error-Message ]
+        [ Failed-AVP ]
+        *[ Supported-Vendor-Id ]
+        *[ Auth-Application-Id ]
+        *[ Inband-Security-Id ]
+        *[ Acct-Application-Id ]
+        *[ Vendor-Specific-Application-Id ]
+        [ Firmware-Revision ]
+        *[ AVP ]
+    """),
+    (CMD_DEVICE_WATCHDOG, True): abnf("""
+        { Origin-Host }
+        { Origin-Realm }
+        [ Origin-State-Id ]
+        *[ AVP ]
+    """),
+    (CMD_DEVICE_WATCHDOG, False): abnf("""
+        { Result-Code }
+        { Origin-Host }
+        { Origin-Realm }
+        [ Error-Message ]
+        [ Failed-AVP ]
+        [ Origin-State-Id ]
+        *[ AVP ]
+    """),
+    (CMD_DISCONNECT_PEER, True): abnf("""
+        { Origin-Host }
+        { Origin-Realm }
+        { Disconnect-Cause }
+        *[ AVP ]
+    """),
+    (CMD_DISCONNECT_PEER, False): abnf("""
+        { Result-Code }
+        { Origin-Host }
+        { Origin-Realm }
+        [ Error-Message ]
+        [ Failed-AVP ]
+        *[ AVP ]
+    """),
+    (CMD_CREDIT_CONTROL, True): abnf("""
+        < Session-Id >
+        { Origin-Host }
+        { Origin-Realm }
+        { Destination-Realm }
+        { Auth-Application-Id }
+        { Service-Context-Id }
+        { CC-Request-Type }
+        { CC-Request-Number }
+        [ Destination-Host ]
+        [ User-Name ]
+        [ CC-Sub-Session-Id ]
+        [ Acct-Multi-Session-Id ]
+        [ Origin-State-Id ]
+        [ Event-Timestamp ]
+        *[ Subscription-Id ]
+        [ Service-Identifier ]
+        [ Termination-Cause ]
+        [ Requested-Service-Unit ]
+        [ Requested-Action ]
+        [ AoC-Request-Type ]
+        *[ Used-Service-Unit ]
+        [ Multiple-Services-Indicator ]
+        *[ Multiple-Services-Credit-Control ]
+        *[ Service-Parameter-Info ]
+        [ CC-Correlation-Id ]
+        [ User-Equipment-Info ]
+        *[ Proxy-Info ]
+        *[ Route-Record ]
+        [ Service-Information ]
+        *[ AVP ]
+    """),
+    (CMD_CREDIT_CONTROL, False): abnf("""
+        < Session-Id >
+        { Result-Code }
+        { Origin-Host }
+        { Origin-Realm }
+        { Auth-Application-Id }
+        { CC-Request-Type }
+        { CC-Request-Number }
+        [ User-Name ]
+        [ CC-Session-Failover ]
+        [ CC-Sub-Session-Id ]
+        [ Acct-Multi-Session-Id ]
+        [ Origin-State-Id ]
+        [ Event-Timestamp ]
+        [ Granted-Service-Unit ]
+        *[ Multiple-Services-Credit-Control ]
+        [ Cost-Information ]
+        [ Final-Unit-Indication ]
+        [ Check-Balance-Result ]
+        [ Credit-Control-Failure-Handling ]
+        [ Direct-Debiting-Failure-Handling ]
+        [ Validity-Time ]
+        *[ Redirect-Host ]
+        [ Redirect-Host-Usage ]
+        [ Redirect-Max-Cache-Time ]
+        *[ Proxy-Info ]
+        *[ Route-Record ]
+        *[ Failed-AVP ]
+        [ Service-Information ]
+        *[ AVP ]
+    """),
+    (CMD_RE_AUTH, True): abnf("""
+        < Session-Id >
+        { Origin-Host }
+        { Origin-Realm }
+        { Destination-Realm }
+        { Destination-Host }
+        { Auth-Application-Id }
+        { Re-Auth-Request-Type }
+        [ User-Name ]
+        [ Origin-State-Id ]
+        *[ Proxy-Info ]
+        *[ Route-Record ]
+        [ CC-Sub-Session-Id ]
+        [ G-S-U-Pool-Identifier ]
+        [ Service-Identifier ]
+        [ Rating-Group ]
+        *[ AVP ]
+    """),
+    (CMD_RE_AUTH, False): abnf("""
+        < Session-Id >
+        { Result-Code }
+        { Origin-Host }
+        { Origin-Realm }
+        [ User-Name ]
+        [ Origin-State-Id ]
+        [ Error-Message ]
+        [ Error-Reporting-Host ]
+        [ Failed-AVP ]
+        *[ Redirect-Host ]
+        [ Redirect-Host-Usage ]
+        [ Redirect-Max-Cache-Time ]
+        *[ Proxy-Info ]
+        *[ AVP ]
+    """),
+    (CMD_ABORT_SESSION, True): abnf("""
+        < Session-Id >
+        { Origin-Host }
+        { Origin-Realm }
+        { Destination-Realm }
+        { Destination-Host }
+        { Auth-Application-Id }
+        [ User-Name ]
+        [ Origin-State-Id ]
+        *[ Proxy-Info ]
+        *[ Route-Record ]
+        *[ AVP ]
+    """),
+    (CMD_ABORT_SESSION, False): abnf("""
+        < Session-Id >
+        { Result-Code }
+        { Origin-Host }
+        { Origin-Realm }
+        [ User-Name ]
+        [ Origin-State-Id ]
+        [ Error-Message ]
+        [ Error-Reporting-Host ]
+        [ Failed-AVP ]
+        *[ Redirect-Host ]
+        [ Redirect-Host-Usage ]
+        [ Redirect-Max-Cache-Time ]
+        *[ Proxy-Info ]
+        *[ AVP ]
+    """),
+}
+
+_UNITS: Final = """
+    [ CC-Time ]
+    [ CC-Money ]
+    [ CC-Total-Octets ]
+    [ CC-Input-Octets ]
+    [ CC-Output-Octets ]
+    [ CC-Service-Specific-Units ]
+    *[ AVP ]
+"""
+
+#: Grouped AVP name -> its ABNF. RFC 6733 §6.11 (Vendor-Specific-Application-Id), §6.7.2
+#: (Proxy-Info), §7.6 (Experimental-Result); RFC 4006 §8 (section numbers below); TS 32.299
+#: §7.1-7.2 (Service-Information and its PS, IMS and SMS parts: see the module docstring).
+GROUPED_RULES: Final[dict[str, tuple[Occurs, ...]]] = {
+    "Vendor-Specific-Application-Id": abnf("""
+        { Vendor-Id }
+        [ Auth-Application-Id ]
+        [ Acct-Application-Id ]
+    """),
+    "Proxy-Info": abnf("""
+        { Proxy-Host }
+        { Proxy-State }
+        *[ AVP ]
+    """),
+    "Experimental-Result": abnf("""
+        { Vendor-Id }
+        { Experimental-Result-Code }
+    """),
+    # §8.7, §8.8, §8.43
+    "Cost-Information": abnf("""
+        { Unit-Value }
+        { Currency-Code }
+        [ Cost-Unit ]
+    """),
+    "Unit-Value": abnf("""
+        { Value-Digits }
+        [ Exponent ]
+    """),
+    "CC-Money": abnf("""
+        { Unit-Value }
+        [ Currency-Code ]
+    """),
+    # §8.16 with TS 32.299 §7.1.9's additions
+    "Multiple-Services-Credit-Control": abnf("""
+        [ Granted-Service-Unit ]
+        [ Requested-Service-Unit ]
+        *[ Used-Service-Unit ]
+        [ Tariff-Change-Usage ]
+        *[ Service-Identifier ]
+        [ Rating-Group ]
+        *[ G-S-U-Pool-Reference ]
+        [ Validity-Time ]
+        [ Result-Code ]
+        [ Final-Unit-Indication ]
+        [ Time-Quota-Threshold ]
+        [ Volume-Quota-Threshold ]
+        [ Unit-Quota-Threshold ]
+        [ Quota-Holding-Time ]
+        [ Quota-Consumption-Time ]
+        *[ Reporting-Reason ]
+        [ Trigger ]
+        [ PS-Furnish-Charging-Information ]
+        [ Refund-Information ]
+        *[ AF-Correlation-Information ]
+        [ Envelope-Reporting ]
+        [ Time-Quota-Mechanism ]
+        *[ Service-Specific-Info ]
+        [ QoS-Information ]
+        *[ AVP ]
+    """),
+    # §8.17, §8.18, §8.19
+    "Granted-Service-Unit": abnf("[ Tariff-Time-Change ]\n" + _UNITS),
+    "Requested-Service-Unit": abnf(_UNITS),
+    "Used-Service-Unit": abnf("[ Tariff-Change-Usage ]\n[ Reporting-Reason ]\n" + _UNITS),
+    # §8.30
+    "G-S-U-Pool-Reference": abnf("""
+        { G-S-U-Pool-Identifier }
+        { CC-Unit-Type }
+        { Unit-Value }
+    """),
+    # §8.34, §8.37
+    "Final-Unit-Indication": abnf("""
+        { Final-Unit-Action }
+        *[ Restriction-Filter-Rule ]
+        *[ Filter-Id ]
+        [ Redirect-Server ]
+    """),
+    "Redirect-Server": abnf("""
+        { Redirect-Address-Type }
+        { Redirect-Server-Address }
+    """),
+    # §8.43, §8.46, §8.49
+    "Service-Parameter-Info": abnf("""
+        { Service-Parameter-Type }
+        { Service-Parameter-Value }
+    """),
+    "Subscription-Id": abnf("""
+        { Subscription-Id-Type }
+        { Subscription-Id-Data }
+    """),
+    "User-Equipment-Info": abnf("""
+        { User-Equipment-Info-Type }
+        { User-Equipment-Info-Value }
+    """),
+    # TS 32.299 §7.2.192 (Service-Information), §7.2.158 (PS-Information), §7.2.77
+    # (IMS-Information), §7.2.208 (SMS-Information), §7.2.170b (Recipient-Info), §7.2.170
+    # (Recipient-Address): only the members named here are counted.
+    "Service-Information": abnf("""
+        *[ Subscription-Id ]
+        [ PS-Information ]
+        [ IMS-Information ]
+        [ SMS-Information ]
+        [ MMTel-Information ]
+        *[ AVP ]
+    """),
+    "PS-Information": abnf("""
+        [ 3GPP-Charging-Id ]
+        [ Node-Id ]
+        [ 3GPP-PDP-Type ]
+        [ PDP-Address-Prefix-Length ]
+        [ Dynamic-Address-Flag ]
+        [ QoS-Information ]
+        [ GGSN-Address ]
+        [ SGW-Address ]
+        [ CG-Address ]
+        [ 3GPP-GPRS-Negotiated-QoS-Profile ]
+        [ 3GPP-SGSN-MCC-MNC ]
+        [ 3GPP-GGSN-MCC-MNC ]
+        [ 3GPP-NSAPI ]
+        [ 3GPP-Selection-Mode ]
+        [ 3GPP-Charging-Characteristics ]
+        [ 3GPP-MS-TimeZone ]
+        [ 3GPP-RAT-Type ]
+        *[ AVP ]
+    """),
+    "IMS-Information": abnf("""
+        [ Event-Type ]
+        [ User-Session-ID ]
+        [ Called-Party-Address ]
+        [ IMS-Charging-Identifier ]
+        *[ AVP ]
+    """),
+    "SMS-Information": abnf("""
+        [ SMS-Node ]
+        [ Client-Address ]
+        [ Originator-SCCP-Address ]
+        [ SMSC-Address ]
+        [ Data-Coding-Scheme ]
+        [ SM-Discharge-Time ]
+        [ SM-Message-Type ]
+        [ Originator-Interface ]
+        [ SM-Protocol-ID ]
+        [ Reply-Path-Requested ]
+        [ SM-Status ]
+        [ SM-User-Data-Header ]
+        [ Number-Of-Messages-Sent ]
+        *[ Recipient-Info ]
+        [ Originator-Received-Address ]
+        *[ AVP ]
+    """),
+    "Recipient-Info": abnf("""
+        [ Destination-Interface ]
+        *[ Recipient-Address ]
+        *[ Recipient-Received-Address ]
+        [ Recipient-SCCP-Address ]
+        [ SM-Protocol-ID ]
+        *[ AVP ]
+    """),
+    "Recipient-Address": abnf("""
+        [ Address-Type ]
+        [ Address-Data ]
+        [ Address-Domain ]
+        [ Addressee-Type ]
+        *[ AVP ]
+    """),
+}
+
+assert all(BY_NAME[n].type is AvpType.GROUPED for n in GROUPED_RULES), "rules for a non-group"
+
+#: Enumerated AVPs whose value this OCS acts on -> the values it knows (RFC 6733 §7.1.5:
+#: 5004 for any other). Enumerations it only passes along are not checked: a newer peer may
+#: send values a later specification added.
+ENUMERATIONS: Final[dict[str, frozenset[int]]] = {
+    name: frozenset(int(v) for v in enum)
+    for name, enum in (
+        ("CC-Request-Type", CcRequestType),
+        ("Requested-Action", RequestedAction),
+        ("Subscription-Id-Type", SubscriptionIdType),
+        ("Multiple-Services-Indicator", MultipleServicesIndicator),
+        ("Disconnect-Cause", DisconnectCause),
+        ("Re-Auth-Request-Type", ReAuthRequestType),
+    )
+}

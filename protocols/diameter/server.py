@@ -21,7 +21,13 @@ Choices others rely on:
   (DIAMETER_UNABLE_TO_COMPLY) and the exception logged.
 * A stream that cannot be read (``FramingError``: bad version, bad length, over
   ``max_message``) is answered when its header was a request, then that connection alone is
-  closed; the handler tasks it had started finish but their answers are dropped.
+  closed (the connection also closes after a 5011 or 5015 answer: the stream cannot be
+  trusted past that header); the handler tasks it had started finish but their answers are
+  dropped.
+* Stalled peers: one that never sends CER is closed after ``cer_timeout`` seconds (RFC 6733
+  §5.6.1's Wait-CER timer); one that starts a message and does not finish it within
+  ``frame_timeout`` seconds is closed (counted in ``timed_out``); an open peer that goes silent
+  is the watchdog's (RFC 3539: DWR, then close when no DWA comes).
 * Back-pressure: a connection stops reading when ``max_inflight_per_connection`` of its
   requests are being handled or when its transport asks us to pause writing.
 * ``close()``: stop accepting, send DPR (Disconnect-Cause REBOOTING) to every open peer,
@@ -53,6 +59,8 @@ from protocols.diameter.codec import (
 from protocols.diameter.constants import (
     APP_DIAMETER_COMMON_MESSAGES,
     APP_RELAY,
+    DEFAULT_CER_TIMEOUT,
+    DEFAULT_FRAME_TIMEOUT,
     DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_WATCHDOG_INTERVAL,
     DIAMETER_APPLICATION_UNSUPPORTED,
@@ -74,7 +82,7 @@ from protocols.diameter.peer import (
     Send,
     SetTimer,
 )
-from protocols.lifecycle import drain_and_close
+from protocols.lifecycle import StallTimer, drain_and_close
 
 __all__ = [
     "DEFAULT_DRAIN_TIMEOUT",
@@ -114,6 +122,7 @@ class _PeerProtocol(asyncio.Protocol):
             watchdog_interval=server.watchdog_interval,
             allowed_peers=server.allowed_peers,
             allowed_realms=server.allowed_realms,
+            cer_timeout=server.cer_timeout,
         )
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -126,6 +135,9 @@ class _PeerProtocol(asyncio.Protocol):
         self._closing = False
         #: Our requests (RAR, ASR) waiting for answers, by Hop-by-Hop identifier.
         self._pending: dict[int, asyncio.Future[Message]] = {}
+        #: The framer holds the start of a message (set by _read).
+        self._partial = False
+        self._stall: StallTimer | None = None
         self.remote: RemotePeer | None = None
         self.closed: asyncio.Future[None] = loop.create_future()
 
@@ -139,6 +151,15 @@ class _PeerProtocol(asyncio.Protocol):
         if server._closing:
             self._transport.abort()
             return
+        if server.frame_timeout:
+            # Idle connections are the watchdog's (RFC 3539) and the CER timer's.
+            self._stall = StallTimer(
+                self._loop,
+                idle_timeout=0,
+                frame_timeout=server.frame_timeout,
+                busy=lambda: self._inflight > 0,
+                on_stall=self._stalled,
+            )
         self._run(self.machine.start(self._loop.time()))
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -148,6 +169,8 @@ class _PeerProtocol(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._stall is not None:
+            self._stall.cancel()
         self.machine.connection_lost(self._loop.time())
         server = self._server
         server._protocols.discard(self)
@@ -165,6 +188,8 @@ class _PeerProtocol(asyncio.Protocol):
             return
         self._framer.receive_data(data)
         self._read()
+        if self._stall is not None:
+            self._stall.received(self._partial)
 
     def eof_received(self) -> bool:
         # The peer half-closed: answer what it sent (the transport stays open for writing),
@@ -194,7 +219,9 @@ class _PeerProtocol(asyncio.Protocol):
                 self._framing_error(exc)
                 return
             if message is NEED_DATA:
+                self._partial = framer.buffered > 0
                 break
+            self._partial = False
             server.messages_received += 1
             self._run(self.machine.receive(message, self._loop.time()))
         self._update_reading()
@@ -206,6 +233,12 @@ class _PeerProtocol(asyncio.Protocol):
         logger.info("diameter: unreadable stream from %s: %s", peer, exc.detail)
         if exc.request is not None:
             self._send(self._error(exc.request, [exc.problem]))
+        self._closing = True
+        self._close_transport()
+
+    def _stalled(self, reason: str) -> None:
+        self._server.timed_out += 1
+        logger.info("diameter: closing the connection from %s: %s", self._name, reason)
         self._closing = True
         self._close_transport()
 
@@ -437,8 +470,9 @@ class DiameterServer:
     server-side TLS context (TLS from the first byte, RFC 6733 §13); ``realm_check``: answer
     requests for another Destination-Realm with 3003; ``answer_copy``: AVPs copied from a
     request into the error answers built here (for credit control: Auth-Application-Id,
-    CC-Request-Type, CC-Request-Number, RFC 4006 §3.2). The int attributes count since
-    start, for metrics.
+    CC-Request-Type, CC-Request-Number, RFC 4006 §3.2); ``cer_timeout``, ``frame_timeout``:
+    seconds before a stalled connection is closed (see the module docstring; a frame timeout
+    of 0: never). The int attributes count since start, for metrics.
     """
 
     def __init__(
@@ -457,6 +491,8 @@ class DiameterServer:
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
         realm_check: bool = False,
         answer_copy: Sequence[AvpKey] = (),
+        cer_timeout: float = DEFAULT_CER_TIMEOUT,
+        frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
         reuse_port: bool = False,
         backlog: int = 1024,
         on_refused: Callable[[object, str], None] | None = None,
@@ -465,7 +501,9 @@ class DiameterServer:
             raise ValueError("max_inflight_per_connection must be at least 1")
         Framer(max_message)  # checks max_message now rather than on the first connection
         # ... and the watchdog interval (ValueError naming RFC 3539's minimum).
-        PeerMachine(identity, watchdog_interval=watchdog_interval)
+        PeerMachine(identity, watchdog_interval=watchdog_interval, cer_timeout=cer_timeout)
+        if frame_timeout < 0:
+            raise ValueError("frame_timeout must not be negative")
         self.identity = identity
         self._handler = handler
         self.host = host
@@ -481,6 +519,8 @@ class DiameterServer:
         self.drain_timeout = drain_timeout
         self.realm_check = realm_check
         self.answer_copy = tuple(answer_copy)
+        self.cer_timeout = cer_timeout
+        self.frame_timeout = frame_timeout
         self._reuse_port = reuse_port
         self._backlog = backlog
         self._apps = frozenset(identity.auth_application_ids) | frozenset(
@@ -508,6 +548,8 @@ class DiameterServer:
         self.handler_errors = 0
         #: Answers that matched no request of ours.
         self.unexpected_answers = 0
+        #: Connections closed because a message stayed incomplete (``frame_timeout``).
+        self.timed_out = 0
 
     # -- state
 

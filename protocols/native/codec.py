@@ -13,7 +13,9 @@ Two kinds of bad input are told apart:
 * a well-framed map with a readable ``id`` that fails validation (unknown verb, missing field,
   wrong type, out of range) becomes an :class:`InvalidRequest` event; the server answers it
   with ``invalid-request`` and keeps the connection;
-* anything else (length over ``max_frame``, bad msgpack, not a map, no valid ``id``) raises
+* anything else (length over ``max_frame``, bad msgpack, not a map, a key that is not a
+  string or appears twice in its map, nesting deeper than ``MAX_NESTING``, no valid ``id``)
+  raises
   :class:`~protocols.native.errors.ProtocolError`; the stream cannot be trusted any more, the
   server sends ``exc.reply`` (id 0) and closes. Every later ``next_event`` raises it again.
 
@@ -44,6 +46,7 @@ from protocols.native.constants import (
     MAX_KEY_LEN,
     MAX_LOCATION_LEN,
     MAX_MAP_LEN,
+    MAX_NESTING,
     MAX_SEQ,
     MAX_SERVICE_LEN,
     MAX_SESSION_LEN,
@@ -338,6 +341,17 @@ class _Framer:
             raise self._fail(f"bad msgpack: {type(exc).__name__}") from exc
         if type(message) is not dict:
             raise self._fail(f"payload is a {type(message).__name__}, not a map")
+        # msgpack keeps the last of repeated keys and takes bin keys: neither is allowed (the
+        # first would be silently dropped). The map's header says how many entries it has.
+        if len(message) != _map_size(payload):
+            raise self._fail("a key appears twice in the map")
+        for key, value in message.items():
+            if type(key) is not str or type(value) is dict or type(value) is list:
+                # Rare (requests are flat maps of scalars): check every nested map too.
+                problem = _strict_problem(payload)
+                if problem is not None:
+                    raise self._fail(problem)
+                break
         return message
 
     def _message_id(self, message: dict[Any, Any]) -> int:
@@ -357,6 +371,50 @@ class _Framer:
                 f"frame of {len(payload)} bytes is over max_frame {self.max_frame}"
             )
         return _LENGTH.pack(len(payload)) + payload
+
+
+def _map_size(payload: bytes | bytearray) -> int:
+    """The entry count in the header of the msgpack map that ``payload`` starts with."""
+    first = payload[0]
+    if first <= 0x8F:  # fixmap
+        return first & 0x0F
+    if first == 0xDE:  # map 16
+        return int.from_bytes(payload[1:3], "big")
+    return int.from_bytes(payload[1:5], "big")  # map 32
+
+
+class _Bad(ValueError):
+    pass
+
+
+def _pairs(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise _Bad("a key appears twice in a map")
+    if any(type(k) is not str for k in out):
+        raise _Bad("a map key is not a string")
+    return out
+
+
+def _strict_problem(payload: bytes | bytearray) -> str | None:
+    """What is wrong with a payload holding maps or arrays, or with a key that is not a
+    string: every map's keys strings, each once; nesting at most ``MAX_NESTING`` deep."""
+    try:
+        message = msgpack.unpackb(payload, raw=False, object_pairs_hook=_pairs)
+    except _Bad as exc:
+        return str(exc)
+    except Exception as exc:
+        return f"bad msgpack: {type(exc).__name__}"
+    todo: list[tuple[Any, int]] = [(message, 1)]
+    while todo:
+        item, level = todo.pop()
+        if level > MAX_NESTING:
+            return f"maps and arrays nested deeper than {MAX_NESTING}"
+        if type(item) is dict:
+            todo.extend((v, level + 1) for v in item.values())
+        elif type(item) is list:
+            todo.extend((v, level + 1) for v in item)
+    return None
 
 
 # --- request validation ----------------------------------------------------------------------

@@ -38,6 +38,8 @@ MAX_DETAIL_LEN: Final = 200
 #: ignored but must not be allowed to allocate much.
 MAX_MAP_LEN: Final = 64
 MAX_ARRAY_LEN: Final = 256
+#: Deepest nesting of maps and arrays in a payload (the payload's own map is level 1).
+MAX_NESTING: Final = 16
 
 #: Verbs.
 VERB_RESERVE: Final = "reserve"
@@ -85,5 +87,10 @@ RESULTS: Final = (
 DEFAULT_MAX_INFLIGHT_PER_CONNECTION: Final = 256
 #: Seconds a graceful close waits for in-flight requests before cancelling them.
 DEFAULT_DRAIN_TIMEOUT: Final = 10.0
+#: Seconds a started frame may wait for the rest of it, and seconds a connection with nothing
+#: in flight may stay silent, before the server closes it (a client keeps an idle connection
+#: with ``ping``).
+DEFAULT_FRAME_TIMEOUT: Final = 10.0
+DEFAULT_IDLE_TIMEOUT: Final = 900.0
 #: Client default per-call timeout (seconds).
 DEFAULT_CALL_TIMEOUT: Final = 5.0

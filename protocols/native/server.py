@@ -22,6 +22,9 @@ Choices others rely on:
 * A broken frame (``ProtocolError``) is counted, answered with id 0 and ``invalid-request``,
   and the connection is closed; the handler tasks it had started finish but their replies
   are dropped.
+* A stalled client is closed (:class:`~protocols.lifecycle.StallTimer`, counted in
+  ``timed_out``): a frame started and not completed within ``frame_timeout`` seconds, or
+  ``idle_timeout`` seconds without a byte while nothing is in flight (0 turns either off).
 * ``close()``: stop accepting, stop reading on every connection, let started requests finish
   (at most ``drain_timeout`` seconds), write their replies, close the connections; what is
   still running then is cancelled and the connections are aborted. Frames read but not yet
@@ -40,7 +43,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Protocol, TypeAlias, cast
 
-from protocols.lifecycle import drain_and_close
+from protocols.lifecycle import StallTimer, drain_and_close
 from protocols.native.codec import (
     NEED_DATA,
     Challenge,
@@ -54,7 +57,9 @@ from protocols.native.codec import (
 )
 from protocols.native.constants import (
     DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_FRAME_TIMEOUT,
     DEFAULT_HELLO_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_FRAME,
     DEFAULT_MAX_INFLIGHT_PER_CONNECTION,
     NONCE_SIZE,
@@ -104,6 +109,9 @@ class _ServerProtocol(asyncio.Protocol):
         #: The challenge sent, until the client answers it with a good hello.
         self._nonce: bytes | None = None
         self._hello_timer: asyncio.TimerHandle | None = None
+        #: The codec holds the start of a frame (set by _process).
+        self._partial = False
+        self._stall: StallTimer | None = None
         self.closed: asyncio.Future[None] = loop.create_future()
 
     # -- asyncio.Protocol callbacks
@@ -117,6 +125,13 @@ class _ServerProtocol(asyncio.Protocol):
             self._stopped = True
             self._transport.abort()
             return
+        self._stall = StallTimer(
+            self._loop,
+            idle_timeout=server.idle_timeout,
+            frame_timeout=server.frame_timeout,
+            busy=lambda: self._inflight > 0,
+            on_stall=self._stalled,
+        )
         # A client certificate the TLS layer verified authenticates the connection already.
         if server.keys is not None and not self._transport.get_extra_info("peercert"):
             self._nonce = secrets.token_bytes(NONCE_SIZE)
@@ -139,6 +154,8 @@ class _ServerProtocol(asyncio.Protocol):
             self._hello_timer = None
         self._transport = None
         self._stopped = True
+        if self._stall is not None:
+            self._stall.cancel()
         self._out.clear()
         self._server._protocols.discard(self)
         if not self.closed.done():
@@ -149,6 +166,8 @@ class _ServerProtocol(asyncio.Protocol):
             return
         self._codec.receive_data(data)
         self._process()
+        if self._stall is not None:
+            self._stall.received(self._partial)
 
     def eof_received(self) -> bool:
         # Keep the transport half-open so that the replies to what was sent still go out.
@@ -178,7 +197,9 @@ class _ServerProtocol(asyncio.Protocol):
                 self._reject(exc)
                 return
             if event is NEED_DATA:
+                self._partial = codec.buffered > 0
                 break
+            self._partial = False
             server.requests += 1
             if self._nonce is not None or isinstance(event, Hello):
                 if not self._handshake(event):
@@ -278,6 +299,13 @@ class _ServerProtocol(asyncio.Protocol):
         self._stopped = True
         self._close_transport()
 
+    def _stalled(self, reason: str) -> None:
+        self._server.timed_out += 1
+        peer = self._transport.get_extra_info("peername") if self._transport else None
+        logger.info("native: closing the connection from %s: %s", peer, reason)
+        self._stopped = True
+        self._close_transport()
+
     def _update_reading(self) -> None:
         transport = self._transport
         if transport is None:
@@ -346,9 +374,10 @@ class NativeServer:
 
     ``max_frame``: largest frame payload in bytes; ``max_inflight_per_connection``: requests
     of one connection handled at once before it stops reading; ``drain_timeout``: seconds
-    :meth:`close` waits for started requests. The int attributes ``connections``,
-    ``requests``, ``invalid_requests``, ``frames_rejected`` and ``handler_errors`` count since
-    start, for metrics.
+    :meth:`close` waits for started requests; ``frame_timeout`` and ``idle_timeout``: seconds
+    before a stalled connection is closed (see the module docstring; 0: never). The int
+    attributes ``connections``, ``requests``, ``invalid_requests``, ``frames_rejected``,
+    ``timed_out`` and ``handler_errors`` count since start, for metrics.
     """
 
     def __init__(
@@ -360,6 +389,8 @@ class NativeServer:
         max_frame: int = DEFAULT_MAX_FRAME,
         max_inflight_per_connection: int = DEFAULT_MAX_INFLIGHT_PER_CONNECTION,
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
+        frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         reuse_port: bool = False,
         backlog: int = 1024,
         keys: HelloKeys | None = None,
@@ -368,6 +399,8 @@ class NativeServer:
     ) -> None:
         if max_inflight_per_connection < 1:
             raise ValueError("max_inflight_per_connection must be at least 1")
+        if frame_timeout < 0 or idle_timeout < 0:
+            raise ValueError("frame_timeout and idle_timeout must not be negative")
         ServerConnection(max_frame)  # checks max_frame now rather than on first connection
         self._handler = handler
         self.host = host
@@ -375,6 +408,8 @@ class NativeServer:
         self.max_frame = max_frame
         self.max_inflight_per_connection = max_inflight_per_connection
         self.drain_timeout = drain_timeout
+        self.frame_timeout = frame_timeout
+        self.idle_timeout = idle_timeout
         self._reuse_port = reuse_port
         self._backlog = backlog
         #: With keys, every connection must authenticate: by a TLS client certificate, or
@@ -399,6 +434,8 @@ class NativeServer:
         self.handler_errors = 0
         #: Connections that failed to authenticate (each was closed).
         self.refused = 0
+        #: Connections closed because the client stalled (frame or idle timeout).
+        self.timed_out = 0
 
     @property
     def open_connections(self) -> int:

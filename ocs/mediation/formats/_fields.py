@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import NamedTuple
 
 from ocs.mediation.usage import Direction, RecordError, Usage
+from tariffs.digits import is_digits
 
 #: TBCD nibbles (TS 29.002 TBCD-STRING, TS 24.008 BCD number digits): 0-9, '*', '#', a, b, c.
 _TBCD = "0123456789*#abc"
@@ -101,7 +102,7 @@ def tbcd(octets: bytes, what: str) -> str:
 
 
 def digits_only(text: str, what: str) -> str:
-    if not text.isdigit() or not text.isascii():
+    if not is_digits(text):
         raise RecordError(f"{what}: not a string of digits: {text!r}")
     return text
 
@@ -423,7 +424,7 @@ def encode_timestamp(t: datetime) -> bytes:
 
 def encode_plmn(mcc_mnc: str) -> bytes:
     """ "26201" / "310260" -> the 3-octet TS 24.008 PLMN identity."""
-    if not mcc_mnc.isdigit() or len(mcc_mnc) not in (5, 6):
+    if not is_digits(mcc_mnc) or len(mcc_mnc) not in (5, 6):
         raise ValueError(f"MCC+MNC must be 5 or 6 digits, not {mcc_mnc!r}")
     d = [int(c) for c in mcc_mnc]
     mnc3 = d[5] if len(d) == 6 else 0x0F

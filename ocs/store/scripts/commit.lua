@@ -36,6 +36,6 @@ save_account(a, now)
 -- (numbers as received where the event carries them unchanged: see lib.lua)
 emit('commit', msisdn, a, a.tv, 'sid', sid, 'svc', s.svc, 'rk', rk, 'u', ARGV[6], 'ub', fmt(ub),
   'amt', cost > 0 and '-' .. ARGV[7] or fmt(-cost), 'g', granted == n and ARGV[9] or '0',
-  'gb', fmt(s.gb), 'hm', fmt(s.hm))
+  'gb', fmt(s.gb), 'hm', fmt(s.hm), 'dst', s.dst or '')
 local final = string.find(flags, 'F', 1, true) ~= nil
 return idem_put(answer(status, a, s, granted, cost, ub, qb, qa, final), ttl)

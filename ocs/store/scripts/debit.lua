@@ -3,7 +3,8 @@
 -- happened: debit past the credit limit and whatever the barring state).
 -- ARGV: now, msisdn, request key, idempotency ttl ms, service, n units, cost of the units
 --       not covered by buckets, bucket units quoted (-1: script decides), flags, the plan the
---       engine rated with (PLAN when it is not the account's).
+--       engine rated with (PLAN when it is not the account's), the destination (the number
+--       called, as the request gave it; carried in the event for billing).
 local now, msisdn, rk, ttl = ARGV[1] + 0, ARGV[2], ARGV[3], ARGV[4] + 0
 local svc, n, cn, bq, flags = ARGV[5], ARGV[6] + 0, ARGV[7] + 0, ARGV[8] + 0, ARGV[9]
 local force = string.find(flags, 'X', 1, true) ~= nil
@@ -64,5 +65,6 @@ a.bal = a.bal - cost
 save_account(a, now)
 -- (numbers as received where the event carries them unchanged: see lib.lua)
 emit('debit', msisdn, a, a.tv, 'svc', svc, 'rk', rk, 'u', ARGV[6], 'ub', fmt(b),
-  'amt', cost > 0 and '-' .. ARGV[7] or fmt(-cost), 'forced', force and '1' or '0')
+  'amt', cost > 0 and '-' .. ARGV[7] or fmt(-cost), 'forced', force and '1' or '0',
+  'dst', ARGV[11] or '')
 return idem_put(answer('OK', a, nil, 0, cost, b), ttl)

@@ -15,5 +15,5 @@ save_account(a, now)
 -- (numbers as received where the event carries them unchanged: see lib.lua)
 emit('release', msisdn, a, a.tv, 'sid', sid, 'svc', s.svc, 'rk', rk, 'u', ARGV[6],
   'ub', fmt(ub), 'amt', cost > 0 and '-' .. ARGV[7] or fmt(-cost), 'rel', fmt(held),
-  'tu', fmt(s.u), 'mc', fmt(s.mc))
+  'tu', fmt(s.u), 'mc', fmt(s.mc), 'dst', s.dst or '')
 return idem_put(answer('OK', a, s, 0, cost, ub), ttl)

@@ -1,0 +1,204 @@
+"""Usage from the OCS outbox into the billing store.
+
+Billing never re-rates (architecture.md, Layers): what the charging core debited is the
+usage. The commit, release and debit events of every bucket's outbox stream are read through a
+consumer group of billing's own (``billing``), at least once: a batch is written in one
+transaction, then acknowledged, and an event read twice (a crash between the two, a second
+consumer claiming it) is written once, since its identity, ``<bucket>/<stream id>``, is the
+primary key.
+
+Which account an event belongs to is decided at the bill run, from the line's ownership at
+the event's time (a line moved between accounts bills each its own part).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from sqlalchemy import Connection, Engine, Table
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+
+from ocs.billing import schema as S
+from ocs.billing.errors import StorageUnavailable
+from ocs.store.errors import StoreUnavailable
+from ocs.store.notify import Notification, NotifyStore
+
+log = logging.getLogger("ocs.billing")
+
+GROUP: Final = "billing"
+#: Outbox event kinds that carry usage (``amt``: minus the money debited).
+USAGE_KINDS: Final = frozenset({"commit", "release", "debit"})
+
+
+def usage_row(bucket: int, entry_id: str, fields: Mapping[str, str]) -> dict[str, Any] | None:
+    """The billing row of one outbox entry, or None when it is not usage (a top-up, a
+    reservation) or is malformed (logged; never fatal)."""
+    kind = fields.get("t", "")
+    if kind not in USAGE_KINDS:
+        return None
+    try:
+        amount = -int(fields.get("amt", "0"))
+        units = int(fields.get("u", "0"))
+        ts = int(fields["ts"])
+        msisdn = fields["sub"]
+    except (KeyError, ValueError):
+        log.warning("billing: outbox entry %s/%s is not a usage event I can read: %r",
+                    bucket, entry_id, dict(fields))  # fmt: skip
+        return None
+    return {
+        "event_id": f"{bucket}/{entry_id}",
+        "msisdn": msisdn,
+        "ts": ts,
+        "kind": kind,
+        "service": fields.get("svc", "")[:32],
+        "destination": fields.get("dst", "")[:32],
+        "units": units,
+        "amount": amount,
+        "line_id": None,
+    }
+
+
+def insert_ignoring_duplicates(
+    conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]
+) -> int:
+    """INSERT the rows, skipping those whose primary key is stored (the first one stays);
+    how many were new."""
+    if not rows:
+        return 0
+    if conn.dialect.name == "postgresql":
+        stmt: Any = postgresql.insert(table).on_conflict_do_nothing()
+    else:
+        stmt = sqlite.insert(table).on_conflict_do_nothing()
+    result = conn.execute(stmt, list(rows))
+    return max(int(result.rowcount or 0), 0)
+
+
+def store_usage(engine: Engine, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Write a batch of usage rows in one transaction; how many were new."""
+    try:
+        with engine.begin() as conn:
+            return insert_ignoring_duplicates(conn, S.usage_event, rows)
+    except SQLAlchemyError as exc:
+        raise StorageUnavailable(f"billing database: {exc}") from exc
+
+
+@dataclass(slots=True)
+class IngestStats:
+    read: int = 0
+    stored: int = 0
+    ignored: int = 0
+    #: Unix ms of the last batch written (how fresh the pending sums are).
+    last_batch_ms: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def consumer_name() -> str:
+    return f"billing:{socket.gethostname()}:{os.getpid()}"
+
+
+class UsageConsumer:
+    """Reads the outbox streams through the ``billing`` group into the billing store."""
+
+    def __init__(
+        self,
+        outbox: NotifyStore,
+        engine: Engine,
+        *,
+        me: str | None = None,
+        batch: int = 2_000,
+        block_ms: int = 500,
+        clock: Any = None,
+    ) -> None:
+        self.outbox = outbox
+        self.engine = engine
+        self.me = me or consumer_name()
+        self.batch = batch
+        # XREADGROUP's COUNT is per stream: about ``batch`` entries a read over all of them.
+        self._count = max(16, batch // max(1, len(outbox.streams)))
+        self.block_ms = block_ms
+        self.stats = IngestStats()
+        self._clock = clock
+        self._started = False
+
+    async def start(self) -> None:
+        """Create the group (from the start of each stream) and take over what a consumer
+        that died read and did not acknowledge."""
+        await self.outbox.ensure_group(GROUP)
+        await self.outbox.claim_all(GROUP, self.me)
+        self._started = True
+
+    async def _handle(self, notes: Sequence[Notification]) -> None:
+        rows = []
+        for n in notes:
+            row = usage_row(self.outbox.bucket(n), n.id, n.fields)
+            if row is not None:
+                rows.append(row)
+        stored = await asyncio.to_thread(store_usage, self.engine, rows)
+        await self.outbox.ack_many(GROUP, notes)
+        self.stats.read += len(notes)
+        self.stats.stored += stored
+        self.stats.ignored += len(notes) - len(rows)
+        if self._clock is not None:
+            self.stats.last_batch_ms = int(self._clock())
+
+    async def drain(self) -> int:
+        """Ingest everything there is now (pending entries first, then new ones), without
+        waiting for more; how many entries were read."""
+        if not self._started:
+            await self.start()
+        before = self.stats.read
+        after = dict.fromkeys(self.outbox.streams, "0")
+        while True:
+            notes = await self.outbox.read(GROUP, self.me, ids=after, count=self._count)
+            if not notes:
+                break
+            for n in notes:
+                after[n.stream] = n.id
+            await self._handle(notes)
+        while True:
+            notes = await self.outbox.read(GROUP, self.me, ids=None, count=self._count)
+            if not notes:
+                break
+            await self._handle(notes)
+        return self.stats.read - before
+
+    async def run(self) -> None:
+        """Consume until cancelled; a store or database outage is logged and retried."""
+        while True:
+            try:
+                await self.drain()
+                while True:
+                    notes = await self.outbox.read(
+                        GROUP, self.me, ids=None, count=self._count, block_ms=self.block_ms
+                    )
+                    if notes:
+                        await self._handle(notes)
+            except (StoreUnavailable, StorageUnavailable) as exc:
+                log.warning("billing usage consumer: %s", exc)
+                self.stats.errors.append(str(exc))
+                del self.stats.errors[:-10]
+                await asyncio.sleep(1.0)
+
+
+@contextlib.asynccontextmanager
+async def consuming(consumer: UsageConsumer) -> Any:
+    """Run ``consumer`` in a task for as long as the context lasts."""
+    task = asyncio.create_task(consumer.run(), name="billing-usage")
+    try:
+        yield consumer
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def events_of(rows: Iterable[Mapping[str, Any]]) -> list[str]:
+    return [str(r["event_id"]) for r in rows]
