@@ -36,6 +36,7 @@ from bench.charging import (
     percentile,
     run_worker,
 )
+from bench.credentials import NATIVE_KEY
 from ocs.constants import MICRO
 from ocs.provisioning.hlrsim import Applied, HlrSimulator, bound_port, serve
 from ocs.redis_server import EmbeddedRedis
@@ -69,7 +70,7 @@ async def probe(
     """One crossing debit per probe subscriber, ``interval`` apart; the bar latencies (s).
     (``applied`` is filled by the simulator's thread: polled every millisecond.)"""
     out: list[float] = []
-    async with NativeClient("127.0.0.1", port) as client:
+    async with NativeClient("127.0.0.1", port, key=NATIVE_KEY) as client:
 
         async def one(m: str) -> None:
             sent = time.time()

@@ -61,6 +61,7 @@ import hiredis
 import msgpack
 import uvloop
 
+from bench.credentials import NATIVE_KEY, ocs_env
 from ocs.charging.tariffs import TariffRegistry
 from ocs.constants import (
     DEFAULT_VALIDITY,
@@ -439,7 +440,8 @@ class Driver:
 
 
 async def connect_clients(spec: Spec) -> list[NativeClient]:
-    clients = [NativeClient("127.0.0.1", spec.ocs_port) for _ in range(spec.connections)]
+    clients = [NativeClient("127.0.0.1", spec.ocs_port, key=NATIVE_KEY)
+               for _ in range(spec.connections)]  # fmt: skip
     for c in clients:
         await c.connect()
     return clients
@@ -621,7 +623,8 @@ def ocs_process(
     log_path = workdir / "ocs.log"
     argv = [sys.executable, "-m", "ocs.cli", "serve", "--redis-url", redis_url,
             "--native-port", str(port), "--http-port", "0"]  # fmt: skip
-    full_env = {**os.environ, "OCS_DATA_DIR": str(workdir / "ocs-data"), **(env or {})}
+    full_env = {**os.environ, "OCS_DATA_DIR": str(workdir / "ocs-data"), **ocs_env(),
+                **(env or {})}  # fmt: skip
     with open(log_path, "wb") as log:
         proc = _spawn(argv, stdout=log, stderr=subprocess.STDOUT, env=full_env)
     try:
@@ -639,7 +642,8 @@ async def _wait_ready(proc: subprocess.Popen[bytes], port: int, log_path: Path) 
                 tail = log.read()[-4000:].decode(errors="replace")
             raise SystemExit(f"bench: `ocs serve` exited with status {proc.returncode}:\n{tail}")
         with contextlib.suppress(OSError, ConnectionError, TimeoutError):
-            async with NativeClient("127.0.0.1", port, timeout=2, connect_timeout=1) as c:
+            async with NativeClient("127.0.0.1", port, timeout=2, connect_timeout=1,
+                                    key=NATIVE_KEY) as c:  # fmt: skip
                 if (await c.ping()).ok:
                     return
         if time.monotonic() > deadline:

@@ -56,6 +56,7 @@ from bench.charging import (
     outcome,
     run_worker,
 )
+from bench.credentials import ocs_env
 from ocs.redis_server import EmbeddedRedis
 from ocs.store.redis_client import PipelinedRedis
 from protocols.diameter import NEED_DATA, Framer, Item, Message, avp, make_answer, make_request
@@ -242,7 +243,7 @@ def ocs_process(redis_url: str, work: Path) -> Iterator[tuple[subprocess.Popen[b
     argv = [sys.executable, "-m", "ocs.cli", "serve", "--redis-url", redis_url,
             "--native-port", str(native), "--http-port", "0"]  # fmt: skip
     env = {**os.environ, "OCS_DATA_DIR": str(work / "ocs-data"),
-           "OCS_DIAMETER_PORT": str(diameter), "OCS_LOG_LEVEL": "WARNING"}  # fmt: skip
+           "OCS_DIAMETER_PORT": str(diameter), "OCS_LOG_LEVEL": "WARNING", **ocs_env()}  # fmt: skip
     with open(log_path, "wb") as log:
         proc = _spawn(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:

@@ -59,6 +59,7 @@ import aiohttp
 import redis
 
 from bench.charging import _spawn, _stop, free_port, git_commit, host_cpu, machine, proc_cpu
+from bench.credentials import ADMIN_TOKEN, ocs_env
 from bench.locust.invariants import CheckReport, check
 from bench.locust.results import Results
 from bench.locust.summary import CHARGING, Slo, Summary, summarize
@@ -222,9 +223,27 @@ async def populate(api: str, count: int, concurrency: int = 32) -> int:
                 created += 1
 
     timeout = aiohttp.ClientTimeout(total=None, sock_read=30)
-    async with aiohttp.ClientSession(timeout=timeout) as http:
+    headers = {"Authorization": f"Bearer {os.environ.get('OCS_API_TOKEN') or ADMIN_TOKEN}"}
+    async with aiohttp.ClientSession(timeout=timeout, headers=headers) as http:
         await asyncio.gather(*(worker(http) for _ in range(concurrency)))
     return created
+
+
+def operator_key(redis_url: str) -> str:
+    """A new API key with the operator role, stored in the OCS's Redis: its token."""
+    from ocs.auth.credentials import new_api_key
+    from ocs.store.redis_client import PipelinedRedis
+    from ocs.store.security import SecurityStore
+
+    token, record = new_api_key("operator", None, now=int(time.time() * 1000),
+                                label="load test customer care")  # fmt: skip
+
+    async def add() -> None:
+        async with PipelinedRedis.from_url(redis_url) as client:
+            await SecurityStore(client).add_api_key(record)
+
+    asyncio.run(add())
+    return token
 
 
 # -- processes ------------------------------------------------------------------------------------
@@ -318,7 +337,7 @@ def ocs_process(redis_url: str, workers: int, work: Path) -> Iterator[Ocs]:
         "--diameter-port",
         str(ports[2]),
     ]
-    env = {**os.environ, "OCS_DATA_DIR": str(work / "ocs-data")}
+    env = {**os.environ, "OCS_DATA_DIR": str(work / "ocs-data"), **ocs_env()}
     with open(log, "wb") as out:
         proc = _spawn(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
     ocs = Ocs(proc, *ports, log)
@@ -503,7 +522,10 @@ def run_once(ns: argparse.Namespace, workers: int, work: Path, label: str) -> Ru
         )
         prefix = work / "locust"
         results_path = work / "results.json"
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        # Locust's customer-care desk is an operator (with the role's top-up limit); its
+        # gateways authenticate with the run's native key.
+        env = {**os.environ, "PYTHONPATH": str(ROOT),
+               "OCS_API_TOKEN": operator_key(server.url)}  # fmt: skip
         children0 = _children_cpu()
         with open(work / "locust.log", "wb") as out:
             locust = _spawn(

@@ -2,7 +2,8 @@
 rating, embedded Redis.
 
 Administration commands are clients of the admin HTTP API of a running OCS (``--api``, or
-``OCS_API_URL``, default ``http://127.0.0.1:8080``); ``ocs rate --local`` and ``ocs tariffs
+``OCS_API_URL``, default ``http://127.0.0.1:8080``), sending ``--token`` (or
+``OCS_API_TOKEN``) as their bearer token; ``ocs rate --local`` and ``ocs tariffs
 check`` need no server. Errors print as one line on stderr (a plan file's problems, one line
 each) and exit non-zero.
 """
@@ -27,6 +28,7 @@ from typing import Any
 import aiohttp
 
 from ocs import __version__
+from ocs.auth.masking import install_masking
 from ocs.config import ConfigError, Settings, load_settings
 from ocs.redis_server import RedisServerError
 from ocs.store.errors import StoreUnavailable
@@ -39,6 +41,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "ocs.mediation.switchsim",
     "ocs.demo.mscsim",
     "ocs.billing.cli",
+    "ocs.auth.cli",
 )
 
 
@@ -106,6 +109,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     several = workers > 1 or args.ready_fd is not None
     fmt = "%(asctime)s %(levelname)s " + ("[%(process)d] " if several else "") + "%(message)s"
     logging.basicConfig(level=settings.log_level, format=fmt)
+    install_masking(settings.log_level)
     if args.ready_fd is not None:  # a worker started by the supervisor (ocs/supervisor.py)
         from ocs.supervisor import serve_worker
 
@@ -168,6 +172,11 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     url = settings.redis_url
     keep_ms = int(args.keep_hours * 3_600_000)
 
+    from ocs.lineage import DatasetRef, Lineage, file_dataset
+
+    lineage = Lineage(settings.lineage_dir or None, settings.lineage_url)
+    streams = DatasetRef(_redis_namespace(url), "ocs:{b*}:outbox")
+
     async def main() -> None:
         journal = Journal(url, args.dir)
         try:
@@ -182,6 +191,9 @@ def cmd_outbox(args: argparse.Namespace) -> int:
                 else:
                     print(f"exported {stats.exported} events to {args.dir}, trimmed "
                           f"{stats.trimmed} from Redis", flush=True)  # fmt: skip
+                    if stats.exported:
+                        await asyncio.to_thread(lineage.emit, "ocs.outbox.export", [streams],
+                                                [file_dataset(args.dir)])  # fmt: skip
                 if args.once:
                     return
                 await asyncio.sleep(args.interval)
@@ -189,6 +201,26 @@ def cmd_outbox(args: argparse.Namespace) -> int:
             await journal.close()
 
     _run(main())
+    return 0
+
+
+def _redis_namespace(url: str) -> str:
+    """An OpenLineage namespace for a Redis: its URL without credentials or database."""
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    return f"{u.scheme}://{u.hostname or ''}" + (f":{u.port}" if u.port else "")
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    from ocs.lineage import show
+
+    directory = args.dir or _settings(args).lineage_dir
+    wanted = args.dataset if ":" in args.dataset else str(Path(args.dataset).absolute())
+    lines = show(directory, wanted)
+    if not lines:
+        raise CliError(f"no lineage record of {args.dataset} in {directory}")
+    print("\n".join(lines))
     return 0
 
 
@@ -201,6 +233,12 @@ def _api(args: argparse.Namespace) -> str:
 
 #: The problem type of a plan file that does not validate (ocs.api.problems).
 _INVALID_PLAN = "urn:ocs:problem:invalid-plan"
+#: The bearer token sent to the admin API (``--token`` or OCS_API_TOKEN; set by ``main``).
+_token: list[str] = []
+
+
+def _auth_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {_token[0]}"} if _token else {}
 
 
 async def _request(
@@ -213,9 +251,10 @@ async def _request(
     params: Mapping[str, str] | None = None,
 ) -> Any:
     """Send ``body`` as JSON (or ``content`` as it is); the answer's JSON, or CliError."""
-    kwargs: dict[str, Any] = {"params": params}
+    kwargs: dict[str, Any] = {"params": params, "headers": _auth_headers()}
     if content is not None:
-        kwargs.update(data=content, headers={"Content-Type": content_type})
+        kwargs.update(data=content)
+        kwargs["headers"]["Content-Type"] = content_type
     else:
         kwargs.update(json=body)
     try:
@@ -464,6 +503,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ocs", description="A real-time prepaid Online Charging System on Redis."
     )
     parser.add_argument("--version", action="version", version=f"ocs {__version__}")
+    parser.add_argument("--token", help="bearer token for the admin API (or OCS_API_TOKEN): an "
+                        "API key (ocs auth key create) or OCS_ADMIN_TOKEN")  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("serve", help="run the OCS: native protocol, admin API, sweeper")
@@ -573,6 +614,14 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--once", action="store_true", help="export once and exit")
     p.set_defaults(func=cmd_outbox)
 
+    p = sub.add_parser("lineage", help="where a dataset came from (OpenLineage records)")
+    acts = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = acts.add_parser("show", help="the runs that wrote DATASET and, recursively, its inputs")
+    _common(a)
+    a.add_argument("dataset", help="a path (file or directory) or namespace:name")
+    a.add_argument("--dir", help="the lineage file sink (default OCS_LINEAGE_DIR, .ocs/lineage)")
+    p.set_defaults(func=cmd_lineage)
+
     # Command groups that live beside the code they drive: each module has register(sub).
     for module in _COMMAND_MODULES:
         importlib.import_module(module).register(sub)
@@ -581,6 +630,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    token = args.token or os.environ.get("OCS_API_TOKEN")
+    _token[:] = [token] if token else []
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

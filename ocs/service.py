@@ -14,7 +14,7 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,10 +28,15 @@ from ocs.api.app import create_app
 from ocs.api.metrics import Metrics
 from ocs.api.routes import Route
 from ocs.api.server import ApiRunner
+from ocs.auth.credentials import AuthConfig
+from ocs.auth.http import SECURITY
+from ocs.auth.network import NativeKeys, Refusals
+from ocs.auth.policy import PolicyError, load_policy
 from ocs.charging.engine import ChargingEngine, wall_clock_ms
 from ocs.charging.sweeper import ExpirySweeper, ThresholdCatchUp
 from ocs.charging.tariffs import TariffRegistry
 from ocs.config import ConfigError, Settings
+from ocs.money import parse_money
 from ocs.provisioning.adapter import HttpProvisioningAdapter, WebhookSender
 from ocs.provisioning.service import Provisioning
 from ocs.provisioning.worker import RetryPolicy
@@ -186,14 +191,14 @@ def host_addresses(bind: str) -> tuple[str, ...]:
         return ("127.0.0.1",)
 
 
-def diameter_tls(settings: Settings) -> ssl.SSLContext | None:
-    """The Diameter listener's TLS context (OCS_DIAMETER_TLS_*), or None; ConfigError names
-    what is wrong."""
-    cert, key, ca = settings.diameter_tls_cert, settings.diameter_tls_key, settings.diameter_tls_ca
+def server_tls(cert: str, key: str, ca: str, setting: str) -> ssl.SSLContext | None:
+    """A listener's TLS context from its ``<setting>_CERT``, ``_KEY`` and ``_CA`` files, or
+    None when none is set; with a CA file, clients must present a certificate it signed.
+    ConfigError names what is wrong."""
     if not (cert or key or ca):
         return None
     if not (cert and key):
-        raise ConfigError("OCS_DIAMETER_TLS_CERT and OCS_DIAMETER_TLS_KEY go together")
+        raise ConfigError(f"{setting}_CERT and {setting}_KEY go together")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_2  # RFC 6733 §13.1 / RFC 8996
     try:
@@ -202,11 +207,81 @@ def diameter_tls(settings: Settings) -> ssl.SSLContext | None:
             context.load_verify_locations(ca)
             context.verify_mode = ssl.CERT_REQUIRED
     except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"OCS_DIAMETER_TLS_*: {exc}") from None
+        raise ConfigError(f"{setting}_*: {exc}") from None
     return context
 
 
-def diameter_server(settings: Settings, agent: DiameterAgent) -> DiameterServer:
+def diameter_tls(settings: Settings) -> ssl.SSLContext | None:
+    """The Diameter listener's TLS context (OCS_DIAMETER_TLS_*), or None."""
+    s = settings
+    return server_tls(s.diameter_tls_cert, s.diameter_tls_key, s.diameter_tls_ca,
+                      "OCS_DIAMETER_TLS")  # fmt: skip
+
+
+def native_tls(settings: Settings) -> ssl.SSLContext | None:
+    """The native listener's TLS context (OCS_NATIVE_TLS_*), or None."""
+    s = settings
+    return server_tls(s.native_tls_cert, s.native_tls_key, s.native_tls_ca, "OCS_NATIVE_TLS")
+
+
+def http_tls(settings: Settings) -> ssl.SSLContext | None:
+    """The admin API's TLS context (OCS_HTTP_TLS_CERT/_KEY), or None."""
+    return server_tls(settings.http_tls_cert, settings.http_tls_key, "", "OCS_HTTP_TLS")
+
+
+def exposure_warnings(settings: Settings) -> list[str]:
+    """What is reachable from other hosts without the protection production wants
+    (docs/security.md, Running it in production); nothing when bound to loopback."""
+    try:
+        loopback = ipaddress.ip_address(settings.bind).is_loopback
+    except ValueError:
+        loopback = settings.bind == "localhost"
+    if loopback:
+        return []
+    out = []
+    if not settings.http_tls_cert:
+        out.append(f"the admin API on {settings.bind} is plain HTTP: bearer tokens travel in "
+                   "the clear (set OCS_HTTP_TLS_CERT/_KEY)")  # fmt: skip
+    if settings.native_auth == "off":
+        out.append(f"the native protocol on {settings.bind} authenticates no one "
+                   "(OCS_NATIVE_AUTH=off)")  # fmt: skip
+    if not settings.diameter_tls_ca:
+        out.append(f"Diameter on {settings.bind} does not authenticate its peers (set "
+                   "OCS_DIAMETER_TLS_CERT/_KEY/_CA for client certificates)")  # fmt: skip
+    return out
+
+
+def auth_config(settings: Settings) -> AuthConfig:
+    """What authentication needs, checked (the policy file is read now)."""
+    try:
+        load_policy(settings.policy_file or None)
+    except PolicyError as exc:
+        raise ConfigError(f"OCS_POLICY_FILE: {exc}") from None
+    if not settings.secret_key:
+        log.warning(
+            "OCS_SECRET_KEY is not set: the JWT and audit keys derive from a secret "
+            "generated and kept in Redis (set one in production: docs/security.md)"
+        )
+    return AuthConfig(
+        admin_token=settings.admin_token,
+        secret_key=settings.secret_key,
+        token_ttl=settings.token_ttl,
+        refresh_ttl=settings.refresh_ttl,
+        fail_limit=settings.auth_fail_limit,
+        fail_window=settings.auth_fail_window,
+        metrics_public=settings.metrics_public,
+        policy_file=settings.policy_file,
+        operator_max_topup=parse_money(settings.operator_max_topup)
+        if settings.operator_max_topup
+        else None,
+    )
+
+
+def diameter_server(
+    settings: Settings,
+    agent: DiameterAgent,
+    on_refused: Callable[[object, str], None] | None = None,
+) -> DiameterServer:
     """The Diameter listener as configured (OCS_DIAMETER_*)."""
     identity = LocalIdentity(
         settings.diameter_host,
@@ -224,6 +299,7 @@ def diameter_server(settings: Settings, agent: DiameterAgent) -> DiameterServer:
         max_message=settings.diameter_max_message,
         watchdog_interval=settings.diameter_watchdog,
         allowed_peers=settings.diameter_allowed_peers,
+        allowed_realms=settings.diameter_allowed_realms,
         realm_check=settings.diameter_realm_check,
         answer_copy=CCA_COPY,
         ssl=diameter_tls(settings),
@@ -231,6 +307,7 @@ def diameter_server(settings: Settings, agent: DiameterAgent) -> DiameterServer:
         frame_timeout=settings.diameter_frame_timeout,
         # Several OCS processes may share the port (docs/architecture.md, Scale).
         reuse_port=True,
+        on_refused=on_refused,
     )
 
 
@@ -329,24 +406,35 @@ async def run_ocs(
         app = create_app(
             store, metrics, tariffs=tariffs, clock=wall_clock_ms, provisioning=provisioning,
             body_timeout=settings.http_body_timeout, routes=routes,
+            auth=auth_config(settings),
         )  # fmt: skip
         runner = ApiRunner(app, idle_timeout=settings.http_idle_timeout, access_log=None)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, settings.bind, settings.http_port, reuse_port=reuse_port or None)
+        site = web.TCPSite(
+            runner, settings.bind, settings.http_port, reuse_port=reuse_port or None,
+            ssl_context=http_tls(settings),
+        )  # fmt: skip
         await site.start()
         http_port = _bound_port(runner, settings.http_port)
+        keys = None
+        if settings.native_auth == "required":
+            native_refusals = Refusals("native", metrics, app[SECURITY])
+            stack.push_async_callback(native_refusals.close)
+            keys = NativeKeys(settings.native_key_map, native_refusals)
         native = NativeServer(
             NativeAgent(engine, metrics), settings.bind, settings.native_port,
             reuse_port=reuse_port, frame_timeout=settings.native_frame_timeout,
-            idle_timeout=settings.native_idle_timeout,
+            idle_timeout=settings.native_idle_timeout, keys=keys, ssl=native_tls(settings),
         )  # fmt: skip
         await native.start()
         stack.push_async_callback(native.close)
         # A lambda, not rater.book.at: the registry replaces the book when plans change.
         book_at = lambda plan, t: rater.book.at(plan, t)  # noqa: E731, PLW0108
         agent = DiameterAgent(engine, book_at, gy_config(settings), metrics)
-        diameter = diameter_server(settings, agent)
+        diameter_refusals = Refusals("diameter", metrics, app[SECURITY])
+        stack.push_async_callback(diameter_refusals.close)
+        diameter = diameter_server(settings, agent, on_refused=diameter_refusals)
         await diameter.start()
         stack.push_async_callback(diameter.close)
         # RAR and ASR: the agent hears of top-ups, barring changes and new tariffs.
@@ -362,6 +450,8 @@ async def run_ocs(
             camel = await stack.enter_async_context(
                 camel_listener(settings, engine, tariffs, metrics)
             )
+        for warning in exposure_warnings(settings):
+            log.warning("security: %s", warning)
         log.info(
             "OCS serving: native %s:%d, diameter %s:%d, http %s:%d, redis %s",
             settings.bind, native.port, settings.bind, diameter.port, settings.bind, http_port,

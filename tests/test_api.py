@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from ocs.api.app import create_app
 from ocs.api.metrics import Metrics
+from ocs.auth.credentials import AuthConfig
 from ocs.charging.tariffs import TariffRegistry
 from ocs.constants import IDEMPOTENCY_TTL_REFERENCE, IDEMPOTENCY_TTL_SESSION
 from ocs.redis_server import EmbeddedRedis
@@ -25,6 +26,8 @@ PLANS = load_plans()
 T0 = 1_714_564_800_000
 
 Client = TestClient[web.Request, web.Application]
+#: The bootstrap admin token of these tests (ocs.auth; docs/security.md).
+ADMIN = "test-admin-token"
 
 
 class FakeClock:
@@ -46,8 +49,9 @@ def make_store(client: PipelinedRedis) -> Store:
 async def serve(store: Store, metrics: Metrics, clock: FakeClock) -> Client:
     registry = TariffRegistry(store, TariffRater(PlanBook(PLANS)), PLANS)
     await registry.refresh()
-    app = create_app(store, metrics, tariffs=registry, clock=clock)
-    client: Client = TestClient(TestServer(app))
+    app = create_app(store, metrics, tariffs=registry, clock=clock,
+                     auth=AuthConfig(admin_token=ADMIN))  # fmt: skip
+    client: Client = TestClient(TestServer(app), headers={"Authorization": f"Bearer {ADMIN}"})
     await client.start_server()
     return client
 

@@ -16,6 +16,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from aiohttp.typedefs import Handler
+from secure import AUTH, SECURE
 from sqlalchemy import Engine
 
 from ocs.api.routes import CALLER, Caller, add_routes
@@ -296,13 +297,13 @@ async def test_ocs_serve_with_billing_on(redis_url: str, billing_url: str, tmp_p
         + "\n"
     )
     settings = replace(
-        Settings(native_port=0, http_port=0, diameter_port=0),
+        Settings(native_port=0, http_port=0, diameter_port=0, **SECURE),
         redis_url=redis_url,
         billing=True,
         billing_db_url=billing_url,
         billing_feeds_dir=str(tmp_path),
     )
-    async with run_ocs(settings) as ocs, aiohttp.ClientSession() as http:
+    async with run_ocs(settings) as ocs, aiohttp.ClientSession(headers=AUTH) as http:
         assert ocs.billing is not None
         now = int(time.time() * 1000)
         await ocs.store.create_subscriber(

@@ -9,8 +9,11 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import pytest
+from secure import ADMIN, SECURE
 
 from ocs.config import Settings
 from ocs.service import Running, run_ocs
@@ -19,20 +22,22 @@ OCS = [sys.executable, "-m", "ocs.cli"]
 
 
 def ocs_cmd(*args: str, api: str | None = None, cwd: Path | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:  # fmt: skip
-    env = dict(os.environ)
-    env.pop("OCS_REDIS_URL", None)
+            timeout: float = 60, env: dict[str, str] | None = None,
+            stdin: str | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    full = dict(os.environ)
+    full.pop("OCS_REDIS_URL", None)
     if api:
-        env["OCS_API_URL"] = api
+        full.update(OCS_API_URL=api, OCS_API_TOKEN=ADMIN)
+    full.update(env or {})
     return subprocess.run(
-        [*OCS, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout,
-        check=False,
+        [*OCS, *args], capture_output=True, text=True, env=full, cwd=cwd, timeout=timeout,
+        check=False, input=stdin,
     )  # fmt: skip
 
 
 @pytest.fixture
 async def ocs(redis_url: str) -> AsyncIterator[Running]:
-    settings = Settings(redis_url=redis_url, native_port=0, http_port=0)
+    settings = Settings(redis_url=redis_url, native_port=0, http_port=0, **SECURE)
     async with run_ocs(settings) as running:
         yield running
 
@@ -281,3 +286,76 @@ async def test_tariffs_load_list_and_rate_through_the_api(ocs: Running, tmp_path
     r = await asyncio.to_thread(run, *RATE, "--to", "abc")
     assert r.returncode == 1
     assert r.stderr.count("\n") == 1 and "422 to: not a phone number" in r.stderr
+
+
+async def test_auth_commands(ocs: Running) -> None:
+    """Keys and users administered against Redis; the key works on the API, then is revoked;
+    ``--token`` and OCS_API_TOKEN carry it; each change is audited."""
+    api = f"http://127.0.0.1:{ocs.http_port}"
+    redis_env = {"OCS_REDIS_URL": ocs.redis_url, "OCS_SECRET_KEY": SECURE["secret_key"]}
+
+    def run(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+        return ocs_cmd(*args, env=redis_env, **kw)
+
+    r = await asyncio.to_thread(run, "auth", "key", "create", "--role", "auditor",
+                                "--expires", "30d", "--label", "nightly report")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    token = r.stdout.strip()
+    assert token.startswith("ocsk_") and "shown once" in r.stderr
+    key_id = token.split("_")[1]
+    r = await asyncio.to_thread(run, "auth", "key", "list", "--json")
+    (listed,) = json.loads(r.stdout)
+    assert (listed["id"], listed["role"], listed["label"]) == (key_id, "auditor", "nightly report")
+    assert token not in r.stdout
+    env = {"OCS_API_URL": api, "OCS_API_TOKEN": ""}
+    r = await asyncio.to_thread(ocs_cmd, "--token", token, "subscriber", "list", env=env)
+    assert r.returncode == 0, r.stderr
+    r = await asyncio.to_thread(ocs_cmd, "subscriber", "list", env=env)
+    assert r.returncode == 1 and "401" in r.stderr
+    r = await asyncio.to_thread(ocs_cmd, "subscriber", "add", "491701112299", "--balance", "1",
+                                "--plan", "prepaid-basic",
+                                env={**env, "OCS_API_TOKEN": token})  # fmt: skip
+    assert r.returncode == 1 and "403" in r.stderr
+    r = await asyncio.to_thread(ocs_cmd, "audit", "list", "--action", "auth.key",
+                                env={**env, "OCS_API_TOKEN": token})  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    records = json.loads(r.stdout)["records"]
+    assert [x["action"] for x in records] == ["auth.key.create"]
+    assert records[0]["who"].startswith("cli:") and records[0]["target"] == f"key:{key_id}"
+    r = await asyncio.to_thread(run, "auth", "key", "revoke", key_id)
+    assert r.returncode == 0, r.stderr
+    r = await asyncio.to_thread(ocs_cmd, "--token", token, "subscriber", "list", env=env)
+    assert r.returncode == 1 and "revoked" in r.stderr
+    # A user: created with a password on stdin, logs in through the API.
+    r = await asyncio.to_thread(run, "auth", "user", "create", "ana", "--role", "operator",
+                                "--password-stdin", stdin="correct horse\n")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    r = await asyncio.to_thread(run, "auth", "user", "create", "bob", "--role", "root",
+                                "--password-stdin", stdin="x\n")  # fmt: skip
+    assert r.returncode == 2 and "invalid choice" in r.stderr
+    r = await asyncio.to_thread(run, "auth", "user", "list")
+    assert r.stdout.split() == ["ana", "operator", "-", "active"]
+
+    async def login(password: str) -> int:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"{api}/v1/auth/token", json={"username": "ana", "password": password}
+            ) as resp,
+        ):
+            return resp.status
+
+    assert await login("correct horse") == 200
+    r = await asyncio.to_thread(run, "auth", "user", "passwd", "ana", "--password-stdin",
+                                stdin="battery staple\n")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert (await login("correct horse"), await login("battery staple")) == (401, 200)
+    r = await asyncio.to_thread(run, "auth", "user", "disable", "ana")
+    assert r.returncode == 0 and "disabled" in r.stdout
+    assert await login("battery staple") == 401
+    r = await asyncio.to_thread(run, "auth", "user", "enable", "ana")
+    assert await login("battery staple") == 200
+    r = await asyncio.to_thread(run, "audit", "verify")
+    assert r.returncode == 0 and "intact" in r.stdout, r.stdout + r.stderr
+    r = await asyncio.to_thread(ocs_cmd, "auth", "key", "list")
+    assert r.returncode == 1 and "--redis-url" in r.stderr

@@ -19,6 +19,7 @@ import pytest
 from diameter.message import Message as TheirMessage
 from diameter.message.avp.grouped import RequestedServiceUnit
 from diameter.message.commands.credit_control import CreditControlAnswer, CreditControlRequest
+from secure import SECURE
 from test_diameter_server import Gateway
 
 from ocs.config import ConfigError, Settings, load_settings
@@ -29,7 +30,7 @@ from tariffs import parse_plan
 
 SETTINGS = Settings(
     native_port=0, http_port=0, diameter_port=0, validity=60, grace=10, sweep_interval=0.2,
-    diameter_host="ocs.test", diameter_realm="test",
+    diameter_host="ocs.test", diameter_realm="test", **SECURE,
 )  # fmt: skip
 
 #: Prices that do not depend on the time of day; every service named by Gy identifiers.

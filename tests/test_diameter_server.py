@@ -232,6 +232,23 @@ async def test_peer_not_allowed_gets_3010() -> None:
         await ok.close()
 
 
+async def test_realm_not_allowed_gets_3010() -> None:
+    """The allow-list of Origin-Realms (OCS_DIAMETER_REALMS): the gateways' realm is gw.test."""
+    async with DiameterServer(
+        OCS, echo, "127.0.0.1", 0, allowed_realms=frozenset({"other.realm"})
+    ) as s:
+        g = await Gateway.connect(s.port, "pgw.test", cer=False)
+        cea = await g.request(g.cer())
+        assert (cea.result_code, cea.is_error) == (c.DIAMETER_UNKNOWN_PEER, True)
+        await asyncio.wait_for(g.closed.wait(), 5)
+        await g.close()
+    async with DiameterServer(
+        OCS, echo, "127.0.0.1", 0, allowed_realms=frozenset({"gw.test"})
+    ) as s:
+        ok = await Gateway.connect(s.port, "pgw.test")
+        await ok.close()
+
+
 async def test_request_before_cer_closes_without_answer(server: DiameterServer) -> None:
     g = await Gateway.connect(server.port, cer=False)
     answer = g.submit(app_request(g, ("Auth-Application-Id", 4)))

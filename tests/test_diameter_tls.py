@@ -23,8 +23,9 @@ def ca() -> trustme.CA:
     return trustme.CA()
 
 
-def files(ca: trustme.CA, tmp: Path, *, mutual: bool) -> dict[str, str]:
-    cert = ca.issue_cert("ocs.test")
+def files(ca: trustme.CA, tmp: Path, *, mutual: bool,
+          names: tuple[str, ...] = ("ocs.test",)) -> dict[str, str]:  # fmt: skip
+    cert = ca.issue_cert(*names)
     chain, key, ca_file = tmp / "ocs.pem", tmp / "ocs.key", tmp / "ca.pem"
     cert.private_key_pem.write_to_path(str(key))
     with open(chain, "wb") as f:

@@ -12,6 +12,7 @@ from dataclasses import replace
 
 import pytest
 import redis.asyncio
+from secure import NATIVE_KEY
 from test_service import FLAT, SETTINGS
 
 from bench.locust.invariants import CheckReport, check
@@ -38,7 +39,7 @@ async def charged(ocs: Running) -> dict[str, list[int]]:
         )
         assert ans.status == "OK"
     ledger = {A: [0, 0, 0], B: [0, 0, 0]}
-    async with NativeClient("127.0.0.1", ocs.native.port) as c:
+    async with NativeClient("127.0.0.1", ocs.native.port, key=NATIVE_KEY) as c:
         for reply, who in [
             (await c.reserve("call-1", A, "voice", seq=0, units=60), A),
             (await c.commit("call-1", seq=1, used=60, subscriber=A), A),
@@ -155,7 +156,7 @@ async def test_a_lost_event_and_a_doubled_event_are_caught(
 async def test_reservations_must_add_up(
     ocs: Running, charged: dict[str, list[int]], raw_redis: redis.asyncio.Redis
 ) -> None:
-    async with NativeClient("127.0.0.1", ocs.native.port) as c:
+    async with NativeClient("127.0.0.1", ocs.native.port, key=NATIVE_KEY) as c:
         assert (await c.reserve("call-9", A, "voice", seq=0, units=60)).ok
     report = await run_check(ocs, charged)
     assert [p for _, p in report.problems] == [

@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from secure import ADMIN, AUTH, NATIVE_KEY, SECURE
 
 from ocs.charging.types import DebitRequest, Outcome
 from ocs.config import ConfigError, Settings, load_settings
@@ -31,6 +32,7 @@ from ocs.provisioning.worker import (
 )
 from ocs.service import Running, run_ocs
 from ocs.store.notify import NotifyStore
+from ocs.store.security import SecurityStore
 from protocols.native import NativeClient
 from tariffs import parse_plan
 
@@ -78,7 +80,7 @@ lift = "-5.00"
 SETTINGS = Settings(
     native_port=0, http_port=0, diameter_port=0, validity=60, grace=10, sweep_interval=0.2,
     provisioning_secret=SECRET, provisioning_backoff=0.01, provisioning_retries=40,
-    provisioning_timeout=2.0,
+    provisioning_timeout=2.0, **SECURE,
 )  # fmt: skip
 
 
@@ -107,7 +109,7 @@ async def ocs(redis_url: str, hlr: tuple[HlrSimulator, str]) -> AsyncIterator[Ru
 @pytest.fixture
 async def http(ocs: Running) -> AsyncIterator[Callable[..., Any]]:
     base = f"http://127.0.0.1:{ocs.http_port}"
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(headers=AUTH) as session:
 
         async def call(method: str, path: str, body: Any = None,
                        headers: dict[str, str] | None = None) -> tuple[int, Any]:  # fmt: skip
@@ -157,7 +159,7 @@ async def test_bar_in_the_hlr_and_lift_on_topup(
     await until(sim, lambda: sim.barring("4915100000001") == "outgoing")
     # The barred subscriber's outgoing call is refused through the native protocol; a free
     # incoming call still passes.
-    async with NativeClient("127.0.0.1", ocs.native.port) as c:
+    async with NativeClient("127.0.0.1", ocs.native.port, key=NATIVE_KEY) as c:
         r = await c.reserve("out-1", "4915100000001", "voice", seq=0, units=60)
         assert r.result == "service-denied"
         r = await c.reserve("in-1", "4915100000001", "voice-mt", seq=0, units=60)
@@ -177,7 +179,7 @@ async def test_bar_in_the_hlr_and_lift_on_topup(
                                "thresholds": None}  # fmt: skip
     # Counted in /metrics.
     async with (
-        aiohttp.ClientSession() as s,
+        aiohttp.ClientSession(headers=AUTH) as s,
         s.get(f"http://127.0.0.1:{ocs.http_port}/metrics") as r,
     ):
         text = await r.text()
@@ -290,6 +292,11 @@ async def test_bad_callback_signature_changes_nothing(
     assert (state["confirmed"], state["status"]) == ("outgoing", "applied")
     status, problem = await http("POST", "/v1/provisioning/callbacks", body, headers)
     assert status == 404
+    # Audited: the bad signatures as failures, the good one as a change by its signer.
+    entries = await SecurityStore(ocs.store.client).audit_entries()
+    kinds = [(e.fields["action"], e.fields.get("who", "")) for e in entries]
+    assert kinds.count(("auth.failure", "")) == 4
+    assert ("POST /v1/provisioning/callbacks", "signed:provisioning.callbacks") in kinds
 
 
 async def test_rejected_command_is_dead_lettered_and_replayed(
@@ -378,7 +385,10 @@ async def test_reconcile_survives_a_failing_hlr_and_bounds_its_queries(
     sim, url = hlr
     settings = replace(SETTINGS, redis_url=redis_url, provisioning_url=url,
                        provisioning_reconcile_concurrency=3)  # fmt: skip
-    async with run_ocs(settings, plans=[PLAN]) as ocs, aiohttp.ClientSession() as session:
+    async with (
+        run_ocs(settings, plans=[PLAN]) as ocs,
+        aiohttp.ClientSession(headers=AUTH) as session,
+    ):
         subs = [f"49158000000{i:02d}" for i in range(20)]
         for m in subs:
             await add(ocs, m, 0)
@@ -403,7 +413,8 @@ async def test_reconcile_survives_a_failing_hlr_and_bounds_its_queries(
 async def test_reconcile_cli_waits_for_the_job(ocs: Running, hlr: tuple[HlrSimulator, str]) -> None:
     await add(ocs, "4915900000001", 0)
     hlr[0].behaviour.fail_queries = {"4915900000001": 100}
-    env = {"OCS_API_URL": f"http://127.0.0.1:{ocs.http_port}", "PATH": os.environ["PATH"]}
+    env = {"OCS_API_URL": f"http://127.0.0.1:{ocs.http_port}", "PATH": os.environ["PATH"],
+           "OCS_API_TOKEN": ADMIN}  # fmt: skip
     r = await asyncio.to_thread(
         subprocess.run, [sys.executable, "-m", "ocs.cli", "provisioning", "reconcile"],
         capture_output=True, text=True, env=env, timeout=60, check=False,

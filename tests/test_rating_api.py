@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from ocs.api.app import create_app
 from ocs.api.metrics import Metrics
+from ocs.auth.credentials import AuthConfig
 from ocs.charging.tariffs import TariffRegistry
 from ocs.constants import IDEMPOTENCY_TTL_REFERENCE, IDEMPOTENCY_TTL_SESSION
 from ocs.store.redis_client import PipelinedRedis
@@ -21,6 +22,7 @@ from ocs.store.store import Store
 from tariffs import PlanBook, TariffRater, load_plans
 
 Client = TestClient[web.Request, web.Application]
+ADMIN = "test-admin-token"
 
 
 def ms(iso: str) -> int:
@@ -122,9 +124,10 @@ async def registry(store: Store) -> TariffRegistry:
 
 @pytest.fixture
 async def api(store: Store, registry: TariffRegistry, clock: FakeClock) -> AsyncIterator[Client]:
-    client: Client = TestClient(
-        TestServer(create_app(store, Metrics(), tariffs=registry, clock=clock))
+    app = create_app(
+        store, Metrics(), tariffs=registry, clock=clock, auth=AuthConfig(admin_token=ADMIN)
     )
+    client: Client = TestClient(TestServer(app), headers={"Authorization": f"Bearer {ADMIN}"})
     await client.start_server()
     try:
         yield client

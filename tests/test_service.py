@@ -12,14 +12,16 @@ from pathlib import Path
 
 import msgpack
 import pytest
+from secure import NATIVE_KEY, SECURE
 
 from ocs.config import Settings
 from ocs.redis_server import EmbeddedRedis
 from ocs.service import Running, run_ocs
 from protocols.native import NativeClient
+from protocols.native.codec import hello_mac
 from tariffs import parse_plan
 
-SETTINGS = Settings(native_port=0, http_port=0, validity=60, grace=10, sweep_interval=0.2)
+SETTINGS = Settings(native_port=0, http_port=0, validity=60, grace=10, sweep_interval=0.2, **SECURE)
 #: A plan whose prices do not depend on the time of day, so that the tests do not either.
 FLAT = parse_plan(
     """
@@ -51,7 +53,7 @@ async def ocs(redis_url: str) -> AsyncIterator[Running]:
 
 @pytest.fixture
 async def client(ocs: Running) -> AsyncIterator[NativeClient]:
-    async with NativeClient("127.0.0.1", ocs.native.port) as c:
+    async with NativeClient("127.0.0.1", ocs.native.port, key=NATIVE_KEY) as c:
         yield c
 
 
@@ -85,7 +87,7 @@ async def test_call_through_the_native_protocol(ocs: Running, client: NativeClie
     await client.reserve("call-2", "4917000001", "voice", seq=0)
     async with (
         run_ocs(replace(SETTINGS, redis_url=ocs.redis_url), plans=[FLAT]) as other,
-        NativeClient("127.0.0.1", other.native.port) as c2,
+        NativeClient("127.0.0.1", other.native.port, key=NATIVE_KEY) as c2,
     ):
         r = await c2.commit("call-2", seq=1, used=30)  # found through the session index
         assert (r.result, r.charged) == ("success", 45_000)
@@ -129,11 +131,19 @@ async def test_pipelined_requests_on_one_connection(ocs: Running, client: Native
 
 
 def _raw_exchange(port: int, payload: bytes) -> tuple[list[dict[str, object]], bool]:
-    """Send raw bytes, read replies until the server closes or goes quiet."""
+    """Send raw bytes after the hello handshake, read replies until the server closes or
+    goes quiet (the challenge and the hello's answer left out)."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(payload)
-        s.shutdown(socket.SHUT_WR)
         data = b""
+        while len(data) < 4 or len(data) < 4 + struct.unpack(">I", data[:4])[0]:
+            data += s.recv(65536)
+        (n,) = struct.unpack(">I", data[:4])
+        nonce = msgpack.unpackb(data[4 : 4 + n])["nonce"]
+        key_id, secret = NATIVE_KEY
+        mac = hello_mac(secret, nonce, key_id)
+        s.sendall(_frame({"id": HELLO_ID, "verb": "hello", "key": key_id, "mac": mac}) + payload)
+        s.shutdown(socket.SHUT_WR)
+        data = data[4 + n :]
         while chunk := s.recv(65536):
             data += chunk
     replies = []
@@ -141,7 +151,11 @@ def _raw_exchange(port: int, payload: bytes) -> tuple[list[dict[str, object]], b
         (n,) = struct.unpack(">I", data[:4])
         replies.append(msgpack.unpackb(data[4 : 4 + n]))
         data = data[4 + n :]
-    return replies, True
+    assert replies[0] == {"id": HELLO_ID, "result": "success"}
+    return replies[1:], True
+
+
+HELLO_ID = 4_000_000_000
 
 
 def _frame(obj: object) -> bytes:
@@ -211,7 +225,7 @@ async def test_redis_crash_gives_store_unavailable_and_the_ocs_recovers(
     try:
         async with (
             run_ocs(replace(SETTINGS, redis_url=redis.url), plans=[FLAT]) as ocs,
-            NativeClient("127.0.0.1", ocs.native.port) as client,
+            NativeClient("127.0.0.1", ocs.native.port, key=NATIVE_KEY) as client,
         ):
             await add(ocs, "4917000005", 100_000_000)
             opening = 100_000_000
@@ -288,7 +302,7 @@ async def test_the_ocs_on_a_unix_socket_redis(tmp_path: Path) -> None:
         settings = replace(SETTINGS, redis_url=f"unix://{sock}?db=1")
         async with (
             run_ocs(settings, plans=[FLAT]) as ocs,
-            NativeClient("127.0.0.1", ocs.native.port) as c,
+            NativeClient("127.0.0.1", ocs.native.port, key=NATIVE_KEY) as c,
         ):
             await add(ocs, "4917000001", 1_000_000)
             r = await c.debit("4917000001", "sms", key="m-1")

@@ -34,14 +34,17 @@ from protocols.diameter import constants as c
 from protocols.native.codec import (
     NEED_DATA,
     Balance,
+    Challenge,
     ClientConnection,
     Commit,
     Debit,
+    Hello,
     Ping,
     Release,
     Reply,
     Request,
     Reserve,
+    hello_mac,
 )
 from protocols.native.constants import MAX_ID
 from protocols.native.errors import ProtocolError
@@ -144,16 +147,32 @@ class NativeConnection(_Multiplexed):
     """A native-protocol connection (docs/native-protocol.md); methods as NativeClient's."""
 
     def __init__(
-        self, host: str, port: int, *, timeout: float = 5.0, connect_timeout: float = 5.0
-    ) -> None:
+        self, host: str, port: int, *, timeout: float = 5.0, connect_timeout: float = 5.0,
+        key: tuple[str, bytes] | None = None,
+    ) -> None:  # fmt: skip
         self._codec = ClientConnection()
         self._ids: Iterator[int] = itertools.cycle(range(1, MAX_ID + 1))
+        self._challenge = AsyncResult()
         super().__init__(host, port, timeout=timeout, connect_timeout=connect_timeout)
+        if key is not None:  # the hello handshake (docs/native-protocol.md)
+            try:
+                nonce = self._challenge.get(timeout=connect_timeout)
+            except gevent.Timeout:
+                self.close()
+                raise TimeoutError("no challenge from the server") from None
+            key_id, secret = key
+            reply = self.call(lambda i: Hello(i, key_id, hello_mac(secret, nonce, key_id)))
+            if not reply.ok:
+                self.close()
+                raise ConnectionError(f"hello refused: {reply.result} {reply.detail}")
 
     def _received(self, data: bytes) -> None:
         codec = self._codec
         codec.receive_data(data)
         while (reply := codec.next_event()) is not NEED_DATA:
+            if isinstance(reply, Challenge):
+                self._challenge.set(reply.nonce)
+                continue
             assert isinstance(reply, Reply)
             if reply.id == 0 and not reply.ok:
                 # The server could not read a frame of ours and closes (docs, "Errors").

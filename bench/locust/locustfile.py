@@ -46,6 +46,7 @@ from locust.contrib.fasthttp import FastHttpUser
 from locust.env import Environment
 from locust.runners import MasterRunner, WorkerRunner
 
+from bench.credentials import native_key_from_env
 from bench.locust.network import FAILED, Caller, GyNetwork, NativeNetwork, Network
 from bench.locust.results import Results
 from bench.locust.traffic import (
@@ -344,7 +345,8 @@ class Gateway(User):
                 watchdog=o.watchdog,
             )
         else:
-            self.net = NativeNetwork(host, o.native_port, reporter, timeout=o.request_timeout)
+            self.net = NativeNetwork(host, o.native_port, reporter, timeout=o.request_timeout,
+                                     key=native_key_from_env())  # fmt: skip
         self.caller = Caller(self.net, self.traffic, self.rng, self._wait, f"{name};{o.run_id}")
         for _ in range(o.closed_loop):
             self.sessions.spawn(self._back_to_back)
@@ -406,6 +408,9 @@ class CustomerCare(FastHttpUser):
         self.options = o
         self.rng = random.Random()
         self.subs = population(o.subscribers)
+        # A customer-care desk: an operator's API key (OCS_API_TOKEN; bench.load makes one).
+        token = os.environ.get("OCS_API_TOKEN", "")
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     def wait_time(self) -> float:
         total = self.options.topup_rate + self.options.balance_rate
@@ -428,7 +433,11 @@ class CustomerCare(FastHttpUser):
         ref = f"load-{self.options.run_id}-{os.getpid()}-{next(self._numbers)}"
         body = {"amount": format_money(amount), "reference": ref, "note": "load test"}
         with self.client.post(
-            f"/v1/subscribers/{sub.msisdn}/topups", json=body, name="topup", catch_response=True
+            f"/v1/subscribers/{sub.msisdn}/topups",
+            json=body,
+            name="topup",
+            catch_response=True,
+            headers=self.headers,
         ) as resp:
             if resp.status_code == 201:
                 RESULTS.topped_up(sub.msisdn, amount)
@@ -439,7 +448,7 @@ class CustomerCare(FastHttpUser):
                 resp.failure(f"{resp.status_code} {(resp.text or '')[:120]}")
 
     def _balance(self, sub: Subscriber) -> None:
-        self.client.get(f"/v1/subscribers/{sub.msisdn}", name="balance")
+        self.client.get(f"/v1/subscribers/{sub.msisdn}", name="balance", headers=self.headers)
 
 
 def _host_of(url: str | None) -> str:

@@ -149,9 +149,12 @@ class NativeNetwork:
 
     protocol = "native"
 
-    def __init__(self, host: str, port: int, reporter: Reporter, *, timeout: float = 5.0) -> None:
+    def __init__(
+        self, host: str, port: int, reporter: Reporter, *, timeout: float = 5.0,
+        key: tuple[str, bytes] | None = None,
+    ) -> None:  # fmt: skip
         self.reporter = reporter
-        self._link = _Link(lambda: NativeConnection(host, port, timeout=timeout))
+        self._link = _Link(lambda: NativeConnection(host, port, timeout=timeout, key=key))
 
     def _conn(self) -> NativeConnection:
         conn = self._link.get()

@@ -51,11 +51,14 @@ from ocs.api.problems import (
 )
 from ocs.api.routes import Route, add_routes
 from ocs.api.server import parser_problem
+from ocs.auth.credentials import AuthConfig
+from ocs.auth.http import SECURITY, Security, over_limit
 from ocs.charging.tariffs import TariffRegistry, bundle_buckets
 from ocs.constants import HTTP_BODY_TIMEOUT, MAX_UNITS, STATE_ACTIVE, STATES
 from ocs.money import MoneyFormatError, format_money, parse_money
 from ocs.provisioning.service import Provisioning, ProvisioningError
 from ocs.store.errors import StoreError, StoreUnavailable
+from ocs.store.security import SecurityStore
 from ocs.store.store import PLAN_THRESHOLDS, Account, Event, ScriptAnswer, Store, UnitBucket
 from tariffs import (
     PlanBook,
@@ -672,6 +675,9 @@ def _credit_handler(kind: str, sign: Sign, note_field: str, *, note_required: bo
         reference = f.required_text("reference", max_len=MAX_REFERENCE)
         note = f.text(note_field, required=note_required, max_len=MAX_NOTE) or ""
         f.check()
+        refused = over_limit(request, amount)
+        if refused is not None:
+            return refused
         answer = await request.app[STORE].credit(
             msisdn,
             kind=kind,
@@ -1094,6 +1100,23 @@ async def reconcile_job(request: web.Request) -> web.StreamResponse:
     return web.json_response(job)
 
 
+async def _subscriber_snapshot(request: web.Request) -> dict[str, object] | None:
+    """The audit's before/after of a subscriber write: what a change can touch."""
+    msisdn = request.match_info.get("msisdn")
+    if msisdn is None or not _MSISDN_RE.fullmatch(msisdn):
+        return None
+    a = await request.app[STORE].get_account(msisdn)
+    if a is None:
+        return None
+    return {
+        "balance": format_money(a.balance),
+        "credit_limit": format_money(a.credit_limit),
+        "state": a.state,
+        "plan": a.plan,
+        "version": a.version,
+    }
+
+
 #: Every endpoint of the core API with the resource and action it needs (ocs.api.routes).
 _ROUTES: Final = (
     Route("POST", "/v1/subscribers", create_subscriber, "subscribers", "write"),
@@ -1133,13 +1156,15 @@ _ROUTES: Final = (
 
 #: Present when the OCS runs with a provisioning system.
 _PROVISIONING_ROUTES: Final = (
-    # Signed by the provisioning system (HMAC over timestamp and body), not by a bearer token.
+    # Signed by the provisioning system (HMAC over timestamp and body): that signature is
+    # its credential (checked by the handler), not a bearer token.
     Route(
         "POST",
         "/v1/provisioning/callbacks",
         provisioning_callback,
         "provisioning.callbacks",
         "write",
+        public=True,
     ),
     Route(
         "GET",
@@ -1182,6 +1207,7 @@ def create_app(
     provisioning: Provisioning | None = None,
     body_timeout: float = HTTP_BODY_TIMEOUT,
     routes: Iterable[Route] = (),
+    auth: AuthConfig | None = None,
 ) -> web.Application:
     """The HTTP API over ``store``.
 
@@ -1195,14 +1221,23 @@ def create_app(
         body_timeout: seconds a request body may take to arrive (408 after).
         provisioning: the provisioning system; its routes exist only when it is given.
         routes: more endpoints, declared by the subsystems that serve them.
+        auth: authentication settings (ocs.auth); by default no bootstrap token: only the
+            API keys and users kept in the store's Redis get in.
     """
-    app = web.Application(middlewares=[_errors_and_metrics], client_max_size=MAX_BODY)
+    security = Security(SecurityStore(store.client), auth or AuthConfig(), metrics, clock)
+    security.snapshots["subscribers"] = _subscriber_snapshot
+    # Security outermost: it sees every answer as the client will (problems included).
+    app = web.Application(
+        middlewares=[security.middleware, _errors_and_metrics], client_max_size=MAX_BODY
+    )
+    app[SECURITY] = security
     app[STORE] = store
     app[METRICS] = metrics
     app[CLOCK] = clock
     app[BODY_TIMEOUT] = body_timeout
     app[TARIFFS] = tariffs
     add_routes(app, _ROUTES)
+    add_routes(app, security.routes())
     if provisioning is not None:
         app[PROVISIONING] = provisioning
         add_routes(app, _PROVISIONING_ROUTES)

@@ -98,6 +98,13 @@ class Metrics:
             registry=self.registry,
         )
         self._gauges: dict[str, Gauge] = {}
+        self._auth_failures = Counter(
+            "ocs_auth_failures",
+            "Requests refused for their credential (missing, wrong, expired, revoked), their "
+            "role (forbidden) or too many failures (limited), by interface.",
+            ("interface", "reason"),
+            registry=self.registry,
+        )
 
     def observe(self, protocol: str, verb: str, result: str, seconds: float) -> None:
         """Count one answered request and record how long it took."""
@@ -114,6 +121,10 @@ class Metrics:
     def redis_error(self) -> None:
         """Count one request that failed because Redis was unavailable."""
         self._redis_errors.inc()
+
+    def auth_failure(self, interface: str, reason: str) -> None:
+        """Count one refused credential (ocs.auth)."""
+        self._auth_failures.labels(interface, reason).inc()
 
     def _gauge(self, protocol: str) -> Gauge:
         gauge = self._gauges.get(protocol)

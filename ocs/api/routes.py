@@ -58,7 +58,7 @@ class Caller:
 
 
 #: The request key under which the authentication middleware stores the :class:`Caller`.
-CALLER: Final = "ocs.caller"
+CALLER: Final = web.RequestKey("ocs.caller", Caller)
 
 
 #: The app's declarations by (method, route template), as aiohttp canonicalises them.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import shutil
 import signal
 import socket
@@ -91,6 +92,7 @@ async def run_demo(
     out: TextIO = sys.stdout,
 ) -> Tally:
     settings = replace(settings, data_dir=f"{settings.data_dir}/demo")
+    settings = demo_credentials(settings)
     # Enterprise billing runs in the demo, in its own SQLite file unless a database is given.
     settings = replace(
         settings, billing=True,
@@ -128,6 +130,45 @@ async def run_demo(
             ocs, settings, view, out, subscribers, callers, speed, duration, ftpd.url("cdr"), hlr
         )
     raise AssertionError("unreachable")
+
+
+#: The demo's users, one per role (agency-viewer limited to the agency "moh").
+DEMO_USERS: tuple[tuple[str, str, str | None], ...] = (
+    ("admin", "admin", None),
+    ("operator", "operator", None),
+    ("finance", "finance", None),
+    ("tariffs", "tariff-manager", None),
+    ("auditor", "auditor", None),
+    ("moh-viewer", "agency-viewer", "moh"),
+)
+#: The key id the demo's switch simulator authenticates with on the native protocol.
+DEMO_NATIVE_KEY = "demo-switch"
+
+
+def demo_credentials(settings: Settings) -> Settings:
+    """The demo's secrets, generated for this run where the settings give none: the
+    bootstrap admin token, the master secret, a native-protocol key for the simulator."""
+    return replace(
+        settings,
+        admin_token=settings.admin_token or secrets.token_urlsafe(24),
+        secret_key=settings.secret_key or secrets.token_hex(32),
+        native_keys=settings.native_keys or f"{DEMO_NATIVE_KEY}:{secrets.token_hex(16)}",
+    )
+
+
+async def _demo_users(ocs: Running) -> list[tuple[str, str, str]]:
+    """Create the demo users with fresh passwords: (name, role, password)."""
+    from ocs.auth.credentials import new_user
+    from ocs.store.security import SecurityStore
+
+    store = SecurityStore(ocs.store.client)
+    out = []
+    for name, role, agency in DEMO_USERS:
+        password = secrets.token_urlsafe(9)
+        record = await asyncio.to_thread(new_user, name, password, role, agency, wall_clock_ms())
+        await store.put_user(record)
+        out.append((name, role + (f" ({agency})" if agency else ""), password))
+    return out
 
 
 def _show_hlr(a: Applied, out: TextIO) -> None:
@@ -240,6 +281,7 @@ async def _hot_billing(
         warehouse_dir=f"{settings.data_dir}/warehouse",
         archive_dir=f"{settings.data_dir}/archive",
         archive_key=DEMO_ARCHIVE_KEY,
+        lineage_dir=f"{settings.data_dir}/lineage",
     )
     await asyncio.gather(
         switch.run(),
@@ -266,20 +308,28 @@ async def _run(
         await ocs.store.client.execute("FLUSHALL")
         await ocs.tariffs.publish_thresholds()
     subs = await load_demo_data(ocs.store, subscribers, wall_clock_ms(), ocs.tariffs.rater.book)
+    users = await _demo_users(ocs)
+    api = f"http://{settings.bind}:{ocs.http_port}"
     if ocs.billing is not None:
         n = await asyncio.to_thread(load_hierarchy, ocs.billing.engine, subs, now_in_zone())
         print(f"BILLING   {n} enterprise accounts of {len(AGENCIES)} agencies bill their "
               "gov-payu lines' usage, fixed charges, LAD and SLA penalties", file=out)  # fmt: skip
     print(
         f"OCS demo: {len(subs)} subscribers loaded; native protocol on port "
-        f"{ocs.native.port}, Diameter Gy on port {ocs.diameter_port}, "
-        f"admin API on http://{settings.bind}:{ocs.http_port} "
-        f"(try: curl http://{settings.bind}:{ocs.http_port}/v1/subscribers/{subs[1].msisdn})"
-        "\nCtrl-C to stop.\n",
+        f"{ocs.native.port}, Diameter Gy on port {ocs.diameter_port}, admin API on {api}\n"
+        f"Credentials of this run (docs/security.md):\n"
+        f"  admin token (OCS_ADMIN_TOKEN): {settings.admin_token}\n"
+        f"  try: curl -H 'Authorization: Bearer {settings.admin_token}' "
+        f"{api}/v1/subscribers/{subs[1].msisdn}\n"
+        f"  native protocol key (OCS_NATIVE_KEYS): {settings.native_keys}\n"
+        f"  users (POST {api}/v1/auth/token with username and password):\n"
+        + "".join(f"    {name:<11} {role:<22} {pw}\n" for name, role, pw in users)
+        + "Ctrl-C to stop.\n",
         file=out,
         flush=True,
     )
-    async with NativeClient(settings.bind, ocs.native.port) as client:
+    key_id, secret = next(iter(settings.native_key_map.items()))
+    async with NativeClient(settings.bind, ocs.native.port, key=(key_id, secret)) as client:
         sim = SwitchSimulator(
             client,
             [s.msisdn for s in subs],

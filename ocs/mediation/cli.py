@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ocs.auth.masking import install_masking
 from ocs.cli import CliError, _run, _tune_gc
 from ocs.config import Settings, load_settings
 from ocs.mediation.archive import parse_key, read_entry, verify
@@ -74,6 +75,8 @@ async def _mediate(settings: Settings, source: str, args: argparse.Namespace) ->
         warehouse_dir=None if args.no_warehouse else settings.warehouse_dir,
         archive_dir=None if args.no_archive else settings.archive_dir,
         archive_key=None if args.no_archive else _key(settings.archive_key, "OCS_ARCHIVE_KEY"),
+        lineage_dir=settings.lineage_dir or None,
+        lineage_url=settings.lineage_url,
     )
     try:
         src = open_source(source)
@@ -108,6 +111,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CliError("the retention archive needs a key: set OCS_ARCHIVE_KEY (64 hex digits, "
                        "e.g. from `openssl rand -hex 32`) or give --no-archive")  # fmt: skip
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(message)s")
+    install_masking(settings.log_level)
     _tune_gc()
     _run(_mediate(settings, args.source, args))
     return 0

@@ -37,6 +37,7 @@ from typing import Final, Protocol
 from ocs.charging.engine import ChargingEngine, wall_clock_ms
 from ocs.charging.types import DebitRequest, Outcome, SessionInfo
 from ocs.constants import DURATION_TOLERANCE, MAX_CALL_DURATION
+from ocs.lineage import DatasetRef, Lineage, file_dataset
 from ocs.mediation.archive import Archive, ArchiveError
 from ocs.mediation.collect import (
     Candidate,
@@ -47,7 +48,7 @@ from ocs.mediation.collect import (
     SourceUnavailable,
     open_source,
 )
-from ocs.mediation.export import RatedUsage, write_parquet
+from ocs.mediation.export import SCHEMA, RatedUsage, write_parquet
 from ocs.mediation.formats import Rejected, decode, network_id
 from ocs.mediation.usage import Direction, Usage
 from ocs.store.errors import StoreUnavailable
@@ -82,6 +83,10 @@ class Decoder(Protocol):
     def __call__(self, data: bytes, *, switch: str, file: str) -> Iterable[Usage | Rejected]: ...
 
 
+#: The warehouse's columns, for the lineage records' schema facets.
+PARQUET_SCHEMA: Final = tuple((f.name, str(f.type)) for f in SCHEMA)
+
+
 @dataclass(frozen=True, slots=True)
 class MediationConfig:
     """How the mediation runs (the CLI builds it from Settings and flags)."""
@@ -102,6 +107,9 @@ class MediationConfig:
     #: A call whose callDuration differs from releaseTime - answerTime by more than this
     #: (seconds; the TimeStamps have second precision) is rejected as implausible.
     duration_tolerance: int = DURATION_TOLERANCE
+    #: OpenLineage records of what is written (ocs.lineage): a directory, an HTTP endpoint.
+    lineage_dir: str | None = None
+    lineage_url: str = ""
 
 
 def implausible(u: Usage, *, max_call_duration: int, duration_tolerance: int) -> str | None:
@@ -427,6 +435,10 @@ class Mediation:
             if cfg.archive_dir is not None and cfg.archive_key is not None
             else None
         )
+        self.lineage = (
+            Lineage(cfg.lineage_dir, cfg.lineage_url) if cfg.lineage_dir or cfg.lineage_url
+            else None
+        )  # fmt: skip
 
     async def process(self, cand: Candidate) -> FileReport:
         """Charge one closed file through to done (or set it aside as a duplicate)."""
@@ -484,6 +496,15 @@ class Mediation:
                 records=records, rejected=len(rejects), now_ms=done_at,
             )  # fmt: skip
             seq = arc.seq
+        if self.lineage is not None:
+            outputs = [file_dataset(p, PARQUET_SCHEMA) for p in warehouse]
+            if self.archive is not None:
+                outputs.append(file_dataset(arc.path))
+            source = DatasetRef(self.source.label, name)
+            if outputs:
+                await asyncio.to_thread(
+                    self.lineage.emit, "ocs.mediation.charge", [source], outputs
+                )
         await self.source.finish(name, rejects_text(name, rejects) if rejects else None)
         await self.ledger.done(
             name,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from typing import Final
 
 from ocs.constants import BUCKET_COUNT, KEY_PREFIX
 
@@ -152,3 +153,36 @@ _cache: dict[str, SubscriberKeys] = {}
 
 def msisdn_of_account_key(key: str) -> str:
     return key.rsplit(":acct:", 1)[1]
+
+
+# -- security (ocs/store/security.py): credentials and the audit chain ---------------------
+
+KEY_PREFIX_AUTH: Final = f"{KEY_PREFIX}:auth"
+#: The audit chain (a stream) and its head: "<seq> <hash>" (a string), with its signature.
+AUDIT_STREAM: Final = f"{KEY_PREFIX}:audit"
+AUDIT_HEAD: Final = f"{KEY_PREFIX}:audit:head"
+AUDIT_HEAD_SIGNATURE: Final = f"{KEY_PREFIX}:audit:head:sig"
+#: The last record exported to files (ocs audit export).
+AUDIT_EXPORT_CURSOR: Final = f"{KEY_PREFIX}:audit:export"
+#: The JWT signing key, when the deployment gave none (created once, shared by processes).
+GENERATED_SECRET: Final = f"{KEY_PREFIX_AUTH}:generated-secret"
+
+
+def api_key_key(key_id: str) -> str:
+    return f"{KEY_PREFIX_AUTH}:key:{key_id}"
+
+
+def api_key_index() -> str:
+    return f"{KEY_PREFIX_AUTH}:keys"
+
+
+def user_key(name: str) -> str:
+    return f"{KEY_PREFIX_AUTH}:user:{name}"
+
+
+def user_index() -> str:
+    return f"{KEY_PREFIX_AUTH}:users"
+
+
+def refresh_key(digest: str) -> str:
+    return f"{KEY_PREFIX_AUTH}:refresh:{digest}"

@@ -335,8 +335,9 @@ class _Context:
 class PeerMachine:
     """One connection's peer state: feed it events, carry out the actions it returns.
 
-    ``allowed_peers``: Origin-Hosts allowed to connect (None: any); a CER from another is
-    answered 3010 and the connection closed. ``rng`` draws the watchdog jitter and the first
+    ``allowed_peers``: Origin-Hosts allowed to connect (None: any), ``allowed_realms``
+    likewise for Origin-Realms; a CER from another is answered 3010 and the connection
+    closed. ``rng`` draws the watchdog jitter and the first
     identifiers (pass a seeded one in tests).
     """
 
@@ -351,6 +352,7 @@ class PeerMachine:
         closing_timeout: float = DEFAULT_CLOSING_TIMEOUT,
         allowed_peers: frozenset[str] | None = None,
         rng: random.Random | None = None,
+        allowed_realms: frozenset[str] | None = None,
     ) -> None:
         if watchdog_interval < MIN_WATCHDOG_INTERVAL:
             raise ValueError(
@@ -365,6 +367,7 @@ class PeerMachine:
         self.cea_timeout = cea_timeout
         self.closing_timeout = closing_timeout
         self.allowed_peers = allowed_peers
+        self.allowed_realms = allowed_realms
         self._rng = rng or random.Random()
         #: Identifiers for the requests we send on this connection (RAR and ASR too).
         self.ids = Identifiers(self._rng)
@@ -441,6 +444,11 @@ class PeerMachine:
         if self.allowed_peers is not None and peer.origin_host not in self.allowed_peers:
             context.problems = [
                 Problem(DIAMETER_UNKNOWN_PEER, f"peer {peer.origin_host!r} is not allowed")
+            ]
+            return Event.RCV_CER_INVALID
+        if self.allowed_realms is not None and peer.origin_realm not in self.allowed_realms:
+            context.problems = [
+                Problem(DIAMETER_UNKNOWN_PEER, f"realm {peer.origin_realm!r} is not allowed")
             ]
             return Event.RCV_CER_INVALID
         if not self._common_application(peer):

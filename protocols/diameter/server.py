@@ -68,6 +68,7 @@ from protocols.diameter.constants import (
     DIAMETER_REALM_NOT_SERVED,
     DIAMETER_UNABLE_TO_COMPLY,
     DIAMETER_UNABLE_TO_DELIVER,
+    DIAMETER_UNKNOWN_PEER,
 )
 from protocols.diameter.errors import FramingError, LocalProtocolError, Problem
 from protocols.diameter.peer import (
@@ -120,6 +121,7 @@ class _PeerProtocol(asyncio.Protocol):
             server.identity,
             watchdog_interval=server.watchdog_interval,
             allowed_peers=server.allowed_peers,
+            allowed_realms=server.allowed_realms,
             cer_timeout=server.cer_timeout,
         )
         self._transport: asyncio.Transport | None = None
@@ -243,6 +245,15 @@ class _PeerProtocol(asyncio.Protocol):
     def _run(self, actions: list[Action]) -> None:
         for action in actions:
             if type(action) is Send:
+                refused = self._server.on_refused
+                if (
+                    refused is not None
+                    and self.remote is None  # only a CEA can refuse a peer
+                    and action.message.result_code == DIAMETER_UNKNOWN_PEER
+                ):
+                    # A CER from a peer not on the allow-lists (RFC 6733 §5.3, 3010).
+                    peer = self._transport.get_extra_info("peername") if self._transport else None
+                    refused(peer, "unknown peer")
                 self._send(action.message)
             elif type(action) is Deliver:
                 self._deliver(action.message)
@@ -454,7 +465,8 @@ class DiameterServer:
 
     ``max_message``: largest message in bytes (larger closes the connection);
     ``watchdog_interval``: Tw in seconds (RFC 3539, at least 6); ``allowed_peers``:
-    Origin-Hosts allowed to connect (None: any; others get 3010 in the CEA); ``ssl``: a
+    Origin-Hosts allowed to connect, ``allowed_realms``: Origin-Realms (None: any; others
+    get 3010, DIAMETER_UNKNOWN_PEER, in the CEA); ``ssl``: a
     server-side TLS context (TLS from the first byte, RFC 6733 §13); ``realm_check``: answer
     requests for another Destination-Realm with 3003; ``answer_copy``: AVPs copied from a
     request into the error answers built here (for credit control: Auth-Application-Id,
@@ -473,6 +485,7 @@ class DiameterServer:
         max_message: int = DEFAULT_MAX_MESSAGE_SIZE,
         watchdog_interval: float = DEFAULT_WATCHDOG_INTERVAL,
         allowed_peers: frozenset[str] | None = None,
+        allowed_realms: frozenset[str] | None = None,
         ssl: SSLContext | None = None,
         max_inflight_per_connection: int = DEFAULT_MAX_INFLIGHT_PER_CONNECTION,
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
@@ -482,6 +495,7 @@ class DiameterServer:
         frame_timeout: float = DEFAULT_FRAME_TIMEOUT,
         reuse_port: bool = False,
         backlog: int = 1024,
+        on_refused: Callable[[object, str], None] | None = None,
     ) -> None:
         if max_inflight_per_connection < 1:
             raise ValueError("max_inflight_per_connection must be at least 1")
@@ -497,6 +511,9 @@ class DiameterServer:
         self.max_message = max_message
         self.watchdog_interval = watchdog_interval
         self.allowed_peers = allowed_peers or None
+        self.allowed_realms = allowed_realms or None
+        #: Told of every peer refused at the capabilities exchange (metrics, audit).
+        self.on_refused = on_refused
         self.ssl = ssl
         self.max_inflight_per_connection = max_inflight_per_connection
         self.drain_timeout = drain_timeout

@@ -15,20 +15,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from types import TracebackType
 from typing import cast
 
 from protocols.native.codec import (
     NEED_DATA,
     Balance,
+    Challenge,
     ClientConnection,
     Commit,
     Debit,
+    Hello,
     Ping,
     Release,
     Reply,
     Request,
     Reserve,
+    hello_mac,
 )
 from protocols.native.constants import DEFAULT_CALL_TIMEOUT, DEFAULT_MAX_FRAME, MAX_ID
 from protocols.native.errors import ProtocolError
@@ -68,8 +72,11 @@ class NativeClient:
 
     ``timeout``: seconds each call waits for its reply (None: forever; an attribute, so it
     can be changed; for one call, wrap it in ``asyncio.timeout()``). ``max_frame`` bounds
-    frames both ways. Use ``await client.connect()`` and ``await client.close()``, or
-    ``async with NativeClient(host, port) as client``.
+    frames both ways. ``key`` (key id, shared secret): answer the server's challenge with a
+    hello on connecting (``connect`` fails with ``ConnectionError`` if it is refused);
+    ``ssl``: connect over TLS (with a client certificate loaded, if the server wants one).
+    Use ``await client.connect()`` and ``await client.close()``, or ``async with
+    NativeClient(host, port) as client``.
     """
 
     def __init__(
@@ -80,8 +87,13 @@ class NativeClient:
         timeout: float | None = DEFAULT_CALL_TIMEOUT,
         connect_timeout: float | None = DEFAULT_CALL_TIMEOUT,
         max_frame: int = DEFAULT_MAX_FRAME,
+        key: tuple[str, bytes] | None = None,
+        ssl: ssl.SSLContext | None = None,
     ) -> None:
         self.host = host
+        self.key = key
+        self.ssl = ssl
+        self._challenge: asyncio.Future[bytes] | None = None
         self.port = port
         self.timeout = timeout
         self.connect_timeout = connect_timeout
@@ -113,13 +125,31 @@ class NativeClient:
             raise RuntimeError("a NativeClient connects once")
         loop = self._loop = asyncio.get_running_loop()
         self._closed = loop.create_future()
+        self._challenge = loop.create_future()
         try:
             async with asyncio.timeout(self.connect_timeout):
-                await loop.create_connection(lambda: _ClientProtocol(self), self.host, self.port)
+                await loop.create_connection(
+                    lambda: _ClientProtocol(self), self.host, self.port, ssl=self.ssl
+                )
         except BaseException as exc:
             self._error = ConnectionError(f"cannot connect to {self.host}:{self.port}: {exc!r}")
             self._closed.set_result(None)
             raise
+        if self.key is not None:
+            try:
+                async with asyncio.timeout(self.connect_timeout):
+                    await self._hello(self.key)
+            except BaseException:
+                await self.close()
+                raise
+
+    async def _hello(self, key: tuple[str, bytes]) -> None:
+        assert self._challenge is not None
+        nonce = await asyncio.shield(self._challenge)
+        key_id, secret = key
+        reply = await self._call(Hello(self._next_id(), key_id, hello_mac(secret, nonce, key_id)))
+        if not reply.ok:
+            raise ConnectionError(f"the server refused the hello: {reply.result} {reply.detail}")
 
     async def close(self) -> None:
         """Close the connection; calls still waiting fail with ``ConnectionError``."""
@@ -294,6 +324,11 @@ class NativeClient:
                 return
             if reply is NEED_DATA:
                 return
+            if type(reply) is Challenge:
+                if self._challenge is not None and not self._challenge.done():
+                    self._challenge.set_result(reply.nonce)
+                continue
+            assert type(reply) is Reply
             future = pending.pop(reply.id, None)
             if future is not None:
                 if not future.done():
@@ -317,6 +352,9 @@ class NativeClient:
                 # waiter's traceback.
                 future.set_exception(ConnectionError(str(error)))
         self._writable.set()  # wake writers so that they see the error
+        if self._challenge is not None and not self._challenge.done():
+            self._challenge.set_exception(ConnectionError(str(error)))
+            self._challenge.exception()  # retrieved: nobody may be waiting for it
         if self._transport is not None:
             self._transport.close()
 

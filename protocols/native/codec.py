@@ -24,6 +24,8 @@ The decoder raises nothing but ``ProtocolError`` on any input (the tests fuzz it
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import struct
 from dataclasses import dataclass
 from enum import Enum
@@ -33,11 +35,14 @@ import msgpack
 
 from protocols.native.constants import (
     DEFAULT_MAX_FRAME,
+    HELLO_CONTEXT,
     LENGTH_PREFIX_SIZE,
+    MAC_SIZE,
     MAX_ARRAY_LEN,
     MAX_DESTINATION_LEN,
     MAX_DETAIL_LEN,
     MAX_ID,
+    MAX_KEY_ID_LEN,
     MAX_KEY_LEN,
     MAX_LOCATION_LEN,
     MAX_MAP_LEN,
@@ -48,11 +53,14 @@ from protocols.native.constants import (
     MAX_SUBSCRIBER_LEN,
     MAX_UNITS,
     MIN_MAX_FRAME,
+    NONCE_SIZE,
+    RESULT_HELLO,
     RESULT_INVALID_REQUEST,
     RESULT_SUCCESS,
     VERB_BALANCE,
     VERB_COMMIT,
     VERB_DEBIT,
+    VERB_HELLO,
     VERB_PING,
     VERB_RELEASE,
     VERB_RESERVE,
@@ -62,10 +70,12 @@ from protocols.native.errors import LocalProtocolError, ProtocolError
 __all__ = [
     "NEED_DATA",
     "Balance",
+    "Challenge",
     "ChargingRequest",
     "ClientConnection",
     "Commit",
     "Debit",
+    "Hello",
     "InvalidRequest",
     "NeedData",
     "Ping",
@@ -75,6 +85,7 @@ __all__ = [
     "Reserve",
     "ServerConnection",
     "encode_frame",
+    "hello_mac",
 ]
 
 
@@ -182,6 +193,30 @@ class Ping:
 
 
 @dataclass(frozen=True, slots=True)
+class Hello:
+    """The client's first request when the server challenged it: ``key`` names the shared
+    secret, ``mac`` is :func:`hello_mac` over the server's nonce."""
+
+    verb: ClassVar[str] = VERB_HELLO
+    id: int
+    key: str
+    mac: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    """The server's first frame on a connection that must authenticate: a fresh nonce."""
+
+    nonce: bytes
+
+
+def hello_mac(secret: bytes, nonce: bytes, key: str) -> bytes:
+    """HMAC-SHA256 of the handshake: over a fixed context, the server's nonce and the key id
+    (so a MAC is good for one connection and one key only)."""
+    return hmac.new(secret, HELLO_CONTEXT + nonce + key.encode(), hashlib.sha256).digest()
+
+
+@dataclass(frozen=True, slots=True)
 class InvalidRequest:
     """A readable frame with a valid ``id`` whose request is not valid.
 
@@ -226,7 +261,7 @@ class Reply:
 #: Requests a charging handler answers.
 ChargingRequest: TypeAlias = Reserve | Commit | Release | Debit | Balance
 #: Every request event.
-Request: TypeAlias = Reserve | Commit | Release | Debit | Balance | Ping
+Request: TypeAlias = Reserve | Commit | Release | Debit | Balance | Ping | Hello
 
 
 # --- framing ---------------------------------------------------------------------------------
@@ -492,6 +527,13 @@ def _parse_ping(request_id: int, m: dict[Any, Any]) -> Ping:
     return Ping(request_id)
 
 
+def _parse_hello(request_id: int, m: dict[Any, Any]) -> Hello:
+    mac = m.get("mac")
+    if type(mac) is not bytes or len(mac) != MAC_SIZE:
+        raise _Invalid(f"field 'mac' must be {MAC_SIZE} bytes")
+    return Hello(request_id, _required_str(m, "key", MAX_KEY_ID_LEN), mac)
+
+
 _PARSERS: Final[dict[str, Any]] = {
     VERB_RESERVE: _parse_reserve,
     VERB_COMMIT: _parse_commit,
@@ -499,6 +541,7 @@ _PARSERS: Final[dict[str, Any]] = {
     VERB_DEBIT: _parse_debit,
     VERB_BALANCE: _parse_balance,
     VERB_PING: _parse_ping,
+    VERB_HELLO: _parse_hello,
 }
 
 
@@ -564,6 +607,8 @@ def _encode_request(request: Request) -> dict[str, Any]:
         return {"id": request.id, "verb": VERB_BALANCE, "subscriber": request.subscriber}
     if type(request) is Ping:
         return {"id": request.id, "verb": VERB_PING}
+    if type(request) is Hello:
+        return {"id": request.id, "verb": VERB_HELLO, "key": request.key, "mac": request.mac}
     raise LocalProtocolError(f"not a request event: {request!r}")
 
 
@@ -645,8 +690,12 @@ class ServerConnection(_Framer):
             return InvalidRequest(request_id, str(exc))
         return request
 
-    def send(self, reply: Reply) -> bytes:
+    def send(self, reply: Reply | Challenge) -> bytes:
         """The bytes of one reply frame. ``LocalProtocolError`` if it cannot be sent."""
+        if type(reply) is Challenge:
+            if len(reply.nonce) != NONCE_SIZE:
+                raise LocalProtocolError(f"a challenge's nonce is {NONCE_SIZE} bytes")
+            return self._frame({"id": 0, "result": RESULT_HELLO, "nonce": reply.nonce})
         if type(reply) is not Reply:
             raise LocalProtocolError(f"a server sends Reply events, not {reply!r}")
         return self._frame(_encode_reply(reply))
@@ -660,8 +709,9 @@ class ClientConnection(_Framer):
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         super().__init__(max_frame)
 
-    def next_event(self) -> Reply | NeedData:
-        """The next reply, :data:`NEED_DATA`, or ``ProtocolError`` if the server is broken.
+    def next_event(self) -> Reply | Challenge | NeedData:
+        """The next reply, the server's :class:`Challenge`, :data:`NEED_DATA`, or
+        ``ProtocolError`` if the server is broken.
 
         A reply with id 0 and a non-success result is the server's answer to a frame it could
         not read; the server closes the connection after it.
@@ -673,6 +723,11 @@ class ClientConnection(_Framer):
         result = message.get("result")
         if type(result) is not str or not result:
             raise self._fail("reply without a result")
+        if reply_id == 0 and result == RESULT_HELLO:
+            nonce = message.get("nonce")
+            if type(nonce) is not bytes or len(nonce) != NONCE_SIZE:
+                raise self._fail(f"a challenge's nonce must be {NONCE_SIZE} bytes")
+            return Challenge(nonce)
         fields: dict[str, Any] = {}
         for name in _REPLY_INTS:
             value = message.get(name)

@@ -49,6 +49,19 @@ VERB_DEBIT: Final = "debit"
 VERB_BALANCE: Final = "balance"
 VERB_PING: Final = "ping"
 VERBS: Final = (VERB_RESERVE, VERB_COMMIT, VERB_RELEASE, VERB_DEBIT, VERB_BALANCE, VERB_PING)
+#: The handshake (docs/native-protocol.md, "Authentication"): the server's first frame is a
+#: challenge ``{"id": 0, "result": "hello", "nonce": <16 bytes>}``; the client's first request
+#: is ``{"id": N, "verb": "hello", "key": <key id>, "mac": HMAC-SHA256(secret, HELLO_CONTEXT +
+#: nonce + key id)}``, answered ``success`` or ``unauthenticated`` (then the server closes).
+VERB_HELLO: Final = "hello"
+RESULT_HELLO: Final = "hello"
+RESULT_UNAUTHENTICATED: Final = "unauthenticated"
+HELLO_CONTEXT: Final = b"ocs-native-hello\x00"
+NONCE_SIZE: Final = 16
+MAC_SIZE: Final = 32
+MAX_KEY_ID_LEN: Final = 64
+#: Seconds a challenged connection has to send its hello.
+DEFAULT_HELLO_TIMEOUT: Final = 10.0
 
 #: Result codes (the values of ``ocs.charging.types.Outcome``).
 RESULT_SUCCESS: Final = "success"

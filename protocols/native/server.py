@@ -35,38 +35,58 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hmac
 import logging
+import secrets
+import ssl
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import TypeAlias, cast
+from typing import Protocol, TypeAlias, cast
 
 from protocols.lifecycle import StallTimer, drain_and_close
 from protocols.native.codec import (
     NEED_DATA,
+    Challenge,
     ChargingRequest,
+    Hello,
     InvalidRequest,
     Ping,
     Reply,
     ServerConnection,
+    hello_mac,
 )
 from protocols.native.constants import (
     DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_FRAME_TIMEOUT,
+    DEFAULT_HELLO_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_FRAME,
     DEFAULT_MAX_INFLIGHT_PER_CONNECTION,
+    NONCE_SIZE,
     RESULT_INVALID_REQUEST,
     RESULT_STORE_UNAVAILABLE,
     RESULT_SUCCESS,
+    RESULT_UNAUTHENTICATED,
 )
 from protocols.native.errors import LocalProtocolError, ProtocolError
 
-__all__ = ["Handler", "NativeServer"]
+__all__ = ["Handler", "HelloKeys", "NativeServer"]
 
 logger = logging.getLogger(__name__)
 
 #: Answers one charging request; must return a Reply carrying the request's id.
 Handler: TypeAlias = Callable[[ChargingRequest], Awaitable[Reply]]
+
+
+class HelloKeys(Protocol):
+    """What the server asks of its owner to authenticate network elements (the OCS supplies
+    it: this layer knows no key store)."""
+
+    def secret(self, key: str) -> bytes | None:
+        """The shared secret of key id ``key``; None if there is no such (enabled) key."""
+
+    def refused(self, peer: object, reason: str) -> None:
+        """A connection failed to authenticate (for metrics and the audit log)."""
 
 
 class _ServerProtocol(asyncio.Protocol):
@@ -86,6 +106,9 @@ class _ServerProtocol(asyncio.Protocol):
         self._stopped = False
         #: The peer half-closed: answer what it sent, then close.
         self._eof = False
+        #: The challenge sent, until the client answers it with a good hello.
+        self._nonce: bytes | None = None
+        self._hello_timer: asyncio.TimerHandle | None = None
         #: The codec holds the start of a frame (set by _process).
         self._partial = False
         self._stall: StallTimer | None = None
@@ -109,8 +132,26 @@ class _ServerProtocol(asyncio.Protocol):
             busy=lambda: self._inflight > 0,
             on_stall=self._stalled,
         )
+        # A client certificate the TLS layer verified authenticates the connection already.
+        if server.keys is not None and not self._transport.get_extra_info("peercert"):
+            self._nonce = secrets.token_bytes(NONCE_SIZE)
+            self._queue(self._codec.send(Challenge(self._nonce)))
+            # A connection that never says hello must not hold a slot for ever.
+            self._hello_timer = self._loop.call_later(server.hello_timeout, self._no_hello)
+
+    def _no_hello(self) -> None:
+        self._hello_timer = None
+        if self._nonce is not None and self._transport is not None and self._server.keys:
+            peer = self._transport.get_extra_info("peername")
+            self._server.keys.refused(peer, "no hello in time")
+            self._server.refused += 1
+            self._stopped = True
+            self._transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
+            self._hello_timer = None
         self._transport = None
         self._stopped = True
         if self._stall is not None:
@@ -160,7 +201,10 @@ class _ServerProtocol(asyncio.Protocol):
                 break
             self._partial = False
             server.requests += 1
-            if isinstance(event, InvalidRequest):
+            if self._nonce is not None or isinstance(event, Hello):
+                if not self._handshake(event):
+                    return
+            elif isinstance(event, InvalidRequest):
                 server.invalid_requests += 1
                 self._queue(
                     codec.send(Reply(event.id, RESULT_INVALID_REQUEST, detail=event.detail))
@@ -213,6 +257,38 @@ class _ServerProtocol(asyncio.Protocol):
             logger.error("native: handler answered id %d to request id %d", reply.id, request.id)
             reply = dataclasses.replace(reply, id=request.id)
         return reply
+
+    def _handshake(self, event: object) -> bool:
+        """The first request of a challenged connection: a good hello, or the connection is
+        refused (``unauthenticated``, then closed). False when it was refused."""
+        keys, nonce = self._server.keys, self._nonce
+        request_id = getattr(event, "id", 0)
+        if nonce is None or keys is None:
+            self._queue(self._codec.send(Reply(request_id, RESULT_INVALID_REQUEST,
+                                               detail="already authenticated")))  # fmt: skip
+            return True
+        reason = "no hello"
+        if isinstance(event, Hello):
+            secret = keys.secret(event.key)
+            good = secret is not None and hmac.compare_digest(
+                hello_mac(secret, nonce, event.key), event.mac
+            )
+            if good:
+                self._nonce = None
+                if self._hello_timer is not None:
+                    self._hello_timer.cancel()
+                    self._hello_timer = None
+                self._queue(self._codec.send(Reply(event.id, RESULT_SUCCESS)))
+                return True
+            reason = "unknown key" if secret is None else "wrong mac"
+        peer = self._transport.get_extra_info("peername") if self._transport else None
+        keys.refused(peer, reason)
+        self._server.refused += 1
+        detail = "send hello first" if reason == "no hello" else "authentication failed"
+        self._queue(self._codec.send(Reply(request_id, RESULT_UNAUTHENTICATED, detail=detail)))
+        self._stopped = True
+        self._close_transport()
+        return False
 
     def _reject(self, exc: ProtocolError) -> None:
         """A broken frame: answer it with id 0, then close the connection."""
@@ -317,6 +393,9 @@ class NativeServer:
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         reuse_port: bool = False,
         backlog: int = 1024,
+        keys: HelloKeys | None = None,
+        ssl: ssl.SSLContext | None = None,
+        hello_timeout: float = DEFAULT_HELLO_TIMEOUT,
     ) -> None:
         if max_inflight_per_connection < 1:
             raise ValueError("max_inflight_per_connection must be at least 1")
@@ -333,6 +412,12 @@ class NativeServer:
         self.idle_timeout = idle_timeout
         self._reuse_port = reuse_port
         self._backlog = backlog
+        #: With keys, every connection must authenticate: by a TLS client certificate, or
+        #: by the hello handshake. None: no authentication (a trusted network).
+        self.keys = keys
+        self._ssl = ssl
+        #: Seconds a challenged connection has to say hello before it is closed.
+        self.hello_timeout = hello_timeout
         self._server: asyncio.Server | None = None
         self._closing = False
         self._protocols: set[_ServerProtocol] = set()
@@ -347,6 +432,8 @@ class NativeServer:
         self.frames_rejected = 0
         #: Handler exceptions turned into replies.
         self.handler_errors = 0
+        #: Connections that failed to authenticate (each was closed).
+        self.refused = 0
         #: Connections closed because the client stalled (frame or idle timeout).
         self.timed_out = 0
 
@@ -376,6 +463,7 @@ class NativeServer:
             self.port,
             backlog=self._backlog,
             reuse_port=self._reuse_port or None,
+            ssl=self._ssl,
         )
         self.port = self._server.sockets[0].getsockname()[1]
         logger.info("native: listening on %s:%d", self.host, self.port)

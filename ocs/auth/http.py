@@ -1,0 +1,425 @@
+"""Authentication, authorisation and audit for the HTTP API: one middleware and the auth and
+audit endpoints.
+
+For every request that matched a declared, non-public route (ocs.api.routes):
+
+1. a client with too many recent failures gets 429 (Retry-After), before anything is checked;
+2. the bearer token must name a caller (else 401 problem+json with ``WWW-Authenticate``,
+   RFC 6750 §3; the failure is counted in metrics and audited);
+3. the policy must allow the caller's role the route's action on its resource (else 403);
+4. the :class:`~ocs.api.routes.Caller` is stored on the request; a write is audited with its
+   outcome and, where a snapshot is registered for its resource, the object before and after.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from http import HTTPStatus
+from typing import Any, Final
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from ocs.api.metrics import Metrics
+from ocs.api.problems import problem
+from ocs.api.routes import CALLER, Caller, Route, caller_of, route_of
+from ocs.auth.audit import AuditLog
+from ocs.auth.credentials import AuthConfig, Authenticator, AuthFailure
+from ocs.auth.policy import Policy, load_policy
+from ocs.money import format_money
+from ocs.store.errors import StoreUnavailable
+from ocs.store.security import SecurityStore
+
+__all__ = ["SECURITY", "Security", "over_limit"]
+
+log = logging.getLogger(__name__)
+
+REQUEST_ID: Final = web.RequestKey("ocs.request_id", str)
+
+TYPE_UNAUTHENTICATED: Final = "urn:ocs:problem:unauthenticated"
+TYPE_FORBIDDEN: Final = "urn:ocs:problem:forbidden"
+TYPE_TOO_MANY_FAILURES: Final = "urn:ocs:problem:too-many-failures"
+TYPE_OVER_LIMIT: Final = "urn:ocs:problem:over-role-limit"
+
+_BEARER: Final = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr] +([\x21-\x7e]{1,4096}) *")
+_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_STREAM_ID: Final = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
+#: Records scanned by one GET /v1/audit at most (filters are applied while scanning).
+AUDIT_SCAN: Final = 20_000
+AUDIT_PAGE: Final = 100
+AUDIT_MAX_PAGE: Final = 1000
+
+#: What an object looked like, for the audit's before/after (None: there is none).
+Snapshot = Callable[[web.Request], Awaitable[dict[str, Any] | None]]
+
+
+def _client(request: web.Request) -> str:
+    return request.remote or "unknown"
+
+
+class FailureBudget:
+    """Failed authentications per client in a fixed window, in this process's memory (no
+    Redis round trip per request, and the limit holds while Redis is down; with N processes a
+    client gets up to N times the budget: docs/security.md)."""
+
+    #: Clients remembered at most (the oldest windows are dropped first).
+    MAX_CLIENTS: Final = 100_000
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        #: client -> (window start, failures in it); insertion order is age order.
+        self._windows: dict[str, tuple[float, int]] = {}
+
+    def count(self, client: str, now: float) -> None:
+        start, n = self._windows.pop(client, (now, 0))
+        if now - start >= self.window:
+            start, n = now, 0
+        self._windows[client] = (start, n + 1)
+        while len(self._windows) > self.MAX_CLIENTS:
+            del self._windows[next(iter(self._windows))]
+
+    def retry_after(self, client: str, now: float) -> int | None:
+        """Seconds until ``client`` may try again, or None if it may now."""
+        start, n = self._windows.get(client, (now, 0))
+        if n < self.limit or now - start >= self.window:
+            return None
+        return max(1, math.ceil(start + self.window - now))
+
+
+class Security:
+    """Everything the middleware needs; one per app."""
+
+    def __init__(
+        self,
+        store: SecurityStore,
+        config: AuthConfig,
+        metrics: Metrics,
+        clock: Callable[[], int],
+        *,
+        policy: Policy | None = None,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.metrics = metrics
+        self.clock = clock
+        self.policy = policy if policy is not None else load_policy(config.policy_file or None)
+        if config.operator_max_topup is not None:
+            self.policy = self.policy.with_limit(
+                "operator", "subscribers.topups", config.operator_max_topup
+            )
+        self.authenticator = Authenticator(store, config)
+        #: Resource prefix ("subscribers") -> how to show its object before and after a write.
+        self.snapshots: dict[str, Snapshot] = {}
+        self._audit: AuditLog | None = None
+        self.failures = FailureBudget(config.fail_limit, config.fail_window)
+
+    async def audit_log(self) -> AuditLog:
+        if self._audit is None:
+            self._audit = AuditLog(self.store, await self.authenticator.key("audit"))
+        return self._audit
+
+    async def record(self, request: web.Request, caller: Caller | None, **fields: str) -> None:
+        """Append an audit record about ``request`` (never fails the request: logged)."""
+        base = {"from": _client(request), "request_id": str(request.get(REQUEST_ID, ""))}
+        if caller is not None:
+            base.update(who=caller.subject, role=caller.role, agency=caller.agency or "")
+        await self.record_event(**base, **fields)
+
+    async def record_event(self, **fields: str) -> None:
+        """Append an audit record (time added); a failure to write it is logged."""
+        try:
+            await (await self.audit_log()).append(ts=str(self.clock()), **fields)
+        except (StoreUnavailable, RuntimeError) as exc:
+            log.error("audit: record not written (%s): %s", fields.get("action"), exc)
+
+    # -- the failure budget -------------------------------------------------------------------
+
+    def _limited(self, request: web.Request) -> web.Response | None:
+        retry = self.failures.retry_after(_client(request), time.monotonic())
+        if retry is None:
+            return None
+        self.metrics.auth_failure("http", "limited")
+        return problem(
+            HTTPStatus.TOO_MANY_REQUESTS,
+            "Too many failed attempts",
+            "too many failed authentications from this client; try again later",
+            type_=TYPE_TOO_MANY_FAILURES,
+            headers={"Retry-After": str(retry)},
+        )
+
+    async def _failed(self, request: web.Request, reason: str, detail: str) -> web.Response:
+        self.metrics.auth_failure("http", reason)
+        self.failures.count(_client(request), time.monotonic())
+        await self.record(
+            request, None, action="auth.failure", target=f"{request.method} {request.path}",
+            status="401", detail=reason,
+        )  # fmt: skip
+        challenge = 'Bearer realm="ocs"'
+        if reason != "missing":  # RFC 6750 §3.1: no error code when no credential was sent
+            challenge += f', error="invalid_token", error_description="{detail}"'
+        return problem(
+            HTTPStatus.UNAUTHORIZED,
+            "Unauthenticated",
+            detail,
+            type_=TYPE_UNAUTHENTICATED,
+            headers={"WWW-Authenticate": challenge},
+        )
+
+    # -- the middleware -----------------------------------------------------------------------
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        rid = request.headers.get("X-Request-Id", "")
+        request[REQUEST_ID] = rid if _REQUEST_ID.fullmatch(rid) else uuid.uuid4().hex
+        try:
+            response = await self._guarded(request, handler)
+        except StoreUnavailable as exc:
+            self.metrics.redis_error()
+            log.warning("%s %s: %s", request.method, request.path, exc)
+            response = problem(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                "Store unavailable",
+                "the credential store cannot answer now; retry later",
+                headers={"Retry-After": "1"},
+            )
+        if not response.prepared:
+            response.headers["X-Request-Id"] = request[REQUEST_ID]
+        return response
+
+    async def _guarded(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        route = route_of(request)
+        if (
+            route is not None
+            and route.public
+            and route.action == "write"
+            and (route.resource != "auth")
+        ):
+            # A write with its own credential (the provisioning gateway's signed callback):
+            # audited like any other change, as done by that resource's signer.
+            signer = Caller(f"signed:{route.resource}", "", None)
+            return await self._audited(request, handler, route, signer)
+        if (
+            route is None
+            or route.public
+            or (self.config.metrics_public and route.resource == "metrics")
+        ):
+            return await handler(request)
+        limited = self._limited(request)
+        if limited is not None:
+            return limited
+        header = request.headers.get("Authorization")
+        if header is None:
+            return await self._failed(request, "missing", "this request needs a bearer token")
+        m = _BEARER.fullmatch(header)
+        if m is None:
+            return await self._failed(request, "malformed", "send Authorization: Bearer TOKEN")
+        try:
+            caller = await self.authenticator.authenticate(m.group(1), self.clock())
+        except AuthFailure as exc:
+            return await self._failed(request, exc.reason, exc.detail)
+        if not self.policy.decide(caller.role, caller.agency, route.resource, route.action):
+            self.metrics.auth_failure("http", "forbidden")
+            await self.record(
+                request, caller, action="auth.forbidden", status="403",
+                target=f"{request.method} {request.path}",
+                detail=f"{route.resource}/{route.action}",
+            )  # fmt: skip
+            return problem(
+                HTTPStatus.FORBIDDEN,
+                "Forbidden",
+                f"the {caller.role} role may not {route.action} {route.resource}",
+                type_=TYPE_FORBIDDEN,
+            )
+        request[CALLER] = caller
+        if route.action != "write":
+            return await handler(request)
+        return await self._audited(request, handler, route, caller)
+
+    async def _audited(
+        self, request: web.Request, handler: Handler, route: Route, caller: Caller
+    ) -> web.StreamResponse:
+        snapshot = self.snapshots.get(route.resource.split(".", 1)[0])
+        before = await _snap(snapshot, request)
+        status = "error"
+        try:
+            response = await handler(request)
+            status = str(response.status)
+        except web.HTTPException as exc:
+            status = str(exc.status)
+            raise
+        finally:
+            # Only what changed something: a refused write (4xx) changes nothing, not even
+            # the audit log (failed authentications are recorded above), nor does a replay.
+            after = await _snap(snapshot, request) if status.startswith("2") else None
+            if status == "401" and caller.subject.startswith("signed:"):
+                self.metrics.auth_failure("http", "bad-signature")
+                await self.record(
+                    request, None, action="auth.failure", status=status,
+                    target=f"{request.method} {request.path}", detail="bad signature",
+                )  # fmt: skip
+            # An idempotent replay leaves its object as it was: nothing to record.
+            if status.startswith("2") and (before is None or before != after):
+                await self.record(
+                    request, caller, action=f"{request.method} {route.path}",
+                    target=request.path, status=status, before=_json(before),
+                    after=_json(after),
+                )  # fmt: skip
+        return response
+
+    # -- endpoints ------------------------------------------------------------------------------
+
+    async def _body(self, request: web.Request, *names: str) -> list[str] | web.Response:
+        try:
+            data = json.loads(await request.read())
+        except (ValueError, RecursionError):
+            data = None
+        values = [data.get(n) if isinstance(data, dict) else None for n in names]
+        if not all(isinstance(v, str) and v for v in values):
+            return problem(
+                HTTPStatus.UNPROCESSABLE_ENTITY,
+                "Invalid input",
+                f"send a JSON object with {' and '.join(names)} (strings)",
+                type_="urn:ocs:problem:invalid-input",
+            )
+        return [str(v) for v in values]
+
+    async def _exchange(
+        self, request: web.Request, names: tuple[str, ...], how: Callable[..., Awaitable[Any]]
+    ) -> web.StreamResponse:
+        limited = self._limited(request)
+        if limited is not None:
+            return limited
+        values = await self._body(request, *names)
+        if isinstance(values, web.Response):
+            return values
+        try:
+            pair = await how(*values, self.clock())
+        except AuthFailure as exc:
+            return await self._failed(request, exc.reason, exc.detail)
+        return web.json_response(pair, headers={"Cache-Control": "no-store"})
+
+    async def token(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/auth/token`` {username, password}: an access token and a refresh token."""
+        return await self._exchange(request, ("username", "password"), self.authenticator.login)
+
+    async def refresh(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/auth/refresh`` {refresh_token}: a new pair (the old refresh is spent)."""
+        return await self._exchange(request, ("refresh_token",), self.authenticator.refresh)
+
+    async def audit(self, request: web.Request) -> web.StreamResponse:
+        """``GET /v1/audit?who=&action=&since=&until=&before=&limit=``: newest first."""
+        q = request.query
+        errors = []
+        try:
+            limit = int(q.get("limit", AUDIT_PAGE))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= AUDIT_MAX_PAGE:
+            errors.append(f"limit: must be an integer from 1 to {AUDIT_MAX_PAGE}")
+        before = q.get("before", "+")
+        if before != "+" and not _STREAM_ID.fullmatch(before):
+            errors.append("before: must be a record id such as 1714564800000-0")
+        since, until = _time(q.get("since"), "since", errors), _time(q.get("until"), "until",
+                                                                     errors)  # fmt: skip
+        if errors:
+            return problem(
+                HTTPStatus.UNPROCESSABLE_ENTITY, "Invalid input", "; ".join(errors),
+                type_="urn:ocs:problem:invalid-input",
+            )  # fmt: skip
+        who, action, target = q.get("who"), q.get("action"), q.get("target")
+        out: list[dict[str, str]] = []
+        scanned, cursor, exhausted = 0, before, False
+        while len(out) < limit and scanned < AUDIT_SCAN and not exhausted:
+            entries = await self.store.audit_entries(after=cursor, count=500, reverse=True)
+            exhausted = len(entries) < 500
+            for i, e in enumerate(entries):
+                scanned += 1
+                cursor = e.id
+                if _selected(e.fields, since, until, who, action, target):
+                    out.append({"id": e.id, **e.fields})
+                    if len(out) >= limit:
+                        exhausted = exhausted and i == len(entries) - 1
+                        break
+        nxt = None if exhausted else cursor
+        return web.json_response({"records": out, "next": nxt})
+
+    def routes(self) -> Iterable[Route]:
+        return (
+            # The credential is in the body: these are the way to get a bearer token.
+            Route("POST", "/v1/auth/token", self.token, "auth", "write", public=True),
+            Route("POST", "/v1/auth/refresh", self.refresh, "auth", "write", public=True),
+            Route("GET", "/v1/audit", self.audit, "audit", "read"),
+        )
+
+
+SECURITY: Final = web.AppKey("ocs.security", Security)
+
+
+def _selected(
+    f: Mapping[str, str],
+    since: int | None,
+    until: int | None,
+    who: str | None,
+    action: str | None,
+    target: str | None,
+) -> bool:
+    ts = int(f.get("ts", "0") or 0)
+    return (
+        (since is None or ts >= since)
+        and (until is None or ts < until)
+        and (not who or f.get("who") == who)
+        and (not action or f.get("action", "").startswith(action))
+        and (not target or f.get("target") == target)
+    )
+
+
+def _time(text: str | None, name: str, errors: list[str]) -> int | None:
+    if text is None:
+        return None
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        errors.append(f"{name}: must be an RFC 3339 time such as 2026-11-23T08:59:30Z")
+        return None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return int(t.timestamp() * 1000)
+
+
+async def _snap(snapshot: Snapshot | None, request: web.Request) -> dict[str, Any] | None:
+    if snapshot is None:
+        return None
+    try:
+        return await snapshot(request)
+    except StoreUnavailable:
+        return None
+
+
+def _json(value: dict[str, Any] | None) -> str:
+    return "" if value is None else json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def over_limit(request: web.Request, amount: int) -> web.Response | None:
+    """A 403 problem when ``amount`` is more than the caller's role may move in one request
+    to this route's resource (the policy's role limits), else None."""
+    caller, route = caller_of(request), route_of(request)
+    security = request.app.get(SECURITY)
+    if caller is None or route is None or security is None:
+        return None
+    limit = security.policy.limit(caller.role, route.resource)
+    if limit is None or amount <= limit:
+        return None
+    return problem(
+        HTTPStatus.FORBIDDEN,
+        "Over the role's limit",
+        f"the {caller.role} role may move at most {format_money(limit)} in one request",
+        type_=TYPE_OVER_LIMIT,
+    )
