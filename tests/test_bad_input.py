@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import test_api
+from secure import ADMIN, SECURE
 from test_api import Client, create, snapshot
 from test_diameter_server import Gateway
 
@@ -109,6 +110,7 @@ FAST = Settings(
     native_port=0, http_port=0, diameter_port=0, native_frame_timeout=0.3,
     native_idle_timeout=0.6, diameter_cer_timeout=0.3, diameter_frame_timeout=0.3,
     http_idle_timeout=0.3, http_body_timeout=0.3,
+    admin_token=ADMIN, secret_key=SECURE["secret_key"],
 )  # fmt: skip
 
 
@@ -139,7 +141,8 @@ def status_and_body(raw: bytes) -> tuple[int, str, bytes]:
     return status, headers.get("Content-Type", ""), body
 
 
-_POST = b"POST /v1/subscribers HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+_BEARER = f"Authorization: Bearer {ADMIN}\r\n".encode()
+_POST = b"POST /v1/subscribers HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" + _BEARER
 MALFORMED: dict[str, tuple[bytes, int]] = {
     "unknown method": (b"BREW /v1/subscribers HTTP/1.1\r\nHost: x\r\n\r\n", 501),
     "HTTP/9.9": (b"GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n", 400),
@@ -196,7 +199,7 @@ async def test_client_gone_mid_body_is_499_at_debug(
         await writer.wait_closed()
 
         async def counted() -> bool:
-            text = (await exchange(port, b"GET /metrics HTTP/1.0\r\n\r\n")).decode()
+            text = (await exchange(port, b"GET /metrics HTTP/1.0\r\n" + _BEARER + b"\r\n")).decode()
             return 'result="499",verb="POST /v1/subscribers"' in text
 
         await _until(counted)

@@ -8,7 +8,7 @@ signed with HMAC-SHA256 under the audit key (derived from OCS_SECRET_KEY) in the
 each append, so the last records cannot be cut off without the key: :func:`verify` names the
 first record that was edited, removed, reordered, or the point where the chain was truncated.
 
-Kept in a Redis stream (``ocs:audit``) beside the outbox: every process appends to one chain
+Kept in a Redis stream (``ocs:{audit}``) beside the outbox: every process appends to one chain
 with one compare-and-set script, and it is as durable as the balances it records (AOF).
 """
 

@@ -159,9 +159,10 @@ def msisdn_of_account_key(key: str) -> str:
 
 KEY_PREFIX_AUTH: Final = f"{KEY_PREFIX}:auth"
 #: The audit chain (a stream) and its head: "<seq> <hash>" (a string), with its signature.
-AUDIT_STREAM: Final = f"{KEY_PREFIX}:audit"
-AUDIT_HEAD: Final = f"{KEY_PREFIX}:audit:head"
-AUDIT_HEAD_SIGNATURE: Final = f"{KEY_PREFIX}:audit:head:sig"
+#: One hash tag, so the script that appends writes all three in one slot on a Redis Cluster.
+AUDIT_STREAM: Final = f"{KEY_PREFIX}:{{audit}}"
+AUDIT_HEAD: Final = f"{KEY_PREFIX}:{{audit}}:head"
+AUDIT_HEAD_SIGNATURE: Final = f"{KEY_PREFIX}:{{audit}}:head:sig"
 #: The last record exported to files (ocs audit export).
 AUDIT_EXPORT_CURSOR: Final = f"{KEY_PREFIX}:audit:export"
 #: The JWT signing key, when the deployment gave none (created once, shared by processes).

@@ -8,7 +8,7 @@ depends on the billing database that may not be deployed. docs/security.md says 
 Only hashes of secrets are stored: an API key's SHA-256 (keys are 256-bit random, so a fast
 hash is enough), a password's argon2id hash, a refresh token's SHA-256.
 
-The audit log is one stream (``ocs:audit``). A record carries the hash of the one before; the
+The audit log is one stream (``ocs:{audit}``). A record carries the hash of the one before; the
 append is one script that adds the record only if the chain's head is still the one the
 record was chained to (compare and set), so records from several processes form one chain.
 """
