@@ -182,10 +182,6 @@ class UsageConsumer:
                     if notes:
                         await self._handle(notes)
             except (StoreUnavailable, StorageUnavailable) as exc:
-                if "NOGROUP" in str(exc):
-                    # The streams were deleted under the group (a Redis emptied or replaced):
-                    # create it again rather than fail on every read from now on.
-                    self._started = False
                 log.warning("billing usage consumer: %s", exc)
                 self.stats.errors.append(str(exc))
                 del self.stats.errors[:-10]
