@@ -13,6 +13,7 @@ settings as the environment, lower-cased and without the ``OCS_`` prefix::
 
 from __future__ import annotations
 
+import contextlib
 import math
 import tomllib
 from collections.abc import Mapping
@@ -47,7 +48,7 @@ from protocols.diameter.constants import DEFAULT_FRAME_TIMEOUT as DIAMETER_FRAME
 from protocols.native.constants import DEFAULT_FRAME_TIMEOUT as NATIVE_FRAME_TIMEOUT
 from protocols.native.constants import DEFAULT_IDLE_TIMEOUT as NATIVE_IDLE_TIMEOUT
 from protocols.sigtran.constants import M3UA_PORT, SCTP_UDP_PORT
-from tariffs.digits import DECIMAL, ascii_int
+from tariffs.digits import ascii_float, ascii_int
 
 
 class ConfigError(ValueError):
@@ -308,8 +309,9 @@ def _seconds(value: object, where: str) -> float:
     string of ASCII digits ("2", "0.5"; not "nan", "1e3" or "２")."""
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
-    if isinstance(value, str) and DECIMAL.fullmatch(value.strip()):
-        return float(value.strip())
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return ascii_float(value.strip())
     raise ConfigError(f"{where}: must be a number of seconds, got {value!r}")
 
 
