@@ -15,6 +15,7 @@ from types import SimpleNamespace
 
 import aiohttp
 import pytest
+from cli_batch import run_batch
 from secure import ADMIN, AUTH, SECURE
 
 from ocs.config import Settings
@@ -38,36 +39,10 @@ async def run(*args: str, **kw: str | None) -> subprocess.CompletedProcess[str]:
     return await asyncio.to_thread(ocs_cmd, *args, **kw)  # type: ignore[arg-type]
 
 
-#: Runs each command line of a JSON list through ``ocs.cli.main`` in one interpreter, as the
-#: ``ocs`` command would (its exit status, stdout, stderr): one start-up for many commands,
-#: which keeps these tests fast on a loaded machine.
-_BATCH = """
-import contextlib, io, json, sys
-from ocs.cli import main
-out = []
-for argv in json.load(sys.stdin):
-    o, e = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(o), contextlib.redirect_stderr(e):
-        try:
-            rc = main(argv)
-        except SystemExit as exc:
-            rc = exc.code if isinstance(exc.code, int) else 1
-    out.append([rc, o.getvalue(), e.getvalue()])
-sys.__stdout__.write(json.dumps(out))
-"""
-
-
 async def run_all(*argvs: list[str], api: str | None = None) -> list[SimpleNamespace]:
-    """Each command line's result (returncode, stdout, stderr), run in order in one process."""
-    full = {k: v for k, v in os.environ.items() if not k.startswith("OCS_")}
-    full.update(OCS_API_TOKEN=ADMIN, **({"OCS_API_URL": api} if api else {}))
-    done = await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-c", _BATCH], input=json.dumps(argvs),
-        capture_output=True, text=True, env=full, timeout=60, check=False,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    return [SimpleNamespace(returncode=rc, stdout=o, stderr=e) for rc, o, e in
-            json.loads(done.stdout)]  # fmt: skip
+    """Each command line's result, run in order in one interpreter (tests/cli_batch.py)."""
+    env = {"OCS_API_TOKEN": ADMIN, **({"OCS_API_URL": api} if api else {})}
+    return await asyncio.to_thread(run_batch, argvs, env)
 
 
 @pytest.fixture
