@@ -34,8 +34,6 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from aiohttp.web_protocol import RequestPayloadError
 
-from ocs.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from ocs.api.metrics import Metrics
 from ocs.api.problems import (
     TYPE_MALFORMED_JSON,
     TYPE_STORE_UNAVAILABLE,
@@ -55,6 +53,8 @@ from ocs.auth.credentials import AuthConfig
 from ocs.auth.http import SECURITY, Security, over_limit
 from ocs.charging.tariffs import TariffRegistry, bundle_buckets
 from ocs.constants import HTTP_BODY_TIMEOUT, MAX_UNITS, STATE_ACTIVE, STATES
+from ocs.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from ocs.metrics import Metrics
 from ocs.money import MoneyFormatError, format_money, parse_money
 from ocs.provisioning.service import Provisioning, ProvisioningError
 from ocs.store.errors import StoreError, StoreUnavailable
