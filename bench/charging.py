@@ -137,6 +137,16 @@ async def redis_cpu(client: PipelinedRedis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
+async def command_stats(client: PipelinedRedis) -> dict[str, tuple[int, float]]:
+    """``INFO commandstats``: calls and microseconds so far, per command (lower case)."""
+    out: dict[str, tuple[int, float]] = {}
+    for key, raw in parse_info(await client.execute("INFO", "commandstats")).items():
+        if key.startswith("cmdstat_"):
+            f = dict(x.split("=", 1) for x in raw.split(",") if "=" in x)
+            out[key[8:]] = (int(f.get("calls", 0)), float(f.get("usec", 0)))
+    return out
+
+
 async def aof_rewrites(client: PipelinedRedis) -> tuple[int, bool]:
     """AOF rewrites done so far, and whether one is running now."""
     info = parse_info(await client.execute("INFO", "persistence"))
@@ -193,6 +203,8 @@ class Outcome:
     charged: int = 0
     dropped: int = 0
     failures: dict[str, int] = field(default_factory=dict)
+    #: Over the measured window, per Redis command: [calls, usec] (INFO commandstats).
+    commands: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -232,6 +244,7 @@ class Window:
         self.ocs = self.redis = self.gen = 0.0
         self.rewrites = 0
         self.host_busy = self.host_steal = 0.0
+        self.commands: dict[str, list[float]] = {}
 
     async def snapshot(
         self,
@@ -244,11 +257,15 @@ class Window:
     async def run(self, meter: Meter, stop: asyncio.Event) -> None:
         """Warm up, measure for the duration, then tell the users to stop."""
         await asyncio.sleep(self.spec.warmup)
-        before = await self.snapshot()
+        before, stats0 = await self.snapshot(), await command_stats(self.admin)
         meter.start = time.perf_counter()
         await asyncio.sleep(self.spec.duration)
         meter.end = time.perf_counter()
-        after = await self.snapshot()
+        after, stats1 = await self.snapshot(), await command_stats(self.admin)
+        for name, (calls, usec) in stats1.items():
+            c0, u0 = stats0.get(name, (0, 0.0))
+            if calls > c0 and name != "info":  # (the window's own snapshots)
+                self.commands[name] = [calls - c0, usec - u0]
         self.ocs, self.redis, self.gen = (
             after[0] - before[0],
             after[1] - before[1],
@@ -285,6 +302,7 @@ def outcome(spec: Spec, meter: Meter, window: Window, dropped: int = 0) -> Outco
         charged=meter.charged,
         dropped=dropped,
         failures=dict(meter.failures),
+        commands=window.commands,
     )
 
 
@@ -807,6 +825,54 @@ def row(name: str, s: Summary, ocs: bool = True) -> str:
     )
 
 
+def command_breakdown(ceilings: list[Outcome], closed: list[Outcome]) -> str:
+    """Where Redis spends its CPU per request, ceiling vs OCS: per command, calls and
+    microseconds per request (INFO commandstats, medians over the rounds), and what INFO cpu
+    counts outside commands (reading and writing sockets, the event loop, the AOF write).
+    A command run by a script counts in its own row and inside the script's row too."""
+
+    def per_req(runs: list[Outcome], name: str, i: int) -> float:
+        vals = [r.commands.get(name, [0, 0.0])[i] / r.requests for r in runs if r.requests]
+        return statistics.median(vals) if vals else 0.0
+
+    scripts = ("evalsha", "fcall")
+
+    def outside(runs: list[Outcome], base: list[Outcome] | None) -> float:
+        # Commands a script runs count in their own row and inside EVALSHA/FCALL's time, so
+        # only these and the commands sent on their own are subtracted: the latter are what
+        # a run calls beyond the ceiling's count (the ceiling sends nothing else).
+        vals = []
+        for r in runs:
+            if not r.requests:
+                continue
+            inside = sum(r.commands.get(n, [0, 0.0])[1] for n in scripts) / r.requests
+            if base is not None:
+                for n, (calls, usec) in r.commands.items():
+                    extra = calls / r.requests - per_req(base, n, 0)
+                    if n not in scripts and extra > 0 and calls:
+                        inside += extra * usec / calls
+            vals.append(r.per_request_us(r.redis_cpu) - inside)
+        return statistics.median(vals) if vals else 0.0
+
+    names = sorted({n for r in ceilings + closed for n in r.commands},
+                   key=lambda n: -per_req(closed, n, 1))  # fmt: skip
+    lines = [
+        "| Redis command | ceiling calls/req | ceiling µs/req | OCS calls/req | OCS µs/req "
+        "| OCS - ceiling µs/req |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for n in names:
+        c, o = per_req(ceilings, n, 1), per_req(closed, n, 1)
+        lines.append(
+            f"| {n} | {per_req(ceilings, n, 0):.3f} | {c:.1f} | {per_req(closed, n, 0):.3f} "
+            f"| {o:.1f} | {o - c:+.1f} |"
+        )
+    c, o = outside(ceilings, None), outside(closed, ceilings)
+    lines.append(f"| (outside commands: sockets, event loop, AOF write) | | {c:.1f} | | {o:.1f} "
+                 f"| {o - c:+.1f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def orchestrate(ns: argparse.Namespace) -> None:
     info = machine()
     common = {
@@ -913,7 +979,7 @@ def orchestrate(ns: argparse.Namespace) -> None:
         verdicts.append(text + ".")
     correctness, ok = judge(everything, check)
     rewrites = sum(r.aof_rewrites for r in everything)
-    table = "\n".join(lines)
+    table = "\n".join(lines) + "\n\n" + command_breakdown(ceilings, closed)
     print()
     print(table)
     print()
