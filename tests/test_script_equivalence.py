@@ -83,6 +83,8 @@ async def stores(two_servers: tuple[str, str]) -> AsyncIterator[tuple[Store, Sto
     new = Store(clients[1], session_ttl_ms=900_000, reference_ttl_ms=86_400_000)
     await old.load_scripts()
     await new.load_scripts()
+    # Redis 7.0+: the new scripts run as a Functions library (FCALL); 6.2: by EVALSHA.
+    assert new.script_mode == ("evalsha" if TEST_REDIS == "6.2" else "functions")
     try:
         yield old, new
     finally:

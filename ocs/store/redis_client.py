@@ -47,6 +47,8 @@ __all__ = [
     "ClientClosed",
     "CommandTimeout",
     "ConnectionLost",
+    "Function",
+    "LibraryLoader",
     "NotReplicated",
     "PipelinedRedis",
     "RedisClientError",
@@ -749,6 +751,72 @@ class Script:
         sha = await self.client.execute("SCRIPT", "LOAD", self.source, decode=True)
         if sha != self.sha:
             raise RedisClientError(f"Redis computed SHA1 {sha} for a script we hash to {self.sha}")
+
+    def _load_done(self, task: asyncio.Task[None]) -> None:
+        if self._loading is task:
+            self._loading = None
+        if not task.cancelled():
+            task.exception()
+
+
+class Function:
+    """A function of a Redis Functions library (Redis 7.0+), called with FCALL; the library
+    is loaded again (``FUNCTION LOAD REPLACE``) when Redis does not know the function.
+
+    The counterpart of :class:`Script` for a library loaded once (see ocs/store/functions.py):
+    Redis keeps functions in its data (AOF, RDB, replicas), so "not found" is rare (a FUNCTION
+    FLUSH, a new server); the calls then in flight share one load and each retries once. On a
+    cluster FUNCTION LOAD goes to every master.
+    """
+
+    def __init__(self, client: ScriptHost, name: str, library: str, loader: LibraryLoader) -> None:
+        self.client = client
+        self.name = name
+        self.library = library
+        self._loader = loader
+
+    def __repr__(self) -> str:
+        return f"<Function {self.name}>"
+
+    async def __call__(
+        self,
+        keys: Sequence[str | bytes] = (),
+        args: Sequence[Arg] = (),
+        *,
+        decode: bool | None = None,
+        timeout: Timeout = _DEFAULT_TIMEOUT,  # noqa: ASYNC109 (one watchdog per connection)
+    ) -> Any:
+        """Run the function (see :meth:`PipelinedRedis.execute` for options and errors)."""
+        packed = _pack(("FCALL", self.name, len(keys), *keys, *args))
+        route = keys[0] if keys else None
+        try:
+            return await self.client._call(packed, decode, timeout, route, durable=True)
+        except ReplyError as exc:
+            if "Function not found" not in exc.message:
+                raise
+        await self._loader.load()
+        return await self.client._call(packed, decode, timeout, route, durable=True)
+
+
+class LibraryLoader:
+    """Loads one Functions library (``FUNCTION LOAD REPLACE``); concurrent callers share one
+    load."""
+
+    def __init__(self, client: ScriptHost, code: str) -> None:
+        self.client = client
+        self.code = code
+        self._loading: asyncio.Task[None] | None = None
+
+    async def load(self) -> None:
+        task = self._loading
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._load())
+            self._loading = task
+            task.add_done_callback(self._load_done)
+        await asyncio.shield(task)
+
+    async def _load(self) -> None:
+        await self.client.execute("FUNCTION", "LOAD", "REPLACE", self.code)
 
     def _load_done(self, task: asyncio.Task[None]) -> None:
         if self._loading is task:

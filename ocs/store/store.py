@@ -20,9 +20,12 @@ from ocs.constants import BUCKET_COUNT
 from ocs.store import keys as K
 from ocs.store.cluster import HotRedis
 from ocs.store.errors import StoreError, StoreUnavailable
+from ocs.store.functions import build_library
 from ocs.store.keys import SubscriberKeys
 from ocs.store.redis_client import (
     ConnectionLost,
+    Function,
+    LibraryLoader,
     RedisClientError,
     ReplyError,
     Script,
@@ -255,9 +258,12 @@ class Store:
         #: Which set of plan thresholds the buckets hold (a digest of them, the same in every
         #: process): an account evaluated with another re-evaluates at its next change.
         self.thresholds_generation = "0"
-        self._scripts: dict[str, Script] = {
+        #: EVALSHA until load_scripts() finds Redis 7.0+, then FCALL (ocs/store/functions.py).
+        self._scripts: dict[str, Script | Function] = {
             name: client.register_script(script_source(name)) for name in SCRIPT_NAMES
         }
+        #: "functions" or "evalsha": how the scripts are called (set by load_scripts()).
+        self.script_mode = "evalsha"
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -300,10 +306,33 @@ class Store:
     async def ping(self) -> bool:
         return _s(await self._cmd("PING")) == "PONG"
 
-    async def load_scripts(self) -> None:
-        """Load every script now (start-up), so the first requests need no NOSCRIPT retry."""
+    async def load_scripts(self, *, functions: bool = True) -> None:
+        """Load every script now (start-up), so the first requests need no reload.
+
+        On Redis 7.0+ (unless ``functions`` is False) the scripts are loaded as one Functions
+        library and called with FCALL from then on: the shared prelude then runs once per load
+        instead of once per call (docs/architecture.md, Performance). Redis 6.2 has no
+        Functions: there they stay EVALSHA scripts, with the same Lua.
+        """
+        if functions and await self._redis_major() >= 7:
+            lib = build_library(SCRIPT_NAMES)
+            loader = LibraryLoader(self.client, lib.code)
+            await self._redis(loader.load())
+            self._scripts = {
+                name: Function(self.client, lib.functions[name], lib.name, loader)
+                for name in SCRIPT_NAMES
+            }
+            self.script_mode = "functions"
+            return
         for name in SCRIPT_NAMES:
             await self._cmd("SCRIPT", "LOAD", script_source(name))
+
+    async def _redis_major(self) -> int:
+        info = _s(await self._cmd("INFO", "server"))
+        for line in info.splitlines():
+            if line.startswith("redis_version:"):
+                return int(line.split(":", 1)[1].split(".", 1)[0])
+        return 0
 
     # -- mutations (one script each) ----------------------------------------------------------
 
