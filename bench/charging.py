@@ -178,6 +178,8 @@ class Spec:
     connections: int = 1
     rate: float = 0.0
     seed: int = 1
+    #: ceiling: call the scripts as a Functions library where Redis has them (else EVALSHA).
+    functions: bool = True
 
 
 @dataclass
@@ -394,7 +396,8 @@ async def ceiling_worker(spec: Spec) -> Outcome:
     ]
     for c in (*clients, admin):
         await c.connect()
-    await stores[0].load_scripts()
+    for st in stores:  # (each Store calls its scripts as FCALL on 7.0+, unless told not to)
+        await st.load_scripts(functions=spec.functions)
     # The thresholds `ocs serve` publishes (the same plans, so the same digest): with another
     # generation every account's first request of a run would re-evaluate its thresholds.
     registry = TariffRegistry(stores[0], default_rater(), load_plans())
@@ -883,6 +886,7 @@ def orchestrate(ns: argparse.Namespace) -> None:
     }
     ceilings: list[Outcome] = []
     closed: list[Outcome] = []
+    evalsha: list[Outcome] = []  # the ceiling with the scripts called by EVALSHA
     opened: list[tuple[float, Outcome]] = []
     everything: list[Outcome] = []
     started = time.monotonic()
@@ -915,16 +919,22 @@ def orchestrate(ns: argparse.Namespace) -> None:
             flush=True,
         )
         for rnd in range(ns.rounds):
-            order = ("ceiling", "closed") if rnd % 2 == 0 else ("closed", "ceiling")
+            kinds = ["ceiling", "closed"] + (["evalsha"] if ns.evalsha_ceiling else [])
+            order = kinds if rnd % 2 == 0 else kinds[::-1]
             for kind in order:
-                extra = to_ocs if kind == "closed" else {"connections": ns.ceiling_connections}
-                spec = Spec(
-                    kind, server.url, prefix=f"{kind[:2]}{rnd}-", seed=100 + rnd, **common, **extra
+                extra: dict[str, Any] = (
+                    to_ocs if kind == "closed" else {"connections": ns.ceiling_connections}
                 )
+                if kind == "evalsha":
+                    extra = {**extra, "functions": False}
+                spec = Spec(
+                    "ceiling" if kind == "evalsha" else kind, server.url,
+                    prefix=f"{kind[:2]}{rnd}-", seed=100 + rnd, **common, **extra,
+                )  # fmt: skip
                 r = run_worker(spec)
                 everything.append(r)
-                (ceilings if kind == "ceiling" else closed).append(r)
-                name = "ceiling" if kind == "ceiling" else "OCS"
+                {"ceiling": ceilings, "closed": closed, "evalsha": evalsha}[kind].append(r)
+                name = {"ceiling": "ceiling", "closed": "OCS", "evalsha": "EVALSHA"}[kind]
                 print(f"  round {rnd + 1} {name:<8}{progress(r)}", flush=True)
         rates = list(ns.rate)
         if ns.half_ceiling:
@@ -958,6 +968,9 @@ def orchestrate(ns: argparse.Namespace) -> None:
     lines.append(row(f"**ceiling** (median of {ns.rounds})", ceiling, ocs=False))
     lines.append(row(f"**OCS** (median of {ns.rounds})", ocs_sum))
     lines.append(f"| **OCS / ceiling** | **{ratio:.0%}** (goal 50%) | | | | | | |")
+    if evalsha:
+        lines.append(row(f"ceiling by EVALSHA (median of {ns.rounds})", Summary.median(evalsha),
+                         ocs=False))  # fmt: skip
     verdicts = []
     for rate, r in opened:
         lines.append(row(f"OCS open loop, offered {rate:,.0f}/s", Summary.of(r)))
@@ -1157,6 +1170,13 @@ def cli() -> None:
         type=float,
         default=8.0,
         help="measured seconds of each open-loop run (default 8)",
+    )
+    parser.add_argument(
+        "--no-evalsha-ceiling",
+        dest="evalsha_ceiling",
+        action="store_false",
+        help="skip the ceiling run that calls the scripts by EVALSHA (the Redis 6.2 path, and "
+        "the path before Functions), which each round runs beside the Functions ceiling",
     )
     parser.add_argument(
         "--no-append", action="store_true", help="do not append the results to bench/RESULTS.md"
