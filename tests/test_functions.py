@@ -52,6 +52,7 @@ async def test_functions_on_7_and_reloaded_once_when_flushed(
 ) -> None:
     await store.load_scripts()
     assert store.script_mode == "functions"
+    await broadcast(raw_redis, "CONFIG", "RESETSTAT")  # (the session's server is shared)
     await store.create_subscriber("4600", plan="p", balance=1_000, credit_limit=0,
                                   state="active", now=1)  # fmt: skip
     assert await _charge(store, "4600", 3) == ["OK"] * 3
