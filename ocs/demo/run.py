@@ -316,7 +316,8 @@ async def _run(
               "gov-payu lines' usage, fixed charges, LAD and SLA penalties", file=out)  # fmt: skip
     print(
         f"OCS demo: {len(subs)} subscribers loaded; native protocol on port "
-        f"{ocs.native.port}, Diameter Gy on port {ocs.diameter_port}, admin API on {api}\n"
+        f"{ocs.native.port}, Diameter Gy on port {ocs.diameter_port} (admitting "
+        f"{settings.diameter_peers or 'no peer: set OCS_DIAMETER_PEERS'}), admin API on {api}\n"
         f"Credentials of this run (docs/security.md):\n"
         f"  admin token (OCS_ADMIN_TOKEN): {settings.admin_token}\n"
         f"  try: curl -H 'Authorization: Bearer {settings.admin_token}' "
