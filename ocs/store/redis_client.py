@@ -33,7 +33,7 @@ import hashlib
 import math
 import ssl
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any, Final, Protocol, Self, TypeAlias, cast
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -701,6 +701,49 @@ class ScriptHost(Protocol):
     ) -> Any: ...
 
 
+class _SharedLoad:
+    """Runs a load at most once at a time: callers arriving while it runs await the same one."""
+
+    def __init__(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        self._work = work
+        self._loading: asyncio.Task[None] | None = None
+
+    async def __call__(self) -> None:
+        task = self._loading
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._work())
+            self._loading = task
+            task.add_done_callback(self._done)
+        await asyncio.shield(task)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        if self._loading is task:
+            self._loading = None
+        if not task.cancelled():
+            task.exception()
+
+
+async def _call_or_load(
+    client: ScriptHost,
+    packed: bytes,
+    keys: Sequence[str | bytes],
+    decode: bool | None,
+    timeout: Timeout,  # noqa: ASYNC109 (one watchdog per connection)
+    missing: str,
+    load: Callable[[], Awaitable[None]],
+) -> Any:
+    """Send a script call (to the master of its first key); if Redis answers that it does not
+    know the code (an error containing ``missing``), load it and retry once."""
+    route = keys[0] if keys else None
+    try:
+        return await client._call(packed, decode, timeout, route, durable=True)
+    except ReplyError as exc:
+        if missing not in exc.message:
+            raise
+    await load()
+    return await client._call(packed, decode, timeout, route, durable=True)
+
+
 class Script:
     """A Lua script called by SHA1 (computed locally), loaded with SCRIPT LOAD on NOSCRIPT.
 
@@ -714,7 +757,7 @@ class Script:
         self.client = client
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
-        self._loading: asyncio.Task[None] | None = None
+        self.load = _SharedLoad(self._load)
 
     def __repr__(self) -> str:
         return f"<Script sha={self.sha}>"
@@ -729,34 +772,14 @@ class Script:
     ) -> Any:
         """Run the script (see :meth:`PipelinedRedis.execute` for options and errors)."""
         packed = _pack(("EVALSHA", self.sha, len(keys), *keys, *args))
-        route = keys[0] if keys else None
-        try:
-            return await self.client._call(packed, decode, timeout, route, durable=True)
-        except ReplyError as exc:
-            if not exc.message.startswith("NOSCRIPT"):
-                raise
-        await self.load()
-        return await self.client._call(packed, decode, timeout, route, durable=True)
-
-    async def load(self) -> None:
-        """SCRIPT LOAD the source (concurrent callers share one load)."""
-        task = self._loading
-        if task is None:
-            task = asyncio.get_running_loop().create_task(self._load())
-            self._loading = task
-            task.add_done_callback(self._load_done)
-        await asyncio.shield(task)
+        return await _call_or_load(
+            self.client, packed, keys, decode, timeout, "NOSCRIPT", self.load
+        )
 
     async def _load(self) -> None:
         sha = await self.client.execute("SCRIPT", "LOAD", self.source, decode=True)
         if sha != self.sha:
             raise RedisClientError(f"Redis computed SHA1 {sha} for a script we hash to {self.sha}")
-
-    def _load_done(self, task: asyncio.Task[None]) -> None:
-        if self._loading is task:
-            self._loading = None
-        if not task.cancelled():
-            task.exception()
 
 
 class Function:
@@ -788,14 +811,9 @@ class Function:
     ) -> Any:
         """Run the function (see :meth:`PipelinedRedis.execute` for options and errors)."""
         packed = _pack(("FCALL", self.name, len(keys), *keys, *args))
-        route = keys[0] if keys else None
-        try:
-            return await self.client._call(packed, decode, timeout, route, durable=True)
-        except ReplyError as exc:
-            if "Function not found" not in exc.message:
-                raise
-        await self._loader.load()
-        return await self.client._call(packed, decode, timeout, route, durable=True)
+        return await _call_or_load(
+            self.client, packed, keys, decode, timeout, "Function not found", self._loader.load
+        )
 
 
 class LibraryLoader:
@@ -805,21 +823,7 @@ class LibraryLoader:
     def __init__(self, client: ScriptHost, code: str) -> None:
         self.client = client
         self.code = code
-        self._loading: asyncio.Task[None] | None = None
-
-    async def load(self) -> None:
-        task = self._loading
-        if task is None:
-            task = asyncio.get_running_loop().create_task(self._load())
-            self._loading = task
-            task.add_done_callback(self._load_done)
-        await asyncio.shield(task)
+        self.load = _SharedLoad(self._load)
 
     async def _load(self) -> None:
         await self.client.execute("FUNCTION", "LOAD", "REPLACE", self.code)
-
-    def _load_done(self, task: asyncio.Task[None]) -> None:
-        if self._loading is task:
-            self._loading = None
-        if not task.cancelled():
-            task.exception()
