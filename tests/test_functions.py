@@ -16,7 +16,7 @@ from ocs.store.cluster import ClusterRedis, admin_client, broadcast, hot_client
 from ocs.store.functions import build_library
 from ocs.store.redis_client import PipelinedRedis
 from ocs.store.store import SCRIPT_NAMES, Store
-from tests.conftest import TEST_REDIS
+from tests.conftest import TEST_REDIS, on_cluster
 
 pytestmark = pytest.mark.skipif(TEST_REDIS == "6.2", reason="Redis 6.2 has no Functions")
 
@@ -112,3 +112,25 @@ async def test_functions_on_every_master_of_a_cluster(cluster_store: Store) -> N
         await node.execute("FUNCTION", "FLUSH")
     results = await asyncio.gather(*(_charge(store, m, 2) for m in subs))
     assert results == [["OK", "OK"]] * len(subs)
+
+
+async def test_evalsha_where_the_redis_user_may_not_run_function(
+    redis_url: str, raw_redis: redis.asyncio.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    if on_cluster():
+        pytest.skip("the ACL user would be needed on every node")
+    await raw_redis.execute_command(
+        "ACL", "SETUSER", "nofn", "on", ">pw", "~*", "&*", "+@all", "-function"
+    )
+    try:
+        client = PipelinedRedis.from_url(redis_url.replace("redis://", "redis://nofn:pw@"))
+        async with client:
+            store = Store(client, session_ttl_ms=60_000, reference_ttl_ms=60_000)
+            await store.load_scripts()
+            assert store.script_mode == "evalsha"
+            assert "FUNCTION not allowed" in caplog.text
+            await store.create_subscriber("4602", plan="p", balance=100, credit_limit=0,
+                                          state="active", now=1)  # fmt: skip
+            assert await _charge(store, "4602", 2) == ["OK"] * 2
+    finally:
+        await raw_redis.execute_command("ACL", "DELUSER", "nofn")

@@ -8,6 +8,7 @@ loaded with the shared prelude ``lib.lua`` in front of it (see that file for con
 from __future__ import annotations
 
 import asyncio
+import logging
 import zlib
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from ocs.store.redis_client import (
     ReplyError,
     Script,
 )
+
+logger = logging.getLogger(__name__)
 
 SCRIPT_NAMES: Final = ("reserve", "commit", "release", "debit", "credit", "upsert", "expire")
 
@@ -318,18 +321,27 @@ class Store:
         On Redis 7.0+ (unless ``functions`` is False) the scripts are loaded as one Functions
         library and called with FCALL from then on: the shared prelude then runs once per load
         instead of once per call (docs/architecture.md, Performance). Redis 6.2 has no
-        Functions: there they stay EVALSHA scripts, with the same Lua.
+        Functions: there they stay EVALSHA scripts, with the same Lua. So do they where the
+        Redis user may not run FUNCTION (an ACL without it: NOPERM), with a warning.
         """
         if functions and await self._redis_major() >= 7:
             lib = build_library(SCRIPT_NAMES)
             loader = LibraryLoader(self.client, lib.code)
-            await self._redis(loader.load())
-            self._scripts = {
-                name: Function(self.client, lib.functions[name], lib.name, loader)
-                for name in SCRIPT_NAMES
-            }
-            self.script_mode = "functions"
-            return
+            try:
+                await loader.load()
+            except ReplyError as exc:
+                if not exc.message.startswith("NOPERM"):
+                    raise _wrapped(exc) from exc
+                logger.warning("redis: FUNCTION not allowed (%s); scripts by EVALSHA", exc)
+            except _DRIVER_ERRORS as exc:
+                raise _wrapped(exc) from exc
+            else:
+                self._scripts = {
+                    name: Function(self.client, lib.functions[name], lib.name, loader)
+                    for name in SCRIPT_NAMES
+                }
+                self.script_mode = "functions"
+                return
         for name in SCRIPT_NAMES:
             await self._cmd("SCRIPT", "LOAD", script_source(name))
 
