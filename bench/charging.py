@@ -871,7 +871,9 @@ def command_breakdown(ceilings: list[Outcome], closed: list[Outcome]) -> str:
             f"| {o:.1f} | {o - c:+.1f} |"
         )
     c, o = outside(ceilings, None), outside(closed, ceilings)
-    lines.append(f"| (outside commands: sockets, event loop, AOF write) | | {c:.1f} | | {o:.1f} "
+    lines.append(f"| (INFO cpu - command time: sockets, event loop, AOF write; commandstats "
+                 f"times are wall-clock, so contention can make this negative) | | {c:.1f} "
+                 f"| | {o:.1f} "
                  f"| {o - c:+.1f} |")  # fmt: skip
     return "\n".join(lines)
 
