@@ -50,6 +50,7 @@ test-cluster: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench.rating
 	$(PY) -m bench.charging
+	$(PY) -m bench.diameter
 	$(PY) -m bench.scripts_cost
 	$(PY) -m bench.barring
 	$(PY) -m bench.mediation
