@@ -159,6 +159,21 @@ class LiveFeed:
                     u["barred"] += int(st.barred)
         self.units = units
 
+    def _apply(
+        self, units: list[tuple[str, str]], old: LineState | None, new: LineState | None
+    ) -> None:
+        """Move the unit sums by one line's change (no pass over every line per tick)."""
+        zero = LineState(0, 0, 0, False)
+        o, n = old or zero, new or zero
+        delta = {"held": n.held - o.held, "sessions": n.sessions - o.sessions,
+                 "barred": int(n.barred) - int(o.barred)}  # fmt: skip
+        for level, code in units:
+            u = self.units.setdefault(
+                _unit_key(level, code), {"held": 0, "sessions": 0, "barred": 0, "lines": 0}
+            )
+            for k, d in delta.items():
+                u[k] += d
+
     def _requests(self) -> tuple[int, int]:
         total = refused = 0
         for (protocol, _verb, result), n in list(self.metrics.counts.items()):
@@ -230,10 +245,12 @@ class LiveFeed:
         changed: set[str] = set()
         known = [m for m in touched if m in self.hierarchy.account_of]
         if known:
+            before = {m: self.lines.get(m) for m in known}
             await self._refresh(known)
             for m in known:
-                changed |= {_unit_key(lv, c) for lv, c in self.hierarchy.ancestors_of(m)}
-            self._sum_all()
+                units = self.hierarchy.ancestors_of(m)
+                changed |= {_unit_key(lv, c) for lv, c in units}
+                self._apply(units, before[m], self.lines.get(m))
         total, refused = self._requests()
         requests, refusals = total - self._counted[0], refused - self._counted[1]
         self._counted = (total, refused)
