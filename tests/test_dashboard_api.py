@@ -172,6 +172,7 @@ async def test_an_agency_user_sees_its_own_agency_only(app: App) -> None:
     assert home["start"] == [{"level": "agency", "code": "AG-1", "name": "Ministry One"}]
     own = await get(app, "/v1/dashboard/agency/AG-1?period=2026-11", token)
     assert "ACC-2" not in json.dumps(own) and own["kpis"]["requests_per_s"] is None
+    assert [b["code"] for b in own["breadcrumb"]] == ["AG-1"]
     await get(app, "/v1/dashboard/account/ACC-1", token)
     lines = await get(app, "/v1/dashboard/accounts/ACC-1/lines", token)
     assert [i["msisdn"] for i in lines["items"]] == [L1]

@@ -168,7 +168,10 @@ class DashboardApi:
             "period": period,
             "service": service,
             "currency": "EUR",
-            "breadcrumb": [_unit_json(x) for x in h.path(u)],
+            # An agency's user starts at its agency (the levels above are not its to open).
+            "breadcrumb": [
+                _unit_json(x) for x in h.path(u) if agency is None or x.agency == agency
+            ],
             "kpis": {
                 **_money(figures),
                 "usage_by_service": _money(out["usage_by_service"]),
