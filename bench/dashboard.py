@@ -40,13 +40,13 @@ from sqlalchemy import insert
 
 from bench.billing import PERIOD, build_dataset, make_events, msisdn
 from ocs.api.app import create_app
-from ocs.api.metrics import Metrics
 from ocs.auth.credentials import AuthConfig, new_user
 from ocs.billing import runs
 from ocs.billing import schema as S
 from ocs.billing.api import BillingApi
 from ocs.billing.db import open_billing_db
 from ocs.charging.tariffs import TariffRegistry
+from ocs.metrics import Metrics
 from ocs.redis_server import EmbeddedRedis
 from ocs.store.redis_client import PipelinedRedis
 from ocs.store.security import SecurityStore

@@ -17,7 +17,6 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import Engine, insert
 
 from ocs.api.app import create_app
-from ocs.api.metrics import Metrics
 from ocs.auth.credentials import AuthConfig, new_api_key
 from ocs.auth.http import SECURITY
 from ocs.billing import schema as S
@@ -25,6 +24,7 @@ from ocs.billing.api import BillingApi
 from ocs.charging.engine import ChargingConfig, ChargingEngine
 from ocs.charging.tariffs import TariffRegistry
 from ocs.charging.types import Outcome, ReserveRequest
+from ocs.metrics import Metrics
 from ocs.store.redis_client import PipelinedRedis
 from ocs.store.store import Store
 from ocs.ui.api import DashboardApi

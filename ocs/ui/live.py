@@ -23,7 +23,7 @@ from typing import Any, Final
 from redis.exceptions import RedisError
 from sqlalchemy import Engine
 
-from ocs.api.metrics import Metrics
+from ocs.metrics import Metrics
 from ocs.store.notify import NotifyStore
 from ocs.store.store import Store
 from ocs.ui.figures import Hierarchy, load_hierarchy

@@ -6,9 +6,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-from ocs.api.metrics import Metrics
 from ocs.api.routes import Route
 from ocs.billing.service import Billing
+from ocs.metrics import Metrics
 from ocs.store.store import Store
 from ocs.ui.api import DashboardApi
 from ocs.ui.live import live_feed
