@@ -20,12 +20,11 @@ from typing import Any, Final
 
 from aiohttp import web
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from ocs.api.problems import FieldError, problem
 from ocs.api.routes import Route, caller_of
-from ocs.billing.api import billing_problem
-from ocs.billing.errors import BillingError, Invalid
+from ocs.billing.api import billing_errors
+from ocs.billing.errors import Invalid
 from ocs.money import format_money
 from ocs.store.store import Store
 from ocs.ui.figures import MONEY, Unit, scope_figures
@@ -99,22 +98,12 @@ class DashboardApi:
     def _h(
         self, fn: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-        async def handler(request: web.Request) -> web.StreamResponse:
-            await self.feed.ready.wait()
-            try:
-                return await fn(request)
-            except BillingError as exc:
-                return billing_problem(exc)
-            except SQLAlchemyError:
-                return problem(
-                    HTTPStatus.SERVICE_UNAVAILABLE,
-                    detail="the billing database cannot answer now; retry later",
-                    type_="urn:ocs:problem:billing-store-unavailable",
-                )
+        async def ready_first(request: web.Request) -> web.StreamResponse:
+            await self.feed.ready.wait()  # (the hierarchy is loaded)
+            return await fn(request)
 
-        handler.__name__ = fn.__name__
-        handler.__doc__ = fn.__doc__
-        return handler
+        ready_first.__name__, ready_first.__doc__ = fn.__name__, fn.__doc__
+        return billing_errors(ready_first)
 
     @staticmethod
     def _agency(request: web.Request) -> str | None:
