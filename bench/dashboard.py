@@ -204,6 +204,7 @@ async def main(args: argparse.Namespace) -> None:
                 user = await asyncio.to_thread(new_user, "bench", "bench-password", "admin",
                                                None, now)  # fmt: skip
                 await SecurityStore(client).put_user(user)
+                print("subscribers created", flush=True)
                 metrics = Metrics()
                 billing = BillingApi(engine, warehouse_dir=tmp)
                 t = time.perf_counter()
@@ -224,12 +225,14 @@ async def main(args: argparse.Namespace) -> None:
                     base = f"http://127.0.0.1:{port}"
                     try:
                         latency = await api_latency(base, args.requests)
+                        print(f"api latency {latency}", flush=True)
                         cpu: dict[int, list[float]] = {0: [], args.connections: []}
                         delivered = 0
                         for _ in range(args.rounds):
                             for n in (0, args.connections):
                                 c, got = await live_cpu(base, redis.url, n, args.rate, args.seconds)
                                 cpu[n].append(c)
+                                print(f"live {n} connections: {c:.1f} % {got}", flush=True)
                                 delivered = max(delivered, got["messages"]) if n else delivered
                         page = await page_time(base)
                     finally:
