@@ -27,7 +27,7 @@ from ocs.billing.api import billing_errors
 from ocs.billing.errors import Invalid
 from ocs.money import format_money
 from ocs.store.store import Store
-from ocs.ui.figures import MONEY, Unit, scope_figures
+from ocs.ui.figures import MONEY, AggregateCache, Unit, scope_figures
 from ocs.ui.live import LiveFeed, Message
 
 __all__ = ["STATIC", "DashboardApi"]
@@ -77,6 +77,7 @@ class DashboardApi:
         self.feed = feed
         self.clock = clock
         self.static = static.resolve()
+        self.aggregates = AggregateCache(engine)
 
     def routes(self) -> list[Route]:
         lv = "{level:national|region|agency|account}"
@@ -146,7 +147,15 @@ class DashboardApi:
         h = self.feed.hierarchy
         u = h.unit(level, code, agency)
         out = await asyncio.to_thread(
-            scope_figures, self.engine, h, level, code, period, service=service, agency=agency
+            scope_figures,
+            self.engine,
+            self.aggregates,
+            h,
+            level,
+            code,
+            period,
+            service=service,
+            agency=agency,
         )
         live = self.feed.unit_live(level, code)
         figures = {**out["figures"], "period_usage": out["period_usage"], "held": live["held"]}

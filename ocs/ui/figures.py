@@ -10,6 +10,8 @@ UTC days of the period.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC
@@ -21,13 +23,15 @@ from ocs.billing import runs
 from ocs.billing import schema as S
 from ocs.billing.errors import NotFound
 
-__all__ = ["LEVELS", "Hierarchy", "Unit", "load_hierarchy", "scope_figures"]
+__all__ = ["LEVELS", "AggregateCache", "Hierarchy", "Unit", "load_hierarchy", "scope_figures"]
 
 LEVELS: Final = ("national", "region", "agency", "account")
 CHILD: Final = {"national": "region", "region": "agency", "agency": "account"}
 DAY_MS: Final = 86_400_000
 #: The invoice figures the billing aggregates give, in micro-units.
 MONEY: Final = ("billed", "drafted", "usage", "lad", "penalties", "pending")
+#: Seconds the billing aggregates of a level are kept (the live feed's tick).
+AGGREGATES_TTL: Final = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,14 +159,34 @@ def _day_text(day: int) -> str:
     return datetime.fromtimestamp(day * DAY_MS / 1000, UTC).date().isoformat()
 
 
-def _billing(engine: Engine, level: str, period: str) -> dict[str, dict[str, int]]:
-    """The billing aggregates of every unit of ``level`` (micro-units and counts)."""
-    items = runs.aggregates(engine, level, period, scope=None, offset=0, limit=10**9)
-    return {i["code"]: {**i["micro"], "accounts": i["accounts"]} for i in items}
+class AggregateCache:
+    """The billing aggregates of every unit of a level and period, kept ``ttl`` seconds: every
+    page that re-reads its scope in the same second (after a live message, say) shares one
+    computation, whatever the number of browsers."""
+
+    def __init__(self, engine: Engine, ttl: float = AGGREGATES_TTL) -> None:
+        self.engine = engine
+        self.ttl = ttl
+        self._kept: dict[tuple[str, str], tuple[float, dict[str, dict[str, int]]]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, level: str, period: str) -> dict[str, dict[str, int]]:
+        key = (level, period)
+        with self._lock:  # (one computation at a time; the others then find it kept)
+            kept = self._kept.get(key)
+            now = time.monotonic()
+            if kept is not None and now - kept[0] < self.ttl:
+                return kept[1]
+            items = runs.aggregates(self.engine, level, period, scope=None, offset=0,
+                                    limit=10**9)  # fmt: skip
+            out = {i["code"]: {**i["micro"], "accounts": i["accounts"]} for i in items}
+            self._kept[key] = (time.monotonic(), out)
+            return out
 
 
 def scope_figures(
     engine: Engine,
+    aggregates: AggregateCache,
     h: Hierarchy,
     level: str,
     code: str,
@@ -176,10 +200,10 @@ def scope_figures(
     p = runs.Period.of(period, "UTC")
     start_ms = int(p.start.timestamp() * 1000)
     end_ms = int(p.end.timestamp() * 1000)
-    own = _billing(engine, level, period).get(code, {})
+    own = aggregates.get(level, period).get(code, {})
     child_level = CHILD.get(level)
     kids = h.children.get((level, code), []) if child_level else []
-    per_kid = _billing(engine, child_level, period) if child_level else {}
+    per_kid = aggregates.get(child_level, period) if child_level else {}
     with engine.connect() as conn:
         accounts = h.accounts_under(u)
         by_service, days, by_account = _usage(conn, accounts, start_ms, end_ms, service)
