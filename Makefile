@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-redis62 test-cluster lint fmt bench load soak clean venv
+.PHONY: run test test-redis62 test-cluster lint fmt bench load soak clean venv ui-vendor
 
 venv: $(STAMP)
 
@@ -74,3 +74,18 @@ soak: $(LOAD_STAMP)
 
 clean:
 	rm -rf $(VENV) .ocs build *.egg-info .mypy_cache .ruff_cache .pytest_cache
+
+# The dashboard's vendored ES modules (docs/dashboard.md): refreshed from npm at the versions of
+# ocs/ui/package.json, copied with their licences under ocs/ui/static/vendor/ and committed, so
+# `make run` needs no Node.
+UI_VENDOR := ocs/ui/static/vendor
+ui-vendor:
+	cd ocs/ui && npm install --no-audit --no-fund --no-package-lock
+	mkdir -p $(UI_VENDOR)/vue $(UI_VENDOR)/echarts
+	cp ocs/ui/node_modules/vue/dist/vue.esm-browser.prod.js ocs/ui/node_modules/vue/LICENSE \
+		$(UI_VENDOR)/vue/
+	cp ocs/ui/node_modules/echarts/dist/echarts.esm.min.mjs ocs/ui/node_modules/echarts/LICENSE \
+		ocs/ui/node_modules/echarts/NOTICE $(UI_VENDOR)/echarts/
+	node -e 'for (const p of ["vue", "echarts"]) console.log(p, require("./ocs/ui/node_modules/" + p + "/package.json").version)' \
+		> $(UI_VENDOR)/VERSIONS.txt
+	cat $(UI_VENDOR)/VERSIONS.txt

@@ -408,6 +408,9 @@ async def run_ocs(
 
             billing = await stack.enter_async_context(billing_for(settings, url))
             routes = billing.api.routes()
+            from ocs.ui.service import dashboard_for
+
+            routes += await stack.enter_async_context(dashboard_for(billing, store, url, metrics))
         app = create_app(
             store, metrics, tariffs=tariffs, clock=wall_clock_ms, provisioning=provisioning,
             body_timeout=settings.http_body_timeout, routes=routes,

@@ -132,14 +132,14 @@ async def run_demo(
     raise AssertionError("unreachable")
 
 
-#: The demo's users, one per role (agency-viewer limited to the agency "moh").
+#: The demo's users, one per role (agency-viewer limited to the Ministry of Health, MIN-HEA).
 DEMO_USERS: tuple[tuple[str, str, str | None], ...] = (
     ("admin", "admin", None),
     ("operator", "operator", None),
     ("finance", "finance", None),
     ("tariffs", "tariff-manager", None),
     ("auditor", "auditor", None),
-    ("moh-viewer", "agency-viewer", "moh"),
+    ("moh-viewer", "agency-viewer", "MIN-HEA"),
 )
 #: The key id the demo's switch simulator authenticates with on the native protocol.
 DEMO_NATIVE_KEY = "demo-switch"
@@ -323,6 +323,7 @@ async def _run(
         f"  try: curl -H 'Authorization: Bearer {settings.admin_token}' "
         f"{api}/v1/subscribers/{subs[1].msisdn}\n"
         f"  native protocol key (OCS_NATIVE_KEYS): {settings.native_keys}\n"
+        f"  dashboard: {api}/ui/ (sign in as one of these users)\n"
         f"  users (POST {api}/v1/auth/token with username and password):\n"
         + "".join(f"    {name:<11} {role:<22} {pw}\n" for name, role, pw in users)
         + "Ctrl-C to stop.\n",
