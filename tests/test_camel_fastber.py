@@ -38,11 +38,21 @@ def _value(msg: TcapMessage) -> Any:
         fastber.enabled = was
 
 
+def _no_pycrate(value: Any) -> bytes:
+    raise AssertionError(f"not by the fast path: {value!r}"[:300])
+
+
 def _check(msg: TcapMessage) -> bytes:
     """Ours and pycrate's encoding are the same bytes; both decoders read them the same."""
     value = _value(msg)
     theirs = tcap.encode_pycrate(value)
-    ours = fastber.encode(value)  # (raises Fallback if the fast path did not know it)
+    assert fastber.encode(value) == theirs  # (raises Fallback if the fast path did not know it)
+    # tcap.encode takes the fast path for it (pycrate would fail here) and writes the same.
+    slow, tcap.encode_pycrate = tcap.encode_pycrate, _no_pycrate  # type: ignore[assignment]
+    try:
+        ours = tcap.encode(msg)
+    finally:
+        tcap.encode_pycrate = slow  # type: ignore[assignment]
     assert ours == theirs
     assert fastber.decode(theirs) == _theirs(theirs) == value
     assert tcap.decode(ours) == msg

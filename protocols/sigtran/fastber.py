@@ -130,10 +130,11 @@ class Int(_Content):
         return v
 
     def enc(self, v: Any) -> bytes:
-        if type(v) is not int or not self.lo <= v <= self.hi:
+        if not isinstance(v, int) or isinstance(v, bool) or not self.lo <= v <= self.hi:
             raise _FALLBACK
-        n = (v if v >= 0 else ~v).bit_length() // 8 + 1
-        return v.to_bytes(n, "big", signed=True)
+        i = int(v)  # (an IntEnum such as Op)
+        n = (i if i >= 0 else ~i).bit_length() // 8 + 1
+        return i.to_bytes(n, "big", signed=True)
 
 
 class Enum(_Content):
