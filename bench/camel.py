@@ -30,9 +30,9 @@ from typing import Any
 from bench.charging import RESULTS
 from bench.credentials import NATIVE_KEY, ocs_env
 from ocs.config import Settings
-from ocs.demo.mscsim import CallSpec, connect_msc, run_calls
 from ocs.redis_server import EmbeddedRedis
 from ocs.service import run_ocs
+from ocs.sims.msc import CallSpec, connect_msc, run_calls
 from protocols.native import NativeClient
 from protocols.sigtran import cap, fastber, tcap
 from protocols.sigtran.constants import O_EVENTS, Op, Phase

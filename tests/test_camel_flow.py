@@ -15,7 +15,7 @@ from ocs.agents.camel import CamelAgent, CamelConfig
 from ocs.agents.native import NativeAgent
 from ocs.charging.engine import ChargingConfig, ChargingEngine
 from ocs.config import ConfigError, load_settings
-from ocs.demo.mscsim import CallSpec, SsfConfig, SsfStack, loopback_msc, place_call
+from ocs.sims.msc import CallSpec, SsfConfig, SsfStack, loopback_msc, place_call
 from ocs.store.store import Store
 from protocols.native import Commit, Release, Reserve
 from protocols.sigtran import cap, tcap

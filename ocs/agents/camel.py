@@ -40,7 +40,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from ocs.api.metrics import Metrics
 from ocs.charging.engine import ChargingEngine, wall_clock_ms
 from ocs.charging.types import (
     ChargeResult,
@@ -50,6 +49,7 @@ from ocs.charging.types import (
     ReserveRequest,
     SessionInfo,
 )
+from ocs.metrics import Metrics
 from protocols.sigtran import cap
 from protocols.sigtran.constants import (
     ANSWERS,
