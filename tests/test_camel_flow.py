@@ -342,6 +342,9 @@ def test_the_peer_list_reads_point_codes_and_global_titles() -> None:
     with pytest.raises(ConfigError, match="OCS_CAMEL_PEERS"):
         load_settings({"OCS_CAMEL_PEERS": "pc:2,msc1"})
     assert load_settings({"OCS_CAMEL_PEERS": "pc:2"}).camel_peers == "pc:2"
+    assert PeerList.parse(" * ").admit(SccpAddress(8, 9, ""), 9)
+    with pytest.raises(ValueError, match="expected"):
+        PeerList.parse("*, pc:2")
 
 
 async def test_a_peer_not_on_the_list_is_refused_and_charged_nothing(scf: Scf) -> None:

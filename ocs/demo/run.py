@@ -134,7 +134,7 @@ async def run_demo(
     raise AssertionError("unreachable")
 
 
-#: The demo MSC's point code (ocs/demo/mscsim.py's default), the one the demo's gsmSCF admits.
+#: The demo MSC's point code (ocs/sims/msc.py's default), the one the demo's gsmSCF admits.
 DEMO_MSC_POINT_CODE = SsfConfig().point_code
 
 

@@ -5,6 +5,7 @@ by SCCP calling global title (exact digits, or a prefix ending in ``*`` for a po
 
     OCS_CAMEL_PEERS="pc:2, pc:5, gt:491720000000, gt:4917300*"
 
+(``*``: any peer, said explicitly.)
 A dialogue is admitted when its originating point code or its calling global title is on
 the list; any other TC-BEGIN is refused with a U-Abort carrying an AARE (reject-permanent,
 dialogue-service-user no-reason-given) before the CAMEL agent hears of it (Q.774 §3.2.2.2),
@@ -27,11 +28,15 @@ class PeerList:
     point_codes: frozenset[int] = frozenset()
     global_titles: frozenset[str] = frozenset()
     gt_prefixes: tuple[str, ...] = ()
+    #: ``*``: any peer, said explicitly (a closed lab), without the start-up warning.
+    anyone: bool = False
 
     @classmethod
     def parse(cls, text: str) -> PeerList:
-        """``pc:N`` and ``gt:DIGITS`` / ``gt:DIGITS*`` entries, comma-separated. ValueError
-        (saying which entry) for anything else, or an empty list."""
+        """``pc:N`` and ``gt:DIGITS`` / ``gt:DIGITS*`` entries, comma-separated, or ``*``.
+        ValueError (saying which entry) for anything else, or an empty list."""
+        if text.strip() == "*":
+            return cls(anyone=True)
         pcs: set[int] = set()
         gts: set[str] = set()
         prefixes: list[str] = []
@@ -53,7 +58,7 @@ class PeerList:
         return cls(frozenset(pcs), frozenset(gts), tuple(prefixes))
 
     def admit(self, calling: SccpAddress, opc: int) -> bool:
-        if opc in self.point_codes:
+        if self.anyone or opc in self.point_codes:
             return True
         gt = calling.gt
         if not gt:
@@ -61,6 +66,8 @@ class PeerList:
         return gt in self.global_titles or any(gt.startswith(p) for p in self.gt_prefixes)
 
     def describe(self) -> str:
+        if self.anyone:
+            return "any (*)"
         parts = [f"pc:{pc}" for pc in sorted(self.point_codes)]
         parts += [f"gt:{gt}" for gt in sorted(self.global_titles)]
         parts += [f"gt:{p}*" for p in self.gt_prefixes]
