@@ -53,6 +53,7 @@ from protocols.diameter.constants import CreditControlFailureHandling
 from protocols.diameter.server import DiameterServer
 from protocols.native import NativeServer
 from protocols.sigtran import transport as sigtran_transport
+from protocols.sigtran.admission import PeerList
 from protocols.sigtran.server import CapServer, ScfConfig
 from tariffs import PlanBook, PlanVersion, TariffRater, load_plans
 
@@ -337,7 +338,14 @@ async def camel_listener(
         dialogue_timeout=settings.camel_dialogue_timeout,
     )
     host = "127.0.0.1" if settings.bind in ("0.0.0.0", "") else settings.bind
-    async with CapServer(agent, config) as server:
+    peers = PeerList.parse(settings.camel_peers) if settings.camel_peers.strip() else None
+    if peers is None:
+        log.warning("OCS_CAMEL_PEERS is not set: the gsmSCF admits dialogues from any point "
+                    "code and global title (docs/camel.md)")  # fmt: skip
+    else:
+        log.info("CAMEL peers admitted: %s", peers.describe())
+    admit = None if peers is None else peers.admit
+    async with CapServer(agent, config, admit=admit) as server:
         try:
             listener = await sigtran_transport.listen(
                 settings.camel_transport,
