@@ -55,6 +55,7 @@ async def _bench(url: str, calls: int, inflight: int) -> dict[str, float]:
         camel_transport="sctp-udp",
         camel_port=2905,
         camel_udp_port=udp,
+        camel_peers="*",
         native_keys=ocs_env()["OCS_NATIVE_KEYS"],
         secret_key=ocs_env()["OCS_SECRET_KEY"],
     )

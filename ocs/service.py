@@ -340,11 +340,13 @@ async def camel_listener(
     host = "127.0.0.1" if settings.bind in ("0.0.0.0", "") else settings.bind
     peers = PeerList.parse(settings.camel_peers) if settings.camel_peers.strip() else None
     if peers is None:
-        log.warning("OCS_CAMEL_PEERS is not set: the gsmSCF admits dialogues from any point "
-                    "code and global title (docs/camel.md)")  # fmt: skip
+        # As for Diameter: nothing configured admits no one (docs/security.md).
+        log.warning("OCS_CAMEL_PEERS is not set: the gsmSCF admits no dialogue (list the "
+                    "SSFs' point codes or global titles, or '*': docs/camel.md)")  # fmt: skip
+        peers = PeerList()
     else:
         log.info("CAMEL peers admitted: %s", peers.describe())
-    admit = None if peers is None else peers.admit
+    admit = peers.admit
     async with CapServer(agent, config, admit=admit) as server:
         try:
             listener = await sigtran_transport.listen(

@@ -58,7 +58,7 @@ async def ocs(redis_url: str, udp_port: int) -> AsyncIterator[Running]:
     settings = Settings(
         redis_url=redis_url, native_port=0, http_port=0, diameter_port=0, sweep_interval=0.2,
         camel_transport="sctp-udp", camel_port=2905, camel_udp_port=udp_port,
-        camel_dialogue_timeout=30,
+        camel_dialogue_timeout=30, camel_peers="*",
     )  # fmt: skip
     async with run_ocs(settings, plans=[FLAT]) as running:
         assert running.camel is not None
