@@ -22,7 +22,7 @@ from sqlalchemy import Engine
 from ocs.billing import exports, feeds, runs
 from ocs.billing.db import open_billing_db
 from ocs.billing.errors import BillingError, Invalid
-from ocs.cli import CliError
+from ocs.clikit import CliError
 from ocs.config import Settings, load_settings
 
 
@@ -284,6 +284,6 @@ def register(sub: Any) -> None:
     a.add_argument("--period", required=True)
     a.add_argument("--limit", type=int, default=1000)
     p.set_defaults(func=cmd_billing)
-    from ocs.billing import feedsim
+    from ocs.sims import feeds as feedsim
 
     feedsim.register(acts)
