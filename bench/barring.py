@@ -40,7 +40,7 @@ from bench.credentials import NATIVE_KEY
 from ocs.constants import MICRO
 from ocs.redis_server import EmbeddedRedis
 from ocs.sims.hlr import Applied, HlrSimulator, bound_port, serve
-from ocs.store.redis_client import PipelinedRedis
+from ocs.store.cluster import hot_client
 from ocs.store.store import Store
 from protocols.native import NativeClient
 
@@ -53,7 +53,7 @@ def probe_msisdn(i: int) -> str:
 
 async def create_probes(url: str, count: int, prefix: int) -> list[str]:
     subs = [probe_msisdn(prefix * 100_000 + i) for i in range(count)]
-    async with PipelinedRedis.from_url(url) as client:
+    async with hot_client(url) as client:
         store = Store(client, session_ttl_ms=900_000, reference_ttl_ms=86_400_000)
         for m in subs:
             ans = await store.create_subscriber(

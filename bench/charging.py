@@ -71,6 +71,7 @@ from ocs.constants import (
     MICRO,
 )
 from ocs.redis_server import EmbeddedRedis
+from ocs.store.cluster import ClusterRedis, HotRedis, hot_client
 from ocs.store.keys import SubscriberKeys
 from ocs.store.redis_client import PipelinedRedis
 from ocs.store.store import Store
@@ -132,9 +133,9 @@ def parse_info(raw: bytes | str) -> dict[str, str]:
     return out
 
 
-async def redis_cpu(client: PipelinedRedis) -> float:
-    info = parse_info(await client.execute("INFO", "cpu"))
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+def _nodes(client: HotRedis) -> list[PipelinedRedis]:
+    """The servers behind a client: its one Redis, or every master of a cluster."""
+    return client.masters() if isinstance(client, ClusterRedis) else [client]
 
 
 async def command_stats(client: PipelinedRedis) -> dict[str, tuple[int, float]]:
@@ -147,10 +148,23 @@ async def command_stats(client: PipelinedRedis) -> dict[str, tuple[int, float]]:
     return out
 
 
-async def aof_rewrites(client: PipelinedRedis) -> tuple[int, bool]:
-    """AOF rewrites done so far, and whether one is running now."""
-    info = parse_info(await client.execute("INFO", "persistence"))
-    return int(info.get("aof_rewrites", "0")), info.get("aof_rewrite_in_progress") == "1"
+async def redis_cpu(client: HotRedis) -> float:
+    """Redis CPU seconds so far (summed over the masters of a cluster)."""
+    total = 0.0
+    for node in _nodes(client):
+        info = parse_info(await node.execute("INFO", "cpu"))
+        total += float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    return total
+
+
+async def aof_rewrites(client: HotRedis) -> tuple[int, bool]:
+    """AOF rewrites done so far, and whether one is running now (over every master)."""
+    done, running = 0, False
+    for node in _nodes(client):
+        info = parse_info(await node.execute("INFO", "persistence"))
+        done += int(info.get("aof_rewrites", "0"))
+        running |= info.get("aof_rewrite_in_progress") == "1"
+    return done, running
 
 
 def percentile(ordered: list[float], q: float) -> float:
@@ -240,7 +254,7 @@ class Meter:
 class Window:
     """Snapshots CPU figures at the start and end of the measured window."""
 
-    def __init__(self, spec: Spec, admin: PipelinedRedis) -> None:
+    def __init__(self, spec: Spec, admin: HotRedis) -> None:
         self.spec = spec
         self.admin = admin
         self.ocs = self.redis = self.gen = 0.0
@@ -384,8 +398,8 @@ async def scripted_session(store: Store, price: Prices, sub: str, sid: str, mete
 async def ceiling_worker(spec: Spec) -> Outcome:
     """The scripts alone: reserve -> commit (+ next slice) -> release through Store."""
     price = Prices.of_plan()
-    clients = [PipelinedRedis.from_url(spec.redis_url) for _ in range(spec.connections)]
-    admin = PipelinedRedis.from_url(spec.redis_url)
+    clients = [hot_client(spec.redis_url) for _ in range(spec.connections)]
+    admin = hot_client(spec.redis_url)
     stores = [
         Store(
             c,
@@ -470,7 +484,7 @@ async def connect_clients(spec: Spec) -> list[NativeClient]:
 
 async def closed_worker(spec: Spec) -> Outcome:
     """N virtual users, each running sessions back to back on random subscribers."""
-    admin = PipelinedRedis.from_url(spec.redis_url)
+    admin = hot_client(spec.redis_url)
     await admin.connect()
     clients = await connect_clients(spec)
     meter, stop = Meter(), asyncio.Event()
@@ -530,7 +544,7 @@ async def prime_worker(spec: Spec) -> Outcome:
 
 async def open_worker(spec: Spec) -> Outcome:
     """Sessions started at rate/3 per second on a schedule, whatever the replies' latency."""
-    admin = PipelinedRedis.from_url(spec.redis_url)
+    admin = hot_client(spec.redis_url)
     await admin.connect()
     clients = await connect_clients(spec)
     meter, stop = Meter(), asyncio.Event()
@@ -673,7 +687,7 @@ async def _wait_ready(proc: subprocess.Popen[bytes], port: int, log_path: Path) 
 
 
 async def load_subscribers(url: str, count: int) -> None:
-    async with PipelinedRedis.from_url(url) as client:
+    async with hot_client(url) as client:
         store = Store(
             client,
             session_ttl_ms=IDEMPOTENCY_TTL_SESSION * 1000,
@@ -711,7 +725,7 @@ class Check:
 
 async def check_accounts(url: str, count: int, sample: int) -> Check:
     out = Check()
-    async with PipelinedRedis.from_url(url) as client:
+    async with hot_client(url) as client:
         for start in range(0, count, 2000):
             rows = await asyncio.gather(
                 *(

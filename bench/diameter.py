@@ -58,7 +58,7 @@ from bench.charging import (
 )
 from bench.credentials import ocs_env
 from ocs.redis_server import EmbeddedRedis
-from ocs.store.redis_client import PipelinedRedis
+from ocs.store.cluster import hot_client
 from protocols.diameter import NEED_DATA, Framer, Item, Message, avp, make_answer, make_request
 from protocols.diameter import constants as c
 
@@ -161,7 +161,7 @@ def _granted(a: Message) -> int:
 
 async def diameter_worker(spec: Spec) -> Outcome:
     """N virtual gateways' sessions, back to back, over one Diameter connection."""
-    admin = PipelinedRedis.from_url(spec.redis_url)
+    admin = hot_client(spec.redis_url)
     await admin.connect()
     loop = asyncio.get_running_loop()
     _, client = await loop.create_connection(GyClient, "127.0.0.1", spec.ocs_port)

@@ -235,14 +235,14 @@ async def populate(api: str, count: int, concurrency: int = 32) -> int:
 def operator_key(redis_url: str) -> str:
     """A new API key with the operator role, stored in the OCS's Redis: its token."""
     from ocs.auth.credentials import new_api_key
-    from ocs.store.redis_client import PipelinedRedis
+    from ocs.store.cluster import hot_client
     from ocs.store.security import SecurityStore
 
     token, record = new_api_key("operator", None, now=int(time.time() * 1000),
                                 label="load test customer care")  # fmt: skip
 
     async def add() -> None:
-        async with PipelinedRedis.from_url(redis_url) as client:
+        async with hot_client(redis_url) as client:
             await SecurityStore(client).add_api_key(record)
 
     asyncio.run(add())

@@ -57,7 +57,7 @@ from ocs.mediation.naming import format_name
 from ocs.mediation.pipeline import Charger, FileReport, Mediation, MediationConfig
 from ocs.mediation.usage import Direction, Usage
 from ocs.redis_server import EmbeddedRedis
-from ocs.store.redis_client import PipelinedRedis
+from ocs.store.cluster import HotRedis, hot_client
 from ocs.store.store import Store
 from tariffs import PlanBook, TariffRater, load_plans
 from tariffs.interface import UsageContext
@@ -141,7 +141,7 @@ class Run:
         return self.redis / self.records * 1e6
 
 
-async def measure(kind: str, client: PipelinedRedis, work: Callable[[], Awaitable[int]]) -> Run:
+async def measure(kind: str, client: HotRedis, work: Callable[[], Awaitable[int]]) -> Run:
     r0, c0, t0 = await redis_cpu(client), time.process_time(), time.perf_counter()
     n = await work()
     t1, c1, r1 = time.perf_counter(), time.process_time(), await redis_cpu(client)
@@ -238,14 +238,14 @@ async def run(ns: argparse.Namespace) -> str:
     server = EmbeddedRedis(tmp / "redis")
     await asyncio.to_thread(server.start)
     try:
-        async with PipelinedRedis.from_url(server.url) as client:
+        async with hot_client(server.url) as client:
             return await _run(ns, tmp, client)
     finally:
         await asyncio.to_thread(server.stop)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-async def _run(ns: argparse.Namespace, tmp: Path, client: PipelinedRedis) -> str:
+async def _run(ns: argparse.Namespace, tmp: Path, client: HotRedis) -> str:
     store = Store(client, session_ttl_ms=900_000, reference_ttl_ms=86_400_000)
     await store.load_scripts()
     sem = asyncio.Semaphore(256)

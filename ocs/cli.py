@@ -160,9 +160,15 @@ def cmd_outbox(args: argparse.Namespace) -> int:
 
 
 def _redis_namespace(url: str) -> str:
-    """An OpenLineage namespace for a Redis: its URL without credentials or database."""
+    """An OpenLineage namespace for a Redis: its URL without credentials or database (for a
+    cluster, its nodes, sorted)."""
     from urllib.parse import urlsplit
 
+    from ocs.store.cluster import is_cluster_url, parse_cluster_url
+
+    if is_cluster_url(url):
+        nodes = sorted(f"{h}:{p}" for h, p in parse_cluster_url(url).nodes)
+        return "redis+cluster://" + ",".join(nodes)
     u = urlsplit(url)
     return f"{u.scheme}://{u.hostname or ''}" + (f":{u.port}" if u.port else "")
 

@@ -169,8 +169,14 @@ async def test_bar_in_the_hlr_and_lift_on_topup(
     await topup(http, "4915100000001", "30.00", "voucher-1")  # 8.00: lifted
     await until(sim, lambda: sim.barring("4915100000001") == "none")
     assert barrings(sim, "4915100000001") == ["outgoing", "all", "none"]
-    status, view = await http("GET", "/v1/subscribers/4915100000001/provisioning")
-    assert status == 200
+    # The worker records the HLR's answer after the HLR applied the command: wait for it.
+    async with asyncio.timeout(10):
+        while True:
+            status, view = await http("GET", "/v1/subscribers/4915100000001/provisioning")
+            assert status == 200
+            if len(view["history"]) == 3:
+                break
+            await asyncio.sleep(0.02)
     assert (view["desired"], view["hlr"]["confirmed"], view["in_sync"]) == ("none", "none", True)
     assert [h["result"] for h in view["history"]] == ["applied"] * 3
     assert [h["barring"] for h in view["history"]] == ["none", "all", "outgoing"]

@@ -34,7 +34,7 @@ from ocs.provisioning.adapter import (
     with_timeout,
 )
 from ocs.store.errors import StoreUnavailable
-from ocs.store.notify import Notification, NotifyStore
+from ocs.store.notify import Notification, NotifyStore, honour_cancellation
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,7 @@ class NotificationConsumer:
         """Consume until cancelled: wait for the lease, then lead until it is lost."""
         try:
             while True:
+                honour_cancellation()
                 try:
                     if await self.notify.take_lease(self.group, self.me, self.lease_ms):
                         await self._lead()
@@ -130,6 +131,7 @@ class NotificationConsumer:
             # first, in stream order; it is read once, then only new entries.
             after = dict.fromkeys(self.notify.streams, "0")
             while not lost.is_set():
+                honour_cancellation()
                 notes = await self.notify.read(self.group, self.me, ids=after, count=500)
                 if not notes:
                     break
@@ -137,6 +139,7 @@ class NotificationConsumer:
                     after[note.stream] = note.id
                     await self._dispatch(note)
             while not lost.is_set():
+                honour_cancellation()
                 count = max(1, min(500, self._free()))
                 notes = await self.notify.read(
                     self.group, self.me, ids=None, count=count, block_ms=self.block_ms
@@ -155,6 +158,7 @@ class NotificationConsumer:
     async def _keep_lease(self, lost: asyncio.Event) -> None:
         while True:
             await asyncio.sleep(self.lease_ms / 3000)
+            honour_cancellation()
             try:
                 held = await self.notify.take_lease(self.group, self.me, self.lease_ms)
             except StoreUnavailable:

@@ -50,13 +50,14 @@ def dead_letter_key() -> str:
 
 
 def hlr_state_key(msisdn: str) -> str:
-    """What the provisioning worker knows of the HLR's barring of a subscriber (a hash)."""
-    return f"{KEY_PREFIX}:prov:hlr:{msisdn}"
+    """What the provisioning worker knows of the HLR's barring of a subscriber (a hash). In
+    the subscriber's slot, with its history, so one script writes both."""
+    return f"{KEY_PREFIX}:{tag(bucket_of(msisdn))}:prov:hlr:{msisdn}"
 
 
 def hlr_history_key(msisdn: str) -> str:
     """The subscriber's last provisioning commands, newest first (a capped list of JSON)."""
-    return f"{KEY_PREFIX}:prov:hist:{msisdn}"
+    return f"{KEY_PREFIX}:{tag(bucket_of(msisdn))}:prov:hist:{msisdn}"
 
 
 def hlr_command_key(command_id: str) -> str:

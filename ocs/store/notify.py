@@ -13,7 +13,11 @@ hold up the charging client's pipeline). On a Redis Cluster (redis-py's ``RedisC
 slot only: the streams are then read one per bucket, polling every ``CLUSTER_POLL`` while
 they are idle instead of blocking. redis-py follows the buckets when slots move (MOVED, ASK).
 redis-py 8.1's cluster pipelines swallow a cancellation that lands while they wait (the task
-carries on as if nothing happened), and many concurrent commands of one task broke its
+carries on as if nothing happened), and so, more rarely, does any redis-py call on Python
+3.11: its socket reads and writes go through ``asyncio.wait_for``, which returns the result
+and drops a cancellation that lands as the operation completes (CPython gh-86296, fixed in
+3.12). The consumers' loops therefore check ``Task.cancelling()`` themselves
+(:func:`honour_cancellation`). Many concurrent commands of one task broke its
 connections (a retry closes every connection of the client), so on a cluster the commands of
 a batch are sent one after the other (:meth:`NotifyStore._batch`; 64 round trips on a LAN are
 a few milliseconds, off the hot path).
@@ -58,6 +62,16 @@ local fields = redis.call('HGETALL', KEYS[1])
 redis.call('DEL', KEYS[1])
 return fields
 """
+# A line of a subscriber's command history and what the OCS knows of the HLR, in one step (the
+# two keys share the subscriber's slot): a reader never sees the one without the other.
+_RECORD = """
+redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+if #ARGV > 2 then
+  redis.call('HSET', KEYS[2], unpack(ARGV, 3))
+end
+return 1
+"""
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
@@ -97,6 +111,14 @@ async def redis_call(coro: Any) -> Any:
         raise StoreUnavailable(f"redis: {exc}") from exc
 
 
+def honour_cancellation() -> None:
+    """Raise the cancellation a library swallowed (see the module's docstring): call at the
+    top of a consumer's loop, which runs only while the task is not being cancelled."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -117,6 +139,7 @@ class NotifyStore:
         self._renew = self.redis.register_script(_RENEW)
         self._release = self.redis.register_script(_RELEASE)
         self._take = self.redis.register_script(_TAKE)
+        self._record = self.redis.register_script(_RECORD)
 
     async def close(self) -> None:
         await self.redis.aclose()
@@ -205,10 +228,8 @@ class NotifyStore:
         by_stream: dict[str, list[str]] = {}
         for n in notes:
             by_stream.setdefault(n.stream, []).append(n.id)
-        async with self.redis.pipeline(transaction=False) as p:
-            for stream, ids in by_stream.items():
-                p.xack(stream, group, *ids)
-            await self._do(p.execute())
+        # (no cluster pipeline: it would swallow a cancellation, see the module's docstring)
+        await self._batch([("xack", (s, group, *ids), {}) for s, ids in by_stream.items()])
 
     def bucket(self, note: Notification) -> int:
         """The bucket whose stream the entry came from (with its id: the entry's identity)."""
@@ -290,20 +311,12 @@ class NotifyStore:
         """Add a line to the subscriber's command history and update what the OCS knows of
         the HLR's state (``state``: confirmed, confirmed_seq, status, command, ...)."""
         line = json.dumps({"at": _now_ms(), **entry}, separators=(",", ":"))
-        mapping: dict[Any, Any] = {**(state or {}), "updated": str(_now_ms())}
-        history = K.hlr_history_key(msisdn)
-        calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
-            ("lpush", (history, line), {}), ("ltrim", (history, 0, HISTORY_LENGTH - 1), {})
-        ]  # fmt: skip
+        fields: list[str] = []
         if state:
-            calls.append(("hset", (K.hlr_state_key(msisdn),), {"mapping": mapping}))
-        if not self.cluster:
-            await self._batch(calls)
-            return
-        # On a cluster one after the other: the history before the state a reader checks
-        # first (and LTRIM after LPUSH).
-        for name, args, kwargs in calls:
-            await self._do(getattr(self.redis, name)(*args, **kwargs))
+            for name, value in {**state, "updated": str(_now_ms())}.items():
+                fields += [name, value]
+        keys = [K.hlr_history_key(msisdn), K.hlr_state_key(msisdn)]
+        await self._do(self._record(keys=keys, args=[line, HISTORY_LENGTH, *fields]))
 
     async def hlr_state(self, msisdn: str) -> dict[str, str]:
         return dict(await self._do(self.redis.hgetall(K.hlr_state_key(msisdn))))
