@@ -458,6 +458,11 @@ class DiameterAgent:
         self._tasks: set[asyncio.Task[None]] = set()
         self._services: dict[tuple[str, int, int | None, int | None, str], str | None] = {}
 
+    @property
+    def open_sessions(self) -> int:
+        """Gy sessions open at this process (the metrics' ``ocs_open_sessions``)."""
+        return len(self._sessions)
+
     # -- entry ----------------------------------------------------------------------------------
 
     async def __call__(self, request: Message, peer: RemotePeer) -> Message:

@@ -693,6 +693,8 @@ def _credit_handler(kind: str, sign: Sign, note_field: str, *, note_required: bo
         if answer.status == "TOOBIG":
             return invalid_input([FieldError("amount", "would take the balance out of range")])
         _expect(answer, "OK")
+        if answer.charged > 0 and not answer.replay:
+            request.app[METRICS].inc("ocs_credited_micros", (kind,), answer.charged)
         # A replay of the same request is answered as the first was (the amount applied and
         # the balance then: 201 both), with a header saying it is a replay.
         body = {
@@ -950,19 +952,19 @@ async def readyz(request: web.Request) -> web.StreamResponse:
 async def serve_metrics(request: web.Request) -> web.StreamResponse:
     """``GET /metrics``: Prometheus text format."""
     return web.Response(
-        body=request.app[METRICS].render(), headers={"Content-Type": METRICS_CONTENT_TYPE}
+        body=await request.app[METRICS].render_now(), headers={"Content-Type": METRICS_CONTENT_TYPE}
     )
 
 
 # -- errors and metrics -------------------------------------------------------------------------
 
 
-def _verb(request: web.Request) -> str:
-    """The route template ("GET /v1/subscribers/{msisdn}"), never the raw path (cardinality)."""
+def _route(request: web.Request) -> str:
+    """The route template ("/v1/subscribers/{msisdn}"), never the raw path (cardinality)."""
     resource = request.match_info.route.resource
     if resource is None:
         return "unmatched"
-    return f"{request.method} {resource.canonical}"
+    return resource.canonical
 
 
 def _http_problem(exc: web.HTTPException) -> web.StreamResponse:
@@ -1022,8 +1024,8 @@ async def _errors_and_metrics(request: web.Request, handler: Handler) -> web.Str
         status = exc.status
         raise
     finally:
-        request.app[METRICS].observe(
-            "http", _verb(request), str(status), time.perf_counter() - start
+        request.app[METRICS].observe_http(
+            request.method, _route(request), status, time.perf_counter() - start
         )
     return response
 
