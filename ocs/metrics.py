@@ -156,7 +156,9 @@ FAMILIES: Final[dict[str, Family]] = {
         ("group",),
     ),
     "ocs_mediation_files": Family(
-        "counter", "CDR files mediated, by result (done, rejected).", ("result",)
+        "counter",
+        "CDR files mediated, by result (done; rejected: some records set aside; duplicate).",
+        ("result",),
     ),
     "ocs_mediation_records": Family(
         "counter", "CDR records mediated, by result (charged, rejected).", ("result",)

@@ -14,19 +14,28 @@ import os
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Final
 
-from ocs.metrics import Metrics
+from aiohttp import web
+
+from ocs.metrics import CONTENT_TYPE, Metrics
 
 if TYPE_CHECKING:
-    from aiohttp import web
-
     from ocs.agents.diameter import DiameterAgent
     from ocs.charging.sweeper import ExpirySweeper
+    from ocs.mediation.pipeline import FileReport
     from ocs.store.notify import NotifyStore
     from protocols.diameter.server import DiameterServer
     from protocols.native import NativeServer
     from protocols.sigtran.server import CapServer
 
-__all__ = ["FLUSH_INTERVAL", "METRICS_DIR_ENV", "flushing", "metrics_for_process", "watch"]
+__all__ = [
+    "FLUSH_INTERVAL",
+    "METRICS_DIR_ENV",
+    "count_file",
+    "flushing",
+    "metrics_for_process",
+    "serving",
+    "watch",
+]
 
 log = logging.getLogger(__name__)
 
@@ -109,3 +118,38 @@ async def flushing(metrics: Metrics) -> AsyncIterator[None]:
         await metrics.refresh(cluster=False)
         with contextlib.suppress(OSError):
             metrics.flush()
+
+
+def count_file(metrics: Metrics, report: FileReport) -> None:
+    """Count one mediated file (``Mediation(on_file=...)``): files, records, lag from close."""
+    if report.duplicate:
+        metrics.inc("ocs_mediation_files", ("duplicate",))
+        return
+    metrics.inc("ocs_mediation_files", ("rejected" if report.rejected else "done",))
+    metrics.inc("ocs_mediation_records", ("charged",), report.charged)
+    metrics.inc("ocs_mediation_records", ("rejected",), report.rejected)
+    if report.closed_at and report.done_at:
+        lag = max(0, report.done_at - report.closed_at) / 1000
+        metrics.set("ocs_mediation_lag_seconds", (), lag)
+
+
+@contextlib.asynccontextmanager
+async def serving(metrics: Metrics, bind: str, port: int) -> AsyncIterator[int]:
+    """``GET /metrics`` on ``bind:port`` for a process without the HTTP API (``ocs mediation
+    run --metrics-port``); yields the bound port."""
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=await metrics.render_now(), headers={"Content-Type": CONTENT_TYPE})
+
+    app = web.Application()
+    app.router.add_get("/metrics", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, bind, port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or ()
+        yield sockets[0].getsockname()[1] if sockets else port
+    finally:
+        await runner.cleanup()

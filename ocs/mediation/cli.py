@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -66,7 +67,9 @@ def _time(ms: int) -> str:
 async def _mediate(settings: Settings, source: str, args: argparse.Namespace) -> None:
     from ocs.mediation.collect import SourceUnavailable, open_source
     from ocs.mediation.pipeline import Mediation, MediationConfig
+    from ocs.metrics import Metrics
     from ocs.service import charging_core
+    from ocs.telemetry import count_file, serving
 
     config = MediationConfig(
         poll_interval=settings.mediation_poll,
@@ -98,7 +101,16 @@ async def _mediate(settings: Settings, source: str, args: argparse.Namespace) ->
                 "mediation: %s -> redis %s (warehouse %s, archive %s)", src.label,
                 core.redis_url, config.warehouse_dir or "off", config.archive_dir or "off",
             )  # fmt: skip
-            await Mediation(core.engine, core.tariffs.rater, src, config).run(stop)
+            metrics = Metrics()
+            on_file = functools.partial(count_file, metrics)
+            mediation = Mediation(core.engine, core.tariffs.rater, src, config, on_file=on_file)
+            if args.metrics_port is None:
+                await mediation.run(stop)
+            else:
+                async with serving(metrics, settings.bind, args.metrics_port) as port:
+                    logging.getLogger("ocs").info("mediation: metrics on %s:%d/metrics",
+                                                  settings.bind, port)  # fmt: skip
+                    await mediation.run(stop)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -240,6 +252,8 @@ def register(sub: Any) -> None:
                    help="seconds between polls (OCS_MEDIATION_POLL, default 1)")  # fmt: skip
     a.add_argument("--window", dest="mediation_window", type=ascii_int, metavar="N",
                    help="debits in flight (OCS_MEDIATION_WINDOW, default 256)")  # fmt: skip
+    a.add_argument("--metrics-port", type=ascii_int, metavar="PORT",
+                   help="serve Prometheus /metrics on this port (0: any free one)")  # fmt: skip
     a.add_argument(
         "--stable-size",
         action="store_true",
