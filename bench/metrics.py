@@ -101,7 +101,8 @@ def main() -> None:
                             text=True, check=False).stdout.strip()  # fmt: skip
     text = "\n".join(
         [
-            f"\n## {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: metrics observation cost (commit {commit})",
+            f"\n## {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: metrics observation cost "
+            f"(commit {commit})",
             "",
             f"`python -m bench.metrics`: CPU µs per observed request (one counter increment and "
             f"one histogram observation, {len(LABELS)} label sets cycled), median of "

@@ -36,6 +36,7 @@ from ocs.charging.engine import ChargingEngine, wall_clock_ms
 from ocs.charging.sweeper import ExpirySweeper, ThresholdCatchUp
 from ocs.charging.tariffs import TariffRegistry
 from ocs.config import ConfigError, Settings
+from ocs.logs import redis_lost
 from ocs.metrics import Metrics
 from ocs.money import parse_money
 from ocs.provisioning.adapter import HttpProvisioningAdapter, WebhookSender
@@ -483,7 +484,7 @@ async def _follow(notify: NotifyStore, ids: dict[str, str], agent: DiameterAgent
             async for note in notify.follow(ids):
                 agent.on_notification(note.fields)
         except StoreUnavailable as exc:
-            log.warning("notifications: %s", exc)
+            redis_lost(log, "notifications", exc)
             await asyncio.sleep(1.0)
 
 

@@ -53,6 +53,7 @@ from ocs.auth.credentials import AuthConfig
 from ocs.auth.http import SECURITY, Security, over_limit
 from ocs.charging.tariffs import TariffRegistry, bundle_buckets
 from ocs.constants import HTTP_BODY_TIMEOUT, MAX_UNITS, STATE_ACTIVE, STATES
+from ocs.logs import redis_lost
 from ocs.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ocs.metrics import Metrics
 from ocs.money import MoneyFormatError, format_money, parse_money
@@ -995,7 +996,7 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         return problem(CLIENT_CLOSED_REQUEST, "Client Closed Request")
     except StoreUnavailable as exc:
         request.app[METRICS].redis_error()
-        log.warning("%s %s: %s", request.method, request.path, exc)
+        redis_lost(log, f"{request.method} {request.path}", exc)
         return problem(
             HTTPStatus.SERVICE_UNAVAILABLE,
             "Store unavailable",

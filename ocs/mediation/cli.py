@@ -17,11 +17,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ocs.auth.masking import install_masking
 from ocs.clikit import CliError
 from ocs.clikit import run as _run
 from ocs.clikit import tune_gc as _tune_gc
 from ocs.config import Settings, load_settings
+from ocs.logs import setup as setup_logging
 from ocs.mediation.archive import parse_key, read_entry, verify
 from ocs.money import format_money
 from tariffs.digits import ascii_float, ascii_int, is_digits
@@ -124,8 +124,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.no_archive and not settings.archive_key:
         raise CliError("the retention archive needs a key: set OCS_ARCHIVE_KEY (64 hex digits, "
                        "e.g. from `openssl rand -hex 32`) or give --no-archive")  # fmt: skip
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(message)s")
-    install_masking(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     _tune_gc()
     _run(_mediate(settings, args.source, args))
     return 0
