@@ -57,12 +57,17 @@ test-cluster: $(STAMP)
 		tests/test_service.py tests/test_thresholds.py tests/test_provisioning.py \
 		tests/test_diameter_e2e.py tests/test_journal.py
 
+# The last three are the library comparisons behind the code's claims (thin Redis client vs
+# redis-py, Diameter codec vs python-diameter, BER decoder vs pycrate): bench/RESULTS.md.
 bench: $(STAMP)
 	$(PY) -m bench.rating
 	$(PY) -m bench.charging
 	$(PY) -m bench.scripts_cost
 	$(PY) -m bench.barring
 	$(PY) -m bench.mediation
+	$(PY) -m bench.redis_client
+	$(PY) -m bench.diameter_codec
+	$(PY) -m bench.cdr_decode
 
 # Load tests with Locust (docs/load-testing.md): Redis + `ocs serve` + Locust, an SLO gate and
 # the money invariants; LOAD_* variables or ARGS="..." set the knobs (`python -m bench.load -h`).

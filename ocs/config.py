@@ -478,11 +478,16 @@ def load_settings(
     env: Mapping[str, str],
     config_file: str | Path | None = None,
     overrides: Mapping[str, object] | None = None,
+    sources: dict[str, str] | None = None,
 ) -> Settings:
     """Settings from a config file (``config_file`` or ``OCS_CONFIG``), the environment and
-    explicit overrides (command-line flags, None meaning "not given")."""
+    explicit overrides (command-line flags, None meaning "not given").
+
+    With ``sources``, it is filled with where each setting that is not its default came from
+    (``env OCS_X``, ``config file P``, ``--flag``...; ``ocs config show``)."""
     names = {f.name for f in fields(Settings)} - {"extra"}
     values: dict[str, object] = {}
+    where: dict[str, str] = {} if sources is None else sources
     path = config_file or env.get("OCS_CONFIG")
     if path:
         p = Path(path)
@@ -498,6 +503,7 @@ def load_settings(
             if k not in names:
                 raise ConfigError(f"config file {p}: unknown setting {k!r}")
             values[k] = _coerce(k, v, f"config file {p}: {k}")
+            where[k] = f"config file {p}"
     for k in SECRET_FILES:
         file = env.get(f"OCS_{k.upper()}_FILE")
         if file and env.get(f"OCS_{k.upper()}") is None:
@@ -508,16 +514,20 @@ def load_settings(
                     f"OCS_{k.upper()}_FILE: cannot read {file}: {exc.strerror}"
                 ) from None
             values[k] = _coerce(k, secret, f"OCS_{k.upper()}_FILE")
+            where[k] = f"env OCS_{k.upper()}_FILE"
     for k in names:
         v = env.get(f"OCS_{k.upper()}")
         if v is not None:
             values[k] = _coerce(k, v, f"OCS_{k.upper()}")
+            where[k] = f"env OCS_{k.upper()}"
     for k, v in (overrides or {}).items():
         if v is not None:
             values[k] = _coerce(k, v, f"--{k.replace('_', '-')}")
+            where[k] = f"--{k.replace('_', '-')}"
     nodes = str(values.get("redis_cluster_nodes", "")).strip()
     if nodes:
         if values.get("redis_url"):
             raise ConfigError("OCS_REDIS_URL and OCS_REDIS_CLUSTER_NODES: give one of them")
         values["redis_url"] = _cluster_url(nodes, "OCS_REDIS_CLUSTER_NODES")
+        where["redis_url"] = where.get("redis_cluster_nodes", "OCS_REDIS_CLUSTER_NODES")
     return replace(Settings(), **values)  # type: ignore[arg-type]

@@ -35,13 +35,13 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Final, Self, TypeAlias
+from typing import Any, Final, TypeAlias
 from urllib.parse import unquote
 
 import redis.asyncio
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
+from ocs.lifecycle import AsyncConnection
 from ocs.store.redis_client import (
     _DEFAULT_TIMEOUT,
     DEFAULT_CONNECT_TIMEOUT,
@@ -186,7 +186,7 @@ def parse_cluster_url(url: str) -> RedisAddress:
 # -- the hot-path cluster client ---------------------------------------------------------
 
 
-class ClusterRedis:
+class ClusterRedis(AsyncConnection):
     """An auto-pipelining Redis Cluster client: one :class:`PipelinedRedis` per master.
 
     It offers what the store needs of :class:`PipelinedRedis` (``execute``, ``evalsha``,
@@ -280,18 +280,6 @@ class ClusterRedis:
             await asyncio.wait([task])
         nodes = list(self._nodes.values())
         await asyncio.gather(*(n.close() for n in nodes))
-
-    async def __aenter__(self) -> Self:
-        await self.connect()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # The slot map
 

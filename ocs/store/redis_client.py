@@ -34,11 +34,12 @@ import math
 import ssl
 from collections import deque
 from collections.abc import Callable, Sequence
-from types import TracebackType
-from typing import Any, Final, Protocol, Self, TypeAlias, cast
+from typing import Any, Final, Protocol, TypeAlias, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
+
+from ocs.lifecycle import AsyncConnection
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
@@ -328,7 +329,7 @@ class _Connection(asyncio.Protocol):
 # -- the client --------------------------------------------------------------------------------
 
 
-class PipelinedRedis:
+class PipelinedRedis(AsyncConnection):
     """An auto-pipelining Redis client over one connection.
 
     Args:
@@ -433,18 +434,6 @@ class PipelinedRedis:
         conn, self._conn = self._conn, None  # calls from now on get ClientClosed
         if conn is not None:
             await conn.aclose(self.timeout)
-
-    async def __aenter__(self) -> Self:
-        await self.connect()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # Commands
 
