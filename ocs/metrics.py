@@ -404,12 +404,7 @@ class Metrics:
                 snap = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
                 continue  # a worker's file being replaced right now: it is in the next scrape
-            for name, rows in snap.get("counters", {}).items():
-                if name in counters:
-                    fam = counters[name]
-                    for labels, v in rows:
-                        key = tuple(labels)
-                        fam[key] = fam.get(key, 0) + v
+            _add_rows(counters, snap.get("counters", {}))
             for name, rows in snap.get("hists", {}).items():
                 if name in hists:
                     hfam = hists[name]
@@ -421,15 +416,20 @@ class Metrics:
             if not _alive(int(snap.get("pid", 0))):
                 continue
             live += 1
-            for name, rows in snap.get("gauges", {}).items():
-                if name in gauges:
-                    gfam = gauges[name]
-                    for labels, v in rows:
-                        key = tuple(labels)
-                        gfam[key] = gfam.get(key, 0) + v
+            _add_rows(gauges, snap.get("gauges", {}))
         gauges.update(cluster)
         gauges["ocs_workers"] = {(): float(live)}
         return counters, hists, gauges
+
+
+def _add_rows(into: dict[str, dict[Labels, Any]], rows_by_name: dict[str, list[Any]]) -> None:
+    """Add a snapshot's (labels, value) rows to the families of ``into`` it knows."""
+    for name, rows in rows_by_name.items():
+        family = into.get(name)
+        if family is not None:
+            for labels, v in rows:
+                key = tuple(labels)
+                family[key] = family.get(key, 0) + v
 
 
 def _time(family: dict[Labels, Hist], key: Labels, seconds: float) -> None:
