@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+#: The runtime only (the `demo` extra), for `make run`; the dev install above includes it.
+RUN_STAMP := $(VENV)/.installed-run
 
 .PHONY: run test test-redis62 test-cluster test-cluster-ci lint fmt bench load soak clean venv ui-vendor
 
@@ -13,9 +15,19 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
-	@touch $(STAMP)
+	@touch $(STAMP) $(RUN_STAMP)
 
-run: $(STAMP)
+# No dev tools, and pip's own progress (a first install takes a minute or two).
+$(RUN_STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required (found %s)" % sys.version.split()[0]) if sys.version_info < (3, 11) else None'
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "make run: installing the OCS and its runtime dependencies into $(VENV) (once; a minute or two)..."
+	$(PY) -m pip install --progress-bar on --upgrade pip
+	$(PY) -m pip install --progress-bar on -e '.[demo]'
+	@touch $(RUN_STAMP)
+	@echo "make run: installed; starting the demo"
+
+run: $(RUN_STAMP)
 	$(VENV)/bin/ocs demo
 
 lint: $(STAMP)

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from ocs import __version__
-from ocs.auth.masking import install_masking
 from ocs.clikit import CliError, PlanProblems, completion, set_token, spread_option
 from ocs.clikit import api_url as _api
 from ocs.clikit import common_options as _common
@@ -35,6 +34,7 @@ from ocs.clikit import run as _run
 from ocs.clikit import settings as _settings
 from ocs.clikit import tune_gc as _tune_gc
 from ocs.config import ConfigError
+from ocs.logs import setup as setup_logging
 from ocs.redis_server import RedisServerError
 from ocs.store.errors import StoreUnavailable
 from tariffs.digits import ascii_float, ascii_int
@@ -62,9 +62,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     workers = settings.workers
     # With workers, every line says which process wrote it.
     several = workers > 1 or args.ready_fd is not None
-    fmt = "%(asctime)s %(levelname)s " + ("[%(process)d] " if several else "") + "%(message)s"
-    logging.basicConfig(level=settings.log_level, format=fmt)
-    install_masking(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format, pid=several)
     if args.ready_fd is not None:  # a worker started by the supervisor (ocs/supervisor.py)
         from ocs.supervisor import serve_worker
 

@@ -148,6 +148,8 @@ class Settings:
     webhook_urls: str = ""
     webhook_secret: str = ""
     log_level: str = "INFO"
+    #: "text" or "json" (one JSON object per line: ocs/logs.py).
+    log_format: str = "text"
     #: Hot billing (docs/hot-billing.md): seconds between polls of a CDR source, debits in
     #: flight, the Parquet warehouse, the retention archive and its AES-256 key (64 hex
     #: digits; empty: none configured).
@@ -348,6 +350,8 @@ def _coerce(name: str, value: object, source: str) -> object:
         except PeerListError as exc:
             raise ConfigError(f"{where}: {exc}") from None
         return str(value)
+    if name == "log_format" and value not in ("text", "json"):
+        raise ConfigError(f"{where}: must be text or json, got {value!r}")
     if name == "native_auth" and value not in ("required", "off"):
         raise ConfigError(f"{where}: must be required or off, got {value!r}")
     if name == "native_keys":

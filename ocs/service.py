@@ -36,6 +36,7 @@ from ocs.charging.engine import ChargingEngine, wall_clock_ms
 from ocs.charging.sweeper import ExpirySweeper, ThresholdCatchUp
 from ocs.charging.tariffs import TariffRegistry
 from ocs.config import ConfigError, Settings
+from ocs.logs import redis_lost
 from ocs.metrics import Metrics
 from ocs.money import parse_money
 from ocs.provisioning.adapter import HttpProvisioningAdapter, WebhookSender
@@ -48,6 +49,7 @@ from ocs.store.errors import StoreUnavailable
 from ocs.store.notify import NotifyStore
 from ocs.store.redis_client import RedisClientError
 from ocs.store.store import Store
+from ocs.telemetry import flushing, metrics_for_process, watch
 from protocols.diameter import LocalIdentity
 from protocols.diameter.constants import CreditControlFailureHandling
 from protocols.diameter.server import DiameterServer
@@ -391,8 +393,9 @@ async def run_ocs(
         core = await stack.enter_async_context(charging_core(settings, plans=plans))
         url, store, tariffs, engine = core.redis_url, core.store, core.tariffs, core.engine
         rater = tariffs.rater
-        metrics = Metrics()
-        await stack.enter_async_context(
+        metrics = metrics_for_process()
+        engine.on_charged = metrics.charged
+        sweeper = await stack.enter_async_context(
             ExpirySweeper(store, wall_clock_ms, interval=settings.sweep_interval)
         )
         await stack.enter_async_context(
@@ -468,6 +471,9 @@ async def run_ocs(
             camel = await stack.enter_async_context(
                 camel_listener(settings, engine, tariffs, metrics)
             )
+        watch(metrics, native=native, diameter=diameter, runner=runner, agent=agent,
+              sweeper=sweeper, notify=notify, camel=camel)  # fmt: skip
+        await stack.enter_async_context(flushing(metrics))
         for warning in exposure_warnings(settings):
             log.warning("security: %s", warning)
         if settings.diameter_admission.closed:
@@ -491,7 +497,7 @@ async def _follow(notify: NotifyStore, ids: dict[str, str], agent: DiameterAgent
             async for note in notify.follow(ids):
                 agent.on_notification(note.fields)
         except StoreUnavailable as exc:
-            log.warning("notifications: %s", exc)
+            redis_lost(log, "notifications", exc)
             await asyncio.sleep(1.0)
 
 

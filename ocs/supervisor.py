@@ -38,9 +38,11 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 
 from ocs.config import Settings
+from ocs.telemetry import METRICS_DIR_ENV
 
 log = logging.getLogger("ocs.supervisor")
 
@@ -259,6 +261,9 @@ async def _supervise(settings: Settings, workers: int, extra_args: Sequence[str]
     from ocs.service import redis_for
 
     settings, held = hold_ports(settings)
+    # One directory for the workers' counts: whichever worker a scrape reaches serves the sum.
+    counts = tempfile.TemporaryDirectory(prefix="ocs-metrics-")
+    os.environ[METRICS_DIR_ENV] = counts.name
     try:
         async with redis_for(settings) as url:
             supervisor = Supervisor(settings, url, workers, extra_args)
@@ -279,6 +284,8 @@ async def _supervise(settings: Settings, workers: int, extra_args: Sequence[str]
     finally:
         for sock in held:
             sock.close()
+        os.environ.pop(METRICS_DIR_ENV, None)
+        counts.cleanup()
 
 
 def supervise(settings: Settings, workers: int, extra_args: Sequence[str] = ()) -> int:

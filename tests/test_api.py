@@ -668,8 +668,8 @@ async def test_redis_down(tmp_path: Path, metrics: Metrics, clock: FakeClock) ->
             text = (await (await api.get("/metrics")).read()).decode()
             assert "ocs_redis_errors_total 2.0" in text
             assert (
-                'ocs_requests_total{protocol="http",result="503",'
-                'verb="GET /v1/subscribers/{msisdn}"} 1.0'
+                'ocs_http_requests_total{code="503",method="GET",'
+                'route="/v1/subscribers/{msisdn}"} 1.0'
             ) in text
         finally:
             await api.close()
@@ -703,25 +703,55 @@ async def test_metrics(api: Client) -> None:
     assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     text = (await resp.read()).decode()
     for line in [
-        'ocs_requests_total{protocol="http",result="201",verb="POST /v1/subscribers"} 1.0',
-        'ocs_requests_total{protocol="http",result="200",verb="GET /v1/subscribers/{msisdn}"} 2.0',
-        'ocs_requests_total{protocol="http",result="404",verb="GET /v1/subscribers/{msisdn}"} 1.0',
-        'ocs_request_seconds_count{protocol="http",verb="GET /v1/subscribers/{msisdn}"} 3.0',
-        'ocs_request_seconds_bucket{le="0.0001",protocol="http",verb="POST /v1/subscribers"}',
+        'ocs_http_requests_total{code="201",method="POST",route="/v1/subscribers"} 1.0',
+        'ocs_http_requests_total{code="200",method="GET",route="/v1/subscribers/{msisdn}"} 2.0',
+        'ocs_http_requests_total{code="404",method="GET",route="/v1/subscribers/{msisdn}"} 1.0',
+        'ocs_http_request_seconds_count{method="GET",route="/v1/subscribers/{msisdn}"} 3.0',
+        'ocs_http_request_seconds_bucket{le="0.0001",method="POST",route="/v1/subscribers"}',
         "ocs_redis_errors_total 0.0",
+        'ocs_build_info{python="',
+        "process_cpu_seconds_total",
+        "ocs_workers 1.0",
     ]:
         assert line in text, line
     assert "/healthz" not in text
 
 
-def test_metrics_gauge_and_cache() -> None:
+async def test_metrics_families_and_probes() -> None:
     m = Metrics()
-    m.connection_opened("native")
-    m.connection_opened("native")
-    m.connection_closed("native")
+    m.probes.append(lambda m: m.set("ocs_open_connections", ("native",), 1))
+
+    def broken(m: Metrics) -> None:
+        raise RuntimeError("a probe that fails leaves the scrape working")
+
+    m.cluster_probes.append(broken)
     m.observe("native", "reserve", "success", 0.0002)
     m.observe("native", "reserve", "success", 0.0003)
-    text = m.render().decode()
+    m.observe_client("hlr", "bar", "applied", 0.01)
+    m.charged(1_500_000)
+    text = (await m.render_now()).decode()
     assert 'ocs_open_connections{protocol="native"} 1.0' in text
-    assert 'ocs_requests_total{protocol="native",result="success",verb="reserve"} 2.0' in text
+    assert 'ocs_requests_total{outcome="success",protocol="native",verb="reserve"} 2.0' in text
     assert 'ocs_request_seconds_bucket{le="0.0005",protocol="native",verb="reserve"} 2.0' in text
+    assert 'ocs_client_requests_total{action="bar",outcome="applied",service="hlr"} 1.0' in text
+    assert "ocs_charged_micros_total 1.5e+06" in text
+
+
+def test_workers_sum_counters_and_drop_dead_workers_gauges(tmp_path: Path) -> None:
+    # Two workers as two Metrics on one directory; a third file from a worker that died.
+    a, b = Metrics(tmp_path, worker="a"), Metrics(tmp_path, worker="b")
+    a.observe("native", "debit", "success", 0.001)
+    b.observe("native", "debit", "success", 0.002)
+    b.set("ocs_open_connections", ("native",), 3)
+    a.set("ocs_outbox_length", ("0",), 7)  # cluster-wide: served as the scraper read it
+    b.flush()
+    dead = b.snapshot()
+    dead["pid"] = 2**22 + 12345  # above pid_max on Linux: never alive
+    (tmp_path / "dead.json").write_text(json.dumps(dead), encoding="utf-8")
+    text = a.render().decode()
+    assert 'ocs_requests_total{outcome="success",protocol="native",verb="debit"} 3.0' in text
+    assert 'ocs_request_seconds_count{protocol="native",verb="debit"} 3.0' in text
+    # b is alive (this process), the dead copy's 3 connections are not counted.
+    assert 'ocs_open_connections{protocol="native"} 3.0' in text
+    assert 'ocs_outbox_length{bucket="0"} 7.0' in text
+    assert "ocs_workers 2.0" in text

@@ -200,7 +200,7 @@ async def test_client_gone_mid_body_is_499_at_debug(
 
         async def counted() -> bool:
             text = (await exchange(port, b"GET /metrics HTTP/1.0\r\n" + _BEARER + b"\r\n")).decode()
-            return 'result="499",verb="POST /v1/subscribers"' in text
+            return 'code="499",method="POST",route="/v1/subscribers"' in text
 
         await _until(counted)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

@@ -124,6 +124,8 @@ def test_demo_runs_and_leaves_nothing_behind(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     out = r.stdout
     assert "60 subscribers loaded" in out
+    assert "Redis: redis://" in out and "starts from fresh data" in out
+    assert "TOP-UP    " in out  # the keep-alive top-ups
     assert "granted" in out
     assert "refused: credit-limit-reached" in out
     # The barring story: below the limit, barred in the simulated HLR, topped up, unbarred.

@@ -189,8 +189,11 @@ async def test_bar_in_the_hlr_and_lift_on_topup(
         s.get(f"http://127.0.0.1:{ocs.http_port}/metrics") as r,
     ):
         text = await r.text()
-    assert 'ocs_requests_total{protocol="hlr",result="applied",verb="bar"} 2.0' in text
-    assert 'ocs_requests_total{protocol="hlr",result="applied",verb="unbar"} 1.0' in text
+    assert 'ocs_client_requests_total{action="bar",outcome="applied",service="hlr"} 2.0' in text
+    assert 'ocs_client_requests_total{action="unbar",outcome="applied",service="hlr"} 1.0' in text
+    assert "ocs_provisioning_backlog 0.0" in text
+    assert "ocs_provisioning_dead_letters 0.0" in text
+    assert 'ocs_outbox_length{bucket="0"}' in text
 
 
 async def test_hlr_down_then_back_applies_everything_in_order(

@@ -114,7 +114,8 @@ async def supervised(redis_url: str, tmp_path: Path) -> AsyncIterator[Supervised
         "--plans-dir", str(plans),
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE, env={**os.environ, "OCS_DIAMETER_HOST": "ocs.test",
-                                               "OCS_DIAMETER_PEERS": "pgw.test@127.0.0.1"},
+                                               "OCS_DIAMETER_PEERS": "pgw.test@127.0.0.1",
+                                               "OCS_METRICS_PUBLIC": "1"},
     )  # fmt: skip
     sup = Supervised(proc)
     try:
@@ -126,9 +127,10 @@ async def supervised(redis_url: str, tmp_path: Path) -> AsyncIterator[Supervised
         await sup.stop()
 
 
-def serving_pid(gw: Gateway, server_port: int, pids: list[int]) -> int:
+def serving_pid(gw: Gateway | asyncio.StreamWriter, server_port: int, pids: list[int]) -> int:
     """The worker whose file table holds the server side of ``gw``'s connection."""
-    client_port = gw.writer.get_extra_info("sockname")[1]
+    writer = gw if isinstance(gw, asyncio.StreamWriter) else gw.writer
+    client_port = writer.get_extra_info("sockname")[1]
     inode = None
     with open("/proc/net/tcp") as f:
         for row in f.readlines()[1:]:
@@ -240,3 +242,58 @@ async def test_sigterm_stops_every_process(supervised: Supervised) -> None:
     for port in (supervised.native_port, supervised.diameter_port, supervised.http_port):
         with socket.socket() as s:
             s.bind(("127.0.0.1", port))
+
+
+async def scrape(port: int, pids: list[int]) -> tuple[int, str]:
+    """GET /metrics on a new connection: the worker that served it and what it said."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: ocs\r\n\r\n")
+        await writer.drain()
+        head = (await reader.readuntil(b"\r\n\r\n")).decode()
+        assert head.split(" ", 2)[1] == "200", head
+        (length,) = re.findall(r"(?im)^content-length: *(\d+)", head)
+        body = (await reader.readexactly(int(length))).decode()
+        # Kept alive after the answer: accepted, so in exactly one worker's file table.
+        pid = serving_pid(writer, port, pids)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    return pid, body
+
+
+def sample(text: str, line_start: str) -> float:
+    values = [float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines() if ln.startswith(line_start)]
+    return sum(values)
+
+
+async def test_a_scrape_of_any_worker_serves_the_sum(supervised: Supervised) -> None:
+    """Each worker answers one CCR-I; whichever worker a scrape reaches, it counts both
+    requests, both Diameter connections and both workers."""
+    pids = list(supervised.workers().values())
+    gws = await connect_to_each(supervised, pids)
+    try:
+        for n, gw in enumerate(gws.values()):
+            a = await gw.request(ccr(gw, f"pgw.test;sum;{n}", INIT, 0,
+                                     mscc(100, rsu=[("CC-Time", 60)]), context=VOICE))  # fmt: skip
+            assert a.result_code == 5030  # no such subscriber: an answer all the same
+        counted = 'ocs_requests_total{outcome="5030",protocol="diameter",verb="CCR-I"}'
+        served: set[int] = set()
+        async with asyncio.timeout(30):
+            # Each worker writes its counts every second: wait until a scrape shows both, then
+            # every scrape must, from both workers.
+            while True:
+                pid, text = await scrape(supervised.http_port, pids)
+                if sample(text, counted) == 2:
+                    break
+                await asyncio.sleep(0.1)
+            while served != set(pids):
+                pid, text = await scrape(supervised.http_port, pids)
+                served.add(pid)
+                assert sample(text, counted) == 2, text
+                assert sample(text, "ocs_workers ") == 2
+                assert sample(text, 'ocs_open_connections{protocol="diameter"}') == 2
+                assert sample(text, 'ocs_diameter_peers{state="OPEN"}') == 2
+    finally:
+        for gw in gws.values():
+            await gw.close()

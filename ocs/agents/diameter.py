@@ -57,6 +57,7 @@ from ocs.charging.types import (
     ReserveRequest,
     SessionInfo,
 )
+from ocs.logs import SESSION_ID
 from ocs.metrics import Metrics
 from ocs.store.errors import StoreUnavailable
 from protocols.diameter import (
@@ -458,6 +459,11 @@ class DiameterAgent:
         self._tasks: set[asyncio.Task[None]] = set()
         self._services: dict[tuple[str, int, int | None, int | None, str], str | None] = {}
 
+    @property
+    def open_sessions(self) -> int:
+        """Gy sessions open at this process (the metrics' ``ocs_open_sessions``)."""
+        return len(self._sessions)
+
     # -- entry ----------------------------------------------------------------------------------
 
     async def __call__(self, request: Message, peer: RemotePeer) -> Message:
@@ -501,6 +507,7 @@ class DiameterAgent:
     async def _ccr(self, request: Message, kind: CcRequestType, peer: RemotePeer) -> Message:
         sid = request.session_id
         assert sid is not None  # validated by the server (5005 otherwise)
+        SESSION_ID.set(sid)
         number = request.get_int("CC-Request-Number", default=0)
         msccs = request.find_all("Multiple-Services-Credit-Control")
         quotas = [_quota(sid, m, False) for m in msccs]

@@ -40,7 +40,7 @@ async def readyz(request: web.Request) -> web.StreamResponse:
 async def serve_metrics(request: web.Request) -> web.StreamResponse:
     """``GET /metrics``: Prometheus text format."""
     return web.Response(
-        body=request.app[METRICS].render(), headers={"Content-Type": METRICS_CONTENT_TYPE}
+        body=await request.app[METRICS].render_now(), headers={"Content-Type": METRICS_CONTENT_TYPE}
     )
 
 

@@ -20,6 +20,7 @@ from ocs.api.problems import (
 from ocs.api.request import (
     Answer,
 )
+from ocs.logs import redis_lost
 from ocs.store.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -28,12 +29,12 @@ log = logging.getLogger(__name__)
 CLIENT_CLOSED_REQUEST: Final = 499
 
 
-def _verb(request: web.Request) -> str:
-    """The route template ("GET /v1/subscribers/{msisdn}"), never the raw path (cardinality)."""
+def _route(request: web.Request) -> str:
+    """The route template ("/v1/subscribers/{msisdn}"), never the raw path (cardinality)."""
     resource = request.match_info.route.resource
     if resource is None:
         return "unmatched"
-    return f"{request.method} {resource.canonical}"
+    return resource.canonical
 
 
 def _http_problem(exc: web.HTTPException) -> web.StreamResponse:
@@ -64,7 +65,7 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         return problem(CLIENT_CLOSED_REQUEST, "Client Closed Request")
     except StoreUnavailable as exc:
         request.app[METRICS].redis_error()
-        log.warning("%s %s: %s", request.method, request.path, exc)
+        redis_lost(log, f"{request.method} {request.path}", exc)
         return problem(
             HTTPStatus.SERVICE_UNAVAILABLE,
             "Store unavailable",
@@ -93,8 +94,8 @@ async def errors_and_metrics(request: web.Request, handler: Handler) -> web.Stre
         status = exc.status
         raise
     finally:
-        request.app[METRICS].observe(
-            "http", _verb(request), str(status), time.perf_counter() - start
+        request.app[METRICS].observe_http(
+            request.method, _route(request), status, time.perf_counter() - start
         )
     return response
 

@@ -14,7 +14,7 @@ from typing import Final
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from ocs.api.context import CLOCK, STORE, TARIFFS
+from ocs.api.context import CLOCK, METRICS, STORE, TARIFFS
 from ocs.api.problems import (
     TYPE_SUBSCRIBER_EXISTS,
     FieldError,
@@ -236,6 +236,8 @@ def _credit_handler(kind: str, sign: Sign, note_field: str, *, note_required: bo
         if answer.status == "TOOBIG":
             return invalid_input([FieldError("amount", "would take the balance out of range")])
         _expect(answer, "OK")
+        if answer.charged > 0 and not answer.replay:
+            request.app[METRICS].inc("ocs_credited_micros", (kind,), answer.charged)
         # A replay of the same request is answered as the first was (the amount applied and
         # the balance then: 201 both), with a header saying it is a replay.
         body = {

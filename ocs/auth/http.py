@@ -32,6 +32,8 @@ from ocs.api.routes import CALLER, Caller, Route, caller_of, route_of
 from ocs.auth.audit import AuditLog
 from ocs.auth.credentials import AuthConfig, Authenticator, AuthFailure
 from ocs.auth.policy import Policy, load_policy
+from ocs.logs import REQUEST_ID as LOG_REQUEST_ID
+from ocs.logs import redis_lost
 from ocs.metrics import Metrics
 from ocs.money import format_money
 from ocs.store.errors import StoreUnavailable
@@ -196,11 +198,12 @@ class Security:
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         rid = request.headers.get("X-Request-Id", "")
         request[REQUEST_ID] = rid if _REQUEST_ID.fullmatch(rid) else uuid.uuid4().hex
+        LOG_REQUEST_ID.set(request[REQUEST_ID])
         try:
             response = await self._guarded(request, handler)
         except StoreUnavailable as exc:
             self.metrics.redis_error()
-            log.warning("%s %s: %s", request.method, request.path, exc)
+            redis_lost(log, f"{request.method} {request.path}", exc)
             response = problem(
                 HTTPStatus.SERVICE_UNAVAILABLE,
                 "Store unavailable",

@@ -106,6 +106,8 @@ class ChargingEngine:
         self.clock = clock
         self._plans: dict[str, str] = {}
         self._sessions: dict[str, _Session] = {}
+        #: Told the money each request charged (micro-units, replays excluded): the metrics.
+        self.on_charged: Callable[[int], None] | None = None
 
     # -- caches -------------------------------------------------------------------------------
 
@@ -157,6 +159,8 @@ class ChargingEngine:
     ) -> ChargeResult:
         if ans is None:
             return ChargeResult(outcome, **kw)  # type: ignore[arg-type]
+        if ans.charged > 0 and not ans.replay and self.on_charged is not None:
+            self.on_charged(ans.charged)
         return ChargeResult(
             outcome,
             balance=ans.balance,

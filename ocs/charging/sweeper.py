@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Final, Self
 
 from ocs.constants import BUCKET_COUNT, SWEEP_INTERVAL
+from ocs.logs import redis_lost
 from ocs.store.errors import StoreUnavailable
 from ocs.store.store import Store
 
@@ -44,7 +45,7 @@ class Periodic:
             try:
                 await self.step()
             except StoreUnavailable as exc:
-                log.warning("%s: %s", self.name, exc)
+                redis_lost(log, self.name, exc)
             await asyncio.sleep(self.interval)
 
     async def __aenter__(self) -> Self:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import secrets
 import shutil
 import signal
@@ -14,7 +15,7 @@ import time
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TextIO
+from typing import Final, TextIO
 from zoneinfo import ZoneInfo
 
 from ocs.billing.usage import GROUP
@@ -101,6 +102,12 @@ async def run_demo(
     )  # fmt: skip
     if settings.http_port and not _port_free(settings.bind, settings.http_port):
         # The demo must run beside anything: take a free port and say which.
+        print(
+            f"Port {settings.http_port} is in use: the admin API moves to a free port "
+            "(below); use that port in the README's curl examples.",
+            file=out,
+            flush=True,
+        )
         settings = replace(settings, http_port=0)
     settings = _demo_camel(settings, out)
     view = LiveView(out)
@@ -329,6 +336,34 @@ async def _hot_billing(
     )  # fmt: skip
 
 
+#: Seconds between the demo's top-ups, and how many subscribers each tops up (the lowest
+#: balances among a random sample): without them, a network left running for minutes runs
+#: dry and shows mostly refusals.
+KEEP_ALIVE_EVERY: Final = 5.0
+KEEP_ALIVE_SAMPLE: Final = 40
+KEEP_ALIVE_TOPUPS: Final = 8
+KEEP_ALIVE_AMOUNT: Final = 20_000_000  # 20.00
+
+
+async def _keep_alive(ocs: Running, msisdns: list[str], out: TextIO, every: float) -> None:
+    """Top up the emptiest of a random sample every few seconds, through the store's credit
+    script (as the API would): a barred subscriber comes back on the real-time path."""
+    rng = random.Random(7)
+    n = 0
+    while True:
+        await asyncio.sleep(every)
+        sample = rng.sample(msisdns, min(KEEP_ALIVE_SAMPLE, len(msisdns)))
+        accounts = [(a.balance, m) for m in sample if (a := await ocs.store.get_account(m))]
+        n += 1
+        for _, m in sorted(accounts)[:KEEP_ALIVE_TOPUPS]:
+            await ocs.store.credit(m, kind="topup", amount=KEEP_ALIVE_AMOUNT,
+                                   reference=f"demo-keep-alive:{n}:{m}",
+                                   note="demo keep-alive", now=wall_clock_ms())  # fmt: skip
+        print(f"TOP-UP    {min(KEEP_ALIVE_TOPUPS, len(accounts))} low balances topped up "
+              f"{format_money(KEEP_ALIVE_AMOUNT)} each (keeps the demo's network alive)",
+              file=out, flush=True)  # fmt: skip
+
+
 async def _run(
     ocs: Running,
     settings: Settings,
@@ -357,7 +392,13 @@ async def _run(
         f"OCS demo: {len(subs)} subscribers loaded; native protocol on port "
         f"{ocs.native.port}, Diameter Gy on port {ocs.diameter_port} (admitting "
         f"{settings.diameter_peers or 'no peer: set OCS_DIAMETER_PEERS'}), admin API on {api}\n"
-        f"Credentials of this run (docs/security.md):\n"
+        f"Redis: {ocs.redis_url}"
+        + (
+            " (embedded; each run, and each `make run`, starts from fresh data)\n"
+            if settings.redis_url is None
+            else "\n"
+        )
+        + "Credentials of this run (docs/security.md):\n"
         f"  admin token (OCS_ADMIN_TOKEN): {settings.admin_token}\n"
         f"  try: curl -H 'Authorization: Bearer {settings.admin_token}' "
         f"{api}/v1/subscribers/{subs[1].msisdn}\n"
@@ -397,6 +438,8 @@ async def _run(
         if ocs.camel is not None:
             callers_ = [s.msisdn for s in subs[:40]]
             camel = asyncio.create_task(_camel_calls(ocs, settings, out, callers_, pause))
+        every = KEEP_ALIVE_EVERY if duration is None else min(KEEP_ALIVE_EVERY, duration / 6)
+        alive = asyncio.create_task(_keep_alive(ocs, [s.msisdn for s in subs], out, every))
         start = prev_t = time.monotonic()
         deadline = None if duration is None else start + duration
         prev_n = 0
@@ -421,7 +464,7 @@ async def _run(
             # still up), then say what failed: a task's error must not leave the others to
             # be cancelled after the OCS is gone.
             failed: list[BaseException] = []
-            for t in (camel, task, story, billing):
+            for t in (alive, camel, task, story, billing):
                 if t is None:
                     continue
                 t.cancel()

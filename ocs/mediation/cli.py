@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -16,11 +17,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ocs.auth.masking import install_masking
 from ocs.clikit import CliError
 from ocs.clikit import run as _run
 from ocs.clikit import tune_gc as _tune_gc
 from ocs.config import Settings, load_settings
+from ocs.logs import setup as setup_logging
 from ocs.mediation.archive import parse_key, read_entry, verify
 from ocs.money import format_money
 from tariffs.digits import ascii_float, ascii_int, is_digits
@@ -66,7 +67,9 @@ def _time(ms: int) -> str:
 async def _mediate(settings: Settings, source: str, args: argparse.Namespace) -> None:
     from ocs.mediation.collect import SourceUnavailable, open_source
     from ocs.mediation.pipeline import Mediation, MediationConfig
+    from ocs.metrics import Metrics
     from ocs.service import charging_core
+    from ocs.telemetry import count_file, serving
 
     config = MediationConfig(
         poll_interval=settings.mediation_poll,
@@ -98,7 +101,16 @@ async def _mediate(settings: Settings, source: str, args: argparse.Namespace) ->
                 "mediation: %s -> redis %s (warehouse %s, archive %s)", src.label,
                 core.redis_url, config.warehouse_dir or "off", config.archive_dir or "off",
             )  # fmt: skip
-            await Mediation(core.engine, core.tariffs.rater, src, config).run(stop)
+            metrics = Metrics()
+            on_file = functools.partial(count_file, metrics)
+            mediation = Mediation(core.engine, core.tariffs.rater, src, config, on_file=on_file)
+            if args.metrics_port is None:
+                await mediation.run(stop)
+            else:
+                async with serving(metrics, settings.bind, args.metrics_port) as port:
+                    logging.getLogger("ocs").info("mediation: metrics on %s:%d/metrics",
+                                                  settings.bind, port)  # fmt: skip
+                    await mediation.run(stop)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -112,8 +124,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.no_archive and not settings.archive_key:
         raise CliError("the retention archive needs a key: set OCS_ARCHIVE_KEY (64 hex digits, "
                        "e.g. from `openssl rand -hex 32`) or give --no-archive")  # fmt: skip
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(message)s")
-    install_masking(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     _tune_gc()
     _run(_mediate(settings, args.source, args))
     return 0
@@ -240,6 +251,8 @@ def register(sub: Any) -> None:
                    help="seconds between polls (OCS_MEDIATION_POLL, default 1)")  # fmt: skip
     a.add_argument("--window", dest="mediation_window", type=ascii_int, metavar="N",
                    help="debits in flight (OCS_MEDIATION_WINDOW, default 256)")  # fmt: skip
+    a.add_argument("--metrics-port", type=ascii_int, metavar="PORT",
+                   help="serve Prometheus /metrics on this port (0: any free one)")  # fmt: skip
     a.add_argument(
         "--stable-size",
         action="store_true",

@@ -203,6 +203,7 @@ class NotificationConsumer:
                     await self._dead(note, str(exc), attempt)
                     break
                 delay = self.policy.delay(attempt)
+                self._count("ocs_provisioning_retries")
                 log.info("%s %s: %s; retry %d in %.1f s", self.group, note.id, exc, attempt, delay)
                 await asyncio.sleep(delay)
             except PermanentError as exc:
@@ -214,9 +215,15 @@ class NotificationConsumer:
                 break
         await self._settle(lambda: self.notify.ack(self.group, note))
 
+    def _count(self, counter: str) -> None:
+        metrics: Metrics | None = getattr(self.handler, "metrics", None)
+        if metrics is not None:
+            metrics.inc(counter, (self.group,))
+
     async def _dead(self, note: Notification, reason: str, attempts: int) -> None:
         log.warning("%s %s failed for good: %s", self.group, note.id, reason)
         self.dead += 1
+        self._count("ocs_provisioning_dead_letters_added")
 
         async def park() -> None:
             fields = await self.handler.failed(note, reason, attempts)
@@ -335,7 +342,7 @@ class ProvisioningHandler:
 
     def _observe(self, cmd: BarringCommand, result: str, t0: float) -> None:
         if self.metrics is not None:
-            self.metrics.observe("hlr", cmd.action, result, time.perf_counter() - t0)
+            self.metrics.observe_client("hlr", cmd.action, result, time.perf_counter() - t0)
 
     async def failed(self, note: Notification, reason: str, attempts: int) -> dict[str, str]:
         cmd = barring_command(note)

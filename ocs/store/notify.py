@@ -276,6 +276,17 @@ class NotifyStore:
             await asyncio.sleep(min(block_ms / 1000, CLUSTER_POLL))
         return reply
 
+    async def outbox_lengths(self) -> list[int]:
+        """XLEN of every bucket's outbox stream, bucket 0 first (for the metrics)."""
+        calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
+            ("xlen", (K.outbox_key(b),), {}) for b in range(BUCKET_COUNT)
+        ]
+        return [int(n) for n in await self._batch(calls)]
+
+    async def dead_letter_count(self) -> int:
+        """Entries in the dead-letter stream now."""
+        return int(await self._do(self.redis.xlen(K.dead_letter_key())))
+
     # -- dead letters ------------------------------------------------------------------------
 
     async def dead_letter(self, fields: Mapping[str, str]) -> str:

@@ -572,6 +572,15 @@ class DiameterServer:
         return sorted(h for h, p in self._peers.items() if p.machine.is_open)
 
     @property
+    def peer_states(self) -> dict[str, int]:
+        """Connections open now by the state of their peer machine ("OPEN", "WAIT_CER"...)."""
+        states: dict[str, int] = {}
+        for p in self._protocols:
+            name = p.machine.state.value
+            states[name] = states.get(name, 0) + 1
+        return states
+
+    @property
     def inflight(self) -> int:
         """Application requests being handled now, over all connections."""
         return len(self._tasks)
