@@ -134,4 +134,4 @@ async def rate(request: web.Request) -> web.StreamResponse:
     return web.json_response(answer)
 
 
-ROUTES: Final = (Route("POST", "/v1/rate", rate, "rating", "read"),)
+ROUTES: Final = (Route("POST", "/v1/rate", rate, "rating", "read", body=RATE),)

@@ -23,7 +23,7 @@ from ocs.api.problems import (
     problem,
     reference_conflict,
 )
-from ocs.api.render import account_json, event_json
+from ocs.api.render import ACCOUNT_SCHEMA, EVENT_SCHEMA, account_json, event_json
 from ocs.api.request import (
     CURSOR_RE,
     DEFAULT_PAGE,
@@ -44,11 +44,13 @@ from ocs.api.request import (
 )
 from ocs.api.routes import Route
 from ocs.api.schema import (
+    MONEY_OUT,
     Body,
     Buckets,
     Choice,
     Integer,
     Money,
+    Param,
     Plan,
     Sign,
     Text,
@@ -357,32 +359,63 @@ async def subscriber_snapshot(request: web.Request) -> dict[str, object] | None:
     }
 
 
+_CREDIT_ANSWER: Final = {
+    "type": "object",
+    "properties": {
+        "msisdn": {"type": "string"},
+        "amount": MONEY_OUT,
+        "reference": {"type": "string"},
+        "balance": MONEY_OUT,
+    },
+    "required": ["msisdn", "amount", "reference", "balance"],
+}
+_PAGE: Final = Param(
+    "count", "query", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, "page size"
+)
+_LIMIT: Final = Param(
+    "limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, "page size"
+)
+_BEFORE: Final = Param(
+    "before", "query", {"type": "string", "pattern": f"^{STREAM_ID_RE.pattern}$"},
+    "the event id to page from (the previous page's next)",
+)  # fmt: skip
+
+
+def _credit_route(path: str, kind: str, body: Body, resource: str) -> Route:
+    return Route(
+        "POST",
+        path,
+        _credit_handler(kind, body),
+        resource,
+        "write",
+        body=body,
+        status=HTTPStatus.CREATED,
+        answer=_CREDIT_ANSWER,
+    )
+
+
 #: Every endpoint of the core API with the resource and action it needs (ocs.api.routes).
 ROUTES: Final = (
-    Route("POST", "/v1/subscribers", create_subscriber, "subscribers", "write"),
-    Route("GET", "/v1/subscribers", list_subscribers, "subscribers", "read"),
-    Route("GET", "/v1/subscribers/{msisdn}", get_subscriber, "subscribers", "read"),
-    Route("PATCH", "/v1/subscribers/{msisdn}", update_subscriber, "subscribers", "write"),
-    Route(
-        "POST",
-        "/v1/subscribers/{msisdn}/topups",
-        _credit_handler("topup", TOPUP),
-        "subscribers.topups",
-        "write",
+    Route("POST", "/v1/subscribers", create_subscriber, "subscribers", "write",
+          body=CREATE, status=HTTPStatus.CREATED, answer=ACCOUNT_SCHEMA),
+    Route("GET", "/v1/subscribers", list_subscribers, "subscribers", "read",
+          params=(Param("cursor", "query", {"type": "string", "pattern": "^[0-9]{1,20}$"},
+                        "the cursor a previous page returned"), _PAGE),
+          answer={"type": "object", "properties": {
+              "subscribers": {"type": "array", "items": {"type": "string"}},
+              "cursor": {"type": ["string", "null"]}}, "required": ["subscribers", "cursor"]}),
+    Route("GET", "/v1/subscribers/{msisdn}", get_subscriber, "subscribers", "read",
+          answer=ACCOUNT_SCHEMA),
+    Route("PATCH", "/v1/subscribers/{msisdn}", update_subscriber, "subscribers", "write",
+          body=PATCH, answer=ACCOUNT_SCHEMA),
+    _credit_route("/v1/subscribers/{msisdn}/topups", "topup", TOPUP, "subscribers.topups"),
+    _credit_route(
+        "/v1/subscribers/{msisdn}/adjustments", "adjust", ADJUSTMENT, "subscribers.adjustments"
     ),
-    Route(
-        "POST",
-        "/v1/subscribers/{msisdn}/adjustments",
-        _credit_handler("adjust", ADJUSTMENT),
-        "subscribers.adjustments",
-        "write",
-    ),
-    Route(
-        "POST",
-        "/v1/subscribers/{msisdn}/refunds",
-        _credit_handler("refund", REFUND),
-        "subscribers.refunds",
-        "write",
-    ),
-    Route("GET", "/v1/subscribers/{msisdn}/events", list_events, "subscribers.events", "read"),
-)
+    _credit_route("/v1/subscribers/{msisdn}/refunds", "refund", REFUND, "subscribers.refunds"),
+    Route("GET", "/v1/subscribers/{msisdn}/events", list_events, "subscribers.events", "read",
+          params=(_LIMIT, _BEFORE),
+          answer={"type": "object", "properties": {
+              "events": {"type": "array", "items": EVENT_SCHEMA},
+              "next": {"type": ["string", "null"]}}, "required": ["events", "next"]}),
+)  # fmt: skip
