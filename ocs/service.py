@@ -25,7 +25,6 @@ from ocs.agents.camel import CamelAgent, CamelConfig
 from ocs.agents.diameter import CCA_COPY, DiameterAgent, GyConfig
 from ocs.agents.native import NativeAgent
 from ocs.api.app import create_app
-from ocs.api.metrics import Metrics
 from ocs.api.routes import Route
 from ocs.api.server import ApiRunner
 from ocs.auth.credentials import AuthConfig
@@ -37,6 +36,7 @@ from ocs.charging.engine import ChargingEngine, wall_clock_ms
 from ocs.charging.sweeper import ExpirySweeper, ThresholdCatchUp
 from ocs.charging.tariffs import TariffRegistry
 from ocs.config import ConfigError, Settings
+from ocs.metrics import Metrics
 from ocs.money import parse_money
 from ocs.provisioning.adapter import HttpProvisioningAdapter, WebhookSender
 from ocs.provisioning.service import Provisioning

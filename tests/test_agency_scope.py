@@ -17,7 +17,6 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import Engine
 
 from ocs.api.app import create_app
-from ocs.api.metrics import Metrics
 from ocs.api.routes import ROUTES, Route
 from ocs.auth.credentials import AuthConfig, new_api_key
 from ocs.auth.http import SECURITY
@@ -26,6 +25,7 @@ from ocs.billing import feeds
 from ocs.billing import model as M
 from ocs.billing.api import BillingApi
 from ocs.charging.tariffs import TariffRegistry
+from ocs.metrics import Metrics
 from ocs.store.redis_client import PipelinedRedis
 from ocs.store.store import Store
 from tariffs import PlanBook, TariffRater, load_plans

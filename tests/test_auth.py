@@ -20,12 +20,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 
 from ocs.api.app import create_app
-from ocs.api.metrics import Metrics
 from ocs.api.routes import ROUTES, Route
 from ocs.auth.credentials import AuthConfig, new_api_key, new_user
 from ocs.auth.http import SECURITY
 from ocs.auth.policy import ROLES, PolicyError, load_policy, parse_policy
 from ocs.charging.tariffs import TariffRegistry
+from ocs.metrics import Metrics
 from ocs.provisioning.service import Provisioning
 from ocs.store.notify import NotifyStore
 from ocs.store.redis_client import PipelinedRedis

@@ -1,6 +1,7 @@
 """The import graph keeps the layering of docs/architecture.md: command modules use the CLI
 toolkit (ocs.clikit), never the entry point (ocs.cli), and production packages never import
-the simulators of the outside world (ocs.sims)."""
+the simulators of the outside world (ocs.sims), and the agents and the provisioning worker
+never import the HTTP API (ocs.api): their metrics live in ocs.metrics."""
 
 from __future__ import annotations
 
@@ -54,3 +55,16 @@ def test_production_code_does_not_import_the_simulators(path: Path) -> None:
         return
     bad = {n for n in _imports(path) if n == "ocs.sims" or n.startswith("ocs.sims.")}
     assert not bad, f"{rel} imports the simulators {sorted(bad)}"
+
+
+#: Layers below the HTTP API: they count into ocs.metrics, never into anything under ocs.api.
+BELOW_API = ("ocs/agents/", "ocs/provisioning/", "ocs/metrics.py")
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_layers_below_the_api_do_not_import_it(path: Path) -> None:
+    rel = str(path.relative_to(ROOT))
+    if not rel.startswith(BELOW_API) or rel.endswith("/cli.py"):
+        return
+    bad = {n for n in _imports(path) if n == "ocs.api" or n.startswith("ocs.api.")}
+    assert not bad, f"{rel} imports the HTTP API {sorted(bad)}: metrics live in ocs.metrics"

@@ -26,7 +26,6 @@ from ocs.api import health, rating, subscribers
 from ocs.api import provisioning as provisioning_api
 from ocs.api import tariffs as tariffs_api
 from ocs.api.context import BODY_TIMEOUT, CLOCK, METRICS, PROVISIONING, STORE, TARIFFS, Clock
-from ocs.api.metrics import Metrics
 from ocs.api.middleware import errors_and_metrics
 from ocs.api.openapi import ROUTES_OF_CONTRACT
 from ocs.api.rating import MAX_RATED_SECONDS, rating_answer
@@ -37,6 +36,7 @@ from ocs.auth.credentials import AuthConfig
 from ocs.auth.http import SECURITY, Security
 from ocs.charging.tariffs import TariffRegistry
 from ocs.constants import HTTP_BODY_TIMEOUT
+from ocs.metrics import Metrics
 from ocs.provisioning.service import Provisioning
 from ocs.store.security import SecurityStore
 from ocs.store.store import Store

@@ -9,8 +9,8 @@ from typing import Final
 
 from aiohttp import web
 
-from ocs.api.metrics import Metrics
 from ocs.charging.tariffs import TariffRegistry
+from ocs.metrics import Metrics
 from ocs.provisioning.service import Provisioning
 from ocs.store.store import Store
 

@@ -8,12 +8,12 @@ from typing import Final
 from aiohttp import web
 
 from ocs.api.context import METRICS, STORE
-from ocs.api.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ocs.api.problems import (
     TYPE_STORE_UNAVAILABLE,
     problem,
 )
 from ocs.api.routes import Route
+from ocs.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ocs.store.errors import StoreError
 
 

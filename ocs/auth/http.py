@@ -27,12 +27,12 @@ from typing import Any, Final
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from ocs.api.metrics import Metrics
 from ocs.api.problems import problem
 from ocs.api.routes import CALLER, Caller, Route, caller_of, route_of
 from ocs.auth.audit import AuditLog
 from ocs.auth.credentials import AuthConfig, Authenticator, AuthFailure
 from ocs.auth.policy import Policy, load_policy
+from ocs.metrics import Metrics
 from ocs.money import format_money
 from ocs.store.errors import StoreUnavailable
 from ocs.store.security import SecurityStore
