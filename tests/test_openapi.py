@@ -17,12 +17,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from openapi_spec_validator import validate
 
 from ocs.api.app import create_app
-from ocs.api.metrics import Metrics
 from ocs.api.openapi import openapi
 from ocs.api.render import ACCOUNT_SCHEMA, account_json
 from ocs.api.routes import ROUTES
 from ocs.billing.api import BillingApi
 from ocs.charging.tariffs import TariffRegistry
+from ocs.metrics import Metrics
 from ocs.provisioning.service import Provisioning
 from ocs.store.redis_client import PipelinedRedis
 from ocs.store.store import Account, Store, UnitBucket
