@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -16,10 +17,12 @@ from dataclasses import replace
 from typing import Any
 
 import aiohttp
+import jsonschema
 import pytest
 from aiohttp import web
 from secure import ADMIN, AUTH, NATIVE_KEY, SECURE
 
+from ocs.api.provisioning import DEAD_LETTERS_SCHEMA, JOB_SCHEMA, VIEW_SCHEMA
 from ocs.charging.types import DebitRequest, Outcome
 from ocs.config import ConfigError, Settings, load_settings
 from ocs.provisioning.adapter import BarringCommand, CommandOutcome, HttpProvisioningAdapter
@@ -180,6 +183,9 @@ async def test_bar_in_the_hlr_and_lift_on_topup(
     assert (view["desired"], view["hlr"]["confirmed"], view["in_sync"]) == ("none", "none", True)
     assert [h["result"] for h in view["history"]] == ["applied"] * 3
     assert [h["barring"] for h in view["history"]] == ["none", "all", "outgoing"]
+    # Times as everywhere in the API: ISO 8601 UTC, not Unix ms.
+    assert all(_is_iso(t) for t in [view["hlr"]["updated"], *(h["at"] for h in view["history"])])
+    jsonschema.validate(view, VIEW_SCHEMA)  # the contract's (ocs.api.openapi)
     status, acct = await http("GET", "/v1/subscribers/4915100000001")
     assert acct["barring"] == {"network": "none", "by_balance": "none", "engaged": [],
                                "thresholds": None}  # fmt: skip
@@ -327,6 +333,8 @@ async def test_rejected_command_is_dead_lettered_and_replayed(
         letters = await dead()
     assert len(letters) == 1
     d = letters[0]
+    assert _is_iso(d["at"]), d
+    jsonschema.validate({"dead_letters": letters}, DEAD_LETTERS_SCHEMA)
     assert (d["kind"], d["sub"], d["bar"], d["attempts"]) == (
         "hlr",
         "4915500000001",
@@ -376,6 +384,14 @@ async def test_reconcile_resends_what_differs(
     assert status == 404 and problem["title"] == "Unknown job"
 
 
+def _is_iso(t: object) -> bool:
+    """An ISO 8601 UTC time as the API writes them ("2026-05-01T12:00:00.000Z")."""
+    return (
+        isinstance(t, str)
+        and re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", t) is not None
+    )
+
+
 async def reconcile(http: Callable[..., Any]) -> dict[str, Any]:
     """POST a reconciliation (202, the job at Location), then GET it until it is over."""
     status, job = await http("POST", "/v1/provisioning/reconcile")
@@ -385,6 +401,8 @@ async def reconcile(http: Callable[..., Any]) -> dict[str, Any]:
             await asyncio.sleep(0.02)
             status, job = await http("GET", f"/v1/provisioning/reconcile/{job['id']}")
             assert status == 200
+    assert _is_iso(job["started_at"]) and _is_iso(job["finished_at"]), job
+    jsonschema.validate(job, JOB_SCHEMA)
     return dict(job)
 
 

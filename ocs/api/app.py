@@ -27,6 +27,7 @@ from ocs.api import provisioning as provisioning_api
 from ocs.api import tariffs as tariffs_api
 from ocs.api.context import BODY_TIMEOUT, CLOCK, METRICS, PROVISIONING, STORE, TARIFFS, Clock
 from ocs.api.middleware import errors_and_metrics
+from ocs.api.openapi import ROUTES_OF_CONTRACT
 from ocs.api.rating import MAX_RATED_SECONDS, rating_answer
 from ocs.api.render import account_json, iso_time
 from ocs.api.request import MAX_BODY
@@ -102,6 +103,7 @@ def create_app(
     app[TARIFFS] = tariffs
     add_routes(app, CORE_ROUTES)
     add_routes(app, security.routes())
+    add_routes(app, ROUTES_OF_CONTRACT)
     if provisioning is not None:
         app[PROVISIONING] = provisioning
         add_routes(app, provisioning_api.ROUTES)

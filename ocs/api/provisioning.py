@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
 
@@ -13,6 +13,7 @@ from ocs.api.problems import (
     InvalidInput,
     problem,
 )
+from ocs.api.render import iso_time
 from ocs.api.request import (
     DEFAULT_PAGE,
     MAX_PAGE,
@@ -23,11 +24,36 @@ from ocs.api.request import (
     unknown_subscriber,
 )
 from ocs.api.routes import Route
+from ocs.api.schema import Param
 from ocs.provisioning.service import ProvisioningError
 
 
 def _provisioning_problem(exc: ProvisioningError) -> web.Response:
     return problem(exc.status, exc.title, exc.detail)
+
+
+def _iso(ms: object) -> str | None:
+    """The provisioning system keeps Unix ms; the API shows ISO 8601 UTC, as everywhere."""
+    try:
+        return iso_time(int(str(ms)))
+    except ValueError:
+        return None
+
+
+def _view_json(view: dict[str, Any]) -> dict[str, Any]:
+    hlr = dict(view["hlr"])
+    hlr["updated"] = _iso(hlr.get("updated", 0))
+    history = [{**line, "at": _iso(line.get("at", 0))} for line in view["history"]]
+    return {**view, "hlr": hlr, "history": history}
+
+
+def _job_json(job: dict[str, Any]) -> dict[str, Any]:
+    return {**job, **{k: _iso(job.get(k, 0)) for k in ("started_at", "updated_at", "finished_at")}}
+
+
+def _dead_letter_json(item: dict[str, Any]) -> dict[str, Any]:
+    # When it failed for good: the stream entry's id is "<Unix ms>-<seq>".
+    return {**item, "at": _iso(str(item["id"]).partition("-")[0])}
 
 
 async def provisioning_callback(request: web.Request) -> web.StreamResponse:
@@ -47,7 +73,7 @@ async def subscriber_provisioning(request: web.Request) -> web.StreamResponse:
     view = await request.app[PROVISIONING].view(msisdn)
     if view is None:
         return unknown_subscriber(msisdn)
-    return web.json_response(view)
+    return web.json_response(_view_json(view))
 
 
 async def list_dead_letters(request: web.Request) -> web.StreamResponse:
@@ -57,7 +83,7 @@ async def list_dead_letters(request: web.Request) -> web.StreamResponse:
     if before is not None and STREAM_ID_RE.fullmatch(before) is None:
         raise InvalidInput([FieldError("before", "must be an id such as 1714564800000-0")])
     items = await request.app[PROVISIONING].dead_letters(limit, before)
-    return web.json_response({"dead_letters": items})
+    return web.json_response({"dead_letters": [_dead_letter_json(i) for i in items]})
 
 
 async def replay_dead_letter(request: web.Request) -> web.StreamResponse:
@@ -79,7 +105,9 @@ async def reconcile(request: web.Request) -> web.StreamResponse:
     except ProvisioningError as exc:
         return _provisioning_problem(exc)
     location = f"/v1/provisioning/reconcile/{job['id']}"
-    return web.json_response(job, status=HTTPStatus.ACCEPTED, headers={"Location": location})
+    return web.json_response(
+        _job_json(job), status=HTTPStatus.ACCEPTED, headers={"Location": location}
+    )
 
 
 async def reconcile_job(request: web.Request) -> web.StreamResponse:
@@ -89,7 +117,81 @@ async def reconcile_job(request: web.Request) -> web.StreamResponse:
     if job is None:
         detail = f"no reconciliation job {job_id!r} (unknown, or older than 7 days)"
         return problem(HTTPStatus.NOT_FOUND, "Unknown job", detail)
-    return web.json_response(job)
+    return web.json_response(_job_json(job))
+
+
+_S: Final[dict[str, object]] = {"type": "string"}
+_TIME: Final[dict[str, object]] = {"type": ["string", "null"], "format": "date-time"}
+_BARRING: Final[dict[str, object]] = {"type": "string", "enum": ["none", "outgoing", "all"]}
+_HISTORY_LINE: Final = {
+    "type": "object",
+    "properties": {
+        "at": _TIME,
+        "command": _S,
+        "barring": _BARRING,
+        "seq": {"type": "integer"},
+        "reason": _S,
+        "result": {"type": "string", "enum": ["applied", "accepted", "error", "rejected",
+                                              "dead-lettered", "confirmed"]},
+        "detail": _S,
+    },
+    "required": ["at", "result"],
+}  # fmt: skip
+VIEW_SCHEMA: Final = {
+    "type": "object",
+    "properties": {
+        "msisdn": _S,
+        "desired": _BARRING,
+        "state": _S,
+        "barred_by_balance": _BARRING,
+        "hlr": {
+            "type": "object",
+            "properties": {"confirmed": _BARRING, "status": _S, "command": _S, "detail": _S,
+                           "updated": _TIME},
+            "required": ["confirmed", "status", "command", "detail", "updated"],
+        },
+        "in_sync": {"type": "boolean"},
+        "history": {"type": "array", "items": _HISTORY_LINE},
+    },
+    "required": ["msisdn", "desired", "state", "barred_by_balance", "hlr", "in_sync", "history"],
+}  # fmt: skip
+DEAD_LETTERS_SCHEMA: Final = {
+    "type": "object",
+    "properties": {
+        "dead_letters": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"id": _S, "at": _TIME, "kind": _S, "sub": _S, "reason": _S,
+                               "attempts": _S},
+                "required": ["id", "at", "kind", "reason"],
+            },
+        }
+    },
+    "required": ["dead_letters"],
+}  # fmt: skip
+_COUNT: Final[dict[str, object]] = {"type": "integer", "minimum": 0}
+JOB_SCHEMA: Final = {
+    "type": "object",
+    "properties": {
+        "id": _S,
+        "state": {"type": "string", "enum": ["running", "done", "failed"]},
+        "started_at": _TIME, "updated_at": _TIME, "finished_at": _TIME,
+        "checked": _COUNT, "resent": _COUNT, "unknown_to_hlr": _COUNT, "failures": _COUNT,
+        "differing": {"type": "array", "items": {
+            "type": "object", "properties": {"msisdn": _S, "desired": _BARRING, "hlr": _BARRING}}},
+        "failed": {"type": "array", "items": {
+            "type": "object", "properties": {"msisdn": _S, "error": _S}}},
+        "detail": _S,
+    },
+    "required": ["id", "state", "started_at", "updated_at", "finished_at", "checked", "resent",
+                 "unknown_to_hlr", "failures", "differing", "failed", "detail"],
+}  # fmt: skip
+_PAGE: Final = (
+    Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, "page size"),
+    Param("before", "query", {"type": "string", "pattern": f"^{STREAM_ID_RE.pattern}$"},
+          "the id to page from (the last one of the previous page)"),
+)  # fmt: skip
 
 
 #: Present when the OCS runs with a provisioning system.
@@ -110,6 +212,8 @@ ROUTES: Final = (
         list_dead_letters,
         "provisioning.dead-letters",
         "read",
+        params=_PAGE,
+        answer=DEAD_LETTERS_SCHEMA,
     ),
     Route(
         "POST",
@@ -117,14 +221,24 @@ ROUTES: Final = (
         replay_dead_letter,
         "provisioning.dead-letters",
         "write",
+        status=HTTPStatus.ACCEPTED,
     ),
-    Route("POST", "/v1/provisioning/reconcile", reconcile, "provisioning.reconcile", "write"),
+    Route(
+        "POST",
+        "/v1/provisioning/reconcile",
+        reconcile,
+        "provisioning.reconcile",
+        "write",
+        status=HTTPStatus.ACCEPTED,
+        answer=JOB_SCHEMA,
+    ),
     Route(
         "GET",
         "/v1/provisioning/reconcile/{id}",
         reconcile_job,
         "provisioning.reconcile",
         "read",
+        answer=JOB_SCHEMA,
     ),
     Route(
         "GET",
@@ -132,5 +246,6 @@ ROUTES: Final = (
         subscriber_provisioning,
         "subscribers.provisioning",
         "read",
+        answer=VIEW_SCHEMA,
     ),
 )

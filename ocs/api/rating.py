@@ -21,6 +21,7 @@ from ocs.api.request import (
     json_body,
 )
 from ocs.api.routes import Route
+from ocs.api.schema import Body, Instant, Integer, Money, Plan, Text
 from ocs.constants import MAX_UNITS
 from ocs.money import format_money
 from tariffs import (
@@ -34,8 +35,24 @@ from tariffs import (
 #: Seconds rated in one query (used + units), about 3 years: time is cut into bands day by
 #: day, so this bounds the work of one request.
 MAX_RATED_SECONDS: Final = 10**8
-_RATE_FIELDS: Final = frozenset(
-    {"plan", "service", "units", "duration", "to", "at", "location", "used", "money"}
+#: ``units`` or ``duration`` (one of them, required): how much usage to price.
+_UNITS: Final = Integer(0, MAX_UNITS, required=True)
+RATE: Final = Body(
+    "Rate",
+    {
+        "plan": Plan(MAX_SERVICE, required=True, description="a plan the tariffs know"),
+        "service": Text(MAX_SERVICE, required=True, description="a service of that plan"),
+        "units": Integer(0, MAX_UNITS, description="units to price (one of units, duration)"),
+        "duration": Integer(
+            0, MAX_UNITS, description="seconds, for services counted in seconds (or units)"
+        ),
+        "to": Text(MAX_NUMBER, description="the called number"),
+        "at": Instant(description="when the usage starts (RFC 3339 with offset); absent: now"),
+        "location": Text(MAX_LOCATION, description="where the subscriber is (home or roaming)"),
+        "used": Integer(0, MAX_UNITS, description="units the session already used"),
+        "money": Money("non-negative", description="also say how many units this pays for"),
+    },
+    one_of_required=(("units",), ("duration",)),
 )
 
 
@@ -72,19 +89,19 @@ async def rate(request: web.Request) -> web.StreamResponse:
     """``POST /v1/rate``: what some usage would cost, itemised; changes nothing."""
     app = request.app
     book = app[TARIFFS].rater.book  # one set of plans for the whole request
-    f = Fields(await json_body(request), _RATE_FIELDS)
-    plan = f.plan("plan", book.names(), required=True) or ""
-    service = f.required_text("service", max_len=MAX_SERVICE)
+    f = Fields(await json_body(request), RATE, now=app[CLOCK](), plans=book.names())
+    plan: str = f.value("plan") or ""
+    service: str = f.value("service")
     by_duration = f.has("duration") and not f.has("units")
     if f.has("duration") and f.has("units"):
         f.error("duration", "is another name for units (in seconds): give one of them")
     unit_field = "duration" if by_duration else "units"
-    units = f.integer(unit_field, default=None, minimum=0, maximum=MAX_UNITS)
-    to = f.text("to", required=False, max_len=MAX_NUMBER)
-    at = f.instant("at", default=app[CLOCK]())
-    location = f.text("location", required=False, max_len=MAX_LOCATION)
-    used = f.integer("used", default=0, minimum=0, maximum=MAX_UNITS)
-    money = f.money("money", "non-negative") if f.has("money") else None
+    units = _UNITS.read(f, unit_field)
+    to: str | None = f.value("to")
+    at: int = f.value("at")
+    location: str | None = f.value("location")
+    used: int = f.value("used")
+    money: int | None = f.value("money")
     f.check()
     # What the plan itself can tell, each attributed to its field.
     try:
@@ -117,4 +134,4 @@ async def rate(request: web.Request) -> web.StreamResponse:
     return web.json_response(answer)
 
 
-ROUTES: Final = (Route("POST", "/v1/rate", rate, "rating", "read"),)
+ROUTES: Final = (Route("POST", "/v1/rate", rate, "rating", "read", body=RATE),)

@@ -102,3 +102,88 @@ def _money_field(v: str) -> str | None:
         return format_money(int(v))
     except ValueError:
         return None
+
+
+# -- the shapes above, as JSON Schema (the contract's answers; a test renders objects and
+# validates them against these) --------------------------------------------------------------
+
+_MONEY: Final[dict[str, object]] = {"type": "string", "pattern": r"^-?[0-9]+\.[0-9]{2,6}$"}
+_TIME: Final[dict[str, object]] = {"type": ["string", "null"], "format": "date-time"}
+_INT: Final[dict[str, object]] = {"type": "integer"}
+_TEXT: Final[dict[str, object]] = {"type": "string"}
+
+
+def _object(props: dict[str, object], *, nullable: tuple[str, ...] = ()) -> dict[str, object]:
+    for name in nullable:
+        props[name] = {"anyOf": [props[name], {"type": "null"}]}
+    return {"type": "object", "properties": props, "required": list(props)}
+
+
+THRESHOLD_SCHEMA: Final = _object({"below": _MONEY, "action": _TEXT, "lift": _MONEY})
+ACCOUNT_SCHEMA: Final = _object(
+    {
+        "msisdn": _TEXT,
+        "balance": _MONEY,
+        "reserved": _MONEY,
+        "available": _MONEY,
+        "credit_limit": _MONEY,
+        "state": _TEXT,
+        "plan": _TEXT,
+        "version": _INT,
+        "created_at": _TIME,
+        "updated_at": _TIME,
+        "barring": _object(
+            {
+                "network": _TEXT,
+                "by_balance": _TEXT,
+                "engaged": {"type": "array", "items": _MONEY},
+                "thresholds": {"type": "array", "items": THRESHOLD_SCHEMA},
+            },
+            nullable=("network", "by_balance", "thresholds"),
+        ),
+        "buckets": {
+            "type": "array",
+            "items": _object(
+                {
+                    "id": _TEXT,
+                    "service": _TEXT,
+                    "units": _INT,
+                    "reserved": _INT,
+                    "priority": _INT,
+                    "expires_at": _TIME,
+                }
+            ),
+        },
+        "sessions": {
+            "type": "array",
+            "items": _object(
+                {
+                    "session_id": _TEXT,
+                    "service": _TEXT,
+                    "plan": _TEXT,
+                    "granted": _INT,
+                    "held_money": _MONEY,
+                    "held_units": _INT,
+                    "used": _INT,
+                    "charged": _MONEY,
+                    "started_at": _TIME,
+                    "expires_at": _TIME,
+                    "destination": _TEXT,
+                    "location": _TEXT,
+                }
+            ),
+        },
+    }
+)
+EVENT_SCHEMA: Final = {
+    "type": "object",
+    "properties": {
+        "id": _TEXT,
+        "type": _TEXT,
+        "at": _TIME,
+        "amount": {"anyOf": [_MONEY, {"type": "null"}]},
+        "balance": {"anyOf": [_MONEY, {"type": "null"}]},
+        "fields": {"type": "object", "additionalProperties": _TEXT},
+    },
+    "required": ["id", "type", "at", "fields"],
+}

@@ -10,7 +10,7 @@ import re
 from collections.abc import Collection, Mapping
 from datetime import UTC, datetime
 from http import HTTPStatus
-from typing import Final, Literal
+from typing import Any, Final
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestPayloadError
@@ -24,8 +24,8 @@ from ocs.api.problems import (
     problem,
 )
 from ocs.api.render import EPOCH, MS
+from ocs.api.schema import Body, Sign
 from ocs.api.server import parser_problem
-from ocs.constants import MAX_UNITS
 from ocs.money import MoneyFormatError, parse_money
 from ocs.store.store import UnitBucket
 
@@ -53,9 +53,6 @@ MAX_BODY: Final = 1024 * 1024
 MAX_NUMBER: Final = 32
 MAX_LOCATION: Final = 64
 MAX_SOURCE: Final = 256
-_BUCKET_FIELDS: Final = frozenset({"id", "service", "units", "priority", "expires_at"})
-
-Sign = Literal["positive", "non-negative", "non-zero"]
 
 
 # -- request parsing --------------------------------------------------------------------------
@@ -73,13 +70,21 @@ class Fields:
     def __init__(
         self,
         data: object,
-        allowed: Collection[str],
+        body: Body,
         *,
+        now: int = 0,
+        plans: Collection[str] = (),
         where: str = "",
         errors: list[FieldError] | None = None,
     ) -> None:
         self.errors: list[FieldError] = [] if errors is None else errors
         self.where = where
+        self.body = body
+        #: Unix ms now (the default of instants; timestamps must be later).
+        self.now = now
+        #: The plans known now.
+        self.plans = plans
+        allowed = body.names
         self.data: Mapping[str, object] = {}
         if not isinstance(data, dict):
             self.errors.append(FieldError(where or "body", "must be a JSON object"))
@@ -94,6 +99,10 @@ class Fields:
 
     def error(self, name: str, detail: str) -> None:
         self.errors.append(FieldError(self.path(name), detail))
+
+    def value(self, name: str) -> Any:
+        """The member ``name`` read by its declaration in the body (:mod:`ocs.api.schema`)."""
+        return self.body.fields[name].read(self, name)
 
     def has(self, name: str) -> bool:
         return name in self.data
@@ -236,7 +245,7 @@ class Fields:
             return default
         return ms
 
-    def buckets(self, name: str, *, now: int) -> list[UnitBucket]:
+    def buckets(self, name: str, item: Body) -> list[UnitBucket]:
         v = self._get(name, required=False)
         if v is _MISSING:
             return []
@@ -245,21 +254,22 @@ class Fields:
             return []
         out: list[UnitBucket] = []
         seen: set[str] = set()
-        for i, item in enumerate(v):
-            b = Fields(item, _BUCKET_FIELDS, where=f"{self.path(name)}[{i}]", errors=self.errors)
-            if not isinstance(item, dict):
+        for i, entry in enumerate(v):
+            where = f"{self.path(name)}[{i}]"
+            b = Fields(entry, item, now=self.now, where=where, errors=self.errors)
+            if not isinstance(entry, dict):
                 continue
-            bid = b.required_text("id", max_len=MAX_BUCKET_ID)
+            bid = b.value("id")
             if bid in seen:
                 b.error("id", "is given twice in this request")
             seen.add(bid)
             out.append(
                 UnitBucket(
                     id=bid,
-                    service=b.required_text("service", max_len=MAX_SERVICE),
-                    units=b.integer("units", default=None, minimum=1, maximum=MAX_UNITS),
-                    priority=b.integer("priority", default=0, minimum=0, maximum=MAX_PRIORITY),
-                    expires_at=b.timestamp("expires_at", now=now),
+                    service=b.value("service"),
+                    units=b.value("units"),
+                    priority=b.value("priority"),
+                    expires_at=b.value("expires_at"),
                 )
             )
         return out

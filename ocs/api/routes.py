@@ -18,12 +18,15 @@ them).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+
+if TYPE_CHECKING:
+    from ocs.api.schema import Body, Param
 
 __all__ = ["CALLER", "ROUTES", "Action", "Caller", "Route", "add_routes", "caller_of", "route_of"]
 
@@ -44,6 +47,14 @@ class Route:
     action: Action
     #: No credential needed (liveness and readiness probes).
     public: bool = False
+    #: For the contract (ocs.api.openapi): the JSON body the handler reads by declaration
+    #: (ocs.api.schema.Body), or the media type of a body it reads otherwise.
+    body: Body | str | None = None
+    #: Query parameters, for the contract.
+    params: tuple[Param, ...] = ()
+    #: The status and JSON Schema of the success answer, for the contract.
+    status: int = 200
+    answer: Mapping[str, object] | None = None
 
 
 @dataclass(frozen=True, slots=True)

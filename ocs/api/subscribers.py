@@ -23,40 +23,98 @@ from ocs.api.problems import (
     problem,
     reference_conflict,
 )
-from ocs.api.render import account_json, event_json
+from ocs.api.render import ACCOUNT_SCHEMA, EVENT_SCHEMA, account_json, event_json
 from ocs.api.request import (
     CURSOR_RE,
     DEFAULT_PAGE,
+    MAX_BUCKET_ID,
     MAX_NOTE,
     MAX_PAGE,
+    MAX_PRIORITY,
     MAX_REFERENCE,
+    MAX_SERVICE,
     MSISDN_RE,
     STREAM_ID_RE,
     U64,
     Fields,
-    Sign,
     json_body,
     path_msisdn,
     query_int,
     unknown_subscriber,
 )
 from ocs.api.routes import Route
+from ocs.api.schema import (
+    MONEY_OUT,
+    Body,
+    Buckets,
+    Choice,
+    Integer,
+    Money,
+    Param,
+    Plan,
+    Sign,
+    Text,
+    Thresholds,
+    Timestamp,
+)
 from ocs.auth.http import over_limit
 from ocs.charging.tariffs import bundle_buckets
-from ocs.constants import STATE_ACTIVE, STATES
+from ocs.constants import MAX_UNITS, STATE_ACTIVE, STATES
 from ocs.money import format_money
 from ocs.store.errors import StoreError
-from ocs.store.store import PLAN_THRESHOLDS, ScriptAnswer, Store
+from ocs.store.store import PLAN_THRESHOLDS, ScriptAnswer, Store, UnitBucket
 from tariffs import (
     PlanFileError,
     parse_thresholds,
 )
 
-_CREATE_FIELDS: Final = frozenset(
-    {"msisdn", "balance", "plan", "credit_limit", "state", "buckets", "reference"}
+_REFERENCE: Final = Text(
+    MAX_REFERENCE,
+    description="the caller's idempotency key (a ticket number): a retry with "
+    "the same reference is answered as the first was and changes nothing",
 )
-_PATCH_FIELDS: Final = frozenset(
-    {"plan", "credit_limit", "state", "add_buckets", "thresholds", "reference"}
+BUCKET: Final = Body(
+    "UnitBucket",
+    {
+        "id": Text(MAX_BUCKET_ID, required=True),
+        "service": Text(MAX_SERVICE, required=True, description="the service it pays for"),
+        "units": Integer(1, MAX_UNITS, required=True),
+        "priority": Integer(0, MAX_PRIORITY, description="lower is used first"),
+        "expires_at": Timestamp(description="RFC 3339 with offset, in the future; null: never"),
+    },
+)
+_PLAN: Final = Plan(MAX_SERVICE, description="a plan the tariffs know")
+_STATE: Final = Choice(STATES, "state")
+CREATE: Final = Body(
+    "CreateSubscriber",
+    {
+        "msisdn": Text(
+            15,
+            required=True,
+            pattern=MSISDN_RE,
+            pattern_detail="must be 3 to 15 digits (E.164 without the '+')",
+        ),
+        "balance": Money("non-negative", required=True),
+        "plan": Plan(MAX_SERVICE, required=True, description="a plan the tariffs know"),
+        "credit_limit": Money("non-negative", default=0),
+        "state": _STATE,
+        "buckets": Buckets(BUCKET, description="absent: the plan's bundles"),
+        "reference": _REFERENCE,
+    },
+)
+PATCH: Final = Body(
+    "UpdateSubscriber",
+    {
+        "plan": _PLAN,
+        "credit_limit": Money("non-negative"),
+        "state": _STATE,
+        "add_buckets": Buckets(BUCKET),
+        "thresholds": Thresholds(
+            description="replaces the plan's for this account; null: back to the plan's"
+        ),
+        "reference": _REFERENCE,
+    },
+    description="at least one of plan, credit_limit, state, add_buckets, thresholds",
 )
 
 
@@ -92,19 +150,14 @@ async def create_subscriber(request: web.Request) -> web.StreamResponse:
     the account gets its plan's bundles."""
     app = request.app
     now = app[CLOCK]()
-    f = Fields(await json_body(request), _CREATE_FIELDS)
-    msisdn = f.required_text(
-        "msisdn",
-        max_len=15,
-        pattern=MSISDN_RE,
-        pattern_detail="must be 3 to 15 digits (E.164 without the '+')",
-    )
-    balance = f.money("balance", "non-negative")
-    plan = f.plan("plan", _known_plans(app), required=True) or ""
-    credit_limit = f.money("credit_limit", "non-negative", default=0)
-    state = f.choice("state", STATES, what="state") or STATE_ACTIVE
-    buckets = f.buckets("buckets", now=now)
-    reference = f.text("reference", required=False, max_len=MAX_REFERENCE)
+    f = Fields(await json_body(request), CREATE, now=now, plans=_known_plans(app))
+    msisdn: str = f.value("msisdn")
+    balance: int = f.value("balance")
+    plan: str = f.value("plan") or ""
+    credit_limit: int = f.value("credit_limit")
+    state: str = f.value("state") or STATE_ACTIVE
+    buckets: list[UnitBucket] = f.value("buckets")
+    reference: str | None = f.value("reference")
     f.check()
     if not f.has("buckets"):
         buckets = bundle_buckets(app[TARIFFS].rater.book, plan, now)
@@ -155,13 +208,13 @@ async def update_subscriber(request: web.Request) -> web.StreamResponse:
     app = request.app
     msisdn = path_msisdn(request)
     now = app[CLOCK]()
-    f = Fields(await json_body(request), _PATCH_FIELDS)
-    plan = f.plan("plan", _known_plans(app), required=False)
-    credit_limit = f.money("credit_limit", "non-negative") if f.has("credit_limit") else None
-    state = f.choice("state", STATES, what="state")
-    add_buckets = f.buckets("add_buckets", now=now)
+    f = Fields(await json_body(request), PATCH, now=now, plans=_known_plans(app))
+    plan: str | None = f.value("plan")
+    credit_limit: int | None = f.value("credit_limit")
+    state: str | None = f.value("state")
+    add_buckets: list[UnitBucket] = f.value("add_buckets")
     thresholds = _thresholds_field(f)
-    reference = f.text("reference", required=False, max_len=MAX_REFERENCE)
+    reference: str | None = f.value("reference")
     if isinstance(f.data, dict) and not f.errors and not (set(f.data) - {"reference"}):
         f.errors.append(
             FieldError(
@@ -208,15 +261,32 @@ def _thresholds_field(f: Fields) -> list[tuple[int, int, str]] | str | None:
     return [(t.below, t.lift, t.action) for t in parsed]
 
 
-def _credit_handler(kind: str, sign: Sign, note_field: str, *, note_required: bool) -> Handler:
-    allowed = frozenset({"amount", "reference", note_field})
+def _credit_body(name: str, sign: Sign, note_field: str, *, note_required: bool) -> Body:
+    reference = Text(MAX_REFERENCE, required=True, description=_REFERENCE.description)
+    return Body(
+        name,
+        {
+            "amount": Money(sign, required=True),
+            "reference": reference,
+            note_field: Text(MAX_NOTE, required=note_required),
+        },
+    )
+
+
+TOPUP: Final = _credit_body("Topup", "positive", "note", note_required=False)
+ADJUSTMENT: Final = _credit_body("Adjustment", "non-zero", "reason", note_required=True)
+REFUND: Final = _credit_body("Refund", "positive", "note", note_required=False)
+
+
+def _credit_handler(kind: str, body: Body) -> Handler:
+    note_field = next(n for n in body.fields if n not in ("amount", "reference"))
 
     async def handler(request: web.Request) -> web.StreamResponse:
         msisdn = path_msisdn(request)
-        f = Fields(await json_body(request), allowed)
-        amount = f.money("amount", sign)
-        reference = f.required_text("reference", max_len=MAX_REFERENCE)
-        note = f.text(note_field, required=note_required, max_len=MAX_NOTE) or ""
+        f = Fields(await json_body(request), body)
+        amount: int = f.value("amount")
+        reference: str = f.value("reference")
+        note: str = f.value(note_field) or ""
         f.check()
         refused = over_limit(request, amount)
         if refused is not None:
@@ -240,14 +310,14 @@ def _credit_handler(kind: str, sign: Sign, note_field: str, *, note_required: bo
             request.app[METRICS].inc("ocs_credited_micros", (kind,), answer.charged)
         # A replay of the same request is answered as the first was (the amount applied and
         # the balance then: 201 both), with a header saying it is a replay.
-        body = {
+        out = {
             "msisdn": msisdn,
             "amount": format_money(answer.charged),
             "reference": reference,
             "balance": format_money(answer.balance),
         }
         headers = {"Idempotent-Replayed": "true"} if answer.replay else None
-        return web.json_response(body, status=HTTPStatus.CREATED, headers=headers)
+        return web.json_response(out, status=HTTPStatus.CREATED, headers=headers)
 
     handler.__doc__ = f"``POST /v1/subscribers/{{msisdn}}/...``: a {kind}, idempotent by reference."
     return handler
@@ -291,32 +361,63 @@ async def subscriber_snapshot(request: web.Request) -> dict[str, object] | None:
     }
 
 
+_CREDIT_ANSWER: Final = {
+    "type": "object",
+    "properties": {
+        "msisdn": {"type": "string"},
+        "amount": MONEY_OUT,
+        "reference": {"type": "string"},
+        "balance": MONEY_OUT,
+    },
+    "required": ["msisdn", "amount", "reference", "balance"],
+}
+_PAGE: Final = Param(
+    "count", "query", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, "page size"
+)
+_LIMIT: Final = Param(
+    "limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, "page size"
+)
+_BEFORE: Final = Param(
+    "before", "query", {"type": "string", "pattern": f"^{STREAM_ID_RE.pattern}$"},
+    "the event id to page from (the previous page's next)",
+)  # fmt: skip
+
+
+def _credit_route(path: str, kind: str, body: Body, resource: str) -> Route:
+    return Route(
+        "POST",
+        path,
+        _credit_handler(kind, body),
+        resource,
+        "write",
+        body=body,
+        status=HTTPStatus.CREATED,
+        answer=_CREDIT_ANSWER,
+    )
+
+
 #: Every endpoint of the core API with the resource and action it needs (ocs.api.routes).
 ROUTES: Final = (
-    Route("POST", "/v1/subscribers", create_subscriber, "subscribers", "write"),
-    Route("GET", "/v1/subscribers", list_subscribers, "subscribers", "read"),
-    Route("GET", "/v1/subscribers/{msisdn}", get_subscriber, "subscribers", "read"),
-    Route("PATCH", "/v1/subscribers/{msisdn}", update_subscriber, "subscribers", "write"),
-    Route(
-        "POST",
-        "/v1/subscribers/{msisdn}/topups",
-        _credit_handler("topup", "positive", "note", note_required=False),
-        "subscribers.topups",
-        "write",
+    Route("POST", "/v1/subscribers", create_subscriber, "subscribers", "write",
+          body=CREATE, status=HTTPStatus.CREATED, answer=ACCOUNT_SCHEMA),
+    Route("GET", "/v1/subscribers", list_subscribers, "subscribers", "read",
+          params=(Param("cursor", "query", {"type": "string", "pattern": "^[0-9]{1,20}$"},
+                        "the cursor a previous page returned"), _PAGE),
+          answer={"type": "object", "properties": {
+              "subscribers": {"type": "array", "items": {"type": "string"}},
+              "cursor": {"type": ["string", "null"]}}, "required": ["subscribers", "cursor"]}),
+    Route("GET", "/v1/subscribers/{msisdn}", get_subscriber, "subscribers", "read",
+          answer=ACCOUNT_SCHEMA),
+    Route("PATCH", "/v1/subscribers/{msisdn}", update_subscriber, "subscribers", "write",
+          body=PATCH, answer=ACCOUNT_SCHEMA),
+    _credit_route("/v1/subscribers/{msisdn}/topups", "topup", TOPUP, "subscribers.topups"),
+    _credit_route(
+        "/v1/subscribers/{msisdn}/adjustments", "adjust", ADJUSTMENT, "subscribers.adjustments"
     ),
-    Route(
-        "POST",
-        "/v1/subscribers/{msisdn}/adjustments",
-        _credit_handler("adjust", "non-zero", "reason", note_required=True),
-        "subscribers.adjustments",
-        "write",
-    ),
-    Route(
-        "POST",
-        "/v1/subscribers/{msisdn}/refunds",
-        _credit_handler("refund", "positive", "note", note_required=False),
-        "subscribers.refunds",
-        "write",
-    ),
-    Route("GET", "/v1/subscribers/{msisdn}/events", list_events, "subscribers.events", "read"),
-)
+    _credit_route("/v1/subscribers/{msisdn}/refunds", "refund", REFUND, "subscribers.refunds"),
+    Route("GET", "/v1/subscribers/{msisdn}/events", list_events, "subscribers.events", "read",
+          params=(_LIMIT, _BEFORE),
+          answer={"type": "object", "properties": {
+              "events": {"type": "array", "items": EVENT_SCHEMA},
+              "next": {"type": ["string", "null"]}}, "required": ["events", "next"]}),
+)  # fmt: skip

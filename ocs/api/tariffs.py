@@ -24,6 +24,7 @@ from ocs.api.request import (
     read_body,
 )
 from ocs.api.routes import Route
+from ocs.api.schema import Param
 from ocs.money import format_money
 from tariffs import (
     PlanBook,
@@ -158,6 +159,22 @@ async def load_tariff(request: web.Request) -> web.StreamResponse:
 
 ROUTES: Final = (
     Route("GET", "/v1/tariffs", list_tariffs, "tariffs", "read"),
-    Route("POST", "/v1/tariffs", load_tariff, "tariffs", "write"),
+    Route(
+        "POST",
+        "/v1/tariffs",
+        load_tariff,
+        "tariffs",
+        "write",
+        body="application/toml",
+        params=(
+            Param(
+                "source",
+                "query",
+                {"type": "string", "minLength": 1, "maxLength": MAX_SOURCE},
+                "where the plan file came from (shown with the version)",
+            ),
+        ),
+        status=HTTPStatus.CREATED,
+    ),
     Route("GET", "/v1/tariffs/{name}", get_tariff, "tariffs", "read"),
 )
