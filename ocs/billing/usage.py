@@ -29,13 +29,16 @@ from sqlalchemy.exc import SQLAlchemyError
 from ocs.billing import schema as S
 from ocs.billing.errors import StorageUnavailable
 from ocs.store.errors import StoreUnavailable
-from ocs.store.notify import Notification, NotifyStore
+from ocs.store.notify import Notification, NotifyStore, group_gone
+from ocs.tasks import cancel_and_wait
 
 log = logging.getLogger("ocs.billing")
 
 GROUP: Final = "billing"
 #: Outbox event kinds that carry usage (``amt``: minus the money debited).
 USAGE_KINDS: Final = frozenset({"commit", "release", "debit"})
+#: Seconds before the consumer tries again after a Redis or database error.
+RETRY_AFTER: Final = 1.0
 
 
 def usage_row(bucket: int, entry_id: str, fields: Mapping[str, str]) -> dict[str, Any] | None:
@@ -182,10 +185,15 @@ class UsageConsumer:
                     if notes:
                         await self._handle(notes)
             except (StoreUnavailable, StorageUnavailable) as exc:
+                if group_gone(exc):
+                    # The streams were deleted under the group (a Redis emptied or replaced,
+                    # as the demo does at start): create it again on the next pass, rather
+                    # than fail on every read from now on.
+                    self._started = False
                 log.warning("billing usage consumer: %s", exc)
                 self.stats.errors.append(str(exc))
                 del self.stats.errors[:-10]
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(RETRY_AFTER)
 
 
 @contextlib.asynccontextmanager
@@ -195,9 +203,9 @@ async def consuming(consumer: UsageConsumer) -> Any:
     try:
         yield consumer
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        # (cancelled until it ends: a single cancellation can be lost inside redis-py, and
+        # this loop would then run on, reading the group for a database no longer used)
+        await cancel_and_wait(task)
 
 
 def events_of(rows: Iterable[Mapping[str, Any]]) -> list[str]:
