@@ -26,8 +26,20 @@ from fractions import Fraction
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Engine, and_, bindparam, func, select, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Engine,
+    Integer,
+    and_,
+    case,
+    func,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.sql.util import ClauseAdapter
 
 from ocs.billing import feeds
 from ocs.billing import formulas as F
@@ -52,8 +64,9 @@ class LineSpec:
     quantity: int
     amount: int
     evidence: dict[str, Any]
-    #: Usage: the events it bills (marked with the line's id once it is stored).
-    event_ids: list[str] | None = None
+    #: Usage: which of the account's unbilled events it bills (a condition on the usage
+    #: table; they are marked with the line's id, in one UPDATE, once the line is stored).
+    events: Any = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,8 +191,10 @@ def fixed_lines(ins: Inputs, p: Period, *, to_date: date | None = None) -> list[
     return out
 
 
-def _usage_filter(a: M.AccountInfo) -> Any:
-    u, ln = S.usage_event, S.line
+def _usage_filter(a: M.AccountInfo, u: Any = S.usage_event) -> Any:
+    """The join of usage events (``u``: the table or an alias of it) with the account's lines
+    that owned them at the event's time, unbilled events only."""
+    ln = S.line
     return and_(
         u.c.msisdn == ln.c.msisdn,
         ln.c.account_id == a.id,
@@ -189,6 +204,18 @@ def _usage_filter(a: M.AccountInfo) -> Any:
         # every account through it); the account's lines and (msisdn, ts) lead the way.
         (u.c.line_id + 0).is_(None),
     )
+
+
+def _inline(n: int) -> Any:
+    """An integer written into the statement (the same text in SELECT and GROUP BY, which
+    PostgreSQL needs to see that they are one expression; two bound parameters are not)."""
+    return literal_column(str(int(n)), BigInteger)
+
+
+def _bytewise(col: Any, dialect: str) -> Any:
+    """``col`` compared byte by byte, as Python compares str (PostgreSQL's collation of the
+    database may not; SQLite's default is already BINARY)."""
+    return col.collate("C") if dialect == "postgresql" else col
 
 
 class Destinations:
@@ -205,6 +232,13 @@ class Destinations:
         if self._book is None:
             self._book = PlanBook(load_plans())
         return self._book
+
+    def changes(self, plan: str, before_ms: int) -> list[int]:
+        """The instants before ``before_ms`` at which another version of ``plan`` comes into
+        force (a number may change class there): the events are grouped between them."""
+        return sorted(
+            {v.effective_from for v in self.book.versions(plan)[1:] if v.effective_from < before_ms}
+        )
 
     def of(self, plan: str, number: str, at_ms: int) -> str:
         if not number:
@@ -237,48 +271,137 @@ def usage_lines(
     classes: Destinations,
 ) -> list[LineSpec]:
     """One line per (service, destination class) of the account's unbilled events before the
-    cut-off, and apart those of earlier periods (late: adjustment lines)."""
+    cut-off, and apart those of earlier periods (late: adjustment lines).
+
+    Added up by the database (count, units, charges, first and last event) per service,
+    called number and version of the plan in force; only the distinct numbers are classified
+    here. Each line keeps the condition that selects its events, for the marking."""
     u = S.usage_event
+    dialect = conn.dialect.name
     start_ms = _ms(p.start)
+    late = u.c.ts < _inline(start_ms)
+    changes = classes.changes(plan, cutoff_ms)
+    # (which version of the plan was in force: 0 before the first change, 1 after it...)
+    epoch: Any = case(
+        *[(u.c.ts < _inline(t), i) for i, t in enumerate(changes)], else_=len(changes)
+    )
+    epoch = epoch if changes else literal_column("0", Integer)
     rows = conn.execute(
-        select(u.c.event_id, u.c.service, u.c.destination, u.c.ts, u.c.units, u.c.amount)
+        select(
+            late.label("late"),
+            u.c.service,
+            u.c.destination,
+            epoch.label("epoch"),
+            func.count().label("n"),
+            func.sum(u.c.units).label("units"),
+            func.sum(u.c.amount).label("amount"),
+            func.min(_bytewise(u.c.event_id, dialect)).label("first_event"),
+            func.max(_bytewise(u.c.event_id, dialect)).label("last_event"),
+            func.min(u.c.ts).label("first_ts"),
+            func.max(u.c.ts).label("last_ts"),
+        )
         .select_from(u.join(S.line, _usage_filter(a)))
         .where(u.c.ts < cutoff_ms)
-    )
+        .group_by(late, u.c.service, u.c.destination, *([epoch] if changes else []))
+    ).all()
     groups: dict[tuple[bool, str, str], list[Any]] = defaultdict(list)
     for r in rows:
-        groups[(r.ts < start_ms, r.service, classes.of(plan, r.destination, r.ts))].append(r)
+        groups[(bool(r.late), r.service, classes.of(plan, r.destination, r.first_ts))].append(r)
     out = []
-    for (late, service, destination), evs in sorted(
+    for (is_late, service, destination), parts in sorted(
         groups.items(), key=lambda g: (not g[0][0], g[0][1], g[0][2])
     ):
-        evs.sort(key=lambda r: r.event_id)
+        n = sum(int(r.n) for r in parts)
         dest = destination or "all destinations"
-        kind = "usage-adjustment" if late else "usage"
-        why = " (late usage of earlier periods, received after they were billed)" if late else ""
+        kind = "usage-adjustment" if is_late else "usage"
+        why = " (late usage of earlier periods, received after they were billed)" if is_late else ""
         out.append(
             LineSpec(
                 kind,
-                f"Usage {service or '-'} to {dest}: {len(evs)} events{why}",
+                f"Usage {service or '-'} to {dest}: {n} events{why}",
                 "",
                 f"usage:{service}",
-                sum(r.units for r in evs),
-                sum(r.amount for r in evs),
+                sum(int(r.units) for r in parts),
+                sum(int(r.amount) for r in parts),
                 {
                     "formula": "sum of the charges of the events billed by this line",
-                    "events": len(evs),
+                    "events": n,
                     "service": service,
                     "destination": destination,
-                    "first_event": evs[0].event_id,
-                    "last_event": evs[-1].event_id,
-                    "first_ts": min(r.ts for r in evs),
-                    "last_ts": max(r.ts for r in evs),
+                    "first_event": min(r.first_event for r in parts),
+                    "last_event": max(r.last_event for r in parts),
+                    "first_ts": min(int(r.first_ts) for r in parts),
+                    "last_ts": max(int(r.last_ts) for r in parts),
                     "reason": why.strip(" ()") or None,
                 },
-                event_ids=[r.event_id for r in evs],
+                events=_selecting(is_late, service, parts, rows, start_ms, changes),
             )
         )
     return out
+
+
+#: At most this many called numbers in one condition of the marking.
+IN_LIST_MAX: Final = 2_000
+
+
+def _selecting(
+    late: bool,
+    service: str,
+    parts: Sequence[Any],
+    rows: Sequence[Any],
+    start_ms: int,
+    changes: Sequence[int],
+) -> list[Any]:
+    """Conditions on the usage table (each for one UPDATE) that select the events of a line
+    made of the groups ``parts``, among the account's unbilled events before the cut-off:
+    by period side and service, and per version of the plan by called number (the line's
+    numbers, or not the others', whichever list is shorter)."""
+    u = S.usage_event
+    side = u.c.ts < start_ms if late else u.c.ts >= start_ms
+    bounds = [None, *changes, None]
+    out = []
+    for e in sorted({int(r.epoch) for r in parts}):
+        mine = {r.destination for r in parts if int(r.epoch) == e}
+        others = {
+            r.destination
+            for r in rows
+            if bool(r.late) == late and r.service == service and int(r.epoch) == e
+        } - mine
+        base = [side, u.c.service == service]
+        if bounds[e] is not None:
+            base.append(u.c.ts >= bounds[e])
+        if bounds[e + 1] is not None:
+            base.append(u.c.ts < bounds[e + 1])
+        if not others:
+            out.append(and_(*base))
+        elif len(others) < len(mine) and len(others) <= IN_LIST_MAX:
+            out.append(and_(*base, u.c.destination.not_in(sorted(others))))
+        else:
+            listed = sorted(mine)
+            for i in range(0, len(listed), IN_LIST_MAX):
+                out.append(and_(*base, u.c.destination.in_(listed[i : i + IN_LIST_MAX])))
+    return out
+
+
+def mark_usage(
+    conn: Connection, a: M.AccountInfo, cutoff_ms: int, spec: LineSpec, line_id: int
+) -> None:
+    """Point the events a usage line bills to it (set-based: one UPDATE per condition)."""
+    u = S.usage_event
+    for cond in spec.events or ():
+        # (an alias: the events are chosen in a subquery joined with the account's lines)
+        uu = u.alias("uu")
+        chosen = (
+            select(uu.c.event_id)
+            .select_from(uu.join(S.line, _usage_filter(a, uu)))
+            .where(uu.c.ts < cutoff_ms, _on(cond, uu))
+        )
+        conn.execute(update(u).where(u.c.event_id.in_(chosen)).values(line_id=line_id))
+
+
+def _on(cond: Any, table: Any) -> Any:
+    """``cond`` (written on the usage table) on ``table``, an alias of it."""
+    return ClauseAdapter(table).traverse(cond)
 
 
 def _contract(conn: Connection, a: M.AccountInfo) -> Any:
@@ -610,19 +733,9 @@ def draft_account(
         .scalars()
         .all()
     )
-    marks = [
-        {"b_event": e, "b_line": line_id}
-        for x, line_id in zip(specs, ids, strict=True)
-        for e in (x.event_ids or ())
-    ]
-    if marks:
-        u = S.usage_event
-        conn.execute(
-            update(u)
-            .where(u.c.event_id == bindparam("b_event"))
-            .values(line_id=bindparam("b_line")),
-            marks,
-        )
+    for x, line_id in zip(specs, ids, strict=True):
+        if x.events is not None:
+            mark_usage(conn, a, _ms(p.end), x, line_id)
     return key
 
 

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata: Final = MetaData()
@@ -160,7 +161,13 @@ usage_event = Table(
     Column("amount", BigInteger, nullable=False),
     Column("line_id", Integer, nullable=True),
     Index("ix_billing_usage_msisdn_ts", "msisdn", "ts"),
-    Index("ix_billing_usage_line", "line_id"),
+    # (billed events only: migration 0002)
+    Index(
+        "ix_billing_usage_line",
+        "line_id",
+        sqlite_where=text("line_id IS NOT NULL"),
+        postgresql_where=text("line_id IS NOT NULL"),
+    ),
 )
 
 invoice = Table(
