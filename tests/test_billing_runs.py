@@ -367,3 +367,51 @@ def test_the_worked_example_of_the_docs(
     block = docs.split("`ocs billing explain INV-2026-000001 6` prints:\n\n```\n", 1)[1]
     assert printed == block.split("```", 1)[0]
     assert "| **total** | | **325.68** |" in docs
+
+
+def test_a_number_that_changes_class_with_a_new_plan_version(billing_engine: Engine) -> None:
+    """gov-payu version 2 (in force from 15 Nov) puts 030 123... in the agency network: the
+    calls to it before the 15th are national, from the 15th on agency-network; each line
+    bills exactly its events (marked by the run, recomputed by explain)."""
+    from pathlib import Path
+
+    from tariffs import PlanBook
+    from tariffs.plan import parse_plan
+
+    text = (Path(runs.__file__).parents[2] / "tariffs/plans/gov-payu.toml").read_text()
+    v1 = parse_plan(text)
+    v2 = parse_plan(
+        text.replace("version = 1", "version = 2")
+        .replace("2026-01-01T00:00:00+01:00", "2026-11-15T00:00:00+01:00")
+        .replace('agency-network = ["49301850"]', 'agency-network = ["49301850", "4930123"]')
+    )
+    classes = runs.Destinations(PlanBook([v1, v2]))
+    build_sample(billing_engine)
+    put_usage(
+        billing_engine,
+        event(LINE, "2026-11-10T10:00:00+01:00", "voice", 40_000, 60, dst="030 1234567"),
+        event(LINE, "2026-11-14T23:59:59+01:00", "voice", 40_000, 60, dst="030 1239999"),
+        event(LINE, "2026-11-15T00:00:00+01:00", "voice", 7, 60, dst="030 1234567"),
+        event(LINE, "2026-11-20T10:00:00+01:00", "voice", 3, 60, dst="030 5550000"),
+        event(LINE, "2026-11-21T10:00:00+01:00", "voice", 250_000, 60, dst="+447700900123"),
+    )
+    runs.run(billing_engine, "2026-11", now_ms=1, classes=classes)
+    inv = invoice(billing_engine, "2026-11")
+    usage_lines = [
+        (x["evidence"]["destination"], x["evidence"]["events"], x["amount_micro"])
+        for x in inv["lines"]
+        if x["kind"] == "usage"
+    ]
+    assert usage_lines == [
+        ("agency-network", 1, 7),  # the 15th, 00:00: version 2
+        ("international", 1, 250_000),
+        ("national", 3, 80_003),  # the 10th and the 14th (version 1), 030 555 (never agency)
+    ]
+    with billing_engine.connect() as c:
+        billed = c.execute(
+            select(S.usage_event.c.line_id).where(S.usage_event.c.line_id.is_not(None))
+        ).all()
+    assert len(billed) == 5
+    for x in inv["lines"]:
+        if x["kind"] == "usage":
+            assert runs.explain(billing_engine, str(inv["id"]), x["seq"], None)["matches"]
