@@ -1,6 +1,7 @@
 """Bill runs, issuing, credit and debit notes, explain, pending sums.
 
-A run of period P (a calendar month in the account's zone) builds, per account and in one
+A run of period P (from the account's billing day in month P to the same day of the next,
+in its zone; the calendar month on billing day 1) builds, per account and in one
 transaction, a draft invoice from what is stored: fixed charges (every month of a service up
 to P, or P+1 in advance, not billed yet), the usage events of the account's lines up to the
 cut-off (the first instant of P+1) not billed yet, LAD credits (to date, less what was
@@ -21,7 +22,7 @@ import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from fractions import Fraction
 from typing import Any, Final
 from zoneinfo import ZoneInfo
@@ -71,30 +72,50 @@ class LineSpec:
 
 @dataclass(frozen=True, slots=True)
 class Period:
+    """Billing period ``year-month`` of an account: from its billing day of that month (the
+    month's last day when it is shorter) to the same day of the next, midnights in the
+    account's zone. Billing day 1: the calendar month."""
+
     year: int
     month: int
     zone: ZoneInfo
+    billing_day: int = 1
 
     @classmethod
-    def of(cls, text: str, tz: str) -> Period:
+    def of(cls, text: str, tz: str, billing_day: int = 1) -> Period:
         try:
             y, m = F.parse_period(text)
         except F.FormulaError as exc:
             raise invalid("period", str(exc)) from None
-        return cls(y, m, ZoneInfo(tz))
+        return cls(y, m, ZoneInfo(tz), billing_day)
+
+    @classmethod
+    def containing(cls, t: datetime, billing_day: int = 1) -> Period:
+        """The period the instant ``t`` (aware, in the account's zone) falls in."""
+        y, m = F.period_of(t.date(), billing_day)
+        assert isinstance(t.tzinfo, ZoneInfo)
+        return cls(y, m, t.tzinfo, billing_day)
 
     @property
     def text(self) -> str:
         return F.period_text(self.year, self.month)
 
     @property
+    def bounds(self) -> tuple[date, date]:
+        """The first day, and the first day of the next period."""
+        return F.period_bounds(self.year, self.month, self.billing_day)
+
+    @property
     def start(self) -> datetime:
-        return datetime(self.year, self.month, 1, tzinfo=self.zone)
+        return datetime.combine(self.bounds[0], time(), self.zone)
 
     @property
     def end(self) -> datetime:
-        y, m = F.next_month(self.year, self.month)
-        return datetime(y, m, 1, tzinfo=self.zone)
+        return datetime.combine(self.bounds[1], time(), self.zone)
+
+    def other(self, year: int, month: int) -> Period:
+        """Period ``year-month`` of the same account."""
+        return Period(year, month, self.zone, self.billing_day)
 
 
 def _ms(t: datetime) -> int:
@@ -148,29 +169,32 @@ class Inputs:
 
 def fixed_lines(ins: Inputs, p: Period, *, to_date: date | None = None) -> list[LineSpec]:
     out = []
+    bd = p.billing_day
     for s in ins.services:
         start = date.fromisoformat(s.start_date)
         end = date.fromisoformat(s.end_date) if s.end_date else None
         last = F.next_month(p.year, p.month) if s.charging == "advance" else (p.year, p.month)
         if to_date is not None:
             last = (p.year, p.month)
-        for y, m in F.months_between((start.year, start.month), last):
+        for y, m in F.months_between(F.period_of(start, bd), last):
             ref = f"{s.service_id}:{F.period_text(y, m)}"
             if ins.settled("fixed", ref) != 0:
                 continue
             stop = end
             if to_date is not None and (y, m) == (p.year, p.month):
                 stop = min(end, to_date) if end else to_date
-            days = F.prorated_days(y, m, start, stop)
-            dim = F.days_in_month(y, m)
+            days = F.prorated_days(y, m, start, stop, bd)
+            dim = F.period_days(y, m, bd)
             if days == 0:
                 continue
             amount = F.round_money(F.prorate(s.monthly_charge, days, dim), LINE_ROUNDING)
             when = "in advance" if s.charging == "advance" else "in arrears"
+            lo, hi = F.period_bounds(y, m, bd)
             out.append(
                 LineSpec(
                     "fixed",
-                    f"{s.description}, {F.period_text(y, m)} ({days}/{dim} days, {when})",
+                    f"{s.description}, {F.period_text(y, m)} ({days}/{dim} days, {when})"
+                    + (f" {lo} - {hi - timedelta(days=1)}" if bd != 1 else ""),
                     s.service_id,
                     ref,
                     days,
@@ -179,9 +203,13 @@ def fixed_lines(ins: Inputs, p: Period, *, to_date: date | None = None) -> list[
                         "formula": "round(monthly x days / days_in_month)",
                         "monthly": s.monthly_charge,
                         "month": F.period_text(y, m),
+                        "billing_day": bd,
+                        "period_start": lo.isoformat(),
+                        "period_end": hi.isoformat(),
                         "start_date": s.start_date,
                         "end_date": stop.isoformat() if stop else None,
                         "days": days,
+                        # (days of the billing period: the calendar month's on billing day 1)
                         "days_in_month": dim,
                         "charging": s.charging,
                         "rounding": LINE_ROUNDING,
@@ -512,19 +540,19 @@ def penalty_amount(
     target: str,
     ladder: Sequence[F.LadderStep],
     monthly: int,
+    billing_day: int = 1,
 ) -> tuple[dict[str, Any], Fraction]:
-    """The month's availability and penalty from its counted outages: (evidence, penalty)."""
-    y, m = month
-    lo = datetime(y, m, 1, tzinfo=zone)
-    ny, nm = F.next_month(y, m)
-    hi = datetime(ny, nm, 1, tzinfo=zone)
+    """The month's (the billing period's) availability and penalty from its counted
+    outages: (evidence, penalty)."""
+    p = Period(*month, zone, billing_day)
+    lo, hi = p.start, p.end
     merged = F.merge_outages(outages, lo, hi)
     seconds = int((hi - lo).total_seconds())
     out_s = F.outage_seconds(merged)
     avail = F.availability(out_s, seconds)
     step, penalty = F.ladder_penalty(avail, target, ladder, monthly)
     evidence = {
-        "month": F.period_text(y, m),
+        "month": p.text,
         "month_start": lo.isoformat(),
         "month_end": hi.isoformat(),
         "tickets": [
@@ -556,13 +584,13 @@ def penalty_lines(conn: Connection, ins: Inputs, p: Period, cutoff: datetime) ->
     for s in services:
         tickets = by_service[s.service_id]
         start = date.fromisoformat(s.start_date)
-        first = max((start.year, start.month), _months_back(p, PENALTY_LOOKBACK))
+        first = max(F.period_of(start, p.billing_day), _months_back(p, PENALTY_LOOKBACK))
         counted, excluded = _outages(tickets, cutoff)
         ladder = M.ladder_of(s.sla_ladder)
         for y, m in F.months_between(first, (p.year, p.month)):
             ref = f"{s.service_id}:{F.period_text(y, m)}"
             evidence, penalty = penalty_amount(
-                counted, (y, m), p.zone, s.sla_target, ladder, s.monthly_charge
+                counted, (y, m), p.zone, s.sla_target, ladder, s.monthly_charge, p.billing_day
             )
             credited = -ins.settled("penalty", ref)
             amount = F.round_money(penalty, LINE_ROUNDING) - credited
@@ -672,7 +700,7 @@ def draft_account(
     classes: Destinations = SHIPPED,
 ) -> str | None:
     """(Re)build the account's draft for ``period``; None when it is issued already."""
-    p = Period.of(period, a.timezone)
+    p = Period.of(period, a.timezone, a.billing_day)
     key = f"{a.id}:{p.text}"
     prev = conn.execute(select(S.invoice).where(S.invoice.c.draft_key == key)).first()
     if prev is not None:
@@ -1053,8 +1081,9 @@ def recompute(
     if kind == "fixed":
         y, m = F.parse_period(ev["month"])
         end = date.fromisoformat(ev["end_date"]) if ev["end_date"] else None
-        days = F.prorated_days(y, m, date.fromisoformat(ev["start_date"]), end)
-        dim = F.days_in_month(y, m)
+        bd = ev.get("billing_day", 1)
+        days = F.prorated_days(y, m, date.fromisoformat(ev["start_date"]), end, bd)
+        dim = F.period_days(y, m, bd)
         exact = F.prorate(ev["monthly"], days, dim)
         amount = F.round_money(exact, ev["rounding"])
         return [
@@ -1170,7 +1199,7 @@ def pending(
         a = M.account_info(conn, account, scope)
         zone = ZoneInfo(a.timezone)
         now = datetime.fromtimestamp(now_ms / 1000, zone)
-        p = Period(now.year, now.month, zone)
+        p = Period.containing(now, a.billing_day)
         specs = build_lines(
             conn, a, p, cutoff=now, to_date=now.date() + timedelta(days=1), classes=classes
         )

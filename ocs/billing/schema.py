@@ -57,8 +57,9 @@ account = Table(
     Column("agency_id", Integer, ForeignKey("billing_org.id"), nullable=False),
     Column("currency", String(3), nullable=False),
     Column("tax_profile", String(64), ForeignKey("billing_tax_profile.code"), nullable=False),
+    #: 1-31: periods run from this day of a month (its last day when shorter) to the next's.
     Column("billing_day", Integer, nullable=False),
-    #: The zone whose calendar months are the billing periods (IANA name).
+    #: The zone whose midnights bound the billing periods (IANA name).
     Column("timezone", String(64), nullable=False),
 )
 
