@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import random
+import sys
 import tempfile
 import time
 from collections import defaultdict
@@ -44,6 +44,7 @@ from ocs.billing.usage import UsageConsumer
 from ocs.redis_server import EmbeddedRedis
 from ocs.store import keys as K
 from ocs.store.notify import NotifyStore
+from ocs.tasks import cancel_and_wait
 
 ZONE = ZoneInfo("Europe/Berlin")
 PERIOD = "2026-11"
@@ -250,13 +251,16 @@ async def bench_one(
     t = time.perf_counter()
     build_dataset(engine, args.accounts, args.lines, args.services)
     build_s = time.perf_counter() - t
+    progress(f"{engine.url.get_backend_name()}: dataset built in {build_s:.1f} s; ingesting")
     outbox = NotifyStore(redis_url, outbox=True)
     try:
         consumer = UsageConsumer(outbox, engine, batch=10_000)
         t, cpu = time.perf_counter(), time.process_time()
         n = await consumer.drain()
         ingest_s, ingest_cpu = time.perf_counter() - t, time.process_time() - cpu
+        progress(f"ingested {n:,} in {ingest_s:.1f} s ({ingest_cpu:.1f} s CPU); freshness")
         stale = await freshness(consumer, redis_url, engine, args) if args.fresh_seconds else 0.0
+        progress(f"pending sums at most {stale:.2f} s stale; the bill run")
         # the group is billing's own: drop it so the next database reads the same events
         for key in outbox.streams:
             await outbox.redis.xgroup_destroy(key, "billing")
@@ -280,6 +284,10 @@ async def bench_one(
         "mismatched": len(mismatched),
         "stale_s": stale,
     }
+
+
+def progress(text: str) -> None:
+    print(f"[{datetime.now(ZoneInfo('UTC')):%H:%M:%S}] {text}", file=sys.stderr, flush=True)
 
 
 async def freshness(
@@ -335,9 +343,9 @@ async def freshness(
                 age = (time.time() * 1000 - await asyncio.to_thread(newest)) / 1000
                 if time.monotonic() - t0 > 1.0:
                     worst = max(worst, age)
-            producer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await producer
+            # (cancelled until it ends: redis-py can lose a cancellation, ocs/tasks.py; a
+            # single cancel() here once left the run waiting for ever on a producer going on)
+            await cancel_and_wait(producer)
     finally:
         await r.aclose()
     return worst
