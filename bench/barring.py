@@ -38,8 +38,8 @@ from bench.charging import (
 )
 from bench.credentials import NATIVE_KEY
 from ocs.constants import MICRO
-from ocs.provisioning.hlrsim import Applied, HlrSimulator, bound_port, serve
 from ocs.redis_server import EmbeddedRedis
+from ocs.sims.hlr import Applied, HlrSimulator, bound_port, serve
 from ocs.store.redis_client import PipelinedRedis
 from ocs.store.store import Store
 from protocols.native import NativeClient

@@ -24,9 +24,9 @@ import time
 
 from bench.charging import RESULTS
 from ocs.config import Settings
-from ocs.demo.mscsim import CallSpec, connect_msc, run_calls
 from ocs.redis_server import EmbeddedRedis
 from ocs.service import run_ocs
+from ocs.sims.msc import CallSpec, connect_msc, run_calls
 from protocols.native import NativeClient
 
 

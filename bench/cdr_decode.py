@@ -38,7 +38,7 @@ from pathlib import Path
 
 from ocs.mediation.formats import ber as ber_format
 from ocs.mediation.formats import decode
-from ocs.mediation.switchsim import Layout, Traffic, make_records, write_files
+from ocs.sims.switch import Layout, Traffic, make_records, write_files
 
 
 def _files(n: int) -> dict[str, tuple[bytes, int]]:

@@ -27,6 +27,8 @@ def ocs_env() -> dict[str, str]:
         "OCS_ADMIN_TOKEN": ADMIN_TOKEN,
         "OCS_NATIVE_KEYS": f"{NATIVE_KEY[0]}:{NATIVE_KEY[1].decode()}",
         "OCS_SECRET_KEY": _shared("BENCH_SECRET_KEY"),
+        # The load generators' gateways, on loopback (a deployment lists its peers).
+        "OCS_DIAMETER_PEERS": "*",
     }
 
 

@@ -48,7 +48,7 @@ import uvloop
 
 from bench.charging import git_commit, machine, percentile, redis_cpu
 from ocs.charging.engine import ChargingEngine
-from ocs.cli import _tune_gc
+from ocs.clikit import tune_gc as _tune_gc
 from ocs.mediation.collect import DirectorySource
 from ocs.mediation.formats import CdrRecord, decode, network_id
 from ocs.mediation.formats._fields import encode_tbcd

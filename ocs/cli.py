@@ -12,24 +12,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import importlib
-import json
 import logging
 import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from ocs import __version__
 from ocs.auth.masking import install_masking
-from ocs.config import ConfigError, Settings, load_settings
+from ocs.clikit import CliError, PlanProblems, set_token
+from ocs.clikit import api_url as _api
+from ocs.clikit import common_options as _common
+from ocs.clikit import print_json as _print
+from ocs.clikit import request as _request
+from ocs.clikit import run as _run
+from ocs.clikit import settings as _settings
+from ocs.clikit import tune_gc as _tune_gc
+from ocs.config import ConfigError
 from ocs.redis_server import RedisServerError
 from ocs.store.errors import StoreUnavailable
 from tariffs.digits import ascii_float, ascii_int
@@ -38,63 +42,11 @@ from tariffs.digits import ascii_float, ascii_int
 _COMMAND_MODULES: tuple[str, ...] = (
     "ocs.provisioning.cli",
     "ocs.mediation.cli",
-    "ocs.mediation.switchsim",
-    "ocs.demo.mscsim",
+    "ocs.sims.switch",
+    "ocs.sims.msc",
     "ocs.billing.cli",
     "ocs.auth.cli",
 )
-
-
-class CliError(Exception):
-    """One line for the user; exit status 1."""
-
-
-class PlanProblems(CliError):
-    """A plan file does not validate: each problem is one line for the user; exit status 1."""
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = tuple(problems)
-
-
-def _tune_gc() -> None:
-    """For a long-running server: move what start-up allocated out of the collector's sight
-    and collect the youngest generation less often (the allocation rate of the request path
-    otherwise triggers a gen-0 collection every few requests: ~5% of the CPU, bench/)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 20, 20)
-
-
-def _use_uvloop() -> None:
-    # uvloop is chosen here, at the entry point, and nowhere else (docs/architecture.md).
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    overrides = {
-        k: getattr(args, k, None)
-        for k in (
-            "redis_url",
-            "native_port",
-            "http_port",
-            "diameter_port",
-            "bind",
-            "data_dir",
-            "plans_dir",
-            "workers",
-        )
-    }
-    return load_settings(os.environ, getattr(args, "config", None), overrides)
-
-
-def _run(coro: Coroutine[Any, Any, Any]) -> Any:
-    _use_uvloop()
-    return asyncio.run(coro)
 
 
 # -- serve / demo / redis ---------------------------------------------------------------------
@@ -224,65 +176,7 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- admin API client -------------------------------------------------------------------------
-
-
-def _api(args: argparse.Namespace) -> str:
-    return str(args.api or os.environ.get("OCS_API_URL") or "http://127.0.0.1:8080").rstrip("/")
-
-
-#: The problem type of a plan file that does not validate (ocs.api.problems).
-_INVALID_PLAN = "urn:ocs:problem:invalid-plan"
-#: The bearer token sent to the admin API (``--token`` or OCS_API_TOKEN; set by ``main``).
-_token: list[str] = []
-
-
-def _auth_headers() -> dict[str, str]:
-    return {"Authorization": f"Bearer {_token[0]}"} if _token else {}
-
-
-async def _request(
-    method: str,
-    url: str,
-    body: dict[str, Any] | None = None,
-    *,
-    content: bytes | None = None,
-    content_type: str = "application/octet-stream",
-    params: Mapping[str, str] | None = None,
-) -> Any:
-    """Send ``body`` as JSON (or ``content`` as it is); the answer's JSON, or CliError."""
-    kwargs: dict[str, Any] = {"params": params, "headers": _auth_headers()}
-    if content is not None:
-        kwargs.update(data=content)
-        kwargs["headers"]["Content-Type"] = content_type
-    else:
-        kwargs.update(json=body)
-    try:
-        async with aiohttp.ClientSession() as http, http.request(method, url, **kwargs) as resp:
-            text = await resp.text()
-            try:
-                data = json.loads(text) if text else None
-            except ValueError:
-                data = None
-            if resp.status >= 400:
-                if isinstance(data, dict) and data.get("type") == _INVALID_PLAN:
-                    errors = data.get("errors") or [data.get("detail", "invalid plan")]
-                    raise PlanProblems([str(e) for e in errors])
-                if isinstance(data, dict):
-                    detail = data.get("detail") or data.get("title")
-                else:
-                    detail = " ".join(text.split())[:200] or resp.reason
-                raise CliError(f"{method} {url}: {resp.status} {detail}")
-            if data is None and text:
-                raise CliError(f"{method} {url}: the answer is not JSON")
-            return data
-    except aiohttp.ClientConnectionError as exc:
-        raise CliError(f"cannot reach the OCS admin API at {url}: {exc} "
-                       "(is `ocs serve` running? see --api)") from None  # fmt: skip
-
-
-def _print(data: Any) -> None:
-    print(json.dumps(data, indent=2, ensure_ascii=False))
+# -- admin API client (ocs.clikit) ----------------------------------------------------------
 
 
 def cmd_subscriber(args: argparse.Namespace) -> int:
@@ -481,12 +375,6 @@ def cmd_tariffs(args: argparse.Namespace) -> int:
 _MS = timedelta(milliseconds=1)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="TOML config file (or OCS_CONFIG)")
-    p.add_argument("--redis-url", help="Redis URL (or OCS_REDIS_URL); default: embedded Redis")
-    p.add_argument("--data-dir", help="where the embedded Redis keeps its data (default .ocs)")
-
-
 def _listeners(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bind", help="address to listen on (or OCS_BIND; default 127.0.0.1)")
     p.add_argument("--native-port", type=ascii_int,
@@ -631,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     token = args.token or os.environ.get("OCS_API_TOKEN")
-    _token[:] = [token] if token else []
+    set_token(token)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from ocs.auth.diameter import DiameterAdmission, PeerListError, parse_peers
 from ocs.charging.engine import ChargingConfig
 from ocs.constants import (
     DEFAULT_VALIDITY,
@@ -97,7 +98,9 @@ class Settings:
     diameter_watchdog: float = 30.0
     #: Largest Diameter message accepted, in bytes.
     diameter_max_message: int = DEFAULT_MAX_MESSAGE_SIZE
-    #: Comma-separated Origin-Hosts allowed to connect; empty: any.
+    #: The Diameter peers admitted (ocs.auth.diameter): Origin-Hosts, each optionally bound to
+    #: addresses (``pgw1@10.0.0.0/24``), or ``*`` for any; empty: only peers with a client
+    #: certificate when TLS requires one, else none.
     diameter_peers: str = ""
     #: Answer requests for another Destination-Realm (or Destination-Host) with 3003 (3002).
     diameter_realm_check: bool = False
@@ -229,10 +232,9 @@ class Settings:
         return [u.strip() for u in self.webhook_urls.split(",") if u.strip()]
 
     @property
-    def diameter_allowed_peers(self) -> frozenset[str] | None:
-        """Origin-Hosts allowed to connect, or None for any."""
-        peers = frozenset(p.strip() for p in self.diameter_peers.split(",") if p.strip())
-        return peers or None
+    def diameter_admission(self) -> DiameterAdmission:
+        """Which Diameter peers are admitted (OCS_DIAMETER_PEERS, OCS_DIAMETER_TLS_CA)."""
+        return parse_peers(self.diameter_peers, certified=bool(self.diameter_tls_ca))
 
     @property
     def diameter_allowed_realms(self) -> frozenset[str] | None:
@@ -336,6 +338,12 @@ def _coerce(name: str, value: object, source: str) -> object:
         except MoneyFormatError as exc:
             raise ConfigError(f"{where}: {exc}") from None
         return str(value).strip()
+    if name == "diameter_peers":
+        try:
+            parse_peers(str(value))
+        except PeerListError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        return str(value)
     if name == "native_auth" and value not in ("required", "off"):
         raise ConfigError(f"{where}: must be required or off, got {value!r}")
     if name == "native_keys":

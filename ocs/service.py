@@ -25,10 +25,10 @@ from ocs.agents.camel import CamelAgent, CamelConfig
 from ocs.agents.diameter import CCA_COPY, DiameterAgent, GyConfig
 from ocs.agents.native import NativeAgent
 from ocs.api.app import create_app
-from ocs.api.metrics import Metrics
 from ocs.api.routes import Route
 from ocs.api.server import ApiRunner
 from ocs.auth.credentials import AuthConfig
+from ocs.auth.diameter import NOT_CONFIGURED
 from ocs.auth.http import SECURITY
 from ocs.auth.network import NativeKeys, Refusals
 from ocs.auth.policy import PolicyError, load_policy
@@ -36,6 +36,7 @@ from ocs.charging.engine import ChargingEngine, wall_clock_ms
 from ocs.charging.sweeper import ExpirySweeper, ThresholdCatchUp
 from ocs.charging.tariffs import TariffRegistry
 from ocs.config import ConfigError, Settings
+from ocs.metrics import Metrics
 from ocs.money import parse_money
 from ocs.provisioning.adapter import HttpProvisioningAdapter, WebhookSender
 from ocs.provisioning.service import Provisioning
@@ -246,9 +247,13 @@ def exposure_warnings(settings: Settings) -> list[str]:
     if settings.native_auth == "off":
         out.append(f"the native protocol on {settings.bind} authenticates no one "
                    "(OCS_NATIVE_AUTH=off)")  # fmt: skip
-    if not settings.diameter_tls_ca:
-        out.append(f"Diameter on {settings.bind} does not authenticate its peers (set "
-                   "OCS_DIAMETER_TLS_CERT/_KEY/_CA for client certificates)")  # fmt: skip
+    admission = settings.diameter_admission
+    if admission.open_to_anyone:
+        out.append(f"Diameter on {settings.bind} admits any peer (OCS_DIAMETER_PEERS=*)")
+    elif not admission.certified and any(not nets for nets in admission.hosts.values()):
+        out.append(f"Diameter on {settings.bind} admits peers by the Origin-Host they claim "
+                   "(bind them to addresses, host@address, or set OCS_DIAMETER_TLS_CERT/_KEY/_CA "
+                   "for client certificates)")  # fmt: skip
     return out
 
 
@@ -299,8 +304,8 @@ def diameter_server(
         settings.diameter_port,
         max_message=settings.diameter_max_message,
         watchdog_interval=settings.diameter_watchdog,
-        allowed_peers=settings.diameter_allowed_peers,
         allowed_realms=settings.diameter_allowed_realms,
+        admit=settings.diameter_admission.admit,
         realm_check=settings.diameter_realm_check,
         answer_copy=CCA_COPY,
         ssl=diameter_tls(settings),
@@ -453,6 +458,9 @@ async def run_ocs(
             )
         for warning in exposure_warnings(settings):
             log.warning("security: %s", warning)
+        if settings.diameter_admission.closed:
+            log.warning("diameter: %s: every CER is answered 3010 (DIAMETER_UNKNOWN_PEER)",
+                        NOT_CONFIGURED)  # fmt: skip
         log.info(
             "OCS serving: native %s:%d, diameter %s:%d, http %s:%d, redis %s",
             settings.bind, native.port, settings.bind, diameter.port, settings.bind, http_port,

@@ -12,6 +12,8 @@ SECURE: Final = {
     "admin_token": ADMIN,
     "secret_key": "test-secret-key-" * 4,
     "native_keys": f"{NATIVE_KEY[0]}:{NATIVE_KEY[1].decode()}",
+    # The tests' gateways have many Origin-Hosts; a deployment lists its own (docs/security.md).
+    "diameter_peers": "*",
 }
 #: Headers of an admin request.
 AUTH: Final = {"Authorization": f"Bearer {ADMIN}"}

@@ -12,10 +12,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from ocs.api.app import create_app
-from ocs.api.metrics import Metrics
 from ocs.auth.credentials import AuthConfig
 from ocs.charging.tariffs import TariffRegistry
 from ocs.constants import IDEMPOTENCY_TTL_REFERENCE, IDEMPOTENCY_TTL_SESSION
+from ocs.metrics import Metrics
 from ocs.redis_server import EmbeddedRedis
 from ocs.store.redis_client import PipelinedRedis
 from ocs.store.store import Store

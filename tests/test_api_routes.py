@@ -7,9 +7,9 @@ import pytest
 from aiohttp import web
 
 from ocs.api.app import create_app
-from ocs.api.metrics import Metrics
 from ocs.api.routes import ROUTES, Route, add_routes
 from ocs.charging.tariffs import TariffRegistry
+from ocs.metrics import Metrics
 from ocs.provisioning.service import Provisioning
 from ocs.store.redis_client import PipelinedRedis
 from ocs.store.store import Store

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import re
 from collections.abc import AsyncIterator
@@ -19,12 +20,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import HealthCheck, given, settings
 
 from ocs.api.app import create_app
-from ocs.api.metrics import Metrics
 from ocs.api.routes import ROUTES, Route
 from ocs.auth.credentials import AuthConfig, new_api_key, new_user
 from ocs.auth.http import SECURITY
 from ocs.auth.policy import ROLES, PolicyError, load_policy, parse_policy
 from ocs.charging.tariffs import TariffRegistry
+from ocs.metrics import Metrics
 from ocs.provisioning.service import Provisioning
 from ocs.store.notify import NotifyStore
 from ocs.store.redis_client import PipelinedRedis
@@ -283,6 +284,32 @@ async def test_repeated_failures_are_rate_limited(
         text = api.app[SECURITY].metrics.render().decode()
         assert 'ocs_auth_failures_total{interface="http",reason="malformed"} 3.0' in text
         assert 'ocs_auth_failures_total{interface="http",reason="limited"} 2.0' in text
+
+
+async def test_the_failure_budget_is_shared_by_processes(
+    store: Store, redis_url: str, clock: Clock
+) -> None:
+    """Two apps on one Redis stand for two OCS processes: failures at either count against
+    one budget, and each refuses the client once the shared count reaches the limit."""
+    one = _serve(store, redis_url, clock, fail_limit=3, fail_window=60)
+    two = _serve(store, redis_url, clock, fail_limit=3, fail_window=60)
+    (a, _), (b, _) = await anext(one), await anext(two)
+    try:
+        assert (await a.get("/v1/subscribers", headers=bearer("nope"))).status == 401
+        assert (await b.get("/v1/subscribers", headers=bearer("nope"))).status == 401
+        assert (await a.get("/v1/subscribers", headers=bearer(ADMIN))).status == 200
+        assert (await b.get("/v1/subscribers", headers=bearer("nope"))).status == 401  # the 3rd
+        # b counted the third: it refuses at once, whatever the credential.
+        resp = await b.get("/v1/subscribers", headers=bearer(ADMIN))
+        assert resp.status == 429 and 1 <= int(resp.headers["Retry-After"]) <= 60
+        # a saw two; the next failure there finds the shared count past the limit.
+        assert (await a.get("/v1/subscribers", headers=bearer("nope"))).status == 401
+        resp = await a.get("/v1/subscribers", headers=bearer(ADMIN))
+        assert resp.status == 429 and 1 <= int(resp.headers["Retry-After"]) <= 60
+    finally:
+        for gen in (one, two):
+            with contextlib.suppress(StopAsyncIteration):
+                await anext(gen)
 
 
 async def test_failures_and_changes_are_audited(api: Client, clock: Clock) -> None:

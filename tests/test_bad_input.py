@@ -110,7 +110,7 @@ FAST = Settings(
     native_port=0, http_port=0, diameter_port=0, native_frame_timeout=0.3,
     native_idle_timeout=0.6, diameter_cer_timeout=0.3, diameter_frame_timeout=0.3,
     http_idle_timeout=0.3, http_body_timeout=0.3,
-    admin_token=ADMIN, secret_key=SECURE["secret_key"],
+    admin_token=ADMIN, secret_key=SECURE["secret_key"], diameter_peers="pgw.test@127.0.0.1",
 )  # fmt: skip
 
 

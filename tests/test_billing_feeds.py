@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
-from ocs.billing import feeds, feedsim
+from ocs.billing import feeds
 from ocs.billing import schema as S
 from ocs.billing.errors import Invalid
+from ocs.sims import feeds as feedsim
 from tests.billing_db import build_sample
 
 ORDER: dict[str, Any] = {

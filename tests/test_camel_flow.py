@@ -14,7 +14,7 @@ import pytest
 from ocs.agents.camel import CamelAgent, CamelConfig
 from ocs.agents.native import NativeAgent
 from ocs.charging.engine import ChargingConfig, ChargingEngine
-from ocs.demo.mscsim import CallSpec, SsfStack, loopback_msc, place_call
+from ocs.sims.msc import CallSpec, SsfStack, loopback_msc, place_call
 from ocs.store.store import Store
 from protocols.native import Commit, Release, Reserve
 from protocols.sigtran import cap, tcap

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from ocs.config import Settings
-from ocs.demo.mscsim import CallSpec, SsfStack, connect_msc, place_call, run_calls
 from ocs.service import Running, run_ocs
+from ocs.sims.msc import CallSpec, SsfStack, connect_msc, place_call, run_calls
 from protocols.sigtran import cap, m3ua, tcap
 from protocols.sigtran.constants import DATA, Op, Phase, Tag
 from protocols.sigtran.m3ua import M3uaMessage, ProtocolData

@@ -288,6 +288,8 @@ async def test_tariffs_load_list_and_rate_through_the_api(ocs: Running, tmp_path
     assert r.stderr.count("\n") == 1 and "422 to: not a phone number" in r.stderr
 
 
+# ~20 `ocs` processes, each importing the package: a minute on a loaded 2-core machine.
+@pytest.mark.timeout(180)
 async def test_auth_commands(ocs: Running) -> None:
     """Keys and users administered against Redis; the key works on the API, then is revoked;
     ``--token`` and OCS_API_TOKEN carry it; each change is audited."""

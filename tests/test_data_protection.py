@@ -100,7 +100,14 @@ def test_exposure_is_warned_of_off_loopback() -> None:
     from ocs.service import exposure_warnings
 
     assert exposure_warnings(Settings()) == []  # 127.0.0.1
-    warnings = exposure_warnings(Settings(bind="0.0.0.0", native_auth="off"))
+    warnings = exposure_warnings(Settings(bind="0.0.0.0", native_auth="off", diameter_peers="pgw1"))
     assert len(warnings) == 3 and "plain HTTP" in warnings[0]
+    assert "Origin-Host they claim" in warnings[2]
+    # No Diameter peer configured: none is admitted, so nothing is exposed there.
+    assert len(exposure_warnings(Settings(bind="0.0.0.0", native_auth="off"))) == 2
+    assert "any peer" in exposure_warnings(Settings(bind="0.0.0.0", diameter_peers="*"))[-1]
+    bound = Settings(bind="0.0.0.0", diameter_peers="pgw1@10.0.0.0/8", http_tls_cert="c",
+                     http_tls_key="k")  # fmt: skip
+    assert exposure_warnings(bound) == []
     secured = Settings(bind="0.0.0.0", http_tls_cert="c", http_tls_key="k", diameter_tls_ca="ca")
     assert exposure_warnings(secured) == []

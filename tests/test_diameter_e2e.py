@@ -486,9 +486,9 @@ def test_diameter_settings_from_the_environment() -> None:
                                                                   "example.net")  # fmt: skip
     assert (s.diameter_watchdog, s.diameter_max_message, s.diameter_realm_check) == (
         12.0, 8192, True)  # fmt: skip
-    assert s.diameter_allowed_peers == frozenset({"pgw1.example.net", "pgw2"})
+    assert set(s.diameter_admission.hosts) == {"pgw1.example.net", "pgw2"}
     assert s.diameter_failure_handling_parsed == ("TERMINATE", {"data": "CONTINUE"})
-    assert Settings().diameter_allowed_peers is None
+    assert Settings().diameter_admission.closed
     for name, value in [("OCS_DIAMETER_WATCHDOG", "2"), ("OCS_DIAMETER_MAX_MESSAGE", "10"),
                         ("OCS_DIAMETER_REALM_CHECK", "maybe"), ("OCS_DIAMETER_HOST", "a b"),
                         ("OCS_DIAMETER_FAILURE_HANDLING", "SOMETIMES")]:  # fmt: skip

@@ -23,7 +23,6 @@ from secure import ADMIN, AUTH, NATIVE_KEY, SECURE
 from ocs.charging.types import DebitRequest, Outcome
 from ocs.config import ConfigError, Settings, load_settings
 from ocs.provisioning.adapter import BarringCommand, CommandOutcome, HttpProvisioningAdapter
-from ocs.provisioning.hlrsim import HlrSimulator, Line, bound_port, serve
 from ocs.provisioning.signing import sign, verify
 from ocs.provisioning.worker import (
     NotificationConsumer,
@@ -31,6 +30,7 @@ from ocs.provisioning.worker import (
     RetryPolicy,
 )
 from ocs.service import Running, run_ocs
+from ocs.sims.hlr import HlrSimulator, Line, bound_port, serve
 from ocs.store.notify import NotifyStore
 from ocs.store.security import SecurityStore
 from protocols.native import NativeClient

@@ -113,7 +113,8 @@ async def supervised(redis_url: str, tmp_path: Path) -> AsyncIterator[Supervised
         "--native-port", "0", "--http-port", "0", "--diameter-port", "0",
         "--plans-dir", str(plans),
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE, env={**os.environ, "OCS_DIAMETER_HOST": "ocs.test"},
+        stderr=asyncio.subprocess.PIPE, env={**os.environ, "OCS_DIAMETER_HOST": "ocs.test",
+                                               "OCS_DIAMETER_PEERS": "pgw.test@127.0.0.1"},
     )  # fmt: skip
     sup = Supervised(proc)
     try:

@@ -21,7 +21,8 @@ from ocs.mediation.formats.record import CdrRecord
 from ocs.mediation.formats.ts32297 import CLOSE_SIZE, CLOSE_TIME, read_file_header
 from ocs.mediation.ftpd import LocalFtpServer
 from ocs.mediation.naming import in_close_order, parse_name
-from ocs.mediation.switchsim import (
+from ocs.mediation.usage import Direction, Usage
+from ocs.sims.switch import (
     FtpTarget,
     Layout,
     SwitchSimulator,
@@ -30,7 +31,6 @@ from ocs.mediation.switchsim import (
     subscribers_from,
     write_files,
 )
-from ocs.mediation.usage import Direction, Usage
 
 CET = timezone(timedelta(hours=1))
 SUBS = [f"4917{i:08d}" for i in range(50)]

@@ -38,7 +38,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from ocs.api.metrics import Metrics
 from ocs.charging.engine import ChargingEngine, wall_clock_ms
 from ocs.charging.types import (
     ChargeResult,
@@ -48,6 +47,7 @@ from ocs.charging.types import (
     ReserveRequest,
     SessionInfo,
 )
+from ocs.metrics import Metrics
 from protocols.sigtran import cap
 from protocols.sigtran.constants import (
     ANSWERS,

@@ -47,7 +47,6 @@ from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping,
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from ocs.api.metrics import Metrics
 from ocs.charging.engine import ChargingEngine, wall_clock_ms
 from ocs.charging.types import (
     ChargeResult,
@@ -58,6 +57,7 @@ from ocs.charging.types import (
     ReserveRequest,
     SessionInfo,
 )
+from ocs.metrics import Metrics
 from ocs.store.errors import StoreUnavailable
 from protocols.diameter import (
     Avp,

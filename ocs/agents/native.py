@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from typing import Final
 
-from ocs.api.metrics import Metrics
 from ocs.charging.engine import ChargingEngine
 from ocs.charging.types import (
     BalanceResult,
@@ -17,6 +16,7 @@ from ocs.charging.types import (
     ReserveRequest,
     SessionInfo,
 )
+from ocs.metrics import Metrics
 from protocols.native import Balance, ChargingRequest, Commit, Debit, Release, Reply, Reserve
 
 PROTOCOL: Final = "native"

@@ -19,7 +19,13 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from ocs.cli import CliError, _api, _common, _print, _request, _run, _settings
+from ocs.clikit import CliError
+from ocs.clikit import api_url as _api
+from ocs.clikit import common_options as _common
+from ocs.clikit import print_json as _print
+from ocs.clikit import request as _request
+from ocs.clikit import run as _run
+from ocs.clikit import settings as _settings
 
 T = TypeVar("T")
 

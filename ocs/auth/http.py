@@ -27,12 +27,12 @@ from typing import Any, Final
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from ocs.api.metrics import Metrics
 from ocs.api.problems import problem
 from ocs.api.routes import CALLER, Caller, Route, caller_of, route_of
 from ocs.auth.audit import AuditLog
 from ocs.auth.credentials import AuthConfig, Authenticator, AuthFailure
 from ocs.auth.policy import Policy, load_policy
+from ocs.metrics import Metrics
 from ocs.money import format_money
 from ocs.store.errors import StoreUnavailable
 from ocs.store.security import SecurityStore
@@ -65,9 +65,10 @@ def _client(request: web.Request) -> str:
 
 
 class FailureBudget:
-    """Failed authentications per client in a fixed window, in this process's memory (no
-    Redis round trip per request, and the limit holds while Redis is down; with N processes a
-    client gets up to N times the budget: docs/security.md)."""
+    """Failed authentications per client in a fixed window, in this process's memory: checked
+    with no Redis round trip per request, and holding while Redis is down. Every failure is
+    also counted in Redis, in a window all processes share (:meth:`block` applies that
+    count here), so N processes do not give a client N times the budget (docs/security.md)."""
 
     #: Clients remembered at most (the oldest windows are dropped first).
     MAX_CLIENTS: Final = 100_000
@@ -85,6 +86,12 @@ class FailureBudget:
         self._windows[client] = (start, n + 1)
         while len(self._windows) > self.MAX_CLIENTS:
             del self._windows[next(iter(self._windows))]
+
+    def block(self, client: str, now: float, remaining: float) -> None:
+        """``client`` has used the budget (as every process counted it): refuse it here too
+        for the ``remaining`` seconds of the shared window."""
+        self._windows.pop(client, None)
+        self._windows[client] = (now + remaining - self.window, self.limit)
 
     def retry_after(self, client: str, now: float) -> int | None:
         """Seconds until ``client`` may try again, or None if it may now."""
@@ -157,7 +164,17 @@ class Security:
 
     async def _failed(self, request: web.Request, reason: str, detail: str) -> web.Response:
         self.metrics.auth_failure("http", reason)
-        self.failures.count(_client(request), time.monotonic())
+        client, now = _client(request), time.monotonic()
+        self.failures.count(client, now)
+        try:
+            shared, remaining_ms = await self.store.count_failure(
+                client, math.ceil(self.config.fail_window * 1000)
+            )
+        except StoreUnavailable:
+            pass  # this process's own count still holds
+        else:
+            if shared >= self.failures.limit:
+                self.failures.block(client, now, remaining_ms / 1000)
         await self.record(
             request, None, action="auth.failure", target=f"{request.method} {request.path}",
             status="401", detail=reason,

@@ -9,8 +9,8 @@ import asyncio
 import logging
 from collections.abc import Mapping
 
-from ocs.api.metrics import Metrics
 from ocs.auth.http import Security
+from ocs.metrics import Metrics
 
 __all__ = ["NativeKeys", "Refusals"]
 

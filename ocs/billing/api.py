@@ -333,7 +333,7 @@ class BillingApi:
     async def feed_history(self, request: web.Request) -> web.StreamResponse:
         """``GET /v1/billing/feeds/orders|tickets/{id}``: every version received."""
         m = request.match_info
-        versions = await self._tx(feeds.history, m["feed"], m["id"])
+        versions = await self._tx(feeds.history, m["feed"], m["id"], self._scope(request))
         if not versions:
             return problem(
                 HTTPStatus.NOT_FOUND,

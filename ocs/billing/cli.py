@@ -23,7 +23,7 @@ from ocs.billing import exports, feeds, runs
 from ocs.billing.db import open_billing_db
 from ocs.billing.errors import BillingError, Invalid
 from ocs.billing.lineage import invoice_exported, lineage_of
-from ocs.cli import CliError
+from ocs.clikit import CliError
 from ocs.config import Settings, load_settings
 from ocs.lineage import file_dataset
 
@@ -309,6 +309,6 @@ def register(sub: Any) -> None:
     a.add_argument("--period", required=True)
     a.add_argument("--limit", type=int, default=1000)
     p.set_defaults(func=cmd_billing)
-    from ocs.billing import feedsim
+    from ocs.sims import feeds as feedsim
 
     feedsim.register(acts)

@@ -378,7 +378,26 @@ def current(conn: Connection, feed: Feed, where: Any = None) -> list[Any]:
     return list(conn.execute(q.order_by(idc)))
 
 
-def history(conn: Connection, feed: Feed, rid: str) -> list[dict[str, Any]]:
+def history(
+    conn: Connection, feed: Feed, rid: str, scope: str | None = None
+) -> list[dict[str, Any]]:
+    """Every version of record ``rid``; with ``scope`` (an agency code), only if it concerns
+    that agency's accounts (an order by its account, a ticket by its service's account), so
+    another agency's record is not found rather than shown."""
     t = _table(feed)
-    rows = conn.execute(select(t).where(_id_column(feed) == rid).order_by(t.c.version))
-    return [dict(r._mapping) for r in rows]
+    q = select(t).where(_id_column(feed) == rid).order_by(t.c.version)
+    if scope is not None:
+        accounts = (
+            select(S.account.c.id, S.account.c.code)
+            .join(S.org, S.org.c.id == S.account.c.agency_id)
+            .where(S.org.c.code == scope)
+            .subquery()
+        )
+        if feed == "orders":
+            q = q.where(t.c.account_code.in_(select(accounts.c.code)))
+        else:
+            services = select(S.fixed_service.c.service_id).where(
+                S.fixed_service.c.account_id.in_(select(accounts.c.id))
+            )
+            q = q.where(t.c.service_id.in_(services))
+    return [dict(r._mapping) for r in conn.execute(q)]

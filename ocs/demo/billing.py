@@ -13,12 +13,13 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
 
-from ocs.billing import exports, feeds, feedsim, runs
+from ocs.billing import exports, feeds, runs
 from ocs.billing import model as M
 from ocs.billing.cli import summary
 from ocs.billing.lineage import invoice_exported
 from ocs.demo.dataset import DemoSubscriber
 from ocs.lineage import Lineage, file_dataset
+from ocs.sims import feeds as feedsim
 
 ZONE = "Europe/Berlin"
 REGIONS = (("RG-N", "North"), ("RG-C", "Centre"), ("RG-S", "South"))

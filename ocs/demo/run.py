@@ -22,12 +22,15 @@ from ocs.charging.engine import wall_clock_ms
 from ocs.config import Settings
 from ocs.demo.billing import AGENCIES, bill_period, load_hierarchy, now_in_zone
 from ocs.demo.dataset import load_demo_data
-from ocs.demo.simulator import SwitchSimulator, Tally
 from ocs.lineage import Lineage
 from ocs.mediation.formats.record import CdrRecord
 from ocs.mediation.ftpd import LocalFtpServer
 from ocs.mediation.pipeline import FileReport, MediationConfig, run_mediation
-from ocs.mediation.switchsim import (
+from ocs.mediation.usage import Direction
+from ocs.money import format_money
+from ocs.service import Running, run_ocs
+from ocs.sims.hlr import Applied, HlrSimulator, bound_port, serve
+from ocs.sims.switch import (
     FtpTarget,
     Layout,
     Traffic,
@@ -36,11 +39,8 @@ from ocs.mediation.switchsim import (
     upload,
     write_files,
 )
-from ocs.mediation.switchsim import SwitchSimulator as CdrSwitch
-from ocs.mediation.usage import Direction
-from ocs.money import format_money
-from ocs.provisioning.hlrsim import Applied, HlrSimulator, bound_port, serve
-from ocs.service import Running, run_ocs
+from ocs.sims.switch import SwitchSimulator as CdrSwitch
+from ocs.sims.traffic import SwitchSimulator, Tally
 from protocols.native import NativeClient
 
 
@@ -318,7 +318,8 @@ async def _run(
               "gov-payu lines' usage, fixed charges, LAD and SLA penalties", file=out)  # fmt: skip
     print(
         f"OCS demo: {len(subs)} subscribers loaded; native protocol on port "
-        f"{ocs.native.port}, Diameter Gy on port {ocs.diameter_port}, admin API on {api}\n"
+        f"{ocs.native.port}, Diameter Gy on port {ocs.diameter_port} (admitting "
+        f"{settings.diameter_peers or 'no peer: set OCS_DIAMETER_PEERS'}), admin API on {api}\n"
         f"Credentials of this run (docs/security.md):\n"
         f"  admin token (OCS_ADMIN_TOKEN): {settings.admin_token}\n"
         f"  try: curl -H 'Authorization: Bearer {settings.admin_token}' "

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from ocs.auth.masking import install_masking
-from ocs.cli import CliError, _run, _tune_gc
+from ocs.clikit import CliError
+from ocs.clikit import run as _run
+from ocs.clikit import tune_gc as _tune_gc
 from ocs.config import Settings, load_settings
 from ocs.mediation.archive import parse_key, read_entry, verify
 from ocs.money import format_money

@@ -9,7 +9,11 @@ import signal
 import sys
 from typing import Any
 
-from ocs.cli import CliError, _api, _print, _request, _run
+from ocs.clikit import CliError
+from ocs.clikit import api_url as _api
+from ocs.clikit import print_json as _print
+from ocs.clikit import request as _request
+from ocs.clikit import run as _run
 from tariffs.digits import ascii_float, ascii_int
 
 #: Seconds between two looks at a reconciliation job's progress.
@@ -56,7 +60,7 @@ async def _reconcile(base: str, *, quiet: bool) -> dict[str, Any]:
 
 
 def cmd_hlr_sim(args: argparse.Namespace) -> int:
-    from ocs.provisioning.hlrsim import Behaviour, HlrSimulator, bound_port, serve
+    from ocs.sims.hlr import Behaviour, HlrSimulator, bound_port, serve
 
     secret = args.secret if args.secret is not None else os.environ.get(
         "OCS_PROVISIONING_SECRET", ""

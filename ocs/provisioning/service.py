@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from ocs.api.metrics import Metrics
+from ocs.metrics import Metrics
 from ocs.provisioning.adapter import (
     BARRING_LEVELS,
     PermanentError,

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from ocs.api.metrics import Metrics
+from ocs.metrics import Metrics
 from ocs.provisioning.adapter import (
     BarringCommand,
     CommandOutcome,

@@ -187,3 +187,9 @@ def user_index() -> str:
 
 def refresh_key(digest: str) -> str:
     return f"{KEY_PREFIX_AUTH}:refresh:{digest}"
+
+
+def auth_failures_key(client: str) -> str:
+    """The failed authentications of ``client`` (an address) in the current window, counted
+    by every OCS process (ocs.auth.http.FailureBudget)."""
+    return f"{KEY_PREFIX_AUTH}:failures:{client}"

@@ -29,6 +29,7 @@ from ocs.store.keys import (
     GENERATED_SECRET,
     api_key_index,
     api_key_key,
+    auth_failures_key,
     refresh_key,
     user_index,
     user_key,
@@ -56,6 +57,16 @@ local fields = {}
 for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('XADD', KEYS[3], '*', unpack(fields))
 return {1, ARGV[2]}
+"""
+
+# Count one failed authentication in a fixed window of ARGV[1] ms: the count and the window's
+# remaining ms.
+_FAILURE: Final = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]); ttl = tonumber(ARGV[1]) end
+return {n, ttl}
 """
 
 
@@ -106,6 +117,7 @@ class SecurityStore:
     def __init__(self, client: HotRedis) -> None:
         self.client = client
         self._append = client.register_script(_APPEND)
+        self._failure = client.register_script(_FAILURE)
 
     async def _do(self, *args: str | int) -> Any:
         try:
@@ -132,6 +144,14 @@ class SecurityStore:
             if record is not None:
                 out.append(record)
         return out
+
+    # -- failed authentications -------------------------------------------------------------
+
+    async def count_failure(self, client: str, window_ms: int) -> tuple[int, int]:
+        """Count a failed authentication of ``client`` in the window every process shares:
+        the failures so far and the ms until the window ends."""
+        n, ttl = await self._script(self._failure, [auth_failures_key(client)], [window_ms])
+        return int(n), int(ttl)
 
     # -- API keys -----------------------------------------------------------------------------
 

@@ -336,8 +336,9 @@ class PeerMachine:
     """One connection's peer state: feed it events, carry out the actions it returns.
 
     ``allowed_peers``: Origin-Hosts allowed to connect (None: any), ``allowed_realms``
-    likewise for Origin-Realms; a CER from another is answered 3010 and the connection
-    closed. ``rng`` draws the watchdog jitter and the first
+    likewise for Origin-Realms; ``admit``: a further check of the peer (None to admit it,
+    else the reason it is refused); a CER refused by any of them is answered 3010 and the
+    connection closed. ``rng`` draws the watchdog jitter and the first
     identifiers (pass a seeded one in tests).
     """
 
@@ -353,6 +354,7 @@ class PeerMachine:
         allowed_peers: frozenset[str] | None = None,
         rng: random.Random | None = None,
         allowed_realms: frozenset[str] | None = None,
+        admit: Callable[[RemotePeer], str | None] | None = None,
     ) -> None:
         if watchdog_interval < MIN_WATCHDOG_INTERVAL:
             raise ValueError(
@@ -368,6 +370,7 @@ class PeerMachine:
         self.closing_timeout = closing_timeout
         self.allowed_peers = allowed_peers
         self.allowed_realms = allowed_realms
+        self.admit = admit
         self._rng = rng or random.Random()
         #: Identifiers for the requests we send on this connection (RAR and ASR too).
         self.ids = Identifiers(self._rng)
@@ -450,6 +453,9 @@ class PeerMachine:
             context.problems = [
                 Problem(DIAMETER_UNKNOWN_PEER, f"realm {peer.origin_realm!r} is not allowed")
             ]
+            return Event.RCV_CER_INVALID
+        if self.admit is not None and (reason := self.admit(peer)) is not None:
+            context.problems = [Problem(DIAMETER_UNKNOWN_PEER, reason)]
             return Event.RCV_CER_INVALID
         if not self._common_application(peer):
             return Event.RCV_CER_NO_COMMON_APP

@@ -151,6 +151,9 @@ class _PeerProtocol(asyncio.Protocol):
         if server._closing:
             self._transport.abort()
             return
+        if server.admit is not None:
+            admit, address = server.admit, transport.get_extra_info("peername")
+            self.machine.admit = lambda peer: admit(peer, address)
         if server.frame_timeout:
             # Idle connections are the watchdog's (RFC 3539) and the CER timer's.
             self._stall = StallTimer(
@@ -466,7 +469,8 @@ class DiameterServer:
     ``max_message``: largest message in bytes (larger closes the connection);
     ``watchdog_interval``: Tw in seconds (RFC 3539, at least 6); ``allowed_peers``:
     Origin-Hosts allowed to connect, ``allowed_realms``: Origin-Realms (None: any; others
-    get 3010, DIAMETER_UNKNOWN_PEER, in the CEA); ``ssl``: a
+    get 3010, DIAMETER_UNKNOWN_PEER, in the CEA); ``admit``: called with each CER's peer
+    and the connection's peername, returns None to admit it or the reason for a 3010; ``ssl``: a
     server-side TLS context (TLS from the first byte, RFC 6733 §13); ``realm_check``: answer
     requests for another Destination-Realm with 3003; ``answer_copy``: AVPs copied from a
     request into the error answers built here (for credit control: Auth-Application-Id,
@@ -496,6 +500,7 @@ class DiameterServer:
         reuse_port: bool = False,
         backlog: int = 1024,
         on_refused: Callable[[object, str], None] | None = None,
+        admit: Callable[[RemotePeer, object], str | None] | None = None,
     ) -> None:
         if max_inflight_per_connection < 1:
             raise ValueError("max_inflight_per_connection must be at least 1")
@@ -512,6 +517,9 @@ class DiameterServer:
         self.watchdog_interval = watchdog_interval
         self.allowed_peers = allowed_peers or None
         self.allowed_realms = allowed_realms or None
+        #: Decides each CER's peer with the connection's address (peername): None admits it,
+        #: a reason refuses it with 3010 (ocs.auth.diameter).
+        self.admit = admit
         #: Told of every peer refused at the capabilities exchange (metrics, audit).
         self.on_refused = on_refused
         self.ssl = ssl

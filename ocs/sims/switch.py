@@ -35,12 +35,12 @@ from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ocs.demo.simulator import DESTINATIONS, LOCATIONS
 from ocs.mediation.formats import ascii as ascii_format
 from ocs.mediation.formats import ber, ts32297
 from ocs.mediation.formats.record import CAUSE_NORMAL, CAUSE_UNSUCCESSFUL, CdrRecord
 from ocs.mediation.naming import TEMP_SUFFIX, Format, format_name, parse_name, temp_name
 from ocs.mediation.usage import Direction
+from ocs.sims.traffic import DESTINATIONS, LOCATIONS
 from tariffs.digits import ascii_float, ascii_int, is_digits
 
 log = logging.getLogger(__name__)
@@ -549,7 +549,7 @@ def register(sub: Any) -> None:
 
 
 def cmd_switch_sim(args: argparse.Namespace) -> int:
-    from ocs.cli import CliError
+    from ocs.clikit import CliError
 
     try:
         tz = ZoneInfo(args.tz)

@@ -1,0 +1,337 @@
+"""Reading requests: bodies within a deadline, JSON, typed fields that collect every error,
+query integers and path parameters, and the limits they are checked against.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Collection, Mapping
+from datetime import UTC, datetime
+from http import HTTPStatus
+from typing import Final, Literal
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestPayloadError
+
+from ocs.api.context import BODY_TIMEOUT
+from ocs.api.problems import (
+    TYPE_MALFORMED_JSON,
+    TYPE_UNKNOWN_SUBSCRIBER,
+    FieldError,
+    InvalidInput,
+    problem,
+)
+from ocs.api.render import EPOCH, MS
+from ocs.api.server import parser_problem
+from ocs.constants import MAX_UNITS
+from ocs.money import MoneyFormatError, parse_money
+from ocs.store.store import UnitBucket
+
+#: E.164 without the leading '+': up to 15 digits; 3 allows short test and service numbers.
+MSISDN_RE: Final = re.compile(r"[0-9]{3,15}")
+#: A Redis stream entry id, "<ms>-<seq>".
+STREAM_ID_RE: Final = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
+CURSOR_RE: Final = re.compile(r"[0-9]{1,20}")
+COUNT_RE: Final = re.compile(r"[0-9]{1,7}")
+#: Redis cursors and both halves of a stream id are unsigned 64-bit integers.
+U64: Final = 2**64
+#: Rating times: from 1970 up to (not including) 2200.
+LATEST: Final = (datetime(2200, 1, 1, tzinfo=UTC) - EPOCH) // MS
+
+MAX_REFERENCE: Final = 128
+MAX_NOTE: Final = 256
+MAX_BUCKET_ID: Final = 64
+MAX_SERVICE: Final = 64
+#: Bucket priorities are compared in Lua (doubles): keep them small integers.
+MAX_PRIORITY: Final = 1_000_000
+DEFAULT_PAGE: Final = 100
+MAX_PAGE: Final = 1000
+#: Request bodies (JSON, plan files): larger ones are refused with 413.
+MAX_BODY: Final = 1024 * 1024
+MAX_NUMBER: Final = 32
+MAX_LOCATION: Final = 64
+MAX_SOURCE: Final = 256
+_BUCKET_FIELDS: Final = frozenset({"id", "service", "units", "priority", "expires_at"})
+
+Sign = Literal["positive", "non-negative", "non-zero"]
+
+
+# -- request parsing --------------------------------------------------------------------------
+
+_MISSING: Final = object()
+
+
+class Fields:
+    """Typed members of one JSON object, collecting every error instead of stopping at one.
+
+    Getters of required members return a placeholder on error; :meth:`check` raises before any
+    placeholder can be used.
+    """
+
+    def __init__(
+        self,
+        data: object,
+        allowed: Collection[str],
+        *,
+        where: str = "",
+        errors: list[FieldError] | None = None,
+    ) -> None:
+        self.errors: list[FieldError] = [] if errors is None else errors
+        self.where = where
+        self.data: Mapping[str, object] = {}
+        if not isinstance(data, dict):
+            self.errors.append(FieldError(where or "body", "must be a JSON object"))
+            return
+        self.data = data
+        for name in data:
+            if name not in allowed:
+                self.error(name, "is not a known field")
+
+    def path(self, name: str) -> str:
+        return f"{self.where}.{name}" if self.where else name
+
+    def error(self, name: str, detail: str) -> None:
+        self.errors.append(FieldError(self.path(name), detail))
+
+    def has(self, name: str) -> bool:
+        return name in self.data
+
+    def check(self) -> None:
+        if self.errors:
+            raise InvalidInput(self.errors)
+
+    def _get(self, name: str, required: bool) -> object:
+        v = self.data.get(name, _MISSING)
+        if v is _MISSING:
+            if required:
+                self.error(name, "is required")
+        elif v is None:
+            self.error(name, "must not be null")
+            return _MISSING
+        return v
+
+    def money(self, name: str, sign: Sign, *, default: int | None = None) -> int:
+        v = self._get(name, required=default is None)
+        if v is _MISSING:
+            return 0 if default is None else default
+        try:
+            micro = parse_money(v)
+        except MoneyFormatError as exc:
+            self.error(name, str(exc))
+            return 0
+        if sign == "positive" and micro <= 0:
+            self.error(name, "must be greater than 0")
+        elif sign == "non-negative" and micro < 0:
+            self.error(name, "must not be negative")
+        elif sign == "non-zero" and micro == 0:
+            self.error(name, "must not be 0")
+        return micro
+
+    def text(
+        self,
+        name: str,
+        *,
+        required: bool,
+        max_len: int,
+        pattern: re.Pattern[str] | None = None,
+        pattern_detail: str = "",
+    ) -> str | None:
+        v = self._get(name, required)
+        if v is _MISSING:
+            return None
+        if not isinstance(v, str):
+            self.error(name, "must be a string")
+            return None
+        if not 1 <= len(v) <= max_len:
+            self.error(name, f"must be 1 to {max_len} characters long")
+            return None
+        if not v.isprintable():
+            self.error(name, "must not contain control characters")
+            return None
+        if pattern is not None and not pattern.fullmatch(v):
+            self.error(name, pattern_detail)
+            return None
+        return v
+
+    def required_text(
+        self,
+        name: str,
+        *,
+        max_len: int,
+        pattern: re.Pattern[str] | None = None,
+        pattern_detail: str = "",
+    ) -> str:
+        text = self.text(
+            name, required=True, max_len=max_len, pattern=pattern, pattern_detail=pattern_detail
+        )
+        return text or ""
+
+    def choice(self, name: str, options: Collection[str], *, what: str) -> str | None:
+        v = self._get(name, required=False)
+        if v is _MISSING:
+            return None
+        if not isinstance(v, str) or v not in options:
+            self.error(name, f"must be a known {what}: one of {', '.join(sorted(options))}")
+            return None
+        return v
+
+    def integer(self, name: str, *, default: int | None, minimum: int, maximum: int) -> int:
+        v = self._get(name, required=default is None)
+        if v is _MISSING:
+            return minimum if default is None else default
+        if isinstance(v, bool) or not isinstance(v, int):
+            self.error(name, "must be an integer")
+            return minimum
+        if not minimum <= v <= maximum:
+            self.error(name, f"must be between {minimum} and {maximum}")
+            return minimum
+        return v
+
+    def timestamp(self, name: str, *, now: int) -> int:
+        """An RFC 3339 time with its offset, as Unix ms; absent or null is 0 (never)."""
+        v = self.data.get(name)
+        if v is None:
+            return 0
+        if not isinstance(v, str):
+            self.error(name, "must be an RFC 3339 time such as 2030-01-31T00:00:00Z, or null")
+            return 0
+        try:
+            t = datetime.fromisoformat(v)
+        except ValueError:
+            self.error(name, "must be an RFC 3339 time such as 2030-01-31T00:00:00Z, or null")
+            return 0
+        if t.tzinfo is None:
+            self.error(name, "must carry a time zone offset (Z or +hh:mm)")
+            return 0
+        ms = (t - EPOCH) // MS
+        if ms <= now:
+            self.error(name, "must be in the future")
+        return ms
+
+    def instant(self, name: str, *, default: int) -> int:
+        """An RFC 3339 time with its offset (1970 to 2199), as Unix ms; absent is ``default``."""
+        v = self._get(name, required=False)
+        if v is _MISSING:
+            return default
+        detail = "must be an RFC 3339 time such as 2026-11-23T08:59:30+01:00"
+        if not isinstance(v, str):
+            self.error(name, detail)
+            return default
+        try:
+            t = datetime.fromisoformat(v)
+        except ValueError:
+            self.error(name, detail)
+            return default
+        if t.tzinfo is None:
+            self.error(name, "must carry a time zone offset (Z or +hh:mm)")
+            return default
+        try:
+            ms = (t - EPOCH) // MS
+        except OverflowError:
+            ms = -1
+        if not 0 <= ms < LATEST:
+            self.error(name, "must be from 1970 up to 2199")
+            return default
+        return ms
+
+    def buckets(self, name: str, *, now: int) -> list[UnitBucket]:
+        v = self._get(name, required=False)
+        if v is _MISSING:
+            return []
+        if not isinstance(v, list):
+            self.error(name, "must be a list of bucket objects")
+            return []
+        out: list[UnitBucket] = []
+        seen: set[str] = set()
+        for i, item in enumerate(v):
+            b = Fields(item, _BUCKET_FIELDS, where=f"{self.path(name)}[{i}]", errors=self.errors)
+            if not isinstance(item, dict):
+                continue
+            bid = b.required_text("id", max_len=MAX_BUCKET_ID)
+            if bid in seen:
+                b.error("id", "is given twice in this request")
+            seen.add(bid)
+            out.append(
+                UnitBucket(
+                    id=bid,
+                    service=b.required_text("service", max_len=MAX_SERVICE),
+                    units=b.integer("units", default=None, minimum=1, maximum=MAX_UNITS),
+                    priority=b.integer("priority", default=0, minimum=0, maximum=MAX_PRIORITY),
+                    expires_at=b.timestamp("expires_at", now=now),
+                )
+            )
+        return out
+
+    def plan(self, name: str, known: Collection[str], *, required: bool) -> str | None:
+        v = self.text(name, required=required, max_len=MAX_SERVICE)
+        if v is not None and v not in known:
+            self.error(name, f"is not a known plan (known: {', '.join(sorted(known))})")
+            return None
+        return v
+
+
+class Answer(Exception):
+    """Ends a request early with a ready response (a problem)."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.reason)
+        self.response = response
+
+
+async def read_body(request: web.Request) -> bytes:
+    """The request body, within ``BODY_TIMEOUT`` seconds (408 otherwise: a client that stalls
+    mid-body must not hold the connection); a body the parser cannot read is a 400."""
+    try:
+        async with asyncio.timeout(request.app[BODY_TIMEOUT]):
+            return await request.read()
+    except TimeoutError:
+        answer = problem(HTTPStatus.REQUEST_TIMEOUT, detail="the body did not arrive in time")
+        answer.force_close()
+        raise Answer(answer) from None
+    except RequestPayloadError as exc:
+        answer = parser_problem(exc.__cause__ or exc, HTTPStatus.BAD_REQUEST)
+        answer.force_close()
+        raise Answer(answer) from None
+
+
+async def json_body(request: web.Request) -> object:
+    raw = await read_body(request)
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise Answer(
+            problem(
+                HTTPStatus.BAD_REQUEST,
+                "Malformed JSON",
+                f"the request body is not JSON: {exc}",
+                type_=TYPE_MALFORMED_JSON,
+            )
+        ) from None
+
+
+def query_int(request: web.Request, name: str, *, default: int, maximum: int) -> int:
+    v = request.query.get(name)
+    if v is None:
+        return default
+    if not COUNT_RE.fullmatch(v) or not 1 <= int(v) <= maximum:
+        raise InvalidInput([FieldError(name, f"must be an integer from 1 to {maximum}")])
+    return int(v)
+
+
+def path_msisdn(request: web.Request) -> str:
+    msisdn = request.match_info["msisdn"]
+    if not MSISDN_RE.fullmatch(msisdn):
+        # Cannot exist: it could never have been created.
+        raise Answer(unknown_subscriber(msisdn))
+    return msisdn
+
+
+def unknown_subscriber(msisdn: str) -> web.Response:
+    return problem(
+        HTTPStatus.NOT_FOUND,
+        "Unknown subscriber",
+        f"no subscriber {msisdn}",
+        type_=TYPE_UNKNOWN_SUBSCRIBER,
+    )
