@@ -5,11 +5,11 @@ Read back as plain JSON from the file sink, and through ``ocs lineage show``."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import Engine
@@ -95,25 +95,28 @@ async def test_api_exports_record_their_lineage(billing_engine: Engine, tmp_path
         )
 
 
-async def test_cli_exports_record_their_lineage(billing_engine: Engine, tmp_path: Path) -> None:
+def test_cli_exports_record_their_lineage(
+    billing_engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ocs billing show|csv|pdf -o F`` and ``export`` (in this process: ``ocs.cli.main``),
+    then ``ocs lineage show`` as a user runs it."""
+    from ocs.cli import main
+
     build_sample(billing_engine)
     runs.run(billing_engine, "2026-11", now_ms=1)
     runs.issue(billing_engine, "2026-11", now_ms=2)
     lineage_dir = tmp_path / "lineage"
-    env = {"OCS_LINEAGE_DIR": str(lineage_dir), "OCS_WAREHOUSE_DIR": str(tmp_path / "wh")}
+    monkeypatch.setenv("OCS_LINEAGE_DIR", str(lineage_dir))
+    monkeypatch.setenv("OCS_WAREHOUSE_DIR", str(tmp_path / "wh"))
     db = billing_engine.url.render_as_string(hide_password=False)
     written = {}
     for fmt, action in (("json", "show"), ("csv", "csv"), ("pdf", "pdf")):
         path = tmp_path / f"inv.{fmt}"
-        r = await asyncio.to_thread(ocs_cmd, "billing", "--db", db, action, "INV-2026-000001",
-                                    "-o", str(path), env=env)  # fmt: skip
-        assert r.returncode == 0, r.stderr
+        assert main(["billing", "--db", db, action, "INV-2026-000001", "-o", str(path)]) == 0
         assert path.stat().st_size > 0
         written[fmt] = path
     assert json.loads(written["json"].read_text())["number"] == "INV-2026-000001"
-    r = await asyncio.to_thread(ocs_cmd, "billing", "--db", db, "export", "--period", "2026-11",
-                                env=env)  # fmt: skip
-    assert r.returncode == 0, r.stderr
+    assert main(["billing", "--db", db, "export", "--period", "2026-11"]) == 0
     got = events(lineage_dir)
     assert [e["job"]["name"] for e in got] == [
         "ocs.billing.invoice.json", "ocs.billing.invoice.csv", "ocs.billing.invoice.pdf",
@@ -123,8 +126,7 @@ async def test_cli_exports_record_their_lineage(billing_engine: Engine, tmp_path
         check_inputs(e, billing_engine)
         assert e["outputs"][0]["name"] == str(written[fmt].absolute())
     # where the PDF came from: the billing tables, through the invoice export
-    r = await asyncio.to_thread(ocs_cmd, "lineage", "show", str(written["pdf"].absolute()),
-                                "--dir", str(lineage_dir))  # fmt: skip
+    r = ocs_cmd("lineage", "show", str(written["pdf"].absolute()), "--dir", str(lineage_dir))
     assert r.returncode == 0, r.stderr
     assert "<- ocs.billing.invoice.pdf" in r.stdout
     assert "billing_invoice_line" in r.stdout
