@@ -85,28 +85,39 @@ _PG_INSERT: Final = (
 )
 
 
-def insert_usage(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
-    """INSERT usage rows in bulk, skipping those whose event id is stored (the first one
-    stays); how many were new. Driver-level statements: the ORM-free Core path still spent
-    more time building each row's parameters than the database spent storing it."""
+def usage_statement(dialect: str, rows: Sequence[Mapping[str, Any]]) -> tuple[str, Any] | None:
+    """The driver-level INSERT of usage rows and its parameters (None: nothing to insert);
+    an event id twice in the batch is inserted once. Built before the transaction opens, so
+    the database never waits, in a transaction, for Python to prepare 10,000 rows."""
     unique = list({r["event_id"]: r for r in rows}.values())
     if not unique:
-        return 0
-    if conn.dialect.name == "postgresql":
-        params = {f"c{i}": [r[c] for r in unique] for i, c in enumerate(COLUMNS)}
-        result = conn.exec_driver_sql(_PG_INSERT, params)
-    else:
-        result = conn.exec_driver_sql(
-            _SQLITE_INSERT, [tuple(r[c] for c in COLUMNS) for r in unique]
-        )
+        return None
+    if dialect == "postgresql":
+        return _PG_INSERT, {f"c{i}": [r[c] for r in unique] for i, c in enumerate(COLUMNS)}
+    return _SQLITE_INSERT, [tuple(r[c] for c in COLUMNS) for r in unique]
+
+
+def insert_usage(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
+    """INSERT usage rows in bulk, skipping those whose event id is stored (the first one
+    stays); how many were new. Driver-level statements: the Core path spent more time
+    building each row's parameters than the database spent storing it."""
+    stmt = usage_statement(conn.dialect.name, rows)
+    return _execute(conn, stmt) if stmt else 0
+
+
+def _execute(conn: Connection, stmt: tuple[str, Any]) -> int:
+    result = conn.exec_driver_sql(*stmt)
     return max(int(result.rowcount or 0), 0)
 
 
 def store_usage(engine: Engine, rows: Sequence[Mapping[str, Any]]) -> int:
     """Write a batch of usage rows in one transaction; how many were new."""
+    stmt = usage_statement(engine.dialect.name, rows)
+    if stmt is None:
+        return 0
     try:
         with engine.begin() as conn:
-            return insert_usage(conn, rows)
+            return _execute(conn, stmt)
     except SQLAlchemyError as exc:
         raise StorageUnavailable(f"billing database: {exc}") from exc
 
