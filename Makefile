@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-redis62 test-cluster lint fmt bench load soak clean venv
+.PHONY: run test test-redis62 test-cluster lint fmt bench load soak clean venv ui-vendor
 
 venv: $(STAMP)
 
@@ -45,12 +45,18 @@ test-cluster: $(STAMP)
 		tests/test_service.py tests/test_thresholds.py tests/test_provisioning.py \
 		tests/test_diameter_e2e.py tests/test_journal.py
 
+# The last three are the library comparisons behind the code's claims (thin Redis client vs
+# redis-py, Diameter codec vs python-diameter, BER decoder vs pycrate): bench/RESULTS.md.
 bench: $(STAMP)
 	$(PY) -m bench.rating
 	$(PY) -m bench.charging
+	$(PY) -m bench.diameter
 	$(PY) -m bench.scripts_cost
 	$(PY) -m bench.barring
 	$(PY) -m bench.mediation
+	$(PY) -m bench.redis_client
+	$(PY) -m bench.diameter_codec
+	$(PY) -m bench.cdr_decode
 
 # Load tests with Locust (docs/load-testing.md): Redis + `ocs serve` + Locust, an SLO gate and
 # the money invariants; LOAD_* variables or ARGS="..." set the knobs (`python -m bench.load -h`).
@@ -68,3 +74,18 @@ soak: $(LOAD_STAMP)
 
 clean:
 	rm -rf $(VENV) .ocs build *.egg-info .mypy_cache .ruff_cache .pytest_cache
+
+# The dashboard's vendored ES modules (docs/dashboard.md): refreshed from npm at the versions of
+# ocs/ui/package.json, copied with their licences under ocs/ui/static/vendor/ and committed, so
+# `make run` needs no Node.
+UI_VENDOR := ocs/ui/static/vendor
+ui-vendor:
+	cd ocs/ui && npm install --no-audit --no-fund --no-package-lock
+	mkdir -p $(UI_VENDOR)/vue $(UI_VENDOR)/echarts
+	cp ocs/ui/node_modules/vue/dist/vue.esm-browser.prod.js ocs/ui/node_modules/vue/LICENSE \
+		$(UI_VENDOR)/vue/
+	cp ocs/ui/node_modules/echarts/dist/echarts.esm.min.mjs ocs/ui/node_modules/echarts/LICENSE \
+		ocs/ui/node_modules/echarts/NOTICE $(UI_VENDOR)/echarts/
+	node -e 'for (const p of ["vue", "echarts"]) console.log(p, require("./ocs/ui/node_modules/" + p + "/package.json").version)' \
+		> $(UI_VENDOR)/VERSIONS.txt
+	cat $(UI_VENDOR)/VERSIONS.txt

@@ -1,15 +1,15 @@
 """CAMEL through the whole stack, beside the native protocol in the same run.
 
-One process: an embedded redis-server, ``run_ocs`` with the gsmSCF on SCTP over UDP
-(libusrsctp, 127.0.0.1), the MSC simulator on its own association, and a native client. A
-CAMEL call is InitialDP, EventReportBCSM (answer), ApplyChargingReport (60 s), then the
-final ApplyChargingReport with EventReportBCSM (disconnect) at 100 s: four TCAP messages from
-the MSC, three answers (seven CAP messages, eight operations in). The native equivalent is
-reserve, commit 60, release 40 (three requests). N calls in flight each.
+An embedded redis-server, ``run_ocs`` with the gsmSCF on SCTP over UDP (libusrsctp,
+127.0.0.1) in this process, and the MSC simulator in a **child process** on its own
+association, so this process's CPU time is the OCS's alone. A CAMEL call is InitialDP,
+EventReportBCSM (answer), ApplyChargingReport (60 s), then the final ApplyChargingReport with
+EventReportBCSM (disconnect) at 100 s: four TCAP messages from the MSC, three answers. The
+native equivalent is reserve, commit 60, release 40 (three requests). N calls in flight each.
 
-The OCS and the simulator share the process (and the machine's two cores with Redis), so
-"CPU per message" here is the whole process's CPU time (OCS + simulator + native client)
-over the TCAP messages the OCS received and sent: an upper bound on the OCS's share.
+The CAMEL run is done twice in the same run: with pycrate alone (``fastber.enabled`` off, in
+the OCS and in the simulator) and with the BER fast path (protocols/sigtran/fastber.py), and a
+codec-only measure of the seven messages of a call, both ways, medians of rounds.
 
     .venv/bin/python -m bench.camel [--calls N] [--inflight N] [--no-append]
 """
@@ -18,16 +18,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import socket
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from typing import Any
 
 from bench.charging import RESULTS
+from bench.credentials import NATIVE_KEY, ocs_env
 from ocs.config import Settings
 from ocs.redis_server import EmbeddedRedis
 from ocs.service import run_ocs
 from ocs.sims.msc import CallSpec, connect_msc, run_calls
 from protocols.native import NativeClient
+from protocols.sigtran import cap, fastber, tcap
+from protocols.sigtran.constants import O_EVENTS, Op, Phase
+from protocols.sigtran.tcap import Invoke, MessageType, TcapMessage
 
 
 def _free_udp_port() -> int:
@@ -46,6 +55,9 @@ async def _bench(url: str, calls: int, inflight: int) -> dict[str, float]:
         camel_transport="sctp-udp",
         camel_port=2905,
         camel_udp_port=udp,
+        camel_peers="*",
+        native_keys=ocs_env()["OCS_NATIVE_KEYS"],
+        secret_key=ocs_env()["OCS_SECRET_KEY"],
     )
     async with run_ocs(settings) as ocs:
         subs = [f"4917{i:08d}" for i in range(1000)]
@@ -54,18 +66,21 @@ async def _bench(url: str, calls: int, inflight: int) -> dict[str, float]:
                                               credit_limit=0, state="active", now=0)  # fmt: skip
         assert ocs.camel is not None
         out: dict[str, float] = {}
-        async with connect_msc("127.0.0.1", 2905, udp_port=udp, remote_udp_port=udp) as msc:
-            specs = [CallSpec(subs[i % len(subs)], "4930123456", 100) for i in range(calls)]
-            c0, t0, m0 = time.process_time(), time.perf_counter(), ocs.camel.counters
+        for name, enabled in (("pycrate", False), ("fast", True)):
+            fastber.enabled = enabled
+            m0 = ocs.camel.counters
             before = m0.messages_in + m0.messages_out
-            outcomes = await run_calls(msc, specs, inflight)
-            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            c0 = time.process_time()
+            sim = await _simulate(udp, calls, inflight, enabled)
+            cpu = time.process_time() - c0
             msgs = ocs.camel.counters.messages_in + ocs.camel.counters.messages_out - before
-            bad = [o for o in outcomes if o.result != "ended"]
-            assert not bad, bad[:3]
-            out.update(camel_calls_s=calls / wall, camel_msgs_s=msgs / wall,
-                       camel_cpu_us_msg=cpu / msgs * 1e6)  # fmt: skip
-        async with NativeClient("127.0.0.1", ocs.native.port) as client:
+            wall = sim["wall"]
+            out.update({f"{name}_calls_s": calls / wall, f"{name}_msgs_s": msgs / wall,
+                        f"{name}_cpu_us_msg": cpu / msgs * 1e6, f"{name}_p99_ms": sim["p99_ms"],
+                        f"{name}_p50_ms": sim["p50_ms"],
+                        f"{name}_sim_cpu_us_msg": sim["cpu"] / msgs * 1e6})  # fmt: skip
+        fastber.enabled = True
+        async with NativeClient("127.0.0.1", ocs.native.port, key=NATIVE_KEY) as client:
             sem = asyncio.Semaphore(inflight)
 
             async def one(i: int) -> None:
@@ -83,12 +98,91 @@ async def _bench(url: str, calls: int, inflight: int) -> dict[str, float]:
         return out
 
 
+async def _simulate(remote_udp: int, calls: int, inflight: int, enabled: bool) -> dict[str, Any]:
+    """The MSC simulator's run in a child process (its CPU is not the OCS's)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.camel", "--sim", str(remote_udp), str(_free_udp_port()),
+        str(calls), str(inflight), "1" if enabled else "0", stdout=subprocess.PIPE)  # fmt: skip
+    stdout, _ = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"the simulator failed ({proc.returncode})")
+    result: dict[str, Any] = json.loads(stdout.decode().splitlines()[-1])
+    return result
+
+
+async def _sim_main(remote_udp: int, udp: int, calls: int, inflight: int) -> dict[str, Any]:
+    subs = [f"4917{i:08d}" for i in range(1000)]
+    async with connect_msc("127.0.0.1", 2905, udp_port=udp, remote_udp_port=remote_udp) as msc:
+        specs = [CallSpec(subs[i % len(subs)], "4930123456", 100) for i in range(calls)]
+        c0, t0 = time.process_time(), time.perf_counter()
+        outcomes = await run_calls(msc, specs, inflight)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    bad = [o for o in outcomes if o.result != "ended"]
+    assert not bad, bad[:3]
+    lat = sorted(x for o in outcomes for x in o.latencies)
+    return {"wall": wall, "cpu": cpu, "p50_ms": lat[len(lat) // 2] * 1e3,
+            "p99_ms": lat[int(len(lat) * 0.99)] * 1e3}  # fmt: skip
+
+
+def _call_messages(phase: Phase) -> list[TcapMessage]:
+    """The seven TCAP messages of a call (as bench and simulator send them)."""
+    idp = cap.initial_dp(service_key=100, calling="491700000001", called="4930123456",
+                         imsi="262011234567890", location=("262", "01"), msc="491720000000",
+                         call_reference=b"\1\2\3\4")  # fmt: skip
+    ac = cap.apply_charging(phase, 600, tariff_switch=30)
+    return [
+        TcapMessage(MessageType.BEGIN, otid=b"\0\0\0\1", dialogue=tcap.request(phase),
+                    components=(Invoke(1, Op.INITIAL_DP, idp),)),
+        TcapMessage(MessageType.CONTINUE, otid=b"\0\0\0\2", dtid=b"\0\0\0\1",
+                    dialogue=tcap.accepted(phase), components=(
+                        Invoke(1, Op.REQUEST_REPORT_BCSM_EVENT, cap.request_report(O_EVENTS)),
+                        Invoke(2, Op.APPLY_CHARGING, ac), Invoke(3, Op.CONTINUE))),
+        TcapMessage(MessageType.CONTINUE, otid=b"\0\0\0\1", dtid=b"\0\0\0\2", components=(
+            Invoke(2, Op.EVENT_REPORT_BCSM, cap.event_report("oAnswer", 2)),)),
+        TcapMessage(MessageType.CONTINUE, otid=b"\0\0\0\1", dtid=b"\0\0\0\2", components=(
+            Invoke(3, Op.APPLY_CHARGING_REPORT, cap.call_result(600)),)),
+        TcapMessage(MessageType.CONTINUE, otid=b"\0\0\0\2", dtid=b"\0\0\0\1",
+                    components=(Invoke(4, Op.APPLY_CHARGING, ac),)),
+        TcapMessage(MessageType.CONTINUE, otid=b"\0\0\0\1", dtid=b"\0\0\0\2", components=(
+            Invoke(4, Op.APPLY_CHARGING_REPORT, cap.call_result(1000, leg_active=False)),
+            Invoke(5, Op.EVENT_REPORT_BCSM, cap.event_report("oDisconnect", 1)))),
+        TcapMessage(MessageType.END, dtid=b"\0\0\0\1"),
+    ]  # fmt: skip
+
+
+def _codec(rounds: int = 7, n: int = 100) -> dict[str, float]:
+    """Microseconds to encode and decode one message of a call (median of rounds), by each
+    codec, with the payload codecs (ApplyCharging, CAMEL-CallResult) as the agent uses them."""
+    msgs = [m for p in Phase for m in _call_messages(p)]
+    out = {}
+    for name, enabled in (("pycrate", False), ("fast", True)):
+        fastber.enabled = enabled
+        times = []
+        for _ in range(rounds):
+            t0 = time.process_time()
+            for _ in range(n):
+                for m in msgs:
+                    tcap.decode(tcap.encode(m))
+                cap.read_call_result(Invoke(1, 36, cap.call_result(600)))
+                cap.read_apply_charging(Phase.V2, Invoke(1, 35, cap.apply_charging(Phase.V2, 600)))
+            times.append((time.process_time() - t0) / (n * len(msgs)) * 1e6)
+        out[f"{name}_codec_us"] = statistics.median(times)
+    fastber.enabled = True
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--inflight", type=int, default=64)
     ap.add_argument("--no-append", action="store_true", help="do not add to bench/RESULTS.md")
+    ap.add_argument("--sim", nargs=5, type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.sim:  # the child: REMOTE_UDP UDP CALLS INFLIGHT FAST
+        remote, udp, calls, inflight, fast = args.sim
+        fastber.enabled = bool(fast)
+        print(json.dumps(asyncio.run(_sim_main(remote, udp, calls, inflight))))
+        return
     with tempfile.TemporaryDirectory() as d:
         redis = EmbeddedRedis(d)
         redis.start()
@@ -96,16 +190,29 @@ def main() -> None:
             r = asyncio.run(_bench(redis.url, args.calls, args.inflight))
         finally:
             redis.stop()
+    r.update(_codec())
+    per_core = 1e6 / r["fast_cpu_us_msg"] / 7
     text = (
-        f"\n## bench.camel ({time.strftime('%Y-%m-%d')}, {args.calls} calls, {args.inflight} in"
-        f" flight, one process: OCS + MSC simulator + native client)\n\n"
-        f"- CAMEL over SCTP-over-UDP: {r['camel_calls_s']:.0f} calls/s, "
-        f"{r['camel_msgs_s']:.0f} TCAP messages/s, {r['camel_cpu_us_msg']:.0f} us process CPU "
-        f"per message (OCS and simulator together)\n"
-        f"- native, same calls (reserve, commit, release): {r['native_calls_s']:.0f} calls/s, "
-        f"{r['native_cpu_us_req']:.0f} us per request\n"
-        f"- ratio CAMEL/native calls/s: {r['camel_calls_s'] / r['native_calls_s']:.2f}; the "
-        f"target is 1,500 calls/s\n"
+        f"\n## bench.camel ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.calls} "
+        f"calls, {args.inflight} in flight; OCS in this process, MSC simulator in a child "
+        f"process, 2 shared cores)\n\n"
+        f"| CAMEL codec | calls/s | CAP msgs/s | OCS CPU us/msg | simulator CPU us/msg "
+        f"| p50 / p99 ms per message | codec us/msg (enc+dec) |\n"
+        f"|---|---:|---:|---:|---:|---:|---:|\n"
+        + "".join(
+            f"| {n} | {r[n + '_calls_s']:.0f} | {r[n + '_msgs_s']:.0f} | "
+            f"{r[n + '_cpu_us_msg']:.0f} | {r[n + '_sim_cpu_us_msg']:.0f} | "
+            f"{r[n + '_p50_ms']:.1f} / {r[n + '_p99_ms']:.1f} | {r[n + '_codec_us']:.0f} |\n"
+            for n in ("pycrate", "fast")
+        )
+        + f"\n- native, same calls (reserve, commit, release): {r['native_calls_s']:.0f} calls/s, "
+        f"{r['native_cpu_us_req']:.0f} us OCS CPU per request\n"
+        f"- same-run ratios: fast/pycrate calls/s {r['fast_calls_s'] / r['pycrate_calls_s']:.2f}, "
+        f"OCS CPU per message pycrate/fast {r['pycrate_cpu_us_msg'] / r['fast_cpu_us_msg']:.2f}, "
+        f"codec pycrate/fast {r['pycrate_codec_us'] / r['fast_codec_us']:.1f}; CAMEL (fast)/native "
+        f"calls/s {r['fast_calls_s'] / r['native_calls_s']:.2f}\n"
+        f"- one core at the fast path's OCS CPU per message: ~{per_core:.0f} calls/s "
+        f"(7 messages a call); the target is 1,500 calls/s\n"
     )
     print(text)
     if not args.no_append:

@@ -137,6 +137,16 @@ async def redis_cpu(client: PipelinedRedis) -> float:
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
+async def command_stats(client: PipelinedRedis) -> dict[str, tuple[int, float]]:
+    """``INFO commandstats``: calls and microseconds so far, per command (lower case)."""
+    out: dict[str, tuple[int, float]] = {}
+    for key, raw in parse_info(await client.execute("INFO", "commandstats")).items():
+        if key.startswith("cmdstat_"):
+            f = dict(x.split("=", 1) for x in raw.split(",") if "=" in x)
+            out[key[8:]] = (int(f.get("calls", 0)), float(f.get("usec", 0)))
+    return out
+
+
 async def aof_rewrites(client: PipelinedRedis) -> tuple[int, bool]:
     """AOF rewrites done so far, and whether one is running now."""
     info = parse_info(await client.execute("INFO", "persistence"))
@@ -168,6 +178,8 @@ class Spec:
     connections: int = 1
     rate: float = 0.0
     seed: int = 1
+    #: ceiling: call the scripts as a Functions library where Redis has them (else EVALSHA).
+    functions: bool = True
 
 
 @dataclass
@@ -193,6 +205,8 @@ class Outcome:
     charged: int = 0
     dropped: int = 0
     failures: dict[str, int] = field(default_factory=dict)
+    #: Over the measured window, per Redis command: [calls, usec] (INFO commandstats).
+    commands: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def rate(self) -> float:
@@ -232,6 +246,7 @@ class Window:
         self.ocs = self.redis = self.gen = 0.0
         self.rewrites = 0
         self.host_busy = self.host_steal = 0.0
+        self.commands: dict[str, list[float]] = {}
 
     async def snapshot(
         self,
@@ -244,11 +259,15 @@ class Window:
     async def run(self, meter: Meter, stop: asyncio.Event) -> None:
         """Warm up, measure for the duration, then tell the users to stop."""
         await asyncio.sleep(self.spec.warmup)
-        before = await self.snapshot()
+        before, stats0 = await self.snapshot(), await command_stats(self.admin)
         meter.start = time.perf_counter()
         await asyncio.sleep(self.spec.duration)
         meter.end = time.perf_counter()
-        after = await self.snapshot()
+        after, stats1 = await self.snapshot(), await command_stats(self.admin)
+        for name, (calls, usec) in stats1.items():
+            c0, u0 = stats0.get(name, (0, 0.0))
+            if calls > c0 and name != "info":  # (the window's own snapshots)
+                self.commands[name] = [calls - c0, usec - u0]
         self.ocs, self.redis, self.gen = (
             after[0] - before[0],
             after[1] - before[1],
@@ -285,6 +304,7 @@ def outcome(spec: Spec, meter: Meter, window: Window, dropped: int = 0) -> Outco
         charged=meter.charged,
         dropped=dropped,
         failures=dict(meter.failures),
+        commands=window.commands,
     )
 
 
@@ -376,7 +396,8 @@ async def ceiling_worker(spec: Spec) -> Outcome:
     ]
     for c in (*clients, admin):
         await c.connect()
-    await stores[0].load_scripts()
+    for st in stores:  # (each Store calls its scripts as FCALL on 7.0+, unless told not to)
+        await st.load_scripts(functions=spec.functions)
     # The thresholds `ocs serve` publishes (the same plans, so the same digest): with another
     # generation every account's first request of a run would re-evaluate its thresholds.
     registry = TariffRegistry(stores[0], default_rater(), load_plans())
@@ -807,6 +828,56 @@ def row(name: str, s: Summary, ocs: bool = True) -> str:
     )
 
 
+def command_breakdown(ceilings: list[Outcome], closed: list[Outcome]) -> str:
+    """Where Redis spends its CPU per request, ceiling vs OCS: per command, calls and
+    microseconds per request (INFO commandstats, medians over the rounds), and what INFO cpu
+    counts outside commands (reading and writing sockets, the event loop, the AOF write).
+    A command run by a script counts in its own row and inside the script's row too."""
+
+    def per_req(runs: list[Outcome], name: str, i: int) -> float:
+        vals = [r.commands.get(name, [0, 0.0])[i] / r.requests for r in runs if r.requests]
+        return statistics.median(vals) if vals else 0.0
+
+    scripts = ("evalsha", "fcall")
+
+    def outside(runs: list[Outcome], base: list[Outcome] | None) -> float:
+        # Commands a script runs count in their own row and inside EVALSHA/FCALL's time, so
+        # only these and the commands sent on their own are subtracted: the latter are what
+        # a run calls beyond the ceiling's count (the ceiling sends nothing else).
+        vals = []
+        for r in runs:
+            if not r.requests:
+                continue
+            inside = sum(r.commands.get(n, [0, 0.0])[1] for n in scripts) / r.requests
+            if base is not None:
+                for n, (calls, usec) in r.commands.items():
+                    extra = calls / r.requests - per_req(base, n, 0)
+                    if n not in scripts and extra > 0 and calls:
+                        inside += extra * usec / calls
+            vals.append(r.per_request_us(r.redis_cpu) - inside)
+        return statistics.median(vals) if vals else 0.0
+
+    names = sorted({n for r in ceilings + closed for n in r.commands},
+                   key=lambda n: -per_req(closed, n, 1))  # fmt: skip
+    lines = [
+        "| Redis command | ceiling calls/req | ceiling µs/req | OCS calls/req | OCS µs/req "
+        "| OCS - ceiling µs/req |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for n in names:
+        c, o = per_req(ceilings, n, 1), per_req(closed, n, 1)
+        lines.append(
+            f"| {n} | {per_req(ceilings, n, 0):.3f} | {c:.1f} | {per_req(closed, n, 0):.3f} "
+            f"| {o:.1f} | {o - c:+.1f} |"
+        )
+    c, o = outside(ceilings, None), outside(closed, ceilings)
+    lines.append(f"| (INFO cpu - command time: sockets, event loop, AOF write; commandstats "
+                 f"times are wall-clock, so contention can make this negative) | | {c:.1f} "
+                 f"| | {o:.1f} "
+                 f"| {o - c:+.1f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def orchestrate(ns: argparse.Namespace) -> None:
     info = machine()
     common = {
@@ -817,6 +888,7 @@ def orchestrate(ns: argparse.Namespace) -> None:
     }
     ceilings: list[Outcome] = []
     closed: list[Outcome] = []
+    evalsha: list[Outcome] = []  # the ceiling with the scripts called by EVALSHA
     opened: list[tuple[float, Outcome]] = []
     everything: list[Outcome] = []
     started = time.monotonic()
@@ -849,16 +921,22 @@ def orchestrate(ns: argparse.Namespace) -> None:
             flush=True,
         )
         for rnd in range(ns.rounds):
-            order = ("ceiling", "closed") if rnd % 2 == 0 else ("closed", "ceiling")
+            kinds = ["ceiling", "closed"] + (["evalsha"] if ns.evalsha_ceiling else [])
+            order = kinds if rnd % 2 == 0 else kinds[::-1]
             for kind in order:
-                extra = to_ocs if kind == "closed" else {"connections": ns.ceiling_connections}
-                spec = Spec(
-                    kind, server.url, prefix=f"{kind[:2]}{rnd}-", seed=100 + rnd, **common, **extra
+                extra: dict[str, Any] = (
+                    to_ocs if kind == "closed" else {"connections": ns.ceiling_connections}
                 )
+                if kind == "evalsha":
+                    extra = {**extra, "functions": False}
+                spec = Spec(
+                    "ceiling" if kind == "evalsha" else kind, server.url,
+                    prefix=f"{kind[:2]}{rnd}-", seed=100 + rnd, **common, **extra,
+                )  # fmt: skip
                 r = run_worker(spec)
                 everything.append(r)
-                (ceilings if kind == "ceiling" else closed).append(r)
-                name = "ceiling" if kind == "ceiling" else "OCS"
+                {"ceiling": ceilings, "closed": closed, "evalsha": evalsha}[kind].append(r)
+                name = {"ceiling": "ceiling", "closed": "OCS", "evalsha": "EVALSHA"}[kind]
                 print(f"  round {rnd + 1} {name:<8}{progress(r)}", flush=True)
         rates = list(ns.rate)
         if ns.half_ceiling:
@@ -892,6 +970,9 @@ def orchestrate(ns: argparse.Namespace) -> None:
     lines.append(row(f"**ceiling** (median of {ns.rounds})", ceiling, ocs=False))
     lines.append(row(f"**OCS** (median of {ns.rounds})", ocs_sum))
     lines.append(f"| **OCS / ceiling** | **{ratio:.0%}** (goal 50%) | | | | | | |")
+    if evalsha:
+        lines.append(row(f"ceiling by EVALSHA (median of {ns.rounds})", Summary.median(evalsha),
+                         ocs=False))  # fmt: skip
     verdicts = []
     for rate, r in opened:
         lines.append(row(f"OCS open loop, offered {rate:,.0f}/s", Summary.of(r)))
@@ -913,7 +994,7 @@ def orchestrate(ns: argparse.Namespace) -> None:
         verdicts.append(text + ".")
     correctness, ok = judge(everything, check)
     rewrites = sum(r.aof_rewrites for r in everything)
-    table = "\n".join(lines)
+    table = "\n".join(lines) + "\n\n" + command_breakdown(ceilings, closed)
     print()
     print(table)
     print()
@@ -1091,6 +1172,13 @@ def cli() -> None:
         type=float,
         default=8.0,
         help="measured seconds of each open-loop run (default 8)",
+    )
+    parser.add_argument(
+        "--no-evalsha-ceiling",
+        dest="evalsha_ceiling",
+        action="store_false",
+        help="skip the ceiling run that calls the scripts by EVALSHA (the Redis 6.2 path, and "
+        "the path before Functions), which each round runs beside the Functions ceiling",
     )
     parser.add_argument(
         "--no-append", action="store_true", help="do not append the results to bench/RESULTS.md"

@@ -11,9 +11,11 @@ and the money invariants checked afterwards (docs/load-testing.md).
 4. The OCS is stopped (drained), and every subscriber checked: opening + top-ups - charges =
    final balance to the micro-unit, reserved = the open sessions' holds (none left open), one
    outbox event per change, and the client's own ledger (bench/locust/invariants.py).
-5. ``bench/load-report.html`` (Locust's report, with the memory chart added) and
-   ``bench/LOAD.md`` (requests/s, p50/p95/p99 per message type, result codes, the SLO verdict,
-   the invariant check, memory); the exit status is 1 when the SLO or an invariant fails.
+5. ``load-report.html`` (Locust's report, with the memory chart added) and ``LOAD.md``
+   (requests/s, p50/p95/p99 per message type, result codes, the SLO verdict, the invariant
+   check, memory) under ``--out-dir``: by default ``<temp>/ocs-load``, outside the tree, as
+   bench/LOAD.md is the tracked reference run (``--out-dir bench`` replaces it); the exit
+   status is 1 when the SLO or an invariant fails.
 
 ``--soak`` runs long (30 minutes by default) and reads the memory trend. ``--compare-workers
 1,2`` runs the same test with each worker count, alternating, ``--rounds`` times, and reports
@@ -160,8 +162,9 @@ def options(argv: Sequence[str] | None = None) -> argparse.Namespace:
     a("--rounds", type=int, default=_env("rounds", 3), help="rounds of --compare-workers")
     a(
         "--out-dir",
-        default=_env("out_dir", str(ROOT / "bench")),
-        help="where load-report.html and LOAD.md go",
+        default=_env("out_dir", str(DEFAULT_OUT_DIR)),
+        help="where load-report.html and LOAD.md go (created if missing; LOAD_OUT_DIR); "
+        "bench/ replaces the tracked reference run",
     )
     a("--no-append", action="store_true", help="--compare-workers: do not append to RESULTS.md")
     a("--keep", action="store_true", help="keep the work directory (logs, CSV, data)")
@@ -684,8 +687,14 @@ def memory_svg(samples: Sequence[Sample], width: int = 900, height: int = 260) -
     return "".join(parts)
 
 
+#: Where a plain ``make load`` writes: outside the tree, so the tracked bench/LOAD.md stays.
+DEFAULT_OUT_DIR: Final = Path(tempfile.gettempdir()) / "ocs-load"
+
+
 def write_html(run: Run, out: Path) -> None:
-    """Locust's HTML report, with the memory chart and the verdicts added at the end."""
+    """Locust's HTML report, with the memory chart and the verdicts added at the end, at
+    ``out`` (its folder created if missing: ``--out-dir`` may name a new one)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
     assert run.html is not None
     page = run.html.read_text() if run.html.exists() else "<html><body></body></html>"
     extra = (

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import redis.asyncio
 import uvloop
 
+from bench.report import append_section
 from ocs.redis_server import EmbeddedRedis
 from ocs.store.redis_client import PipelinedRedis
 
@@ -78,7 +79,7 @@ async def measure(call: Call, admin: redis.asyncio.Redis, seconds: float, worker
     return Run(count / wall, cpu / count * 1e6, redis_used / count * 1e6)
 
 
-async def main(url: str, seconds: float, workers: int, rounds: int) -> None:
+async def main(url: str, seconds: float, workers: int, rounds: int, append: bool) -> None:
     admin = redis.asyncio.Redis.from_url(url)
     redis_py = redis.asyncio.Redis.from_url(url)
     ours = PipelinedRedis.from_url(url)
@@ -103,19 +104,30 @@ async def main(url: str, seconds: float, workers: int, rounds: int) -> None:
         await redis_py.aclose()
         await admin.aclose()
 
-    print(f"{workers} callers in flight, {seconds:g} s x {rounds} rounds, medians")
-    print(f"{'client':<20} {'calls/s':>10} {'client us/call':>15} {'redis us/call':>14}")
-    medians = {}
+    pairs = list(zip(results["redis-py evalsha"], results["PipelinedRedis"], strict=True))
+    ratios_cpu = [b.client_us / f.client_us for b, f in pairs]
+    ratios_rate = [f.calls_per_s / b.calls_per_s for b, f in pairs]
+    lines = [
+        f"{workers} callers in flight, one EVALSHA of a five-call script each, {seconds:g} s x "
+        f"{rounds} rounds (clients alternating), medians; ratios taken within each round.",
+        "",
+        "| client | calls/s | client µs/call (CPU) | Redis µs/call (CPU) |",
+        "|---|---:|---:|---:|",
+    ]
     for name, runs in results.items():
         med = Run(*(statistics.median(getattr(r, f) for r in runs) for f in Run.__annotations__))
-        medians[name] = med
-        print(f"{name:<20} {med.calls_per_s:>10.0f} {med.client_us:>15.1f} {med.redis_us:>14.1f}")
-    base, fast = medians["redis-py evalsha"], medians["PipelinedRedis"]
-    print(
-        f"ratio: {fast.calls_per_s / base.calls_per_s:.1f}x calls/s, "
-        f"{base.client_us / fast.client_us:.1f}x less client CPU per call "
-        f"(PipelinedRedis made {writes} socket writes in all)"
-    )
+        lines.append(f"| {name} | {med.calls_per_s:,.0f} | {med.client_us:.1f} | "
+                     f"{med.redis_us:.1f} |")  # fmt: skip
+    lines += [
+        "",
+        f"Same-run ratio: PipelinedRedis spends {statistics.median(ratios_cpu):.1f}x less client "
+        f"CPU per call than redis-py and serves {statistics.median(ratios_rate):.1f}x the "
+        f"calls/s ({writes} socket writes in all).",
+    ]
+    print("\n".join(lines))
+    if append:
+        append_section("Redis client: PipelinedRedis vs redis-py (bench/redis_client.py)", lines,
+                       libraries=("redis-py", "hiredis", "uvloop"))  # fmt: skip
 
 
 def cli() -> None:
@@ -124,10 +136,11 @@ def cli() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-append", action="store_true", help="do not append to RESULTS.md")
     ns = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(tmp, appendonly=False) as server:
         print(f"redis-server {server.version} on port {server.port}")
-        uvloop.run(main(server.url, ns.seconds, ns.concurrency, ns.rounds))
+        uvloop.run(main(server.url, ns.seconds, ns.concurrency, ns.rounds, not ns.no_append))
 
 
 if __name__ == "__main__":

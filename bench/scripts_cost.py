@@ -7,7 +7,8 @@ variant, and reads the server's own figures around each run: ``INFO cpu`` (the p
 user + system CPU, network included) and ``INFO commandstats`` (``usec_per_call`` of EVALSHA:
 the script alone). Variants, interleaved in a new order each round, medians over the rounds:
 
-* ``full``: the scripts as shipped;
+* ``full``: the scripts as shipped, called by EVALSHA (as on Redis 6.2);
+* ``functions``: the same as one Functions library called by FCALL (as on Redis 7.0+);
 * ``no-aof``: the same on the server with ``appendonly no``;
 * ``no-idem``: no idempotency key (the answer's GET + cmsgpack.pack + SET PX skipped);
 * ``no-outbox``: the outbox XADDs of the request's event made no-ops;
@@ -136,10 +137,13 @@ class Variant:
     name: str
     source: Callable[[str], str]
     aof: bool = True
+    #: Run the shipped scripts as the Store runs them on Redis 7.0+: one Functions library.
+    functions: bool = False
 
 
 VARIANTS: Final = (
     Variant("full", _full),
+    Variant("functions", _full, functions=True),
     Variant("no-aof", _full, aof=False),
     Variant("no-idem", _no_idem),
     Variant("no-outbox", _no_outbox),
@@ -150,15 +154,23 @@ VARIANTS: Final = (
 )
 
 
-def store_with(client: PipelinedRedis, variant: Variant) -> Store:
-    """A Store whose session scripts are the variant's copies (the others as shipped)."""
+async def store_with(client: PipelinedRedis, variant: Variant) -> Store:
+    """A Store whose session scripts are the variant's copies called by EVALSHA (the others
+    as shipped), or the shipped library called by FCALL (``functions``), loaded."""
     store = Store(
         client,
         session_ttl_ms=IDEMPOTENCY_TTL_SESSION * 1000,
         reference_ttl_ms=IDEMPOTENCY_TTL_REFERENCE * 1000,
     )
+    await store.load_scripts(functions=variant.functions)
+    if variant.functions:
+        if store.script_mode != "functions":
+            raise SystemExit("scripts_cost: this Redis has no Functions (7.0+ needed)")
+        return store
     for name in SESSION_SCRIPTS:
         store._scripts[name] = client.register_script(variant.source(name))
+        # (loaded before the measured window)
+        await client.execute("SCRIPT", "LOAD", variant.source(name))
     return store
 
 
@@ -174,12 +186,16 @@ async def _stats(client: PipelinedRedis) -> tuple[float, float, int, int]:
     cpu = parse_info(await client.execute("INFO", "cpu"))
     cmd = parse_info(await client.execute("INFO", "commandstats"))
     persistence = parse_info(await client.execute("INFO", "persistence"))
-    raw = cmd.get("cmdstat_evalsha", "")
-    fields = dict(x.split("=", 1) for x in raw.split(",") if "=" in x)
+    usec, calls = 0.0, 0
+    for name in ("cmdstat_evalsha", "cmdstat_fcall"):
+        raw = cmd.get(name, "")
+        fields = dict(x.split("=", 1) for x in raw.split(",") if "=" in x)
+        usec += float(fields.get("usec", 0))
+        calls += int(fields.get("calls", 0))
     return (
         float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]),
-        float(fields.get("usec", 0)),
-        int(fields.get("calls", 0)),
+        usec,
+        calls,
         int(persistence.get("aof_current_size", 0) or 0),
     )
 
@@ -189,10 +205,7 @@ async def run_variant(
 ) -> Sample:
     price = Prices.of_plan()
     async with PipelinedRedis.from_url(url) as client:
-        store = store_with(client, variant)
-        await store.load_scripts()
-        for name in SESSION_SCRIPTS:  # loaded before the measured window
-            await client.execute("SCRIPT", "LOAD", variant.source(name))
+        store = await store_with(client, variant)
         await TariffRegistry(store, default_rater(), load_plans()).publish_thresholds()
         rng = random.Random(7)
         meter = Meter()
@@ -207,7 +220,7 @@ async def run_variant(
 
         await asyncio.gather(*(user() for _ in range(inflight)))
         after = await _stats(client)
-    if variant.name == "full" and meter.failures:
+    if variant.name in ("full", "functions") and meter.failures:
         raise SystemExit(f"scripts_cost: unexpected answers {dict(meter.failures)}")
     calls = after[2] - before[2]
     return Sample(
@@ -231,6 +244,9 @@ def components(m: dict[str, float]) -> list[tuple[str, float]]:
     ]
     rows.append(("other Lua logic, tables, string.format, GC (the rest)",
                  m["full"] - sum(v for _, v in rows)))  # fmt: skip
+    # A lever, not a component: the same scripts as one Functions library (FCALL).
+    rows.append(("saved by Redis Functions (full EVALSHA - FCALL)",
+                 m["full"] - m["functions"]))  # fmt: skip
     return rows
 
 
@@ -295,8 +311,10 @@ def report(med: dict[str, Sample], ns: argparse.Namespace, notes: list[str]) -> 
     script = dict(components({k: s.script_us for k, s in med.items()}))
     for name, value in cpu:
         lines.append(f"| {name} | {value:.1f} | {script[name]:.1f} |")
-    lines.append(f"| **total (full)** | **{med['full'].cpu_us:.1f}** "
+    lines.append(f"| **total (full, EVALSHA)** | **{med['full'].cpu_us:.1f}** "
                  f"| **{med['full'].script_us:.1f}** |")  # fmt: skip
+    lines.append(f"| **total (functions, FCALL)** | **{med['functions'].cpu_us:.1f}** "
+                 f"| **{med['functions'].script_us:.1f}** |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

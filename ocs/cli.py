@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK
 """The ``ocs`` command line: serve, demo, subscriber administration, events, tariffs and
 rating, embedded Redis.
 
@@ -25,7 +26,7 @@ from typing import Any
 
 from ocs import __version__
 from ocs.auth.masking import install_masking
-from ocs.clikit import CliError, PlanProblems, set_token
+from ocs.clikit import CliError, PlanProblems, completion, set_token, spread_option
 from ocs.clikit import api_url as _api
 from ocs.clikit import common_options as _common
 from ocs.clikit import print_json as _print
@@ -40,6 +41,8 @@ from tariffs.digits import ascii_float, ascii_int
 
 #: Modules with a ``register(subparsers)`` that adds their command group to ``ocs``.
 _COMMAND_MODULES: tuple[str, ...] = (
+    "ocs.subscriber_cli",
+    "ocs.config_cli",
     "ocs.provisioning.cli",
     "ocs.mediation.cli",
     "ocs.sims.switch",
@@ -179,48 +182,24 @@ def cmd_lineage(args: argparse.Namespace) -> int:
 # -- admin API client (ocs.clikit) ----------------------------------------------------------
 
 
-def cmd_subscriber(args: argparse.Namespace) -> int:
-    base = f"{_api(args)}/v1/subscribers"
-    if args.action == "add":
-        body: dict[str, Any] = {
-            "msisdn": args.msisdn,
-            "balance": args.balance,
-            "plan": args.plan,
-            "credit_limit": args.credit_limit,
-        }
-        if args.state:
-            body["state"] = args.state
-        _print(_run(_request("POST", base, body)))
-    elif args.action == "show":
-        _print(_run(_request("GET", f"{base}/{args.msisdn}")))
-    elif args.action == "topup":
-        body = {"amount": args.amount, "reference": args.reference}
-        _print(_run(_request("POST", f"{base}/{args.msisdn}/topups", body)))
-    elif args.action == "list":
-        _print(_run(_request("GET", f"{base}?count={args.count}")))
-    return 0
-
-
-def cmd_events(args: argparse.Namespace) -> int:
-    url = f"{_api(args)}/v1/subscribers/{args.msisdn}/events?limit={args.limit}"
-    _print(_run(_request("GET", url)))
-    return 0
-
-
 # -- rating and tariffs -------------------------------------------------------------------------
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _rate_time(text: str | None) -> datetime | None:
-    """``--at``: ISO 8601; a time without an offset is UTC."""
+    """``--at``: ISO 8601 with an offset (``Z`` or ``+01:00``), as the API wants it: a time
+    without one is refused, here as there, rather than read in some zone."""
     if text is None:
         return None
     try:
         t = datetime.fromisoformat(text)
     except ValueError:
         raise CliError(f"--at: not a time: {text!r} (e.g. 2026-11-23T08:59:30+01:00)") from None
-    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+    if t.tzinfo is None:
+        raise CliError(f"--at: {text!r} has no UTC offset: add one, e.g. {text}Z or "
+                       f"{text}+01:00")  # fmt: skip
+    return t
 
 
 def _explain(answer: Mapping[str, Any]) -> str:
@@ -393,6 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ocs {__version__}")
     parser.add_argument("--token", help="bearer token for the admin API (or OCS_API_TOKEN): an "
                         "API key (ocs auth key create) or OCS_ADMIN_TOKEN")  # fmt: skip
+    parser.add_argument("--api", help="admin API URL (or OCS_API_URL; default "
+                        "http://127.0.0.1:8080); also after the command")  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("serve", help="run the OCS: native protocol, admin API, sweeper")
@@ -421,31 +402,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=ascii_int, default=6380, help="port (default 6380)")
     p.set_defaults(func=cmd_redis)
 
-    p = sub.add_parser("subscriber", help="add, show, top up or list subscribers (admin API)")
-    p.add_argument("--api", help="admin API URL (or OCS_API_URL; default http://127.0.0.1:8080)")
-    acts = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    a = acts.add_parser("add", help="create a subscriber")
-    a.add_argument("msisdn")
-    a.add_argument("--balance", required=True, help='opening balance, e.g. "10.00"')
-    a.add_argument("--plan", required=True, help="tariff plan name")
-    a.add_argument("--credit-limit", default="0", help="how far below zero it may go")
-    a.add_argument("--state", help="active | barred-outgoing | barred-all | suspended")
-    a = acts.add_parser("show", help="balance, buckets and open sessions")
-    a.add_argument("msisdn")
-    a = acts.add_parser("topup", help="add money, idempotent by reference")
-    a.add_argument("msisdn")
-    a.add_argument("amount", help='e.g. "5.00"')
-    a.add_argument("--reference", required=True, help="idempotency reference (voucher, receipt)")
-    a = acts.add_parser("list", help="list subscribers")
-    a.add_argument("--count", type=ascii_int, default=100)
-    p.set_defaults(func=cmd_subscriber)
-
-    p = sub.add_parser("events", help="a subscriber's ledger, newest first (admin API)")
-    p.add_argument("msisdn")
-    p.add_argument("--limit", type=ascii_int, default=20)
-    p.add_argument("--api", help="admin API URL (or OCS_API_URL)")
-    p.set_defaults(func=cmd_events)
-
     p = sub.add_parser(
         "rate",
         help="what some usage would cost, itemised (admin API, or --local)",
@@ -456,8 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plan", required=True, help="tariff plan name")
     p.add_argument("--service", required=True, help="service of the plan: voice, sms, data...")
     p.add_argument("--to", help="called number (any form the plan reads: 030..., 0049..., +49...)")
-    p.add_argument("--at", help="start time, ISO 8601, e.g. 2026-11-23T08:59:30+01:00; without "
-                   "an offset the time is UTC (not the plan's zone); default now")  # fmt: skip
+    p.add_argument("--at", help="start time, ISO 8601 with its UTC offset, e.g. "
+                   "2026-11-23T08:59:30+01:00 or ...Z; default now")  # fmt: skip
     p.add_argument("--duration", type=ascii_int, help="seconds (for services counted in seconds)")
     p.add_argument("--units", type=ascii_int, help="units: seconds, octets or events")
     p.add_argument("--location", help="visited network id (MCC+MNC); default home")
@@ -494,7 +450,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     acts = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     a = acts.add_parser("export", help="export, then trim (every --interval seconds)")
-    _common(a)
+    _common(a, embedded=False)
     a.add_argument("--dir", default=".ocs/journal", help="where the files go (.ocs/journal)")
     a.add_argument("--keep-hours", type=ascii_float, default=24.0,
                    help="hours of events Redis keeps after export (default 24)")  # fmt: skip
@@ -513,6 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
     # Command groups that live beside the code they drive: each module has register(sub).
     for module in _COMMAND_MODULES:
         importlib.import_module(module).register(sub)
+    spread_option(parser, "--api")
+    spread_option(parser, "--token")
+    completion(parser)
     return parser
 
 

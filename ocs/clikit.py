@@ -57,8 +57,9 @@ def run(coro: Coroutine[Any, Any, Any]) -> Any:
     return asyncio.run(coro)
 
 
-def settings(args: argparse.Namespace) -> Settings:
-    """The effective settings: the command's options over the environment and the file."""
+def settings(args: argparse.Namespace, sources: dict[str, str] | None = None) -> Settings:
+    """The effective settings: the command's options over the environment and the file
+    (``sources``: filled with where each came from, :func:`ocs.config.load_settings`)."""
     overrides = {
         k: getattr(args, k, None)
         for k in (
@@ -72,14 +73,17 @@ def settings(args: argparse.Namespace) -> Settings:
             "workers",
         )
     }
-    return load_settings(os.environ, getattr(args, "config", None), overrides)
+    return load_settings(os.environ, getattr(args, "config", None), overrides, sources)
 
 
-def common_options(p: argparse.ArgumentParser) -> None:
-    """``--config``, ``--redis-url`` and ``--data-dir``, for commands that use the store."""
+def common_options(p: argparse.ArgumentParser, *, embedded: bool = True) -> None:
+    """``--config``, ``--redis-url`` and ``--data-dir``, for commands that use the store
+    (``embedded``: without a Redis URL the command starts an embedded Redis)."""
     p.add_argument("--config", help="TOML config file (or OCS_CONFIG)")
-    p.add_argument("--redis-url", help="Redis URL (or OCS_REDIS_URL); default: embedded Redis")
-    p.add_argument("--data-dir", help="where the embedded Redis keeps its data (default .ocs)")
+    more = "default: embedded Redis" if embedded else "required: the OCS's Redis"
+    p.add_argument("--redis-url", help=f"Redis URL (or OCS_REDIS_URL); {more}")
+    if embedded:
+        p.add_argument("--data-dir", help="where the embedded Redis keeps its data (default .ocs)")
 
 
 # -- admin API client -------------------------------------------------------------------------
@@ -148,3 +152,53 @@ async def request(
 
 def print_json(data: Any) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+# -- the parser -------------------------------------------------------------------------------
+
+
+def _option(parser: argparse.ArgumentParser, flag: str) -> argparse.Action | None:
+    return next((a for a in parser._actions if flag in a.option_strings), None)
+
+
+def _children(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    kids: list[argparse.ArgumentParser] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            kids.extend(dict.fromkeys(action.choices.values()))  # aliases share a parser
+    return kids
+
+
+def spread_option(parser: argparse.ArgumentParser, flag: str) -> None:
+    """Let ``flag`` (declared on ``parser``, the top level) be given anywhere on the line:
+    every command below accepts it too, and the last one given wins. Below the top, its
+    default is "not given", so a later parser does not reset what an earlier one read; the
+    commands that declared it themselves keep it in their help."""
+    top = _option(parser, flag)
+    if top is None:
+        raise ValueError(f"{flag} is not an option of {parser.prog}")
+
+    def walk(p: argparse.ArgumentParser, shown: bool) -> None:
+        for child in _children(p):
+            own = _option(child, flag)
+            if own is None:
+                child.add_argument(flag, dest=top.dest, default=argparse.SUPPRESS,
+                                   help=top.help if shown else argparse.SUPPRESS)  # fmt: skip
+            else:
+                own.default = argparse.SUPPRESS
+            walk(child, shown or own is not None)
+
+    walk(parser, False)
+
+
+def completion(parser: argparse.ArgumentParser) -> None:
+    """Shell completion through argcomplete where it is installed (``pip install
+    ocs[completion]``, then ``eval "$(register-python-argcomplete ocs)"``): it answers and
+    exits only when the shell asks (``_ARGCOMPLETE`` set); otherwise nothing happens."""
+    if "_ARGCOMPLETE" not in os.environ:  # not asked: spare every command the import
+        return
+    try:
+        import argcomplete
+    except ImportError:  # optional
+        return
+    argcomplete.autocomplete(parser)

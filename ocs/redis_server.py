@@ -40,11 +40,12 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Final, Self, cast
+from typing import Any, Final, cast
 from urllib.parse import quote
 
 import hiredis
+
+from ocs.lifecycle import ManagedProcess
 
 __all__ = ["EmbeddedCluster", "EmbeddedRedis", "RedisServerError", "default_binary", "node_command"]
 
@@ -131,7 +132,7 @@ def _command(sock: socket.socket, *args: str) -> Any:
         reader.feed(data)
 
 
-class EmbeddedRedis:
+class EmbeddedRedis(ManagedProcess):
     """A private ``redis-server`` child process on 127.0.0.1.
 
     Args:
@@ -298,30 +299,6 @@ class EmbeddedRedis:
         """
         self.stop()
         self.start()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start_async()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await asyncio.to_thread(self.stop)
 
     def __repr__(self) -> str:
         state = f"pid={self._proc.pid}" if self._proc is not None else "stopped"
@@ -513,7 +490,7 @@ def _redis_cli() -> str:
     return found
 
 
-class EmbeddedCluster:
+class EmbeddedCluster(ManagedProcess):
     """A private Redis Cluster on 127.0.0.1: ``masters`` masters with ``replicas`` replicas
     each, every node an :class:`EmbeddedRedis` (AOF on) with its own data directory, joined by
     ``redis-cli --cluster create`` (docs/operations.md). For tests, the chaos runs and
@@ -593,18 +570,6 @@ class EmbeddedCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def cluster_nodes(self) -> list[dict[str, str]]:
         """CLUSTER NODES as seen by a running node: id, port, role (master/slave), master

@@ -54,6 +54,7 @@ from protocols.diameter.constants import CreditControlFailureHandling
 from protocols.diameter.server import DiameterServer
 from protocols.native import NativeServer
 from protocols.sigtran import transport as sigtran_transport
+from protocols.sigtran.admission import PeerList
 from protocols.sigtran.server import CapServer, ScfConfig
 from tariffs import PlanBook, PlanVersion, TariffRater, load_plans
 
@@ -338,7 +339,16 @@ async def camel_listener(
         dialogue_timeout=settings.camel_dialogue_timeout,
     )
     host = "127.0.0.1" if settings.bind in ("0.0.0.0", "") else settings.bind
-    async with CapServer(agent, config) as server:
+    peers = PeerList.parse(settings.camel_peers) if settings.camel_peers.strip() else None
+    if peers is None:
+        # As for Diameter: nothing configured admits no one (docs/security.md).
+        log.warning("OCS_CAMEL_PEERS is not set: the gsmSCF admits no dialogue (list the "
+                    "SSFs' point codes or global titles, or '*': docs/camel.md)")  # fmt: skip
+        peers = PeerList()
+    else:
+        log.info("CAMEL peers admitted: %s", peers.describe())
+    admit = peers.admit
+    async with CapServer(agent, config, admit=admit) as server:
         try:
             listener = await sigtran_transport.listen(
                 settings.camel_transport,
@@ -409,6 +419,9 @@ async def run_ocs(
 
             billing = await stack.enter_async_context(billing_for(settings, url))
             routes = billing.api.routes()
+            from ocs.ui.service import dashboard_for
+
+            routes += await stack.enter_async_context(dashboard_for(billing, store, url, metrics))
         app = create_app(
             store, metrics, tariffs=tariffs, clock=wall_clock_ms, provisioning=provisioning,
             body_timeout=settings.http_body_timeout, routes=routes,

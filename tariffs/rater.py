@@ -180,9 +180,11 @@ def _iso(t_s: int) -> str:
 
 
 def _decimal(micro: int) -> str:
+    """Micro-units as the one money format (ocs.money.format_money): at least 2 decimals,
+    more when they are not zero ("0.10", "0.095")."""
     sign = "-" if micro < 0 else ""
     whole, frac = divmod(abs(micro), _MICRO)
-    return f"{sign}{whole}.{frac:06d}".rstrip("0").rstrip(".") if frac else f"{sign}{whole}"
+    return f"{sign}{whole}." + f"{frac:06d}".rstrip("0").ljust(2, "0")
 
 
 def money_json(micro: Fraction) -> dict[str, str]:
@@ -196,12 +198,12 @@ def money_json(micro: Fraction) -> dict[str, str]:
             d2 //= p
     if d2 == 1:
         # A terminating decimal: print every digit.
-        places = 0
+        places = 2  # at least 2 decimals, as every amount the OCS prints ("0.10")
         while (n * 10**places) % d:
             places += 1
         whole = abs(n) * 10**places // d
         s = str(whole).rjust(places + 1, "0")
-        text = (s[:-places] + "." + s[-places:]) if places else s
+        text = s[:-places] + "." + s[-places:]
         return {"amount": ("-" if n < 0 else "") + text}
     q = abs(n) * 10**12 // d
     s = str(q).rjust(13, "0")

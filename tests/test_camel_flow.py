@@ -14,11 +14,14 @@ import pytest
 from ocs.agents.camel import CamelAgent, CamelConfig
 from ocs.agents.native import NativeAgent
 from ocs.charging.engine import ChargingConfig, ChargingEngine
-from ocs.sims.msc import CallSpec, SsfStack, loopback_msc, place_call
+from ocs.config import ConfigError, load_settings
+from ocs.sims.msc import CallSpec, SsfConfig, SsfStack, loopback_msc, place_call
 from ocs.store.store import Store
 from protocols.native import Commit, Release, Reserve
 from protocols.sigtran import cap, tcap
+from protocols.sigtran.admission import PeerList
 from protocols.sigtran.constants import Op, Phase
+from protocols.sigtran.sccp import SccpAddress
 from protocols.sigtran.server import CapServer, ScfConfig
 from protocols.sigtran.tcap import Invoke, MessageType, TcapMessage
 from tariffs import PlanBook, load_plans
@@ -197,6 +200,32 @@ async def test_a_retransmitted_report_is_charged_once(scf: Scf, msc: SsfStack) -
     assert (10 * MICRO - bal, held) == (tariff(scf, "491700000005", "4930123456", 90), 0)
 
 
+async def test_a_new_report_under_a_reused_invoke_id_is_charged(scf: Scf, msc: SsfStack) -> None:
+    """Resends are known by dialogue + report (invoke id and what it says), not by invoke
+    id alone: an MSC that reuses invoke id 2 for the next report has it charged, and a
+    resend of that second report is still charged once."""
+    await add(scf.store, "491700000015", 10 * MICRO)
+    tid = begin(msc, "491700000015", Phase.V3)
+    first = await msc.answer(tid)
+
+    def acr(time: int, *, active: bool = True) -> TcapMessage:
+        arg = cap.call_result(time, leg_active=active)
+        return TcapMessage(MessageType.CONTINUE, otid=tid, dtid=first.otid,
+                           components=(cap.invoke(Op.APPLY_CHARGING_REPORT, 2, arg),))  # fmt: skip
+
+    for report in (acr(300), acr(300), acr(500), acr(500)):  # each sent twice, same invoke id
+        msc.send(report)
+        assert (await msc.answer(tid)).type is MessageType.CONTINUE
+    after = await money(scf.store, "491700000015")
+    assert after[0] == 10 * MICRO - tariff(scf, "491700000015", "4930123456", 50)
+    msc.send(acr(700, active=False))
+    msc.send(TcapMessage(MessageType.CONTINUE, otid=tid, dtid=first.otid, components=(
+        cap.invoke(Op.EVENT_REPORT_BCSM, 3, cap.event_report("oDisconnect", 1)),)))  # fmt: skip
+    assert (await msc.answer(tid)).type is MessageType.END
+    bal, held = await money(scf.store, "491700000015")
+    assert (10 * MICRO - bal, held) == (tariff(scf, "491700000015", "4930123456", 70), 0)
+
+
 async def test_the_tariff_switches_at_the_band_boundary(
     scf: Scf, msc: SsfStack, clock: Clock
 ) -> None:
@@ -295,3 +324,48 @@ async def test_bad_components_are_rejected_and_unknown_transactions_aborted(
     ab = await msc.answer(tid3)
     assert ab.type is MessageType.ABORT and ab.dialogue is not None
     assert (ab.dialogue.result, ab.dialogue.diagnostic) == (1, 2)
+
+
+# -- admission (OCS_CAMEL_PEERS) ------------------------------------------------------------------
+
+
+def test_the_peer_list_reads_point_codes_and_global_titles() -> None:
+    peers = PeerList.parse(" pc:2, PC:5 ,gt:491720000000, gt:4917300*")
+    assert peers.point_codes == {2, 5} and peers.global_titles == {"491720000000"}
+    assert peers.admit(SccpAddress(8, None, "49173001"), 9)  # by the GT prefix
+    assert peers.admit(SccpAddress(8, None, ""), 5)  # by the point code
+    assert not peers.admit(SccpAddress(8, None, "491720000001"), 9)
+    assert not peers.admit(SccpAddress(8, 9, ""), 9)
+    for bad in ("", "2", "pc:x", "pc:16384", "gt:", "gt:49*1", "host:msc1", "pc:2,,gt:1"):
+        with pytest.raises(ValueError, match=r"expected|a point code is"):
+            PeerList.parse(bad)
+    with pytest.raises(ConfigError, match="OCS_CAMEL_PEERS"):
+        load_settings({"OCS_CAMEL_PEERS": "pc:2,msc1"})
+    assert load_settings({"OCS_CAMEL_PEERS": "pc:2"}).camel_peers == "pc:2"
+    assert PeerList.parse(" * ").admit(SccpAddress(8, 9, ""), 9)
+    with pytest.raises(ValueError, match="expected"):
+        PeerList.parse("*, pc:2")
+
+
+async def test_a_peer_not_on_the_list_is_refused_and_charged_nothing(scf: Scf) -> None:
+    await add(scf.store, "491700000021", 10 * MICRO)
+    agent = CamelAgent(scf.engine, scf.rater.book.at, CamelConfig(), clock=scf.clock)
+    peers = PeerList.parse("pc:7, gt:4917299*")
+    async with CapServer(agent, ScfConfig(), clock=scf.clock.monotonic,
+                         admit=peers.admit) as server:  # fmt: skip
+        # Point code 2, GT 491720000000: on neither list. A U-Abort with an AARE refusing
+        # the dialogue (reject-permanent, no reason given); the agent never hears of it.
+        async with loopback_msc(server, SsfConfig(point_code=2)) as msc:
+            tid = begin(msc, "491700000021", Phase.V2)
+            ab = await msc.answer(tid)
+            assert ab.type is MessageType.ABORT and ab.dialogue is not None
+            assert (ab.dialogue.kind, ab.dialogue.result, ab.dialogue.diagnostic) == (
+                tcap.DialogueKind.RESPONSE, 1, 1)  # fmt: skip
+            assert server.counters.refused == 1 and len(server.dialogues) == 0
+        assert await money(scf.store, "491700000021") == (10 * MICRO, 0)
+        # Point code 7 is admitted; so is an MSC of the GT pool at another point code.
+        for cfg in (SsfConfig(point_code=7), SsfConfig(point_code=3, msc_gt="491729900001")):
+            async with loopback_msc(server, cfg) as msc:
+                out = await place_call(msc, CallSpec("491700000021", "4930123456", 30))
+                assert out.result == "ended", out
+        assert server.counters.refused == 1

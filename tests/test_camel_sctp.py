@@ -25,29 +25,12 @@ from protocols.sigtran import cap, m3ua, tcap
 from protocols.sigtran.constants import DATA, Op, Phase, Tag
 from protocols.sigtran.m3ua import M3uaMessage, ProtocolData
 from protocols.sigtran.tcap import MessageType, TcapMessage
-from tariffs import parse_plan
+from tests.plans import flat_voice
 
 MICRO = 1_000_000
 #: A flat per-second rate (0.06 a minute), whatever the time of day: the figures below are
 #: the tariff's, computed by hand.
-FLAT = parse_plan(
-    """
-name = "flat-voice"
-timezone = "UTC"
-rounding = { method = "half-even", decimals = 6 }
-[places]
-home = ["26201"]
-[services.voice]
-unit = "seconds"
-default_quota = 60
-[services.voice.network]
-cdr_record_types = ["moCallRecord"]
-[[rates]]
-service = "voice"
-price = "0.06"
-per = 60
-"""
-)
+FLAT = flat_voice("flat-voice")
 PER_SECOND = 1_000  # micro-units
 
 
@@ -75,7 +58,7 @@ async def ocs(redis_url: str, udp_port: int) -> AsyncIterator[Running]:
     settings = Settings(
         redis_url=redis_url, native_port=0, http_port=0, diameter_port=0, sweep_interval=0.2,
         camel_transport="sctp-udp", camel_port=2905, camel_udp_port=udp_port,
-        camel_dialogue_timeout=30,
+        camel_dialogue_timeout=30, camel_peers="*",
     )  # fmt: skip
     async with run_ocs(settings, plans=[FLAT]) as running:
         assert running.camel is not None

@@ -106,3 +106,51 @@ async def test_cli_exports_once(redis_url: str, store: Store, tmp_path: Path) ->
     assert r.returncode == 0, r.stderr
     assert "exported 1 events" in r.stdout
     assert [e["t"] for e in exported(tmp_path / "out")] == ["create"]
+
+
+async def test_trim_keeps_what_a_consumer_group_has_not_read_or_acknowledged(
+    store: Store,
+    raw_redis: redis.asyncio.Redis,
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    sub = "491730000300"
+    await add(store, sub, 1_000_000)
+    for i in range(5):
+        await store.credit(sub, kind="topup", amount=1, reference=f"g{i}", now=T0)
+    key = K.outbox_key(K.bucket_of(sub))
+    ids = [i.decode() for i, _ in await raw_redis.xrange(key)]
+    assert len(ids) == 6
+
+    async def left() -> list[str]:
+        return [i.decode() for i, _ in await raw_redis.xrange(key)]
+
+    # billing (the usage consumer's group) was given 3 entries and acknowledged the first;
+    # another group was created from the start and has read nothing.
+    await raw_redis.xgroup_create(key, "billing", id="0")
+    await raw_redis.xgroup_create(key, "other", id="0")
+    got = await raw_redis.xreadgroup("billing", "c1", {key: ">"}, count=3)
+    assert [i.decode() for i, _ in got[0][1]] == ids[:3]
+    await raw_redis.xack(key, "billing", ids[0])
+    journal = Journal(redis_url, tmp_path / "j")
+    try:
+        stats = await journal.export(keep_ms=0, now_ms=2**41)
+        assert stats.exported == 6
+        assert await left() == ids  # "other" needs every entry
+        # "other" reads and acknowledges everything: billing's first pending entry is the floor.
+        got = await raw_redis.xreadgroup("other", "c2", {key: ">"}, count=10)
+        await raw_redis.xack(key, "other", *[i for i, _ in got[0][1]])
+        await journal.export(keep_ms=0, now_ms=2**41)
+        assert await left() == ids[1:]
+        # billing acknowledges what it was given: the floor is the entry after the last one
+        # delivered to it, never one it has not been given.
+        await raw_redis.xack(key, "billing", ids[1], ids[2])
+        await journal.export(keep_ms=0, now_ms=2**41)
+        assert await left() == ids[3:]
+        got = await raw_redis.xreadgroup("billing", "c1", {key: ">"}, count=10)
+        await raw_redis.xack(key, "billing", *[i for i, _ in got[0][1]])
+        await journal.export(keep_ms=0, now_ms=2**41)
+        assert await left() == []
+        assert len(exported(tmp_path / "j")) == 6  # each exported once
+    finally:
+        await journal.close()

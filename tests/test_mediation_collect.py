@@ -25,7 +25,8 @@ from ocs.mediation.naming import format_name
 from ocs.mediation.pipeline import Mediation, MediationConfig
 from ocs.mediation.usage import Direction
 from ocs.store.store import Store
-from tariffs import PlanBook, TariffRater, parse_plan
+from tariffs import PlanBook, TariffRater
+from tests.plans import flat_voice
 
 T = datetime(2026, 9, 15, 12, 0, tzinfo=UTC)
 
@@ -174,26 +175,7 @@ async def test_ftp_source_unavailable(ftp_root: tuple[Path, int]) -> None:
             await src.listing()
 
 
-PLAN = parse_plan(
-    """
-name = "ftp-flat"
-timezone = "UTC"
-rounding = { method = "half-even", decimals = 6 }
-[places]
-home = ["26201"]
-[services.voice]
-unit = "seconds"
-default_quota = 60
-[services.voice.network]
-cdr_record_types = ["moCallRecord"]
-[[rates]]
-service = "voice"
-first_increment = 1
-increment = 1
-price = "0.06"
-per = 60
-"""
-)
+PLAN = flat_voice("ftp-flat", per_second=True)
 
 
 async def test_mediation_over_ftp(ftp_root: tuple[Path, int], store: Store, tmp_path: Path) -> None:

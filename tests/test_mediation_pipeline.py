@@ -43,28 +43,18 @@ from ocs.mediation.pipeline import (
 from ocs.mediation.usage import Direction, Usage
 from ocs.store.keys import bucket_of, notify_key
 from ocs.store.store import Store, UnitBucket
-from tariffs import PlanBook, TariffRater, parse_plan
+from tariffs import PlanBook, TariffRater
+from tests.plans import flat_voice
 
 KEY = bytes(range(32))
 #: 2026-09-15 12:00 UTC
 T0 = int(datetime(2026, 9, 15, 12, 0, tzinfo=UTC).timestamp() * 1000)
 CET = UTC  # names carry the switch's local time; UTC keeps the arithmetic plain
 
-PLAN = parse_plan(
-    """
-name = "cdr-flat"
-timezone = "UTC"
-rounding = { method = "half-even", decimals = 6 }
-
-[places]
-home = ["26201"]
-
-[services.voice]
-unit = "seconds"
-default_quota = 60
-[services.voice.network]
-cdr_record_types = ["moCallRecord"]
-
+PLAN = flat_voice(
+    "cdr-flat",
+    per_second=True,
+    services="""
 [services.voice-mt]
 unit = "seconds"
 default_quota = 300
@@ -77,14 +67,8 @@ unit = "events"
 default_quota = 1
 [services.sms.network]
 cdr_record_types = ["moSMSRecord"]
-
-[[rates]]
-service = "voice"
-first_increment = 1
-increment = 1
-price = "0.06"
-per = 60
-
+""",
+    rates="""
 [[rates]]
 service = "voice-mt"
 price = "0"
@@ -92,7 +76,7 @@ price = "0"
 [[rates]]
 service = "sms"
 price = "0.05"
-"""
+""",
 )
 VOICE_PER_SECOND = 1_000  # 0.06 a minute, in micro-units a second
 SMS_PRICE = 50_000

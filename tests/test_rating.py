@@ -837,8 +837,8 @@ def test_breakdown_fractional_line_is_exact() -> None:
         pytest.param(Fraction(140_000), {"amount": "0.14"}, id="cents"),
         pytest.param(Fraction(45_000), {"amount": "0.045"}, id="mills"),
         pytest.param(Fraction(1), {"amount": "0.000001"}, id="one-micro"),
-        pytest.param(Fraction(2_000_000), {"amount": "2"}, id="whole"),
-        pytest.param(Fraction(0), {"amount": "0"}, id="zero"),
+        pytest.param(Fraction(2_000_000), {"amount": "2.00"}, id="whole"),
+        pytest.param(Fraction(0), {"amount": "0.00"}, id="zero"),
         pytest.param(Fraction(-225_000), {"amount": "-0.225"}, id="negative"),
         pytest.param(Fraction(1, 2), {"amount": "0.0000005"}, id="half-micro"),
         # 1/3 micro = 1/3,000,000 of a unit = 0.000000333333...

@@ -184,8 +184,8 @@ async def test_a_call_across_a_band_boundary(api: Client, small: None) -> None:
         "units": 125,
         "billed_units": 125,
         "lines": [
-            {"kind": "usage", "text": "peak: 60 x 0.6 per 60", "units": 60, "amount": "0.6"},
-            {"kind": "usage", "text": "offpeak: 65 x 0.3 per 60", "units": 65, "amount": "0.325"},
+            {"kind": "usage", "text": "peak: 60 x 0.60 per 60", "units": 60, "amount": "0.60"},
+            {"kind": "usage", "text": "offpeak: 65 x 0.30 per 60", "units": 65, "amount": "0.325"},
             {"kind": "rounding", "text": "half-even to 2 decimals", "amount": "-0.005"},
         ],
         "rounding": "half-even to 2 decimals",

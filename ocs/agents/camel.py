@@ -15,9 +15,11 @@ How a call maps onto the engine (TS 23.078 §4.6 for the flow):
   inside the grant), Continue.
 * **ApplyChargingReport** commits the seconds used since the last report (the report says the
   time since answer, or since the tariff switch we asked for) and reserves the next slice
-  (``commit``, key ``<session>/acr<invoke id>``: a retransmitted report -- same invoke id --
-  gets the first answer and is charged once). A new ApplyCharging follows; when the credit
-  affords nothing more, ReleaseCall (cause as configured) in a TC-END.
+  (``commit``, key ``<session>/acr<n>``, n the report's sequence number in the dialogue: a
+  retransmitted report -- same invoke id, same content -- is the same n, gets the first
+  answer and is charged once; a new report under a reused invoke id is the next n). A new
+  ApplyCharging follows; when the credit affords nothing more, ReleaseCall (cause as
+  configured) in a TC-END.
 * **EventReportBCSM** disconnect (or no answer, busy, abandon, route select failure) ends the
   session (``release``, key ``<session>/end``) and the dialogue (TC-END).
 * Barred subscribers get ReleaseCall at InitialDP; calls the plan rates free (emergency,
@@ -100,8 +102,10 @@ class _Call:
     switch_base: int = 0
     final: bool = False
     ended: bool = False
-    #: Seconds each report (by invoke id) committed: a retransmission is the same request.
-    reports: dict[int, int] = field(default_factory=dict)
+    #: Each report taken, by what identifies it (invoke id and what it says): its sequence
+    #: number in the dialogue and the seconds it committed. A retransmission is the same
+    #: report again; an MSC reusing an invoke id for a new report is a new one.
+    reports: dict[tuple[int, cap.CallResult], tuple[int, int]] = field(default_factory=dict)
 
 
 class CamelAgent:
@@ -267,13 +271,15 @@ class CamelAgent:
         if not isinstance(call, _Call) or call.ended:
             reply.components.append(ReturnError(inv.invoke_id, UNEXPECTED_COMPONENT_SEQUENCE))
             return
-        if inv.invoke_id in call.reports:  # a retransmission: the first one's request again
-            used, total = call.reports[inv.invoke_id], call.committed
+        seen = call.reports.get((inv.invoke_id, result))
+        if seen is not None:  # a retransmission: the first one's request again
+            (seq, used), total = seen, call.committed
         else:
             total = self._seconds(call, result)
             used = max(0, total - call.committed)
-            call.reports[inv.invoke_id] = used
-        key = f"{call.session}/acr{inv.invoke_id}"
+            seq = len(call.reports) + 1
+            call.reports[(inv.invoke_id, result)] = (seq, used)
+        key = f"{call.session}/acr{seq}"
         more = result.leg_active
         r = await self.engine.commit(
             CommitRequest(call.session, key, used=used, next_units=None if more else 0),

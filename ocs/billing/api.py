@@ -47,6 +47,29 @@ def billing_problem(exc: BillingError) -> web.Response:
     return problem(exc.status, detail=str(exc), type_=exc.type_)
 
 
+def billing_errors(
+    fn: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """``fn`` answering billing's errors as problem+json (and a 503 when its database
+    cannot answer); the handlers of the billing data (billing's own, the dashboard's)."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        try:
+            return await fn(request)
+        except BillingError as exc:
+            return billing_problem(exc)
+        except SQLAlchemyError:
+            return problem(
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                detail="the billing database cannot answer now; retry later",
+                type_="urn:ocs:problem:billing-store-unavailable",
+            )
+
+    handler.__name__ = fn.__name__
+    handler.__doc__ = fn.__doc__
+    return handler
+
+
 class BillingApi:
     """The billing routes over ``engine``; ``feed_secret`` signs the feeds' webhooks."""
 
@@ -109,21 +132,7 @@ class BillingApi:
     def _h(
         self, fn: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-        async def handler(request: web.Request) -> web.StreamResponse:
-            try:
-                return await fn(request)
-            except BillingError as exc:
-                return billing_problem(exc)
-            except SQLAlchemyError:
-                return problem(
-                    HTTPStatus.SERVICE_UNAVAILABLE,
-                    detail="the billing database cannot answer now; retry later",
-                    type_="urn:ocs:problem:billing-store-unavailable",
-                )
-
-        handler.__name__ = fn.__name__
-        handler.__doc__ = fn.__doc__
-        return handler
+        return billing_errors(fn)
 
     def routes(self) -> list[Route]:
         """Every billing endpoint; GET reads, every other method writes."""

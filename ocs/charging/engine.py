@@ -62,6 +62,13 @@ class _Session:
     version: int
     money_cursor: int
     held_bucket_units: int
+    #: The cost of the session's first ``priced_units`` money units (-1: none known): kept
+    #: at the money cursor the next request starts from, so a request rates once less.
+    #: Keyed by the cursor's value, so an answer that moved the cursor elsewhere (a replay,
+    #: another process) is simply a miss. (Across a tariff reload the slices' sum stays the
+    #: cost of the whole usage: each slice starts from the cost its predecessor ended on.)
+    priced_units: int = -1
+    priced: int = 0
 
 
 def _flags(spec: ServiceSpec, *, final: bool = False, force: bool = False) -> str:
@@ -115,6 +122,12 @@ class ChargingEngine:
             if len(self._sessions) >= self.config.cache_size:
                 self._sessions.clear()
             self._sessions[sid] = st
+
+    def _cost_at(self, st: _Session, units: int) -> int:
+        """What the session's first ``units`` money units cost (remembered at one point)."""
+        if units == st.priced_units:
+            return st.priced
+        return self.rater.cost(st.ctx, units)
 
     def _session_from_answer(self, sid: str, msisdn: str, ans: ScriptAnswer) -> _Session:
         """Rebuild a session the cache did not know from a STALE answer (failover)."""
@@ -224,6 +237,7 @@ class ChargingEngine:
                 cursor, version = 0, 0
             else:
                 ctx, spec, cursor, version = st.ctx, st.spec, st.money_cursor, st.version
+            base = 0  # (the cost at the cursor)
             if spec is None:
                 # First request for this subscriber in this process: the script says the plan.
                 n = cost = 0
@@ -237,9 +251,8 @@ class ChargingEngine:
                     n, bq, final = b + m, b, b + m < wanted
                     if n <= 0:
                         return self._refused(prior)
-                cost = self.rater.cost(ctx, cursor + (n - max(bq, 0))) - self.rater.cost(
-                    ctx, cursor
-                )
+                base = self.rater.cost(ctx, 0) if st is None else self._cost_at(st, cursor)
+                cost = self.rater.cost(ctx, cursor + (n - max(bq, 0))) - base
                 flags = _flags(spec, final=final)
             reserve = self.store.reserve(
                 msisdn,
@@ -267,7 +280,7 @@ class ChargingEngine:
             if status == "OK":
                 if st is None:
                     if spec is not None and ans.session_plan == ctx.plan:
-                        st = _Session(msisdn, ctx, spec, 0, 0, 0)
+                        st = _Session(msisdn, ctx, spec, 0, 0, 0, 0, base)
                     else:  # a replay's stored answer, arriving while the cache knew nothing
                         st = self._session_from_answer(sid, msisdn, ans)
                     self._remember_plan(msisdn, st.ctx.plan)
@@ -378,12 +391,15 @@ class ChargingEngine:
                 version = st.version
                 money_units = used - min(used, st.held_bucket_units)
                 after = st.money_cursor + money_units
-                cost = self.rater.cost(st.ctx, after) - self.rater.cost(st.ctx, st.money_cursor)
+                at_after = self._cost_at(st, after)
+                cost = at_after - self._cost_at(st, st.money_cursor)
                 n = 0
                 if not end and next_units != 0:
                     quota = st.spec.default_quota
                     n = quota if next_units is None else min(next_units, quota)
-                next_cost = self.rater.cost(st.ctx, after + n) - self.rater.cost(st.ctx, after)
+                next_cost = self.rater.cost(st.ctx, after + n) - at_after if n else 0
+                # Where the next request will start (if this one is applied as sent).
+                st.priced_units, st.priced = after, at_after
                 flags = _flags(st.spec)
             if end:
                 ans = await self.store.release(

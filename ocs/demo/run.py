@@ -30,6 +30,7 @@ from ocs.mediation.usage import Direction
 from ocs.money import format_money
 from ocs.service import Running, run_ocs
 from ocs.sims.hlr import Applied, HlrSimulator, bound_port, serve
+from ocs.sims.msc import SsfConfig, connect_msc, describe, run_calls, traffic
 from ocs.sims.switch import (
     FtpTarget,
     Layout,
@@ -102,6 +103,7 @@ async def run_demo(
     if settings.http_port and not _port_free(settings.bind, settings.http_port):
         # The demo must run beside anything: take a free port and say which.
         settings = replace(settings, http_port=0)
+    settings = _demo_camel(settings, out)
     view = LiveView(out)
     async with contextlib.AsyncExitStack() as stack:
         hlr = None
@@ -133,14 +135,51 @@ async def run_demo(
     raise AssertionError("unreachable")
 
 
-#: The demo's users, one per role (agency-viewer limited to the agency "moh").
+#: The demo MSC's point code (ocs/sims/msc.py's default), the one the demo's gsmSCF admits.
+DEMO_MSC_POINT_CODE = SsfConfig().point_code
+
+
+def _demo_camel(settings: Settings, out: TextIO) -> Settings:
+    """CAMEL in the demo: the gsmSCF on SCTP over UDP (a free UDP port of this process) that
+    admits only the demo MSC's point code; none where libusrsctp is missing."""
+    if settings.camel_transport:
+        return settings
+    from protocols.sigtran.usrsctp import SctpUnavailable, _Library
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        udp = int(s.getsockname()[1])
+    try:
+        _Library.get(udp)
+    except SctpUnavailable as exc:
+        print(f"CAMEL     not in this demo: {exc}", file=out, flush=True)
+        return settings
+    return replace(settings, camel_transport="sctp-udp", camel_udp_port=udp,
+                   camel_peers=settings.camel_peers or f"pc:{DEMO_MSC_POINT_CODE}")  # fmt: skip
+
+
+async def _camel_calls(ocs: Running, settings: Settings, out: TextIO, subscribers: list[str],
+                       pause: float) -> None:  # fmt: skip
+    """A few CAMEL calls of the demo's subscribers from the simulated MSC (``ocs msc-sim``),
+    two at a time, beside the native and Diameter traffic."""
+    make = traffic(subscribers, seed=14)
+    udp = settings.camel_udp_port
+    async with connect_msc("127.0.0.1", settings.camel_port, udp_port=udp, remote_udp_port=udp,
+                           config=SsfConfig(point_code=DEMO_MSC_POINT_CODE)) as msc:  # fmt: skip
+        for _ in range(6):
+            for o in await run_calls(msc, [make(), make()], 2):
+                print(f"CAMEL     {describe(o)}", file=out, flush=True)
+            await asyncio.sleep(pause)
+
+
+#: The demo's users, one per role (agency-viewer limited to the Ministry of Health, MIN-HEA).
 DEMO_USERS: tuple[tuple[str, str, str | None], ...] = (
     ("admin", "admin", None),
     ("operator", "operator", None),
     ("finance", "finance", None),
     ("tariffs", "tariff-manager", None),
     ("auditor", "auditor", None),
-    ("moh-viewer", "agency-viewer", "moh"),
+    ("moh-viewer", "agency-viewer", "MIN-HEA"),
 )
 #: The key id the demo's switch simulator authenticates with on the native protocol.
 DEMO_NATIVE_KEY = "demo-switch"
@@ -325,6 +364,7 @@ async def _run(
         f"  try: curl -H 'Authorization: Bearer {settings.admin_token}' "
         f"{api}/v1/subscribers/{subs[1].msisdn}\n"
         f"  native protocol key (OCS_NATIVE_KEYS): {settings.native_keys}\n"
+        f"  dashboard: {api}/ui/ (sign in as one of these users)\n"
         f"  users (POST {api}/v1/auth/token with username and password):\n"
         + "".join(f"    {name:<11} {role:<22} {pw}\n" for name, role, pw in users)
         + "Ctrl-C to stop.\n",
@@ -348,10 +388,17 @@ async def _run(
         # A short demo tells the story faster, so that it ends before the demo does.
         pause = 3.0 if duration is None else min(3.0, max(0.2, duration / 8))
         spool = Path(settings.data_dir) / "switch"
+        # Both switches write here: the story's (MSC02) must not count on MSC01's task to
+        # have made it first (when it had not, the story's file had nowhere to go).
+        spool.mkdir(parents=True, exist_ok=True)
         ftp = FtpTarget.parse(ftp_url)
         charged = asyncio.Event()  # the story's CDR file is charged
         billing = asyncio.create_task(_hot_billing(ocs, settings, out, spool, ftp_url, charged))
         story = asyncio.create_task(_story(ocs, out, pause, spool, ftp, charged, hlr))
+        camel = None
+        if ocs.camel is not None:
+            callers_ = [s.msisdn for s in subs[:40]]
+            camel = asyncio.create_task(_camel_calls(ocs, settings, out, callers_, pause))
         start = prev_t = time.monotonic()
         deadline = None if duration is None else start + duration
         prev_n = 0
@@ -371,10 +418,23 @@ async def _run(
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
-            for t in (task, story, billing):
+            # Stop them all (the MSC simulator's association first, the CDR switch last, so
+            # that it closes and uploads its open file while the FTP server and the OCS are
+            # still up), then say what failed: a task's error must not leave the others to
+            # be cancelled after the OCS is gone.
+            failed: list[BaseException] = []
+            for t in (camel, task, story, billing):
+                if t is None:
+                    continue
                 t.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                try:
                     await t
+                except asyncio.CancelledError:
+                    pass
+                except Exception as exc:
+                    failed.append(exc)
+            if failed:
+                raise failed[0]
     low = sorted(
         [(a.balance, m) for m in [s.msisdn for s in subs[:40]]
          if (a := await ocs.store.get_account(m)) is not None]

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import itertools
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -175,6 +176,8 @@ class CallOutcome:
     warning_tone: bool = False
     messages: int = 0
     detail: str = ""
+    #: Seconds from each message sent to the gsmSCF's answer to it.
+    latencies: list[float] = field(default_factory=list)
 
 
 def _ops(msg: TcapMessage) -> dict[int, Invoke]:
@@ -197,9 +200,11 @@ class _Call:
         self.ids = itertools.count(1)
         self.switch_at: int | None = None
         self.prev_switch = 0
+        self.sent_at = 0.0
 
     def send(self, kind: MessageType, comps: Sequence[Invoke], *, first: bool = False) -> None:
         self.out.messages += 1
+        self.sent_at = time.perf_counter()
         if kind is MessageType.BEGIN:
             msg = TcapMessage(kind, otid=self.tid, dialogue=tcap.request(self.spec.phase),
                               components=tuple(comps))  # fmt: skip
@@ -210,6 +215,7 @@ class _Call:
 
     async def answer(self) -> TcapMessage:
         msg = await self.stack.answer(self.tid)
+        self.out.latencies.append(time.perf_counter() - self.sent_at)
         self.out.messages += 1
         if msg.otid is not None:
             self.remote = msg.otid

@@ -35,13 +35,13 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Any, Final, Self, TypeAlias
+from typing import Any, Final, TypeAlias
 from urllib.parse import unquote
 
 import redis.asyncio
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
+from ocs.lifecycle import AsyncConnection
 from ocs.store.redis_client import (
     _DEFAULT_TIMEOUT,
     DEFAULT_CONNECT_TIMEOUT,
@@ -90,9 +90,10 @@ _REFRESH_INTERVAL: Final = 0.05
 # Commands whose argument 1 is not a key (sent to one master, or to all: _BROADCAST).
 _KEYLESS: Final = frozenset(
     b"PING ECHO INFO TIME CLUSTER CONFIG CLIENT COMMAND DBSIZE WAIT LASTSAVE BGREWRITEAOF "
-    b"SLOWLOG LATENCY MEMORY HELLO READONLY READWRITE ASKING SCRIPT FLUSHALL FLUSHDB".split()
+    b"SLOWLOG LATENCY MEMORY HELLO READONLY READWRITE ASKING SCRIPT FUNCTION FLUSHALL "
+    b"FLUSHDB".split()
 )
-_BROADCAST: Final = frozenset((b"SCRIPT", b"FLUSHALL", b"FLUSHDB", b"PING"))
+_BROADCAST: Final = frozenset((b"SCRIPT", b"FUNCTION", b"FLUSHALL", b"FLUSHDB", b"PING"))
 _EVAL: Final = frozenset((b"EVAL", b"EVALSHA", b"EVAL_RO", b"EVALSHA_RO", b"FCALL"))
 
 
@@ -186,7 +187,7 @@ def parse_cluster_url(url: str) -> RedisAddress:
 # -- the hot-path cluster client ---------------------------------------------------------
 
 
-class ClusterRedis:
+class ClusterRedis(AsyncConnection):
     """An auto-pipelining Redis Cluster client: one :class:`PipelinedRedis` per master.
 
     It offers what the store needs of :class:`PipelinedRedis` (``execute``, ``evalsha``,
@@ -280,18 +281,6 @@ class ClusterRedis:
             await asyncio.wait([task])
         nodes = list(self._nodes.values())
         await asyncio.gather(*(n.close() for n in nodes))
-
-    async def __aenter__(self) -> Self:
-        await self.connect()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # The slot map
 

@@ -8,6 +8,12 @@ entry's, UTC); an id is unique within its bucket. The export of a bucket is at l
 crash after a write and before the cursor moved writes those events again on the next run,
 with the same ``b`` and ``id``, so readers keep the first of each. The cursor (the last id
 exported, per bucket) is in Redis, with the streams.
+
+Trimming never drops an entry that a consumer group of the stream (billing's ``billing``, the
+provisioning worker's, any other) has not yet been given, or was given and has not
+acknowledged: the stream is trimmed to the oldest of the export's cursor, the retention
+cutoff, and each group's first pending entry or, with none pending, the entry after its
+last-delivered id (issue 17; #11's "the exporter may trim events billing has not read").
 """
 
 from __future__ import annotations
@@ -35,6 +41,16 @@ class ExportStats:
     exported: int = 0
     trimmed: int = 0
     files: int = 0
+
+
+def _id(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _after(entry_id: str) -> str:
+    ms, seq = _id(entry_id)
+    return f"{ms}-{seq + 1}"
 
 
 def _day(entry_id: str) -> str:
@@ -91,9 +107,27 @@ class Journal:
             if last != "0-0":
                 # Keep what is younger than keep_ms (the events API reads it) and everything
                 # after the cursor (not exported: it may have come since the last read).
-                ms, seq = (int(x) for x in last.split("-", 1))
+                ms, seq = _id(last)
                 cutoff = max(now_ms - keep_ms, 0)
                 minid = f"{cutoff}-0" if cutoff <= ms else f"{ms}-{seq + 1}"
+                for floor in await self._group_floors(key):
+                    if _id(floor) < _id(minid):
+                        minid = floor
                 trimmed = await self._do(self.redis.xtrim(key, minid=minid, approximate=False))
                 stats.trimmed += int(trimmed)
         return stats
+
+    async def _group_floors(self, key: str) -> list[str]:
+        """For each consumer group of the stream, the oldest id it still needs: its first
+        pending entry (delivered, not acknowledged), else the one after its last-delivered
+        id. Read after the export, so a group that reads meanwhile only moves forward."""
+        floors = []
+        for group in await self._do(self.redis.xinfo_groups(key)):
+            name, last = group["name"], group["last-delivered-id"]
+            floor = _after(last)
+            if int(group.get("pending", 0)):
+                summary = await self._do(self.redis.xpending(key, name))
+                if summary.get("min"):
+                    floor = min(floor, summary["min"], key=_id)
+            floors.append(floor)
+        return floors

@@ -33,12 +33,13 @@ import hashlib
 import math
 import ssl
 from collections import deque
-from collections.abc import Callable, Sequence
-from types import TracebackType
-from typing import Any, Final, Protocol, Self, TypeAlias, cast
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, Final, Protocol, TypeAlias, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
+
+from ocs.lifecycle import AsyncConnection
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
@@ -47,6 +48,8 @@ __all__ = [
     "ClientClosed",
     "CommandTimeout",
     "ConnectionLost",
+    "Function",
+    "LibraryLoader",
     "NotReplicated",
     "PipelinedRedis",
     "RedisClientError",
@@ -328,7 +331,7 @@ class _Connection(asyncio.Protocol):
 # -- the client --------------------------------------------------------------------------------
 
 
-class PipelinedRedis:
+class PipelinedRedis(AsyncConnection):
     """An auto-pipelining Redis client over one connection.
 
     Args:
@@ -433,18 +436,6 @@ class PipelinedRedis:
         conn, self._conn = self._conn, None  # calls from now on get ClientClosed
         if conn is not None:
             await conn.aclose(self.timeout)
-
-    async def __aenter__(self) -> Self:
-        await self.connect()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # Commands
 
@@ -699,6 +690,49 @@ class ScriptHost(Protocol):
     ) -> Any: ...
 
 
+class _SharedLoad:
+    """Runs a load at most once at a time: callers arriving while it runs await the same one."""
+
+    def __init__(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        self._work = work
+        self._loading: asyncio.Task[None] | None = None
+
+    async def __call__(self) -> None:
+        task = self._loading
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._work())
+            self._loading = task
+            task.add_done_callback(self._done)
+        await asyncio.shield(task)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        if self._loading is task:
+            self._loading = None
+        if not task.cancelled():
+            task.exception()
+
+
+async def _call_or_load(
+    client: ScriptHost,
+    packed: bytes,
+    keys: Sequence[str | bytes],
+    decode: bool | None,
+    timeout: Timeout,  # noqa: ASYNC109 (one watchdog per connection)
+    missing: str,
+    load: Callable[[], Awaitable[None]],
+) -> Any:
+    """Send a script call (to the master of its first key); if Redis answers that it does not
+    know the code (an error containing ``missing``), load it and retry once."""
+    route = keys[0] if keys else None
+    try:
+        return await client._call(packed, decode, timeout, route, durable=True)
+    except ReplyError as exc:
+        if missing not in exc.message:
+            raise
+    await load()
+    return await client._call(packed, decode, timeout, route, durable=True)
+
+
 class Script:
     """A Lua script called by SHA1 (computed locally), loaded with SCRIPT LOAD on NOSCRIPT.
 
@@ -712,7 +746,7 @@ class Script:
         self.client = client
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
-        self._loading: asyncio.Task[None] | None = None
+        self.load = _SharedLoad(self._load)
 
     def __repr__(self) -> str:
         return f"<Script sha={self.sha}>"
@@ -727,31 +761,58 @@ class Script:
     ) -> Any:
         """Run the script (see :meth:`PipelinedRedis.execute` for options and errors)."""
         packed = _pack(("EVALSHA", self.sha, len(keys), *keys, *args))
-        route = keys[0] if keys else None
-        try:
-            return await self.client._call(packed, decode, timeout, route, durable=True)
-        except ReplyError as exc:
-            if not exc.message.startswith("NOSCRIPT"):
-                raise
-        await self.load()
-        return await self.client._call(packed, decode, timeout, route, durable=True)
-
-    async def load(self) -> None:
-        """SCRIPT LOAD the source (concurrent callers share one load)."""
-        task = self._loading
-        if task is None:
-            task = asyncio.get_running_loop().create_task(self._load())
-            self._loading = task
-            task.add_done_callback(self._load_done)
-        await asyncio.shield(task)
+        return await _call_or_load(
+            self.client, packed, keys, decode, timeout, "NOSCRIPT", self.load
+        )
 
     async def _load(self) -> None:
         sha = await self.client.execute("SCRIPT", "LOAD", self.source, decode=True)
         if sha != self.sha:
             raise RedisClientError(f"Redis computed SHA1 {sha} for a script we hash to {self.sha}")
 
-    def _load_done(self, task: asyncio.Task[None]) -> None:
-        if self._loading is task:
-            self._loading = None
-        if not task.cancelled():
-            task.exception()
+
+class Function:
+    """A function of a Redis Functions library (Redis 7.0+), called with FCALL; the library
+    is loaded again (``FUNCTION LOAD REPLACE``) when Redis does not know the function.
+
+    The counterpart of :class:`Script` for a library loaded once (see ocs/store/functions.py):
+    Redis keeps functions in its data (AOF, RDB, replicas), so "not found" is rare (a FUNCTION
+    FLUSH, a new server); the calls then in flight share one load and each retries once. On a
+    cluster FUNCTION LOAD goes to every master.
+    """
+
+    def __init__(self, client: ScriptHost, name: str, library: str, loader: LibraryLoader) -> None:
+        self.client = client
+        self.name = name
+        self.library = library
+        self._loader = loader
+
+    def __repr__(self) -> str:
+        return f"<Function {self.name}>"
+
+    async def __call__(
+        self,
+        keys: Sequence[str | bytes] = (),
+        args: Sequence[Arg] = (),
+        *,
+        decode: bool | None = None,
+        timeout: Timeout = _DEFAULT_TIMEOUT,  # noqa: ASYNC109 (one watchdog per connection)
+    ) -> Any:
+        """Run the function (see :meth:`PipelinedRedis.execute` for options and errors)."""
+        packed = _pack(("FCALL", self.name, len(keys), *keys, *args))
+        return await _call_or_load(
+            self.client, packed, keys, decode, timeout, "Function not found", self._loader.load
+        )
+
+
+class LibraryLoader:
+    """Loads one Functions library (``FUNCTION LOAD REPLACE``); concurrent callers share one
+    load."""
+
+    def __init__(self, client: ScriptHost, code: str) -> None:
+        self.client = client
+        self.code = code
+        self.load = _SharedLoad(self._load)
+
+    async def _load(self) -> None:
+        await self.client.execute("FUNCTION", "LOAD", "REPLACE", self.code)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Final
 
+from protocols.sigtran import fastber
 from protocols.sigtran.constants import (
     CAUSE_NORMAL_UNSPECIFIED,
     InvokeProblem,
@@ -59,6 +60,36 @@ def charging_module() -> Any:
     mod = types.ModuleType("camel_charging")
     exec(compile(source, "camel_charging.asn", "exec"), mod.__dict__)
     return mod.CAMEL_Charging
+
+
+#: The fast codec and the compiled type of AChBillingChargingCharacteristics per phase.
+_ACH: Final = {Phase.V2: (fastber.ACH_V2, "AChBillingChargingCharacteristicsV2"),
+               Phase.V3: (fastber.ACH_V3, "AChBillingChargingCharacteristicsV3"),
+               Phase.V4: (fastber.ACH_V4, "AChBillingChargingCharacteristicsV4")}  # fmt: skip
+
+
+def _decode(codec: Any, name: str, data: bytes) -> Any:
+    """A camel_charging.asn value: the fast path's, else pycrate's (which raises on what it
+    cannot read)."""
+    if fastber.enabled:
+        try:
+            return fastber.decode_value(codec, data)
+        except fastber.Fallback:
+            pass
+    t = getattr(charging_module(), name)
+    t.from_ber(data)
+    return t.get_val()
+
+
+def _encode(codec: Any, name: str, value: Any) -> bytes:
+    if fastber.enabled:
+        try:
+            return fastber.encode_value(codec, value)
+        except fastber.Fallback:
+            pass
+    t = getattr(charging_module(), name)
+    t.set_val(value)
+    return bytes(t.to_ber())
 
 
 def _bad(invoke: Invoke, detail: str) -> ComponentError:
@@ -223,10 +254,8 @@ class CallResult:
 
 def read_call_result(invoke: Invoke) -> CallResult:
     """The CAMEL-CallResult inside an ApplyChargingReport."""
-    m = charging_module().CAMEL_CallResult
     try:
-        m.from_ber(invoke.argument)
-        _, r = m.get_val()
+        _, r = _decode(fastber.CALL_RESULT, "CAMEL_CallResult", invoke.argument)
         ti_kind, ti = r["timeInformation"]
         party = r["partyToCharge"][1]
         if ti_kind == "timeIfNoTariffSwitch":
@@ -260,23 +289,20 @@ def apply_charging(
     """ApplyChargingArg: ``max_duration`` in 100 ms, ``tariff_switch`` in seconds; the
     phase's shape of releaseIfdurationExceeded (TS 29.078: a SEQUENCE {tone} in phase 2, a
     BOOLEAN later, with the tone as the audible indicator in phase 4)."""
-    cm = charging_module()
     tdc: dict[str, Any] = {"maxCallPeriodDuration": max_duration}
     if phase is Phase.V2:
         if release:
             tdc["releaseIfdurationExceeded"] = {"tone": tone}
-        t = cm.AChBillingChargingCharacteristicsV2
     else:
         if release:
             tdc["releaseIfdurationExceeded"] = True
         if phase is Phase.V4 and tone:
             tdc["audibleIndicator"] = ("tone", True)
-        t = cm.AChBillingChargingCharacteristicsV3 if phase is Phase.V3 else (
-            cm.AChBillingChargingCharacteristicsV4)  # fmt: skip
     if tariff_switch is not None:
         tdc["tariffSwitchInterval"] = tariff_switch
-    t.set_val(("timeDurationCharging", tdc))
-    return {"aChBillingChargingCharacteristics": bytes(t.to_ber()),
+    codec, name = _ACH[phase]
+    return {"aChBillingChargingCharacteristics": _encode(codec, name,
+                                                         ("timeDurationCharging", tdc)),
             "partyToCharge": ("sendingSideID", b"\x01")}  # fmt: skip
 
 
@@ -332,7 +358,6 @@ def call_result(
     switch_interval: int | None = None,
 ) -> bytes:
     """ApplyChargingReportArg: a CAMEL-CallResult (times in 100 ms)."""
-    m = charging_module().CAMEL_CallResult
     if since_switch is None:
         ti: Any = ("timeIfNoTariffSwitch", time)
     else:
@@ -340,17 +365,15 @@ def call_result(
         if switch_interval is not None:
             tis["tariffSwitchInterval"] = switch_interval
         ti = ("timeIfTariffSwitch", tis)
-    m.set_val(
-        (
-            "timeDurationChargingResult",
-            {
-                "partyToCharge": ("receivingSideID", b"\x01"),
-                "timeInformation": ti,
-                "legActive": leg_active,
-            },
-        )
+    value = (
+        "timeDurationChargingResult",
+        {
+            "partyToCharge": ("receivingSideID", b"\x01"),
+            "timeInformation": ti,
+            "legActive": leg_active,
+        },
     )
-    return bytes(m.to_ber())
+    return _encode(fastber.CALL_RESULT, "CAMEL_CallResult", value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,13 +385,9 @@ class ApplyCharging:
 
 
 def read_apply_charging(phase: Phase, invoke: Invoke) -> ApplyCharging:
-    cm = charging_module()
-    t = {Phase.V2: cm.AChBillingChargingCharacteristicsV2,
-         Phase.V3: cm.AChBillingChargingCharacteristicsV3}.get(
-        phase, cm.AChBillingChargingCharacteristicsV4)  # fmt: skip
+    codec, name = _ACH[phase]
     try:
-        t.from_ber(invoke.argument["aChBillingChargingCharacteristics"])
-        _, tdc = t.get_val()
+        _, tdc = _decode(codec, name, invoke.argument["aChBillingChargingCharacteristics"])
         rel = tdc.get("releaseIfdurationExceeded", False)
         if isinstance(rel, dict):
             release, tone = True, bool(rel.get("tone", False))

@@ -96,6 +96,8 @@ class Counters:
     u_aborts: int = 0
     rejects: int = 0
     timeouts: int = 0
+    #: TC-BEGINs from peers the admission hook refused (each also a u-abort).
+    refused: int = 0
     #: M3UA management answers (ASP Up/Active acks, heartbeat acks, NTFY, DAVA).
     management_out: int = 0
 
@@ -292,6 +294,10 @@ class CapServer:
             return
         phase = msg.dialogue.phase if msg.dialogue is not None else None
         refused = self.admit is not None and not self.admit(u.calling, pd.opc)
+        if refused:
+            self.counters.refused += 1
+            log.info("TC-BEGIN from pc %d gt %r refused: not an admitted peer", pd.opc,
+                     u.calling.gt)  # fmt: skip
         if (
             refused or phase is None or msg.dialogue is None
             or msg.dialogue.kind is not DialogueKind.REQUEST

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
 
+from protocols.sigtran import fastber
 from protocols.sigtran.constants import (
     AC_OF_PHASE,
     APPLICATION_CONTEXTS,
@@ -186,7 +187,7 @@ def _component(c: Any, bad: list[ComponentError]) -> Component | None:
         rop = None if res is None else int(res["opcode"][1])
         return ReturnResult(iid or 0, rop, None if res is None else res["result"])
     if kind == "returnError":
-        return ReturnError(iid or 0, int(body["errorCode"][1]))
+        return ReturnError(iid or 0, int(body["errcode"][1]))
     problem_kind, code = body["problem"]
     problem: GeneralProblem | InvokeProblem
     try:
@@ -200,10 +201,8 @@ def decode(data: bytes) -> TcapMessage:
     """One TCAP message. TcapError (with the originating transaction id when one could be
     found) for anything that cannot be read as a whole; unreadable components are kept in
     ``bad_components``."""
-    m = grammar()
     try:
-        m.from_ber(data)
-        kind, body = m.get_val()
+        kind, body = _read_value(data)
         dlg = _dialogue(body.get("dialoguePortion"))
         bad: list[ComponentError] = []
         comps = [x for c in body.get("components", ()) if (x := _component(c, bad)) is not None]
@@ -224,6 +223,20 @@ def decode(data: bytes) -> TcapMessage:
         cause = (PAbortCause.UNRECOGNIZED_MESSAGE_TYPE if tag not in _TAGS
                  else PAbortCause.BADLY_FORMATTED_TRANSACTION_PORTION)  # fmt: skip
         raise TcapError(cause, f"{type(exc).__name__}: {exc}"[:200], scan_otid(data)) from None
+
+
+def _read_value(data: bytes) -> tuple[str, Any]:
+    """pycrate's value of a message: by the fast path when it knows the message, else by
+    pycrate (which raises on what it cannot read)."""
+    if fastber.enabled:
+        try:
+            return fastber.decode(data)
+        except fastber.Fallback:
+            pass
+    m = grammar()
+    m.from_ber(data)
+    value: tuple[str, Any] = m.get_val()
+    return value
 
 
 def _length(data: bytes, pos: int) -> tuple[int, int]:
@@ -256,7 +269,7 @@ def scan_otid(data: bytes) -> bytes | None:
 # -- encoding -----------------------------------------------------------------------------------
 
 
-def _dialogue_value(d: DialoguePortion) -> dict[str, Any]:
+def dialogue_value(d: DialoguePortion) -> dict[str, Any]:
     pdu: dict[str, Any]
     if d.kind is DialogueKind.REQUEST:
         pdu = {"protocol-version": _VERSION1, "application-context-name": d.application_context}
@@ -288,7 +301,7 @@ def _component_value(c: Component) -> tuple[str, Any]:
         return ("basicROS", ("returnResult", {"invokeId": ("present", c.invoke_id)}))
     if isinstance(c, ReturnError):
         return ("basicROS", ("returnError", {"invokeId": ("present", c.invoke_id),
-                                              "errorCode": ("local", c.code)}))  # fmt: skip
+                                              "errcode": ("local", c.code)}))  # fmt: skip
     iid = ("absent", 0) if c.invoke_id is None else ("present", c.invoke_id)
     kind = "general" if isinstance(c.problem, GeneralProblem) else "invoke"
     return ("basicROS", ("reject", {"invokeId": iid, "problem": (kind, int(c.problem))}))
@@ -304,14 +317,25 @@ def encode(msg: TcapMessage) -> bytes:
         if msg.p_abort is not None:
             body["reason"] = ("p-abortCause", int(msg.p_abort))
         elif msg.dialogue is not None:
-            body["reason"] = ("u-abortCause", _dialogue_value(msg.dialogue))
+            body["reason"] = ("u-abortCause", dialogue_value(msg.dialogue))
     else:
         if msg.dialogue is not None:
-            body["dialoguePortion"] = _dialogue_value(msg.dialogue)
+            body["dialoguePortion"] = dialogue_value(msg.dialogue)
         if msg.components:
             body["components"] = [_component_value(c) for c in msg.components]
+    value = (msg.type.value, body)
+    if fastber.enabled:
+        try:
+            return fastber.encode(value)
+        except fastber.Fallback:
+            pass
+    return encode_pycrate(value)
+
+
+def encode_pycrate(value: tuple[str, Any]) -> bytes:
+    """pycrate's BER of a message value (the reference the fast path is tested against)."""
     m = grammar()
-    m.set_val((msg.type.value, body))
+    m.set_val(value)
     return bytes(m.to_ber())
 
 

@@ -7,7 +7,7 @@ Two decoders find a record's fields; the same rules (``_fields``) turn them into
   and checks it against the ASN.1 (mandatory fields, sizes). Fields it does not know (a later
   release's) are dropped from the TLV tree before it decodes, so they are tolerated.
 - ``fast`` (the default): reads the record's TLVs and keeps only the fields charging needs,
-  about 5 times faster (bench/cdr_decode.py). It skips what it does not need, known or not.
+  4 to 5 times faster (bench/cdr_decode.py). It skips what it does not need, known or not.
   Where a record uses a BER form it does not read (a constructed OCTET STRING), it hands the
   record to pycrate. tests/test_mediation_formats.py checks that both agree on every record
   pycrate accepts.

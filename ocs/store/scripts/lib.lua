@@ -27,13 +27,18 @@
 -- - Every table costs an allocation plus garbage collection later, and every function here
 --   is a closure created again on each call (~1k instructions each with its upvalues): build
 --   few of both. A helper used by one script lives in that script.
+-- The request's own values. Between the two markers: one `local NAMES = EXPRESSIONS` per line
+-- (as a Redis Function, ocs/store/functions.py declares these once per library and assigns
+-- them on every call; as an EVALSHA script they are what they say).
+-- THR_GEN, the last argument of every script: the generation of the thresholds in K_THR (a
+-- digest the Store sends). An account evaluated with another generation re-evaluates at its
+-- next change, so a plan's new thresholds reach accounts whose balance sits still.
+-- REQ_FP: the request's fingerprint (see idem_get).
+-- per call {
 local K_ACCT, K_SESS, K_OUT, K_EXP = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local K_THR, K_NTF, K_IDEM = KEYS[5], KEYS[6], KEYS[7]
-local NOW_TEXT = ARGV[1]
--- The last argument of every script: the generation of the thresholds in K_THR (a digest the
--- Store sends). An account evaluated with another generation re-evaluates at its next change,
--- so a plan's new thresholds reach accounts whose balance sits still.
-local THR_GEN = ARGV[#ARGV]
+local NOW_TEXT, THR_GEN, REQ_FP = ARGV[1], ARGV[#ARGV], ARGV[#ARGV - 1]
+-- per call }
 
 local function fmt(n)
   if n == 0 then
@@ -86,7 +91,6 @@ end
 -- replay can tell a retry of the same request (slot 22 of the answer: 1) from a different
 -- request sent under a key already used (2). Either way the first answer is returned and
 -- nothing changes; the caller decides what a different request under the same key means.
-local REQ_FP = ARGV[#ARGV - 1]
 
 local function idem_get()
   if K_IDEM then

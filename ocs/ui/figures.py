@@ -1,0 +1,234 @@
+"""The dashboard's figures from the billing database: the hierarchy as one snapshot, and per
+scope (national, region, agency, account) and period the billed, drafted, pending, usage by
+service and by day, LAD and penalty credits, and the same for each child of the scope.
+
+Plain functions over a SQLAlchemy connection (blocking: the API runs them in a thread). The
+invoice figures are the billing subsystem's own (:func:`ocs.billing.runs.aggregates`); usage
+by service and by day is read from the usage the billing consumer took from the outbox, in
+UTC days of the period.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC
+from typing import Any, Final
+
+from sqlalchemy import Connection, Engine, and_, func, select
+
+from ocs.billing import runs
+from ocs.billing import schema as S
+from ocs.billing.errors import NotFound
+
+__all__ = ["LEVELS", "AggregateCache", "Hierarchy", "Unit", "load_hierarchy", "scope_figures"]
+
+LEVELS: Final = ("national", "region", "agency", "account")
+CHILD: Final = {"national": "region", "region": "agency", "agency": "account"}
+DAY_MS: Final = 86_400_000
+#: The invoice figures the billing aggregates give, in micro-units.
+MONEY: Final = ("billed", "drafted", "usage", "lad", "penalties", "pending")
+#: Seconds the billing aggregates of a level are kept (the live feed's tick).
+AGGREGATES_TTL: Final = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Unit:
+    level: str
+    code: str
+    name: str
+    parent: str | None
+    #: The agency the unit belongs to (itself for an agency; None above).
+    agency: str | None
+
+
+@dataclass(slots=True)
+class Hierarchy:
+    """Every unit of the hierarchy, and which lines (MSISDNs) each account holds now."""
+
+    units: dict[tuple[str, str], Unit] = field(default_factory=dict)
+    children: dict[tuple[str, str], list[str]] = field(default_factory=dict)
+    #: account code -> its MSISDNs (lines with no end).
+    lines: dict[str, list[str]] = field(default_factory=dict)
+    #: MSISDN -> account code.
+    account_of: dict[str, str] = field(default_factory=dict)
+
+    def unit(self, level: str, code: str, agency: str | None) -> Unit:
+        """The unit, if an ``agency``-scoped caller may see it (others: NotFound)."""
+        u = self.units.get((level, code))
+        if u is None or (agency is not None and u.agency != agency):
+            raise NotFound(f"no {level} {code!r}")
+        return u
+
+    def path(self, u: Unit) -> list[Unit]:
+        """From the national level down to ``u``."""
+        out = [u]
+        while out[0].parent is not None:
+            level = LEVELS[LEVELS.index(out[0].level) - 1]
+            out.insert(0, self.units[(level, out[0].parent)])
+        return out
+
+    def accounts_under(self, u: Unit) -> list[str]:
+        if u.level == "account":
+            return [u.code]
+        out: list[str] = []
+        for child in self.children.get((u.level, u.code), []):
+            out += self.accounts_under(self.units[(CHILD[u.level], child)])
+        return out
+
+    def msisdns_under(self, u: Unit) -> list[str]:
+        return [m for a in self.accounts_under(u) for m in self.lines.get(a, [])]
+
+    def ancestors_of(self, msisdn: str) -> list[tuple[str, str]]:
+        """(level, code) of every unit above and including the line's account."""
+        account = self.account_of.get(msisdn)
+        if account is None:
+            return []
+        return [(u.level, u.code) for u in self.path(self.units[("account", account)])]
+
+
+def load_hierarchy(engine: Engine) -> Hierarchy:
+    h = Hierarchy()
+    with engine.connect() as conn:
+        orgs = {r.id: r for r in conn.execute(select(S.org))}
+        for r in orgs.values():
+            parent = orgs[r.parent_id].code if r.parent_id in orgs else None
+            agency = r.code if r.level == "agency" else None
+            h.units[(r.level, r.code)] = Unit(r.level, r.code, r.name, parent, agency)
+            if parent is not None:
+                plevel = LEVELS[LEVELS.index(r.level) - 1]
+                h.children.setdefault((plevel, parent), []).append(r.code)
+        by_id = {}
+        for r in conn.execute(select(S.account)):
+            agency = orgs[r.agency_id].code
+            h.units[("account", r.code)] = Unit("account", r.code, r.name, agency, agency)
+            h.children.setdefault(("agency", agency), []).append(r.code)
+            by_id[r.id] = r.code
+        for r in conn.execute(select(S.line).where(S.line.c.valid_to.is_(None))):
+            code = by_id.get(r.account_id)
+            if code is not None:
+                h.lines.setdefault(code, []).append(r.msisdn)
+                h.account_of[r.msisdn] = code
+    for kids in h.children.values():
+        kids.sort()
+    return h
+
+
+def _usage(
+    conn: Connection, accounts: Iterable[str], start_ms: int, end_ms: int, service: str | None
+) -> tuple[dict[str, int], list[dict[str, Any]], dict[str, int]]:
+    """Usage of ``accounts`` in [start, end): by service, by UTC day, by account (micro)."""
+    u, ln, acc = S.usage_event, S.line, S.account
+    day = (u.c.ts // DAY_MS).label("day")
+    q = (
+        select(acc.c.code, u.c.service, day, func.sum(u.c.amount), func.sum(u.c.units))
+        .select_from(
+            acc.join(ln, ln.c.account_id == acc.c.id).join(
+                u,
+                and_(
+                    u.c.msisdn == ln.c.msisdn,
+                    u.c.ts >= ln.c.valid_from,
+                    ln.c.valid_to.is_(None) | (u.c.ts < ln.c.valid_to),
+                ),
+            )
+        )
+        .where(u.c.ts >= start_ms, u.c.ts < end_ms, acc.c.code.in_(list(accounts)))
+        .group_by(acc.c.code, u.c.service, day)
+    )
+    if service:
+        q = q.where(u.c.service == service)
+    by_service: dict[str, int] = {}
+    by_day: dict[int, int] = {}
+    by_account: dict[str, int] = {}
+    for code, svc, d, total, _units in conn.execute(q):
+        amount = int(total or 0)
+        by_service[svc] = by_service.get(svc, 0) + amount
+        by_day[int(d)] = by_day.get(int(d), 0) + amount
+        by_account[code] = by_account.get(code, 0) + amount
+    days = []
+    for d in range((start_ms // DAY_MS), (end_ms - 1) // DAY_MS + 1):
+        days.append({"day": _day_text(d), "usage": by_day.get(d, 0)})
+    return by_service, days, by_account
+
+
+def _day_text(day: int) -> str:
+    from datetime import datetime
+
+    return datetime.fromtimestamp(day * DAY_MS / 1000, UTC).date().isoformat()
+
+
+class AggregateCache:
+    """The billing aggregates of every unit of a level and period, kept ``ttl`` seconds: every
+    page that re-reads its scope in the same second (after a live message, say) shares one
+    computation, whatever the number of browsers."""
+
+    def __init__(self, engine: Engine, ttl: float = AGGREGATES_TTL) -> None:
+        self.engine = engine
+        self.ttl = ttl
+        self._kept: dict[tuple[str, str], tuple[float, dict[str, dict[str, int]]]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, level: str, period: str) -> dict[str, dict[str, int]]:
+        key = (level, period)
+        with self._lock:  # (one computation at a time; the others then find it kept)
+            kept = self._kept.get(key)
+            now = time.monotonic()
+            if kept is not None and now - kept[0] < self.ttl:
+                return kept[1]
+            items = runs.aggregates(self.engine, level, period, scope=None, offset=0,
+                                    limit=10**9)  # fmt: skip
+            out = {i["code"]: {**i["micro"], "accounts": i["accounts"]} for i in items}
+            self._kept[key] = (time.monotonic(), out)
+            return out
+
+
+def scope_figures(
+    engine: Engine,
+    aggregates: AggregateCache,
+    h: Hierarchy,
+    level: str,
+    code: str,
+    period: str,
+    *,
+    service: str | None,
+    agency: str | None,
+) -> dict[str, Any]:
+    """The scope's figures for ``period`` and one row per child (micro-units)."""
+    u = h.unit(level, code, agency)
+    p = runs.Period.of(period, "UTC")
+    start_ms = int(p.start.timestamp() * 1000)
+    end_ms = int(p.end.timestamp() * 1000)
+    own = aggregates.get(level, period).get(code, {})
+    child_level = CHILD.get(level)
+    kids = h.children.get((level, code), []) if child_level else []
+    per_kid = aggregates.get(child_level, period) if child_level else {}
+    with engine.connect() as conn:
+        accounts = h.accounts_under(u)
+        by_service, days, by_account = _usage(conn, accounts, start_ms, end_ms, service)
+    children = []
+    for k in kids:
+        ku = h.units[(child_level or "", k)]
+        figs = per_kid.get(k, {})
+        usage = sum(by_account.get(a, 0) for a in h.accounts_under(ku))
+        children.append(
+            {
+                "level": ku.level,
+                "code": k,
+                "name": ku.name,
+                **{m: figs.get(m, 0) for m in MONEY},
+                "period_usage": usage,
+                "accounts": len(h.accounts_under(ku)),
+                "lines": len(h.msisdns_under(ku)),
+            }
+        )
+    return {
+        "unit": u,
+        "figures": {m: own.get(m, 0) for m in MONEY},
+        "period_usage": sum(by_service.values()),
+        "usage_by_service": dict(sorted(by_service.items())),
+        "by_day": days,
+        "children": children,
+        "accounts": len(accounts),
+    }

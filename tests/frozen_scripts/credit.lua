@@ -1,0 +1,29 @@
+-- credit: top-up, refund or adjustment of the money balance, idempotent by its reference.
+-- The answer's `charged` slot carries the amount applied.
+-- ARGV: now, msisdn, reference (the request key), idempotency ttl ms, kind (topup | refund |
+--       adjust), signed amount, note.
+local now, msisdn, rk, ttl = ARGV[1] + 0, ARGV[2], ARGV[3], ARGV[4] + 0
+local kind, amount, note = ARGV[5], ARGV[6] + 0, ARGV[7]
+
+local prev = idem_get()
+if prev then
+  return prev
+end
+local a = load_account()
+if not a then
+  return answer('NOSUB')
+end
+-- Balances stay far inside the range where Lua's doubles are exact integers (2^53).
+if math.abs(a.bal + amount) > 1e15 then
+  return unchanged('TOOBIG', a)
+end
+expire_due(a, msisdn, now)
+a.bal = a.bal + amount
+save_account(a, now)
+emit(kind, msisdn, a, a.tv, 'rk', rk, 'amt', ARGV[6], 'note', note) -- the amount as received
+-- Open sessions may now use more: tell whoever serves them (the Diameter agent sends a RAR).
+if amount > 0 and redis.call('HLEN', K_SESS) > 0 then
+  redis.call('XADD', K_NTF, 'MAXLEN', '~', '100000', '*', 't', 'credit', 'sub', msisdn,
+    'ts', NOW_TEXT, 'bal', a.tb, 'ver', a.tv, 'kind', kind)
+end
+return idem_put(answer('OK', a, nil, 0, amount), ttl)
