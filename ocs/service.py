@@ -49,6 +49,7 @@ from ocs.store.errors import StoreUnavailable
 from ocs.store.notify import NotifyStore
 from ocs.store.redis_client import RedisClientError
 from ocs.store.store import Store
+from ocs.tasks import cancel_and_wait as _cancel
 from ocs.telemetry import flushing, metrics_for_process, watch
 from protocols.diameter import LocalIdentity
 from protocols.diameter.constants import CreditControlFailureHandling
@@ -499,17 +500,6 @@ async def _follow(notify: NotifyStore, ids: dict[str, str], agent: DiameterAgent
         except StoreUnavailable as exc:
             redis_lost(log, "notifications", exc)
             await asyncio.sleep(1.0)
-
-
-async def _cancel(task: asyncio.Task[None]) -> None:
-    # Cancelled again until it ends: a cancellation that lands as a redis-py read times out
-    # can come back as a timeout (asyncio.timeout on Python 3.11), which the loops of these
-    # tasks treat as "Redis unavailable, try again" (seen with RedisCluster's pipelines).
-    while not task.done():
-        task.cancel()
-        await asyncio.wait([task], timeout=0.5)
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 async def start_provisioning(

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine, func, select
 
 from bench.billing import PERIOD, build_dataset, make_events
@@ -20,7 +21,9 @@ from ocs.billing import runs, usage
 from ocs.billing import schema as S
 from ocs.billing.db import open_billing_db
 
-ACCOUNTS = 400
+ACCOUNTS = 200
+#: These tests start several ``ocs`` processes (a few seconds each on a loaded machine).
+SUBPROCESS_TIMEOUT = 180
 
 
 def ocs(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -74,6 +77,7 @@ def drafts(engine: Engine) -> int:
         return int(c.execute(select(func.count()).select_from(S.invoice)).scalar_one())
 
 
+@pytest.mark.timeout(SUBPROCESS_TIMEOUT)
 def test_a_run_killed_midway_then_run_again_gives_the_same_invoices(
     billing_url: str, tmp_path: Path
 ) -> None:
@@ -133,6 +137,7 @@ def test_a_run_killed_midway_then_run_again_gives_the_same_invoices(
         engine.dispose()
 
 
+@pytest.mark.timeout(SUBPROCESS_TIMEOUT)
 def test_feeds_and_simulators_from_the_command_line(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'b.db'}"
     engine = open_billing_db(url)

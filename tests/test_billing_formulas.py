@@ -4,7 +4,7 @@ none of the expected figures comes from the code under test). Money in micro-uni
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from fractions import Fraction
 from zoneinfo import ZoneInfo
 
@@ -98,6 +98,84 @@ def test_proration_tie_is_rounded_by_the_named_method() -> None:
     # 1 micro x 15/30 = 0.5: half-even 0 (0 is even), half-up 1
     assert F.round_money(F.prorate(1, 15, 30), "half-even") == 0
     assert F.round_money(F.prorate(1, 15, 30), "half-up") == 1
+
+
+# -- billing periods from the billing day -------------------------------------------------
+# Period YYYY-MM runs from the billing day of that month to the billing day of the next (the
+# next's excluded). A billing day past a month's end falls on that month's last day.
+
+
+@pytest.mark.parametrize(
+    ("period", "day", "first", "after", "days"),
+    [
+        ((2026, 11), 1, date(2026, 11, 1), date(2026, 12, 1), 30),  # day 1: the calendar month
+        ((2026, 11), 15, date(2026, 11, 15), date(2026, 12, 15), 30),  # 15 Nov - 14 Dec
+        ((2026, 12), 15, date(2026, 12, 15), date(2027, 1, 15), 31),  # across the new year
+        ((2026, 2), 15, date(2026, 2, 15), date(2026, 3, 15), 28),  # 15 Feb - 14 Mar
+        ((2028, 2), 15, date(2028, 2, 15), date(2028, 3, 15), 29),  # leap: 29 Feb inside
+        # day 31: 31 Jan, 28 Feb (not 31 Feb), 31 Mar, 30 Apr, 31 May
+        ((2026, 1), 31, date(2026, 1, 31), date(2026, 2, 28), 28),
+        ((2026, 2), 31, date(2026, 2, 28), date(2026, 3, 31), 31),
+        ((2026, 3), 31, date(2026, 3, 31), date(2026, 4, 30), 30),
+        ((2026, 4), 31, date(2026, 4, 30), date(2026, 5, 31), 31),
+        ((2028, 1), 31, date(2028, 1, 31), date(2028, 2, 29), 29),  # leap February: the 29th
+        ((2028, 2), 31, date(2028, 2, 29), date(2028, 3, 31), 31),
+        # day 30: 30 Jan - 27 Feb (29 days), then 28 Feb - 29 Mar (30 days)
+        ((2026, 1), 30, date(2026, 1, 30), date(2026, 2, 28), 29),
+        ((2026, 2), 30, date(2026, 2, 28), date(2026, 3, 30), 30),
+    ],
+)
+def test_billing_periods_from_the_billing_day(
+    period: tuple[int, int], day: int, first: date, after: date, days: int
+) -> None:
+    assert F.period_bounds(*period, day) == (first, after)
+    assert F.period_days(*period, day) == days
+    assert F.period_of(first, day) == period
+    assert F.period_of(after, day) == F.next_month(*period)
+    assert F.period_of(after - timedelta(days=1), day) == period  # its last day
+
+
+def test_billing_day_one_is_the_calendar_month_and_periods_tile() -> None:
+    for y in (2026, 2028):
+        for m in range(1, 13):
+            assert F.period_bounds(y, m, 1) == F.month_bounds(y, m)
+            for day in (1, 15, 28, 29, 30, 31):  # each period ends where the next begins
+                assert F.period_bounds(y, m, day)[1] == F.period_bounds(*F.next_month(y, m), day)[0]
+
+
+def test_a_billing_day_outside_1_to_31_is_refused() -> None:
+    for day in (0, 32):
+        with pytest.raises(F.FormulaError, match="billing day"):
+            F.period_start(2026, 11, day)
+
+
+@pytest.mark.parametrize(
+    ("period", "day", "start", "end", "billed", "of", "amount"),
+    [
+        # day 15, 2026-11 (15 Nov - 14 Dec, 30 days), from 20 Nov: 20 Nov..14 Dec = 25 days
+        # 300.00 x 25/30 = 250.00
+        ((2026, 11), 15, date(2026, 11, 20), None, 25, 30, 250_000_000),
+        # ... ended 1 Dec (excluded): 20..30 Nov = 11 days: 300 x 11/30 = 110.00
+        ((2026, 11), 15, date(2026, 11, 20), date(2026, 12, 1), 11, 30, 110_000_000),
+        # day 31, 2026-02 (28 Feb - 30 Mar, 31 days), from 1 Mar: 30 days: 300 x 30/31
+        # = 290.322580645... -> 290.322581
+        ((2026, 2), 31, date(2026, 3, 1), None, 30, 31, 290_322_581),
+        # day 31, 2026-01 (31 Jan - 27 Feb, 28 days), whole: 300.00
+        ((2026, 1), 31, date(2026, 1, 1), None, 28, 28, 300_000_000),
+    ],
+)
+def test_proration_over_a_billing_period(
+    period: tuple[int, int],
+    day: int,
+    start: date,
+    end: date | None,
+    billed: int,
+    of: int,
+    amount: int,
+) -> None:
+    assert F.prorated_days(*period, start, end, day) == billed
+    assert F.period_days(*period, day) == of
+    assert F.round_money(F.prorate(M300, billed, of)) == amount
 
 
 def test_proration_refuses_impossible_months() -> None:

@@ -367,3 +367,122 @@ def test_the_worked_example_of_the_docs(
     block = docs.split("`ocs billing explain INV-2026-000001 6` prints:\n\n```\n", 1)[1]
     assert printed == block.split("```", 1)[0]
     assert "| **total** | | **325.68** |" in docs
+
+
+def test_a_number_that_changes_class_with_a_new_plan_version(billing_engine: Engine) -> None:
+    """gov-payu version 2 (in force from 15 Nov) puts 030 123... in the agency network: the
+    calls to it before the 15th are national, from the 15th on agency-network; each line
+    bills exactly its events (marked by the run, recomputed by explain)."""
+    from pathlib import Path
+
+    from tariffs import PlanBook
+    from tariffs.plan import parse_plan
+
+    text = (Path(runs.__file__).parents[2] / "tariffs/plans/gov-payu.toml").read_text()
+    v1 = parse_plan(text)
+    v2 = parse_plan(
+        text.replace("version = 1", "version = 2")
+        .replace("2026-01-01T00:00:00+01:00", "2026-11-15T00:00:00+01:00")
+        .replace('agency-network = ["49301850"]', 'agency-network = ["49301850", "4930123"]')
+    )
+    classes = runs.Destinations(PlanBook([v1, v2]))
+    build_sample(billing_engine)
+    put_usage(
+        billing_engine,
+        event(LINE, "2026-11-10T10:00:00+01:00", "voice", 40_000, 60, dst="030 1234567"),
+        event(LINE, "2026-11-14T23:59:59+01:00", "voice", 40_000, 60, dst="030 1239999"),
+        event(LINE, "2026-11-15T00:00:00+01:00", "voice", 7, 60, dst="030 1234567"),
+        event(LINE, "2026-11-20T10:00:00+01:00", "voice", 3, 60, dst="030 5550000"),
+        event(LINE, "2026-11-21T10:00:00+01:00", "voice", 250_000, 60, dst="+447700900123"),
+    )
+    runs.run(billing_engine, "2026-11", now_ms=1, classes=classes)
+    inv = invoice(billing_engine, "2026-11")
+    usage_lines = [
+        (x["evidence"]["destination"], x["evidence"]["events"], x["amount_micro"])
+        for x in inv["lines"]
+        if x["kind"] == "usage"
+    ]
+    assert usage_lines == [
+        ("agency-network", 1, 7),  # the 15th, 00:00: version 2
+        ("international", 1, 250_000),
+        ("national", 3, 80_003),  # the 10th and the 14th (version 1), 030 555 (never agency)
+    ]
+    with billing_engine.connect() as c:
+        billed = c.execute(
+            select(S.usage_event.c.line_id).where(S.usage_event.c.line_id.is_not(None))
+        ).all()
+    assert len(billed) == 5
+    for x in inv["lines"]:
+        if x["kind"] == "usage":
+            assert runs.explain(billing_engine, str(inv["id"]), x["seq"], None)["matches"]
+
+
+def test_an_invoice_on_billing_day_15(billing_engine: Engine) -> None:
+    """ACC-1 billed on the 15th: period 2026-11 is 15 Nov - 14 Dec (30 days, no change of
+    summer time inside). L-1 (300.00 a month in arrears from 11 Nov) first falls in period
+    2026-10 (15 Oct - 14 Nov, 31 days), which this invoice catches up."""
+    build_sample(billing_engine)
+    with billing_engine.begin() as c:
+        M.update_account(c, "ACC-1", {"billing_day": 15}, None)
+    put_usage(
+        billing_engine,
+        event(LINE, "2026-11-15T00:00:00+01:00", "sms", 20_000),  # the first instant: in
+        event(LINE, "2026-12-14T23:59:59+01:00", "sms", 20_000),  # the last second: in
+        event(LINE, "2026-12-15T00:00:00+01:00", "sms", 20_000),  # 2026-12's
+    )
+    # 3 h on 10 Dec: in period 2026-11 (a calendar-month account would see it in December)
+    feeds.accept_batch(billing_engine, "tickets", [
+        ticket("T-9", "2026-12-10T10:00:00+01:00", "2026-12-10T13:00:00+01:00"),
+    ], 0)  # fmt: skip
+    runs.run(billing_engine, "2026-11", now_ms=1)
+    inv = invoice(billing_engine, "2026-11")
+    assert amounts(inv) == [
+        ("fixed", "L-1:2026-10", 38_709_677),  # 11..14 Nov: 300.00 x 4/31 = 38.7096774..
+        ("fixed", "L-1:2026-11", 300_000_000),  # 30/30 days
+        ("usage", "usage:sms", 40_000),  # 2 x 0.02
+        # 10,800 s of 2,592,000 (30 days): 99.58333 %, 0.41667 points under 99.9: 10 %
+        ("penalty", "L-1:2026-11", -30_000_000),
+    ]
+    assert inv["cutoff"] == "2026-12-15T00:00:00+01:00"
+    # net 38.709677 + 300 + 0.04 - 30 = 308.749677 -> 308.75; tax 19 % = 58.6625 -> 58.66
+    # (half-even: the 0.25 of a cent is below the half); total 367.41
+    assert inv["micro"] == {"net": 308_749_677, "net_rounded": 308_750_000,
+                            "tax": 58_660_000, "total": 367_410_000}  # fmt: skip
+    for x in inv["lines"]:
+        assert runs.explain(billing_engine, str(inv["id"]), x["seq"], None)["matches"]
+    # pending on 10 Dec 12:00 (the draft dropped: pending counts what no invoice, draft or
+    # issued, carries): the same period; fixed to date 15 Nov..10 Dec = 26 days: 300 x 26/30
+    # = 260.00, plus 2026-10's 38.709677; usage before noon: 0.02; T-9 up to noon: 2 h =
+    # 7,200 s: 99.72222 %, 0.17778 points under 99.9: 10 % again
+    with billing_engine.begin() as c:
+        runs._drop_draft(c, inv["id"])
+    p = runs.pending(billing_engine, "ACC-1", now_ms=ms("2026-12-10T12:00:00+01:00"), scope=None)
+    assert p["period"] == "2026-11"
+    assert p["micro"] == {"fixed": 298_709_677, "usage": 20_000, "lad": 0,
+                          "penalty": -30_000_000, "total": 268_729_677}  # fmt: skip
+    # the billing day cannot change once the account has invoices
+    runs.run(billing_engine, "2026-11", now_ms=1)
+    with billing_engine.begin() as c, pytest.raises(Conflict, match="billing day"):
+        M.update_account(c, "ACC-1", {"billing_day": 1}, None)
+
+
+def test_billing_day_31_in_february(billing_engine: Engine) -> None:
+    """Billing day 31: period 2026-02 runs from 28 Feb (February has no 31st) to 30 Mar
+    (31 days); a 310.00 service from 1 Mar owes 30 of them: 300.00. Period 2026-01 (31 Jan
+    - 27 Feb) bills it nothing."""
+    build_sample(billing_engine)
+    with billing_engine.begin() as c:
+        M.create_account(c, {"code": "ACC-31", "name": "Day 31", "agency": "AG-1",
+                             "tax_profile": "VAT19", "timezone": "Europe/Berlin",
+                             "billing_day": 31}, None)  # fmt: skip
+        M.put_service(c, "ACC-31", "L-31", {"description": "Leased line L-31",
+                                            "monthly_charge": "310", "charging": "arrears",
+                                            "start_date": "2026-03-01"}, None)  # fmt: skip
+    runs.run(billing_engine, "2026-01", account="ACC-31", now_ms=1)
+    assert amounts(invoice(billing_engine, "2026-01", "ACC-31")) == []
+    runs.run(billing_engine, "2026-02", account="ACC-31", now_ms=1)
+    inv = invoice(billing_engine, "2026-02", "ACC-31")
+    assert amounts(inv) == [("fixed", "L-31:2026-02", 300_000_000)]
+    assert inv["lines"][0]["evidence"]["period_start"] == "2026-02-28"
+    assert inv["lines"][0]["evidence"]["period_end"] == "2026-03-31"
+    assert inv["cutoff"] == "2026-03-31T00:00:00+02:00"  # summer time from 29 Mar

@@ -227,3 +227,40 @@ async def test_usage_lines_by_destination_class(
         ("international", 1, 250_000),
         ("national", 2, 80_000),
     ]
+
+
+async def test_consumer_recreates_its_group_when_the_streams_are_deleted(
+    store: Store, redis_url: str, raw_redis: redis.asyncio.Redis, billing_engine: Engine
+) -> None:
+    """A Redis emptied under a running consumer (the demo starts from fresh data) deletes the
+    streams and the group: the read waiting on them fails (UNBLOCKED), the next NOGROUP; the
+    consumer creates the group again and goes on ingesting."""
+    setup_lines(billing_engine)
+    now = int(time.time() * 1000)
+    outbox = NotifyStore(redis_url, outbox=True)
+    consumer = UsageConsumer(outbox, billing_engine, block_ms=100)
+    try:
+        async with consuming(consumer):
+            deadline = time.monotonic() + 10
+            while not consumer._started:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.02)
+            await raw_redis.flushall()
+            await subscribers(store, now)
+            await debit(store, LINES[1], "g-1", 250_000, now, "voice")
+            deadline = time.monotonic() + 15
+            while True:
+                p = runs.pending(
+                    billing_engine, "ACC-1", now_ms=int(time.time() * 1000), scope=None
+                )
+                if p["micro"]["usage"] == 250_000:
+                    break
+                assert time.monotonic() < deadline, (p, consumer.stats.errors)
+                await asyncio.sleep(0.05)
+        # (the path under test was taken: a read failed for the lost group)
+        assert any(("NOGROUP" in e or "UNBLOCKED" in e) for e in consumer.stats.errors), (
+            consumer.stats.errors
+        )
+        assert await raw_redis.xinfo_groups(outbox.streams[0])
+    finally:
+        await outbox.close()

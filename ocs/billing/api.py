@@ -26,6 +26,8 @@ from ocs.api.routes import Route, caller_of
 from ocs.billing import exports, feeds, runs
 from ocs.billing import model as M
 from ocs.billing.errors import BillingError, Invalid
+from ocs.billing.lineage import http_download, invoice_exported
+from ocs.lineage import Lineage
 from ocs.provisioning.signing import SignatureError, verify
 
 T = TypeVar("T")
@@ -78,11 +80,14 @@ class BillingApi:
         feed_secret: str = "",
         warehouse_dir: str | Path = ".ocs/warehouse",
         clock: Callable[[], int] = _now_ms,
+        lineage: Lineage | None = None,
     ) -> None:
         self.engine = engine
         self.feed_secret = feed_secret
         self.warehouse_dir = Path(warehouse_dir)
         self.clock = clock
+        #: OpenLineage records of the exports (the Parquet dataset, PDF and CSV downloads).
+        self.lineage = lineage
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -387,7 +392,9 @@ class BillingApi:
         """``POST /v1/billing/exports/{period}``: the period's dataset to the warehouse."""
         period = request.match_info["period"]
         runs.Period.of(period, "UTC")
-        paths = await self._db(exports.export_period, self.engine, self.warehouse_dir, period)
+        paths = await self._db(
+            exports.export_period, self.engine, self.warehouse_dir, period, self.lineage
+        )
         return web.json_response({"period": period, "files": [str(p) for p in paths]})
 
     async def list_invoices(self, request: web.Request) -> web.StreamResponse:
@@ -419,12 +426,19 @@ class BillingApi:
         )
         parties = await self._db(exports.parties, self.engine, inv)
         pdf = await self._db(exports.invoice_pdf, inv, parties)
+        await self._exported(request, "pdf")
         return web.Response(body=pdf, content_type="application/pdf")
+
+    async def _exported(self, request: web.Request, fmt: str) -> None:
+        if self.lineage is not None:
+            target = http_download(request.host, request.path)
+            await self._db(invoice_exported, self.lineage, self.engine, fmt, target)
 
     async def invoice_csv(self, request: web.Request) -> web.StreamResponse:
         inv = await self._db(
             runs.get_invoice, self.engine, request.match_info["ref"], self._scope(request)
         )
+        await self._exported(request, "csv")
         return web.Response(text=exports.lines_csv(inv), content_type="text/csv")
 
     async def explain(self, request: web.Request) -> web.StreamResponse:

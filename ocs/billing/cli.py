@@ -22,8 +22,10 @@ from sqlalchemy import Engine
 from ocs.billing import exports, feeds, runs
 from ocs.billing.db import open_billing_db
 from ocs.billing.errors import BillingError, Invalid
+from ocs.billing.lineage import invoice_exported, lineage_of
 from ocs.clikit import CliError
 from ocs.config import Settings, load_settings
+from ocs.lineage import file_dataset
 
 
 def _now_ms() -> int:
@@ -40,6 +42,17 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _engine(args: argparse.Namespace) -> Engine:
     return open_billing_db(_settings(args).billing_url)
+
+
+def _write_export(args: argparse.Namespace, e: Engine, fmt: str, data: str | bytes) -> None:
+    """An invoice exported to ``args.output``, with its OpenLineage record."""
+    path = Path(args.output)
+    if isinstance(data, bytes):
+        path.write_bytes(data)
+    else:
+        path.write_text(data, encoding="utf-8")
+    invoice_exported(lineage_of(_settings(args)), e, fmt, file_dataset(path))
+    print(path)
 
 
 def _print(args: argparse.Namespace, data: Any, text: str) -> None:
@@ -102,7 +115,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             _print(args, items, "\n".join(_lines(i) for i in items) or "no invoices")
         elif act == "show":
             inv = runs.get_invoice(e, args.invoice, None)
-            _print(args, inv, _lines(inv))
+            if args.output:  # the invoice as JSON, to a file
+                _write_export(args, e, "json", json.dumps(inv, indent=2) + "\n")
+            else:
+                _print(args, inv, _lines(inv))
         elif act == "explain":
             out = runs.explain(e, args.invoice, args.line, None)
             text = "\n".join(
@@ -118,11 +134,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         elif act == "pdf":
             inv = runs.get_invoice(e, args.invoice, None)
             pdf = exports.invoice_pdf(inv, exports.parties(e, inv))
-            out_path = Path(args.output or f"{inv['number'] or 'draft-' + str(inv['id'])}.pdf")
-            out_path.write_bytes(pdf)
-            print(out_path)
+            args.output = args.output or f"{inv['number'] or 'draft-' + str(inv['id'])}.pdf"
+            _write_export(args, e, "pdf", pdf)
         elif act == "csv":
-            sys.stdout.write(exports.lines_csv(runs.get_invoice(e, args.invoice, None)))
+            text = exports.lines_csv(runs.get_invoice(e, args.invoice, None))
+            if args.output:
+                _write_export(args, e, "csv", text)
+            else:
+                sys.stdout.write(text)
         elif act == "note":
             items = []
             for spec in args.line:
@@ -139,7 +158,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             )
             _print(args, note, _lines(note))
         elif act == "export":
-            paths = exports.export_period(e, _settings(args).warehouse_dir, args.period)
+            settings = _settings(args)
+            paths = exports.export_period(
+                e, settings.warehouse_dir, args.period, lineage_of(settings)
+            )
             _print(args, [str(p) for p in paths], "\n".join(map(str, paths)))
         elif act == "feeds":
             directory = Path(args.dir or _settings(args).billing_feeds_dir)
@@ -259,8 +281,11 @@ def register(sub: Any) -> None:
     ):
         a = acts.add_parser(name, help=what)
         a.add_argument("invoice", help="number (INV-2026-000001) or id of a draft")
-        if name == "pdf":
-            a.add_argument("-o", "--output", help="file (default NUMBER.pdf)")
+        a.add_argument(
+            "-o",
+            "--output",
+            help="file (pdf: default NUMBER.pdf; show writes the JSON, csv the CSV there)",
+        )
     a = acts.add_parser("explain", help="the calculation of one line, recomputed")
     a.add_argument("invoice")
     a.add_argument("line", type=int)

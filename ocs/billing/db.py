@@ -15,6 +15,9 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 
 MIGRATIONS: Final = Path(__file__).with_name("migrations")
+#: SQLite's page cache per connection (KiB) and WAL pages between checkpoints.
+SQLITE_CACHE_KIB: Final = 65_536
+SQLITE_CHECKPOINT_PAGES: Final = 20_000
 
 
 def default_url(data_dir: str | Path) -> str:
@@ -27,6 +30,12 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=30000")
+    # A bill run rewrites pages scattered over the usage table (an account's events arrive
+    # mixed with everyone's): a 64 MiB page cache (the default is 2 MiB) and a checkpoint
+    # every 20,000 WAL pages (80 MiB; the default 1,000 checkpointed about once an account)
+    # write each page once for many accounts. bench/billing.py: the run ~1.7x faster.
+    cur.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
+    cur.execute(f"PRAGMA wal_autocheckpoint={SQLITE_CHECKPOINT_PAGES}")
     cur.close()
 
 

@@ -23,6 +23,8 @@ import pyarrow.parquet as pq
 from sqlalchemy import Engine, select
 
 from ocs.billing import schema as S
+from ocs.billing.lineage import period_exported
+from ocs.lineage import Lineage
 
 CSV_COLUMNS: Final = (
     "invoice",
@@ -227,8 +229,11 @@ def _write(table: pa.Table, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def export_period(engine: Engine, warehouse: str | Path, period: str) -> list[Path]:
-    """The period's invoices and notes and their lines to the warehouse; the files written."""
+def export_period(
+    engine: Engine, warehouse: str | Path, period: str, lineage: Lineage | None = None
+) -> list[Path]:
+    """The period's invoices and notes and their lines to the warehouse; the files written
+    (and their OpenLineage record, with ``lineage``)."""
     inv, acc, org, ln = S.invoice, S.account, S.org, S.invoice_line
     with engine.connect() as c:
         heads = c.execute(
@@ -280,7 +285,12 @@ def export_period(engine: Engine, warehouse: str | Path, period: str) -> list[Pa
     )
     _write(t1, folder / "invoices.parquet")
     _write(t2, folder / "invoice_lines.parquet")
-    return [folder / "invoices.parquet", folder / "invoice_lines.parquet"]
+    written = [
+        (folder / "invoices.parquet", INVOICE_SCHEMA),
+        (folder / "invoice_lines.parquet", LINE_SCHEMA),
+    ]
+    period_exported(lineage, engine, written)
+    return [p for p, _ in written]
 
 
 def parties(engine: Engine, inv: dict[str, Any]) -> dict[str, str]:

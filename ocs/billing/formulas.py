@@ -165,8 +165,36 @@ def days_in_month(year: int, month: int) -> int:
 
 def month_bounds(year: int, month: int) -> tuple[date, date]:
     """First day of the month, and first day of the next."""
-    ny, nm = next_month(year, month)
-    return date(year, month, 1), date(ny, nm, 1)
+    return period_bounds(year, month, 1)
+
+
+def period_start(year: int, month: int, billing_day: int = 1) -> date:
+    """The first day of period ``year-month`` of an account billed on ``billing_day``: that
+    day of the month, or the month's last day when the month is shorter (billing day 31:
+    30 November, 28 February, 29 in a leap year; 31 December). Day 1: calendar months."""
+    if not 1 <= billing_day <= 31:
+        raise FormulaError(f"a billing day is 1-31, got {billing_day}")
+    return date(year, month, min(billing_day, days_in_month(year, month)))
+
+
+def period_bounds(year: int, month: int, billing_day: int = 1) -> tuple[date, date]:
+    """First day of the period, and first day of the next (billing day 15, 2026-11: 15 Nov
+    to 15 Dec, the 14th of December its last day)."""
+    return period_start(year, month, billing_day), period_start(
+        *next_month(year, month), billing_day
+    )
+
+
+def period_days(year: int, month: int, billing_day: int = 1) -> int:
+    """Days of the period (28 to 31: billing day 31 gives 31 Jan - 28 Feb: 28 days)."""
+    lo, hi = period_bounds(year, month, billing_day)
+    return (hi - lo).days
+
+
+def period_of(day: date, billing_day: int = 1) -> tuple[int, int]:
+    """The period ``day`` is in (billing day 15: 14 Dec is in 2026-11, 15 Dec in 2026-12)."""
+    y, m = day.year, day.month
+    return (y, m) if day >= period_start(y, m, billing_day) else prev_month(y, m)
 
 
 def months_between(first: tuple[int, int], last: tuple[int, int]) -> list[tuple[int, int]]:
@@ -182,18 +210,20 @@ def months_between(first: tuple[int, int], last: tuple[int, int]) -> list[tuple[
 # -- fixed charges -------------------------------------------------------------------------
 
 
-def prorated_days(year: int, month: int, start: date, end: date | None) -> int:
-    """Days of the month the service is billed: from ``start`` (included) to ``end``
+def prorated_days(
+    year: int, month: int, start: date, end: date | None, billing_day: int = 1
+) -> int:
+    """Days of the period the service is billed: from ``start`` (included) to ``end``
     (excluded; None: open-ended)."""
-    first, after = month_bounds(year, month)
+    first, after = period_bounds(year, month, billing_day)
     lo = max(first, start)
     hi = after if end is None else min(after, end)
     return max(0, (hi - lo).days)
 
 
 def prorate(monthly: int, days: int, days_of_month: int) -> Fraction:
-    """The exact part of a monthly charge owed for ``days`` of a month of ``days_of_month``
-    days (actual days of the month); round it with :func:`round_money`."""
+    """The exact part of a monthly charge owed for ``days`` of a month (a billing period) of
+    ``days_of_month`` days (actual days); round it with :func:`round_money`."""
     if days < 0 or days > days_of_month or days_of_month not in (28, 29, 30, 31):
         raise FormulaError(f"cannot prorate {days} days of a {days_of_month}-day month")
     return Fraction(monthly * days, days_of_month)

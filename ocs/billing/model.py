@@ -342,7 +342,7 @@ def create_account(conn: Connection, body: object, scope: str | None) -> dict[st
     agency = f.text("agency", max_len=64)
     currency = f.text("currency", "EUR", max_len=3)
     tax = f.text("tax_profile", max_len=64)
-    billing_day = f.integer("billing_day", 1, 1, 28)
+    billing_day = f.integer("billing_day", 1, 1, 31)
     tz = f.text("timezone", "UTC", max_len=64)
     f.check()
     _zone(tz)
@@ -379,8 +379,14 @@ def update_account(conn: Connection, code: str, body: object, scope: str | None)
     if f.has("tax_profile"):
         values["tax_profile"] = f.text("tax_profile", max_len=64)
     if f.has("billing_day"):
-        values["billing_day"] = f.integer("billing_day", 1, 1, 28)
+        values["billing_day"] = f.integer("billing_day", 1, 1, 31)
     f.check()
+    if (
+        values.get("billing_day", a.billing_day) != a.billing_day
+        and conn.execute(select(S.invoice.c.id).where(S.invoice.c.account_id == a.id)).first()
+    ):
+        # (its periods would no longer meet those invoiced: days billed twice or never)
+        raise Conflict(f"account {code!r} has invoices: its billing day cannot change")
     if not values:
         raise invalid("body", "must change at least one of name, tax_profile, billing_day")
     if (

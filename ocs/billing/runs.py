@@ -1,6 +1,7 @@
 """Bill runs, issuing, credit and debit notes, explain, pending sums.
 
-A run of period P (a calendar month in the account's zone) builds, per account and in one
+A run of period P (from the account's billing day in month P to the same day of the next,
+in its zone; the calendar month on billing day 1) builds, per account and in one
 transaction, a draft invoice from what is stored: fixed charges (every month of a service up
 to P, or P+1 in advance, not billed yet), the usage events of the account's lines up to the
 cut-off (the first instant of P+1) not billed yet, LAD credits (to date, less what was
@@ -21,13 +22,25 @@ import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from fractions import Fraction
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, Engine, and_, bindparam, func, select, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Engine,
+    Integer,
+    and_,
+    case,
+    func,
+    literal_column,
+    select,
+    update,
+)
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.sql.util import ClauseAdapter
 
 from ocs.billing import feeds
 from ocs.billing import formulas as F
@@ -52,36 +65,57 @@ class LineSpec:
     quantity: int
     amount: int
     evidence: dict[str, Any]
-    #: Usage: the events it bills (marked with the line's id once it is stored).
-    event_ids: list[str] | None = None
+    #: Usage: which of the account's unbilled events it bills (a condition on the usage
+    #: table; they are marked with the line's id, in one UPDATE, once the line is stored).
+    events: Any = None
 
 
 @dataclass(frozen=True, slots=True)
 class Period:
+    """Billing period ``year-month`` of an account: from its billing day of that month (the
+    month's last day when it is shorter) to the same day of the next, midnights in the
+    account's zone. Billing day 1: the calendar month."""
+
     year: int
     month: int
     zone: ZoneInfo
+    billing_day: int = 1
 
     @classmethod
-    def of(cls, text: str, tz: str) -> Period:
+    def of(cls, text: str, tz: str, billing_day: int = 1) -> Period:
         try:
             y, m = F.parse_period(text)
         except F.FormulaError as exc:
             raise invalid("period", str(exc)) from None
-        return cls(y, m, ZoneInfo(tz))
+        return cls(y, m, ZoneInfo(tz), billing_day)
+
+    @classmethod
+    def containing(cls, t: datetime, billing_day: int = 1) -> Period:
+        """The period the instant ``t`` (aware, in the account's zone) falls in."""
+        y, m = F.period_of(t.date(), billing_day)
+        assert isinstance(t.tzinfo, ZoneInfo)
+        return cls(y, m, t.tzinfo, billing_day)
 
     @property
     def text(self) -> str:
         return F.period_text(self.year, self.month)
 
     @property
+    def bounds(self) -> tuple[date, date]:
+        """The first day, and the first day of the next period."""
+        return F.period_bounds(self.year, self.month, self.billing_day)
+
+    @property
     def start(self) -> datetime:
-        return datetime(self.year, self.month, 1, tzinfo=self.zone)
+        return datetime.combine(self.bounds[0], time(), self.zone)
 
     @property
     def end(self) -> datetime:
-        y, m = F.next_month(self.year, self.month)
-        return datetime(y, m, 1, tzinfo=self.zone)
+        return datetime.combine(self.bounds[1], time(), self.zone)
+
+    def other(self, year: int, month: int) -> Period:
+        """Period ``year-month`` of the same account."""
+        return Period(year, month, self.zone, self.billing_day)
 
 
 def _ms(t: datetime) -> int:
@@ -135,29 +169,32 @@ class Inputs:
 
 def fixed_lines(ins: Inputs, p: Period, *, to_date: date | None = None) -> list[LineSpec]:
     out = []
+    bd = p.billing_day
     for s in ins.services:
         start = date.fromisoformat(s.start_date)
         end = date.fromisoformat(s.end_date) if s.end_date else None
         last = F.next_month(p.year, p.month) if s.charging == "advance" else (p.year, p.month)
         if to_date is not None:
             last = (p.year, p.month)
-        for y, m in F.months_between((start.year, start.month), last):
+        for y, m in F.months_between(F.period_of(start, bd), last):
             ref = f"{s.service_id}:{F.period_text(y, m)}"
             if ins.settled("fixed", ref) != 0:
                 continue
             stop = end
             if to_date is not None and (y, m) == (p.year, p.month):
                 stop = min(end, to_date) if end else to_date
-            days = F.prorated_days(y, m, start, stop)
-            dim = F.days_in_month(y, m)
+            days = F.prorated_days(y, m, start, stop, bd)
+            dim = F.period_days(y, m, bd)
             if days == 0:
                 continue
             amount = F.round_money(F.prorate(s.monthly_charge, days, dim), LINE_ROUNDING)
             when = "in advance" if s.charging == "advance" else "in arrears"
+            lo, hi = F.period_bounds(y, m, bd)
             out.append(
                 LineSpec(
                     "fixed",
-                    f"{s.description}, {F.period_text(y, m)} ({days}/{dim} days, {when})",
+                    f"{s.description}, {F.period_text(y, m)} ({days}/{dim} days, {when})"
+                    + (f" {lo} - {hi - timedelta(days=1)}" if bd != 1 else ""),
                     s.service_id,
                     ref,
                     days,
@@ -166,9 +203,13 @@ def fixed_lines(ins: Inputs, p: Period, *, to_date: date | None = None) -> list[
                         "formula": "round(monthly x days / days_in_month)",
                         "monthly": s.monthly_charge,
                         "month": F.period_text(y, m),
+                        "billing_day": bd,
+                        "period_start": lo.isoformat(),
+                        "period_end": hi.isoformat(),
                         "start_date": s.start_date,
                         "end_date": stop.isoformat() if stop else None,
                         "days": days,
+                        # (days of the billing period: the calendar month's on billing day 1)
                         "days_in_month": dim,
                         "charging": s.charging,
                         "rounding": LINE_ROUNDING,
@@ -178,8 +219,10 @@ def fixed_lines(ins: Inputs, p: Period, *, to_date: date | None = None) -> list[
     return out
 
 
-def _usage_filter(a: M.AccountInfo) -> Any:
-    u, ln = S.usage_event, S.line
+def _usage_filter(a: M.AccountInfo, u: Any = S.usage_event) -> Any:
+    """The join of usage events (``u``: the table or an alias of it) with the account's lines
+    that owned them at the event's time, unbilled events only."""
+    ln = S.line
     return and_(
         u.c.msisdn == ln.c.msisdn,
         ln.c.account_id == a.id,
@@ -189,6 +232,18 @@ def _usage_filter(a: M.AccountInfo) -> Any:
         # every account through it); the account's lines and (msisdn, ts) lead the way.
         (u.c.line_id + 0).is_(None),
     )
+
+
+def _inline(n: int) -> Any:
+    """An integer written into the statement (the same text in SELECT and GROUP BY, which
+    PostgreSQL needs to see that they are one expression; two bound parameters are not)."""
+    return literal_column(str(int(n)), BigInteger)
+
+
+def _bytewise(col: Any, dialect: str) -> Any:
+    """``col`` compared byte by byte, as Python compares str (PostgreSQL's collation of the
+    database may not; SQLite's default is already BINARY)."""
+    return col.collate("C") if dialect == "postgresql" else col
 
 
 class Destinations:
@@ -205,6 +260,13 @@ class Destinations:
         if self._book is None:
             self._book = PlanBook(load_plans())
         return self._book
+
+    def changes(self, plan: str, before_ms: int) -> list[int]:
+        """The instants before ``before_ms`` at which another version of ``plan`` comes into
+        force (a number may change class there): the events are grouped between them."""
+        return sorted(
+            {v.effective_from for v in self.book.versions(plan)[1:] if v.effective_from < before_ms}
+        )
 
     def of(self, plan: str, number: str, at_ms: int) -> str:
         if not number:
@@ -237,48 +299,137 @@ def usage_lines(
     classes: Destinations,
 ) -> list[LineSpec]:
     """One line per (service, destination class) of the account's unbilled events before the
-    cut-off, and apart those of earlier periods (late: adjustment lines)."""
+    cut-off, and apart those of earlier periods (late: adjustment lines).
+
+    Added up by the database (count, units, charges, first and last event) per service,
+    called number and version of the plan in force; only the distinct numbers are classified
+    here. Each line keeps the condition that selects its events, for the marking."""
     u = S.usage_event
+    dialect = conn.dialect.name
     start_ms = _ms(p.start)
+    late = u.c.ts < _inline(start_ms)
+    changes = classes.changes(plan, cutoff_ms)
+    # (which version of the plan was in force: 0 before the first change, 1 after it...)
+    epoch: Any = case(
+        *[(u.c.ts < _inline(t), i) for i, t in enumerate(changes)], else_=len(changes)
+    )
+    epoch = epoch if changes else literal_column("0", Integer)
     rows = conn.execute(
-        select(u.c.event_id, u.c.service, u.c.destination, u.c.ts, u.c.units, u.c.amount)
+        select(
+            late.label("late"),
+            u.c.service,
+            u.c.destination,
+            epoch.label("epoch"),
+            func.count().label("n"),
+            func.sum(u.c.units).label("units"),
+            func.sum(u.c.amount).label("amount"),
+            func.min(_bytewise(u.c.event_id, dialect)).label("first_event"),
+            func.max(_bytewise(u.c.event_id, dialect)).label("last_event"),
+            func.min(u.c.ts).label("first_ts"),
+            func.max(u.c.ts).label("last_ts"),
+        )
         .select_from(u.join(S.line, _usage_filter(a)))
         .where(u.c.ts < cutoff_ms)
-    )
+        .group_by(late, u.c.service, u.c.destination, *([epoch] if changes else []))
+    ).all()
     groups: dict[tuple[bool, str, str], list[Any]] = defaultdict(list)
     for r in rows:
-        groups[(r.ts < start_ms, r.service, classes.of(plan, r.destination, r.ts))].append(r)
+        groups[(bool(r.late), r.service, classes.of(plan, r.destination, r.first_ts))].append(r)
     out = []
-    for (late, service, destination), evs in sorted(
+    for (is_late, service, destination), parts in sorted(
         groups.items(), key=lambda g: (not g[0][0], g[0][1], g[0][2])
     ):
-        evs.sort(key=lambda r: r.event_id)
+        n = sum(int(r.n) for r in parts)
         dest = destination or "all destinations"
-        kind = "usage-adjustment" if late else "usage"
-        why = " (late usage of earlier periods, received after they were billed)" if late else ""
+        kind = "usage-adjustment" if is_late else "usage"
+        why = " (late usage of earlier periods, received after they were billed)" if is_late else ""
         out.append(
             LineSpec(
                 kind,
-                f"Usage {service or '-'} to {dest}: {len(evs)} events{why}",
+                f"Usage {service or '-'} to {dest}: {n} events{why}",
                 "",
                 f"usage:{service}",
-                sum(r.units for r in evs),
-                sum(r.amount for r in evs),
+                sum(int(r.units) for r in parts),
+                sum(int(r.amount) for r in parts),
                 {
                     "formula": "sum of the charges of the events billed by this line",
-                    "events": len(evs),
+                    "events": n,
                     "service": service,
                     "destination": destination,
-                    "first_event": evs[0].event_id,
-                    "last_event": evs[-1].event_id,
-                    "first_ts": min(r.ts for r in evs),
-                    "last_ts": max(r.ts for r in evs),
+                    "first_event": min(r.first_event for r in parts),
+                    "last_event": max(r.last_event for r in parts),
+                    "first_ts": min(int(r.first_ts) for r in parts),
+                    "last_ts": max(int(r.last_ts) for r in parts),
                     "reason": why.strip(" ()") or None,
                 },
-                event_ids=[r.event_id for r in evs],
+                events=_selecting(is_late, service, parts, rows, start_ms, changes),
             )
         )
     return out
+
+
+#: At most this many called numbers in one condition of the marking.
+IN_LIST_MAX: Final = 2_000
+
+
+def _selecting(
+    late: bool,
+    service: str,
+    parts: Sequence[Any],
+    rows: Sequence[Any],
+    start_ms: int,
+    changes: Sequence[int],
+) -> list[Any]:
+    """Conditions on the usage table (each for one UPDATE) that select the events of a line
+    made of the groups ``parts``, among the account's unbilled events before the cut-off:
+    by period side and service, and per version of the plan by called number (the line's
+    numbers, or not the others', whichever list is shorter)."""
+    u = S.usage_event
+    side = u.c.ts < start_ms if late else u.c.ts >= start_ms
+    bounds = [None, *changes, None]
+    out = []
+    for e in sorted({int(r.epoch) for r in parts}):
+        mine = {r.destination for r in parts if int(r.epoch) == e}
+        others = {
+            r.destination
+            for r in rows
+            if bool(r.late) == late and r.service == service and int(r.epoch) == e
+        } - mine
+        base = [side, u.c.service == service]
+        if bounds[e] is not None:
+            base.append(u.c.ts >= bounds[e])
+        if bounds[e + 1] is not None:
+            base.append(u.c.ts < bounds[e + 1])
+        if not others:
+            out.append(and_(*base))
+        elif len(others) < len(mine) and len(others) <= IN_LIST_MAX:
+            out.append(and_(*base, u.c.destination.not_in(sorted(others))))
+        else:
+            listed = sorted(mine)
+            for i in range(0, len(listed), IN_LIST_MAX):
+                out.append(and_(*base, u.c.destination.in_(listed[i : i + IN_LIST_MAX])))
+    return out
+
+
+def mark_usage(
+    conn: Connection, a: M.AccountInfo, cutoff_ms: int, spec: LineSpec, line_id: int
+) -> None:
+    """Point the events a usage line bills to it (set-based: one UPDATE per condition)."""
+    u = S.usage_event
+    for cond in spec.events or ():
+        # (an alias: the events are chosen in a subquery joined with the account's lines)
+        uu = u.alias("uu")
+        chosen = (
+            select(uu.c.event_id)
+            .select_from(uu.join(S.line, _usage_filter(a, uu)))
+            .where(uu.c.ts < cutoff_ms, _on(cond, uu))
+        )
+        conn.execute(update(u).where(u.c.event_id.in_(chosen)).values(line_id=line_id))
+
+
+def _on(cond: Any, table: Any) -> Any:
+    """``cond`` (written on the usage table) on ``table``, an alias of it."""
+    return ClauseAdapter(table).traverse(cond)
 
 
 def _contract(conn: Connection, a: M.AccountInfo) -> Any:
@@ -389,19 +540,19 @@ def penalty_amount(
     target: str,
     ladder: Sequence[F.LadderStep],
     monthly: int,
+    billing_day: int = 1,
 ) -> tuple[dict[str, Any], Fraction]:
-    """The month's availability and penalty from its counted outages: (evidence, penalty)."""
-    y, m = month
-    lo = datetime(y, m, 1, tzinfo=zone)
-    ny, nm = F.next_month(y, m)
-    hi = datetime(ny, nm, 1, tzinfo=zone)
+    """The month's (the billing period's) availability and penalty from its counted
+    outages: (evidence, penalty)."""
+    p = Period(*month, zone, billing_day)
+    lo, hi = p.start, p.end
     merged = F.merge_outages(outages, lo, hi)
     seconds = int((hi - lo).total_seconds())
     out_s = F.outage_seconds(merged)
     avail = F.availability(out_s, seconds)
     step, penalty = F.ladder_penalty(avail, target, ladder, monthly)
     evidence = {
-        "month": F.period_text(y, m),
+        "month": p.text,
         "month_start": lo.isoformat(),
         "month_end": hi.isoformat(),
         "tickets": [
@@ -433,13 +584,13 @@ def penalty_lines(conn: Connection, ins: Inputs, p: Period, cutoff: datetime) ->
     for s in services:
         tickets = by_service[s.service_id]
         start = date.fromisoformat(s.start_date)
-        first = max((start.year, start.month), _months_back(p, PENALTY_LOOKBACK))
+        first = max(F.period_of(start, p.billing_day), _months_back(p, PENALTY_LOOKBACK))
         counted, excluded = _outages(tickets, cutoff)
         ladder = M.ladder_of(s.sla_ladder)
         for y, m in F.months_between(first, (p.year, p.month)):
             ref = f"{s.service_id}:{F.period_text(y, m)}"
             evidence, penalty = penalty_amount(
-                counted, (y, m), p.zone, s.sla_target, ladder, s.monthly_charge
+                counted, (y, m), p.zone, s.sla_target, ladder, s.monthly_charge, p.billing_day
             )
             credited = -ins.settled("penalty", ref)
             amount = F.round_money(penalty, LINE_ROUNDING) - credited
@@ -549,7 +700,7 @@ def draft_account(
     classes: Destinations = SHIPPED,
 ) -> str | None:
     """(Re)build the account's draft for ``period``; None when it is issued already."""
-    p = Period.of(period, a.timezone)
+    p = Period.of(period, a.timezone, a.billing_day)
     key = f"{a.id}:{p.text}"
     prev = conn.execute(select(S.invoice).where(S.invoice.c.draft_key == key)).first()
     if prev is not None:
@@ -610,19 +761,9 @@ def draft_account(
         .scalars()
         .all()
     )
-    marks = [
-        {"b_event": e, "b_line": line_id}
-        for x, line_id in zip(specs, ids, strict=True)
-        for e in (x.event_ids or ())
-    ]
-    if marks:
-        u = S.usage_event
-        conn.execute(
-            update(u)
-            .where(u.c.event_id == bindparam("b_event"))
-            .values(line_id=bindparam("b_line")),
-            marks,
-        )
+    for x, line_id in zip(specs, ids, strict=True):
+        if x.events is not None:
+            mark_usage(conn, a, _ms(p.end), x, line_id)
     return key
 
 
@@ -940,8 +1081,9 @@ def recompute(
     if kind == "fixed":
         y, m = F.parse_period(ev["month"])
         end = date.fromisoformat(ev["end_date"]) if ev["end_date"] else None
-        days = F.prorated_days(y, m, date.fromisoformat(ev["start_date"]), end)
-        dim = F.days_in_month(y, m)
+        bd = ev.get("billing_day", 1)
+        days = F.prorated_days(y, m, date.fromisoformat(ev["start_date"]), end, bd)
+        dim = F.period_days(y, m, bd)
         exact = F.prorate(ev["monthly"], days, dim)
         amount = F.round_money(exact, ev["rounding"])
         return [
@@ -1057,7 +1199,7 @@ def pending(
         a = M.account_info(conn, account, scope)
         zone = ZoneInfo(a.timezone)
         now = datetime.fromtimestamp(now_ms / 1000, zone)
-        p = Period(now.year, now.month, zone)
+        p = Period.containing(now, a.billing_day)
         specs = build_lines(
             conn, a, p, cutoff=now, to_date=now.date() + timedelta(days=1), classes=classes
         )

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 metadata: Final = MetaData()
@@ -56,8 +57,9 @@ account = Table(
     Column("agency_id", Integer, ForeignKey("billing_org.id"), nullable=False),
     Column("currency", String(3), nullable=False),
     Column("tax_profile", String(64), ForeignKey("billing_tax_profile.code"), nullable=False),
+    #: 1-31: periods run from this day of a month (its last day when shorter) to the next's.
     Column("billing_day", Integer, nullable=False),
-    #: The zone whose calendar months are the billing periods (IANA name).
+    #: The zone whose midnights bound the billing periods (IANA name).
     Column("timezone", String(64), nullable=False),
 )
 
@@ -160,7 +162,13 @@ usage_event = Table(
     Column("amount", BigInteger, nullable=False),
     Column("line_id", Integer, nullable=True),
     Index("ix_billing_usage_msisdn_ts", "msisdn", "ts"),
-    Index("ix_billing_usage_line", "line_id"),
+    # (billed events only: migration 0002)
+    Index(
+        "ix_billing_usage_line",
+        "line_id",
+        sqlite_where=text("line_id IS NOT NULL"),
+        postgresql_where=text("line_id IS NOT NULL"),
+    ),
 )
 
 invoice = Table(

@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ocs.billing.api import BillingApi
 from ocs.billing.db import open_billing_db
 from ocs.billing.feeds import import_dir
+from ocs.billing.lineage import lineage_of
 from ocs.billing.usage import UsageConsumer, consuming
 from ocs.config import Settings
 from ocs.store.notify import NotifyStore
@@ -66,7 +67,10 @@ async def billing_for(settings: Settings, redis_url: str) -> AsyncIterator[Billi
     try:
         consumer = UsageConsumer(outbox, engine, clock=_clock)
         api = BillingApi(
-            engine, feed_secret=settings.billing_feed_secret, warehouse_dir=settings.warehouse_dir
+            engine,
+            feed_secret=settings.billing_feed_secret,
+            warehouse_dir=settings.warehouse_dir,
+            lineage=lineage_of(settings),
         )
         async with consuming(consumer):
             yield Billing(engine, api, consumer)

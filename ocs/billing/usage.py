@@ -18,24 +18,26 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from sqlalchemy import Connection, Engine, Table
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from ocs.billing import schema as S
 from ocs.billing.errors import StorageUnavailable
 from ocs.store.errors import StoreUnavailable
-from ocs.store.notify import Notification, NotifyStore
+from ocs.store.notify import Notification, NotifyStore, group_gone
+from ocs.tasks import cancel_and_wait
 
 log = logging.getLogger("ocs.billing")
 
 GROUP: Final = "billing"
 #: Outbox event kinds that carry usage (``amt``: minus the money debited).
 USAGE_KINDS: Final = frozenset({"commit", "release", "debit"})
+#: Seconds before the consumer tries again after a Redis or database error.
+RETRY_AFTER: Final = 1.0
 
 
 def usage_row(bucket: int, entry_id: str, fields: Mapping[str, str]) -> dict[str, Any] | None:
@@ -66,26 +68,56 @@ def usage_row(bucket: int, entry_id: str, fields: Mapping[str, str]) -> dict[str
     }
 
 
-def insert_ignoring_duplicates(
-    conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]
-) -> int:
-    """INSERT the rows, skipping those whose primary key is stored (the first one stays);
-    how many were new."""
-    if not rows:
-        return 0
-    if conn.dialect.name == "postgresql":
-        stmt: Any = postgresql.insert(table).on_conflict_do_nothing()
-    else:
-        stmt = sqlite.insert(table).on_conflict_do_nothing()
-    result = conn.execute(stmt, list(rows))
+#: The columns of a usage row, in the order the bulk statements take them.
+COLUMNS: Final = ("event_id", "msisdn", "ts", "kind", "service", "destination", "units", "amount")
+_SQLITE_INSERT: Final = (
+    f"INSERT INTO {S.usage_event.name} ({', '.join(COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(COLUMNS))}) ON CONFLICT DO NOTHING"
+)
+# One statement for the whole batch: the columns as arrays, unnest()ed into rows (psycopg 3
+# sends a list as an array). As fast as COPY into a scratch table at these batch sizes, with
+# the conflict handling in the same step and one round trip.
+_PG_TYPES: Final = ("text", "text", "bigint", "text", "text", "text", "bigint", "bigint")
+_PG_INSERT: Final = (
+    f"INSERT INTO {S.usage_event.name} ({', '.join(COLUMNS)}) SELECT * FROM unnest("
+    + ", ".join(f"%(c{i})s::{t}[]" for i, t in enumerate(_PG_TYPES))
+    + ") ON CONFLICT DO NOTHING"
+)
+
+
+def usage_statement(dialect: str, rows: Sequence[Mapping[str, Any]]) -> tuple[str, Any] | None:
+    """The driver-level INSERT of usage rows and its parameters (None: nothing to insert);
+    an event id twice in the batch is inserted once. Built before the transaction opens, so
+    the database never waits, in a transaction, for Python to prepare 10,000 rows."""
+    unique = list({r["event_id"]: r for r in rows}.values())
+    if not unique:
+        return None
+    if dialect == "postgresql":
+        return _PG_INSERT, {f"c{i}": [r[c] for r in unique] for i, c in enumerate(COLUMNS)}
+    return _SQLITE_INSERT, [tuple(r[c] for c in COLUMNS) for r in unique]
+
+
+def insert_usage(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
+    """INSERT usage rows in bulk, skipping those whose event id is stored (the first one
+    stays); how many were new. Driver-level statements: the Core path spent more time
+    building each row's parameters than the database spent storing it."""
+    stmt = usage_statement(conn.dialect.name, rows)
+    return _execute(conn, stmt) if stmt else 0
+
+
+def _execute(conn: Connection, stmt: tuple[str, Any]) -> int:
+    result = conn.exec_driver_sql(*stmt)
     return max(int(result.rowcount or 0), 0)
 
 
 def store_usage(engine: Engine, rows: Sequence[Mapping[str, Any]]) -> int:
     """Write a batch of usage rows in one transaction; how many were new."""
+    stmt = usage_statement(engine.dialect.name, rows)
+    if stmt is None:
+        return 0
     try:
         with engine.begin() as conn:
-            return insert_ignoring_duplicates(conn, S.usage_event, rows)
+            return _execute(conn, stmt)
     except SQLAlchemyError as exc:
         raise StorageUnavailable(f"billing database: {exc}") from exc
 
@@ -156,19 +188,37 @@ class UsageConsumer:
             await self.start()
         before = self.stats.read
         after = dict.fromkeys(self.outbox.streams, "0")
-        while True:
+
+        async def own() -> list[Notification]:
             notes = await self.outbox.read(GROUP, self.me, ids=after, count=self._count)
-            if not notes:
-                break
             for n in notes:
                 after[n.stream] = n.id
-            await self._handle(notes)
-        while True:
-            notes = await self.outbox.read(GROUP, self.me, ids=None, count=self._count)
-            if not notes:
-                break
-            await self._handle(notes)
+            return notes
+
+        async def new() -> list[Notification]:
+            return await self.outbox.read(GROUP, self.me, ids=None, count=self._count)
+
+        await self._ingest(own)
+        await self._ingest(new)
         return self.stats.read - before
+
+    async def _ingest(self, read: Callable[[], Awaitable[list[Notification]]]) -> None:
+        """Read batches until one comes back empty, each stored while the next is read (the
+        database's write and Redis's read overlap); a batch is acknowledged once stored, so
+        one read ahead and not stored stays pending (read again: at least once)."""
+        writing: asyncio.Task[None] | None = None
+        try:
+            while True:
+                notes = await read()
+                if writing is not None:
+                    await writing
+                    writing = None
+                if not notes:
+                    return
+                writing = asyncio.create_task(self._handle(notes), name="billing-usage-write")
+        finally:
+            if writing is not None:
+                await cancel_and_wait(writing)
 
     async def run(self) -> None:
         """Consume until cancelled; a store or database outage is logged and retried."""
@@ -182,10 +232,15 @@ class UsageConsumer:
                     if notes:
                         await self._handle(notes)
             except (StoreUnavailable, StorageUnavailable) as exc:
+                if group_gone(exc):
+                    # The streams were deleted under the group (a Redis emptied or replaced,
+                    # as the demo does at start): create it again on the next pass, rather
+                    # than fail on every read from now on.
+                    self._started = False
                 log.warning("billing usage consumer: %s", exc)
                 self.stats.errors.append(str(exc))
                 del self.stats.errors[:-10]
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(RETRY_AFTER)
 
 
 @contextlib.asynccontextmanager
@@ -195,9 +250,9 @@ async def consuming(consumer: UsageConsumer) -> Any:
     try:
         yield consumer
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        # (cancelled until it ends: a single cancellation can be lost inside redis-py, and
+        # this loop would then run on, reading the group for a database no longer used)
+        await cancel_and_wait(task)
 
 
 def events_of(rows: Iterable[Mapping[str, Any]]) -> list[str]:

@@ -16,7 +16,9 @@ from sqlalchemy import Engine
 from ocs.billing import exports, feeds, runs
 from ocs.billing import model as M
 from ocs.billing.cli import summary
+from ocs.billing.lineage import invoice_exported
 from ocs.demo.dataset import DemoSubscriber
+from ocs.lineage import Lineage, file_dataset
 from ocs.sims import feeds as feedsim
 
 ZONE = "Europe/Berlin"
@@ -104,8 +106,11 @@ def load_hierarchy(engine: Engine, subs: Sequence[DemoSubscriber], now: datetime
     return n
 
 
-def bill_period(engine: Engine, data_dir: Path, now: datetime, out: TextIO) -> None:
-    """Feeds simulated for this month, imported; this month drafted; a summary; PDFs."""
+def bill_period(
+    engine: Engine, data_dir: Path, now: datetime, out: TextIO, lineage: Lineage | None = None
+) -> None:
+    """Feeds simulated for this month, imported; this month drafted; a summary; PDFs (with
+    their lineage records)."""
     period = f"{now.year:04d}-{now.month:02d}"
     svcs = feedsim.services(engine)
     feeds_dir = data_dir / "feeds"
@@ -131,9 +136,9 @@ def bill_period(engine: Engine, data_dir: Path, now: datetime, out: TextIO) -> N
     )
     for item in items:
         inv = runs.get_invoice(engine, str(item["id"]), None)
-        (folder / f"{inv['account']}-{period}-draft.pdf").write_bytes(
-            exports.invoice_pdf(inv, exports.parties(engine, inv))
-        )
+        path = folder / f"{inv['account']}-{period}-draft.pdf"
+        path.write_bytes(exports.invoice_pdf(inv, exports.parties(engine, inv)))
+        invoice_exported(lineage, engine, "pdf", file_dataset(path))
     print(
         f"BILLING   {len(items)} draft invoices as PDF in {folder} (ocs billing --db "
         f"sqlite:///{data_dir}/billing.db invoices --period {period})",

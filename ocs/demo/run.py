@@ -23,6 +23,7 @@ from ocs.charging.engine import wall_clock_ms
 from ocs.config import Settings
 from ocs.demo.billing import AGENCIES, bill_period, load_hierarchy, now_in_zone
 from ocs.demo.dataset import load_demo_data
+from ocs.lineage import Lineage
 from ocs.mediation.formats.record import CdrRecord
 from ocs.mediation.ftpd import LocalFtpServer
 from ocs.mediation.pipeline import FileReport, MediationConfig, run_mediation
@@ -290,8 +291,9 @@ async def _bill(ocs: Running, settings: Settings, out: TextIO) -> None:
             break
         await asyncio.sleep(0.1)
     print("", file=out)
+    lineage = Lineage(f"{settings.data_dir}/lineage", settings.lineage_url)  # (as mediation's)
     await asyncio.to_thread(bill_period, ocs.billing.engine, Path(settings.data_dir),
-                            now_in_zone(), out)  # fmt: skip
+                            now_in_zone(), out, lineage)  # fmt: skip
 
 
 def _show_file(r: FileReport, out: TextIO, charged: asyncio.Event) -> None:

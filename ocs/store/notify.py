@@ -119,6 +119,14 @@ def honour_cancellation() -> None:
         raise asyncio.CancelledError
 
 
+def group_gone(exc: BaseException) -> bool:
+    """Whether a group read failed because the group (or its stream) is no longer there: a
+    Redis emptied or replaced under its consumers. NOGROUP on a read; UNBLOCKED for a read
+    that was waiting when the stream was deleted (Redis 7). ``ensure_group`` creates it again."""
+    cause = exc.__cause__
+    return isinstance(cause, ResponseError) and str(cause).startswith(("NOGROUP", "UNBLOCKED"))
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
