@@ -367,7 +367,7 @@ async def main(args: argparse.Namespace) -> None:
                     f"sqlite:///{tmp}/billing.db", redis.url, args, events
                 )
             if args.db in ("postgresql", "both"):
-                pg = start_postgres()
+                pg = start_postgres(dict(x.split("=", 1) for x in args.pg_setting))
                 if isinstance(pg, str):
                     print(f"PostgreSQL skipped: {pg}")
                 else:
@@ -418,6 +418,13 @@ def cli() -> None:
     p.add_argument("--fresh-rate", type=int, default=2000, help="events/s of the freshness phase")
     p.add_argument("--fresh-seconds", type=float, default=10.0, help="0: no freshness phase")
     p.add_argument("--db", choices=("sqlite", "postgresql", "both"), default="both")
+    p.add_argument(
+        "--pg-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting of the private PostgreSQL server (repeatable), e.g. shared_buffers=1GB",
+    )
     p.add_argument("--append", action="store_true", help="append the result to bench/RESULTS.md")
     asyncio.run(main(p.parse_args()))
 

@@ -55,8 +55,9 @@ def _pg_bin() -> Path | None:
     return Path(found[-1]).parent if found else None
 
 
-def start_postgres() -> PrivatePostgres | str:
-    """A started private cluster, or why there can be none."""
+def start_postgres(settings: dict[str, str] | None = None) -> PrivatePostgres | str:
+    """A started private cluster, or why there can be none; ``settings`` are server settings
+    (``-c name=value``) beside the defaults (bench/billing.py sizes the buffer cache)."""
     bindir = _pg_bin()
     if bindir is None:
         return "no PostgreSQL server binaries (/usr/lib/postgresql/*/bin); .ci/run installs them"
@@ -73,7 +74,8 @@ def start_postgres() -> PrivatePostgres | str:
         run(str(bindir / "initdb"), "-D", str(data / "db"), "-A", "trust", "-U", "ocs",
             "--no-sync")  # fmt: skip
         run(str(bindir / "pg_ctl"), "-D", str(data / "db"), "-w", "-l", str(data / "log"), "-o",
-            f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off", "start")  # fmt: skip
+            f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off"
+            + "".join(f" -c {k}={v}" for k, v in (settings or {}).items()), "start")  # fmt: skip
     except subprocess.CalledProcessError as exc:
         return f"PostgreSQL did not start: {exc.stderr.decode(errors='replace')[-300:]}"
     return PrivatePostgres(port, data, bindir, as_user, itertools.count())

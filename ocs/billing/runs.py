@@ -36,6 +36,7 @@ from sqlalchemy import (
     case,
     func,
     literal_column,
+    or_,
     select,
     update,
 )
@@ -412,19 +413,32 @@ def _selecting(
 
 
 def mark_usage(
-    conn: Connection, a: M.AccountInfo, cutoff_ms: int, spec: LineSpec, line_id: int
+    conn: Connection, a: M.AccountInfo, cutoff_ms: int, lines: Sequence[tuple[LineSpec, int]]
 ) -> None:
-    """Point the events a usage line bills to it (set-based: one UPDATE per condition)."""
+    """Point the events of the account's usage lines to them: one UPDATE for all the lines
+    (set-based; each event's line chosen by a CASE over the lines' conditions, which are
+    disjoint), so the account's events are read and written once, not once per line."""
     u = S.usage_event
-    for cond in spec.events or ():
-        # (an alias: the events are chosen in a subquery joined with the account's lines)
+    whens = [(cond, line_id) for spec, line_id in lines for cond in spec.events or ()]
+    if not whens:
+        return
+    chosen_line = case(*whens, else_=u.c.line_id)
+    anyone = or_(*(cond for cond, _ in whens))
+    if conn.dialect.name == "postgresql":
+        # UPDATE .. FROM the account's lines: the events are found through (msisdn, ts) and
+        # written in the same pass, without looking each one up again by its key.
+        stmt = update(u).where(_usage_filter(a), u.c.ts < cutoff_ms, anyone)
+    else:
+        # (an alias: the events are chosen in a subquery joined with the account's lines;
+        # SQLite plans it through the lines and (msisdn, ts))
         uu = u.alias("uu")
         chosen = (
             select(uu.c.event_id)
             .select_from(uu.join(S.line, _usage_filter(a, uu)))
-            .where(uu.c.ts < cutoff_ms, _on(cond, uu))
+            .where(uu.c.ts < cutoff_ms, _on(anyone, uu))
         )
-        conn.execute(update(u).where(u.c.event_id.in_(chosen)).values(line_id=line_id))
+        stmt = update(u).where(u.c.event_id.in_(chosen))
+    conn.execute(stmt.values(line_id=chosen_line))
 
 
 def _on(cond: Any, table: Any) -> Any:
@@ -761,9 +775,12 @@ def draft_account(
         .scalars()
         .all()
     )
-    for x, line_id in zip(specs, ids, strict=True):
-        if x.events is not None:
-            mark_usage(conn, a, _ms(p.end), x, line_id)
+    mark_usage(
+        conn,
+        a,
+        _ms(p.end),
+        [(x, line_id) for x, line_id in zip(specs, ids, strict=True) if x.events is not None],
+    )
     return key
 
 
