@@ -367,7 +367,7 @@ async def main(args: argparse.Namespace) -> None:
                     f"sqlite:///{tmp}/billing.db", redis.url, args, events
                 )
             if args.db in ("postgresql", "both"):
-                pg = start_postgres(dict(x.split("=", 1) for x in args.pg_setting))
+                pg = start_postgres(dict(args.pg_setting))
                 if isinstance(pg, str):
                     print(f"PostgreSQL skipped: {pg}")
                 else:
@@ -407,6 +407,14 @@ async def main(args: argparse.Namespace) -> None:
             )
 
 
+def _setting(text: str) -> tuple[str, str]:
+    """``--pg-setting``'s NAME=VALUE (an argparse type: a bad one is a usage error)."""
+    name, eq, value = text.partition("=")
+    if not (name and eq and value):
+        raise argparse.ArgumentTypeError(f"not NAME=VALUE: {text!r}")
+    return name, value
+
+
 def cli() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -422,6 +430,7 @@ def cli() -> None:
         "--pg-setting",
         action="append",
         default=[],
+        type=_setting,
         metavar="NAME=VALUE",
         help="a setting of the private PostgreSQL server (repeatable), e.g. shared_buffers=1GB",
     )

@@ -775,12 +775,7 @@ def draft_account(
         .scalars()
         .all()
     )
-    mark_usage(
-        conn,
-        a,
-        _ms(p.end),
-        [(x, line_id) for x, line_id in zip(specs, ids, strict=True) if x.events is not None],
-    )
+    mark_usage(conn, a, _ms(p.end), list(zip(specs, ids, strict=True)))
     return key
 
 
