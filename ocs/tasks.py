@@ -14,8 +14,10 @@ ends.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+from collections.abc import Iterable
 from typing import Any, Final
+
+__all__ = ["RECANCEL_EVERY", "cancel_all_and_wait", "cancel_and_wait"]
 
 #: Seconds between cancellations of a task that has not ended yet.
 RECANCEL_EVERY: Final = 0.5
@@ -23,9 +25,36 @@ RECANCEL_EVERY: Final = 0.5
 
 async def cancel_and_wait(task: asyncio.Task[Any], every: float = RECANCEL_EVERY) -> None:
     """Cancel ``task`` (again every ``every`` seconds, until it has ended) and wait for it; an
-    error it ends with is raised here, its cancellation is not."""
-    while not task.done():
-        task.cancel()
-        await asyncio.wait([task], timeout=every)
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    error it ends with is raised here, its cancellation is not. See :func:`cancel_all_and_wait`
+    for a cancellation of the caller meanwhile."""
+    await cancel_all_and_wait((task,), every)
+
+
+async def cancel_all_and_wait(
+    tasks: Iterable[asyncio.Task[Any]], every: float = RECANCEL_EVERY
+) -> None:
+    """Cancel every task of ``tasks`` (again every ``every`` seconds, until each has ended) and
+    wait for them all. The first error one ended with (in the given order) is raised here,
+    their cancellations are not.
+
+    A cancellation of the caller while it waits does not cut the wait short: the tasks are
+    still cancelled and awaited, then the caller's cancellation is raised. So no task is left
+    pending behind a shutdown ("Task was destroyed but it is pending"), and a cleanup that is
+    itself cancelled again (as this function does to what it stops) still ends its children.
+    """
+    tasks = list(tasks)
+    pending = {t for t in tasks if not t.done()}
+    interrupted = False
+    while pending:
+        for t in pending:
+            t.cancel()
+        try:
+            _, pending = await asyncio.wait(pending, timeout=every)
+        except asyncio.CancelledError:
+            interrupted = True  # (the tasks first; the caller's cancellation after)
+    # (every error retrieved, so none is logged as "never retrieved" later)
+    errors = [e for t in tasks if not t.cancelled() and (e := t.exception()) is not None]
+    if interrupted:
+        raise asyncio.CancelledError
+    if errors:
+        raise errors[0]

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Final
 from aiohttp import web
 
 from ocs.metrics import CONTENT_TYPE, Metrics
+from ocs.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from ocs.charging.engine import ChargingEngine
@@ -119,9 +120,7 @@ async def flushing(metrics: Metrics) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
         await metrics.refresh(cluster=False)
         with contextlib.suppress(OSError):
             metrics.flush()

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from ocs.tasks import cancel_and_wait
+from ocs.tasks import cancel_all_and_wait, cancel_and_wait
 
 
 async def test_a_task_that_loses_cancellations_is_stopped_all_the_same() -> None:
@@ -49,3 +49,52 @@ async def test_a_task_already_done_is_left_as_it_is() -> None:
     await task
     await cancel_and_wait(task)
     assert not task.cancelled()
+
+
+async def test_several_tasks_are_stopped_together_and_the_first_error_raised() -> None:
+    stopped: list[str] = []
+
+    async def lane(name: str, fail: bool) -> None:
+        try:
+            await asyncio.sleep(10)
+        finally:
+            stopped.append(name)
+            if fail:
+                raise RuntimeError(f"{name} failed")
+
+    tasks = [asyncio.create_task(lane(n, n in ("b", "c"))) for n in "abcd"]
+    await asyncio.sleep(0)
+    with pytest.raises(RuntimeError, match="b failed"):
+        await cancel_all_and_wait(tasks)
+    assert sorted(stopped) == list("abcd") and all(t.done() for t in tasks)
+
+
+async def test_a_cancelled_caller_still_waits_for_what_it_stops() -> None:
+    """The caller (a consumer's cleanup, itself being cancelled) is cancelled while it waits
+    for a task that loses its cancellations: the task is still cancelled again and awaited,
+    then the caller's cancellation is raised; nothing is left pending."""
+    released = asyncio.Event()
+    lost: list[asyncio.Event] = [asyncio.Event() for _ in range(3)]
+
+    async def loses_cancellations() -> None:
+        n = 0
+        while True:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError:
+                if released.is_set():
+                    raise
+                lost[min(n, 2)].set()
+                n += 1
+
+    child = asyncio.create_task(loses_cancellations())
+    await asyncio.sleep(0)
+    caller = asyncio.create_task(cancel_and_wait(child, every=0.01))
+    await lost[0].wait()
+    caller.cancel()
+    await lost[2].wait()  # cancelled again after the caller was
+    assert not caller.done() and not child.done()
+    released.set()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert child.cancelled()

@@ -60,6 +60,7 @@ from ocs.charging.types import (
 from ocs.logs import SESSION_ID
 from ocs.metrics import Metrics
 from ocs.store.errors import StoreUnavailable
+from ocs.tasks import cancel_all_and_wait
 from protocols.diameter import (
     Avp,
     Item,
@@ -699,9 +700,10 @@ class DiameterAgent:
 
     async def close(self) -> None:
         """Stop the RARs and ASRs still waiting for their answers."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await cancel_all_and_wait(list(self._tasks))
+        except Exception:  # (one RAR's failure is not the shutdown's)
+            log.exception("diameter: a RAR/ASR task failed")
 
     async def _server_request(self, sid: str, command: int) -> None:
         session = self._sessions.get(sid)

@@ -43,6 +43,7 @@ from ocs.sims.switch import (
 )
 from ocs.sims.switch import SwitchSimulator as CdrSwitch
 from ocs.sims.traffic import SwitchSimulator, Tally
+from ocs.tasks import cancel_and_wait
 from protocols.native import NativeClient
 
 
@@ -469,11 +470,8 @@ async def _run(
             for t in (alive, camel, task, story, billing):
                 if t is None:
                     continue
-                t.cancel()
                 try:
-                    await t
-                except asyncio.CancelledError:
-                    pass
+                    await cancel_and_wait(t)
                 except Exception as exc:
                     failed.append(exc)
             if failed:
