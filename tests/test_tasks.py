@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from ocs.tasks import cancel_all_and_wait, cancel_and_wait
+from ocs.tasks import SingleFlight, cancel_all_and_wait, cancel_and_wait
 
 
 async def test_a_task_that_loses_cancellations_is_stopped_all_the_same() -> None:
@@ -98,3 +98,34 @@ async def test_a_cancelled_caller_still_waits_for_what_it_stops() -> None:
     with pytest.raises(asyncio.CancelledError):
         await caller
     assert child.cancelled()
+
+
+async def test_single_flight_runs_once_for_all_callers_and_survives_a_cancelled_one() -> None:
+    runs, errors = 0, []
+    gate = asyncio.Event()
+
+    async def work() -> None:
+        nonlocal runs
+        runs += 1
+        await gate.wait()
+        if runs == 2:
+            raise RuntimeError("second run failed")
+
+    flight = SingleFlight(work, on_error=errors.append)
+    callers = [asyncio.create_task(flight()) for _ in range(3)]
+    await asyncio.sleep(0)
+    assert flight.running
+    callers[0].cancel()  # one caller gives up: the run goes on for the others
+    with pytest.raises(asyncio.CancelledError):
+        await callers[0]
+    gate.set()
+    await asyncio.gather(*callers[1:])
+    assert (runs, flight.running, errors) == (1, False, [])
+    with pytest.raises(RuntimeError, match="second run failed"):
+        await flight()  # a new run (the first one ended)
+    assert runs == 2 and [str(e) for e in errors] == ["second run failed"]
+    gate.clear()
+    task = flight.start()  # in the background, nobody waiting; stop() cancels it
+    await asyncio.sleep(0)
+    await flight.stop()
+    assert runs == 3 and task.cancelled() and not flight.running

@@ -33,13 +33,14 @@ import hashlib
 import math
 import ssl
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, Protocol, TypeAlias, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
 
 from ocs.lifecycle import AsyncConnection
+from ocs.tasks import SingleFlight
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
@@ -690,28 +691,6 @@ class ScriptHost(Protocol):
     ) -> Any: ...
 
 
-class _SharedLoad:
-    """Runs a load at most once at a time: callers arriving while it runs await the same one."""
-
-    def __init__(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        self._work = work
-        self._loading: asyncio.Task[None] | None = None
-
-    async def __call__(self) -> None:
-        task = self._loading
-        if task is None:
-            task = asyncio.get_running_loop().create_task(self._work())
-            self._loading = task
-            task.add_done_callback(self._done)
-        await asyncio.shield(task)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        if self._loading is task:
-            self._loading = None
-        if not task.cancelled():
-            task.exception()
-
-
 async def _call_or_load(
     client: ScriptHost,
     packed: bytes,
@@ -746,7 +725,7 @@ class Script:
         self.client = client
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
-        self.load = _SharedLoad(self._load)
+        self.load = SingleFlight(self._load)
 
     def __repr__(self) -> str:
         return f"<Script sha={self.sha}>"
@@ -812,7 +791,7 @@ class LibraryLoader:
     def __init__(self, client: ScriptHost, code: str) -> None:
         self.client = client
         self.code = code
-        self.load = _SharedLoad(self._load)
+        self.load = SingleFlight(self._load)
 
     async def _load(self) -> None:
         await self.client.execute("FUNCTION", "LOAD", "REPLACE", self.code)
