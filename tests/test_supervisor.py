@@ -177,15 +177,22 @@ async def connect_to_each(sup: Supervised, pids: list[int]) -> dict[int, Gateway
             await gw.close()
 
 
-async def test_a_session_moves_between_workers(supervised: Supervised, redis_url: str) -> None:
-    pids = list(supervised.workers().values())
+@contextlib.asynccontextmanager
+async def store_with(redis_url: str, msisdn: str) -> AsyncIterator[Store]:
+    """The test session's Redis through the OCS's store, with ``msisdn`` on plan flat (1.00)."""
     async with PipelinedRedis.from_url(redis_url) as client:
         store = Store(client, session_ttl_ms=60_000, reference_ttl_ms=60_000)
         await store.load_scripts()
         ans = await store.create_subscriber(
-            "4917000001", plan="flat", balance=1_000_000, credit_limit=0, state="active", now=0
+            msisdn, plan="flat", balance=1_000_000, credit_limit=0, state="active", now=0
         )
         assert ans.status == "OK"
+        yield store
+
+
+async def test_a_session_moves_between_workers(supervised: Supervised, redis_url: str) -> None:
+    pids = list(supervised.workers().values())
+    async with store_with(redis_url, "4917000001") as store:
         gws = await connect_to_each(supervised, pids)
         first, second = (gws[p] for p in pids)
         try:
@@ -274,13 +281,8 @@ async def test_a_scrape_of_any_worker_serves_the_sum(
     one; whichever worker a scrape reaches, it counts both refusals, both open sessions and the
     credit they hold, both Diameter connections and both workers."""
     pids = list(supervised.workers().values())
-    async with PipelinedRedis.from_url(redis_url) as client:
-        store = Store(client, session_ttl_ms=60_000, reference_ttl_ms=60_000)
-        await store.load_scripts()
-        ans = await store.create_subscriber(
-            "4917000002", plan="flat", balance=1_000_000, credit_limit=0, state="active", now=0
-        )
-        assert ans.status == "OK"
+    async with store_with(redis_url, "4917000002"):
+        pass
     gws = await connect_to_each(supervised, pids)
     try:
         for n, gw in enumerate(gws.values()):
