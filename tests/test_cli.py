@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -126,6 +127,14 @@ def test_demo_runs_and_leaves_nothing_behind(tmp_path: Path) -> None:
     assert "60 subscribers loaded" in out
     assert "Redis: redis://" in out and "starts from fresh data" in out
     assert "TOP-UP    " in out  # the keep-alive top-ups
+    # Barring on the real-time path: overdraft subscribers charged past -5.00 are barred at
+    # the HLR, and a keep-alive top-up lifts the bar.
+    assert "BARRING   6 prepaid subscribers start in overdraft" in out
+    assert re.search(r"^HLR       4917\d{8} barred outgoing", out, re.M), out
+    assert re.search(r"^HLR       4917\d{8} unbarred", out, re.M), out
+    assert "of them barred (the top-up lifts the bar)" in out
+    # The Redis is emptied before the OCS starts: no consumer finds its group gone.
+    assert "NOGROUP" not in r.stderr, r.stderr
     assert "granted" in out
     assert "refused: credit-limit-reached" in out
     # The barring story: below the limit, barred in the simulated HLR, topped up, unbarred.
