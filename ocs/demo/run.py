@@ -363,17 +363,19 @@ KEEP_ALIVE_BELOW: Final = 1_000_000  # 1.00
 
 async def _keep_alive(ocs: Running, msisdns: list[str], out: TextIO, every: float) -> None:
     """Every few seconds, top up (through the store's credit script, as the API would) the
-    subscribers of a random sample who are barred or nearly out of credit. The overdraft
-    subscribers' real-time calls take them past -5.00, where the scripts bar their outgoing
-    calls and the HLR is told; a top-up takes them back above 0.00 and lifts the bar."""
+    subscribers of a random sample who are barred, then those nearly out of credit. The
+    overdraft subscribers' real-time calls take them past -5.00, where the scripts bar their
+    outgoing calls and the HLR is told; a top-up takes them back above 0.00 and lifts the bar."""
     rng = random.Random(7)
     n = 0
     while True:
         await asyncio.sleep(every)
         sample = rng.sample(msisdns, min(KEEP_ALIVE_SAMPLE, len(msisdns)))
         accounts = [a for m in sample if (a := await ocs.store.get_account(m)) is not None]
-        due = sorted((a for a in accounts if a.barring != "none" or a.available < KEEP_ALIVE_BELOW),
-                     key=lambda a: a.available)[:KEEP_ALIVE_TOPUPS]  # fmt: skip
+        low = [a for a in accounts if a.barring != "none" or a.available < KEEP_ALIVE_BELOW]
+        # The barred first (a customer barred buys a voucher), then the emptiest.
+        low.sort(key=lambda a: (a.barring == "none", a.available))
+        due = low[:KEEP_ALIVE_TOPUPS]
         if not due:
             continue
         n += 1
