@@ -1,5 +1,5 @@
 """The dashboard's live feed: ONE reader of the outbox and notification streams (and of the
-process's request counters) per OCS process, fanned out to every browser connection.
+request counters of every worker) per OCS process, fanned out to every browser connection.
 
 The reader keeps, per line of the hierarchy, what the figures need (balance, held credit,
 open sessions, barring), primed once from the store and then refreshed only for the lines an
@@ -174,8 +174,10 @@ class LiveFeed:
                 u[k] += d
 
     def _requests(self) -> tuple[int, int]:
+        """Charging requests and refusals so far, over every worker of ``ocs serve --workers
+        N`` (the metrics' per-worker files: another worker's are up to a second behind)."""
         total = refused = 0
-        for (protocol, _verb, result), n in list(self.metrics.counts.items()):
+        for (protocol, _verb, result), n in self.metrics.counter_sum("ocs_requests").items():
             if protocol in CHARGING:
                 total += n
                 if result not in SUCCESS:
@@ -248,7 +250,8 @@ class LiveFeed:
                 changed |= {_unit_key(lv, c) for lv, c in units}
                 self._apply(units, before[m], self.lines.get(m))
         total, refused = self._requests()
-        requests, refusals = total - self._counted[0], refused - self._counted[1]
+        requests = max(0, total - self._counted[0])
+        refusals = max(0, refused - self._counted[1])
         self._counted = (total, refused)
         self.last = {"requests": requests, "refusals": refusals, "events": events}
         msg = {
