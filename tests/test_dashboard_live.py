@@ -118,23 +118,38 @@ async def test_every_buckets_changes_reach_a_listener(
         assert feed.streams.failed == set()
 
 
-async def test_a_read_is_one_write_per_master(store: Store, redis_url: str) -> None:
+@pytest.fixture(params=["session", "cluster"])
+def any_url(request: pytest.FixtureRequest) -> str:
+    """The session's Redis, then a cluster (the same on ``OCS_TEST_REDIS=cluster``)."""
+    name = "redis_url" if request.param == "session" else "cluster_url"
+    return str(request.getfixturevalue(name))
+
+
+async def test_a_read_is_one_write_per_master(any_url: str) -> None:
     """One Redis: one blocking XREAD over the 128 streams. A cluster: a command may name one
     slot's keys only (CROSSSLOT, even on one master), so one XREAD per stream, all sent in
-    one loop turn: one write per master."""
-    await subscribers(store)
-    async with StreamReader.every_bucket(redis_url) as reader:
-        assert len(reader.positions) == 128
-        # Taken at connect: the subscribers' creation events are behind the positions.
-        assert await reader.read(1) == []
-        before = reader.client.writes
-        await top_up(store, LINES[0], "w")
-        entries = await reader.read(50)
-        masters = len(reader.client.masters()) if isinstance(reader.client, ClusterRedis) else 1
-        assert reader.client.writes - before == masters
-        assert {e.fields.get("sub") for e in entries} == {LINES[0]}
-        assert {e.stream for e in entries} <= {K.outbox_key(K.bucket_of(LINES[0])),
-                                               K.notify_key(K.bucket_of(LINES[0]))}  # fmt: skip
+    one loop turn: one write per master (each routed by its stream's slot, no redirection)."""
+    async with hot_client(any_url) as client:
+        store = Store(client, session_ttl_ms=900_000, reference_ttl_ms=86_400_000)
+        await subscribers(store)
+        async with StreamReader.every_bucket(any_url) as reader:
+            await _one_read(store, reader)
+
+
+async def _one_read(store: Store, reader: StreamReader) -> None:
+    assert len(reader.positions) == 128
+    # Taken at connect: the subscribers' creation events are behind the positions.
+    assert await reader.read(1) == []
+    before = reader.client.writes
+    await top_up(store, LINES[0], "w")
+    entries = await reader.read(50)
+    masters = len(reader.client.masters()) if isinstance(reader.client, ClusterRedis) else 1
+    assert reader.client.writes - before == masters
+    assert {e.fields.get("sub") for e in entries} == {LINES[0]}
+    assert {e.stream for e in entries} <= {K.outbox_key(K.bucket_of(LINES[0])),
+                                           K.notify_key(K.bucket_of(LINES[0]))}  # fmt: skip
+    if isinstance(reader.client, ClusterRedis):
+        assert reader.client.redirects == 0
 
 
 @pytest.fixture
