@@ -24,7 +24,7 @@ from ocs.billing.db import open_billing_db
 from ocs.metrics import Metrics
 from ocs.redis_server import EmbeddedCluster, EmbeddedRedis, node_command
 from ocs.store import keys as K
-from ocs.store.cluster import ClusterRedis, admin_client, broadcast, hot_client, key_slot
+from ocs.store.cluster import ClusterRedis, hot_client, key_slot
 from ocs.store.errors import StoreUnavailable
 from ocs.store.store import Store
 from ocs.store.streams import StreamReader
@@ -53,17 +53,6 @@ def engine(tmp_path: Path) -> Iterator[Engine]:
         yield engine
     finally:
         engine.dispose()
-
-
-@pytest.fixture
-async def cluster_url(redis_cluster: EmbeddedCluster) -> str:
-    client = admin_client(redis_cluster.url)
-    try:
-        await broadcast(client, "FLUSHALL")
-        await broadcast(client, "SCRIPT", "FLUSH")
-    finally:
-        await client.aclose()
-    return redis_cluster.url
 
 
 async def subscribers(store: Store) -> None:
