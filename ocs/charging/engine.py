@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 from ocs.charging.types import (
     BalanceResult,
@@ -71,6 +71,16 @@ class _Session:
     priced: int = 0
 
 
+@dataclass(slots=True)
+class _Hold:
+    """What a session holds as this process last heard (the metrics' held credit)."""
+
+    protocol: str
+    money: int
+    #: Unix ms: when the script releases it unless a request comes first.
+    expires_at: int
+
+
 def _flags(spec: ServiceSpec, *, final: bool = False, force: bool = False) -> str:
     return (
         ("o" if spec.outgoing else "")
@@ -106,10 +116,9 @@ class ChargingEngine:
         self.clock = clock
         self._plans: dict[str, str] = {}
         self._sessions: dict[str, _Session] = {}
-        #: Session id -> [protocol, money held, expires at (ms)] of every session this process
-        #: last saw holding a reservation, from the scripts' answers (kept apart from the
-        #: cache, which may be emptied): what :meth:`holds` sums for the metrics.
-        self._holds: dict[str, list[Any]] = {}
+        #: Every session this process last saw holding a reservation, from the scripts'
+        #: answers (kept apart from the cache, which may be emptied): what :meth:`holds` sums.
+        self._holds: dict[str, _Hold] = {}
         self._holds_limit = self.config.cache_size
         #: Told the money each request charged (micro-units, replays excluded): the metrics.
         self.on_charged: Callable[[int], None] | None = None
@@ -135,18 +144,18 @@ class ChargingEngine:
         keeps the hold until ``now + hold_ms``, as it was told)."""
         h = self._holds.get(sid)
         if h is not None:
-            h[1], h[2] = money, now + self.hold_ms
+            h.money, h.expires_at = money, now + self.hold_ms
             if protocol:
-                h[0] = protocol
+                h.protocol = protocol
             return
         if len(self._holds) >= self._holds_limit:
             # Holds nobody came back for (and no scrape pruned): forget the expired ones.
             self._prune_holds(self.clock())
             self._holds_limit = max(self.config.cache_size, 2 * len(self._holds))
-        self._holds[sid] = [protocol, money, now + self.hold_ms]
+        self._holds[sid] = _Hold(protocol, money, now + self.hold_ms)
 
     def _prune_holds(self, now: int) -> None:
-        for sid in [sid for sid, h in self._holds.items() if h[2] <= now]:
+        for sid in [sid for sid, h in self._holds.items() if h.expires_at <= now]:
             del self._holds[sid]
 
     def holds(self, now: int | None = None) -> dict[str, tuple[int, int]]:
@@ -157,9 +166,9 @@ class ChargingEngine:
         named ("" when none did)."""
         self._prune_holds(self.clock() if now is None else now)
         out: dict[str, tuple[int, int]] = {}
-        for protocol, money, _ in self._holds.values():
-            n, m = out.get(protocol, (0, 0))
-            out[protocol] = (n + 1, m + money)
+        for h in self._holds.values():
+            n, m = out.get(h.protocol, (0, 0))
+            out[h.protocol] = (n + 1, m + h.money)
         return out
 
     def _cost_at(self, st: _Session, units: int) -> int:
