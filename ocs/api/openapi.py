@@ -89,11 +89,7 @@ def _operation(route: Route, path: str, path_params: list[JSON], schemas: dict[s
     if len(summary) > 200 or "\n\n" in doc:
         op["description"] = doc
     params = list(path_params)
-    params += [
-        {"name": p.name, "in": p.where, "required": p.where == "path", "schema": p.schema}
-        | ({"description": p.description} if p.description else {})
-        for p in route.params
-    ]
+    params += [p.openapi() for p in route.params]
     if params:
         op["parameters"] = params
     if isinstance(route.body, Body):

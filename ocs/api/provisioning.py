@@ -15,16 +15,15 @@ from ocs.api.problems import (
 )
 from ocs.api.render import iso_time
 from ocs.api.request import (
-    DEFAULT_PAGE,
-    MAX_PAGE,
     STREAM_ID_RE,
+    before_id,
+    page_size,
     path_msisdn,
-    query_int,
+    query,
     read_body,
     unknown_subscriber,
 )
 from ocs.api.routes import Route
-from ocs.api.schema import Param
 from ocs.provisioning.service import ProvisioningError
 
 
@@ -78,11 +77,8 @@ async def subscriber_provisioning(request: web.Request) -> web.StreamResponse:
 
 async def list_dead_letters(request: web.Request) -> web.StreamResponse:
     """``GET /v1/provisioning/dead-letters?limit=&before=``: newest first."""
-    limit = query_int(request, "limit", default=DEFAULT_PAGE, maximum=MAX_PAGE)
-    before = request.query.get("before")
-    if before is not None and STREAM_ID_RE.fullmatch(before) is None:
-        raise InvalidInput([FieldError("before", "must be an id such as 1714564800000-0")])
-    items = await request.app[PROVISIONING].dead_letters(limit, before)
+    q = query(request)
+    items = await request.app[PROVISIONING].dead_letters(q["limit"], q["before"])
     return web.json_response({"dead_letters": [_dead_letter_json(i) for i in items]})
 
 
@@ -188,10 +184,9 @@ JOB_SCHEMA: Final = {
                  "unknown_to_hlr", "failures", "differing", "failed", "detail"],
 }  # fmt: skip
 _PAGE: Final = (
-    Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, "page size"),
-    Param("before", "query", {"type": "string", "pattern": f"^{STREAM_ID_RE.pattern}$"},
-          "the id to page from (the last one of the previous page)"),
-)  # fmt: skip
+    page_size("limit"),
+    before_id("the id to page from (the last one of the previous page)"),
+)
 
 
 #: Present when the OCS runs with a provisioning system.

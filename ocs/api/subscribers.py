@@ -18,28 +18,25 @@ from ocs.api.context import CLOCK, METRICS, STORE, TARIFFS
 from ocs.api.problems import (
     TYPE_SUBSCRIBER_EXISTS,
     FieldError,
-    InvalidInput,
     invalid_input,
     problem,
     reference_conflict,
 )
 from ocs.api.render import ACCOUNT_SCHEMA, EVENT_SCHEMA, account_json, event_json
 from ocs.api.request import (
-    CURSOR_RE,
-    DEFAULT_PAGE,
     MAX_BUCKET_ID,
     MAX_NOTE,
-    MAX_PAGE,
     MAX_PRIORITY,
     MAX_REFERENCE,
     MAX_SERVICE,
     MSISDN_RE,
-    STREAM_ID_RE,
     U64,
     Fields,
+    before_id,
     json_body,
+    page_size,
     path_msisdn,
-    query_int,
+    query,
     unknown_subscriber,
 )
 from ocs.api.routes import Route
@@ -188,11 +185,8 @@ async def create_subscriber(request: web.Request) -> web.StreamResponse:
 
 async def list_subscribers(request: web.Request) -> web.StreamResponse:
     """``GET /v1/subscribers?cursor=&count=``: one page of msisdns and the next cursor."""
-    raw = request.query.get("cursor", "0")
-    if not CURSOR_RE.fullmatch(raw) or int(raw) >= U64:
-        raise InvalidInput([FieldError("cursor", "must be a cursor returned by this API")])
-    count = query_int(request, "count", default=DEFAULT_PAGE, maximum=MAX_PAGE)
-    nxt, msisdns = await request.app[STORE].list_subscribers(int(raw), count)
+    q = query(request)
+    nxt, msisdns = await request.app[STORE].list_subscribers(q["cursor"], q["count"])
     return web.json_response({"subscribers": msisdns, "cursor": str(nxt) if nxt else None})
 
 
@@ -326,11 +320,8 @@ def _credit_handler(kind: str, body: Body) -> Handler:
 async def list_events(request: web.Request) -> web.StreamResponse:
     """``GET /v1/subscribers/{msisdn}/events?limit=&before=``: newest first, paged by id."""
     msisdn = path_msisdn(request)
-    limit = query_int(request, "limit", default=DEFAULT_PAGE, maximum=MAX_PAGE)
-    before = request.query.get("before")
-    m = None if before is None else STREAM_ID_RE.fullmatch(before)
-    if before is not None and (m is None or max(int(x) for x in m.groups()) >= U64):
-        raise InvalidInput([FieldError("before", "must be an event id such as 1714564800000-0")])
+    q = query(request)
+    limit, before = q["limit"], q["before"]
     store = request.app[STORE]
     if await store.get_account(msisdn) is None:
         return unknown_subscriber(msisdn)
@@ -371,15 +362,13 @@ _CREDIT_ANSWER: Final = {
     },
     "required": ["msisdn", "amount", "reference", "balance"],
 }
-_PAGE: Final = Param(
-    "count", "query", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, "page size"
-)
-_LIMIT: Final = Param(
-    "limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, "page size"
-)
-_BEFORE: Final = Param(
-    "before", "query", {"type": "string", "pattern": f"^{STREAM_ID_RE.pattern}$"},
-    "the event id to page from (the previous page's next)",
+_PAGE: Final = page_size("count")
+_LIMIT: Final = page_size("limit")
+_BEFORE: Final = before_id("the event id to page from (the previous page's next)")
+_CURSOR: Final = Param(
+    "cursor", "query", {"type": "integer", "minimum": 0, "maximum": U64 - 1},
+    "the cursor a previous page returned", default=0,
+    detail="must be a cursor returned by this API",
 )  # fmt: skip
 
 
@@ -401,8 +390,7 @@ ROUTES: Final = (
     Route("POST", "/v1/subscribers", create_subscriber, "subscribers", "write",
           body=CREATE, status=HTTPStatus.CREATED, answer=ACCOUNT_SCHEMA),
     Route("GET", "/v1/subscribers", list_subscribers, "subscribers", "read",
-          params=(Param("cursor", "query", {"type": "string", "pattern": "^[0-9]{1,20}$"},
-                        "the cursor a previous page returned"), _PAGE),
+          params=(_CURSOR, _PAGE),
           answer={"type": "object", "properties": {
               "subscribers": {"type": "array", "items": {"type": "string"}},
               "cursor": {"type": ["string", "null"]}}, "required": ["subscribers", "cursor"]}),

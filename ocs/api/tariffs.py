@@ -13,14 +13,13 @@ from aiohttp import web
 from ocs.api.context import CLOCK, TARIFFS
 from ocs.api.problems import (
     TYPE_UNKNOWN_PLAN,
-    FieldError,
-    InvalidInput,
     invalid_plan,
     problem,
 )
 from ocs.api.render import iso_time
 from ocs.api.request import (
     MAX_SOURCE,
+    query,
     read_body,
 )
 from ocs.api.routes import Route
@@ -133,11 +132,7 @@ async def load_tariff(request: web.Request) -> web.StreamResponse:
             detail="send the plan file as TOML text with Content-Type application/toml "
             f"(or text/plain), not {request.content_type}",
         )
-    source = request.query.get("source", "request")
-    if not 1 <= len(source) <= MAX_SOURCE or not source.isprintable():
-        raise InvalidInput(
-            [FieldError("source", f"must be 1 to {MAX_SOURCE} printable characters")]
-        )
+    source: str = query(request)["source"]
     raw = await read_body(request)
     try:
         text = raw.decode("utf-8")
@@ -172,6 +167,7 @@ ROUTES: Final = (
                 "query",
                 {"type": "string", "minLength": 1, "maxLength": MAX_SOURCE},
                 "where the plan file came from (shown with the version)",
+                default="request",
             ),
         ),
         status=HTTPStatus.CREATED,
