@@ -30,6 +30,7 @@ from ocs.store.redis_client import PipelinedRedis
 from ocs.store.store import Store
 from tariffs import PlanBook, TariffRater, load_plans
 from tests.billing_db import build_sample
+from tests.contract import contract_trace
 
 Client = TestClient[web.Request, web.Application]
 ADMIN = "test-admin-token"
@@ -97,7 +98,7 @@ async def api(redis_url: str, billing_engine: Engine, tmp_path: Path) -> AsyncIt
                          routes=billing.routes(),
                          auth=AuthConfig(admin_token=ADMIN, secret_key="k" * 64,
                                          fail_limit=10**6))  # fmt: skip
-        http: Client = TestClient(TestServer(app))
+        http: Client = TestClient(TestServer(app), trace_configs=[contract_trace()])
         await http.start_server()
         try:
             yield http

@@ -20,6 +20,7 @@ from ocs.redis_server import EmbeddedRedis
 from ocs.store.redis_client import PipelinedRedis
 from ocs.store.store import Store
 from tariffs import PlanBook, TariffRater, load_plans
+from tests.contract import contract_trace
 
 PLANS = load_plans()
 #: 2024-05-01T12:00:00Z
@@ -51,7 +52,11 @@ async def serve(store: Store, metrics: Metrics, clock: FakeClock) -> Client:
     await registry.refresh()
     app = create_app(store, metrics, tariffs=registry, clock=clock,
                      auth=AuthConfig(admin_token=ADMIN))  # fmt: skip
-    client: Client = TestClient(TestServer(app), headers={"Authorization": f"Bearer {ADMIN}"})
+    client: Client = TestClient(
+        TestServer(app),
+        headers={"Authorization": f"Bearer {ADMIN}"},
+        trace_configs=[contract_trace()],
+    )
     await client.start_server()
     return client
 

@@ -31,6 +31,7 @@ from ocs.store.notify import NotifyStore
 from ocs.store.redis_client import PipelinedRedis
 from ocs.store.store import Store
 from tariffs import PlanBook, TariffRater, load_plans
+from tests.contract import contract_trace
 
 Client = TestClient[web.Request, web.Application]
 ADMIN = "test-admin-token"
@@ -70,7 +71,7 @@ async def _serve(
     config = AuthConfig(admin_token=ADMIN, secret_key="k" * 64, **auth)
     app = create_app(store, Metrics(), tariffs=registry, clock=clock, provisioning=provisioning,
                      auth=config)  # fmt: skip
-    client: Client = TestClient(TestServer(app))
+    client: Client = TestClient(TestServer(app), trace_configs=[contract_trace()])
     await client.start_server()
     try:
         yield client, notify

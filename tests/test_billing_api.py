@@ -23,6 +23,7 @@ from ocs.api.routes import CALLER, Caller, add_routes
 from ocs.billing.api import BillingApi
 from ocs.provisioning.signing import sign
 from tests.billing_db import build_sample
+from tests.contract import contract_trace
 
 Client = TestClient[web.Request, web.Application]
 SECRET = "feed-secret"
@@ -52,7 +53,7 @@ async def api(billing_engine: Engine, tmp_path: Any) -> AsyncIterator[Client]:
             billing_engine, feed_secret=SECRET, warehouse_dir=tmp_path, clock=lambda: NOW
         ).routes(),
     )
-    client: Client = TestClient(TestServer(app))
+    client: Client = TestClient(TestServer(app), trace_configs=[contract_trace()])
     await client.start_server()
     try:
         yield client
@@ -303,7 +304,10 @@ async def test_ocs_serve_with_billing_on(redis_url: str, billing_url: str, tmp_p
         billing_db_url=billing_url,
         billing_feeds_dir=str(tmp_path),
     )
-    async with run_ocs(settings) as ocs, aiohttp.ClientSession(headers=AUTH) as http:
+    async with (
+        run_ocs(settings) as ocs,
+        aiohttp.ClientSession(headers=AUTH, trace_configs=[contract_trace()]) as http,
+    ):
         assert ocs.billing is not None
         now = int(time.time() * 1000)
         await ocs.store.create_subscriber(

@@ -26,6 +26,7 @@ from ocs.metrics import Metrics
 from ocs.provisioning.service import Provisioning
 from ocs.store.redis_client import PipelinedRedis
 from ocs.store.store import Account, Store, UnitBucket
+from tests.contract import contract_trace
 
 SUBS = "/v1/subscribers"
 N = "46700000001"
@@ -199,7 +200,7 @@ def _resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
 
 
 async def test_the_contract_and_its_page_are_served_without_a_token() -> None:
-    async with TestClient(TestServer(_app())) as client:
+    async with TestClient(TestServer(_app()), trace_configs=[contract_trace()]) as client:
         resp = await client.get("/openapi.json")
         assert resp.status == 200
         served = await resp.json()

@@ -373,8 +373,9 @@ def query(request: web.Request) -> Mapping[str, Any]:
     ones at their default; a parameter the route does not declare, one given twice, or one
     that breaks its schema is an InvalidInput naming it (422). The one code path for every
     route: the error middleware reads them before any handler runs."""
-    if QUERY in request:
-        return request[QUERY]
+    cached: dict[str, Any] | None = request.get(QUERY)
+    if cached is not None:
+        return cached
     route = route_of(request)
     params = route.params if route is not None else ()
     declared = {p.name: p for p in params if not p.free_form}
