@@ -24,6 +24,7 @@ from ocs.api.request import (
     unknown_subscriber,
 )
 from ocs.api.routes import Route
+from ocs.api.schema import obj
 from ocs.provisioning.service import ProvisioningError
 
 
@@ -183,6 +184,14 @@ JOB_SCHEMA: Final = {
     "required": ["id", "state", "started_at", "updated_at", "finished_at", "checked", "resent",
                  "unknown_to_hlr", "failures", "differing", "failed", "detail"],
 }  # fmt: skip
+_OUTCOME: Final[dict[str, object]] = {"type": "string", "enum": ["applied", "rejected"]}
+#: What the provisioning system posts (signed: X-OCS-Timestamp, X-OCS-Signature over the
+#: bytes; read by ocs.provisioning.service).
+CALLBACK_SCHEMA: Final = obj(
+    {"command_id": {"type": "string", "minLength": 1}, "status": _OUTCOME, "reason": _S,
+     "detail": _S},
+    optional=("reason", "detail"), closed=False,
+)  # fmt: skip
 _PAGE: Final = (
     page_size("limit"),
     before_id("the id to page from (the last one of the previous page)"),
@@ -200,6 +209,8 @@ ROUTES: Final = (
         "provisioning.callbacks",
         "write",
         public=True,
+        request=CALLBACK_SCHEMA,
+        answer=obj({"command_id": _S, "status": _OUTCOME}),
     ),
     Route(
         "GET",
@@ -217,6 +228,7 @@ ROUTES: Final = (
         "provisioning.dead-letters",
         "write",
         status=HTTPStatus.ACCEPTED,
+        answer=obj({"replayed": _S, "queued": _S}),
     ),
     Route(
         "POST",

@@ -23,12 +23,13 @@ from ocs.api.request import (
     read_body,
 )
 from ocs.api.routes import Route
-from ocs.api.schema import Param
+from ocs.api.schema import BOOL, INT, MONEY_OUT, STRING, TIME_OUT, Param, array, nullable, obj
 from ocs.money import format_money
 from tariffs import (
     PlanBook,
     PlanFileError,
     PlanVersion,
+    UnitKind,
     UnknownPlan,
 )
 
@@ -152,8 +153,46 @@ async def load_tariff(request: web.Request) -> web.StreamResponse:
     )
 
 
+_TEXTS: Final = array(STRING)
+_SUMMARY: Final = {
+    "version": INT,
+    "effective_from": TIME_OUT,
+    "in_force": BOOL,
+    "description": STRING,
+    "currency": STRING,
+    "services": _TEXTS,
+    "source": STRING,
+}
+_SERVICE: Final = obj(
+    {
+        "unit": {"type": "string", "enum": [u.value for u in UnitKind]},
+        "default_quota": INT,
+        "direction": STRING,
+        "session_cap": nullable(MONEY_OUT),
+        "description": STRING,
+    }
+)
+_DETAIL: Final = obj(
+    {
+        **_SUMMARY,
+        "timezone": STRING,
+        "rounding": obj({"method": STRING, "decimals": INT}),
+        "tax": obj({"rate": STRING, "inclusive": BOOL}),
+        "services": {"type": "object", "additionalProperties": _SERVICE},
+        "destinations": _TEXTS,
+        "free_destinations": _TEXTS,
+        "bands": _TEXTS,
+        "bundles": array(
+            obj({"id": STRING, "service": STRING, "units": INT, "valid_days": INT, "priority": INT})
+        ),
+    }
+)
+LIST_SCHEMA: Final = obj({"plans": array(obj({"name": STRING, "versions": array(obj(_SUMMARY))}))})
+PLAN_SCHEMA: Final = obj({"name": STRING, "versions": array(_DETAIL)})
+LOADED_SCHEMA: Final = obj({"name": STRING, "version": INT, "effective_from": TIME_OUT})
+
 ROUTES: Final = (
-    Route("GET", "/v1/tariffs", list_tariffs, "tariffs", "read"),
+    Route("GET", "/v1/tariffs", list_tariffs, "tariffs", "read", answer=LIST_SCHEMA),
     Route(
         "POST",
         "/v1/tariffs",
@@ -171,6 +210,7 @@ ROUTES: Final = (
             ),
         ),
         status=HTTPStatus.CREATED,
+        answer=LOADED_SCHEMA,
     ),
-    Route("GET", "/v1/tariffs/{name}", get_tariff, "tariffs", "read"),
+    Route("GET", "/v1/tariffs/{name}", get_tariff, "tariffs", "read", answer=PLAN_SCHEMA),
 )
