@@ -19,6 +19,7 @@ from aiohttp.typedefs import Handler
 from secure import AUTH, SECURE
 from sqlalchemy import Engine
 
+from ocs.api.openapi import ROUTES_OF_CONTRACT
 from ocs.api.routes import CALLER, Caller, add_routes
 from ocs.billing.api import BillingApi
 from ocs.provisioning.signing import sign
@@ -53,6 +54,7 @@ async def api(billing_engine: Engine, tmp_path: Any) -> AsyncIterator[Client]:
             billing_engine, feed_secret=SECRET, warehouse_dir=tmp_path, clock=lambda: NOW
         ).routes(),
     )
+    add_routes(app, ROUTES_OF_CONTRACT)  # (the contract the answers are checked against)
     client: Client = TestClient(TestServer(app), trace_configs=[contract_trace()])
     await client.start_server()
     try:
@@ -144,7 +146,9 @@ async def test_hierarchy_crud(api: Client) -> None:
     acc = await r.json()
     assert [x["msisdn"] for x in acc["lines"]] == ["491700000009"]
     assert acc["services"][0]["monthly_charge"] == "99.99"
-    await problem(await api.post("/v1/billing/accounts", data=b"{nope"), 422)
+    # Not JSON: 400, as on every route of the API.
+    bad = await problem(await api.post("/v1/billing/accounts", data=b"{nope"), 400)
+    assert bad["type"] == "urn:ocs:problem:malformed-json"
 
 
 async def test_agency_scope_hides_other_agencies(api: Client) -> None:

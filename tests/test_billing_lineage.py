@@ -14,6 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import Engine
 
+from ocs.api.openapi import ROUTES_OF_CONTRACT
 from ocs.api.routes import add_routes
 from ocs.billing import runs
 from ocs.billing.api import BillingApi
@@ -61,6 +62,7 @@ async def test_api_exports_record_their_lineage(billing_engine: Engine, tmp_path
     api = BillingApi(billing_engine, warehouse_dir=tmp_path / "wh", clock=lambda: NOW,
                      lineage=Lineage(lineage_dir))  # fmt: skip
     add_routes(app, api.routes())
+    add_routes(app, ROUTES_OF_CONTRACT)  # (the contract the answers are checked against)
     client: TestClient[web.Request, web.Application] = TestClient(
         TestServer(app), trace_configs=[contract_trace()]
     )

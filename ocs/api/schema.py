@@ -155,9 +155,10 @@ class Choice(Spec):
     options: Collection[str]
     what: str
     description: str = ""
+    required: bool = False
 
     def read(self, f: Fields, name: str) -> str | None:
-        return f.choice(name, self.options, what=self.what)
+        return f.choice(name, self.options, what=self.what, required=self.required)
 
     def schema(self) -> JSON:
         return self._doc({"type": "string", "enum": sorted(self.options)})
@@ -267,8 +268,12 @@ class Percent(Spec):
     required: bool = False
     maximum: int = 100
     description: str = ""
+    #: null is a value of its own (an unbounded step).
+    nullable: bool = False
 
     def read(self, f: Fields, name: str) -> str | None:
+        if self.nullable and f.has(name) and f.data[name] is None:
+            return None
         v = f.value_of(name, required=self.required)
         if v is None:
             return None
@@ -283,8 +288,10 @@ class Percent(Spec):
         return v
 
     def schema(self) -> JSON:
-        out: JSON = {"type": "string", "pattern": f"^{_PERCENT_RE.pattern}$"}
-        return self._doc(out | {"examples": ["19"]})
+        out: JSON = {"type": "string", "pattern": f"^{_PERCENT_RE.pattern}$", "examples": ["19"]}
+        if self.nullable:
+            out = {"anyOf": [out, {"type": "null"}]}
+        return self._doc(out)
 
 
 @dataclass(frozen=True)
@@ -411,6 +418,8 @@ class Param:
     #: The value when the parameter is absent.
     default: object = None
     detail: str = ""
+    #: Absent is an error.
+    required: bool = False
 
     @property
     def free_form(self) -> bool:
@@ -463,7 +472,12 @@ class Param:
         schema = dict(self.schema)
         if self.default is not None:
             schema["default"] = self.default
-        out: JSON = {"name": self.name, "in": self.where, "required": False, "schema": schema}
+        out: JSON = {
+            "name": self.name,
+            "in": self.where,
+            "required": self.required,
+            "schema": schema,
+        }
         if self.free_form:
             out["style"], out["explode"] = "form", True
         if self.description:
