@@ -32,12 +32,14 @@ async def test_the_admin_api_over_https(redis_url: str, tmp_path: Path) -> None:
     ca.configure_trust(context)
     async with (
         run_ocs(settings, plans=[FLAT]) as ocs,
-        aiohttp.ClientSession(trace_configs=[contract_trace()]) as http,
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=context), trace_configs=[contract_trace()]
+        ) as http,
     ):
         url = f"https://127.0.0.1:{ocs.http_port}"
-        async with http.get(f"{url}/v1/subscribers", ssl=context, headers=AUTH) as resp:
+        async with http.get(f"{url}/v1/subscribers", headers=AUTH) as resp:
             assert resp.status == 200
-        async with http.get(f"{url}/v1/subscribers", ssl=context) as resp:
+        async with http.get(f"{url}/v1/subscribers") as resp:
             assert resp.status == 401
         # Plain HTTP is not served on the TLS port.
         with pytest.raises(aiohttp.ClientError):
