@@ -146,11 +146,13 @@ VIEW_SCHEMA: Final = {
             "properties": {"confirmed": _BARRING, "status": _S, "command": _S, "detail": _S,
                            "updated": _TIME},
             "required": ["confirmed", "status", "command", "detail", "updated"],
+            "additionalProperties": False,
         },
         "in_sync": {"type": "boolean"},
         "history": {"type": "array", "items": _HISTORY_LINE},
     },
     "required": ["msisdn", "desired", "state", "barred_by_balance", "hlr", "in_sync", "history"],
+    "additionalProperties": False,
 }  # fmt: skip
 DEAD_LETTERS_SCHEMA: Final = {
     "type": "object",
@@ -166,6 +168,7 @@ DEAD_LETTERS_SCHEMA: Final = {
         }
     },
     "required": ["dead_letters"],
+    "additionalProperties": False,
 }  # fmt: skip
 _COUNT: Final[dict[str, object]] = {"type": "integer", "minimum": 0}
 JOB_SCHEMA: Final = {
@@ -183,6 +186,7 @@ JOB_SCHEMA: Final = {
     },
     "required": ["id", "state", "started_at", "updated_at", "finished_at", "checked", "resent",
                  "unknown_to_hlr", "failures", "differing", "failed", "detail"],
+    "additionalProperties": False,
 }  # fmt: skip
 _OUTCOME: Final[dict[str, object]] = {"type": "string", "enum": ["applied", "rejected"]}
 #: What the provisioning system posts (signed: X-OCS-Timestamp, X-OCS-Signature over the

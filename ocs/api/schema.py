@@ -392,6 +392,8 @@ class Body:
             out["oneOf"] = [{"required": list(names)} for names in self.one_of_required]
         if self.description:
             out["description"] = self.description
+        if self.examples:
+            out["examples"] = [dict(e) for e in self.examples]
         return out
 
 

@@ -42,6 +42,7 @@ from ocs.api.request import (
 from ocs.api.routes import Route
 from ocs.api.schema import (
     MONEY_OUT,
+    STRING,
     Body,
     Buckets,
     Choice,
@@ -53,6 +54,9 @@ from ocs.api.schema import (
     Text,
     Thresholds,
     Timestamp,
+    array,
+    nullable,
+    obj,
 )
 from ocs.auth.http import over_limit
 from ocs.charging.tariffs import bundle_buckets
@@ -352,16 +356,11 @@ async def subscriber_snapshot(request: web.Request) -> dict[str, object] | None:
     }
 
 
-_CREDIT_ANSWER: Final = {
-    "type": "object",
-    "properties": {
-        "msisdn": {"type": "string"},
-        "amount": MONEY_OUT,
-        "reference": {"type": "string"},
-        "balance": MONEY_OUT,
-    },
-    "required": ["msisdn", "amount", "reference", "balance"],
-}
+_CREDIT_ANSWER: Final = obj(
+    {"msisdn": STRING, "amount": MONEY_OUT, "reference": STRING, "balance": MONEY_OUT}
+)
+_LIST_ANSWER: Final = obj({"subscribers": array(STRING), "cursor": nullable(STRING)})
+_EVENTS_ANSWER: Final = obj({"events": array(EVENT_SCHEMA), "next": nullable(STRING)})
 _PAGE: Final = page_size("count")
 _LIMIT: Final = page_size("limit")
 _BEFORE: Final = before_id("the event id to page from (the previous page's next)")
@@ -390,10 +389,7 @@ ROUTES: Final = (
     Route("POST", "/v1/subscribers", create_subscriber, "subscribers", "write",
           body=CREATE, status=HTTPStatus.CREATED, answer=ACCOUNT_SCHEMA),
     Route("GET", "/v1/subscribers", list_subscribers, "subscribers", "read",
-          params=(_CURSOR, _PAGE),
-          answer={"type": "object", "properties": {
-              "subscribers": {"type": "array", "items": {"type": "string"}},
-              "cursor": {"type": ["string", "null"]}}, "required": ["subscribers", "cursor"]}),
+          params=(_CURSOR, _PAGE), answer=_LIST_ANSWER),
     Route("GET", "/v1/subscribers/{msisdn}", get_subscriber, "subscribers", "read",
           answer=ACCOUNT_SCHEMA),
     Route("PATCH", "/v1/subscribers/{msisdn}", update_subscriber, "subscribers", "write",
@@ -404,8 +400,5 @@ ROUTES: Final = (
     ),
     _credit_route("/v1/subscribers/{msisdn}/refunds", "refund", REFUND, "subscribers.refunds"),
     Route("GET", "/v1/subscribers/{msisdn}/events", list_events, "subscribers.events", "read",
-          params=(_LIMIT, _BEFORE),
-          answer={"type": "object", "properties": {
-              "events": {"type": "array", "items": EVENT_SCHEMA},
-              "next": {"type": ["string", "null"]}}, "required": ["events", "next"]}),
+          params=(_LIMIT, _BEFORE), answer=_EVENTS_ANSWER),
 )  # fmt: skip
