@@ -221,6 +221,12 @@ async def test_user_login_jwt_and_refresh(api: Client, clock: Clock) -> None:
     resp = await api.post("/v1/auth/token", json={"username": "nobody", "password": "x" * 9})
     assert resp.status == 401
     assert (await api.post("/v1/auth/token", json={"username": "ana"})).status == 422
+    # The body is read by its declaration (ocs.auth.http.LOGIN): each bad member named.
+    resp = await api.post("/v1/auth/token", json={"username": 5, "password": None, "otp": "1"})
+    assert resp.status == 422
+    assert {e["field"] for e in (await resp.json())["errors"]} == {"username", "password", "otp"}
+    resp = await api.post("/v1/auth/refresh", json={})
+    assert resp.status == 422 and (await resp.json())["field"] == "refresh_token"
     pair = await _login(api, "ana", "correct horse")
     assert pair["role"] == "operator" and pair["expires_in"] == 900
     access = pair["access_token"]
