@@ -19,6 +19,7 @@ the test fails where the answer was received. HEAD requests and bodies that stre
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +29,9 @@ from typing import Any
 import aiohttp
 import jsonschema
 
+#: A file to append "METHOD template status" of every checked answer to: which routes the
+#: suite holds to the contract (a measurement, not a test).
+SEEN = os.environ.get("OCS_CONTRACT_SEEN", "")
 PROBLEM_TYPE = "application/problem+json"
 JSON_TYPE = "application/json"
 #: Media types whose body is read and validated (anything else may stream, or be binary).
@@ -119,6 +123,9 @@ class Contract:
         found = self.operation(method, path)
         if found is None:
             return  # not a declared route: only its problems are checked (above)
+        if SEEN:  # which declared answers the suite checked (OCS_CONTRACT_SEEN=FILE)
+            with open(SEEN, "a", encoding="utf-8") as out:
+                out.write(f"{found.method} {found.template} {status}\n")
         responses = found.op["responses"]
         key = str(status) if str(status) in responses else f"{status // 100}XX"
         declared = responses.get(key)

@@ -413,3 +413,28 @@ async def test_ocs_serve_with_billing_on(redis_url: str, billing_url: str, tmp_p
                 break
             assert time.monotonic() < deadline, p
             await asyncio.sleep(0.05)
+
+
+async def test_the_remaining_writes_answer_as_declared(api: Client) -> None:
+    """The writes no other test makes, so that each answer meets the contract check too."""
+    r = await api.put("/v1/billing/tax-profiles/VAT7", json={"mode": "exclusive", "rate": "7"})
+    assert r.status == 200 and (await r.json()) == {
+        "code": "VAT7", "rate": "7", "mode": "exclusive", "rounding": "half-even"
+    }  # fmt: skip
+    r = await api.post("/v1/billing/accounts", json={**ACCOUNT, "tax_profile": "VAT7"})
+    assert r.status == 201
+    r = await api.patch("/v1/billing/accounts/ACC-9", json={"name": "Ninth (renamed)"})
+    assert r.status == 200 and (await r.json())["name"] == "Ninth (renamed)"
+    body = await problem(await api.patch("/v1/billing/accounts/ACC-9", json={}), 422)
+    assert body["field"] == "body"
+    r = await api.post("/v1/billing/accounts/ACC-9/lines", json={"msisdn": "491700000099"})
+    assert r.status == 201
+    r = await api.delete("/v1/billing/accounts/ACC-9/lines/491700000099?at=1")
+    assert r.status == 204
+    await problem(await api.delete("/v1/billing/accounts/ACC-9/lines/491700000099?at=x"), 422)
+    service = {"description": "VPN", "monthly_charge": "10", "start_date": "2026-11-01"}
+    r = await api.put("/v1/billing/accounts/ACC-9/services/VPN-99", json=service)
+    assert r.status == 200
+    assert (await api.delete("/v1/billing/accounts/ACC-9/services/VPN-99")).status == 204
+    assert (await api.delete("/v1/billing/accounts/ACC-9")).status == 204
+    await problem(await api.get("/v1/billing/accounts/ACC-9"), 404)
