@@ -58,6 +58,7 @@ __all__ = [
     "array",
     "nullable",
     "obj",
+    "parse_day",
 ]
 
 Sign = Literal["positive", "non-negative", "non-zero"]
@@ -294,6 +295,13 @@ class Percent(Spec):
         return self._doc(out)
 
 
+def parse_day(value: object) -> str:
+    """``YYYY-MM-DD`` exactly (a real date), or ValueError."""
+    if not isinstance(value, str) or len(value) != 10:
+        raise ValueError(f"not a date YYYY-MM-DD: {value!r}")
+    return date.fromisoformat(value).isoformat()
+
+
 @dataclass(frozen=True)
 class Day(Spec):
     """A calendar date, ``YYYY-MM-DD``."""
@@ -306,9 +314,7 @@ class Day(Spec):
         if v is None:
             return None
         try:
-            if not isinstance(v, str) or len(v) != 10:
-                raise ValueError
-            return date.fromisoformat(v).isoformat()
+            return parse_day(v)
         except ValueError:
             f.error(name, "must be a date YYYY-MM-DD")
             return None
