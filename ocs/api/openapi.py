@@ -1,11 +1,14 @@
 """The OpenAPI 3.1 contract of the HTTP API, generated from the route table.
 
 Every declared route of the app (:data:`ocs.api.routes.ROUTES`: the core API, provisioning,
-authentication, billing and whatever a subsystem adds) becomes an operation: its path
-parameters from the template, its request body from the :class:`~ocs.api.schema.Body` the
-handler reads its fields by (so the schema is the validation's own declaration), its query
-parameters and success answer where the route declares them, the bearer-token requirement
-unless the route is public, and the problem document (RFC 9457) every error answer is.
+authentication, billing, the dashboard and whatever a subsystem adds) becomes an operation:
+its path parameters from the template, its request body from the :class:`~ocs.api.schema.Body`
+the handler reads its fields by (so the schema is the validation's own declaration), its query
+parameters from the :class:`~ocs.api.schema.Param` declarations :func:`ocs.api.request.query`
+reads them by, its success answer (JSON Schema, media type, or none), the bearer-token
+requirement unless the route is public, and the problem document (RFC 9457) every error
+answer is. The tests check every answer they receive against this document
+(tests/contract.py).
 
 Served at ``GET /openapi.json``; ``GET /docs`` is a small self-contained page listing the
 operations (no script from a CDN).

@@ -102,7 +102,9 @@ CREATE: Final = Body(
         "buckets": Buckets(BUCKET, description="absent: the plan's bundles"),
         "reference": _REFERENCE,
     },
-)
+    examples=({"msisdn": "46700000001", "balance": "10.00", "plan": "prepaid-basic",
+               "credit_limit": "5.00", "reference": "CRM-1001"},),
+)  # fmt: skip
 PATCH: Final = Body(
     "UpdateSubscriber",
     {
@@ -261,6 +263,8 @@ def _thresholds_field(f: Fields) -> list[tuple[int, int, str]] | str | None:
 
 def _credit_body(name: str, sign: Sign, note_field: str, *, note_required: bool) -> Body:
     reference = Text(MAX_REFERENCE, required=True, description=_REFERENCE.description)
+    example = {"amount": "-2.50" if sign == "non-zero" else "12.50", "reference": "T-1001",
+               note_field: "ticket 1001"}  # fmt: skip
     return Body(
         name,
         {
@@ -268,6 +272,7 @@ def _credit_body(name: str, sign: Sign, note_field: str, *, note_required: bool)
             "reference": reference,
             note_field: Text(MAX_NOTE, required=note_required),
         },
+        examples=(example,),
     )
 
 
