@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 from ocs.billing.usage import GROUP
 from ocs.charging.engine import wall_clock_ms
-from ocs.config import Settings
+from ocs.config import Settings, is_loopback
 from ocs.demo.billing import AGENCIES, bill_period, load_hierarchy, now_in_zone
 from ocs.demo.dataset import OVERDRAFT, load_demo_data, overdrawn
 from ocs.lineage import Lineage
@@ -113,6 +113,10 @@ async def run_demo(
         )
         settings = replace(settings, http_port=0)
     settings = _demo_camel(settings, out)
+    if not settings.diameter_peers and not settings.diameter_tls_ca and is_loopback(settings.bind):
+        # A Diameter client on this machine can try the demo at once (a real deployment lists
+        # its peers; docs/security.md); nothing off the machine reaches a loopback listener.
+        settings = replace(settings, diameter_peers="*")
     view = LiveView(out)
     async with contextlib.AsyncExitStack() as stack:
         hlr = None
@@ -174,6 +178,13 @@ def _demo_camel(settings: Settings, out: TextIO) -> Settings:
         return settings
     return replace(settings, camel_transport="sctp-udp", camel_udp_port=udp,
                    camel_peers=settings.camel_peers or f"pc:{DEMO_MSC_POINT_CODE}")  # fmt: skip
+
+
+def _admitted(settings: Settings) -> str:
+    """Which Diameter peers the demo's listener admits, in words."""
+    if settings.diameter_peers == "*" and is_loopback(settings.bind):
+        return "any peer on this machine; set OCS_DIAMETER_PEERS to list them"
+    return settings.diameter_peers or "no peer: set OCS_DIAMETER_PEERS"
 
 
 async def _camel_calls(ocs: Running, settings: Settings, out: TextIO, subscribers: list[str],
@@ -418,7 +429,7 @@ async def _run(
     print(
         f"OCS demo: {len(subs)} subscribers loaded; native protocol on port "
         f"{ocs.native.port}, Diameter Gy on port {ocs.diameter_port} (admitting "
-        f"{settings.diameter_peers or 'no peer: set OCS_DIAMETER_PEERS'}), admin API on {api}\n"
+        f"{_admitted(settings)}), admin API on {api}\n"
         f"Redis: {ocs.redis_url}"
         + (
             " (embedded; each run, and each `make run`, starts from fresh data)\n"
