@@ -27,12 +27,14 @@ async def drain_and_close(
     name: str,
     server: asyncio.AbstractServer | None,
     connections: Collection[Connection],
-    tasks: Collection[asyncio.Task[Any]],
+    tasks: Collection[asyncio.Future[Any]],
     drain_timeout: float,
     logger: logging.Logger,
 ) -> None:
     """Stop accepting, let every connection wind down and every started request finish
-    within ``drain_timeout`` seconds, then cancel and abort what is left and wait for it."""
+    within ``drain_timeout`` seconds, then cancel and abort what is left and wait for it.
+    ``tasks``: the requests' tasks, or futures that stand for them (done when the request
+    ends; cancelling one cancels its request)."""
     if server is not None:
         server.close()
     conns = list(connections)

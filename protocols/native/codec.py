@@ -24,9 +24,11 @@ The decoder raises nothing but ``ProtocolError`` on any input (the tests fuzz it
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, ClassVar, Final, TypeAlias, cast
@@ -84,6 +86,7 @@ __all__ = [
     "Request",
     "Reserve",
     "ServerConnection",
+    "charge_reply",
     "encode_frame",
     "hello_mac",
 ]
@@ -256,6 +259,45 @@ class Reply:
     def ok(self) -> bool:
         """True when ``result`` is ``success``."""
         return self.result == RESULT_SUCCESS
+
+
+def _positional_new(cls: type[Any]) -> Callable[..., Any]:
+    """A constructor of the frozen slotted dataclass ``cls`` that takes every field in order
+    and sets the slots through their descriptors. The events stay frozen; this only spares
+    the per-field ``object.__setattr__`` of a frozen dataclass's ``__init__`` (2-3x the cost
+    of setting a slot), for the events built once per request on the hot path."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    env: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
+    env.update({f"_set_{n}": cls.__dict__[n].__set__ for n in names})
+    body = "".join(f"    _set_{n}(o, {n})\n" for n in names)
+    exec(f"def new({', '.join(names)}):\n    o = _new(_cls)\n{body}    return o\n", env)
+    return cast(Callable[..., Any], env["new"])
+
+
+_new_reserve: Final = _positional_new(Reserve)
+_new_commit: Final = _positional_new(Commit)
+_new_release: Final = _positional_new(Release)
+_new_reply: Final = _positional_new(Reply)
+
+
+def charge_reply(
+    id: int,
+    result: str,
+    granted: int,
+    final: bool,
+    charged: int,
+    buckets: int,
+    balance: int,
+    validity: int,
+    detail: str,
+) -> Reply:
+    """``Reply(id, result, granted=..., ..., detail=...)`` of a charge verb, built faster
+    (see :func:`_positional_new`): what a handler answers each charging request with."""
+    return cast(
+        Reply,
+        _new_reply(id, result, granted, final, charged, buckets, balance, validity, 0, 0, 0,
+                   "", "", detail),
+    )  # fmt: skip
 
 
 #: Requests a charging handler answers.
@@ -471,7 +513,7 @@ def _bool(message: dict[Any, Any], name: str) -> bool:
 
 
 def _parse_reserve(request_id: int, m: dict[Any, Any]) -> Reserve:
-    return Reserve(
+    return _new_reserve(  # type: ignore[no-any-return]
         request_id,
         _required_str(m, "session", MAX_SESSION_LEN),
         _required_str(m, "subscriber", MAX_SUBSCRIBER_LEN),
@@ -484,7 +526,7 @@ def _parse_reserve(request_id: int, m: dict[Any, Any]) -> Reserve:
 
 
 def _parse_commit(request_id: int, m: dict[Any, Any]) -> Commit:
-    return Commit(
+    return _new_commit(  # type: ignore[no-any-return]
         request_id,
         _required_str(m, "session", MAX_SESSION_LEN),
         _required_int(m, "seq", 0, MAX_SEQ),
@@ -496,7 +538,7 @@ def _parse_commit(request_id: int, m: dict[Any, Any]) -> Commit:
 
 def _parse_release(request_id: int, m: dict[Any, Any]) -> Release:
     used = _int(m, "used", 0, MAX_UNITS)
-    return Release(
+    return _new_release(  # type: ignore[no-any-return]
         request_id,
         _required_str(m, "session", MAX_SESSION_LEN),
         _required_int(m, "seq", 0, MAX_SEQ),
