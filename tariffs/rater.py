@@ -356,6 +356,7 @@ class TariffRater:
         self.book = book or PlanBook()
         self._sessions: dict[UsageContext, _Session] = {}
         self._profiles: dict[tuple[int, str, str, str, str], _Profile] = {}
+        self._by_id: dict[int, tuple[UsageContext, _Session]] = {}
 
     @property
     def plans(self) -> PlanBook:
@@ -366,6 +367,7 @@ class TariffRater:
         self.book.add(version)
         self._sessions = {}
         self._profiles = {}
+        self._by_id = {}
 
     def replace_book(self, book: PlanBook) -> None:
         """Rate with another set of plans from now on (sessions keep their plan's name and
@@ -373,8 +375,14 @@ class TariffRater:
         self.book = book
         self._sessions = {}
         self._profiles = {}
+        self._by_id = {}
 
     def _session(self, ctx: UsageContext) -> _Session:
+        # By identity first: the engine rates a session with the one context it keeps, and a
+        # context's hash (its seven fields) is most of a lookup by value.
+        seen = self._by_id.get(id(ctx))
+        if seen is not None and seen[0] is ctx:
+            return seen[1]
         s = self._sessions.get(ctx)
         if s is None:
             plan = self.book.at(ctx.plan, ctx.started_at)
@@ -392,6 +400,10 @@ class TariffRater:
             if len(self._sessions) >= _CACHE_SIZE:
                 self._sessions = {}
             self._sessions[ctx] = s
+        if len(self._by_id) >= _CACHE_SIZE:
+            self._by_id = {}
+        # (the entry holds the context, so its id cannot be another's while it is there)
+        self._by_id[id(ctx)] = (ctx, s)
         return s
 
     def _cost(self, s: _Session, units: int) -> int:

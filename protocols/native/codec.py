@@ -322,13 +322,16 @@ def encode_frame(message: dict[str, Any], max_frame: int = DEFAULT_MAX_FRAME) ->
 class _Framer:
     """Splits the byte stream into msgpack maps; shared by both roles."""
 
-    __slots__ = ("_buf", "_error", "_limits", "_packer", "max_frame")
+    __slots__ = ("_buf", "_error", "_limits", "_packer", "_pos", "max_frame")
 
     def __init__(self, max_frame: int) -> None:
         if type(max_frame) is not int or not MIN_MAX_FRAME <= max_frame <= 2**32 - 1:
             raise ValueError(f"max_frame must be an int in {MIN_MAX_FRAME}..2**32-1")
         self.max_frame = max_frame
         self._buf = bytearray()
+        #: Where the next frame starts in _buf (consumed frames are cut off when data comes,
+        #: not one by one: a burst of N frames costs one move of the buffer, not N).
+        self._pos = 0
         self._error: ProtocolError | None = None
         self._packer = msgpack.Packer(use_bin_type=True, autoreset=True)
         # msgpack's own guards, so that a hostile frame cannot make it allocate much more
@@ -347,17 +350,21 @@ class _Framer:
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Add bytes received from the peer to the buffer."""
         if self._error is None:
+            if self._pos:
+                del self._buf[: self._pos]
+                self._pos = 0
             self._buf += data
 
     @property
     def buffered(self) -> int:
         """Bytes received and not yet consumed by ``next_event``."""
-        return len(self._buf)
+        return len(self._buf) - self._pos
 
     def _fail(self, detail: str) -> ProtocolError:
         reply = Reply(0, RESULT_INVALID_REQUEST, detail=detail[:MAX_DETAIL_LEN])
         self._error = ProtocolError(reply)
         self._buf.clear()
+        self._pos = 0
         return self._error
 
     def _next_map(self) -> dict[Any, Any] | None:
@@ -365,16 +372,21 @@ class _Framer:
         if self._error is not None:
             raise self._error
         buf = self._buf
-        if len(buf) < LENGTH_PREFIX_SIZE:
+        pos = self._pos
+        if len(buf) - pos < LENGTH_PREFIX_SIZE:
             return None
-        (size,) = _LENGTH.unpack_from(buf)
+        (size,) = _LENGTH.unpack_from(buf, pos)
         if size > self.max_frame:
             raise self._fail(f"frame length {size} is over max_frame {self.max_frame}")
-        end = LENGTH_PREFIX_SIZE + size
+        end = pos + LENGTH_PREFIX_SIZE + size
         if len(buf) < end:
             return None
-        payload = buf[LENGTH_PREFIX_SIZE:end]  # a copy, so that del below is allowed
-        del buf[:end]
+        payload = buf[pos + LENGTH_PREFIX_SIZE : end]
+        if end == len(buf):
+            buf.clear()
+            self._pos = 0
+        else:
+            self._pos = end
         try:
             message = msgpack.unpackb(payload, **self._limits)
         except Exception as exc:
