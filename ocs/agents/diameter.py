@@ -50,11 +50,9 @@ from typing import Any, Final
 from ocs.charging.engine import ChargingEngine, wall_clock_ms
 from ocs.charging.types import (
     ChargeResult,
-    CommitRequest,
     DebitRequest,
     Outcome,
     ReleaseRequest,
-    ReserveRequest,
     SessionInfo,
 )
 from ocs.logs import SESSION_ID
@@ -107,6 +105,10 @@ _VERBS: Final = {
     CcRequestType.TERMINATION_REQUEST: "CCR-T",
     CcRequestType.EVENT_REQUEST: "CCR-E",
 }
+
+#: CC-Request-Type by value (validate() let only these through); an enum call per request is
+#: a lookup of its own.
+_REQUEST_TYPES: Final = {t.value: t for t in CcRequestType}
 
 _RESULT_CODES: Final = {
     Outcome.SUCCESS: c.DIAMETER_SUCCESS,
@@ -475,7 +477,7 @@ class DiameterAgent:
         t0 = time.perf_counter()
         kind = request.get_int("CC-Request-Type", default=0)
         try:
-            answer = await self._ccr(request, CcRequestType(kind), peer)
+            answer = await self._ccr(request, _REQUEST_TYPES[kind], peer)
         except _Answer as exc:
             answer = self._error(request, exc.problem)
         except StoreUnavailable as exc:
@@ -767,10 +769,10 @@ class DiameterAgent:
             q.result_code = c.DIAMETER_CREDIT_CONTROL_NOT_APPLICABLE
             return
         q.grant_avp = self._unit_avp(q, plan, now)
-        r = await self.engine.reserve(
+        r = await self.engine.reserve_units(
             # (at=now: the rating context _free built is the engine's too, priced once)
-            ReserveRequest(q.key, subscriber, q.service, f"{q.key}/{number}",
-                           units=self._requested(q, plan, now), info=info, at=now)
+            q.key, subscriber, q.service, f"{q.key}/{number}", self._requested(q, plan, now),
+            info.destination, info.location, now,
         )  # fmt: skip
         self._settled(q, r)
         if r.ok:
@@ -836,9 +838,8 @@ class DiameterAgent:
             next_units: int | None = 0
         else:
             next_units = self._requested(q, plan, now)
-        r = await self.engine.commit(
-            CommitRequest(q.key, f"{q.key}/{number}", used=q.used, next_units=next_units),
-            subscriber=subscriber,
+        r = await self.engine.settle(
+            q.key, f"{q.key}/{number}", q.used, subscriber, next_units=next_units, end=False
         )
         self._settled(q, r)
 
@@ -861,8 +862,8 @@ class DiameterAgent:
         await self._each([self._release(q, number, subscriber) for q in quotas])
 
     async def _release(self, q: _Quota, number: int, subscriber: str | None) -> None:
-        r = await self.engine.release(
-            ReleaseRequest(q.key, f"{q.key}/{number}", used=q.used), subscriber=subscriber
+        r = await self.engine.settle(
+            q.key, f"{q.key}/{number}", q.used, subscriber, next_units=0, end=True
         )
         self._settled(q, r)
 

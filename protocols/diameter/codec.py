@@ -442,7 +442,7 @@ class Avp(_Container):
     reuses the request's Session-Id). Build one with :func:`avp` or :func:`raw_avp`.
     """
 
-    __slots__ = ("_avps", "_value", "code", "data", "definition", "flags", "vendor")
+    __slots__ = ("_avps", "_value", "_wire", "code", "data", "definition", "flags", "vendor")
 
     def __init__(
         self,
@@ -463,6 +463,7 @@ class Avp(_Container):
         self.definition = definition
         self._value: Any = _UNSET
         self._avps = members
+        self._wire: bytes | None = None
 
     @property
     def name(self) -> str:
@@ -521,14 +522,23 @@ class Avp(_Container):
         return self.avps
 
     def to_bytes(self) -> bytes:
-        """The AVP on the wire: header, data and padding to 4 bytes."""
-        data = self.data
-        n = len(data)
-        if self.flags & AVP_FLAG_VENDOR:
-            head = _AVP_HEAD_V.pack(self.code, (self.flags << 24) | (n + 12), self.vendor)
-        else:
-            head = _AVP_HEAD.pack(self.code, (self.flags << 24) | (n + 8))
-        return head + data + _PAD[n & 3]
+        """The AVP on the wire: header, data and padding to 4 bytes.
+
+        Encoded once and kept (an AVP is immutable): the AVPs an answer shares with every
+        other answer (Result-Code, Origin-Host, a cached Multiple-Services-Credit-Control)
+        are pre-encoded bytes after their first use, so an answer is mostly a template of
+        those bytes with the request's own AVPs between them (docs/diameter.md, Speed).
+        """
+        wire = self._wire
+        if wire is None:
+            data = self.data
+            n = len(data)
+            if self.flags & AVP_FLAG_VENDOR:
+                head = _AVP_HEAD_V.pack(self.code, (self.flags << 24) | (n + 12), self.vendor)
+            else:
+                head = _AVP_HEAD.pack(self.code, (self.flags << 24) | (n + 8))
+            wire = self._wire = head + data + _PAD[n & 3]
+        return wire
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Avp):

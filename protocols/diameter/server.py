@@ -362,8 +362,14 @@ class _PeerProtocol(asyncio.Protocol):
     # -- timer
 
     def _set_timer(self, deadline: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        timer = self._timer
+        if timer is not None:
+            if timer.when() <= deadline:
+                # Every request pushes the watchdog back: the timer armed for an earlier
+                # deadline stays, and re-arms itself for the machine's deadline when it fires
+                # (``_timer_fired``), instead of one cancel and one new timer per message.
+                return
+            timer.cancel()
         self._timer = self._loop.call_at(deadline, self._timer_fired)
 
     def _timer_fired(self) -> None:
