@@ -80,7 +80,7 @@ from protocols.diameter.constants import (
     RequestedAction,
     SubscriptionIdType,
 )
-from protocols.diameter.dictionary import BY_NAME
+from protocols.diameter.dictionary import BY_NAME, AvpType
 from tariffs import PlanVersion, RatingError
 from tariffs.interface import UnitKind, UsageContext
 
@@ -302,6 +302,23 @@ def _int(found: Avp) -> int:
     return value
 
 
+#: The Unsigned32/64 members ``_quota`` reads: their value is their data as a big-endian
+#: number (the decoder has checked each one's size: a message where one is wrong never gets
+#: here), read without a decode per AVP.
+_UNSIGNED_CODES: Final = frozenset(
+    BY_NAME[n].code
+    for n in (*_UNIT_AVPS, "CC-Input-Octets", "CC-Output-Octets", "Rating-Group",
+              "Service-Identifier")
+    if BY_NAME[n].type in (AvpType.UNSIGNED32, AvpType.UNSIGNED64) and not BY_NAME[n].vendor
+)  # fmt: skip
+
+
+def _uint(found: Avp) -> int:
+    if found.code in _UNSIGNED_CODES and found.definition is not None:
+        return int.from_bytes(found.data, "big")
+    return _int(found)
+
+
 def _units(unit: Avp | None) -> tuple[int | None, str | None]:
     """The amount and AVP name of the first unit type a *-Service-Unit holds."""
     if unit is None:
@@ -313,10 +330,10 @@ def _units(unit: Avp | None) -> tuple[int | None, str | None]:
     for code, name in zip(_UNIT_CODES, _UNIT_AVPS, strict=True):
         found = first.get(code)
         if found is not None:
-            return _int(found), name
+            return _uint(found), name
     octets = [first.get(_INPUT_OCTETS), first.get(_OUTPUT_OCTETS)]
     if any(a is not None for a in octets):
-        return sum(_int(a) for a in octets if a is not None), "CC-Total-Octets"
+        return sum(_uint(a) for a in octets if a is not None), "CC-Total-Octets"
     return None, None
 
 
@@ -339,8 +356,8 @@ def _quota(session_id: str, where: Message | Avp, top_level: bool) -> _Quota:
                 rg_avp = a
         elif code == _SERVICE_IDENTIFIER and si_avp is None:
             si_avp = a
-    rg = None if top_level or rg_avp is None else _int(rg_avp)
-    si = None if top_level or si_avp is None else _int(si_avp)
+    rg = None if top_level or rg_avp is None else _uint(rg_avp)
+    si = None if top_level or si_avp is None else _uint(si_avp)
     requested_units, unit_avp = _units(rsu)
     used, has_used = 0, False
     for usu in usus:
