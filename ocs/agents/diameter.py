@@ -246,15 +246,34 @@ class _Answer(Exception):
 
 
 def _subscriber(request: Message) -> str | None:
+    # (by code, in one pass: the request has passed validate(), so each member's value is of
+    # its type and size; an Enumerated is a signed 32-bit number)
     found: dict[int, str] = {}
-    for sub in request.find_all("Subscription-Id"):
-        kind = sub.get_int("Subscription-Id-Type")
-        data = sub.get_str("Subscription-Id-Data")
+    for sub in request.avps:
+        if sub.code != _SUBSCRIPTION_ID or sub.vendor:
+            continue
+        kind = data = None
+        for a in sub.avps:
+            if a.vendor:
+                continue
+            if a.code == _SUBSCRIPTION_ID_TYPE and kind is None:
+                kind = int.from_bytes(a.data, "big", signed=True)
+            elif a.code == _SUBSCRIPTION_ID_DATA and data is None:
+                data = a.value
         if kind is not None and data and kind not in found:
             found[kind] = data
     return found.get(SubscriptionIdType.END_USER_E164) or found.get(
         SubscriptionIdType.END_USER_IMSI
     )
+
+
+def _top_int(request: Message, code: int, default: int) -> int:
+    """The first top-level vendor-0 Unsigned32/Enumerated AVP ``code`` (validated: 4 bytes)
+    as a number, read from its bytes; ``default`` when absent."""
+    for a in request.avps:
+        if a.code == code and not a.vendor:
+            return int.from_bytes(a.data, "big", signed=code == _CC_REQUEST_TYPE)
+    return default
 
 
 def _number(address: str) -> str:
@@ -293,6 +312,12 @@ _RATING_GROUP: Final = BY_NAME["Rating-Group"].code
 _SERVICE_IDENTIFIER: Final = BY_NAME["Service-Identifier"].code
 _RSU: Final = BY_NAME["Requested-Service-Unit"].code
 _USU: Final = BY_NAME["Used-Service-Unit"].code
+_MSCC: Final = BY_NAME["Multiple-Services-Credit-Control"].code
+_SUBSCRIPTION_ID: Final = BY_NAME["Subscription-Id"].code
+_SUBSCRIPTION_ID_TYPE: Final = BY_NAME["Subscription-Id-Type"].code
+_SUBSCRIPTION_ID_DATA: Final = BY_NAME["Subscription-Id-Data"].code
+_CC_REQUEST_TYPE: Final = BY_NAME["CC-Request-Type"].code
+_CC_REQUEST_NUMBER: Final = BY_NAME["CC-Request-Number"].code
 
 
 def _int(found: Avp) -> int:
@@ -492,7 +517,7 @@ class DiameterAgent:
                 Problem(c.DIAMETER_COMMAND_UNSUPPORTED, f"{request.name} is not supported"),
             )
         t0 = time.perf_counter()
-        kind = request.get_int("CC-Request-Type", default=0)
+        kind = _top_int(request, _CC_REQUEST_TYPE, 0)
         try:
             answer = await self._ccr(request, _REQUEST_TYPES[kind], peer)
         except _Answer as exc:
@@ -527,8 +552,8 @@ class DiameterAgent:
         sid = request.session_id
         assert sid is not None  # validated by the server (5005 otherwise)
         SESSION_ID.set(sid)
-        number = request.get_int("CC-Request-Number", default=0)
-        msccs = request.find_all("Multiple-Services-Credit-Control")
+        number = _top_int(request, _CC_REQUEST_NUMBER, 0)
+        msccs = [a for a in request.avps if a.code == _MSCC and not a.vendor]
         quotas = [_quota(sid, m, False) for m in msccs]
         if not msccs and not self._multiple_services(request, kind):
             quotas = [_quota(sid, request, True)]
