@@ -2,9 +2,9 @@
 
 One :class:`asyncio.Protocol` per connection (not streams: fewer layers per request) feeds the
 sans-IO :class:`~protocols.native.codec.ServerConnection` and runs the handler for each
-request as it is read, without a task of its own (:class:`_Call`). Replies are queued and
-written with one ``transport.write`` per loop turn (docs/architecture.md, Performance, point
-2).
+request as it is read, without a task of its own (``protocols.lifecycle.InlineCalls``).
+Replies are queued and written with one ``transport.write`` per loop turn
+(docs/architecture.md, Performance, point 2).
 
 Choices others rely on:
 
@@ -35,17 +35,16 @@ Choices others rely on:
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import dataclasses
 import hmac
 import logging
 import secrets
 import ssl
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Protocol, TypeAlias, cast
+from typing import Protocol, TypeAlias, cast
 
-from protocols.lifecycle import StallTimer, drain_and_close
+from protocols.lifecycle import InlineCalls, StallTimer, drain_and_close
 from protocols.native.codec import (
     NEED_DATA,
     Challenge,
@@ -226,7 +225,7 @@ class _ServerProtocol(asyncio.Protocol):
                 self._queue(codec.send(Reply(event.id, RESULT_SUCCESS)))
             else:
                 self._inflight += 1
-                _Call(self._loop, self._answer(event), server._calls)
+                server._calls.start(self._loop, self._answer(event))
         self._update_reading()
         if self._inflight == 0 and (self._stopped or (self._eof and not self._writing_paused)):
             # Half-closed by the peer: every request it sent has been answered (with writing
@@ -378,100 +377,6 @@ class _ServerProtocol(asyncio.Protocol):
         return self._reading_paused
 
 
-class _Call:
-    """Runs one request's coroutine without an ``asyncio.Task`` (docs/native-protocol.md,
-    Speed: a task per request cost ~1.5 µs of the server's CPU, its first step one more loop
-    turn).
-
-    The first step runs at once, from ``data_received``; each later step runs when the
-    future the coroutine waits on is done, as a Task would run it: in the call's own copy of
-    the context, a bare ``yield`` (``asyncio.sleep(0)``) resumed on the next loop turn, and
-    :meth:`cancel` cancelling that future (or throwing ``CancelledError`` into the next
-    step). What a Task offers beyond that is not here: ``asyncio.current_task()`` is None
-    inside a handler, so a handler must not use ``asyncio.timeout`` (``wait_for`` and
-    ``shield`` are fine). The coroutine is the server's ``_answer``, which answers whatever
-    the handler does; an exception escaping it anyway is logged.
-    """
-
-    __slots__ = ("_calls", "_context", "_coro", "_loop", "_must_cancel", "_waiter", "_waiting")
-
-    def __init__(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        coro: Coroutine[Any, Any, None],
-        calls: set[_Call],
-    ) -> None:
-        self._loop = loop
-        self._coro = coro
-        self._calls = calls
-        self._context = contextvars.copy_context()
-        self._must_cancel = False
-        #: The future the coroutine waits on now.
-        self._waiting: asyncio.Future[Any] | None = None
-        #: Resolved when the call ends (made only when someone waits: the server's close).
-        self._waiter: asyncio.Future[None] | None = None
-        calls.add(self)
-        self._context.run(self._step)
-
-    def _wakeup(self, _future: asyncio.Future[Any]) -> None:
-        self._step()
-
-    def _step(self) -> None:
-        self._waiting = None
-        try:
-            if self._must_cancel:
-                self._must_cancel = False
-                future = self._coro.throw(asyncio.CancelledError())
-            else:
-                future = self._coro.send(None)
-        except (StopIteration, asyncio.CancelledError):
-            self._end()
-            return
-        except BaseException:
-            self._end()
-            logger.exception("native: a request's coroutine failed")
-            return
-        if future is None:  # a bare yield: go round the loop once
-            self._loop.call_soon(self._step, context=self._context)
-        elif getattr(future, "_asyncio_future_blocking", False):
-            future._asyncio_future_blocking = False
-            self._waiting = future
-            future.add_done_callback(self._wakeup, context=self._context)
-            if self._must_cancel and future.cancel():
-                self._must_cancel = False
-        else:
-            self._must_cancel = False
-            self._coro.close()
-            self._end()
-            logger.error("native: a request's coroutine yielded %r", future)
-
-    def _end(self) -> None:
-        self._calls.discard(self)
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def cancel(self) -> None:
-        """Cancel the coroutine (it gets ``CancelledError`` where it waits)."""
-        waiting = self._waiting
-        if waiting is not None and not waiting.done():
-            waiting.cancel()
-        else:
-            self._must_cancel = True
-
-    def waiter(self) -> asyncio.Future[None]:
-        """A future done when the call ends; cancelling it cancels the call (so the
-        shutdown's ``drain_and_close`` can treat calls as tasks)."""
-        if self._waiter is None:
-            self._waiter = self._loop.create_future()
-            self._waiter.add_done_callback(self._waiter_done)
-        return self._waiter
-
-    def _waiter_done(self, waiter: asyncio.Future[None]) -> None:
-        if waiter.cancelled() and self in self._calls:
-            self.cancel()
-
-
 class NativeServer:
     """Serves the native protocol on ``host``:``port`` (port 0: any free port, see
     :attr:`port` after :meth:`start`), answering each charging request with ``handler``.
@@ -526,7 +431,7 @@ class NativeServer:
         self._closing = False
         self._protocols: set[_ServerProtocol] = set()
         #: The requests being handled, over all connections.
-        self._calls: set[_Call] = set()
+        self._calls = InlineCalls(logger)
         #: Connections accepted since start.
         self.connections = 0
         #: Requests read (valid or not, pings included).
@@ -578,10 +483,8 @@ class NativeServer:
         if self._closing:
             return
         self._closing = True
-        # (no request starts once closing: each call's waiter stands for it as a task would)
-        waiters = [call.waiter() for call in self._calls]
         await drain_and_close(
-            "native", self._server, self._protocols, waiters, self.drain_timeout, logger
+            "native", self._server, self._protocols, self._calls, self.drain_timeout, logger
         )
 
     async def __aenter__(self) -> NativeServer:
