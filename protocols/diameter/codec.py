@@ -153,6 +153,21 @@ _IS_STRING: Final = (
     False, True,
 )  # fmt: skip
 
+#: What the decoder checks of each known AVP, by key: (definition, data size of a fixed-size
+#: type or 0, what else to check), looked up once per AVP.
+_SCAN_OTHER, _SCAN_STRING, _SCAN_GROUPED, _SCAN_ADDRESS = range(4)
+_SCAN_INFO: Final[dict[int, tuple[AvpDef, int, int]]] = {
+    key: (
+        d,
+        d.size,
+        _SCAN_GROUPED if d.type is _GROUPED
+        else _SCAN_STRING if _IS_STRING[d.type]
+        else _SCAN_ADDRESS if d.type is _ADDRESS
+        else _SCAN_OTHER,
+    )
+    for key, d in BY_KEY.items()
+}  # fmt: skip
+
 #: The AVPs whose value validate() reads (the enumerated ones it checks, Auth-Application-Id
 #: in a CCR), by key: their data is part of a message's shape (see ``_scan``).
 _SHAPE_VALUES: Final = frozenset(
@@ -666,7 +681,7 @@ def _scan(
     AVP's members. Two messages of one command with the same shape are valid alike.
     """
     head = _AVP_HEAD.unpack_from
-    by_key = BY_KEY
+    scan_info = _SCAN_INFO
     append = out.append
     values = _SHAPE_VALUES
     while pos < end:
@@ -686,7 +701,7 @@ def _scan(
                 return
             vendor = _U32.unpack_from(buf, pos + 8)[0]
             start = pos + 12
-            definition = by_key.get((vendor << 32) | code)
+            key = (vendor << 32) | code
         else:
             if length < 8:
                 problems.append(
@@ -695,7 +710,9 @@ def _scan(
                 return
             vendor = 0
             start = pos + 8
-            definition = by_key.get(code)
+            key = code
+        info = scan_info.get(key)
+        definition = None if info is None else info[0]
         stop = pos + length
         if stop > end:
             problems.append(
@@ -713,7 +730,6 @@ def _scan(
         append(item)
         pos = stop + (-length & 3)
         if shape is not None:
-            key = (vendor << 32) | code
             shape.append(key)
             if key in values:
                 shape.append(data)
@@ -725,7 +741,7 @@ def _scan(
                     buf[stop - length : stop] + _PAD[length & 3],
                 )
             )
-        if definition is None:
+        if info is None:
             if flags & AVP_FLAG_MANDATORY:
                 problems.append(
                     Problem(
@@ -735,20 +751,29 @@ def _scan(
                     )
                 )
             continue
-        size = definition.size
+        _, size, mode = info
         if size:
             if len(data) != size:
                 # RFC 6733 §7.1.5 (5014): "the offending AVPs within a Failed-AVP", as sent.
                 problems.append(
                     Problem(
                         DIAMETER_INVALID_AVP_LENGTH,
-                        f"{definition.name}: {size} bytes expected, {len(data)} given",
+                        f"{info[0].name}: {size} bytes expected, {len(data)} given",
                         buf[stop - length : stop] + _PAD[length & 3],
                     )
                 )
-            continue
-        kind = definition.type
-        if kind is _GROUPED:
+        elif mode == _SCAN_STRING:
+            try:
+                item._value = data.decode()
+            except UnicodeDecodeError:
+                problems.append(
+                    Problem(
+                        DIAMETER_INVALID_AVP_VALUE,
+                        f"{info[0].name}: not valid UTF-8",
+                        buf[stop - length : stop] + _PAD[length & 3],
+                    )
+                )
+        elif mode == _SCAN_GROUPED:
             members: list[Avp] = []
             item._avps = members
             if shape is not None:
@@ -769,24 +794,13 @@ def _scan(
                 _scan(buf, start, stop, depth + 1, problems, members, shape)
             if shape is not None:
                 shape.append(-2)
-        elif _IS_STRING[kind]:
-            try:
-                item._value = data.decode()
-            except UnicodeDecodeError:
-                problems.append(
-                    Problem(
-                        DIAMETER_INVALID_AVP_VALUE,
-                        f"{definition.name}: not valid UTF-8",
-                        buf[stop - length : stop] + _PAD[length & 3],
-                    )
-                )
-        elif kind is _ADDRESS:
-            bad = _check_value(kind, data)
+        elif mode == _SCAN_ADDRESS:
+            bad = _check_value(_ADDRESS, data)
             if bad is not None:
                 problems.append(
                     Problem(
                         bad[0],
-                        f"{definition.name}: {bad[1]}",
+                        f"{info[0].name}: {bad[1]}",
                         buf[stop - length : stop] + _PAD[length & 3],
                     )
                 )
