@@ -1289,7 +1289,8 @@ def validate(message: Message) -> list[Problem]:
     says, at the top level and inside grouped AVPs alike; the values of enumerated AVPs the
     OCS acts on known (5004, :data:`ENUMERATIONS`); and a CCR's Auth-Application-Id equal to
     4 (RFC 4006 §3.1). Other commands get only the decoder's checks. An empty list means the
-    message may be processed.
+    message may be processed. A decoded message whose shape (``Message.shape``) was found
+    valid before is valid without being walked again.
     """
     if message.problems:
         return list(message.problems)
