@@ -162,20 +162,16 @@ class ChargingEngine:
         return (self.config.validity + self.config.grace) * 1000
 
     def _result(
-        self, outcome: Outcome, ans: ScriptAnswer | None = None, **kw: object
+        self, ans: ScriptAnswer, granted: int = 0, final: bool = False, validity: int = 0
     ) -> ChargeResult:
-        if ans is None:
-            return ChargeResult(outcome, **kw)  # type: ignore[arg-type]
+        """The success a script's answer says (the money it charged told to ``on_charged``)."""
         if ans.charged > 0 and not ans.replay and self.on_charged is not None:
             self.on_charged(ans.charged)
+        # (positionally: ChargeResult's fields in order; built once per request)
         return ChargeResult(
-            outcome,
-            balance=ans.balance,
-            charged=ans.charged,
-            from_buckets=ans.from_buckets,
-            replayed=ans.replay != 0,
-            **kw,  # type: ignore[arg-type]
-        )
+            Outcome.SUCCESS, granted, final, ans.charged, ans.from_buckets, ans.balance,
+            validity, "", ans.replay != 0,
+        )  # fmt: skip
 
     # -- reserve ------------------------------------------------------------------------------
 
@@ -450,17 +446,13 @@ class ChargingEngine:
                         # Kept past the release, so that a replay naming only the session finds
                         # the subscriber whose script holds the first answer (see the store).
                         self.store.index_session(sid, msisdn)
-                    return self._result(Outcome.SUCCESS, ans)
+                    return self._result(ans)
                 if not ans.replay:
                     # (a stored answer's session figures are the past's: the cache keeps its own)
                     self._remember_session(sid, st, ans)
                 if status == "OK":
                     return self._result(
-                        Outcome.SUCCESS,
-                        ans,
-                        granted=ans.granted,
-                        final=ans.final,
-                        validity=self.config.validity if ans.granted else 0,
+                        ans, ans.granted, ans.final, self.config.validity if ans.granted else 0
                     )
                 if status == "OKD":
                     return self._denied(ans, ans)
@@ -514,7 +506,7 @@ class ChargingEngine:
             if ans.conflict:
                 return _conflict(req.request_key)
             if status == "OK":
-                return self._result(Outcome.SUCCESS, ans)
+                return self._result(ans)
             if status == "PLAN":
                 self._remember_plan(msisdn, ans.plan)
                 bq = -1
@@ -573,7 +565,7 @@ class ChargingEngine:
             return ChargeResult(Outcome.USER_UNKNOWN)
         if ans.status != "OK":
             return ChargeResult(Outcome.INVALID_REQUEST, balance=ans.balance, detail=ans.status)
-        return self._result(Outcome.SUCCESS, ans)
+        return self._result(ans)
 
     # -- balance ------------------------------------------------------------------------------
 
