@@ -306,6 +306,7 @@ def _session_info(request: Message) -> SessionInfo:
 #: Codes (vendor 0) of the unit AVPs, in the order ``_units`` prefers them, and of the
 #: members ``_quota`` reads.
 _UNIT_CODES: Final = tuple(BY_NAME[n].code for n in _UNIT_AVPS)
+_UNIT_RANK: Final = {code: i for i, code in enumerate(_UNIT_CODES)}
 _INPUT_OCTETS: Final = BY_NAME["CC-Input-Octets"].code
 _OUTPUT_OCTETS: Final = BY_NAME["CC-Output-Octets"].code
 _RATING_GROUP: Final = BY_NAME["Rating-Group"].code
@@ -345,20 +346,32 @@ def _uint(found: Avp) -> int:
 
 
 def _units(unit: Avp | None) -> tuple[int | None, str | None]:
-    """The amount and AVP name of the first unit type a *-Service-Unit holds."""
+    """The amount and AVP name of the first unit type a *-Service-Unit holds (CC-Time, else
+    CC-Total-Octets, else CC-Service-Specific-Units, else CC-Input- plus CC-Output-Octets; the
+    first instance of each), in one pass over its members."""
     if unit is None:
         return None, None
-    first: dict[int, Avp] = {}
+    rank, best = len(_UNIT_CODES), None
+    inputs = outputs = None
     for a in unit.avps:
-        if a.vendor == 0 and a.code not in first:
-            first[a.code] = a
-    for code, name in zip(_UNIT_CODES, _UNIT_AVPS, strict=True):
-        found = first.get(code)
-        if found is not None:
-            return _uint(found), name
-    octets = [first.get(_INPUT_OCTETS), first.get(_OUTPUT_OCTETS)]
-    if any(a is not None for a in octets):
-        return sum(_uint(a) for a in octets if a is not None), "CC-Total-Octets"
+        if a.vendor:
+            continue
+        code = a.code
+        r = _UNIT_RANK.get(code)
+        if r is not None:
+            if r < rank:
+                rank, best = r, a
+        elif code == _INPUT_OCTETS and inputs is None:
+            inputs = a
+        elif code == _OUTPUT_OCTETS and outputs is None:
+            outputs = a
+    if best is not None:
+        return _uint(best), _UNIT_AVPS[rank]
+    if inputs is not None or outputs is not None:
+        total = (0 if inputs is None else _uint(inputs)) + (
+            0 if outputs is None else _uint(outputs)
+        )
+        return total, "CC-Total-Octets"
     return None, None
 
 
@@ -401,6 +414,10 @@ def _quota(session_id: str, where: Message | Avp, top_level: bool) -> _Quota:
         has_used,
         unit_avp,
     )
+
+
+async def _nothing() -> None:
+    return None
 
 
 def _failed(name: str, value: Item | None = None) -> bytes:
@@ -1004,11 +1021,13 @@ class DiameterAgent:
     # -- helpers --------------------------------------------------------------------------------
 
     @staticmethod
-    async def _each(jobs: list[Coroutine[Any, Any, None]]) -> None:
+    def _each(jobs: list[Coroutine[Any, Any, None]]) -> Awaitable[Any]:
+        # One job (the common case) is awaited as it is: no coroutine around it.
         if len(jobs) == 1:
-            await jobs[0]
-        elif jobs:
-            await asyncio.gather(*jobs)
+            return jobs[0]
+        if not jobs:
+            return _nothing()
+        return asyncio.gather(*jobs)
 
     @staticmethod
     def _settled(q: _Quota, r: ChargeResult) -> None:
