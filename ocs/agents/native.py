@@ -67,12 +67,12 @@ class NativeAgent:
         if isinstance(req, Reserve):
             r = await e.reserve_units(
                 req.session, req.subscriber, req.service, session_key(req.session, req.seq),
-                req.units, req.destination, req.location,
+                req.units, req.destination, req.location, protocol=PROTOCOL,
             )  # fmt: skip
         elif isinstance(req, Commit):
             r = await e.settle(
                 req.session, session_key(req.session, req.seq), req.used, req.subscriber or None,
-                next_units=req.units, end=False,
+                next_units=req.units, end=False, protocol=PROTOCOL,
             )  # fmt: skip
         elif isinstance(req, Release):
             r = await e.settle(

@@ -71,6 +71,16 @@ class _Session:
     priced: int = 0
 
 
+@dataclass(slots=True)
+class _Hold:
+    """What a session holds as this process last heard (the metrics' held credit)."""
+
+    protocol: str
+    money: int
+    #: Unix ms: when the script releases it unless a request comes first.
+    expires_at: int
+
+
 def _flags(spec: ServiceSpec, *, final: bool = False, force: bool = False) -> str:
     return (
         ("o" if spec.outgoing else "")
@@ -113,6 +123,10 @@ class ChargingEngine:
         self.clock = clock
         self._plans: dict[str, str] = {}
         self._sessions: dict[str, _Session] = {}
+        #: Every session this process last saw holding a reservation, from the scripts'
+        #: answers (kept apart from the cache, which may be emptied): what :meth:`holds` sums.
+        self._holds: dict[str, _Hold] = {}
+        self._holds_limit = self.config.cache_size
         #: Told the money each request charged (micro-units, replays excluded): the metrics.
         self.on_charged: Callable[[int], None] | None = None
 
@@ -131,6 +145,38 @@ class ChargingEngine:
             if len(self._sessions) >= self.config.cache_size:
                 self._sessions.clear()
             self._sessions[sid] = st
+
+    def _held(self, sid: str, protocol: str, money: int, now: int) -> None:
+        """Record what session ``sid`` holds after a request answered at ``now`` (the script
+        keeps the hold until ``now + hold_ms``, as it was told)."""
+        h = self._holds.get(sid)
+        if h is not None:
+            h.money, h.expires_at = money, now + self.hold_ms
+            if protocol:
+                h.protocol = protocol
+            return
+        if len(self._holds) >= self._holds_limit:
+            # Holds nobody came back for (and no scrape pruned): forget the expired ones.
+            self._prune_holds(self.clock())
+            self._holds_limit = max(self.config.cache_size, 2 * len(self._holds))
+        self._holds[sid] = _Hold(protocol, money, now + self.hold_ms)
+
+    def _prune_holds(self, now: int) -> None:
+        for sid in [sid for sid, h in self._holds.items() if h.expires_at <= now]:
+            del self._holds[sid]
+
+    def holds(self, now: int | None = None) -> dict[str, tuple[int, int]]:
+        """Protocol -> (sessions, money held in micro-units) of the reservations this process
+        holds now: every session whose last answer here left it open and whose hold has not
+        expired (the sweeper releases those). A session another process took over (failover)
+        stays counted here until its hold time passes. The protocol is the one its requests
+        named ("" when none did)."""
+        self._prune_holds(self.clock() if now is None else now)
+        out: dict[str, tuple[int, int]] = {}
+        for h in self._holds.values():
+            n, m = out.get(h.protocol, (0, 0))
+            out[h.protocol] = (n + 1, m + h.money)
+        return out
 
     def _cost_at(self, st: _Session, units: int) -> int:
         """What the session's first ``units`` money units cost (remembered at one point)."""
@@ -184,7 +230,7 @@ class ChargingEngine:
         info = req.info
         return await self.reserve_units(
             req.session_id, req.subscriber, req.service, req.request_key, req.units,
-            info.destination, info.location, req.at,
+            info.destination, info.location, req.at, req.protocol,
         )  # fmt: skip
 
     async def reserve_units(
@@ -197,6 +243,7 @@ class ChargingEngine:
         destination: str = "",
         location: str = "",
         at: int | None = None,
+        protocol: str = "",
     ) -> ChargeResult:
         """:meth:`reserve` with the request's fields as arguments: what an agent calls on its
         hot path, sparing a request object and a coroutine per request."""
@@ -209,7 +256,7 @@ class ChargingEngine:
         try:
             return await self._grant(
                 subscriber, session_id, request_key, cached, service, units, now,
-                destination=destination, location=location,
+                destination=destination, location=location, protocol=protocol,
             )  # fmt: skip
         except (StoreUnavailable, RatingError) as exc:
             return _failed(exc)
@@ -227,6 +274,7 @@ class ChargingEngine:
         destination: str = "",
         location: str = "",
         prior: ScriptAnswer | None = None,
+        protocol: str = "",
     ) -> ChargeResult:
         """Hold a slice for a new session (st None) or an open one, sizing it to the credit.
 
@@ -298,6 +346,8 @@ class ChargingEngine:
                         st = self._session_from_answer(sid, msisdn, ans)
                     self._remember_plan(msisdn, st.ctx.plan)
                 self._remember_session(sid, st, ans)
+                if not ans.replay:
+                    self._held(sid, protocol, ans.held_money, now)
                 return ChargeResult(
                     Outcome.SUCCESS,
                     granted=ans.granted,
@@ -317,11 +367,13 @@ class ChargingEngine:
                 st = self._session_from_answer(sid, msisdn, ans)
             elif status == "NOSESS":
                 self._sessions.pop(sid, None)
+                self._holds.pop(sid, None)
                 if prior is not None:
                     return ChargeResult(Outcome.UNKNOWN_SESSION)
                 st = None
             elif status == "NOSUB":
                 self._plans.pop(msisdn, None)
+                self._holds.pop(sid, None)
                 return ChargeResult(Outcome.USER_UNKNOWN)
             elif status == "DENIED":
                 return self._denied(prior, ans)
@@ -357,7 +409,7 @@ class ChargingEngine:
         """Debit the units used and, unless ``next_units`` is 0, grant the next slice."""
         return await self.settle(
             req.session_id, req.request_key, req.used, subscriber,
-            next_units=req.next_units, end=False, at=req.at,
+            next_units=req.next_units, end=False, at=req.at, protocol=req.protocol,
         )  # fmt: skip
 
     async def release(self, req: ReleaseRequest, subscriber: str | None = None) -> ChargeResult:
@@ -377,9 +429,11 @@ class ChargingEngine:
         next_units: int | None,
         end: bool,
         at: int | None = None,
+        protocol: str = "",
     ) -> ChargeResult:
         """:meth:`commit` (``end`` False) or :meth:`release` (``end`` True; ``next_units`` is
-        then ignored) with the request's fields as arguments, for an agent's hot path."""
+        then ignored) with the request's fields as arguments, for an agent's hot path
+        (``protocol``: who asks, for the held-credit metrics)."""
         try:
             now = at if at is not None else self.clock()
             st = self._sessions.get(sid)
@@ -390,6 +444,7 @@ class ChargingEngine:
             else:
                 owner = await self.store.session_owner(sid)
                 if owner is None:
+                    self._holds.pop(sid, None)
                     return ChargeResult(Outcome.UNKNOWN_SESSION)
                 msisdn = owner
             for _ in range(MAX_ATTEMPTS):
@@ -431,17 +486,18 @@ class ChargingEngine:
                 if status == "STALE":
                     st = self._session_from_answer(sid, msisdn, ans)
                     continue
-                if status == "NOSESS":
+                if status in ("NOSESS", "NOSUB"):
                     self._sessions.pop(sid, None)
+                    self._holds.pop(sid, None)
+                    if status == "NOSUB":
+                        return ChargeResult(Outcome.USER_UNKNOWN)
                     return ChargeResult(Outcome.UNKNOWN_SESSION, balance=ans.balance)
-                if status == "NOSUB":
-                    self._sessions.pop(sid, None)
-                    return ChargeResult(Outcome.USER_UNKNOWN)
                 if st is None:
                     # A replay answered from the idempotency store before the cache was warm.
                     st = self._session_from_answer(sid, msisdn, ans)
                 if end:
                     self._sessions.pop(sid, None)
+                    self._holds.pop(sid, None)
                     if not ans.replay:
                         # Kept past the release, so that a replay naming only the session finds
                         # the subscriber whose script holds the first answer (see the store).
@@ -450,6 +506,7 @@ class ChargingEngine:
                 if not ans.replay:
                     # (a stored answer's session figures are the past's: the cache keeps its own)
                     self._remember_session(sid, st, ans)
+                    self._held(sid, protocol, ans.held_money, now)
                 if status == "OK":
                     return self._result(
                         ans, ans.granted, ans.final, self.config.validity if ans.granted else 0
@@ -460,6 +517,7 @@ class ChargingEngine:
                     # Usage is debited; the next slice needs pricing against what is left.
                     return await self._grant(
                         msisdn, sid, rk + "/q", st, st.ctx.service, n, now, prior=ans,
+                        protocol=protocol,
                     )  # fmt: skip
                 raise StoreError(f"commit: unexpected status {status!r}")
             return ChargeResult(
