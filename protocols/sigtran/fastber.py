@@ -288,27 +288,39 @@ class Seq(_Content):
     def __init__(self, *fields: tuple[str, _Tlv, bool]) -> None:
         self.fields = fields
         self.names = frozenset(f[0] for f in fields)
+        n = len(fields)
+        #: The fields each tag can open, in order (a lookup, not a walk down the table:
+        #: InitialDP has 26 fields), and the first mandatory field at or after each place.
+        self.by_tag: dict[int, tuple[int, ...]] = {}
+        for i, (_, codec, _) in enumerate(fields):
+            for t in codec.tags:
+                self.by_tag[t] = (*self.by_tag.get(t, ()), i)
+        self.next_mandatory = [n] * (n + 1)
+        for i in range(n - 1, -1, -1):
+            self.next_mandatory[i] = i if not fields[i][2] else self.next_mandatory[i + 1]
 
     def dec(self, data: bytes, s: int, e: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        fields, i, n = self.fields, 0, len(self.fields)
+        fields, by_tag, mandatory = self.fields, self.by_tag, self.next_mandatory
+        i = 0
         pos = s
         while pos < e:
             t, cs, ce = _read(data, pos, e)
-            while i < n and t not in fields[i][1].tags:
-                if not fields[i][2]:
-                    raise _FALLBACK
-                i += 1
-            if i == n:
+            # The first field at or after i that the tag opens; the ones skipped must all be
+            # optional (as walking the table field by field would find).
+            for j in by_tag.get(t, ()):
+                if j >= i:
+                    break
+            else:
                 raise _FALLBACK
-            name, codec, _ = fields[i]
+            if mandatory[i] < j:
+                raise _FALLBACK
+            name, codec, _ = fields[j]
             out[name] = codec.dec_tlv(t, data, cs, ce)
-            i += 1
+            i = j + 1
             pos = ce
-        while i < n:
-            if not fields[i][2]:
-                raise _FALLBACK
-            i += 1
+        if mandatory[i] < len(fields):
+            raise _FALLBACK
         return out
 
     def enc(self, v: Any) -> bytes:
