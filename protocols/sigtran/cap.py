@@ -316,6 +316,21 @@ def apply_charging(
 
 
 @functools.lru_cache(maxsize=256)
+def connect(digits: str) -> Any:
+    """ConnectArg routing the call to ``digits`` (international, E.164): the
+    destinationRoutingAddress, one ISUP CalledPartyNumber (TS 29.078 §8.6, Q.763 §3.9)."""
+    return fastber.freeze({"destinationRoutingAddress": [isup_number(digits, calling=False)]})
+
+
+def read_connect(invoke: Invoke) -> str:
+    """The digits a Connect routes the call to (an SSF's reading)."""
+    try:
+        return read_isup_number(invoke.argument["destinationRoutingAddress"][0])[0]
+    except (KeyError, TypeError, IndexError) as exc:
+        raise _bad(invoke, f"Connect: {exc}") from None
+
+
+@functools.lru_cache(maxsize=256)
 def release_call(value: int = CAUSE_NORMAL_UNSPECIFIED) -> Any:
     return fastber.freeze(("allCallSegments", cause(value)))
 
