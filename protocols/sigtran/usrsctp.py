@@ -392,6 +392,8 @@ class SctpAssociation(_Socket):
             self.loop.call_soon(self._flush)
 
     def _nodelay(self, on: bool) -> None:
+        if self.ptr is None:  # (lost in the middle of a flush)
+            return
         v = ctypes.c_int(1 if on else 0)
         self.lib.lib.usrsctp_setsockopt(self.ptr, IPPROTO_SCTP, SCTP_NODELAY, ctypes.byref(v), 4)
 
