@@ -476,7 +476,7 @@ async def run_ocs(
             camel = await stack.enter_async_context(
                 camel_listener(settings, engine, tariffs, metrics)
             )
-        watch(metrics, native=native, diameter=diameter, runner=runner, agent=agent,
+        watch(metrics, native=native, diameter=diameter, runner=runner, engine=engine,
               sweeper=sweeper, notify=notify, camel=camel)  # fmt: skip
         await stack.enter_async_context(flushing(metrics))
         for warning in exposure_warnings(settings):

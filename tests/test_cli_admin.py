@@ -11,11 +11,10 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import SimpleNamespace
 
 import aiohttp
 import pytest
-from cli_batch import run_batch
+from cli_batch import run_all
 from secure import ADMIN, AUTH, SECURE
 
 from ocs.config import Settings
@@ -38,12 +37,6 @@ def ocs_cmd(*args: str, env: dict[str, str] | None = None,
 
 async def run(*args: str, **kw: str | None) -> subprocess.CompletedProcess[str]:
     return await asyncio.to_thread(ocs_cmd, *args, **kw)  # type: ignore[arg-type]
-
-
-async def run_all(*argvs: list[str], api: str | None = None) -> list[SimpleNamespace]:
-    """Each command line's result, run in order in one interpreter (tests/cli_batch.py)."""
-    env = {"OCS_API_TOKEN": ADMIN, **({"OCS_API_URL": api} if api else {})}
-    return await asyncio.to_thread(run_batch, argvs, env)
 
 
 @pytest.fixture

@@ -36,6 +36,7 @@ from ocs.service import Running, run_ocs
 from ocs.sims.hlr import HlrSimulator, Line, bound_port, serve
 from ocs.store.notify import NotifyStore
 from ocs.store.security import SecurityStore
+from ocs.tasks import cancel_and_wait
 from protocols.native import NativeClient
 from tariffs import parse_plan
 from tests.contract import contract_trace
@@ -652,3 +653,53 @@ async def test_an_adapter_bug_dead_letters_the_command(redis_url: str) -> None:
         (dead,) = await notify.dead_letters()
         assert dead.fields["reason"] == "internal error: RuntimeError('adapter bug')"
         assert await notify.pending_count("hlr") == 0
+
+
+class _StuckHandler:
+    """A handler whose call hangs and swallows the first cancellation it gets (as redis-py's
+    sends can on Python 3.11): stopping the consumer must still end it."""
+
+    group = "hlr"
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.swallowed = 0
+        self.ended = False
+
+    async def handle(self, note: Any) -> None:
+        self.started.set()
+        try:
+            while True:
+                try:
+                    await asyncio.Event().wait()
+                except asyncio.CancelledError:
+                    if self.swallowed:
+                        raise
+                    self.swallowed += 1
+        finally:
+            self.ended = True
+
+    async def failed(self, note: Any, reason: str, attempts: int) -> dict[str, str]:
+        return {}
+
+
+async def test_stopping_a_consumer_ends_its_lanes_even_one_that_swallows_a_cancel(
+    redis_url: str,
+) -> None:
+    async with run_ocs(replace(SETTINGS, redis_url=redis_url), plans=[PLAN]) as ocs:
+        await add(ocs, "4916000000002", 0)
+        await charge(ocs, "4916000000002", "c1", 6)  # a barring change: one entry to handle
+        handler = _StuckHandler()
+        consumer = NotificationConsumer(ocs.provisioning.notify, handler, me="stuck",
+                                        lease_ms=400, block_ms=50)  # fmt: skip
+        task = asyncio.create_task(consumer.run())
+        async with asyncio.timeout(10):
+            await handler.started.wait()
+        lanes = list(consumer._tasks)
+        assert lanes
+        async with asyncio.timeout(10):
+            await cancel_and_wait(task, every=0.05)
+        assert task.cancelled()
+        # The lane was cancelled again and awaited: nothing is left pending.
+        assert handler.swallowed == 1 and handler.ended
+        assert all(t.done() for t in lanes) and not consumer._tasks
