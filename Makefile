@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 #: The runtime only (the `demo` extra), for `make run`; the dev install above includes it.
 RUN_STAMP := $(VENV)/.installed-run
 
-.PHONY: run test test-redis62 test-cluster test-cluster-ci lint fmt bench load soak clean venv ui-vendor
+.PHONY: run test test-redis62 test-cluster test-cluster-ci lint fmt bench chaos load soak clean venv ui-vendor
 
 venv: $(STAMP)
 
@@ -79,6 +79,12 @@ bench: $(STAMP)
 	$(PY) -m bench.redis_client
 	$(PY) -m bench.diameter_codec
 	$(PY) -m bench.cdr_decode
+
+# Kill -9 a Redis master under charging load (a Redis Cluster 3+3, then Sentinel 1+1 with 3
+# sentinels), per durability mode; the money checked to the micro-unit; about 3 min, loopback
+# only; appends to bench/RESULTS.md (docs/operations.md, Failover). ARGS="..." for the knobs.
+chaos: $(STAMP)
+	$(PY) -m bench.chaos $(ARGS)
 
 # Load tests with Locust (docs/load-testing.md): Redis + `ocs serve` + Locust, an SLO gate and
 # the money invariants; LOAD_* variables or ARGS="..." set the knobs (`python -m bench.load -h`).

@@ -103,6 +103,7 @@ def log(text: str) -> None:
 
 @dataclass
 class Answer:
+    sub: str
     sent: float  # loop time its last try was sent
     at: float  # loop time the definite answer came
     verb: str
@@ -120,7 +121,7 @@ class Ledger:
     acked: dict[str, list[str]] = field(default_factory=dict)
     answers: list[Answer] = field(default_factory=list)
     #: Every answer, definite or not, with its time (for "answered during the failover").
-    raw: list[tuple[float, str]] = field(default_factory=list)
+    raw: list[tuple[float, str, str]] = field(default_factory=list)  # (at, subscriber, result)
     requests: int = 0
     refused: Counter[str] = field(default_factory=Counter)  # definite answers not success
 
@@ -156,8 +157,9 @@ class Driver:
                 return c
             await asyncio.sleep(RETRY_DELAY)
 
-    async def _until_answered(self, verb: str, *args: Any, **kwargs: Any) -> Any:
-        """``NativeClient.<verb>(*args, **kwargs)``, sent again until it is answered."""
+    async def _until_answered(self, sub: str, verb: str, *args: Any, **kwargs: Any) -> Any:
+        """``NativeClient.<verb>(*args, **kwargs)`` about ``sub``, sent again until it is
+        answered."""
         loop = asyncio.get_running_loop()
         tries = 0
         while True:
@@ -168,9 +170,9 @@ class Driver:
                 result = reply.result
             except (OSError, ConnectionError, TimeoutError) as exc:
                 reply, result = None, f"no answer ({type(exc).__name__})"
-            self.ledger.raw.append((loop.time(), result))
+            self.ledger.raw.append((loop.time(), sub, result))
             if reply is not None and result not in RETRY:
-                self.ledger.answers.append(Answer(sent, loop.time(), verb, tries, result))
+                self.ledger.answers.append(Answer(sub, sent, loop.time(), verb, tries, result))
                 return reply
             await asyncio.sleep(RETRY_DELAY)
 
@@ -194,9 +196,10 @@ class Driver:
             except (OSError, aiohttp.ClientError, TimeoutError):
                 status = 0
             result = "success" if status == 201 else f"http {status}"
-            self.ledger.raw.append((loop.time(), result if status < 500 else "store-unavailable"))
+            raw = result if status and status < 500 else "store-unavailable"
+            self.ledger.raw.append((loop.time(), sub, raw))
             if status and status < 500:
-                self.ledger.answers.append(Answer(sent, loop.time(), "topup", tries, result))
+                self.ledger.answers.append(Answer(sub, sent, loop.time(), "topup", tries, result))
                 if status == 201:
                     self.ledger.topped[sub] += TOPUP_MICROS
                     self.ledger.acked.setdefault(sub, []).append(f"topup:{ref}")
@@ -220,15 +223,15 @@ class Driver:
             self.sessions += 1
             sub = self.rng.choice(self.subs)
             sid = f"{self.prefix}{n}"
-            r = await self._until_answered("reserve", sid, sub, SERVICE, seq=0, units=60)
+            r = await self._until_answered(sub, "reserve", sid, sub, SERVICE, seq=0, units=60)
             if self._book(sub, session_key(sid, 0), r):
-                r = await self._until_answered("commit", sid, seq=1, used=30, subscriber=sub)
+                r = await self._until_answered(sub, "commit", sid, seq=1, used=30, subscriber=sub)
                 self._book(sub, session_key(sid, 1), r)
-                r = await self._until_answered("release", sid, seq=2, used=20, subscriber=sub)
+                r = await self._until_answered(sub, "release", sid, seq=2, used=20, subscriber=sub)
                 self._book(sub, session_key(sid, 2), r)
             if n % 10 == 0:
                 key = f"{sid}-sms"
-                r = await self._until_answered("debit", sub, "sms", key=key)
+                r = await self._until_answered(sub, "debit", sub, "sms", key=key)
                 self._book(sub, key, r)
             if n % 25 == 0:
                 await self._topup(sub, f"{sid}-top")
@@ -289,21 +292,26 @@ class Deployment:
     def healthy(self) -> bool:
         return (self.cluster if self.kind == "cluster" else self.group).healthy()
 
-    def victim(self, sub: str) -> EmbeddedRedis:
-        """The master now serving ``sub``'s keys."""
+    def holders(self, subs: list[str]) -> dict[str, EmbeddedRedis]:
+        """The master now serving each subscriber's keys."""
         if self.kind == "sentinel":
             master = self.group.master()
             assert master is not None
-            return master
-        slot = key_slot(SubscriberKeys.of(sub).account)
+            return dict.fromkeys(subs, master)
+        ranges = []
         for n in self.cluster.cluster_nodes():
             if n["role"] != "master" or "fail" in n["flags"]:
                 continue
+            node = next(s for s in self.servers if s.port == int(n["port"]))
             for part in n["slots"].split():
-                lo, _, hi = part.partition("-")
-                if part[0].isdigit() and int(lo) <= slot <= int(hi or lo):
-                    return next(s for s in self.servers if s.port == int(n["port"]))
-        raise RuntimeError(f"no master serves slot {slot}")
+                if part[0].isdigit():
+                    lo, _, hi = part.partition("-")
+                    ranges.append((int(lo), int(hi or lo), node))
+        out = {}
+        for sub in subs:
+            slot = key_slot(SubscriberKeys.of(sub).account)
+            out[sub] = next(node for lo, hi, node in ranges if lo <= slot <= hi)
+        return out
 
     def promoted(self, dead: EmbeddedRedis) -> EmbeddedRedis | None:
         """The node that took over from ``dead``, once one has (None: not yet)."""
@@ -416,7 +424,11 @@ class Failover:
     mode: str
     requests: int = 0
     sessions: int = 0
+    #: Answers between the kill and the first success on the victim's keys: about its
+    #: subscribers, and about the others (a cluster's other masters go on).
     during: Counter[str] = field(default_factory=Counter)
+    during_others: Counter[str] = field(default_factory=Counter)
+    affected: int = 0
     retried_requests: int = 0
     promoted_after: float = 0.0
     rejoined_after: float = 0.0
@@ -438,7 +450,11 @@ async def failover(dep: Deployment, ocs: Ocs, ns: argparse.Namespace, seed: int)
     run = asyncio.create_task(driver.run())
     try:
         await asyncio.sleep(ns.before)
-        dead = await asyncio.to_thread(dep.victim, ocs.subs[0])
+        holders = await asyncio.to_thread(dep.holders, ocs.subs)
+        dead = holders[ocs.subs[0]]
+        # The subscribers whose keys the victim holds (a cluster: about a third).
+        hit = {s for s, node in holders.items() if node is dead}
+        out.affected = len(hit)
         t0 = loop.time()
         await asyncio.to_thread(dead.kill)
         killed = loop.time()
@@ -450,9 +466,10 @@ async def failover(dep: Deployment, ocs: Ocs, ns: argparse.Namespace, seed: int)
         out.promoted_after = loop.time() - t0
         await asyncio.to_thread(dep.rejoin, dead, master)
         out.rejoined_after = loop.time() - t0
-        # The first success of a request sent after the kill.
+        # The first success of a request on the victim's keys sent after the kill.
         while True:
-            ok = [a.at for a in driver.ledger.answers if a.sent > killed and a.result == "success"]
+            ok = [a.at for a in driver.ledger.answers[n_answers:]
+                  if a.sent > killed and a.result == "success" and a.sub in hit]  # fmt: skip
             if ok:
                 recovered = min(ok)
                 break
@@ -476,7 +493,10 @@ async def failover(dep: Deployment, ocs: Ocs, ns: argparse.Namespace, seed: int)
         await driver.close()
     led = driver.ledger
     out.requests, out.sessions = len(led.answers) - n_answers, driver.sessions
-    out.during = Counter(r for at, r in led.raw if killed <= at <= recovered)
+    out.during = Counter(r for at, sub, r in led.raw if killed <= at <= recovered and sub in hit)
+    out.during_others = Counter(
+        r for at, sub, r in led.raw if killed <= at <= recovered and sub not in hit
+    )
     out.retried_requests = sum(1 for a in led.answers[n_answers:] if a.tries > 1)
     out.refused = led.refused
     await check_money(dep.url, ocs.subs, led, out)
@@ -591,20 +611,23 @@ def report(ns: argparse.Namespace, runs: list[tuple[str, str, Any, list[Failover
         base = statistics.median(r for r, _ in tp["local"])
         lines += [f"### {kind}: {shape}", "",
                   "| mode | requests/s (median) | ratio to local | Redis CPU µs/request | "
-                  "requests | answered during failover | promoted after | rejoined after | "
-                  "first success after | money lost µ | acknowledged lost | invariant problems |",
-                  "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+                  "requests | subscribers on the killed master | answered during failover: "
+                  "theirs / the others' | promoted after | rejoined after | first success "
+                  "on the killed master's keys after | money lost µ | acknowledged lost | "
+                  "invariant problems |",
+                  "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
         for f in results:
             rates = [r for r, _ in tp[f.mode]]
             cpus = [c for _, c in tp[f.mode]]
-            during = ", ".join(f"{k} {v}" for k, v in sorted(f.during.items())) or "none"
+            theirs = ", ".join(f"{k} {v:,}" for k, v in sorted(f.during.items())) or "none"
+            others = ", ".join(f"{k} {v:,}" for k, v in sorted(f.during_others.items()))
             lost = f"{f.money_lost:,}" + (f" (+{f.money_over:,} over)" if f.money_over else "")
             lines.append(
                 f"| {f.mode} | {statistics.median(rates):,.0f} | "
                 f"{statistics.median(rates) / base:.2f} | {statistics.median(cpus):.1f} | "
-                f"{f.requests:,} | {during} | {f.promoted_after:.1f} s | "
-                f"{f.rejoined_after:.1f} s | {f.recovered_after:.1f} s | {lost} | "
-                f"{f.acked_lost} | {len(f.problems)} |"
+                f"{f.requests:,} | {f.affected} of {ns.subscribers} | {theirs} / "
+                f"{others or 'none'} | {f.promoted_after:.1f} s | {f.rejoined_after:.1f} s | "
+                f"{f.recovered_after:.1f} s | {lost} | {f.acked_lost} | {len(f.problems)} |"
             )
         lines.append("")
     return lines
