@@ -264,13 +264,15 @@ class Deployment:
     """The Redis deployment under test: start, URL, every node, the master to kill, whether
     a replica took over, and the restart of a killed node."""
 
-    def __init__(self, kind: str, work: Path) -> None:
+    def __init__(self, kind: str, work: Path, replicas: int = 1) -> None:
         self.kind = kind
+        self.replicas = replicas
         if kind == "cluster":
-            self.cluster = EmbeddedCluster(work / "cluster", node_timeout=2000)
+            self.cluster = EmbeddedCluster(work / "cluster", replicas=replicas, node_timeout=2000)
             self.servers: list[EmbeddedRedis] = list(self.cluster.nodes)
         else:
-            self.group = EmbeddedSentinelGroup(work / "sentinel", down_after_ms=1000)
+            self.group = EmbeddedSentinelGroup(work / "sentinel", replicas=replicas,
+                                               down_after_ms=1000)  # fmt: skip
             self.servers = list(self.group.nodes)
 
     @property
@@ -279,9 +281,12 @@ class Deployment:
 
     @property
     def shape(self) -> str:
+        r = self.replicas
         if self.kind == "cluster":
-            return "Redis Cluster 3 masters + 3 replicas, cluster-node-timeout 2000 ms"
-        return "Sentinel: 1 master + 1 replica, 3 sentinels, down-after-milliseconds 1000"
+            return (f"Redis Cluster 3 masters + {3 * r} replicas ({r} each), "
+                    "cluster-node-timeout 2000 ms")  # fmt: skip
+        return (f"Sentinel: 1 master + {r} replica{'s' if r > 1 else ''}, 3 sentinels, "
+                "down-after-milliseconds 1000")  # fmt: skip
 
     def start(self) -> None:
         (self.cluster if self.kind == "cluster" else self.group).start()
@@ -570,7 +575,7 @@ async def throughput(
 async def run_deployment(
     kind: str, ns: argparse.Namespace, work: Path
 ) -> tuple[str, Any, list[Failover]]:
-    dep = Deployment(kind, work / kind)
+    dep = Deployment(kind, work / kind, ns.replicas)
     t = time.monotonic()
     await asyncio.to_thread(dep.start)
     log(f"{dep.shape}: up in {time.monotonic() - t:.1f} s ({dep.url})")
@@ -602,6 +607,7 @@ def report(ns: argparse.Namespace, runs: list[tuple[str, str, Any, list[Failover
         f"{ns.inflight} sessions in flight over one native connection, throughput "
         f"{ns.rounds} rounds x {ns.window:g} s per mode (interleaved, medians), failover: "
         f"kill -9 after {ns.before:g} s, {ns.after:g} s of load after the first success. "
+        "Redis CPU is every data node's (masters and replicas: replication costs CPU too). "
         "The killed node is restarted as soon as a replica is promoted and rejoins as a "
         "replica. Every request answered store-unavailable (or not at all) is sent again "
         "with the same request key until answered.",
@@ -609,13 +615,16 @@ def report(ns: argparse.Namespace, runs: list[tuple[str, str, Any, list[Failover
     ]
     for kind, shape, tp, results in runs:
         base = statistics.median(r for r, _ in tp["local"])
+        base_cpu = statistics.median(c for _, c in tp["local"])
         lines += [f"### {kind}: {shape}", "",
-                  "| mode | requests/s (median) | ratio to local | Redis CPU µs/request | "
+                  "| mode | requests/s (median) | ratio to local | Redis CPU µs/request "
+                  "(median) | ratio to local | "
                   "requests | subscribers on the killed master | answered during failover: "
                   "theirs / the others' | promoted after | rejoined after | first success "
                   "on the killed master's keys after | money lost µ | acknowledged lost | "
                   "invariant problems |",
-                  "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+                  "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"
+                  "---:|"]  # fmt: skip
         for f in results:
             rates = [r for r, _ in tp[f.mode]]
             cpus = [c for _, c in tp[f.mode]]
@@ -625,6 +634,7 @@ def report(ns: argparse.Namespace, runs: list[tuple[str, str, Any, list[Failover
             lines.append(
                 f"| {f.mode} | {statistics.median(rates):,.0f} | "
                 f"{statistics.median(rates) / base:.2f} | {statistics.median(cpus):.1f} | "
+                f"{statistics.median(cpus) / base_cpu:.2f} | "
                 f"{f.requests:,} | {f.affected} of {ns.subscribers} | {theirs} / "
                 f"{others or 'none'} | {f.promoted_after:.1f} s | {f.rejoined_after:.1f} s | "
                 f"{f.recovered_after:.1f} s | {lost} | {f.acked_lost} | {len(f.problems)} |"
@@ -660,6 +670,7 @@ async def main(ns: argparse.Namespace) -> int:
 def cli() -> None:
     p = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__.split("\n")[0])
     p.add_argument("--deployment", choices=[*DEPLOYMENTS, "both"], default="both")
+    p.add_argument("--replicas", type=int, default=1, help="per master (default 1)")
     p.add_argument("--subscribers", type=int, default=200)
     p.add_argument("--inflight", type=int, default=32)
     p.add_argument("--rounds", type=int, default=3)
