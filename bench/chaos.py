@@ -48,6 +48,7 @@ import argparse
 import asyncio
 import contextlib
 import itertools
+import math
 import os
 import random
 import statistics
@@ -104,8 +105,8 @@ def log(text: str) -> None:
 @dataclass
 class Answer:
     sub: str
-    sent: float  # loop time its last try was sent
-    at: float  # loop time the definite answer came
+    sent: float  # perf_counter when its last try was sent
+    at: float  # perf_counter when the definite answer came
     verb: str
     tries: int
     result: str
@@ -160,24 +161,23 @@ class Driver:
     async def _until_answered(self, sub: str, verb: str, *args: Any, **kwargs: Any) -> Any:
         """``NativeClient.<verb>(*args, **kwargs)`` about ``sub``, sent again until it is
         answered."""
-        loop = asyncio.get_running_loop()
         tries = 0
         while True:
             tries += 1
-            sent = loop.time()
+            sent = time.perf_counter()
             try:
                 reply = await getattr(await self._native(), verb)(*args, **kwargs)
                 result = reply.result
             except (OSError, ConnectionError, TimeoutError) as exc:
                 reply, result = None, f"no answer ({type(exc).__name__})"
-            self.ledger.raw.append((loop.time(), sub, result))
+            at = time.perf_counter()
+            self.ledger.raw.append((at, sub, result))
             if reply is not None and result not in RETRY:
-                self.ledger.answers.append(Answer(sub, sent, loop.time(), verb, tries, result))
+                self.ledger.answers.append(Answer(sub, sent, at, verb, tries, result))
                 return reply
             await asyncio.sleep(RETRY_DELAY)
 
     async def _topup(self, sub: str, ref: str) -> None:
-        loop = asyncio.get_running_loop()
         if self._http is None:
             self._http = aiohttp.ClientSession(
                 headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
@@ -188,7 +188,7 @@ class Driver:
         tries = 0
         while True:
             tries += 1
-            sent = loop.time()
+            sent = time.perf_counter()
             try:
                 async with self._http.post(url, json=body) as resp:
                     status = resp.status
@@ -197,9 +197,10 @@ class Driver:
                 status = 0
             result = "success" if status == 201 else f"http {status}"
             raw = result if status and status < 500 else "store-unavailable"
-            self.ledger.raw.append((loop.time(), sub, raw))
+            at = time.perf_counter()
+            self.ledger.raw.append((at, sub, raw))
             if status and status < 500:
-                self.ledger.answers.append(Answer(sub, sent, loop.time(), "topup", tries, result))
+                self.ledger.answers.append(Answer(sub, sent, at, "topup", tries, result))
                 if status == 201:
                     self.ledger.topped[sub] += TOPUP_MICROS
                     self.ledger.acked.setdefault(sub, []).append(f"topup:{ref}")
@@ -451,7 +452,6 @@ async def failover(dep: Deployment, ocs: Ocs, ns: argparse.Namespace, seed: int)
     await asyncio.to_thread(dep.set_fsync, "always" if ocs.mode == "fsync" else "everysec")
     driver = Driver(ocs, ns.inflight, seed, f"f{seed}-")
     n_answers = len(ocs.ledger.answers)
-    loop = asyncio.get_running_loop()
     run = asyncio.create_task(driver.run())
     try:
         await asyncio.sleep(ns.before)
@@ -460,17 +460,17 @@ async def failover(dep: Deployment, ocs: Ocs, ns: argparse.Namespace, seed: int)
         # The subscribers whose keys the victim holds (a cluster: about a third).
         hit = {s for s, node in holders.items() if node is dead}
         out.affected = len(hit)
-        t0 = loop.time()
+        t0 = time.perf_counter()
         await asyncio.to_thread(dead.kill)
-        killed = loop.time()
+        killed = time.perf_counter()
         # Promotion, then the restart of the killed node (it rejoins as a replica).
         while (master := await asyncio.to_thread(dep.promoted, dead)) is None:
-            if loop.time() - t0 > 30:
+            if time.perf_counter() - t0 > 30:
                 raise SystemExit(f"chaos: no replica promoted within 30 s ({dep.kind})")
             await asyncio.sleep(0.05)
-        out.promoted_after = loop.time() - t0
+        out.promoted_after = time.perf_counter() - t0
         await asyncio.to_thread(dep.rejoin, dead, master)
-        out.rejoined_after = loop.time() - t0
+        out.rejoined_after = time.perf_counter() - t0
         # The first success of a request on the victim's keys sent after the kill.
         while True:
             ok = [a.at for a in driver.ledger.answers[n_answers:]
@@ -478,11 +478,11 @@ async def failover(dep: Deployment, ocs: Ocs, ns: argparse.Namespace, seed: int)
             if ok:
                 recovered = min(ok)
                 break
-            if loop.time() - t0 > 60:
+            if time.perf_counter() - t0 > 60:
                 raise SystemExit(f"chaos: the OCS did not recover within 60 s ({ocs.mode})")
             await asyncio.sleep(0.05)
         out.recovered_after = recovered - t0
-        await asyncio.sleep(max(0.0, recovered + ns.after - loop.time()))
+        await asyncio.sleep(max(0.0, recovered + ns.after - time.perf_counter()))
         driver.stop.set()
         async with asyncio.timeout(60):
             await run
@@ -543,11 +543,21 @@ async def check_money(url: str, subs: list[str], led: Ledger, out: Failover) -> 
 # -- throughput, same run -------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Window:
+    """One mode's measured window: requests/s, Redis CPU µs per request, latency ms."""
+
+    rate: float
+    cpu_us: float
+    p50_ms: float
+    p99_ms: float
+
+
 async def throughput(
     dep: Deployment, procs: list[Ocs], ns: argparse.Namespace
-) -> dict[str, list[tuple[float, float]]]:
-    """Per mode, per round: (requests/s, Redis CPU µs per request)."""
-    got: dict[str, list[tuple[float, float]]] = {o.mode: [] for o in procs}
+) -> dict[str, list[Window]]:
+    """Every mode's windows, one per round."""
+    got: dict[str, list[Window]] = {o.mode: [] for o in procs}
     for rnd in range(ns.rounds):
         order = procs[rnd % len(procs):] + procs[: rnd % len(procs)]  # fmt: skip
         for o in order:
@@ -563,9 +573,14 @@ async def throughput(
             n = len(driver.ledger.answers) - n0
             cpu = await redis_cpu(dep.servers) - cpu0
             await driver.close()
-            got[o.mode].append((n / elapsed, cpu / max(n, 1) * 1e6))
-            log(f"  round {rnd + 1} {o.mode:<8} {n / elapsed:8,.0f} requests/s, Redis "
-                f"{cpu / max(n, 1) * 1e6:5.1f} µs CPU per request")  # fmt: skip
+            lat = sorted(a.at - a.sent for a in driver.ledger.answers[n0:])
+            w = Window(n / elapsed, cpu / max(n, 1) * 1e6,
+                       lat[len(lat) // 2] * 1e3 if lat else math.nan,
+                       lat[int(len(lat) * 0.99)] * 1e3 if lat else math.nan)  # fmt: skip
+            got[o.mode].append(w)
+            log(f"  round {rnd + 1} {o.mode:<8} {w.rate:8,.0f} requests/s, Redis "
+                f"{w.cpu_us:5.1f} µs CPU per request, p50 {w.p50_ms:.1f} ms, "
+                f"p99 {w.p99_ms:.1f} ms")  # fmt: skip
     return got
 
 
@@ -614,27 +629,29 @@ def report(ns: argparse.Namespace, runs: list[tuple[str, str, Any, list[Failover
         "",
     ]
     for kind, shape, tp, results in runs:
-        base = statistics.median(r for r, _ in tp["local"])
-        base_cpu = statistics.median(c for _, c in tp["local"])
+        base = statistics.median(w.rate for w in tp["local"])
+        base_cpu = statistics.median(w.cpu_us for w in tp["local"])
         lines += [f"### {kind}: {shape}", "",
                   "| mode | requests/s (median) | ratio to local | Redis CPU µs/request "
-                  "(median) | ratio to local | "
+                  "(median) | ratio to local | p50 / p99 ms (medians) | "
                   "requests | subscribers on the killed master | answered during failover: "
                   "theirs / the others' | promoted after | rejoined after | first success "
                   "on the killed master's keys after | money lost µ | acknowledged lost | "
                   "invariant problems |",
-                  "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"
-                  "---:|"]  # fmt: skip
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"
+                  "---:|---:|"]  # fmt: skip
         for f in results:
-            rates = [r for r, _ in tp[f.mode]]
-            cpus = [c for _, c in tp[f.mode]]
+            rates = [w.rate for w in tp[f.mode]]
+            cpus = [w.cpu_us for w in tp[f.mode]]
+            p50 = statistics.median(w.p50_ms for w in tp[f.mode])
+            p99 = statistics.median(w.p99_ms for w in tp[f.mode])
             theirs = ", ".join(f"{k} {v:,}" for k, v in sorted(f.during.items())) or "none"
             others = ", ".join(f"{k} {v:,}" for k, v in sorted(f.during_others.items()))
             lost = f"{f.money_lost:,}" + (f" (+{f.money_over:,} over)" if f.money_over else "")
             lines.append(
                 f"| {f.mode} | {statistics.median(rates):,.0f} | "
                 f"{statistics.median(rates) / base:.2f} | {statistics.median(cpus):.1f} | "
-                f"{statistics.median(cpus) / base_cpu:.2f} | "
+                f"{statistics.median(cpus) / base_cpu:.2f} | {p50:.1f} / {p99:.1f} | "
                 f"{f.requests:,} | {f.affected} of {ns.subscribers} | {theirs} / "
                 f"{others or 'none'} | {f.promoted_after:.1f} s | {f.rejoined_after:.1f} s | "
                 f"{f.recovered_after:.1f} s | {lost} | {f.acked_lost} | {len(f.problems)} |"
@@ -673,7 +690,7 @@ def cli() -> None:
     p.add_argument("--replicas", type=int, default=1, help="per master (default 1)")
     p.add_argument("--subscribers", type=int, default=200)
     p.add_argument("--inflight", type=int, default=32)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--window", type=float, default=2.0)
     p.add_argument("--before", type=float, default=3.0)
     p.add_argument("--after", type=float, default=3.0)

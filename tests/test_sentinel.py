@@ -226,6 +226,14 @@ async def test_no_sentinel_answers() -> None:
     await client.close()
 
 
+async def test_closed_and_connected_again(group: EmbeddedSentinelGroup) -> None:
+    client = hot_client(group.url)
+    async with client:
+        assert await client.execute("PING") == b"PONG"
+    async with client:  # close() closed the sentinels' connections too; connect() reopens
+        assert await client.execute("PING") == b"PONG"
+
+
 async def _add(ocs: Running, msisdn: str, balance: int) -> None:
     ans = await ocs.store.create_subscriber(
         msisdn, plan="flat", balance=balance, credit_limit=0, state="active", now=0

@@ -164,6 +164,16 @@ class SentinelRedis(PipelinedRedis):
         at = f" at {self.host}:{self.port}" if self.port else ""
         return f"Sentinel master {self.address.master!r}{at}"
 
+    async def connect(self) -> None:
+        """Ask the sentinels and connect to the master now (see :meth:`PipelinedRedis.connect`).
+
+        Raises:
+            RedisUnavailable: no sentinel named a master that can be reached.
+        """
+        # Reopened after a close(); a sentinel that is down now is tried again at each ask.
+        await asyncio.gather(*(s.connect() for s in self._sentinels), return_exceptions=True)
+        await super().connect()
+
     async def close(self) -> None:
         await super().close()
         await asyncio.gather(*(s.close() for s in self._sentinels))
