@@ -150,7 +150,9 @@ async def test_in_local_mode_the_promoted_master_takes_changes_at_once(
 
 
 async def test_a_graceful_failover_is_followed(group: EmbeddedSentinelGroup) -> None:
-    async with hot_client(group.url, timeout=2.0) as client:
+    """The old master stays up and takes writes until the sentinels next poll it (up to
+    ~10 s): the client's watch (every 0.2 s here) moves to the new master well before."""
+    async with hot_client(group.url, timeout=2.0, watch_interval=0.2) as client:
         assert isinstance(client, SentinelRedis)
         store = Store(client, session_ttl_ms=60_000, reference_ttl_ms=60_000)
         await store.load_scripts()
@@ -162,6 +164,7 @@ async def test_a_graceful_failover_is_followed(group: EmbeddedSentinelGroup) -> 
         await client.execute("WAIT", 1, 1000)
         assert node_command(group.sentinels[0].port, "SENTINEL", "FAILOVER", "ocs") == b"OK"
         started = time.monotonic()
+        switched = None
         amount = 0
         while True:
             try:
@@ -171,10 +174,14 @@ async def test_a_graceful_failover_is_followed(group: EmbeddedSentinelGroup) -> 
                 await asyncio.sleep(0.05)
                 continue
             amount += 1
+            if switched is None and group.master() not in (None, first):
+                switched = time.monotonic()
             if client.port != first.port:
                 break
             await asyncio.sleep(0.05)
-        assert a.status == "OK"
+        assert a.status == "OK" and switched is not None
+        # Within a few watch intervals of the sentinels' switch, not Sentinel's 10 s poll.
+        assert time.monotonic() - switched < 3
         account = await store.get_account("7")
         assert account is not None and account.balance == 101  # one reference, one top-up
 

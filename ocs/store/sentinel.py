@@ -14,7 +14,11 @@ connection, one write per loop turn) whose address is not fixed:
   single Redis, and the next call asks the sentinels again;
 * a ``READONLY`` (or ``MASTERDOWN``) reply means the node was demoted under us: the
   connection is dropped (every call on it fails with :class:`ConnectionLost`) so that the
-  next call asks the sentinels.
+  next call asks the sentinels;
+* while connected, the sentinels are asked every second (``watch_interval``) whether they
+  still name the connected node: after a failover that left the old master running (a
+  ``SENTINEL FAILOVER``, a partition) the sentinels demote it only when they next poll it, up
+  to ~10 s later, and writes it takes meanwhile would be lost.
 
 Off the hot path, redis-py's asyncio ``Sentinel`` is used (:func:`sentinel_admin_client`,
 reached through :func:`ocs.store.cluster.admin_client`).
@@ -60,6 +64,8 @@ __all__ = [
 SENTINEL_SCHEME: Final = "redis+sentinel"
 #: Replies after which the connected node is no longer the master: ask the sentinels again.
 _DEMOTED: Final = ("READONLY", "MASTERDOWN")
+#: Seconds between two checks that the sentinels still name the connected master.
+WATCH_INTERVAL: Final = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,11 +127,15 @@ class SentinelRedis(PipelinedRedis):
 
     Args:
         address: the sentinels, the master's name, database and credentials.
+        watch_interval: seconds between two checks, while connected, that the sentinels
+            still name the connected node (0: no checks).
         kwargs: as for :class:`PipelinedRedis` (``timeout``, ``connect_timeout``,
             ``wait_replicas``...); ``connect_timeout`` also bounds each sentinel's answer.
     """
 
-    def __init__(self, address: SentinelAddress, **kwargs: Any) -> None:
+    def __init__(
+        self, address: SentinelAddress, *, watch_interval: float = WATCH_INTERVAL, **kwargs: Any
+    ) -> None:
         kwargs.setdefault("timeout", DEFAULT_TIMEOUT)
         kwargs.setdefault("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
         super().__init__(
@@ -154,6 +164,8 @@ class SentinelRedis(PipelinedRedis):
         #: for tests and the chaos benchmark).
         self.discoveries = 0
         self.master_changes = 0
+        self.watch_interval = watch_interval
+        self._watcher: asyncio.Task[None] | None = None
 
     @classmethod
     def from_url(cls, url: str, **kwargs: Any) -> SentinelRedis:
@@ -175,6 +187,10 @@ class SentinelRedis(PipelinedRedis):
         await super().connect()
 
     async def close(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.cancel()
+            await asyncio.wait([watcher])
         await super().close()
         await asyncio.gather(*(s.close() for s in self._sentinels))
 
@@ -213,7 +229,28 @@ class SentinelRedis(PipelinedRedis):
         if self.port and address != (self.host, self.port):
             self.master_changes += 1
         self.host, self.port = address
-        return await super()._open()
+        conn = await super()._open()
+        if self._watcher is None and self.watch_interval > 0:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch())
+        return conn
+
+    async def _watch(self) -> None:
+        """While connected, ask the sentinels every ``watch_interval`` whether the node is
+        still the master. After a failover the sentinels turn the old master into a replica
+        only when they next look at it (up to ~10 s, Sentinel's INFO period); until then it
+        takes writes that the promoted master never sees. A switch seen here drops the
+        connection, so that the next call goes to the new master."""
+        while True:
+            await asyncio.sleep(self.watch_interval)
+            if not self.connected:
+                continue
+            try:
+                address = await self.master_address()
+            except RedisUnavailable:
+                continue
+            if address != (self.host, self.port):
+                self._demoted(f"is no longer the master (the sentinels name {address[0]}:"
+                              f"{address[1]})")  # fmt: skip
 
     async def _handshake(self, conn: _Connection) -> None:
         await super()._handshake(conn)
@@ -238,15 +275,15 @@ class SentinelRedis(PipelinedRedis):
             return await super()._call(packed, decode, timeout, route, durable=durable)
         except ReplyError as exc:
             if exc.message.startswith(_DEMOTED):
-                self._demoted(exc.message)
+                self._demoted(f"answered {exc.message.split(' ', 1)[0]}")
             raise
 
-    def _demoted(self, message: str) -> None:
+    def _demoted(self, reason: str) -> None:
         """The node stopped being the master: drop its connection (the calls still on it
         fail) so that the next call asks the sentinels."""
         conn = self._conn
         if conn is not None and not conn.closed:
-            text = f"{self.where} answered {message.split(' ', 1)[0]}: asking the sentinels again"
+            text = f"{self.where} {reason}: asking the sentinels again"
             conn._drop(lambda _deadline: ConnectionLost(text))
 
 
