@@ -631,11 +631,7 @@ class EmbeddedCluster(ManagedProcess):
         return True
 
     def wait_healthy(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.healthy():
-            if time.monotonic() >= deadline:
-                raise RedisServerError(f"the cluster is not healthy after {timeout} s")
-            time.sleep(0.05)
+        _wait_until(self.healthy, timeout, "the cluster")
 
 
 class EmbeddedSentinel(EmbeddedRedis):
@@ -803,11 +799,15 @@ class EmbeddedSentinelGroup(ManagedProcess):
         return True
 
     def wait_healthy(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.healthy():
-            if time.monotonic() >= deadline:
-                raise RedisServerError(f"the Sentinel deployment is not healthy after {timeout} s")
-            time.sleep(0.05)
+        _wait_until(self.healthy, timeout, "the Sentinel deployment")
+
+
+def _wait_until(healthy: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not healthy():
+        if time.monotonic() >= deadline:
+            raise RedisServerError(f"{what} is not healthy after {timeout} s")
+        time.sleep(0.05)
 
 
 def _pairs(reply: Any) -> dict[str, str]:

@@ -38,7 +38,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
-from urllib.parse import unquote
 
 import redis.asyncio
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -60,7 +59,12 @@ from ocs.store.redis_client import (
     _drop_result,
     _pack,
 )
-from ocs.store.sentinel import SentinelRedis, is_sentinel_url, sentinel_admin_client
+from ocs.store.sentinel import (
+    SentinelRedis,
+    is_sentinel_url,
+    parse_hosts,
+    sentinel_admin_client,
+)
 
 __all__ = [
     "CLUSTER_SCHEME",
@@ -172,19 +176,8 @@ def parse_cluster_url(url: str) -> RedisAddress:
     netloc, _, path = rest.partition("/")
     if path.strip("/") not in ("", "0"):
         raise ValueError(f"a Redis Cluster has only database 0: {url!r}")
-    auth, _, hosts = netloc.rpartition("@")
-    username = password = None
-    if auth:
-        user, colon, pw = auth.partition(":")
-        username = unquote(user) or None
-        password = unquote(pw) if colon else None
-    nodes = []
-    for item in hosts.split(","):
-        host, colon, port = item.strip().rpartition(":")
-        if not colon or not host or not port.isdigit():
-            raise ValueError(f"bad node {item!r} in Redis Cluster URL {url!r} (host:port)")
-        nodes.append((host.strip("[]"), int(port)))
-    return RedisAddress(tuple(nodes), True, username, password)
+    username, password, nodes = parse_hosts(netloc, "node", url)
+    return RedisAddress(nodes, True, username, password)
 
 
 # -- the hot-path cluster client ---------------------------------------------------------

@@ -54,9 +54,11 @@ from ocs.store.redis_client import (
 
 __all__ = [
     "SENTINEL_SCHEME",
+    "WATCH_INTERVAL",
     "SentinelAddress",
     "SentinelRedis",
     "is_sentinel_url",
+    "parse_hosts",
     "parse_sentinel_url",
     "sentinel_admin_client",
 ]
@@ -81,6 +83,26 @@ class SentinelAddress:
     sentinel_password: str | None = None
 
 
+def parse_hosts(
+    netloc: str, what: str, url: str
+) -> tuple[str | None, str | None, tuple[tuple[str, int], ...]]:
+    """``[[user]:password@]host:port[,host:port...]`` of a cluster or Sentinel ``url``: the
+    user name, the password and the addresses (``what``: what the ValueError calls one)."""
+    auth, _, hosts = netloc.rpartition("@")
+    username = password = None
+    if auth:
+        user, colon, pw = auth.partition(":")
+        username = unquote(user) or None
+        password = unquote(pw) if colon else None
+    nodes = []
+    for item in hosts.split(","):
+        host, colon, port = item.strip().rpartition(":")
+        if not colon or not host or not port.isdigit():
+            raise ValueError(f"bad {what} {item!r} in {url!r} (host:port)")
+        nodes.append((host.strip("[]"), int(port)))
+    return username, password, tuple(nodes)
+
+
 def is_sentinel_url(url: str) -> bool:
     return url.split("://", 1)[0] == SENTINEL_SCHEME
 
@@ -99,20 +121,9 @@ def parse_sentinel_url(url: str) -> SentinelAddress:
         raise ValueError(f"no master name in Redis Sentinel URL {url!r} (.../mastername[/db])")
     if len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
         raise ValueError(f"bad path in Redis Sentinel URL {url!r} (/mastername[/db])")
-    auth, _, hosts = netloc.rpartition("@")
-    username = password = None
-    if auth:
-        user, colon, pw = auth.partition(":")
-        username = unquote(user) or None
-        password = unquote(pw) if colon else None
-    sentinels = []
-    for item in hosts.split(","):
-        host, colon, port = item.strip().rpartition(":")
-        if not colon or not host or not port.isdigit():
-            raise ValueError(f"bad sentinel {item!r} in Redis Sentinel URL {url!r} (host:port)")
-        sentinels.append((host.strip("[]"), int(port)))
+    username, password, sentinels = parse_hosts(netloc, "sentinel", url)
     return SentinelAddress(
-        tuple(sentinels),
+        sentinels,
         unquote(parts[0]),
         int(parts[1]) if len(parts) == 2 else 0,
         username,
