@@ -911,6 +911,15 @@ def command_breakdown(ceilings: list[Outcome], closed: list[Outcome]) -> str:
     return "\n".join(lines)
 
 
+def start_redis(work: Path, stack: contextlib.ExitStack) -> EmbeddedRedis:
+    """The benchmark's private redis-server (AOF on, appendfsync everysec), stopped by
+    ``stack``."""
+    server = EmbeddedRedis(work / "redis", extra_args=("--appendfsync", "everysec"))
+    server.start()
+    stack.callback(server.stop)
+    return server
+
+
 def orchestrate(ns: argparse.Namespace) -> None:
     info = machine()
     common = {
@@ -927,9 +936,7 @@ def orchestrate(ns: argparse.Namespace) -> None:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="ocs-bench-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
-        server = EmbeddedRedis(work / "redis", extra_args=("--appendfsync", "everysec"))
-        server.start()
-        stack.callback(server.stop)
+        server = start_redis(work, stack)
         info["redis"] = f"{server.version} (AOF on, appendfsync everysec)"
         print(
             f"bench: {info['cpu']}, {info['cores']} cores; Python {info['python']}, "
@@ -1061,9 +1068,7 @@ def orchestrate_cluster(ns: argparse.Namespace) -> None:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="ocs-bench-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
-        single = EmbeddedRedis(work / "redis", extra_args=("--appendfsync", "everysec"))
-        single.start()
-        stack.callback(single.stop)
+        single = start_redis(work, stack)
         cluster = EmbeddedCluster(work / "cluster", masters=3, replicas=0,
                                   extra_args=("--appendfsync", "everysec"))  # fmt: skip
         cluster.start()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from secure import NATIVE_KEY
+from test_cluster import top_up_until_promoted
 from test_service import FLAT, SETTINGS
 
 from ocs.config import ConfigError, load_settings
@@ -135,15 +136,7 @@ async def test_in_local_mode_the_promoted_master_takes_changes_at_once(
         first = group.master()
         assert first is not None
         await asyncio.to_thread(first.kill)
-        unavailable, started = 0, time.monotonic()
-        while True:
-            try:
-                a = await store.credit("7", kind="topup", amount=1, reference="r", now=2)
-                break
-            except StoreUnavailable:
-                unavailable += 1
-                assert time.monotonic() - started < 20, "no replica was promoted"
-                await asyncio.sleep(0.05)
+        a, unavailable = await top_up_until_promoted(store, "7")
         assert unavailable > 0 and a.status == "OK" and client.port != first.port
         account = await store.get_account("7")
         assert account is not None and account.balance == 101
