@@ -18,6 +18,7 @@ from secure import ADMIN, SECURE
 
 from ocs.config import Settings
 from ocs.service import Running, run_ocs
+from tests.contract import contract_trace
 
 OCS = [sys.executable, "-m", "ocs.cli"]
 
@@ -348,7 +349,7 @@ async def test_auth_commands(ocs: Running) -> None:
 
     async def login(password: str) -> int:
         async with (
-            aiohttp.ClientSession() as http,
+            aiohttp.ClientSession(trace_configs=[contract_trace()]) as http,
             http.post(
                 f"{api}/v1/auth/token", json={"username": "ana", "password": password}
             ) as resp,

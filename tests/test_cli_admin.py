@@ -20,6 +20,7 @@ from secure import ADMIN, AUTH, SECURE
 
 from ocs.config import Settings
 from ocs.service import Running, run_ocs
+from tests.contract import contract_trace
 
 OCS = [sys.executable, "-m", "ocs.cli"]
 
@@ -53,7 +54,7 @@ async def ocs(redis_url: str) -> AsyncIterator[Running]:
 
 
 async def _add(api: str, msisdns: list[str]) -> None:
-    async with aiohttp.ClientSession(headers=AUTH) as http:
+    async with aiohttp.ClientSession(headers=AUTH, trace_configs=[contract_trace()]) as http:
         for m in msisdns:
             body = {"msisdn": m, "balance": "10.00", "plan": "prepaid-basic"}
             async with http.post(f"{api}/v1/subscribers", json=body) as resp:

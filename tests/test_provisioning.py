@@ -38,6 +38,7 @@ from ocs.store.notify import NotifyStore
 from ocs.store.security import SecurityStore
 from protocols.native import NativeClient
 from tariffs import parse_plan
+from tests.contract import contract_trace
 
 SECRET = "s3cret-for-tests"
 E = 1_000_000
@@ -112,7 +113,7 @@ async def ocs(redis_url: str, hlr: tuple[HlrSimulator, str]) -> AsyncIterator[Ru
 @pytest.fixture
 async def http(ocs: Running) -> AsyncIterator[Callable[..., Any]]:
     base = f"http://127.0.0.1:{ocs.http_port}"
-    async with aiohttp.ClientSession(headers=AUTH) as session:
+    async with aiohttp.ClientSession(headers=AUTH, trace_configs=[contract_trace()]) as session:
 
         async def call(method: str, path: str, body: Any = None,
                        headers: dict[str, str] | None = None) -> tuple[int, Any]:  # fmt: skip
@@ -191,7 +192,7 @@ async def test_bar_in_the_hlr_and_lift_on_topup(
                                "thresholds": None}  # fmt: skip
     # Counted in /metrics.
     async with (
-        aiohttp.ClientSession(headers=AUTH) as s,
+        aiohttp.ClientSession(headers=AUTH, trace_configs=[contract_trace()]) as s,
         s.get(f"http://127.0.0.1:{ocs.http_port}/metrics") as r,
     ):
         text = await r.text()
@@ -414,7 +415,7 @@ async def test_reconcile_survives_a_failing_hlr_and_bounds_its_queries(
                        provisioning_reconcile_concurrency=3)  # fmt: skip
     async with (
         run_ocs(settings, plans=[PLAN]) as ocs,
-        aiohttp.ClientSession(headers=AUTH) as session,
+        aiohttp.ClientSession(headers=AUTH, trace_configs=[contract_trace()]) as session,
     ):
         subs = [f"49158000000{i:02d}" for i in range(20)]
         for m in subs:
