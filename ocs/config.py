@@ -469,10 +469,13 @@ def _coerce(name: str, value: object, source: str) -> object:
             return None
         if not isinstance(value, str):
             raise ConfigError(
-                f"{where}: must be a redis://, rediss://, unix:// or redis+cluster:// URL"
+                f"{where}: must be a redis://, rediss://, unix://, redis+cluster:// or "
+                "redis+sentinel:// URL"
             )
         if value.startswith("redis+cluster://"):
             return _cluster_url(value, where)
+        if value.startswith("redis+sentinel://"):
+            return _sentinel_url(value, where)
         try:
             parse_url(value)  # what the hot-path client will make of it, checked now
         except ValueError as exc:
@@ -492,6 +495,17 @@ def _cluster_url(value: str, where: str) -> str:
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     return url
+
+
+def _sentinel_url(value: str, where: str) -> str:
+    """A ``redis+sentinel://`` URL, checked (ConfigError if bad)."""
+    from ocs.store.sentinel import parse_sentinel_url
+
+    try:
+        parse_sentinel_url(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return value
 
 
 def load_settings(

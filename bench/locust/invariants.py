@@ -41,9 +41,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
-import redis.asyncio as aioredis
 
 from ocs.constants import BUCKET_COUNT
+from ocs.store.cluster import AdminRedis, admin_client
 from ocs.store.keys import SubscriberKeys, account_pattern, msisdn_of_account_key, outbox_key
 
 Event = dict[str, str]
@@ -299,7 +299,7 @@ def verify_subscriber(
     return problems
 
 
-async def read_outbox(client: aioredis.Redis, batch: int = 10_000) -> dict[str, list[Event]]:
+async def read_outbox(client: AdminRedis, batch: int = 10_000) -> dict[str, list[Event]]:
     """Every bucket's outbox, as each subscriber's events in stream order."""
     by_sub: dict[str, list[Event]] = {}
     for b in range(BUCKET_COUNT):
@@ -320,7 +320,7 @@ async def read_outbox(client: aioredis.Redis, batch: int = 10_000) -> dict[str, 
     return by_sub
 
 
-async def read_accounts(client: aioredis.Redis) -> dict[str, AccountState]:
+async def read_accounts(client: AdminRedis) -> dict[str, AccountState]:
     """Every account: balance, reserved, version and its open sessions' holds."""
     keys = [_s(k) async for k in client.scan_iter(match=account_pattern(), count=1000)]
     msisdns = [msisdn_of_account_key(k) for k in keys]
@@ -355,7 +355,7 @@ async def check(
     generator's [charged, topped up, unanswered] per subscriber (``check_charges`` False when it
     cannot know charges: Diameter); ``abandoned``: engine session ids it could not end.
     """
-    client = aioredis.Redis.from_url(redis_url)
+    client = admin_client(redis_url)  # one Redis, a cluster or the sentinels' master
     try:
         events, accounts = await asyncio.gather(read_outbox(client), read_accounts(client))
     finally:
