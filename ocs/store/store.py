@@ -459,7 +459,7 @@ class Store:
             "reserve",
             msisdn,
             request_key,
-            [now, msisdn, request_key, self.session_ttl_ms, session_id, service, units, cost,
+            [now, msisdn, request_key, now + self.session_ttl_ms, session_id, service, units, cost,
              bucket_quote, expected_version, hold_ms, flags, destination, location, plan],
             f"reserve:{service}",
         )  # fmt: skip
@@ -484,7 +484,7 @@ class Store:
             "commit",
             msisdn,
             request_key,
-            [now, msisdn, request_key, self.session_ttl_ms, session_id, used, cost,
+            [now, msisdn, request_key, now + self.session_ttl_ms, session_id, used, cost,
              expected_version, next_units, next_cost, bucket_quote, hold_ms, flags],
             f"commit:{used}",
         )  # fmt: skip
@@ -504,7 +504,7 @@ class Store:
             "release",
             msisdn,
             request_key,
-            [now, msisdn, request_key, self.session_ttl_ms, session_id, used, cost,
+            [now, msisdn, request_key, now + self.session_ttl_ms, session_id, used, cost,
              expected_version],
             f"release:{used}",
         )  # fmt: skip
@@ -652,6 +652,8 @@ class Store:
         )
         sessions = []
         for i in range(0, len(sess), 2):
+            if not K.is_session_field(sess[i]):
+                continue  # (a session request's answer)
             s = _unpack(sess[i + 1])
             sessions.append(
                 OpenSession(

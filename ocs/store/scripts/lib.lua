@@ -6,14 +6,17 @@
 --   KEYS[4] bucket expiry index (zset), KEYS[5] the bucket's copy of each plan's balance
 --   thresholds (hash: plan -> spec), KEYS[6] the bucket's notification stream (barring
 --   changes for the provisioning worker, webhooks and the Diameter agent), KEYS[7]
---   idempotency key (optional). All carry the subscriber's bucket hash tag, so the script
---   touches one Redis Cluster slot.
+--   idempotency key (debit, credit, upsert: one-shot requests). All carry the subscriber's
+--   bucket hash tag, so the script touches one Redis Cluster slot.
+--   The answers of session requests (reserve, commit, release) are fields of the sessions hash
+--   (see session_lookup), not keys of their own.
 --   Money and units are integers. Lua numbers are doubles (exact to 2^53); the Python side
 --   refuses anything above 10^15, and every number written back goes through fmt(): Redis
 --   would turn a Lua number into text with "%.17g" (exact for these integers, but a slower
 --   sprintf than '%d'), and Lua's own tostring uses "%.14g" (1e+15: digits lost).
 --   The clock is ARGV (now, Unix ms), never TIME: replicas and AOF replay see the same value.
---   ARGV[1] is `now` in every script, ARGV[4] the idempotency TTL in those that have one;
+--   ARGV[1] is `now` in every script, ARGV[4] the idempotency TTL in those that have one
+--   (the session scripts: the time until which the answer is kept, now + TTL, Unix ms);
 --   the last two are the request's fingerprint (see idem_get) and the thresholds' generation.
 --
 -- Cost (Redis CPU is the OCS's bottleneck; measured with callgrind, instructions per call):
@@ -110,6 +113,38 @@ local function idem_put(ans, ttl_ms)
   end
   return ans
 end
+
+-- The answers of session requests (reserve, commit, release) live in the subscriber's sessions
+-- hash, beside the sessions: field ANSWER_MARK .. script letter (r, c, e) .. request key, value
+-- "<kept until, Unix ms>:" .. cmsgpack(answer, fingerprint). A session id is UTF-8 text, which
+-- never holds the byte 0xFF, so the two kinds of field cannot meet. A request reads its session
+-- and its possible earlier answer in one HMGET, and writes both in one HSET: no key, no TTL, no
+-- GET and SET of their own (docs/architecture.md, Performance 15). Any earlier request of the
+-- session replays its answer until the time it was kept until (the request's clock + the
+-- session TTL), also after the release or the expiry of the session; expire_due deletes the
+-- answers past that time, in batches: a new answer asks for a pass half a TTL after its time,
+-- a pass for the next when half of those left are past theirs, so an answer is kept 1 to 1.5
+-- TTLs and one pass deletes many (the expiry index, a.nexp, schedules the passes).
+local ANSWER_MARK = 255
+
+-- The session's packed record (or false) and nothing else; or the stored answer of this
+-- request (a replay: slot 22 as idem_get's).
+local function session_lookup(sid, af)
+  local r = redis.call('HMGET', K_SESS, sid, af)
+  local v = r[2]
+  if v then
+    local ans, fp = cmsgpack.unpack(string.sub(v, string.find(v, ':', 1, true) + 1))
+    ans[22] = (fp and fp ~= REQ_FP) and 2 or 1
+    return ans, false
+  end
+  return nil, r[1]
+end
+
+-- The text of a session answer to store (ARGV[4]: kept until, already text).
+local function answer_value(ans)
+  return ARGV[4] .. ':' .. cmsgpack.pack(ans, REQ_FP)
+end
+
 
 -- Re-evaluate the balance thresholds (the account's own, else its plan's) with hysteresis:
 -- a threshold engages when the balance falls below `below` and stays engaged until the
@@ -287,14 +322,6 @@ local function emit(kind, msisdn, a, ver, ...)
   journal_crossing(msisdn, a, ver)
 end
 
-local function get_session(sid)
-  local raw = redis.call('HGET', K_SESS, sid)
-  if raw then
-    return cmsgpack.unpack(raw)
-  end
-  return nil
-end
-
 -- Keep the expiry index's score at (a lower bound of) the earliest session expiry.
 local function index_expiry(a, msisdn, x)
   if a.nexp == 0 or x < a.nexp then
@@ -302,6 +329,13 @@ local function index_expiry(a, msisdn, x)
     account_text(a)
     redis.call('ZADD', K_EXP, a.tn, msisdn)
   end
+end
+
+-- Schedule the deletion of this request's answer (see session_lookup) in the expiry index,
+-- half a TTL past its time (ARGV[4]); before save_account, which writes a.nexp.
+local function answer_due(a, msisdn, now)
+  local keep = ARGV[4] + 0
+  index_expiry(a, msisdn, keep + math.floor((keep - now) / 2))
 end
 
 -- Return a session's held money and bucket units to the account.
@@ -329,17 +363,46 @@ local function expire_due(a, msisdn, now)
   end
   local raw = redis.call('HGETALL', K_SESS)
   local n, nexp, ver = 0, 0, fmt(a.ver + 1)
+  local gone, kmin, kmax = nil, 0, 0 -- session answers: past their time; the others' range
   for i = 1, #raw, 2 do
-    local s = cmsgpack.unpack(raw[i + 1])
-    if s.x <= now then
-      local held = s.hm
-      release_hold(a, s)
-      redis.call('HDEL', K_SESS, raw[i])
-      n = n + 1
-      emit('expire', msisdn, a, ver, 'sid', raw[i], 'svc', s.svc, 'rel', fmt(held),
-        'u', fmt(s.u), 'mc', fmt(s.mc))
-    elseif nexp == 0 or s.x < nexp then
-      nexp = s.x
+    local f, v = raw[i], raw[i + 1]
+    if string.byte(f, 1) == ANSWER_MARK then
+      local keep = string.sub(v, 1, string.find(v, ':', 1, true) - 1) + 0
+      if keep <= now then
+        gone = gone or {}
+        gone[#gone + 1] = f
+      else
+        if kmin == 0 or keep < kmin then
+          kmin = keep
+        end
+        if keep > kmax then
+          kmax = keep
+        end
+      end
+    else
+      local s = cmsgpack.unpack(v)
+      if s.x <= now then
+        local held = s.hm
+        release_hold(a, s)
+        redis.call('HDEL', K_SESS, f)
+        n = n + 1
+        emit('expire', msisdn, a, ver, 'sid', f, 'svc', s.svc, 'rel', fmt(held),
+          'u', fmt(s.u), 'mc', fmt(s.mc))
+      elseif nexp == 0 or s.x < nexp then
+        nexp = s.x
+      end
+    end
+  end
+  if gone then
+    for i = 1, #gone, 1000 do -- (unpack has a limit on its values)
+      redis.call('HDEL', K_SESS, unpack(gone, i, math.min(i + 999, #gone)))
+    end
+  end
+  if kmin > 0 then
+    -- The next batch: when about half of the answers left are past their time.
+    local due = kmin + math.floor((kmax - kmin) / 2)
+    if nexp == 0 or due < nexp then
+      nexp = due
     end
   end
   a.nexp = nexp
@@ -485,8 +548,8 @@ end
 -- The start commit and release share: a replayed request gets its first answer; then the
 -- account (NOSUB), lazy expiry, and the session at the version the engine expects (NOSESS,
 -- STALE). Returns an answer to return at once, or nil and the account and session.
-local function open_session(msisdn, now, sid, esv)
-  local prev = idem_get()
+local function open_session(msisdn, now, sid, esv, af)
+  local prev, raw = session_lookup(sid, af)
   if prev then
     return prev
   end
@@ -494,11 +557,13 @@ local function open_session(msisdn, now, sid, esv)
   if not a then
     return answer('NOSUB')
   end
-  expire_due(a, msisdn, now)
-  local s = get_session(sid)
-  if s == nil then
+  if expire_due(a, msisdn, now) > 0 then
+    raw = redis.call('HGET', K_SESS, sid) -- (it may have been one of those released)
+  end
+  if not raw then
     return unchanged('NOSESS', a)
   end
+  local s = cmsgpack.unpack(raw)
   if esv ~= s.sv then
     return unchanged('STALE', a, s)
   end
