@@ -167,3 +167,39 @@ async def test_a_top_up_tells_of_open_sessions_only(
     assert len(await session_fields(raw_redis)) == 2
     await store.credit(SUB, kind="topup", amount=1_000_000, reference="t2", now=T0 + 2_000)
     assert len(await credits()) == 1
+
+
+async def test_after_an_upgrade_the_answers_of_before_still_replay(
+    store: Store, raw_redis: redis.asyncio.Redis
+) -> None:
+    from test_script_equivalence import FrozenStore
+
+    old = FrozenStore(store.client)  # (the scripts before session answers moved)
+    await old.load_scripts()
+    await add(old, SUB, 10_000_000)
+    r = await reserve(old, "s1", "s1/0", T0)
+    c = await commit(old, "s1", "s1/1", r.session_version, T0 + 1_000)
+    assert (r.status, c.status) == ("OK", "OK")
+    assert len([k async for k in raw_redis.scan_iter(match="*:idem:*")]) == 2
+    # This version starts on a store with keys that expire: for a session TTL it also reads
+    # the keys of before (the store's clock, here T0, is within it), and only reads them.
+    new = Store(store.client, session_ttl_ms=900_000, reference_ttl_ms=86_400_000)
+    await new.load_scripts()
+    assert new.legacy_answers_until > T0 + 900_000
+    assert await commit(new, "s1", "s1/1", r.session_version, T0 + 2_000) == replayed(c)
+    assert await reserve(new, "s1", "s1/0", T0 + 2_000) == replayed(r)
+    e = await release(new, "s1", "s1/2", c.session_version, T0 + 3_000)
+    assert e.status == "OK" and b"\xffes1/2" in await session_fields(raw_redis)
+    assert len([k async for k in raw_redis.scan_iter(match="*:idem:*")]) == 2
+    # Another process of this version starts later: the same window (the store says when).
+    later = Store(store.client, session_ttl_ms=900_000, reference_ttl_ms=86_400_000)
+    await later.load_scripts()
+    assert later.legacy_answers_until == new.legacy_answers_until
+    # Past the window the keys of before are not read (they have expired by then).
+    later.legacy_answers_until = T0
+    assert (await commit(later, "s1", "s1/1", r.session_version, T0 + 4_000)).status == "NOSESS"
+
+
+async def test_a_new_store_reads_no_keys_of_before(store: Store) -> None:
+    await store.load_scripts()
+    assert store.legacy_answers_until == 0

@@ -81,6 +81,12 @@ def session_index_key(session_id: str) -> str:
     return f"{KEY_PREFIX}:sidx:{session_id}"
 
 
+def session_answers_since_key() -> str:
+    """When (Unix ms; 0: never) this store first ran scripts that keep session answers in
+    the sessions hash: until a session TTL later they also read the keys of before."""
+    return f"{KEY_PREFIX}:store:session-answers-since"
+
+
 def thresholds_pass_key(generation: str) -> str:
     """Held by the process that brings every account up to date with a generation of the
     published thresholds."""
@@ -141,11 +147,15 @@ class SubscriberKeys:
         (Session scripts keep theirs in the sessions hash: :data:`SESSION_ANSWER_MARK`.)"""
         return f"{KEY_PREFIX}:{tag(self.bucket)}:idem:{self.msisdn}:{namespace}:{request_key}"
 
-    def for_script(self, namespace: str, request_key: str | None) -> list[str]:
+    def for_script(
+        self, namespace: str, request_key: str | None, legacy: bool = False
+    ) -> list[str]:
+        """KEYS of a script; ``legacy``: a session script is also given the key under which
+        an earlier version kept the request's answer (read, never written)."""
         keys = [
             self.account, self.sessions, self.outbox, self.expiry, self.thresholds, self.notify
         ]  # fmt: skip
-        if request_key is not None and namespace not in SESSION_SCRIPTS:
+        if request_key is not None and (legacy or namespace not in SESSION_SCRIPTS):
             keys.append(self.idempotency(namespace, request_key))
         return keys
 

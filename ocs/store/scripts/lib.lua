@@ -137,6 +137,14 @@ local function session_lookup(sid, af)
     ans[22] = (fp and fp ~= REQ_FP) and 2 or 1
     return ans, false
   end
+  if K_IDEM then
+    -- For a session TTL after an upgrade, the Store also names the key under which an
+    -- earlier version kept this request's answer (Store.legacy_answers_until); never written.
+    local prev = idem_get()
+    if prev then
+      return prev, false
+    end
+  end
   return nil, r[1]
 end
 
