@@ -210,7 +210,7 @@ class BaselineStore(Store):
         if name not in K.SESSION_SCRIPTS or request_key is None:
             return await super()._answer(name, msisdn, request_key, args, fingerprint)
         k = K.SubscriberKeys.of(msisdn)
-        keys = k.for_script(name, None) + [k.idempotency(name, request_key)]
+        keys = k.for_script(name, request_key, legacy=True)
         args[3] = self.session_ttl_ms
         args += [fingerprint, self.thresholds_generation]
         return ScriptAnswer.parse(await self._scripts[name](keys, args))
@@ -504,8 +504,7 @@ def report(med: dict[str, Sample], ns: argparse.Namespace, notes: list[str]) -> 
         f"| FCALL us (commandstats) | {b.script_us:.1f} | {f.script_us:.1f} "
         f"| {f.script_us - b.script_us:+.1f} |",
         f"| deleting the answers later, Redis CPU us | {bd:.1f} | {fd:.1f} | {fd - bd:+.1f} |",
-        f"| AOF bytes | {b.aof_bytes:.0f} | {f.aof_bytes:.0f} "
-        f"| {f.aof_bytes - b.aof_bytes:+.0f} |",
+        f"| AOF bytes | {b.aof_bytes:.0f} | {f.aof_bytes:.0f} | {f.aof_bytes - b.aof_bytes:+.0f} |",
         f"| memory held, bytes (answers + outbox) | {b.mem_bytes:.0f} | {f.mem_bytes:.0f} "
         f"| {f.mem_bytes - b.mem_bytes:+.0f} |",
         f"| of which the answers | {b.answer_bytes:.0f} | {f.answer_bytes:.0f} "

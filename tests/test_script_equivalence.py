@@ -83,7 +83,7 @@ class FrozenStore(Store):
         if name not in SESSION_SCRIPTS or request_key is None:
             return await super()._answer(name, msisdn, request_key, args, fingerprint)
         k = SubscriberKeys.of(msisdn)
-        keys = k.for_script(name, None) + [k.idempotency(name, request_key)]
+        keys = k.for_script(name, request_key, legacy=True)
         args[3] = self.session_ttl_ms  # (the new Store sends now + TTL)
         args += [fingerprint, self.thresholds_generation]
         return ScriptAnswer.parse(await self._scripts[name](keys, args))
