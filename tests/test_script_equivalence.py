@@ -307,6 +307,7 @@ async def _dump(url: str) -> dict[bytes, Any]:
                 h = await r.hgetall(key)
                 if b":sess:" in key:
                     msisdn = key.rsplit(b":sess:", 1)[1]
+                    h.pop(b"\xff#", None)  # (the count of open sessions: _check_expiry_index)
                     for f, v in list(h.items()):
                         if f.startswith(b"\xff"):  # a session answer: "<kept until>:<msgpack>"
                             del h[f]
@@ -347,15 +348,28 @@ async def _check_expiry_index(url: str, now: int) -> int:
     """On the new store: every subscriber with an open session or a session answer is in its
     bucket's expiry index, at its account's ``nexp``, no later than its first session's
     expiry, and no later than half a TTL after its first answer's time (so its answers are
-    deleted in time); returns how many subscribers hold answers."""
+    deleted in time), and the count of open sessions it may hold is right; returns how many
+    subscribers hold answers."""
     r: Any = redis.asyncio.Redis.from_url(url)
-    with_answers = 0
+    with_answers = counted = 0
     try:
         for sub in SUBSCRIBERS:
             k = SubscriberKeys.of(sub)
             h = await r.hgetall(k.sessions)
+            count = h.pop(b"\xff#", None)
             expiries = [msgpack.unpackb(v)["x"] for f, v in h.items() if is_session_field(f)]
             keeps = [int(v.split(b":", 1)[0]) for f, v in h.items() if not is_session_field(f)]
+            if count is not None:
+                # Where the hash says how many sessions are open and when the answers' pass
+                # is due, both are right, and the index's score is the earlier of that and
+                # the sessions' expiries.
+                counted += 1
+                open_, answers_due = (int(x) for x in count.split(b":"))
+                assert open_ == len(expiries), (sub, count, expiries)
+                assert (answers_due > 0) == bool(keeps), (sub, count)
+                assert answers_due <= min(keeps, default=0) + SESSION_TTL_MS // 2
+                due = min([*expiries, answers_due] if answers_due else expiries, default=0)
+                assert int(await r.hget(k.account, "nexp") or 0) == due, (sub, count)
             nexp = int(await r.hget(k.account, "nexp") or 0)
             score = await r.zscore(k.expiry, sub)
             if not expiries and not keeps:
@@ -367,6 +381,7 @@ async def _check_expiry_index(url: str, now: int) -> int:
             assert all(keep > now for keep in keeps)
     finally:
         await r.aclose()
+    assert counted > 0
     return with_answers
 
 

@@ -96,7 +96,10 @@ async def test_every_request_of_a_session_replays_after_its_release(
     assert await outbox_len(raw_redis) == events
     # The answers are fields of the sessions hash, not keys; readers see only sessions.
     fields = await session_fields(raw_redis)
-    assert sorted(fields) == [b"\xffcs1/1", b"\xffcs1/2", b"\xffes1/3", b"\xffrs1/0"]
+    assert sorted(fields) == [b"\xff#", b"\xffcs1/1", b"\xffcs1/2", b"\xffes1/3", b"\xffrs1/0"]
+    # (and how many sessions are open, and when the answers' next pass is due: after the
+    # first answer's time, plus half a TTL)
+    assert fields[b"\xff#"] == f"0:{T0 + 900_000 + 450_000}".encode()
     assert [k async for k in raw_redis.scan_iter(match="*:idem:*")] == []
     # A request key is per script: a commit under the reserve's key is a new request.
     assert (await commit(store, "s1", "s1/0", 1, T0 + 9_000)).status == "NOSESS"
@@ -111,21 +114,27 @@ async def test_answers_are_kept_their_window_and_then_deleted(
     c = await commit(st, "s1", "s1/1", r.session_version, T0 + 20_000)
     e = await release(st, "s1", "s1/2", c.session_version, T0 + 40_000)
     assert e.status == "OK"
-    # The expiry index holds the subscriber: no later than half a TTL past the first answer.
+    # The release's lazy pass (past the reserve's hold) deleted nothing and scheduled the next
+    # for when half of the answers are past their time: the reserve's and the commit's are
+    # kept until T0 + 60 s and T0 + 80 s. No session is open, so that pass is the next (not
+    # the released session's hold).
     k = K.SubscriberKeys.of(SUB)
-    due = int(await raw_redis.zscore(k.expiry, SUB) or 0)
-    assert 0 < due <= T0 + TTL + TTL // 2
-    # A pass before any answer's time deletes none.
+    assert await raw_redis.zscore(k.expiry, SUB) == T0 + 70_000
+    assert await raw_redis.hget(k.account, "nexp") == str(T0 + 70_000).encode()
     assert await st.expire(SUB, T0 + TTL - 1) == 0
-    assert len(await session_fields(raw_redis)) == 3
+    assert len(await session_fields(raw_redis)) == 4  # (three answers and the count)
     assert await reserve(st, "s1", "s1/0", T0 + TTL - 1) == replayed(r)
-    # A pass after the reserve's and the commit's times deletes those two, keeps the release's.
-    assert await st.expire(SUB, T0 + 20_000 + TTL) == 0
-    assert sorted(await session_fields(raw_redis)) == [b"\xffes1/2"]
-    assert await release(st, "s1", "s1/2", 2, T0 + 20_000 + TTL) == replayed(e)
-    # ... and schedules the next pass, which deletes the last one.
+    # That pass deletes the reserve's answer, past its time, and keeps the others.
+    assert await st.expire(SUB, T0 + 70_000) == 0
+    assert sorted(await session_fields(raw_redis)) == [b"\xff#", b"\xffcs1/1", b"\xffes1/2"]
+    assert await commit(st, "s1", "s1/1", r.session_version, T0 + 70_000) == replayed(c)
+    assert await raw_redis.zscore(k.expiry, SUB) == T0 + 90_000
+    assert await st.expire(SUB, T0 + 90_000) == 0
+    assert sorted(await session_fields(raw_redis)) == [b"\xff#", b"\xffes1/2"]
+    assert await release(st, "s1", "s1/2", 2, T0 + 90_000) == replayed(e)
+    # ... and the last pass deletes the last one, and the key.
     due = int(await raw_redis.zscore(k.expiry, SUB) or 0)
-    assert T0 + 20_000 + TTL < due <= T0 + 40_000 + TTL
+    assert due == T0 + 40_000 + TTL
     assert await st.expire(SUB, due) == 0
     assert await session_fields(raw_redis) == {}
     assert await raw_redis.zscore(k.expiry, SUB) is None
@@ -148,7 +157,7 @@ async def test_an_expired_session_keeps_its_answers(
     assert await st.get_account(SUB) == acct
     # A lazy pass (another request of the subscriber) deletes it once past its time.
     await reserve(st, "s2", "s2/0", T0 + TTL + TTL // 2)
-    assert sorted(await session_fields(raw_redis)) == [b"s2", b"\xffrs2/0"]
+    assert sorted(await session_fields(raw_redis)) == [b"s2", b"\xff#", b"\xffrs2/0"]
 
 
 async def test_a_top_up_tells_of_open_sessions_only(
@@ -163,8 +172,8 @@ async def test_a_top_up_tells_of_open_sessions_only(
     await store.credit(SUB, kind="topup", amount=1_000_000, reference="t1", now=T0)
     assert len(await credits()) == 1
     await release(store, "s1", "s1/1", r.session_version, T0 + 1_000)
-    # Only answers left in the sessions hash: no open session to tell of.
-    assert len(await session_fields(raw_redis)) == 2
+    # Only answers (and the count, 0) left in the sessions hash: no open session to tell of.
+    assert len(await session_fields(raw_redis)) == 3
     await store.credit(SUB, kind="topup", amount=1_000_000, reference="t2", now=T0 + 2_000)
     assert len(await credits()) == 1
 

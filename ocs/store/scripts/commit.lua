@@ -13,7 +13,7 @@ local n, cn, bq = ARGV[9] + 0, ARGV[10] + 0, ARGV[11] + 0
 local hold_ms, flags = ARGV[12] + 0, ARGV[13]
 
 local af = '\255c' .. rk -- (this request's answer: see session_lookup)
-local done, a, s = open_session(msisdn, now, sid, esv, af)
+local done, a, s, counts = open_session(msisdn, now, sid, esv, af)
 if done then
   return done
 end
@@ -33,11 +33,16 @@ if n > 0 then
 end
 s.x = now + hold_ms
 index_expiry(a, msisdn, s.x)
-answer_due(a, msisdn, now)
+local open, adue = open_state(a, counts)
+local state = answer_due(a, msisdn, now, open, adue, counts)
 save_account(a, now)
 local final = string.find(flags, 'F', 1, true) ~= nil
 local ans = answer(status, a, s, granted, cost, ub, qb, qa, final)
-redis.call('HSET', K_SESS, sid, cmsgpack.pack(s), af, answer_value(ans))
+if state then
+  redis.call('HSET', K_SESS, sid, cmsgpack.pack(s), af, answer_value(ans), OPEN_FIELD, state)
+else
+  redis.call('HSET', K_SESS, sid, cmsgpack.pack(s), af, answer_value(ans))
+end
 -- (numbers as received where the event carries them unchanged: see lib.lua)
 emit('commit', msisdn, a, a.tv, 'sid', sid, 'svc', s.svc, 'rk', rk, 'u', ARGV[6], 'ub', fmt(ub),
   'amt', cost > 0 and '-' .. ARGV[7] or fmt(-cost), 'g', granted == n and ARGV[9] or '0',

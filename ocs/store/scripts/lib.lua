@@ -126,11 +126,16 @@ end
 -- a pass for the next when half of those left are past theirs, so an answer is kept 1 to 1.5
 -- TTLs and one pass deletes many (the expiry index, a.nexp, schedules the passes).
 local ANSWER_MARK = 255
+-- And one field, "<open sessions>:<when the next pass for answers is due>" (absent: not
+-- known; see open_state), lets the release of the last open session schedule the next expiry
+-- pass for the answers instead of for the session's hold (a pass that would find nothing to
+-- do). Known, the account's a.nexp is the earlier of the open sessions' expiries and that.
+local OPEN_FIELD = '\255#'
 
--- The session's packed record (or false) and nothing else; or the stored answer of this
--- request (a replay: slot 22 as idem_get's).
+-- The session's packed record (or false) and the count of open sessions as the hash holds it
+-- (false: not held); or the stored answer of this request (a replay: slot 22 as idem_get's).
 local function session_lookup(sid, af)
-  local r = redis.call('HMGET', K_SESS, sid, af)
+  local r = redis.call('HMGET', K_SESS, sid, af, OPEN_FIELD)
   local v = r[2]
   if v then
     local ans, fp = cmsgpack.unpack(string.sub(v, string.find(v, ':', 1, true) + 1))
@@ -145,7 +150,24 @@ local function session_lookup(sid, af)
       return prev, false
     end
   end
-  return nil, r[1]
+  return nil, r[1], r[3]
+end
+
+-- How many sessions are open (false: not known) and when the next pass for answers is due (0:
+-- none), after load_account and expire_due: what a pass found, else what OPEN_FIELD holds,
+-- else none of either when the account has nothing in the expiry index.
+local function open_state(a, held)
+  if a.open then
+    return a.open, a.adue
+  end
+  if held then
+    local i = string.find(held, ':', 1, true)
+    return string.sub(held, 1, i - 1) + 0, string.sub(held, i + 1) + 0
+  end
+  if a.nexp == 0 then
+    return 0, 0
+  end
+  return false, 0
 end
 
 -- The text of a session answer to store (ARGV[4]: kept until, already text).
@@ -234,7 +256,7 @@ local function load_account()
     tb = tb, tr = tr, tn = tn, vb = bal, vr = rsv, vn = nexp, tv = false,
     nb = (nb and nb ~= 'none') and nb or nil, st0 = st or nil, nb0 = false,
     blo = (blo and blo ~= '') and blo + 0 or nil, bhi = (bhi and bhi ~= '') and bhi + 0 or nil,
-    evaluate = false, crossing = false, thr_dirty = false}
+    evaluate = false, crossing = false, thr_dirty = false, open = false, adue = 0}
   if r[12] ~= THR_GEN then
     crossed(a) -- thresholds changed since this account was last evaluated: before any check
   end
@@ -340,10 +362,32 @@ local function index_expiry(a, msisdn, x)
 end
 
 -- Schedule the deletion of this request's answer (see session_lookup) in the expiry index,
--- half a TTL past its time (ARGV[4]); before save_account, which writes a.nexp.
-local function answer_due(a, msisdn, now)
+-- half a TTL past its time (ARGV[4]); before save_account, which writes a.nexp. `open`,
+-- `adue`: open_state's, after this request (`open` false: not known: the index's score stays
+-- a lower bound). Returns OPEN_FIELD's new text (nil: not known, or unchanged).
+local function answer_due(a, msisdn, now, open, adue, held)
   local keep = ARGV[4] + 0
-  index_expiry(a, msisdn, keep + math.floor((keep - now) / 2))
+  local due = keep + math.floor((keep - now) / 2)
+  if not open then
+    index_expiry(a, msisdn, due)
+    return nil
+  end
+  if adue == 0 or due < adue then
+    adue = due
+  end
+  if open == 0 and a.nexp ~= adue then
+    -- No session left open: the next pass is the answers' (not the last session's hold).
+    a.nexp = adue
+    account_text(a)
+    redis.call('ZADD', K_EXP, a.tn, msisdn)
+  else
+    index_expiry(a, msisdn, adue)
+  end
+  local text = fmt(open) .. ':' .. fmt(adue)
+  if text ~= held then
+    return text
+  end
+  return nil
 end
 
 -- Return a session's held money and bucket units to the account.
@@ -372,9 +416,12 @@ local function expire_due(a, msisdn, now)
   local raw = redis.call('HGETALL', K_SESS)
   local n, nexp, ver = 0, 0, fmt(a.ver + 1)
   local gone, kmin, kmax = nil, 0, 0 -- session answers: past their time; the others' range
+  local open, held = 0, false -- sessions left open; the count the hash held
   for i = 1, #raw, 2 do
     local f, v = raw[i], raw[i + 1]
-    if string.byte(f, 1) == ANSWER_MARK then
+    if f == OPEN_FIELD then
+      held = v
+    elseif string.byte(f, 1) == ANSWER_MARK then
       local keep = string.sub(v, 1, string.find(v, ':', 1, true) - 1) + 0
       if keep <= now then
         gone = gone or {}
@@ -396,21 +443,36 @@ local function expire_due(a, msisdn, now)
         n = n + 1
         emit('expire', msisdn, a, ver, 'sid', f, 'svc', s.svc, 'rel', fmt(held),
           'u', fmt(s.u), 'mc', fmt(s.mc))
-      elseif nexp == 0 or s.x < nexp then
-        nexp = s.x
+      else
+        open = open + 1
+        if nexp == 0 or s.x < nexp then
+          nexp = s.x
+        end
       end
+    end
+  end
+  local adue = 0
+  if kmin > 0 then
+    -- The next batch: when about half of the answers left are past their time.
+    adue = kmin + math.floor((kmax - kmin) / 2)
+    if nexp == 0 or adue < nexp then
+      nexp = adue
+    end
+  end
+  a.open, a.adue = open, adue
+  if open == 0 and kmin == 0 then
+    if held then
+      redis.call('HDEL', K_SESS, OPEN_FIELD) -- (nothing else is left: the key goes)
+    end
+  else
+    local text = fmt(open) .. ':' .. fmt(adue)
+    if held ~= text then
+      redis.call('HSET', K_SESS, OPEN_FIELD, text)
     end
   end
   if gone then
     for i = 1, #gone, 1000 do -- (unpack has a limit on its values)
       redis.call('HDEL', K_SESS, unpack(gone, i, math.min(i + 999, #gone)))
-    end
-  end
-  if kmin > 0 then
-    -- The next batch: when about half of the answers left are past their time.
-    local due = kmin + math.floor((kmax - kmin) / 2)
-    if nexp == 0 or due < nexp then
-      nexp = due
     end
   end
   a.nexp = nexp
@@ -557,7 +619,7 @@ end
 -- account (NOSUB), lazy expiry, and the session at the version the engine expects (NOSESS,
 -- STALE). Returns an answer to return at once, or nil and the account and session.
 local function open_session(msisdn, now, sid, esv, af)
-  local prev, raw = session_lookup(sid, af)
+  local prev, raw, held = session_lookup(sid, af)
   if prev then
     return prev
   end
@@ -575,5 +637,5 @@ local function open_session(msisdn, now, sid, esv, af)
   if esv ~= s.sv then
     return unchanged('STALE', a, s)
   end
-  return nil, a, s
+  return nil, a, s, held
 end

@@ -5,18 +5,28 @@
 local now, msisdn, rk = ARGV[1] + 0, ARGV[2], ARGV[3]
 local sid, used, cost, esv = ARGV[5], ARGV[6] + 0, ARGV[7] + 0, ARGV[8] + 0
 
-local done, a, s = open_session(msisdn, now, sid, esv, '\255e' .. rk)
+local done, a, s, counts = open_session(msisdn, now, sid, esv, '\255e' .. rk)
 if done then
   return done
 end
 local held = s.hm
 local ub = settle(a, s, used, cost)
-redis.call('HDEL', K_SESS, sid)
-answer_due(a, msisdn, now)
+local open, adue = open_state(a, counts)
+if open == 0 then
+  open = false -- (the count was wrong: no longer known)
+  redis.call('HDEL', K_SESS, sid, OPEN_FIELD)
+else
+  redis.call('HDEL', K_SESS, sid)
+end
+local state = answer_due(a, msisdn, now, open and open - 1, adue, counts)
 save_account(a, now)
 local ans = answer('OK', a, s, 0, cost, ub)
 -- (the answer outlives the session, for late replays: see session_lookup)
-redis.call('HSET', K_SESS, '\255e' .. rk, answer_value(ans))
+if state then
+  redis.call('HSET', K_SESS, '\255e' .. rk, answer_value(ans), OPEN_FIELD, state)
+else
+  redis.call('HSET', K_SESS, '\255e' .. rk, answer_value(ans))
+end
 -- (numbers as received where the event carries them unchanged: see lib.lua)
 emit('release', msisdn, a, a.tv, 'sid', sid, 'svc', s.svc, 'rk', rk, 'u', ARGV[6],
   'ub', fmt(ub), 'amt', cost > 0 and '-' .. ARGV[7] or fmt(-cost), 'rel', fmt(held),

@@ -11,7 +11,7 @@ local sid, svc, n, cn = ARGV[5], ARGV[6], ARGV[7] + 0, ARGV[8] + 0
 local bq, esv, hold_ms, flags = ARGV[9] + 0, ARGV[10] + 0, ARGV[11] + 0, ARGV[12]
 
 local af = '\255r' .. rk -- (this request's answer: see session_lookup)
-local prev, raw = session_lookup(sid, af)
+local prev, raw, counts = session_lookup(sid, af)
 if prev then
   return prev
 end
@@ -23,6 +23,7 @@ if expire_due(a, msisdn, now) > 0 then
   raw = redis.call('HGET', K_SESS, sid) -- (it may have been one of those released)
 end
 local s = raw and cmsgpack.unpack(raw)
+local open, adue = open_state(a, counts)
 if not s then
   if esv ~= 0 then
     return unchanged('NOSESS', a)
@@ -32,6 +33,7 @@ if not s then
   end
   s = {svc = svc, u = 0, um = 0, mc = 0, g = 0, gb = 0, hm = 0, hb = {}, sv = 0, x = 0,
     t0 = now, dst = ARGV[13], loc = ARGV[14], plan = a.plan}
+  open = open and open + 1
 elseif esv ~= s.sv then
   return unchanged('STALE', a, s)
 end
@@ -45,11 +47,15 @@ end
 s.sv = s.sv + 1
 s.x = now + hold_ms
 index_expiry(a, msisdn, s.x)
-answer_due(a, msisdn, now)
+local state = answer_due(a, msisdn, now, open, adue, counts)
 save_account(a, now)
 local final = string.find(flags, 'F', 1, true) ~= nil
 local ans = answer('OK', a, s, n, 0, 0, 0, 0, final)
-redis.call('HSET', K_SESS, sid, cmsgpack.pack(s), af, answer_value(ans))
+if state then
+  redis.call('HSET', K_SESS, sid, cmsgpack.pack(s), af, answer_value(ans), OPEN_FIELD, state)
+else
+  redis.call('HSET', K_SESS, sid, cmsgpack.pack(s), af, answer_value(ans))
+end
 -- (the grant is n, written as received: see lib.lua)
 emit('reserve', msisdn, a, a.tv, 'sid', sid, 'svc', s.svc, 'rk', rk, 'g', ARGV[7],
   'gb', fmt(s.gb), 'hm', fmt(s.hm))
