@@ -45,6 +45,7 @@ import argparse
 import asyncio
 import datetime
 import random
+import re
 import statistics
 import subprocess
 import tempfile
@@ -126,17 +127,19 @@ def _no_outbox(name: str) -> str:
 
 
 def _no_idem(name: str) -> str:
-    # The arguments stay the same; the answer is neither looked up nor written.
+    # The arguments stay the same; the answer is neither looked up nor written (nor the count
+    # of open sessions and the answers' pass kept beside them).
     src = script_source(name)
     cuts = {
-        "redis.call('HMGET', K_SESS, sid, af)": "{redis.call('HGET', K_SESS, sid)}",
+        "redis.call('HMGET', K_SESS, sid, af, OPEN_FIELD)": "{redis.call('HGET', K_SESS, sid)}",
+        ", af, answer_value(ans), OPEN_FIELD, state)": ")",
         ", af, answer_value(ans))": ")",
+        "redis.call('HSET', K_SESS, '\\255e' .. rk, answer_value(ans), OPEN_FIELD, state)": "",
         "redis.call('HSET', K_SESS, '\\255e' .. rk, answer_value(ans))": "",
-        "\nanswer_due(a, msisdn, now)\n": "\n",
     }
     for cut, by in cuts.items():
-        if cut in src:
-            src = src.replace(cut, by)
+        src = src.replace(cut, by)
+    src = re.sub(r"= answer_due\(.*\)\n", "= nil\n", src)
     assert "answer_value(ans)" not in src.split(f"\n-- {name}:", 1)[1], name
     return src
 
