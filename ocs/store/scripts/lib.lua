@@ -372,8 +372,14 @@ local function answer_due(a, msisdn, now, open, adue, held)
     index_expiry(a, msisdn, due)
     return nil
   end
+  local tail
   if adue == 0 or due < adue then
     adue = due
+    tail = ':' .. fmt(due)
+  elseif held and not a.open then -- (no pass ran: the text held is the count's)
+    tail = string.sub(held, string.find(held, ':', 1, true))
+  else
+    tail = ':' .. fmt(adue)
   end
   if open == 0 and a.nexp ~= adue then
     -- No session left open: the next pass is the answers' (not the last session's hold).
@@ -383,7 +389,8 @@ local function answer_due(a, msisdn, now, open, adue, held)
   else
     index_expiry(a, msisdn, adue)
   end
-  local text = fmt(open) .. ':' .. fmt(adue)
+  -- (a count below 10 without a sprintf)
+  local text = (open < 10 and string.char(48 + open) or fmt(open)) .. tail
   if text ~= held then
     return text
   end
@@ -439,7 +446,8 @@ local function expire_due(a, msisdn, now)
       if s.x <= now then
         local held = s.hm
         release_hold(a, s)
-        redis.call('HDEL', K_SESS, f)
+        gone = gone or {} -- (deleted with the answers past their time, in one HDEL)
+        gone[#gone + 1] = f
         n = n + 1
         emit('expire', msisdn, a, ver, 'sid', f, 'svc', s.svc, 'rel', fmt(held),
           'u', fmt(s.u), 'mc', fmt(s.mc))
@@ -462,7 +470,8 @@ local function expire_due(a, msisdn, now)
   a.open, a.adue = open, adue
   if open == 0 and kmin == 0 then
     if held then
-      redis.call('HDEL', K_SESS, OPEN_FIELD) -- (nothing else is left: the key goes)
+      gone = gone or {}
+      gone[#gone + 1] = OPEN_FIELD -- (nothing else is left: the key goes)
     end
   else
     local text = fmt(open) .. ':' .. fmt(adue)
