@@ -377,7 +377,7 @@ local function answer_due(a, msisdn, now, open, adue, held)
     adue = due
     tail = ':' .. fmt(due)
   elseif held and not a.open then -- (no pass ran: the text held is the count's)
-    tail = string.sub(held, string.find(held, ':', 1, true))
+    tail = string.sub(held, (string.find(held, ':', 1, true)))
   else
     tail = ':' .. fmt(adue)
   end
