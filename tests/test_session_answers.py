@@ -103,6 +103,14 @@ async def test_every_request_of_a_session_replays_after_its_release(
     assert [k async for k in raw_redis.scan_iter(match="*:idem:*")] == []
     # A request key is per script: a commit under the reserve's key is a new request.
     assert (await commit(store, "s1", "s1/0", 1, T0 + 9_000)).status == "NOSESS"
+    # No session is open: the next pass is when all of them are past their time, the last
+    # one's (the release's), so they are kept a TTL, not 1.5.
+    expiry = K.SubscriberKeys.of(SUB).expiry
+    assert await raw_redis.zscore(expiry, SUB) == T0 + 3_000 + 900_000
+    assert await store.expire(SUB, T0 + 3_000 + 900_000 - 1) == 0
+    assert len(await session_fields(raw_redis)) == 5
+    assert await store.expire(SUB, T0 + 3_000 + 900_000) == 0
+    assert await session_fields(raw_redis) == {}
 
 
 async def test_answers_are_kept_their_window_and_then_deleted(

@@ -124,7 +124,9 @@ end
 -- session TTL), also after the release or the expiry of the session; expire_due deletes the
 -- answers past that time, in batches: a new answer asks for a pass half a TTL after its time,
 -- a pass for the next when half of those left are past theirs, so an answer is kept 1 to 1.5
--- TTLs and one pass deletes many (the expiry index, a.nexp, schedules the passes).
+-- TTLs and one pass deletes many (the expiry index, a.nexp, schedules the passes); when no
+-- session is left open, the pass comes no later than the last answer's time, so the answers
+-- of a subscriber who then makes no requests are kept about a TTL.
 local ANSWER_MARK = 255
 -- And one field, "<open sessions>:<when the next pass for answers is due>" (absent: not
 -- known; see open_state), lets the release of the last open session schedule the next expiry
@@ -381,11 +383,16 @@ local function answer_due(a, msisdn, now, open, adue, held)
   else
     tail = ':' .. fmt(adue)
   end
-  if open == 0 and a.nexp ~= adue then
-    -- No session left open: the next pass is the answers' (not the last session's hold).
-    a.nexp = adue
-    account_text(a)
-    redis.call('ZADD', K_EXP, a.tn, msisdn)
+  if open == 0 then
+    -- No session left open: the next pass is the answers' (not the last session's hold), and
+    -- no later than this answer's time, when all of them are past theirs (a subscriber who
+    -- makes no more requests: each answer is kept about a TTL, not 1.5).
+    local at = keep < adue and keep or adue
+    if at ~= a.nexp then
+      a.nexp = at
+      account_text(a)
+      redis.call('ZADD', K_EXP, a.tn, msisdn)
+    end
   else
     index_expiry(a, msisdn, adue)
   end
