@@ -364,7 +364,8 @@ async def _check_expiry_index(url: str, now: int) -> int:
                 # is due, both are right, and the index's score is no later than that or the
                 # sessions' expiries.
                 counted += 1
-                open_, answers_due = (int(x) for x in count.split(b":"))
+                open_, answers_due, *last = (int(x) for x in count.split(b":"))
+                assert not last or (open_ == 0 and last[0] in keeps), (sub, count)
                 assert open_ == len(expiries), (sub, count, expiries)
                 assert (answers_due > 0) == bool(keeps), (sub, count)
                 assert answers_due <= min(keeps, default=0) + SESSION_TTL_MS // 2

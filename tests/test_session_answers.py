@@ -99,13 +99,16 @@ async def test_every_request_of_a_session_replays_after_its_release(
     assert sorted(fields) == [b"\xff#", b"\xffcs1/1", b"\xffcs1/2", b"\xffes1/3", b"\xffrs1/0"]
     # (and how many sessions are open, and when the answers' next pass is due: after the
     # first answer's time, plus half a TTL)
-    assert fields[b"\xff#"] == f"0:{T0 + 900_000 + 450_000}".encode()
+    assert fields[b"\xff#"] == f"0:{T0 + 900_000 + 450_000}:{T0 + 3_000 + 900_000}".encode()
     assert [k async for k in raw_redis.scan_iter(match="*:idem:*")] == []
     # A request key is per script: a commit under the reserve's key is a new request.
     assert (await commit(store, "s1", "s1/0", 1, T0 + 9_000)).status == "NOSESS"
-    # No session is open: the next pass is when all of them are past their time, the last
-    # one's (the release's), so they are kept a TTL, not 1.5.
+    # The index still says the session's hold (a lower bound). The pass it brings finds no
+    # session open and no answer past its time: it only moves the index to when all of them
+    # are past it, the last one's (the release's), so they are kept a TTL, not 1.5.
     expiry = K.SubscriberKeys.of(SUB).expiry
+    assert await raw_redis.zscore(expiry, SUB) == T0 + HOLD
+    assert await store.expire(SUB, T0 + HOLD) == 0
     assert await raw_redis.zscore(expiry, SUB) == T0 + 3_000 + 900_000
     assert await store.expire(SUB, T0 + 3_000 + 900_000 - 1) == 0
     assert len(await session_fields(raw_redis)) == 5
@@ -122,11 +125,13 @@ async def test_answers_are_kept_their_window_and_then_deleted(
     c = await commit(st, "s1", "s1/1", r.session_version, T0 + 20_000)
     e = await release(st, "s1", "s1/2", c.session_version, T0 + 40_000)
     assert e.status == "OK"
-    # The release's lazy pass (past the reserve's hold) deleted nothing and scheduled the next
-    # for when half of the answers are past their time: the reserve's and the commit's are
-    # kept until T0 + 60 s and T0 + 80 s. No session is open, so that pass is the next (not
-    # the released session's hold).
+    # The release's lazy pass (past the reserve's hold) deleted nothing and scheduled the
+    # answers' next for when half of them are past their time: the reserve's and the
+    # commit's are kept until T0 + 60 s and T0 + 80 s. The index says the commit's hold (a
+    # lower bound); the pass it brings only moves it there: no session is open.
     k = K.SubscriberKeys.of(SUB)
+    assert await raw_redis.zscore(k.expiry, SUB) == T0 + 20_000 + HOLD
+    assert await st.expire(SUB, T0 + 20_000 + HOLD) == 0
     assert await raw_redis.zscore(k.expiry, SUB) == T0 + 70_000
     assert await raw_redis.hget(k.account, "nexp") == str(T0 + 70_000).encode()
     assert await st.expire(SUB, T0 + TTL - 1) == 0

@@ -128,10 +128,12 @@ end
 -- session is left open, the pass comes no later than the last answer's time, so the answers
 -- of a subscriber who then makes no requests are kept about a TTL.
 local ANSWER_MARK = 255
--- And one field, "<open sessions>:<when the next pass for answers is due>" (absent: not
--- known; see open_state), lets the release of the last open session schedule the next expiry
--- pass for the answers instead of for the session's hold (a pass that would find nothing to
--- do). Known, the account's a.nexp is the earlier of the open sessions' expiries and that.
+-- And one field, "<open sessions>:<when the next pass for answers is due>[:<the last
+-- answer's time, written by the release of the last open session>]" (absent: not known; see
+-- open_state). The index's score stays a lower bound (a release does not raise it: the next
+-- reserve would have to lower it again); the pass it brings at a released session's hold
+-- reads this field alone and, with no session open and no answer past its time, only moves
+-- the score to the answers' pass (see expire_due).
 local OPEN_FIELD = '\255#'
 
 -- The session's packed record (or false) and the count of open sessions as the hash holds it
@@ -164,7 +166,8 @@ local function open_state(a, held)
   end
   if held then
     local i = string.find(held, ':', 1, true)
-    return string.sub(held, 1, i - 1) + 0, string.sub(held, i + 1) + 0
+    local j = string.find(held, ':', i + 1, true)
+    return string.sub(held, 1, i - 1) + 0, string.sub(held, i + 1, j and j - 1) + 0
   end
   if a.nexp == 0 then
     return 0, 0
@@ -374,30 +377,15 @@ local function answer_due(a, msisdn, now, open, adue, held)
     index_expiry(a, msisdn, due)
     return nil
   end
-  local tail
   if adue == 0 or due < adue then
     adue = due
-    tail = ':' .. fmt(due)
-  elseif held and not a.open then -- (no pass ran: the text held is the count's)
-    tail = string.sub(held, (string.find(held, ':', 1, true)))
-  else
-    tail = ':' .. fmt(adue)
   end
+  index_expiry(a, msisdn, adue)
+  -- (a count below 10 without a sprintf; the last answer's time when none is left open)
+  local text = (open < 10 and string.char(48 + open) or fmt(open)) .. ':' .. fmt(adue)
   if open == 0 then
-    -- No session left open: the next pass is the answers' (not the last session's hold), and
-    -- no later than this answer's time, when all of them are past theirs (a subscriber who
-    -- makes no more requests: each answer is kept about a TTL, not 1.5).
-    local at = keep < adue and keep or adue
-    if at ~= a.nexp then
-      a.nexp = at
-      account_text(a)
-      redis.call('ZADD', K_EXP, a.tn, msisdn)
-    end
-  else
-    index_expiry(a, msisdn, adue)
+    text = text .. ':' .. ARGV[4]
   end
-  -- (a count below 10 without a sprintf)
-  local text = (open < 10 and string.char(48 + open) or fmt(open)) .. tail
   if text ~= held then
     return text
   end
@@ -426,6 +414,22 @@ end
 local function expire_due(a, msisdn, now)
   if a.nexp == 0 or now < a.nexp then
     return 0
+  end
+  local held = redis.call('HGET', K_SESS, OPEN_FIELD)
+  if held then
+    local open, adue = open_state(a, held)
+    local j = string.find(held, ':', #tostring(open) + 2, true)
+    local due = j and math.min(adue, string.sub(held, j + 1) + 0) or adue
+    if open == 0 and due > now then
+      -- No session open, no answer past its time (the pass a released session's hold
+      -- brought): only the index moves, to the answers' pass.
+      a.open, a.adue, a.nexp = 0, adue, due
+      account_text(a)
+      redis.call('HSET', K_ACCT, 'nexp', a.tn)
+      a.held_nexp = due
+      redis.call('ZADD', K_EXP, a.tn, msisdn)
+      return 0
+    end
   end
   local raw = redis.call('HGETALL', K_SESS)
   local n, nexp, ver = 0, 0, fmt(a.ver + 1)
