@@ -28,8 +28,8 @@ prelude`` the account I/O, ...); "other logic" is what is left of ``full``. Ever
 time per charging request (one script call), so a busy machine changes it far less than
 it changes requests per second.
 
-Memory: ``INFO memory`` ``used_memory`` before and after each run of ``before`` and
-``functions``, per request (what the answers and the outbox events keep), and again after the
+``before`` and ``functions`` run on servers of their own (OWN_SERVER). Memory: ``INFO
+memory`` ``used_memory`` before and after each run of ``before`` and ``functions``, per request (what the answers and the outbox events keep), and again after the
 run's outbox entries are deleted (the answers alone). Deletion: a last phase runs ``before``
 and ``functions`` on fresh servers with answers kept 1.5 s, waits 3 s and runs the sweeper's
 step over every due subscriber; the Redis CPU of that phase less an idle one of the same
@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import random
 import re
@@ -424,10 +425,28 @@ def components(m: dict[str, float]) -> list[tuple[str, float]]:
     return rows
 
 
+#: Variants on a server of their own (AOF everysec): the scripts before and now, each on
+#: data only it wrote (the ablation copies do not keep the sessions hash's count of open
+#: sessions, and some write sessions that are not real ones).
+OWN_SERVER: Final = ("before", "functions")
+
+
 def measure(ns: argparse.Namespace) -> tuple[dict[str, Sample], list[str]]:
-    with tempfile.TemporaryDirectory(prefix="ocs-scripts-cost-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="ocs-scripts-cost-") as tmp,
+        contextlib.ExitStack() as stack,
+    ):
         aof = EmbeddedRedis(Path(tmp) / "aof", extra_args=("--appendfsync", "everysec"))
         plain = EmbeddedRedis(Path(tmp) / "plain", appendonly=False)
+        own = {
+            name: EmbeddedRedis(Path(tmp) / name, extra_args=("--appendfsync", "everysec"))
+            for name in OWN_SERVER
+        }
+        for server in own.values():
+            server.start()
+            stack.callback(server.stop)
+        for server in own.values():
+            uvloop.run(prepare(server.url, ns.subscribers))
         aof.start()
         try:
             plain.start()
@@ -441,7 +460,7 @@ def measure(ns: argparse.Namespace) -> tuple[dict[str, Sample], list[str]]:
                 for rnd in range(ns.rounds):
                     rng.shuffle(order)
                     for v in order:
-                        url = aof.url if v.aof else plain.url
+                        url = own[v.name].url if v.name in own else aof.url if v.aof else plain.url
                         s = uvloop.run(
                             run_variant(v, url, ns.sessions, ns.inflight, ns.subscribers,
                                         f"{v.name}.{rnd}", ns.baseline)

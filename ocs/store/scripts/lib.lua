@@ -381,10 +381,12 @@ local function answer_due(a, msisdn, now, open, adue, held)
     adue = due
   end
   index_expiry(a, msisdn, adue)
-  -- (a count below 10 without a sprintf; the last answer's time when none is left open)
+  -- (a count below 10 without a sprintf; when none is left open, the time after which every
+  -- answer is past its own: this one's and a sixteenth of a TTL, for the requests' clocks,
+  -- which may differ a little between processes)
   local text = (open < 10 and string.char(48 + open) or fmt(open)) .. ':' .. fmt(adue)
   if open == 0 then
-    text = text .. ':' .. ARGV[4]
+    text = text .. ':' .. fmt(keep + math.floor((keep - now) / 16))
   end
   if text ~= held then
     return text
@@ -419,15 +421,24 @@ local function expire_due(a, msisdn, now)
   if held then
     local open, adue = open_state(a, held)
     local j = string.find(held, ':', #tostring(open) + 2, true)
-    local due = j and math.min(adue, string.sub(held, j + 1) + 0) or adue
-    if open == 0 and due > now then
-      -- No session open, no answer past its time (the pass a released session's hold
-      -- brought): only the index moves, to the answers' pass.
-      a.open, a.adue, a.nexp = 0, adue, due
+    local last = j and string.sub(held, j + 1) + 0
+    if open == 0 and (last and last <= now or math.min(adue, last or adue) > now) then
+      if last and last <= now then
+        -- No session open and every answer past its time: the key goes, in one DEL.
+        redis.call('DEL', K_SESS)
+        a.open, a.adue, a.nexp = 0, 0, 0
+        redis.call('ZREM', K_EXP, msisdn)
+      else
+        -- No session open, no answer past its time (the pass a released session's hold
+        -- brought): only the index moves, to the answers' pass.
+        a.open, a.adue, a.nexp = 0, adue, math.min(adue, last or adue)
+      end
+      a.held_nexp = a.nexp
       account_text(a)
       redis.call('HSET', K_ACCT, 'nexp', a.tn)
-      a.held_nexp = due
-      redis.call('ZADD', K_EXP, a.tn, msisdn)
+      if a.nexp > 0 then
+        redis.call('ZADD', K_EXP, a.tn, msisdn)
+      end
       return 0
     end
   end
