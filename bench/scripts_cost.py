@@ -29,8 +29,9 @@ time per charging request (one script call), so a busy machine changes it far le
 it changes requests per second.
 
 ``before`` and ``functions`` run on servers of their own (OWN_SERVER). Memory: ``INFO
-memory`` ``used_memory`` before and after each run of ``before`` and ``functions``, per request (what the answers and the outbox events keep), and again after the
-run's outbox entries are deleted (the answers alone). Deletion: a last phase runs ``before``
+memory`` ``used_memory`` before and after each run of ``before`` and ``functions``, per
+request (what the answers and the outbox events keep), and again after the run's outbox
+entries are deleted (the answers alone). Deletion: a last phase runs ``before``
 and ``functions`` on fresh servers with answers kept 1.5 s, waits 3 s and runs the sweeper's
 step over every due subscriber; the Redis CPU of that phase less an idle one of the same
 length, per request, is what deleting the answers costs (keys expiring, or expiry passes).
