@@ -416,7 +416,7 @@ def components(m: dict[str, float]) -> list[tuple[str, float]]:
         (
             "the session answer (its field in the sessions hash, read and written)",
             m["full"] - m["no-idem"],
-        ),  # fmt: skip
+        ),
         ("AOF (appendonly yes vs no)", m["full"] - m["no-aof"]),
         ("account HMGET (12 fields) + HSET", m["account"] - m["prelude"]),
         ("session HGET + unpack + pack + HSET", m["session"] - m["prelude"]),
