@@ -44,7 +44,13 @@ import msgpack
 
 from ocs.constants import BUCKET_COUNT
 from ocs.store.cluster import AdminRedis, admin_client
-from ocs.store.keys import SubscriberKeys, account_pattern, msisdn_of_account_key, outbox_key
+from ocs.store.keys import (
+    SubscriberKeys,
+    account_pattern,
+    is_session_field,
+    msisdn_of_account_key,
+    outbox_key,
+)
 
 Event = dict[str, str]
 
@@ -335,7 +341,11 @@ async def read_accounts(client: AdminRedis) -> dict[str, AccountState]:
         replies = await pipe.execute()
         for j, m in enumerate(chunk):
             (bal, rsv, ver), sess = replies[2 * j], replies[2 * j + 1]
-            sessions = {_s(sid): int(_unpack(raw)["hm"]) for sid, raw in sess.items()}
+            sessions = {
+                _s(sid): int(_unpack(raw)["hm"])
+                for sid, raw in sess.items()
+                if is_session_field(sid)  # (else a session request's answer)
+            }
             out[m] = AccountState(int(bal or 0), int(rsv or 0), int(ver or 0), sessions)
     return out
 
