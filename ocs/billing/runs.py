@@ -46,6 +46,7 @@ from sqlalchemy.sql.util import ClauseAdapter
 from ocs.billing import feeds
 from ocs.billing import formulas as F
 from ocs.billing import model as M
+from ocs.billing import rollup
 from ocs.billing import schema as S
 from ocs.billing.errors import Conflict, NotFound, StorageUnavailable, invalid
 from ocs.money import format_money
@@ -417,7 +418,8 @@ def mark_usage(
 ) -> None:
     """Point the events of the account's usage lines to them: one UPDATE for all the lines
     (set-based; each event's line chosen by a CASE over the lines' conditions, which are
-    disjoint), so the account's events are read and written once, not once per line."""
+    disjoint), so the account's events are read and written once, not once per line. The
+    events it marks (RETURNING) leave the rollup's pending sums in the same transaction."""
     u = S.usage_event
     whens = [(cond, line_id) for spec, line_id in lines for cond in spec.events or ()]
     if not whens:
@@ -438,7 +440,10 @@ def mark_usage(
             .where(uu.c.ts < cutoff_ms, _on(anyone, uu))
         )
         stmt = update(u).where(u.c.event_id.in_(chosen))
-    conn.execute(stmt.values(line_id=chosen_line))
+    marked = conn.execute(
+        stmt.values(line_id=chosen_line).returning(u.c.msisdn, u.c.ts, u.c.service, u.c.amount)
+    )
+    rollup.billed(conn, marked)
 
 
 def _on(cond: Any, table: Any) -> Any:
@@ -679,9 +684,14 @@ class RunResult:
 
 def _drop_draft(conn: Connection, invoice_id: int) -> None:
     lines = select(S.invoice_line.c.id).where(S.invoice_line.c.invoice_id == invoice_id)
-    conn.execute(
-        update(S.usage_event).where(S.usage_event.c.line_id.in_(lines)).values(line_id=None)
+    u = S.usage_event
+    freed = conn.execute(
+        update(u)
+        .where(u.c.line_id.in_(lines))
+        .values(line_id=None)
+        .returning(u.c.msisdn, u.c.ts, u.c.service, u.c.amount)
     )
+    rollup.unbilled(conn, freed)
     conn.execute(S.invoice_line.delete().where(S.invoice_line.c.invoice_id == invoice_id))
     conn.execute(S.invoice.delete().where(S.invoice.c.id == invoice_id))
 
@@ -1248,7 +1258,8 @@ def aggregates(
 ) -> list[dict[str, Any]]:
     """Per unit of ``level`` for ``period``: billed (issued invoices' totals), drafted, usage,
     LAD and penalties (lines of the period's invoices), pending (usage not yet on any invoice),
-    counts of accounts and invoices."""
+    counts of accounts and invoices. Pending is read from the usage rollup (its rows with
+    unbilled events: :mod:`ocs.billing.rollup`), not scanned from the events."""
     if level not in AGG_LEVELS:
         raise invalid("level", f"must be one of {', '.join(AGG_LEVELS)}")
     agency = S.org.alias("agency")
@@ -1321,21 +1332,12 @@ def aggregates(
             name = {"usage": "usage", "lad": "lad", "penalty": "penalties"}.get(kind.split("-")[0])
             if name:
                 acc(k)[name] += int(total or 0)
-        u = S.usage_event
+        d = S.usage_daily
         for k, total in conn.execute(
             scoped(
-                select(unit, func.sum(u.c.amount))
-                .select_from(
-                    base.join(S.line, S.line.c.account_id == S.account.c.id).join(
-                        u,
-                        and_(
-                            u.c.msisdn == S.line.c.msisdn,
-                            u.c.ts >= S.line.c.valid_from,
-                            (S.line.c.valid_to.is_(None)) | (u.c.ts < S.line.c.valid_to),
-                        ),
-                    )
-                )
-                .where(u.c.line_id.is_(None))
+                select(unit, func.sum(d.c.pending))
+                .select_from(base.join(d, d.c.account_id == S.account.c.id))
+                .where(d.c.pending_events != 0)
                 .group_by(unit)
             )
         ):

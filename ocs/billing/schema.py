@@ -171,6 +171,33 @@ usage_event = Table(
     ),
 )
 
+#: The usage of each account, day and service, kept by the statements that change what it
+#: sums (ocs/billing/rollup.py): ``events``/``amount`` every usage event of the account's lines,
+#: ``pending_events``/``pending`` those on no invoice line yet. ``day`` is the account's local
+#: date (ISO 8601) by billing's day rule: the day from one midnight of the account's zone to
+#: the next, the midnights that bound its billing periods. Equal, to the micro-unit, to the
+#: same sums scanned from the usage events (``ocs billing check`` says where it is not).
+usage_daily = Table(
+    "billing_usage_daily",
+    metadata,
+    Column("account_id", Integer, ForeignKey("billing_account.id"), primary_key=True),
+    Column("day", String(10), primary_key=True),
+    Column("service", String(32), primary_key=True),
+    Column("events", BigInteger, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("pending_events", BigInteger, nullable=False),
+    Column("pending", BigInteger, nullable=False),
+    Index("ix_billing_usage_daily_day", "day"),
+    # (the rows with usage on no invoice yet: the pending sums read these only)
+    Index(
+        "ix_billing_usage_daily_pending",
+        "account_id",
+        "pending",
+        sqlite_where=text("pending_events <> 0"),
+        postgresql_where=text("pending_events <> 0"),
+    ),
+)
+
 invoice = Table(
     "billing_invoice",
     metadata,

@@ -1,0 +1,333 @@
+"""The usage rollup: per account, local day and service, the usage of the account's lines and
+the part of it on no invoice yet (``billing_usage_daily``), kept by the statements that
+change what it sums, in their own transactions:
+
+- ingestion (:mod:`ocs.billing.usage`) adds the events it actually inserted (a replayed event,
+  skipped by ``ON CONFLICT DO NOTHING``, adds nothing);
+- a bill run's marking (``runs.mark_usage``) takes the events it points to an invoice line
+  off the pending sums; dropping a draft (a re-run) puts the events it frees back;
+- a line's ownership changing (``model.assign_line``, ``end_line``, ``delete_account``)
+  moves its events' sums from the accounts that owned them to those that own them now.
+
+An event counts for every account owning its line at the event's time (``valid_from <= ts <
+valid_to``), as the bill run and the figures join them. The invariant, to the micro-unit: the
+table equals :func:`scan` of the usage events, which ``ocs billing check`` (:func:`drift`)
+verifies and ``--repair`` (:func:`rebuild`) restores.
+
+The day is billing's day rule (:class:`DayRule`): the account's local day, from one midnight
+of its zone to the next, exactly the midnights that bound its billing periods
+(``runs.Period``), so a period's days add up to its usage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import date, datetime, time
+from typing import Any, Final, NamedTuple
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import Connection, and_, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ocs.billing import schema as S
+
+__all__ = [
+    "RULE",
+    "DayRule",
+    "apply",
+    "billed",
+    "drift",
+    "ingested",
+    "moving",
+    "rebuild",
+    "scan",
+    "stored",
+    "unbilled",
+]
+
+DAY_MS: Final = 86_400_000
+_EPOCH: Final = date(1970, 1, 1).toordinal()
+#: The sums of a row, in the table's column order.
+SUMS: Final = ("events", "amount", "pending_events", "pending")
+#: At most this many values in one IN list.
+_CHUNK: Final = 2_000
+_CACHE_MAX: Final = 200_000
+
+#: (account id, day "YYYY-MM-DD", service)
+Key = tuple[int, str, str]
+#: [events, amount, pending events, pending]
+Sums = list[int]
+
+
+class DayRule:
+    """Billing's day rule: day D of an account runs from midnight of D in the account's zone
+    (``datetime.combine(D, time(), zone)``, as ``runs.Period`` bounds periods; where a DST
+    change skips midnight, the day starts when the clocks do) to midnight of D+1. Computed
+    from cached midnights (two look-ups an event), not by converting each event's time."""
+
+    def __init__(self) -> None:
+        self._midnights: dict[tuple[str, int], int] = {}
+        self._texts: dict[int, str] = {}
+
+    def midnight(self, zone: ZoneInfo, ordinal: int) -> int:
+        """Unix ms of the start of day ``ordinal`` (proleptic Gregorian) in ``zone``."""
+        key = (zone.key, ordinal)
+        found = self._midnights.get(key)
+        if found is None:
+            if len(self._midnights) > _CACHE_MAX:
+                self._midnights.clear()
+            t = datetime.combine(date.fromordinal(ordinal), time(), zone)
+            found = self._midnights[key] = int(t.timestamp() * 1000)
+        return found
+
+    def ordinal(self, zone: ZoneInfo, ts: int) -> int:
+        """The local day (ordinal) of the instant ``ts`` (Unix ms) in ``zone``."""
+        d = ts // DAY_MS + _EPOCH  # the UTC day; zones are less than a day off it
+        if ts >= self.midnight(zone, d + 1):
+            return d + 1
+        if ts >= self.midnight(zone, d):
+            return d
+        return d - 1
+
+    def text(self, ordinal: int) -> str:
+        found = self._texts.get(ordinal)
+        if found is None:
+            if len(self._texts) > _CACHE_MAX:
+                self._texts.clear()
+            found = self._texts[ordinal] = date.fromordinal(ordinal).isoformat()
+        return found
+
+    def day(self, zone: ZoneInfo, ts: int) -> str:
+        """The local day of ``ts`` in ``zone``, ``YYYY-MM-DD``."""
+        return self.text(self.ordinal(zone, ts))
+
+
+#: The rule every writer and reader of the rollup uses.
+RULE: Final = DayRule()
+
+
+class Owner(NamedTuple):
+    valid_from: int
+    valid_to: int | None
+    account_id: int
+    zone: ZoneInfo
+
+
+class Event(NamedTuple):
+    msisdn: str
+    ts: int
+    service: str
+    amount: int
+    #: On no invoice line (counts in the pending sums).
+    unbilled: bool = True
+
+
+def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
+    for i in range(0, len(items), _CHUNK):
+        yield items[i : i + _CHUNK]
+
+
+def owners(conn: Connection, msisdns: Iterable[str]) -> dict[str, list[Owner]]:
+    """Every ownership of each of ``msisdns``: (from, to, account, the account's zone)."""
+    out: dict[str, list[Owner]] = defaultdict(list)
+    ln, acc = S.line, S.account
+    wanted = sorted(set(msisdns))
+    for part in _chunks(wanted):
+        rows = conn.execute(
+            select(ln.c.msisdn, ln.c.valid_from, ln.c.valid_to, ln.c.account_id, acc.c.timezone)
+            .select_from(ln.join(acc, ln.c.account_id == acc.c.id))
+            .where(ln.c.msisdn.in_(part))
+        )
+        for m, lo, hi, account_id, tz in rows:
+            out[m].append(Owner(int(lo), None if hi is None else int(hi), account_id, ZoneInfo(tz)))
+    return out
+
+
+def tally(
+    conn: Connection, events: Sequence[Event], *, usage: int, pending: int
+) -> dict[Key, Sums]:
+    """What ``events`` add to the rollup (each for every account owning its line at its
+    time), times ``usage`` for the usage sums and ``pending`` for the pending ones (unbilled
+    events only): +1, -1 or 0."""
+    out: dict[Key, Sums] = {}
+    if not events:
+        return out
+    found = owners(conn, (e.msisdn for e in events))
+    day = RULE.day
+    for e in events:
+        for o in found.get(e.msisdn, ()):
+            if e.ts < o.valid_from or (o.valid_to is not None and e.ts >= o.valid_to):
+                continue
+            key = (o.account_id, day(o.zone, e.ts), e.service)
+            s = out.get(key)
+            if s is None:
+                s = out[key] = [0, 0, 0, 0]
+            s[0] += usage
+            s[1] += usage * e.amount
+            if e.unbilled:
+                s[2] += pending
+                s[3] += pending * e.amount
+    return out
+
+
+def _merge(into: dict[Key, Sums], more: Mapping[Key, Sums]) -> dict[Key, Sums]:
+    for k, v in more.items():
+        s = into.setdefault(k, [0, 0, 0, 0])
+        for i in range(4):
+            s[i] += v[i]
+    return into
+
+
+def apply(conn: Connection, delta: Mapping[Key, Sums]) -> None:
+    """Add ``delta`` to the rollup (one upsert for all its rows), in the caller's transaction."""
+    rows = [
+        {"account_id": a, "day": d, "service": svc, **dict(zip(SUMS, s, strict=True))}
+        for (a, d, svc), s in sorted(delta.items())
+        if any(s)
+    ]
+    if not rows:
+        return
+    t = S.usage_daily
+    ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(t)
+    stmt = ins.on_conflict_do_update(
+        index_elements=[t.c.account_id, t.c.day, t.c.service],
+        set_={c: t.c[c] + ins.excluded[c] for c in SUMS},
+    )
+    conn.execute(stmt, rows)
+
+
+def _as_events(rows: Iterable[Any], unbilled: bool = True) -> list[Event]:
+    return [Event(r[0], int(r[1]), r[2], int(r[3]), unbilled) for r in rows]
+
+
+def ingested(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Usage rows just inserted (unbilled): onto the usage and pending sums."""
+    events = [Event(r["msisdn"], int(r["ts"]), r["service"], int(r["amount"])) for r in rows]
+    apply(conn, tally(conn, events, usage=1, pending=1))
+
+
+def billed(conn: Connection, rows: Iterable[Any]) -> None:
+    """Events (msisdn, ts, service, amount) just pointed to an invoice line: off the pending
+    sums."""
+    apply(conn, tally(conn, _as_events(rows), usage=0, pending=-1))
+
+
+def unbilled(conn: Connection, rows: Iterable[Any]) -> None:
+    """Events (msisdn, ts, service, amount) just freed from their invoice line (a draft
+    dropped): back onto the pending sums."""
+    apply(conn, tally(conn, _as_events(rows), usage=0, pending=1))
+
+
+def _events_of(conn: Connection, msisdns: Sequence[str]) -> list[Event]:
+    u = S.usage_event
+    out: list[Event] = []
+    for part in _chunks(sorted(set(msisdns))):
+        rows = conn.execute(
+            select(u.c.msisdn, u.c.ts, u.c.service, u.c.amount, u.c.line_id.is_(None)).where(
+                u.c.msisdn.in_(part)
+            )
+        )
+        out += [Event(m, int(ts), svc, int(a), bool(free)) for m, ts, svc, a, free in rows]
+    return out
+
+
+@contextlib.contextmanager
+def moving(conn: Connection, msisdns: Sequence[str]) -> Iterator[None]:
+    """Around a change of the ownership of ``msisdns`` (in the caller's transaction): their
+    events' sums are taken from the accounts that owned them before and given to those that
+    own them after; rows left with no event are deleted."""
+    events = _events_of(conn, msisdns)
+    delta = tally(conn, events, usage=-1, pending=-1)
+    yield
+    _merge(delta, tally(conn, events, usage=1, pending=1))
+    apply(conn, delta)
+    t = S.usage_daily
+    accounts = sorted({k[0] for k, s in delta.items() if any(s)})
+    if accounts:
+        conn.execute(
+            t.delete().where(
+                t.c.account_id.in_(accounts), t.c.events == 0, t.c.pending_events == 0
+            )
+        )
+
+
+# -- the check -----------------------------------------------------------------------------
+
+
+def scan(conn: Connection) -> dict[Key, tuple[int, ...]]:
+    """The rollup as the usage events give it, scanned: every event joined to the lines that
+    owned its MSISDN at its time (as the bill run and the aggregates did before the rollup),
+    by account, local day and service."""
+    u, ln, acc = S.usage_event, S.line, S.account
+    rows = conn.execute(
+        select(ln.c.account_id, acc.c.timezone, u.c.ts, u.c.service, u.c.amount,
+               u.c.line_id.is_(None))  # fmt: skip
+        .select_from(
+            u.join(
+                ln,
+                and_(
+                    u.c.msisdn == ln.c.msisdn,
+                    u.c.ts >= ln.c.valid_from,
+                    ln.c.valid_to.is_(None) | (u.c.ts < ln.c.valid_to),
+                ),
+            ).join(acc, ln.c.account_id == acc.c.id)
+        )
+    )
+    out: dict[Key, Sums] = {}
+    zones: dict[str, ZoneInfo] = {}
+    for account_id, tz, ts, svc, amount, free in rows:
+        zone = zones.get(tz) or zones.setdefault(tz, ZoneInfo(tz))
+        s = out.setdefault((account_id, RULE.day(zone, int(ts)), svc), [0, 0, 0, 0])
+        s[0] += 1
+        s[1] += int(amount)
+        if free:
+            s[2] += 1
+            s[3] += int(amount)
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def stored(conn: Connection) -> dict[Key, tuple[int, ...]]:
+    """The rollup's rows."""
+    t = S.usage_daily
+    return {
+        (r.account_id, r.day, r.service): (
+            int(r.events),
+            int(r.amount),
+            int(r.pending_events),
+            int(r.pending),
+        )
+        for r in conn.execute(select(t))
+    }
+
+
+def drift(conn: Connection) -> list[dict[str, Any]]:
+    """Where the rollup differs from :func:`scan` (empty: it is exact), account and day in
+    order, with both sides' sums."""
+    want, have = scan(conn), stored(conn)
+    codes = dict(conn.execute(select(S.account.c.id, S.account.c.code)).all())
+    zero = (0, 0, 0, 0)
+    out = []
+    for key in sorted(set(want) | set(have), key=lambda k: (codes.get(k[0], ""), k[1], k[2])):
+        w, h = want.get(key, zero), have.get(key, zero)
+        if w != h:
+            out.append(
+                {
+                    "account": codes.get(key[0], str(key[0])),
+                    "day": key[1],
+                    "service": key[2],
+                    "scanned": dict(zip(SUMS, w, strict=True)),
+                    "rollup": dict(zip(SUMS, h, strict=True)),
+                }
+            )
+    return out
+
+
+def rebuild(conn: Connection) -> int:
+    """Replace the rollup with :func:`scan` (the migration's back-fill, ``check --repair``);
+    how many rows it has."""
+    want = scan(conn)
+    conn.execute(S.usage_daily.delete())
+    apply(conn, {k: list(v) for k, v in want.items()})
+    return len(want)
