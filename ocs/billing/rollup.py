@@ -28,7 +28,7 @@ from datetime import date, datetime, time
 from typing import Any, Final, NamedTuple
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, and_, select
+from sqlalchemy import Connection, Engine, and_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ocs.billing import schema as S
@@ -38,6 +38,7 @@ __all__ = [
     "DayRule",
     "apply",
     "billed",
+    "check",
     "drift",
     "ingested",
     "moving",
@@ -331,3 +332,29 @@ def rebuild(conn: Connection) -> int:
     conn.execute(S.usage_daily.delete())
     apply(conn, {k: list(v) for k, v in want.items()})
     return len(want)
+
+
+def check(engine: Engine, *, repair: bool = False) -> tuple[list[dict[str, Any]], int | None]:
+    """:func:`drift` on one snapshot of the database (the consumer may be writing); with
+    ``repair``, where there is drift, :func:`rebuild` too, writers held off meanwhile. (the
+    drift, the rows rebuilt or None)."""
+    with engine.connect() as conn:
+        pg = conn.dialect.name == "postgresql"
+        if pg:
+            conn = conn.execution_options(
+                isolation_level="READ COMMITTED" if repair else "REPEATABLE READ"
+            )
+        with conn.begin():
+            if pg and repair:
+                # (writers wait; readers go on; the snapshot is taken after the lock)
+                conn.exec_driver_sql(
+                    f"LOCK TABLE {S.usage_event.name}, {S.line.name}, {S.usage_daily.name} "
+                    "IN SHARE ROW EXCLUSIVE MODE"
+                )
+            elif not pg:
+                # (the driver begins nothing before a read: one snapshot for both reads, and
+                # with repair the write lock first)
+                conn.exec_driver_sql("BEGIN IMMEDIATE" if repair else "BEGIN")
+            found = drift(conn)
+            rebuilt = rebuild(conn) if repair and found else None
+    return found, rebuilt
