@@ -248,9 +248,7 @@ def moving(conn: Connection, msisdns: Sequence[str]) -> Iterator[None]:
     accounts = sorted({k[0] for k, s in delta.items() if any(s)})
     if accounts:
         conn.execute(
-            t.delete().where(
-                t.c.account_id.in_(accounts), t.c.events == 0, t.c.pending_events == 0
-            )
+            t.delete().where(t.c.account_id.in_(accounts), t.c.events == 0, t.c.pending_events == 0)
         )
 
 
@@ -263,8 +261,8 @@ def scan(conn: Connection) -> dict[Key, tuple[int, ...]]:
     by account, local day and service."""
     u, ln, acc = S.usage_event, S.line, S.account
     rows = conn.execute(
-        select(ln.c.account_id, acc.c.timezone, u.c.ts, u.c.service, u.c.amount,
-               u.c.line_id.is_(None))  # fmt: skip
+        select(ln.c.account_id, acc.c.timezone, u.c.ts, u.c.service, u.c.amount)
+        .add_columns(u.c.line_id.is_(None))
         .select_from(
             u.join(
                 ln,
@@ -338,23 +336,19 @@ def check(engine: Engine, *, repair: bool = False) -> tuple[list[dict[str, Any]]
     """:func:`drift` on one snapshot of the database (the consumer may be writing); with
     ``repair``, where there is drift, :func:`rebuild` too, writers held off meanwhile. (the
     drift, the rows rebuilt or None)."""
-    with engine.connect() as conn:
-        pg = conn.dialect.name == "postgresql"
-        if pg:
-            conn = conn.execution_options(
-                isolation_level="READ COMMITTED" if repair else "REPEATABLE READ"
+    pg = engine.dialect.name == "postgresql"
+    options = {"isolation_level": "READ COMMITTED" if repair else "REPEATABLE READ"} if pg else {}
+    with engine.connect().execution_options(**options) as conn, conn.begin():
+        if pg and repair:
+            # (writers wait; readers go on; the snapshot is taken after the lock)
+            conn.exec_driver_sql(
+                f"LOCK TABLE {S.usage_event.name}, {S.line.name}, {S.usage_daily.name} "
+                "IN SHARE ROW EXCLUSIVE MODE"
             )
-        with conn.begin():
-            if pg and repair:
-                # (writers wait; readers go on; the snapshot is taken after the lock)
-                conn.exec_driver_sql(
-                    f"LOCK TABLE {S.usage_event.name}, {S.line.name}, {S.usage_daily.name} "
-                    "IN SHARE ROW EXCLUSIVE MODE"
-                )
-            elif not pg:
-                # (the driver begins nothing before a read: one snapshot for both reads, and
-                # with repair the write lock first)
-                conn.exec_driver_sql("BEGIN IMMEDIATE" if repair else "BEGIN")
-            found = drift(conn)
-            rebuilt = rebuild(conn) if repair and found else None
+        elif not pg:
+            # (the driver begins nothing before a read: one snapshot for both reads, and
+            # with repair the write lock first)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if repair else "BEGIN")
+        found = drift(conn)
+        rebuilt = rebuild(conn) if repair and found else None
     return found, rebuilt

@@ -43,10 +43,9 @@ from sqlalchemy import (
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.util import ClauseAdapter
 
-from ocs.billing import feeds
+from ocs.billing import feeds, rollup
 from ocs.billing import formulas as F
 from ocs.billing import model as M
-from ocs.billing import rollup
 from ocs.billing import schema as S
 from ocs.billing.errors import Conflict, NotFound, StorageUnavailable, invalid
 from ocs.money import format_money
