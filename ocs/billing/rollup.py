@@ -22,6 +22,7 @@ of its zone to the next, exactly the midnights that bound its billing periods
 from __future__ import annotations
 
 import contextlib
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime, time
@@ -29,7 +30,6 @@ from typing import Any, Final, NamedTuple
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Engine, and_, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from ocs.billing import schema as S
 
@@ -71,6 +71,7 @@ class DayRule:
     def __init__(self) -> None:
         self._midnights: dict[tuple[str, int], int] = {}
         self._texts: dict[int, str] = {}
+        self._windows: dict[tuple[str, int], tuple[int, int, str, str, str]] = {}
 
     def midnight(self, zone: ZoneInfo, ordinal: int) -> int:
         """Unix ms of the start of day ``ordinal`` (proleptic Gregorian) in ``zone``."""
@@ -101,8 +102,23 @@ class DayRule:
         return found
 
     def day(self, zone: ZoneInfo, ts: int) -> str:
-        """The local day of ``ts`` in ``zone``, ``YYYY-MM-DD``."""
-        return self.text(self.ordinal(zone, ts))
+        """The local day of ``ts`` in ``zone``, ``YYYY-MM-DD``: one look-up of the UTC day
+        of ``ts`` (the midnights of the local days it meets, and their names) and two
+        comparisons."""
+        key = (zone.key, ts // DAY_MS)
+        w = self._windows.get(key)
+        if w is None:
+            if len(self._windows) > _CACHE_MAX:
+                self._windows.clear()
+            d = key[1] + _EPOCH
+            w = self._windows[key] = (
+                self.midnight(zone, d),
+                self.midnight(zone, d + 1),
+                self.text(d - 1),
+                self.text(d),
+                self.text(d + 1),
+            )
+        return w[4] if ts >= w[1] else w[3] if ts >= w[0] else w[2]
 
 
 #: The rule every writer and reader of the rollup uses.
@@ -130,19 +146,29 @@ def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
         yield items[i : i + _CHUNK]
 
 
+_OWNERS: Final = (
+    f"SELECT l.msisdn, l.valid_from, l.valid_to, l.account_id, a.timezone FROM {S.line.name} l "
+    f"JOIN {S.account.name} a ON a.id = l.account_id WHERE l.msisdn "
+)
+
+
 def owners(conn: Connection, msisdns: Iterable[str]) -> dict[str, list[Owner]]:
-    """Every ownership of each of ``msisdns``: (from, to, account, the account's zone)."""
+    """Every ownership of each of ``msisdns``: (from, to, account, the account's zone). One
+    statement, the numbers as one parameter (an array; a JSON list on SQLite)."""
     out: dict[str, list[Owner]] = defaultdict(list)
-    ln, acc = S.line, S.account
     wanted = sorted(set(msisdns))
-    for part in _chunks(wanted):
-        rows = conn.execute(
-            select(ln.c.msisdn, ln.c.valid_from, ln.c.valid_to, ln.c.account_id, acc.c.timezone)
-            .select_from(ln.join(acc, ln.c.account_id == acc.c.id))
-            .where(ln.c.msisdn.in_(part))
+    if not wanted:
+        return out
+    if conn.dialect.name == "postgresql":
+        rows = conn.exec_driver_sql(_OWNERS + "= ANY(%(m)s)", {"m": wanted})
+    else:
+        rows = conn.exec_driver_sql(
+            _OWNERS + "IN (SELECT value FROM json_each(?))", (json.dumps(wanted),)
         )
-        for m, lo, hi, account_id, tz in rows:
-            out[m].append(Owner(int(lo), None if hi is None else int(hi), account_id, ZoneInfo(tz)))
+    zones: dict[str, ZoneInfo] = {}
+    for m, lo, hi, account_id, tz in rows:
+        zone = zones.get(tz) or zones.setdefault(tz, ZoneInfo(tz))
+        out[m].append(Owner(int(lo), None if hi is None else int(hi), account_id, zone))
     return out
 
 
@@ -159,9 +185,10 @@ def tally(
     day = RULE.day
     for e in events:
         for o in found.get(e.msisdn, ()):
-            if e.ts < o.valid_from or (o.valid_to is not None and e.ts >= o.valid_to):
+            ts = e.ts
+            if ts < o.valid_from or (o.valid_to is not None and ts >= o.valid_to):
                 continue
-            key = (o.account_id, day(o.zone, e.ts), e.service)
+            key = (o.account_id, day(o.zone, ts), e.service)
             s = out.get(key)
             if s is None:
                 s = out[key] = [0, 0, 0, 0]
@@ -181,22 +208,33 @@ def _merge(into: dict[Key, Sums], more: Mapping[Key, Sums]) -> dict[Key, Sums]:
     return into
 
 
+_COLS: Final = ("account_id", "day", "service", *SUMS)
+_ON_CONFLICT: Final = " ON CONFLICT (account_id, day, service) DO UPDATE SET " + ", ".join(
+    f"{c} = {S.usage_daily.name}.{c} + excluded.{c}" for c in SUMS
+)
+_SQLITE_UPSERT: Final = (
+    f"INSERT INTO {S.usage_daily.name} ({', '.join(_COLS)}) VALUES "
+    f"({', '.join('?' * len(_COLS))})" + _ON_CONFLICT
+)
+# (one statement for all the rows, as arrays unnest()ed: one round trip; the keys are unique)
+_PG_TYPES: Final = ("integer", "text", "text", "bigint", "bigint", "bigint", "bigint")
+_PG_UPSERT: Final = (
+    f"INSERT INTO {S.usage_daily.name} ({', '.join(_COLS)}) SELECT * FROM unnest("
+    + ", ".join(f"%(c{i})s::{t}[]" for i, t in enumerate(_PG_TYPES))
+    + ")"
+    + _ON_CONFLICT
+)
+
+
 def apply(conn: Connection, delta: Mapping[Key, Sums]) -> None:
     """Add ``delta`` to the rollup (one upsert for all its rows), in the caller's transaction."""
-    rows = [
-        {"account_id": a, "day": d, "service": svc, **dict(zip(SUMS, s, strict=True))}
-        for (a, d, svc), s in sorted(delta.items())
-        if any(s)
-    ]
+    rows = [(*k, *v) for k, v in sorted(delta.items()) if any(v)]
     if not rows:
         return
-    t = S.usage_daily
-    ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(t)
-    stmt = ins.on_conflict_do_update(
-        index_elements=[t.c.account_id, t.c.day, t.c.service],
-        set_={c: t.c[c] + ins.excluded[c] for c in SUMS},
-    )
-    conn.execute(stmt, rows)
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(_PG_UPSERT, {f"c{i}": [r[i] for r in rows] for i in range(len(_COLS))})
+    else:
+        conn.exec_driver_sql(_SQLITE_UPSERT, rows)
 
 
 def _as_events(rows: Iterable[Any], unbilled: bool = True) -> list[Event]:

@@ -187,7 +187,6 @@ usage_daily = Table(
     Column("amount", BigInteger, nullable=False),
     Column("pending_events", BigInteger, nullable=False),
     Column("pending", BigInteger, nullable=False),
-    Index("ix_billing_usage_daily_day", "day"),
     # (the rows with usage on no invoice yet: the pending sums read these only)
     Index(
         "ix_billing_usage_daily_pending",
@@ -196,6 +195,9 @@ usage_daily = Table(
         sqlite_where=text("pending_events <> 0"),
         postgresql_where=text("pending_events <> 0"),
     ),
+    # (SQLite: the primary key is the table, so a range of an account's days is read in
+    # order, with its sums, from one b-tree; and written to one)
+    sqlite_with_rowid=False,
 )
 
 invoice = Table(
@@ -246,6 +248,8 @@ invoice_line = Table(
     Column("evidence", Text, nullable=False),
     UniqueConstraint("invoice_id", "seq", name="uq_billing_line_seq"),
     Index("ix_billing_invoice_line_ref", "kind", "ref"),
+    # (the aggregates' sums by kind read this, not the lines with their evidence: 0003)
+    Index("ix_billing_invoice_line_sums", "invoice_id", "kind", "amount"),
 )
 
 #: The last number given in each invoice series (gapless: taken in the issuing transaction).

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Final
 
-from sqlalchemy import Connection, Engine, and_, func, or_, select
+from sqlalchemy import Connection, Engine, and_, func, or_, select, true
 
 from ocs.billing import formulas as F
 from ocs.billing import runs
@@ -144,11 +144,23 @@ def _usage(
     by_day: dict[str, int] = {}
     by_child: dict[str, int] = {}
     if windows:
-        in_period = or_(
-            *(
-                and_(acc.c.billing_day == bd, d.c.day >= lo.isoformat(), d.c.day < hi.isoformat())
-                for bd, (lo, hi) in sorted(windows.items())
+        first = min(lo for lo, _ in windows.values())
+        last = max(hi for _, hi in windows.values())
+        # (the days of every account's period, then each account's own: the first a range
+        # of the primary key after the account, which the database reads in order)
+        in_period = and_(
+            d.c.day >= first.isoformat(),
+            d.c.day < last.isoformat(),
+            or_(
+                *(
+                    and_(
+                        acc.c.billing_day == bd, d.c.day >= lo.isoformat(), d.c.day < hi.isoformat()
+                    )
+                    for bd, (lo, hi) in sorted(windows.items())
+                )
             )
+            if len(windows) > 1
+            else true(),
         )
         q = (
             select(child, d.c.service, d.c.day, func.sum(d.c.amount))
@@ -165,8 +177,6 @@ def _usage(
             by_child[code] = by_child.get(code, 0) + amount
     days = []
     if windows:
-        first = min(lo for lo, _ in windows.values())
-        last = max(hi for _, hi in windows.values())
         for i in range((last - first).days):
             text = (first + timedelta(days=i)).isoformat()
             days.append({"day": text, "usage": by_day.get(text, 0)})

@@ -1,4 +1,5 @@
-"""the usage rollup: per account, local day and service, the usage and the pending sums
+"""the usage rollup: per account, local day and service, the usage and the pending sums; the
+invoice lines' sums by kind indexed (the aggregates read the index, not the lines' evidence)
 
 Created and filled from the stored events: every event joined to the lines that owned its
 MSISDN at its time, by the account's local day (billing's day rule, ocs/billing/rollup.py).
@@ -39,14 +40,17 @@ def upgrade() -> None:
         sa.Column("pending", sa.BigInteger(), nullable=False),
         sa.ForeignKeyConstraint(["account_id"], ["billing_account.id"]),
         sa.PrimaryKeyConstraint("account_id", "day", "service"),
+        sqlite_with_rowid=False,
     )
-    op.create_index("ix_billing_usage_daily_day", "billing_usage_daily", ["day"])
     op.create_index(
         "ix_billing_usage_daily_pending",
         "billing_usage_daily",
         ["account_id", "pending"],
         sqlite_where=_PENDING,
         postgresql_where=_PENDING,
+    )
+    op.create_index(
+        "ix_billing_invoice_line_sums", "billing_invoice_line", ["invoice_id", "kind", "amount"]
     )
     _backfill()
 
@@ -87,6 +91,6 @@ def _backfill() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_billing_invoice_line_sums", table_name="billing_invoice_line")
     op.drop_index("ix_billing_usage_daily_pending", table_name="billing_usage_daily")
-    op.drop_index("ix_billing_usage_daily_day", table_name="billing_usage_daily")
     op.drop_table("billing_usage_daily")
