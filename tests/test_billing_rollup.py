@@ -158,12 +158,20 @@ def test_line_moves_ends_and_a_deleted_account_move_the_sums(two: Engine) -> Non
     with sample.begin() as c:
         M.end_line(c, "ACC-2", LINE, ms("2026-12-01T00:00:00+01:00"), None)
     assert ("2026-12-01", "sms") not in exact(sample)["ACC-2"]
+    # its billing day changes (no invoices yet): its agency's rows move to the new day's
+    with sample.begin() as c:
+        M.update_account(c, "ACC-2", {"billing_day": 15}, None)
+    with sample.connect() as c:
+        ag2 = c.execute(select(S.org.c.id).where(S.org.c.code == "AG-2")).scalar_one()
+        assert {k[1] for k in rollup.stored_agencies(c) if k[0] == ag2} == {15}
+    exact(sample)
     # an account deleted (no invoices yet) takes its rows with it
     with sample.begin() as c:
         M.delete_account(c, "ACC-2", None)
     assert "ACC-2" not in exact(sample)
     with sample.connect() as c:
         assert c.execute(select(func.count()).select_from(S.usage_daily)).scalar_one() == 4
+        assert len(rollup.stored_agencies(c)) == 4  # AG-1's: ACC-1's rows
 
 
 def test_overlapping_owners_both_count_until_one_bills(two: Engine) -> None:
@@ -306,10 +314,13 @@ def test_check_reports_drift_and_repairs_it(billing_url: str) -> None:
         with engine.begin() as c:  # drift: one micro-unit too many, and a row too few
             c.execute(update(d).where(d.c.day == "2026-11-02").values(pending=d.c.pending + 1))
             c.execute(d.delete().where(d.c.day == "2026-11-05"))
+            g = S.usage_daily_agency
+            c.execute(update(g).where(g.c.day == "2026-11-30").values(events=g.c.events + 1))
         out = ocs_billing(billing_url, "check")
         assert out.returncode == 2, out
         assert "ACC-1 2026-11-02 sms" in out.stdout and "ACC-1 2026-11-05 voice" in out.stdout
-        assert "2 row(s) drifted" in out.stdout
+        assert "AG-1 day 1 2026-11-30 sms" in out.stdout
+        assert "3 row(s) drifted" in out.stdout
         data: Any = json.loads(ocs_billing(billing_url, "--json", "check").stdout)
         assert data["drift"][0]["rollup"]["pending"] == data["drift"][0]["scanned"]["pending"] + 1
         out = ocs_billing(billing_url, "check", "--repair")

@@ -254,8 +254,8 @@ def _check(args: argparse.Namespace, e: Engine) -> int:
     """The usage rollup against the events (exit 2: it drifted, and was not repaired)."""
     found, rebuilt = rollup.check(e, repair=args.repair)
     lines = [
-        f"{d['account']} {d['day']} {d['service'] or '-'}: rollup {d['rollup']} "
-        f"!= events {d['scanned']}"
+        f"{d['account'] if 'account' in d else d['agency'] + ' day ' + str(d['billing_day'])} "
+        f"{d['day']} {d['service'] or '-'}: rollup {d['rollup']} != events {d['scanned']}"
         for d in found
     ]
     if not found:

@@ -397,6 +397,9 @@ def update_account(conn: Connection, code: str, body: object, scope: str | None)
         ).first()
     ):
         raise invalid("tax_profile", f"no tax profile {values['tax_profile']!r}")
+    if values.get("billing_day", a.billing_day) != a.billing_day:
+        # (its agency's rollup rows are per billing day: its sums move to the new day's)
+        rollup.rebilled(conn, a.id, a.billing_day, values["billing_day"])
     conn.execute(S.account.update().where(S.account.c.id == a.id).values(**values))
     return account_json(conn, account_info(conn, code, scope))
 

@@ -7,12 +7,19 @@ change what it sums, in their own transactions:
 - a bill run's marking (``runs.mark_usage``) takes the events it points to an invoice line
   off the pending sums; dropping a draft (a re-run) puts the events it frees back;
 - a line's ownership changing (``model.assign_line``, ``end_line``, ``delete_account``)
-  moves its events' sums from the accounts that owned them to those that own them now.
+  moves its events' sums from the accounts that owned them to those that own them now;
+- an account's billing day changing (``model.update_account``) moves its sums between its
+  agency's rows.
+
+Two tables: the accounts' rows (``billing_usage_daily``: account, day, service) and the same
+added up per agency and billing day of its accounts (``billing_usage_daily_agency``), which
+the national and regional figures read; every write goes to both in one step (:func:`apply`).
 
 An event counts for every account owning its line at the event's time (``valid_from <= ts <
 valid_to``), as the bill run and the figures join them. The invariant, to the micro-unit: the
-table equals :func:`scan` of the usage events, which ``ocs billing check`` (:func:`drift`)
-verifies and ``--repair`` (:func:`rebuild`) restores.
+accounts' rows equal :func:`scan` of the usage events, and the agencies' rows their sums;
+``ocs billing check`` (:func:`drift`) verifies both and ``--repair`` (:func:`rebuild`)
+restores them.
 
 The day is billing's day rule (:class:`DayRule`): the account's local day, from one midnight
 of its zone to the next, exactly the midnights that bound its billing periods
@@ -42,6 +49,7 @@ __all__ = [
     "drift",
     "ingested",
     "moving",
+    "rebilled",
     "rebuild",
     "scan",
     "stored",
@@ -58,6 +66,8 @@ _CACHE_MAX: Final = 200_000
 
 #: (account id, day "YYYY-MM-DD", service)
 Key = tuple[int, str, str]
+#: (agency id, billing day of its accounts, day, service)
+AgencyKey = tuple[int, int, str, str]
 #: [events, amount, pending events, pending]
 Sums = list[int]
 
@@ -208,33 +218,102 @@ def _merge(into: dict[Key, Sums], more: Mapping[Key, Sums]) -> dict[Key, Sums]:
     return into
 
 
-_COLS: Final = ("account_id", "day", "service", *SUMS)
-_ON_CONFLICT: Final = " ON CONFLICT (account_id, day, service) DO UPDATE SET " + ", ".join(
-    f"{c} = {S.usage_daily.name}.{c} + excluded.{c}" for c in SUMS
-)
-_SQLITE_UPSERT: Final = (
-    f"INSERT INTO {S.usage_daily.name} ({', '.join(_COLS)}) VALUES "
-    f"({', '.join('?' * len(_COLS))})" + _ON_CONFLICT
-)
-# (one statement for all the rows, as arrays unnest()ed: one round trip; the keys are unique)
-_PG_TYPES: Final = ("integer", "text", "text", "bigint", "bigint", "bigint", "bigint")
-_PG_UPSERT: Final = (
-    f"INSERT INTO {S.usage_daily.name} ({', '.join(_COLS)}) SELECT * FROM unnest("
-    + ", ".join(f"%(c{i})s::{t}[]" for i, t in enumerate(_PG_TYPES))
-    + ")"
-    + _ON_CONFLICT
+def _upserts(table: str, keys: Sequence[str], types: Sequence[str]) -> tuple[str, str]:
+    """(SQLite's, PostgreSQL's) upsert adding rows' sums to ``table``'s."""
+    cols = (*keys, *SUMS)
+    conflict = f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET " + ", ".join(
+        f"{c} = {table}.{c} + excluded.{c}" for c in SUMS
+    )
+    lite = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+    # (PostgreSQL: one statement for all the rows, as arrays unnest()ed, one round trip; the
+    # keys of a delta are unique)
+    pg = (
+        f"INSERT INTO {table} ({', '.join(cols)}) SELECT * FROM unnest("
+        + ", ".join(f"%(c{i})s::{t}[]" for i, t in enumerate((*types, *("bigint",) * 4)))
+        + ")"
+    )
+    return lite + conflict, pg + conflict
+
+
+_ACCOUNT_UPSERT: Final = _upserts(S.usage_daily.name, ("account_id", "day", "service"),
+                                  ("integer", "text", "text"))  # fmt: skip
+_AGENCY_UPSERT: Final = _upserts(
+    S.usage_daily_agency.name,
+    ("agency_id", "billing_day", "day", "service"),
+    ("integer", "integer", "text", "text"),
 )
 
 
-def apply(conn: Connection, delta: Mapping[Key, Sums]) -> None:
-    """Add ``delta`` to the rollup (one upsert for all its rows), in the caller's transaction."""
-    rows = [(*k, *v) for k, v in sorted(delta.items()) if any(v)]
+def _upsert(conn: Connection, stmts: tuple[str, str], rows: Sequence[tuple[Any, ...]]) -> None:
     if not rows:
         return
     if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(_PG_UPSERT, {f"c{i}": [r[i] for r in rows] for i in range(len(_COLS))})
+        conn.exec_driver_sql(stmts[1], {f"c{i}": [r[i] for r in rows] for i in range(len(rows[0]))})
     else:
-        conn.exec_driver_sql(_SQLITE_UPSERT, rows)
+        conn.exec_driver_sql(stmts[0], list(rows))
+
+
+def _agencies(conn: Connection, accounts: Iterable[int]) -> dict[int, tuple[int, int]]:
+    """account id -> (its agency's id, its billing day)."""
+    acc = S.account
+    ids = sorted(set(accounts))
+    out: dict[int, tuple[int, int]] = {}
+    for i in range(0, len(ids), _CHUNK):
+        q = select(acc.c.id, acc.c.agency_id, acc.c.billing_day).where(
+            acc.c.id.in_(ids[i : i + _CHUNK])
+        )
+        out.update({a: (g, bd) for a, g, bd in conn.execute(q)})
+    return out
+
+
+def by_agency(
+    delta: Mapping[Key, Sequence[int]], agencies: Mapping[int, tuple[int, int]]
+) -> dict[AgencyKey, Sums]:
+    """Accounts' rows added up per (agency, billing day, day, service)."""
+    out: dict[AgencyKey, Sums] = {}
+    for (a, d, svc), v in delta.items():
+        g, bd = agencies[a]
+        s = out.setdefault((g, bd, d, svc), [0, 0, 0, 0])
+        for i in range(4):
+            s[i] += v[i]
+    return out
+
+
+def apply(conn: Connection, delta: Mapping[Key, Sums]) -> None:
+    """Add ``delta`` to the rollup, the accounts' rows and their agencies' (one upsert
+    each), in the caller's transaction."""
+    live = {k: v for k, v in delta.items() if any(v)}
+    if not live:
+        return
+    _upsert(conn, _ACCOUNT_UPSERT, [(*k, *v) for k, v in sorted(live.items())])
+    agency = by_agency(live, _agencies(conn, (k[0] for k in live)))
+    _upsert(conn, _AGENCY_UPSERT, [(*k, *v) for k, v in sorted(agency.items()) if any(v)])
+
+
+def rebilled(conn: Connection, account_id: int, before: int, after: int) -> None:
+    """The account's billing day changes from ``before`` to ``after``: its sums move between
+    its agency's rows of the two days (call before the account's row changes)."""
+    t = S.usage_daily
+    rows = conn.execute(
+        select(t.c.day, t.c.service, *(t.c[c] for c in SUMS)).where(t.c.account_id == account_id)
+    ).all()
+    if not rows:
+        return
+    ((agency_id, _),) = _agencies(conn, [account_id]).values()
+    out = []
+    for day, svc, *sums in rows:
+        out.append((agency_id, before, day, svc, *(-int(x) for x in sums)))
+        out.append((agency_id, after, day, svc, *(int(x) for x in sums)))
+    _upsert(conn, _AGENCY_UPSERT, out)
+    _drop_empty(conn, [agency_id], agency=True)
+
+
+def _drop_empty(conn: Connection, ids: Sequence[int], *, agency: bool = False) -> None:
+    """Delete the rows of ``ids`` (accounts, or agencies) left with no event."""
+    t = S.usage_daily_agency if agency else S.usage_daily
+    col = t.c.agency_id if agency else t.c.account_id
+    if ids:
+        conn.execute(t.delete().where(col.in_(ids), t.c.events == 0, t.c.pending_events == 0))
 
 
 def _as_events(rows: Iterable[Any], unbilled: bool = True) -> list[Event]:
@@ -281,13 +360,11 @@ def moving(conn: Connection, msisdns: Sequence[str]) -> Iterator[None]:
     delta = tally(conn, events, usage=-1, pending=-1)
     yield
     _merge(delta, tally(conn, events, usage=1, pending=1))
-    apply(conn, delta)
-    t = S.usage_daily
     accounts = sorted({k[0] for k, s in delta.items() if any(s)})
-    if accounts:
-        conn.execute(
-            t.delete().where(t.c.account_id.in_(accounts), t.c.events == 0, t.c.pending_events == 0)
-        )
+    agencies = sorted({g for g, _ in _agencies(conn, accounts).values()})
+    apply(conn, delta)
+    _drop_empty(conn, accounts)
+    _drop_empty(conn, agencies, agency=True)
 
 
 # -- the check -----------------------------------------------------------------------------
@@ -339,11 +416,22 @@ def stored(conn: Connection) -> dict[Key, tuple[int, ...]]:
     }
 
 
+def stored_agencies(conn: Connection) -> dict[AgencyKey, tuple[int, ...]]:
+    """The agencies' rows of the rollup."""
+    t = S.usage_daily_agency
+    return {
+        (r.agency_id, r.billing_day, r.day, r.service): tuple(int(r._mapping[c]) for c in SUMS)
+        for r in conn.execute(select(t))
+    }
+
+
 def drift(conn: Connection) -> list[dict[str, Any]]:
-    """Where the rollup differs from :func:`scan` (empty: it is exact), account and day in
-    order, with both sides' sums."""
+    """Where the rollup differs from :func:`scan` (empty: it is exact), the accounts' rows
+    (account and day in order) then the agencies' (``agency``, ``billing_day``), with both
+    sides' sums."""
     want, have = scan(conn), stored(conn)
     codes = dict(conn.execute(select(S.account.c.id, S.account.c.code)).all())
+    orgs = dict(conn.execute(select(S.org.c.id, S.org.c.code)).all())
     zero = (0, 0, 0, 0)
     out = []
     for key in sorted(set(want) | set(have), key=lambda k: (codes.get(k[0], ""), k[1], k[2])):
@@ -358,6 +446,21 @@ def drift(conn: Connection) -> list[dict[str, Any]]:
                     "rollup": dict(zip(SUMS, h, strict=True)),
                 }
             )
+    want_g = {k: tuple(v) for k, v in by_agency(want, _agencies(conn, codes)).items()}
+    have_g = stored_agencies(conn)
+    for gkey in sorted(set(want_g) | set(have_g), key=lambda k: (orgs.get(k[0], ""), *k[1:])):
+        w, h = want_g.get(gkey, zero), have_g.get(gkey, zero)
+        if w != h:
+            out.append(
+                {
+                    "agency": orgs.get(gkey[0], str(gkey[0])),
+                    "billing_day": gkey[1],
+                    "day": gkey[2],
+                    "service": gkey[3],
+                    "scanned": dict(zip(SUMS, w, strict=True)),
+                    "rollup": dict(zip(SUMS, h, strict=True)),
+                }
+            )
     return out
 
 
@@ -366,6 +469,7 @@ def rebuild(conn: Connection) -> int:
     how many rows it has."""
     want = scan(conn)
     conn.execute(S.usage_daily.delete())
+    conn.execute(S.usage_daily_agency.delete())
     apply(conn, {k: list(v) for k, v in want.items()})
     return len(want)
 

@@ -122,64 +122,73 @@ def _usage(
     """Usage under ``u`` in ``period`` (micro): by service, by day, by child of ``u`` (by the
     account itself at the account level). Read from billing's usage rollup: each account's
     billing period ``period`` (its billing day) in local days of its zone, billing's day rule
-    (ocs/billing/rollup.py), so an account's days add up to what its invoice's period holds."""
+    (ocs/billing/rollup.py), so an account's days add up to what its invoice's period holds.
+    The national and regional levels read the agencies' rows (a few thousand a month), the
+    agency and account levels the accounts' (a range of the key per account)."""
     y, m = F.parse_period(period)
-    d, acc = S.usage_daily, S.account
+    acc = S.account
     agency, region, national = S.org.alias("agency"), S.org.alias("region"), S.org.alias("nat")
-    base = (
-        acc.join(agency, acc.c.agency_id == agency.c.id)
-        .join(region, agency.c.parent_id == region.c.id)
-        .join(national, region.c.parent_id == national.c.id)
+    above = agency.join(region, agency.c.parent_id == region.c.id).join(
+        national, region.c.parent_id == national.c.id
     )
     unit_col = {"national": national, "region": region, "agency": agency, "account": acc}
     scope = unit_col[u.level].c.code == u.code
     child = unit_col[CHILD.get(u.level, "account")].c.code
     windows = {
         bd: F.period_bounds(y, m, bd)
-        for bd in conn.execute(select(acc.c.billing_day).select_from(base).where(scope).distinct())
-        .scalars()
-        .all()
+        for bd in conn.execute(
+            select(acc.c.billing_day)
+            .select_from(acc.join(above, acc.c.agency_id == agency.c.id))
+            .where(scope)
+            .distinct()
+        ).scalars()
     }
     by_service: dict[str, int] = {}
     by_day: dict[str, int] = {}
     by_child: dict[str, int] = {}
-    if windows:
-        first = min(lo for lo, _ in windows.values())
-        last = max(hi for _, hi in windows.values())
-        # (the days of every account's period, then each account's own: the first a range
-        # of the primary key after the account, which the database reads in order)
-        in_period = and_(
-            d.c.day >= first.isoformat(),
-            d.c.day < last.isoformat(),
-            or_(
-                *(
-                    and_(
-                        acc.c.billing_day == bd, d.c.day >= lo.isoformat(), d.c.day < hi.isoformat()
-                    )
-                    for bd, (lo, hi) in sorted(windows.items())
-                )
+    if not windows:
+        return by_service, [], by_child
+    if u.level in ("national", "region"):
+        t: Any = S.usage_daily_agency
+        rows = t.join(above, t.c.agency_id == agency.c.id)
+        billing_day = t.c.billing_day
+    else:
+        t = S.usage_daily
+        rows = t.join(acc, t.c.account_id == acc.c.id).join(above, acc.c.agency_id == agency.c.id)
+        billing_day = acc.c.billing_day
+    first = min(lo for lo, _ in windows.values())
+    last = max(hi for _, hi in windows.values())
+    # (the days of every account's period, then each billing day's own: the first a range of
+    # the primary key after the account or agency, which the database reads in order)
+    in_period = and_(
+        t.c.day >= first.isoformat(),
+        t.c.day < last.isoformat(),
+        or_(
+            *(
+                and_(billing_day == bd, t.c.day >= lo.isoformat(), t.c.day < hi.isoformat())
+                for bd, (lo, hi) in sorted(windows.items())
             )
-            if len(windows) > 1
-            else true(),
         )
-        q = (
-            select(child, d.c.service, d.c.day, func.sum(d.c.amount))
-            .select_from(base.join(d, d.c.account_id == acc.c.id))
-            .where(scope, in_period)
-            .group_by(child, d.c.service, d.c.day)
-        )
-        if service:
-            q = q.where(d.c.service == service)
-        for code, svc, day, total in conn.execute(q):
-            amount = int(total or 0)
-            by_service[svc] = by_service.get(svc, 0) + amount
-            by_day[day] = by_day.get(day, 0) + amount
-            by_child[code] = by_child.get(code, 0) + amount
+        if len(windows) > 1
+        else true(),
+    )
+    q = (
+        select(child, t.c.service, t.c.day, func.sum(t.c.amount))
+        .select_from(rows)
+        .where(scope, in_period)
+        .group_by(child, t.c.service, t.c.day)
+    )
+    if service:
+        q = q.where(t.c.service == service)
+    for code, svc, day, total in conn.execute(q):
+        amount = int(total or 0)
+        by_service[svc] = by_service.get(svc, 0) + amount
+        by_day[day] = by_day.get(day, 0) + amount
+        by_child[code] = by_child.get(code, 0) + amount
     days = []
-    if windows:
-        for i in range((last - first).days):
-            text = (first + timedelta(days=i)).isoformat()
-            days.append({"day": text, "usage": by_day.get(text, 0)})
+    for i in range((last - first).days):
+        text = (first + timedelta(days=i)).isoformat()
+        days.append({"day": text, "usage": by_day.get(text, 0)})
     return by_service, days, by_child
 
 
