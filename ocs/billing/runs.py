@@ -38,6 +38,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.exc import SQLAlchemyError
@@ -1275,72 +1276,54 @@ def aggregates(
         .join(region, agency.c.parent_id == region.c.id)
         .join(national, region.c.parent_id == national.c.id)
     )
-    inv, ln = S.invoice, S.invoice_line
-
-    def scoped(q: Any) -> Any:
-        return q.where(agency.c.code == scope) if scope is not None else q
-
+    inv, ln, d = S.invoice, S.invoice_line, S.usage_daily
     out: dict[str, dict[str, int]] = {}
 
     def acc(key: str) -> dict[str, int]:
-        return out.setdefault(
-            key,
-            dict.fromkeys(
-                (
-                    "billed",
-                    "drafted",
-                    "usage",
-                    "lad",
-                    "penalties",
-                    "pending",
-                    "accounts",
-                    "invoices",
-                ),
-                0,
-            ),
-        )
+        return out.setdefault(key, dict.fromkeys(
+            ("billed", "drafted", "usage", "lad", "penalties", "pending", "accounts",
+             "invoices"), 0))  # fmt: skip
 
+    # Each sum per account first (no join with the hierarchy for each invoice line or rollup
+    # row), then the accounts' sums added up per unit here.
     with engine.connect() as conn:
-        for k, n in conn.execute(
-            scoped(select(unit, func.count()).select_from(base).group_by(unit))
+        q = select(S.account.c.id, unit).select_from(base)
+        if scope is not None:
+            q = q.where(agency.c.code == scope)
+        unit_of: dict[int, str] = {int(a): str(k) for a, k in conn.execute(q)}
+        for key in unit_of.values():
+            acc(key)["accounts"] += 1
+
+        def mine(col: Any) -> Any:
+            """(an agency's caller: its accounts' rows only)"""
+            return col.in_(sorted(unit_of)) if scope is not None else true()
+
+        for a, status, n, total in conn.execute(
+            select(inv.c.account_id, inv.c.status, func.count(), func.sum(inv.c.total))
+            .where(inv.c.period == period, inv.c.kind == "invoice", mine(inv.c.account_id))
+            .group_by(inv.c.account_id, inv.c.status)
         ):
-            acc(k)["accounts"] = int(n)
-        for k, status, n, total in conn.execute(
-            scoped(
-                select(unit, inv.c.status, func.count(), func.sum(inv.c.total))
-                .select_from(base.join(inv, inv.c.account_id == S.account.c.id))
-                .where(inv.c.period == period, inv.c.kind == "invoice")
-                .group_by(unit, inv.c.status)
-            )
-        ):
-            a = acc(k)
-            a["invoices"] += int(n)
-            a["billed" if status == "issued" else "drafted"] += int(total or 0)
-        for k, kind, total in conn.execute(
-            scoped(
-                select(unit, ln.c.kind, func.sum(ln.c.amount))
-                .select_from(
-                    base.join(inv, inv.c.account_id == S.account.c.id).join(
-                        ln, ln.c.invoice_id == inv.c.id
-                    )
-                )
-                .where(inv.c.period == period, inv.c.kind == "invoice")
-                .group_by(unit, ln.c.kind)
-            )
+            if a in unit_of:
+                x = acc(unit_of[a])
+                x["invoices"] += int(n)
+                x["billed" if status == "issued" else "drafted"] += int(total or 0)
+        for a, kind, total in conn.execute(
+            select(inv.c.account_id, ln.c.kind, func.sum(ln.c.amount))
+            .select_from(inv.join(ln, ln.c.invoice_id == inv.c.id))
+            .where(inv.c.period == period, inv.c.kind == "invoice", mine(inv.c.account_id))
+            .group_by(inv.c.account_id, ln.c.kind)
         ):
             name = {"usage": "usage", "lad": "lad", "penalty": "penalties"}.get(kind.split("-")[0])
-            if name:
-                acc(k)[name] += int(total or 0)
-        d = S.usage_daily
-        for k, total in conn.execute(
-            scoped(
-                select(unit, func.sum(d.c.pending))
-                .select_from(base.join(d, d.c.account_id == S.account.c.id))
-                .where(d.c.pending_events != 0)
-                .group_by(unit)
-            )
+            if name and a in unit_of:
+                acc(unit_of[a])[name] += int(total or 0)
+        # (the rollup's rows with unbilled events: its partial index holds only those)
+        for a, total in conn.execute(
+            select(d.c.account_id, func.sum(d.c.pending))
+            .where(d.c.pending_events != 0, mine(d.c.account_id))
+            .group_by(d.c.account_id)
         ):
-            acc(k)["pending"] += int(total or 0)
+            if a in unit_of:
+                acc(unit_of[a])["pending"] += int(total or 0)
     rows = []
     for key in sorted(out)[offset : offset + limit]:
         v = out[key]
