@@ -1316,10 +1316,11 @@ def aggregates(
             name = {"usage": "usage", "lad": "lad", "penalty": "penalties"}.get(kind.split("-")[0])
             if name and a in unit_of:
                 acc(unit_of[a])[name] += int(total or 0)
-        # (the rollup's rows with unbilled events: its partial index holds only those)
+        # (the rollup's rows with unbilled events: its partial index holds only those; the 0
+        # written in, so that the database sees the index's condition)
         for a, total in conn.execute(
             select(d.c.account_id, func.sum(d.c.pending))
-            .where(d.c.pending_events != 0, mine(d.c.account_id))
+            .where(d.c.pending_events != _inline(0), mine(d.c.account_id))
             .group_by(d.c.account_id)
         ):
             if a in unit_of:

@@ -234,17 +234,29 @@ def scope_figures(
         F.parse_period(period)
     except F.FormulaError as exc:
         raise invalid("period", str(exc)) from None
-    own = aggregates.get(level, period).get(code, {})
+    # Billing's aggregates per account (one computation, kept and shared), added up here for
+    # the scope and each child: every figure is a sum over accounts.
+    per_account = aggregates.get("account", period)
+
+    def summed(unit: Unit) -> dict[str, int]:
+        out = dict.fromkeys(MONEY, 0)
+        for a in h.accounts_under(unit):
+            figs = per_account.get(a)
+            if figs:
+                for m in MONEY:
+                    out[m] += figs.get(m, 0)
+        return out
+
+    own = summed(u)
     child_level = CHILD.get(level)
     kids = h.children.get((level, code), []) if child_level else []
-    per_kid = aggregates.get(child_level, period) if child_level else {}
     accounts = h.accounts_under(u)
     with engine.connect() as conn:
         by_service, days, by_child = _usage(conn, u, period, service)
     children = []
     for k in kids:
         ku = h.units[(child_level or "", k)]
-        figs = per_kid.get(k, {})
+        figs = summed(ku)
         usage = by_child.get(k, 0)
         children.append(
             {
@@ -259,7 +271,7 @@ def scope_figures(
         )
     return {
         "unit": u,
-        "figures": {m: own.get(m, 0) for m in MONEY},
+        "figures": own,
         "period_usage": sum(by_service.values()),
         "usage_by_service": dict(sorted(by_service.items())),
         "by_day": days,
