@@ -51,11 +51,11 @@ test-redis62: $(STAMP)
 
 # The store, engine, end-to-end and provisioning tests again on a Redis Cluster of 3 masters and
 # 3 replicas that the session starts (redis-cli --cluster create), plus the cluster client's own
-# tests (docs/operations.md).
+# tests (docs/operations.md) and the dashboard's live feed over every bucket's streams.
 test-cluster: $(STAMP)
 	OCS_TEST_REDIS=cluster $(PY) -m pytest -q tests/test_cluster.py tests/test_engine.py \
 		tests/test_service.py tests/test_thresholds.py tests/test_provisioning.py \
-		tests/test_diameter_e2e.py tests/test_journal.py
+		tests/test_diameter_e2e.py tests/test_journal.py tests/test_dashboard_live.py
 
 # Part of `make test` (which must stay under 10 minutes; the whole set above takes ~4 min on a
 # loaded 2-core machine): on the cluster, the provisioning suite (streams read per bucket,

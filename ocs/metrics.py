@@ -399,11 +399,7 @@ class Metrics:
         hists: dict[str, dict[Labels, Hist]] = {n: {} for n in self.hists}
         gauges: dict[str, dict[Labels, float]] = {n: {} for n in self.gauges}
         live = 0
-        for path in sorted(self.state_dir.glob("*.json")):
-            try:
-                snap = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue  # a worker's file being replaced right now: it is in the next scrape
+        for snap in self._snapshots():
             _add_rows(counters, snap.get("counters", {}))
             for name, rows in snap.get("hists", {}).items():
                 if name in hists:
@@ -420,6 +416,30 @@ class Metrics:
         gauges.update(cluster)
         gauges["ocs_workers"] = {(): float(live)}
         return counters, hists, gauges
+
+    def _snapshots(self, *, skip: str | None = None) -> Iterator[dict[str, Any]]:
+        """The workers' files in ``state_dir`` (but ``skip``'s), read now."""
+        assert self.state_dir is not None
+        for path in sorted(self.state_dir.glob("*.json")):
+            if path.stem == skip:
+                continue
+            try:
+                yield json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue  # a worker's file being replaced right now: it is in the next read
+
+    def counter_sum(self, name: str) -> dict[Labels, int]:
+        """The counter ``name`` over every worker: this process's counts now plus the others'
+        as they last wrote them (at most :data:`ocs.telemetry.FLUSH_INTERVAL` behind, never
+        ahead, so the sum never goes down); this process's alone without ``state_dir``. For
+        figures that must not depend on which worker is asked (the dashboard's requests/s)."""
+        own = self.counters[name]
+        if self.state_dir is None:
+            return dict(own)
+        total: dict[str, dict[Labels, int]] = {name: dict(own)}
+        for snap in self._snapshots(skip=self.worker):
+            _add_rows(total, {name: snap.get("counters", {}).get(name, [])})
+        return total[name]
 
 
 def _add_rows(into: dict[str, dict[Labels, Any]], rows_by_name: dict[str, list[Any]]) -> None:

@@ -77,17 +77,28 @@ def redis_cluster(
         cluster.stop()
 
 
-@pytest.fixture
-async def redis_url(redis_server: EmbeddedRedis | EmbeddedCluster) -> str:
-    """The session server's URL, emptied (FLUSHALL, SCRIPT FLUSH on every master) before the
-    test."""
-    client = admin_client(redis_server.url)
+async def _emptied(url: str) -> str:
+    """``url`` after FLUSHALL and SCRIPT FLUSH on every master."""
+    client = admin_client(url)
     try:
         await broadcast(client, "FLUSHALL")
         await broadcast(client, "SCRIPT", "FLUSH")
     finally:
         await client.aclose()
-    return redis_server.url
+    return url
+
+
+@pytest.fixture
+async def redis_url(redis_server: EmbeddedRedis | EmbeddedCluster) -> str:
+    """The session server's URL, emptied (FLUSHALL, SCRIPT FLUSH on every master) before the
+    test."""
+    return await _emptied(redis_server.url)
+
+
+@pytest.fixture
+async def cluster_url(redis_cluster: EmbeddedCluster) -> str:
+    """The cluster's URL (see ``redis_cluster``), emptied before the test."""
+    return await _emptied(redis_cluster.url)
 
 
 @pytest.fixture

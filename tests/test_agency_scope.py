@@ -1,11 +1,15 @@
 """Per-agency scoping, generated from the route table (docs/security.md): an agency user
 (agency-viewer of AG-1, through the real authentication middleware and an API key) gets, on
-every route the policy lets it read, its own agency's objects and a 404 for every object of
-another agency (AG-2), and no list shows it anything of AG-2. A new agency-readable route
-whose path parameter this test cannot fill fails here until it is added to OWN_OTHER."""
+every route the policy lets it read (billing's and the dashboard's), its own agency's objects
+and a 404 for every object of another agency (AG-2), and no list shows it anything of AG-2.
+A route with a level parameter is tried at each level an agency owns (agency, account), and
+the levels above it (national, region: their sums include other agencies) are a 404 even for
+its own region. A new agency-readable route whose path parameter this test cannot fill fails
+here until it is added to OWN_OTHER."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,6 +32,8 @@ from ocs.charging.tariffs import TariffRegistry
 from ocs.metrics import Metrics
 from ocs.store.redis_client import PipelinedRedis
 from ocs.store.store import Store
+from ocs.ui.api import DashboardApi
+from ocs.ui.live import live_feed
 from tariffs import PlanBook, TariffRater, load_plans
 from tests.billing_db import build_sample
 
@@ -93,47 +99,98 @@ async def api(redis_url: str, billing_engine: Engine, tmp_path: Path) -> AsyncIt
         await registry.refresh()
         billing = BillingApi(billing_engine, feed_secret="s" * 32, warehouse_dir=tmp_path,
                              clock=lambda: NOW)  # fmt: skip
-        app = create_app(store, Metrics(), tariffs=registry, clock=lambda: NOW,
-                         routes=billing.routes(),
-                         auth=AuthConfig(admin_token=ADMIN, secret_key="k" * 64,
-                                         fail_limit=10**6))  # fmt: skip
-        http: Client = TestClient(TestServer(app))
-        await http.start_server()
-        try:
-            yield http
-        finally:
-            await http.close()
+        metrics = Metrics()
+        async with live_feed(store, redis_url, billing_engine, metrics, tick=0.1) as feed:
+            dashboard = DashboardApi(billing_engine, store, feed, clock=lambda: NOW)
+            app = create_app(store, metrics, tariffs=registry, clock=lambda: NOW,
+                             routes=[*billing.routes(), *dashboard.routes()],
+                             auth=AuthConfig(admin_token=ADMIN, secret_key="k" * 64,
+                                             fail_limit=10**6))  # fmt: skip
+            http: Client = TestClient(TestServer(app))
+            await http.start_server()
+            try:
+                yield http
+            finally:
+                await http.close()
 
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-PARAM = re.compile(r"\{(\w+)(?::[^}]*)?\}")
+PARAM = re.compile(r"\{(\w+)(?::([^}]*))?\}")
+#: The levels an agency's user owns a unit of, with (own, other) codes; and the levels above,
+#: with AG-1's own units there (a 404 too: their figures sum other agencies').
+OWNED_LEVELS = {"agency": ("AG-1", "AG-2"), "account": ("ACC-1", "ACC-2")}
+ABOVE_LEVELS = {"national": "NAT", "region": "R-N"}
+
+
+def _levels(route: Route) -> list[str]:
+    """The values of the route's ``level`` parameter (its alternatives), or [""] if none."""
+    for name, pattern in PARAM.findall(route.path):
+        if name == "level":
+            return (pattern or "").split("|")
+    return [""]
 
 
 def _values(route: Route, invoices: dict[str, str]) -> list[tuple[str, str]]:
-    """``route``'s path filled with AG-1's objects, and with AG-2's (for the feeds' records:
-    once with orders, once with tickets)."""
+    """``route``'s path filled with AG-1's objects, and with AG-2's: at each level an agency
+    owns, for a route with a level (the feeds' records: once with orders, once with tickets)."""
     kinds = [("orders", "O"), ("tickets", "T")] if "{feed" in route.path else [("", "")]
+    # A list at a level (no code) is tried at every level: it lists AG-1's units only.
+    by_code = "{code}" in route.path
+    levels = [lv for lv in _levels(route) if lv in OWNED_LEVELS or lv == "" or not by_code]
+    assert levels, f"{route.path}: no level an agency owns"
     out = []
-    for feed, prefix in kinds:
-        own, other = route.path, route.path
-        for name in PARAM.findall(route.path):
-            assert name in OWN_OTHER, f"{route.path}: add {name!r} to OWN_OTHER"
-            mine, theirs = OWN_OTHER[name]
-            if name == "code" and "/hierarchy/" in route.path:
-                mine, theirs = "AG-1", "AG-2"
-            elif name == "ref":
-                mine, theirs = invoices["ACC-1"], invoices["ACC-2"]
-            elif name == "feed":
-                mine = theirs = feed
-            elif name == "id" and feed:
-                mine, theirs = f"{prefix}-1", f"{prefix}-2"
-            own = PARAM.sub(mine, own, count=1)
-            other = PARAM.sub(theirs, other, count=1)
-        out.append((own, other))
+    for level in levels:
+        for feed, prefix in kinds:
+            own, other = route.path, route.path
+            for name, _pattern in PARAM.findall(route.path):
+                assert name in OWN_OTHER, f"{route.path}: add {name!r} to OWN_OTHER"
+                mine, theirs = OWN_OTHER[name]
+                if name == "level":
+                    mine = theirs = level
+                elif name == "code" and level in OWNED_LEVELS:
+                    mine, theirs = OWNED_LEVELS[level]
+                elif name == "ref":
+                    mine, theirs = invoices["ACC-1"], invoices["ACC-2"]
+                elif name == "feed":
+                    mine = theirs = feed
+                elif name == "id" and feed:
+                    mine, theirs = f"{prefix}-1", f"{prefix}-2"
+                own = PARAM.sub(mine, own, count=1)
+                other = PARAM.sub(theirs, other, count=1)
+            out.append((own, other))
     return out
+
+
+def _above(route: Route) -> list[str]:
+    """``route``'s path at the levels above an agency, with AG-1's own units there (routes
+    that name a unit by its code)."""
+    out = []
+    for level in _levels(route) if "{code}" in route.path else []:
+        if level in ABOVE_LEVELS:
+            path = route.path
+            for name, _pattern in PARAM.findall(route.path):
+                value = {"level": level, "code": ABOVE_LEVELS[level]}.get(name)
+                assert value is not None, f"{route.path}: {name!r} at level {level}"
+                path = PARAM.sub(value, path, count=1)
+            out.append(path)
+    return out
+
+
+async def _get_or_listen(api: Client, method: str, path: str, headers: dict[str, str],
+                         ) -> tuple[int, str, str]:  # fmt: skip
+    """Status, content type and body; for a stream of server-sent events, its first event."""
+    resp = await api.request(method, path, headers=headers, json={})
+    if resp.content_type != "text/event-stream":
+        return resp.status, resp.content_type, (await resp.read()).decode("utf-8", "replace")
+    text = ""
+    async with asyncio.timeout(10):
+        while "data: " not in text:
+            text += (await resp.content.readuntil(b"\n\n")).decode()
+    resp.close()
+    return resp.status, resp.content_type, text.split("data: ", 1)[1]
 
 
 async def test_an_agency_user_sees_its_agency_only_on_every_route(api: Client) -> None:
@@ -156,12 +213,12 @@ async def test_an_agency_user_sees_its_agency_only_on_every_route(api: Client) -
     assert visible, "the agency role reads nothing?"
     objects = lists = 0
     pairs = [(route, own, other) for route in visible for own, other in _values(route, invoices)]
+    assert {r.resource for r in visible} >= {"dashboard", "billing.invoices"}, visible
     for route, own, other in pairs:
         query = "?period=2026-11" if route.path.endswith("/aggregates") else ""
-        resp = await api.request(route.method, own + query, headers=viewer, json={})
-        text = (await resp.read()).decode("utf-8", "replace")
-        assert 200 <= resp.status < 300, (route.method, own, resp.status, text)
-        if route.method == "GET" and resp.content_type == "application/json":
+        status, ctype, text = await _get_or_listen(api, route.method, own + query, viewer)
+        assert 200 <= status < 300, (route.method, own, status, text)
+        if route.method == "GET" and ctype in ("application/json", "text/event-stream"):
             leaked = [o for o in OTHERS if o in text]
             assert not leaked, (route.path, leaked, text)
         if own == other:
@@ -174,6 +231,15 @@ async def test_an_agency_user_sees_its_agency_only_on_every_route(api: Client) -
         assert not [o for o in OTHERS if o in body.get("title", "")]
         objects += 1
     assert objects >= 8 and lists >= 3, (objects, lists)
+    # Above its agency: its own region and the national level are not its to read either.
+    above = [(route, path) for route in visible for path in _above(route)]
+    assert {p for _, p in above} >= {"/v1/dashboard/national/NAT", "/v1/dashboard/region/R-N"}
+    for route, path in above:
+        resp = await api.request(route.method, path, headers=viewer, json={})
+        assert resp.status == 404, (route.method, path, resp.status, await resp.text())
+        assert resp.content_type == "application/problem+json"
+        resp = await api.request(route.method, path, headers=admin, json={})
+        assert resp.status == 200, (path, await resp.text())
     # The same other-agency objects exist: the admin sees them (so a 404 above is scoping).
     for route, own, other in pairs:
         if other != own:

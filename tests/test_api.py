@@ -755,3 +755,22 @@ def test_workers_sum_counters_and_drop_dead_workers_gauges(tmp_path: Path) -> No
     assert 'ocs_open_connections{protocol="native"} 3.0' in text
     assert 'ocs_outbox_length{bucket="0"} 7.0' in text
     assert "ocs_workers 2.0" in text
+
+
+def test_a_counter_over_workers_is_this_ones_now_plus_the_others_last_written(
+    tmp_path: Path,
+) -> None:
+    """What the dashboard's requests/s reads (Metrics.counter_sum)."""
+    ok, refused = ("native", "debit", "success"), ("native", "debit", "credit-limit")
+    alone = Metrics()
+    alone.observe(*ok, 0.001)
+    assert alone.counter_sum("ocs_requests") == {ok: 1}
+    a, b = Metrics(tmp_path, worker="a"), Metrics(tmp_path, worker="b")
+    a.observe(*ok, 0.001)
+    a.flush()
+    a.observe(*ok, 0.001)  # a's own file is one behind: its counts now are used instead
+    b.observe(*refused, 0.001)
+    assert a.counter_sum("ocs_requests") == {ok: 2}  # b has not written its counts yet
+    b.flush()
+    assert a.counter_sum("ocs_requests") == {ok: 2, refused: 1}
+    assert b.counter_sum("ocs_requests") == {ok: 1, refused: 1}  # a's as last written

@@ -23,7 +23,6 @@ from ocs.store import keys as K
 from ocs.store.cluster import (
     ClusterRedis,
     admin_client,
-    broadcast,
     crc16,
     hot_client,
     key_slot,
@@ -63,14 +62,6 @@ def test_cluster_urls() -> None:
 
 
 # -- on the session's cluster --------------------------------------------------------------
-
-
-@pytest.fixture
-async def cluster_url(redis_cluster: EmbeddedCluster) -> str:
-    async with _admin(redis_cluster.url) as r:
-        await broadcast(r, "FLUSHALL")
-        await broadcast(r, "SCRIPT", "FLUSH")
-    return redis_cluster.url
 
 
 class _admin:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -189,6 +190,59 @@ async def test_an_agency_user_sees_its_own_agency_only(app: App) -> None:
     await get(app, "/v1/dashboard/national/NAT", token, status=403)
     r = await app.http.get("/v1/dashboard/national/NAT")
     assert r.status == 401
+
+
+#: The API paths the pages call (every ``/v1/...`` template in app.js), and what fills them.
+APP_JS = Path(__file__).parent.parent / "ocs" / "ui" / "static" / "app.js"
+PAGE_CALL = re.compile(r"`(/v1/[^`?]*)")
+PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
+
+
+async def test_an_operator_reads_everything_the_pages_show_and_changes_no_bill(app: App) -> None:
+    """The operations dashboard's billing figures (billed, pending, LAD and penalty credits,
+    invoices, their PDF and evidence) for the operator role, read only (docs/security.md)."""
+    r = await app.http.post("/v1/billing/runs", json={"period": "2026-11"}, headers=bearer(ADMIN))
+    assert r.status == 200, await r.text()
+    r = await app.http.post("/v1/billing/runs/issue", json={"period": "2026-11", "account":
+                            "ACC-1"}, headers=bearer(ADMIN))  # fmt: skip
+    assert r.status == 200, await r.text()
+    (number,) = [i["number"] for i in (await get(app, "/v1/billing/invoices?account=ACC-1"))[
+        "items"]]  # fmt: skip
+    token, record = new_api_key("operator", None, now=NOW)
+    await app.http.app[SECURITY].store.add_api_key(record)
+    nat = await get(app, "/v1/dashboard/national/NAT?period=2026-11", token)
+    assert (
+        nat["kpis"]["micro"]["billed"] > 0 and "lad" in nat["kpis"] and "penalties" in nat["kpis"]
+    )
+    agg = await get(app, "/v1/billing/aggregates?level=national&period=2026-11", token)
+    assert agg["items"][0]["micro"]["billed"] == nat["kpis"]["micro"]["billed"]
+    # What each placeholder of the templates stands for (a new one fails here: add it).
+    values = {"level()": "account", "encodeURIComponent(code())": "ACC-1", "c()": "ACC-1",
+              "encodeURIComponent(i.number || i.id)": number,
+              "encodeURIComponent(ref_)": number, "l.seq": "1"}  # fmt: skip
+    calls = sorted(set(PAGE_CALL.findall(APP_JS.read_text(encoding="utf-8"))))
+    billing = [c for c in calls if c.startswith("/v1/billing/")]
+    assert len(billing) >= 5, calls  # account, pending, invoices, invoice, explain, pdf
+    for template in calls:
+        if template.startswith("/v1/auth/"):
+            continue
+        unknown = [p for p in PLACEHOLDER.findall(template) if p not in values]
+        assert not unknown, (template, unknown)
+        path = PLACEHOLDER.sub(lambda m: values[m[1]], template)
+        r = await app.http.get(path, headers=bearer(token))
+        assert r.status == 200, (template, path, r.status, await r.text())
+        await r.read()
+    # Nothing that makes or changes a bill.
+    for method, path, body in (
+        ("POST", "/v1/billing/runs", {"period": "2026-11"}),
+        ("POST", "/v1/billing/runs/issue", {"period": "2026-11"}),
+        ("POST", f"/v1/billing/invoices/{number}/notes",
+         {"kind": "credit", "reason": "x", "lines": [{"description": "x", "amount": "1.00"}]}),
+        ("PUT", "/v1/billing/accounts/ACC-1/contract", {"start_date": "2026-11-01"}),
+        ("PATCH", "/v1/billing/accounts/ACC-1", {"name": "x"}),
+    ):  # fmt: skip
+        r = await app.http.request(method, path, json=body, headers=bearer(token))
+        assert r.status == 403, (method, path, r.status, await r.text())
 
 
 @pytest.mark.parametrize(

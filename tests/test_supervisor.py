@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -18,11 +19,13 @@ import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_diameter_e2e import ccr, mscc, quotas
 from test_diameter_server import Gateway, until
 
+from ocs.billing.db import open_billing_db
 from ocs.store.redis_client import PipelinedRedis
 from ocs.store.store import Store
 
@@ -103,8 +106,10 @@ class Supervised:
         return code
 
 
-@pytest.fixture
-async def supervised(redis_url: str, tmp_path: Path) -> AsyncIterator[Supervised]:
+@contextlib.asynccontextmanager
+async def supervise(
+    redis_url: str, tmp_path: Path, env: dict[str, str] | None = None
+) -> AsyncIterator[Supervised]:
     plans = tmp_path / "plans"
     plans.mkdir()
     (plans / "flat.toml").write_text(FLAT)
@@ -115,7 +120,7 @@ async def supervised(redis_url: str, tmp_path: Path) -> AsyncIterator[Supervised
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE, env={**os.environ, "OCS_DIAMETER_HOST": "ocs.test",
                                                "OCS_DIAMETER_PEERS": "pgw.test@127.0.0.1",
-                                               "OCS_METRICS_PUBLIC": "1"},
+                                               "OCS_METRICS_PUBLIC": "1", **(env or {})},
     )  # fmt: skip
     sup = Supervised(proc)
     try:
@@ -125,6 +130,12 @@ async def supervised(redis_url: str, tmp_path: Path) -> AsyncIterator[Supervised
         yield sup
     finally:
         await sup.stop()
+
+
+@pytest.fixture
+async def supervised(redis_url: str, tmp_path: Path) -> AsyncIterator[Supervised]:
+    async with supervise(redis_url, tmp_path) as sup:
+        yield sup
 
 
 def serving_pid(gw: Gateway | asyncio.StreamWriter, server_port: int, pids: list[int]) -> int:
@@ -297,3 +308,75 @@ async def test_a_scrape_of_any_worker_serves_the_sum(supervised: Supervised) -> 
     finally:
         for gw in gws.values():
             await gw.close()
+
+
+ADMIN = "test-admin-token"
+
+
+async def live_on_each(sup: Supervised, pids: list[int]) -> dict[int, Any]:
+    """One dashboard live connection (server-sent events) served by each worker."""
+    found: dict[int, Any] = {}
+    for _ in range(64):
+        reader, writer = await asyncio.open_connection("127.0.0.1", sup.http_port)
+        writer.write(b"GET /v1/dashboard/live HTTP/1.1\r\nHost: ocs\r\n"
+                     b"Authorization: Bearer " + ADMIN.encode() + b"\r\n\r\n")  # fmt: skip
+        await writer.drain()
+        head = (await reader.readuntil(b"\r\n\r\n")).decode()
+        assert head.split(" ", 2)[1] == "200" and "chunked" in head.lower(), head
+        pid = serving_pid(writer, sup.http_port, pids)
+        if pid in found:
+            writer.close()
+            await writer.wait_closed()
+        else:
+            found[pid] = (reader, writer)
+        if len(found) == len(pids):
+            return found
+    raise AssertionError(f"64 connections, all on workers {sorted(found)}")
+
+
+async def live_events(reader: asyncio.StreamReader) -> AsyncIterator[dict[str, Any]]:
+    """The ``figures`` events of a chunked server-sent event stream."""
+    buf = b""
+    while True:
+        size = int((await reader.readline()).strip(), 16)
+        buf += (await reader.readexactly(size + 2))[:-2]
+        while b"\n\n" in buf:
+            event, buf = buf.split(b"\n\n", 1)
+            for line in event.split(b"\n"):
+                if line.startswith(b"data: "):
+                    yield json.loads(line[6:])
+
+
+async def test_the_dashboards_requests_per_second_count_every_worker(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """Each worker answers one CCR-I; the live feed of each worker counts both (the workers'
+    request counters, as /metrics sums them), as requests and as refusals (5030)."""
+    url = f"sqlite:///{tmp_path / 'billing.db'}"
+    open_billing_db(url).dispose()  # migrated once, not by both workers at once
+    env = {"OCS_BILLING": "1", "OCS_BILLING_DB_URL": url, "OCS_ADMIN_TOKEN": ADMIN}
+    async with supervise(redis_url, tmp_path, env) as sup:
+        pids = list(sup.workers().values())
+        lives = await live_on_each(sup, pids)
+        gws = await connect_to_each(sup, pids)
+        try:
+            for n, gw in enumerate(gws.values()):
+                sid = f"pgw.test;live;{n}"
+                a = await gw.request(ccr(gw, sid, INIT, 0, mscc(100, rsu=[("CC-Time", 60)]),
+                                         context=VOICE))  # fmt: skip
+                assert a.result_code == 5030
+            for pid, (reader, _writer) in lives.items():
+                requests = refusals = 0
+                async with asyncio.timeout(15):
+                    async for msg in live_events(reader):
+                        requests += msg["requests"]
+                        refusals += msg["refusals"]
+                        if requests >= 2:
+                            break
+                assert (requests, refusals) == (2, 2), pid
+        finally:
+            for gw in gws.values():
+                await gw.close()
+            for _reader, writer in lives.values():
+                writer.close()
+                await writer.wait_closed()

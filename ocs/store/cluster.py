@@ -95,6 +95,8 @@ _KEYLESS: Final = frozenset(
 )
 _BROADCAST: Final = frozenset((b"SCRIPT", b"FUNCTION", b"FLUSHALL", b"FLUSHDB", b"PING"))
 _EVAL: Final = frozenset((b"EVAL", b"EVALSHA", b"EVAL_RO", b"EVALSHA_RO", b"FCALL"))
+# Commands whose keys come after a STREAMS argument.
+_STREAMS_LAST: Final = frozenset((b"XREAD", b"XREADGROUP"))
 
 
 # -- slots ---------------------------------------------------------------------------------
@@ -528,6 +530,13 @@ def _key_of(name: bytes, args: Sequence[Arg]) -> str | bytes | None:
     if name in _EVAL:
         return args[3] if len(args) > 3 and int(args[2]) > 0 else None  # type: ignore[return-value]
     if name in _KEYLESS or len(args) < 2:
+        return None
+    if name in _STREAMS_LAST:
+        # XREAD [COUNT n] [BLOCK ms] STREAMS key... id...: the keys follow STREAMS.
+        for i, arg in enumerate(args):
+            if _name(arg) == b"STREAMS" and i + 1 < len(args):
+                key = args[i + 1]
+                return str(key) if isinstance(key, int) else key
         return None
     key = args[1]
     return str(key) if isinstance(key, int) else key

@@ -1,5 +1,5 @@
 """The dashboard's live feed: ONE reader of the outbox and notification streams (and of the
-process's request counters) per OCS process, fanned out to every browser connection.
+request counters of every worker) per OCS process, fanned out to every browser connection.
 
 The reader keeps, per line of the hierarchy, what the figures need (balance, held credit,
 open sessions, barring), primed once from the store and then refreshed only for the lines an
@@ -20,12 +20,12 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from redis.exceptions import RedisError
 from sqlalchemy import Engine
 
 from ocs.metrics import Metrics
-from ocs.store.notify import NotifyStore
+from ocs.store.errors import StoreUnavailable
 from ocs.store.store import Store
+from ocs.store.streams import StreamReader
 from ocs.ui.figures import Hierarchy, load_hierarchy
 
 __all__ = ["LineState", "LiveFeed", "Message", "live_feed"]
@@ -75,7 +75,7 @@ class LiveFeed:
     def __init__(
         self,
         store: Store,
-        streams: NotifyStore,
+        streams: StreamReader,
         engine: Engine,
         metrics: Metrics,
         *,
@@ -95,7 +95,6 @@ class LiveFeed:
         self.listeners: set[asyncio.Queue[Message]] = set()
         self.ready = asyncio.Event()
         self.last: dict[str, Any] = {"requests": 0, "refusals": 0, "events": 0}
-        self._ids: dict[str, str] = {}
         self._counted = (0, 0)
         self._loaded_at = 0.0
         #: Messages sent (tests wait on it).
@@ -175,8 +174,10 @@ class LiveFeed:
                 u[k] += d
 
     def _requests(self) -> tuple[int, int]:
+        """Charging requests and refusals so far, over every worker of ``ocs serve --workers
+        N`` (the metrics' per-worker files: another worker's are up to a second behind)."""
         total = refused = 0
-        for (protocol, _verb, result), n in list(self.metrics.counts.items()):
+        for (protocol, _verb, result), n in self.metrics.counter_sum("ocs_requests").items():
             if protocol in CHARGING:
                 total += n
                 if result not in SUCCESS:
@@ -185,37 +186,30 @@ class LiveFeed:
 
     async def _read(self, block_ms: int) -> tuple[set[str], list[dict[str, str]]]:
         """The lines named by new outbox and notification entries; the barring changes."""
-        redis = self.streams.redis
         touched: set[str] = set()
         bars: list[dict[str, str]] = []
-        reply: Any = await redis.xread(self._ids, count=1000, block=block_ms)  # type: ignore[arg-type]
-        for stream, entries in reply or []:
-            name = stream.decode() if isinstance(stream, bytes) else stream
-            for entry_id, fields in entries:
-                self._ids[name] = entry_id
-                sub = fields.get("sub", "")
-                if sub:
-                    touched.add(sub)
-                if fields.get("t") == "barring":
-                    bars.append(
-                        {"msisdn": sub, "bar": fields.get("bar", ""), "was": fields.get("was", "")}
-                    )
+        for entry in await self.streams.read(block_ms):
+            fields = entry.fields
+            sub = fields.get("sub", "")
+            if sub:
+                touched.add(sub)
+            if fields.get("t") == "barring":
+                bars.append(
+                    {"msisdn": sub, "bar": fields.get("bar", ""), "was": fields.get("was", "")}
+                )
         return touched, bars
 
-    async def run(self, outbox: list[str]) -> None:
-        """Read until cancelled; ``outbox`` are the outbox streams' names (the notification
-        streams are ``self.streams``')."""
-        self._ids = dict.fromkeys([*outbox, *self.streams.streams], "$")
-        # "$" is resolved by the first read only; take the streams' last ids now instead, so
-        # nothing written between two reads is missed.
-        for name in list(self._ids):
-            with contextlib.suppress(RedisError):
-                info = await self.streams.redis.xinfo_stream(name)
-                self._ids[name] = str(info["last-generated-id"])
-        for name, last in list(self._ids.items()):
-            if last == "$":
-                self._ids[name] = "0-0"
-        await self._reload()
+    async def run(self) -> None:
+        """Read until cancelled (the reader is connected: it starts from the streams' ends).
+        Redis unavailable (a master failing over) delays the figures, never ends the feed:
+        the lines an event named stay pending until they can be read."""
+        while True:
+            try:
+                await self._reload()
+                break
+            except StoreUnavailable as exc:
+                log.warning("live feed: %s", exc)
+                await asyncio.sleep(self.tick)
         self._counted = self._requests()
         self.ready.set()
         next_tick = self.clock() + self.tick
@@ -226,7 +220,7 @@ class LiveFeed:
             wait_ms = max(1, int((next_tick - self.clock()) * 1000))
             try:
                 touched, new_bars = await self._read(wait_ms)
-            except RedisError as exc:
+            except StoreUnavailable as exc:
                 log.warning("live feed: %s", exc)
                 await asyncio.sleep(self.tick)
                 touched, new_bars = set(), []
@@ -236,9 +230,13 @@ class LiveFeed:
             if self.clock() < next_tick:
                 continue
             next_tick = self.clock() + self.tick
-            if self.clock() - self._loaded_at > HIERARCHY_EVERY:
-                await self._reload()
-            await self._publish(pending, bars, events)
+            try:
+                if self.clock() - self._loaded_at > HIERARCHY_EVERY:
+                    await self._reload()
+                await self._publish(pending, bars, events)
+            except StoreUnavailable as exc:
+                log.warning("live feed: %s", exc)
+                continue
             pending, bars, events = set(), [], 0
 
     async def _publish(self, touched: set[str], bars: list[dict[str, str]], events: int) -> None:
@@ -252,7 +250,8 @@ class LiveFeed:
                 changed |= {_unit_key(lv, c) for lv, c in units}
                 self._apply(units, before[m], self.lines.get(m))
         total, refused = self._requests()
-        requests, refusals = total - self._counted[0], refused - self._counted[1]
+        requests = max(0, total - self._counted[0])
+        refusals = max(0, refused - self._counted[1])
         self._counted = (total, refused)
         self.last = {"requests": requests, "refusals": refusals, "events": events}
         msg = {
@@ -277,15 +276,12 @@ async def live_feed(
     store: Store, redis_url: str, engine: Engine, metrics: Metrics, *, tick: float = TICK
 ) -> AsyncIterator[LiveFeed]:
     """One live feed for the process, its reader running for as long as the context lasts."""
-    notify = NotifyStore(redis_url)
-    outbox = NotifyStore(redis_url, outbox=True)
-    feed = LiveFeed(store, notify, engine, metrics, tick=tick)
-    task = asyncio.create_task(feed.run(outbox.streams), name="dashboard-live")
-    try:
-        yield feed
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await notify.close()
-        await outbox.close()
+    async with StreamReader.every_bucket(redis_url) as streams:
+        feed = LiveFeed(store, streams, engine, metrics, tick=tick)
+        task = asyncio.create_task(feed.run(), name="dashboard-live")
+        try:
+            yield feed
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
