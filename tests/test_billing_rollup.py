@@ -25,7 +25,7 @@ from ocs.billing.db import MIGRATIONS, open_billing_db, open_engine
 from ocs.ui import figures
 from tests.billing_db import build_sample
 from tests.test_agency_scope import add_second_agency
-from tests.test_billing_runs import LINE, event, ms, november, put_usage
+from tests.test_billing_runs import LINE, event, ms, november, november_usage, put_usage
 
 LINE2 = "491700000002"
 NOBODY = "491799999999"
@@ -65,17 +65,7 @@ def two(billing_engine: Engine) -> Engine:
     """Two agencies' accounts (tests/test_agency_scope.py) and november()'s usage of LINE."""
     build_sample(billing_engine)
     add_second_agency(billing_engine)
-    put_usage(
-        billing_engine,
-        event(LINE, "2026-11-02T08:00:00+01:00", "sms", 20_000),
-        event(LINE, "2026-11-03T08:00:00+01:00", "sms", 20_000),
-        event(LINE, "2026-11-30T23:59:59+01:00", "sms", 20_000),
-        event(LINE, "2026-11-04T09:00:00+01:00", "voice", 40_000, 60, "release"),
-        event(LINE, "2026-11-05T09:00:00+01:00", "voice", 250_000, 60, "commit"),
-        event(LINE, "2026-12-01T00:00:00+01:00", "sms", 20_000),
-        event(LINE, "2026-09-15T10:00:00+02:00", "sms", 20_000),
-        event(NOBODY, "2026-11-05T09:00:00+01:00", "sms", 20_000),
-    )
+    put_usage(billing_engine, *november_usage())
     return billing_engine
 
 

@@ -425,43 +425,46 @@ def stored_agencies(conn: Connection) -> dict[AgencyKey, tuple[int, ...]]:
     }
 
 
-def drift(conn: Connection) -> list[dict[str, Any]]:
-    """Where the rollup differs from :func:`scan` (empty: it is exact), the accounts' rows
-    (account and day in order) then the agencies' (``agency``, ``billing_day``), with both
-    sides' sums."""
-    want, have = scan(conn), stored(conn)
-    codes = dict(conn.execute(select(S.account.c.id, S.account.c.code)).all())
-    orgs = dict(conn.execute(select(S.org.c.id, S.org.c.code)).all())
+def _differences(
+    want: Mapping[Any, Sequence[int]],
+    have: Mapping[Any, Sequence[int]],
+    names: Sequence[str],
+    code: Mapping[int, str],
+) -> list[dict[str, Any]]:
+    """The keys whose sums differ, named ``names`` (the first an id, shown by its ``code``),
+    in the order of the codes, then the rest of the key."""
     zero = (0, 0, 0, 0)
     out = []
-    for key in sorted(set(want) | set(have), key=lambda k: (codes.get(k[0], ""), k[1], k[2])):
-        w, h = want.get(key, zero), have.get(key, zero)
+    for key in sorted(set(want) | set(have), key=lambda k: (code.get(k[0], ""), *k[1:])):
+        w, h = tuple(want.get(key, zero)), tuple(have.get(key, zero))
         if w != h:
             out.append(
                 {
-                    "account": codes.get(key[0], str(key[0])),
-                    "day": key[1],
-                    "service": key[2],
-                    "scanned": dict(zip(SUMS, w, strict=True)),
-                    "rollup": dict(zip(SUMS, h, strict=True)),
-                }
-            )
-    want_g = {k: tuple(v) for k, v in by_agency(want, _agencies(conn, codes)).items()}
-    have_g = stored_agencies(conn)
-    for gkey in sorted(set(want_g) | set(have_g), key=lambda k: (orgs.get(k[0], ""), *k[1:])):
-        w, h = want_g.get(gkey, zero), have_g.get(gkey, zero)
-        if w != h:
-            out.append(
-                {
-                    "agency": orgs.get(gkey[0], str(gkey[0])),
-                    "billing_day": gkey[1],
-                    "day": gkey[2],
-                    "service": gkey[3],
+                    names[0]: code.get(key[0], str(key[0])),
+                    **dict(zip(names[1:], key[1:], strict=True)),
                     "scanned": dict(zip(SUMS, w, strict=True)),
                     "rollup": dict(zip(SUMS, h, strict=True)),
                 }
             )
     return out
+
+
+def drift(conn: Connection) -> list[dict[str, Any]]:
+    """Where the rollup differs from :func:`scan` (empty: it is exact), the accounts' rows
+    (account and day in order) then the agencies' (``agency``, ``billing_day``), with both
+    sides' sums."""
+    want = scan(conn)
+    codes = dict(conn.execute(select(S.account.c.id, S.account.c.code)).all())
+    orgs = dict(conn.execute(select(S.org.c.id, S.org.c.code)).all())
+    return [
+        *_differences(want, stored(conn), ("account", "day", "service"), codes),
+        *_differences(
+            by_agency(want, _agencies(conn, codes)),
+            stored_agencies(conn),
+            ("agency", "billing_day", "day", "service"),
+            orgs,
+        ),
+    ]
 
 
 def rebuild(conn: Connection) -> int:
