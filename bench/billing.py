@@ -36,6 +36,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, func, insert, select
 
+from bench.report import append_section
 from ocs.billing import model as M
 from ocs.billing import runs
 from ocs.billing import schema as S
@@ -397,14 +398,12 @@ async def main(args: argparse.Namespace) -> None:
     text = "\n".join(lines)
     print(text)
     if args.append:
-        stamp = datetime.now(ZoneInfo("UTC")).strftime("%Y-%m-%d %H:%M UTC")
-        with open(Path(__file__).with_name("RESULTS.md"), "a", encoding="utf-8") as f:  # noqa: ASYNC230
-            f.write(
-                f"\n## Enterprise billing: {stamp}\n\n`.venv/bin/python -m bench.billing "
-                f"--accounts {args.accounts} --lines {args.lines} --services {args.services} "
-                f"--events {args.events}` (bench/billing.py). Targets: ingest >= 20,000 "
-                f"events/s, run < 60 s.\n\n{text}\n"
-            )
+        how = (
+            f"`.venv/bin/python -m bench.billing --accounts {args.accounts} --lines "
+            f"{args.lines} --services {args.services} --events {args.events}` "
+            "(bench/billing.py). Targets: ingest >= 20,000 events/s, run < 60 s."
+        )
+        append_section("Enterprise billing", [how, "", text])
 
 
 def _setting(text: str) -> tuple[str, str]:

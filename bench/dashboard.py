@@ -31,14 +31,13 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import aiohttp
 from aiohttp import web
 
 from bench.billing import PERIOD, build_dataset, make_events, msisdn
+from bench.report import append_section
 from ocs.api.app import create_app
 from ocs.auth.credentials import AuthConfig, new_user
 from ocs.billing import runs
@@ -279,14 +278,12 @@ async def main(args: argparse.Namespace) -> None:
     text = "\n".join(lines)
     print(text)
     if args.append:
-        stamp = datetime.now(ZoneInfo("UTC")).strftime("%Y-%m-%d %H:%M UTC")
-        with open(Path(__file__).with_name("RESULTS.md"), "a", encoding="utf-8") as f:  # noqa: ASYNC230
-            f.write(
-                f"\n## Dashboard: {stamp}\n\n`.venv/bin/python -m bench.dashboard --accounts "
-                f"{args.accounts} --lines {args.lines} --events {args.events}` "
-                f"(bench/dashboard.py; {os.cpu_count()} cores, shared). Targets: p99 < 200 ms "
-                f"per level, page < 2 s, 50 connections < 5 % of a core.\n\n{text}\n"
-            )
+        how = (
+            f"`.venv/bin/python -m bench.dashboard --accounts {args.accounts} --lines "
+            f"{args.lines} --events {args.events}` (bench/dashboard.py). Targets: p99 < 200 ms "
+            "per level, page < 2 s, 50 connections < 5 % of a core."
+        )
+        append_section("Dashboard", [how, "", text])
 
 
 def cli() -> None:

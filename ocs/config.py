@@ -14,6 +14,7 @@ settings as the environment, lower-cased and without the ``OCS_`` prefix::
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import math
 import tomllib
 from collections.abc import Mapping
@@ -540,3 +541,11 @@ def load_settings(
         values["redis_url"] = _cluster_url(nodes, "OCS_REDIS_CLUSTER_NODES")
         where["redis_url"] = where.get("redis_cluster_nodes", "OCS_REDIS_CLUSTER_NODES")
     return replace(Settings(), **values)  # type: ignore[arg-type]
+
+
+def is_loopback(host: str) -> bool:
+    """True when a listener bound to ``host`` is reachable from this machine only."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

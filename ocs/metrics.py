@@ -17,7 +17,8 @@ Every family is declared once in :data:`FAMILIES` (name, type, help, labels, sco
   (the template, never the raw path) and ``code``;
 * ``ocs_client_requests`` / ``ocs_client_request_seconds``: calls the OCS makes (the HLR) by
   ``service``, ``action``, ``outcome``;
-* operator counters and gauges (money, sessions, provisioning, outbox, peers, connections).
+* operator counters and gauges (money, sessions and the credit they hold, provisioning,
+  outbox, peers, connections).
 
 Workers: with ``state_dir`` set (the supervisor of ``ocs serve --workers N`` gives every worker
 the same directory), each process writes its counts to ``<state_dir>/<pid>.json`` every second
@@ -100,7 +101,7 @@ FAMILIES: Final[dict[str, Family]] = {
     "ocs_requests": Family(
         "counter",
         "Charging requests answered, by protocol (native, diameter, camel), verb and outcome "
-        "(the charging outcome; the Result-Code for Diameter; ok/reject for CAMEL).",
+        "(the charging outcome, in every protocol: a Diameter Result-Code by its meaning).",
         ("protocol", "verb", "outcome"),
     ),
     "ocs_request_seconds": Family(
@@ -171,7 +172,15 @@ FAMILIES: Final[dict[str, Family]] = {
         ("protocol",),
     ),
     "ocs_open_sessions": Family(
-        "gauge", "Charging sessions open now at this OCS, by protocol.", ("protocol",)
+        "gauge",
+        "Charging sessions holding a reservation made or renewed by this OCS (not yet "
+        "released or expired), by protocol.",
+        ("protocol",),
+    ),
+    "ocs_held_credit_micros": Family(
+        "gauge",
+        "Money (micro-units) held now by the reservations of those sessions, by protocol.",
+        ("protocol",),
     ),
     "ocs_diameter_peers": Family(
         "gauge", "Diameter peer connections, by state of the RFC 6733 machine.", ("state",)

@@ -35,7 +35,7 @@ from ocs.auth.policy import PolicyError, load_policy
 from ocs.charging.engine import ChargingEngine, wall_clock_ms
 from ocs.charging.sweeper import ExpirySweeper, ThresholdCatchUp
 from ocs.charging.tariffs import TariffRegistry
-from ocs.config import ConfigError, Settings
+from ocs.config import ConfigError, Settings, is_loopback
 from ocs.logs import redis_lost
 from ocs.metrics import Metrics
 from ocs.money import parse_money
@@ -237,11 +237,7 @@ def http_tls(settings: Settings) -> ssl.SSLContext | None:
 def exposure_warnings(settings: Settings) -> list[str]:
     """What is reachable from other hosts without the protection production wants
     (docs/security.md, Running it in production); nothing when bound to loopback."""
-    try:
-        loopback = ipaddress.ip_address(settings.bind).is_loopback
-    except ValueError:
-        loopback = settings.bind == "localhost"
-    if loopback:
+    if is_loopback(settings.bind):
         return []
     out = []
     if not settings.http_tls_cert:
@@ -472,7 +468,7 @@ async def run_ocs(
             camel = await stack.enter_async_context(
                 camel_listener(settings, engine, tariffs, metrics)
             )
-        watch(metrics, native=native, diameter=diameter, runner=runner, agent=agent,
+        watch(metrics, native=native, diameter=diameter, runner=runner, engine=engine,
               sweeper=sweeper, notify=notify, camel=camel)  # fmt: skip
         await stack.enter_async_context(flushing(metrics))
         for warning in exposure_warnings(settings):

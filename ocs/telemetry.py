@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Final
 from aiohttp import web
 
 from ocs.metrics import CONTENT_TYPE, Metrics
+from ocs.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
-    from ocs.agents.diameter import DiameterAgent
+    from ocs.charging.engine import ChargingEngine
     from ocs.charging.sweeper import ExpirySweeper
     from ocs.mediation.pipeline import FileReport
     from ocs.store.notify import NotifyStore
@@ -59,7 +60,7 @@ def watch(
     native: NativeServer,
     diameter: DiameterServer,
     runner: web.AppRunner,
-    agent: DiameterAgent,
+    engine: ChargingEngine,
     sweeper: ExpirySweeper,
     notify: NotifyStore,
     camel: CapServer | None = None,
@@ -77,7 +78,14 @@ def watch(
         peers.clear()
         for state, n in diameter.peer_states.items():
             peers[(state,)] = n
-        m.set("ocs_open_sessions", ("diameter",), agent.open_sessions)
+        sessions, held = m.gauges["ocs_open_sessions"], m.gauges["ocs_held_credit_micros"]
+        sessions.clear()
+        held.clear()
+        for protocol in ("native", "diameter", *(("camel",) if camel is not None else ())):
+            sessions[(protocol,)] = held[(protocol,)] = 0
+        for protocol, (n, money) in engine.holds().items():
+            sessions[(protocol or "other",)] = n
+            held[(protocol or "other",)] = money
         m.counters["ocs_holds_expired"][()] = sweeper.released
 
     async def streams(m: Metrics) -> None:
@@ -112,9 +120,7 @@ async def flushing(metrics: Metrics) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_and_wait(task)
         await metrics.refresh(cluster=False)
         with contextlib.suppress(OSError):
             metrics.flush()

@@ -4,12 +4,15 @@ which keeps CLI tests within their time on a loaded machine."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from types import SimpleNamespace
+
+from secure import ADMIN
 
 _BATCH = """
 import contextlib, io, json, sys
@@ -39,3 +42,10 @@ def run_batch(argvs: Sequence[Sequence[str]], env: Mapping[str, str] | None = No
     assert done.returncode == 0, done.stderr
     return [SimpleNamespace(returncode=rc, stdout=o, stderr=e)
             for rc, o, e in json.loads(done.stdout)]  # fmt: skip
+
+
+async def run_all(*argvs: list[str], api: str | None = None) -> list[SimpleNamespace]:
+    """:func:`run_batch` from a test's event loop (the OCS under test runs there), with the
+    admin token and, given ``api``, OCS_API_URL."""
+    env = {"OCS_API_TOKEN": ADMIN, **({"OCS_API_URL": api} if api else {})}
+    return await asyncio.to_thread(run_batch, argvs, env)

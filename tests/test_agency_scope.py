@@ -36,6 +36,7 @@ from ocs.ui.api import DashboardApi
 from ocs.ui.live import live_feed
 from tariffs import PlanBook, TariffRater, load_plans
 from tests.billing_db import build_sample
+from tests.contract import contract_trace
 
 Client = TestClient[web.Request, web.Application]
 ADMIN = "test-admin-token"
@@ -106,7 +107,7 @@ async def api(redis_url: str, billing_engine: Engine, tmp_path: Path) -> AsyncIt
                              routes=[*billing.routes(), *dashboard.routes()],
                              auth=AuthConfig(admin_token=ADMIN, secret_key="k" * 64,
                                              fail_limit=10**6))  # fmt: skip
-            http: Client = TestClient(TestServer(app))
+            http: Client = TestClient(TestServer(app), trace_configs=[contract_trace()])
             await http.start_server()
             try:
                 yield http

@@ -20,6 +20,7 @@ from ocs.redis_server import EmbeddedRedis
 from ocs.store.redis_client import PipelinedRedis
 from ocs.store.store import Store
 from tariffs import PlanBook, TariffRater, load_plans
+from tests.contract import contract_trace
 
 PLANS = load_plans()
 #: 2024-05-01T12:00:00Z
@@ -51,7 +52,11 @@ async def serve(store: Store, metrics: Metrics, clock: FakeClock) -> Client:
     await registry.refresh()
     app = create_app(store, metrics, tariffs=registry, clock=clock,
                      auth=AuthConfig(admin_token=ADMIN))  # fmt: skip
-    client: Client = TestClient(TestServer(app), headers={"Authorization": f"Bearer {ADMIN}"})
+    client: Client = TestClient(
+        TestServer(app),
+        headers={"Authorization": f"Bearer {ADMIN}"},
+        trace_configs=[contract_trace()],
+    )
     await client.start_server()
     return client
 
@@ -265,6 +270,58 @@ async def test_list(api: Client) -> None:
         resp = await api.get("/v1/subscribers", params={"cursor": cursor})
         assert resp.status == 422
         assert (await resp.json())["field"] == "cursor"
+
+
+N1 = "46700000001"
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "field", "detail"),
+    [
+        ("GET", "/v1/subscribers?page=2", "page", "is not a query parameter of this route"),
+        ("GET", "/v1/subscribers?count=ten", "count", "must be an integer from 1 to 1000"),
+        ("GET", "/v1/subscribers?count=1&count=2", "count", "is given more than once"),
+        ("GET", f"/v1/subscribers/{N1}/events?limit=1001", "limit", "must be an integer"),
+        ("GET", f"/v1/subscribers/{N1}/events?before=12", "before", "must be an id such as"),
+        ("GET", f"/v1/subscribers/{N1}?fields=balance", "fields", "is not a query parameter"),
+        ("GET", "/v1/tariffs?plan=basic", "plan", "is not a query parameter"),
+        ("GET", "/v1/audit?since=2026-11-01T00:00:00", "since", "must carry a time zone"),
+        ("GET", "/v1/audit?until=yesterday", "until", "must be an RFC 3339 time"),
+        ("POST", "/v1/subscribers?dry_run=1", "dry_run", "is not a query parameter"),
+        ("POST", f"/v1/subscribers/{N1}/topups?amount=5", "amount", "is not a query parameter"),
+        ("GET", "/healthz?verbose=1", "verbose", "is not a query parameter"),
+    ],
+)
+async def test_query_parameters_are_read_by_their_declarations(
+    api: Client, store: Store, method: str, url: str, field: str, detail: str
+) -> None:
+    """One code path for every route (ocs.api.request.query, run by the error middleware
+    before any handler): an undeclared, repeated or ill-typed parameter is a 422 naming it,
+    and nothing changes."""
+    await create(api, N1, balance="10.00")
+    before = await store.get_account(N1)
+    body: dict[str, str] = {"msisdn": "46700000002", "balance": "1", "plan": "prepaid-basic"}
+    if "topups" in url:
+        body = {"amount": "5", "reference": "T-1"}
+    resp = await api.request(method, url, json=body if method == "POST" else None)
+    assert resp.status == 422, await resp.text()
+    problem = await resp.json()
+    assert problem["type"] == "urn:ocs:problem:invalid-input"
+    assert problem["field"] == field
+    assert detail in problem["errors"][0]["detail"]
+    assert await store.get_account(N1) == before
+    assert await store.get_account("46700000002") is None
+
+
+async def test_declared_defaults_and_types_reach_the_handler(api: Client) -> None:
+    """What the handlers get is what the declarations say: absent is the default page, an
+    integer is an int (the subscribers' cursor, up to 2**64 - 1)."""
+    await create(api, N1)
+    resp = await api.get("/v1/subscribers", params={"cursor": str(2**64 - 1), "count": "1"})
+    assert resp.status == 200, await resp.text()
+    resp = await api.get(f"/v1/subscribers/{N1}/events")
+    assert resp.status == 200
+    assert len((await resp.json())["events"]) == 1  # the create event; page size 100
 
 
 @pytest.mark.parametrize(

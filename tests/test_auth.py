@@ -31,6 +31,7 @@ from ocs.store.notify import NotifyStore
 from ocs.store.redis_client import PipelinedRedis
 from ocs.store.store import Store
 from tariffs import PlanBook, TariffRater, load_plans
+from tests.contract import contract_trace
 
 Client = TestClient[web.Request, web.Application]
 ADMIN = "test-admin-token"
@@ -70,7 +71,7 @@ async def _serve(
     config = AuthConfig(admin_token=ADMIN, secret_key="k" * 64, **auth)
     app = create_app(store, Metrics(), tariffs=registry, clock=clock, provisioning=provisioning,
                      auth=config)  # fmt: skip
-    client: Client = TestClient(TestServer(app))
+    client: Client = TestClient(TestServer(app), trace_configs=[contract_trace()])
     await client.start_server()
     try:
         yield client, notify
@@ -220,6 +221,12 @@ async def test_user_login_jwt_and_refresh(api: Client, clock: Clock) -> None:
     resp = await api.post("/v1/auth/token", json={"username": "nobody", "password": "x" * 9})
     assert resp.status == 401
     assert (await api.post("/v1/auth/token", json={"username": "ana"})).status == 422
+    # The body is read by its declaration (ocs.auth.http.LOGIN): each bad member named.
+    resp = await api.post("/v1/auth/token", json={"username": 5, "password": None, "otp": "1"})
+    assert resp.status == 422
+    assert {e["field"] for e in (await resp.json())["errors"]} == {"username", "password", "otp"}
+    resp = await api.post("/v1/auth/refresh", json={})
+    assert resp.status == 422 and (await resp.json())["field"] == "refresh_token"
     pair = await _login(api, "ana", "correct horse")
     assert pair["role"] == "operator" and pair["expires_in"] == 900
     access = pair["access_token"]

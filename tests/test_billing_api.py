@@ -19,10 +19,12 @@ from aiohttp.typedefs import Handler
 from secure import AUTH, SECURE
 from sqlalchemy import Engine
 
+from ocs.api.openapi import ROUTES_OF_CONTRACT
 from ocs.api.routes import CALLER, Caller, add_routes
 from ocs.billing.api import BillingApi
 from ocs.provisioning.signing import sign
 from tests.billing_db import build_sample
+from tests.contract import contract_trace
 
 Client = TestClient[web.Request, web.Application]
 SECRET = "feed-secret"
@@ -52,7 +54,8 @@ async def api(billing_engine: Engine, tmp_path: Any) -> AsyncIterator[Client]:
             billing_engine, feed_secret=SECRET, warehouse_dir=tmp_path, clock=lambda: NOW
         ).routes(),
     )
-    client: Client = TestClient(TestServer(app))
+    add_routes(app, ROUTES_OF_CONTRACT)  # (the contract the answers are checked against)
+    client: Client = TestClient(TestServer(app), trace_configs=[contract_trace()])
     await client.start_server()
     try:
         yield client
@@ -143,7 +146,76 @@ async def test_hierarchy_crud(api: Client) -> None:
     acc = await r.json()
     assert [x["msisdn"] for x in acc["lines"]] == ["491700000009"]
     assert acc["services"][0]["monthly_charge"] == "99.99"
-    await problem(await api.post("/v1/billing/accounts", data=b"{nope"), 422)
+    # Not JSON: 400, as on every route of the API.
+    bad = await problem(await api.post("/v1/billing/accounts", data=b"{nope"), 400)
+    assert bad["type"] == "urn:ocs:problem:malformed-json"
+
+
+ACCOUNT = {"code": "ACC-9", "name": "Ninth", "agency": "AG-1", "tax_profile": "VAT19"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "fields"),
+    [
+        ("POST", "/v1/billing/accounts", {**ACCOUNT, "billing_day": "1"}, {"billing_day"}),
+        ("POST", "/v1/billing/accounts", {**ACCOUNT, "vat": "19"}, {"vat"}),
+        ("POST", "/v1/billing/accounts", {**ACCOUNT, "currency": "euro"}, {"currency"}),
+        ("POST", "/v1/billing/accounts", {"name": "x"}, {"code", "agency", "tax_profile"}),
+        ("POST", "/v1/billing/accounts", ["ACC-9"], {"body"}),
+        ("PUT", "/v1/billing/accounts/ACC-1/services/VPN-8",
+         {"description": "VPN", "monthly_charge": "1.1234567", "start_date": "2026-11-01"},
+         {"monthly_charge"}),
+        ("PUT", "/v1/billing/accounts/ACC-1/services/VPN-8",
+         {"description": "VPN", "monthly_charge": "1", "start_date": "2026-11-01",
+          "sla_ladder": [{"up_to": 0.5, "penalty": "5"}]}, {"sla_ladder[0].up_to"}),
+        ("PUT", "/v1/billing/accounts/ACC-1/contract",
+         {"start_date": "2026-11-01", "lad": {"rate": 10.5, "grace": 2}},
+         {"lad.rate", "lad.grace"}),
+        ("PUT", "/v1/billing/tax-profiles/VAT7", {"mode": "exclusive", "rate": 7}, {"rate"}),
+        ("PUT", "/v1/billing/tax-profiles/VAT7", {"rate": "7"}, {"mode"}),
+        ("POST", "/v1/billing/runs", {"period": "2026-13"}, {"period"}),
+        ("POST", "/v1/billing/invoices/INV-1/notes",
+         {"kind": "refund", "reason": "x", "lines": []}, {"kind", "lines"}),
+    ],
+)  # fmt: skip
+async def test_bodies_are_read_by_their_declarations(
+    api: Client, billing_engine: Engine, method: str, path: str, body: Any, fields: set[str]
+) -> None:
+    """Each bad member named in one 422 (the same problem as the core API's), money and
+    percentages as decimal strings only, and nothing written."""
+    before = _tables(billing_engine)
+    body_ = await problem(await api.request(method, path, json=body), 422)
+    assert body_["type"] == "urn:ocs:problem:invalid-input"
+    assert {e["field"] for e in body_["errors"]} == fields
+    assert _tables(billing_engine) == before
+
+
+@pytest.mark.parametrize(
+    ("url", "field"),
+    [
+        ("/v1/billing/invoices?status=paid", "status"),
+        ("/v1/billing/invoices?period=2026-11&sort=total", "sort"),
+        ("/v1/billing/aggregates?level=agency", "period"),
+        ("/v1/billing/aggregates?period=2026-11&level=planet", "level"),
+        ("/v1/billing/accounts?offset=-1", "offset"),
+        ("/v1/billing/hierarchy/agency?limit=0", "limit"),
+    ],
+)
+async def test_query_parameters_are_read_by_their_declarations(
+    api: Client, url: str, field: str
+) -> None:
+    body = await problem(await api.get(url), 422)
+    assert body["field"] == field
+
+
+def _tables(engine: Engine) -> dict[str, list[Any]]:
+    from sqlalchemy import select
+
+    from ocs.billing import schema as S
+
+    with engine.connect() as conn:
+        return {t.name: sorted(map(tuple, conn.execute(select(t)))) for t in
+                (S.account, S.fixed_service, S.contract, S.tax_profile, S.invoice)}  # fmt: skip
 
 
 async def test_agency_scope_hides_other_agencies(api: Client) -> None:
@@ -303,7 +375,10 @@ async def test_ocs_serve_with_billing_on(redis_url: str, billing_url: str, tmp_p
         billing_db_url=billing_url,
         billing_feeds_dir=str(tmp_path),
     )
-    async with run_ocs(settings) as ocs, aiohttp.ClientSession(headers=AUTH) as http:
+    async with (
+        run_ocs(settings) as ocs,
+        aiohttp.ClientSession(headers=AUTH, trace_configs=[contract_trace()]) as http,
+    ):
         assert ocs.billing is not None
         now = int(time.time() * 1000)
         await ocs.store.create_subscriber(
@@ -338,3 +413,28 @@ async def test_ocs_serve_with_billing_on(redis_url: str, billing_url: str, tmp_p
                 break
             assert time.monotonic() < deadline, p
             await asyncio.sleep(0.05)
+
+
+async def test_the_remaining_writes_answer_as_declared(api: Client) -> None:
+    """The writes no other test makes, so that each answer meets the contract check too."""
+    r = await api.put("/v1/billing/tax-profiles/VAT7", json={"mode": "exclusive", "rate": "7"})
+    assert r.status == 200 and (await r.json()) == {
+        "code": "VAT7", "rate": "7", "mode": "exclusive", "rounding": "half-even"
+    }  # fmt: skip
+    r = await api.post("/v1/billing/accounts", json={**ACCOUNT, "tax_profile": "VAT7"})
+    assert r.status == 201
+    r = await api.patch("/v1/billing/accounts/ACC-9", json={"name": "Ninth (renamed)"})
+    assert r.status == 200 and (await r.json())["name"] == "Ninth (renamed)"
+    body = await problem(await api.patch("/v1/billing/accounts/ACC-9", json={}), 422)
+    assert body["field"] == "body"
+    r = await api.post("/v1/billing/accounts/ACC-9/lines", json={"msisdn": "491700000099"})
+    assert r.status == 201
+    r = await api.delete("/v1/billing/accounts/ACC-9/lines/491700000099?at=1")
+    assert r.status == 204
+    await problem(await api.delete("/v1/billing/accounts/ACC-9/lines/491700000099?at=x"), 422)
+    service = {"description": "VPN", "monthly_charge": "10", "start_date": "2026-11-01"}
+    r = await api.put("/v1/billing/accounts/ACC-9/services/VPN-99", json=service)
+    assert r.status == 200
+    assert (await api.delete("/v1/billing/accounts/ACC-9/services/VPN-99")).status == 204
+    assert (await api.delete("/v1/billing/accounts/ACC-9")).status == 204
+    await problem(await api.get("/v1/billing/accounts/ACC-9"), 404)

@@ -14,11 +14,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy import Engine
 
+from ocs.api.openapi import ROUTES_OF_CONTRACT
 from ocs.api.routes import add_routes
 from ocs.billing import runs
 from ocs.billing.api import BillingApi
 from ocs.lineage import Lineage
 from tests.billing_db import build_sample
+from tests.contract import contract_trace
 from tests.test_billing_api import NOW, fake_caller
 from tests.test_lineage import ocs_cmd
 
@@ -60,7 +62,10 @@ async def test_api_exports_record_their_lineage(billing_engine: Engine, tmp_path
     api = BillingApi(billing_engine, warehouse_dir=tmp_path / "wh", clock=lambda: NOW,
                      lineage=Lineage(lineage_dir))  # fmt: skip
     add_routes(app, api.routes())
-    client: TestClient[web.Request, web.Application] = TestClient(TestServer(app))
+    add_routes(app, ROUTES_OF_CONTRACT)  # (the contract the answers are checked against)
+    client: TestClient[web.Request, web.Application] = TestClient(
+        TestServer(app), trace_configs=[contract_trace()]
+    )
     await client.start_server()
     try:
         r = await client.get(f"/v1/billing/invoices/{inv['id']}")

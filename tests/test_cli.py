@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -13,11 +14,12 @@ from typing import Any
 
 import aiohttp
 import pytest
-from cli_batch import run_batch
+from cli_batch import run_all, run_batch
 from secure import ADMIN, SECURE
 
 from ocs.config import Settings
 from ocs.service import Running, run_ocs
+from tests.contract import contract_trace
 
 OCS = [sys.executable, "-m", "ocs.cli"]
 
@@ -45,36 +47,33 @@ async def ocs(redis_url: str) -> AsyncIterator[Running]:
 
 async def test_subscriber_commands_through_the_api(ocs: Running) -> None:
     api = f"http://127.0.0.1:{ocs.http_port}"
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return ocs_cmd(*args, api=api)
-
-    r = await asyncio.to_thread(run, "subscriber", "add", "491701112233", "--balance", "10.00",
-                                "--plan", "prepaid-basic", "--credit-limit", "1.50")  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["balance"] == "10.00"
-    r = await asyncio.to_thread(run, "subscriber", "topup", "491701112233", "2.50",
-                                "--reference", "v-1")  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    # The same reference with another amount: refused with a message, and nothing changes.
-    r = await asyncio.to_thread(run, "subscriber", "topup", "491701112233", "25.00",
-                                "--reference", "v-1")  # fmt: skip
-    assert r.returncode == 1 and "409" in r.stderr and "'v-1'" in r.stderr
-    r = await asyncio.to_thread(run, "subscriber", "show", "491701112233")
-    shown = json.loads(r.stdout)
+    m = "491701112233"
+    add, topup, conflict, show, events, listed, unknown, bad = await run_all(
+        ["subscriber", "add", m, "--balance", "10.00", "--plan", "prepaid-basic",
+         "--credit-limit", "1.50"],
+        ["subscriber", "topup", m, "2.50", "--reference", "v-1"],
+        # The same reference with another amount: refused with a message, and nothing changes.
+        ["subscriber", "topup", m, "25.00", "--reference", "v-1"],
+        ["subscriber", "show", m],
+        ["events", m, "--json"],
+        ["subscriber", "list", "--json"],
+        ["subscriber", "show", "000"],
+        ["subscriber", "add", "491701112234", "--balance", "1.5.0", "--plan", "prepaid-basic"],
+        api=api,
+    )  # fmt: skip
+    assert add.returncode == 0, add.stderr
+    assert json.loads(add.stdout)["balance"] == "10.00"
+    assert topup.returncode == 0, topup.stderr
+    assert conflict.returncode == 1 and "409" in conflict.stderr and "'v-1'" in conflict.stderr
+    shown = json.loads(show.stdout)
     assert (shown["balance"], shown["credit_limit"], shown["available"]) == (
         "12.50", "1.50", "14.00"
     )  # fmt: skip
-    r = await asyncio.to_thread(run, "events", "491701112233", "--json")
-    assert [e["type"] for e in json.loads(r.stdout)["events"]] == ["topup", "create"]
-    r = await asyncio.to_thread(run, "subscriber", "list", "--json")
-    assert "491701112233" in json.loads(r.stdout)["subscribers"]
-    r = await asyncio.to_thread(run, "subscriber", "show", "000")
-    assert r.returncode == 1
-    assert r.stderr.count("\n") == 1 and "404" in r.stderr
-    r = await asyncio.to_thread(run, "subscriber", "add", "491701112234", "--balance", "1.5.0",
-                                "--plan", "prepaid-basic")  # fmt: skip
-    assert r.returncode == 1 and "balance" in r.stderr
+    assert [e["type"] for e in json.loads(events.stdout)["events"]] == ["topup", "create"]
+    assert m in json.loads(listed.stdout)["subscribers"]
+    assert unknown.returncode == 1
+    assert unknown.stderr.count("\n") == 1 and "404" in unknown.stderr
+    assert bad.returncode == 1 and "balance" in bad.stderr
 
 
 def test_unreachable_api_is_one_clear_line() -> None:
@@ -126,6 +125,14 @@ def test_demo_runs_and_leaves_nothing_behind(tmp_path: Path) -> None:
     assert "60 subscribers loaded" in out
     assert "Redis: redis://" in out and "starts from fresh data" in out
     assert "TOP-UP    " in out  # the keep-alive top-ups
+    # Barring on the real-time path: overdraft subscribers charged past -5.00 are barred at
+    # the HLR, and a keep-alive top-up lifts the bar.
+    assert "BARRING   6 prepaid subscribers start in overdraft" in out
+    assert re.search(r"^HLR       4917\d{8} barred outgoing", out, re.M), out
+    assert re.search(r"^HLR       4917\d{8} unbarred", out, re.M), out
+    assert "of them barred (the top-up lifts the bar)" in out
+    # The Redis is emptied before the OCS starts: no consumer finds its group gone.
+    assert "NOGROUP" not in r.stderr, r.stderr
     assert "granted" in out
     assert "refused: credit-limit-reached" in out
     # The barring story: below the limit, barred in the simulated HLR, topped up, unbarred.
@@ -180,7 +187,13 @@ price = "0.07"
 
 
 def test_rate_local_without_a_server() -> None:
-    r = ocs_cmd(*RATE, "--local", api="http://127.0.0.1:9")
+    r, used = run_batch(
+        [[*RATE, "--local"],
+         # Used and money: the units after the first minute, and what 1.00 buys.
+         [*RATE[:-4], "--at", "2026-11-23T17:59:30Z", "--duration", "65", "--used", "60",
+          "--money", "1.00", "--local", "--json"]],
+        {"OCS_API_URL": "http://127.0.0.1:9", "OCS_API_TOKEN": ADMIN},
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0] == (
@@ -191,11 +204,8 @@ def test_rate_local_without_a_server() -> None:
     assert "peak: 30 x 0.09 per 60" in lines[2] and lines[2].endswith(" 0.045 EUR")
     assert "offpeak: 95 x 0.06 per 60" in lines[3] and lines[3].endswith(" 0.095 EUR")
     assert lines[-1].split() == ["total", "half-even", "to", "2", "decimals", "0.14", "EUR"]
-    # Used and money: the units after the first minute, and what 1.00 buys.
-    r = ocs_cmd(*RATE[:-4], "--at", "2026-11-23T17:59:30Z", "--duration", "65", "--used", "60",
-                "--money", "1.00", "--local", "--json")  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    answer = json.loads(r.stdout)
+    assert used.returncode == 0, used.stderr
+    answer = json.loads(used.stdout)
     assert (answer["units"], answer["total"], answer["total_used"], answer["charge"]) == (
         125, "0.14", "0.08", "0.06"
     )  # fmt: skip
@@ -203,7 +213,7 @@ def test_rate_local_without_a_server() -> None:
 
 
 def test_rate_local_errors_are_one_line(tmp_path: Path) -> None:
-    for args, message in [
+    errors = [
         (["--to", "abc"], "not a phone number"),
         (["--plan", "gold"], "no plan named 'gold'"),
         (["--at", "soon"], "--at: not a time"),
@@ -213,15 +223,18 @@ def test_rate_local_errors_are_one_line(tmp_path: Path) -> None:
         (["--service", "sms"], "--duration is for services counted in seconds"),
         (["--money", "1.5.0"], "--money"),
         (["--units", "5"], "--duration SECONDS or --units N"),
-    ]:
-        r = ocs_cmd(*RATE, *args, "--local")
-        assert r.returncode == 1, (args, r.stdout)
-        assert r.stderr.startswith("ocs: ") and r.stderr.count("\n") == 1, r.stderr
-        assert message in r.stderr, r.stderr
-    # A plan of one's own, from --plans-dir.
+    ]
+    # And a plan of one's own, from --plans-dir.
     (tmp_path / "small.toml").write_text(SMALL)
-    r = ocs_cmd("rate", "--local", "--plans-dir", str(tmp_path), "--plan", "small", "--service",
-                "sms", "--units", "3", "--at", "2026-05-01T12:00:00Z")  # fmt: skip
+    *results, r = run_batch(
+        [*([*RATE, *args, "--local"] for args, _ in errors),
+         ["rate", "--local", "--plans-dir", str(tmp_path), "--plan", "small", "--service", "sms",
+          "--units", "3", "--at", "2026-05-01T12:00:00Z"]],
+    )  # fmt: skip
+    for (args, message), e in zip(errors, results, strict=True):
+        assert e.returncode == 1, (args, e.stdout)
+        assert e.stderr.startswith("ocs: ") and e.stderr.count("\n") == 1, e.stderr
+        assert message in e.stderr, e.stderr
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[-1].split()[-2:] == ["0.21", "EUR"]
 
@@ -229,71 +242,70 @@ def test_rate_local_errors_are_one_line(tmp_path: Path) -> None:
 def test_tariffs_check(tmp_path: Path) -> None:
     good = tmp_path / "small.toml"
     good.write_text(SMALL)
-    r = ocs_cmd("tariffs", "check", str(good))
-    assert (r.returncode, r.stdout) == (0, f"OK {good}: plan small v1\n")
     bad = tmp_path / "bad.toml"
     bad.write_text(
         SMALL.replace('price = "0.07"', "price = 0.07").replace("version = 1", "version = 0")
     )
-    r = ocs_cmd("tariffs", "check", str(bad))
+    ok, r, missing = run_batch([["tariffs", "check", str(f)]
+                                for f in (good, bad, tmp_path / "missing.toml")])  # fmt: skip
+    assert (ok.returncode, ok.stdout) == (0, f"OK {good}: plan small v1\n")
     assert r.returncode == 1
     assert r.stderr.splitlines() == [
         f"{bad}:2: version: must be an integer >= 1, got 0",
         f'{bad}:18: rates[0].price: must be a decimal string such as "0.09" (floats are not exact)',
     ]
-    r = ocs_cmd("tariffs", "check", str(tmp_path / "missing.toml"))
-    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "cannot read" in r.stderr
+    assert missing.returncode == 1 and missing.stderr.count("\n") == 1
+    assert "cannot read" in missing.stderr
 
 
 async def test_tariffs_load_list_and_rate_through_the_api(ocs: Running, tmp_path: Path) -> None:
     api = f"http://127.0.0.1:{ocs.http_port}"
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return ocs_cmd(*args, api=api)
-
     good = tmp_path / "small.toml"
     good.write_text(SMALL)
     bad = tmp_path / "bad.toml"
     bad.write_text(SMALL.replace('name = "small"', 'name = "small2"').replace(
         'price = "0.07"', "price = 0.07").replace('unit = "events"', 'unit = "sms"'))  # fmt: skip
-    r = await asyncio.to_thread(run, "tariffs", "load", str(bad))
-    assert r.returncode == 1
-    assert r.stdout == ""
-    assert r.stderr.splitlines() == [
+    (load_bad, listed, load, listed_json, show, gold, rate, remote, local, bad_to) = await run_all(
+        ["tariffs", "load", str(bad)],
+        ["tariffs", "list"],
+        ["tariffs", "load", str(good)],
+        ["tariffs", "list", "--json"],
+        ["tariffs", "show", "small"],
+        ["tariffs", "show", "gold"],
+        ["rate", "--plan", "small", "--service", "sms", "--units", "3", "--at",
+         "2026-05-01T12:00:00Z", "--money", "0.50"],
+        # Through the API, the same text as --local.
+        RATE,
+        [*RATE, "--local"],
+        [*RATE, "--to", "abc"],
+        api=api,
+    )  # fmt: skip
+    assert load_bad.returncode == 1
+    assert load_bad.stdout == ""
+    assert load_bad.stderr.splitlines() == [
         f"{bad}:13: services.sms.unit: must be one of seconds, octets, events",
         f'{bad}:18: rates[0].price: must be a decimal string such as "0.09" (floats are not exact)',
     ]
-    r = await asyncio.to_thread(run, "tariffs", "list")
-    assert r.returncode == 0, r.stderr
-    assert [ln.split()[0] for ln in r.stdout.splitlines()] == [
+    assert listed.returncode == 0, listed.stderr
+    assert [ln.split()[0] for ln in listed.stdout.splitlines()] == [
         "bundle-10", "gov-payu", "prepaid-basic"
     ]  # fmt: skip
-    r = await asyncio.to_thread(run, "tariffs", "load", str(good))
-    assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout) == {
+    assert load.returncode == 0, load.stderr
+    assert json.loads(load.stdout) == {
         "name": "small", "version": 1, "effective_from": "2026-01-01T00:00:00.000Z"
     }  # fmt: skip
-    r = await asyncio.to_thread(run, "tariffs", "list", "--json")
-    plans = {p["name"]: p for p in json.loads(r.stdout)["plans"]}
+    plans = {p["name"]: p for p in json.loads(listed_json.stdout)["plans"]}
     assert plans["small"]["versions"][0]["services"] == ["sms"]
-    r = await asyncio.to_thread(run, "tariffs", "show", "small")
-    assert json.loads(r.stdout)["versions"][0]["services"]["sms"]["unit"] == "events"
-    r = await asyncio.to_thread(run, "tariffs", "show", "gold")
-    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "404" in r.stderr
-    r = await asyncio.to_thread(run, "rate", "--plan", "small", "--service", "sms", "--units",
-                                "3", "--at", "2026-05-01T12:00:00Z", "--money", "0.50")  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    lines = r.stdout.splitlines()
+    assert json.loads(show.stdout)["versions"][0]["services"]["sms"]["unit"] == "events"
+    assert gold.returncode == 1 and gold.stderr.count("\n") == 1 and "404" in gold.stderr
+    assert rate.returncode == 0, rate.stderr
+    lines = rate.stdout.splitlines()
     assert lines[-2].split()[-2:] == ["0.21", "EUR"]
     assert lines[-1] == "affordable: 7 units for 0.50 EUR"
-    # Through the API, the same text as --local.
-    r = await asyncio.to_thread(run, *RATE)
-    local = await asyncio.to_thread(run, *RATE, "--local")
-    assert r.returncode == 0, r.stderr
-    assert r.stdout == local.stdout
-    r = await asyncio.to_thread(run, *RATE, "--to", "abc")
-    assert r.returncode == 1
-    assert r.stderr.count("\n") == 1 and "422 to: not a phone number" in r.stderr
+    assert remote.returncode == 0, remote.stderr
+    assert remote.stdout == local.stdout
+    assert bad_to.returncode == 1
+    assert bad_to.stderr.count("\n") == 1 and "422 to: not a phone number" in bad_to.stderr
 
 
 # ~20 `ocs` processes, each importing the package: a minute on a loaded 2-core machine.
@@ -348,7 +360,7 @@ async def test_auth_commands(ocs: Running) -> None:
 
     async def login(password: str) -> int:
         async with (
-            aiohttp.ClientSession() as http,
+            aiohttp.ClientSession(trace_configs=[contract_trace()]) as http,
             http.post(
                 f"{api}/v1/auth/token", json={"username": "ana", "password": password}
             ) as resp,

@@ -11,15 +11,15 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import SimpleNamespace
 
 import aiohttp
 import pytest
-from cli_batch import run_batch
+from cli_batch import run_all
 from secure import ADMIN, AUTH, SECURE
 
 from ocs.config import Settings
 from ocs.service import Running, run_ocs
+from tests.contract import contract_trace
 
 OCS = [sys.executable, "-m", "ocs.cli"]
 
@@ -39,12 +39,6 @@ async def run(*args: str, **kw: str | None) -> subprocess.CompletedProcess[str]:
     return await asyncio.to_thread(ocs_cmd, *args, **kw)  # type: ignore[arg-type]
 
 
-async def run_all(*argvs: list[str], api: str | None = None) -> list[SimpleNamespace]:
-    """Each command line's result, run in order in one interpreter (tests/cli_batch.py)."""
-    env = {"OCS_API_TOKEN": ADMIN, **({"OCS_API_URL": api} if api else {})}
-    return await asyncio.to_thread(run_batch, argvs, env)
-
-
 @pytest.fixture
 async def ocs(redis_url: str) -> AsyncIterator[Running]:
     settings = Settings(redis_url=redis_url, native_port=0, http_port=0, **SECURE)
@@ -53,7 +47,7 @@ async def ocs(redis_url: str) -> AsyncIterator[Running]:
 
 
 async def _add(api: str, msisdns: list[str]) -> None:
-    async with aiohttp.ClientSession(headers=AUTH) as http:
+    async with aiohttp.ClientSession(headers=AUTH, trace_configs=[contract_trace()]) as http:
         for m in msisdns:
             body = {"msisdn": m, "balance": "10.00", "plan": "prepaid-basic"}
             async with http.post(f"{api}/v1/subscribers", json=body) as resp:

@@ -32,6 +32,7 @@ from ocs.ui.api import DashboardApi
 from ocs.ui.live import LiveFeed, live_feed
 from tariffs import PlanBook, TariffRater, load_plans
 from tests.billing_db import NOV_START_MS, build_sample
+from tests.contract import contract_trace
 from tests.test_agency_scope import add_second_agency
 
 Client = TestClient[web.Request, web.Application]
@@ -89,7 +90,7 @@ async def app(redis_url: str, billing_engine: Engine, tmp_path: Path) -> AsyncIt
                              routes=[*billing.routes(), *dash.routes()],
                              auth=AuthConfig(admin_token=ADMIN, secret_key="k" * 64,
                                              fail_limit=10**6))  # fmt: skip
-            http: Client = TestClient(TestServer(api))
+            http: Client = TestClient(TestServer(api), trace_configs=[contract_trace()])
             await http.start_server()
             try:
                 async with asyncio.timeout(10):

@@ -34,6 +34,7 @@ from ocs.demo.dataset import load_demo_data
 from ocs.service import Running, run_ocs
 from ocs.store.security import SecurityStore
 from protocols.native import NativeClient
+from tests.contract import contract_trace
 
 CHROMIUM = os.environ.get("OCS_CHROMIUM", "/usr/bin/chromium")
 try:
@@ -184,7 +185,7 @@ async def test_drill_down_live_figures_invoice_and_agency_portal(
     subs, period = await load(ocs)
     lines = [s.msisdn for s in subs if s.plan == "gov-payu"]
     async with (
-        aiohttp.ClientSession() as http,
+        aiohttp.ClientSession(trace_configs=[contract_trace()]) as http,
         NativeClient("127.0.0.1", ocs.native.port, key=NATIVE_KEY) as native,
     ):
         # Usage through the native protocol, then billing has it (pending) and the feed

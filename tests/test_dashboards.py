@@ -12,7 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ocs.agents.diameter import outcome_of
+from ocs.charging.types import Outcome
 from ocs.metrics import FAMILIES, Metrics, family_names
+from protocols.diameter import constants as dc
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "deploy" / "prometheus" / "ocs-alerts.yml"
@@ -64,6 +67,38 @@ def test_every_expression_names_exported_metrics(source: str) -> None:
         assert used <= exported, f"{expr!r} names {sorted(used - exported)}, not exported"
 
 
+#: What ``outcome`` of ``ocs_requests_total`` can be: the charging outcomes, which every agent
+#: speaks (Diameter's Result-Codes and CAMEL's results mapped to them), and for the RARs and
+#: ASRs the OCS sends, ``undelivered``; ``other`` for a Result-Code of no known meaning.
+REQUEST_OUTCOMES = {o.value for o in Outcome} | {"undelivered", "other"}
+
+
+def test_outcome_matchers_name_outcomes_the_agents_emit() -> None:
+    matched = 0
+    for expr in [r["expr"] for r in _rules()] + _dashboard_exprs():
+        for selector in re.findall(r"ocs_requests_total\{([^}]*)\}", expr):
+            for values in re.findall(r'outcome\s*(?:=~|!~|!=|=)\s*"([^"]*)"', selector):
+                matched += 1
+                assert set(values.split("|")) <= REQUEST_OUTCOMES, expr
+    assert matched, "the refusal ratio alert selects by outcome"
+
+
+def test_diameter_result_codes_are_counted_as_outcomes() -> None:
+    assert outcome_of(dc.DIAMETER_SUCCESS) == "success"
+    assert outcome_of(dc.DIAMETER_USER_UNKNOWN) == "user-unknown"
+    assert outcome_of(dc.DIAMETER_CREDIT_LIMIT_REACHED) == "credit-limit-reached"
+    assert outcome_of(dc.DIAMETER_END_USER_SERVICE_DENIED) == "service-denied"
+    assert outcome_of(dc.DIAMETER_UNKNOWN_SESSION_ID) == "unknown-session"
+    assert outcome_of(dc.DIAMETER_UNABLE_TO_COMPLY) == "store-unavailable"
+    assert outcome_of(dc.DIAMETER_CREDIT_CONTROL_NOT_APPLICABLE) == "success"
+    assert outcome_of(dc.DIAMETER_MISSING_AVP) == "invalid-request"
+    assert outcome_of(3004) == "invalid-request"  # TOO_BUSY: a protocol error
+    assert outcome_of(2002) == "success"  # LIMITED_SUCCESS
+    assert outcome_of(4002) == "other"  # OUT_OF_SPACE: never answered by the engine
+    assert outcome_of(0) == "other"
+    assert {outcome_of(code) for code in range(1000, 6000)} <= REQUEST_OUTCOMES
+
+
 def test_the_dashboard_shows_every_family() -> None:
     used = set().union(*map(_metrics_in, _dashboard_exprs()))
     bases = {re.sub(r"_(total|bucket|count|sum)$", "", n) for n in used}
@@ -82,7 +117,7 @@ def test_promtool_accepts_the_rules() -> None:
 def test_promtool_lints_the_scrape() -> None:
     assert PROMTOOL is not None
     m = Metrics()
-    m.observe("diameter", "CCR-I", "2001", 0.001)
+    m.observe("diameter", "CCR-I", "success", 0.001)
     m.observe_http("GET", "/v1/subscribers/{msisdn}", 200, 0.001)
     m.observe_client("hlr", "bar", "applied", 0.01)
     out = subprocess.run([PROMTOOL, "check", "metrics"], input=m.render(), capture_output=True,

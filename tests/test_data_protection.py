@@ -17,6 +17,7 @@ from test_service import FLAT, SETTINGS
 from ocs.auth.masking import MaskingFilter, install_masking, mask
 from ocs.config import ConfigError, load_settings
 from ocs.service import auth_config, run_ocs
+from tests.contract import contract_trace
 
 
 async def test_the_admin_api_over_https(redis_url: str, tmp_path: Path) -> None:
@@ -29,11 +30,16 @@ async def test_the_admin_api_over_https(redis_url: str, tmp_path: Path) -> None:
                        http_tls_key=str(key))  # fmt: skip
     context = ssl.create_default_context()
     ca.configure_trust(context)
-    async with run_ocs(settings, plans=[FLAT]) as ocs, aiohttp.ClientSession() as http:
+    async with (
+        run_ocs(settings, plans=[FLAT]) as ocs,
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=context), trace_configs=[contract_trace()]
+        ) as http,
+    ):
         url = f"https://127.0.0.1:{ocs.http_port}"
-        async with http.get(f"{url}/v1/subscribers", ssl=context, headers=AUTH) as resp:
+        async with http.get(f"{url}/v1/subscribers", headers=AUTH) as resp:
             assert resp.status == 200
-        async with http.get(f"{url}/v1/subscribers", ssl=context) as resp:
+        async with http.get(f"{url}/v1/subscribers") as resp:
             assert resp.status == 401
         # Plain HTTP is not served on the TLS port.
         with pytest.raises(aiohttp.ClientError):

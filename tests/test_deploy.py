@@ -176,7 +176,11 @@ def test_compose_config_validates(tmp_path: Path) -> None:
 def test_dockerfile_pins_its_base_and_labels_the_image() -> None:
     text = DOCKERFILE.read_text()
     (base,) = re.findall(r"^ARG PYTHON_IMAGE=(\S+)$", text, re.M)
+    # Only the digest's form can be checked here (no registry): an index digest, lower-case.
     assert re.fullmatch(r"python:3\.11-slim@sha256:[0-9a-f]{64}", base)
+    # The comment says honestly whether it was verified (docs/operations.md says the same).
+    assert "NOT checked against the registry" in text
+    assert "not verified against the registry" in (ROOT / "docs" / "operations.md").read_text()
     assert all(line.split()[1] == "${PYTHON_IMAGE}" or line.split()[1] == "runtime"
                for line in re.findall(r"^FROM .*$", text, re.M))  # fmt: skip
     for label in ("title", "description", "version", "licenses", "base.name"):

@@ -208,8 +208,8 @@ async def test_voice_call_with_one_rating_group(ocs: Running, gw: Gateway) -> No
         "result": 2001, "granted": {}, "validity": None, "final": None}  # fmt: skip
     assert await balance(ocs) == (1_000_000 - 90_000 - 15_000, 0, 0)
     counts = ocs.metrics.counts
-    assert counts[("diameter", "CCR-I", "2001")] == 1
-    assert counts[("diameter", "CCR-T", "2001")] == 1
+    assert counts[("diameter", "CCR-I", "success")] == 1
+    assert counts[("diameter", "CCR-T", "success")] == 1
 
 
 async def test_data_session_with_several_rating_groups(ocs: Running, gw: Gateway) -> None:

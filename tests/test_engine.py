@@ -394,3 +394,49 @@ async def test_one_round_trip_per_request_once_the_engine_knows_the_subscriber(
         writes = store.client.writes
         assert (await step).ok
         assert 1 <= store.client.writes - writes <= per_request
+
+
+async def test_holds_are_what_the_accounts_hold(
+    store: Store, engine: ChargingEngine, clock: Clock
+) -> None:
+    """The metrics' open sessions and held credit (``holds``) follow every answer: after each
+    step they equal the accounts' own reserved money in Redis."""
+    subs = ("1100", "1101", "1102")
+    await add(store, subs[0], 1_000_000)
+    await add(store, subs[1], 100_000, buckets=(UnitBucket("free", "voice", 90, priority=1),))
+    await add(store, subs[2], 200_000, plan="per-minute")
+
+    async def check(sessions: int) -> None:
+        reserved = [(await balance_of(store, s))[1] for s in subs]
+        held = engine.holds()
+        assert held == ({"native": (sessions, sum(reserved))} if sessions else {}), reserved
+
+    steps = [
+        lambda: engine.reserve(ReserveRequest("h0", subs[0], "voice", "h0/0", protocol="native")),
+        lambda: engine.reserve(ReserveRequest("h1", subs[1], "voice", "h1/0", protocol="native")),
+        lambda: engine.reserve(ReserveRequest("h2", subs[2], "voice", "h2/0", protocol="native")),
+        lambda: engine.commit(CommitRequest("h0", "h0/1", used=45, protocol="native")),
+        # 30 bucket seconds left of 90: the next slice is part buckets, part money (OKQ).
+        lambda: engine.commit(CommitRequest("h1", "h1/1", used=60, protocol="native")),
+        lambda: engine.commit(
+            CommitRequest("h2", "h2/1", used=60, next_units=0, protocol="native")
+        ),
+        lambda: engine.reserve(ReserveRequest("h0", subs[0], "voice", "h0/r", protocol="native")),
+        lambda: engine.release(ReleaseRequest("h1", "h1/2", used=50)),
+        # A replay changes nothing, here as in Redis.
+        lambda: engine.commit(CommitRequest("h0", "h0/1", used=45, protocol="native")),
+    ]
+    for n, step in zip((1, 2, 3, 3, 3, 3, 3, 2, 2), steps, strict=True):
+        assert (await step()).ok
+        await check(n)
+    # Another process takes a session over: this one still counts it until its hold expires.
+    other = ChargingEngine(store, RATER, engine.config, clock=clock)
+    assert (await other.release(ReleaseRequest("h2", "h2/2", used=0))).ok
+    assert other.holds() == {}
+    assert engine.holds()["native"][0] == 2
+    clock.now += 70_000  # validity 60 + grace 10: the holds are gone (the sweeper's to free)
+    assert engine.holds() == {}
+    assert (await engine.commit(CommitRequest("h0", "h0/2", used=1))).outcome is (
+        Outcome.UNKNOWN_SESSION
+    )
+    assert engine.holds() == {}

@@ -13,6 +13,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -589,7 +590,8 @@ async def test_ledger_status_cli(store: Store, tmp_path: Path, redis_url: str) -
     await add(store, "491700000001", 1_000_000)
     src = tmp_path / "in"
     write(src, name(1), [line("moc", "491700000001", "+4930123456", T0, 10), "bad"])
-    await make(store, src, tmp_path).poll()
+    m = make(store, src, tmp_path)
+    await m.poll()
     r = await asyncio.to_thread(ocs_cmd, "mediation", "status", "--redis-url", redis_url)
     assert r.returncode == 0, r.stderr
     assert (
@@ -599,7 +601,14 @@ async def test_ledger_status_cli(store: Store, tmp_path: Path, redis_url: str) -
     assert name(1) in r.stdout and "done" in r.stdout
     r = await asyncio.to_thread(ocs_cmd, "mediation", "status", "--json",
                                 env={"OCS_REDIS_URL": redis_url})  # fmt: skip
-    assert json.loads(r.stdout)["recent"][0]["rejected"] == 1
+    (recent,) = json.loads(r.stdout)["recent"]
+    assert recent["rejected"] == 1
+    # Times as the API gives them (docs/api.md): ISO 8601 UTC with milliseconds.
+    entry = await m.ledger.get(name(1))
+    assert entry is not None and entry.collected_at and entry.done_at
+    for key, ms in (("collected_at", entry.collected_at), ("done_at", entry.done_at)):
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", recent[key]), recent
+        assert round(datetime.fromisoformat(recent[key]).timestamp() * 1000) == ms
 
 
 def real_record(i: int, msisdn: str, direction: Direction = Direction.MOC,

@@ -36,8 +36,10 @@ from ocs.service import Running, run_ocs
 from ocs.sims.hlr import HlrSimulator, Line, bound_port, serve
 from ocs.store.notify import NotifyStore
 from ocs.store.security import SecurityStore
+from ocs.tasks import cancel_and_wait
 from protocols.native import NativeClient
 from tariffs import parse_plan
+from tests.contract import contract_trace
 
 SECRET = "s3cret-for-tests"
 E = 1_000_000
@@ -112,7 +114,7 @@ async def ocs(redis_url: str, hlr: tuple[HlrSimulator, str]) -> AsyncIterator[Ru
 @pytest.fixture
 async def http(ocs: Running) -> AsyncIterator[Callable[..., Any]]:
     base = f"http://127.0.0.1:{ocs.http_port}"
-    async with aiohttp.ClientSession(headers=AUTH) as session:
+    async with aiohttp.ClientSession(headers=AUTH, trace_configs=[contract_trace()]) as session:
 
         async def call(method: str, path: str, body: Any = None,
                        headers: dict[str, str] | None = None) -> tuple[int, Any]:  # fmt: skip
@@ -191,7 +193,7 @@ async def test_bar_in_the_hlr_and_lift_on_topup(
                                "thresholds": None}  # fmt: skip
     # Counted in /metrics.
     async with (
-        aiohttp.ClientSession(headers=AUTH) as s,
+        aiohttp.ClientSession(headers=AUTH, trace_configs=[contract_trace()]) as s,
         s.get(f"http://127.0.0.1:{ocs.http_port}/metrics") as r,
     ):
         text = await r.text()
@@ -414,7 +416,7 @@ async def test_reconcile_survives_a_failing_hlr_and_bounds_its_queries(
                        provisioning_reconcile_concurrency=3)  # fmt: skip
     async with (
         run_ocs(settings, plans=[PLAN]) as ocs,
-        aiohttp.ClientSession(headers=AUTH) as session,
+        aiohttp.ClientSession(headers=AUTH, trace_configs=[contract_trace()]) as session,
     ):
         subs = [f"49158000000{i:02d}" for i in range(20)]
         for m in subs:
@@ -651,3 +653,53 @@ async def test_an_adapter_bug_dead_letters_the_command(redis_url: str) -> None:
         (dead,) = await notify.dead_letters()
         assert dead.fields["reason"] == "internal error: RuntimeError('adapter bug')"
         assert await notify.pending_count("hlr") == 0
+
+
+class _StuckHandler:
+    """A handler whose call hangs and swallows the first cancellation it gets (as redis-py's
+    sends can on Python 3.11): stopping the consumer must still end it."""
+
+    group = "hlr"
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.swallowed = 0
+        self.ended = False
+
+    async def handle(self, note: Any) -> None:
+        self.started.set()
+        try:
+            while True:
+                try:
+                    await asyncio.Event().wait()
+                except asyncio.CancelledError:
+                    if self.swallowed:
+                        raise
+                    self.swallowed += 1
+        finally:
+            self.ended = True
+
+    async def failed(self, note: Any, reason: str, attempts: int) -> dict[str, str]:
+        return {}
+
+
+async def test_stopping_a_consumer_ends_its_lanes_even_one_that_swallows_a_cancel(
+    redis_url: str,
+) -> None:
+    async with run_ocs(replace(SETTINGS, redis_url=redis_url), plans=[PLAN]) as ocs:
+        await add(ocs, "4916000000002", 0)
+        await charge(ocs, "4916000000002", "c1", 6)  # a barring change: one entry to handle
+        handler = _StuckHandler()
+        consumer = NotificationConsumer(ocs.provisioning.notify, handler, me="stuck",
+                                        lease_ms=400, block_ms=50)  # fmt: skip
+        task = asyncio.create_task(consumer.run())
+        async with asyncio.timeout(10):
+            await handler.started.wait()
+        lanes = list(consumer._tasks)
+        assert lanes
+        async with asyncio.timeout(10):
+            await cancel_and_wait(task, every=0.05)
+        assert task.cancelled()
+        # The lane was cancelled again and awaited: nothing is left pending.
+        assert handler.swallowed == 1 and handler.ended
+        assert all(t.done() for t in lanes) and not consumer._tasks

@@ -20,6 +20,7 @@ from ocs.metrics import Metrics
 from ocs.store.redis_client import PipelinedRedis
 from ocs.store.store import Store
 from tariffs import PlanBook, TariffRater, load_plans
+from tests.contract import contract_trace
 
 Client = TestClient[web.Request, web.Application]
 ADMIN = "test-admin-token"
@@ -127,7 +128,11 @@ async def api(store: Store, registry: TariffRegistry, clock: FakeClock) -> Async
     app = create_app(
         store, Metrics(), tariffs=registry, clock=clock, auth=AuthConfig(admin_token=ADMIN)
     )
-    client: Client = TestClient(TestServer(app), headers={"Authorization": f"Bearer {ADMIN}"})
+    client: Client = TestClient(
+        TestServer(app),
+        headers={"Authorization": f"Bearer {ADMIN}"},
+        trace_configs=[contract_trace()],
+    )
     await client.start_server()
     try:
         yield client

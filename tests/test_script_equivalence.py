@@ -11,14 +11,17 @@ every key of both servers: accounts, sessions, expiry indexes, outbox and notifi
 entries (stream ids aside: the server stamps them), idempotency answers and their presence.
 
 Where a change of the scripts is meant to change what is stored, the normalisation below
-says so (what the consumers read stays equal), with the reason; today there is none.
+says so (what the consumers read stays equal), with the reason. One: the answers carry the
+money the session holds after the request (slot 23, ``held_money``, for the metrics' held
+credit; slot 22, the replay flag, is then stored as 0): it is checked against the session the
+new server holds, then left out of the comparison, in the answers and the stored ones.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -240,6 +243,19 @@ def _unpack_all(raw: bytes) -> list[Any]:
     return list(unpacker)
 
 
+async def _check_held(store: Store, method: str, kw: dict[str, Any], ans: ScriptAnswer) -> None:
+    """A fresh answer's ``held_money`` is what its session holds now (0 once released)."""
+    if ans.replay or method not in ("reserve", "commit", "release"):
+        return
+    if ans.status not in ("OK", "OKQ", "OKD", "DENIED", "STALE", "QUOTE"):
+        assert ans.held_money == 0, ans
+        return
+    acct = await store.get_account(kw["msisdn"])
+    assert acct is not None
+    held = [s.held_money for s in acct.sessions if s.session_id == kw["session_id"]]
+    assert ans.held_money == (held[0] if held else 0), (method, kw, ans, held)
+
+
 def _normalise_key(key: bytes) -> bytes:
     return key
 
@@ -267,6 +283,8 @@ async def _dump(url: str) -> dict[bytes, Any]:
             elif kind == "string":
                 raw = await r.get(key)
                 value = _unpack_all(raw) if b":idem:" in key else raw
+                if b":idem:" in key and isinstance(value[0], list):
+                    value[0] = value[0][:21]  # (slots 22-23: see the module's docstring)
             else:
                 value = kind
             out[_normalise_key(key)] = (kind, value)
@@ -300,6 +318,9 @@ async def test_new_scripts_answer_and_store_what_the_frozen_ones_did(
         method, kw = _request(w)
         a_old = await _run(old, method, kw)
         a_new = await _run(new, method, kw)
+        if isinstance(a_new, ScriptAnswer):
+            await _check_held(new, method, kw, a_new)
+            a_new = replace(a_new, held_money=0)  # (see the module's docstring)
         assert a_new == a_old, f"step {step}: {method} {kw}"
         _track(w, method, kw, a_new)
         key = f"{method}:{a_new.status if isinstance(a_new, ScriptAnswer) else 'n'}"

@@ -65,14 +65,28 @@ async def add(ocs: Running, msisdn: str, balance: int, **kw: object) -> None:
     assert ans.status == "OK"
 
 
+async def scraped(ocs: Running) -> dict[str, float]:
+    """The native protocol's open sessions and held credit, as ``/metrics`` serves them."""
+    text = (await ocs.metrics.render_now()).decode()
+    found = {}
+    for line in text.splitlines():
+        name, _, rest = line.partition('{protocol="native"} ')
+        if name in ("ocs_open_sessions", "ocs_held_credit_micros") and rest:
+            found[name] = float(rest)
+    return found
+
+
 async def test_call_through_the_native_protocol(ocs: Running, client: NativeClient) -> None:
     await add(ocs, "4917000001", 1_000_000)
     r = await client.reserve("call-1", "4917000001", "voice", seq=0, units=60)
     assert (r.result, r.granted, r.validity) == ("success", 60, 60)
+    # The scrape: one native session holding 60 s at 0.09 a minute.
+    assert await scraped(ocs) == {"ocs_open_sessions": 1, "ocs_held_credit_micros": 90_000}
     r = await client.commit("call-1", seq=1, used=60)  # subscriber not given: engine knows
     assert (r.result, r.charged, r.granted) == ("success", 90_000, 60)
     r = await client.release("call-1", seq=2, used=10, subscriber="4917000001")
     assert (r.result, r.charged, r.balance) == ("success", 15_000, 895_000)
+    assert await scraped(ocs) == {"ocs_open_sessions": 0, "ocs_held_credit_micros": 0}
     b = await client.balance("4917000001")
     assert (b.result, b.balance, b.reserved, b.available, b.plan) == (
         "success", 895_000, 0, 895_000, "flat"

@@ -188,15 +188,22 @@ async def connect_to_each(sup: Supervised, pids: list[int]) -> dict[int, Gateway
             await gw.close()
 
 
-async def test_a_session_moves_between_workers(supervised: Supervised, redis_url: str) -> None:
-    pids = list(supervised.workers().values())
+@contextlib.asynccontextmanager
+async def store_with(redis_url: str, msisdn: str) -> AsyncIterator[Store]:
+    """The test session's Redis through the OCS's store, with ``msisdn`` on plan flat (1.00)."""
     async with PipelinedRedis.from_url(redis_url) as client:
         store = Store(client, session_ttl_ms=60_000, reference_ttl_ms=60_000)
         await store.load_scripts()
         ans = await store.create_subscriber(
-            "4917000001", plan="flat", balance=1_000_000, credit_limit=0, state="active", now=0
+            msisdn, plan="flat", balance=1_000_000, credit_limit=0, state="active", now=0
         )
         assert ans.status == "OK"
+        yield store
+
+
+async def test_a_session_moves_between_workers(supervised: Supervised, redis_url: str) -> None:
+    pids = list(supervised.workers().values())
+    async with store_with(redis_url, "4917000001") as store:
         gws = await connect_to_each(supervised, pids)
         first, second = (gws[p] for p in pids)
         try:
@@ -278,33 +285,49 @@ def sample(text: str, line_start: str) -> float:
     return sum(values)
 
 
-async def test_a_scrape_of_any_worker_serves_the_sum(supervised: Supervised) -> None:
-    """Each worker answers one CCR-I; whichever worker a scrape reaches, it counts both
-    requests, both Diameter connections and both workers."""
+async def test_a_scrape_of_any_worker_serves_the_sum(
+    supervised: Supervised, redis_url: str
+) -> None:
+    """Each worker answers one CCR-I of an unknown subscriber and opens one session of a known
+    one; whichever worker a scrape reaches, it counts both refusals, both open sessions and the
+    credit they hold, both Diameter connections and both workers."""
     pids = list(supervised.workers().values())
+    async with store_with(redis_url, "4917000002"):
+        pass
     gws = await connect_to_each(supervised, pids)
     try:
         for n, gw in enumerate(gws.values()):
             a = await gw.request(ccr(gw, f"pgw.test;sum;{n}", INIT, 0,
-                                     mscc(100, rsu=[("CC-Time", 60)]), context=VOICE))  # fmt: skip
+                                     mscc(100, rsu=[("CC-Time", 60)]), context=VOICE,
+                                     subscriber="4917000404"))  # fmt: skip
             assert a.result_code == 5030  # no such subscriber: an answer all the same
-        counted = 'ocs_requests_total{outcome="5030",protocol="diameter",verb="CCR-I"}'
+            a = await gw.request(ccr(gw, f"pgw.test;held;{n}", INIT, 0,
+                                     mscc(100, rsu=[("CC-Time", 60)]), context=VOICE,
+                                     subscriber="4917000002"))  # fmt: skip
+            assert a.result_code == 2001 and quotas(a)[100]["granted"] == {"CC-Time": 60}
+        counted = 'ocs_requests_total{outcome="user-unknown",protocol="diameter",verb="CCR-I"}'
         served: set[int] = set()
         async with asyncio.timeout(30):
             # Each worker writes its counts every second: wait until a scrape shows both, then
             # every scrape must, from both workers.
             while True:
                 pid, text = await scrape(supervised.http_port, pids)
-                if sample(text, counted) == 2:
+                held = sample(text, "ocs_held_credit_micros{")
+                if sample(text, counted) == 2 and held == 2 * 90_000:
                     break
                 await asyncio.sleep(0.1)
             while served != set(pids):
                 pid, text = await scrape(supervised.http_port, pids)
                 served.add(pid)
                 assert sample(text, counted) == 2, text
+                assert 'outcome="5030"' not in text
                 assert sample(text, "ocs_workers ") == 2
                 assert sample(text, 'ocs_open_connections{protocol="diameter"}') == 2
                 assert sample(text, 'ocs_diameter_peers{state="OPEN"}') == 2
+                # 60 s held at 0.09 a minute by each worker's session.
+                assert sample(text, 'ocs_open_sessions{protocol="diameter"}') == 2
+                assert sample(text, 'ocs_held_credit_micros{protocol="diameter"}') == 2 * 90_000
+                assert sample(text, 'ocs_held_credit_micros{protocol="native"}') == 0
     finally:
         for gw in gws.values():
             await gw.close()

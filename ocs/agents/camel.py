@@ -136,10 +136,10 @@ class CamelAgent:
             verb = Op(inv.opcode).name.lower() if inv.opcode in Op._value2member_map_ else "?"
             try:
                 await self._operation(dialogue, inv, reply)
-                result = "ok"
+                result = Outcome.SUCCESS.value  # (the metrics speak the native agent's words)
             except ComponentError as exc:
                 reply.components.append(Reject(exc.invoke_id, exc.problem))
-                result = "reject"
+                result = Outcome.INVALID_REQUEST.value
             if self.metrics is not None:
                 self.metrics.observe(PROTOCOL, verb, result, time.perf_counter() - t0)
             if reply.end:
@@ -220,7 +220,9 @@ class CamelAgent:
             return
         sid = f"camel/{d.key}"
         r = await self.engine.reserve(
-            ReserveRequest(sid, subscriber, service, f"{sid}/idp", info=info, at=now)
+            ReserveRequest(
+                sid, subscriber, service, f"{sid}/idp", info=info, at=now, protocol=PROTOCOL
+            )
         )
         if not r.ok or r.granted <= 0:
             cause = (self.config.barred_cause if r.outcome is Outcome.SERVICE_DENIED
@@ -282,7 +284,9 @@ class CamelAgent:
         key = f"{call.session}/acr{seq}"
         more = result.leg_active
         r = await self.engine.commit(
-            CommitRequest(call.session, key, used=used, next_units=None if more else 0),
+            CommitRequest(
+                call.session, key, used=used, next_units=None if more else 0, protocol=PROTOCOL
+            ),
             subscriber=call.subscriber,
         )
         call.committed = max(call.committed, total)

@@ -60,6 +60,7 @@ from ocs.charging.types import (
 from ocs.logs import SESSION_ID
 from ocs.metrics import Metrics
 from ocs.store.errors import StoreUnavailable
+from ocs.tasks import cancel_all_and_wait
 from protocols.diameter import (
     Avp,
     Item,
@@ -118,6 +119,33 @@ _RESULT_CODES: Final = {
     Outcome.INVALID_REQUEST: c.DIAMETER_INVALID_AVP_VALUE,
     Outcome.STORE_UNAVAILABLE: c.DIAMETER_UNABLE_TO_COMPLY,
 }
+
+#: The charging outcome a Result-Code stands for: the metrics' ``outcome`` label, in the
+#: native agent's words (one vocabulary for every protocol, a bounded set). The reverse of
+#: _RESULT_CODES, and the codes answered without the engine: a free service (4011) is a
+#: success, a malformed or unsupported request the client's error. :func:`outcome_of` takes
+#: any other code by its class (RFC 6733, 7.1).
+_OUTCOMES: Final[dict[int, str]] = {
+    **{code: outcome.value for outcome, code in _RESULT_CODES.items()},
+    c.DIAMETER_CREDIT_CONTROL_NOT_APPLICABLE: Outcome.SUCCESS.value,
+    c.DIAMETER_MISSING_AVP: Outcome.INVALID_REQUEST.value,
+    c.DIAMETER_COMMAND_UNSUPPORTED: Outcome.INVALID_REQUEST.value,
+}
+
+
+def outcome_of(result_code: int) -> str:
+    """The ``outcome`` label of an answer with ``result_code`` (0: none): an Outcome value,
+    or ``other`` for a transient failure (4xxx) the engine never answers."""
+    found = _OUTCOMES.get(result_code)
+    if found is not None:
+        return found
+    kind = result_code // 1000
+    if kind == 2:
+        return Outcome.SUCCESS.value
+    if kind in (3, 5):  # protocol errors, permanent failures: the request cannot be served
+        return Outcome.INVALID_REQUEST.value
+    return "other"
+
 
 #: The Granted-/Requested-/Used-Service-Unit member that counts each kind of unit.
 _UNIT_AVP: Final = {
@@ -459,11 +487,6 @@ class DiameterAgent:
         self._tasks: set[asyncio.Task[None]] = set()
         self._services: dict[tuple[str, int, int | None, int | None, str], str | None] = {}
 
-    @property
-    def open_sessions(self) -> int:
-        """Gy sessions open at this process (the metrics' ``ocs_open_sessions``)."""
-        return len(self._sessions)
-
     # -- entry ----------------------------------------------------------------------------------
 
     async def __call__(self, request: Message, peer: RemotePeer) -> Message:
@@ -483,7 +506,7 @@ class DiameterAgent:
                                  failure=True)  # fmt: skip
         if self.metrics is not None:
             code = answer.result_code or 0
-            self.metrics.observe(PROTOCOL, _VERBS[CcRequestType(kind)], str(code),
+            self.metrics.observe(PROTOCOL, _VERBS[CcRequestType(kind)], outcome_of(code),
                                  time.perf_counter() - t0)  # fmt: skip
             if code == c.DIAMETER_UNABLE_TO_COMPLY:
                 self.metrics.redis_error()
@@ -677,9 +700,10 @@ class DiameterAgent:
 
     async def close(self) -> None:
         """Stop the RARs and ASRs still waiting for their answers."""
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await cancel_all_and_wait(list(self._tasks))
+        except Exception:  # (one RAR's failure is not the shutdown's)
+            log.exception("diameter: a RAR/ASR task failed")
 
     async def _server_request(self, sid: str, command: int) -> None:
         session = self._sessions.get(sid)
@@ -698,13 +722,13 @@ class DiameterAgent:
             # not answer: forget it here; the store releases what it holds at expiry.
             log.info("%s for %s not delivered: %s", verb.upper(), sid, exc or "timeout")
             self._forget(sid)
-            code = "undelivered"
+            outcome = "undelivered"
         else:
-            code = str(answer.result_code or 0)
+            outcome = outcome_of(answer.result_code or 0)
             if answer.result_code == c.DIAMETER_UNKNOWN_SESSION_ID:
                 await self._gone(sid)
         if self.metrics is not None:
-            self.metrics.observe(PROTOCOL, verb, code, time.perf_counter() - t0)
+            self.metrics.observe(PROTOCOL, verb, outcome, time.perf_counter() - t0)
 
     async def _gone(self, sid: str) -> None:
         """The gateway no longer knows the session: release what it holds (no usage)."""
@@ -770,7 +794,8 @@ class DiameterAgent:
         r = await self.engine.reserve(
             # (at=now: the rating context _free built is the engine's too, priced once)
             ReserveRequest(q.key, subscriber, q.service, f"{q.key}/{number}",
-                           units=self._requested(q, plan, now), info=info, at=now)
+                           units=self._requested(q, plan, now), info=info, at=now,
+                           protocol=PROTOCOL)
         )  # fmt: skip
         self._settled(q, r)
         if r.ok:
@@ -837,7 +862,9 @@ class DiameterAgent:
         else:
             next_units = self._requested(q, plan, now)
         r = await self.engine.commit(
-            CommitRequest(q.key, f"{q.key}/{number}", used=q.used, next_units=next_units),
+            CommitRequest(
+                q.key, f"{q.key}/{number}", used=q.used, next_units=next_units, protocol=PROTOCOL
+            ),
             subscriber=subscriber,
         )
         self._settled(q, r)

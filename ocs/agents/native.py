@@ -84,6 +84,7 @@ class NativeAgent:
                         session_key(req.session, req.seq),
                         units=req.units,
                         info=info,
+                        protocol=PROTOCOL,
                     )
                 )
             case Commit():
@@ -93,6 +94,7 @@ class NativeAgent:
                         session_key(req.session, req.seq),
                         used=req.used,
                         next_units=req.units,
+                        protocol=PROTOCOL,
                     ),
                     subscriber=req.subscriber or None,
                 )

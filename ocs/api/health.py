@@ -13,6 +13,7 @@ from ocs.api.problems import (
     problem,
 )
 from ocs.api.routes import Route
+from ocs.api.schema import obj
 from ocs.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from ocs.store.errors import StoreError
 
@@ -45,7 +46,9 @@ async def serve_metrics(request: web.Request) -> web.StreamResponse:
 
 
 ROUTES: Final = (
-    Route("GET", "/healthz", healthz, "health", "read", public=True),
-    Route("GET", "/readyz", readyz, "health", "read", public=True),
-    Route("GET", "/metrics", serve_metrics, "metrics", "read"),
-)
+    Route("GET", "/healthz", healthz, "health", "read", public=True,
+          answer=obj({"status": {"const": "ok"}})),
+    Route("GET", "/readyz", readyz, "health", "read", public=True,
+          answer=obj({"status": {"const": "ready"}})),
+    Route("GET", "/metrics", serve_metrics, "metrics", "read", media=("text/plain",)),
+)  # fmt: skip

@@ -17,9 +17,8 @@ from ocs.api.problems import (
     invalid_input,
     problem,
 )
-from ocs.api.request import (
-    Answer,
-)
+from ocs.api.request import Answer, query
+from ocs.api.routes import route_of
 from ocs.logs import redis_lost
 from ocs.store.errors import StoreUnavailable
 
@@ -47,8 +46,11 @@ def _http_problem(exc: web.HTTPException) -> web.StreamResponse:
 
 
 async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Run the handler; turn every error it raises into a problem response."""
+    """Check the query by the route's declarations, run the handler; turn every error they
+    raise into a problem response."""
     try:
+        if route_of(request) is not None:
+            query(request)  # every route: an undeclared or ill-typed parameter is a 422
         return await handler(request)
     except Answer as answer:
         return answer.response

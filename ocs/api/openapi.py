@@ -1,11 +1,14 @@
 """The OpenAPI 3.1 contract of the HTTP API, generated from the route table.
 
 Every declared route of the app (:data:`ocs.api.routes.ROUTES`: the core API, provisioning,
-authentication, billing and whatever a subsystem adds) becomes an operation: its path
-parameters from the template, its request body from the :class:`~ocs.api.schema.Body` the
-handler reads its fields by (so the schema is the validation's own declaration), its query
-parameters and success answer where the route declares them, the bearer-token requirement
-unless the route is public, and the problem document (RFC 9457) every error answer is.
+authentication, billing, the dashboard and whatever a subsystem adds) becomes an operation:
+its path parameters from the template, its request body from the :class:`~ocs.api.schema.Body`
+the handler reads its fields by (so the schema is the validation's own declaration), its query
+parameters from the :class:`~ocs.api.schema.Param` declarations :func:`ocs.api.request.query`
+reads them by, its success answer (JSON Schema, media type, or none), the bearer-token
+requirement unless the route is public, and the problem document (RFC 9457) every error
+answer is. The tests check every answer they receive against this document
+(tests/contract.py).
 
 Served at ``GET /openapi.json``; ``GET /docs`` is a small self-contained page listing the
 operations (no script from a CDN).
@@ -20,7 +23,7 @@ from typing import Final
 from aiohttp import web
 
 from ocs.api.routes import ROUTES, Route
-from ocs.api.schema import JSON, Body
+from ocs.api.schema import JSON, Body, obj
 
 __all__ = ["PROBLEM", "ROUTES_OF_CONTRACT", "openapi", "routes"]
 
@@ -35,10 +38,18 @@ PROBLEM: Final[JSON] = {
         "field": {"type": "string", "description": "the first bad field (422)"},
         "errors": {
             "type": "array",
+            "description": "invalid input: each bad field and what is wrong with it; an "
+            "invalid tariff plan: each problem as the plan loader wrote it",
             "items": {
-                "type": "object",
-                "properties": {"field": {"type": "string"}, "detail": {"type": "string"}},
-                "required": ["field", "detail"],
+                "oneOf": [
+                    {
+                        "type": "object",
+                        "properties": {"field": {"type": "string"}, "detail": {"type": "string"}},
+                        "required": ["field", "detail"],
+                        "additionalProperties": False,
+                    },
+                    {"type": "string"},
+                ]
             },
         },
     },
@@ -89,11 +100,7 @@ def _operation(route: Route, path: str, path_params: list[JSON], schemas: dict[s
     if len(summary) > 200 or "\n\n" in doc:
         op["description"] = doc
     params = list(path_params)
-    params += [
-        {"name": p.name, "in": p.where, "required": p.where == "path", "schema": p.schema}
-        | ({"description": p.description} if p.description else {})
-        for p in route.params
-    ]
+    params += [p.openapi() for p in route.params]
     if params:
         op["parameters"] = params
     if isinstance(route.body, Body):
@@ -103,17 +110,20 @@ def _operation(route: Route, path: str, path_params: list[JSON], schemas: dict[s
     elif isinstance(route.body, str):
         media = {"schema": {"type": "string"}}
         op["requestBody"] = {"required": True, "content": {route.body: media}}
-    elif route.method in ("POST", "PUT", "PATCH"):
-        # A handler that checks its JSON body itself (billing's model functions): the
-        # contract says only that it is a JSON object.
-        op["requestBody"] = {
-            "required": False,
-            "content": {"application/json": {"schema": {"type": "object"}}},
-        }
-    ok: JSON = {"description": "success"}
+    elif route.request is not None:
+        # A body another layer reads (a signed webhook: the signature covers the bytes).
+        content = {"application/json": {"schema": dict(route.request)}}
+        op["requestBody"] = {"required": True, "content": content}
+    ok: JSON = {"description": "success" if route.answer or route.media else "no content"}
+    content = {}
     if route.answer is not None:
-        ok["content"] = {"application/json": {"schema": dict(route.answer)}}
-    op["responses"] = {str(route.status): ok, "4XX": _PROBLEM_REF, "5XX": _PROBLEM_REF}
+        content["application/json"] = {"schema": dict(route.answer)}
+    for media_type in route.media:
+        content[media_type] = {"schema": {"type": "string"}}
+    if content:
+        ok["content"] = content
+    responses: JSON = {str(status): ok for status in (route.status, *route.also)}
+    op["responses"] = responses | {"4XX": _PROBLEM_REF, "5XX": _PROBLEM_REF}
     return op
 
 
@@ -183,7 +193,11 @@ async def serve_docs(request: web.Request) -> web.StreamResponse:
 
 #: The contract's own routes: public, like the probes (a client needs the contract before
 #: it has a token).
+_DOCUMENT: Final = obj(
+    {"openapi": {"const": "3.1.0"}, "info": {"type": "object"}, "paths": {"type": "object"},
+     "components": {"type": "object"}}
+)  # fmt: skip
 ROUTES_OF_CONTRACT: Final = (
-    Route("GET", "/openapi.json", serve_openapi, "docs", "read", public=True),
-    Route("GET", "/docs", serve_docs, "docs", "read", public=True),
+    Route("GET", "/openapi.json", serve_openapi, "docs", "read", public=True, answer=_DOCUMENT),
+    Route("GET", "/docs", serve_docs, "docs", "read", public=True, media=("text/html",)),
 )

@@ -15,16 +15,16 @@ from ocs.api.problems import (
 )
 from ocs.api.render import iso_time
 from ocs.api.request import (
-    DEFAULT_PAGE,
-    MAX_PAGE,
     STREAM_ID_RE,
+    before_id,
+    page_size,
     path_msisdn,
-    query_int,
+    query,
     read_body,
     unknown_subscriber,
 )
 from ocs.api.routes import Route
-from ocs.api.schema import Param
+from ocs.api.schema import obj
 from ocs.provisioning.service import ProvisioningError
 
 
@@ -78,11 +78,8 @@ async def subscriber_provisioning(request: web.Request) -> web.StreamResponse:
 
 async def list_dead_letters(request: web.Request) -> web.StreamResponse:
     """``GET /v1/provisioning/dead-letters?limit=&before=``: newest first."""
-    limit = query_int(request, "limit", default=DEFAULT_PAGE, maximum=MAX_PAGE)
-    before = request.query.get("before")
-    if before is not None and STREAM_ID_RE.fullmatch(before) is None:
-        raise InvalidInput([FieldError("before", "must be an id such as 1714564800000-0")])
-    items = await request.app[PROVISIONING].dead_letters(limit, before)
+    q = query(request)
+    items = await request.app[PROVISIONING].dead_letters(q["limit"], q["before"])
     return web.json_response({"dead_letters": [_dead_letter_json(i) for i in items]})
 
 
@@ -149,11 +146,13 @@ VIEW_SCHEMA: Final = {
             "properties": {"confirmed": _BARRING, "status": _S, "command": _S, "detail": _S,
                            "updated": _TIME},
             "required": ["confirmed", "status", "command", "detail", "updated"],
+            "additionalProperties": False,
         },
         "in_sync": {"type": "boolean"},
         "history": {"type": "array", "items": _HISTORY_LINE},
     },
     "required": ["msisdn", "desired", "state", "barred_by_balance", "hlr", "in_sync", "history"],
+    "additionalProperties": False,
 }  # fmt: skip
 DEAD_LETTERS_SCHEMA: Final = {
     "type": "object",
@@ -169,6 +168,7 @@ DEAD_LETTERS_SCHEMA: Final = {
         }
     },
     "required": ["dead_letters"],
+    "additionalProperties": False,
 }  # fmt: skip
 _COUNT: Final[dict[str, object]] = {"type": "integer", "minimum": 0}
 JOB_SCHEMA: Final = {
@@ -186,12 +186,20 @@ JOB_SCHEMA: Final = {
     },
     "required": ["id", "state", "started_at", "updated_at", "finished_at", "checked", "resent",
                  "unknown_to_hlr", "failures", "differing", "failed", "detail"],
+    "additionalProperties": False,
 }  # fmt: skip
-_PAGE: Final = (
-    Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, "page size"),
-    Param("before", "query", {"type": "string", "pattern": f"^{STREAM_ID_RE.pattern}$"},
-          "the id to page from (the last one of the previous page)"),
+_OUTCOME: Final[dict[str, object]] = {"type": "string", "enum": ["applied", "rejected"]}
+#: What the provisioning system posts (signed: X-OCS-Timestamp, X-OCS-Signature over the
+#: bytes; read by ocs.provisioning.service).
+CALLBACK_SCHEMA: Final = obj(
+    {"command_id": {"type": "string", "minLength": 1}, "status": _OUTCOME, "reason": _S,
+     "detail": _S},
+    optional=("reason", "detail"), closed=False,
 )  # fmt: skip
+_PAGE: Final = (
+    page_size("limit"),
+    before_id("the id to page from (the last one of the previous page)"),
+)
 
 
 #: Present when the OCS runs with a provisioning system.
@@ -205,6 +213,8 @@ ROUTES: Final = (
         "provisioning.callbacks",
         "write",
         public=True,
+        request=CALLBACK_SCHEMA,
+        answer=obj({"command_id": _S, "status": _OUTCOME}),
     ),
     Route(
         "GET",
@@ -222,6 +232,7 @@ ROUTES: Final = (
         "provisioning.dead-letters",
         "write",
         status=HTTPStatus.ACCEPTED,
+        answer=obj({"replayed": _S, "queued": _S}),
     ),
     Route(
         "POST",

@@ -21,7 +21,20 @@ from ocs.api.request import (
     json_body,
 )
 from ocs.api.routes import Route
-from ocs.api.schema import Body, Instant, Integer, Money, Plan, Text
+from ocs.api.schema import (
+    BOOL,
+    INT,
+    MONEY_OUT,
+    STRING,
+    Body,
+    Instant,
+    Integer,
+    Money,
+    Plan,
+    Text,
+    array,
+    obj,
+)
 from ocs.constants import MAX_UNITS
 from ocs.money import format_money
 from tariffs import (
@@ -134,4 +147,26 @@ async def rate(request: web.Request) -> web.StreamResponse:
     return web.json_response(answer)
 
 
-ROUTES: Final = (Route("POST", "/v1/rate", rate, "rating", "read", body=RATE),)
+_MAYBE: Final = {"type": ["string", "null"]}
+#: An exact amount: a decimal string, or 12 decimals and "…" when it does not end.
+_EXACT: Final = {"type": "string", "pattern": "^-?[0-9]+\\.[0-9]{2,}…?$"}
+RATING_SCHEMA: Final = obj(
+    {
+        "plan": STRING, "version": INT, "currency": STRING, "service": STRING,
+        "number": _MAYBE, "destination": _MAYBE, "place": _MAYBE, "band_at_start": _MAYBE,
+        "started_at": {"type": "string", "format": "date-time"},
+        "units": INT, "billed_units": INT,
+        "lines": array(obj(
+            {"kind": STRING, "text": STRING, "units": INT, "amount": _EXACT,
+             "exact": STRING, "counted": BOOL},
+            optional=("units", "exact", "counted"),
+        )),
+        "rounding": STRING, "total": MONEY_OUT, "used": INT, "total_used": MONEY_OUT,
+        "charge": MONEY_OUT, "money": MONEY_OUT, "affordable": INT,
+    },
+    optional=("money", "affordable"),
+)  # fmt: skip
+
+ROUTES: Final = (
+    Route("POST", "/v1/rate", rate, "rating", "read", body=RATE, answer=RATING_SCHEMA),
+)

@@ -6,6 +6,7 @@ from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
+from ocs.api.schema import INT, MONEY_OUT, STRING, TIME_OUT, obj
 from ocs.money import format_money
 from ocs.store.store import Account, Event
 
@@ -107,16 +108,16 @@ def _money_field(v: str) -> str | None:
 # -- the shapes above, as JSON Schema (the contract's answers; a test renders objects and
 # validates them against these) --------------------------------------------------------------
 
-_MONEY: Final[dict[str, object]] = {"type": "string", "pattern": r"^-?[0-9]+\.[0-9]{2,6}$"}
-_TIME: Final[dict[str, object]] = {"type": ["string", "null"], "format": "date-time"}
-_INT: Final[dict[str, object]] = {"type": "integer"}
-_TEXT: Final[dict[str, object]] = {"type": "string"}
+_MONEY: Final = MONEY_OUT
+_TIME: Final = TIME_OUT
+_INT: Final = INT
+_TEXT: Final = STRING
 
 
 def _object(props: dict[str, object], *, nullable: tuple[str, ...] = ()) -> dict[str, object]:
     for name in nullable:
         props[name] = {"anyOf": [props[name], {"type": "null"}]}
-    return {"type": "object", "properties": props, "required": list(props)}
+    return obj(props)  # type: ignore[arg-type]
 
 
 THRESHOLD_SCHEMA: Final = _object({"below": _MONEY, "action": _TEXT, "lift": _MONEY})
@@ -186,4 +187,5 @@ EVENT_SCHEMA: Final = {
         "fields": {"type": "object", "additionalProperties": _TEXT},
     },
     "required": ["id", "type", "at", "fields"],
+    "additionalProperties": False,
 }

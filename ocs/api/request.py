@@ -24,8 +24,10 @@ from ocs.api.problems import (
     problem,
 )
 from ocs.api.render import EPOCH, MS
-from ocs.api.schema import Body, Sign
+from ocs.api.routes import route_of
+from ocs.api.schema import Body, Param, Sign
 from ocs.api.server import parser_problem
+from ocs.constants import HTTP_BODY_TIMEOUT
 from ocs.money import MoneyFormatError, parse_money
 from ocs.store.store import UnitBucket
 
@@ -33,8 +35,6 @@ from ocs.store.store import UnitBucket
 MSISDN_RE: Final = re.compile(r"[0-9]{3,15}")
 #: A Redis stream entry id, "<ms>-<seq>".
 STREAM_ID_RE: Final = re.compile(r"([0-9]{1,20})-([0-9]{1,20})")
-CURSOR_RE: Final = re.compile(r"[0-9]{1,20}")
-COUNT_RE: Final = re.compile(r"[0-9]{1,7}")
 #: Redis cursors and both halves of a stream id are unsigned 64-bit integers.
 U64: Final = 2**64
 #: Rating times: from 1970 up to (not including) 2200.
@@ -53,6 +53,23 @@ MAX_BODY: Final = 1024 * 1024
 MAX_NUMBER: Final = 32
 MAX_LOCATION: Final = 64
 MAX_SOURCE: Final = 256
+
+
+def page_size(name: str) -> Param:
+    """The page size parameter ``name`` (1 to MAX_PAGE, DEFAULT_PAGE when absent)."""
+    schema: dict[str, object] = {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}
+    return Param(name, "query", schema, "page size", default=DEFAULT_PAGE)
+
+
+def before_id(description: str) -> Param:
+    """``before``: a Redis stream id to page back from (both halves below 2**64)."""
+    schema: dict[str, object] = {"type": "string", "pattern": r"^[0-9]{1,19}-[0-9]{1,19}$"}
+    return Param("before", "query", schema, description,
+                 detail="must be an id such as 1714564800000-0")  # fmt: skip
+
+
+#: Where :func:`query` keeps the request's parameters once read.
+QUERY: Final = web.RequestKey("ocs.query", dict[str, Any])
 
 
 # -- request parsing --------------------------------------------------------------------------
@@ -86,6 +103,8 @@ class Fields:
         self.plans = plans
         allowed = body.names
         self.data: Mapping[str, object] = {}
+        #: The request gave a JSON object (else its one error is that it is not).
+        self.is_object = isinstance(data, dict)
         if not isinstance(data, dict):
             self.errors.append(FieldError(where or "body", "must be a JSON object"))
             return
@@ -103,6 +122,23 @@ class Fields:
     def value(self, name: str) -> Any:
         """The member ``name`` read by its declaration in the body (:mod:`ocs.api.schema`)."""
         return self.body.fields[name].read(self, name)
+
+    def values(self) -> dict[str, Any]:
+        """Every declared member read by its declaration (errors collected), by name."""
+        if not self.is_object:
+            return {}
+        return {name: self.value(name) for name in self.body.fields}
+
+    def nested(self, name: str, data: object, body: Body) -> Fields:
+        """The object ``data`` at member ``name``, read by ``body`` (errors collected here)."""
+        return Fields(
+            data, body, now=self.now, plans=self.plans, where=self.path(name), errors=self.errors
+        )
+
+    def value_of(self, name: str, *, required: bool) -> object:
+        """The raw member, or None when absent (an error if ``required``) or null (an error)."""
+        v = self._get(name, required)
+        return None if v is _MISSING else v
 
     def has(self, name: str) -> bool:
         return name in self.data
@@ -177,8 +213,10 @@ class Fields:
         )
         return text or ""
 
-    def choice(self, name: str, options: Collection[str], *, what: str) -> str | None:
-        v = self._get(name, required=False)
+    def choice(
+        self, name: str, options: Collection[str], *, what: str, required: bool = False
+    ) -> str | None:
+        v = self._get(name, required=required)
         if v is _MISSING:
             return None
         if not isinstance(v, str) or v not in options:
@@ -294,7 +332,7 @@ async def read_body(request: web.Request) -> bytes:
     """The request body, within ``BODY_TIMEOUT`` seconds (408 otherwise: a client that stalls
     mid-body must not hold the connection); a body the parser cannot read is a 400."""
     try:
-        async with asyncio.timeout(request.app[BODY_TIMEOUT]):
+        async with asyncio.timeout(request.app.get(BODY_TIMEOUT, HTTP_BODY_TIMEOUT)):
             return await request.read()
     except TimeoutError:
         answer = problem(HTTPStatus.REQUEST_TIMEOUT, detail="the body did not arrive in time")
@@ -321,13 +359,69 @@ async def json_body(request: web.Request) -> object:
         ) from None
 
 
-def query_int(request: web.Request, name: str, *, default: int, maximum: int) -> int:
-    v = request.query.get(name)
-    if v is None:
-        return default
-    if not COUNT_RE.fullmatch(v) or not 1 <= int(v) <= maximum:
-        raise InvalidInput([FieldError(name, f"must be an integer from 1 to {maximum}")])
-    return int(v)
+async def read_fields(
+    request: web.Request, body: Body, *, now: int = 0, plans: Collection[str] = ()
+) -> dict[str, Any]:
+    """The JSON body of ``request`` read by the declaration ``body``: every member checked
+    (InvalidInput naming each bad one, 422), the values by name."""
+    f = Fields(await json_body(request), body, now=now, plans=plans)
+    values = f.values()
+    f.check()
+    return values
+
+
+async def checked_json(request: web.Request, body: Body) -> dict[str, Any]:
+    """The JSON body of ``request`` as the client sent it, once every member was checked by
+    the declaration ``body`` (InvalidInput naming each bad one, 422): for a layer that reads
+    the same object again (billing's functions, which the CLI and the demo call too)."""
+    data = await json_body(request)
+    f = Fields(data, body)
+    f.values()
+    f.check()
+    assert isinstance(data, dict)  # (else f.check() raised)
+    return data
+
+
+def query(request: web.Request) -> Mapping[str, Any]:
+    """The query parameters of ``request`` read by the declarations of the route it matched
+    (``Route.params``, :class:`ocs.api.schema.Param`): each typed as its schema says, absent
+    ones at their default; a parameter the route does not declare, one given twice, or one
+    that breaks its schema is an InvalidInput naming it (422). The one code path for every
+    route: the error middleware reads them before any handler runs."""
+    cached: dict[str, Any] | None = request.get(QUERY)
+    if cached is not None:
+        return cached
+    route = route_of(request)
+    params = route.params if route is not None else ()
+    declared = {p.name: p for p in params if not p.free_form}
+    free = next((p for p in params if p.free_form), None)
+    errors: list[FieldError] = []
+    values: dict[str, Any] = {p.name: p.default for p in declared.values()}
+    rest: dict[str, str] = {}
+    for name in dict.fromkeys(request.query):
+        given = request.query.getall(name)
+        p = declared.get(name)
+        if p is None:
+            if free is not None:
+                rest[name] = given[-1]
+                continue
+            known = ", ".join(declared) or "none"
+            errors.append(FieldError(name, f"is not a query parameter of this route ({known})"))
+        elif len(given) > 1:
+            errors.append(FieldError(name, "is given more than once"))
+        else:
+            try:
+                values[name] = p.read(given[0])
+            except ValueError as exc:
+                errors.append(FieldError(name, str(exc)))
+    errors += [FieldError(p.name, "is required") for p in declared.values()
+               if p.required and p.name not in request.query]  # fmt: skip
+    if errors:
+        raise InvalidInput(errors)
+    if free is not None:
+        values[free.name] = rest
+    request[QUERY] = values
+    return values
 
 
 def path_msisdn(request: web.Request) -> str:

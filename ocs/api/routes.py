@@ -50,11 +50,20 @@ class Route:
     #: For the contract (ocs.api.openapi): the JSON body the handler reads by declaration
     #: (ocs.api.schema.Body), or the media type of a body it reads otherwise.
     body: Body | str | None = None
-    #: Query parameters, for the contract.
+    #: For a JSON body read by another layer (a signed webhook), its JSON Schema.
+    request: Mapping[str, object] | None = None
+    #: The query parameters it takes: read by these declarations (ocs.api.request.query),
+    #: any other is refused.
     params: tuple[Param, ...] = ()
-    #: The status and JSON Schema of the success answer, for the contract.
+    #: The status and JSON Schema of the success answer (the contract; the tests check every
+    #: answer against it).
     status: int = 200
     answer: Mapping[str, object] | None = None
+    #: The media types of a success answer that is not JSON ("text/csv"); with neither
+    #: ``answer`` nor ``media`` the success answer has no body (204, a redirect).
+    media: tuple[str, ...] = ()
+    #: Other success statuses with the same answer (a webhook's replay: 200 beside 202).
+    also: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,33 +18,31 @@ from ocs.api.context import CLOCK, METRICS, STORE, TARIFFS
 from ocs.api.problems import (
     TYPE_SUBSCRIBER_EXISTS,
     FieldError,
-    InvalidInput,
     invalid_input,
     problem,
     reference_conflict,
 )
 from ocs.api.render import ACCOUNT_SCHEMA, EVENT_SCHEMA, account_json, event_json
 from ocs.api.request import (
-    CURSOR_RE,
-    DEFAULT_PAGE,
     MAX_BUCKET_ID,
     MAX_NOTE,
-    MAX_PAGE,
     MAX_PRIORITY,
     MAX_REFERENCE,
     MAX_SERVICE,
     MSISDN_RE,
-    STREAM_ID_RE,
     U64,
     Fields,
+    before_id,
     json_body,
+    page_size,
     path_msisdn,
-    query_int,
+    query,
     unknown_subscriber,
 )
 from ocs.api.routes import Route
 from ocs.api.schema import (
     MONEY_OUT,
+    STRING,
     Body,
     Buckets,
     Choice,
@@ -56,6 +54,9 @@ from ocs.api.schema import (
     Text,
     Thresholds,
     Timestamp,
+    array,
+    nullable,
+    obj,
 )
 from ocs.auth.http import over_limit
 from ocs.charging.tariffs import bundle_buckets
@@ -101,7 +102,9 @@ CREATE: Final = Body(
         "buckets": Buckets(BUCKET, description="absent: the plan's bundles"),
         "reference": _REFERENCE,
     },
-)
+    examples=({"msisdn": "46700000001", "balance": "10.00", "plan": "prepaid-basic",
+               "credit_limit": "5.00", "reference": "CRM-1001"},),
+)  # fmt: skip
 PATCH: Final = Body(
     "UpdateSubscriber",
     {
@@ -188,11 +191,8 @@ async def create_subscriber(request: web.Request) -> web.StreamResponse:
 
 async def list_subscribers(request: web.Request) -> web.StreamResponse:
     """``GET /v1/subscribers?cursor=&count=``: one page of msisdns and the next cursor."""
-    raw = request.query.get("cursor", "0")
-    if not CURSOR_RE.fullmatch(raw) or int(raw) >= U64:
-        raise InvalidInput([FieldError("cursor", "must be a cursor returned by this API")])
-    count = query_int(request, "count", default=DEFAULT_PAGE, maximum=MAX_PAGE)
-    nxt, msisdns = await request.app[STORE].list_subscribers(int(raw), count)
+    q = query(request)
+    nxt, msisdns = await request.app[STORE].list_subscribers(q["cursor"], q["count"])
     return web.json_response({"subscribers": msisdns, "cursor": str(nxt) if nxt else None})
 
 
@@ -263,6 +263,8 @@ def _thresholds_field(f: Fields) -> list[tuple[int, int, str]] | str | None:
 
 def _credit_body(name: str, sign: Sign, note_field: str, *, note_required: bool) -> Body:
     reference = Text(MAX_REFERENCE, required=True, description=_REFERENCE.description)
+    example = {"amount": "-2.50" if sign == "non-zero" else "12.50", "reference": "T-1001",
+               note_field: "ticket 1001"}  # fmt: skip
     return Body(
         name,
         {
@@ -270,6 +272,7 @@ def _credit_body(name: str, sign: Sign, note_field: str, *, note_required: bool)
             "reference": reference,
             note_field: Text(MAX_NOTE, required=note_required),
         },
+        examples=(example,),
     )
 
 
@@ -326,11 +329,8 @@ def _credit_handler(kind: str, body: Body) -> Handler:
 async def list_events(request: web.Request) -> web.StreamResponse:
     """``GET /v1/subscribers/{msisdn}/events?limit=&before=``: newest first, paged by id."""
     msisdn = path_msisdn(request)
-    limit = query_int(request, "limit", default=DEFAULT_PAGE, maximum=MAX_PAGE)
-    before = request.query.get("before")
-    m = None if before is None else STREAM_ID_RE.fullmatch(before)
-    if before is not None and (m is None or max(int(x) for x in m.groups()) >= U64):
-        raise InvalidInput([FieldError("before", "must be an event id such as 1714564800000-0")])
+    q = query(request)
+    limit, before = q["limit"], q["before"]
     store = request.app[STORE]
     if await store.get_account(msisdn) is None:
         return unknown_subscriber(msisdn)
@@ -361,25 +361,18 @@ async def subscriber_snapshot(request: web.Request) -> dict[str, object] | None:
     }
 
 
-_CREDIT_ANSWER: Final = {
-    "type": "object",
-    "properties": {
-        "msisdn": {"type": "string"},
-        "amount": MONEY_OUT,
-        "reference": {"type": "string"},
-        "balance": MONEY_OUT,
-    },
-    "required": ["msisdn", "amount", "reference", "balance"],
-}
-_PAGE: Final = Param(
-    "count", "query", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, "page size"
+_CREDIT_ANSWER: Final = obj(
+    {"msisdn": STRING, "amount": MONEY_OUT, "reference": STRING, "balance": MONEY_OUT}
 )
-_LIMIT: Final = Param(
-    "limit", "query", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, "page size"
-)
-_BEFORE: Final = Param(
-    "before", "query", {"type": "string", "pattern": f"^{STREAM_ID_RE.pattern}$"},
-    "the event id to page from (the previous page's next)",
+_LIST_ANSWER: Final = obj({"subscribers": array(STRING), "cursor": nullable(STRING)})
+_EVENTS_ANSWER: Final = obj({"events": array(EVENT_SCHEMA), "next": nullable(STRING)})
+_PAGE: Final = page_size("count")
+_LIMIT: Final = page_size("limit")
+_BEFORE: Final = before_id("the event id to page from (the previous page's next)")
+_CURSOR: Final = Param(
+    "cursor", "query", {"type": "integer", "minimum": 0, "maximum": U64 - 1},
+    "the cursor a previous page returned", default=0,
+    detail="must be a cursor returned by this API",
 )  # fmt: skip
 
 
@@ -401,11 +394,7 @@ ROUTES: Final = (
     Route("POST", "/v1/subscribers", create_subscriber, "subscribers", "write",
           body=CREATE, status=HTTPStatus.CREATED, answer=ACCOUNT_SCHEMA),
     Route("GET", "/v1/subscribers", list_subscribers, "subscribers", "read",
-          params=(Param("cursor", "query", {"type": "string", "pattern": "^[0-9]{1,20}$"},
-                        "the cursor a previous page returned"), _PAGE),
-          answer={"type": "object", "properties": {
-              "subscribers": {"type": "array", "items": {"type": "string"}},
-              "cursor": {"type": ["string", "null"]}}, "required": ["subscribers", "cursor"]}),
+          params=(_CURSOR, _PAGE), answer=_LIST_ANSWER),
     Route("GET", "/v1/subscribers/{msisdn}", get_subscriber, "subscribers", "read",
           answer=ACCOUNT_SCHEMA),
     Route("PATCH", "/v1/subscribers/{msisdn}", update_subscriber, "subscribers", "write",
@@ -416,8 +405,5 @@ ROUTES: Final = (
     ),
     _credit_route("/v1/subscribers/{msisdn}/refunds", "refund", REFUND, "subscribers.refunds"),
     Route("GET", "/v1/subscribers/{msisdn}/events", list_events, "subscribers.events", "read",
-          params=(_LIMIT, _BEFORE),
-          answer={"type": "object", "properties": {
-              "events": {"type": "array", "items": EVENT_SCHEMA},
-              "next": {"type": ["string", "null"]}}, "required": ["events", "next"]}),
+          params=(_LIMIT, _BEFORE), answer=_EVENTS_ANSWER),
 )  # fmt: skip

@@ -13,23 +13,23 @@ from aiohttp import web
 from ocs.api.context import CLOCK, TARIFFS
 from ocs.api.problems import (
     TYPE_UNKNOWN_PLAN,
-    FieldError,
-    InvalidInput,
     invalid_plan,
     problem,
 )
 from ocs.api.render import iso_time
 from ocs.api.request import (
     MAX_SOURCE,
+    query,
     read_body,
 )
 from ocs.api.routes import Route
-from ocs.api.schema import Param
+from ocs.api.schema import BOOL, INT, MONEY_OUT, STRING, TIME_OUT, Param, array, nullable, obj
 from ocs.money import format_money
 from tariffs import (
     PlanBook,
     PlanFileError,
     PlanVersion,
+    UnitKind,
     UnknownPlan,
 )
 
@@ -133,11 +133,7 @@ async def load_tariff(request: web.Request) -> web.StreamResponse:
             detail="send the plan file as TOML text with Content-Type application/toml "
             f"(or text/plain), not {request.content_type}",
         )
-    source = request.query.get("source", "request")
-    if not 1 <= len(source) <= MAX_SOURCE or not source.isprintable():
-        raise InvalidInput(
-            [FieldError("source", f"must be 1 to {MAX_SOURCE} printable characters")]
-        )
+    source: str = query(request)["source"]
     raw = await read_body(request)
     try:
         text = raw.decode("utf-8")
@@ -157,8 +153,46 @@ async def load_tariff(request: web.Request) -> web.StreamResponse:
     )
 
 
+_TEXTS: Final = array(STRING)
+_SUMMARY: Final = {
+    "version": INT,
+    "effective_from": TIME_OUT,
+    "in_force": BOOL,
+    "description": STRING,
+    "currency": STRING,
+    "services": _TEXTS,
+    "source": STRING,
+}
+_SERVICE: Final = obj(
+    {
+        "unit": {"type": "string", "enum": [u.value for u in UnitKind]},
+        "default_quota": INT,
+        "direction": STRING,
+        "session_cap": nullable(MONEY_OUT),
+        "description": STRING,
+    }
+)
+_DETAIL: Final = obj(
+    {
+        **_SUMMARY,
+        "timezone": STRING,
+        "rounding": obj({"method": STRING, "decimals": INT}),
+        "tax": obj({"rate": STRING, "inclusive": BOOL}),
+        "services": {"type": "object", "additionalProperties": _SERVICE},
+        "destinations": _TEXTS,
+        "free_destinations": _TEXTS,
+        "bands": _TEXTS,
+        "bundles": array(
+            obj({"id": STRING, "service": STRING, "units": INT, "valid_days": INT, "priority": INT})
+        ),
+    }
+)
+LIST_SCHEMA: Final = obj({"plans": array(obj({"name": STRING, "versions": array(obj(_SUMMARY))}))})
+PLAN_SCHEMA: Final = obj({"name": STRING, "versions": array(_DETAIL)})
+LOADED_SCHEMA: Final = obj({"name": STRING, "version": INT, "effective_from": TIME_OUT})
+
 ROUTES: Final = (
-    Route("GET", "/v1/tariffs", list_tariffs, "tariffs", "read"),
+    Route("GET", "/v1/tariffs", list_tariffs, "tariffs", "read", answer=LIST_SCHEMA),
     Route(
         "POST",
         "/v1/tariffs",
@@ -172,9 +206,11 @@ ROUTES: Final = (
                 "query",
                 {"type": "string", "minLength": 1, "maxLength": MAX_SOURCE},
                 "where the plan file came from (shown with the version)",
+                default="request",
             ),
         ),
         status=HTTPStatus.CREATED,
+        answer=LOADED_SCHEMA,
     ),
-    Route("GET", "/v1/tariffs/{name}", get_tariff, "tariffs", "read"),
+    Route("GET", "/v1/tariffs/{name}", get_tariff, "tariffs", "read", answer=PLAN_SCHEMA),
 )

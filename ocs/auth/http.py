@@ -20,7 +20,6 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any, Final
 
@@ -28,9 +27,11 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from ocs.api.problems import problem
+from ocs.api.request import before_id, query, read_fields
 from ocs.api.routes import CALLER, Caller, Route, caller_of, route_of
+from ocs.api.schema import INT, STRING, Body, Param, Text, array, nullable, obj
 from ocs.auth.audit import AuditLog
-from ocs.auth.credentials import AuthConfig, Authenticator, AuthFailure
+from ocs.auth.credentials import MAX_NAME, AuthConfig, Authenticator, AuthFailure
 from ocs.auth.policy import Policy, load_policy
 from ocs.logs import REQUEST_ID as LOG_REQUEST_ID
 from ocs.logs import redis_lost
@@ -52,11 +53,12 @@ TYPE_OVER_LIMIT: Final = "urn:ocs:problem:over-role-limit"
 
 _BEARER: Final = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr] +([\x21-\x7e]{1,4096}) *")
 _REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-_STREAM_ID: Final = re.compile(r"[0-9]{1,20}-[0-9]{1,20}")
 #: Records scanned by one GET /v1/audit at most (filters are applied while scanning).
 AUDIT_SCAN: Final = 20_000
 AUDIT_PAGE: Final = 100
 AUDIT_MAX_PAGE: Final = 1000
+#: Longest password or refresh token read (longer: 422, before any hashing work).
+MAX_SECRET: Final = 1024
 
 #: What an object looked like, for the audit's before/after (None: there is none).
 Snapshot = Callable[[web.Request], Awaitable[dict[str, Any] | None]]
@@ -296,65 +298,34 @@ class Security:
 
     # -- endpoints ------------------------------------------------------------------------------
 
-    async def _body(self, request: web.Request, *names: str) -> list[str] | web.Response:
-        try:
-            data = json.loads(await request.read())
-        except (ValueError, RecursionError):
-            data = None
-        values = [data.get(n) if isinstance(data, dict) else None for n in names]
-        if not all(isinstance(v, str) and v for v in values):
-            return problem(
-                HTTPStatus.UNPROCESSABLE_ENTITY,
-                "Invalid input",
-                f"send a JSON object with {' and '.join(names)} (strings)",
-                type_="urn:ocs:problem:invalid-input",
-            )
-        return [str(v) for v in values]
-
     async def _exchange(
-        self, request: web.Request, names: tuple[str, ...], how: Callable[..., Awaitable[Any]]
+        self, request: web.Request, body: Body, how: Callable[..., Awaitable[Any]]
     ) -> web.StreamResponse:
         limited = self._limited(request)
         if limited is not None:
             return limited
-        values = await self._body(request, *names)
-        if isinstance(values, web.Response):
-            return values
+        values = await read_fields(request, body)  # 422 naming each bad field
         try:
-            pair = await how(*values, self.clock())
+            pair = await how(*values.values(), self.clock())
         except AuthFailure as exc:
             return await self._failed(request, exc.reason, exc.detail)
         return web.json_response(pair, headers={"Cache-Control": "no-store"})
 
     async def token(self, request: web.Request) -> web.StreamResponse:
         """``POST /v1/auth/token`` {username, password}: an access token and a refresh token."""
-        return await self._exchange(request, ("username", "password"), self.authenticator.login)
+        return await self._exchange(request, LOGIN, self.authenticator.login)
 
     async def refresh(self, request: web.Request) -> web.StreamResponse:
         """``POST /v1/auth/refresh`` {refresh_token}: a new pair (the old refresh is spent)."""
-        return await self._exchange(request, ("refresh_token",), self.authenticator.refresh)
+        return await self._exchange(request, REFRESH, self.authenticator.refresh)
 
     async def audit(self, request: web.Request) -> web.StreamResponse:
         """``GET /v1/audit?who=&action=&since=&until=&before=&limit=``: newest first."""
-        q = request.query
-        errors = []
-        try:
-            limit = int(q.get("limit", AUDIT_PAGE))
-        except ValueError:
-            limit = 0
-        if not 1 <= limit <= AUDIT_MAX_PAGE:
-            errors.append(f"limit: must be an integer from 1 to {AUDIT_MAX_PAGE}")
-        before = q.get("before", "+")
-        if before != "+" and not _STREAM_ID.fullmatch(before):
-            errors.append("before: must be a record id such as 1714564800000-0")
-        since, until = _time(q.get("since"), "since", errors), _time(q.get("until"), "until",
-                                                                     errors)  # fmt: skip
-        if errors:
-            return problem(
-                HTTPStatus.UNPROCESSABLE_ENTITY, "Invalid input", "; ".join(errors),
-                type_="urn:ocs:problem:invalid-input",
-            )  # fmt: skip
-        who, action, target = q.get("who"), q.get("action"), q.get("target")
+        q = query(request)
+        limit: int = q["limit"]
+        before: str = q["before"] or "+"
+        since, until = q["since"], q["until"]
+        who, action, target = q["who"], q["action"], q["target"]
         out: list[dict[str, str]] = []
         scanned, cursor, exhausted = 0, before, False
         while len(out) < limit and scanned < AUDIT_SCAN and not exhausted:
@@ -374,13 +345,57 @@ class Security:
     def routes(self) -> Iterable[Route]:
         return (
             # The credential is in the body: these are the way to get a bearer token.
-            Route("POST", "/v1/auth/token", self.token, "auth", "write", public=True),
-            Route("POST", "/v1/auth/refresh", self.refresh, "auth", "write", public=True),
-            Route("GET", "/v1/audit", self.audit, "audit", "read"),
-        )
+            Route("POST", "/v1/auth/token", self.token, "auth", "write", public=True,
+                  body=LOGIN, answer=TOKEN_PAIR),
+            Route("POST", "/v1/auth/refresh", self.refresh, "auth", "write", public=True,
+                  body=REFRESH, answer=TOKEN_PAIR),
+            Route("GET", "/v1/audit", self.audit, "audit", "read", params=AUDIT_PARAMS,
+                  answer=AUDIT_PAGE_SCHEMA),
+        )  # fmt: skip
 
 
 SECURITY: Final = web.AppKey("ocs.security", Security)
+
+LOGIN: Final = Body(
+    "Login",
+    {
+        "username": Text(MAX_NAME * 4, required=True),
+        "password": Text(MAX_SECRET, required=True),
+    },
+    examples=({"username": "ana", "password": "correct horse"},),
+)
+REFRESH: Final = Body(
+    "Refresh",
+    {"refresh_token": Text(MAX_SECRET, required=True, description="spent by this request")},
+)
+TOKEN_PAIR: Final = obj(
+    {
+        "access_token": STRING,
+        "token_type": {"const": "Bearer"},
+        "expires_in": INT,
+        "refresh_token": STRING,
+        "role": STRING,
+        "agency": nullable(STRING),
+    }
+)
+_TEXT: Final[dict[str, object]] = {"type": "string", "maxLength": 256}
+AUDIT_PARAMS: Final = (
+    Param("who", "query", _TEXT, "only records by this subject (user:NAME, key:ID)"),
+    Param("action", "query", _TEXT, "only actions starting with this (PATCH, auth.)"),
+    Param("target", "query", _TEXT, "only records about this path"),
+    Param("since", "query", {"type": "string", "format": "date-time"}, "from this time on"),
+    Param("until", "query", {"type": "string", "format": "date-time"}, "before this time"),
+    before_id("the record id to page back from (the previous page's next)"),
+    Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": AUDIT_MAX_PAGE},
+          "page size", default=AUDIT_PAGE),
+)  # fmt: skip
+AUDIT_PAGE_SCHEMA: Final = obj(
+    {
+        "records": array({"type": "object", "properties": {"id": STRING},
+                          "required": ["id"], "additionalProperties": STRING}),
+        "next": nullable(STRING),
+    }
+)  # fmt: skip
 
 
 def _selected(
@@ -399,19 +414,6 @@ def _selected(
         and (not action or f.get("action", "").startswith(action))
         and (not target or f.get("target") == target)
     )
-
-
-def _time(text: str | None, name: str, errors: list[str]) -> int | None:
-    if text is None:
-        return None
-    try:
-        t = datetime.fromisoformat(text)
-    except ValueError:
-        errors.append(f"{name}: must be an RFC 3339 time such as 2026-11-23T08:59:30Z")
-        return None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=UTC)
-    return int(t.timestamp() * 1000)
 
 
 async def _snap(snapshot: Snapshot | None, request: web.Request) -> dict[str, Any] | None:

@@ -18,11 +18,14 @@ from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from ocs.api.problems import FieldError, invalid_input, problem
-from ocs.api.routes import Route, caller_of
+from ocs.api.problems import FieldError, InvalidInput, invalid_input, problem
+from ocs.api.request import Answer, checked_json, query, read_fields
+from ocs.api.routes import Action, Route, caller_of
+from ocs.billing import api_schema as A
 from ocs.billing import exports, feeds, runs
 from ocs.billing import model as M
 from ocs.billing.errors import BillingError, Invalid
@@ -58,6 +61,10 @@ def billing_errors(
             return await fn(request)
         except BillingError as exc:
             return billing_problem(exc)
+        except InvalidInput as exc:  # a body or query that breaks its declaration
+            return invalid_input(exc.errors)
+        except Answer as exc:  # (malformed JSON, a body too slow)
+            return exc.response
         except SQLAlchemyError:
             return problem(
                 HTTPStatus.SERVICE_UNAVAILABLE,
@@ -109,25 +116,9 @@ class BillingApi:
         return caller.agency if caller is not None else None
 
     @staticmethod
-    async def _body(request: web.Request) -> object:
-        raw = await request.read()
-        try:
-            return json.loads(raw)
-        except (ValueError, RecursionError) as exc:
-            raise Invalid([FieldError("body", f"is not JSON: {exc}")]) from None
-
-    @staticmethod
     def _page(request: web.Request) -> tuple[int, int]:
-        out = []
-        for name, default, hi in (("offset", 0, 10**9), ("limit", DEFAULT_PAGE, MAX_PAGE)):
-            raw = request.query.get(name)
-            if raw is None:
-                out.append(default)
-                continue
-            if not raw.isdigit() or not (0 if name == "offset" else 1) <= int(raw) <= hi:
-                raise Invalid([FieldError(name, f"must be an integer up to {hi}")])
-            out.append(int(raw))
-        return out[0], out[1]
+        q = query(request)
+        return q["offset"], q["limit"]
 
     def _h(
         self, fn: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -139,43 +130,69 @@ class BillingApi:
         lv = "{level:national|region|agency}"
         acc = "/accounts/{code}"
         inv = "/invoices/{ref}"
-        table = [
-            ("GET", f"/hierarchy/{lv}", self.list_orgs, "billing.hierarchy"),
-            ("POST", f"/hierarchy/{lv}", self.create_org, "billing.hierarchy"),
-            ("GET", f"/hierarchy/{lv}/{{code}}", self.get_org, "billing.hierarchy"),
-            ("PATCH", f"/hierarchy/{lv}/{{code}}", self.update_org, "billing.hierarchy"),
-            ("DELETE", f"/hierarchy/{lv}/{{code}}", self.delete_org, "billing.hierarchy"),
-            ("GET", "/accounts", self.list_accounts, "billing.hierarchy"),
-            ("POST", "/accounts", self.create_account, "billing.hierarchy"),
-            ("GET", acc, self.get_account, "billing.hierarchy"),
-            ("PATCH", acc, self.update_account, "billing.hierarchy"),
-            ("DELETE", acc, self.delete_account, "billing.hierarchy"),
-            ("POST", f"{acc}/lines", self.assign_line, "billing.hierarchy"),
-            ("DELETE", f"{acc}/lines/{{msisdn}}", self.end_line, "billing.hierarchy"),
-            ("PUT", f"{acc}/services/{{service}}", self.put_service, "billing.contracts"),
-            ("DELETE", f"{acc}/services/{{service}}", self.delete_service, "billing.contracts"),
-            ("GET", f"{acc}/contract", self.get_contract, "billing.contracts"),
-            ("PUT", f"{acc}/contract", self.put_contract, "billing.contracts"),
-            ("GET", "/tax-profiles", self.list_tax, "billing.contracts"),
-            ("PUT", "/tax-profiles/{code}", self.put_tax, "billing.contracts"),
-            ("GET", f"{acc}/pending", self.pending, "billing.pending"),
-            ("POST", "/feeds/{feed:orders|tickets}", self.feed, "billing.feeds"),
-            ("GET", "/feeds/{feed:orders|tickets}/{id}", self.feed_history, "billing.feeds"),
-            ("POST", "/runs", self.run, "billing.runs"),
-            ("POST", "/runs/issue", self.issue, "billing.invoices"),
-            ("POST", "/exports/{period}", self.export, "billing.runs"),
-            ("GET", "/invoices", self.list_invoices, "billing.invoices"),
-            ("GET", inv, self.get_invoice, "billing.invoices"),
-            ("GET", f"{inv}/pdf", self.invoice_pdf, "billing.invoices"),
-            ("GET", f"{inv}/csv", self.invoice_csv, "billing.invoices"),
-            ("GET", f"{inv}/lines/{{seq:\\d+}}/explain", self.explain, "billing.invoices"),
-            ("POST", f"{inv}/notes", self.note, "billing.notes"),
-            ("GET", "/aggregates", self.aggregates, "billing.aggregates"),
-        ]
+        gone = HTTPStatus.NO_CONTENT
+        made = HTTPStatus.CREATED
+
+        def r(method: str, path: str, fn: Handler, resource: str, **kw: Any) -> Route:
+            action: Action = "read" if method == "GET" else "write"
+            return Route(method, f"/v1/billing{path}", self._h(fn), resource, action, **kw)
+
         return [
-            Route(method, f"/v1/billing{path}", self._h(fn), resource,
-                  "read" if method == "GET" else "write")
-            for method, path, fn, resource in table
+            r("GET", f"/hierarchy/{lv}", self.list_orgs, "billing.hierarchy",
+              params=A.PAGE, answer=A.page(A.ORG_OUT)),
+            r("POST", f"/hierarchy/{lv}", self.create_org, "billing.hierarchy",
+              body=A.ORG, status=made, answer=A.ORG_OUT),
+            r("GET", f"/hierarchy/{lv}/{{code}}", self.get_org, "billing.hierarchy",
+              answer=A.ORG_OUT),
+            r("PATCH", f"/hierarchy/{lv}/{{code}}", self.update_org, "billing.hierarchy",
+              body=A.ORG_UPDATE, answer=A.ORG_OUT),
+            r("DELETE", f"/hierarchy/{lv}/{{code}}", self.delete_org, "billing.hierarchy",
+              status=gone),
+            r("GET", "/accounts", self.list_accounts, "billing.hierarchy",
+              params=A.ACCOUNTS_QUERY, answer=A.page(A.ACCOUNT_OUT)),
+            r("POST", "/accounts", self.create_account, "billing.hierarchy",
+              body=A.ACCOUNT, status=made, answer=A.ACCOUNT_OUT),
+            r("GET", acc, self.get_account, "billing.hierarchy", answer=A.ACCOUNT_OUT),
+            r("PATCH", acc, self.update_account, "billing.hierarchy",
+              body=A.ACCOUNT_UPDATE, answer=A.ACCOUNT_OUT),
+            r("DELETE", acc, self.delete_account, "billing.hierarchy", status=gone),
+            r("POST", f"{acc}/lines", self.assign_line, "billing.hierarchy",
+              body=A.LINE, status=made, answer=A.LINE_OUT),
+            r("DELETE", f"{acc}/lines/{{msisdn}}", self.end_line, "billing.hierarchy",
+              params=A.END_LINE_QUERY, status=gone),
+            r("PUT", f"{acc}/services/{{service}}", self.put_service, "billing.contracts",
+              body=A.SERVICE, answer=A.SERVICE_OUT),
+            r("DELETE", f"{acc}/services/{{service}}", self.delete_service, "billing.contracts",
+              status=gone),
+            r("GET", f"{acc}/contract", self.get_contract, "billing.contracts",
+              answer=A.CONTRACT_VIEW),
+            r("PUT", f"{acc}/contract", self.put_contract, "billing.contracts",
+              body=A.CONTRACT, answer=A.CONTRACT_OUT),
+            r("GET", "/tax-profiles", self.list_tax, "billing.contracts", answer=A.TAX_LIST),
+            r("PUT", "/tax-profiles/{code}", self.put_tax, "billing.contracts",
+              body=A.TAX, answer=A.TAX_OUT),
+            r("GET", f"{acc}/pending", self.pending, "billing.pending", answer=A.PENDING_OUT),
+            r("POST", "/feeds/{feed:orders|tickets}", self.feed, "billing.feeds",
+              request=A.FEED_SCHEMA, status=HTTPStatus.ACCEPTED, also=(HTTPStatus.OK,),
+              answer=A.FEED_OUT),
+            r("GET", "/feeds/{feed:orders|tickets}/{id}", self.feed_history, "billing.feeds",
+              answer=A.FEED_HISTORY),
+            r("POST", "/runs", self.run, "billing.runs", body=A.RUN, answer=A.RUN_OUT),
+            r("POST", "/runs/issue", self.issue, "billing.invoices", body=A.RUN,
+              answer=A.ISSUE_OUT),
+            r("POST", "/exports/{period}", self.export, "billing.runs", answer=A.EXPORT_OUT),
+            r("GET", "/invoices", self.list_invoices, "billing.invoices",
+              params=A.INVOICES_QUERY, answer=A.INVOICE_LIST),
+            r("GET", inv, self.get_invoice, "billing.invoices", answer=A.INVOICE_OUT),
+            r("GET", f"{inv}/pdf", self.invoice_pdf, "billing.invoices",
+              media=("application/pdf",)),
+            r("GET", f"{inv}/csv", self.invoice_csv, "billing.invoices", media=("text/csv",)),
+            r("GET", f"{inv}/lines/{{seq:\\d+}}/explain", self.explain, "billing.invoices",
+              answer=A.EXPLAIN_OUT),
+            r("POST", f"{inv}/notes", self.note, "billing.notes", body=A.NOTE, status=made,
+              answer=A.INVOICE_OUT),
+            r("GET", "/aggregates", self.aggregates, "billing.aggregates",
+              params=A.AGGREGATES_QUERY, answer=A.page(A.AGGREGATE)),
         ]  # fmt: skip
 
     # -- hierarchy ---------------------------------------------------------------------------
@@ -192,7 +209,7 @@ class BillingApi:
         """``POST /v1/billing/hierarchy/{level}`` ``{code, name, parent}`` (201)"""
         if self._scope(request) is not None:
             raise Invalid([FieldError("level", "an agency-scoped caller cannot add units")])
-        body = await self._body(request)
+        body = await checked_json(request, A.ORG)
         out = await self._tx(M.create_org, request.match_info["level"], body)
         return web.json_response(out, status=HTTPStatus.CREATED)
 
@@ -204,7 +221,7 @@ class BillingApi:
 
     async def update_org(self, request: web.Request) -> web.StreamResponse:
         m = request.match_info
-        body = await self._body(request)
+        body = await checked_json(request, A.ORG_UPDATE)
         return web.json_response(
             await self._tx(M.update_org, m["level"], m["code"], body, self._scope(request))
         )
@@ -218,7 +235,7 @@ class BillingApi:
         """``GET /v1/billing/accounts?agency=&offset=&limit=``"""
         offset, limit = self._page(request)
         scope = self._scope(request)
-        agency = request.query.get("agency")
+        agency = query(request)["agency"]
 
         def work(conn: Any) -> list[dict[str, Any]]:
             found = M.accounts(conn, scope)
@@ -230,7 +247,7 @@ class BillingApi:
         return web.json_response({"items": items, "offset": offset, "limit": limit})
 
     async def create_account(self, request: web.Request) -> web.StreamResponse:
-        body = await self._body(request)
+        body = await checked_json(request, A.ACCOUNT)
         out = await self._tx(M.create_account, body, self._scope(request))
         return web.json_response(out, status=HTTPStatus.CREATED)
 
@@ -240,7 +257,7 @@ class BillingApi:
         return web.json_response(out)
 
     async def update_account(self, request: web.Request) -> web.StreamResponse:
-        body = await self._body(request)
+        body = await checked_json(request, A.ACCOUNT_UPDATE)
         return web.json_response(
             await self._tx(M.update_account, request.match_info["code"], body, self._scope(request))
         )
@@ -251,22 +268,21 @@ class BillingApi:
 
     async def assign_line(self, request: web.Request) -> web.StreamResponse:
         """``POST /v1/billing/accounts/{code}/lines`` ``{msisdn, valid_from}`` (Unix ms)"""
-        body = await self._body(request)
+        body = await checked_json(request, A.LINE)
         out = await self._tx(M.assign_line, request.match_info["code"], body, self._scope(request))
         return web.json_response(out, status=HTTPStatus.CREATED)
 
     async def end_line(self, request: web.Request) -> web.StreamResponse:
         """``DELETE /v1/billing/accounts/{code}/lines/{msisdn}?at=`` (Unix ms; default now)"""
-        at = request.query.get("at", str(self.clock()))
-        if not at.isdigit():
-            raise Invalid([FieldError("at", "must be Unix milliseconds")])
+        at = query(request)["at"]
+        at = self.clock() if at is None else at
         m = request.match_info
-        await self._tx(M.end_line, m["code"], m["msisdn"], int(at), self._scope(request))
+        await self._tx(M.end_line, m["code"], m["msisdn"], at, self._scope(request))
         return web.Response(status=HTTPStatus.NO_CONTENT)
 
     async def put_service(self, request: web.Request) -> web.StreamResponse:
         m = request.match_info
-        body = await self._body(request)
+        body = await checked_json(request, A.SERVICE)
         return web.json_response(
             await self._tx(M.put_service, m["code"], m["service"], body, self._scope(request))
         )
@@ -288,7 +304,7 @@ class BillingApi:
         return web.json_response({**out["contract"], "services": out["services"]})
 
     async def put_contract(self, request: web.Request) -> web.StreamResponse:
-        body = await self._body(request)
+        body = await checked_json(request, A.CONTRACT)
         return web.json_response(
             await self._tx(M.put_contract, request.match_info["code"], body, self._scope(request))
         )
@@ -299,7 +315,7 @@ class BillingApi:
     async def put_tax(self, request: web.Request) -> web.StreamResponse:
         if self._scope(request) is not None:
             raise Invalid([FieldError("code", "an agency-scoped caller cannot set tax profiles")])
-        body = await self._body(request)
+        body = await checked_json(request, A.TAX)
         return web.json_response(
             await self._tx(M.put_tax_profile, request.match_info["code"], body)
         )
@@ -354,11 +370,8 @@ class BillingApi:
     # -- runs and invoices -------------------------------------------------------------------
 
     async def _period_body(self, request: web.Request) -> tuple[str, str | None]:
-        f = M.Fields(await self._body(request))
-        period = f.text("period", max_len=7)
-        account = f.opt_text("account")
-        f.check()
-        return period, account
+        body = await read_fields(request, A.RUN)
+        return body["period"], body["account"]
 
     async def run(self, request: web.Request) -> web.StreamResponse:
         """``POST /v1/billing/runs`` ``{period, account?}``: (re)draft the period's invoices."""
@@ -400,13 +413,13 @@ class BillingApi:
     async def list_invoices(self, request: web.Request) -> web.StreamResponse:
         """``GET /v1/billing/invoices?period=&account=&status=&offset=&limit=``"""
         offset, limit = self._page(request)
-        q = request.query
+        q = query(request)
         items = await self._db(
             runs.list_invoices,
             self.engine,
-            period=q.get("period"),
-            account=q.get("account"),
-            status=q.get("status"),
+            period=q["period"],
+            account=q["account"],
+            status=q["status"],
             scope=self._scope(request),
             offset=offset,
             limit=limit,
@@ -449,7 +462,7 @@ class BillingApi:
 
     async def note(self, request: web.Request) -> web.StreamResponse:
         """``POST /v1/billing/invoices/{ref}/notes`` ``{kind: credit|debit, reason, lines}``"""
-        body = await self._body(request)
+        body = await checked_json(request, A.NOTE)
         out = await self._db(
             runs.create_note,
             self.engine,
@@ -475,10 +488,8 @@ class BillingApi:
     async def aggregates(self, request: web.Request) -> web.StreamResponse:
         """``GET /v1/billing/aggregates?level=&period=&offset=&limit=``"""
         offset, limit = self._page(request)
-        f = M.Fields(dict(request.query))
-        level = f.choice("level", runs.AGG_LEVELS, "agency")
-        period = f.text("period", max_len=7)
-        f.check()
+        q = query(request)
+        level, period = q["level"], q["period"]
         runs.Period.of(period, "UTC")
         items = await self._db(
             runs.aggregates,

@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date
 from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Connection, Row, and_, func, select
 
 from ocs.api.problems import FieldError
+from ocs.api.schema import parse_day
 from ocs.billing import rollup
 from ocs.billing import schema as S
 from ocs.billing.errors import Conflict, Invalid, NotFound, invalid
@@ -126,9 +126,7 @@ class Fields:
                 self._bad(name, "is required (YYYY-MM-DD)")
             return None
         try:
-            if not isinstance(v, str) or len(v) != 10:
-                raise ValueError
-            return date.fromisoformat(v).isoformat()
+            return parse_day(v)
         except ValueError:
             self._bad(name, "must be a date YYYY-MM-DD")
             return None

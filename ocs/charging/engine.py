@@ -71,6 +71,16 @@ class _Session:
     priced: int = 0
 
 
+@dataclass(slots=True)
+class _Hold:
+    """What a session holds as this process last heard (the metrics' held credit)."""
+
+    protocol: str
+    money: int
+    #: Unix ms: when the script releases it unless a request comes first.
+    expires_at: int
+
+
 def _flags(spec: ServiceSpec, *, final: bool = False, force: bool = False) -> str:
     return (
         ("o" if spec.outgoing else "")
@@ -106,6 +116,10 @@ class ChargingEngine:
         self.clock = clock
         self._plans: dict[str, str] = {}
         self._sessions: dict[str, _Session] = {}
+        #: Every session this process last saw holding a reservation, from the scripts'
+        #: answers (kept apart from the cache, which may be emptied): what :meth:`holds` sums.
+        self._holds: dict[str, _Hold] = {}
+        self._holds_limit = self.config.cache_size
         #: Told the money each request charged (micro-units, replays excluded): the metrics.
         self.on_charged: Callable[[int], None] | None = None
 
@@ -124,6 +138,38 @@ class ChargingEngine:
             if len(self._sessions) >= self.config.cache_size:
                 self._sessions.clear()
             self._sessions[sid] = st
+
+    def _held(self, sid: str, protocol: str, money: int, now: int) -> None:
+        """Record what session ``sid`` holds after a request answered at ``now`` (the script
+        keeps the hold until ``now + hold_ms``, as it was told)."""
+        h = self._holds.get(sid)
+        if h is not None:
+            h.money, h.expires_at = money, now + self.hold_ms
+            if protocol:
+                h.protocol = protocol
+            return
+        if len(self._holds) >= self._holds_limit:
+            # Holds nobody came back for (and no scrape pruned): forget the expired ones.
+            self._prune_holds(self.clock())
+            self._holds_limit = max(self.config.cache_size, 2 * len(self._holds))
+        self._holds[sid] = _Hold(protocol, money, now + self.hold_ms)
+
+    def _prune_holds(self, now: int) -> None:
+        for sid in [sid for sid, h in self._holds.items() if h.expires_at <= now]:
+            del self._holds[sid]
+
+    def holds(self, now: int | None = None) -> dict[str, tuple[int, int]]:
+        """Protocol -> (sessions, money held in micro-units) of the reservations this process
+        holds now: every session whose last answer here left it open and whose hold has not
+        expired (the sweeper releases those). A session another process took over (failover)
+        stays counted here until its hold time passes. The protocol is the one its requests
+        named ("" when none did)."""
+        self._prune_holds(self.clock() if now is None else now)
+        out: dict[str, tuple[int, int]] = {}
+        for h in self._holds.values():
+            n, m = out.get(h.protocol, (0, 0))
+            out[h.protocol] = (n + 1, m + h.money)
+        return out
 
     def _cost_at(self, st: _Session, units: int) -> int:
         """What the session's first ``units`` money units cost (remembered at one point)."""
@@ -204,6 +250,7 @@ class ChargingEngine:
             now,
             destination=req.info.destination,
             location=req.info.location,
+            protocol=req.protocol,
         )
 
     async def _grant(
@@ -219,6 +266,7 @@ class ChargingEngine:
         destination: str = "",
         location: str = "",
         prior: ScriptAnswer | None = None,
+        protocol: str = "",
     ) -> ChargeResult:
         """Hold a slice for a new session (st None) or an open one, sizing it to the credit.
 
@@ -289,6 +337,8 @@ class ChargingEngine:
                         st = self._session_from_answer(sid, msisdn, ans)
                     self._remember_plan(msisdn, st.ctx.plan)
                 self._remember_session(sid, st, ans)
+                if not ans.replay:
+                    self._held(sid, protocol, ans.held_money, now)
                 return ChargeResult(
                     Outcome.SUCCESS,
                     granted=ans.granted,
@@ -308,11 +358,13 @@ class ChargingEngine:
                 st = self._session_from_answer(sid, msisdn, ans)
             elif status == "NOSESS":
                 self._sessions.pop(sid, None)
+                self._holds.pop(sid, None)
                 if prior is not None:
                     return ChargeResult(Outcome.UNKNOWN_SESSION)
                 st = None
             elif status == "NOSUB":
                 self._plans.pop(msisdn, None)
+                self._holds.pop(sid, None)
                 return ChargeResult(Outcome.USER_UNKNOWN)
             elif status == "DENIED":
                 return self._denied(prior, ans)
@@ -358,7 +410,7 @@ class ChargingEngine:
         """Debit the units used and, unless ``next_units`` is 0, grant the next slice."""
         work = self._settle(
             req.session_id, req.request_key, req.used, req.at, subscriber,
-            next_units=req.next_units, end=False,
+            next_units=req.next_units, end=False, protocol=req.protocol,
         )  # fmt: skip
         return await self._guarded(work)
 
@@ -380,10 +432,12 @@ class ChargingEngine:
         *,
         next_units: int | None,
         end: bool,
+        protocol: str = "",
     ) -> ChargeResult:
         now = at if at is not None else self.clock()
         found = await self._session(sid, subscriber)
         if found is None:
+            self._holds.pop(sid, None)
             return ChargeResult(Outcome.UNKNOWN_SESSION)
         st: _Session | None = found if isinstance(found, _Session) else None
         msisdn = st.subscriber if st is not None else str(found)
@@ -426,17 +480,18 @@ class ChargingEngine:
             if status == "STALE":
                 st = self._session_from_answer(sid, msisdn, ans)
                 continue
-            if status == "NOSESS":
+            if status in ("NOSESS", "NOSUB"):
                 self._sessions.pop(sid, None)
+                self._holds.pop(sid, None)
+                if status == "NOSUB":
+                    return ChargeResult(Outcome.USER_UNKNOWN)
                 return ChargeResult(Outcome.UNKNOWN_SESSION, balance=ans.balance)
-            if status == "NOSUB":
-                self._sessions.pop(sid, None)
-                return ChargeResult(Outcome.USER_UNKNOWN)
             if st is None:
                 # A replay answered from the idempotency store before the cache was warm.
                 st = self._session_from_answer(sid, msisdn, ans)
             if end:
                 self._sessions.pop(sid, None)
+                self._holds.pop(sid, None)
                 if not ans.replay:
                     # Kept past the release, so that a replay naming only the session finds
                     # the subscriber whose script holds the first answer (see the store).
@@ -445,6 +500,7 @@ class ChargingEngine:
             if not ans.replay:
                 # (a stored answer's session figures are the past's: the cache keeps its own)
                 self._remember_session(sid, st, ans)
+                self._held(sid, protocol, ans.held_money, now)
             if status == "OK":
                 return self._result(
                     Outcome.SUCCESS,
@@ -459,6 +515,7 @@ class ChargingEngine:
                 # Usage is debited; the next slice needs pricing against what is left.
                 return await self._grant(
                     msisdn, sid, rk + "/q", st, st.ctx.service, n, now, prior=ans,
+                    protocol=protocol,
                 )  # fmt: skip
             raise StoreError(f"commit: unexpected status {status!r}")
         return ChargeResult(Outcome.STORE_UNAVAILABLE, detail="session kept changing; try again")

@@ -9,7 +9,6 @@ bucket's expiry index, the catch-up over every account once per change of the th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -19,6 +18,7 @@ from ocs.constants import BUCKET_COUNT, SWEEP_INTERVAL
 from ocs.logs import redis_lost
 from ocs.store.errors import StoreUnavailable
 from ocs.store.store import Store
+from ocs.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +54,8 @@ class Periodic:
 
     async def __aexit__(self, *exc: object) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+            task, self._task = self._task, None
+            await cancel_and_wait(task)
 
 
 class ExpirySweeper(Periodic):

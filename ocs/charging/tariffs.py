@@ -8,13 +8,13 @@ picked up by every process within ``poll_interval`` seconds. A bad file changes 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 
 from ocs.charging.engine import wall_clock_ms
 from ocs.store.errors import StoreUnavailable
 from ocs.store.store import Store, ThresholdSpec, UnitBucket
+from ocs.tasks import cancel_and_wait
 from tariffs import PlanBook, PlanFileError, PlanVersion, TariffRater, UnknownPlan, parse_plan
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,5 @@ class TariffRegistry:
 
     async def __aexit__(self, *exc: object) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+            task, self._task = self._task, None
+            await cancel_and_wait(task)

@@ -49,6 +49,9 @@ class ReserveRequest:
     info: SessionInfo = SessionInfo()
     #: Unix ms; None = now.
     at: int | None = None
+    #: The agent's protocol (native, diameter, camel): the label of the session's hold in
+    #: the metrics (:meth:`ChargingEngine.holds`); nothing else reads it.
+    protocol: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +64,8 @@ class CommitRequest:
     used: int
     next_units: int | None = None
     at: int | None = None
+    #: As in :class:`ReserveRequest` (a session this process did not open takes it from here).
+    protocol: str = ""
 
 
 @dataclass(frozen=True, slots=True)

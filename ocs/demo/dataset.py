@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Final
 
 from ocs.charging.tariffs import bundle_buckets
 from ocs.constants import MICRO
@@ -20,14 +21,30 @@ class DemoSubscriber:
     credit_limit: int
 
 
+#: The overdraft the demo's overdraft subscribers may use (prepaid-basic bars outgoing calls
+#: below -5.00 and lifts the bar above 0.00: tariffs/plans/prepaid-basic.toml).
+OVERDRAFT: Final = 10 * MICRO
+
+
+def overdrawn(s: DemoSubscriber) -> bool:
+    """One of the subscribers who start in overdraft (see :func:`demo_subscribers`)."""
+    return s.plan == "prepaid-basic" and s.credit_limit == OVERDRAFT
+
+
 def demo_subscribers(count: int, seed: int = 7) -> Iterator[DemoSubscriber]:
     """Mostly consumer prepaid, some on a monthly bundle, some agencies on PAYU, and a quarter
-    nearly out of credit, so the demo shows refusals within seconds."""
+    nearly out of credit, so the demo shows refusals within seconds; one in ten prepaid ones
+    already in overdraft (-3.00 to -4.90 of a 10.00 credit limit), so that their real-time
+    calls take them past -5.00 within seconds and the HLR bars them, until a top-up."""
     rng = random.Random(seed)
     for i in range(count):
         msisdn = f"4917{i:08d}"
         if i % 10 == 0:
             yield DemoSubscriber(msisdn, "gov-payu", 50 * MICRO, 10 * MICRO)
+        elif i % 10 == 5:
+            yield DemoSubscriber(
+                msisdn, "prepaid-basic", -rng.randrange(300, 491) * MICRO // 100, OVERDRAFT
+            )
         elif i % 4 == 0:
             yield DemoSubscriber(msisdn, "prepaid-basic", rng.randrange(5, 40) * MICRO // 100, 0)
         elif i % 3 == 0:

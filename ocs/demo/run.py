@@ -20,16 +20,16 @@ from zoneinfo import ZoneInfo
 
 from ocs.billing.usage import GROUP
 from ocs.charging.engine import wall_clock_ms
-from ocs.config import Settings
+from ocs.config import Settings, is_loopback
 from ocs.demo.billing import AGENCIES, bill_period, load_hierarchy, now_in_zone
-from ocs.demo.dataset import load_demo_data
+from ocs.demo.dataset import OVERDRAFT, load_demo_data, overdrawn
 from ocs.lineage import Lineage
 from ocs.mediation.formats.record import CdrRecord
 from ocs.mediation.ftpd import LocalFtpServer
 from ocs.mediation.pipeline import FileReport, MediationConfig, run_mediation
 from ocs.mediation.usage import Direction
 from ocs.money import format_money
-from ocs.service import Running, run_ocs
+from ocs.service import Running, redis_for, run_ocs
 from ocs.sims.hlr import Applied, HlrSimulator, bound_port, serve
 from ocs.sims.msc import SsfConfig, connect_msc, describe, run_calls, traffic
 from ocs.sims.switch import (
@@ -43,6 +43,8 @@ from ocs.sims.switch import (
 )
 from ocs.sims.switch import SwitchSimulator as CdrSwitch
 from ocs.sims.traffic import SwitchSimulator, Tally
+from ocs.store.redis_client import PipelinedRedis
+from ocs.tasks import cancel_and_wait
 from protocols.native import NativeClient
 
 
@@ -111,6 +113,10 @@ async def run_demo(
         )
         settings = replace(settings, http_port=0)
     settings = _demo_camel(settings, out)
+    if not settings.diameter_peers and not settings.diameter_tls_ca and is_loopback(settings.bind):
+        # A Diameter client on this machine can try the demo at once (a real deployment lists
+        # its peers; docs/security.md); nothing off the machine reaches a loopback listener.
+        settings = replace(settings, diameter_peers="*")
     view = LiveView(out)
     async with contextlib.AsyncExitStack() as stack:
         hlr = None
@@ -126,7 +132,8 @@ async def run_demo(
             )
         # The switch's FTP server (where MSC01 and MSC02 drop their CDR files).
         data = Path(settings.data_dir)
-        if settings.redis_url is None:  # a fresh start (see _run): the old files go too
+        fresh = settings.redis_url is None  # the demo's own Redis: each run starts afresh
+        if fresh:  # the old files go too
             for leftover in ("switch", "ftp", "warehouse", "archive", "feeds", "invoices"):
                 shutil.rmtree(data / leftover, ignore_errors=True)
             if settings.billing_db_url.startswith("sqlite:///"):
@@ -135,10 +142,18 @@ async def run_demo(
                     f.unlink(missing_ok=True)
         (data / "ftp" / "cdr").mkdir(parents=True, exist_ok=True)
         ftpd = stack.enter_context(LocalFtpServer(data / "ftp"))
+        if fresh:
+            # Emptied before the OCS starts: emptied under its consumers, their groups would
+            # vanish (a NOGROUP warning from each, then each creates its group again).
+            url = await stack.enter_async_context(redis_for(settings))
+            async with PipelinedRedis.from_url(url) as client:
+                await client.execute("FLUSHALL")
+            settings = replace(settings, redis_url=url)
         ocs = await stack.enter_async_context(run_ocs(settings))
         return await _run(
-            ocs, settings, view, out, subscribers, callers, speed, duration, ftpd.url("cdr"), hlr
-        )
+            ocs, settings, view, out, subscribers, callers, speed, duration, ftpd.url("cdr"), hlr,
+            fresh=fresh,
+        )  # fmt: skip
     raise AssertionError("unreachable")
 
 
@@ -163,6 +178,13 @@ def _demo_camel(settings: Settings, out: TextIO) -> Settings:
         return settings
     return replace(settings, camel_transport="sctp-udp", camel_udp_port=udp,
                    camel_peers=settings.camel_peers or f"pc:{DEMO_MSC_POINT_CODE}")  # fmt: skip
+
+
+def _admitted(settings: Settings) -> str:
+    """Which Diameter peers the demo's listener admits, in words."""
+    if settings.diameter_peers == "*" and is_loopback(settings.bind):
+        return "any peer on this machine; set OCS_DIAMETER_PEERS to list them"
+    return settings.diameter_peers or "no peer: set OCS_DIAMETER_PEERS"
 
 
 async def _camel_calls(ocs: Running, settings: Settings, out: TextIO, subscribers: list[str],
@@ -338,31 +360,44 @@ async def _hot_billing(
     )  # fmt: skip
 
 
-#: Seconds between the demo's top-ups, and how many subscribers each tops up (the lowest
-#: balances among a random sample): without them, a network left running for minutes runs
-#: dry and shows mostly refusals.
+#: Seconds between the demo's top-ups, and how many subscribers each tops up (among a random
+#: sample, those barred or nearly out of credit, the emptiest first): without them, a network
+#: left running for minutes runs dry and shows mostly refusals.
 KEEP_ALIVE_EVERY: Final = 5.0
 KEEP_ALIVE_SAMPLE: Final = 40
 KEEP_ALIVE_TOPUPS: Final = 8
 KEEP_ALIVE_AMOUNT: Final = 20_000_000  # 20.00
+#: Credit (balance + credit limit - held) under which a subscriber is topped up: one who can
+#: still pay for a minute or two is left to spend on (the overdraft ones down to their bar).
+KEEP_ALIVE_BELOW: Final = 1_000_000  # 1.00
 
 
 async def _keep_alive(ocs: Running, msisdns: list[str], out: TextIO, every: float) -> None:
-    """Top up the emptiest of a random sample every few seconds, through the store's credit
-    script (as the API would): a barred subscriber comes back on the real-time path."""
+    """Every few seconds, top up (through the store's credit script, as the API would) the
+    subscribers of a random sample who are barred, then those nearly out of credit. The
+    overdraft subscribers' real-time calls take them past -5.00, where the scripts bar their
+    outgoing calls and the HLR is told; a top-up takes them back above 0.00 and lifts the bar."""
     rng = random.Random(7)
     n = 0
     while True:
         await asyncio.sleep(every)
         sample = rng.sample(msisdns, min(KEEP_ALIVE_SAMPLE, len(msisdns)))
-        accounts = [(a.balance, m) for m in sample if (a := await ocs.store.get_account(m))]
+        accounts = [a for m in sample if (a := await ocs.store.get_account(m)) is not None]
+        low = [a for a in accounts if a.barring != "none" or a.available < KEEP_ALIVE_BELOW]
+        # The barred first (a customer barred buys a voucher), then the emptiest.
+        low.sort(key=lambda a: (a.barring == "none", a.available))
+        due = low[:KEEP_ALIVE_TOPUPS]
+        if not due:
+            continue
         n += 1
-        for _, m in sorted(accounts)[:KEEP_ALIVE_TOPUPS]:
-            await ocs.store.credit(m, kind="topup", amount=KEEP_ALIVE_AMOUNT,
-                                   reference=f"demo-keep-alive:{n}:{m}",
+        for a in due:
+            await ocs.store.credit(a.msisdn, kind="topup", amount=KEEP_ALIVE_AMOUNT,
+                                   reference=f"demo-keep-alive:{n}:{a.msisdn}",
                                    note="demo keep-alive", now=wall_clock_ms())  # fmt: skip
-        print(f"TOP-UP    {min(KEEP_ALIVE_TOPUPS, len(accounts))} low balances topped up "
-              f"{format_money(KEEP_ALIVE_AMOUNT)} each (keeps the demo's network alive)",
+        barred = sum(a.barring != "none" for a in due)
+        print(f"TOP-UP    {len(due)} subscribers low on credit topped up "
+              f"{format_money(KEEP_ALIVE_AMOUNT)} each"
+              + (f", {barred} of them barred (the top-up lifts the bar)" if barred else ""),
               file=out, flush=True)  # fmt: skip
 
 
@@ -377,12 +412,9 @@ async def _run(
     duration: float | None,
     ftp_url: str,
     hlr: HlrSimulator | None,
+    *,
+    fresh: bool,
 ) -> Tally:
-    # The demo's Redis is its own (embedded under .ocs/demo unless a URL was given): start
-    # from a clean slate each time.
-    if settings.redis_url is None:
-        await ocs.store.client.execute("FLUSHALL")
-        await ocs.tariffs.publish_thresholds()
     subs = await load_demo_data(ocs.store, subscribers, wall_clock_ms(), ocs.tariffs.rater.book)
     users = await _demo_users(ocs)
     api = f"http://{settings.bind}:{ocs.http_port}"
@@ -390,14 +422,18 @@ async def _run(
         n = await asyncio.to_thread(load_hierarchy, ocs.billing.engine, subs, now_in_zone())
         print(f"BILLING   {n} enterprise accounts of {len(AGENCIES)} agencies bill their "
               "gov-payu lines' usage, fixed charges, LAD and SLA penalties", file=out)  # fmt: skip
+    overdraft = sum(map(overdrawn, subs))
+    print(f"BARRING   {overdraft} prepaid subscribers start in overdraft (credit limit "
+          f"{format_money(OVERDRAFT)}): their calls take them past -5.00, where charging bars "
+          "their outgoing calls and the HLR is told; a top-up lifts the bar", file=out)  # fmt: skip
     print(
         f"OCS demo: {len(subs)} subscribers loaded; native protocol on port "
         f"{ocs.native.port}, Diameter Gy on port {ocs.diameter_port} (admitting "
-        f"{settings.diameter_peers or 'no peer: set OCS_DIAMETER_PEERS'}), admin API on {api}\n"
+        f"{_admitted(settings)}), admin API on {api}\n"
         f"Redis: {ocs.redis_url}"
         + (
             " (embedded; each run, and each `make run`, starts from fresh data)\n"
-            if settings.redis_url is None
+            if fresh
             else "\n"
         )
         + "Credentials of this run (docs/security.md):\n"
@@ -469,11 +505,8 @@ async def _run(
             for t in (alive, camel, task, story, billing):
                 if t is None:
                     continue
-                t.cancel()
                 try:
-                    await t
-                except asyncio.CancelledError:
-                    pass
+                    await cancel_and_wait(t)
                 except Exception as exc:
                     failed.append(exc)
             if failed:

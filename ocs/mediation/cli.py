@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import signal
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,12 +52,6 @@ def _key(text: str, where: str) -> bytes:
         return parse_key(text)
     except ValueError as exc:
         raise CliError(f"{where}: {exc}") from None
-
-
-def _time(ms: int) -> str:
-    if not ms:
-        return "-"
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
 
 
 # -- ocs mediation run ---------------------------------------------------------------------------
@@ -134,6 +127,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 async def _status(url: str, limit: int) -> dict[str, Any]:
+    from ocs.api.render import iso_time  # (times as the API gives them: one convention)
     from ocs.mediation.collect import Ledger
     from ocs.store.cluster import hot_client
     from ocs.store.redis_client import RedisClientError
@@ -163,8 +157,8 @@ async def _status(url: str, limit: int) -> dict[str, Any]:
                 "amount": format_money(e.amount, 6),
                 "attempts": e.attempts,
                 "duplicate_of": e.duplicate_of or None,
-                "collected_at": _time(e.collected_at),
-                "done_at": _time(e.done_at),
+                "collected_at": iso_time(e.collected_at),
+                "done_at": iso_time(e.done_at),
             }
             for e in recent
         ],
@@ -188,7 +182,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     for e in status["recent"]:
         print(f"  {e['file']}  {e['state']:<9} {e['records']:>6} records  {e['charged']:>6} "
               f"charged  {e['rejected']:>4} rejected  {e['amount']:>14}  collected "
-              f"{e['collected_at']}  done {e['done_at']}"
+              f"{e['collected_at'] or '-'}  done {e['done_at'] or '-'}"
               + (f"  duplicate of {e['duplicate_of']}" if e["duplicate_of"] else ""))  # fmt: skip
     return 0
 

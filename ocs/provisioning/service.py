@@ -34,6 +34,7 @@ from ocs.provisioning.worker import (
 from ocs.store.errors import StoreUnavailable
 from ocs.store.notify import DeadLetter, NotifyStore
 from ocs.store.store import Store
+from ocs.tasks import cancel_all_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -119,11 +120,7 @@ class Provisioning:
 
     async def close(self) -> None:
         """Stop the reconciliation jobs this process runs (their results say so)."""
-        for task in list(self._jobs):
-            task.cancel()
-        for task in list(self._jobs):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all_and_wait(list(self._jobs))
 
     def consumers(self, **kw: Any) -> list[NotificationConsumer]:
         """The consumers this process should run (each leads only while it holds its lease)."""

@@ -35,6 +35,7 @@ from ocs.provisioning.adapter import (
 )
 from ocs.store.errors import StoreUnavailable
 from ocs.store.notify import Notification, NotifyStore, honour_cancellation
+from ocs.tasks import cancel_all_and_wait, cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -148,9 +149,7 @@ class NotificationConsumer:
                     await self._dispatch(note)
         finally:
             self.leading.clear()
-            renew.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renew
+            await cancel_and_wait(renew)
             if lost.is_set():
                 log.warning("%s consumer: lease lost; stopping", self.group)
                 await self._stop_lanes()
@@ -244,12 +243,8 @@ class NotificationConsumer:
                 delay = min(self.policy.cap, delay * 2)
 
     async def _stop_lanes(self) -> None:
-        tasks = list(self._tasks)
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        # (a lane's error was its own: each ends in _process, which catches and logs them)
+        await cancel_all_and_wait(list(self._tasks))
         self._lanes.clear()
         self._capacity = asyncio.Semaphore(self.max_in_flight)
 

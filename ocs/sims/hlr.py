@@ -18,7 +18,6 @@ the tests use it; a real deployment points ``OCS_PROVISIONING_URL`` at its gatew
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import random
@@ -33,6 +32,7 @@ from aiohttp import web
 from ocs.api.problems import problem
 from ocs.provisioning.adapter import BARRING_LEVELS
 from ocs.provisioning.signing import SignatureError, sign, verify
+from ocs.tasks import cancel_all_and_wait
 from tariffs.digits import is_digits
 
 log = logging.getLogger(__name__)
@@ -161,10 +161,7 @@ class HlrSimulator:
         return app
 
     async def _cleanup(self, app: web.Application) -> None:
-        for t in list(self._tasks):
-            t.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        await cancel_all_and_wait(list(self._tasks))
         if self._http is not None:
             await self._http.close()
 

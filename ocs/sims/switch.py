@@ -41,6 +41,7 @@ from ocs.mediation.formats.record import CAUSE_NORMAL, CAUSE_UNSUCCESSFUL, CdrRe
 from ocs.mediation.naming import TEMP_SUFFIX, Format, format_name, parse_name, temp_name
 from ocs.mediation.usage import Direction
 from ocs.sims.traffic import DESTINATIONS, LOCATIONS
+from ocs.tasks import cancel_and_wait
 from tariffs.digits import ascii_float, ascii_int, is_digits
 
 log = logging.getLogger(__name__)
@@ -477,9 +478,7 @@ class SwitchSimulator:
                 await self._closed.join()
         except TimeoutError:
             log.warning("%d closed files not uploaded", self._closed.qsize())
-        uploader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await uploader
+        await cancel_and_wait(uploader)
 
 
 # -- command line ---------------------------------------------------------------------------------

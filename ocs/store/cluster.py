@@ -58,6 +58,7 @@ from ocs.store.redis_client import (
     _drop_result,
     _pack,
 )
+from ocs.tasks import SingleFlight
 
 __all__ = [
     "CLUSTER_SCHEME",
@@ -224,7 +225,10 @@ class ClusterRedis(AsyncConnection):
         self._nodes: dict[tuple[str, int], PipelinedRedis] = {}
         self._slots: list[PipelinedRedis | None] = [None] * SLOTS
         self._masters: list[PipelinedRedis] = []
-        self._refreshing: asyncio.Task[None] | None = None
+        #: The slot map's refresh: one at a time, however many callers want it.
+        self._refreshing = SingleFlight(
+            self._refresh, on_error=lambda exc: log.debug("slot map refresh failed: %s", exc)
+        )
         self._refreshed_at = -math.inf
         self._retired_writes = 0
         self._closed = False
@@ -277,10 +281,7 @@ class ClusterRedis(AsyncConnection):
 
     async def close(self) -> None:
         self._closed = True
-        task = self._refreshing
-        if task is not None:
-            task.cancel()
-            await asyncio.wait([task])
+        await self._refreshing.stop()
         nodes = list(self._nodes.values())
         await asyncio.gather(*(n.close() for n in nodes))
 
@@ -307,29 +308,15 @@ class ClusterRedis(AsyncConnection):
         """Ask the cluster for its slot map now (concurrent callers share one request)."""
         if self._closed:
             raise ClientClosed("the Redis client is closed")
-        task = self._refreshing
-        if task is None:
-            task = asyncio.get_running_loop().create_task(self._refresh())
-            self._refreshing = task
-            task.add_done_callback(self._refresh_done)
-        await asyncio.shield(task)
-
-    def _refresh_done(self, task: asyncio.Task[None]) -> None:
-        if self._refreshing is task:
-            self._refreshing = None
-        if not task.cancelled() and task.exception() is not None:
-            log.debug("slot map refresh failed: %s", task.exception())
+        await self._refreshing()
 
     def _refresh_soon(self) -> None:
         """Refresh the map in the background (after a MOVED, a lost master, CLUSTERDOWN)."""
-        if self._closed or self._refreshing is not None:
+        if self._closed or self._refreshing.running:
             return
-        loop = asyncio.get_running_loop()
-        if loop.time() - self._refreshed_at < _REFRESH_INTERVAL:
+        if asyncio.get_running_loop().time() - self._refreshed_at < _REFRESH_INTERVAL:
             return
-        task = loop.create_task(self._refresh())
-        self._refreshing = task
-        task.add_done_callback(self._refresh_done)
+        self._refreshing.start()
 
     async def _refresh(self) -> None:
         loop = asyncio.get_running_loop()

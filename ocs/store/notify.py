@@ -261,6 +261,7 @@ class NotifyStore:
         is kept up to date, so following again after an error misses nothing. Each process
         reads them all, without a group (e.g. to tell the gateways it serves)."""
         while True:
+            honour_cancellation()
             streams: dict[Any, Any] = ids
             if self.cluster:
                 reply = await self._each_stream(streams, block_ms, "xread", count=500)

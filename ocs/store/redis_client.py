@@ -33,13 +33,14 @@ import hashlib
 import math
 import ssl
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, Protocol, TypeAlias, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import hiredis
 
 from ocs.lifecycle import AsyncConnection
+from ocs.tasks import SingleFlight
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
@@ -690,28 +691,6 @@ class ScriptHost(Protocol):
     ) -> Any: ...
 
 
-class _SharedLoad:
-    """Runs a load at most once at a time: callers arriving while it runs await the same one."""
-
-    def __init__(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        self._work = work
-        self._loading: asyncio.Task[None] | None = None
-
-    async def __call__(self) -> None:
-        task = self._loading
-        if task is None:
-            task = asyncio.get_running_loop().create_task(self._work())
-            self._loading = task
-            task.add_done_callback(self._done)
-        await asyncio.shield(task)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        if self._loading is task:
-            self._loading = None
-        if not task.cancelled():
-            task.exception()
-
-
 async def _call_or_load(
     client: ScriptHost,
     packed: bytes,
@@ -733,7 +712,33 @@ async def _call_or_load(
     return await client._call(packed, decode, timeout, route, durable=True)
 
 
-class Script:
+class _ServerCode:
+    """What :class:`Script` and :class:`Function` share: the call (``command target numkeys
+    keys... args...``) to the master of the first key's slot, and one load, shared by the
+    calls then in flight, when Redis answers that it does not know the code (``missing``)."""
+
+    client: ScriptHost
+    _command: str
+    _target: str
+    _missing: str
+    load: Callable[[], Awaitable[None]]
+
+    async def __call__(
+        self,
+        keys: Sequence[str | bytes] = (),
+        args: Sequence[Arg] = (),
+        *,
+        decode: bool | None = None,
+        timeout: Timeout = _DEFAULT_TIMEOUT,  # noqa: ASYNC109 (one watchdog per connection)
+    ) -> Any:
+        """Run the code (see :meth:`PipelinedRedis.execute` for options and errors)."""
+        packed = _pack((self._command, self._target, len(keys), *keys, *args))
+        return await _call_or_load(
+            self.client, packed, keys, decode, timeout, self._missing, self.load
+        )
+
+
+class Script(_ServerCode):
     """A Lua script called by SHA1 (computed locally), loaded with SCRIPT LOAD on NOSCRIPT.
 
     After Redis restarts (its script cache is empty) every call in flight gets NOSCRIPT; they
@@ -746,24 +751,11 @@ class Script:
         self.client = client
         self.source = source
         self.sha = hashlib.sha1(source.encode()).hexdigest()
-        self.load = _SharedLoad(self._load)
+        self.load = SingleFlight(self._load)
+        self._command, self._target, self._missing = "EVALSHA", self.sha, "NOSCRIPT"
 
     def __repr__(self) -> str:
         return f"<Script sha={self.sha}>"
-
-    async def __call__(
-        self,
-        keys: Sequence[str | bytes] = (),
-        args: Sequence[Arg] = (),
-        *,
-        decode: bool | None = None,
-        timeout: Timeout = _DEFAULT_TIMEOUT,  # noqa: ASYNC109 (one watchdog per connection)
-    ) -> Any:
-        """Run the script (see :meth:`PipelinedRedis.execute` for options and errors)."""
-        packed = _pack(("EVALSHA", self.sha, len(keys), *keys, *args))
-        return await _call_or_load(
-            self.client, packed, keys, decode, timeout, "NOSCRIPT", self.load
-        )
 
     async def _load(self) -> None:
         sha = await self.client.execute("SCRIPT", "LOAD", self.source, decode=True)
@@ -771,7 +763,7 @@ class Script:
             raise RedisClientError(f"Redis computed SHA1 {sha} for a script we hash to {self.sha}")
 
 
-class Function:
+class Function(_ServerCode):
     """A function of a Redis Functions library (Redis 7.0+), called with FCALL; the library
     is loaded again (``FUNCTION LOAD REPLACE``) when Redis does not know the function.
 
@@ -785,24 +777,11 @@ class Function:
         self.client = client
         self.name = name
         self.library = library
-        self._loader = loader
+        self.load = loader.load  # (the library's: one load for all its functions)
+        self._command, self._target, self._missing = "FCALL", name, "Function not found"
 
     def __repr__(self) -> str:
         return f"<Function {self.name}>"
-
-    async def __call__(
-        self,
-        keys: Sequence[str | bytes] = (),
-        args: Sequence[Arg] = (),
-        *,
-        decode: bool | None = None,
-        timeout: Timeout = _DEFAULT_TIMEOUT,  # noqa: ASYNC109 (one watchdog per connection)
-    ) -> Any:
-        """Run the function (see :meth:`PipelinedRedis.execute` for options and errors)."""
-        packed = _pack(("FCALL", self.name, len(keys), *keys, *args))
-        return await _call_or_load(
-            self.client, packed, keys, decode, timeout, "Function not found", self._loader.load
-        )
 
 
 class LibraryLoader:
@@ -812,7 +791,7 @@ class LibraryLoader:
     def __init__(self, client: ScriptHost, code: str) -> None:
         self.client = client
         self.code = code
-        self.load = _SharedLoad(self._load)
+        self.load = SingleFlight(self._load)
 
     async def _load(self) -> None:
         await self.client.execute("FUNCTION", "LOAD", "REPLACE", self.code)

@@ -95,6 +95,9 @@ class ScriptAnswer:
     #: 0: answered now; REPLAY_SAME: the stored answer of an earlier request under the same
     #: key; REPLAY_DIFFERENT: the same, but that request was not this one (another amount...).
     replay: int = 0
+    #: Money the session holds after the request (micro-units; 0 without a session). A
+    #: replay's is the first answer's, the past's.
+    held_money: int = 0
 
     @property
     def conflict(self) -> bool:
@@ -105,7 +108,8 @@ class ScriptAnswer:
     @classmethod
     def parse(cls, r: Sequence[Any]) -> ScriptAnswer:
         """From the script's reply: numbers arrive as integers, text as bytes."""
-        if len(r) not in (21, 22):
+        # 21 or 22 slots: an answer stored before ``held_money`` (slot 23) was answered.
+        if len(r) not in (21, 22, 23):
             raise StoreError(f"malformed script answer: {r!r}")
         return cls(
             r[0].decode(),
@@ -129,7 +133,8 @@ class ScriptAnswer:
             r[18],
             r[19].decode(),
             r[20].decode(),
-            r[21] if len(r) == 22 else 0,
+            r[21] if len(r) >= 22 else 0,
+            r[22] if len(r) == 23 else 0,
         )
 
     @property

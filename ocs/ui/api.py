@@ -21,12 +21,13 @@ from typing import Any, Final
 from aiohttp import web
 from sqlalchemy import Engine
 
-from ocs.api.problems import FieldError, problem
+from ocs.api.problems import problem
+from ocs.api.request import query
 from ocs.api.routes import Route, caller_of
 from ocs.billing.api import billing_errors
-from ocs.billing.errors import Invalid
 from ocs.money import format_money
 from ocs.store.store import Store
+from ocs.ui import api_schema as D
 from ocs.ui.figures import MONEY, AggregateCache, Unit, scope_figures
 from ocs.ui.live import LiveFeed, Message
 
@@ -37,7 +38,6 @@ STATIC: Final = Path(str(resources.files("ocs.ui") / "static"))
 RECENT_EVENTS: Final = 10
 #: Seconds between SSE comments that keep an idle connection (and its proxies) open.
 KEEPALIVE: Final = 15.0
-_SERVICE_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 _TYPES: Final = {
     ".html": "text/html",
     ".js": "text/javascript",
@@ -82,19 +82,19 @@ class DashboardApi:
     def routes(self) -> list[Route]:
         lv = "{level:national|region|agency|account}"
         return [
-            Route("GET", "/v1/dashboard", self._h(self.home), "dashboard", "read"),
-            Route("GET", f"/v1/dashboard/{lv}/{{code}}", self._h(self.scope), "dashboard", "read"),
-            Route(
-                "GET",
-                "/v1/dashboard/accounts/{code}/lines",
-                self._h(self.account_lines),
-                "dashboard",
-                "read",
-            ),
-            Route("GET", "/v1/dashboard/live", self.live, "dashboard", "read"),
-            Route("GET", "/ui", self.page_redirect, "ui", "read", public=True),
-            Route("GET", "/ui/{path:.*}", self.page, "ui", "read", public=True),
-        ]
+            Route("GET", "/v1/dashboard", self._h(self.home), "dashboard", "read",
+                  answer=D.HOME),
+            Route("GET", f"/v1/dashboard/{lv}/{{code}}", self._h(self.scope), "dashboard",
+                  "read", params=D.SCOPE_QUERY, answer=D.SCOPE),
+            Route("GET", "/v1/dashboard/accounts/{code}/lines", self._h(self.account_lines),
+                  "dashboard", "read", answer=D.LINES),
+            Route("GET", "/v1/dashboard/live", self.live, "dashboard", "read",
+                  media=("text/event-stream",)),
+            Route("GET", "/ui", self.page_redirect, "ui", "read", public=True,
+                  params=D.PAGE_QUERY, status=HTTPStatus.FOUND),
+            Route("GET", "/ui/{path:.*}", self.page, "ui", "read", public=True,
+                  params=D.PAGE_QUERY, media=D.PAGE_MEDIA),
+        ]  # fmt: skip
 
     def _h(
         self, fn: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -112,18 +112,9 @@ class DashboardApi:
         return caller.agency if caller is not None else None
 
     def _period(self, request: web.Request) -> tuple[str, str | None]:
-        q = request.query
+        q = query(request)
         now = datetime.fromtimestamp(self.clock() / 1000, UTC)
-        period = q.get("period") or f"{now.year:04d}-{now.month:02d}"
-        service = q.get("service") or None
-        errors = []
-        if len(period) != 7:
-            errors.append(FieldError("period", "must be a month, YYYY-MM"))
-        if service is not None and (len(service) > 32 or not set(service) <= _SERVICE_CHARS):
-            errors.append(FieldError("service", "must be a service name such as data or voice"))
-        if errors:
-            raise Invalid(errors)
-        return period, service
+        return q["period"] or f"{now.year:04d}-{now.month:02d}", q["service"]
 
     # -- aggregates ------------------------------------------------------------------------
 

@@ -34,7 +34,6 @@ log = logging.getLogger("ocs.ui.live")
 
 #: Protocols whose requests are charging requests (the dashboard's requests/s).
 CHARGING: Final = ("native", "diameter", "camel")
-SUCCESS: Final = frozenset({"success", "2001"})
 #: Seconds between messages: figures reach a browser within ``TICK`` + a read's block.
 TICK: Final = 1.0
 #: Seconds between reloads of the hierarchy (new accounts and lines appear on the next).
@@ -177,10 +176,10 @@ class LiveFeed:
         """Charging requests and refusals so far, over every worker of ``ocs serve --workers
         N`` (the metrics' per-worker files: another worker's are up to a second behind)."""
         total = refused = 0
-        for (protocol, _verb, result), n in self.metrics.counter_sum("ocs_requests").items():
+        for (protocol, _verb, outcome), n in self.metrics.counter_sum("ocs_requests").items():
             if protocol in CHARGING:
                 total += n
-                if result not in SUCCESS:
+                if outcome != "success":  # every agent labels in the outcomes' words
                     refused += n
         return total, refused
 

@@ -74,7 +74,7 @@ end
 -- quote (bucket units, money), final.
 local function answer(status, a, s, granted, charged, ub, qb, qa, final)
   local r = {status, granted or 0, charged or 0, ub or 0, 0, 0, 0, 0, 0, 0, qb or 0, qa or 0, 0,
-    final and 1 or 0, '', '', '', '', 0, '', ''}
+    final and 1 or 0, '', '', '', '', 0, '', '', 0, 0}
   if a then
     r[5], r[6], r[7], r[15], r[20] = a.bal, a.rsv, a.lim, state_of(a), a.plan or ''
   end
@@ -82,6 +82,7 @@ local function answer(status, a, s, granted, charged, ub, qb, qa, final)
     r[8], r[9], r[10], r[13] = s.sv, s.um, s.gb, s.u
     r[16], r[17], r[18], r[19], r[21] = s.svc or '', s.dst or '', s.loc or '', s.t0 or 0,
       s.plan or ''
+    r[23] = s.hm -- (slot 22: the replay flag, set by idem_get)
   end
   return r
 end
