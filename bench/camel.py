@@ -7,11 +7,15 @@ EventReportBCSM (answer), ApplyChargingReport (60 s), then the final ApplyChargi
 EventReportBCSM (disconnect) at 100 s: four TCAP messages from the MSC, three answers. The
 native equivalent is reserve, commit 60, release 40 (three requests). N calls in flight each.
 
-The CAMEL run is done twice in the same run: with pycrate alone (``fastber.enabled`` off, in
-the OCS and in the simulator) and with the BER fast path (protocols/sigtran/fastber.py), and a
-codec-only measure of the seven messages of a call, both ways, medians of rounds.
+The CAMEL run is done three times in the same run, in the OCS and in the simulator alike:
+with pycrate alone (``fastber.enabled`` off) on the transport as it was first built (a Python
+ctypes upcall, one packet a message); with the BER fast path (protocols/sigtran/fastber.py) on
+that transport; and with the fast path on the transport as it is (libc's ``fputc`` as the C
+upcall, the sends of a loop turn bundled: protocols/sigtran/usrsctp.py). Then a codec-only
+measure of the seven messages of a call, both ways, medians of rounds. Both processes run
+uvloop, as ``ocs serve`` does (``--loop asyncio`` for the standard loop).
 
-    .venv/bin/python -m bench.camel [--calls N] [--inflight N] [--no-append]
+    .venv/bin/python -m bench.camel [--calls N] [--inflight N] [--loop L] [--no-append]
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -29,14 +34,18 @@ from typing import Any
 
 from bench.charging import RESULTS
 from bench.credentials import NATIVE_KEY, ocs_env
+from ocs.clikit import use_uvloop
 from ocs.config import Settings
 from ocs.redis_server import EmbeddedRedis
 from ocs.service import run_ocs
 from ocs.sims.msc import CallSpec, connect_msc, run_calls
 from protocols.native import NativeClient
-from protocols.sigtran import cap, fastber, tcap
+from protocols.sigtran import cap, fastber, tcap, usrsctp
 from protocols.sigtran.constants import O_EVENTS, Op, Phase
 from protocols.sigtran.tcap import Invoke, MessageType, TcapMessage
+
+#: The event loop of both processes (main() sets it).
+RUN = {"loop": "uvloop"}
 
 
 def _free_udp_port() -> int:
@@ -66,12 +75,16 @@ async def _bench(url: str, calls: int, inflight: int) -> dict[str, float]:
                                               credit_limit=0, state="active", now=0)  # fmt: skip
         assert ocs.camel is not None
         out: dict[str, float] = {}
-        for name, enabled in (("pycrate", False), ("fast", True)):
+        lib = usrsctp._Library.get(udp)
+        for name, enabled, c_upcall in VARIANTS:
             fastber.enabled = enabled
+            # (the association the simulator opens is accepted with these)
+            lib.python_upcall = not c_upcall
+            usrsctp.SctpAssociation.bundle = c_upcall
             m0 = ocs.camel.counters
             before = m0.messages_in + m0.messages_out
             c0 = time.process_time()
-            sim = await _simulate(udp, calls, inflight, enabled)
+            sim = await _simulate(udp, calls, inflight, enabled, c_upcall)
             cpu = time.process_time() - c0
             msgs = ocs.camel.counters.messages_in + ocs.camel.counters.messages_out - before
             wall = sim["wall"]
@@ -80,6 +93,7 @@ async def _bench(url: str, calls: int, inflight: int) -> dict[str, float]:
                         f"{name}_p50_ms": sim["p50_ms"],
                         f"{name}_sim_cpu_us_msg": sim["cpu"] / msgs * 1e6})  # fmt: skip
         fastber.enabled = True
+        lib.python_upcall, usrsctp.SctpAssociation.bundle = False, True
         async with NativeClient("127.0.0.1", ocs.native.port, key=NATIVE_KEY) as client:
             sem = asyncio.Semaphore(inflight)
 
@@ -98,11 +112,22 @@ async def _bench(url: str, calls: int, inflight: int) -> dict[str, float]:
         return out
 
 
-async def _simulate(remote_udp: int, calls: int, inflight: int, enabled: bool) -> dict[str, Any]:
+#: (name, BER fast path, the transport as it is: C upcall and bundled sends).
+VARIANTS: tuple[tuple[str, bool, bool], ...] = (
+    ("pycrate", False, False),
+    ("fast-pyupcall", True, False),
+    ("fast", True, True),
+)
+
+
+async def _simulate(
+    remote_udp: int, calls: int, inflight: int, enabled: bool, c_upcall: bool
+) -> dict[str, Any]:
     """The MSC simulator's run in a child process (its CPU is not the OCS's)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.camel", "--sim", str(remote_udp), str(_free_udp_port()),
-        str(calls), str(inflight), "1" if enabled else "0", stdout=subprocess.PIPE)  # fmt: skip
+        str(calls), str(inflight), "1" if enabled else "0", "1" if c_upcall else "0",
+        "--loop", RUN["loop"], stdout=subprocess.PIPE)  # fmt: skip
     stdout, _ = await proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"the simulator failed ({proc.returncode})")
@@ -110,8 +135,12 @@ async def _simulate(remote_udp: int, calls: int, inflight: int, enabled: bool) -
     return result
 
 
-async def _sim_main(remote_udp: int, udp: int, calls: int, inflight: int) -> dict[str, Any]:
+async def _sim_main(
+    remote_udp: int, udp: int, calls: int, inflight: int, c_upcall: bool
+) -> dict[str, Any]:
     subs = [f"4917{i:08d}" for i in range(1000)]
+    usrsctp._Library.get(udp).python_upcall = not c_upcall
+    usrsctp.SctpAssociation.bundle = c_upcall
     async with connect_msc("127.0.0.1", 2905, udp_port=udp, remote_udp_port=remote_udp) as msc:
         specs = [CallSpec(subs[i % len(subs)], "4930123456", 100) for i in range(calls)]
         c0, t0 = time.process_time(), time.perf_counter()
@@ -175,13 +204,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--inflight", type=int, default=64)
+    ap.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     ap.add_argument("--no-append", action="store_true", help="do not add to bench/RESULTS.md")
-    ap.add_argument("--sim", nargs=5, type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--sim", nargs=6, type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.sim:  # the child: REMOTE_UDP UDP CALLS INFLIGHT FAST
-        remote, udp, calls, inflight, fast = args.sim
+    RUN["loop"] = args.loop
+    if args.loop == "uvloop":
+        use_uvloop()
+    if args.sim:  # the child: REMOTE_UDP UDP CALLS INFLIGHT FAST C_UPCALL
+        remote, udp, calls, inflight, fast, c_upcall = args.sim
         fastber.enabled = bool(fast)
-        print(json.dumps(asyncio.run(_sim_main(remote, udp, calls, inflight))))
+        print(json.dumps(asyncio.run(_sim_main(remote, udp, calls, inflight, bool(c_upcall)))))
         return
     with tempfile.TemporaryDirectory() as d:
         redis = EmbeddedRedis(d)
@@ -192,26 +225,30 @@ def main() -> None:
             redis.stop()
     r.update(_codec())
     per_core = 1e6 / r["fast_cpu_us_msg"] / 7
+    r["fast-pyupcall_codec_us"] = r["fast_codec_us"]
     text = (
         f"\n## bench.camel ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.calls} "
-        f"calls, {args.inflight} in flight; OCS in this process, MSC simulator in a child "
-        f"process, 2 shared cores)\n\n"
-        f"| CAMEL codec | calls/s | CAP msgs/s | OCS CPU us/msg | simulator CPU us/msg "
+        f"calls, {args.inflight} in flight, {args.loop}; OCS in this process, MSC simulator in a "
+        f"child process, 2 shared cores, load average {os.getloadavg()[0]:.1f})\n\n"
+        f"| variant | calls/s | CAP msgs/s | OCS CPU us/msg | simulator CPU us/msg "
         f"| p50 / p99 ms per message | codec us/msg (enc+dec) |\n"
         f"|---|---:|---:|---:|---:|---:|---:|\n"
         + "".join(
             f"| {n} | {r[n + '_calls_s']:.0f} | {r[n + '_msgs_s']:.0f} | "
             f"{r[n + '_cpu_us_msg']:.0f} | {r[n + '_sim_cpu_us_msg']:.0f} | "
             f"{r[n + '_p50_ms']:.1f} / {r[n + '_p99_ms']:.1f} | {r[n + '_codec_us']:.0f} |\n"
-            for n in ("pycrate", "fast")
+            for n, _, _ in VARIANTS
         )
-        + f"\n- native, same calls (reserve, commit, release): {r['native_calls_s']:.0f} calls/s, "
+        + "\n(pycrate and fast-pyupcall: a Python ctypes upcall, one packet a message; fast: "
+        "libc's fputc as the upcall, a loop turn's sends bundled)\n"
+        f"\n- native, same calls (reserve, commit, release): {r['native_calls_s']:.0f} calls/s, "
         f"{r['native_cpu_us_req']:.0f} us OCS CPU per request\n"
-        f"- same-run ratios: fast/pycrate calls/s {r['fast_calls_s'] / r['pycrate_calls_s']:.2f}, "
-        f"OCS CPU per message pycrate/fast {r['pycrate_cpu_us_msg'] / r['fast_cpu_us_msg']:.2f}, "
-        f"codec pycrate/fast {r['pycrate_codec_us'] / r['fast_codec_us']:.1f}; CAMEL (fast)/native "
-        f"calls/s {r['fast_calls_s'] / r['native_calls_s']:.2f}\n"
-        f"- one core at the fast path's OCS CPU per message: ~{per_core:.0f} calls/s "
+        f"- same-run ratios: OCS CPU per message pycrate/fast "
+        f"{r['pycrate_cpu_us_msg'] / r['fast_cpu_us_msg']:.2f}, fast-pyupcall/fast "
+        f"{r['fast-pyupcall_cpu_us_msg'] / r['fast_cpu_us_msg']:.2f}; codec pycrate/fast "
+        f"{r['pycrate_codec_us'] / r['fast_codec_us']:.1f}; CAMEL (fast) per call / native per "
+        f"call, OCS CPU {r['fast_cpu_us_msg'] * 7 / (r['native_cpu_us_req'] * 3):.2f}\n"
+        f"- one core at the fast variant's OCS CPU per message: ~{per_core:.0f} calls/s "
         f"(7 messages a call); the target is 1,500 calls/s\n"
     )
     print(text)

@@ -178,6 +178,9 @@ class Settings:
     camel_dialogue_timeout: float = 60.0
     camel_unknown: str = "release"
     camel_release_cause: int = 31
+    #: Where a call that the subscriber's credit cannot start is sent instead of released
+    #: (CAP Connect to these E.164 digits, e.g. a top-up announcement); empty: ReleaseCall.
+    camel_redirect: str = ""
     #: The SSFs admitted (protocols/sigtran/admission.py): "pc:N" / "gt:DIGITS[*]", comma-
     #: separated; empty: any peer (with a warning at start).
     camel_peers: str = ""
@@ -397,6 +400,13 @@ def _coerce(name: str, value: object, source: str) -> object:
         raise ConfigError(f"{where}: must be release or continue, got {value!r}")
     if name == "camel_gt" and value != "" and not (str(value).isascii() and str(value).isdigit()):
         raise ConfigError(f"{where}: must be the E.164 digits of a global title, got {value!r}")
+    if (
+        name == "camel_redirect"
+        and value != ""
+        and not (str(value).isascii() and str(value).isdigit() and len(str(value)) <= 15)
+    ):
+        raise ConfigError(f"{where}: must be the E.164 digits (at most 15) of the number calls "
+                          f"are redirected to, got {value!r}")  # fmt: skip
     if name == "camel_peers" and str(value).strip():
         try:
             PeerList.parse(str(value))

@@ -327,7 +327,11 @@ async def camel_listener(
     agent = CamelAgent(
         engine,
         book_at,
-        CamelConfig(unknown=settings.camel_unknown, release_cause=settings.camel_release_cause),
+        CamelConfig(
+            unknown=settings.camel_unknown,
+            release_cause=settings.camel_release_cause,
+            redirect=settings.camel_redirect,
+        ),
         metrics,
     )
     config = ScfConfig(

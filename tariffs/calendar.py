@@ -112,9 +112,17 @@ class BandCalendar:
         return hi - start
 
     def band_at(self, t: int) -> str:
-        day, sod, _ = self._local(t)
+        return self.band_run(t)[0]
+
+    def band_run(self, t: int) -> tuple[str, int]:
+        """The band at ``t`` and how many seconds from ``t`` it lasts at least: to the end
+        of its run, of the local day or of the zone's offset, whichever comes first (the same
+        cut as the first run :meth:`segments` makes)."""
+        day, sod, left = self._local(t)
         starts, names = self._runs[day]
-        return names[bisect_right(starts, sod) - 1]
+        i = bisect_right(starts, sod) - 1
+        run_end = starts[i + 1] if i + 1 < len(starts) else _DAY_SECONDS
+        return names[i], min(run_end - sod, left)
 
     def segments(self, t0: int, seconds: int) -> list[tuple[int, int, str]]:
         """Cut ``seconds`` seconds from ``t0`` into (offset, length, band) runs, merging runs

@@ -43,6 +43,8 @@ UNLIMITED_UNITS: Final = 10**12
 _MAX_SECONDS: Final = 10**8
 _SEGMENT_HORIZON: Final = 3600
 _CACHE_SIZE: Final = 100_000
+#: Prices remembered per profile (billed units -> price) before they start afresh.
+_PRICES_SIZE: Final = 4096
 
 
 class PlanBook:
@@ -226,8 +228,12 @@ def round_to(x: int, step: int, method: str) -> int:
     return q * step
 
 
-class _Session:
-    """What rating needs of one context, resolved once and kept (sessions rate many times)."""
+class _Profile:
+    """What rating resolves for a plan version, service, called number, location and start
+    band: the same for every session that shares them, so resolved once and shared (a new
+    session costs a band lookup, not a plan walk). It also holds those sessions' common
+    prices: while a session's billed units stay in its start band's first run, its price is a
+    function of the billed units alone (see :meth:`TariffRater._cost`)."""
 
     __slots__ = (
         "band",
@@ -235,19 +241,17 @@ class _Session:
         "first",
         "free",
         "free_dest",
-        "horizon",
-        "memo",
         "number",
         "place",
         "plan",
-        "segs",
+        "prices",
+        "spec",
         "svc",
-        "t0",
         "taxed",
         "time_based",
     )
 
-    def __init__(self, plan: PlanVersion, ctx: UsageContext) -> None:
+    def __init__(self, plan: PlanVersion, ctx: UsageContext, band: str) -> None:
         svc = plan.services.get(ctx.service)
         if svc is None:
             raise UnknownService(f"plan {plan.name!r} has no service {ctx.service!r}")
@@ -259,13 +263,12 @@ class _Session:
         if place is None:
             raise RatingError(f"plan {plan.name!r} has no place for location {ctx.location!r}")
         self.place = place
-        self.t0 = ctx.started_at // 1000
-        self.band = plan.calendar.band_at(self.t0)
-        first = plan.rate_for(svc.name, self.dest, place, self.band)
+        self.band = band
+        first = plan.rate_for(svc.name, self.dest, place, band)
         if first is None:
             raise RatingError(
                 f"plan {plan.name!r} has no rate for {svc.name} to "
-                f"{self.dest or 'this destination'} at {place} in band {self.band}"
+                f"{self.dest or 'this destination'} at {place} in band {band}"
             )
         self.first: RateEntry = first
         self.free_dest = self.dest is not None and self.dest in plan.free_destinations
@@ -273,16 +276,63 @@ class _Session:
         self.time_based = svc.unit is UnitKind.SECONDS
         # Free: it never costs anything, in any band a call may run into (barred-all lets
         # free services through, so "free so far" is not enough).
-        bands = plan.calendar.names if self.time_based else (self.band,)
+        bands = plan.calendar.names if self.time_based else (band,)
         entries = [plan.rate_for(svc.name, self.dest, place, b) for b in bands]
         self.free = self.free_dest or all(
             e is not None and e.connect_fee == 0 and all(t.price == 0 for t in e.tiers)
             for e in entries
         )
+        self.spec = ServiceSpec(
+            svc.name, svc.unit, svc.default_quota, outgoing=svc.outgoing, free=self.free
+        )
+        #: Billed units -> price, for the billed units within the start band's first run.
+        self.prices: dict[int, int] = {}
+
+
+class _Session:
+    """What rating needs of one context, resolved once and kept (sessions rate many times)."""
+
+    __slots__ = (
+        "band",
+        "dest",
+        "first",
+        "first_run",
+        "free",
+        "free_dest",
+        "horizon",
+        "memo",
+        "number",
+        "place",
+        "plan",
+        "profile",
+        "segs",
+        "svc",
+        "t0",
+        "taxed",
+        "time_based",
+    )
+
+    def __init__(self, profile: _Profile, t0: int, first_run: int) -> None:
+        self.profile = profile
+        self.plan = profile.plan
+        self.svc = profile.svc
+        self.number = profile.number
+        self.dest = profile.dest
+        self.place = profile.place
+        self.t0 = t0
+        self.band = profile.band
+        self.first = profile.first
+        self.free_dest = profile.free_dest
+        self.taxed = profile.taxed
+        self.time_based = profile.time_based
+        self.free = profile.free
+        #: Seconds from the start that lie in the start band for sure (units other than
+        #: seconds never change band).
+        self.first_run = first_run if profile.time_based else UNLIMITED_UNITS
         self.horizon = 0
         self.segs: list[tuple[int, int, str]] = []
-        #: The last few prices (units -> micro-units): the engine prices the same cursor
-        #: again at the next report.
+        #: The last few prices (units -> micro-units) past the first run: the engine prices
+        #: the same cursor again at the next report.
         self.memo: dict[int, int] = {}
 
     def segments(self, billed: int) -> list[tuple[int, int, str]]:
@@ -305,6 +355,8 @@ class TariffRater:
     def __init__(self, book: PlanBook | None = None) -> None:
         self.book = book or PlanBook()
         self._sessions: dict[UsageContext, _Session] = {}
+        self._profiles: dict[tuple[int, str, str, str, str], _Profile] = {}
+        self._by_id: dict[int, tuple[UsageContext, _Session]] = {}
 
     @property
     def plans(self) -> PlanBook:
@@ -314,33 +366,61 @@ class TariffRater:
         """Add or replace a plan version; rating caches start afresh."""
         self.book.add(version)
         self._sessions = {}
+        self._profiles = {}
+        self._by_id = {}
 
     def replace_book(self, book: PlanBook) -> None:
         """Rate with another set of plans from now on (sessions keep their plan's name and
         start time, so they are rated with the version in force when they started)."""
         self.book = book
         self._sessions = {}
+        self._profiles = {}
+        self._by_id = {}
 
     def _session(self, ctx: UsageContext) -> _Session:
+        # By identity first: the engine rates a session with the one context it keeps, and a
+        # context's hash (its seven fields) is most of a lookup by value.
+        seen = self._by_id.get(id(ctx))
+        if seen is not None and seen[0] is ctx:
+            return seen[1]
         s = self._sessions.get(ctx)
         if s is None:
-            s = _Session(self.book.at(ctx.plan, ctx.started_at), ctx)
+            plan = self.book.at(ctx.plan, ctx.started_at)
+            t0 = ctx.started_at // 1000
+            band, first_run = plan.calendar.band_run(t0)
+            # (the plan by identity: the profile holds it, so the id stays its own)
+            key = (id(plan), ctx.service, ctx.destination, ctx.location, band)
+            profile = self._profiles.get(key)
+            if profile is None:
+                profile = _Profile(plan, ctx, band)
+                if len(self._profiles) >= _CACHE_SIZE:
+                    self._profiles = {}
+                self._profiles[key] = profile
+            s = _Session(profile, t0, first_run)
             if len(self._sessions) >= _CACHE_SIZE:
                 self._sessions = {}
             self._sessions[ctx] = s
+        if len(self._by_id) >= _CACHE_SIZE:
+            self._by_id = {}
+        # (the entry holds the context, so its id cannot be another's while it is there)
+        self._by_id[id(ctx)] = (ctx, s)
         return s
 
-    # -- the Rater protocol -------------------------------------------------------------------
-
-    def service(self, ctx: UsageContext) -> ServiceSpec:
-        s = self._session(ctx)
-        svc = s.svc
-        return ServiceSpec(
-            svc.name, svc.unit, svc.default_quota, outgoing=svc.outgoing, free=s.free
-        )
-
-    def cost(self, ctx: UsageContext, units: int) -> int:
-        s = self._session(ctx)
+    def _cost(self, s: _Session, units: int) -> int:
+        """``_price`` without a breakdown, remembered. While the billed units lie in the start
+        band's first run, the price depends on them and the profile only (one band, one
+        connect fee, the same tiers, discount, tax, rounding and cap), so every session of
+        the profile shares it; past it, the session keeps its own last few."""
+        billed = s.first.billed(units)
+        if billed <= s.first_run:
+            prices = s.profile.prices
+            price = prices.get(billed)
+            if price is None:
+                price = self._price(s, units, None)
+                if len(prices) >= _PRICES_SIZE:
+                    prices.clear()
+                prices[billed] = price
+            return price
         memo = s.memo
         price = memo.get(units)
         if price is None:
@@ -349,6 +429,14 @@ class TariffRater:
                 memo.clear()
             memo[units] = price
         return price
+
+    # -- the Rater protocol -------------------------------------------------------------------
+
+    def service(self, ctx: UsageContext) -> ServiceSpec:
+        return self._session(ctx).profile.spec
+
+    def cost(self, ctx: UsageContext, units: int) -> int:
+        return self._cost(self._session(ctx), units)
 
     def rate(self, ctx: UsageContext, units: int) -> Rating:
         s = self._session(ctx)
@@ -378,10 +466,10 @@ class TariffRater:
         cap = UNLIMITED_UNITS if limit is None else limit
         if s.time_based:
             cap = min(cap, _MAX_SECONDS) if limit is None else cap
-        base = self._price(s, used, None)
+        base = self._cost(s, used)
 
         def fits(n: int) -> bool:
-            return self._price(s, used + n, None) - base <= money
+            return self._cost(s, used + n) - base <= money
 
         if money < 0 or cap <= 0:
             return 0

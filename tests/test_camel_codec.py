@@ -193,6 +193,7 @@ def _operations(phase: Phase) -> list[Invoke]:
             600, leg_active=False, since_switch=300, switch_interval=300)),
         cap.invoke(Op.EVENT_REPORT_BCSM, 6, cap.event_report("oDisconnect", 1)),
         cap.invoke(Op.RELEASE_CALL, 7, cap.release_call(31)),
+        cap.invoke(Op.CONNECT, 8, cap.connect("4980012345")),
     ]  # fmt: skip
 
 
@@ -218,7 +219,7 @@ def test_every_operation_in_every_phase_against_pycrate(phase: Phase) -> None:
         again = tcap.decode(_encode_theirs((kind, body)))
         assert again.components == (inv,) and again.dialogue is not None
         assert again.dialogue.phase is phase
-    initial, _, charging, _, report, event, release = (tcap.decode(tcap.encode(TcapMessage(
+    initial, _, charging, _, report, event, release, connect = (tcap.decode(tcap.encode(TcapMessage(
         MessageType.CONTINUE, otid=b"\1", dtid=b"\2", components=(i,)))).components[0]
         for i in _operations(phase))  # fmt: skip
     assert isinstance(initial, Invoke) and isinstance(charging, Invoke)
@@ -237,6 +238,24 @@ def test_every_operation_in_every_phase_against_pycrate(phase: Phase) -> None:
     assert cap.read_call_result(report) == cap.CallResult(300, True, 300, False, 1)
     assert cap.read_event_report(event) == cap.EventReport("oDisconnect", 1)
     assert isinstance(release, Invoke) and release.argument == ("allCallSegments", b"\x80\x9f")
+    assert isinstance(connect, Invoke) and cap.read_connect(connect) == "4980012345"
+
+
+def test_connect_carries_the_redirection_number_as_an_isup_called_party_number() -> None:
+    """ConnectArg { destinationRoutingAddress [0] SEQUENCE SIZE (1..) OF CalledPartyNumber }
+    (TS 29.078), the number even (no filler), international (NAI 4), E.164 (NPI 1)."""
+    connect = cap.invoke(Op.CONNECT, 1, cap.connect("4980012345"))
+    msg = TcapMessage(MessageType.END, dtid=b"\0\0\0\1", components=(connect,))
+    raw = tcap.encode(msg)
+    number = bytes.fromhex("0410") + bytes.fromhex("9408103254")  # 49 80 01 23 45, BCD
+    arg = bytes.fromhex("30") + bytes([len(number) + 4]) + bytes.fromhex("a0") + bytes(
+        [len(number) + 2]) + bytes.fromhex("04") + bytes([len(number)]) + number  # fmt: skip
+    invoke = bytes.fromhex("020101020114") + arg  # invoke id 1, opcode 20 (connect)
+    assert raw.endswith(bytes.fromhex("6c") + bytes([len(invoke) + 2]) + bytes.fromhex("a1")
+                        + bytes([len(invoke)]) + invoke)  # fmt: skip
+    _, body = _theirs(raw)
+    [(_, (_, comp))] = body["components"]
+    assert comp["argument"] == ("ConnectArg", {"destinationRoutingAddress": [number]})
 
 
 def test_the_phase_shapes_of_release_if_duration_exceeded() -> None:

@@ -144,6 +144,28 @@ async def test_a_call_is_cut_off_with_release_call_when_credit_ends(
     assert out.talked == sum(out.grants)
 
 
+async def test_a_call_the_credit_cannot_start_is_redirected_when_configured(
+    scf: Scf, store: Store, clock: Clock
+) -> None:
+    await add(scf.store, "491700000031", 0)
+    agent = CamelAgent(scf.engine, scf.rater.book.at, CamelConfig(redirect="4980012345"),
+                       clock=clock)  # fmt: skip
+    server = CapServer(agent, ScfConfig(), clock=clock.monotonic)
+    async with server, loopback_msc(server) as msc:
+        out = await place_call(msc, CallSpec("491700000031", "4930123456", 60))
+    assert (out.result, out.detail) == ("redirected", "4980012345")
+    assert await money(scf.store, "491700000031") == (0, 0)  # nothing charged or held
+    # One answer, the TC-END with the Connect; no dialogue left open.
+    assert server.counters.messages_out == 1 and not server.dialogues.all()
+    # With no number to send it to (the fixture's agent), the same call is released.
+    async with loopback_msc(scf.server) as msc:
+        released = await place_call(msc, CallSpec("491700000031", "4930123456", 60))
+    assert (released.result, released.cause) == ("released", 31)
+    with pytest.raises(ConfigError, match="OCS_CAMEL_REDIRECT"):
+        load_settings({"OCS_CAMEL_REDIRECT": "+49800"})
+    assert load_settings({"OCS_CAMEL_REDIRECT": "4980012345"}).camel_redirect == "4980012345"
+
+
 async def test_release_call_follows_the_report_that_ends_the_credit(
     scf: Scf, msc: SsfStack
 ) -> None:

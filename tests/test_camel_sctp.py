@@ -32,6 +32,8 @@ MICRO = 1_000_000
 #: the tariff's, computed by hand.
 FLAT = flat_voice("flat-voice")
 PER_SECOND = 1_000  # micro-units
+#: Where calls the credit cannot start go (OCS_CAMEL_REDIRECT): a top-up announcement.
+REDIRECT = "4980012345"
 
 
 def _free_udp_port() -> int:
@@ -58,7 +60,7 @@ async def ocs(redis_url: str, udp_port: int) -> AsyncIterator[Running]:
     settings = Settings(
         redis_url=redis_url, native_port=0, http_port=0, diameter_port=0, sweep_interval=0.2,
         camel_transport="sctp-udp", camel_port=2905, camel_udp_port=udp_port,
-        camel_dialogue_timeout=30, camel_peers="*",
+        camel_dialogue_timeout=30, camel_peers="*", camel_redirect=REDIRECT,
     )  # fmt: skip
     async with run_ocs(settings, plans=[FLAT]) as running:
         assert running.camel is not None
@@ -201,6 +203,7 @@ async def test_wireshark_reads_a_camel_session_on_the_wire_without_complaint(
     await add(ocs, "491700000106", 10 * MICRO)
     await add(ocs, "491700000107", 100_000)
     await add(ocs, "491700000108", MICRO, state="barred-outgoing")
+    await add(ocs, "491700000109", 0)
     pcap = tmp_path / "camel.pcapng"
     probe_port = _free_udp_port()
     cap_proc = subprocess.Popen(  # noqa: ASYNC220 (started once, waited for off the loop)
@@ -230,8 +233,11 @@ async def test_wireshark_reads_a_camel_session_on_the_wire_without_complaint(
                 CallSpec("491700000107", "4930123456", 3600, phase=Phase.V3),
                 CallSpec("491700000106", "4930123456", 30, phase=Phase.V4),
                 CallSpec("491700000108", "4930123456", 30, phase=Phase.V4),
+                CallSpec("491700000109", "4930123456", 30, phase=Phase.V2),
             ], concurrency=1)  # fmt: skip
-        assert [o.result for o in outs] == ["ended", "cut-off", "ended", "released"]
+        assert [o.result for o in outs] == ["ended", "cut-off", "ended", "released",
+                                            "redirected"]  # fmt: skip
+        assert outs[-1].detail == REDIRECT
         await asyncio.sleep(0.5)  # the last SHUTDOWN chunks reach the capture
     finally:
         cap_proc.send_signal(signal.SIGINT)
@@ -253,10 +259,16 @@ async def test_wireshark_reads_a_camel_session_on_the_wire_without_complaint(
     )).stdout.splitlines()  # fmt: skip
     rows = [r.split("|") for r in fields]
     ops = [int(x) for r in rows for x in r[3].split(",") if x]
-    assert ops.count(0) == 4  # four InitialDPs
-    assert {23, 35, 31, 36, 24, 22} <= set(ops)
+    assert ops.count(0) == 5  # five InitialDPs
+    assert {23, 35, 31, 36, 24, 22, 20} <= set(ops)  # ... and a Connect
     durations = {int(x) for r in rows for x in r[4].split(",") if x}
     assert 600 in durations  # 60 s grants, in 100 ms
     assert {r[1] for r in rows} >= {"146"} and {r[0] for r in rows} == {"3"}
+    connect = (await asyncio.to_thread(subprocess.run,
+        [tshark, "-r", str(pcap), *decode, "-Y", "camel.local == 20", "-T", "fields",
+         "-e", "isup.called"],
+        capture_output=True, text=True, check=True,
+    )).stdout.split()  # fmt: skip
+    assert connect == [REDIRECT]  # Wireshark reads the Connect's destinationRoutingAddress
     assert {r[6] for r in rows} >= {"CAMEL-v2", "CAMEL-v3", "CAMEL-v4"} or any(
         "CAMEL" in r[6].upper() for r in rows)  # fmt: skip

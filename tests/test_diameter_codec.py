@@ -819,3 +819,42 @@ def test_a_malformed_proxy_info_is_not_echoed() -> None:
     data = bytearray(_SAMPLE)
     data[115] = 28
     _exercise(bytes(data))
+
+
+def test_answers_from_pre_encoded_avps_are_what_python_diameter_reads() -> None:
+    """An AVP keeps its encoding (Avp.to_bytes), so answers share the bytes of their common
+    AVPs (Result-Code, Origin-Host, a cached MSCC): each answer is still the message its AVPs
+    say, for python-diameter as for a fresh encoding, and a request's echoed AVPs are its own."""
+    mscc = avp(
+        "Multiple-Services-Credit-Control",
+        [("Granted-Service-Unit", [("CC-Time", 60)]), ("Rating-Group", 100),
+         ("Result-Code", c.DIAMETER_SUCCESS)],
+    )  # fmt: skip
+    first = mscc.to_bytes()
+    for number, (hop, sid) in enumerate([(1, "gw;1"), (2, "gw;2;long-session-id"), (3, "g")]):
+        request = decode(
+            make_request(
+                c.CMD_CREDIT_CONTROL, 4,
+                [("Session-Id", sid), ("Origin-Host", "gw"), ("Origin-Realm", "example"),
+                 ("Destination-Realm", "ocs"), ("Auth-Application-Id", 4),
+                 ("CC-Request-Type", 2), ("CC-Request-Number", number)],
+                hop_by_hop=hop, end_to_end=hop,
+            ).to_bytes()
+        )  # fmt: skip
+        answer = make_answer(
+            request, [mscc], result_code=c.DIAMETER_SUCCESS, origin_host="ocs.example",
+            origin_realm="example", copy=("Auth-Application-Id", "CC-Request-Type",
+                                          "CC-Request-Number"),
+        )  # fmt: skip
+        data = answer.to_bytes()
+        assert data == answer.to_bytes()  # (the second time from the kept encodings)
+        fresh = b"".join(
+            Avp(a.code, a.flags, a.vendor, a.data, a.definition).to_bytes() for a in answer.avps
+        )
+        assert data[20:] == fresh
+        theirs: Any = TheirMessage.from_bytes(data)
+        assert theirs.session_id == sid and theirs.cc_request_number == number
+        assert theirs.header.hop_by_hop_identifier == hop
+        assert theirs.multiple_services_credit_control[0].granted_service_unit.cc_time == 60
+        same_tree(decode(data).avps, their_avps(data))
+    assert mscc.to_bytes() is first

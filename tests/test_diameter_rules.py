@@ -374,3 +374,28 @@ async def test_reserved_flag_bits_answer_3009_end_to_end(ocs: Running, gw: Gatew
     assert answer.result_code == c.DIAMETER_INVALID_AVP_BITS and answer.is_error
     assert answer.find("Failed-AVP", "Requested-Action") is not None
     assert await balance(ocs) == (1_000_000, 0, 0)
+
+
+def test_a_shape_found_valid_is_not_taken_for_another() -> None:
+    """validate() remembers the shapes of the decoded messages it found valid (the AVP keys
+    in order, the groups, the values it checks): a message that differs only in a checked
+    value, or in a member, is checked afresh and refused; one of the same shape is valid."""
+    base = _required(COMMAND_RULES[_CCR], _CCR)
+    good = _message(_CCR, base)
+    assert good.shape is not None and validate(good) == [] and validate(good) == []
+    assert make_request(272, 4, base, hop_by_hop=1, end_to_end=1).shape is None
+
+    def changed(name: str, data: bytes) -> Message:
+        d = BY_NAME[name]
+        return _message(_CCR, [Avp(d.code, d.flags, d.vendor, data, d) if a.code == d.code
+                               else a for a in base])  # fmt: skip
+
+    assert _codes(validate(changed("CC-Request-Type", (9).to_bytes(4, "big")))) == {
+        c.DIAMETER_INVALID_AVP_VALUE
+    }
+    assert _codes(validate(changed("Auth-Application-Id", (5).to_bytes(4, "big")))) == {
+        c.DIAMETER_INVALID_AVP_VALUE
+    }
+    assert validate(changed("CC-Request-Number", (7).to_bytes(4, "big"))) == []
+    twice = _message(_CCR, [*base, *(a for a in base if a.name == "CC-Request-Type")])
+    assert c.DIAMETER_AVP_OCCURS_TOO_MANY_TIMES in _codes(validate(twice))

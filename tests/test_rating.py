@@ -13,6 +13,7 @@ one report costs.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from dataclasses import dataclass
 from datetime import datetime
@@ -1159,3 +1160,24 @@ def test_breakdown_always_re_adds(cm: tuple[UsageContext, int], data: st.DataObj
     check_breakdown(r, RATER.cost(ctx, units))
     if units and r.total:
         assert sum(ln.units for ln in r.lines if ln.kind == "usage") == r.billed_units
+
+
+@PROPS
+@given(contexts(), st.data())
+def test_shared_prices_are_each_sessions_own(
+    cm: tuple[UsageContext, int], data: st.DataObject
+) -> None:
+    """Sessions of one profile (plan, service, number, location, start band) share the prices
+    of their first band run (TariffRater._cost): a session started later, earlier or across a
+    band boundary still gets exactly the price a rater that never saw another session makes,
+    breakdown and all."""
+    ctx, most = cm
+    rater = fresh_rater()
+    shifts = data.draw(st.lists(st.integers(min_value=-7200, max_value=7200), max_size=4))
+    units = data.draw(st.lists(st.integers(min_value=0, max_value=most), min_size=1, max_size=6))
+    for shift in [0, *shifts]:
+        other = dataclasses.replace(ctx, started_at=ctx.started_at + shift * 1000)
+        for n in units:
+            expected = fresh_rater().rate(other, n).total
+            assert rater.cost(other, n) == expected
+            assert rater.service(other) == fresh_rater().service(other)

@@ -85,6 +85,9 @@ class CamelConfig:
     barred_cause: int = CAUSE_CALL_REJECTED
     #: Play a warning tone before a final grant ends (phase 2 and 4).
     warning_tone: bool = True
+    #: E.164 digits a call whose credit cannot start it is sent to (Connect), such as a
+    #: top-up announcement; empty: such a call gets ReleaseCall.
+    redirect: str = ""
 
 
 @dataclass(slots=True)
@@ -225,6 +228,14 @@ class CamelAgent:
             )
         )
         if not r.ok or r.granted <= 0:
+            no_credit = r.outcome is Outcome.CREDIT_LIMIT_REACHED or (r.ok and r.granted <= 0)
+            if no_credit and self.config.redirect:
+                # Connect (TS 29.078): the gsmSCF routes the call elsewhere -- here to the
+                # number that tells the subscriber to top up -- uncharged, and let it go.
+                reply.components.append(cap.invoke(Op.CONNECT, d.invoke_id(),
+                                                   cap.connect(self.config.redirect)))  # fmt: skip
+                reply.end = True
+                return
             cause = (self.config.barred_cause if r.outcome is Outcome.SERVICE_DENIED
                      else self.config.release_cause)  # fmt: skip
             self._release_call(d, reply, cause)

@@ -50,11 +50,9 @@ from typing import Any, Final
 from ocs.charging.engine import ChargingEngine, wall_clock_ms
 from ocs.charging.types import (
     ChargeResult,
-    CommitRequest,
     DebitRequest,
     Outcome,
     ReleaseRequest,
-    ReserveRequest,
     SessionInfo,
 )
 from ocs.logs import SESSION_ID
@@ -83,7 +81,7 @@ from protocols.diameter.constants import (
     RequestedAction,
     SubscriptionIdType,
 )
-from protocols.diameter.dictionary import BY_NAME
+from protocols.diameter.dictionary import BY_NAME, AvpType
 from tariffs import PlanVersion, RatingError
 from tariffs.interface import UnitKind, UsageContext
 
@@ -108,6 +106,10 @@ _VERBS: Final = {
     CcRequestType.TERMINATION_REQUEST: "CCR-T",
     CcRequestType.EVENT_REQUEST: "CCR-E",
 }
+
+#: CC-Request-Type by value (validate() let only these through); an enum call per request is
+#: a lookup of its own.
+_REQUEST_TYPES: Final = {t.value: t for t in CcRequestType}
 
 _RESULT_CODES: Final = {
     Outcome.SUCCESS: c.DIAMETER_SUCCESS,
@@ -272,15 +274,34 @@ class _Answer(Exception):
 
 
 def _subscriber(request: Message) -> str | None:
+    # (by code, in one pass: the request has passed validate(), so each member's value is of
+    # its type and size; an Enumerated is a signed 32-bit number)
     found: dict[int, str] = {}
-    for sub in request.find_all("Subscription-Id"):
-        kind = sub.get_int("Subscription-Id-Type")
-        data = sub.get_str("Subscription-Id-Data")
+    for sub in request.avps:
+        if sub.code != _SUBSCRIPTION_ID or sub.vendor:
+            continue
+        kind = data = None
+        for a in sub.avps:
+            if a.vendor:
+                continue
+            if a.code == _SUBSCRIPTION_ID_TYPE and kind is None:
+                kind = int.from_bytes(a.data, "big", signed=True)
+            elif a.code == _SUBSCRIPTION_ID_DATA and data is None:
+                data = a.value
         if kind is not None and data and kind not in found:
             found[kind] = data
     return found.get(SubscriptionIdType.END_USER_E164) or found.get(
         SubscriptionIdType.END_USER_IMSI
     )
+
+
+def _top_int(request: Message, code: int, default: int) -> int:
+    """The first top-level vendor-0 Unsigned32/Enumerated AVP ``code`` (validated: 4 bytes)
+    as a number, read from its bytes; ``default`` when absent."""
+    for a in request.avps:
+        if a.code == code and not a.vendor:
+            return int.from_bytes(a.data, "big", signed=code == _CC_REQUEST_TYPE)
+    return default
 
 
 def _number(address: str) -> str:
@@ -313,12 +334,19 @@ def _session_info(request: Message) -> SessionInfo:
 #: Codes (vendor 0) of the unit AVPs, in the order ``_units`` prefers them, and of the
 #: members ``_quota`` reads.
 _UNIT_CODES: Final = tuple(BY_NAME[n].code for n in _UNIT_AVPS)
+_UNIT_RANK: Final = {code: i for i, code in enumerate(_UNIT_CODES)}
 _INPUT_OCTETS: Final = BY_NAME["CC-Input-Octets"].code
 _OUTPUT_OCTETS: Final = BY_NAME["CC-Output-Octets"].code
 _RATING_GROUP: Final = BY_NAME["Rating-Group"].code
 _SERVICE_IDENTIFIER: Final = BY_NAME["Service-Identifier"].code
 _RSU: Final = BY_NAME["Requested-Service-Unit"].code
 _USU: Final = BY_NAME["Used-Service-Unit"].code
+_MSCC: Final = BY_NAME["Multiple-Services-Credit-Control"].code
+_SUBSCRIPTION_ID: Final = BY_NAME["Subscription-Id"].code
+_SUBSCRIPTION_ID_TYPE: Final = BY_NAME["Subscription-Id-Type"].code
+_SUBSCRIPTION_ID_DATA: Final = BY_NAME["Subscription-Id-Data"].code
+_CC_REQUEST_TYPE: Final = BY_NAME["CC-Request-Type"].code
+_CC_REQUEST_NUMBER: Final = BY_NAME["CC-Request-Number"].code
 
 
 def _int(found: Avp) -> int:
@@ -328,21 +356,50 @@ def _int(found: Avp) -> int:
     return value
 
 
+#: The Unsigned32/64 members ``_quota`` reads: their value is their data as a big-endian
+#: number (the decoder has checked each one's size: a message where one is wrong never gets
+#: here), read without a decode per AVP.
+_UNSIGNED_CODES: Final = frozenset(
+    BY_NAME[n].code
+    for n in (*_UNIT_AVPS, "CC-Input-Octets", "CC-Output-Octets", "Rating-Group",
+              "Service-Identifier")
+    if BY_NAME[n].type in (AvpType.UNSIGNED32, AvpType.UNSIGNED64) and not BY_NAME[n].vendor
+)  # fmt: skip
+
+
+def _uint(found: Avp) -> int:
+    if found.code in _UNSIGNED_CODES and found.definition is not None:
+        return int.from_bytes(found.data, "big")
+    return _int(found)
+
+
 def _units(unit: Avp | None) -> tuple[int | None, str | None]:
-    """The amount and AVP name of the first unit type a *-Service-Unit holds."""
+    """The amount and AVP name of the first unit type a *-Service-Unit holds (CC-Time, else
+    CC-Total-Octets, else CC-Service-Specific-Units, else CC-Input- plus CC-Output-Octets; the
+    first instance of each), in one pass over its members."""
     if unit is None:
         return None, None
-    first: dict[int, Avp] = {}
+    rank, best = len(_UNIT_CODES), None
+    inputs = outputs = None
     for a in unit.avps:
-        if a.vendor == 0 and a.code not in first:
-            first[a.code] = a
-    for code, name in zip(_UNIT_CODES, _UNIT_AVPS, strict=True):
-        found = first.get(code)
-        if found is not None:
-            return _int(found), name
-    octets = [first.get(_INPUT_OCTETS), first.get(_OUTPUT_OCTETS)]
-    if any(a is not None for a in octets):
-        return sum(_int(a) for a in octets if a is not None), "CC-Total-Octets"
+        if a.vendor:
+            continue
+        code = a.code
+        r = _UNIT_RANK.get(code)
+        if r is not None:
+            if r < rank:
+                rank, best = r, a
+        elif code == _INPUT_OCTETS and inputs is None:
+            inputs = a
+        elif code == _OUTPUT_OCTETS and outputs is None:
+            outputs = a
+    if best is not None:
+        return _uint(best), _UNIT_AVPS[rank]
+    if inputs is not None or outputs is not None:
+        total = (0 if inputs is None else _uint(inputs)) + (
+            0 if outputs is None else _uint(outputs)
+        )
+        return total, "CC-Total-Octets"
     return None, None
 
 
@@ -365,8 +422,8 @@ def _quota(session_id: str, where: Message | Avp, top_level: bool) -> _Quota:
                 rg_avp = a
         elif code == _SERVICE_IDENTIFIER and si_avp is None:
             si_avp = a
-    rg = None if top_level or rg_avp is None else _int(rg_avp)
-    si = None if top_level or si_avp is None else _int(si_avp)
+    rg = None if top_level or rg_avp is None else _uint(rg_avp)
+    si = None if top_level or si_avp is None else _uint(si_avp)
     requested_units, unit_avp = _units(rsu)
     used, has_used = 0, False
     for usu in usus:
@@ -385,6 +442,10 @@ def _quota(session_id: str, where: Message | Avp, top_level: bool) -> _Quota:
         has_used,
         unit_avp,
     )
+
+
+async def _nothing() -> None:
+    return None
 
 
 def _failed(name: str, value: Item | None = None) -> bytes:
@@ -496,9 +557,9 @@ class DiameterAgent:
                 Problem(c.DIAMETER_COMMAND_UNSUPPORTED, f"{request.name} is not supported"),
             )
         t0 = time.perf_counter()
-        kind = request.get_int("CC-Request-Type", default=0)
+        kind = _top_int(request, _CC_REQUEST_TYPE, 0)
         try:
-            answer = await self._ccr(request, CcRequestType(kind), peer)
+            answer = await self._ccr(request, _REQUEST_TYPES[kind], peer)
         except _Answer as exc:
             answer = self._error(request, exc.problem)
         except StoreUnavailable as exc:
@@ -531,8 +592,8 @@ class DiameterAgent:
         sid = request.session_id
         assert sid is not None  # validated by the server (5005 otherwise)
         SESSION_ID.set(sid)
-        number = request.get_int("CC-Request-Number", default=0)
-        msccs = request.find_all("Multiple-Services-Credit-Control")
+        number = _top_int(request, _CC_REQUEST_NUMBER, 0)
+        msccs = [a for a in request.avps if a.code == _MSCC and not a.vendor]
         quotas = [_quota(sid, m, False) for m in msccs]
         if not msccs and not self._multiple_services(request, kind):
             quotas = [_quota(sid, request, True)]
@@ -791,11 +852,10 @@ class DiameterAgent:
             q.result_code = c.DIAMETER_CREDIT_CONTROL_NOT_APPLICABLE
             return
         q.grant_avp = self._unit_avp(q, plan, now)
-        r = await self.engine.reserve(
+        r = await self.engine.reserve_units(
             # (at=now: the rating context _free built is the engine's too, priced once)
-            ReserveRequest(q.key, subscriber, q.service, f"{q.key}/{number}",
-                           units=self._requested(q, plan, now), info=info, at=now,
-                           protocol=PROTOCOL)
+            q.key, subscriber, q.service, f"{q.key}/{number}", self._requested(q, plan, now),
+            info.destination, info.location, now, PROTOCOL,
         )  # fmt: skip
         self._settled(q, r)
         if r.ok:
@@ -861,11 +921,14 @@ class DiameterAgent:
             next_units: int | None = 0
         else:
             next_units = self._requested(q, plan, now)
-        r = await self.engine.commit(
-            CommitRequest(
-                q.key, f"{q.key}/{number}", used=q.used, next_units=next_units, protocol=PROTOCOL
-            ),
-            subscriber=subscriber,
+        r = await self.engine.settle(
+            q.key,
+            f"{q.key}/{number}",
+            q.used,
+            subscriber,
+            next_units=next_units,
+            end=False,
+            protocol=PROTOCOL,
         )
         self._settled(q, r)
 
@@ -888,8 +951,8 @@ class DiameterAgent:
         await self._each([self._release(q, number, subscriber) for q in quotas])
 
     async def _release(self, q: _Quota, number: int, subscriber: str | None) -> None:
-        r = await self.engine.release(
-            ReleaseRequest(q.key, f"{q.key}/{number}", used=q.used), subscriber=subscriber
+        r = await self.engine.settle(
+            q.key, f"{q.key}/{number}", q.used, subscriber, next_units=0, end=True
         )
         self._settled(q, r)
 
@@ -988,11 +1051,13 @@ class DiameterAgent:
     # -- helpers --------------------------------------------------------------------------------
 
     @staticmethod
-    async def _each(jobs: list[Coroutine[Any, Any, None]]) -> None:
+    def _each(jobs: list[Coroutine[Any, Any, None]]) -> Awaitable[Any]:
+        # One job (the common case) is awaited as it is: no coroutine around it.
         if len(jobs) == 1:
-            await jobs[0]
-        elif jobs:
-            await asyncio.gather(*jobs)
+            return jobs[0]
+        if not jobs:
+            return _nothing()
+        return asyncio.gather(*jobs)
 
     @staticmethod
     def _settled(q: _Quota, r: ChargeResult) -> None:

@@ -13,7 +13,7 @@ trip, never money.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -88,6 +88,13 @@ def _flags(spec: ServiceSpec, *, final: bool = False, force: bool = False) -> st
         + ("F" if final else "")
         + ("X" if force else "")
     )
+
+
+def _failed(exc: StoreUnavailable | RatingError) -> ChargeResult:
+    """A store or rating failure as the outcome the verb answers with."""
+    if isinstance(exc, StoreUnavailable):
+        return ChargeResult(Outcome.STORE_UNAVAILABLE, detail=str(exc))
+    return ChargeResult(Outcome.RATING_FAILED, detail=str(exc))
 
 
 def _conflict(request_key: str) -> ChargeResult:
@@ -201,57 +208,58 @@ class ChargingEngine:
         return (self.config.validity + self.config.grace) * 1000
 
     def _result(
-        self, outcome: Outcome, ans: ScriptAnswer | None = None, **kw: object
+        self, ans: ScriptAnswer, granted: int = 0, final: bool = False, validity: int = 0
     ) -> ChargeResult:
-        if ans is None:
-            return ChargeResult(outcome, **kw)  # type: ignore[arg-type]
+        """The success a script's answer says (the money it charged told to ``on_charged``)."""
         if ans.charged > 0 and not ans.replay and self.on_charged is not None:
             self.on_charged(ans.charged)
+        # (positionally: ChargeResult's fields in order; built once per request)
         return ChargeResult(
-            outcome,
-            balance=ans.balance,
-            charged=ans.charged,
-            from_buckets=ans.from_buckets,
-            replayed=ans.replay != 0,
-            **kw,  # type: ignore[arg-type]
-        )
+            Outcome.SUCCESS, granted, final, ans.charged, ans.from_buckets, ans.balance,
+            validity, "", ans.replay != 0,
+        )  # fmt: skip
 
     # -- reserve ------------------------------------------------------------------------------
 
-    @staticmethod
-    async def _guarded(work: Awaitable[ChargeResult]) -> ChargeResult:
-        """Store and rating failures become outcomes (every verb answers; none raises)."""
-        try:
-            return await work
-        except StoreUnavailable as exc:
-            return ChargeResult(Outcome.STORE_UNAVAILABLE, detail=str(exc))
-        except RatingError as exc:
-            return ChargeResult(Outcome.RATING_FAILED, detail=str(exc))
+    # Every verb answers and none raises: store and rating failures become outcomes
+    # (_failed). Each public verb catches them itself rather than through a wrapper coroutine:
+    # the await chain from the agent to the store is one frame shorter per request.
 
     async def reserve(self, req: ReserveRequest) -> ChargeResult:
         """Open a session (or give it a new slice) and grant up to the requested units."""
-        return await self._guarded(self._reserve(req))
+        info = req.info
+        return await self.reserve_units(
+            req.session_id, req.subscriber, req.service, req.request_key, req.units,
+            info.destination, info.location, req.at, req.protocol,
+        )  # fmt: skip
 
-    async def _reserve(self, req: ReserveRequest) -> ChargeResult:
-        now = req.at if req.at is not None else self.clock()
-        msisdn = req.subscriber
-        cached = self._sessions.get(req.session_id)
-        if cached is not None and cached.subscriber != msisdn:
+    async def reserve_units(
+        self,
+        session_id: str,
+        subscriber: str,
+        service: str,
+        request_key: str,
+        units: int | None,
+        destination: str = "",
+        location: str = "",
+        at: int | None = None,
+        protocol: str = "",
+    ) -> ChargeResult:
+        """:meth:`reserve` with the request's fields as arguments: what an agent calls on its
+        hot path, sparing a request object and a coroutine per request."""
+        now = at if at is not None else self.clock()
+        cached = self._sessions.get(session_id)
+        if cached is not None and cached.subscriber != subscriber:
             return ChargeResult(
                 Outcome.INVALID_REQUEST, detail="session belongs to another subscriber"
             )
-        return await self._grant(
-            msisdn,
-            req.session_id,
-            req.request_key,
-            cached,
-            req.service,
-            req.units,
-            now,
-            destination=req.info.destination,
-            location=req.info.location,
-            protocol=req.protocol,
-        )
+        try:
+            return await self._grant(
+                subscriber, session_id, request_key, cached, service, units, now,
+                destination=destination, location=location, protocol=protocol,
+            )  # fmt: skip
+        except (StoreUnavailable, RatingError) as exc:
+            return _failed(exc)
 
     async def _grant(
         self,
@@ -303,7 +311,8 @@ class ChargingEngine:
                     n, bq, final = b + m, b, b + m < wanted
                     if n <= 0:
                         return self._refused(prior)
-                base = self.rater.cost(ctx, 0) if st is None else self._cost_at(st, cursor)
+                # (a new session starts at 0 units, which cost nothing: Rater.cost)
+                base = 0 if st is None else self._cost_at(st, cursor)
                 cost = self.rater.cost(ctx, cursor + (n - max(bq, 0))) - base
                 flags = _flags(spec, final=final)
             reserve = self.store.reserve(
@@ -396,135 +405,135 @@ class ChargingEngine:
 
     # -- commit / release ---------------------------------------------------------------------
 
-    async def _session(self, sid: str, subscriber: str | None) -> _Session | str | None:
-        """The cached session, or else the subscriber who owns it (then the script tells the
-        rest), or None when nobody knows the session."""
-        st = self._sessions.get(sid)
-        if st is not None:
-            return st
-        if subscriber:
-            return subscriber
-        return await self.store.session_owner(sid)
-
     async def commit(self, req: CommitRequest, subscriber: str | None = None) -> ChargeResult:
         """Debit the units used and, unless ``next_units`` is 0, grant the next slice."""
-        work = self._settle(
-            req.session_id, req.request_key, req.used, req.at, subscriber,
-            next_units=req.next_units, end=False, protocol=req.protocol,
+        return await self.settle(
+            req.session_id, req.request_key, req.used, subscriber,
+            next_units=req.next_units, end=False, at=req.at, protocol=req.protocol,
         )  # fmt: skip
-        return await self._guarded(work)
 
     async def release(self, req: ReleaseRequest, subscriber: str | None = None) -> ChargeResult:
         """Debit the final usage and end the session."""
-        work = self._settle(
-            req.session_id, req.request_key, req.used, req.at, subscriber,
-            next_units=0, end=True,
+        return await self.settle(
+            req.session_id, req.request_key, req.used, subscriber, next_units=0, end=True,
+            at=req.at,
         )  # fmt: skip
-        return await self._guarded(work)
 
-    async def _settle(
+    async def settle(
         self,
         sid: str,
         rk: str,
         used: int,
-        at: int | None,
-        subscriber: str | None,
+        subscriber: str | None = None,
         *,
         next_units: int | None,
         end: bool,
+        at: int | None = None,
         protocol: str = "",
     ) -> ChargeResult:
-        now = at if at is not None else self.clock()
-        found = await self._session(sid, subscriber)
-        if found is None:
-            self._holds.pop(sid, None)
-            return ChargeResult(Outcome.UNKNOWN_SESSION)
-        st: _Session | None = found if isinstance(found, _Session) else None
-        msisdn = st.subscriber if st is not None else str(found)
-        for _ in range(MAX_ATTEMPTS):
-            if st is None:
-                # Unknown here (another process opened it): ask the script for the truth.
-                version, cost, n, next_cost, flags = -1, 0, 0, 0, ""
+        """:meth:`commit` (``end`` False) or :meth:`release` (``end`` True; ``next_units`` is
+        then ignored) with the request's fields as arguments, for an agent's hot path
+        (``protocol``: who asks, for the held-credit metrics)."""
+        try:
+            now = at if at is not None else self.clock()
+            st = self._sessions.get(sid)
+            if st is not None:
+                msisdn = st.subscriber
+            elif subscriber:
+                msisdn = subscriber  # (then the script tells the rest)
             else:
-                version = st.version
-                money_units = used - min(used, st.held_bucket_units)
-                after = st.money_cursor + money_units
-                at_after = self._cost_at(st, after)
-                cost = at_after - self._cost_at(st, st.money_cursor)
-                n = 0
-                if not end and next_units != 0:
-                    quota = st.spec.default_quota
-                    n = quota if next_units is None else min(next_units, quota)
-                next_cost = self.rater.cost(st.ctx, after + n) - at_after if n else 0
-                # Where the next request will start (if this one is applied as sent).
-                st.priced_units, st.priced = after, at_after
-                flags = _flags(st.spec)
-            if end:
-                ans = await self.store.release(
-                    msisdn, request_key=rk, session_id=sid, used=used, cost=cost,
-                    expected_version=version, now=now,
-                )  # fmt: skip
-            else:
-                commit = self.store.commit(
-                    msisdn, request_key=rk, session_id=sid, used=used, cost=cost,
-                    expected_version=version, next_units=n, next_cost=next_cost,
-                    bucket_quote=-1, hold_ms=self.hold_ms, flags=flags, now=now,
-                )  # fmt: skip
-                if not subscriber:
-                    # The index found this session: keep it as long as the hold.
-                    self.store.index_session(sid, msisdn, self.hold_ms)
-                ans = await commit
-            status = ans.status
-            if ans.conflict:
-                return _conflict(rk)
-            if status == "STALE":
-                st = self._session_from_answer(sid, msisdn, ans)
-                continue
-            if status in ("NOSESS", "NOSUB"):
-                self._sessions.pop(sid, None)
-                self._holds.pop(sid, None)
-                if status == "NOSUB":
-                    return ChargeResult(Outcome.USER_UNKNOWN)
-                return ChargeResult(Outcome.UNKNOWN_SESSION, balance=ans.balance)
-            if st is None:
-                # A replay answered from the idempotency store before the cache was warm.
-                st = self._session_from_answer(sid, msisdn, ans)
-            if end:
-                self._sessions.pop(sid, None)
-                self._holds.pop(sid, None)
+                owner = await self.store.session_owner(sid)
+                if owner is None:
+                    self._holds.pop(sid, None)
+                    return ChargeResult(Outcome.UNKNOWN_SESSION)
+                msisdn = owner
+            for _ in range(MAX_ATTEMPTS):
+                if st is None:
+                    # Unknown here (another process opened it): ask the script for the truth.
+                    version, cost, n, next_cost, flags = -1, 0, 0, 0, ""
+                else:
+                    version = st.version
+                    money_units = used - min(used, st.held_bucket_units)
+                    after = st.money_cursor + money_units
+                    at_after = self._cost_at(st, after)
+                    cost = at_after - self._cost_at(st, st.money_cursor)
+                    n = 0
+                    if not end and next_units != 0:
+                        quota = st.spec.default_quota
+                        n = quota if next_units is None else min(next_units, quota)
+                    next_cost = self.rater.cost(st.ctx, after + n) - at_after if n else 0
+                    # Where the next request will start (if this one is applied as sent).
+                    st.priced_units, st.priced = after, at_after
+                    flags = _flags(st.spec)
+                if end:
+                    ans = await self.store.release(
+                        msisdn, request_key=rk, session_id=sid, used=used, cost=cost,
+                        expected_version=version, now=now,
+                    )  # fmt: skip
+                else:
+                    commit = self.store.commit(
+                        msisdn, request_key=rk, session_id=sid, used=used, cost=cost,
+                        expected_version=version, next_units=n, next_cost=next_cost,
+                        bucket_quote=-1, hold_ms=self.hold_ms, flags=flags, now=now,
+                    )  # fmt: skip
+                    if not subscriber:
+                        # The index found this session: keep it as long as the hold.
+                        self.store.index_session(sid, msisdn, self.hold_ms)
+                    ans = await commit
+                status = ans.status
+                if ans.conflict:
+                    return _conflict(rk)
+                if status == "STALE":
+                    st = self._session_from_answer(sid, msisdn, ans)
+                    continue
+                if status in ("NOSESS", "NOSUB"):
+                    self._sessions.pop(sid, None)
+                    self._holds.pop(sid, None)
+                    if status == "NOSUB":
+                        return ChargeResult(Outcome.USER_UNKNOWN)
+                    return ChargeResult(Outcome.UNKNOWN_SESSION, balance=ans.balance)
+                if st is None:
+                    # A replay answered from the idempotency store before the cache was warm.
+                    st = self._session_from_answer(sid, msisdn, ans)
+                if end:
+                    self._sessions.pop(sid, None)
+                    self._holds.pop(sid, None)
+                    if not ans.replay:
+                        # Kept past the release, so that a replay naming only the session finds
+                        # the subscriber whose script holds the first answer (see the store).
+                        self.store.index_session(sid, msisdn)
+                    return self._result(ans)
                 if not ans.replay:
-                    # Kept past the release, so that a replay naming only the session finds
-                    # the subscriber whose script holds the first answer (see the store).
-                    self.store.index_session(sid, msisdn)
-                return self._result(Outcome.SUCCESS, ans)
-            if not ans.replay:
-                # (a stored answer's session figures are the past's: the cache keeps its own)
-                self._remember_session(sid, st, ans)
-                self._held(sid, protocol, ans.held_money, now)
-            if status == "OK":
-                return self._result(
-                    Outcome.SUCCESS,
-                    ans,
-                    granted=ans.granted,
-                    final=ans.final,
-                    validity=self.config.validity if ans.granted else 0,
-                )
-            if status == "OKD":
-                return self._denied(ans, ans)
-            if status == "OKQ":
-                # Usage is debited; the next slice needs pricing against what is left.
-                return await self._grant(
-                    msisdn, sid, rk + "/q", st, st.ctx.service, n, now, prior=ans,
-                    protocol=protocol,
-                )  # fmt: skip
-            raise StoreError(f"commit: unexpected status {status!r}")
-        return ChargeResult(Outcome.STORE_UNAVAILABLE, detail="session kept changing; try again")
+                    # (a stored answer's session figures are the past's: the cache keeps its own)
+                    self._remember_session(sid, st, ans)
+                    self._held(sid, protocol, ans.held_money, now)
+                if status == "OK":
+                    return self._result(
+                        ans, ans.granted, ans.final, self.config.validity if ans.granted else 0
+                    )
+                if status == "OKD":
+                    return self._denied(ans, ans)
+                if status == "OKQ":
+                    # Usage is debited; the next slice needs pricing against what is left.
+                    return await self._grant(
+                        msisdn, sid, rk + "/q", st, st.ctx.service, n, now, prior=ans,
+                        protocol=protocol,
+                    )  # fmt: skip
+                raise StoreError(f"commit: unexpected status {status!r}")
+            return ChargeResult(
+                Outcome.STORE_UNAVAILABLE, detail="session kept changing; try again"
+            )
+        except (StoreUnavailable, RatingError) as exc:
+            return _failed(exc)
 
     # -- debit --------------------------------------------------------------------------------
 
     async def debit(self, req: DebitRequest) -> ChargeResult:
         """Rate and debit a one-shot event, all of it or nothing (unless forced)."""
-        return await self._guarded(self._debit(req))
+        try:
+            return await self._debit(req)
+        except (StoreUnavailable, RatingError) as exc:
+            return _failed(exc)
 
     async def _debit(self, req: DebitRequest) -> ChargeResult:
         now = req.at if req.at is not None else self.clock()
@@ -555,7 +564,7 @@ class ChargingEngine:
             if ans.conflict:
                 return _conflict(req.request_key)
             if status == "OK":
-                return self._result(Outcome.SUCCESS, ans)
+                return self._result(ans)
             if status == "PLAN":
                 self._remember_plan(msisdn, ans.plan)
                 bq = -1
@@ -583,7 +592,10 @@ class ChargingEngine:
         """Rate ``req.units`` of ``req.service`` as a debit would and credit that amount back
         (an event refund, Diameter REFUND_ACCOUNT), idempotent by ``req.request_key``.
         ``charged`` in the result is the amount credited (a replay's is the first one's)."""
-        return await self._guarded(self._refund(req))
+        try:
+            return await self._refund(req)
+        except (StoreUnavailable, RatingError) as exc:
+            return _failed(exc)
 
     async def _refund(self, req: DebitRequest) -> ChargeResult:
         now = req.at if req.at is not None else self.clock()
@@ -611,7 +623,7 @@ class ChargingEngine:
             return ChargeResult(Outcome.USER_UNKNOWN)
         if ans.status != "OK":
             return ChargeResult(Outcome.INVALID_REQUEST, balance=ans.balance, detail=ans.status)
-        return self._result(Outcome.SUCCESS, ans)
+        return self._result(ans)
 
     # -- balance ------------------------------------------------------------------------------
 

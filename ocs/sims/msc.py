@@ -165,8 +165,9 @@ class CallSpec:
 @dataclass
 class CallOutcome:
     spec: CallSpec
-    #: "ended", "cut-off" (credit ran out), "released" (at InitialDP), "continued" (not
-    #: charged), "unanswered", "aborted", "failed".
+    #: "ended", "cut-off" (credit ran out), "released" (at InitialDP), "redirected" (a
+    #: Connect at InitialDP: ``detail`` the number), "continued" (not charged),
+    #: "unanswered", "aborted", "failed".
     result: str = "failed"
     cause: int | None = None
     #: Seconds granted in each ApplyCharging, and seconds talked.
@@ -259,6 +260,9 @@ class _Call:
             return
         if Op.RELEASE_CALL in ops:
             out.result, out.cause = "released", _cause(ops[Op.RELEASE_CALL])
+            return
+        if Op.CONNECT in ops:
+            out.result, out.detail = "redirected", cap.read_connect(ops[Op.CONNECT])
             return
         if Op.APPLY_CHARGING not in ops:
             out.result = "continued" if Op.CONTINUE in ops else "failed"
@@ -361,6 +365,8 @@ def describe(o: CallOutcome) -> str:
         return f"{what} {how} after {o.talked} s, {grants}{extra}"
     if o.result == "released":
         return f"{what} released at InitialDP (cause {o.cause})"
+    if o.result == "redirected":
+        return f"{what} redirected at InitialDP to {o.detail}"
     return f"{what} {o.result}{': ' + o.detail if o.detail else ''}"
 
 

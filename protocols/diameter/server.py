@@ -3,9 +3,10 @@
 One :class:`asyncio.Protocol` per TCP (or TLS) connection drives a sans-IO :class:`Framer` and
 a :class:`PeerMachine` (CER/CEA, DWR/DWA with the RFC 3539 watchdog, DPR/DPA). Application
 requests the machine delivers are checked (``validate``) and handed to ``handler(message,
-peer)`` each in its own task, so that requests pipelined on one connection are served
-concurrently and answered as they complete. Output is queued and written with one
-``transport.write`` per loop turn. Nothing here knows credit control or imports ``ocs``.
+peer)`` at once, each running on without a task of its own (``InlineCalls``), so that
+requests pipelined on one connection are served concurrently and answered as they complete.
+Output is queued and written with one ``transport.write`` per loop turn. Nothing here knows
+credit control or imports ``ocs``.
 
 Choices others rely on:
 
@@ -82,7 +83,7 @@ from protocols.diameter.peer import (
     Send,
     SetTimer,
 )
-from protocols.lifecycle import StallTimer, drain_and_close
+from protocols.lifecycle import InlineCalls, StallTimer, drain_and_close
 
 __all__ = [
     "DEFAULT_DRAIN_TIMEOUT",
@@ -137,6 +138,8 @@ class _PeerProtocol(asyncio.Protocol):
         self._pending: dict[int, asyncio.Future[Message]] = {}
         #: The framer holds the start of a message (set by _read).
         self._partial = False
+        #: _read is running (a request answered at once must not start it again).
+        self._reading = False
         self._stall: StallTimer | None = None
         self.remote: RemotePeer | None = None
         self.closed: asyncio.Future[None] = loop.create_future()
@@ -212,6 +215,15 @@ class _PeerProtocol(asyncio.Protocol):
     # -- input
 
     def _read(self) -> None:
+        if self._reading:
+            return  # (a request answered at once, from inside the loop below: it goes on)
+        self._reading = True
+        try:
+            self._read_messages()
+        finally:
+            self._reading = False
+
+    def _read_messages(self) -> None:
         framer = self._framer
         server = self._server
         limit = server.max_inflight_per_connection
@@ -306,9 +318,8 @@ class _PeerProtocol(asyncio.Protocol):
         remote = self.remote
         assert remote is not None  # the machine delivers only once the peer is open
         self._inflight += 1
-        task = self._loop.create_task(self._answer(message, remote))
-        server._tasks.add(task)
-        task.add_done_callback(server._tasks.discard)
+        # (no task per request: docs/diameter.md, Speed)
+        server._calls.start(self._loop, self._answer(message, remote))
 
     async def _answer(self, request: Message, remote: RemotePeer) -> None:
         server = self._server
@@ -362,8 +373,14 @@ class _PeerProtocol(asyncio.Protocol):
     # -- timer
 
     def _set_timer(self, deadline: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        timer = self._timer
+        if timer is not None:
+            if timer.when() <= deadline:
+                # Every request pushes the watchdog back: the timer armed for an earlier
+                # deadline stays, and re-arms itself for the machine's deadline when it fires
+                # (``_timer_fired``), instead of one cancel and one new timer per message.
+                return
+            timer.cancel()
         self._timer = self._loop.call_at(deadline, self._timer_fired)
 
     def _timer_fired(self) -> None:
@@ -538,7 +555,8 @@ class DiameterServer:
         self._closing = False
         self._protocols: set[_PeerProtocol] = set()
         self._peers: dict[str, _PeerProtocol] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        #: The requests being handled, over all connections.
+        self._calls = InlineCalls(logger)
         #: Connections accepted since start.
         self.connections = 0
         #: Capabilities exchanges that succeeded.
@@ -583,7 +601,7 @@ class DiameterServer:
     @property
     def inflight(self) -> int:
         """Application requests being handled now, over all connections."""
-        return len(self._tasks)
+        return len(self._calls)
 
     @property
     def paused_connections(self) -> int:
@@ -630,7 +648,7 @@ class DiameterServer:
             return
         self._closing = True
         await drain_and_close(
-            "diameter", self._server, self._protocols, self._tasks, self.drain_timeout, logger
+            "diameter", self._server, self._protocols, self._calls, self.drain_timeout, logger
         )
 
     async def __aenter__(self) -> DiameterServer:

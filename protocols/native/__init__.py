@@ -22,6 +22,7 @@ from protocols.native.codec import (
     Request,
     Reserve,
     ServerConnection,
+    charge_reply,
     encode_frame,
 )
 from protocols.native.errors import LocalProtocolError, NativeProtocolError, ProtocolError
@@ -48,5 +49,6 @@ __all__ = [
     "Request",
     "Reserve",
     "ServerConnection",
+    "charge_reply",
     "encode_frame",
 ]

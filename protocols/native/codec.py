@@ -24,9 +24,11 @@ The decoder raises nothing but ``ProtocolError`` on any input (the tests fuzz it
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, ClassVar, Final, TypeAlias, cast
@@ -84,6 +86,7 @@ __all__ = [
     "Request",
     "Reserve",
     "ServerConnection",
+    "charge_reply",
     "encode_frame",
     "hello_mac",
 ]
@@ -258,6 +261,45 @@ class Reply:
         return self.result == RESULT_SUCCESS
 
 
+def _positional_new(cls: type[Any]) -> Callable[..., Any]:
+    """A constructor of the frozen slotted dataclass ``cls`` that takes every field in order
+    and sets the slots through their descriptors. The events stay frozen; this only spares
+    the per-field ``object.__setattr__`` of a frozen dataclass's ``__init__`` (2-3x the cost
+    of setting a slot), for the events built once per request on the hot path."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    env: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
+    env.update({f"_set_{n}": cls.__dict__[n].__set__ for n in names})
+    body = "".join(f"    _set_{n}(o, {n})\n" for n in names)
+    exec(f"def new({', '.join(names)}):\n    o = _new(_cls)\n{body}    return o\n", env)
+    return cast(Callable[..., Any], env["new"])
+
+
+_new_reserve: Final = _positional_new(Reserve)
+_new_commit: Final = _positional_new(Commit)
+_new_release: Final = _positional_new(Release)
+_new_reply: Final = _positional_new(Reply)
+
+
+def charge_reply(
+    id: int,
+    result: str,
+    granted: int,
+    final: bool,
+    charged: int,
+    buckets: int,
+    balance: int,
+    validity: int,
+    detail: str,
+) -> Reply:
+    """``Reply(id, result, granted=..., ..., detail=...)`` of a charge verb, built faster
+    (see :func:`_positional_new`): what a handler answers each charging request with."""
+    return cast(
+        Reply,
+        _new_reply(id, result, granted, final, charged, buckets, balance, validity, 0, 0, 0,
+                   "", "", detail),
+    )  # fmt: skip
+
+
 #: Requests a charging handler answers.
 ChargingRequest: TypeAlias = Reserve | Commit | Release | Debit | Balance
 #: Every request event.
@@ -280,13 +322,16 @@ def encode_frame(message: dict[str, Any], max_frame: int = DEFAULT_MAX_FRAME) ->
 class _Framer:
     """Splits the byte stream into msgpack maps; shared by both roles."""
 
-    __slots__ = ("_buf", "_error", "_limits", "_packer", "max_frame")
+    __slots__ = ("_buf", "_error", "_limits", "_packer", "_pos", "max_frame")
 
     def __init__(self, max_frame: int) -> None:
         if type(max_frame) is not int or not MIN_MAX_FRAME <= max_frame <= 2**32 - 1:
             raise ValueError(f"max_frame must be an int in {MIN_MAX_FRAME}..2**32-1")
         self.max_frame = max_frame
         self._buf = bytearray()
+        #: Where the next frame starts in _buf (consumed frames are cut off when data comes,
+        #: not one by one: a burst of N frames costs one move of the buffer, not N).
+        self._pos = 0
         self._error: ProtocolError | None = None
         self._packer = msgpack.Packer(use_bin_type=True, autoreset=True)
         # msgpack's own guards, so that a hostile frame cannot make it allocate much more
@@ -305,17 +350,21 @@ class _Framer:
     def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Add bytes received from the peer to the buffer."""
         if self._error is None:
+            if self._pos:
+                del self._buf[: self._pos]
+                self._pos = 0
             self._buf += data
 
     @property
     def buffered(self) -> int:
         """Bytes received and not yet consumed by ``next_event``."""
-        return len(self._buf)
+        return len(self._buf) - self._pos
 
     def _fail(self, detail: str) -> ProtocolError:
         reply = Reply(0, RESULT_INVALID_REQUEST, detail=detail[:MAX_DETAIL_LEN])
         self._error = ProtocolError(reply)
         self._buf.clear()
+        self._pos = 0
         return self._error
 
     def _next_map(self) -> dict[Any, Any] | None:
@@ -323,16 +372,21 @@ class _Framer:
         if self._error is not None:
             raise self._error
         buf = self._buf
-        if len(buf) < LENGTH_PREFIX_SIZE:
+        pos = self._pos
+        if len(buf) - pos < LENGTH_PREFIX_SIZE:
             return None
-        (size,) = _LENGTH.unpack_from(buf)
+        (size,) = _LENGTH.unpack_from(buf, pos)
         if size > self.max_frame:
             raise self._fail(f"frame length {size} is over max_frame {self.max_frame}")
-        end = LENGTH_PREFIX_SIZE + size
+        end = pos + LENGTH_PREFIX_SIZE + size
         if len(buf) < end:
             return None
-        payload = buf[LENGTH_PREFIX_SIZE:end]  # a copy, so that del below is allowed
-        del buf[:end]
+        payload = buf[pos + LENGTH_PREFIX_SIZE : end]
+        if end == len(buf):
+            buf.clear()
+            self._pos = 0
+        else:
+            self._pos = end
         try:
             message = msgpack.unpackb(payload, **self._limits)
         except Exception as exc:
@@ -471,7 +525,7 @@ def _bool(message: dict[Any, Any], name: str) -> bool:
 
 
 def _parse_reserve(request_id: int, m: dict[Any, Any]) -> Reserve:
-    return Reserve(
+    return _new_reserve(  # type: ignore[no-any-return]
         request_id,
         _required_str(m, "session", MAX_SESSION_LEN),
         _required_str(m, "subscriber", MAX_SUBSCRIBER_LEN),
@@ -484,7 +538,7 @@ def _parse_reserve(request_id: int, m: dict[Any, Any]) -> Reserve:
 
 
 def _parse_commit(request_id: int, m: dict[Any, Any]) -> Commit:
-    return Commit(
+    return _new_commit(  # type: ignore[no-any-return]
         request_id,
         _required_str(m, "session", MAX_SESSION_LEN),
         _required_int(m, "seq", 0, MAX_SEQ),
@@ -496,7 +550,7 @@ def _parse_commit(request_id: int, m: dict[Any, Any]) -> Commit:
 
 def _parse_release(request_id: int, m: dict[Any, Any]) -> Release:
     used = _int(m, "used", 0, MAX_UNITS)
-    return Release(
+    return _new_release(  # type: ignore[no-any-return]
         request_id,
         _required_str(m, "session", MAX_SESSION_LEN),
         _required_int(m, "seq", 0, MAX_SEQ),

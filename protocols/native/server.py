@@ -2,8 +2,9 @@
 
 One :class:`asyncio.Protocol` per connection (not streams: fewer layers per request) feeds the
 sans-IO :class:`~protocols.native.codec.ServerConnection` and runs the handler for each
-request in its own task. Replies are queued and written with one ``transport.write`` per loop
-turn (docs/architecture.md, Performance, point 2).
+request as it is read, without a task of its own (``protocols.lifecycle.InlineCalls``).
+Replies are queued and written with one ``transport.write`` per loop turn
+(docs/architecture.md, Performance, point 2).
 
 Choices others rely on:
 
@@ -43,7 +44,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Protocol, TypeAlias, cast
 
-from protocols.lifecycle import StallTimer, drain_and_close
+from protocols.lifecycle import InlineCalls, StallTimer, drain_and_close
 from protocols.native.codec import (
     NEED_DATA,
     Challenge,
@@ -111,6 +112,8 @@ class _ServerProtocol(asyncio.Protocol):
         self._hello_timer: asyncio.TimerHandle | None = None
         #: The codec holds the start of a frame (set by _process).
         self._partial = False
+        #: _process is running (a request answered at once must not start it again).
+        self._processing = False
         self._stall: StallTimer | None = None
         self.closed: asyncio.Future[None] = loop.create_future()
 
@@ -187,6 +190,15 @@ class _ServerProtocol(asyncio.Protocol):
 
     def _process(self) -> None:
         """Start every buffered request the in-flight limit allows."""
+        if self._processing:
+            return  # (a request answered at once, from inside the loop below: it goes on)
+        self._processing = True
+        try:
+            self._start_requests()
+        finally:
+            self._processing = False
+
+    def _start_requests(self) -> None:
         codec = self._codec
         server = self._server
         limit = server.max_inflight_per_connection
@@ -213,9 +225,7 @@ class _ServerProtocol(asyncio.Protocol):
                 self._queue(codec.send(Reply(event.id, RESULT_SUCCESS)))
             else:
                 self._inflight += 1
-                task = self._loop.create_task(self._answer(event))
-                server._tasks.add(task)
-                task.add_done_callback(server._tasks.discard)
+                server._calls.start(self._loop, self._answer(event))
         self._update_reading()
         if self._inflight == 0 and (self._stopped or (self._eof and not self._writing_paused)):
             # Half-closed by the peer: every request it sent has been answered (with writing
@@ -223,8 +233,27 @@ class _ServerProtocol(asyncio.Protocol):
             self._close_transport()
 
     async def _answer(self, request: ChargingRequest) -> None:
+        # (one coroutine around the handler's: the handler's failures handled here too)
         try:
-            reply = await self._call_handler(request)
+            try:
+                reply = await self._server._handler(request)
+            except (ConnectionError, TimeoutError) as exc:
+                logger.warning("native: %s failed, store unavailable: %r", request.verb, exc)
+                self._server.handler_errors += 1
+                reply = Reply(request.id, RESULT_STORE_UNAVAILABLE, detail="store unavailable")
+            except Exception:
+                logger.exception("native: handler failed on %r", request)
+                self._server.handler_errors += 1
+                reply = Reply(request.id, RESULT_INVALID_REQUEST, detail="internal error")
+            else:
+                if type(reply) is not Reply:
+                    logger.error("native: handler returned %r for %r", reply, request)
+                    self._server.handler_errors += 1
+                    reply = Reply(request.id, RESULT_INVALID_REQUEST, detail="internal error")
+                elif reply.id != request.id:
+                    logger.error("native: handler answered id %d to request id %d",
+                                 reply.id, request.id)  # fmt: skip
+                    reply = dataclasses.replace(reply, id=request.id)
             try:
                 data = self._codec.send(reply)
             except LocalProtocolError:
@@ -237,26 +266,6 @@ class _ServerProtocol(asyncio.Protocol):
             self._inflight -= 1
             if self._transport is not None:
                 self._process()
-
-    async def _call_handler(self, request: ChargingRequest) -> Reply:
-        try:
-            reply = await self._server._handler(request)
-        except (ConnectionError, TimeoutError) as exc:
-            logger.warning("native: %s failed, store unavailable: %r", request.verb, exc)
-            self._server.handler_errors += 1
-            return Reply(request.id, RESULT_STORE_UNAVAILABLE, detail="store unavailable")
-        except Exception:
-            logger.exception("native: handler failed on %r", request)
-            self._server.handler_errors += 1
-            return Reply(request.id, RESULT_INVALID_REQUEST, detail="internal error")
-        if type(reply) is not Reply:
-            logger.error("native: handler returned %r for %r", reply, request)
-            self._server.handler_errors += 1
-            return Reply(request.id, RESULT_INVALID_REQUEST, detail="internal error")
-        if reply.id != request.id:
-            logger.error("native: handler answered id %d to request id %d", reply.id, request.id)
-            reply = dataclasses.replace(reply, id=request.id)
-        return reply
 
     def _handshake(self, event: object) -> bool:
         """The first request of a challenged connection: a good hello, or the connection is
@@ -421,7 +430,8 @@ class NativeServer:
         self._server: asyncio.Server | None = None
         self._closing = False
         self._protocols: set[_ServerProtocol] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        #: The requests being handled, over all connections.
+        self._calls = InlineCalls(logger)
         #: Connections accepted since start.
         self.connections = 0
         #: Requests read (valid or not, pings included).
@@ -445,7 +455,7 @@ class NativeServer:
     @property
     def inflight(self) -> int:
         """Requests being handled now, over all connections."""
-        return len(self._tasks)
+        return len(self._calls)
 
     @property
     def paused_connections(self) -> int:
@@ -474,7 +484,7 @@ class NativeServer:
             return
         self._closing = True
         await drain_and_close(
-            "native", self._server, self._protocols, self._tasks, self.drain_timeout, logger
+            "native", self._server, self._protocols, self._calls, self.drain_timeout, logger
         )
 
     async def __aenter__(self) -> NativeServer:

@@ -270,14 +270,21 @@ def read_call_result(invoke: Invoke) -> CallResult:
 
 
 def request_report(events: Sequence[tuple[str, int]], mode: str = "notifyAndContinue") -> Any:
-    """RequestReportBCSMEventArg arming ``events`` (name, leg)."""
-    return {"bcsmEvents": [
+    """RequestReportBCSMEventArg arming ``events`` (name, leg). The value is shared (made
+    once for each set of events, and its encoding with it): do not change it."""
+    return _request_report(tuple(events), mode)
+
+
+@functools.lru_cache(maxsize=256)
+def _request_report(events: tuple[tuple[str, int], ...], mode: str) -> Any:
+    return fastber.freeze({"bcsmEvents": [
         {"eventTypeBCSM": e, "monitorMode": "interrupted" if e.endswith("Disconnect") and
          mode == "interrupted" else mode, "legID": ("sendingSideID", bytes([leg]))}
         for e, leg in events
-    ]}  # fmt: skip
+    ]})  # fmt: skip
 
 
+@functools.lru_cache(maxsize=4096)
 def apply_charging(
     phase: Phase,
     max_duration: int,
@@ -288,7 +295,8 @@ def apply_charging(
 ) -> Any:
     """ApplyChargingArg: ``max_duration`` in 100 ms, ``tariff_switch`` in seconds; the
     phase's shape of releaseIfdurationExceeded (TS 29.078: a SEQUENCE {tone} in phase 2, a
-    BOOLEAN later, with the tone as the audible indicator in phase 4)."""
+    BOOLEAN later, with the tone as the audible indicator in phase 4). Shared, as
+    :func:`request_report`'s: the grants of the default quota repeat call after call."""
     tdc: dict[str, Any] = {"maxCallPeriodDuration": max_duration}
     if phase is Phase.V2:
         if release:
@@ -301,13 +309,30 @@ def apply_charging(
     if tariff_switch is not None:
         tdc["tariffSwitchInterval"] = tariff_switch
     codec, name = _ACH[phase]
-    return {"aChBillingChargingCharacteristics": _encode(codec, name,
-                                                         ("timeDurationCharging", tdc)),
-            "partyToCharge": ("sendingSideID", b"\x01")}  # fmt: skip
+    return fastber.freeze({
+        "aChBillingChargingCharacteristics": _encode(codec, name, ("timeDurationCharging", tdc)),
+        "partyToCharge": ("sendingSideID", b"\x01"),
+    })  # fmt: skip
 
 
+@functools.lru_cache(maxsize=256)
+def connect(digits: str) -> Any:
+    """ConnectArg routing the call to ``digits`` (international, E.164): the
+    destinationRoutingAddress, one ISUP CalledPartyNumber (TS 29.078 §8.6, Q.763 §3.9)."""
+    return fastber.freeze({"destinationRoutingAddress": [isup_number(digits, calling=False)]})
+
+
+def read_connect(invoke: Invoke) -> str:
+    """The digits a Connect routes the call to (an SSF's reading)."""
+    try:
+        return read_isup_number(invoke.argument["destinationRoutingAddress"][0])[0]
+    except (KeyError, TypeError, IndexError) as exc:
+        raise _bad(invoke, f"Connect: {exc}") from None
+
+
+@functools.lru_cache(maxsize=256)
 def release_call(value: int = CAUSE_NORMAL_UNSPECIFIED) -> Any:
-    return ("allCallSegments", cause(value))
+    return fastber.freeze(("allCallSegments", cause(value)))
 
 
 # -- what an SSF sends and reads (the MSC simulator, tests) --------------------------------------

@@ -35,6 +35,29 @@ class Fallback(Exception):
 
 _FALLBACK: Final = Fallback()
 
+#: Values declared immutable (:func:`freeze`) and their encoding once made, by identity: the
+#: gsmSCF sends the same few arguments and dialogue portions over and over (the events it
+#: arms, the grant of the default quota, the AARE of each phase), built once by cached
+#: builders in :mod:`cap` and :mod:`tcap`. The entry holds the value, so its id is not reused
+#: while it is here; emptied when full (a miss costs one encoding).
+_FROZEN: Final[dict[int, list[Any]]] = {}
+_FROZEN_SIZE: Final = 8192
+
+
+def freeze(value: Any) -> Any:
+    """Declare ``value`` (an argument or a dialogue portion's value) never to change, so its
+    encoding is made once; returns it. The caller must not mutate it afterwards."""
+    if len(_FROZEN) >= _FROZEN_SIZE:
+        _FROZEN.clear()
+    _FROZEN[id(value)] = [value, None]
+    return value
+
+
+def _memo(value: Any) -> list[Any] | None:
+    """The memo entry of a frozen value, or None."""
+    m = _FROZEN.get(id(value))
+    return m if m is not None and m[0] is value else None
+
 
 # -- BER primitives ---------------------------------------------------------------------------
 
@@ -265,27 +288,39 @@ class Seq(_Content):
     def __init__(self, *fields: tuple[str, _Tlv, bool]) -> None:
         self.fields = fields
         self.names = frozenset(f[0] for f in fields)
+        n = len(fields)
+        #: The fields each tag can open, in order (a lookup, not a walk down the table:
+        #: InitialDP has 26 fields), and the first mandatory field at or after each place.
+        self.by_tag: dict[int, tuple[int, ...]] = {}
+        for i, (_, codec, _) in enumerate(fields):
+            for t in codec.tags:
+                self.by_tag[t] = (*self.by_tag.get(t, ()), i)
+        self.next_mandatory = [n] * (n + 1)
+        for i in range(n - 1, -1, -1):
+            self.next_mandatory[i] = i if not fields[i][2] else self.next_mandatory[i + 1]
 
     def dec(self, data: bytes, s: int, e: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        fields, i, n = self.fields, 0, len(self.fields)
+        fields, by_tag, mandatory = self.fields, self.by_tag, self.next_mandatory
+        i = 0
         pos = s
         while pos < e:
             t, cs, ce = _read(data, pos, e)
-            while i < n and t not in fields[i][1].tags:
-                if not fields[i][2]:
-                    raise _FALLBACK
-                i += 1
-            if i == n:
+            # The first field at or after i that the tag opens; the ones skipped must all be
+            # optional (as walking the table field by field would find).
+            for j in by_tag.get(t, ()):
+                if j >= i:
+                    break
+            else:
                 raise _FALLBACK
-            name, codec, _ = fields[i]
+            if mandatory[i] < j:
+                raise _FALLBACK
+            name, codec, _ = fields[j]
             out[name] = codec.dec_tlv(t, data, cs, ce)
-            i += 1
+            i = j + 1
             pos = ce
-        while i < n:
-            if not fields[i][2]:
-                raise _FALLBACK
-            i += 1
+        if mandatory[i] < len(fields):
+            raise _FALLBACK
         return out
 
     def enc(self, v: Any) -> bytes:
@@ -598,7 +633,13 @@ def _encode_invoke(body: Any) -> bytes:
         arg = body["argument"]
         if spec is None or not isinstance(arg, tuple) or arg[0] != spec[0]:
             raise _FALLBACK
-        out += spec[1].enc_tlv(arg[1])
+        m = _memo(arg[1])
+        if m is None:
+            out += spec[1].enc_tlv(arg[1])
+        else:
+            if m[1] is None:
+                m[1] = spec[1].enc_tlv(arg[1])
+            out += m[1]
     return _head(_T_INVOKE, out)
 
 
@@ -613,12 +654,18 @@ def encode(value: tuple[str, dict[str, Any]]) -> bytes:
         parts.append(_head(_T_OTID if name == "otid" else _T_DTID, _TID.enc(body.get(name))))
     dlg = body.get("dialoguePortion")
     if dlg is not None:
-        for v, portion in _dialogues()[1]:
-            if v == dlg:
-                parts.append(portion)
-                break
+        m = _memo(dlg)
+        if m is not None and m[1] is not None:
+            parts.append(m[1])
         else:
-            raise _FALLBACK
+            for v, portion in _dialogues()[1]:
+                if v == dlg:
+                    parts.append(portion)
+                    if m is not None:
+                        m[1] = portion
+                    break
+            else:
+                raise _FALLBACK
     comps = body.get("components")
     if comps is not None:
         if type(comps) is not list or not comps:

@@ -145,6 +145,32 @@ def decode(data: bytes) -> M3uaMessage:
     return M3uaMessage(cls, typ, tuple(params))
 
 
+def _data(chunk: bytes) -> ProtocolData | None:
+    """The Protocol Data of a well-formed DATA message whose only checks are its own (no
+    routing context or network appearance to compare), or None: then :func:`decode` and
+    the state machine read it, and say what is wrong with it."""
+    length = len(chunk)
+    if chunk[0] != M3UA_VERSION or int.from_bytes(chunk[4:8], "big") != length or length % 4:
+        return None
+    pos = M3UA_HEADER
+    value = None
+    while pos < length:
+        if pos + 4 > length:
+            return None
+        tag, plen = _PARAM.unpack_from(chunk, pos)
+        if plen < 4 or pos + plen > length:
+            return None
+        if tag == Tag.PROTOCOL_DATA:
+            value = chunk[pos + 4 : pos + plen]
+        elif tag in (Tag.ROUTING_CONTEXT, Tag.NETWORK_APPEARANCE) and plen < 8:
+            return None
+        pos += plen + (-plen % 4)
+    if value is None or len(value) < _PROTOCOL_DATA.size:
+        return None
+    opc, dpc, si, ni, mp, sls = _PROTOCOL_DATA.unpack_from(value)
+    return ProtocolData(opc, dpc, value[_PROTOCOL_DATA.size :], si, ni, mp, sls)
+
+
 def u32(value: int) -> bytes:
     return value.to_bytes(4, "big")
 
@@ -322,6 +348,17 @@ class Asp:
         self._events.append(Rejected(err))
 
     def _receive(self, chunk: bytes, stream: int) -> None:
+        if (
+            chunk[2:4] == b"\x01\x01"  # DATA, the bulk of the traffic: read it directly
+            and self.state is AspState.ACTIVE
+            and (stream != 0 or not self.server)
+            and self.routing_context is None
+            and self.network_appearance is None
+        ):
+            pd = _data(chunk)
+            if pd is not None:
+                self._events.append(Transfer(pd, stream))
+                return
         try:
             msg = decode(chunk)
             self._dispatch(msg, stream)

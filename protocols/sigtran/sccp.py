@@ -22,6 +22,12 @@ from protocols.sigtran.errors import SccpError
 _BCD: Final = "0123456789abcdef"
 #: Q.713 §4.14: hop counter of a new XUDT.
 HOP_COUNTER: Final = 15
+#: Addresses read and written, by their octets and by value: a gsmSCF hears from a few MSCs
+#: only, so the same few addresses come in every message (emptied when it reaches its size).
+_ADDRESS_CACHE: Final = 4096
+_decoded: dict[bytes, SccpAddress] = {}
+_encoded: dict[SccpAddress, bytes] = {}
+_KINDS: Final = {int(k): k for k in SccpType}
 
 
 def bcd_encode(digits: str) -> bytes:
@@ -57,6 +63,14 @@ class SccpAddress:
     gti: int = GTI_FULL
 
     def encode(self) -> bytes:
+        out = _encoded.get(self)
+        if out is None:
+            if len(_encoded) >= _ADDRESS_CACHE:
+                _encoded.clear()
+            out = _encoded[self] = self._encode()
+        return out
+
+    def _encode(self) -> bytes:
         gti = self.gti if self.gt else 0
         ai = (0 if self.route_on_gt else 0x40) | gti << 2
         out = bytearray([ai])
@@ -81,6 +95,16 @@ class SccpAddress:
 
     @classmethod
     def decode(cls, data: bytes) -> SccpAddress:
+        found = _decoded.get(data)
+        if found is None:
+            found = cls._decode(data)  # (what cannot be read raises, and is not kept)
+            if len(_decoded) >= _ADDRESS_CACHE:
+                _decoded.clear()
+            _decoded[data] = found
+        return found
+
+    @classmethod
+    def _decode(cls, data: bytes) -> SccpAddress:
         if not data:
             raise SccpError(RC_UNQUALIFIED, "empty address")
         ai = data[0]
@@ -149,43 +173,36 @@ class Unitdata:
 
 
 def encode(u: Unitdata) -> bytes:
-    parts = [u.called.encode(), u.calling.encode(), u.data]
-    second = u.return_cause if u.kind in (SccpType.UDTS, SccpType.XUDTS) else u.protocol_class
-    if len(u.data) > 255 or any(len(p) > 255 for p in parts[:2]):
+    called, calling, data = u.called.encode(), u.calling.encode(), u.data
+    kind = u.kind
+    if len(data) > 255 or len(called) > 255 or len(calling) > 255:
         raise SccpError(RC_ERROR_IN_MESSAGE_TRANSPORT, "a part longer than 255 octets")
-    if u.kind in (SccpType.UDT, SccpType.UDTS):
-        head = bytearray([u.kind, second])
-        n_ptr = 3
-    else:
-        head = bytearray([u.kind, second, u.hop_counter])
-        n_ptr = 4
     # Each pointer counts from its own octet to its part's length octet (Q.713 §2.3).
-    ptr_start = len(head)
-    offsets = []
-    pos = ptr_start + n_ptr
-    for p in parts:
-        offsets.append(pos)
-        pos += 1 + len(p)
-    for i, off in enumerate(offsets):
-        head.append(off - (ptr_start + i))
-    if n_ptr == 4:
-        head.append(0)  # no optional part
-    for p in parts:
-        head.append(len(p))
-        head += p
-    return bytes(head)
+    p1 = 3 if kind in (SccpType.UDT, SccpType.UDTS) else 4
+    p2 = p1 + len(called)
+    p3 = p2 + len(calling)
+    if kind is SccpType.UDT or kind is SccpType.UDTS:
+        second = u.protocol_class if kind is SccpType.UDT else u.return_cause
+        head = bytes((kind, second, p1, p2, p3))
+    else:
+        second = u.protocol_class if kind is SccpType.XUDT else u.return_cause
+        head = bytes((kind, second, u.hop_counter, p1, p2, p3, 0))  # (no optional part)
+    return b"".join((head, bytes((len(called),)), called, bytes((len(calling),)), calling,
+                     bytes((len(data),)), data))  # fmt: skip
 
 
 def decode(data: bytes) -> Unitdata:
-    if len(data) < 2:
+    if type(data) is not bytes:
+        data = bytes(data)
+    n = len(data)
+    if n < 2:
         raise SccpError(RC_UNQUALIFIED, "message shorter than two octets")
-    try:
-        kind = SccpType(data[0])
-    except ValueError:
-        raise SccpError(RC_UNQUALIFIED, f"message type {data[0]:#04x} not supported") from None
-    long_form = kind in (SccpType.XUDT, SccpType.XUDTS)
+    kind = _KINDS.get(data[0])
+    if kind is None:
+        raise SccpError(RC_UNQUALIFIED, f"message type {data[0]:#04x} not supported")
+    long_form = kind is SccpType.XUDT or kind is SccpType.XUDTS
     ptr_start = 3 if long_form else 2
-    if len(data) < ptr_start + 3:
+    if n < ptr_start + 3:
         raise SccpError(RC_UNQUALIFIED, "message too short for its pointers")
     parts = []
     for i in range(3):
@@ -194,13 +211,13 @@ def decode(data: bytes) -> Unitdata:
         if ptr == 0:
             raise SccpError(RC_UNQUALIFIED, f"pointer {i + 1} is zero")
         start = at + ptr
-        if start >= len(data) or start + 1 + data[start] > len(data):
+        if start >= n or start + 1 + data[start] > n:
             raise SccpError(RC_UNQUALIFIED, f"part {i + 1} runs past the message")
-        parts.append(bytes(data[start + 1 : start + 1 + data[start]]))
+        parts.append(data[start + 1 : start + 1 + data[start]])
     called, calling = SccpAddress.decode(parts[0]), SccpAddress.decode(parts[1])
     second = data[1]
     hop = data[2] if long_form else HOP_COUNTER
-    if kind in (SccpType.UDTS, SccpType.XUDTS):
+    if kind is SccpType.UDTS or kind is SccpType.XUDTS:
         return Unitdata(called, calling, parts[2], kind, 0, second, hop)
     if second & 0x0F > 1:
         raise SccpError(RC_UNQUALIFIED, f"protocol class {second & 0x0F} is not connectionless")

@@ -15,10 +15,11 @@ The transport calls :meth:`CapServer.connection_made` with an object that has
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -158,7 +159,8 @@ class CapServer:
         self.clock = clock
         self.dialogues = DialogueTable(self.config.max_dialogues)
         self.counters = Counters()
-        self._locks: dict[bytes, asyncio.Lock] = {}
+        #: Dialogues with a message in hand, each with the messages waiting behind it.
+        self._busy: dict[bytes, collections.deque[asyncio.Future[None]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.Task[None] | None = None
         self.associations: set[Association] = set()
@@ -321,12 +323,37 @@ class CapServer:
             return
         await self._deliver(d, msg, ended=False)
 
-    async def _locked(self, d: Dialogue, work: Awaitable[None]) -> None:
-        lock = self._locks.setdefault(d.local_tid, asyncio.Lock())
-        async with lock:
+    async def _locked(self, d: Dialogue, work: Coroutine[object, object, None]) -> None:
+        """Run ``work`` when no other message of the dialogue is in hand (they are taken in
+        the order they came). Lighter than an asyncio.Lock per dialogue: the common case, no
+        other message in hand, makes no object at all."""
+        tid = d.local_tid
+        waiting = self._busy.get(tid)
+        if waiting is None:
+            self._busy[tid] = collections.deque()
+        else:
+            turn = asyncio.get_running_loop().create_future()
+            waiting.append(turn)
+            try:
+                await turn
+            except asyncio.CancelledError:
+                work.close()
+                if turn.done() and not turn.cancelled():
+                    self._next(tid)  # our turn had come: hand it on
+                raise
+        try:
             await work
-        if self.dialogues.get(d.local_tid) is None and not lock.locked():
-            self._locks.pop(d.local_tid, None)
+        finally:
+            self._next(tid)
+
+    def _next(self, tid: bytes) -> None:
+        waiting = self._busy[tid]
+        while waiting:
+            turn = waiting.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        del self._busy[tid]
 
     async def _deliver(self, d: Dialogue, msg: TcapMessage, *, ended: bool) -> None:
         await self._locked(d, self._deliver_locked(d, msg, ended=ended))

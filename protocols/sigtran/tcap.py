@@ -269,7 +269,14 @@ def scan_otid(data: bytes) -> bytes | None:
 # -- encoding -----------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=64)
 def dialogue_value(d: DialoguePortion) -> dict[str, Any]:
+    """pycrate's value of a dialogue portion (shared, and frozen for the fast path: the
+    AARE of each phase goes out with every first answer)."""
+    return fastber.freeze(_dialogue_value(d))  # type: ignore[no-any-return]
+
+
+def _dialogue_value(d: DialoguePortion) -> dict[str, Any]:
     pdu: dict[str, Any]
     if d.kind is DialogueKind.REQUEST:
         pdu = {"protocol-version": _VERSION1, "application-context-name": d.application_context}

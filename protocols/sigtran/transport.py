@@ -5,10 +5,15 @@ one event loop (in-process tests of the whole stack above SCTP); :mod:`usrsctp` 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import socket
-from typing import Any, Protocol
+import struct
+from typing import Any, Final, Protocol
 
-from protocols.sigtran.constants import SCTP_UDP_PORT
+from protocols.sigtran.constants import M3UA_PPID, SCTP_UDP_PORT
+
+log = logging.getLogger(__name__)
 
 
 class Receiver(Protocol):
@@ -55,28 +60,86 @@ class Listener(Protocol):
     def close(self) -> None: ...
 
 
+#: The SCTP_SNDRCV ancillary message (Linux <linux/sctp.h>, RFC 6458 §5.3.2): level
+#: IPPROTO_SCTP, type 1, a struct sctp_sndrcvinfo { u16 stream, ssn, flags; u32 ppid,
+#: context, timetolive, tsn, cumtsn; s32 assoc_id } in native layout (32 octets, two of
+#: padding after flags), the PPID in network order.
+SCTP_SNDRCV: Final = 1
+_SNDRCVINFO: Final = struct.Struct("@HHHIIIIIi")
+#: How soon a send the kernel had no room for is tried again (seconds).
+_RETRY: Final = 0.005
+
+
+def sndrcv_cmsg(stream: int, ppid: int = M3UA_PPID) -> tuple[int, int, bytes]:
+    """The ancillary data that sends one message on SCTP stream ``stream`` with payload
+    protocol identifier ``ppid`` (M3UA's is 3, RFC 4666 §1.4.7), for ``socket.sendmsg``."""
+    info = _SNDRCVINFO.pack(stream, 0, 0, socket.htonl(ppid), 0, 0, 0, 0, 0)
+    return (socket.IPPROTO_SCTP, SCTP_SNDRCV, info)
+
+
 class _KernelAssociation(asyncio.Protocol):
-    """A kernel SCTP association read as a stream: M3UA's own length frames it, and every
-    message goes on stream 0 (a one-to-one socket without ancillary data)."""
+    """A kernel SCTP association, read as a stream (M3UA's own length frames it) and
+    written with ``sendmsg``: each message one SCTP user message on the stream M3UA picked,
+    with PPID 3, in an SCTP_SNDRCV ancillary message (a stream transport's ``write`` would
+    send PPID 0 on stream 0, which an SG may drop). The sends go on a duplicate of the
+    transport's descriptor (asyncio's transport has no ``sendmsg``); what the kernel has no
+    room for waits and is tried again shortly, in order."""
 
     def __init__(self, factory: Any) -> None:
         self.factory = factory
         self.transport: asyncio.Transport | None = None
         self.receiver: Any = None
+        self.sock: Any = None
+        self._pending: list[tuple[int, bytes]] = []
+        self._retry: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        raw = transport.get_extra_info("socket")
+        if raw is not None:
+            self.sock = socket.socket(fileno=os.dup(raw.fileno()))
         self.receiver = self.factory(self)
 
     def send(self, stream: int, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self.sock is None:  # (no socket to send on: the stream, as a last resort)
             self.transport.write(data)
+            return
+        self._pending.append((stream, data))
+        if self._retry is None:
+            self._drain()
+
+    def _drain(self) -> None:
+        self._retry = None
+        while self._pending:
+            stream, data = self._pending[0]
+            try:
+                self.sock.sendmsg([data], [sndrcv_cmsg(stream)], socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                loop = asyncio.get_running_loop()
+                self._retry = loop.call_later(_RETRY, self._drain)
+                return
+            except OSError as exc:
+                log.info("SCTP send failed: %s", exc)
+                self._pending.clear()
+                if self.transport is not None:
+                    self.transport.close()
+                return
+            self._pending.pop(0)
 
     def data_received(self, data: bytes) -> None:
         self.receiver.data_received(-1, data)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        self._pending.clear()
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
         if self.receiver is not None:
             self.receiver.connection_lost()
 

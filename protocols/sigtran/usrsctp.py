@@ -3,10 +3,17 @@ ctypes: for machines whose kernel has no SCTP (``OCS_CAMEL_TRANSPORT=sctp-udp``)
 
 libusrsctp runs its own threads (UDP receive, timers). We use its socket API, non-blocking,
 with an upcall per socket: the upcall (on a library thread) only wakes the event loop, and
-the loop does the reads, accepts and writes. Every socket is bound to the address it is given
-explicitly (127.0.0.1 in tests), so the association advertises no other address of the
-machine. The library is initialised once per process, on one UDP port (the encapsulation
-port, RFC 6951 §5.1: 9899 by default); several listeners and connections share it.
+the loop does the reads, accepts and writes. The upcall is C, not Python: libc's ``fputc``
+writing one octet to a pipe the loop reads (:class:`_Waker`). A Python upcall (a ctypes
+callback) had to take the GIL on the library's receive thread while that thread held the
+association's locks, so every packet in waited for the loop to let go of the GIL and every
+send from the loop waited for the receive thread (profiled: ~15% of the samples of a busy
+gsmSCF were that thread waiting for the GIL, docs/camel.md Speed).
+
+Every socket is bound to the address it is given explicitly (127.0.0.1 in tests), so the
+association advertises no other address of the machine. The library is initialised once
+per process, on one UDP port (the encapsulation port, RFC 6951 §5.1: 9899 by default);
+several listeners and connections share it.
 
 One-to-one style sockets (SOCK_STREAM): one socket per association; M3UA's messages keep
 their boundaries (MSG_EOR), its PPID is 3 and its streams are SCTP streams.
@@ -21,6 +28,7 @@ import errno
 import ipaddress
 import itertools
 import logging
+import os
 import socket
 import threading
 from collections.abc import Callable
@@ -84,12 +92,62 @@ class _InitMsg(ctypes.Structure):
                 ("sinit_max_init_timeo", ctypes.c_uint16)]  # fmt: skip
 
 
+_SNDINFO_SIZE: Final = ctypes.sizeof(_SndInfo)
 _UPCALL = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int)
+#: setvbuf's mode for an unbuffered stream (glibc's <stdio.h>).
+_IONBF: Final = 2
 
 
 def _sockaddr(host: str, port: int) -> _SockaddrIn:
     addr = int(ipaddress.IPv4Address(host))
     return _SockaddrIn(AF_INET, socket.htons(port), socket.htonl(addr), b"")
+
+
+class _Waker:
+    """A pipe that wakes one event loop for the usrsctp sockets it serves.
+
+    The upcall of each socket is libc's ``fputc(int c, FILE *stream)``, called by the
+    library as ``upcall(struct socket *so, void *arg, int flags)`` with ``arg`` this pipe's
+    unbuffered, non-blocking write end as a ``FILE *``: it writes one octet (the low octet
+    of ``so``, which nobody reads) and touches nothing of Python, so it needs no GIL (the
+    third argument, in a register of the System V ABI, is ignored). When the pipe is full
+    the write fails, which is fine: the loop has octets to read already. On each wake the
+    loop drains the pipe and asks every socket it serves what it is ready for. A waker
+    outlives its sockets (a late upcall may still write to it): when its loop has no more
+    sockets it goes back to the library's pool, never closed.
+    """
+
+    def __init__(self, lib: _Library) -> None:
+        self.lib = lib
+        self.r, self.w = os.pipe()
+        os.set_blocking(self.r, False)
+        os.set_blocking(self.w, False)
+        libc = lib.libc
+        self.file = libc.fdopen(self.w, b"w")
+        if not self.file:
+            raise OSError(ctypes.get_errno(), "fdopen of the wake pipe")
+        libc.setvbuf(self.file, None, _IONBF, 0)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.sockets: set[_Socket] = set()
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        loop.add_reader(self.r, self._woken)
+
+    def detach(self) -> None:
+        if self.loop is not None and not self.loop.is_closed():
+            self.loop.remove_reader(self.r)
+        self.loop = None
+
+    def _woken(self) -> None:
+        try:
+            while len(os.read(self.r, 4096)) == 4096:
+                pass
+        except BlockingIOError:
+            pass
+        self.lib.libc.clearerr(self.file)  # (a write that found the pipe full set it)
+        for s in list(self.sockets):
+            s._ready()
 
 
 class _Library:
@@ -147,13 +205,27 @@ class _Library:
         lib.usrsctp_set_non_blocking.argtypes = [ctypes.c_void_p, ctypes.c_int]
         lib.usrsctp_set_upcall.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
         lib.usrsctp_get_events.argtypes = [ctypes.c_void_p]
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.fdopen.argtypes = [ctypes.c_int, ctypes.c_char_p]
+        libc.fdopen.restype = ctypes.c_void_p
+        libc.setvbuf.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_size_t]
+        libc.clearerr.argtypes = [ctypes.c_void_p]
+        libc.clearerr.restype = None
+        self.libc = libc
+        #: The C upcall (docs above): libc's fputc.
+        self.fputc = ctypes.cast(libc.fputc, ctypes.c_void_p)
         lib.usrsctp_init(udp_port, None, None)
         self.lib = lib
         self.udp_port = udp_port
-        #: Sockets by the id their upcall carries.
+        #: Sockets by the id their upcall carries (the Python upcall, see ``python_upcall``).
         self.sockets: dict[int, _Socket] = {}
         self._ids = itertools.count(1)
         self.upcall = _UPCALL(self._upcall)
+        #: A ctypes callback as the upcall instead of the C one (for measuring the difference
+        #: in bench/camel.py; set before the sockets are made).
+        self.python_upcall = False
+        self._wakers: dict[asyncio.AbstractEventLoop, _Waker] = {}
+        self._pool: list[_Waker] = []
 
     @classmethod
     def get(cls, udp_port: int = SCTP_UDP_PORT) -> _Library:
@@ -174,6 +246,26 @@ class _Library:
         sid = next(self._ids)
         self.sockets[sid] = s
         return sid
+
+    def waker(self, s: _Socket) -> _Waker:
+        """The waker of ``s``'s loop (taken from the pool, or new, for a loop's first)."""
+        w = self._wakers.get(s.loop)
+        if w is None:
+            w = self._pool.pop() if self._pool else _Waker(self)
+            w.attach(s.loop)
+            self._wakers[s.loop] = w
+        w.sockets.add(s)
+        return w
+
+    def unwake(self, s: _Socket) -> None:
+        w = self._wakers.get(s.loop)
+        if w is None:
+            return
+        w.sockets.discard(s)
+        if not w.sockets:
+            del self._wakers[s.loop]
+            w.detach()
+            self._pool.append(w)
 
 
 def _check(result: int, what: str) -> None:
@@ -205,9 +297,15 @@ class _Socket:
         init = _InitMsg(STREAMS, STREAMS, 0, 0)
         _check(L.usrsctp_setsockopt(ptr, IPPROTO_SCTP, SCTP_INITMSG, ctypes.byref(init),
                                     ctypes.sizeof(init)), "SCTP_INITMSG")  # fmt: skip
-        L.usrsctp_set_upcall(
-            ptr, ctypes.cast(lib.upcall, ctypes.c_void_p), ctypes.c_void_p(self.id)
-        )
+        if lib.python_upcall:
+            L.usrsctp_set_upcall(
+                ptr, ctypes.cast(lib.upcall, ctypes.c_void_p), ctypes.c_void_p(self.id)
+            )
+        else:
+            L.usrsctp_set_upcall(ptr, lib.fputc, ctypes.c_void_p(lib.waker(self).file))
+        # What arrived before the upcall was set (an accepted association's first messages)
+        # woke nobody: look once.
+        loop.call_soon(self._ready)
 
     def wake(self) -> None:
         """From a library thread: have the loop look at the socket."""
@@ -240,6 +338,7 @@ class _Socket:
         self.lib.sockets.pop(self.id, None)
         self.lib.lib.usrsctp_set_upcall(ptr, None, None)
         self.lib.lib.usrsctp_close(ptr)
+        self.lib.unwake(self)
 
 
 class Receiver(Protocol):
@@ -249,13 +348,35 @@ class Receiver(Protocol):
 
 
 class SctpAssociation(_Socket):
-    """One association: ``send(stream, data)``; what arrives goes to ``receiver``."""
+    """One association: ``send(stream, data)``; what arrives goes to ``receiver``.
+
+    What is sent in one loop turn goes out together at its end (``_flush``): with several
+    messages, Nagle is switched on for all but the last (SCTP_NODELAY off), so the stack
+    queues them, and off again for the last, whose send then puts out everything queued
+    bundled into as few packets as the path MTU allows (RFC 4960 §6.10) -- one SCTP user
+    message per M3UA message still (RFC 4666 §1.4.7), but not one UDP packet, one ``sendmsg``
+    and one SACK'd packet at the peer per message. A single message goes at once as before.
+    """
+
+    #: Bundle the messages of a loop turn (off: one packet per message, for measuring).
+    bundle = True
 
     def __init__(self, lib: _Library, loop: asyncio.AbstractEventLoop, ptr: int | None = None):
         self.receiver: Receiver | None = None
         self._pending: list[tuple[int, bytes]] = []
+        self._flushing = False
         self._partial = bytearray()
         self._buf = ctypes.create_string_buffer(_RECV_BUFFER)
+        self._info = _SndInfo(0, 0, socket.htonl(M3UA_PPID), 0, 0)
+        self._info_ref = ctypes.byref(self._info)
+        self._rcv = _RcvInfo()
+        self._rcv_len = ctypes.c_uint32(0)
+        self._rcv_type = ctypes.c_uint(0)
+        self._rcv_flags = ctypes.c_int(0)
+        self._from_len = ctypes.c_uint32(0)
+        self._recv_args = (self._buf, _RECV_BUFFER, None, ctypes.byref(self._from_len),
+                           ctypes.byref(self._rcv), ctypes.byref(self._rcv_len),
+                           ctypes.byref(self._rcv_type), ctypes.byref(self._rcv_flags))  # fmt: skip
         self.connected: asyncio.Future[None] = loop.create_future()
         self.lost = False
         super().__init__(lib, loop, ptr)
@@ -265,16 +386,48 @@ class SctpAssociation(_Socket):
     def send(self, stream: int, data: bytes) -> None:
         if self.ptr is None or self.lost:
             return
-        if self._pending:
-            self._pending.append((stream, data))
+        self._pending.append((stream, data))
+        if not self._flushing:
+            self._flushing = True
+            self.loop.call_soon(self._flush)
+
+    def _nodelay(self, on: bool) -> None:
+        if self.ptr is None:  # (lost in the middle of a flush)
             return
-        if not self._sendv(stream, data):
-            self._pending.append((stream, data))
+        v = ctypes.c_int(1 if on else 0)
+        self.lib.lib.usrsctp_setsockopt(self.ptr, IPPROTO_SCTP, SCTP_NODELAY, ctypes.byref(v), 4)
+
+    def _flush(self) -> None:
+        self._flushing = False
+        pending = self._pending
+        if not pending or self.ptr is None or self.lost:
+            return
+        last = len(pending) - 1
+        bundled = self.bundle and last > 0
+        if bundled:
+            self._nodelay(False)
+        sent = 0
+        try:
+            for i, (stream, data) in enumerate(pending):
+                if bundled and i == last:
+                    self._nodelay(True)
+                    bundled = False
+                if not self._sendv(stream, data):
+                    break
+                sent += 1
+        finally:
+            if bundled:
+                self._nodelay(True)
+        del pending[:sent]
 
     def _sendv(self, stream: int, data: bytes) -> bool:
-        info = _SndInfo(stream, 0, socket.htonl(M3UA_PPID), 0, 0)
-        n = self.lib.lib.usrsctp_sendv(self.ptr, data, len(data), None, 0, ctypes.byref(info),
-                                       ctypes.sizeof(info), SCTP_SENDV_SNDINFO, 0)  # fmt: skip
+        """One message; False when the stack has no room for it now (EAGAIN: it waits in
+        ``_pending`` for the next SCTP_EVENT_WRITE)."""
+        if self.ptr is None or self.lost:
+            return True
+        self._info.snd_sid = stream
+        n = self.lib.lib.usrsctp_sendv(self.ptr, data, len(data), None, 0, self._info_ref,
+                                       _SNDINFO_SIZE, SCTP_SENDV_SNDINFO, 0)  # fmt: skip
         if n >= 0:
             return True
         e = ctypes.get_errno()
@@ -288,22 +441,22 @@ class SctpAssociation(_Socket):
         if events & SCTP_EVENT_WRITE:
             if not self.connected.done():
                 self.connected.set_result(None)
-            while self._pending and self._sendv(*self._pending[0]):
-                self._pending.pop(0)
+            if self._pending and not self._flushing:
+                self._flush()
         if events & (SCTP_EVENT_READ | SCTP_EVENT_ERROR):
             self._read()
 
     def _read(self) -> None:
-        L = self.lib.lib
-        info = _RcvInfo()
+        recvv = self.lib.lib.usrsctp_recvv
+        args = self._recv_args
+        rcv, rcv_len, flags = self._rcv, self._rcv_len, self._rcv_flags
+        size = ctypes.sizeof(rcv)
         while self.ptr is not None:
-            infolen = ctypes.c_uint32(ctypes.sizeof(info))
-            infotype = ctypes.c_uint(0)
-            flags = ctypes.c_int(0)
-            fromlen = ctypes.c_uint32(0)
-            n = L.usrsctp_recvv(self.ptr, self._buf, _RECV_BUFFER, None, ctypes.byref(fromlen),
-                                ctypes.byref(info), ctypes.byref(infolen),
-                                ctypes.byref(infotype), ctypes.byref(flags))  # fmt: skip
+            rcv_len.value = size
+            self._rcv_type.value = 0
+            flags.value = 0
+            self._from_len.value = 0
+            n = recvv(self.ptr, *args)
             if n < 0:
                 e = ctypes.get_errno()
                 if e in (errno.EAGAIN, errno.EWOULDBLOCK):
@@ -317,11 +470,15 @@ class SctpAssociation(_Socket):
                 return
             if flags.value & MSG_NOTIFICATION:
                 continue
-            self._partial += self._buf.raw[:n]
-            if flags.value & MSG_EOR:
+            if flags.value & MSG_EOR and not self._partial:
+                data = ctypes.string_at(self._buf, n)
+            else:
+                self._partial += ctypes.string_at(self._buf, n)
+                if not flags.value & MSG_EOR:
+                    continue
                 data, self._partial = bytes(self._partial), bytearray()
-                if self.receiver is not None:
-                    self.receiver.data_received(int(info.rcv_sid), data)
+            if self.receiver is not None:
+                self.receiver.data_received(int(rcv.rcv_sid), data)
 
     def _lost(self) -> None:
         if self.lost:
