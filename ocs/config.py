@@ -285,6 +285,8 @@ _CAMEL_INT = {"camel_point_code": (0, 0x3FFF), "camel_routing_context": (0, 0xFF
 _URLS = {"provisioning_url", "provisioning_callback_url"}
 
 
+#: What OCS_LOG_LEVEL may be (any case): the logging module's level names.
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: OCS_DURABILITY values (docs/operations.md, Durability modes).
 DURABILITY = ("auto", "local", "replica", "fsync")
 
@@ -354,6 +356,11 @@ def _coerce(name: str, value: object, source: str) -> object:
         except PeerListError as exc:
             raise ConfigError(f"{where}: {exc}") from None
         return str(value)
+    if name == "log_level":
+        level = str(value).strip().upper()
+        if level not in LOG_LEVELS:
+            raise ConfigError(f"{where}: must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
+        return level
     if name == "log_format" and value not in ("text", "json"):
         raise ConfigError(f"{where}: must be text or json, got {value!r}")
     if name == "native_auth" and value not in ("required", "off"):
