@@ -46,3 +46,20 @@ def test_the_rate_example_prices_the_band_switch() -> None:
         "offpeak: 95 x 0.06 per 60",
     ]
     assert "0.14 EUR" in rating.explain()
+
+
+def test_no_file_holds_a_merge_conflicts_markers() -> None:
+    import subprocess
+
+    root = DOCS.parent
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=root, capture_output=True, text=True, check=False
+    ).stdout.split()
+    marker = re.compile(r"^(<{7} |>{7} |={7}$)", re.M)
+    bad = []
+    for name in tracked or [str(p.relative_to(root)) for p in DOCS.glob("*.md")]:
+        path = root / name
+        text = path.suffix in (".md", ".py", ".lua", ".toml", ".yaml", ".yml", ".json", ".js")
+        if text and path.is_file() and marker.search(path.read_text(errors="replace")):
+            bad.append(name)
+    assert bad == []
