@@ -51,7 +51,7 @@ from protocols.diameter import (
     validate,
 )
 from protocols.diameter import constants as c
-from protocols.diameter.codec import _CLEAN_AVPS, _CLEAN_AVPS_SIZE, _scan
+from protocols.diameter.codec import _CLEAN_AVPS, _CLEAN_AVPS_SIZE, _SEEN_ONCE, _scan
 from protocols.diameter.dictionary import AVPS, BY_NAME, MRule
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -886,6 +886,7 @@ def test_answers_from_pre_encoded_avps_are_what_python_diameter_reads() -> None:
 
 def test_repeated_avps_come_from_the_cache_and_decode_the_same() -> None:
     data = gy_ccr().to_bytes()
+    decode(data)  # (an AVP is kept on its second sighting)
     first, second = decode(data), decode(data)
     _same_as_a_plain_scan(data, second)
     origin = first.find("Origin-Host")
@@ -909,7 +910,8 @@ def test_repeated_avps_come_from_the_cache_and_decode_the_same() -> None:
 
 def test_a_problem_is_found_again_next_to_cached_avps() -> None:
     clean = SESSION + raw(264, b"pgw.example.net") + raw(415, b"\0\0\0\x01")
-    decode(message_with(clean))  # the clean AVPs are cached now
+    for _ in range(2):
+        decode(message_with(clean))  # the clean AVPs are cached now
     for _ in range(2):  # (an AVP with a problem is not cached: found the second time too)
         bad = decode(message_with(clean + raw(1, b"\xff\xfe") + raw(415, b"\0\0\x01")))
         assert [p.result_code for p in bad.problems] == [5004, 5014]
@@ -922,10 +924,16 @@ def test_a_problem_is_found_again_next_to_cached_avps() -> None:
 
 def test_the_cache_of_clean_avps_is_bounded() -> None:
     for i in range(_CLEAN_AVPS_SIZE + 10):
-        decode(message_with(SESSION + raw(264, f"host-{i}".encode())))
-    assert 0 < len(_CLEAN_AVPS) <= _CLEAN_AVPS_SIZE
+        for _ in range(2):
+            decode(message_with(SESSION + raw(264, f"host-{i}".encode())))
+    assert 0 < len(_CLEAN_AVPS) <= _CLEAN_AVPS_SIZE and len(_SEEN_ONCE) <= _CLEAN_AVPS_SIZE
+    # An AVP seen once takes no place (a Used-Service-Unit that differs in every CCR).
+    once = raw(264, b"seen-once.example")
+    decode(message_with(SESSION + once))
+    assert all(a.data != b"seen-once.example" for a, _ in _CLEAN_AVPS.values())
     # An AVP too long to keep is decoded each time.
     long_host = raw(264, b"h" * 600)
-    one, two = (decode(message_with(SESSION + long_host)) for _ in range(2))
+    one, two, three = (decode(message_with(SESSION + long_host)) for _ in range(3))
+    assert three.find("Origin-Host") is not two.find("Origin-Host")
     assert one.find("Origin-Host") is not two.find("Origin-Host")
     assert one.get_str("Origin-Host") == "h" * 600

@@ -662,6 +662,24 @@ def _length_problem(buf: bytes, pos: int, end: int, detail: str, kind: AvpType |
     return Problem(DIAMETER_INVALID_AVP_LENGTH, detail, _failed_header(buf, pos, end, kind))
 
 
+#: Top-level AVPs decoded before without a problem, by their bytes (header and data, no
+#: padding): the AVP and what it adds to the message's shape. A gateway sends the same
+#: Origin-Host, Auth-Application-Id, CC-Request-Type, Service-Context-Id, and mostly the same
+#: Multiple-Services-Credit-Control, in every CCR: such an AVP is one dict lookup instead of
+#: its checks, an object per member and (for a string) its UTF-8 decoding; and its encoding,
+#: when an answer echoes it, is made once (``Avp.to_bytes``). An AVP is immutable, so one
+#: object may stand in many messages. Bounded: emptied when full, AVPs over
+#: ``_CLEAN_AVP_MAX_BYTES``, unknown AVPs and Session-Ids (new in every session) are not kept.
+#: An AVP goes in on its second sighting (the bytes of those seen once are here, and bytes
+#: are no work for the garbage collector): an AVP new in every message (a Used-Service-Unit
+#: that differs, an Event-Timestamp) never takes a place, nor keeps objects alive.
+_CLEAN_AVPS: dict[bytes, tuple[Avp, tuple[Any, ...]]] = {}
+_SEEN_ONCE: set[bytes] = set()
+_CLEAN_AVPS_SIZE: Final = 4096
+_CLEAN_AVP_MAX_BYTES: Final = 512
+_SESSION_ID_CODE: Final = 263
+
+
 def _scan(
     buf: bytes,
     pos: int,
@@ -670,6 +688,7 @@ def _scan(
     problems: list[Problem],
     out: list[Avp],
     shape: list[Any] | None = None,
+    clean: dict[bytes, tuple[Avp, tuple[Any, ...]]] | None = None,
 ) -> None:
     """Append the AVPs in ``buf[pos:end]`` to ``out`` (grouped ones with their members) and
     list in ``problems`` what is wrong with them. A bad AVP length ends the list: nothing after
@@ -679,6 +698,9 @@ def _scan(
     ``shape`` (when given) gets what :func:`validate` looks at, in order: each AVP's key, the
     data of those whose value it checks (:data:`_SHAPE_VALUES`), and -1 / -2 around a grouped
     AVP's members. Two messages of one command with the same shape are valid alike.
+
+    ``clean`` (for a message's top level, with ``shape``): :data:`_CLEAN_AVPS`. An AVP found
+    there by its bytes is that entry's AVP and shape; one decoded without a problem goes in.
     """
     head = _AVP_HEAD.unpack_from
     scan_info = _SCAN_INFO
@@ -725,6 +747,21 @@ def _scan(
                 )
             )
             return
+        wire = None
+        if (
+            clean is not None
+            and shape is not None
+            and key != _SESSION_ID_CODE
+            and length <= _CLEAN_AVP_MAX_BYTES
+        ):
+            wire = buf[pos:stop]
+            hit = clean.get(wire)
+            if hit is not None:
+                append(hit[0])
+                shape.extend(hit[1])
+                pos = stop + (-length & 3)
+                continue
+            before, mark = len(problems), len(shape)
         data = buf[start:stop]
         item = Avp(code, flags, vendor, data, definition)
         append(item)
@@ -804,62 +841,17 @@ def _scan(
                         buf[stop - length : stop] + _PAD[length & 3],
                     )
                 )
-
-
-#: Top-level AVPs decoded before without a problem, by their bytes (header and data, no
-#: padding): the AVP and what it adds to the message's shape. A gateway sends the same
-#: Origin-Host, Auth-Application-Id, CC-Request-Type, Service-Context-Id, and mostly the same
-#: Multiple-Services-Credit-Control, in every CCR: such an AVP is one dict lookup instead of
-#: its checks, an object per member and (for a string) its UTF-8 decoding; and its encoding,
-#: when an answer echoes it, is made once (``Avp.to_bytes``). An AVP is immutable, so one
-#: object may stand in many messages. Bounded: emptied when full, AVPs over
-#: ``_CLEAN_AVP_MAX_BYTES`` and Session-Ids (new in every session) are not kept.
-_CLEAN_AVPS: dict[bytes, tuple[Avp, tuple[Any, ...]]] = {}
-_CLEAN_AVPS_SIZE: Final = 4096
-_CLEAN_AVP_MAX_BYTES: Final = 512
-_SESSION_ID_CODE: Final = 263
-
-
-def _scan_top(
-    buf: bytes, pos: int, end: int, problems: list[Problem], out: list[Avp], shape: list[Any]
-) -> None:
-    """``_scan`` of a message's top-level AVPs, through :data:`_CLEAN_AVPS`.
-
-    Each AVP is decoded by ``_scan`` as before, and so are all the AVPs from the first whose
-    header is not sound (``_scan`` reports it and stops); the result is the same as
-    ``_scan(buf, pos, end, 0, problems, out, shape)`` (``tests/test_diameter_codec.py`` checks
-    it on every message the property tests generate, and on fuzzed ones).
-    """
-    head = _AVP_HEAD.unpack_from
-    clean = _CLEAN_AVPS
-    append = out.append
-    extend = shape.extend
-    while pos < end:
-        if end - pos < 12:
-            break  # (too short for a vendor header: the general scan decides)
-        code, word = head(buf, pos)
-        length = word & 0xFFFFFF
-        stop = pos + length
-        if length < (12 if word & 0x80000000 else 8) or stop > end:
-            break
-        if code == _SESSION_ID_CODE or length > _CLEAN_AVP_MAX_BYTES:
-            _scan(buf, pos, stop, 0, problems, out, shape)
-        else:
-            wire = buf[pos:stop]
-            hit = clean.get(wire)
-            if hit is not None:
-                append(hit[0])
-                extend(hit[1])
-            else:
-                before, mark = len(problems), len(shape)
-                _scan(buf, pos, stop, 0, problems, out, shape)
-                if len(problems) == before:
+        if wire is not None and shape is not None and clean is not None:
+            if len(problems) == before:
+                seen = _SEEN_ONCE
+                if wire in seen:
                     if len(clean) >= _CLEAN_AVPS_SIZE:
                         clean.clear()
-                    clean[wire] = (out[-1], tuple(shape[mark:]))
-        pos = stop + (-length & 3)
-    if pos < end:
-        _scan(buf, pos, end, 0, problems, out, shape)
+                    clean[wire] = (item, tuple(shape[mark:]))
+                else:
+                    if len(seen) >= _CLEAN_AVPS_SIZE:
+                        seen.clear()
+                    seen.add(wire)
 
 
 def _check_header(buf: bytes | bytearray, pos: int, max_size: int) -> int:
@@ -907,7 +899,7 @@ def _decode_body(buf: bytes, length: int) -> Message:
         problems.append(Problem(DIAMETER_INVALID_HDR_BITS, "request with the E-bit set"))
     avps: list[Avp] = []
     shape: list[Any] = []
-    _scan_top(buf, HEADER_SIZE, length, problems, avps, shape)
+    _scan(buf, HEADER_SIZE, length, 0, problems, avps, shape, _CLEAN_AVPS)
     message = Message(word & 0xFFFFFF, avps, app, flags, hop, end, problems)
     message.shape = tuple(shape)
     return message
