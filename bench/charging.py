@@ -28,6 +28,12 @@ money debited must equal the sum of what the replies said was charged.
 
     .venv/bin/python -m bench.charging [--duration S] [--inflight N] [--subscribers N]
         [--rounds R] [--rate R [R ...]] [--connections N] [--no-half-ceiling] [--no-append]
+    .venv/bin/python -m bench.charging --cluster [--duration S] [--rounds R] ...
+
+``--cluster`` runs instead, in interleaved rounds of one run: the ceiling and the OCS on one
+Redis and on a Redis Cluster of 3 masters (no replicas, AOF everysec) that it starts, and the
+OCS with 2 workers (``ocs serve --workers 2``) on the cluster; CPU per request (the OCS's
+summed over its workers, Redis's over the masters) and the scaling ratios.
 
 Children run in sessions of their own and die with this process; Ctrl-C (or SIGTERM) stops
 the workers, then the OCS, then Redis.
@@ -70,7 +76,7 @@ from ocs.constants import (
     IDEMPOTENCY_TTL_SESSION,
     MICRO,
 )
-from ocs.redis_server import EmbeddedRedis
+from ocs.redis_server import EmbeddedCluster, EmbeddedRedis
 from ocs.store.cluster import ClusterRedis, HotRedis, hot_client
 from ocs.store.keys import SubscriberKeys
 from ocs.store.redis_client import PipelinedRedis
@@ -114,6 +120,19 @@ def proc_cpu(pid: int) -> float:
     # The command name (field 2) may hold spaces; fields after it are plain.
     rest = data[data.rindex(")") + 2 :].split()
     return (int(rest[11]) + int(rest[12])) / CLK_TCK
+
+
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a process and its children (``ocs serve --workers N``: the supervisor
+    and its workers), from /proc."""
+    total = proc_cpu(pid)
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                for child in f.read().split():
+                    with contextlib.suppress(OSError):
+                        total += tree_cpu(int(child))
+    return total
 
 
 def host_cpu() -> tuple[int, int, int]:
@@ -265,7 +284,7 @@ class Window:
     async def snapshot(
         self,
     ) -> tuple[float, float, float, tuple[int, bool], tuple[int, int, int]]:
-        ocs = proc_cpu(self.spec.ocs_pid) if self.spec.ocs_pid else 0.0
+        ocs = tree_cpu(self.spec.ocs_pid) if self.spec.ocs_pid else 0.0
         redis = await redis_cpu(self.admin)
         rewrites = await aof_rewrites(self.admin)
         return ocs, redis, time.process_time(), rewrites, host_cpu()
@@ -892,6 +911,15 @@ def command_breakdown(ceilings: list[Outcome], closed: list[Outcome]) -> str:
     return "\n".join(lines)
 
 
+def start_redis(work: Path, stack: contextlib.ExitStack) -> EmbeddedRedis:
+    """The benchmark's private redis-server (AOF on, appendfsync everysec), stopped by
+    ``stack``."""
+    server = EmbeddedRedis(work / "redis", extra_args=("--appendfsync", "everysec"))
+    server.start()
+    stack.callback(server.stop)
+    return server
+
+
 def orchestrate(ns: argparse.Namespace) -> None:
     info = machine()
     common = {
@@ -908,9 +936,7 @@ def orchestrate(ns: argparse.Namespace) -> None:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="ocs-bench-") as tmp, contextlib.ExitStack() as stack:
         work = Path(tmp)
-        server = EmbeddedRedis(work / "redis", extra_args=("--appendfsync", "everysec"))
-        server.start()
-        stack.callback(server.stop)
+        server = start_redis(work, stack)
         info["redis"] = f"{server.version} (AOF on, appendfsync everysec)"
         print(
             f"bench: {info['cpu']}, {info['cores']} cores; Python {info['python']}, "
@@ -1023,6 +1049,114 @@ def orchestrate(ns: argparse.Namespace) -> None:
         print(f"appended to {RESULTS}")
     if not ok:
         sys.exit(1)
+
+
+#: --cluster: the runs of each round, in order (reversed every other round).
+CLUSTER_RUNS: Final = ("ceiling, 1 master", "ceiling, 3 masters", "OCS, 1 master",
+                       "OCS, 3 masters", "OCS (2 workers), 3 masters")  # fmt: skip
+
+
+def orchestrate_cluster(ns: argparse.Namespace) -> None:
+    """``--cluster``: the ceiling and the OCS on one Redis and on a Redis Cluster of 3 masters
+    (no replicas: the figure is sharding, not replication; AOF everysec on every node), and
+    the OCS with 2 workers on the cluster, in interleaved rounds of the same run."""
+    info = machine()
+    common = {"subscribers": ns.subscribers, "inflight": ns.inflight, "warmup": ns.warmup,
+              "duration": ns.duration}  # fmt: skip
+    runs: dict[str, list[Outcome]] = {name: [] for name in CLUSTER_RUNS}
+    everything: list[Outcome] = []
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="ocs-bench-") as tmp, contextlib.ExitStack() as stack:
+        work = Path(tmp)
+        single = start_redis(work, stack)
+        cluster = EmbeddedCluster(work / "cluster", masters=3, replicas=0,
+                                  extra_args=("--appendfsync", "everysec"))  # fmt: skip
+        cluster.start()
+        stack.callback(cluster.stop)
+        info["redis"] = f"{single.version} (AOF on, appendfsync everysec)"
+        print(f"bench: one redis-server on {single.port}; a cluster of 3 masters "
+              f"({cluster.url})", flush=True)  # fmt: skip
+        for url in (single.url, cluster.url):
+            uvloop.run(load_subscribers(url, ns.subscribers))
+        targets: dict[str, dict[str, Any]] = {}
+        urls = (single.url, cluster.url, cluster.url)
+        ocs_runs = zip(CLUSTER_RUNS[2:], urls, (1, 1, 2), strict=True)
+        for i, (name, url, workers) in enumerate(ocs_runs):
+            wd = work / f"ocs{i}"
+            wd.mkdir()
+            env = {"OCS_WORKERS": str(workers)} if workers > 1 else None
+            proc, port = stack.enter_context(ocs_process(url, wd, env))
+            to_ocs = {"ocs_port": port, "ocs_pid": proc.pid, "connections": ns.connections}
+            targets[name] = {"url": url, **to_ocs}
+            everything.append(run_worker(Spec("prime", url, prefix=f"p{i}-", **common, **to_ocs)))
+        targets["ceiling, 1 master"] = {"url": single.url, "connections": ns.ceiling_connections}
+        targets["ceiling, 3 masters"] = {"url": cluster.url,
+                                         "connections": ns.ceiling_connections}  # fmt: skip
+        for rnd in range(ns.rounds):
+            order = CLUSTER_RUNS if rnd % 2 == 0 else CLUSTER_RUNS[::-1]
+            for name in order:
+                t = dict(targets[name])
+                kind = "ceiling" if name.startswith("ceiling") else "closed"
+                spec = Spec(kind, t.pop("url"), prefix=f"c{rnd}{CLUSTER_RUNS.index(name)}-",
+                            seed=200 + rnd, **common, **t)  # fmt: skip
+                r = run_worker(spec)
+                runs[name].append(r)
+                everything.append(r)
+                print(f"  round {rnd + 1} {name:<27}{progress(r)}", flush=True)
+        checks = [uvloop.run(check_accounts(u, ns.subscribers, sample=200))
+                  for u in (single.url, cluster.url)]  # fmt: skip
+    elapsed = time.monotonic() - started
+    summary = {name: Summary.median(rs) for name, rs in runs.items()}
+    lines = [HEADER]
+    for name in CLUSTER_RUNS:
+        lines.append(row(f"{name} (median of {ns.rounds})", summary[name],
+                         ocs=name.startswith("OCS")))  # fmt: skip
+    c1, c3 = summary["ceiling, 1 master"], summary["ceiling, 3 masters"]
+    o1, o3, o3w = (summary[n] for n in CLUSTER_RUNS[2:])
+    projected1 = 1e6 / c1.redis_us if c1.redis_us else float("nan")
+    # Each master is one Redis core: the Redis CPU per request is spread over 3 of them.
+    projected3 = 3e6 / c3.redis_us if c3.redis_us else float("nan")
+    notes = [
+        f"Scaling, same run: the ceiling on 3 masters is {c3.rate / c1.rate:.2f}x the ceiling on "
+        f"one ({c3.rate:,.0f} vs {c1.rate:,.0f} requests/s); the OCS {o3.rate / o1.rate:.2f}x "
+        f"({o3.rate:,.0f} vs {o1.rate:,.0f}), with 2 workers {o3w.rate / o1.rate:.2f}x "
+        f"({o3w.rate:,.0f}). Redis CPU per request: {c1.redis_us:.1f} µs on one master, "
+        f"{c3.redis_us:.1f} µs summed over three (ceiling); {o1.redis_us:.1f} and "
+        f"{o3.redis_us:.1f} µs (OCS).",
+        f"On this machine ({info['cores']} cores shared by the generator, the OCS and every "
+        "Redis) the absolute figures are capped by the cores, not by Redis. With a core per "
+        f"master, Redis's capacity is 1 / (CPU per request): ~{projected1:,.0f} requests/s "
+        f"for one master and ~{projected3:,.0f} for three (each master taking a third of the "
+        "requests), that is the cluster scales with the masters as long as the OCS processes "
+        "(one core each, `--workers`) and the network keep up.",
+    ]
+    correctness, ok = judge(everything, _merge_checks(checks))
+    table = "\n".join(lines)
+    print()
+    print(table)
+    print()
+    for n in notes:
+        print(n)
+    print(correctness)
+    print(f"{'PASS' if ok else 'FAIL'} (correctness; {elapsed:.0f} s)")
+    if not ns.no_append:
+        ns.rate, ns.open_duration = [], 0.0  # (no open-loop runs in this mode)
+        append_results(ns, info, "Redis Cluster (`--cluster`), same run:\n\n" + table,
+                       notes, correctness, sum(r.aof_rewrites for r in everything))  # fmt: skip
+        print(f"appended to {RESULTS}")
+    if not ok:
+        sys.exit(1)
+
+
+def _merge_checks(checks: list[Check]) -> Check:
+    out = Check()
+    for c in checks:
+        out.accounts += c.accounts
+        out.holding += c.holding
+        out.debited += c.debited
+        out.sampled += c.sampled
+        out.open_sessions += c.open_sessions
+    return out
 
 
 def progress(r: Outcome) -> str:
@@ -1197,6 +1331,12 @@ def cli() -> None:
     parser.add_argument(
         "--no-append", action="store_true", help="do not append the results to bench/RESULTS.md"
     )
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="instead: the ceiling and the OCS on one Redis vs a Redis Cluster of 3 masters it "
+        "starts, and the OCS with 2 workers on the cluster, in the same run (docs/operations.md)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     ns = parser.parse_args()
     if ns.worker:
@@ -1208,7 +1348,7 @@ def cli() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_interrupt)
     try:
-        orchestrate(ns)
+        (orchestrate_cluster if ns.cluster else orchestrate)(ns)
     except BaseException:
         # The interrupt may surface as another error (raised inside an event-loop callback).
         if not _interrupted:

@@ -163,10 +163,15 @@ def _redis_namespace(url: str) -> str:
     from urllib.parse import urlsplit
 
     from ocs.store.cluster import is_cluster_url, parse_cluster_url
+    from ocs.store.sentinel import is_sentinel_url, parse_sentinel_url
 
     if is_cluster_url(url):
         nodes = sorted(f"{h}:{p}" for h, p in parse_cluster_url(url).nodes)
         return "redis+cluster://" + ",".join(nodes)
+    if is_sentinel_url(url):
+        sentinel = parse_sentinel_url(url)
+        nodes = sorted(f"{h}:{p}" for h, p in sentinel.sentinels)
+        return "redis+sentinel://" + ",".join(nodes) + "/" + sentinel.master
     u = urlsplit(url)
     return f"{u.scheme}://{u.hostname or ''}" + (f":{u.port}" if u.port else "")
 

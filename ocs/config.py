@@ -285,6 +285,8 @@ _CAMEL_INT = {"camel_point_code": (0, 0x3FFF), "camel_routing_context": (0, 0xFF
 _URLS = {"provisioning_url", "provisioning_callback_url"}
 
 
+#: What OCS_LOG_LEVEL may be (any case): the logging module's level names.
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: OCS_DURABILITY values (docs/operations.md, Durability modes).
 DURABILITY = ("auto", "local", "replica", "fsync")
 
@@ -354,6 +356,11 @@ def _coerce(name: str, value: object, source: str) -> object:
         except PeerListError as exc:
             raise ConfigError(f"{where}: {exc}") from None
         return str(value)
+    if name == "log_level":
+        level = str(value).strip().upper()
+        if level not in LOG_LEVELS:
+            raise ConfigError(f"{where}: must be one of {', '.join(LOG_LEVELS)}, got {value!r}")
+        return level
     if name == "log_format" and value not in ("text", "json"):
         raise ConfigError(f"{where}: must be text or json, got {value!r}")
     if name == "native_auth" and value not in ("required", "off"):
@@ -469,10 +476,13 @@ def _coerce(name: str, value: object, source: str) -> object:
             return None
         if not isinstance(value, str):
             raise ConfigError(
-                f"{where}: must be a redis://, rediss://, unix:// or redis+cluster:// URL"
+                f"{where}: must be a redis://, rediss://, unix://, redis+cluster:// or "
+                "redis+sentinel:// URL"
             )
         if value.startswith("redis+cluster://"):
             return _cluster_url(value, where)
+        if value.startswith("redis+sentinel://"):
+            return _sentinel_url(value, where)
         try:
             parse_url(value)  # what the hot-path client will make of it, checked now
         except ValueError as exc:
@@ -492,6 +502,17 @@ def _cluster_url(value: str, where: str) -> str:
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     return url
+
+
+def _sentinel_url(value: str, where: str) -> str:
+    """A ``redis+sentinel://`` URL, checked (ConfigError if bad)."""
+    from ocs.store.sentinel import parse_sentinel_url
+
+    try:
+        parse_sentinel_url(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    return value
 
 
 def load_settings(

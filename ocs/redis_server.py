@@ -47,7 +47,15 @@ import hiredis
 
 from ocs.lifecycle import ManagedProcess
 
-__all__ = ["EmbeddedCluster", "EmbeddedRedis", "RedisServerError", "default_binary", "node_command"]
+__all__ = [
+    "EmbeddedCluster",
+    "EmbeddedRedis",
+    "EmbeddedSentinel",
+    "EmbeddedSentinelGroup",
+    "RedisServerError",
+    "default_binary",
+    "node_command",
+]
 
 #: File names inside the data directory.
 LOG_FILE: Final = "redis.log"
@@ -623,8 +631,186 @@ class EmbeddedCluster(ManagedProcess):
         return True
 
     def wait_healthy(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.healthy():
-            if time.monotonic() >= deadline:
-                raise RedisServerError(f"the cluster is not healthy after {timeout} s")
-            time.sleep(0.05)
+        _wait_until(self.healthy, timeout, "the cluster")
+
+
+class EmbeddedSentinel(EmbeddedRedis):
+    """One ``redis-server --sentinel`` on 127.0.0.1 watching master ``name`` (its
+    ``sentinel.conf``, which Sentinel rewrites as it learns, lives in ``data_dir``; written
+    once, so a restart keeps what it learnt)."""
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        name: str,
+        master_port: int,
+        quorum: int = 2,
+        down_after_ms: int = 1000,
+        failover_timeout_ms: int = 10_000,
+        binary: str | None = None,
+    ) -> None:
+        super().__init__(data_dir, port=_free_port(), appendonly=False, binary=binary)
+        self.name = name
+        self.master_port = master_port
+        self.quorum = quorum
+        self.down_after_ms = down_after_ms
+        self.failover_timeout_ms = failover_timeout_ms
+
+    @property
+    def conf_path(self) -> Path:
+        return self.data_dir / "sentinel.conf"
+
+    def _argv(self, port: int) -> list[str]:
+        if not self.conf_path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            n = self.name
+            self.conf_path.write_text(
+                f"sentinel monitor {n} 127.0.0.1 {self.master_port} {self.quorum}\n"
+                f"sentinel down-after-milliseconds {n} {self.down_after_ms}\n"
+                f"sentinel failover-timeout {n} {self.failover_timeout_ms}\n"
+                f"sentinel parallel-syncs {n} 1\n"
+            )
+        return [
+            self.binary, str(self.conf_path.resolve()), "--sentinel",
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--daemonize", "no",
+            "--dir", str(self.data_dir.resolve()),
+            "--logfile", str(self.data_dir.resolve() / LOG_FILE),
+        ]  # fmt: skip
+
+    def master(self) -> tuple[str, int] | None:
+        """The master's address as this sentinel sees it now (None: not known)."""
+        reply = node_command(self.port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.name)
+        if not reply:
+            return None
+        return reply[0].decode(), int(reply[1])
+
+
+class EmbeddedSentinelGroup(ManagedProcess):
+    """A private Sentinel deployment on 127.0.0.1: one master, ``replicas`` replicas (every
+    node an :class:`EmbeddedRedis` with its AOF) and ``sentinels`` sentinels that promote a
+    replica when the master is down for ``down_after_ms`` (docs/operations.md). For tests and
+    the chaos benchmark; production deployments come from an operator or chart.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        name: str = "ocs",
+        replicas: int = 1,
+        sentinels: int = 3,
+        down_after_ms: int = 1000,
+        binary: str | None = None,
+        start_timeout: float = DEFAULT_START_TIMEOUT,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.name = name
+        self.start_timeout = start_timeout
+        args = ("--repl-diskless-sync-delay", "0", *extra_args)
+        self.nodes = [
+            EmbeddedRedis(self.data_dir / "node0", port=_free_port(), binary=binary,
+                          extra_args=args)
+        ]  # fmt: skip
+        master = self.nodes[0].port
+        self.nodes += [
+            EmbeddedRedis(
+                self.data_dir / f"node{i}",
+                port=_free_port(),
+                binary=binary,
+                extra_args=(*args, "--replicaof", "127.0.0.1", str(master)),
+            )
+            for i in range(1, replicas + 1)
+        ]
+        self.sentinels = [
+            EmbeddedSentinel(
+                self.data_dir / f"sentinel{i}",
+                name=name,
+                master_port=master,
+                quorum=sentinels // 2 + 1,
+                down_after_ms=down_after_ms,
+                binary=binary,
+            )
+            for i in range(sentinels)
+        ]
+
+    @property
+    def url(self) -> str:
+        """``redis+sentinel://127.0.0.1:S1,127.0.0.1:S2,.../<name>/0``."""
+        nodes = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        return f"redis+sentinel://{nodes}/{self.name}/0"
+
+    def start(self) -> None:
+        """Start the nodes, then the sentinels; return once every sentinel names the same
+        master and knows every replica and the other sentinels."""
+        try:
+            for node in (*self.nodes, *self.sentinels):
+                node.start()
+            self.wait_healthy(self.start_timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        for node in (*self.sentinels, *self.nodes):
+            node.stop()
+
+    def master(self) -> EmbeddedRedis | None:
+        """The node every running sentinel names as master, if they agree and it runs."""
+        seen = set()
+        for sentinel in self.sentinels:
+            if sentinel.running:
+                try:
+                    seen.add(sentinel.master())
+                except OSError:
+                    return None
+        if len(seen) != 1:
+            return None
+        (address,) = seen
+        return next((n for n in self.nodes if address and n.port == address[1]), None)
+
+    def healthy(self) -> bool:
+        """The sentinels agree on a running master that says so, every other node is its
+        replica and online, and every sentinel knows them all and the other sentinels."""
+        try:
+            master = self.master()
+            if master is None or not master.running:
+                return False
+            repl = _parse_info(node_command(master.port, "INFO", "replication"))
+            if repl.get("role") != "master":
+                return False
+            online = sum(1 for k, v in repl.items() if k.startswith("slave") and
+                         k[5:].isdigit() and "state=online" in v)  # fmt: skip
+            if online < len(self.nodes) - 1:
+                return False
+            for sentinel in self.sentinels:
+                state = _pairs(node_command(sentinel.port, "SENTINEL", "MASTER", self.name))
+                if int(state.get("num-slaves", 0)) < len(self.nodes) - 1:
+                    return False
+                if int(state.get("num-other-sentinels", 0)) < len(self.sentinels) - 1:
+                    return False
+                if "s_down" in state.get("flags", "") or "o_down" in state.get("flags", ""):
+                    return False
+        except (OSError, RedisServerError):
+            return False
+        return True
+
+    def wait_healthy(self, timeout: float) -> None:
+        _wait_until(self.healthy, timeout, "the Sentinel deployment")
+
+
+def _wait_until(healthy: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not healthy():
+        if time.monotonic() >= deadline:
+            raise RedisServerError(f"{what} is not healthy after {timeout} s")
+        time.sleep(0.05)
+
+
+def _pairs(reply: Any) -> dict[str, str]:
+    """A flat [name, value, name, value...] reply as a dict of str."""
+    items = [x.decode() if isinstance(x, bytes) else str(x) for x in reply or []]
+    return dict(zip(items[::2], items[1::2], strict=False))

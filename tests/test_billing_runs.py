@@ -61,16 +61,9 @@ def sample(billing_engine: Engine) -> Engine:
     return november(billing_engine)
 
 
-def november(e: Engine) -> Engine:
-    """The sample hierarchy plus a second service L-2 (100.00 a month in advance from
-    2026-11-21, no SLA), November's usage, an order and tickets."""
-    build_sample(e)
-    with e.begin() as c:
-        M.put_service(c, "ACC-1", "L-2", {"description": "VPN site L-2", "monthly_charge": "100",
-                                          "charging": "advance", "start_date": "2026-11-21"},
-                      None)  # fmt: skip
-    put_usage(
-        e,
+def november_usage() -> list[dict[str, Any]]:
+    """November's usage of the sample's line (and two events no account owns)."""
+    return [
         event(LINE, "2026-11-02T08:00:00+01:00", "sms", 20_000),
         event(LINE, "2026-11-03T08:00:00+01:00", "sms", 20_000),
         event(LINE, "2026-11-30T23:59:59+01:00", "sms", 20_000),
@@ -82,7 +75,18 @@ def november(e: Engine) -> Engine:
         event(LINE, "2026-09-15T10:00:00+02:00", "sms", 20_000),
         # another line, no account's
         event("491799999999", "2026-11-05T09:00:00+01:00", "sms", 20_000),
-    )
+    ]
+
+
+def november(e: Engine) -> Engine:
+    """The sample hierarchy plus a second service L-2 (100.00 a month in advance from
+    2026-11-21, no SLA), November's usage, an order and tickets."""
+    build_sample(e)
+    with e.begin() as c:
+        M.put_service(c, "ACC-1", "L-2", {"description": "VPN site L-2", "monthly_charge": "100",
+                                          "charging": "advance", "start_date": "2026-11-21"},
+                      None)  # fmt: skip
+    put_usage(e, *november_usage())
     feeds.accept_batch(e, "orders", [
         # committed the 10th, delivered the 15th: 5 days - 2 grace = 3 x 10.00 = 30.00
         order("O-1", 1, "2026-11-10T12:00:00+01:00", "2026-11-15T09:00:00+01:00"),

@@ -17,7 +17,7 @@ import pytest
 from cli_batch import run_all, run_batch
 from secure import ADMIN, SECURE
 
-from ocs.config import Settings
+from ocs.config import ConfigError, Settings, load_settings
 from ocs.service import Running, run_ocs
 from tests.contract import contract_trace
 
@@ -88,6 +88,12 @@ def test_bad_configuration_is_one_clear_line() -> None:
                        check=False)  # fmt: skip
     assert r.returncode == 1
     assert r.stderr.strip() == "ocs: OCS_NATIVE_PORT: must be an integer, got 'many'"
+
+
+def test_log_level_in_any_case_and_a_bad_one_refused() -> None:
+    assert load_settings({"OCS_LOG_LEVEL": "warning"}).log_level == "WARNING"
+    with pytest.raises(ConfigError, match="OCS_LOG_LEVEL: must be one of DEBUG, INFO"):
+        load_settings({"OCS_LOG_LEVEL": "loud"})
 
 
 def test_unreachable_redis_at_start_is_waited_for_then_one_line() -> None:

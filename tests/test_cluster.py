@@ -31,7 +31,7 @@ from ocs.store.cluster import (
 from ocs.store.durability import apply_durability
 from ocs.store.errors import StoreUnavailable
 from ocs.store.redis_client import NotReplicated, PipelinedRedis, RedisUnavailable
-from ocs.store.store import Store
+from ocs.store.store import ScriptAnswer, Store
 
 # -- slots and URLs (no server) ------------------------------------------------------------
 
@@ -334,6 +334,20 @@ async def test_durability_fsync_sets_appendfsync_always(redis_url: str) -> None:
 # -- a master fails ------------------------------------------------------------------------
 
 
+async def top_up_until_promoted(store: Store, msisdn: str) -> tuple[ScriptAnswer, int]:
+    """One top-up (reference "r"), sent again while the store is unavailable (a master was
+    killed), for at most 20 s: its answer, and how many tries were answered unavailable."""
+    unavailable, started = 0, time.monotonic()
+    while True:
+        try:
+            a = await store.credit(msisdn, kind="topup", amount=1, reference="r", now=2)
+            return a, unavailable
+        except StoreUnavailable:
+            unavailable += 1
+            assert time.monotonic() - started < 20, "no replica was promoted"
+            await asyncio.sleep(0.05)
+
+
 async def test_a_masters_failover_is_followed(tmp_path: Path) -> None:
     cluster = EmbeddedCluster(tmp_path / "c")
     await asyncio.to_thread(cluster.start)
@@ -349,15 +363,7 @@ async def test_a_masters_failover_is_followed(tmp_path: Path) -> None:
             dead = next(n for n in cluster.nodes if n.port == victim.port)
             await asyncio.sleep(1.1)  # the replica has the account (replication is async)
             await asyncio.to_thread(dead.kill)
-            unavailable, started = 0, time.monotonic()
-            while True:
-                try:
-                    a = await store.credit("7", kind="topup", amount=1, reference="r", now=2)
-                    break
-                except StoreUnavailable:
-                    unavailable += 1
-                    assert time.monotonic() - started < 20, "no replica was promoted"
-                    await asyncio.sleep(0.05)
+            a, unavailable = await top_up_until_promoted(store, "7")
             assert unavailable > 0 and a.status == "OK"
             assert client.node_for(K.SubscriberKeys.of("7").account).port != dead.port  # type: ignore[union-attr]
             account = await store.get_account("7")

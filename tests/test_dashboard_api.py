@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine
 
 from ocs.api.app import create_app
 from ocs.auth.credentials import AuthConfig, new_api_key
 from ocs.auth.http import SECURITY
-from ocs.billing import schema as S
+from ocs.billing import usage
 from ocs.billing.api import BillingApi
 from ocs.charging.engine import ChargingConfig, ChargingEngine
 from ocs.charging.tariffs import TariffRegistry
@@ -41,7 +41,8 @@ NOW = 1_796_425_200_000  # 2026-12-05T00:00:00+01:00
 DAY = 86_400_000
 L1, L2 = "491700000001", "491700000002"
 
-#: Usage of November 2026 (UTC days): (event, msisdn, day of month, service, amount micro).
+#: Usage of November 2026 (days of the accounts' zone, Europe/Berlin, billing's day rule):
+#: (event, msisdn, day of month, service, amount micro).
 USAGE = [
     ("e1", L1, 2, "data", 1_250_000),
     ("e2", L1, 2, "voice", 300_000),
@@ -52,15 +53,13 @@ USAGE = [
 
 
 def add_usage(engine: Engine) -> None:
-    with engine.begin() as c:
-        for eid, m, day, svc, amount in USAGE:
-            c.execute(
-                insert(S.usage_event).values(
-                    event_id=eid, msisdn=m, ts=NOV_START_MS + 3_600_000 + (day - 1) * DAY,
-                    kind="commit", service=svc, destination="", units=1, amount=amount,
-                    line_id=None,
-                )
-            )  # fmt: skip
+    """Through billing's ingestion (which keeps the usage rollup the figures read)."""
+    usage.store_usage(engine, [
+        {"event_id": eid, "msisdn": m, "ts": NOV_START_MS + 3_600_000 + (day - 1) * DAY,
+         "kind": "commit", "service": svc, "destination": "", "units": 1, "amount": amount,
+         "line_id": None}
+        for eid, m, day, svc, amount in USAGE
+    ])  # fmt: skip
 
 
 class App:

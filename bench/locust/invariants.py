@@ -41,10 +41,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
-import redis.asyncio as aioredis
 
 from ocs.constants import BUCKET_COUNT
-from ocs.store.keys import SubscriberKeys, account_pattern, msisdn_of_account_key, outbox_key
+from ocs.store.cluster import AdminRedis, admin_client
+from ocs.store.keys import (
+    SubscriberKeys,
+    account_pattern,
+    is_session_field,
+    msisdn_of_account_key,
+    outbox_key,
+)
 
 Event = dict[str, str]
 
@@ -299,7 +305,7 @@ def verify_subscriber(
     return problems
 
 
-async def read_outbox(client: aioredis.Redis, batch: int = 10_000) -> dict[str, list[Event]]:
+async def read_outbox(client: AdminRedis, batch: int = 10_000) -> dict[str, list[Event]]:
     """Every bucket's outbox, as each subscriber's events in stream order."""
     by_sub: dict[str, list[Event]] = {}
     for b in range(BUCKET_COUNT):
@@ -320,7 +326,7 @@ async def read_outbox(client: aioredis.Redis, batch: int = 10_000) -> dict[str, 
     return by_sub
 
 
-async def read_accounts(client: aioredis.Redis) -> dict[str, AccountState]:
+async def read_accounts(client: AdminRedis) -> dict[str, AccountState]:
     """Every account: balance, reserved, version and its open sessions' holds."""
     keys = [_s(k) async for k in client.scan_iter(match=account_pattern(), count=1000)]
     msisdns = [msisdn_of_account_key(k) for k in keys]
@@ -335,7 +341,11 @@ async def read_accounts(client: aioredis.Redis) -> dict[str, AccountState]:
         replies = await pipe.execute()
         for j, m in enumerate(chunk):
             (bal, rsv, ver), sess = replies[2 * j], replies[2 * j + 1]
-            sessions = {_s(sid): int(_unpack(raw)["hm"]) for sid, raw in sess.items()}
+            sessions = {
+                _s(sid): int(_unpack(raw)["hm"])
+                for sid, raw in sess.items()
+                if is_session_field(sid)  # (else a session request's answer)
+            }
             out[m] = AccountState(int(bal or 0), int(rsv or 0), int(ver or 0), sessions)
     return out
 
@@ -355,7 +365,7 @@ async def check(
     generator's [charged, topped up, unanswered] per subscriber (``check_charges`` False when it
     cannot know charges: Diameter); ``abandoned``: engine session ids it could not end.
     """
-    client = aioredis.Redis.from_url(redis_url)
+    client = admin_client(redis_url)  # one Redis, a cluster or the sentinels' master
     try:
         events, accounts = await asyncio.gather(read_outbox(client), read_accounts(client))
     finally:

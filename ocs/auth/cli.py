@@ -75,8 +75,8 @@ def _password(args: argparse.Namespace) -> str:
 def _with_store(args: argparse.Namespace, work: Callable[[Any, Any], Awaitable[T]]) -> T:
     """Run ``work(security_store, authenticator)`` against the configured Redis."""
     from ocs.auth.credentials import AuthConfig, Authenticator
+    from ocs.store.cluster import hot_client
     from ocs.store.errors import StoreUnavailable
-    from ocs.store.redis_client import PipelinedRedis
     from ocs.store.security import SecurityStore
 
     settings = _settings(args)
@@ -85,7 +85,7 @@ def _with_store(args: argparse.Namespace, work: Callable[[Any, Any], Awaitable[T
     url = settings.redis_url
 
     async def main() -> T:
-        async with PipelinedRedis.from_url(url) as client:
+        async with hot_client(url) as client:
             store = SecurityStore(client)
             auth = Authenticator(store, AuthConfig(secret_key=settings.secret_key))
             try:

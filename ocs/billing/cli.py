@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from ocs.billing import exports, feeds, runs
+from ocs.billing import exports, feeds, rollup, runs
 from ocs.billing.db import open_billing_db
 from ocs.billing.errors import BillingError, Invalid
 from ocs.billing.lineage import invoice_exported, lineage_of
@@ -188,6 +188,8 @@ def _dispatch(args: argparse.Namespace) -> int:
                 f"{p['usage']}, fixed {p['fixed']}, LAD {p['lad']}, penalties "
                 f"{p['penalty']}, total {p['total']} {p['currency']}",
             )
+        elif act == "check":
+            return _check(args, e)
         elif act == "aggregates":
             rows = runs.aggregates(
                 e, args.level, args.period, scope=None, offset=0, limit=args.limit
@@ -248,6 +250,24 @@ def _ingest(args: argparse.Namespace) -> int:
         engine.dispose()
 
 
+def _check(args: argparse.Namespace, e: Engine) -> int:
+    """The usage rollup against the events (exit 2: it drifted, and was not repaired)."""
+    found, rebuilt = rollup.check(e, repair=args.repair)
+    lines = [
+        f"{d['account'] if 'account' in d else d['agency'] + ' day ' + str(d['billing_day'])} "
+        f"{d['day']} {d['service'] or '-'}: rollup {d['rollup']} != events {d['scanned']}"
+        for d in found
+    ]
+    if not found:
+        lines.append("usage rollup: exact (it equals the sums of the usage events)")
+    elif rebuilt is not None:
+        lines.append(f"usage rollup: {len(found)} row(s) drifted; rebuilt ({rebuilt} rows)")
+    else:
+        lines.append(f"usage rollup: {len(found)} row(s) drifted (--repair rebuilds it)")
+    _print(args, {"drift": found, "rebuilt": rebuilt}, "\n".join(lines))
+    return 2 if found and rebuilt is None else 0
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "billing", help="enterprise billing: runs, invoices, feeds, explain", description=__doc__
@@ -304,6 +324,8 @@ def register(sub: Any) -> None:
     a.add_argument("--once", action="store_true", help="read what is there, then exit")
     a = acts.add_parser("pending", help="accrued, not yet invoiced, for an account")
     a.add_argument("account")
+    a = acts.add_parser("check", help="the usage rollup against the events (exit 2: drift)")
+    a.add_argument("--repair", action="store_true", help="rebuild it from the events if it drifted")
     a = acts.add_parser("aggregates", help="figures per level for a period")
     a.add_argument("--level", choices=runs.AGG_LEVELS, default="agency")
     a.add_argument("--period", required=True)

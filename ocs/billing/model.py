@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Row, and_, func, select
 
 from ocs.api.problems import FieldError
 from ocs.api.schema import parse_day
+from ocs.billing import rollup
 from ocs.billing import schema as S
 from ocs.billing.errors import Conflict, Invalid, NotFound, invalid
 from ocs.billing.formulas import (
@@ -394,6 +395,9 @@ def update_account(conn: Connection, code: str, body: object, scope: str | None)
         ).first()
     ):
         raise invalid("tax_profile", f"no tax profile {values['tax_profile']!r}")
+    if values.get("billing_day", a.billing_day) != a.billing_day:
+        # (its agency's rollup rows are per billing day: its sums move to the new day's)
+        rollup.rebilled(conn, a.id, a.billing_day, values["billing_day"])
     conn.execute(S.account.update().where(S.account.c.id == a.id).values(**values))
     return account_json(conn, account_info(conn, code, scope))
 
@@ -402,8 +406,10 @@ def delete_account(conn: Connection, code: str, scope: str | None) -> None:
     a = account_info(conn, code, scope)
     if conn.execute(select(S.invoice.c.id).where(S.invoice.c.account_id == a.id)).first():
         raise Conflict(f"account {code!r} has invoices: it cannot be deleted")
-    for t in (S.line, S.fixed_service, S.contract):
-        conn.execute(t.delete().where(t.c.account_id == a.id))
+    msisdns = conn.execute(select(S.line.c.msisdn).where(S.line.c.account_id == a.id)).scalars()
+    with rollup.moving(conn, list(msisdns)):  # (its lines' usage no longer counts for it)
+        for t in (S.line, S.fixed_service, S.contract):
+            conn.execute(t.delete().where(t.c.account_id == a.id))
     conn.execute(S.account.delete().where(S.account.c.id == a.id))
 
 
@@ -430,10 +436,17 @@ def assign_line(
             return {"msisdn": msisdn, "account": a.code, "valid_from": current.valid_from}
         if current.valid_from >= valid_from:
             raise invalid("valid_from", "must be after the current owner's valid_from")
-        conn.execute(S.line.update().where(S.line.c.id == current.id).values(valid_to=valid_from))
-    conn.execute(
-        S.line.insert().values(msisdn=msisdn, account_id=a.id, valid_from=valid_from, valid_to=None)
-    )
+    # (the line's usage from valid_from on, stored already, counts for its new owner now)
+    with rollup.moving(conn, [msisdn]):
+        if current is not None:
+            conn.execute(
+                S.line.update().where(S.line.c.id == current.id).values(valid_to=valid_from)
+            )
+        conn.execute(
+            S.line.insert().values(
+                msisdn=msisdn, account_id=a.id, valid_from=valid_from, valid_to=None
+            )
+        )
     return {"msisdn": msisdn, "account": a.code, "valid_from": valid_from}
 
 
@@ -446,7 +459,10 @@ def end_line(conn: Connection, account_code: str, msisdn: str, at: int, scope: s
     ).first()
     if r is None:
         raise NotFound(f"account {account_code!r} has no line {msisdn!r}")
-    conn.execute(S.line.update().where(S.line.c.id == r.id).values(valid_to=max(at, r.valid_from)))
+    with rollup.moving(conn, [msisdn]):
+        conn.execute(
+            S.line.update().where(S.line.c.id == r.id).values(valid_to=max(at, r.valid_from))
+        )
 
 
 # -- fixed services and contracts ----------------------------------------------------------

@@ -38,12 +38,13 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    true,
     update,
 )
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.util import ClauseAdapter
 
-from ocs.billing import feeds
+from ocs.billing import feeds, rollup
 from ocs.billing import formulas as F
 from ocs.billing import model as M
 from ocs.billing import schema as S
@@ -417,7 +418,8 @@ def mark_usage(
 ) -> None:
     """Point the events of the account's usage lines to them: one UPDATE for all the lines
     (set-based; each event's line chosen by a CASE over the lines' conditions, which are
-    disjoint), so the account's events are read and written once, not once per line."""
+    disjoint), so the account's events are read and written once, not once per line. The
+    events it marks (RETURNING) leave the rollup's pending sums in the same transaction."""
     u = S.usage_event
     whens = [(cond, line_id) for spec, line_id in lines for cond in spec.events or ()]
     if not whens:
@@ -438,7 +440,10 @@ def mark_usage(
             .where(uu.c.ts < cutoff_ms, _on(anyone, uu))
         )
         stmt = update(u).where(u.c.event_id.in_(chosen))
-    conn.execute(stmt.values(line_id=chosen_line))
+    marked = conn.execute(
+        stmt.values(line_id=chosen_line).returning(u.c.msisdn, u.c.ts, u.c.service, u.c.amount)
+    )
+    rollup.billed(conn, marked)
 
 
 def _on(cond: Any, table: Any) -> Any:
@@ -679,9 +684,14 @@ class RunResult:
 
 def _drop_draft(conn: Connection, invoice_id: int) -> None:
     lines = select(S.invoice_line.c.id).where(S.invoice_line.c.invoice_id == invoice_id)
-    conn.execute(
-        update(S.usage_event).where(S.usage_event.c.line_id.in_(lines)).values(line_id=None)
+    u = S.usage_event
+    freed = conn.execute(
+        update(u)
+        .where(u.c.line_id.in_(lines))
+        .values(line_id=None)
+        .returning(u.c.msisdn, u.c.ts, u.c.service, u.c.amount)
     )
+    rollup.unbilled(conn, freed)
     conn.execute(S.invoice_line.delete().where(S.invoice_line.c.invoice_id == invoice_id))
     conn.execute(S.invoice.delete().where(S.invoice.c.id == invoice_id))
 
@@ -1248,7 +1258,8 @@ def aggregates(
 ) -> list[dict[str, Any]]:
     """Per unit of ``level`` for ``period``: billed (issued invoices' totals), drafted, usage,
     LAD and penalties (lines of the period's invoices), pending (usage not yet on any invoice),
-    counts of accounts and invoices."""
+    counts of accounts and invoices. Pending is read from the usage rollup (its rows with
+    unbilled events: :mod:`ocs.billing.rollup`), not scanned from the events."""
     if level not in AGG_LEVELS:
         raise invalid("level", f"must be one of {', '.join(AGG_LEVELS)}")
     agency = S.org.alias("agency")
@@ -1265,81 +1276,55 @@ def aggregates(
         .join(region, agency.c.parent_id == region.c.id)
         .join(national, region.c.parent_id == national.c.id)
     )
-    inv, ln = S.invoice, S.invoice_line
-
-    def scoped(q: Any) -> Any:
-        return q.where(agency.c.code == scope) if scope is not None else q
-
+    inv, ln, d = S.invoice, S.invoice_line, S.usage_daily
     out: dict[str, dict[str, int]] = {}
 
     def acc(key: str) -> dict[str, int]:
-        return out.setdefault(
-            key,
-            dict.fromkeys(
-                (
-                    "billed",
-                    "drafted",
-                    "usage",
-                    "lad",
-                    "penalties",
-                    "pending",
-                    "accounts",
-                    "invoices",
-                ),
-                0,
-            ),
-        )
+        return out.setdefault(key, dict.fromkeys(
+            ("billed", "drafted", "usage", "lad", "penalties", "pending", "accounts",
+             "invoices"), 0))  # fmt: skip
 
+    # Each sum per account first (no join with the hierarchy for each invoice line or rollup
+    # row), then the accounts' sums added up per unit here.
     with engine.connect() as conn:
-        for k, n in conn.execute(
-            scoped(select(unit, func.count()).select_from(base).group_by(unit))
+        q = select(S.account.c.id, unit).select_from(base)
+        if scope is not None:
+            q = q.where(agency.c.code == scope)
+        unit_of: dict[int, str] = {int(a): str(k) for a, k in conn.execute(q)}
+        for key in unit_of.values():
+            acc(key)["accounts"] += 1
+
+        def mine(col: Any) -> Any:
+            """(an agency's caller: its accounts' rows only)"""
+            return col.in_(sorted(unit_of)) if scope is not None else true()
+
+        for a, status, n, total in conn.execute(
+            select(inv.c.account_id, inv.c.status, func.count(), func.sum(inv.c.total))
+            .where(inv.c.period == period, inv.c.kind == "invoice", mine(inv.c.account_id))
+            .group_by(inv.c.account_id, inv.c.status)
         ):
-            acc(k)["accounts"] = int(n)
-        for k, status, n, total in conn.execute(
-            scoped(
-                select(unit, inv.c.status, func.count(), func.sum(inv.c.total))
-                .select_from(base.join(inv, inv.c.account_id == S.account.c.id))
-                .where(inv.c.period == period, inv.c.kind == "invoice")
-                .group_by(unit, inv.c.status)
-            )
-        ):
-            a = acc(k)
-            a["invoices"] += int(n)
-            a["billed" if status == "issued" else "drafted"] += int(total or 0)
-        for k, kind, total in conn.execute(
-            scoped(
-                select(unit, ln.c.kind, func.sum(ln.c.amount))
-                .select_from(
-                    base.join(inv, inv.c.account_id == S.account.c.id).join(
-                        ln, ln.c.invoice_id == inv.c.id
-                    )
-                )
-                .where(inv.c.period == period, inv.c.kind == "invoice")
-                .group_by(unit, ln.c.kind)
-            )
+            if a in unit_of:
+                x = acc(unit_of[a])
+                x["invoices"] += int(n)
+                x["billed" if status == "issued" else "drafted"] += int(total or 0)
+        for a, kind, total in conn.execute(
+            select(inv.c.account_id, ln.c.kind, func.sum(ln.c.amount))
+            .select_from(inv.join(ln, ln.c.invoice_id == inv.c.id))
+            .where(inv.c.period == period, inv.c.kind == "invoice", mine(inv.c.account_id))
+            .group_by(inv.c.account_id, ln.c.kind)
         ):
             name = {"usage": "usage", "lad": "lad", "penalty": "penalties"}.get(kind.split("-")[0])
-            if name:
-                acc(k)[name] += int(total or 0)
-        u = S.usage_event
-        for k, total in conn.execute(
-            scoped(
-                select(unit, func.sum(u.c.amount))
-                .select_from(
-                    base.join(S.line, S.line.c.account_id == S.account.c.id).join(
-                        u,
-                        and_(
-                            u.c.msisdn == S.line.c.msisdn,
-                            u.c.ts >= S.line.c.valid_from,
-                            (S.line.c.valid_to.is_(None)) | (u.c.ts < S.line.c.valid_to),
-                        ),
-                    )
-                )
-                .where(u.c.line_id.is_(None))
-                .group_by(unit)
-            )
+            if name and a in unit_of:
+                acc(unit_of[a])[name] += int(total or 0)
+        # (the rollup's rows with unbilled events: its partial index holds only those; the 0
+        # written in, so that the database sees the index's condition)
+        for a, total in conn.execute(
+            select(d.c.account_id, func.sum(d.c.pending))
+            .where(d.c.pending_events != _inline(0), mine(d.c.account_id))
+            .group_by(d.c.account_id)
         ):
-            acc(k)["pending"] += int(total or 0)
+            if a in unit_of:
+                acc(unit_of[a])["pending"] += int(total or 0)
     rows = []
     for key in sorted(out)[offset : offset + limit]:
         v = out[key]

@@ -171,6 +171,52 @@ usage_event = Table(
     ),
 )
 
+#: The usage of each account, day and service, kept by the statements that change what it
+#: sums (ocs/billing/rollup.py): ``events``/``amount`` every usage event of the account's lines,
+#: ``pending_events``/``pending`` those on no invoice line yet. ``day`` is the account's local
+#: date (ISO 8601) by billing's day rule: the day from one midnight of the account's zone to
+#: the next, the midnights that bound its billing periods. Equal, to the micro-unit, to the
+#: same sums scanned from the usage events (``ocs billing check`` says where it is not).
+usage_daily = Table(
+    "billing_usage_daily",
+    metadata,
+    Column("account_id", Integer, ForeignKey("billing_account.id"), primary_key=True),
+    Column("day", String(10), primary_key=True),
+    Column("service", String(32), primary_key=True),
+    Column("events", BigInteger, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("pending_events", BigInteger, nullable=False),
+    Column("pending", BigInteger, nullable=False),
+    # (the rows with usage on no invoice yet: the pending sums read these only)
+    Index(
+        "ix_billing_usage_daily_pending",
+        "account_id",
+        "pending",
+        sqlite_where=text("pending_events <> 0"),
+        postgresql_where=text("pending_events <> 0"),
+    ),
+    # (SQLite: the primary key is the table, so a range of an account's days is read in
+    # order, with its sums, from one b-tree; and written to one)
+    sqlite_with_rowid=False,
+)
+
+#: The same sums per agency, billing day of its accounts, day and service (the accounts'
+#: rows added up, in the same statements): what the national and regional figures read, a
+#: few thousand rows a month where the accounts' are a hundred thousand.
+usage_daily_agency = Table(
+    "billing_usage_daily_agency",
+    metadata,
+    Column("agency_id", Integer, ForeignKey("billing_org.id"), primary_key=True),
+    Column("billing_day", Integer, primary_key=True),
+    Column("day", String(10), primary_key=True),
+    Column("service", String(32), primary_key=True),
+    Column("events", BigInteger, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("pending_events", BigInteger, nullable=False),
+    Column("pending", BigInteger, nullable=False),
+    sqlite_with_rowid=False,
+)
+
 invoice = Table(
     "billing_invoice",
     metadata,
@@ -219,6 +265,8 @@ invoice_line = Table(
     Column("evidence", Text, nullable=False),
     UniqueConstraint("invoice_id", "seq", name="uq_billing_line_seq"),
     Index("ix_billing_invoice_line_ref", "kind", "ref"),
+    # (the aggregates' sums by kind read this, not the lines with their evidence: 0003)
+    Index("ix_billing_invoice_line_sums", "invoice_id", "kind", "amount"),
 )
 
 #: The last number given in each invoice series (gapless: taken in the issuing transaction).

@@ -8,7 +8,9 @@ consumer claiming it) is written once, since its identity, ``<bucket>/<stream id
 primary key.
 
 Which account an event belongs to is decided at the bill run, from the line's ownership at
-the event's time (a line moved between accounts bills each its own part).
+the event's time (a line moved between accounts bills each its own part). The same
+transaction adds the events it inserted, and only those, to the usage rollup
+(:mod:`ocs.billing.rollup`), by the accounts owning their lines then.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import SQLAlchemyError
 
+from ocs.billing import rollup
 from ocs.billing import schema as S
 from ocs.billing.errors import StorageUnavailable
 from ocs.store.errors import StoreUnavailable
@@ -86,23 +89,62 @@ _PG_INSERT: Final = (
 
 
 def usage_statement(dialect: str, rows: Sequence[Mapping[str, Any]]) -> tuple[str, Any] | None:
-    """The driver-level INSERT of usage rows and its parameters (None: nothing to insert);
-    an event id twice in the batch is inserted once. Built before the transaction opens, so
-    the database never waits, in a transaction, for Python to prepare 10,000 rows."""
-    unique = list({r["event_id"]: r for r in rows}.values())
-    if not unique:
+    """The driver-level INSERT of usage rows and its parameters (None: nothing to insert).
+    Built before the transaction opens, so the database never waits, in a transaction, for
+    Python to prepare 10,000 rows."""
+    if not rows:
         return None
     if dialect == "postgresql":
-        return _PG_INSERT, {f"c{i}": [r[c] for r in unique] for i, c in enumerate(COLUMNS)}
-    return _SQLITE_INSERT, [tuple(r[c] for c in COLUMNS) for r in unique]
+        return _PG_INSERT, {f"c{i}": [r[c] for r in rows] for i, c in enumerate(COLUMNS)}
+    return _SQLITE_INSERT, [tuple(r[c] for c in COLUMNS) for r in rows]
+
+
+def _unique(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """An event id twice in the batch once (the last one)."""
+    return list({r["event_id"]: r for r in rows}.values())
+
+
+class _Raced(StorageUnavailable):
+    """Another writer stored some of the batch between reading what was stored and writing."""
+
+
+class _Replayed(Exception):
+    """Some of the batch was stored already: which ones must be read first (in a new
+    transaction: the rows this one inserted are there now)."""
+
+
+def _insert_all(conn: Connection, rows: Sequence[Mapping[str, Any]], stmt: tuple[str, Any]) -> int:
+    """Insert a batch believed new, and add it to the rollup; _Replayed (roll back) when an
+    event of it was stored before: the rollup must count only what this batch inserted."""
+    n = _execute(conn, stmt)
+    if n != len(rows):
+        raise _Replayed
+    rollup.ingested(conn, rows)
+    return n
 
 
 def insert_usage(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
-    """INSERT usage rows in bulk, skipping those whose event id is stored (the first one
-    stays); how many were new. Driver-level statements: the Core path spent more time
-    building each row's parameters than the database spent storing it."""
-    stmt = usage_statement(conn.dialect.name, rows)
-    return _execute(conn, stmt) if stmt else 0
+    """INSERT the usage rows whose event id is not stored (the first one stays) and add them,
+    and only them, to the rollup, in the caller's transaction; how many were new. A row
+    another writer stores meanwhile makes it raise StorageUnavailable (roll back, try again):
+    it cannot say which rows were its own. Driver-level statements: the Core path spent more
+    time building each row's parameters than the database spent storing it."""
+    unique = _unique(rows)
+    u = S.usage_event
+    seen: set[str] = set()
+    ids = [str(r["event_id"]) for r in unique]
+    for i in range(0, len(ids), 2_000):
+        part = ids[i : i + 2_000]
+        seen.update(conn.execute(select(u.c.event_id).where(u.c.event_id.in_(part))).scalars())
+    fresh = [r for r in unique if r["event_id"] not in seen]
+    stmt = usage_statement(conn.dialect.name, fresh)
+    if stmt is None:
+        return 0
+    try:
+        return _insert_all(conn, fresh, stmt)
+    except _Replayed:
+        raise _Raced("billing database: usage stored by another writer meanwhile; "
+                     "try the batch again") from None  # fmt: skip
 
 
 def _execute(conn: Connection, stmt: tuple[str, Any]) -> int:
@@ -110,14 +152,33 @@ def _execute(conn: Connection, stmt: tuple[str, Any]) -> int:
     return max(int(result.rowcount or 0), 0)
 
 
+#: Tries of a batch some of which was stored before, while other writers store it too.
+REPLAY_TRIES: Final = 3
+
+
 def store_usage(engine: Engine, rows: Sequence[Mapping[str, Any]]) -> int:
-    """Write a batch of usage rows in one transaction; how many were new."""
-    stmt = usage_statement(engine.dialect.name, rows)
+    """Write a batch of usage rows in one transaction, with their sums in the rollup; how
+    many were new. The usual batch is all new: one INSERT, and its row count says so. One
+    with events stored before (read again after a crash) is rolled back and written again,
+    those events left out (:func:`insert_usage`)."""
+    unique = _unique(rows)
+    stmt = usage_statement(engine.dialect.name, unique)
     if stmt is None:
         return 0
     try:
+        try:
+            with engine.begin() as conn:
+                return _insert_all(conn, unique, stmt)
+        except _Replayed:
+            pass
+        for _ in range(REPLAY_TRIES - 1):
+            try:
+                with engine.begin() as conn:
+                    return insert_usage(conn, unique)
+            except _Raced:
+                continue
         with engine.begin() as conn:
-            return _execute(conn, stmt)
+            return insert_usage(conn, unique)
     except SQLAlchemyError as exc:
         raise StorageUnavailable(f"billing database: {exc}") from exc
 

@@ -23,8 +23,10 @@ write per loop turn) per master, and routes each command by the slot of its key:
 Off the hot path, redis-py's ``RedisCluster`` is used (:func:`admin_client`); the URL decides
 which client every component gets (:func:`hot_client`, :func:`admin_client`).
 
-URLs: ``redis://host:port/db`` (one Redis) or ``redis+cluster://[user:pass@]host:port,
-host:port/`` (a cluster: any of its nodes; the others are learned from the slot map).
+URLs: ``redis://host:port/db`` (one Redis), ``redis+cluster://[user:pass@]host:port,
+host:port/`` (a cluster: any of its nodes; the others are learned from the slot map) or
+``redis+sentinel://[user:pass@]host:port,host:port/mastername[/db]`` (one master watched by
+sentinels: :mod:`ocs.store.sentinel`).
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
-from urllib.parse import unquote
 
 import redis.asyncio
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -57,6 +58,12 @@ from ocs.store.redis_client import (
     _decode,
     _drop_result,
     _pack,
+)
+from ocs.store.sentinel import (
+    SentinelRedis,
+    is_sentinel_url,
+    parse_hosts,
+    sentinel_admin_client,
 )
 from ocs.tasks import SingleFlight
 
@@ -172,19 +179,8 @@ def parse_cluster_url(url: str) -> RedisAddress:
     netloc, _, path = rest.partition("/")
     if path.strip("/") not in ("", "0"):
         raise ValueError(f"a Redis Cluster has only database 0: {url!r}")
-    auth, _, hosts = netloc.rpartition("@")
-    username = password = None
-    if auth:
-        user, colon, pw = auth.partition(":")
-        username = unquote(user) or None
-        password = unquote(pw) if colon else None
-    nodes = []
-    for item in hosts.split(","):
-        host, colon, port = item.strip().rpartition(":")
-        if not colon or not host or not port.isdigit():
-            raise ValueError(f"bad node {item!r} in Redis Cluster URL {url!r} (host:port)")
-        nodes.append((host.strip("[]"), int(port)))
-    return RedisAddress(tuple(nodes), True, username, password)
+    username, password, nodes = parse_hosts(netloc, "node", url)
+    return RedisAddress(nodes, True, username, password)
 
 
 # -- the hot-path cluster client ---------------------------------------------------------
@@ -538,15 +534,21 @@ AdminRedis: TypeAlias = "redis.asyncio.Redis | RedisCluster"
 
 
 def hot_client(url: str, **kwargs: Any) -> HotRedis:
-    """The auto-pipelining client for ``url`` (a cluster for ``redis+cluster://``)."""
+    """The auto-pipelining client for ``url`` (a cluster for ``redis+cluster://``, the
+    master the sentinels name for ``redis+sentinel://``)."""
     if is_cluster_url(url):
         return ClusterRedis.from_url(url, **kwargs)
+    if is_sentinel_url(url):
+        return SentinelRedis.from_url(url, **kwargs)
     return PipelinedRedis.from_url(url, **kwargs)
 
 
 def admin_client(url: str, **kwargs: Any) -> AdminRedis:
     """redis-py's client for ``url``: ``RedisCluster`` for ``redis+cluster://`` (it follows
-    MOVED and ASK itself), else ``Redis``. Keyword arguments go to redis-py."""
+    MOVED and ASK itself), the sentinels' master for ``redis+sentinel://``, else ``Redis``.
+    Keyword arguments go to redis-py."""
+    if is_sentinel_url(url):
+        return sentinel_admin_client(url, **kwargs)
     if is_cluster_url(url):
         address = parse_cluster_url(url)
         return RedisCluster(

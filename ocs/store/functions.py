@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Final
@@ -42,9 +42,13 @@ def _read(name: str) -> str:
     return (resources.files("ocs.store") / "scripts" / f"{name}.lua").read_text()
 
 
-def build_library(names: Sequence[str], prelude: str | None = None) -> Library:
-    """One library holding the scripts ``names`` (their bodies after the shared prelude)."""
-    lib = _read("lib") if prelude is None else prelude
+def build_library(
+    names: Sequence[str], prelude: str | None = None, read: Callable[[str], str] = _read
+) -> Library:
+    """One library holding the scripts ``names`` (their bodies after the shared prelude).
+    ``read`` gives a script's text by name (``"lib"``: the prelude), the package's by default
+    (bench/scripts_cost.py builds an earlier revision's)."""
+    lib = read("lib") if prelude is None else prelude
     block = _BLOCK.search(lib)
     if block is None:
         raise ValueError("lib.lua: no '-- per call {' ... '-- per call }' block")
@@ -62,7 +66,7 @@ def build_library(names: Sequence[str], prelude: str | None = None) -> Library:
         + "".join(f"local {d}\n" for d in declared)
         + lib[block.end() :]
     )
-    bodies = {name: _read(name) for name in names}
+    bodies = {name: read(name) for name in names}
     digest = hashlib.sha1((prelude_code + "".join(bodies[n] for n in names)).encode()).hexdigest()[
         :12
     ]

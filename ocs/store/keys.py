@@ -2,7 +2,8 @@
 above ocs/store knows a Redis key).
 
 Every key of a subscriber carries the hash tag of its bucket, ``{b<N>}``, so the account, its
-sessions, its idempotency answers, and the bucket's outbox stream and expiry index share one
+sessions (and the answers of its session requests, fields of the same hash), its idempotency
+answers of one-shot requests, and the bucket's outbox stream and expiry index share one
 Redis Cluster slot and one Lua script can touch them all atomically.
 """
 
@@ -80,6 +81,12 @@ def session_index_key(session_id: str) -> str:
     return f"{KEY_PREFIX}:sidx:{session_id}"
 
 
+def session_answers_since_key() -> str:
+    """When (Unix ms; 0: never) this store first ran scripts that keep session answers in
+    the sessions hash: until a session TTL later they also read the keys of before."""
+    return f"{KEY_PREFIX}:store:session-answers-since"
+
+
 def thresholds_pass_key(generation: str) -> str:
     """Held by the process that brings every account up to date with a generation of the
     published thresholds."""
@@ -135,17 +142,36 @@ class SubscriberKeys:
         return keys
 
     def idempotency(self, namespace: str, request_key: str) -> str:
-        """Where a script keeps its answer to a request: per subscriber and per script, so a
-        top-up reference can never replay a debit's answer."""
+        """Where a one-shot script (debit, credit, upsert) keeps its answer to a request: per
+        subscriber and per script, so a top-up reference can never replay a debit's answer.
+        (Session scripts keep theirs in the sessions hash: :data:`SESSION_ANSWER_MARK`.)"""
         return f"{KEY_PREFIX}:{tag(self.bucket)}:idem:{self.msisdn}:{namespace}:{request_key}"
 
-    def for_script(self, namespace: str, request_key: str | None) -> list[str]:
+    def for_script(
+        self, namespace: str, request_key: str | None, legacy: bool = False
+    ) -> list[str]:
+        """KEYS of a script; ``legacy``: a session script is also given the key under which
+        an earlier version kept the request's answer (read, never written)."""
         keys = [
             self.account, self.sessions, self.outbox, self.expiry, self.thresholds, self.notify
         ]  # fmt: skip
-        if request_key is not None:
+        if request_key is not None and (legacy or namespace not in SESSION_SCRIPTS):
             keys.append(self.idempotency(namespace, request_key))
         return keys
+
+
+#: The scripts whose answers are fields of the subscriber's sessions hash, not keys.
+SESSION_SCRIPTS: Final = frozenset(("reserve", "commit", "release"))
+
+#: The first byte of a session answer's field in the sessions hash (then the script's letter
+#: and the request key; scripts/lib.lua, session_lookup). Session ids are UTF-8 text, which
+#: never holds this byte, so a reader of the sessions hash tells them apart by it.
+SESSION_ANSWER_MARK: Final = b"\xff"
+
+
+def is_session_field(field: bytes) -> bool:
+    """Whether a field of a sessions hash is a session (else: a session answer)."""
+    return not field.startswith(SESSION_ANSWER_MARK)
 
 
 _CACHE_SIZE = 500_000

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import time
 import zlib
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
@@ -272,6 +274,12 @@ class Store:
         }
         #: "functions" or "evalsha": how the scripts are called (set by load_scripts()).
         self.script_mode = "evalsha"
+        #: Until when (Unix ms, the requests' clock) a session request also looks for its
+        #: answer under the key an earlier version kept it in (set by load_scripts(); 0:
+        #: not at all). Session answers are fields of the sessions hash now (scripts/lib.lua,
+        #: session_lookup); a replay after an upgrade of a request answered before it still
+        #: finds its answer, for the session TTL those keys live.
+        self.legacy_answers_until = 0
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -306,7 +314,9 @@ class Store:
         """Run a charging script. ``fingerprint`` is what the client asked (not what the
         engine derived from its caches), kept with the answer so that a replay under the same
         key can say whether it was the same request (``ScriptAnswer.replay``)."""
-        keys = SubscriberKeys.of(msisdn).for_script(name, request_key)
+        until = self.legacy_answers_until  # (args[0]: the request's `now`, in every script)
+        legacy = until > 0 and args[0] < until  # type: ignore[operator]
+        keys = SubscriberKeys.of(msisdn).for_script(name, request_key, legacy)
         args.append(fingerprint)
         args.append(self.thresholds_generation)
         # (awaited here rather than through _call and _redis: two coroutines fewer per
@@ -329,6 +339,7 @@ class Store:
         Functions: there they stay EVALSHA scripts, with the same Lua. So do they where the
         Redis user may not run FUNCTION (an ACL without it: NOPERM), with a warning.
         """
+        self.legacy_answers_until = await self._legacy_answers_until()
         if functions and await self._redis_major() >= 7:
             lib = build_library(SCRIPT_NAMES)
             loader = LibraryLoader(self.client, lib.code)
@@ -349,6 +360,27 @@ class Store:
                 return
         for name in SCRIPT_NAMES:
             await self._cmd("SCRIPT", "LOAD", script_source(name))
+
+    async def _legacy_answers_until(self) -> int:
+        """Until when session requests also read the answer keys of an earlier version: a
+        session TTL after the first start of this version on a store that held keys with a
+        TTL (answers of before among them, perhaps); 0 on a store that held none (new)."""
+        key = K.session_answers_since_key()
+        since = await self._cmd("GET", key)
+        if since is None:
+            masters = getattr(self.client, "masters", None)
+            nodes = masters() if callable(masters) else [self.client]
+            expiring = 0
+            for node in nodes:
+                info = _s(await self._redis(node.execute("INFO", "keyspace")))
+                expiring += sum(int(x) for x in re.findall(r"expires=(\d+)", info))
+            start = time.time_ns() // 1_000_000 if expiring else 0
+            if not await self._cmd("SET", key, start, "NX"):
+                since = await self._cmd("GET", key)  # (another process was first)
+            else:
+                since = start
+        first = int(since or 0)
+        return first + self.session_ttl_ms if first else 0
 
     async def _redis_major(self) -> int:
         info = _s(await self._cmd("INFO", "server"))
@@ -464,7 +496,7 @@ class Store:
             "reserve",
             msisdn,
             request_key,
-            [now, msisdn, request_key, self.session_ttl_ms, session_id, service, units, cost,
+            [now, msisdn, request_key, now + self.session_ttl_ms, session_id, service, units, cost,
              bucket_quote, expected_version, hold_ms, flags, destination, location, plan],
             f"reserve:{service}",
         )  # fmt: skip
@@ -489,7 +521,7 @@ class Store:
             "commit",
             msisdn,
             request_key,
-            [now, msisdn, request_key, self.session_ttl_ms, session_id, used, cost,
+            [now, msisdn, request_key, now + self.session_ttl_ms, session_id, used, cost,
              expected_version, next_units, next_cost, bucket_quote, hold_ms, flags],
             f"commit:{used}",
         )  # fmt: skip
@@ -509,7 +541,7 @@ class Store:
             "release",
             msisdn,
             request_key,
-            [now, msisdn, request_key, self.session_ttl_ms, session_id, used, cost,
+            [now, msisdn, request_key, now + self.session_ttl_ms, session_id, used, cost,
              expected_version],
             f"release:{used}",
         )  # fmt: skip
@@ -657,6 +689,8 @@ class Store:
         )
         sessions = []
         for i in range(0, len(sess), 2):
+            if not K.is_session_field(sess[i]):
+                continue  # (a session request's answer)
             s = _unpack(sess[i + 1])
             sessions.append(
                 OpenSession(

@@ -4,30 +4,30 @@ service and by day, LAD and penalty credits, and the same for each child of the 
 
 Plain functions over a SQLAlchemy connection (blocking: the API runs them in a thread). The
 invoice figures are the billing subsystem's own (:func:`ocs.billing.runs.aggregates`); usage
-by service and by day is read from the usage the billing consumer took from the outbox, in
-UTC days of the period.
+by service and by day is read from billing's usage rollup (``billing_usage_daily``, kept as
+the consumer stores the outbox's usage), for each account's billing period in local days of
+its zone: billing's own day and period rule.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import timedelta
 from typing import Any, Final
 
-from sqlalchemy import Connection, Engine, and_, func, select
+from sqlalchemy import Connection, Engine, and_, func, or_, select, true
 
+from ocs.billing import formulas as F
 from ocs.billing import runs
 from ocs.billing import schema as S
-from ocs.billing.errors import NotFound
+from ocs.billing.errors import NotFound, invalid
 
 __all__ = ["LEVELS", "AggregateCache", "Hierarchy", "Unit", "load_hierarchy", "scope_figures"]
 
 LEVELS: Final = ("national", "region", "agency", "account")
 CHILD: Final = {"national": "region", "region": "agency", "agency": "account"}
-DAY_MS: Final = 86_400_000
 #: The invoice figures the billing aggregates give, in micro-units.
 MONEY: Final = ("billed", "drafted", "usage", "lad", "penalties", "pending")
 #: Seconds the billing aggregates of a level are kept (the live feed's tick).
@@ -117,46 +117,79 @@ def load_hierarchy(engine: Engine) -> Hierarchy:
 
 
 def _usage(
-    conn: Connection, accounts: Iterable[str], start_ms: int, end_ms: int, service: str | None
+    conn: Connection, u: Unit, period: str, service: str | None
 ) -> tuple[dict[str, int], list[dict[str, Any]], dict[str, int]]:
-    """Usage of ``accounts`` in [start, end): by service, by UTC day, by account (micro)."""
-    u, ln, acc = S.usage_event, S.line, S.account
-    day = (u.c.ts // DAY_MS).label("day")
-    q = (
-        select(acc.c.code, u.c.service, day, func.sum(u.c.amount), func.sum(u.c.units))
-        .select_from(
-            acc.join(ln, ln.c.account_id == acc.c.id).join(
-                u,
-                and_(
-                    u.c.msisdn == ln.c.msisdn,
-                    u.c.ts >= ln.c.valid_from,
-                    ln.c.valid_to.is_(None) | (u.c.ts < ln.c.valid_to),
-                ),
+    """Usage under ``u`` in ``period`` (micro): by service, by day, by child of ``u`` (by the
+    account itself at the account level). Read from billing's usage rollup: each account's
+    billing period ``period`` (its billing day) in local days of its zone, billing's day rule
+    (ocs/billing/rollup.py), so an account's days add up to what its invoice's period holds.
+    The national and regional levels read the agencies' rows (a few thousand a month), the
+    agency and account levels the accounts' (a range of the key per account)."""
+    y, m = F.parse_period(period)
+    acc = S.account
+    agency, region, national = S.org.alias("agency"), S.org.alias("region"), S.org.alias("nat")
+    above = agency.join(region, agency.c.parent_id == region.c.id).join(
+        national, region.c.parent_id == national.c.id
+    )
+    unit_col = {"national": national, "region": region, "agency": agency, "account": acc}
+    scope = unit_col[u.level].c.code == u.code
+    child = unit_col[CHILD.get(u.level, "account")].c.code
+    windows = {
+        bd: F.period_bounds(y, m, bd)
+        for bd in conn.execute(
+            select(acc.c.billing_day)
+            .select_from(acc.join(above, acc.c.agency_id == agency.c.id))
+            .where(scope)
+            .distinct()
+        ).scalars()
+    }
+    by_service: dict[str, int] = {}
+    by_day: dict[str, int] = {}
+    by_child: dict[str, int] = {}
+    if not windows:
+        return by_service, [], by_child
+    if u.level in ("national", "region"):
+        t: Any = S.usage_daily_agency
+        rows = t.join(above, t.c.agency_id == agency.c.id)
+        billing_day = t.c.billing_day
+    else:
+        t = S.usage_daily
+        rows = t.join(acc, t.c.account_id == acc.c.id).join(above, acc.c.agency_id == agency.c.id)
+        billing_day = acc.c.billing_day
+    first = min(lo for lo, _ in windows.values())
+    last = max(hi for _, hi in windows.values())
+    # (the days of every account's period, then each billing day's own: the first a range of
+    # the primary key after the account or agency, which the database reads in order)
+    in_period = and_(
+        t.c.day >= first.isoformat(),
+        t.c.day < last.isoformat(),
+        or_(
+            *(
+                and_(billing_day == bd, t.c.day >= lo.isoformat(), t.c.day < hi.isoformat())
+                for bd, (lo, hi) in sorted(windows.items())
             )
         )
-        .where(u.c.ts >= start_ms, u.c.ts < end_ms, acc.c.code.in_(list(accounts)))
-        .group_by(acc.c.code, u.c.service, day)
+        if len(windows) > 1
+        else true(),
+    )
+    q = (
+        select(child, t.c.service, t.c.day, func.sum(t.c.amount))
+        .select_from(rows)
+        .where(scope, in_period)
+        .group_by(child, t.c.service, t.c.day)
     )
     if service:
-        q = q.where(u.c.service == service)
-    by_service: dict[str, int] = {}
-    by_day: dict[int, int] = {}
-    by_account: dict[str, int] = {}
-    for code, svc, d, total, _units in conn.execute(q):
+        q = q.where(t.c.service == service)
+    for code, svc, day, total in conn.execute(q):
         amount = int(total or 0)
         by_service[svc] = by_service.get(svc, 0) + amount
-        by_day[int(d)] = by_day.get(int(d), 0) + amount
-        by_account[code] = by_account.get(code, 0) + amount
+        by_day[day] = by_day.get(day, 0) + amount
+        by_child[code] = by_child.get(code, 0) + amount
     days = []
-    for d in range((start_ms // DAY_MS), (end_ms - 1) // DAY_MS + 1):
-        days.append({"day": _day_text(d), "usage": by_day.get(d, 0)})
-    return by_service, days, by_account
-
-
-def _day_text(day: int) -> str:
-    from datetime import datetime
-
-    return datetime.fromtimestamp(day * DAY_MS / 1000, UTC).date().isoformat()
+    for i in range((last - first).days):
+        text = (first + timedelta(days=i)).isoformat()
+        days.append({"day": text, "usage": by_day.get(text, 0)})
+    return by_service, days, by_child
 
 
 class AggregateCache:
@@ -197,21 +230,34 @@ def scope_figures(
 ) -> dict[str, Any]:
     """The scope's figures for ``period`` and one row per child (micro-units)."""
     u = h.unit(level, code, agency)
-    p = runs.Period.of(period, "UTC")
-    start_ms = int(p.start.timestamp() * 1000)
-    end_ms = int(p.end.timestamp() * 1000)
-    own = aggregates.get(level, period).get(code, {})
+    try:
+        F.parse_period(period)
+    except F.FormulaError as exc:
+        raise invalid("period", str(exc)) from None
+    # Billing's aggregates per account (one computation, kept and shared), added up here for
+    # the scope and each child: every figure is a sum over accounts.
+    per_account = aggregates.get("account", period)
+
+    def summed(unit: Unit) -> dict[str, int]:
+        out = dict.fromkeys(MONEY, 0)
+        for a in h.accounts_under(unit):
+            figs = per_account.get(a)
+            if figs:
+                for m in MONEY:
+                    out[m] += figs.get(m, 0)
+        return out
+
+    own = summed(u)
     child_level = CHILD.get(level)
     kids = h.children.get((level, code), []) if child_level else []
-    per_kid = aggregates.get(child_level, period) if child_level else {}
+    accounts = h.accounts_under(u)
     with engine.connect() as conn:
-        accounts = h.accounts_under(u)
-        by_service, days, by_account = _usage(conn, accounts, start_ms, end_ms, service)
+        by_service, days, by_child = _usage(conn, u, period, service)
     children = []
     for k in kids:
         ku = h.units[(child_level or "", k)]
-        figs = per_kid.get(k, {})
-        usage = sum(by_account.get(a, 0) for a in h.accounts_under(ku))
+        figs = summed(ku)
+        usage = by_child.get(k, 0)
         children.append(
             {
                 "level": ku.level,
@@ -225,7 +271,7 @@ def scope_figures(
         )
     return {
         "unit": u,
-        "figures": {m: own.get(m, 0) for m in MONEY},
+        "figures": own,
         "period_usage": sum(by_service.values()),
         "usage_by_service": dict(sorted(by_service.items())),
         "by_day": days,

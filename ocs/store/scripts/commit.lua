@@ -1,17 +1,19 @@
 -- commit: debit the units a session used and, when n > 0, hold the next slice in the same step.
--- ARGV: now, msisdn, request key, idempotency ttl ms, session id, used units, cost of the
+-- ARGV: now, msisdn, request key, answer kept until (now + session TTL, Unix ms),
+--       session id, used units, cost of the
 --       used units in money (rated from the session's money cursor, after the units its held
 --       buckets cover), expected session version (-1: unknown), n next units (0: none),
 --       cost of n, bucket units quoted (-1: script decides), hold ms, flags.
 -- Usage is debited in full even past the credit limit or while barred: it already happened.
 -- Status OK; OKQ when the usage was debited but the next slice needs a quote; OKD when the
 -- usage was debited and the next slice is denied (barred).
-local now, msisdn, rk, ttl = ARGV[1] + 0, ARGV[2], ARGV[3], ARGV[4] + 0
+local now, msisdn, rk = ARGV[1] + 0, ARGV[2], ARGV[3]
 local sid, used, cost, esv = ARGV[5], ARGV[6] + 0, ARGV[7] + 0, ARGV[8] + 0
 local n, cn, bq = ARGV[9] + 0, ARGV[10] + 0, ARGV[11] + 0
 local hold_ms, flags = ARGV[12] + 0, ARGV[13]
 
-local done, a, s = open_session(msisdn, now, sid, esv)
+local af = '\255c' .. rk -- (this request's answer: see session_lookup)
+local done, a, s, counts = open_session(msisdn, now, sid, esv, af)
 if done then
   return done
 end
@@ -30,12 +32,19 @@ if n > 0 then
   end
 end
 s.x = now + hold_ms
-redis.call('HSET', K_SESS, sid, cmsgpack.pack(s))
 index_expiry(a, msisdn, s.x)
+local open, adue = open_state(a, counts)
+local state = answer_due(a, msisdn, now, open, adue, counts)
 save_account(a, now)
+local final = string.find(flags, 'F', 1, true) ~= nil
+local ans = answer(status, a, s, granted, cost, ub, qb, qa, final)
+if state then
+  redis.call('HSET', K_SESS, sid, cmsgpack.pack(s), af, answer_value(ans), OPEN_FIELD, state)
+else
+  redis.call('HSET', K_SESS, sid, cmsgpack.pack(s), af, answer_value(ans))
+end
 -- (numbers as received where the event carries them unchanged: see lib.lua)
 emit('commit', msisdn, a, a.tv, 'sid', sid, 'svc', s.svc, 'rk', rk, 'u', ARGV[6], 'ub', fmt(ub),
   'amt', cost > 0 and '-' .. ARGV[7] or fmt(-cost), 'g', granted == n and ARGV[9] or '0',
   'gb', fmt(s.gb), 'hm', fmt(s.hm), 'dst', s.dst or '')
-local final = string.find(flags, 'F', 1, true) ~= nil
-return idem_put(answer(status, a, s, granted, cost, ub, qb, qa, final), ttl)
+return ans

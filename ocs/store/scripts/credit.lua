@@ -5,6 +5,20 @@
 local now, msisdn, rk, ttl = ARGV[1] + 0, ARGV[2], ARGV[3], ARGV[4] + 0
 local kind, amount, note = ARGV[5], ARGV[6] + 0, ARGV[7]
 
+-- Whether a session is open (the sessions hash also holds session answers: session_lookup).
+-- Only here, and top-ups are rare: the fields are read only when the hash is not empty.
+local function has_open_session()
+  if redis.call('HLEN', K_SESS) == 0 then
+    return false
+  end
+  for _, f in ipairs(redis.call('HKEYS', K_SESS)) do
+    if string.byte(f, 1) ~= ANSWER_MARK then
+      return true
+    end
+  end
+  return false
+end
+
 local prev = idem_get()
 if prev then
   return prev
@@ -22,7 +36,7 @@ a.bal = a.bal + amount
 save_account(a, now)
 emit(kind, msisdn, a, a.tv, 'rk', rk, 'amt', ARGV[6], 'note', note) -- the amount as received
 -- Open sessions may now use more: tell whoever serves them (the Diameter agent sends a RAR).
-if amount > 0 and redis.call('HLEN', K_SESS) > 0 then
+if amount > 0 and has_open_session() then
   redis.call('XADD', K_NTF, 'MAXLEN', '~', '100000', '*', 't', 'credit', 'sub', msisdn,
     'ts', NOW_TEXT, 'bal', a.tb, 'ver', a.tv, 'kind', kind)
 end

@@ -6,14 +6,17 @@
 --   KEYS[4] bucket expiry index (zset), KEYS[5] the bucket's copy of each plan's balance
 --   thresholds (hash: plan -> spec), KEYS[6] the bucket's notification stream (barring
 --   changes for the provisioning worker, webhooks and the Diameter agent), KEYS[7]
---   idempotency key (optional). All carry the subscriber's bucket hash tag, so the script
---   touches one Redis Cluster slot.
+--   idempotency key (debit, credit, upsert: one-shot requests). All carry the subscriber's
+--   bucket hash tag, so the script touches one Redis Cluster slot.
+--   The answers of session requests (reserve, commit, release) are fields of the sessions hash
+--   (see session_lookup), not keys of their own.
 --   Money and units are integers. Lua numbers are doubles (exact to 2^53); the Python side
 --   refuses anything above 10^15, and every number written back goes through fmt(): Redis
 --   would turn a Lua number into text with "%.17g" (exact for these integers, but a slower
 --   sprintf than '%d'), and Lua's own tostring uses "%.14g" (1e+15: digits lost).
 --   The clock is ARGV (now, Unix ms), never TIME: replicas and AOF replay see the same value.
---   ARGV[1] is `now` in every script, ARGV[4] the idempotency TTL in those that have one;
+--   ARGV[1] is `now` in every script, ARGV[4] the idempotency TTL in those that have one
+--   (the session scripts: the time until which the answer is kept, now + TTL, Unix ms);
 --   the last two are the request's fingerprint (see idem_get) and the thresholds' generation.
 --
 -- Cost (Redis CPU is the OCS's bottleneck; measured with callgrind, instructions per call):
@@ -112,6 +115,73 @@ local function idem_put(ans, ttl_ms)
   return ans
 end
 
+-- The answers of session requests (reserve, commit, release) live in the subscriber's sessions
+-- hash, beside the sessions: field ANSWER_MARK .. script letter (r, c, e) .. request key, value
+-- "<kept until, Unix ms>:" .. cmsgpack(answer, fingerprint). A session id is UTF-8 text, which
+-- never holds the byte 0xFF, so the two kinds of field cannot meet. A request reads its session
+-- and its possible earlier answer in one HMGET, and writes both in one HSET: no key, no TTL, no
+-- GET and SET of their own (docs/architecture.md, Performance 15). Any earlier request of the
+-- session replays its answer until the time it was kept until (the request's clock + the
+-- session TTL), also after the release or the expiry of the session; expire_due deletes the
+-- answers past that time, in batches: a new answer asks for a pass half a TTL after its time,
+-- a pass for the next when half of those left are past theirs, so an answer is kept 1 to 1.5
+-- TTLs and one pass deletes many (the expiry index, a.nexp, schedules the passes); when no
+-- session is left open, the pass comes no later than the last answer's time, so the answers
+-- of a subscriber who then makes no requests are kept about a TTL.
+local ANSWER_MARK = 255
+-- And one field, "<open sessions>:<when the next pass for answers is due>[:<the last
+-- answer's time, written by the release of the last open session>]" (absent: not known; see
+-- open_state). The index's score stays a lower bound (a release does not raise it: the next
+-- reserve would have to lower it again); the pass it brings at a released session's hold
+-- reads this field alone and, with no session open and no answer past its time, only moves
+-- the score to the answers' pass (see expire_due).
+local OPEN_FIELD = '\255#'
+
+-- The session's packed record (or false) and the count of open sessions as the hash holds it
+-- (false: not held); or the stored answer of this request (a replay: slot 22 as idem_get's).
+local function session_lookup(sid, af)
+  local r = redis.call('HMGET', K_SESS, sid, af, OPEN_FIELD)
+  local v = r[2]
+  if v then
+    local ans, fp = cmsgpack.unpack(string.sub(v, string.find(v, ':', 1, true) + 1))
+    ans[22] = (fp and fp ~= REQ_FP) and 2 or 1
+    return ans, false
+  end
+  if K_IDEM then
+    -- For a session TTL after an upgrade, the Store also names the key under which an
+    -- earlier version kept this request's answer (Store.legacy_answers_until); never written.
+    local prev = idem_get()
+    if prev then
+      return prev, false
+    end
+  end
+  return nil, r[1], r[3]
+end
+
+-- How many sessions are open (false: not known) and when the next pass for answers is due (0:
+-- none), after load_account and expire_due: what a pass found, else what OPEN_FIELD holds,
+-- else none of either when the account has nothing in the expiry index.
+local function open_state(a, held)
+  if a.open then
+    return a.open, a.adue
+  end
+  if held then
+    local i = string.find(held, ':', 1, true)
+    local j = string.find(held, ':', i + 1, true)
+    return string.sub(held, 1, i - 1) + 0, string.sub(held, i + 1, j and j - 1) + 0
+  end
+  if a.nexp == 0 then
+    return 0, 0
+  end
+  return false, 0
+end
+
+-- The text of a session answer to store (ARGV[4]: kept until, already text).
+local function answer_value(ans)
+  return ARGV[4] .. ':' .. cmsgpack.pack(ans, REQ_FP)
+end
+
+
 -- Re-evaluate the balance thresholds (the account's own, else its plan's) with hysteresis:
 -- a threshold engages when the balance falls below `below` and stays engaged until the
 -- balance is back at `lift` or more. Spec: "below:lift:action;..." (micro-units). Leaves the
@@ -192,7 +262,7 @@ local function load_account()
     tb = tb, tr = tr, tn = tn, vb = bal, vr = rsv, vn = nexp, tv = false,
     nb = (nb and nb ~= 'none') and nb or nil, st0 = st or nil, nb0 = false,
     blo = (blo and blo ~= '') and blo + 0 or nil, bhi = (bhi and bhi ~= '') and bhi + 0 or nil,
-    evaluate = false, crossing = false, thr_dirty = false}
+    evaluate = false, crossing = false, thr_dirty = false, open = false, adue = 0}
   if r[12] ~= THR_GEN then
     crossed(a) -- thresholds changed since this account was last evaluated: before any check
   end
@@ -288,14 +358,6 @@ local function emit(kind, msisdn, a, ver, ...)
   journal_crossing(msisdn, a, ver)
 end
 
-local function get_session(sid)
-  local raw = redis.call('HGET', K_SESS, sid)
-  if raw then
-    return cmsgpack.unpack(raw)
-  end
-  return nil
-end
-
 -- Keep the expiry index's score at (a lower bound of) the earliest session expiry.
 local function index_expiry(a, msisdn, x)
   if a.nexp == 0 or x < a.nexp then
@@ -303,6 +365,34 @@ local function index_expiry(a, msisdn, x)
     account_text(a)
     redis.call('ZADD', K_EXP, a.tn, msisdn)
   end
+end
+
+-- Schedule the deletion of this request's answer (see session_lookup) in the expiry index,
+-- half a TTL past its time (ARGV[4]); before save_account, which writes a.nexp. `open`,
+-- `adue`: open_state's, after this request (`open` false: not known: the index's score stays
+-- a lower bound). Returns OPEN_FIELD's new text (nil: not known, or unchanged).
+local function answer_due(a, msisdn, now, open, adue, held)
+  local keep = ARGV[4] + 0
+  local due = keep + math.floor((keep - now) / 2)
+  if not open then
+    index_expiry(a, msisdn, due)
+    return nil
+  end
+  if adue == 0 or due < adue then
+    adue = due
+  end
+  index_expiry(a, msisdn, adue)
+  -- (a count below 10 without a sprintf; when none is left open, the time after which every
+  -- answer is past its own: this one's and a sixteenth of a TTL, for the requests' clocks,
+  -- which may differ a little between processes)
+  local text = (open < 10 and string.char(48 + open) or fmt(open)) .. ':' .. fmt(adue)
+  if open == 0 then
+    text = text .. ':' .. fmt(keep + math.floor((keep - now) / 16))
+  end
+  if text ~= held then
+    return text
+  end
+  return nil
 end
 
 -- Return a session's held money and bucket units to the account.
@@ -328,19 +418,93 @@ local function expire_due(a, msisdn, now)
   if a.nexp == 0 or now < a.nexp then
     return 0
   end
+  local held = redis.call('HGET', K_SESS, OPEN_FIELD)
+  if held then
+    local open, adue = open_state(a, held)
+    local j = string.find(held, ':', #tostring(open) + 2, true)
+    local last = j and string.sub(held, j + 1) + 0
+    if open == 0 and (last and last <= now or math.min(adue, last or adue) > now) then
+      if last and last <= now then
+        -- No session open and every answer past its time: the key goes, in one DEL.
+        redis.call('DEL', K_SESS)
+        a.open, a.adue, a.nexp = 0, 0, 0
+        redis.call('ZREM', K_EXP, msisdn)
+      else
+        -- No session open, no answer past its time (the pass a released session's hold
+        -- brought): only the index moves, to the answers' pass.
+        a.open, a.adue, a.nexp = 0, adue, math.min(adue, last or adue)
+      end
+      a.held_nexp = a.nexp
+      account_text(a)
+      redis.call('HSET', K_ACCT, 'nexp', a.tn)
+      if a.nexp > 0 then
+        redis.call('ZADD', K_EXP, a.tn, msisdn)
+      end
+      return 0
+    end
+  end
   local raw = redis.call('HGETALL', K_SESS)
   local n, nexp, ver = 0, 0, fmt(a.ver + 1)
+  local gone, kmin, kmax = nil, 0, 0 -- session answers: past their time; the others' range
+  local open, held = 0, false -- sessions left open; the count the hash held
   for i = 1, #raw, 2 do
-    local s = cmsgpack.unpack(raw[i + 1])
-    if s.x <= now then
-      local held = s.hm
-      release_hold(a, s)
-      redis.call('HDEL', K_SESS, raw[i])
-      n = n + 1
-      emit('expire', msisdn, a, ver, 'sid', raw[i], 'svc', s.svc, 'rel', fmt(held),
-        'u', fmt(s.u), 'mc', fmt(s.mc))
-    elseif nexp == 0 or s.x < nexp then
-      nexp = s.x
+    local f, v = raw[i], raw[i + 1]
+    if f == OPEN_FIELD then
+      held = v
+    elseif string.byte(f, 1) == ANSWER_MARK then
+      local keep = string.sub(v, 1, string.find(v, ':', 1, true) - 1) + 0
+      if keep <= now then
+        gone = gone or {}
+        gone[#gone + 1] = f
+      else
+        if kmin == 0 or keep < kmin then
+          kmin = keep
+        end
+        if keep > kmax then
+          kmax = keep
+        end
+      end
+    else
+      local s = cmsgpack.unpack(v)
+      if s.x <= now then
+        local held = s.hm
+        release_hold(a, s)
+        gone = gone or {} -- (deleted with the answers past their time, in one HDEL)
+        gone[#gone + 1] = f
+        n = n + 1
+        emit('expire', msisdn, a, ver, 'sid', f, 'svc', s.svc, 'rel', fmt(held),
+          'u', fmt(s.u), 'mc', fmt(s.mc))
+      else
+        open = open + 1
+        if nexp == 0 or s.x < nexp then
+          nexp = s.x
+        end
+      end
+    end
+  end
+  local adue = 0
+  if kmin > 0 then
+    -- The next batch: when about half of the answers left are past their time.
+    adue = kmin + math.floor((kmax - kmin) / 2)
+    if nexp == 0 or adue < nexp then
+      nexp = adue
+    end
+  end
+  a.open, a.adue = open, adue
+  if open == 0 and kmin == 0 then
+    if held then
+      gone = gone or {}
+      gone[#gone + 1] = OPEN_FIELD -- (nothing else is left: the key goes)
+    end
+  else
+    local text = fmt(open) .. ':' .. fmt(adue)
+    if held ~= text then
+      redis.call('HSET', K_SESS, OPEN_FIELD, text)
+    end
+  end
+  if gone then
+    for i = 1, #gone, 1000 do -- (unpack has a limit on its values)
+      redis.call('HDEL', K_SESS, unpack(gone, i, math.min(i + 999, #gone)))
     end
   end
   a.nexp = nexp
@@ -486,8 +650,8 @@ end
 -- The start commit and release share: a replayed request gets its first answer; then the
 -- account (NOSUB), lazy expiry, and the session at the version the engine expects (NOSESS,
 -- STALE). Returns an answer to return at once, or nil and the account and session.
-local function open_session(msisdn, now, sid, esv)
-  local prev = idem_get()
+local function open_session(msisdn, now, sid, esv, af)
+  local prev, raw, held = session_lookup(sid, af)
   if prev then
     return prev
   end
@@ -495,13 +659,15 @@ local function open_session(msisdn, now, sid, esv)
   if not a then
     return answer('NOSUB')
   end
-  expire_due(a, msisdn, now)
-  local s = get_session(sid)
-  if s == nil then
+  if expire_due(a, msisdn, now) > 0 then
+    raw = redis.call('HGET', K_SESS, sid) -- (it may have been one of those released)
+  end
+  if not raw then
     return unchanged('NOSESS', a)
   end
+  local s = cmsgpack.unpack(raw)
   if esv ~= s.sv then
     return unchanged('STALE', a, s)
   end
-  return nil, a, s
+  return nil, a, s, held
 end
