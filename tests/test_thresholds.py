@@ -321,3 +321,51 @@ async def test_idle_accounts_get_new_thresholds_from_the_background_pass(
     assert await store.claim_thresholds_pass("p9", 60) == "mine"
     assert await store.claim_thresholds_pass("p9", 60) == "mine"
     assert await store.claim_thresholds_pass("p8", 60) == "p9"
+
+
+async def versions_and_events(
+    store: Store, raw: redis.asyncio.Redis, msisdn: str
+) -> tuple[int, list[int]]:
+    """The account's version and the versions its outbox events carry, in order."""
+    entries = await raw.xrange(K.outbox_key(K.bucket_of(msisdn)))
+    vers = [int(f[b"ver"]) for _, f in entries if f[b"sub"] == msisdn.encode()]
+    return (await account(store, msisdn)).version, vers
+
+
+async def test_every_version_has_its_event_when_thresholds_change_on_the_way(
+    engine: ChargingEngine, store: Store, raw_redis: redis.asyncio.Redis
+) -> None:
+    """New thresholds applied by a request that changes nothing else (a balance read, a
+    refused reserve): with no crossing and no new barring the account's version stays; when
+    the barring moves, the new version has a threshold event (empty lists if none crossed)."""
+    await add(store, "512", 5 * E, state="barred-outgoing")
+    v0, evs0 = await versions_and_events(store, raw_redis, "512")
+    await store.publish_thresholds({"per-second": [(-2 * E, 0, "bar-outgoing")]})
+    r = await engine.reserve(ReserveRequest("q", "512", "voice", "q/0", units=60))
+    assert r.outcome is Outcome.SERVICE_DENIED
+    assert await versions_and_events(store, raw_redis, "512") == (v0, evs0)
+    await store.publish_thresholds({"per-second": [(-3 * E, 0, "bar-outgoing")]})
+    assert (await engine.balance("512")).outcome is Outcome.SUCCESS
+    assert await versions_and_events(store, raw_redis, "512") == (v0, evs0)
+    assert (
+        await raw_redis.hget(K.SubscriberKeys.of("512").account, "thv")
+        == store.thresholds_generation.encode()
+    )
+
+    await add(store, "513", -6 * E, limit=100 * E)
+    await store.publish_thresholds({"per-second": LADDER})
+    await engine.balance("513")  # bars: notify and bar-outgoing crossed
+    assert (await account(store, "513")).barring == "outgoing"
+    await store.publish_thresholds({"per-second": [(-10 * E, 0, "bar-all")]})
+    await engine.balance("513")  # lifted: nothing crossed, the barring moved
+    assert (await account(store, "513")).barring == "none"
+    version, vers = await versions_and_events(store, raw_redis, "513")
+    # Every version has its events (a request's, and a crossing's after it), none missing.
+    assert sorted(set(vers)) == list(range(vers[0], version + 1))
+    lifted = (await outbox(raw_redis, "513", "threshold"))[-1]
+    assert (lifted["ver"], lifted["down"], lifted["up"], lifted["nb"]) == (
+        str(version),
+        "",
+        "",
+        "none",
+    )

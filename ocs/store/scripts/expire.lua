@@ -10,8 +10,5 @@ if not a then
   return 0
 end
 local n = expire_due(a, msisdn, now)
-if n > 0 or a.thr_dirty then
-  save_account(a, now)
-  journal_crossing(msisdn, a, a.tv)
-end
+save_side_effects(a, msisdn, now)
 return n

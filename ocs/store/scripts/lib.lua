@@ -283,6 +283,14 @@ local function account_text(a)
   end
 end
 
+-- The thresholds' evaluation (crossed()) as account fields, after those already in args.
+local function threshold_args(a, args)
+  local n = #args
+  args[n + 1], args[n + 2], args[n + 3], args[n + 4] = 'th', a.th, 'nb', a.nb or 'none'
+  args[n + 5], args[n + 6], args[n + 7], args[n + 8] = 'blo', a.tlo, 'bhi', a.thi
+  args[n + 9], args[n + 10] = 'thv', THR_GEN
+end
+
 -- Write back what scripts change (fields whose value is unchanged are left as they are).
 -- Buckets that are used up, or expired and not held, go. a.tv is the new version's text.
 local function save_account(a, now)
@@ -295,10 +303,7 @@ local function save_account(a, now)
     crossed(a)
   end
   if a.thr_dirty then
-    local n = #args
-    args[n + 1], args[n + 2], args[n + 3], args[n + 4] = 'th', a.th, 'nb', a.nb or 'none'
-    args[n + 5], args[n + 6], args[n + 7], args[n + 8] = 'blo', a.tlo, 'bhi', a.thi
-    args[n + 9], args[n + 10] = 'thv', THR_GEN
+    threshold_args(a, args)
   end
   if a.bal ~= a.held_bal then
     args[#args + 1] = 'bal'
@@ -639,10 +644,30 @@ end
 
 -- A refusal or a quote changes nothing the request asked for; lazy expiries it did on the way
 -- are kept (their sessions and events are already written).
+-- Write what a script changed without a request of its own (lazy expiries, thresholds
+-- applied on the way: the request was refused, or the sweeper's pass). A new version has
+-- its event: the expiries' own (written before), or the thresholds' (a crossing, or new
+-- thresholds that change the barring with none crossed: an event with empty lists).
+-- Thresholds evaluated again with neither only refresh the evaluation's fields, which no
+-- event describes, so the version stays: every version has its event in the outbox.
+local function save_side_effects(a, msisdn, now)
+  if a.thr_dirty and not a.crossing and a.nb0 and a.nb0 ~= (a.nb or 'none') then
+    a.crossing = {'', ''}
+  end
+  if a.touched or a.crossing then
+    save_account(a, now)
+    journal_crossing(msisdn, a, a.tv)
+  elseif a.thr_dirty then
+    local args = {}
+    threshold_args(a, args)
+    redis.call('HSET', K_ACCT, unpack(args))
+    journal_crossing(msisdn, a, fmt(a.ver)) -- (a barring notification, if it changed)
+  end
+end
+
 local function unchanged(status, a, s, granted, charged, ub, qb, qa)
-  if a and (a.touched or a.thr_dirty) then
-    save_account(a, ARGV[1] + 0)
-    journal_crossing(ARGV[2], a, a.tv) -- (new thresholds may have been applied on the way)
+  if a then
+    save_side_effects(a, ARGV[2], ARGV[1] + 0)
   end
   return answer(status, a, s, granted, charged, ub, qb, qa)
 end
