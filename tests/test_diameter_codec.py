@@ -51,6 +51,7 @@ from protocols.diameter import (
     validate,
 )
 from protocols.diameter import constants as c
+from protocols.diameter.codec import _CLEAN_AVPS, _CLEAN_AVPS_SIZE, _SEEN_ONCE, _scan
 from protocols.diameter.dictionary import AVPS, BY_NAME, MRule
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -347,9 +348,13 @@ def _their_ccr(request_type: int, number: int) -> bytes:
 
 
 @pytest.mark.parametrize("request_type", [1, 2, 3])
-def test_we_decode_what_python_diameter_encodes(request_type: int) -> None:
+@pytest.mark.parametrize("sighting", [1, 3])
+def test_we_decode_what_python_diameter_encodes(request_type: int, sighting: int) -> None:
+    # (sighting 3: the repeated AVPs come from the decoder's cache of clean AVPs)
     data = _their_ccr(request_type, request_type - 1)
-    ours = decode(data)
+    for _ in range(sighting):
+        ours = decode(data)
+    _same_as_a_plain_scan(data, ours)
     assert ours.problems == []
     assert validate(ours) == []
     same_tree(ours.avps, their_avps(data))
@@ -747,6 +752,24 @@ def _touch(avps: list[Avp]) -> None:
         _touch(a.avps)
 
 
+def _tree(avps: list[Avp]) -> list[Any]:
+    return [(a.code, a.flags, a.vendor, a.data, a.definition, _tree(a.avps)) for a in avps]
+
+
+def _same_as_a_plain_scan(data: bytes, message: Message) -> None:
+    """The decoder's top-level AVP cache changes nothing: the AVPs, problems and shape are
+    those of a scan without it (docs/diameter.md, Speed)."""
+    problems: list[Problem] = []
+    avps: list[Avp] = []
+    shape: list[Any] = []
+    _scan(data, c.HEADER_SIZE, len(data), 0, problems, avps, shape)
+    if data[4] & c.FLAG_REQUEST and data[4] & c.FLAG_ERROR:
+        problems.insert(0, Problem(c.DIAMETER_INVALID_HDR_BITS, "request with the E-bit set"))
+    assert _tree(message.avps) == _tree(avps)
+    assert message.problems == problems
+    assert message.shape == tuple(shape)
+
+
 def _exercise(data: bytes) -> None:
     try:
         message = decode(data)
@@ -754,6 +777,8 @@ def _exercise(data: bytes) -> None:
         code = exc.result_code
         assert code in (5011, 5015)
         return
+    _same_as_a_plain_scan(data, message)
+    _same_as_a_plain_scan(data, decode(data))  # (again: now from the cache)
     problems = validate(message)
     _touch(message.avps)
     message.session_id  # noqa: B018
@@ -858,3 +883,61 @@ def test_answers_from_pre_encoded_avps_are_what_python_diameter_reads() -> None:
         assert theirs.multiple_services_credit_control[0].granted_service_unit.cc_time == 60
         same_tree(decode(data).avps, their_avps(data))
     assert mscc.to_bytes() is first
+
+
+# --- the decoder's cache of clean top-level AVPs (docs/diameter.md, Speed) --------------------
+
+
+def test_repeated_avps_come_from_the_cache_and_decode_the_same() -> None:
+    data = gy_ccr().to_bytes()
+    decode(data)  # (an AVP is kept on its second sighting)
+    first, second = decode(data), decode(data)
+    _same_as_a_plain_scan(data, second)
+    origin = first.find("Origin-Host")
+    assert origin is not None and second.find("Origin-Host") is origin  # one shared object
+    mscc = second.find("Multiple-Services-Credit-Control")
+    assert mscc is not None and mscc is first.find("Multiple-Services-Credit-Control")
+    # Session-Ids are new in every session: decoded each time, never kept.
+    assert second.find("Session-Id") is not first.find("Session-Id")
+    assert not any(a.code == BY_NAME["Session-Id"].code for a, _ in _CLEAN_AVPS.values())
+    # python-diameter reads the answer to the second as it reads the answer to the first.
+    answers = [
+        make_answer(m, result_code=2001, origin_host="ocs", origin_realm="r",
+                    copy=("Auth-Application-Id", "CC-Request-Type", "CC-Request-Number"))
+        for m in (first, second)
+    ]  # fmt: skip
+    assert answers[0].to_bytes() == answers[1].to_bytes()
+    theirs = TheirMessage.from_bytes(answers[1].to_bytes())
+    assert theirs.header.hop_by_hop_identifier == 7
+    assert [a.code for a in theirs.avps] == [a.code for a in answers[0].avps]
+
+
+def test_a_problem_is_found_again_next_to_cached_avps() -> None:
+    clean = SESSION + raw(264, b"pgw.example.net") + raw(415, b"\0\0\0\x01")
+    for _ in range(2):
+        decode(message_with(clean))  # the clean AVPs are cached now
+    for _ in range(2):  # (an AVP with a problem is not cached: found the second time too)
+        bad = decode(message_with(clean + raw(1, b"\xff\xfe") + raw(415, b"\0\0\x01")))
+        assert [p.result_code for p in bad.problems] == [5004, 5014]
+        _same_as_a_plain_scan(message_with(clean + raw(1, b"\xff\xfe") + raw(415, b"\0\0\x01")),
+                              bad)  # fmt: skip
+    # The same bytes with reserved flag bits set are another AVP: 3009, not the cached one.
+    flagged = decode(message_with(SESSION + raw(415, b"\0\0\0\x01", flags=0x41)))
+    assert [p.result_code for p in flagged.problems] == [c.DIAMETER_INVALID_AVP_BITS]
+
+
+def test_the_cache_of_clean_avps_is_bounded() -> None:
+    for i in range(_CLEAN_AVPS_SIZE + 10):
+        for _ in range(2):
+            decode(message_with(SESSION + raw(264, f"host-{i}".encode())))
+    assert 0 < len(_CLEAN_AVPS) <= _CLEAN_AVPS_SIZE and len(_SEEN_ONCE) <= _CLEAN_AVPS_SIZE
+    # An AVP seen once takes no place (a Used-Service-Unit that differs in every CCR).
+    once = raw(264, b"seen-once.example")
+    decode(message_with(SESSION + once))
+    assert all(a.data != b"seen-once.example" for a, _ in _CLEAN_AVPS.values())
+    # An AVP too long to keep is decoded each time.
+    long_host = raw(264, b"h" * 600)
+    one, two, three = (decode(message_with(SESSION + long_host)) for _ in range(3))
+    assert three.find("Origin-Host") is not two.find("Origin-Host")
+    assert one.find("Origin-Host") is not two.find("Origin-Host")
+    assert one.get_str("Origin-Host") == "h" * 600

@@ -28,7 +28,7 @@ from protocols.diameter import (
     make_request,
 )
 from protocols.diameter import constants as c
-from protocols.diameter.peer import TRANSITIONS, Event
+from protocols.diameter.peer import TRANSITIONS, Event, _Context
 
 OCS = LocalIdentity("ocs.example", "example", ("192.0.2.1",), product_name="ocs")
 GATEWAY = LocalIdentity("pgw.example", "example", ("192.0.2.2",), product_name="pgw")
@@ -323,3 +323,19 @@ def test_peer_machine_checks_its_settings() -> None:
     with pytest.raises(ValueError, match="not-an-ip"):
         LocalIdentity("h", "r", ("not-an-ip",))
     assert avp("Origin-Host", OCS.origin_host).value == "ocs.example"
+
+
+@pytest.mark.parametrize("state", list(PeerState))
+@pytest.mark.parametrize("request_", [True, False])
+def test_an_application_message_does_what_the_table_says(state: PeerState, request_: bool) -> None:
+    # receive() carries out the common row (deliver + arm_watchdog) without _handle: the same
+    # actions, state, deadline and watchdog jitter as the table walked step by step.
+    message = ccr() if request_ else answer_to(ccr())
+    event = Event.RCV_REQUEST if request_ else Event.RCV_ANSWER
+    fast, slow = opened(), opened()
+    fast.state = slow.state = state
+    actions = fast.receive(message, 7.0)
+    expected = slow._handle(event, _Context(7.0, message))
+    assert actions == expected
+    assert (fast.state, fast.deadline) == (slow.state, slow.deadline)
+    assert fast._rng.random() == slow._rng.random()

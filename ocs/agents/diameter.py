@@ -557,9 +557,9 @@ class DiameterAgent:
                 Problem(c.DIAMETER_COMMAND_UNSUPPORTED, f"{request.name} is not supported"),
             )
         t0 = time.perf_counter()
-        kind = _top_int(request, _CC_REQUEST_TYPE, 0)
+        kind = _REQUEST_TYPES[_top_int(request, _CC_REQUEST_TYPE, 0)]  # (validated: known)
         try:
-            answer = await self._ccr(request, _REQUEST_TYPES[kind], peer)
+            answer = await self._ccr(request, kind, peer)
         except _Answer as exc:
             answer = self._error(request, exc.problem)
         except StoreUnavailable as exc:
@@ -567,7 +567,7 @@ class DiameterAgent:
                                  failure=True)  # fmt: skip
         if self.metrics is not None:
             code = answer.result_code or 0
-            self.metrics.observe(PROTOCOL, _VERBS[CcRequestType(kind)], outcome_of(code),
+            self.metrics.observe(PROTOCOL, _VERBS[kind], outcome_of(code),
                                  time.perf_counter() - t0)  # fmt: skip
             if code == c.DIAMETER_UNABLE_TO_COMPLY:
                 self.metrics.redis_error()

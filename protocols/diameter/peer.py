@@ -62,6 +62,7 @@ from protocols.diameter.constants import (
     DIAMETER_NO_COMMON_APPLICATION,
     DIAMETER_SUCCESS,
     DIAMETER_UNKNOWN_PEER,
+    FLAG_REQUEST,
     MIN_WATCHDOG_INTERVAL,
     VENDOR_3GPP,
     WATCHDOG_JITTER,
@@ -296,6 +297,14 @@ def _table() -> dict[tuple[PeerState, Event], _Row]:
 #: (state, event) -> (next state, steps). Complete: every pair has a row.
 TRANSITIONS: Final = _table()
 
+#: The commands of the base protocol's peer messages, which ``_classify`` looks into; every
+#: other message is RCV_REQUEST or RCV_ANSWER by its R-bit alone.
+_PEER_COMMANDS: Final = frozenset(
+    {CMD_CAPABILITIES_EXCHANGE, CMD_DEVICE_WATCHDOG, CMD_DISCONNECT_PEER}
+)
+#: The steps of an application message in an open state (the table's rows say so).
+_DELIVER_AND_ARM: Final = ("deliver", "arm_watchdog")
+
 
 # --- the machine -----------------------------------------------------------------------------
 
@@ -397,6 +406,17 @@ class PeerMachine:
 
     def receive(self, message: Message, now: float) -> list[Action]:
         """A message arrived from the peer."""
+        if message.command_code not in _PEER_COMMANDS:
+            # An application message, the common case: the table's row for it carried out
+            # without a context and a call per step when it is deliver + arm_watchdog (the
+            # same actions and the same watchdog jitter as ``_handle``).
+            event = Event.RCV_REQUEST if message.flags & FLAG_REQUEST else Event.RCV_ANSWER
+            next_state, steps = TRANSITIONS[self.state, event]
+            if steps == _DELIVER_AND_ARM:
+                jitter = self._rng.uniform(-WATCHDOG_JITTER, WATCHDOG_JITTER)
+                deadline = self.deadline = now + self.watchdog_interval + jitter
+                self.state = next_state
+                return [Deliver(message), SetTimer(deadline)]
         context = _Context(now, message)
         return self._handle(self._classify(message, context), context)
 
