@@ -140,6 +140,9 @@ class Owner(NamedTuple):
     valid_to: int | None
     account_id: int
     zone: ZoneInfo
+    #: The account's agency and billing day (its agency row's key).
+    agency_id: int
+    billing_day: int
 
 
 class Event(NamedTuple):
@@ -157,41 +160,61 @@ def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
 
 
 _OWNERS: Final = (
-    f"SELECT l.msisdn, l.valid_from, l.valid_to, l.account_id, a.timezone FROM {S.line.name} l "
-    f"JOIN {S.account.name} a ON a.id = l.account_id WHERE l.msisdn "
+    "SELECT l.msisdn, l.valid_from, l.valid_to, l.account_id, a.timezone, a.agency_id, "
+    f"a.billing_day FROM {S.line.name} l JOIN {S.account.name} a ON a.id = l.account_id "
+    "WHERE l.msisdn "
 )
+_ZONES: dict[str, ZoneInfo] = {}
 
 
 def owners(conn: Connection, msisdns: Iterable[str]) -> dict[str, list[Owner]]:
-    """Every ownership of each of ``msisdns``: (from, to, account, the account's zone). One
-    statement, the numbers as one parameter (an array; a JSON list on SQLite)."""
+    """Every ownership of each of ``msisdns``: (from, to, account, the account's zone, its
+    agency and billing day). One statement, the numbers as one parameter (an array; a JSON
+    list on SQLite), its rows fetched by the driver's cursor at once (a batch's owners are
+    thousands of rows: SQLAlchemy's row processing cost more than the query)."""
     out: dict[str, list[Owner]] = defaultdict(list)
     wanted = sorted(set(msisdns))
     if not wanted:
         return out
-    if conn.dialect.name == "postgresql":
-        rows = conn.exec_driver_sql(_OWNERS + "= ANY(%(m)s)", {"m": wanted})
-    else:
-        rows = conn.exec_driver_sql(
-            _OWNERS + "IN (SELECT value FROM json_each(?))", (json.dumps(wanted),)
-        )
-    zones: dict[str, ZoneInfo] = {}
-    for m, lo, hi, account_id, tz in rows:
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        if conn.dialect.name == "postgresql":
+            cursor.execute(_OWNERS + "= ANY(%(m)s)", {"m": wanted})
+        else:
+            cursor.execute(_OWNERS + "IN (SELECT value FROM json_each(?))", (json.dumps(wanted),))
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
+    zones = _ZONES
+    for m, lo, hi, account_id, tz, agency_id, billing_day in rows:
         zone = zones.get(tz) or zones.setdefault(tz, ZoneInfo(tz))
-        out[m].append(Owner(int(lo), None if hi is None else int(hi), account_id, zone))
+        out[m].append(
+            Owner(int(lo), None if hi is None else int(hi), account_id, zone, agency_id,
+                  int(billing_day))
+        )  # fmt: skip
     return out
 
 
 def tally(
-    conn: Connection, events: Sequence[Event], *, usage: int, pending: int
+    conn: Connection,
+    events: Sequence[Event],
+    *,
+    usage: int,
+    pending: int,
+    agencies: dict[int, tuple[int, int]] | None = None,
 ) -> dict[Key, Sums]:
     """What ``events`` add to the rollup (each for every account owning its line at its
     time), times ``usage`` for the usage sums and ``pending`` for the pending ones (unbilled
-    events only): +1, -1 or 0."""
+    events only): +1, -1 or 0. ``agencies``: filled with each account's (agency, billing
+    day), for :func:`apply`."""
     out: dict[Key, Sums] = {}
     if not events:
         return out
     found = owners(conn, (e.msisdn for e in events))
+    if agencies is not None:
+        for owned in found.values():
+            for o in owned:
+                agencies[o.account_id] = (o.agency_id, o.billing_day)
     day = RULE.day
     for e in events:
         for o in found.get(e.msisdn, ()):
@@ -279,14 +302,23 @@ def by_agency(
     return out
 
 
-def apply(conn: Connection, delta: Mapping[Key, Sums]) -> None:
+def apply(
+    conn: Connection,
+    delta: Mapping[Key, Sums],
+    agencies: Mapping[int, tuple[int, int]] | None = None,
+) -> None:
     """Add ``delta`` to the rollup, the accounts' rows and their agencies' (one upsert
-    each), in the caller's transaction."""
+    each), in the caller's transaction. ``agencies``: the accounts' (agency, billing day)
+    where known (:func:`tally`'s), the others are read."""
     live = {k: v for k, v in delta.items() if any(v)}
     if not live:
         return
     _upsert(conn, _ACCOUNT_UPSERT, [(*k, *v) for k, v in sorted(live.items())])
-    agency = by_agency(live, _agencies(conn, (k[0] for k in live)))
+    known = dict(agencies or {})
+    missing = {k[0] for k in live} - known.keys()
+    if missing:
+        known.update(_agencies(conn, missing))
+    agency = by_agency(live, known)
     _upsert(conn, _AGENCY_UPSERT, [(*k, *v) for k, v in sorted(agency.items()) if any(v)])
 
 
@@ -323,13 +355,15 @@ def _as_events(rows: Iterable[Any], unbilled: bool = True) -> list[Event]:
 def ingested(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
     """Usage rows just inserted (unbilled): onto the usage and pending sums."""
     events = [Event(r["msisdn"], int(r["ts"]), r["service"], int(r["amount"])) for r in rows]
-    apply(conn, tally(conn, events, usage=1, pending=1))
+    agencies: dict[int, tuple[int, int]] = {}
+    apply(conn, tally(conn, events, usage=1, pending=1, agencies=agencies), agencies)
 
 
 def billed(conn: Connection, rows: Iterable[Any]) -> None:
     """Events (msisdn, ts, service, amount) just pointed to an invoice line: off the pending
     sums."""
-    apply(conn, tally(conn, _as_events(rows), usage=0, pending=-1))
+    agencies: dict[int, tuple[int, int]] = {}
+    apply(conn, tally(conn, _as_events(rows), usage=0, pending=-1, agencies=agencies), agencies)
 
 
 def unbilled(conn: Connection, rows: Iterable[Any]) -> None:
