@@ -2,17 +2,19 @@
 seconds a bill run takes, on SQLite and on PostgreSQL.
 
 Data set (deterministic): ``--accounts`` accounts (default 1,000) of ``--lines`` mobile lines
-(50) and ``--services`` fixed services each (10: 10,000 services), one order and one ticket
-per service in the period (10,000 of each; ~40 % of the orders late, some tickets overlapping),
-and ``--events`` usage events (1,000,000) spread over the lines and the period. The events are
-appended to a private Redis's outbox streams in the shape the charging scripts write them
-(XADD in pipelines: writing them through the Lua scripts would measure the charging core, not
-billing); the billing consumer then reads them through its group into the database: that is
-the ingest rate. The run drafts every account's invoice for 2026-11. Afterwards the usage lines
-of every account are reconciled with the events of its lines, to the micro-unit.
+(50) and ``--services`` fixed services each (10: 10,000 services), one order and one ticket per
+service in the period (10,000 of each; ~40 % of the orders late, some tickets overlapping), and
+``--events`` usage events (1,000,000) spread over the lines and the period, in time order
+(``--order time``, as charging journals them; ``random`` for a backlog out of order, the usage
+rollup's worst case). The events are appended to a private Redis's outbox streams in the shape
+the charging scripts write them (XADD in pipelines: writing them through the Lua scripts would
+measure the charging core, not billing); the billing consumer then reads them through its group
+into the database: that is the ingest rate. The run drafts every account's invoice for 2026-11.
+Afterwards the usage lines of every account are reconciled with the events of its lines, to the
+micro-unit.
 
     .venv/bin/python -m bench.billing [--accounts N] [--lines N] [--services N] [--events N]
-        [--db sqlite|postgresql|both] [--append]
+        [--db sqlite|postgresql|both] [--order time|random] [--append]
 
 PostgreSQL is a private cluster started for the run (tests/billing_db.py's helper). CPU
 figures are this process's (the consumer and the run; PostgreSQL's own server processes and
@@ -181,9 +183,12 @@ def build_dataset(engine: Engine, accounts: int, lines: int, services: int, seed
 
 
 def make_events(
-    accounts: int, lines: int, events: int, seed: int = 2
+    accounts: int, lines: int, events: int, seed: int = 2, *, in_time_order: bool = False
 ) -> list[tuple[str, dict[str, str]]]:
-    """(msisdn, outbox fields) of ``events`` debits/commits in the period."""
+    """(msisdn, outbox fields) of ``events`` debits/commits at random times of the period;
+    ``in_time_order``: sorted by time, as the outbox streams hold a month's usage (each is a
+    journal appended as charging happens), else in random order (a worst case: a batch then
+    spans the whole month, so nearly every event is a rollup row of its own)."""
     rng = random.Random(seed)
     span = int((END - START).total_seconds() * 1000)
     t0 = int(START.timestamp() * 1000)
@@ -208,6 +213,8 @@ def make_events(
                 },
             )
         )
+    if in_time_order:
+        out.sort(key=lambda e: int(e[1]["ts"]))
     return out
 
 
@@ -355,7 +362,8 @@ async def freshness(
 async def main(args: argparse.Namespace) -> None:
     from tests.billing_db import PrivatePostgres, start_postgres, stop_postgres
 
-    events = make_events(args.accounts, args.lines, args.events)
+    events = make_events(args.accounts, args.lines, args.events,
+                         in_time_order=args.order == "time")  # fmt: skip
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         redis = EmbeddedRedis(Path(tmp) / "redis")
@@ -381,7 +389,7 @@ async def main(args: argparse.Namespace) -> None:
                 stop_postgres(pg)
     lines = [
         f"{args.accounts:,} accounts x {args.lines} lines, {args.accounts * args.services:,} "
-        f"services, orders and tickets; {args.events:,} usage events",
+        f"services, orders and tickets; {args.events:,} usage events in {args.order} order",
         "",
         "| database | ingest events/s | ingest s | ingest CPU us/event | bill run s | bill run "
         "CPU s | invoices | reconciliation "
@@ -425,6 +433,10 @@ def cli() -> None:
     p.add_argument("--fresh-rate", type=int, default=2000, help="events/s of the freshness phase")
     p.add_argument("--fresh-seconds", type=float, default=10.0, help="0: no freshness phase")
     p.add_argument("--db", choices=("sqlite", "postgresql", "both"), default="both")
+    p.add_argument(
+        "--order", choices=("time", "random"), default="time",
+        help="the events in the outbox in time order (as charging writes them) or at random",
+    )  # fmt: skip
     p.add_argument(
         "--pg-setting",
         action="append",
