@@ -40,7 +40,7 @@ from sqlalchemy import Engine, func, insert, select
 
 from bench.report import append_section
 from ocs.billing import model as M
-from ocs.billing import rollup, runs
+from ocs.billing import runs
 from ocs.billing import schema as S
 from ocs.billing.db import open_billing_db
 from ocs.billing.usage import UsageConsumer
@@ -102,7 +102,6 @@ def build_dataset(engine: Engine, accounts: int, lines: int, services: int, seed
                 for j in range(lines)
             ],
         )
-        rollup.lines_changed(c)  # (lines written here, not through the model)
         ladder = json.dumps([{"up_to": s.up_to, "penalty": s.penalty} for s in M.DEFAULT_LADDER])
         c.execute(
             insert(S.contract),

@@ -164,31 +164,6 @@ def test_line_moves_ends_and_a_deleted_account_move_the_sums(two: Engine) -> Non
         assert len(rollup.stored_agencies(c)) == 4  # AG-1's: ACC-1's rows
 
 
-def test_owners_kept_by_ingestion_follow_every_change_of_the_lines(two: Engine) -> None:
-    """Ingestion keeps the owners of the lines between batches (rollup.owners) under the
-    lines' revision: a line moved, a move rolled back, a billing day changed, each seen by
-    the next batch."""
-    sample = two
-    put_usage(sample, event(LINE, "2026-11-10T10:00:00+01:00", "voice", 1_000))
-    exact(sample)  # (LINE's owner, ACC-1, now kept)
-    with sample.begin() as c:
-        M.assign_line(c, "ACC-2", {"msisdn": LINE, "valid_from": ms("2026-11-15T00:00:00+01:00")},
-                      None)  # fmt: skip
-    put_usage(sample, event(LINE, "2026-11-20T10:00:00+01:00", "voice", 2_000))
-    assert exact(sample)["ACC-2"][("2026-11-20", "voice")] == (1, 2_000, 1, 2_000)
-    with sample.connect() as c, c.begin() as tx:  # a move rolled back
-        M.assign_line(c, "ACC-1", {"msisdn": LINE, "valid_from": ms("2026-11-22T00:00:00+01:00")},
-                      None)  # fmt: skip
-        rollup.owners(c, [LINE])  # (read inside it: the moved owner, under its revision)
-        tx.rollback()
-    put_usage(sample, event(LINE, "2026-11-25T10:00:00+01:00", "voice", 4_000))
-    assert exact(sample)["ACC-2"][("2026-11-25", "voice")] == (1, 4_000, 1, 4_000)
-    with sample.begin() as c:
-        M.update_account(c, "ACC-2", {"billing_day": 15}, None)
-    put_usage(sample, event(LINE, "2026-11-26T10:00:00+01:00", "voice", 8_000))
-    exact(sample)  # (the agencies' rows too: the new billing day's)
-
-
 def test_overlapping_owners_both_count_until_one_bills(two: Engine) -> None:
     """A line ended, then given to another account from an earlier time: both own the events
     in between (as the bill run's join sees them); the first account's run bills them, and

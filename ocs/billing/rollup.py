@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import secrets
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime, time
@@ -49,7 +48,6 @@ __all__ = [
     "check",
     "drift",
     "ingested",
-    "lines_changed",
     "moving",
     "rebilled",
     "rebuild",
@@ -167,65 +165,34 @@ _OWNERS: Final = (
     "WHERE l.msisdn "
 )
 _ZONES: dict[str, ZoneInfo] = {}
-_REVISION: Final = f"SELECT value FROM {S.revision.name} WHERE name = 'lines'"
-#: Per database (its URL): the lines' revision and the owners of the lines read under it.
-_KNOWN: dict[str, tuple[int | None, dict[str, tuple[Owner, ...]]]] = {}
-_KNOWN_MAX: Final = 1_000_000
 
 
-def lines_changed(conn: Connection) -> None:
-    """In the transaction of a change of who owns which line (or of an owner's billing day):
-    the owners every process keeps are stale from its commit on."""
-    conn.execute(
-        S.revision.update().where(S.revision.c.name == "lines").values(value=secrets.randbits(62))
-    )
-
-
-def _fetch(conn: Connection, sql: str, params: Any) -> list[Any]:
-    """Rows by the driver's cursor at once (SQLAlchemy's row processing of thousands of rows
-    cost more than the query)."""
+def owners(conn: Connection, msisdns: Iterable[str]) -> dict[str, list[Owner]]:
+    """Every ownership of each of ``msisdns``: (from, to, account, the account's zone, its
+    agency and billing day). One statement, the numbers as one parameter (an array; a JSON
+    list on SQLite), its rows fetched by the driver's cursor at once (a batch's owners are
+    thousands of rows: SQLAlchemy's row processing cost more than the query)."""
+    out: dict[str, list[Owner]] = defaultdict(list)
+    wanted = sorted(set(msisdns))
+    if not wanted:
+        return out
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
-        cursor.execute(sql, params)
-        return list(cursor.fetchall())
+        if conn.dialect.name == "postgresql":
+            cursor.execute(_OWNERS + "= ANY(%(m)s)", {"m": wanted})
+        else:
+            cursor.execute(_OWNERS + "IN (SELECT value FROM json_each(?))", (json.dumps(wanted),))
+        rows = cursor.fetchall()
     finally:
         cursor.close()
-
-
-def owners(conn: Connection, msisdns: Iterable[str]) -> Mapping[str, Sequence[Owner]]:
-    """Every ownership of each of ``msisdns``: (from, to, account, the account's zone, its
-    agency and billing day). Kept between calls while the lines' revision (one row, read in
-    the caller's transaction) stays; the others in one statement, the numbers as one
-    parameter (an array; a JSON list on SQLite)."""
-    wanted = set(msisdns)
-    if not wanted:
-        return {}
-    url = conn.engine.url.render_as_string(hide_password=False)
-    rev_rows = _fetch(conn, _REVISION, {} if conn.dialect.name == "postgresql" else ())
-    revision = int(rev_rows[0][0]) if rev_rows else None
-    known_rev, known = _KNOWN.get(url, (None, {}))
-    if revision is None or known_rev != revision or len(known) > _KNOWN_MAX:
-        known = {}
-        if revision is not None:
-            _KNOWN[url] = (revision, known)
-    missing = sorted(wanted.difference(known))
-    if missing:
-        if conn.dialect.name == "postgresql":
-            rows = _fetch(conn, _OWNERS + "= ANY(%(m)s)", {"m": missing})
-        else:
-            rows = _fetch(conn, _OWNERS + "IN (SELECT value FROM json_each(?))",
-                          (json.dumps(missing),))  # fmt: skip
-        found: dict[str, list[Owner]] = defaultdict(list)
-        zones = _ZONES
-        for m, lo, hi, account_id, tz, agency_id, billing_day in rows:
-            zone = zones.get(tz) or zones.setdefault(tz, ZoneInfo(tz))
-            found[m].append(
-                Owner(int(lo), None if hi is None else int(hi), account_id, zone, agency_id,
-                      int(billing_day))
-            )  # fmt: skip
-        for m in missing:
-            known[m] = tuple(found.get(m, ()))
-    return known
+    zones = _ZONES
+    for m, lo, hi, account_id, tz, agency_id, billing_day in rows:
+        zone = zones.get(tz) or zones.setdefault(tz, ZoneInfo(tz))
+        out[m].append(
+            Owner(int(lo), None if hi is None else int(hi), account_id, zone, agency_id,
+                  int(billing_day))
+        )  # fmt: skip
+    return out
 
 
 def tally(
@@ -358,7 +325,6 @@ def apply(
 def rebilled(conn: Connection, account_id: int, before: int, after: int) -> None:
     """The account's billing day changes from ``before`` to ``after``: its sums move between
     its agency's rows of the two days (call before the account's row changes)."""
-    lines_changed(conn)  # (the owners' billing day: kept by ingestion)
     t = S.usage_daily
     rows = conn.execute(
         select(t.c.day, t.c.service, *(t.c[c] for c in SUMS)).where(t.c.account_id == account_id)
@@ -427,7 +393,6 @@ def moving(conn: Connection, msisdns: Sequence[str]) -> Iterator[None]:
     events = _events_of(conn, msisdns)
     delta = tally(conn, events, usage=-1, pending=-1)
     yield
-    lines_changed(conn)
     _merge(delta, tally(conn, events, usage=1, pending=1))
     accounts = sorted({k[0] for k, s in delta.items() if any(s)})
     agencies = sorted({g for g, _ in _agencies(conn, accounts).values()})

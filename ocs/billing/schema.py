@@ -217,16 +217,6 @@ usage_daily_agency = Table(
     sqlite_with_rowid=False,
 )
 
-#: Counters of change that caches key on: "lines" changes (a random value) in the transaction
-#: of every change of who owns which line, or of an owner's billing day (rollup.lines_changed),
-#: so a process that keeps the owners of the lines it ingests sees when they are stale.
-revision = Table(
-    "billing_revision",
-    metadata,
-    Column("name", String(32), primary_key=True),
-    Column("value", BigInteger, nullable=False),
-)
-
 invoice = Table(
     "billing_invoice",
     metadata,
