@@ -30,7 +30,7 @@ from ocs.billing import model as M
 from ocs.billing.api import BillingApi
 from ocs.charging.tariffs import TariffRegistry
 from ocs.metrics import Metrics
-from ocs.store.redis_client import PipelinedRedis
+from ocs.store.cluster import hot_client
 from ocs.store.store import Store
 from ocs.ui.api import DashboardApi
 from ocs.ui.live import live_feed
@@ -93,7 +93,7 @@ def add_second_agency(engine: Engine) -> None:
 async def api(redis_url: str, billing_engine: Engine, tmp_path: Path) -> AsyncIterator[Client]:
     build_sample(billing_engine)
     add_second_agency(billing_engine)
-    async with PipelinedRedis.from_url(redis_url) as client:
+    async with hot_client(redis_url) as client:
         store = Store(client, session_ttl_ms=900_000, reference_ttl_ms=86_400_000)
         plans = load_plans()
         registry = TariffRegistry(store, TariffRater(PlanBook(plans)), plans)

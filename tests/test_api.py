@@ -17,6 +17,7 @@ from ocs.charging.tariffs import TariffRegistry
 from ocs.constants import IDEMPOTENCY_TTL_REFERENCE, IDEMPOTENCY_TTL_SESSION
 from ocs.metrics import Metrics
 from ocs.redis_server import EmbeddedRedis
+from ocs.store.cluster import hot_client
 from ocs.store.redis_client import PipelinedRedis
 from ocs.store.store import Store
 from tariffs import PlanBook, TariffRater, load_plans
@@ -73,7 +74,7 @@ def metrics() -> Metrics:
 
 @pytest.fixture
 async def store(redis_url: str) -> AsyncIterator[Store]:
-    async with PipelinedRedis.from_url(redis_url) as client:
+    async with hot_client(redis_url) as client:
         yield make_store(client)
 
 

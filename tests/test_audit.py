@@ -17,8 +17,8 @@ import redis.asyncio
 
 from ocs.auth.audit import AuditLog, verify
 from ocs.auth.credentials import derive_key
+from ocs.store.cluster import hot_client
 from ocs.store.keys import AUDIT_HEAD, AUDIT_STREAM
-from ocs.store.redis_client import PipelinedRedis
 from ocs.store.security import SecurityStore
 
 KEY = derive_key("test-secret-key-" * 4, "audit")
@@ -26,7 +26,7 @@ KEY = derive_key("test-secret-key-" * 4, "audit")
 
 @pytest.fixture
 async def security(redis_url: str) -> AsyncIterator[SecurityStore]:
-    async with PipelinedRedis.from_url(redis_url) as client:
+    async with hot_client(redis_url) as client:
         yield SecurityStore(client)
 
 
@@ -59,7 +59,7 @@ async def test_an_intact_chain_verifies(security: SecurityStore) -> None:
 
 
 async def test_concurrent_writers_make_one_chain(redis_url: str, security: SecurityStore) -> None:
-    async with PipelinedRedis.from_url(redis_url) as other_client:
+    async with hot_client(redis_url) as other_client:
         logs = [AuditLog(security, KEY), AuditLog(SecurityStore(other_client), KEY)]
         await asyncio.gather(*(logs[i % 2].append(ts=str(i), action="a") for i in range(40)))
     verdict = await verify(security, KEY, batch=7)

@@ -27,8 +27,8 @@ from ocs.auth.policy import ROLES, PolicyError, load_policy, parse_policy
 from ocs.charging.tariffs import TariffRegistry
 from ocs.metrics import Metrics
 from ocs.provisioning.service import Provisioning
+from ocs.store.cluster import hot_client
 from ocs.store.notify import NotifyStore
-from ocs.store.redis_client import PipelinedRedis
 from ocs.store.store import Store
 from tariffs import PlanBook, TariffRater, load_plans
 from tests.contract import contract_trace
@@ -56,7 +56,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 async def store(redis_url: str) -> AsyncIterator[Store]:
-    async with PipelinedRedis.from_url(redis_url) as client:
+    async with hot_client(redis_url) as client:
         yield Store(client, session_ttl_ms=900_000, reference_ttl_ms=86_400_000)
 
 

@@ -26,7 +26,7 @@ from ocs.charging.engine import ChargingConfig, ChargingEngine
 from ocs.charging.tariffs import TariffRegistry
 from ocs.charging.types import Outcome, ReserveRequest
 from ocs.metrics import Metrics
-from ocs.store.redis_client import PipelinedRedis
+from ocs.store.cluster import hot_client
 from ocs.store.store import Store
 from ocs.ui.api import DashboardApi
 from ocs.ui.live import LiveFeed, live_feed
@@ -72,7 +72,7 @@ async def app(redis_url: str, billing_engine: Engine, tmp_path: Path) -> AsyncIt
     build_sample(billing_engine)
     add_second_agency(billing_engine)
     add_usage(billing_engine)
-    async with PipelinedRedis.from_url(redis_url) as client:
+    async with hot_client(redis_url) as client:
         store = Store(client, session_ttl_ms=900_000, reference_ttl_ms=86_400_000)
         await client.execute("FLUSHALL")
         plans = load_plans()

@@ -97,6 +97,7 @@ async def test_the_outbox_export_records_its_lineage(redis_url: str, store: Stor
     (event,) = events(lineage)
     assert event["job"]["name"] == "ocs.outbox.export"
     assert event["inputs"][0]["name"] == "ocs:{b*}:outbox"
-    assert event["inputs"][0]["namespace"].startswith("redis://127.0.0.1:")
+    assert event["inputs"][0]["namespace"].startswith(("redis://127.0.0.1:",
+                                                       "redis+cluster://127.0.0.1:"))  # fmt: skip
     assert event["outputs"][0] == {"namespace": "file", "name": str(out), "facets": {},
                                    "outputFacets": {}}  # fmt: skip

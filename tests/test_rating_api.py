@@ -17,7 +17,7 @@ from ocs.auth.credentials import AuthConfig
 from ocs.charging.tariffs import TariffRegistry
 from ocs.constants import IDEMPOTENCY_TTL_REFERENCE, IDEMPOTENCY_TTL_SESSION
 from ocs.metrics import Metrics
-from ocs.store.redis_client import PipelinedRedis
+from ocs.store.cluster import hot_client
 from ocs.store.store import Store
 from tariffs import PlanBook, TariffRater, load_plans
 from tests.contract import contract_trace
@@ -107,7 +107,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 async def store(redis_url: str) -> AsyncIterator[Store]:
-    async with PipelinedRedis.from_url(redis_url) as client:
+    async with hot_client(redis_url) as client:
         yield Store(
             client,
             session_ttl_ms=IDEMPOTENCY_TTL_SESSION * 1000,

@@ -25,6 +25,7 @@ from ocs.store.redis_client import (
     RedisUnavailable,
     ReplyError,
 )
+from tests.conftest import on_cluster
 
 #: Exercises the reply types: a table with an integer, a bulk string, a nested table, and a
 #: number (Lua numbers become integers, truncated).
@@ -37,6 +38,9 @@ return {n, redis.call('HGET', KEYS[1], 'last'), {KEYS[2], 7}, 3.99}
 
 @pytest.fixture
 async def client(redis_url: str) -> AsyncIterator[PipelinedRedis]:
+    if on_cluster():
+        # (the one-server client's own tests; the cluster client's are tests/test_cluster.py)
+        pytest.skip("PipelinedRedis speaks to one server: a cluster's is tests/test_cluster.py")
     async with PipelinedRedis.from_url(redis_url) as c:
         yield c
 
@@ -349,6 +353,8 @@ async def test_connection_loss_and_recovery(private_redis: EmbeddedRedis, tmp_pa
 
 
 async def test_close(redis_url: str) -> None:
+    if on_cluster():
+        pytest.skip("PipelinedRedis speaks to one server: a cluster's is tests/test_cluster.py")
     client = PipelinedRedis.from_url(redis_url)
     await client.connect()
     assert client.connected
@@ -382,6 +388,8 @@ async def test_unreachable() -> None:
 
 def test_under_uvloop(redis_server: EmbeddedRedis) -> None:
     """The service runs on uvloop, whose transports differ from asyncio's."""
+    if on_cluster():
+        pytest.skip("PipelinedRedis speaks to one server: a cluster's is tests/test_cluster.py")
     import uvloop
 
     async def scenario() -> None:

@@ -26,7 +26,7 @@ from test_diameter_e2e import ccr, mscc, quotas
 from test_diameter_server import Gateway, until
 
 from ocs.billing.db import open_billing_db
-from ocs.store.redis_client import PipelinedRedis
+from ocs.store.cluster import hot_client
 from ocs.store.store import Store
 
 pytestmark = pytest.mark.skipif(
@@ -191,7 +191,7 @@ async def connect_to_each(sup: Supervised, pids: list[int]) -> dict[int, Gateway
 @contextlib.asynccontextmanager
 async def store_with(redis_url: str, msisdn: str) -> AsyncIterator[Store]:
     """The test session's Redis through the OCS's store, with ``msisdn`` on plan flat (1.00)."""
-    async with PipelinedRedis.from_url(redis_url) as client:
+    async with hot_client(redis_url) as client:
         store = Store(client, session_ttl_ms=60_000, reference_ttl_ms=60_000)
         await store.load_scripts()
         ans = await store.create_subscriber(

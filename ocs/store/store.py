@@ -252,6 +252,10 @@ def _unpack(raw: bytes) -> Any:
     return msgpack.unpackb(raw, raw=False, strict_map_key=False)
 
 
+#: At most this many SCAN steps for one page of list_subscribers.
+SCAN_STEPS = 64
+
+
 class Store:
     """Typed access to balances. Every method raises StoreUnavailable when Redis cannot answer."""
 
@@ -728,11 +732,21 @@ class Store:
         )
 
     async def list_subscribers(self, cursor: int = 0, count: int = 100) -> tuple[int, list[str]]:
-        """One SCAN step over accounts: (next cursor, msisdns); cursor 0 again when done."""
-        nxt, found = await self._cmd(
-            "SCAN", cursor, "MATCH", K.account_pattern(), "COUNT", max(count, 10)
-        )
-        return int(nxt), sorted(K.msisdn_of_account_key(_s(k)) for k in found)
+        """A page of accounts by SCAN: (next cursor, msisdns); cursor 0 again when done. A
+        SCAN step may find nothing before the end (always so on a cluster's master that holds
+        none of the keys scanned): steps are taken until the page has about ``count`` or the
+        scan ends (at most ``SCAN_STEPS`` steps), so an empty page means no more."""
+        found: list[str] = []
+        nxt = cursor
+        for _ in range(SCAN_STEPS):
+            step, keys = await self._cmd(
+                "SCAN", nxt, "MATCH", K.account_pattern(), "COUNT", max(count, 10)
+            )
+            nxt = int(step)
+            found += (K.msisdn_of_account_key(_s(k)) for k in keys)
+            if nxt == 0 or len(found) >= count:
+                break
+        return nxt, sorted(found)
 
     async def events(
         self, msisdn: str, *, limit: int = 100, before: str | None = None, scan_max: int = 200_000
