@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Final
 
 from ocs.constants import BUCKET_COUNT
@@ -33,9 +32,10 @@ from ocs.lifecycle import AsyncConnection
 from ocs.store import keys as K
 from ocs.store.cluster import ClusterRedis, HotRedis, hot_client
 from ocs.store.errors import StoreUnavailable
+from ocs.store.notify import Notification
 from ocs.store.redis_client import Arg, RedisClientError
 
-__all__ = ["READ_MARGIN", "StreamEntry", "StreamReader"]
+__all__ = ["READ_MARGIN", "StreamReader"]
 
 log = logging.getLogger("ocs.store.streams")
 
@@ -43,13 +43,6 @@ log = logging.getLogger("ocs.store.streams")
 READ_MARGIN: Final = 5.0
 #: On a cluster: reads in a row while some stream still returns a full count (a backlog).
 BACKLOG_ROUNDS: Final = 10
-
-
-@dataclass(frozen=True, slots=True)
-class StreamEntry:
-    stream: str
-    id: str
-    fields: dict[str, str]
 
 
 class StreamReader(AsyncConnection):
@@ -88,7 +81,7 @@ class StreamReader(AsyncConnection):
     async def close(self) -> None:
         await self.client.close()
 
-    async def read(self, block_ms: int, *, count: int = 1000) -> list[StreamEntry]:
+    async def read(self, block_ms: int, *, count: int = 1000) -> list[Notification]:
         """The entries added after the positions, oldest first per stream; waits up to
         ``block_ms`` (on a cluster: waits ``block_ms``, then reads) when there are none.
 
@@ -105,7 +98,7 @@ class StreamReader(AsyncConnection):
                 raise StoreUnavailable(f"redis: {exc}") from exc
             return self._take(reply or [])
         await asyncio.sleep(block_ms / 1000)
-        out: list[StreamEntry] = []
+        out: list[Notification] = []
         for _ in range(BACKLOG_ROUNDS):
             entries, full = await self._read_each(count)
             out += entries
@@ -113,7 +106,7 @@ class StreamReader(AsyncConnection):
                 break
         return out
 
-    async def _read_each(self, count: int) -> tuple[list[StreamEntry], bool]:
+    async def _read_each(self, count: int) -> tuple[list[Notification], bool]:
         names = list(self.positions)
         # Issued in one loop turn: one write per master (ClusterRedis), masters concurrently.
         replies = await asyncio.gather(
@@ -122,7 +115,7 @@ class StreamReader(AsyncConnection):
             return_exceptions=True,
         )  # fmt: skip
         failed: dict[str, BaseException] = {}
-        entries: list[StreamEntry] = []
+        entries: list[Notification] = []
         full = False
         for name, reply in zip(names, replies, strict=True):
             if isinstance(reply, RedisClientError):
@@ -147,11 +140,11 @@ class StreamReader(AsyncConnection):
         self.failed = set(failed)
         return entries, full
 
-    def _take(self, reply: list[Any]) -> list[StreamEntry]:
+    def _take(self, reply: list[Any]) -> list[Notification]:
         out = []
         for stream, items in reply:
             for entry_id, flat in items:
                 fields = dict(zip(flat[::2], flat[1::2], strict=True)) if flat else {}
-                out.append(StreamEntry(stream, entry_id, fields))
+                out.append(Notification(stream, entry_id, fields))
                 self.positions[stream] = entry_id
         return out
