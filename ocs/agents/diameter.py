@@ -322,9 +322,10 @@ class _Answer(Exception):
 
 
 def _subscriber(subscription_ids: Sequence[Avp]) -> str | None:
+    """The first END_USER_E164 Subscription-Id-Data, else the first END_USER_IMSI one."""
     # (by code, in one pass: the request has passed validate(), so each member's value is of
     # its type and size; an Enumerated is a signed 32-bit number)
-    found: dict[int, str] = {}
+    imsi: str | None = None
     for sub in subscription_ids:
         kind = data = None
         for a in sub.avps:
@@ -334,11 +335,12 @@ def _subscriber(subscription_ids: Sequence[Avp]) -> str | None:
                 kind = int.from_bytes(a.data, "big", signed=True)
             elif a.code == _SUBSCRIPTION_ID_DATA and data is None:
                 data = a.value
-        if kind is not None and data and kind not in found:
-            found[kind] = data
-    return found.get(SubscriptionIdType.END_USER_E164) or found.get(
-        SubscriptionIdType.END_USER_IMSI
-    )
+        if data:
+            if kind == SubscriptionIdType.END_USER_E164:
+                return data  # type: ignore[no-any-return]
+            if kind == SubscriptionIdType.END_USER_IMSI and imsi is None:
+                imsi = data
+    return imsi
 
 
 def _number(address: str) -> str:

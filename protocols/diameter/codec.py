@@ -1257,7 +1257,7 @@ class AnswerTemplate:
     are equal, AVP for AVP and byte for byte (``tests/test_diameter_codec.py``).
     """
 
-    __slots__ = ("_copy", "_fixed", "_keys", "copy", "origin_host", "origin_realm")
+    __slots__ = ("_codes", "_copy", "_fixed", "_keys", "copy", "origin_host", "origin_realm")
 
     def __init__(self, origin_host: str, origin_realm: str, copy: Sequence[AvpKey] = ()) -> None:
         self.origin_host = origin_host
@@ -1268,6 +1268,8 @@ class AnswerTemplate:
         self._copy: dict[tuple[int, int], int] = {}
         for i, key in enumerate(resolved):
             self._copy.setdefault(key, i)
+        #: The codes the pass over a request stops at: Session-Id, Proxy-Info, the copied.
+        self._codes = frozenset({_SESSION_ID_CODE, 284} | {code for code, _ in resolved})
         self._fixed: dict[int, tuple[list[Avp], bytes]] = {}
 
     def _piece(self, result_code: int) -> tuple[list[Avp], bytes]:
@@ -1294,8 +1296,11 @@ class AnswerTemplate:
         slots: list[Avp | None] = [None] * len(self.copy)
         proxies: list[Avp] = []
         places = self._copy
+        wanted = self._codes
         for a in request.avps:
             code = a.code
+            if code not in wanted:
+                continue
             if code == _SESSION_ID_CODE and not a.vendor:
                 if sid is None:
                     sid = a
