@@ -56,6 +56,7 @@ from protocols.diameter.codec import (
     _CLEAN_AVPS,
     _CLEAN_AVPS_SIZE,
     _SEEN_ONCE,
+    _RUNS,
     _decode_flat,
     _scan,
 )
@@ -985,11 +986,18 @@ def test_the_flat_pass_takes_cached_avps_and_decodes_the_rest_in_full() -> None:
     origin = decode(data).find("Origin-Host")
     assert flat.find("Origin-Host") is origin  # the cached object
     assert flat.session_id == "pgw.example;1;2" and validate(flat) == []
-    # A Used-Service-Unit new in this CCR, next to cached AVPs: decoded in full, alone.
-    fresh = gy_ccr(number=77).to_bytes()
-    flat = _decode_flat(fresh, len(fresh))
-    assert flat is not None and flat.get_int("CC-Request-Number") == 77
-    _same_as_a_plain_scan(fresh, flat)
+    # The run of cached AVPs after the Session-Id is kept, and found again as one piece.
+    assert any(avps[0] is origin for avps, _ in _RUNS.values())
+    again = _decode_flat(data, len(data))
+    assert again is not None and again.find("Origin-Host") is origin
+    _same_as_a_plain_scan(data, again)
+    # A CC-Request-Number new in this CCR, next to cached AVPs: decoded in full, alone; and
+    # the run that differs from a kept one in its last AVP is not taken for it.
+    for number in (77, 77, 77, 78):
+        fresh = gy_ccr(number=number).to_bytes()
+        flat = _decode_flat(fresh, len(fresh))
+        assert flat is not None and flat.get_int("CC-Request-Number") == number
+        _same_as_a_plain_scan(fresh, flat)
 
 
 @pytest.mark.parametrize(

@@ -893,6 +893,29 @@ def _header_only(buf: bytes | bytearray, pos: int) -> Message | None:
     return Message(word & 0xFFFFFF, [], app, word >> 24, hop, end)
 
 
+#: Runs of top-level AVPs that followed a message's first Session-Id, each AVP of them taken
+#: from :data:`_CLEAN_AVPS`, by their bytes (padding included): the AVPs and their shape. The
+#: same bytes from the start of an AVP are the same AVPs, so a run found again is what the
+#: decoder would make of them AVP by AVP. Bounded (emptied when full, as are the few sizes
+#: looked up).
+_RUNS: dict[bytes, tuple[list[Avp], tuple[Any, ...]]] = {}
+_RUN_SIZES: list[int] = []
+_RUNS_SIZE: Final = 1024
+_RUN_SIZES_MAX: Final = 4
+
+
+def _keep_run(wire: bytes, avps: list[Avp], shape: list[Any]) -> None:
+    if len(avps) < 2:
+        return
+    size = len(wire)
+    if len(_RUNS) >= _RUNS_SIZE or (size not in _RUN_SIZES and len(_RUN_SIZES) >= _RUN_SIZES_MAX):
+        _RUNS.clear()
+        _RUN_SIZES.clear()
+    if size not in _RUN_SIZES:
+        _RUN_SIZES.append(size)
+    _RUNS[wire] = (avps, tuple(shape))
+
+
 def _decode_flat(buf: bytes, length: int) -> Message | None:
     """The message at ``buf[:length]`` in one flat pass over its top-level AVPs, or None when
     it holds anything unusual (docs/diameter.md, Speed: decoding lazily).
@@ -918,6 +941,9 @@ def _decode_flat(buf: bytes, length: int) -> Message | None:
     append = avps.append
     extend = shape.extend
     pos = HEADER_SIZE
+    # The run of cached AVPs right after a first Session-Id: where it starts (-1: none), its
+    # first AVP's and shape's places.
+    run_at = run_avps = run_shape = -1
     while pos < length:
         if length - pos < 8:
             return None
@@ -926,15 +952,17 @@ def _decode_flat(buf: bytes, length: int) -> Message | None:
         stop = pos + n
         if n < 8 or stop > length:
             return None
-        if code != _SESSION_ID_CODE:
-            if n <= _CLEAN_AVP_MAX_BYTES:
-                hit = get(buf[pos:stop])
-                if hit is not None:
-                    append(hit[0])
-                    extend(hit[1])
-                    pos = stop + (-n & 3)
-                    continue
-        elif avp_word >> 24 in (AVP_FLAG_MANDATORY, 0):
+        if code != _SESSION_ID_CODE and n <= _CLEAN_AVP_MAX_BYTES:
+            hit = get(buf[pos:stop])
+            if hit is not None:
+                append(hit[0])
+                extend(hit[1])
+                pos = stop + (-n & 3)
+                continue
+        if run_at >= 0:
+            _keep_run(buf[run_at:pos], avps[run_avps:], shape[run_shape:])
+            run_at = -1
+        if code == _SESSION_ID_CODE and avp_word >> 24 in (AVP_FLAG_MANDATORY, 0):
             # Session-Id (new in every session, never cached): a UTF8String, no vendor, no
             # reserved bits: what ``_scan`` checks of it.
             data = buf[pos + 8 : stop]
@@ -947,12 +975,27 @@ def _decode_flat(buf: bytes, length: int) -> Message | None:
             append(item)
             shape.append(code)
             pos = stop + (-n & 3)
+            if len(avps) == 1:
+                # What follows a CCR's Session-Id is mostly the same bytes in every CCR of a
+                # gateway (Origin-Host ... CC-Request-Number): a run of cached AVPs that was
+                # seen before is one lookup (see _RUNS).
+                for size in _RUN_SIZES:
+                    run = _RUNS.get(buf[pos : pos + size])
+                    if run is not None:
+                        avps += run[0]
+                        extend(run[1])
+                        pos += size
+                        break
+                else:
+                    run_at, run_avps, run_shape = pos, 1, len(shape)
             continue
         problems: list[Problem] = []
         _scan(buf, pos, stop, 0, problems, avps, shape, _CLEAN_AVPS)
         if problems:
             return None
         pos = stop + (-n & 3)
+    if run_at >= 0:
+        _keep_run(buf[run_at:pos], avps[run_avps:], shape[run_shape:])
     _, _, app, hop, end = _HEADER.unpack_from(buf, 0)
     message = Message(word & 0xFFFFFF, avps, app, flags, hop, end)
     message.shape = tuple(shape)
