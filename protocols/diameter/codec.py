@@ -1331,7 +1331,13 @@ class AnswerTemplate:
     def answer(self, request: Message, result_code: int, items: Sequence[Item] = ()) -> Message:
         """``make_answer(request, items, result_code=..., origin_host=..., origin_realm=...,
         copy=...)`` of this template, encoded already."""
-        if request.problems or request.shape is None or any(type(i) is not Avp for i in items):
+        clean = not request.problems and request.shape is not None
+        if clean:
+            for i in items:
+                if type(i) is not Avp:
+                    clean = False
+                    break
+        if not clean:
             return make_answer(request, items, result_code=result_code,
                                origin_host=self.origin_host, origin_realm=self.origin_realm,
                                copy=self.copy)  # fmt: skip
