@@ -772,9 +772,14 @@ class DiameterAgent:
                 return _UNIT_AVP[unit]
         return q.unit_avp or ("CC-Total-Octets" if q.rating_group is not None else "CC-Time")
 
-    def _requested(self, q: _Quota, plan: str | None, now: int) -> int | None:
-        """Units asked for in the service's unit (None: the server decides)."""
-        if q.requested_units is None or q.unit_avp != self._unit_avp(q, plan, now):
+    def _requested(
+        self, q: _Quota, plan: str | None, now: int, unit: str | None = None
+    ) -> int | None:
+        """Units asked for in the service's unit (None: the server decides); ``unit``: that
+        unit's AVP when the caller has it already (``_unit_avp``)."""
+        if q.requested_units is None:
+            return None
+        if q.unit_avp != (unit if unit is not None else self._unit_avp(q, plan, now)):
             return None
         return q.requested_units
 
@@ -943,7 +948,8 @@ class DiameterAgent:
         q.grant_avp = self._unit_avp(q, plan, now)
         r = await self.engine.reserve_units(
             # (at=now: the rating context _free built is the engine's too, priced once)
-            q.key, subscriber, q.service, f"{q.key}/{number}", self._requested(q, plan, now),
+            q.key, subscriber, q.service, f"{q.key}/{number}",
+            self._requested(q, plan, now, q.grant_avp),
             info.destination, info.location, now, PROTOCOL,
         )  # fmt: skip
         self._settled(q, r)
@@ -1009,7 +1015,7 @@ class DiameterAgent:
         if not q.requested:
             next_units: int | None = 0
         else:
-            next_units = self._requested(q, plan, now)
+            next_units = self._requested(q, plan, now, q.grant_avp)
         r = await self.engine.settle(
             q.key,
             f"{q.key}/{number}",
@@ -1122,7 +1128,7 @@ class DiameterAgent:
     ) -> None:
         assert q.service is not None
         q.grant_avp = self._unit_avp(q, plan, now)
-        units = self._requested(q, plan, now) or q.used or 1
+        units = self._requested(q, plan, now, q.grant_avp) or q.used or 1
         req = DebitRequest(subscriber, q.service, f"{q.key}/{number}", units=units, info=info)
         if refund:
             r = await self.engine.refund(req)

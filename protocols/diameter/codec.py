@@ -18,6 +18,12 @@ and PS-Information in every request, so a second pass over them cost more than i
 The decoder raises nothing else on any input (the tests fuzz it). A top-level AVP whose
 bytes were decoded twice before without a problem is taken from a bounded cache
 (:data:`_CLEAN_AVPS`): the same object, checks and shape as a fresh decoding would give.
+A message is first tried in one flat pass over its top-level AVPs (``_decode_flat``: the
+cached ones and the run of them after the Session-Id taken as they are, the others decoded in
+full one by one); the first problem sends the whole message to the full decoder, so that every
+problem found, and every error answer built from them, is the full decoder's.
+:class:`AnswerTemplate` builds and encodes in one step the answers :func:`make_answer` would
+build to clean requests.
 """
 
 from __future__ import annotations
