@@ -899,8 +899,9 @@ def _header_only(buf: bytes | bytearray, pos: int) -> Message | None:
     return Message(word & 0xFFFFFF, [], app, word >> 24, hop, end)
 
 
-#: Runs of top-level AVPs that followed a message's first Session-Id, each AVP of them taken
-#: from :data:`_CLEAN_AVPS`, by their bytes (padding included): the AVPs and their shape. The
+#: Runs of top-level AVPs that followed a message's first Session-Id up to its first grouped
+#: AVP, each AVP of them taken from :data:`_CLEAN_AVPS`, by their bytes (padding included):
+#: the AVPs and their shape (in a CCR: Origin-Host ... CC-Request-Number). The
 #: same bytes from the start of an AVP are the same AVPs, so a run found again is what the
 #: decoder would make of them AVP by AVP. Bounded (emptied when full, as are the few sizes
 #: looked up).
@@ -961,6 +962,11 @@ def _decode_flat(buf: bytes, length: int) -> Message | None:
         if code != _SESSION_ID_CODE and n <= _CLEAN_AVP_MAX_BYTES:
             hit = get(buf[pos:stop])
             if hit is not None:
+                if run_at >= 0 and hit[0]._avps is not None:
+                    # A grouped AVP (Subscription-Id, MSCC) is mostly the session's or the
+                    # request's own: the run ends before it.
+                    _keep_run(buf[run_at:pos], avps[run_avps:], shape[run_shape:])
+                    run_at = -1
                 append(hit[0])
                 extend(hit[1])
                 pos = stop + (-n & 3)
