@@ -55,8 +55,8 @@ from protocols.diameter import constants as c
 from protocols.diameter.codec import (
     _CLEAN_AVPS,
     _CLEAN_AVPS_SIZE,
-    _SEEN_ONCE,
     _RUNS,
+    _SEEN_ONCE,
     _decode_flat,
     _scan,
 )
@@ -1105,3 +1105,36 @@ def test_a_template_answers_an_unclean_request_as_make_answer_does() -> None:
         make_answer(built, [("Validity-Time", 5)], result_code=2001, origin_host="o",
                     origin_realm="r"),
     )  # fmt: skip
+
+
+_TYPE = raw(450, b"\0\0\0\0")
+_DATA = raw(444, b"4917000001")
+
+
+@pytest.mark.parametrize(
+    "group",
+    [
+        raw(443, _TYPE + _DATA),  # what a gateway sends: read without _scan
+        raw(443, _TYPE + raw(444, b"491700001")),  # data padded
+        raw(443, _DATA + _TYPE),  # members the other way round
+        raw(443, _TYPE + _DATA + raw(450, b"\0\0\0\x01")),  # a third member
+        raw(443, _TYPE),  # Subscription-Id-Data missing (validate's 5005)
+        raw(443, _TYPE + raw(444, b"\xff\xfe")),  # not UTF-8 (5004)
+        raw(443, raw(450, b"\0\0\0") + _DATA),  # the wrong size (5014)
+        raw(443, _TYPE + _DATA, flags=0x00),  # no M-bit
+        raw(443, raw(450, b"\0\0\0\0", flags=0x60) + _DATA),  # the P-bit on a member
+        raw(443, _TYPE + raw(444, b"x", flags=0x41)),  # reserved bits on a member (3009)
+        raw(443, _TYPE + raw(444, b"49", vendor=10415)),  # a vendor's member
+        raw(443, _TYPE + _DATA[:-2]),  # the last member unpadded at the group's end
+        raw(443, _TYPE + raw(444, b"")),  # empty data
+    ],
+)
+def test_a_subscription_id_is_read_as_scan_reads_it(group: bytes) -> None:
+    data = message_with(SESSION + group + raw(415, b"\0\0\0\x01"))
+    plain = decode(data)
+    _same_as_a_plain_scan(data, plain)
+    flat = _decode_flat(data, len(data))
+    assert (flat is None) == bool(plain.problems)
+    if flat is not None:
+        _same_as_a_plain_scan(data, flat)
+        assert validate(flat) == validate(plain)

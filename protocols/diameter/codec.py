@@ -923,6 +923,49 @@ def _keep_run(wire: bytes, avps: list[Avp], shape: list[Any]) -> None:
     _RUNS[wire] = (avps, tuple(shape))
 
 
+_SUBSCRIPTION_ID_CODE: Final = 443
+_SUBSCRIPTION_ID_TYPE_CODE: Final = 450
+_SUBSCRIPTION_ID_DATA_CODE: Final = 444
+_SUBSCRIPTION_ID_DEFS: Final = (BY_KEY[443], BY_KEY[450], BY_KEY[444])
+#: (Subscription-Id-Type is enumerated: its data is part of the shape.)
+assert (
+    _SUBSCRIPTION_ID_TYPE_CODE in _SHAPE_VALUES and _SUBSCRIPTION_ID_DATA_CODE not in _SHAPE_VALUES
+)
+
+
+def _subscription_id(buf: bytes, pos: int, stop: int) -> Avp | None:
+    """The Subscription-Id at ``buf[pos:stop]`` (M-bit only) when it is exactly what a gateway
+    sends, Subscription-Id-Type (M, 4 bytes) then Subscription-Id-Data (M, UTF-8) and nothing
+    else: then ``_scan`` would find no problem in it, and these are the AVPs it would make.
+    None for any other form (``_scan`` decodes it)."""
+    if stop - pos < 28:
+        return None
+    head = _AVP_HEAD.unpack_from
+    code, word = head(buf, pos + 8)
+    if code != _SUBSCRIPTION_ID_TYPE_CODE or word != (AVP_FLAG_MANDATORY << 24) | 12:
+        return None
+    code, word = head(buf, pos + 20)
+    n = word & 0xFFFFFF
+    if (
+        code != _SUBSCRIPTION_ID_DATA_CODE
+        or word >> 24 != AVP_FLAG_MANDATORY
+        or n < 8
+        or pos + 20 + n + (-n & 3) != stop
+    ):
+        return None
+    data = buf[pos + 28 : pos + 20 + n]
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        return None
+    group, kind, value = _SUBSCRIPTION_ID_DEFS
+    member = Avp(_SUBSCRIPTION_ID_DATA_CODE, AVP_FLAG_MANDATORY, 0, data, value)
+    member._value = text
+    members = [Avp(_SUBSCRIPTION_ID_TYPE_CODE, AVP_FLAG_MANDATORY, 0, buf[pos + 16 : pos + 20],
+                   kind), member]  # fmt: skip
+    return Avp(_SUBSCRIPTION_ID_CODE, AVP_FLAG_MANDATORY, 0, buf[pos + 8 : stop], group, members)
+
+
 def _decode_flat(buf: bytes, length: int) -> Message | None:
     """The message at ``buf[:length]`` in one flat pass over its top-level AVPs, or None when
     it holds anything unusual (docs/diameter.md, Speed: decoding lazily).
@@ -1001,6 +1044,15 @@ def _decode_flat(buf: bytes, length: int) -> Message | None:
                 else:
                     run_at, run_avps, run_shape = pos, 1, len(shape)
             continue
+        if code == _SUBSCRIPTION_ID_CODE and avp_word >> 24 == AVP_FLAG_MANDATORY:
+            subscription = _subscription_id(buf, pos, stop)
+            if subscription is not None:
+                # (new in every session: its first two sightings are not cached)
+                append(subscription)
+                extend((code, -1, _SUBSCRIPTION_ID_TYPE_CODE, subscription.avps[0].data,
+                        _SUBSCRIPTION_ID_DATA_CODE, -2))  # fmt: skip
+                pos = stop + (-n & 3)
+                continue
         problems: list[Problem] = []
         _scan(buf, pos, stop, 0, problems, avps, shape, _CLEAN_AVPS)
         if problems:
