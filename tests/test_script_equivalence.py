@@ -336,8 +336,8 @@ def _in_order(entries: list[dict[bytes, bytes]]) -> list[Any]:
     def flush() -> None:
         if run:
             last = run[-1][b"rsv"]
-            out.append((last, sorted((sorted((f, v) for f, v in e.items() if f != b"rsv")
-                                      for e in run))))  # fmt: skip
+            out.append((last, sorted(sorted((f, v) for f, v in e.items() if f != b"rsv")
+                                      for e in run)))  # fmt: skip
             run.clear()
 
     for e in entries:

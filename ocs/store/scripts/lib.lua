@@ -375,9 +375,11 @@ end
 -- the named kind instead, which every reader takes as well.
 local EVENT_FIELD, EVENT_SEP = 'e', '\31'
 
+-- A request key that starts with the session id (the agents' "<session>/<n>") is written as
+-- the rest of it, and the kind as kind .. '~' says so (the readers put the session id back).
 local function emit(kind, msisdn, a, ver, ...)
   account_text(a)
-  local v = {...}
+  local v, sid, rel = {...}, nil, ''
   local n = #v
   for i = 2, n, 2 do
     local x = v[i]
@@ -387,9 +389,15 @@ local function emit(kind, msisdn, a, ver, ...)
       journal_crossing(msisdn, a, ver)
       return
     end
+    local f = v[i - 1]
+    if f == 'sid' then
+      sid = x
+    elseif f == 'rk' and sid and string.sub(x, 1, #sid) == sid then
+      x, rel = string.sub(x, #sid + 1), '~'
+    end
     v[i / 2] = x
   end
-  redis.call('XADD', K_OUT, '*', EVENT_FIELD, kind .. EVENT_SEP .. msisdn .. EVENT_SEP
+  redis.call('XADD', K_OUT, '*', EVENT_FIELD, kind .. rel .. EVENT_SEP .. msisdn .. EVENT_SEP
     .. NOW_TEXT .. EVENT_SEP .. a.tb .. EVENT_SEP .. a.tr .. EVENT_SEP .. ver .. EVENT_SEP
     .. table.concat(v, EVENT_SEP, 1, n / 2))
   journal_crossing(msisdn, a, ver)
