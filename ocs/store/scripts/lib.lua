@@ -378,16 +378,16 @@ local EVENT_FIELD, EVENT_SEP = 'e', '\31'
 -- A request key that starts with the session id (the agents' "<session>/<n>") is written as
 -- the rest of it, and the kind as kind .. '~' says so (the readers put the session id back).
 local function emit(kind, msisdn, a, ver, ...)
+  if string.find(msisdn, EVENT_SEP, 1, true) then
+    return emit_named(kind, msisdn, a, ver, ...)
+  end
   account_text(a)
   local v, sid, rel = {...}, nil, ''
   local n = #v
   for i = 2, n, 2 do
     local x = v[i]
     if string.find(x, EVENT_SEP, 1, true) then
-      redis.call('XADD', K_OUT, '*', 't', kind, 'sub', msisdn, 'ts', NOW_TEXT, 'bal', a.tb,
-        'rsv', a.tr, 'ver', ver, ...)
-      journal_crossing(msisdn, a, ver)
-      return
+      return emit_named(kind, msisdn, a, ver, ...)
     end
     local f = v[i - 1]
     if f == 'sid' then
