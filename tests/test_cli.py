@@ -387,3 +387,17 @@ async def test_auth_commands(ocs: Running) -> None:
     assert r.returncode == 0 and "intact" in r.stdout, r.stdout + r.stderr
     r = await asyncio.to_thread(ocs_cmd, "auth", "key", "list")
     assert r.returncode == 1 and "--redis-url" in r.stderr
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
+    """`ocs ... | head`: the pipe's reader closes it; the command stops without a word on
+    stderr, with the status of a command killed by SIGPIPE (141), as shell tools do."""
+    read, write = os.pipe()
+    os.close(read)  # every write to the pipe fails at once: EPIPE
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OCS_")}
+    try:
+        r = subprocess.run([*OCS, "config", "show"], stdout=write, stderr=subprocess.PIPE,
+                           text=True, env=env, timeout=30, check=False)  # fmt: skip
+    finally:
+        os.close(write)
+    assert (r.returncode, r.stderr) == (141, "")
