@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Final
 
-from protocols.sigtran.constants import AC_OF_PHASE, Op
+from protocols.sigtran.constants import AC_OF_PHASE, DIALOGUE_AS_ID, Op
 
 #: Off: pycrate alone (bench/camel.py measures both in one run).
 enabled = True
@@ -524,25 +524,50 @@ _MESSAGE_TAGS: Final = {v: k for k, v in _MESSAGES.items()}
 _TIDS: Final = {"begin": ("otid",), "continue": ("otid", "dtid"), "end": ("dtid",)}
 
 
+def _oid(arcs: tuple[int, ...]) -> bytes:
+    """The content of an OBJECT IDENTIFIER (X.690 §8.19): 40 * first + second, then each
+    arc in base 128, high bit set on all its octets but the last."""
+    out = bytearray()
+    for arc in (40 * arcs[0] + arcs[1], *arcs[2:]):
+        chunk = [arc & 0x7F]
+        rest = arc >> 7
+        while rest:
+            chunk.append(0x80 | (rest & 0x7F))
+            rest >>= 7
+        out += bytes(reversed(chunk))
+    return bytes(out)
+
+
+#: AARQ / AARE fields (Q.773 §4.2.3, the dialogue-as): protocol-version [0] BIT STRING
+#: '1'B (one bit, version1), and the AARE's result [2] accepted and result-source-diagnostic
+#: [3] dialogue-service-user [1] null.
+_PROTOCOL_VERSION1: Final = bytes.fromhex("80020780")
+_ACCEPTED: Final = bytes.fromhex("a203020100a305a103020100")
+
+
+def dialogue_portion(ac: tuple[int, ...], response: bool) -> bytes:
+    """The dialogue portion (tag 0x6B) of the AARQ (``response`` False) or accepting AARE of
+    application context ``ac``: an EXTERNAL with the dialogue-as id and a single-ASN1-type
+    DialoguePDU, as pycrate encodes it (tests/test_camel_fastber.py)."""
+    fields = _PROTOCOL_VERSION1 + _head(0xA1, _head(0x06, _oid(ac)))
+    pdu = _head(0x61, fields + _ACCEPTED) if response else _head(0x60, fields)
+    external = _head(0x06, _oid(DIALOGUE_AS_ID)) + _head(0xA0, pdu)
+    return _head(0x6B, _head(0x28, external))
+
+
 @functools.cache
 def _dialogues() -> tuple[dict[bytes, Any], list[tuple[Any, bytes]]]:
     """The dialogue portions of the supported phases (AARQ and accepting AARE of CAP v2, v3,
-    v4) as pycrate encodes and decodes them: bytes -> value, and (value, bytes) pairs. Built
-    once, with pycrate, so the fast path carries exactly what pycrate would."""
+    v4): bytes -> pycrate's value, and (value, bytes) pairs. Written here rather than by
+    pycrate, so that the messages of the flow never load pycrate's grammar (a second or
+    more to import, and ~110,000 objects for the garbage collector to walk)."""
     from protocols.sigtran import tcap
 
-    m = tcap.grammar()
     by_bytes: dict[bytes, Any] = {}
     pairs: list[tuple[Any, bytes]] = []
-    for phase in AC_OF_PHASE:
-        for d in (tcap.request(phase), tcap.accepted(phase)):
-            m.set_val(("end", {"dtid": b"\0", "dialoguePortion": tcap.dialogue_value(d)}))
-            data = bytes(m.to_ber())
-            _, s, e = _read(data, 0, len(data))
-            _, _, ce = _read(data, s, e)  # the dtid
-            portion = data[ce:e]
-            m.from_ber(data)
-            value = m.get_val()[1]["dialoguePortion"]
+    for phase, ac in AC_OF_PHASE.items():
+        for d, response in ((tcap.request(phase), False), (tcap.accepted(phase), True)):
+            value, portion = tcap.dialogue_value(d), dialogue_portion(ac, response)
             by_bytes[portion] = value
             pairs.append((value, portion))
     return by_bytes, pairs
