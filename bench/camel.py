@@ -222,6 +222,10 @@ if loop == "uvloop":
     use_uvloop()
 if gc_mode == "serve":
     tune_gc()
+# The codec's first use (a tree may import pycrate's grammar then) is outside the window.
+for p in bc.Phase:
+    for m in bc._call_messages(p):
+        bc.tcap.decode(bc.tcap.encode(m))
 bc.VARIANTS = (("fast", True, True),)
 with tempfile.TemporaryDirectory() as d:
     redis = EmbeddedRedis(d)
