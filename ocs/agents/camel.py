@@ -19,9 +19,11 @@ How a call maps onto the engine (TS 23.078 §4.6 for the flow):
   retransmitted report -- same invoke id, same content -- is the same n, gets the first
   answer and is charged once; a new report under a reused invoke id is the next n). A new
   ApplyCharging follows; when the credit affords nothing more, ReleaseCall (cause as
-  configured) in a TC-END.
+  configured) in a TC-END. The report that says the leg is no longer active carries the
+  call's last seconds: it ends the session (``release`` of them, key ``<session>/acr<n>``).
 * **EventReportBCSM** disconnect (or no answer, busy, abandon, route select failure) ends the
-  session (``release``, key ``<session>/end``) and the dialogue (TC-END).
+  session, if the last report did not (``release``, key ``<session>/end``), and the dialogue
+  (TC-END).
 * Barred subscribers get ReleaseCall at InitialDP; calls the plan rates free (emergency,
   toll-free) get Continue and no charging; unknown subscribers ReleaseCall or Continue as
   configured. An aborted dialogue (by the MSC, or by our TC timer) releases its hold with
@@ -281,11 +283,14 @@ class CamelAgent:
     async def _report(self, d: Dialogue, inv: Invoke, reply: TcReply) -> None:
         call = d.user
         result = cap.read_call_result(inv)
-        if not isinstance(call, _Call) or call.ended:
+        seen = call.reports.get((inv.invoke_id, result)) if isinstance(call, _Call) else None
+        if not isinstance(call, _Call) or (call.ended and seen is None):
             reply.components.append(ReturnError(inv.invoke_id, UNEXPECTED_COMPONENT_SEQUENCE))
             return
-        seen = call.reports.get((inv.invoke_id, result))
+        more = result.leg_active
         if seen is not None:  # a retransmission: the first one's request again
+            if not more and call.ended:
+                return  # the last report, already taken: it had no answer either
             (seq, used), total = seen, call.committed
         else:
             total = self._seconds(call, result)
@@ -293,16 +298,20 @@ class CamelAgent:
             seq = len(call.reports) + 1
             call.reports[(inv.invoke_id, result)] = (seq, used)
         key = f"{call.session}/acr{seq}"
-        more = result.leg_active
+        if not more:
+            # The leg is gone (legActive FALSE): these are the call's last seconds, and one
+            # release charges them and ends the session (as the native protocol's release
+            # does) -- not a commit, then a release of nothing at the disconnect.
+            call.ended = True
+            call.committed = max(call.committed, total)
+            await self.engine.release(ReleaseRequest(call.session, key, used=used),
+                                      subscriber=call.subscriber)  # fmt: skip
+            return
         r = await self.engine.commit(
-            CommitRequest(
-                call.session, key, used=used, next_units=None if more else 0, protocol=PROTOCOL
-            ),
+            CommitRequest(call.session, key, used=used, next_units=None, protocol=PROTOCOL),
             subscriber=call.subscriber,
         )
         call.committed = max(call.committed, total)
-        if not more:
-            return  # the call is over: its disconnect report follows
         if r.ok and r.granted > 0:
             reply.components.append(self._apply_charging(d, call, r))
             return
