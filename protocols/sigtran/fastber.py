@@ -646,26 +646,79 @@ def _encode_invoke(body: Any) -> bytes:
             or op[0] != "local" or op[1] not in ARGUMENTS
             or not {"invokeId", "opcode", "linkedId", "argument"}.issuperset(body)):  # fmt: skip
         raise _FALLBACK
-    out = _head(_T_INT, _INVOKE_ID.enc(iid[1]))
     linked = body.get("linkedId")
-    if linked is not None:
-        if not isinstance(linked, tuple) or linked[0] != "present":
+    if linked is not None and (not isinstance(linked, tuple) or linked[0] != "present"):
+        raise _FALLBACK
+    if "argument" not in body:
+        return invoke(iid[1], op[1], NO_ARGUMENT, None if linked is None else linked[1])
+    spec, arg = ARGUMENTS[op[1]], body["argument"]
+    if spec is None or not isinstance(arg, tuple) or arg[0] != spec[0]:
+        raise _FALLBACK
+    return invoke(iid[1], op[1], arg[1], None if linked is None else linked[1])
+
+
+#: :func:`invoke`'s argument for an Invoke without one.
+NO_ARGUMENT: Final = object()
+
+
+def invoke(invoke_id: int, opcode: int, argument: Any, linked_id: int | None = None) -> bytes:
+    """The BER of an Invoke component of the flow: ``argument`` the operation's argument as
+    pycrate's value (its encoding made once when it is frozen), or ``NO_ARGUMENT``."""
+    if opcode not in ARGUMENTS:
+        raise _FALLBACK
+    out = _head(_T_INT, _INVOKE_ID.enc(invoke_id))
+    if linked_id is not None:
+        out += _head(_T_LINKED, _INVOKE_ID.enc(linked_id))
+    out += _head(_T_INT, Int(0, 127).enc(opcode))
+    if argument is not NO_ARGUMENT:
+        spec = ARGUMENTS[opcode]
+        if spec is None:
             raise _FALLBACK
-        out += _head(_T_LINKED, _INVOKE_ID.enc(linked[1]))
-    out += _head(_T_INT, Int(0, 127).enc(op[1]))
-    if "argument" in body:
-        spec = ARGUMENTS[op[1]]
-        arg = body["argument"]
-        if spec is None or not isinstance(arg, tuple) or arg[0] != spec[0]:
-            raise _FALLBACK
-        m = _memo(arg[1])
+        m = _memo(argument)
         if m is None:
-            out += spec[1].enc_tlv(arg[1])
+            out += spec[1].enc_tlv(argument)
         else:
             if m[1] is None:
-                m[1] = spec[1].enc_tlv(arg[1])
+                m[1] = spec[1].enc_tlv(argument)
             out += m[1]
     return _head(_T_INVOKE, out)
+
+
+def _dialogue_bytes(dlg: Any) -> bytes:
+    """The BER of one of the six dialogue portions, given as pycrate's value."""
+    m = _memo(dlg)
+    if m is not None and m[1] is not None:
+        return m[1]  # type: ignore[no-any-return]
+    for v, portion in _dialogues()[1]:
+        if v == dlg:
+            if m is not None:
+                m[1] = portion
+            return portion
+    raise _FALLBACK
+
+
+def message(kind: str, otid: bytes | None, dtid: bytes | None, dialogue: Any,
+            components: list[bytes]) -> bytes:  # fmt: skip
+    """A TC-BEGIN/CONTINUE/END from its parts: the transaction ids it carries, a dialogue
+    portion's pycrate value (or None) and the components' BER (:func:`invoke`), for
+    :mod:`tcap`'s direct path; what :func:`encode` makes of the same message's value."""
+    tids = _TIDS.get(kind)
+    if tids is None:
+        raise _FALLBACK
+    parts = []
+    if kind != "end":
+        parts.append(_head(_T_OTID, _TID.enc(otid)))
+    elif otid is not None:
+        raise _FALLBACK
+    if kind != "begin":
+        parts.append(_head(_T_DTID, _TID.enc(dtid)))
+    elif dtid is not None:
+        raise _FALLBACK
+    if dialogue is not None:
+        parts.append(_dialogue_bytes(dialogue))
+    if components:
+        parts.append(_head(_T_COMPONENTS, b"".join(components)))
+    return _head(_MESSAGE_TAGS[kind], b"".join(parts))
 
 
 def encode(value: tuple[str, dict[str, Any]]) -> bytes:
@@ -674,32 +727,14 @@ def encode(value: tuple[str, dict[str, Any]]) -> bytes:
     tids = _TIDS.get(kind)
     if tids is None or not set(tids).union(("dialoguePortion", "components")).issuperset(body):
         raise _FALLBACK
-    parts = []
-    for name in tids:
-        parts.append(_head(_T_OTID if name == "otid" else _T_DTID, _TID.enc(body.get(name))))
-    dlg = body.get("dialoguePortion")
-    if dlg is not None:
-        m = _memo(dlg)
-        if m is not None and m[1] is not None:
-            parts.append(m[1])
-        else:
-            for v, portion in _dialogues()[1]:
-                if v == dlg:
-                    parts.append(portion)
-                    if m is not None:
-                        m[1] = portion
-                    break
-            else:
-                raise _FALLBACK
     comps = body.get("components")
+    items = []
     if comps is not None:
         if type(comps) is not list or not comps:
             raise _FALLBACK
-        items = []
         for c in comps:
             if not (isinstance(c, tuple) and c[0] == "basicROS" and isinstance(c[1], tuple)
                     and c[1][0] == "invoke"):  # fmt: skip
                 raise _FALLBACK
             items.append(_encode_invoke(c[1][1]))
-        parts.append(_head(_T_COMPONENTS, b"".join(items)))
-    return _head(_MESSAGE_TAGS[kind], b"".join(parts))
+    return message(kind, body.get("otid"), body.get("dtid"), body.get("dialoguePortion"), items)

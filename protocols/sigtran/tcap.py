@@ -314,7 +314,27 @@ def _component_value(c: Component) -> tuple[str, Any]:
     return ("basicROS", ("reject", {"invokeId": iid, "problem": (kind, int(c.problem))}))
 
 
+def _encode_fast(msg: TcapMessage) -> bytes:
+    """The fast path's BER straight from the message (no pycrate value built): invokes of the
+    flow only, else Fallback."""
+    comps = []
+    for c in msg.components:
+        if type(c) is not Invoke:
+            raise fastber.Fallback
+        # (as _component_value: an operation without an argument type carries none)
+        arg = fastber.NO_ARGUMENT if ARGUMENT_TYPES.get(c.opcode) is None else c.argument
+        comps.append(fastber.invoke(c.invoke_id, c.opcode, arg, c.linked_id))
+    d = msg.dialogue
+    return fastber.message(msg.type.value, msg.otid, msg.dtid,
+                           None if d is None else dialogue_value(d), comps)  # fmt: skip
+
+
 def encode(msg: TcapMessage) -> bytes:
+    if fastber.enabled and msg.type is not MessageType.ABORT:
+        try:
+            return _encode_fast(msg)
+        except fastber.Fallback:
+            pass  # (the general way below: the fast path on pycrate's value, else pycrate)
     body: dict[str, Any] = {}
     if msg.otid is not None:
         body["otid"] = msg.otid
