@@ -573,68 +573,107 @@ def _dialogues() -> tuple[dict[bytes, Any], list[tuple[Any, bytes]]]:
     return by_bytes, pairs
 
 
-def _invoke(data: bytes, s: int, e: int) -> dict[str, Any]:
+_OPCODE: Final = Int(0, 127)
+#: The argument of an Invoke without one (:func:`invoke`, :func:`decode_parts`).
+NO_ARGUMENT: Final = object()
+
+#: An Invoke read: (invoke id, linked id or None, opcode, argument or NO_ARGUMENT).
+InvokeParts = tuple[int, int | None, int, Any]
+
+
+def _invoke(data: bytes, s: int, e: int) -> InvokeParts:
     t, cs, ce = _read(data, s, e)
     if t != _T_INT:
         raise _FALLBACK
-    body: dict[str, Any] = {"invokeId": ("present", _INVOKE_ID.dec(data, cs, ce))}
+    iid = _INVOKE_ID.dec(data, cs, ce)
+    linked = None
     t, cs, ce = _read(data, ce, e)
     if t == _T_LINKED:
-        body["linkedId"] = ("present", _INVOKE_ID.dec(data, cs, ce))
+        linked = _INVOKE_ID.dec(data, cs, ce)
         t, cs, ce = _read(data, ce, e)
     if t != _T_INT:
         raise _FALLBACK
-    op = Int(0, 127).dec(data, cs, ce)
+    op = _OPCODE.dec(data, cs, ce)
     if op not in ARGUMENTS:
         raise _FALLBACK
-    body["opcode"] = ("local", op)
-    if ce < e:
-        arg = ARGUMENTS[op]
-        if arg is None:
-            raise _FALLBACK
-        name, codec = arg
-        t, cs, ae = _read(data, ce, e)
-        if ae != e or t not in codec.tags:
-            raise _FALLBACK
-        body["argument"] = (name, codec.dec_tlv(t, data, cs, ae))
-    return body
+    if ce == e:
+        return iid, linked, op, NO_ARGUMENT
+    arg = ARGUMENTS[op]
+    if arg is None:
+        raise _FALLBACK
+    codec = arg[1]
+    t, cs, ae = _read(data, ce, e)
+    if ae != e or t not in codec.tags:
+        raise _FALLBACK
+    return iid, linked, op, codec.dec_tlv(t, data, cs, ae)
 
 
-def decode(data: bytes) -> tuple[str, dict[str, Any]]:
-    """pycrate's value of a TC-BEGIN/CONTINUE/END of invokes of the prepaid flow."""
+def decode_parts(
+    data: bytes,
+) -> tuple[str, bytes | None, bytes | None, Any, list[InvokeParts] | None]:
+    """A TC-BEGIN/CONTINUE/END of invokes of the prepaid flow, in parts: (message type,
+    otid, dtid, the dialogue portion as pycrate's value or None, the invokes or None when
+    there is no component portion), for :mod:`tcap`'s direct path; :func:`decode` makes
+    pycrate's value of them."""
     t, s, e = _read(data, 0, len(data))
     kind = _MESSAGES.get(t)
     if kind is None or e != len(data):
         raise _FALLBACK
-    body: dict[str, Any] = {}
+    otid = dtid = dialogue = invokes = None
     pos = s
-    for name in _TIDS[kind]:
-        t, cs, ce = _read(data, pos, e)
-        if t != (_T_OTID if name == "otid" else _T_DTID):
+    if kind != "end":
+        t, cs, pos = _read(data, pos, e)
+        if t != _T_OTID:
             raise _FALLBACK
-        body[name] = _TID.dec(data, cs, ce)
-        pos = ce
+        otid = _TID.dec(data, cs, pos)
+    if kind != "begin":
+        t, cs, pos = _read(data, pos, e)
+        if t != _T_DTID:
+            raise _FALLBACK
+        dtid = _TID.dec(data, cs, pos)
     if pos < e:
         t, cs, ce = _read(data, pos, e)
         if t == _T_DIALOGUE:
-            value = _dialogues()[0].get(data[pos:ce])
-            if value is None:
+            dialogue = _dialogues()[0].get(data[pos:ce])
+            if dialogue is None:
                 raise _FALLBACK
-            body["dialoguePortion"] = value
             pos = ce
             if pos < e:
                 t, cs, ce = _read(data, pos, e)
         if pos < e:
             if t != _T_COMPONENTS or ce != e or cs == ce:
                 raise _FALLBACK
-            comps = []
+            invokes = []
             while cs < ce:
                 ct, ics, ice = _read(data, cs, ce)
                 if ct != _T_INVOKE:
                     raise _FALLBACK
-                comps.append(("basicROS", ("invoke", _invoke(data, ics, ice))))
+                invokes.append(_invoke(data, ics, ice))
                 cs = ice
-            body["components"] = comps
+    return kind, otid, dtid, dialogue, invokes
+
+
+def decode(data: bytes) -> tuple[str, dict[str, Any]]:
+    """pycrate's value of a TC-BEGIN/CONTINUE/END of invokes of the prepaid flow."""
+    kind, otid, dtid, dialogue, invokes = decode_parts(data)
+    body: dict[str, Any] = {}
+    if otid is not None:
+        body["otid"] = otid
+    if dtid is not None:
+        body["dtid"] = dtid
+    if dialogue is not None:
+        body["dialoguePortion"] = dialogue
+    if invokes is not None:
+        comps = []
+        for iid, linked, op, arg in invokes:
+            inv: dict[str, Any] = {"invokeId": ("present", iid)}
+            if linked is not None:
+                inv["linkedId"] = ("present", linked)
+            inv["opcode"] = ("local", op)
+            if arg is not NO_ARGUMENT:
+                inv["argument"] = (ARGUMENTS[op][0], arg)  # type: ignore[index]
+            comps.append(("basicROS", ("invoke", inv)))
+        body["components"] = comps
     return kind, body
 
 
@@ -657,10 +696,6 @@ def _encode_invoke(body: Any) -> bytes:
     return invoke(iid[1], op[1], arg[1], None if linked is None else linked[1])
 
 
-#: :func:`invoke`'s argument for an Invoke without one.
-NO_ARGUMENT: Final = object()
-
-
 def invoke(invoke_id: int, opcode: int, argument: Any, linked_id: int | None = None) -> bytes:
     """The BER of an Invoke component of the flow: ``argument`` the operation's argument as
     pycrate's value (its encoding made once when it is frozen), or ``NO_ARGUMENT``."""
@@ -669,7 +704,7 @@ def invoke(invoke_id: int, opcode: int, argument: Any, linked_id: int | None = N
     out = _head(_T_INT, _INVOKE_ID.enc(invoke_id))
     if linked_id is not None:
         out += _head(_T_LINKED, _INVOKE_ID.enc(linked_id))
-    out += _head(_T_INT, Int(0, 127).enc(opcode))
+    out += _head(_T_INT, _OPCODE.enc(opcode))
     if argument is not NO_ARGUMENT:
         spec = ARGUMENTS[opcode]
         if spec is None:

@@ -197,10 +197,35 @@ def _component(c: Any, bad: list[ComponentError]) -> Component | None:
     return Reject(iid, problem)
 
 
+_TYPES: Final = {t.value: t for t in MessageType}
+
+
+def _decode_fast(data: bytes) -> TcapMessage:
+    """The fast path's message straight from its parts (no pycrate value built and read
+    back): what :func:`decode` makes of the same bytes, or Fallback."""
+    kind, otid, dtid, dp, invokes = fastber.decode_parts(data)
+    comps: list[Component] = []
+    bad: list[ComponentError] = []
+    for iid, linked, op, arg in invokes or ():
+        if arg is not fastber.NO_ARGUMENT:
+            comps.append(Invoke(iid, op, arg, linked))
+        elif ARGUMENT_TYPES[op] is None:
+            comps.append(Invoke(iid, op, None, linked))
+        else:
+            bad.append(ComponentError(InvokeProblem.MISTYPED_ARGUMENT, iid,
+                                      f"operation {op} without its argument"))  # fmt: skip
+    return TcapMessage(_TYPES[kind], otid, dtid, _dialogue(dp), tuple(comps), None, tuple(bad))
+
+
 def decode(data: bytes) -> TcapMessage:
     """One TCAP message. TcapError (with the originating transaction id when one could be
     found) for anything that cannot be read as a whole; unreadable components are kept in
     ``bad_components``."""
+    if fastber.enabled:
+        try:
+            return _decode_fast(data)
+        except fastber.Fallback:
+            pass
     try:
         kind, body = _read_value(data)
         dlg = _dialogue(body.get("dialoguePortion"))
