@@ -78,6 +78,10 @@ PROTOCOL: Final = "camel"
 UNEXPECTED_COMPONENT_SEQUENCE: Final = 14
 
 
+#: The metrics' verb of each operation.
+_VERBS: Final = {int(op): op.name.lower() for op in Op}
+
+
 @dataclass(frozen=True, slots=True)
 class CamelConfig:
     #: What to do with a subscriber the OCS does not know: "release" or "continue".
@@ -138,7 +142,7 @@ class CamelAgent:
         reply = TcReply()
         for inv in invokes:
             t0 = time.perf_counter()
-            verb = Op(inv.opcode).name.lower() if inv.opcode in Op._value2member_map_ else "?"
+            verb = _VERBS.get(inv.opcode, "?")
             try:
                 await self._operation(dialogue, inv, reply)
                 result = Outcome.SUCCESS.value  # (the metrics speak the native agent's words)
