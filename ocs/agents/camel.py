@@ -45,11 +45,7 @@ from typing import Final
 from ocs.charging.engine import ChargingEngine, wall_clock_ms
 from ocs.charging.types import (
     ChargeResult,
-    CommitRequest,
     Outcome,
-    ReleaseRequest,
-    ReserveRequest,
-    SessionInfo,
 )
 from ocs.metrics import Metrics
 from protocols.sigtran import cap
@@ -216,7 +212,6 @@ class CamelAgent:
         if service is None:
             self._release_call(d, reply, self.config.release_cause)
             return
-        info = SessionInfo(destination, idp.location)
         ctx = UsageContext(plan=plan, service=service, subscriber=subscriber, started_at=now,
                            destination=destination, location=idp.location)  # fmt: skip
         try:
@@ -228,11 +223,9 @@ class CamelAgent:
             self._continue(d, reply)
             return
         sid = f"camel/{d.key}"
-        r = await self.engine.reserve(
-            ReserveRequest(
-                sid, subscriber, service, f"{sid}/idp", info=info, at=now, protocol=PROTOCOL
-            )
-        )
+        # (the engine's hot-path verbs, with the request's fields as arguments)
+        r = await self.engine.reserve_units(sid, subscriber, service, f"{sid}/idp", None,
+                                            destination, idp.location, now, PROTOCOL)  # fmt: skip
         if not r.ok or r.granted <= 0:
             no_credit = r.outcome is Outcome.CREDIT_LIMIT_REACHED or (r.ok and r.granted <= 0)
             if no_credit and self.config.redirect:
@@ -308,13 +301,11 @@ class CamelAgent:
             # does) -- not a commit, then a release of nothing at the disconnect.
             call.ended = True
             call.committed = max(call.committed, total)
-            await self.engine.release(ReleaseRequest(call.session, key, used=used),
-                                      subscriber=call.subscriber)  # fmt: skip
+            await self.engine.settle(call.session, key, used, call.subscriber, next_units=0,
+                                     end=True)  # fmt: skip
             return
-        r = await self.engine.commit(
-            CommitRequest(call.session, key, used=used, next_units=None, protocol=PROTOCOL),
-            subscriber=call.subscriber,
-        )
+        r = await self.engine.settle(call.session, key, used, call.subscriber, next_units=None,
+                                     end=False, protocol=PROTOCOL)  # fmt: skip
         call.committed = max(call.committed, total)
         if r.ok and r.granted > 0:
             reply.components.append(self._apply_charging(d, call, r))
@@ -337,7 +328,5 @@ class CamelAgent:
 
     async def _release(self, call: _Call, why: str) -> ChargeResult:
         call.ended = True
-        return await self.engine.release(
-            ReleaseRequest(call.session, f"{call.session}/{why}", used=0),
-            subscriber=call.subscriber,
-        )
+        return await self.engine.settle(call.session, f"{call.session}/{why}", 0,
+                                        call.subscriber, next_units=0, end=True)  # fmt: skip
