@@ -308,8 +308,9 @@ def main() -> None:
     r["fast-pyupcall_codec_us"] = r["fast_codec_us"]
     text = (
         f"\n## bench.camel ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.calls} "
-        f"calls, {args.inflight} in flight, {args.loop}, collector {args.gc}; OCS in this process, MSC simulator in a "
-        f"child process, 2 shared cores, load average {os.getloadavg()[0]:.1f})\n\n"
+        f"calls, {args.inflight} in flight, {args.loop}, collector {args.gc}; OCS in this "
+        f"process, MSC simulator in a child process, 2 shared cores, load average "
+        f"{os.getloadavg()[0]:.1f})\n\n"
         f"| variant | calls/s | CAP msgs/s | OCS CPU us/msg | simulator CPU us/msg "
         f"| p50 / p99 ms per message | codec us/msg (enc+dec) |\n"
         f"|---|---:|---:|---:|---:|---:|---:|\n"
