@@ -221,13 +221,13 @@ def decode(data: bytes) -> TcapMessage:
     """One TCAP message. TcapError (with the originating transaction id when one could be
     found) for anything that cannot be read as a whole; unreadable components are kept in
     ``bad_components``."""
-    if fastber.enabled:
-        try:
-            return _decode_fast(data)
-        except fastber.Fallback:
-            pass
     try:
-        kind, body = _read_value(data)
+        if fastber.enabled:
+            try:
+                return _decode_fast(data)
+            except fastber.Fallback:
+                pass  # (pycrate reads it, or says what is wrong with it)
+        kind, body = _read_pycrate(data)
         dlg = _dialogue(body.get("dialoguePortion"))
         bad: list[ComponentError] = []
         comps = [x for c in body.get("components", ()) if (x := _component(c, bad)) is not None]
@@ -250,14 +250,8 @@ def decode(data: bytes) -> TcapMessage:
         raise TcapError(cause, f"{type(exc).__name__}: {exc}"[:200], scan_otid(data)) from None
 
 
-def _read_value(data: bytes) -> tuple[str, Any]:
-    """pycrate's value of a message: by the fast path when it knows the message, else by
-    pycrate (which raises on what it cannot read)."""
-    if fastber.enabled:
-        try:
-            return fastber.decode(data)
-        except fastber.Fallback:
-            pass
+def _read_pycrate(data: bytes) -> tuple[str, Any]:
+    """pycrate's value of a message (pycrate raises on what it cannot read)."""
     m = grammar()
     m.from_ber(data)
     value: tuple[str, Any] = m.get_val()
