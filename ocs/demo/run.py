@@ -45,7 +45,7 @@ from ocs.sims.switch import SwitchSimulator as CdrSwitch
 from ocs.sims.traffic import SwitchSimulator, Tally
 from ocs.store.redis_client import PipelinedRedis
 from ocs.store.security import SecurityStore
-from ocs.tasks import cancel_and_wait
+from ocs.tasks import cancel_all_and_wait, cancel_and_wait
 from protocols.native import NativeClient
 
 
@@ -253,6 +253,8 @@ def _show_hlr(a: Applied, out: TextIO) -> None:
 
 #: The subscriber whose balance the demo drives below its limits and back (prepaid-basic).
 STORY_MSISDN = "4919000000001"
+#: How much longer than its duration a demo waits for its stories to end (a loaded machine).
+STORY_GRACE: Final = 60.0
 #: Subscribers charged only from CDR files (hot billing), beside the story's.
 CDR_SUBSCRIBERS = [f"49190000000{i:02d}" for i in range(2, 22)]
 #: The demo archive's AES-256 key (a demo has no secrets): `ocs archive verify --dir
@@ -308,6 +310,53 @@ async def _story(
         note="voucher", now=wall_clock_ms(),
     )  # fmt: skip
     say(f"top-up 50.00; balance {format_money(ans.balance)}")
+
+
+def _told(hlr: HlrSimulator) -> bool:
+    """The HLR has seen both barring stories end: the story's subscriber unbarred after its
+    top-up, and one of the overdraft subscribers barred on the real-time path and unbarred by a
+    keep-alive top-up."""
+    barred: set[str] = set()
+    lifted = False
+    for a in hlr.log:
+        if a.stale or a.msisdn == STORY_MSISDN:
+            continue
+        if a.barring != "none":
+            barred.add(a.msisdn)
+        elif a.msisdn in barred:
+            lifted = True
+            break
+    return (
+        lifted
+        and hlr.barring(STORY_MSISDN) == "none"
+        and any(a.msisdn == STORY_MSISDN for a in hlr.log)
+    )
+
+
+async def _until_told(
+    story: asyncio.Task[None], hlr: HlrSimulator | None, out: TextIO, stop: asyncio.Event
+) -> None:
+    """A demo of a given duration ends once its stories are told, when they have not been by
+    then (a loaded machine runs the traffic slower): at most STORY_GRACE seconds more, or
+    until Ctrl-C."""
+    if story.done() and (hlr is None or _told(hlr)):
+        return
+    print("Waiting   for the barring stories to end before stopping", file=out, flush=True)
+
+    async def told() -> None:
+        with contextlib.suppress(Exception):  # (said when the story is stopped)
+            await asyncio.shield(story)
+        if hlr is not None:
+            await hlr.wait_for(lambda: _told(hlr))
+
+    waits = [asyncio.ensure_future(told()), asyncio.ensure_future(stop.wait())]
+    try:
+        done, _ = await asyncio.wait(waits, timeout=STORY_GRACE,
+                                     return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        if not done:
+            print(f"Waiting   gave up after {STORY_GRACE:.0f} s", file=out, flush=True)
+    finally:
+        await cancel_all_and_wait(waits)
 
 
 async def _bill(ocs: Running, settings: Settings, out: TextIO) -> None:
@@ -500,6 +549,8 @@ async def _run(
                 prev_n, prev_t = sim.tally.requests, now
                 if deadline is not None and now >= deadline - 0.01:
                     break
+            if deadline is not None and not stop.is_set():
+                await _until_told(story, hlr, out, stop)
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
