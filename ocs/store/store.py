@@ -296,7 +296,7 @@ class Store:
             raise _wrapped(exc) from exc
 
     async def _call(
-        self, name: str, keys: list[str], args: list[str | int | bytes], fingerprint: str = ""
+        self, name: str, keys: Sequence[str], args: list[str | int | bytes], fingerprint: str = ""
     ) -> Any:
         # Every script's last arguments: the request's fingerprint, stored with its answer, and
         # the generation of the published thresholds (lib.lua).
