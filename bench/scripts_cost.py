@@ -8,8 +8,9 @@ user + system CPU, network included) and ``INFO commandstats`` (``usec_per_call`
 the script alone). Variants, interleaved in a new order each round, medians over the rounds:
 
 * ``before``: the scripts of an earlier revision (``--baseline``, by default the one before
-  issue 17's store work), called by FCALL with the Store's arguments of then (the answer's
-  key as KEYS[7]): the same run's reference for a change to the scripts;
+  issue 17's store work), called by FCALL with the Store's arguments of then (for a revision
+  that kept session answers in keys: the answer's key as KEYS[7]): the same run's reference
+  for a change to the scripts (``--baseline main`` for a branch's change);
 * ``full``: the scripts as shipped, called by EVALSHA (as on Redis 6.2);
 * ``functions``: the same as one Functions library called by FCALL (as on Redis 7.0+);
 * ``no-aof``: the same on the server with ``appendonly no``;
@@ -121,11 +122,13 @@ def _full(name: str) -> str:
 def _no_outbox(name: str) -> str:
     # The request's event only (a threshold crossing is rare and stays).
     src = script_source(name)
-    call = "redis.call('XADD', K_OUT, '*', 't', kind,"
-    assert call in src
-    # (the arguments are still evaluated, as they would be for the call)
-    nop = "_nop('XADD', K_OUT, '*', 't', kind,"
-    return "local function _nop(...) end\n" + src.replace(call, nop)
+    calls = ["redis.call('XADD', K_OUT, '*', 't', kind,",
+             "redis.call('XADD', K_OUT, '*', EVENT_FIELD,"]  # fmt: skip
+    for call in calls:
+        assert call in src
+        # (the arguments are still evaluated, as they would be for the call)
+        src = src.replace(call, call.replace("redis.call(", "_nop("))
+    return "local function _nop(...) end\n" + src
 
 
 def _no_idem(name: str) -> str:
@@ -200,6 +203,12 @@ def baseline_source(rev: str) -> Callable[[str], str]:
     return read
 
 
+def legacy_args(rev: str) -> bool:
+    """Whether the scripts at ``rev`` keep session answers in keys of their own (the Store's
+    arguments of then: BaselineStore), not in the sessions hash."""
+    return "session_lookup" not in baseline_source(rev)("lib")
+
+
 class BaselineStore(Store):
     """The baseline's scripts, with the Store's arguments of then for the session scripts:
     the answer's key as KEYS[7] and the TTL (not now + TTL) as ARGV[4]."""
@@ -227,7 +236,7 @@ async def store_with(
     """A Store whose session scripts are the variant's copies called by EVALSHA (the others
     as shipped), or the shipped library called by FCALL (``functions``), or the baseline's
     library, loaded."""
-    store = (BaselineStore if variant.baseline else Store)(
+    store = (BaselineStore if variant.baseline and legacy_args(baseline) else Store)(
         client,
         session_ttl_ms=session_ttl_ms or IDEMPOTENCY_TTL_SESSION * 1000,
         reference_ttl_ms=IDEMPOTENCY_TTL_REFERENCE * 1000,
@@ -385,7 +394,7 @@ async def deletion_cost(
         await _sessions(store, sessions, inflight, subscribers, "del")
         calls = 3 * sessions
         keys0 = int(await client.execute("DBSIZE"))
-        answer_keys = calls if variant.baseline else 0
+        answer_keys = calls if variant.baseline and legacy_args(baseline) else 0
         c0, t0 = await _cpu(client), time.monotonic()
         await asyncio.sleep(WAIT_S)  # (the keys expire meanwhile)
         # The sweeper's step, at a time past every session's hold too (the baseline's pass

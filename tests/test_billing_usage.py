@@ -19,6 +19,7 @@ from ocs.billing import runs
 from ocs.billing import schema as S
 from ocs.billing.usage import GROUP, UsageConsumer, consuming
 from ocs.constants import BUCKET_COUNT
+from ocs.store.events import expand
 from ocs.store.notify import NotifyStore
 from ocs.store.store import Store
 from tests.billing_db import build_sample
@@ -111,7 +112,7 @@ async def test_outbox_usage_is_ingested_once_even_after_a_crash(
             for entry_id, fields in await outbox.redis.xrange(key):
                 from ocs.store.notify import Notification
 
-                notes.append(Notification(key, entry_id, fields))
+                notes.append(Notification(key, entry_id, expand(fields)))
         await again._handle(notes)
         assert again.stats.stored == 0
         assert usage_rows(billing_engine) == 6
@@ -174,9 +175,10 @@ async def test_reconciliation_after_a_load(
     end = ms("2026-12-01T00:00:00+01:00")
     expected = 0
     for b in range(BUCKET_COUNT):
-        for _, f in await raw_redis.xrange(f"ocs:{{b{b}}}:outbox"):
-            if f[b"t"] == b"debit" and f[b"sub"].decode() in LINES and int(f[b"ts"]) < end:
-                expected += -int(f[b"amt"])
+        for _, raw in await raw_redis.xrange(f"ocs:{{b{b}}}:outbox"):
+            f = expand({k.decode(): v.decode() for k, v in raw.items()})
+            if f["t"] == "debit" and f["sub"] in LINES and int(f["ts"]) < end:
+                expected += -int(f["amt"])
     assert expected > 0
     assert billed == expected
     # ... and every line still recomputes from its events

@@ -30,6 +30,7 @@ from ocs.store.cluster import (
 )
 from ocs.store.durability import apply_durability
 from ocs.store.errors import StoreUnavailable
+from ocs.store.events import expand
 from ocs.store.redis_client import NotReplicated, PipelinedRedis, RedisUnavailable
 from ocs.store.store import ScriptAnswer, Store
 
@@ -253,9 +254,10 @@ async def test_resharding_under_load_fails_no_request_and_loses_no_event(
             account = await store.get_account(m)
             assert account is not None
             assert account.balance == 10_000_000 - acked[m], m
-            events = await ref.xrange(K.outbox_key(K.bucket_of(m)))
-            debits = [f for _i, f in events if f[b"sub"] == m.encode() and f[b"t"] == b"debit"]
-            assert -sum(int(f[b"amt"]) for f in debits) == acked[m], m
+            raw = await ref.xrange(K.outbox_key(K.bucket_of(m)))
+            events = [expand({k.decode(): v.decode() for k, v in f.items()}) for _i, f in raw]
+            debits = [f for f in events if f["sub"] == m and f["t"] == "debit"]
+            assert -sum(int(f["amt"]) for f in debits) == acked[m], m
 
 
 # -- durability: WAIT ----------------------------------------------------------------------

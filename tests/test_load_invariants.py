@@ -17,6 +17,7 @@ from test_service import FLAT, SETTINGS
 
 from bench.locust.invariants import CheckReport, check
 from ocs.service import Running, run_ocs
+from ocs.store.events import expand
 from ocs.store.keys import SubscriberKeys
 from protocols.native import NativeClient
 
@@ -70,7 +71,7 @@ async def run_check(ocs: Running, ledger: dict[str, list[int]] | None = None,
 async def last_event(raw: redis.asyncio.Redis, msisdn: str) -> tuple[str, dict[str, str]]:
     key = SubscriberKeys.of(msisdn).outbox
     for entry_id, fields in await raw.xrevrange(key, count=1000):
-        f = {k.decode(): v.decode() for k, v in fields.items()}
+        f = expand({k.decode(): v.decode() for k, v in fields.items()})
         if f["sub"] == msisdn:
             return entry_id.decode(), f
     raise AssertionError(f"no event of {msisdn}")
@@ -113,7 +114,7 @@ async def test_an_event_one_micro_unit_off_is_caught(
     # be edited: take it and every later entry out, and put them back in order).
     key = SubscriberKeys.of(A).outbox
     entries = [
-        (i, {k.decode(): v.decode() for k, v in fields.items()})
+        (i, expand({k.decode(): v.decode() for k, v in fields.items()}))
         for i, fields in await raw_redis.xrange(key)
     ]
     at = next(n for n, (_, f) in enumerate(entries) if f["sub"] == A and f["t"] == "debit")

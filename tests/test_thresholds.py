@@ -24,6 +24,7 @@ from ocs.charging.types import (
     ReserveRequest,
 )
 from ocs.store import keys as K
+from ocs.store.events import expand
 from ocs.store.store import PLAN_THRESHOLDS, Account, Store
 
 # The engine tests' fixtures.
@@ -51,7 +52,7 @@ async def outbox(raw: redis.asyncio.Redis, msisdn: str, kind: str) -> list[dict[
     entries = await raw.xrange(K.outbox_key(K.bucket_of(msisdn)))
     out = []
     for _, f in entries:
-        d = {k.decode(): v.decode() for k, v in f.items()}
+        d = expand({k.decode(): v.decode() for k, v in f.items()})
         if d["sub"] == msisdn and d["t"] == kind:
             out.append(d)
     return out
@@ -328,7 +329,8 @@ async def versions_and_events(
 ) -> tuple[int, list[int]]:
     """The account's version and the versions its outbox events carry, in order."""
     entries = await raw.xrange(K.outbox_key(K.bucket_of(msisdn)))
-    vers = [int(f[b"ver"]) for _, f in entries if f[b"sub"] == msisdn.encode()]
+    events = [expand({k.decode(): v.decode() for k, v in f.items()}) for _, f in entries]
+    vers = [int(f["ver"]) for f in events if f["sub"] == msisdn]
     return (await account(store, msisdn)).version, vers
 
 

@@ -44,6 +44,7 @@ import msgpack
 
 from ocs.constants import BUCKET_COUNT
 from ocs.store.cluster import AdminRedis, admin_client
+from ocs.store.events import expand
 from ocs.store.keys import (
     SubscriberKeys,
     account_pattern,
@@ -314,7 +315,7 @@ async def read_outbox(client: AdminRedis, batch: int = 10_000) -> dict[str, list
         while True:
             entries = await client.xrange(key, start, "+", count=batch)
             for entry_id, raw in entries:
-                fields = {_s(k): _s(v) for k, v in raw.items()}
+                fields = expand({_s(k): _s(v) for k, v in raw.items()})
                 fields["_id"] = _s(entry_id)
                 by_sub.setdefault(fields.get("sub", ""), []).append(fields)
             if len(entries) < batch:

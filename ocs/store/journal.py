@@ -29,6 +29,7 @@ from typing import Any, Final
 from ocs.constants import BUCKET_COUNT, KEY_PREFIX
 from ocs.store import keys as K
 from ocs.store.cluster import AdminRedis, admin_client
+from ocs.store.events import expand
 from ocs.store.notify import redis_call
 
 #: Where the last exported id of each bucket is kept (a hash: bucket -> stream id).
@@ -62,7 +63,7 @@ def _write(directory: Path, bucket: int, entries: list[tuple[str, dict[str, str]
     """Append the entries to their day's file, durably; the number of files written."""
     by_day: dict[str, list[str]] = {}
     for entry_id, fields in entries:
-        event = {"b": bucket, "id": entry_id, **fields}
+        event = {"b": bucket, "id": entry_id, **expand(fields)}
         line = json.dumps(event, separators=(",", ":"), sort_keys=True)
         by_day.setdefault(_day(entry_id), []).append(line)
     for day, lines in by_day.items():

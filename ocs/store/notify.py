@@ -39,6 +39,7 @@ from ocs.constants import BUCKET_COUNT
 from ocs.store import keys as K
 from ocs.store.cluster import AdminRedis, admin_client
 from ocs.store.errors import StoreUnavailable
+from ocs.store.events import expand
 
 #: How many commands each subscriber's history keeps.
 HISTORY_LENGTH: Final = 50
@@ -225,7 +226,7 @@ class NotifyStore:
         for stream, entries in reply or []:
             for entry_id, fields in entries:
                 # (a pending entry trimmed away reads as empty: nothing to do but ack it)
-                out.append(Notification(stream, entry_id, fields or {}))
+                out.append(Notification(stream, entry_id, expand(fields or {})))
         return out
 
     async def ack(self, group: str, note: Notification) -> None:
@@ -270,7 +271,7 @@ class NotifyStore:
             for stream, entries in reply or []:
                 for entry_id, fields in entries:
                     ids[stream] = entry_id
-                    yield Notification(stream, entry_id, fields)
+                    yield Notification(stream, entry_id, expand(fields))
 
     async def _each_stream(
         self, streams: Mapping[Any, Any], block_ms: int | None, read: str, *args: Any,

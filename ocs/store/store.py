@@ -23,6 +23,7 @@ from ocs.constants import BUCKET_COUNT
 from ocs.store import keys as K
 from ocs.store.cluster import HotRedis
 from ocs.store.errors import StoreError, StoreUnavailable
+from ocs.store.events import expand
 from ocs.store.functions import build_library
 from ocs.store.keys import SubscriberKeys
 from ocs.store.redis_client import (
@@ -769,7 +770,7 @@ class Store:
             if not batch:
                 break
             for entry_id, flat in batch:
-                f = {_s(flat[i]): _s(flat[i + 1]) for i in range(0, len(flat), 2)}
+                f = expand({_s(flat[i]): _s(flat[i + 1]) for i in range(0, len(flat), 2)})
                 if f.get("sub") == msisdn:
                     out.append(Event(_s(entry_id), f))
                     if len(out) >= limit:

@@ -32,6 +32,7 @@ from ocs.lifecycle import AsyncConnection
 from ocs.store import keys as K
 from ocs.store.cluster import ClusterRedis, HotRedis, hot_client
 from ocs.store.errors import StoreUnavailable
+from ocs.store.events import expand
 from ocs.store.notify import Notification
 from ocs.store.redis_client import Arg, RedisClientError
 
@@ -145,6 +146,6 @@ class StreamReader(AsyncConnection):
         for stream, items in reply:
             for entry_id, flat in items:
                 fields = dict(zip(flat[::2], flat[1::2], strict=True)) if flat else {}
-                out.append(Notification(stream, entry_id, fields))
+                out.append(Notification(stream, entry_id, expand(fields)))
                 self.positions[stream] = entry_id
         return out

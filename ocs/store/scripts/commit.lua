@@ -46,5 +46,5 @@ end
 -- (numbers as received where the event carries them unchanged: see lib.lua)
 emit('commit', msisdn, a, a.tv, 'sid', sid, 'svc', s.svc, 'rk', rk, 'u', ARGV[6], 'ub', fmt(ub),
   'amt', cost > 0 and '-' .. ARGV[7] or fmt(-cost), 'g', granted == n and ARGV[9] or '0',
-  'gb', fmt(s.gb), 'hm', fmt(s.hm), 'dst', s.dst or '')
+  'gb', fmt(s.gb), 'hm', s.hm == 0 and '0' or ARGV[10], 'dst', s.dst or '')
 return ans

@@ -34,7 +34,12 @@ end
 expire_due(a, msisdn, now)
 a.bal = a.bal + amount
 save_account(a, now)
-emit(kind, msisdn, a, a.tv, 'rk', rk, 'amt', ARGV[6], 'note', note) -- the amount as received
+-- (the amount as received; a kind the readers know the fields of: one compact field)
+if kind == 'topup' or kind == 'refund' or kind == 'adjust' then
+  emit(kind, msisdn, a, a.tv, 'rk', rk, 'amt', ARGV[6], 'note', note)
+else
+  emit_named(kind, msisdn, a, a.tv, 'rk', rk, 'amt', ARGV[6], 'note', note)
+end
 -- Open sessions may now use more: tell whoever serves them (the Diameter agent sends a RAR).
 if amount > 0 and has_open_session() then
   redis.call('XADD', K_NTF, 'MAXLEN', '~', '100000', '*', 't', 'credit', 'sub', msisdn,

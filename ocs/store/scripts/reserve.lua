@@ -56,7 +56,7 @@ if state then
 else
   redis.call('HSET', K_SESS, sid, cmsgpack.pack(s), af, answer_value(ans))
 end
--- (the grant is n, written as received: see lib.lua)
+-- (the grant is n and the hold its cost or nothing, written as received: see lib.lua)
 emit('reserve', msisdn, a, a.tv, 'sid', sid, 'svc', s.svc, 'rk', rk, 'g', ARGV[7],
-  'gb', fmt(s.gb), 'hm', fmt(s.hm))
+  'gb', fmt(s.gb), 'hm', s.hm == 0 and '0' or ARGV[8])
 return ans

@@ -79,5 +79,5 @@ if bk ~= '' then
   a.dirty_buckets = true
 end
 save_account(a, now)
-emit(mode, msisdn, a, a.tv, unpack(changes))
+emit_named(mode, msisdn, a, a.tv, unpack(changes))
 return idem_put(answer('OK', a), ttl)
