@@ -15,7 +15,17 @@ upcall, the sends of a loop turn bundled: protocols/sigtran/usrsctp.py). Then a 
 measure of the seven messages of a call, both ways, medians of rounds. Both processes run
 uvloop, as ``ocs serve`` does (``--loop asyncio`` for the standard loop).
 
-    .venv/bin/python -m bench.camel [--calls N] [--inflight N] [--loop L] [--no-append]
+The OCS's garbage collector is tuned as ``ocs serve`` tunes it (``ocs.clikit.tune_gc``:
+start-up's objects frozen, gen-0 collections every 20,000 allocations); ``--gc default``
+leaves Python's thresholds as they are.
+
+``--compare TREE [TREE...]`` runs the fast variant of each source tree (its own code in
+both processes) in alternating rounds on this machine and prints each run's OCS CPU per
+message and the medians' ratios to the first tree: the same-run comparison of two versions
+on a shared machine (nothing is appended).
+
+    .venv/bin/python -m bench.camel [--calls N] [--inflight N] [--loop L] [--gc G]
+        [--no-append] [--compare TREE...] [--rounds R]
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ from typing import Any
 
 from bench.charging import RESULTS
 from bench.credentials import NATIVE_KEY, ocs_env
-from ocs.clikit import use_uvloop
+from ocs.clikit import tune_gc, use_uvloop
 from ocs.config import Settings
 from ocs.redis_server import EmbeddedRedis
 from ocs.service import run_ocs
@@ -200,12 +210,77 @@ def _codec(rounds: int = 7, n: int = 100) -> dict[str, float]:
     return out
 
 
+#: What --compare runs in each tree (as of this file: ``_bench``, ``VARIANTS``, ``RUN``).
+_TREE_RUN = """
+import asyncio, json, sys, tempfile
+import bench.camel as bc
+from ocs.clikit import tune_gc, use_uvloop
+from ocs.redis_server import EmbeddedRedis
+calls, inflight, loop, gc_mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+bc.RUN["loop"] = loop
+if loop == "uvloop":
+    use_uvloop()
+if gc_mode == "serve":
+    tune_gc()
+# The codec's first use (a tree may import pycrate's grammar then) is outside the window.
+for p in bc.Phase:
+    for m in bc._call_messages(p):
+        bc.tcap.decode(bc.tcap.encode(m))
+bc.VARIANTS = (("fast", True, True),)
+with tempfile.TemporaryDirectory() as d:
+    redis = EmbeddedRedis(d)
+    redis.start()
+    try:
+        print(json.dumps(asyncio.run(bc._bench(redis.url, calls, inflight))))
+    finally:
+        redis.stop()
+"""
+
+
+def _compare(
+    trees: list[str], rounds: int, calls: int, inflight: int, loop: str, gc_mode: str
+) -> None:
+    """Each tree's fast variant, in turns (the order alternating by round)."""
+    paths = [os.path.abspath(t) for t in trees]
+    cpu: dict[str, list[float]] = {t: [] for t in paths}
+    native: dict[str, list[float]] = {t: [] for t in paths}
+    for r in range(rounds):
+        for t in paths if r % 2 == 0 else paths[::-1]:
+            env = {**os.environ, "PYTHONPATH": t}
+            out = subprocess.run(
+                [sys.executable, "-c", _TREE_RUN, str(calls), str(inflight), loop, gc_mode],
+                cwd=t, env=env, capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            res = json.loads(out.stdout.splitlines()[-1])
+            cpu[t].append(res["fast_cpu_us_msg"])
+            native[t].append(res["native_cpu_us_req"])
+            print(f"round {r + 1} {t}: OCS CPU {res['fast_cpu_us_msg']:.1f} us/msg, "
+                  f"{res['fast_calls_s']:.0f} calls/s, p50/p99 {res['fast_p50_ms']:.1f} / "
+                  f"{res['fast_p99_ms']:.1f} ms; native {res['native_cpu_us_req']:.1f} us/req; "
+                  f"load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+    base = statistics.median(cpu[paths[0]])
+    for t in paths:
+        m = statistics.median(cpu[t])
+        print(
+            f"{t}: median OCS CPU {m:.1f} us/msg ({m / base:.3f} of the first), native "
+            f"{statistics.median(native[t]):.1f} us/req, runs {[round(x, 1) for x in cpu[t]]}"
+        )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--inflight", type=int, default=64)
     ap.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    ap.add_argument(
+        "--gc",
+        choices=("serve", "default"),
+        default="serve",
+        help="the OCS's collector tuned as ocs serve tunes it, or Python's default",
+    )
     ap.add_argument("--no-append", action="store_true", help="do not add to bench/RESULTS.md")
+    ap.add_argument("--compare", nargs="+", metavar="TREE", help="compare source trees")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of --compare")
     ap.add_argument("--sim", nargs=6, type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     RUN["loop"] = args.loop
@@ -216,6 +291,11 @@ def main() -> None:
         fastber.enabled = bool(fast)
         print(json.dumps(asyncio.run(_sim_main(remote, udp, calls, inflight, bool(c_upcall)))))
         return
+    if args.compare:
+        _compare(args.compare, args.rounds, args.calls, args.inflight, args.loop, args.gc)
+        return
+    if args.gc == "serve":
+        tune_gc()
     with tempfile.TemporaryDirectory() as d:
         redis = EmbeddedRedis(d)
         redis.start()
@@ -228,8 +308,9 @@ def main() -> None:
     r["fast-pyupcall_codec_us"] = r["fast_codec_us"]
     text = (
         f"\n## bench.camel ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.calls} "
-        f"calls, {args.inflight} in flight, {args.loop}; OCS in this process, MSC simulator in a "
-        f"child process, 2 shared cores, load average {os.getloadavg()[0]:.1f})\n\n"
+        f"calls, {args.inflight} in flight, {args.loop}, collector {args.gc}; OCS in this "
+        f"process, MSC simulator in a child process, 2 shared cores, load average "
+        f"{os.getloadavg()[0]:.1f})\n\n"
         f"| variant | calls/s | CAP msgs/s | OCS CPU us/msg | simulator CPU us/msg "
         f"| p50 / p99 ms per message | codec us/msg (enc+dec) |\n"
         f"|---|---:|---:|---:|---:|---:|---:|\n"

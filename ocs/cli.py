@@ -501,6 +501,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`ocs subscriber list --all | head`): stop quietly, with the
+        # status a command killed by SIGPIPE has, and point stdout at /dev/null so that the
+        # interpreter's last flush does not complain either (Python's signal docs).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except OSError as exc:
         print(f"ocs: {exc}", file=sys.stderr)
         return 1

@@ -64,6 +64,7 @@ def cmd_config(args: argparse.Namespace) -> int:
         print_json(rows)
         return 0
     width = max(len(r["env"]) for r in rows)
+    shown = 0
     for r in rows:
         value = r["value"]
         if value is None:
@@ -73,6 +74,9 @@ def cmd_config(args: argparse.Namespace) -> int:
         if args.changed and r["source"] == "default":
             continue
         print(f"{r['env']:<{width}}  {text or '(empty)'}  [{r['source']}]")
+        shown += 1
+    if not shown:  # --changed with nothing changed: say so rather than print nothing
+        print("every setting is at its default (ocs config show lists them)")
     return 0
 
 

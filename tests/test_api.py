@@ -568,6 +568,11 @@ BAD_CREATES = [
         "buckets[1].id",
         id="bucket-id-twice",
     ),
+    pytest.param(
+        with_(buckets=[{"id": "b", "service": "vocie", "units": 1}]),
+        "buckets[0].service",
+        id="bucket-service-not-of-the-plan",
+    ),
     pytest.param(with_(buckets={"id": "b"}), "buckets", id="buckets-not-a-list"),
     pytest.param(with_(buckets=["b"]), "buckets[0]", id="bucket-not-an-object"),
     pytest.param(
@@ -657,6 +662,12 @@ async def test_bad_credit_is_422_naming_the_field(
         ({"state": "gone"}, "state"),
         ({"add_buckets": [{"id": "b", "service": "sms", "units": 0}]}, "add_buckets[0].units"),
         ({"add_buckets": [{"id": "b", "units": 1}]}, "add_buckets[0].service"),
+        # A service the account's plan does not have (its bucket would never be used).
+        ({"add_buckets": [{"id": "b", "service": "fax", "units": 1}]}, "add_buckets[0].service"),
+        (
+            {"plan": "bundle-10", "add_buckets": [{"id": "b", "service": "vocie", "units": 1}]},
+            "add_buckets[0].service",
+        ),
         ({"balance": "5"}, "balance"),
     ],
 )

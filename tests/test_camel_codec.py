@@ -57,6 +57,18 @@ def test_m3ua_data_as_pycrate_reads_it_and_back() -> None:
     assert ProtocolData.decode(back.get(Tag.PROTOCOL_DATA) or b"") == pd
 
 
+@pytest.mark.parametrize(("rc", "na"), [(None, None), (7, None), (None, 9), (5, 6)])
+def test_asp_sends_data_as_the_general_encoder_writes_it(rc: int | None, na: int | None) -> None:
+    """Asp.send_data writes DATA without a message object: the same bytes as m3ua.encode."""
+    for n in range(9):
+        asp = Asp(server=True, routing_context=rc, network_appearance=na)
+        asp.state = AspState.ACTIVE
+        pd = ProtocolData(1, 2, bytes(range(n)), sls=3)
+        asp.send_data(pd, 2)
+        want = m3ua.encode(M3uaMessage(*DATA, (*asp._context(), (Tag.PROTOCOL_DATA, pd.encode()))))
+        assert asp.data_to_send() == [(2, want)]
+
+
 def test_asp_server_and_client_bring_the_association_up_and_carry_data() -> None:
     server, client = Asp(server=True, routing_context=7), Asp(server=False, routing_context=7)
     client.start()

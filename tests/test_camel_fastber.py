@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import subprocess
+import sys
 from typing import Any
 
 import hypothesis.strategies as st
@@ -15,7 +17,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from protocols.sigtran import cap, fastber, tcap
-from protocols.sigtran.constants import O_EVENTS, T_EVENTS, InvokeProblem, Op, PAbortCause, Phase
+from protocols.sigtran.constants import (
+    AC_OF_PHASE,
+    O_EVENTS,
+    T_EVENTS,
+    InvokeProblem,
+    Op,
+    PAbortCause,
+    Phase,
+)
 from protocols.sigtran.errors import TcapError
 from protocols.sigtran.tcap import Invoke, MessageType, TcapMessage
 
@@ -175,6 +185,43 @@ def test_what_the_fast_path_does_not_know_goes_to_pycrate() -> None:
         with pytest.raises(fastber.Fallback):
             fastber.decode(raw)
         assert tcap.decode(raw) == msg
+
+
+@pytest.mark.parametrize("phase", list(Phase))
+def test_dialogue_portions_are_pycrates(phase: Phase) -> None:
+    """The AARQ and accepting AARE the fast path writes by hand are pycrate's bytes, and
+    read back as pycrate's value."""
+    by_bytes, _ = fastber._dialogues()
+    for d in (tcap.request(phase), tcap.accepted(phase)):
+        raw = tcap.encode_pycrate(
+            ("end", {"dtid": b"\1", "dialoguePortion": tcap.dialogue_value(d)})
+        )
+        portion = raw[5:]  # (after the End's tag, length and dtid)
+        assert portion == fastber.dialogue_portion(
+            AC_OF_PHASE[phase], d.kind.value.endswith("Response")
+        )
+        assert by_bytes[portion] == _theirs(raw)[1]["dialoguePortion"]
+
+
+def test_the_flow_never_loads_pycrate() -> None:
+    """The seven messages of a call in every phase, written and read, with the payloads the
+    agent and the simulator read: pycrate's grammar stays unimported (its import takes a
+    second or more and leaves ~110,000 objects for the garbage collector)."""
+    script = (
+        "import sys\n"
+        "from bench.camel import _call_messages\n"
+        "from protocols.sigtran import cap, tcap\n"
+        "from protocols.sigtran.constants import Phase\n"
+        "from protocols.sigtran.tcap import Invoke\n"
+        "for p in Phase:\n"
+        "    for m in _call_messages(p):\n"
+        "        assert tcap.decode(tcap.encode(m)) == m\n"
+        "    cap.read_apply_charging(p, Invoke(1, 35, cap.apply_charging(p, 600, release=True)))\n"
+        "cap.read_call_result(Invoke(1, 36, cap.call_result(600, since_switch=20)))\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('pycrate'))\n"
+        "assert not loaded, loaded\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
 
 
 def _outcome(raw: bytes) -> Any:

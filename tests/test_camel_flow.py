@@ -212,12 +212,15 @@ async def test_a_retransmitted_report_is_charged_once(scf: Scf, msc: SsfStack) -
     assert all(a.type is MessageType.CONTINUE for a in answers), answers
     after = await money(scf.store, "491700000005")
     assert after[0] == 10 * MICRO - tariff(scf, "491700000005", "4930123456", 60)
+    # The last report (it ends the session), then the same again with the disconnect: the
+    # resend is taken as the first was (charged once, no error), the dialogue ends.
+    last = cap.invoke(Op.APPLY_CHARGING_REPORT, 3, cap.call_result(900, leg_active=False))
+    msc.send(TcapMessage(MessageType.CONTINUE, otid=tid, dtid=first.otid, components=(last,)))
     msc.send(TcapMessage(MessageType.CONTINUE, otid=tid, dtid=first.otid, components=(
-        cap.invoke(Op.APPLY_CHARGING_REPORT, 3, cap.call_result(900, leg_active=False)),
-        cap.invoke(Op.EVENT_REPORT_BCSM, 4, cap.event_report("oDisconnect", 1)),
+        last, cap.invoke(Op.EVENT_REPORT_BCSM, 4, cap.event_report("oDisconnect", 1)),
     )))  # fmt: skip
     end = await msc.answer(tid)
-    assert end.type is MessageType.END
+    assert (end.type, end.components) == (MessageType.END, ())
     bal, held = await money(scf.store, "491700000005")
     assert (10 * MICRO - bal, held) == (tariff(scf, "491700000005", "4930123456", 90), 0)
 

@@ -6,8 +6,10 @@ import asyncio
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -162,6 +164,51 @@ def test_demo_runs_and_leaves_nothing_behind(tmp_path: Path) -> None:
     assert (tmp_path / ".ocs" / "demo" / "redis").is_dir()
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True)
     assert str(tmp_path) not in ps.stdout
+
+
+def test_the_demos_audit_chain_verifies_against_its_redis(tmp_path: Path) -> None:
+    """A change made through the demo's API is in its audit chain, and `ocs audit verify`
+    against the demo's Redis finds the chain intact: the secret generated for the run is kept
+    in that Redis, as a fresh install keeps the one it generates (it said BROKEN before)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OCS_")}
+    demo = subprocess.Popen(
+        [*OCS, "demo", "--duration", "20", "--http-port", "0", "--subscribers", "20",
+         "--callers", "2"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert demo.stdout is not None
+        api = token = ""
+        for line in demo.stdout:
+            if m := re.search(r"admin API on (http://\S+)", line):
+                api = m[1]
+            if m := re.search(r"admin token \(OCS_ADMIN_TOKEN\): (\S+)", line):
+                token = m[1]
+                break
+        assert api and token
+        topup = urllib.request.Request(
+            f"{api}/v1/subscribers/491700000001/topups", method="POST",
+            data=json.dumps({"amount": "1.00", "reference": "audit-1"}).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(topup, timeout=30) as answer:
+            assert answer.status == 201
+        demo.send_signal(signal.SIGINT)  # Ctrl-C: the demo stops cleanly
+    finally:
+        _, err = demo.communicate(timeout=120)
+    assert demo.returncode == 0, err
+    redis = subprocess.Popen([*OCS, "redis", "--data-dir", ".ocs/demo", "--port", "0"],
+                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert redis.stdout is not None
+        started = re.search(r" at (redis://\S+) .*Ctrl-C to stop", redis.stdout.readline())
+        assert started, "ocs redis did not start"
+        r = ocs_cmd("audit", "verify", "--redis-url", started[1])
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        assert re.match(r"audit chain intact: [1-9]\d* records, head signed", r.stdout)
+    finally:
+        redis.send_signal(signal.SIGINT)
+        redis.communicate(timeout=30)
 
 
 # -- rating and tariffs ---------------------------------------------------------------------------
@@ -387,3 +434,17 @@ async def test_auth_commands(ocs: Running) -> None:
     assert r.returncode == 0 and "intact" in r.stdout, r.stdout + r.stderr
     r = await asyncio.to_thread(ocs_cmd, "auth", "key", "list")
     assert r.returncode == 1 and "--redis-url" in r.stderr
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly() -> None:
+    """`ocs ... | head`: the pipe's reader closes it; the command stops without a word on
+    stderr, with the status of a command killed by SIGPIPE (141), as shell tools do."""
+    read, write = os.pipe()
+    os.close(read)  # every write to the pipe fails at once: EPIPE
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OCS_")}
+    try:
+        r = subprocess.run([*OCS, "config", "show"], stdout=write, stderr=subprocess.PIPE,
+                           text=True, env=env, timeout=30, check=False)  # fmt: skip
+    finally:
+        os.close(write)
+    assert (r.returncode, r.stderr) == (141, "")

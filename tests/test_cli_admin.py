@@ -204,6 +204,10 @@ def test_config_show_sources_and_masking(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "OCS_HTTP_PORT" in r.stdout and "OCS_NATIVE_PORT" not in r.stdout
     assert "hunter2" not in r.stdout and "very-secret-token" not in r.stdout
+    # Nothing changed: it says so (it printed nothing at all).
+    r = ocs_cmd("config", "show", "--changed")
+    assert (r.returncode, r.stdout) == (0, "every setting is at its default (ocs config show "
+                                           "lists them)\n")  # fmt: skip
     # A bad setting is one line naming it.
     r = ocs_cmd("config", "show", env={"OCS_HTTP_PORT": "x"})
     assert r.returncode == 1 and "OCS_HTTP_PORT" in r.stderr and r.stderr.count("\n") == 1

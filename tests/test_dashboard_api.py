@@ -290,6 +290,13 @@ async def test_the_live_feed_sends_changed_figures_to_every_listener(app: App) -
     assert msg["lines"][L2]["sessions"] == 1
     nat = await get(app, "/v1/dashboard/national/NAT?period=2026-11")
     assert (nat["kpis"]["micro"]["held"], nat["kpis"]["open_sessions"]) == (held, 1)
+    # The account page's session: its times as the API writes times (ISO 8601 UTC, ms), the
+    # same as the subscriber's own answer gives for the same session.
+    lines = await get(app, "/v1/dashboard/accounts/ACC-2/lines")
+    (shown,) = next(i for i in lines["items"] if i["msisdn"] == L2)["sessions"]
+    assert shown["started_at"] == "2026-12-04T23:00:00.000Z"
+    (core,) = (await get(app, f"/v1/subscribers/{L2}"))["sessions"]
+    assert (shown["started_at"], shown["expires_at"]) == (core["started_at"], core["expires_at"])
     # The AG-1 listener is sent nothing of AG-2's change; it sees its own.
     await app.store.credit(L1, kind="topup", amount=1_000_000, reference="t1", note="", now=NOW)
     mine = await read_events(scoped, lambda d: bool(d["units"]))

@@ -25,6 +25,7 @@ from aiohttp import web
 from ocs.cli import build_parser
 from ocs.config import SECRET_FILES, Settings, load_settings
 from ocs.store.cluster import is_cluster_url, parse_cluster_url
+from ocs.store.sentinel import is_sentinel_url, parse_sentinel_url
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker" / "compose.yaml"
@@ -50,6 +51,10 @@ def test_compose_profiles_hold_each_deployment() -> None:
         *(f"redis-node-{i}" for i in range(1, 7)), "redis-cluster-init", "hlr-sim",
         "ocs-cluster", "mediation-cluster", "billing-cluster", "outbox-export-cluster",
     }  # fmt: skip
+    assert set(services("sentinel")) == {
+        "redis-primary", "redis-replica", *(f"sentinel-{i}" for i in range(1, 4)), "hlr-sim",
+        "ocs-sentinel", "mediation-sentinel", "billing-sentinel", "outbox-export-sentinel",
+    }  # fmt: skip
     assert set(services("load")) == {"locust"}
     # Every service belongs to a profile; the default one is chosen by docker/.env.
     assert all(s.get("profiles") for s in compose()["services"].values())
@@ -58,6 +63,16 @@ def test_compose_profiles_hold_each_deployment() -> None:
     ocs = cluster["ocs-cluster"]
     assert ocs["command"] == ["serve", "--workers", "2"]
     assert ocs["environment"]["OCS_DURABILITY"] == "replica"
+    # Sentinel's: the same, on a master and its replica that 3 sentinels watch.
+    sentinel = services("sentinel")
+    assert sentinel["ocs-sentinel"]["command"] == ["serve", "--workers", "2"]
+    assert sentinel["ocs-sentinel"]["environment"]["OCS_DURABILITY"] == "replica"
+    replica = sentinel["redis-replica"]["command"]
+    assert replica[replica.index("--replicaof") + 1 :][:2] == ["redis-primary", "6379"]
+    for i in range(1, 4):
+        conf = sentinel[f"sentinel-{i}"]["entrypoint"][2]
+        assert "sentinel monitor ocs redis-primary 6379 2" in conf  # a quorum of 2 of 3
+        assert sentinel[f"sentinel-{i}"]["environment"] == {"SENTINEL_NAME": f"sentinel-{i}"}
 
 
 def test_compose_services_restart_and_are_checked() -> None:
@@ -70,7 +85,9 @@ def test_compose_services_restart_and_are_checked() -> None:
         else:
             assert svc["restart"] == "unless-stopped", name
         check = svc.get("healthcheck")
-        if svc.get("image", "").startswith("redis:") and name != "redis-cluster-init":
+        if name.startswith("sentinel-"):
+            assert check["test"] == ["CMD", "redis-cli", "-p", "26379", "ping"], name
+        elif svc.get("image", "").startswith("redis:") and name != "redis-cluster-init":
             assert check["test"] == ["CMD", "redis-cli", "ping"], name
         elif name in ("ocs", "ocs-cluster"):
             assert check is None  # the image's HEALTHCHECK (/readyz on OCS_HTTP_PORT)
@@ -134,6 +151,11 @@ def test_compose_commands_and_settings_are_the_ocs_own() -> None:
             assert is_cluster_url(url)
             hosts = {h for h, _ in parse_cluster_url(url).nodes}
             assert hosts <= {f"redis-node-{i}" for i in range(1, 7)}
+        elif name.endswith("-sentinel"):
+            assert is_sentinel_url(url)
+            address = parse_sentinel_url(url)
+            assert address.master == "ocs"
+            assert {h for h, _ in address.sentinels} == {f"sentinel-{i}" for i in range(1, 4)}
         elif url:
             assert url == "redis://redis:6379/0", name
 
@@ -156,7 +178,7 @@ def test_compose_config_validates(tmp_path: Path) -> None:
     """The Compose implementation's own check of the file (schema, anchors, interpolation)
     for each profile; and it does refuse a bad file."""
     cli = _compose_cli()
-    for profile in ("single", "cluster", "single,load"):
+    for profile in ("single", "cluster", "sentinel", "single,load"):
         r = subprocess.run([*cli, "-f", str(COMPOSE), "config", "-q"], check=False,
                            capture_output=True, text=True, cwd=COMPOSE.parent,
                            env={"COMPOSE_PROFILES": profile, "PATH": "/usr/bin:/bin"})  # fmt: skip

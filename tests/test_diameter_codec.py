@@ -31,6 +31,7 @@ from hypothesis import strategies as st
 
 from protocols.diameter import (
     NEED_DATA,
+    AnswerTemplate,
     Avp,
     AvpDef,
     AvpType,
@@ -51,7 +52,14 @@ from protocols.diameter import (
     validate,
 )
 from protocols.diameter import constants as c
-from protocols.diameter.codec import _CLEAN_AVPS, _CLEAN_AVPS_SIZE, _SEEN_ONCE, _scan
+from protocols.diameter.codec import (
+    _CLEAN_AVPS,
+    _CLEAN_AVPS_SIZE,
+    _RUNS,
+    _SEEN_ONCE,
+    _decode_flat,
+    _scan,
+)
 from protocols.diameter.dictionary import AVPS, BY_NAME, MRule
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -779,6 +787,12 @@ def _exercise(data: bytes) -> None:
         return
     _same_as_a_plain_scan(data, message)
     _same_as_a_plain_scan(data, decode(data))  # (again: now from the cache)
+    # The flat pass (decoding lazily) gives up on exactly the messages with a problem, and
+    # otherwise decodes them as the full decoder does.
+    flat = _decode_flat(data, len(data))
+    assert (flat is None) == bool(message.problems)
+    if flat is not None:
+        _same_as_a_plain_scan(data, flat)
     problems = validate(message)
     _touch(message.avps)
     message.session_id  # noqa: B018
@@ -789,7 +803,23 @@ def _exercise(data: bytes) -> None:
         )
     else:
         answer = make_answer(message, result_code=2001, origin_host="o", origin_realm="r")
+        _same_answer(AnswerTemplate("o", "r").answer(message, 2001), answer)
+        copy = ("Auth-Application-Id", "CC-Request-Type", "CC-Request-Number")
+        _same_answer(
+            AnswerTemplate("o", "r", copy).answer(message, 5030),
+            make_answer(message, result_code=5030, origin_host="o", origin_realm="r", copy=copy),
+        )
     assert decode(answer.to_bytes()).problems == []
+
+
+def _same_answer(ours: Message, reference: Message) -> None:
+    """An answer from a template is make_answer's, AVP for AVP and byte for byte."""
+    assert (ours.command_code, ours.application_id, ours.flags, ours.hop_by_hop,
+            ours.end_to_end) == (reference.command_code, reference.application_id,
+                                 reference.flags, reference.hop_by_hop,
+                                 reference.end_to_end)  # fmt: skip
+    assert _tree(ours.avps) == _tree(reference.avps)
+    assert ours.to_bytes() == reference.to_bytes()
 
 
 _SAMPLE = gy_ccr().to_bytes()
@@ -941,3 +971,170 @@ def test_the_cache_of_clean_avps_is_bounded() -> None:
     assert three.find("Origin-Host") is not two.find("Origin-Host")
     assert one.find("Origin-Host") is not two.find("Origin-Host")
     assert one.get_str("Origin-Host") == "h" * 600
+
+
+# --- decoding lazily and answering from templates (docs/diameter.md, Speed) -------------------
+
+
+def test_the_flat_pass_takes_cached_avps_and_decodes_the_rest_in_full() -> None:
+    data = gy_ccr().to_bytes()
+    decode(data)
+    decode(data)  # (every clean AVP but the Session-Id is cached now)
+    flat = _decode_flat(data, len(data))
+    assert flat is not None
+    _same_as_a_plain_scan(data, flat)
+    origin = decode(data).find("Origin-Host")
+    assert flat.find("Origin-Host") is origin  # the cached object
+    assert flat.session_id == "pgw.example;1;2" and validate(flat) == []
+    # The run of cached AVPs after the Session-Id is kept, and found again as one piece.
+    assert any(avps[0] is origin for avps, _ in _RUNS.values())
+    again = _decode_flat(data, len(data))
+    assert again is not None and again.find("Origin-Host") is origin
+    _same_as_a_plain_scan(data, again)
+    # A CC-Request-Number new in this CCR, next to cached AVPs: decoded in full, alone; and
+    # the run that differs from a kept one in its last AVP is not taken for it.
+    for number in (77, 77, 77, 78):
+        fresh = gy_ccr(number=number).to_bytes()
+        flat = _decode_flat(fresh, len(fresh))
+        assert flat is not None and flat.get_int("CC-Request-Number") == number
+        _same_as_a_plain_scan(fresh, flat)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        SESSION + raw(1, b"\xff\xfe"),  # 5004 after a clean Session-Id
+        raw(263, b"\xff\xfe"),  # a Session-Id that is not UTF-8
+        SESSION + raw(415, b"\0\0\x01"),  # 5014: the wrong size
+        SESSION + raw(415, b"\0\0\0\x01", flags=0x41),  # 3009: reserved bits
+        SESSION + raw(999_999, b"x"),  # 5001: unknown with the M-bit
+        SESSION + struct.pack(">II", 264, (0x40 << 24) | 4),  # a length under a header's
+        SESSION + struct.pack(">II", 264, (0x40 << 24) | 400) + b"host",  # overruns
+    ],
+)
+def test_the_flat_pass_leaves_every_problem_to_the_full_decoder(body: bytes) -> None:
+    data = message_with(body)
+    for _ in range(3):  # (cold, then with whatever the cache holds)
+        assert _decode_flat(data, len(data)) is None
+        message = decode(data)
+        assert message.problems
+        _same_as_a_plain_scan(data, message)
+    # A request with the E-bit: the full decoder's 3008.
+    flagged = message_with(SESSION, flags=0xA0)
+    assert _decode_flat(flagged, len(flagged)) is None
+    assert [p.result_code for p in decode(flagged).problems] == [c.DIAMETER_INVALID_HDR_BITS]
+
+
+_COPY_KEYS = ["Auth-Application-Id", "CC-Request-Type", "CC-Request-Number", "Session-Id",
+              "Proxy-Info", "Destination-Host", 258, (415, 0)]  # fmt: skip
+_EXTRA_AVPS = [
+    avp("Proxy-Info", [("Proxy-Host", "relay.example"), ("Proxy-State", b"\x01")]),
+    avp("Proxy-Info", [("Proxy-Host", "relay2.example"), ("Proxy-State", b"")]),
+    avp("CC-Request-Number", 9),
+    avp("Session-Id", "second;session"),
+    avp("Destination-Host", "ocs.example"),
+]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.integers(1, 4),
+    st.integers(0, 2**32 - 1),
+    st.booleans(),
+    st.lists(st.sampled_from(_EXTRA_AVPS), max_size=4),
+    st.lists(st.sampled_from(_COPY_KEYS), max_size=5),
+    st.sampled_from([2001, 2002, 3002, 3004, 4010, 4012, 5012, 5030]),
+    st.lists(st.sampled_from(["mscc", "ccfh", "validity"]), max_size=3),
+)
+def test_answers_from_a_template_equal_make_answer(
+    request_type: int,
+    number: int,
+    with_session: bool,
+    extra: list[Avp],
+    copy: list[Any],
+    result_code: int,
+    body: list[str],
+) -> None:
+    base = gy_ccr(request_type, number, hop=number, end=number ^ 0xFFFF)
+    avps = [a for a in base.avps if with_session or a.code != 263] + extra
+    data = Message(base.command_code, avps, 4, base.flags, base.hop_by_hop,
+                   base.end_to_end).to_bytes()  # fmt: skip
+    request = decode(data)
+    assert request.problems == []  # (a clean request: the template's own path)
+    items = [
+        {
+            "mscc": avp("Multiple-Services-Credit-Control",
+                        [("Granted-Service-Unit", [("CC-Time", 60)]), ("Rating-Group", 10),
+                         ("Result-Code", result_code)]),
+            "ccfh": avp("Credit-Control-Failure-Handling", 2),
+            "validity": avp("Validity-Time", 300),
+        }[name]
+        for name in body
+    ]  # fmt: skip
+    template = AnswerTemplate("ocs.example", "example", copy)
+    for _ in range(2):  # (the second from the template's cached piece)
+        ours = template.answer(request, result_code, items)
+        reference = make_answer(request, items, result_code=result_code,
+                                origin_host="ocs.example", origin_realm="example",
+                                copy=copy)  # fmt: skip
+        _same_answer(ours, reference)
+    # An independent decoder reads it: python-diameter.
+    theirs: Any = TheirMessage.from_bytes(ours.to_bytes())
+    assert theirs.header.hop_by_hop_identifier == number
+    assert theirs.header.end_to_end_identifier == number ^ 0xFFFF
+    assert [a.code for a in their_avps(ours.to_bytes())] == [a.code for a in reference.avps]
+    assert decode(ours.to_bytes()).problems == []
+
+
+def test_a_template_answers_an_unclean_request_as_make_answer_does() -> None:
+    # A request with a problem (answered by the server with error_answer, but the template
+    # must not take shortcuts with it either): Session-Id not UTF-8, a reserved-bit AVP.
+    data = message_with(raw(263, b"\xff") + raw(415, b"\0\0\0\x01", flags=0x41)
+                        + raw(258, b"\0\0\0\x04"))  # fmt: skip
+    request = decode(data)
+    assert request.problems
+    copy = ("Auth-Application-Id", "CC-Request-Number")
+    _same_answer(
+        AnswerTemplate("o", "r", copy).answer(request, 2001),
+        make_answer(request, result_code=2001, origin_host="o", origin_realm="r", copy=copy),
+    )
+    # Items given as (name, value) pairs: make_answer builds them.
+    built = make_request(272, 4, [("Session-Id", "a;b")], hop_by_hop=1, end_to_end=2)
+    _same_answer(
+        AnswerTemplate("o", "r").answer(built, 2001, [("Validity-Time", 5)]),
+        make_answer(built, [("Validity-Time", 5)], result_code=2001, origin_host="o",
+                    origin_realm="r"),
+    )  # fmt: skip
+
+
+_TYPE = raw(450, b"\0\0\0\0")
+_DATA = raw(444, b"4917000001")
+
+
+@pytest.mark.parametrize(
+    "group",
+    [
+        raw(443, _TYPE + _DATA),  # what a gateway sends: read without _scan
+        raw(443, _TYPE + raw(444, b"491700001")),  # data padded
+        raw(443, _DATA + _TYPE),  # members the other way round
+        raw(443, _TYPE + _DATA + raw(450, b"\0\0\0\x01")),  # a third member
+        raw(443, _TYPE),  # Subscription-Id-Data missing (validate's 5005)
+        raw(443, _TYPE + raw(444, b"\xff\xfe")),  # not UTF-8 (5004)
+        raw(443, raw(450, b"\0\0\0") + _DATA),  # the wrong size (5014)
+        raw(443, _TYPE + _DATA, flags=0x00),  # no M-bit
+        raw(443, raw(450, b"\0\0\0\0", flags=0x60) + _DATA),  # the P-bit on a member
+        raw(443, _TYPE + raw(444, b"x", flags=0x41)),  # reserved bits on a member (3009)
+        raw(443, _TYPE + raw(444, b"49", vendor=10415)),  # a vendor's member
+        raw(443, _TYPE + _DATA[:-2]),  # the last member unpadded at the group's end
+        raw(443, _TYPE + raw(444, b"")),  # empty data
+    ],
+)
+def test_a_subscription_id_is_read_as_scan_reads_it(group: bytes) -> None:
+    data = message_with(SESSION + group + raw(415, b"\0\0\0\x01"))
+    plain = decode(data)
+    _same_as_a_plain_scan(data, plain)
+    flat = _decode_flat(data, len(data))
+    assert (flat is None) == bool(plain.problems)
+    if flat is not None:
+        _same_as_a_plain_scan(data, flat)
+        assert validate(flat) == validate(plain)

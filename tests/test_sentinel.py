@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from redis.exceptions import RedisError
 from secure import NATIVE_KEY
 from test_cluster import top_up_until_promoted
 from test_service import FLAT, SETTINGS
@@ -177,6 +178,39 @@ async def test_a_graceful_failover_is_followed(group: EmbeddedSentinelGroup) -> 
         assert time.monotonic() - switched < 3
         account = await store.get_account("7")
         assert account is not None and account.balance == 101  # one reference, one top-up
+
+
+async def test_the_admin_client_follows_a_graceful_failover_too(
+    group: EmbeddedSentinelGroup,
+) -> None:
+    """redis-py's client (the stream readers', the outbox export's) asks the sentinels only
+    for a new connection, and a pooled one stays on the old master, which answers, and takes
+    writes, until the sentinels demote it (and still answers reads after): its watch moves it
+    within a few intervals of the switch, as the hot-path client's does."""
+    client = admin_client(group.url, watch_interval=0.2)
+    try:
+        first = group.master()
+        assert first is not None
+        assert int((await client.info("server"))["tcp_port"]) == first.port
+        assert node_command(group.sentinels[0].port, "SENTINEL", "FAILOVER", "ocs") == b"OK"
+        started = time.monotonic()
+        switched = None
+        while True:
+            try:
+                port: int | None = int((await client.info("server"))["tcp_port"])
+            except (RedisError, OSError):  # its connection dropped under it: asked again
+                port = None
+            if switched is None and group.master() not in (None, first):
+                switched = time.monotonic()
+            if port is not None and port != first.port:
+                break
+            assert time.monotonic() - started < 20, "the client stayed on the old master"
+            await asyncio.sleep(0.05)
+        assert switched is not None and time.monotonic() - switched < 3
+        master = group.master()
+        assert master is not None and port == master.port
+    finally:
+        await client.aclose()
 
 
 async def test_the_node_must_be_a_master_and_readonly_asks_again(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ directory and onto an FTP server, and ``ocs switch-sim``."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -31,6 +32,8 @@ from ocs.sims.switch import (
     subscribers_from,
     write_files,
 )
+from ocs.sims.traffic import SwitchSimulator as TrafficSimulator
+from protocols.native import NativeClient
 
 CET = timezone(timedelta(hours=1))
 SUBS = [f"4917{i:08d}" for i in range(50)]
@@ -249,3 +252,28 @@ def test_layout_checks() -> None:
         Layout(max_file_bytes=10)
     with pytest.raises(ValueError, match="node id"):
         Layout(node="a_-_b")
+
+
+async def test_the_traffic_simulator_gives_up_a_call_the_ocs_does_not_answer() -> None:
+    """An OCS that answers too late (a loaded machine) costs the simulated switch that call,
+    counted as an error, not every line (the demo ended with a traceback)."""
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # takes every request, answers none
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    lines: list[str] = []
+    async with server, NativeClient("127.0.0.1", port, timeout=0.05) as client:
+        sim = TrafficSimulator(client, ["491700000001"], callers=2, speed=1e6,
+                               report=lines.append)  # fmt: skip
+        run = asyncio.create_task(sim.run())
+        async with asyncio.timeout(10):
+            while sim.tally.errors < 4:
+                assert not run.done(), run
+                await asyncio.sleep(0.01)
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+    assert any(line.endswith(", given up") and "no reply to" in line for line in lines), lines

@@ -19,9 +19,11 @@ How a call maps onto the engine (TS 23.078 §4.6 for the flow):
   retransmitted report -- same invoke id, same content -- is the same n, gets the first
   answer and is charged once; a new report under a reused invoke id is the next n). A new
   ApplyCharging follows; when the credit affords nothing more, ReleaseCall (cause as
-  configured) in a TC-END.
+  configured) in a TC-END. The report that says the leg is no longer active carries the
+  call's last seconds: it ends the session (``release`` of them, key ``<session>/acr<n>``).
 * **EventReportBCSM** disconnect (or no answer, busy, abandon, route select failure) ends the
-  session (``release``, key ``<session>/end``) and the dialogue (TC-END).
+  session, if the last report did not (``release``, key ``<session>/end``), and the dialogue
+  (TC-END).
 * Barred subscribers get ReleaseCall at InitialDP; calls the plan rates free (emergency,
   toll-free) get Continue and no charging; unknown subscribers ReleaseCall or Continue as
   configured. An aborted dialogue (by the MSC, or by our TC timer) releases its hold with
@@ -43,11 +45,7 @@ from typing import Final
 from ocs.charging.engine import ChargingEngine, wall_clock_ms
 from ocs.charging.types import (
     ChargeResult,
-    CommitRequest,
     Outcome,
-    ReleaseRequest,
-    ReserveRequest,
-    SessionInfo,
 )
 from ocs.metrics import Metrics
 from protocols.sigtran import cap
@@ -74,6 +72,10 @@ log = logging.getLogger(__name__)
 PROTOCOL: Final = "camel"
 #: CAP error unexpectedComponentSequence (TS 29.078 CAP-errorcodes).
 UNEXPECTED_COMPONENT_SEQUENCE: Final = 14
+
+
+#: The metrics' verb of each operation.
+_VERBS: Final = {int(op): op.name.lower() for op in Op}
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +138,7 @@ class CamelAgent:
         reply = TcReply()
         for inv in invokes:
             t0 = time.perf_counter()
-            verb = Op(inv.opcode).name.lower() if inv.opcode in Op._value2member_map_ else "?"
+            verb = _VERBS.get(inv.opcode, "?")
             try:
                 await self._operation(dialogue, inv, reply)
                 result = Outcome.SUCCESS.value  # (the metrics speak the native agent's words)
@@ -210,7 +212,6 @@ class CamelAgent:
         if service is None:
             self._release_call(d, reply, self.config.release_cause)
             return
-        info = SessionInfo(destination, idp.location)
         ctx = UsageContext(plan=plan, service=service, subscriber=subscriber, started_at=now,
                            destination=destination, location=idp.location)  # fmt: skip
         try:
@@ -222,11 +223,9 @@ class CamelAgent:
             self._continue(d, reply)
             return
         sid = f"camel/{d.key}"
-        r = await self.engine.reserve(
-            ReserveRequest(
-                sid, subscriber, service, f"{sid}/idp", info=info, at=now, protocol=PROTOCOL
-            )
-        )
+        # (the engine's hot-path verbs, with the request's fields as arguments)
+        r = await self.engine.reserve_units(sid, subscriber, service, f"{sid}/idp", None,
+                                            destination, idp.location, now, PROTOCOL)  # fmt: skip
         if not r.ok or r.granted <= 0:
             no_credit = r.outcome is Outcome.CREDIT_LIMIT_REACHED or (r.ok and r.granted <= 0)
             if no_credit and self.config.redirect:
@@ -281,11 +280,14 @@ class CamelAgent:
     async def _report(self, d: Dialogue, inv: Invoke, reply: TcReply) -> None:
         call = d.user
         result = cap.read_call_result(inv)
-        if not isinstance(call, _Call) or call.ended:
+        seen = call.reports.get((inv.invoke_id, result)) if isinstance(call, _Call) else None
+        if not isinstance(call, _Call) or (call.ended and seen is None):
             reply.components.append(ReturnError(inv.invoke_id, UNEXPECTED_COMPONENT_SEQUENCE))
             return
-        seen = call.reports.get((inv.invoke_id, result))
+        more = result.leg_active
         if seen is not None:  # a retransmission: the first one's request again
+            if not more and call.ended:
+                return  # the last report, already taken: it had no answer either
             (seq, used), total = seen, call.committed
         else:
             total = self._seconds(call, result)
@@ -293,16 +295,18 @@ class CamelAgent:
             seq = len(call.reports) + 1
             call.reports[(inv.invoke_id, result)] = (seq, used)
         key = f"{call.session}/acr{seq}"
-        more = result.leg_active
-        r = await self.engine.commit(
-            CommitRequest(
-                call.session, key, used=used, next_units=None if more else 0, protocol=PROTOCOL
-            ),
-            subscriber=call.subscriber,
-        )
-        call.committed = max(call.committed, total)
         if not more:
-            return  # the call is over: its disconnect report follows
+            # The leg is gone (legActive FALSE): these are the call's last seconds, and one
+            # release charges them and ends the session (as the native protocol's release
+            # does) -- not a commit, then a release of nothing at the disconnect.
+            call.ended = True
+            call.committed = max(call.committed, total)
+            await self.engine.settle(call.session, key, used, call.subscriber, next_units=0,
+                                     end=True)  # fmt: skip
+            return
+        r = await self.engine.settle(call.session, key, used, call.subscriber, next_units=None,
+                                     end=False, protocol=PROTOCOL)  # fmt: skip
+        call.committed = max(call.committed, total)
         if r.ok and r.granted > 0:
             reply.components.append(self._apply_charging(d, call, r))
             return
@@ -324,7 +328,5 @@ class CamelAgent:
 
     async def _release(self, call: _Call, why: str) -> ChargeResult:
         call.ended = True
-        return await self.engine.release(
-            ReleaseRequest(call.session, f"{call.session}/{why}", used=0),
-            subscriber=call.subscriber,
-        )
+        return await self.engine.settle(call.session, f"{call.session}/{why}", 0,
+                                        call.subscriber, next_units=0, end=True)  # fmt: skip

@@ -60,6 +60,7 @@ from ocs.metrics import Metrics
 from ocs.store.errors import StoreUnavailable
 from ocs.tasks import cancel_all_and_wait
 from protocols.diameter import (
+    AnswerTemplate,
     Avp,
     Item,
     Message,
@@ -67,7 +68,6 @@ from protocols.diameter import (
     RemotePeer,
     avp,
     error_answer,
-    make_answer,
     make_request,
 )
 from protocols.diameter import constants as c
@@ -265,6 +265,54 @@ def server_request(
     )
 
 
+class _Ccr:
+    """What the agent reads of a CCR's top level, found in one pass by code (the request has
+    passed validate(): each AVP is of its type and size)."""
+
+    __slots__ = ("context", "kind", "msccs", "number", "service_information", "session_id",
+                 "subscription_ids")  # fmt: skip
+
+    def __init__(self, request: Message) -> None:
+        self.session_id: str | None = None
+        self.kind = 0
+        self.number = 0
+        self.msccs: list[Avp] = []
+        self.subscription_ids: list[Avp] = []
+        self.service_information: Avp | None = None
+        self.context = ""
+        kind = number = context = sid = False
+        for a in request.avps:
+            code = a.code
+            if a.vendor:
+                if (
+                    code == _SERVICE_INFORMATION
+                    and a.vendor == _SERVICE_INFORMATION_VENDOR
+                    and self.service_information is None
+                ):
+                    self.service_information = a
+            elif code == _MSCC:
+                self.msccs.append(a)
+            elif code == _SUBSCRIPTION_ID:
+                self.subscription_ids.append(a)
+            elif code == _SESSION_ID_CODE:
+                if not sid:
+                    sid = True
+                    value = a.value
+                    self.session_id = value if type(value) is str else None
+            elif code == _CC_REQUEST_TYPE:
+                if not kind:
+                    kind = True
+                    self.kind = int.from_bytes(a.data, "big", signed=True)
+            elif code == _CC_REQUEST_NUMBER:
+                if not number:
+                    number = True
+                    self.number = int.from_bytes(a.data, "big")
+            elif code == _SERVICE_CONTEXT_ID and not context:
+                context = True
+                value = a.value
+                self.context = value if type(value) is str else ""
+
+
 class _Answer(Exception):
     """Stop handling a CCR: answer with this Result-Code (and Failed-AVP bytes)."""
 
@@ -273,13 +321,12 @@ class _Answer(Exception):
         self.problem = Problem(result_code, detail, failed_avp)
 
 
-def _subscriber(request: Message) -> str | None:
+def _subscriber(subscription_ids: Sequence[Avp]) -> str | None:
+    """The first END_USER_E164 Subscription-Id-Data, else the first END_USER_IMSI one."""
     # (by code, in one pass: the request has passed validate(), so each member's value is of
     # its type and size; an Enumerated is a signed 32-bit number)
-    found: dict[int, str] = {}
-    for sub in request.avps:
-        if sub.code != _SUBSCRIPTION_ID or sub.vendor:
-            continue
+    imsi: str | None = None
+    for sub in subscription_ids:
         kind = data = None
         for a in sub.avps:
             if a.vendor:
@@ -288,20 +335,12 @@ def _subscriber(request: Message) -> str | None:
                 kind = int.from_bytes(a.data, "big", signed=True)
             elif a.code == _SUBSCRIPTION_ID_DATA and data is None:
                 data = a.value
-        if kind is not None and data and kind not in found:
-            found[kind] = data
-    return found.get(SubscriptionIdType.END_USER_E164) or found.get(
-        SubscriptionIdType.END_USER_IMSI
-    )
-
-
-def _top_int(request: Message, code: int, default: int) -> int:
-    """The first top-level vendor-0 Unsigned32/Enumerated AVP ``code`` (validated: 4 bytes)
-    as a number, read from its bytes; ``default`` when absent."""
-    for a in request.avps:
-        if a.code == code and not a.vendor:
-            return int.from_bytes(a.data, "big", signed=code == _CC_REQUEST_TYPE)
-    return default
+        if data:
+            if kind == SubscriptionIdType.END_USER_E164:
+                return data  # type: ignore[no-any-return]
+            if kind == SubscriptionIdType.END_USER_IMSI and imsi is None:
+                imsi = data
+    return imsi
 
 
 def _number(address: str) -> str:
@@ -314,10 +353,18 @@ def _number(address: str) -> str:
     return a.split("@", 1)[0].split(";", 1)[0]
 
 
-def _session_info(request: Message) -> SessionInfo:
-    si = request.find("Service-Information")
+def _session_info(si: Avp | None) -> SessionInfo:
+    """The rating inputs a Service-Information holds, read once per distinct AVP."""
     if si is None:
-        return SessionInfo()
+        return _NO_INFO
+    key = (_SERVICE_INFORMATION, si.data)
+    found = _READ.get(key)
+    if found is None:
+        found = _remember_read(key, _read_session_info(si))
+    return found  # type: ignore[no-any-return]
+
+
+def _read_session_info(si: Avp) -> SessionInfo:
     destination = si.get_str("IMS-Information", "Called-Party-Address") or ""
     if not destination:
         sms = si.find("SMS-Information")
@@ -347,6 +394,11 @@ _SUBSCRIPTION_ID_TYPE: Final = BY_NAME["Subscription-Id-Type"].code
 _SUBSCRIPTION_ID_DATA: Final = BY_NAME["Subscription-Id-Data"].code
 _CC_REQUEST_TYPE: Final = BY_NAME["CC-Request-Type"].code
 _CC_REQUEST_NUMBER: Final = BY_NAME["CC-Request-Number"].code
+_SERVICE_CONTEXT_ID: Final = BY_NAME["Service-Context-Id"].code
+_SESSION_ID_CODE: Final = BY_NAME["Session-Id"].code
+_SERVICE_INFORMATION: Final = BY_NAME["Service-Information"].code
+_SERVICE_INFORMATION_VENDOR: Final = BY_NAME["Service-Information"].vendor
+_CCFH: Final = BY_NAME["Credit-Control-Failure-Handling"].code
 
 
 def _int(found: Avp) -> int:
@@ -401,6 +453,38 @@ def _units(unit: Avp | None) -> tuple[int | None, str | None]:
         )
         return total, "CC-Total-Octets"
     return None, None
+
+
+#: What the agent read of an AVP, by (its code, its data): a gateway sends the same MSCC (the
+#: same Requested-Service-Unit and Rating-Group) and Service-Information again and again, and
+#: the decoder hands the same bytes in (often the same object, docs/diameter.md, Speed).
+#: Bounded: emptied when full.
+_READ: dict[tuple[int, bytes], Any] = {}
+_READ_SIZE: Final = 8192
+_NO_INFO: Final = SessionInfo()
+
+
+def _remember_read(key: tuple[int, bytes], value: Any) -> Any:
+    if len(_READ) >= _READ_SIZE:
+        _READ.clear()
+    _READ[key] = value
+    return value
+
+
+def _mscc_quota(session_id: str, mscc: Avp) -> _Quota:
+    """The quota of one MSCC (its members read once per distinct MSCC)."""
+    key = (_MSCC, mscc.data)
+    found = _READ.get(key)
+    if found is None:
+        q = _quota("", mscc, False)
+        found = _remember_read(
+            key,
+            (q.rating_group, q.service_identifier, q.requested, q.requested_units, q.used,
+             q.has_used, q.unit_avp),
+        )  # fmt: skip
+    rg, si, requested, requested_units, used, has_used, unit_avp = found
+    return _Quota(engine_session_id(session_id, rg, si), rg, si, requested, requested_units,
+                  used, has_used, unit_avp)  # fmt: skip
 
 
 def _quota(session_id: str, where: Message | Avp, top_level: bool) -> _Quota:
@@ -547,6 +631,7 @@ class DiameterAgent:
         self.sender: Sender | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._services: dict[tuple[str, int, int | None, int | None, str], str | None] = {}
+        self._answers = AnswerTemplate(config.origin_host, config.origin_realm, CCA_COPY)
 
     # -- entry ----------------------------------------------------------------------------------
 
@@ -557,9 +642,31 @@ class DiameterAgent:
                 Problem(c.DIAMETER_COMMAND_UNSUPPORTED, f"{request.name} is not supported"),
             )
         t0 = time.perf_counter()
-        kind = _REQUEST_TYPES[_top_int(request, _CC_REQUEST_TYPE, 0)]  # (validated: known)
+        ccr = _Ccr(request)
+        kind = _REQUEST_TYPES[ccr.kind]  # (validated: known)
         try:
-            answer = await self._ccr(request, kind, peer)
+            # (the CCR handled here, not in a coroutine of its own: docs/diameter.md, Speed)
+            sid = ccr.session_id
+            assert sid is not None  # validated by the server (5005 otherwise)
+            SESSION_ID.set(sid)
+            number = ccr.number
+            msccs = ccr.msccs
+            quotas = [_mscc_quota(sid, m) for m in msccs]
+            if not msccs and not self._multiple_services(request, kind):
+                quotas = [_quota(sid, request, True)]
+            subscriber = _subscriber(ccr.subscription_ids)
+            items: list[Item] = []
+            if kind is CcRequestType.INITIAL_REQUEST:
+                await self._initial(ccr, sid, number, subscriber, quotas, peer)
+                items.append(_cached("Credit-Control-Failure-Handling",
+                                     self._failure_handling(quotas)))  # fmt: skip
+            elif kind is CcRequestType.UPDATE_REQUEST:
+                await self._update(ccr, sid, number, subscriber, quotas, peer)
+            elif kind is CcRequestType.TERMINATION_REQUEST:
+                await self._termination(sid, number, subscriber, quotas)
+            else:
+                items += await self._event(request, sid, number, subscriber, quotas)
+            answer = self._cca(request, quotas, top_level=not msccs, items=items)
         except _Answer as exc:
             answer = self._error(request, exc.problem)
         except StoreUnavailable as exc:
@@ -587,28 +694,6 @@ class DiameterAgent:
         )
 
     # -- CCR --------------------------------------------------------------------------------
-
-    async def _ccr(self, request: Message, kind: CcRequestType, peer: RemotePeer) -> Message:
-        sid = request.session_id
-        assert sid is not None  # validated by the server (5005 otherwise)
-        SESSION_ID.set(sid)
-        number = _top_int(request, _CC_REQUEST_NUMBER, 0)
-        msccs = [a for a in request.avps if a.code == _MSCC and not a.vendor]
-        quotas = [_quota(sid, m, False) for m in msccs]
-        if not msccs and not self._multiple_services(request, kind):
-            quotas = [_quota(sid, request, True)]
-        subscriber = _subscriber(request)
-        items: list[Item] = []
-        if kind is CcRequestType.INITIAL_REQUEST:
-            await self._initial(request, sid, number, subscriber, quotas, peer)
-            items.append(("Credit-Control-Failure-Handling", self._failure_handling(quotas)))
-        elif kind is CcRequestType.UPDATE_REQUEST:
-            await self._update(request, sid, number, subscriber, quotas, peer)
-        elif kind is CcRequestType.TERMINATION_REQUEST:
-            await self._termination(sid, number, subscriber, quotas)
-        else:
-            items += await self._event(request, sid, number, subscriber, quotas)
-        return self._cca(request, quotas, top_level=not msccs, items=items)
 
     @staticmethod
     def _multiple_services(request: Message, kind: CcRequestType) -> bool:
@@ -683,9 +768,14 @@ class DiameterAgent:
                 return _UNIT_AVP[unit]
         return q.unit_avp or ("CC-Total-Octets" if q.rating_group is not None else "CC-Time")
 
-    def _requested(self, q: _Quota, plan: str | None, now: int) -> int | None:
-        """Units asked for in the service's unit (None: the server decides)."""
-        if q.requested_units is None or q.unit_avp != self._unit_avp(q, plan, now):
+    def _requested(
+        self, q: _Quota, plan: str | None, now: int, unit: str | None = None
+    ) -> int | None:
+        """Units asked for in the service's unit (None: the server decides); ``unit``: that
+        unit's AVP when the caller has it already (``_unit_avp``)."""
+        if q.requested_units is None:
+            return None
+        if q.unit_avp != (unit if unit is not None else self._unit_avp(q, plan, now)):
             return None
         return q.requested_units
 
@@ -806,7 +896,7 @@ class DiameterAgent:
 
     async def _initial(
         self,
-        request: Message,
+        ccr: _Ccr,
         sid: str,
         number: int,
         subscriber: str | None,
@@ -816,8 +906,8 @@ class DiameterAgent:
         plan = await self._plan(subscriber)
         assert subscriber is not None
         now = self.clock()
-        info = _session_info(request)
-        context = request.get_str("Service-Context-Id", default="")
+        info = _session_info(ccr.service_information)
+        context = ccr.context
         session = self._sessions.get(sid) or _GySession(
             subscriber, plan, peer.origin_host, {}, peer.origin_realm
         )
@@ -854,7 +944,8 @@ class DiameterAgent:
         q.grant_avp = self._unit_avp(q, plan, now)
         r = await self.engine.reserve_units(
             # (at=now: the rating context _free built is the engine's too, priced once)
-            q.key, subscriber, q.service, f"{q.key}/{number}", self._requested(q, plan, now),
+            q.key, subscriber, q.service, f"{q.key}/{number}",
+            self._requested(q, plan, now, q.grant_avp),
             info.destination, info.location, now, PROTOCOL,
         )  # fmt: skip
         self._settled(q, r)
@@ -863,7 +954,7 @@ class DiameterAgent:
 
     async def _update(
         self,
-        request: Message,
+        ccr: _Ccr,
         sid: str,
         number: int,
         subscriber: str | None,
@@ -894,9 +985,9 @@ class DiameterAgent:
             if session is None or subscriber is None or plan is None:
                 jobs.append(self._commit(q, number, subscriber, plan, now))
                 continue
-            context = request.get_str("Service-Context-Id", default="")
-            jobs.append(self._reserve(q, sid, number, subscriber, plan, context,
-                                      _session_info(request), now, session))  # fmt: skip
+            jobs.append(self._reserve(q, sid, number, subscriber, plan, ccr.context,
+                                      _session_info(ccr.service_information), now,
+                                      session))  # fmt: skip
         await self._each(jobs)
         if (
             session is None
@@ -920,7 +1011,7 @@ class DiameterAgent:
         if not q.requested:
             next_units: int | None = 0
         else:
-            next_units = self._requested(q, plan, now)
+            next_units = self._requested(q, plan, now, q.grant_avp)
         r = await self.engine.settle(
             q.key,
             f"{q.key}/{number}",
@@ -967,7 +1058,7 @@ class DiameterAgent:
         plan = await self._plan(subscriber)
         assert subscriber is not None
         now = self.clock()
-        info = _session_info(request)
+        info = _session_info(request.find("Service-Information"))
         context = request.get_str("Service-Context-Id", default="")
         action = request.get_int("Requested-Action", default=RequestedAction.DIRECT_DEBITING)
         for q in quotas:
@@ -1033,7 +1124,7 @@ class DiameterAgent:
     ) -> None:
         assert q.service is not None
         q.grant_avp = self._unit_avp(q, plan, now)
-        units = self._requested(q, plan, now) or q.used or 1
+        units = self._requested(q, plan, now, q.grant_avp) or q.used or 1
         req = DebitRequest(subscriber, q.service, f"{q.key}/{number}", units=units, info=info)
         if refund:
             r = await self.engine.refund(req)
@@ -1089,17 +1180,14 @@ class DiameterAgent:
             body += items
         code = self._command_result(shown)
         if code == c.DIAMETER_UNABLE_TO_COMPLY and not any(
-            isinstance(i, tuple) and i[0] == "Credit-Control-Failure-Handling" for i in items
+            (type(i) is Avp and i.code == _CCFH and not i.vendor)
+            or (isinstance(i, tuple) and i[0] == "Credit-Control-Failure-Handling")
+            for i in items
         ):
-            body.append(("Credit-Control-Failure-Handling", self._failure_handling(shown)))
-        return make_answer(
-            request,
-            body,
-            result_code=code,
-            origin_host=self.config.origin_host,
-            origin_realm=self.config.origin_realm,
-            copy=CCA_COPY,
-        )
+            body.append(_cached("Credit-Control-Failure-Handling",
+                                self._failure_handling(shown)))  # fmt: skip
+        # (the CCA's byte template: make_answer's answer, encoded with it)
+        return self._answers.answer(request, code, body)
 
     @staticmethod
     def _command_result(quotas: Sequence[_Quota]) -> int:

@@ -148,6 +148,18 @@ def _known_plans(app: web.Application) -> list[str]:
     return app[TARIFFS].rater.book.names()
 
 
+def _bucket_services(
+    app: web.Application, f: Fields, field: str, buckets: list[UnitBucket], plan: str
+) -> None:
+    """Each bucket pays for a service of ``plan`` (of any of its versions): a bucket of
+    another service would never be used (a typo such as ``vocie`` would pass unnoticed)."""
+    services = {s for v in app[TARIFFS].rater.book.versions(plan) for s in v.services}
+    for i, b in enumerate(buckets):
+        if b.service not in services:
+            f.error(f"{field}[{i}].service", f"is not a service of plan {plan} (known: "
+                    f"{', '.join(sorted(services))})")  # fmt: skip
+
+
 async def create_subscriber(request: web.Request) -> web.StreamResponse:
     """``POST /v1/subscribers``: 201 with the account, 409 if it exists. Without ``buckets``
     the account gets its plan's bundles."""
@@ -161,6 +173,8 @@ async def create_subscriber(request: web.Request) -> web.StreamResponse:
     state: str = f.value("state") or STATE_ACTIVE
     buckets: list[UnitBucket] = f.value("buckets")
     reference: str | None = f.value("reference")
+    f.check()
+    _bucket_services(app, f, "buckets", buckets, plan)
     f.check()
     if not f.has("buckets"):
         buckets = bundle_buckets(app[TARIFFS].rater.book, plan, now)
@@ -224,6 +238,13 @@ async def update_subscriber(request: web.Request) -> web.StreamResponse:
         )
     f.check()
     store = app[STORE]
+    if add_buckets:
+        # The plan the account has after this request (an unknown subscriber: the store's 404).
+        account = await store.get_account(msisdn) if plan is None else None
+        after = plan if plan is not None else None if account is None else account.plan
+        if after is not None:
+            _bucket_services(app, f, "add_buckets", add_buckets, after)
+            f.check()
     answer = await store.update_subscriber(
         msisdn,
         plan=plan,

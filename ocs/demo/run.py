@@ -44,6 +44,7 @@ from ocs.sims.switch import (
 from ocs.sims.switch import SwitchSimulator as CdrSwitch
 from ocs.sims.traffic import SwitchSimulator, Tally
 from ocs.store.redis_client import PipelinedRedis
+from ocs.store.security import SecurityStore
 from ocs.tasks import cancel_and_wait
 from protocols.native import NativeClient
 
@@ -97,6 +98,7 @@ async def run_demo(
     out: TextIO = sys.stdout,
 ) -> Tally:
     settings = replace(settings, data_dir=f"{settings.data_dir}/demo")
+    configured_secret = bool(settings.secret_key)
     settings = demo_credentials(settings)
     # Enterprise billing runs in the demo, in its own SQLite file unless a database is given.
     settings = replace(
@@ -148,6 +150,11 @@ async def run_demo(
             url = await stack.enter_async_context(redis_for(settings))
             async with PipelinedRedis.from_url(url) as client:
                 await client.execute("FLUSHALL")
+                if not configured_secret:
+                    # The secret generated for this run is kept in Redis, where a fresh
+                    # install keeps the one it generates: `ocs audit verify` and `ocs auth`
+                    # against this Redis then use the same keys as the OCS.
+                    await SecurityStore(client).generated_secret(settings.secret_key)
             settings = replace(settings, redis_url=url)
         ocs = await stack.enter_async_context(run_ocs(settings))
         return await _run(
@@ -228,7 +235,6 @@ def demo_credentials(settings: Settings) -> Settings:
 async def _demo_users(ocs: Running) -> list[tuple[str, str, str]]:
     """Create the demo users with fresh passwords: (name, role, password)."""
     from ocs.auth.credentials import new_user
-    from ocs.store.security import SecurityStore
 
     store = SecurityStore(ocs.store.client)
     out = []
@@ -501,14 +507,23 @@ async def _run(
             # that it closes and uploads its open file while the FTP server and the OCS are
             # still up), then say what failed: a task's error must not leave the others to
             # be cancelled after the OCS is gone.
+            # What a task raises only as it is stopped (an FTP upload cut in the middle
+            # answering its QUIT out of turn) is said in one line, not raised.
             failed: list[BaseException] = []
-            for t in (alive, camel, task, story, billing):
+            for what, t in (("the top-ups", alive), ("the CAMEL calls", camel),
+                            ("the switch simulator", task), ("the story", story),
+                            ("hot billing", billing)):  # fmt: skip
                 if t is None:
                     continue
+                ended = t.done()
                 try:
                     await cancel_and_wait(t)
                 except Exception as exc:
-                    failed.append(exc)
+                    if ended:
+                        failed.append(exc)
+                    else:
+                        print(f"Stopping: {what} ended with {type(exc).__name__}: {exc}",
+                              file=out, flush=True)  # fmt: skip
             if failed:
                 raise failed[0]
     low = sorted(

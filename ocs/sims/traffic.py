@@ -167,12 +167,18 @@ class SwitchSimulator:
         while True:
             msisdn = self.rng.choice(self.subscribers)
             x = self.rng.random()
-            if x < 0.6:
-                await self.call(msisdn)
-            elif x < 0.8:
-                await self.data_session(msisdn)
-            else:
-                await self.sms(msisdn)
+            try:
+                if x < 0.6:
+                    await self.call(msisdn)
+                elif x < 0.8:
+                    await self.data_session(msisdn)
+                else:
+                    await self.sms(msisdn)
+            except TimeoutError as exc:
+                # The OCS did not answer in time (a loaded machine): a switch gives up on
+                # that call and places the next; what the call held expires on the OCS.
+                self.tally.errors += 1
+                self.report(f"{'':5} {msisdn}: {exc}, given up")
             await self._sleep(self.rng.expovariate(1 / 5))
 
     async def run(self) -> None:

@@ -21,7 +21,7 @@ connection, one write per loop turn) whose address is not fixed:
   to ~10 s later, and writes it takes meanwhile would be lost.
 
 Off the hot path, redis-py's asyncio ``Sentinel`` is used (:func:`sentinel_admin_client`,
-reached through :func:`ocs.store.cluster.admin_client`).
+reached through :func:`ocs.store.cluster.admin_client`), with the same watch of the master.
 
 URL: ``redis+sentinel://[[user]:password@]host:port[,host:port...]/mastername[/db]``, the
 credentials those of the master (and replicas); ``?sentinel_password=...`` (and
@@ -38,7 +38,8 @@ from typing import Any, Final
 from urllib.parse import parse_qs, unquote
 
 import redis.asyncio
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.exceptions import RedisError
 
 from ocs.store.redis_client import (
     DEFAULT_CONNECT_TIMEOUT,
@@ -299,21 +300,60 @@ class SentinelRedis(PipelinedRedis):
 
 
 class _SentinelMaster(redis.asyncio.Redis):
-    """redis-py's client of the master, which also closes the sentinels' connections."""
+    """redis-py's client of the master, which also closes the sentinels' connections, and
+    asks the sentinels every ``watch_interval`` whether they still name the master its
+    connections go to, as :class:`SentinelRedis` does: redis-py asks only when it opens a
+    connection, so after a failover that left the old master running its pooled connections
+    would keep writing there (stream acknowledgements, trims) until the sentinels demote it,
+    up to ~10 s later. A switch seen drops every connection of the pool (a command on one
+    fails with a connection error, as when the master dies); the next asks the sentinels."""
 
     _ocs_sentinel: Sentinel
+    _ocs_watch_interval: float = WATCH_INTERVAL
+    _ocs_watcher: asyncio.Task[None] | None = None
+    #: Times a switch of master was seen by the watch (a figure for tests).
+    master_changes: int = 0
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        if self._ocs_watcher is None and self._ocs_watch_interval > 0:
+            self._ocs_watcher = asyncio.get_running_loop().create_task(self._ocs_watch())
+        return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+
+    async def _ocs_watch(self) -> None:
+        pool = self.connection_pool
+        assert isinstance(pool, SentinelConnectionPool)
+        while True:
+            await asyncio.sleep(self._ocs_watch_interval)
+            before = pool.master_address
+            if before is None:  # not connected yet: the first connection asks
+                continue
+            try:
+                # Asks the sentinels and, on a switch, disconnects the idle connections.
+                now = await pool.get_master_address()  # type: ignore[no-untyped-call]
+            except (RedisError, OSError):
+                continue  # no sentinel answered: the connections' own errors will tell
+            if now != before:
+                self.master_changes += 1
+                await pool.disconnect(inuse_connections=True)
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        watcher, self._ocs_watcher = self._ocs_watcher, None
+        if watcher is not None:
+            watcher.cancel()
+            await asyncio.wait([watcher])
         try:
             await super().aclose(close_connection_pool)
         finally:
             await self._ocs_sentinel.aclose()
 
 
-def sentinel_admin_client(url: str, **kwargs: Any) -> redis.asyncio.Redis:
+def sentinel_admin_client(
+    url: str, *, watch_interval: float = WATCH_INTERVAL, **kwargs: Any
+) -> redis.asyncio.Redis:
     """redis-py's client of the master named by a ``redis+sentinel://`` URL (it asks the
-    sentinels at every new connection and retries on READONLY); ``aclose()`` closes the
-    sentinels' connections too. Keyword arguments go to redis-py."""
+    sentinels at every new connection and retries on READONLY, and every ``watch_interval``
+    seconds once connected, 0: never; see :class:`_SentinelMaster`); ``aclose()`` closes the
+    sentinels' connections too. Other keyword arguments go to redis-py."""
     address = parse_sentinel_url(url)
     sentinel_kwargs = {}
     if address.sentinel_password is not None:
@@ -331,4 +371,5 @@ def sentinel_admin_client(url: str, **kwargs: Any) -> redis.asyncio.Redis:
         address.master, redis_class=_SentinelMaster, **kwargs
     )
     client._ocs_sentinel = sentinel
+    client._ocs_watch_interval = watch_interval
     return client

@@ -22,6 +22,7 @@ from aiohttp import web
 from sqlalchemy import Engine
 
 from ocs.api.problems import problem
+from ocs.api.render import iso_time
 from ocs.api.request import query
 from ocs.api.routes import Route, caller_of
 from ocs.billing.api import billing_errors
@@ -223,7 +224,8 @@ class DashboardApi:
                     "sessions": [
                         {"session_id": s.session_id, "service": s.service,
                          "held": format_money(s.held_money), "used": s.used,
-                         "started_at": s.started_at, "expires_at": s.expires_at}
+                         "started_at": iso_time(s.started_at),
+                         "expires_at": iso_time(s.expires_at)}
                         for s in a.sessions
                     ],
                     "events": [{"id": e.id, **e.fields} for e in evs],

@@ -6,7 +6,18 @@ from __future__ import annotations
 
 from typing import Final
 
-from ocs.api.schema import BOOL, INT, JSON, MONEY_OUT, STRING, Param, array, nullable, obj
+from ocs.api.schema import (
+    BOOL,
+    INT,
+    JSON,
+    MONEY_OUT,
+    STRING,
+    TIME_OUT,
+    Param,
+    array,
+    nullable,
+    obj,
+)
 from ocs.billing.api_schema import PERIOD_RE
 from ocs.ui.figures import MONEY
 
@@ -106,8 +117,8 @@ _LINE: Final = obj(
                     "service": STRING,
                     "held": MONEY_OUT,
                     "used": INT,
-                    "started_at": {"type": "integer", "description": "Unix ms"},
-                    "expires_at": {"type": "integer", "description": "Unix ms"},
+                    "started_at": TIME_OUT,
+                    "expires_at": TIME_OUT,
                 }
             )
         ),

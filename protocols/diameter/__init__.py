@@ -79,6 +79,7 @@ from __future__ import annotations
 
 from protocols.diameter.codec import (
     NEED_DATA,
+    AnswerTemplate,
     Avp,
     AvpKey,
     AvpValue,
@@ -122,6 +123,7 @@ from protocols.diameter.peer import (
 __all__ = [
     "NEED_DATA",
     "Action",
+    "AnswerTemplate",
     "Avp",
     "AvpDef",
     "AvpKey",

@@ -18,6 +18,12 @@ and PS-Information in every request, so a second pass over them cost more than i
 The decoder raises nothing else on any input (the tests fuzz it). A top-level AVP whose
 bytes were decoded twice before without a problem is taken from a bounded cache
 (:data:`_CLEAN_AVPS`): the same object, checks and shape as a fresh decoding would give.
+A message is first tried in one flat pass over its top-level AVPs (``_decode_flat``: the
+cached ones and the run of them after the Session-Id taken as they are, the others decoded in
+full one by one); the first problem sends the whole message to the full decoder, so that every
+problem found, and every error answer built from them, is the full decoder's.
+:class:`AnswerTemplate` builds and encodes in one step the answers :func:`make_answer` would
+build to clean requests.
 """
 
 from __future__ import annotations
@@ -81,6 +87,7 @@ from protocols.diameter.errors import (
 
 __all__ = [
     "NEED_DATA",
+    "AnswerTemplate",
     "Avp",
     "AvpKey",
     "AvpValue",
@@ -680,6 +687,7 @@ _SEEN_ONCE: set[bytes] = set()
 _CLEAN_AVPS_SIZE: Final = 4096
 _CLEAN_AVP_MAX_BYTES: Final = 512
 _SESSION_ID_CODE: Final = 263
+_SESSION_ID_DEF: Final = BY_KEY[_SESSION_ID_CODE]
 
 
 def _scan(
@@ -891,7 +899,177 @@ def _header_only(buf: bytes | bytearray, pos: int) -> Message | None:
     return Message(word & 0xFFFFFF, [], app, word >> 24, hop, end)
 
 
+#: Runs of top-level AVPs that followed a message's first Session-Id up to its first grouped
+#: AVP, each AVP of them taken from :data:`_CLEAN_AVPS`, by their bytes (padding included):
+#: the AVPs and their shape (in a CCR: Origin-Host ... CC-Request-Number). The
+#: same bytes from the start of an AVP are the same AVPs, so a run found again is what the
+#: decoder would make of them AVP by AVP. Bounded (emptied when full, as are the few sizes
+#: looked up).
+_RUNS: dict[bytes, tuple[list[Avp], tuple[Any, ...]]] = {}
+_RUN_SIZES: list[int] = []
+_RUNS_SIZE: Final = 1024
+_RUN_SIZES_MAX: Final = 4
+
+
+def _keep_run(wire: bytes, avps: list[Avp], shape: list[Any]) -> None:
+    if len(avps) < 2:
+        return
+    size = len(wire)
+    if len(_RUNS) >= _RUNS_SIZE or (size not in _RUN_SIZES and len(_RUN_SIZES) >= _RUN_SIZES_MAX):
+        _RUNS.clear()
+        _RUN_SIZES.clear()
+    if size not in _RUN_SIZES:
+        _RUN_SIZES.append(size)
+    _RUNS[wire] = (avps, tuple(shape))
+
+
+_SUBSCRIPTION_ID_CODE: Final = 443
+_SUBSCRIPTION_ID_TYPE_CODE: Final = 450
+_SUBSCRIPTION_ID_DATA_CODE: Final = 444
+_SUBSCRIPTION_ID_DEFS: Final = (BY_KEY[443], BY_KEY[450], BY_KEY[444])
+#: (Subscription-Id-Type is enumerated: its data is part of the shape.)
+assert (
+    _SUBSCRIPTION_ID_TYPE_CODE in _SHAPE_VALUES and _SUBSCRIPTION_ID_DATA_CODE not in _SHAPE_VALUES
+)
+
+
+def _subscription_id(buf: bytes, pos: int, stop: int) -> Avp | None:
+    """The Subscription-Id at ``buf[pos:stop]`` (M-bit only) when it is exactly what a gateway
+    sends, Subscription-Id-Type (M, 4 bytes) then Subscription-Id-Data (M, UTF-8) and nothing
+    else: then ``_scan`` would find no problem in it, and these are the AVPs it would make.
+    None for any other form (``_scan`` decodes it)."""
+    if stop - pos < 28:
+        return None
+    head = _AVP_HEAD.unpack_from
+    code, word = head(buf, pos + 8)
+    if code != _SUBSCRIPTION_ID_TYPE_CODE or word != (AVP_FLAG_MANDATORY << 24) | 12:
+        return None
+    code, word = head(buf, pos + 20)
+    n = word & 0xFFFFFF
+    if (
+        code != _SUBSCRIPTION_ID_DATA_CODE
+        or word >> 24 != AVP_FLAG_MANDATORY
+        or n < 8
+        or pos + 20 + n + (-n & 3) != stop
+    ):
+        return None
+    data = buf[pos + 28 : pos + 20 + n]
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        return None
+    group, kind, value = _SUBSCRIPTION_ID_DEFS
+    member = Avp(_SUBSCRIPTION_ID_DATA_CODE, AVP_FLAG_MANDATORY, 0, data, value)
+    member._value = text
+    members = [Avp(_SUBSCRIPTION_ID_TYPE_CODE, AVP_FLAG_MANDATORY, 0, buf[pos + 16 : pos + 20],
+                   kind), member]  # fmt: skip
+    return Avp(_SUBSCRIPTION_ID_CODE, AVP_FLAG_MANDATORY, 0, buf[pos + 8 : stop], group, members)
+
+
+def _decode_flat(buf: bytes, length: int) -> Message | None:
+    """The message at ``buf[:length]`` in one flat pass over its top-level AVPs, or None when
+    it holds anything unusual (docs/diameter.md, Speed: decoding lazily).
+
+    A gateway's CCR is mostly AVPs the decoder has seen before: each of those is one slice
+    and one lookup in :data:`_CLEAN_AVPS`, with none of the per-AVP checks; every other AVP
+    (the Session-Id, a Used-Service-Unit new in this CCR) goes through the full decoder
+    (``_scan``) alone, which keeps it when it is clean. The first AVP with a problem, a header
+    that cannot be an AVP's, or a request with the E-bit gives None: the caller then decodes
+    the whole message afresh with ``_scan``, so every problem, and every error answer with
+    its Failed-AVP, is exactly what the full decoder finds. Otherwise the result is the full
+    decoder's: the same AVPs (the cached objects where it takes them from the cache), no
+    problems, the same shape (``tests/test_diameter_codec.py`` compares them on fuzzed input).
+    """
+    word = _U32.unpack_from(buf, 4)[0]
+    flags = word >> 24
+    if flags & FLAG_REQUEST and flags & FLAG_ERROR:
+        return None
+    head = _AVP_HEAD.unpack_from
+    get = _CLEAN_AVPS.get
+    avps: list[Avp] = []
+    shape: list[Any] = []
+    append = avps.append
+    extend = shape.extend
+    pos = HEADER_SIZE
+    # The run of cached AVPs right after a first Session-Id: where it starts (-1: none), its
+    # first AVP's and shape's places.
+    run_at = run_avps = run_shape = -1
+    while pos < length:
+        if length - pos < 8:
+            return None
+        code, avp_word = head(buf, pos)
+        n = avp_word & 0xFFFFFF
+        stop = pos + n
+        if n < 8 or stop > length:
+            return None
+        if code != _SESSION_ID_CODE and n <= _CLEAN_AVP_MAX_BYTES:
+            hit = get(buf[pos:stop])
+            if hit is not None:
+                if run_at >= 0 and hit[0]._avps is not None:
+                    # A grouped AVP (Subscription-Id, MSCC) is mostly the session's or the
+                    # request's own: the run ends before it.
+                    _keep_run(buf[run_at:pos], avps[run_avps:], shape[run_shape:])
+                    run_at = -1
+                append(hit[0])
+                extend(hit[1])
+                pos = stop + (-n & 3)
+                continue
+        if run_at >= 0:
+            _keep_run(buf[run_at:pos], avps[run_avps:], shape[run_shape:])
+            run_at = -1
+        if code == _SESSION_ID_CODE and avp_word >> 24 in (AVP_FLAG_MANDATORY, 0):
+            # Session-Id (new in every session, never cached): a UTF8String, no vendor, no
+            # reserved bits: what ``_scan`` checks of it.
+            data = buf[pos + 8 : stop]
+            try:
+                text = data.decode()
+            except UnicodeDecodeError:
+                return None
+            item = Avp(code, avp_word >> 24, 0, data, _SESSION_ID_DEF)
+            item._value = text
+            append(item)
+            shape.append(code)
+            pos = stop + (-n & 3)
+            if len(avps) == 1:
+                # What follows a CCR's Session-Id is mostly the same bytes in every CCR of a
+                # gateway (Origin-Host ... CC-Request-Number): a run of cached AVPs that was
+                # seen before is one lookup (see _RUNS).
+                for size in _RUN_SIZES:
+                    run = _RUNS.get(buf[pos : pos + size])
+                    if run is not None:
+                        avps += run[0]
+                        extend(run[1])
+                        pos += size
+                        break
+                else:
+                    run_at, run_avps, run_shape = pos, 1, len(shape)
+            continue
+        if code == _SUBSCRIPTION_ID_CODE and avp_word >> 24 == AVP_FLAG_MANDATORY:
+            subscription = _subscription_id(buf, pos, stop)
+            if subscription is not None:
+                # (new in every session: its first two sightings are not cached)
+                append(subscription)
+                extend((code, -1, _SUBSCRIPTION_ID_TYPE_CODE, subscription.avps[0].data,
+                        _SUBSCRIPTION_ID_DATA_CODE, -2))  # fmt: skip
+                pos = stop + (-n & 3)
+                continue
+        problems: list[Problem] = []
+        _scan(buf, pos, stop, 0, problems, avps, shape, _CLEAN_AVPS)
+        if problems:
+            return None
+        pos = stop + (-n & 3)
+    if run_at >= 0:
+        _keep_run(buf[run_at:pos], avps[run_avps:], shape[run_shape:])
+    _, _, app, hop, end = _HEADER.unpack_from(buf, 0)
+    message = Message(word & 0xFFFFFF, avps, app, flags, hop, end)
+    message.shape = tuple(shape)
+    return message
+
+
 def _decode_body(buf: bytes, length: int) -> Message:
+    flat = _decode_flat(buf, length)
+    if flat is not None:
+        return flat
     _, word, app, hop, end = _HEADER.unpack_from(buf, 0)
     flags = word >> 24
     problems: list[Problem] = []
@@ -933,6 +1111,7 @@ class Message(_Container):
     """
 
     __slots__ = (
+        "_wire",
         "application_id",
         "avps",
         "command_code",
@@ -964,6 +1143,8 @@ class Message(_Container):
         #: What validate() depends on, recorded by the decoder (see ``_scan``); None for a
         #: message built here.
         self.shape: tuple[Any, ...] | None = None
+        #: The encoding, when an :class:`AnswerTemplate` made it with the message.
+        self._wire: bytes | None = None
 
     def _members(self) -> list[Avp]:
         return self.avps
@@ -1018,6 +1199,8 @@ class Message(_Container):
 
     def to_bytes(self) -> bytes:
         """The message on the wire. ``LocalProtocolError`` over the 24-bit length."""
+        if self._wire is not None:
+            return self._wire
         body = b"".join([a.to_bytes() for a in self.avps])
         length = HEADER_SIZE + len(body)
         if length > MAX_MESSAGE_LENGTH_FIELD:
@@ -1163,6 +1346,112 @@ def make_answer(
         request.hop_by_hop,
         request.end_to_end,
     )
+
+
+class AnswerTemplate:
+    """Answers to clean requests from byte templates (docs/diameter.md, Speed).
+
+    What :func:`make_answer` builds, for one origin and one ``copy`` list, and encoded with
+    the answer: the Result-Code, Origin-Host and Origin-Realm AVPs of each result code are one
+    pre-encoded piece, and an answer is its header (command, application, flags, Hop-by-Hop
+    and End-to-End identifiers, length) and the request's own AVPs (Session-Id, the first of
+    each AVP named in ``copy``, every Proxy-Info), found in one pass, patched around it with
+    ``items`` (pre-built :class:`Avp` objects: a grant's MSCC, Credit-Control-Failure-
+    Handling...). Only a request the decoder found clean takes this path (no problem: so
+    none of its AVPs has reserved bits or an undecodable value, and every Proxy-Info is well
+    formed, which :func:`make_answer` would otherwise check one by one); any other goes to
+    :func:`make_answer`, and so does ``items`` holding anything but an ``Avp``. The answers
+    are equal, AVP for AVP and byte for byte (``tests/test_diameter_codec.py``).
+    """
+
+    __slots__ = ("_codes", "_copy", "_fixed", "_keys", "copy", "origin_host", "origin_realm")
+
+    def __init__(self, origin_host: str, origin_realm: str, copy: Sequence[AvpKey] = ()) -> None:
+        self.origin_host = origin_host
+        self.origin_realm = origin_realm
+        self.copy = tuple(copy)
+        resolved = self._keys = tuple(_resolve_all(self.copy))
+        #: (code, vendor) -> place in the copied AVPs (the first place of a key named twice).
+        self._copy: dict[tuple[int, int], int] = {}
+        for i, key in enumerate(resolved):
+            self._copy.setdefault(key, i)
+        #: The codes the pass over a request stops at: Session-Id, Proxy-Info, the copied.
+        self._codes = frozenset({_SESSION_ID_CODE, 284} | {code for code, _ in resolved})
+        self._fixed: dict[int, tuple[list[Avp], bytes]] = {}
+
+    def _piece(self, result_code: int) -> tuple[list[Avp], bytes]:
+        found = self._fixed.get(result_code)
+        if found is None:
+            fixed = [
+                _result_code_avp(result_code),
+                *_identity_avps(self.origin_host, self.origin_realm),
+            ]
+            found = (fixed, b"".join([a.to_bytes() for a in fixed]))
+            if len(self._fixed) >= 256:
+                self._fixed.clear()
+            self._fixed[result_code] = found
+        return found
+
+    def answer(self, request: Message, result_code: int, items: Sequence[Item] = ()) -> Message:
+        """``make_answer(request, items, result_code=..., origin_host=..., origin_realm=...,
+        copy=...)`` of this template, encoded already."""
+        clean = not request.problems and request.shape is not None
+        if clean:
+            for i in items:
+                if type(i) is not Avp:
+                    clean = False
+                    break
+        if not clean:
+            return make_answer(request, items, result_code=result_code,
+                               origin_host=self.origin_host, origin_realm=self.origin_realm,
+                               copy=self.copy)  # fmt: skip
+        sid: Avp | None = None
+        slots: list[Avp | None] = [None] * len(self.copy)
+        proxies: list[Avp] = []
+        places = self._copy
+        wanted = self._codes
+        for a in request.avps:
+            code = a.code
+            if code not in wanted:
+                continue
+            if code == _SESSION_ID_CODE and not a.vendor:
+                if sid is None:
+                    sid = a
+            elif code == 284 and not a.vendor:
+                proxies.append(a)
+            if places:
+                place = places.get((code, a.vendor))
+                if place is not None and slots[place] is None:
+                    slots[place] = a
+        fixed, fixed_wire = self._piece(result_code)
+        avps: list[Avp] = [] if sid is None else [sid]
+        avps += fixed
+        tail: list[Avp] = []
+        for key in self._keys:
+            copied = slots[places[key]]
+            if copied is not None:
+                tail.append(copied)
+        tail += items  # type: ignore[arg-type]  # (each an Avp: checked above)
+        tail += proxies
+        avps += tail
+        body = b"".join([a.to_bytes() for a in tail])
+        sid_wire = b"" if sid is None else sid.to_bytes()
+        length = HEADER_SIZE + len(sid_wire) + len(fixed_wire) + len(body)
+        if length > MAX_MESSAGE_LENGTH_FIELD:
+            raise LocalProtocolError(f"message of {length} bytes is too long for Diameter")
+        flags = request.flags & FLAG_PROXIABLE
+        if is_protocol_error(result_code):
+            flags |= FLAG_ERROR
+        message = Message(request.command_code, avps, request.application_id, flags,
+                          request.hop_by_hop, request.end_to_end)  # fmt: skip
+        message._wire = b"".join((
+            _HEADER.pack((VERSION << 24) | length, (flags << 24) | request.command_code,
+                         request.application_id, request.hop_by_hop, request.end_to_end),
+            sid_wire,
+            fixed_wire,
+            body,
+        ))  # fmt: skip
+        return message
 
 
 def error_answer(

@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 from typing import Any, Final
 
-from protocols.sigtran.constants import AC_OF_PHASE, Op
+from protocols.sigtran.constants import AC_OF_PHASE, DIALOGUE_AS_ID, Op
 
 #: Off: pycrate alone (bench/camel.py measures both in one run).
 enabled = True
@@ -524,92 +524,156 @@ _MESSAGE_TAGS: Final = {v: k for k, v in _MESSAGES.items()}
 _TIDS: Final = {"begin": ("otid",), "continue": ("otid", "dtid"), "end": ("dtid",)}
 
 
+def _oid(arcs: tuple[int, ...]) -> bytes:
+    """The content of an OBJECT IDENTIFIER (X.690 §8.19): 40 * first + second, then each
+    arc in base 128, high bit set on all its octets but the last."""
+    out = bytearray()
+    for arc in (40 * arcs[0] + arcs[1], *arcs[2:]):
+        chunk = [arc & 0x7F]
+        rest = arc >> 7
+        while rest:
+            chunk.append(0x80 | (rest & 0x7F))
+            rest >>= 7
+        out += bytes(reversed(chunk))
+    return bytes(out)
+
+
+#: AARQ / AARE fields (Q.773 §4.2.3, the dialogue-as): protocol-version [0] BIT STRING
+#: '1'B (one bit, version1), and the AARE's result [2] accepted and result-source-diagnostic
+#: [3] dialogue-service-user [1] null.
+_PROTOCOL_VERSION1: Final = bytes.fromhex("80020780")
+_ACCEPTED: Final = bytes.fromhex("a203020100a305a103020100")
+
+
+def dialogue_portion(ac: tuple[int, ...], response: bool) -> bytes:
+    """The dialogue portion (tag 0x6B) of the AARQ (``response`` False) or accepting AARE of
+    application context ``ac``: an EXTERNAL with the dialogue-as id and a single-ASN1-type
+    DialoguePDU, as pycrate encodes it (tests/test_camel_fastber.py)."""
+    fields = _PROTOCOL_VERSION1 + _head(0xA1, _head(0x06, _oid(ac)))
+    pdu = _head(0x61, fields + _ACCEPTED) if response else _head(0x60, fields)
+    external = _head(0x06, _oid(DIALOGUE_AS_ID)) + _head(0xA0, pdu)
+    return _head(0x6B, _head(0x28, external))
+
+
 @functools.cache
 def _dialogues() -> tuple[dict[bytes, Any], list[tuple[Any, bytes]]]:
     """The dialogue portions of the supported phases (AARQ and accepting AARE of CAP v2, v3,
-    v4) as pycrate encodes and decodes them: bytes -> value, and (value, bytes) pairs. Built
-    once, with pycrate, so the fast path carries exactly what pycrate would."""
+    v4): bytes -> pycrate's value, and (value, bytes) pairs. Written here rather than by
+    pycrate, so that the messages of the flow never load pycrate's grammar (a second or
+    more to import, and ~110,000 objects for the garbage collector to walk)."""
     from protocols.sigtran import tcap
 
-    m = tcap.grammar()
     by_bytes: dict[bytes, Any] = {}
     pairs: list[tuple[Any, bytes]] = []
-    for phase in AC_OF_PHASE:
-        for d in (tcap.request(phase), tcap.accepted(phase)):
-            m.set_val(("end", {"dtid": b"\0", "dialoguePortion": tcap.dialogue_value(d)}))
-            data = bytes(m.to_ber())
-            _, s, e = _read(data, 0, len(data))
-            _, _, ce = _read(data, s, e)  # the dtid
-            portion = data[ce:e]
-            m.from_ber(data)
-            value = m.get_val()[1]["dialoguePortion"]
+    for phase, ac in AC_OF_PHASE.items():
+        for d, response in ((tcap.request(phase), False), (tcap.accepted(phase), True)):
+            value, portion = tcap.dialogue_value(d), dialogue_portion(ac, response)
             by_bytes[portion] = value
             pairs.append((value, portion))
     return by_bytes, pairs
 
 
-def _invoke(data: bytes, s: int, e: int) -> dict[str, Any]:
+_OPCODE: Final = Int(0, 127)
+#: The argument of an Invoke without one (:func:`invoke`, :func:`decode_parts`).
+NO_ARGUMENT: Final = object()
+
+#: An Invoke read: (invoke id, linked id or None, opcode, argument or NO_ARGUMENT).
+InvokeParts = tuple[int, int | None, int, Any]
+
+
+def _invoke(data: bytes, s: int, e: int) -> InvokeParts:
     t, cs, ce = _read(data, s, e)
     if t != _T_INT:
         raise _FALLBACK
-    body: dict[str, Any] = {"invokeId": ("present", _INVOKE_ID.dec(data, cs, ce))}
+    iid = _INVOKE_ID.dec(data, cs, ce)
+    linked = None
     t, cs, ce = _read(data, ce, e)
     if t == _T_LINKED:
-        body["linkedId"] = ("present", _INVOKE_ID.dec(data, cs, ce))
+        linked = _INVOKE_ID.dec(data, cs, ce)
         t, cs, ce = _read(data, ce, e)
     if t != _T_INT:
         raise _FALLBACK
-    op = Int(0, 127).dec(data, cs, ce)
+    op = _OPCODE.dec(data, cs, ce)
     if op not in ARGUMENTS:
         raise _FALLBACK
-    body["opcode"] = ("local", op)
-    if ce < e:
-        arg = ARGUMENTS[op]
-        if arg is None:
-            raise _FALLBACK
-        name, codec = arg
-        t, cs, ae = _read(data, ce, e)
-        if ae != e or t not in codec.tags:
-            raise _FALLBACK
-        body["argument"] = (name, codec.dec_tlv(t, data, cs, ae))
-    return body
+    if ce == e:
+        return iid, linked, op, NO_ARGUMENT
+    arg = ARGUMENTS[op]
+    if arg is None:
+        raise _FALLBACK
+    codec = arg[1]
+    t, cs, ae = _read(data, ce, e)
+    if ae != e or t not in codec.tags:
+        raise _FALLBACK
+    return iid, linked, op, codec.dec_tlv(t, data, cs, ae)
 
 
-def decode(data: bytes) -> tuple[str, dict[str, Any]]:
-    """pycrate's value of a TC-BEGIN/CONTINUE/END of invokes of the prepaid flow."""
+def decode_parts(
+    data: bytes,
+) -> tuple[str, bytes | None, bytes | None, Any, list[InvokeParts] | None]:
+    """A TC-BEGIN/CONTINUE/END of invokes of the prepaid flow, in parts: (message type,
+    otid, dtid, the dialogue portion as pycrate's value or None, the invokes or None when
+    there is no component portion), for :mod:`tcap`'s direct path; :func:`decode` makes
+    pycrate's value of them."""
     t, s, e = _read(data, 0, len(data))
     kind = _MESSAGES.get(t)
     if kind is None or e != len(data):
         raise _FALLBACK
-    body: dict[str, Any] = {}
+    otid = dtid = dialogue = invokes = None
     pos = s
-    for name in _TIDS[kind]:
-        t, cs, ce = _read(data, pos, e)
-        if t != (_T_OTID if name == "otid" else _T_DTID):
+    if kind != "end":
+        t, cs, pos = _read(data, pos, e)
+        if t != _T_OTID:
             raise _FALLBACK
-        body[name] = _TID.dec(data, cs, ce)
-        pos = ce
+        otid = _TID.dec(data, cs, pos)
+    if kind != "begin":
+        t, cs, pos = _read(data, pos, e)
+        if t != _T_DTID:
+            raise _FALLBACK
+        dtid = _TID.dec(data, cs, pos)
     if pos < e:
         t, cs, ce = _read(data, pos, e)
         if t == _T_DIALOGUE:
-            value = _dialogues()[0].get(data[pos:ce])
-            if value is None:
+            dialogue = _dialogues()[0].get(data[pos:ce])
+            if dialogue is None:
                 raise _FALLBACK
-            body["dialoguePortion"] = value
             pos = ce
             if pos < e:
                 t, cs, ce = _read(data, pos, e)
         if pos < e:
             if t != _T_COMPONENTS or ce != e or cs == ce:
                 raise _FALLBACK
-            comps = []
+            invokes = []
             while cs < ce:
                 ct, ics, ice = _read(data, cs, ce)
                 if ct != _T_INVOKE:
                     raise _FALLBACK
-                comps.append(("basicROS", ("invoke", _invoke(data, ics, ice))))
+                invokes.append(_invoke(data, ics, ice))
                 cs = ice
-            body["components"] = comps
+    return kind, otid, dtid, dialogue, invokes
+
+
+def decode(data: bytes) -> tuple[str, dict[str, Any]]:
+    """pycrate's value of a TC-BEGIN/CONTINUE/END of invokes of the prepaid flow."""
+    kind, otid, dtid, dialogue, invokes = decode_parts(data)
+    body: dict[str, Any] = {}
+    if otid is not None:
+        body["otid"] = otid
+    if dtid is not None:
+        body["dtid"] = dtid
+    if dialogue is not None:
+        body["dialoguePortion"] = dialogue
+    if invokes is not None:
+        comps = []
+        for iid, linked, op, arg in invokes:
+            inv: dict[str, Any] = {"invokeId": ("present", iid)}
+            if linked is not None:
+                inv["linkedId"] = ("present", linked)
+            inv["opcode"] = ("local", op)
+            if arg is not NO_ARGUMENT:
+                inv["argument"] = (ARGUMENTS[op][0], arg)  # type: ignore[index]
+            comps.append(("basicROS", ("invoke", inv)))
+        body["components"] = comps
     return kind, body
 
 
@@ -621,26 +685,75 @@ def _encode_invoke(body: Any) -> bytes:
             or op[0] != "local" or op[1] not in ARGUMENTS
             or not {"invokeId", "opcode", "linkedId", "argument"}.issuperset(body)):  # fmt: skip
         raise _FALLBACK
-    out = _head(_T_INT, _INVOKE_ID.enc(iid[1]))
     linked = body.get("linkedId")
-    if linked is not None:
-        if not isinstance(linked, tuple) or linked[0] != "present":
+    if linked is not None and (not isinstance(linked, tuple) or linked[0] != "present"):
+        raise _FALLBACK
+    if "argument" not in body:
+        return invoke(iid[1], op[1], NO_ARGUMENT, None if linked is None else linked[1])
+    spec, arg = ARGUMENTS[op[1]], body["argument"]
+    if spec is None or not isinstance(arg, tuple) or arg[0] != spec[0]:
+        raise _FALLBACK
+    return invoke(iid[1], op[1], arg[1], None if linked is None else linked[1])
+
+
+def invoke(invoke_id: int, opcode: int, argument: Any, linked_id: int | None = None) -> bytes:
+    """The BER of an Invoke component of the flow: ``argument`` the operation's argument as
+    pycrate's value (its encoding made once when it is frozen), or ``NO_ARGUMENT``."""
+    if opcode not in ARGUMENTS:
+        raise _FALLBACK
+    out = _head(_T_INT, _INVOKE_ID.enc(invoke_id))
+    if linked_id is not None:
+        out += _head(_T_LINKED, _INVOKE_ID.enc(linked_id))
+    out += _head(_T_INT, _OPCODE.enc(opcode))
+    if argument is not NO_ARGUMENT:
+        spec = ARGUMENTS[opcode]
+        if spec is None:
             raise _FALLBACK
-        out += _head(_T_LINKED, _INVOKE_ID.enc(linked[1]))
-    out += _head(_T_INT, Int(0, 127).enc(op[1]))
-    if "argument" in body:
-        spec = ARGUMENTS[op[1]]
-        arg = body["argument"]
-        if spec is None or not isinstance(arg, tuple) or arg[0] != spec[0]:
-            raise _FALLBACK
-        m = _memo(arg[1])
+        m = _memo(argument)
         if m is None:
-            out += spec[1].enc_tlv(arg[1])
+            out += spec[1].enc_tlv(argument)
         else:
             if m[1] is None:
-                m[1] = spec[1].enc_tlv(arg[1])
+                m[1] = spec[1].enc_tlv(argument)
             out += m[1]
     return _head(_T_INVOKE, out)
+
+
+def _dialogue_bytes(dlg: Any) -> bytes:
+    """The BER of one of the six dialogue portions, given as pycrate's value."""
+    m = _memo(dlg)
+    if m is not None and m[1] is not None:
+        return m[1]  # type: ignore[no-any-return]
+    for v, portion in _dialogues()[1]:
+        if v == dlg:
+            if m is not None:
+                m[1] = portion
+            return portion
+    raise _FALLBACK
+
+
+def message(kind: str, otid: bytes | None, dtid: bytes | None, dialogue: Any,
+            components: list[bytes]) -> bytes:  # fmt: skip
+    """A TC-BEGIN/CONTINUE/END from its parts: the transaction ids it carries, a dialogue
+    portion's pycrate value (or None) and the components' BER (:func:`invoke`), for
+    :mod:`tcap`'s direct path; what :func:`encode` makes of the same message's value."""
+    tids = _TIDS.get(kind)
+    if tids is None:
+        raise _FALLBACK
+    parts = []
+    if kind != "end":
+        parts.append(_head(_T_OTID, _TID.enc(otid)))
+    elif otid is not None:
+        raise _FALLBACK
+    if kind != "begin":
+        parts.append(_head(_T_DTID, _TID.enc(dtid)))
+    elif dtid is not None:
+        raise _FALLBACK
+    if dialogue is not None:
+        parts.append(_dialogue_bytes(dialogue))
+    if components:
+        parts.append(_head(_T_COMPONENTS, b"".join(components)))
+    return _head(_MESSAGE_TAGS[kind], b"".join(parts))
 
 
 def encode(value: tuple[str, dict[str, Any]]) -> bytes:
@@ -649,32 +762,14 @@ def encode(value: tuple[str, dict[str, Any]]) -> bytes:
     tids = _TIDS.get(kind)
     if tids is None or not set(tids).union(("dialoguePortion", "components")).issuperset(body):
         raise _FALLBACK
-    parts = []
-    for name in tids:
-        parts.append(_head(_T_OTID if name == "otid" else _T_DTID, _TID.enc(body.get(name))))
-    dlg = body.get("dialoguePortion")
-    if dlg is not None:
-        m = _memo(dlg)
-        if m is not None and m[1] is not None:
-            parts.append(m[1])
-        else:
-            for v, portion in _dialogues()[1]:
-                if v == dlg:
-                    parts.append(portion)
-                    if m is not None:
-                        m[1] = portion
-                    break
-            else:
-                raise _FALLBACK
     comps = body.get("components")
+    items = []
     if comps is not None:
         if type(comps) is not list or not comps:
             raise _FALLBACK
-        items = []
         for c in comps:
             if not (isinstance(c, tuple) and c[0] == "basicROS" and isinstance(c[1], tuple)
                     and c[1][0] == "invoke"):  # fmt: skip
                 raise _FALLBACK
             items.append(_encode_invoke(c[1][1]))
-        parts.append(_head(_T_COMPONENTS, b"".join(items)))
-    return _head(_MESSAGE_TAGS[kind], b"".join(parts))
+    return message(kind, body.get("otid"), body.get("dtid"), body.get("dialoguePortion"), items)

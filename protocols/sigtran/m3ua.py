@@ -264,6 +264,8 @@ class Asp:
     _events: list[Event] = field(default_factory=list)
     #: (stream, bytes) to send, in order.
     _out: list[tuple[int, bytes]] = field(default_factory=list)
+    #: The routing context and network appearance parameters of DATA, encoded once.
+    _context_bytes: bytes | None = None
 
     # -- sans-IO surface --------------------------------------------------------------------
 
@@ -315,8 +317,16 @@ class Asp:
         """DATA on ``stream`` (RFC 4666 §1.4.7: not stream 0; the SLS picks it)."""
         if self.state is not AspState.ACTIVE:
             raise M3uaError(ErrorCode.UNEXPECTED_MESSAGE, f"DATA while {self.state.value}")
-        self._send(M3uaMessage(*DATA, (*self._context(), (Tag.PROTOCOL_DATA, pd.encode()))),
-                   stream)  # fmt: skip
+        # What encode(M3uaMessage(*DATA, (*context, (PROTOCOL_DATA, value)))) writes, without
+        # the message object: the bulk of the traffic.
+        value = pd.encode()
+        n = len(value)
+        context = self._context_bytes
+        if context is None:
+            context = self._context_bytes = encode(M3uaMessage(*DATA, self._context()))[8:]
+        self._out.append((stream, b"".join((
+            _HEADER.pack(M3UA_VERSION, 0, DATA[0], DATA[1], 12 + len(context) + n + (-n % 4)),
+            context, _PARAM.pack(Tag.PROTOCOL_DATA, 4 + n), value, b"\0" * (-n % 4)))))  # fmt: skip
 
     def heartbeat(self, payload: bytes = b"") -> None:
         self._send(M3uaMessage(*BEAT, ((Tag.HEARTBEAT_DATA, payload),) if payload else ()))

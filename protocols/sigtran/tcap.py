@@ -197,12 +197,37 @@ def _component(c: Any, bad: list[ComponentError]) -> Component | None:
     return Reject(iid, problem)
 
 
+_TYPES: Final = {t.value: t for t in MessageType}
+
+
+def _decode_fast(data: bytes) -> TcapMessage:
+    """The fast path's message straight from its parts (no pycrate value built and read
+    back): what :func:`decode` makes of the same bytes, or Fallback."""
+    kind, otid, dtid, dp, invokes = fastber.decode_parts(data)
+    comps: list[Component] = []
+    bad: list[ComponentError] = []
+    for iid, linked, op, arg in invokes or ():
+        if arg is not fastber.NO_ARGUMENT:
+            comps.append(Invoke(iid, op, arg, linked))
+        elif ARGUMENT_TYPES[op] is None:
+            comps.append(Invoke(iid, op, None, linked))
+        else:
+            bad.append(ComponentError(InvokeProblem.MISTYPED_ARGUMENT, iid,
+                                      f"operation {op} without its argument"))  # fmt: skip
+    return TcapMessage(_TYPES[kind], otid, dtid, _dialogue(dp), tuple(comps), None, tuple(bad))
+
+
 def decode(data: bytes) -> TcapMessage:
     """One TCAP message. TcapError (with the originating transaction id when one could be
     found) for anything that cannot be read as a whole; unreadable components are kept in
     ``bad_components``."""
     try:
-        kind, body = _read_value(data)
+        if fastber.enabled:
+            try:
+                return _decode_fast(data)
+            except fastber.Fallback:
+                pass  # (pycrate reads it, or says what is wrong with it)
+        kind, body = _read_pycrate(data)
         dlg = _dialogue(body.get("dialoguePortion"))
         bad: list[ComponentError] = []
         comps = [x for c in body.get("components", ()) if (x := _component(c, bad)) is not None]
@@ -225,14 +250,8 @@ def decode(data: bytes) -> TcapMessage:
         raise TcapError(cause, f"{type(exc).__name__}: {exc}"[:200], scan_otid(data)) from None
 
 
-def _read_value(data: bytes) -> tuple[str, Any]:
-    """pycrate's value of a message: by the fast path when it knows the message, else by
-    pycrate (which raises on what it cannot read)."""
-    if fastber.enabled:
-        try:
-            return fastber.decode(data)
-        except fastber.Fallback:
-            pass
+def _read_pycrate(data: bytes) -> tuple[str, Any]:
+    """pycrate's value of a message (pycrate raises on what it cannot read)."""
     m = grammar()
     m.from_ber(data)
     value: tuple[str, Any] = m.get_val()
@@ -314,7 +333,27 @@ def _component_value(c: Component) -> tuple[str, Any]:
     return ("basicROS", ("reject", {"invokeId": iid, "problem": (kind, int(c.problem))}))
 
 
+def _encode_fast(msg: TcapMessage) -> bytes:
+    """The fast path's BER straight from the message (no pycrate value built): invokes of the
+    flow only, else Fallback."""
+    comps = []
+    for c in msg.components:
+        if type(c) is not Invoke:
+            raise fastber.Fallback
+        # (as _component_value: an operation without an argument type carries none)
+        arg = fastber.NO_ARGUMENT if ARGUMENT_TYPES.get(c.opcode) is None else c.argument
+        comps.append(fastber.invoke(c.invoke_id, c.opcode, arg, c.linked_id))
+    d = msg.dialogue
+    return fastber.message(msg.type.value, msg.otid, msg.dtid,
+                           None if d is None else dialogue_value(d), comps)  # fmt: skip
+
+
 def encode(msg: TcapMessage) -> bytes:
+    if fastber.enabled and msg.type is not MessageType.ABORT:
+        try:
+            return _encode_fast(msg)
+        except fastber.Fallback:
+            pass  # (the general way below: the fast path on pycrate's value, else pycrate)
     body: dict[str, Any] = {}
     if msg.otid is not None:
         body["otid"] = msg.otid

@@ -399,7 +399,7 @@ const Account = {
       </tbody></table>
     </section>
     <section class="card" data-testid="events" v-if="events.length"><h2>Recent events</h2>
-      <table><thead><tr><th>When</th><th>Line</th><th>Event</th><th class="num">Balance after</th></tr></thead><tbody>
+      <table><thead><tr><th>When (UTC)</th><th>Line</th><th>Event</th><th class="num">Balance after</th></tr></thead><tbody>
         <tr v-for="e in events" :key="e.id"><td>{{ when(e.ts) }}</td><td>{{ e.sub }}</td><td>{{ e.t }}</td><td class="num">{{ e.bal !== undefined ? money(money_of(Number(e.bal))) : "" }}</td></tr>
       </tbody></table>
     </section>
@@ -422,6 +422,7 @@ const Account = {
       </tbody></table>
       <div v-if="audit" data-testid="audit"><h2>Audit of line {{ audit.seq }}</h2>
         <p v-if="audit.error" class="state error">{{ audit.error }}</p>
+        <p v-else-if="!audit.data" class="state loading">Loading…</p>
         <pre v-else class="evidence">{{ JSON.stringify(audit.data, null, 2) }}</pre></div>
     </section>
   </div>`,
