@@ -6,7 +6,10 @@ is primed with one debit per subscriber, then the trees take turns (the order al
 by round) under the same closed-loop load as ``bench.charging`` (native reserve -> commit ->
 release) or ``bench.diameter`` (CCR-I/U/T, ``--diameter``). Each run prints the OCS's CPU per
 request (``/proc/<pid>/stat`` over the measured window) and its user/system split over the
-whole run; the medians and their ratio to the first tree end the output. On a machine shared
+whole run; the medians and their ratio to the first tree end the output, and so do those of
+the OCS's CPU over Redis's per request (Redis serves every tree the same scripts, so its CPU
+per request says how slow the shared machine was in that round: the ratio is the steadier
+figure when the load swings between rounds). On a machine shared
 with other work, CPU per request of two trees in one run is the figure to compare
 (docs/architecture.md, Performance, point 6); requests/s are shown but not compared.
 
@@ -77,6 +80,9 @@ def main() -> None:
     common = {"subscribers": ns.subscribers, "inflight": ns.inflight, "warmup": 2.0,
               "duration": ns.duration}  # fmt: skip
     cpu: dict[Path, list[float]] = {t: [] for t in trees}
+    #: OCS CPU / Redis CPU per request, each round: Redis does the same work for every tree,
+    #: so its CPU per request gauges how slow the shared machine was in that round.
+    rel: dict[Path, list[float]] = {t: [] for t in trees}
     with tempfile.TemporaryDirectory(prefix="ocs-compare-") as tmp, contextlib.ExitStack() as st:
         work = Path(tmp)
         server = EmbeddedRedis(work / "redis", extra_args=("--appendfsync", "everysec"))
@@ -117,6 +123,7 @@ def main() -> None:
                     spy.wait()
                 us = r.per_request_us(r.ocs_cpu)
                 cpu[tree].append(us)
+                rel[tree].append(us / max(r.per_request_us(r.redis_cpu), 1e-9))
                 user, system = ((a - b) / max(r.total_requests, 1) * 1e6
                                 for a, b in zip(after, before, strict=True))  # fmt: skip
                 print(f"round {rnd + 1} {tree}: {r.rate:8,.0f} req/s  OCS {us:6.1f} µs/req "
@@ -124,9 +131,11 @@ def main() -> None:
                       f"{r.per_request_us(r.redis_cpu):5.1f} µs/req  failures {r.failures}",
                       flush=True)  # fmt: skip
     base = statistics.median(cpu[trees[0]])
+    base_rel = statistics.median(rel[trees[0]])
     for tree in trees:
-        m = statistics.median(cpu[tree])
-        print(f"{tree}: median OCS CPU {m:.1f} µs/req, {m / base:.2f}x the first tree")
+        m, q = statistics.median(cpu[tree]), statistics.median(rel[tree])
+        print(f"{tree}: median OCS CPU {m:.1f} µs/req, {m / base:.2f}x the first tree; "
+              f"OCS/Redis CPU {q:.3f}, {q / base_rel:.2f}x")  # fmt: skip
 
 
 if __name__ == "__main__":

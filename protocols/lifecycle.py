@@ -190,10 +190,8 @@ class _InlineCall:
         calls.add(self)
         self._context.run(self._step)
 
-    def _wakeup(self, _future: asyncio.Future[Any]) -> None:
-        self._step()
-
-    def _step(self) -> None:
+    def _step(self, _done: asyncio.Future[Any] | None = None) -> None:
+        # (also the done callback of the future waited on, ``_done``: no wrapper call)
         self._waiting = None
         try:
             if self._must_cancel:
@@ -213,7 +211,7 @@ class _InlineCall:
         elif getattr(future, "_asyncio_future_blocking", False):
             future._asyncio_future_blocking = False
             self._waiting = future
-            future.add_done_callback(self._wakeup, context=self._context)
+            future.add_done_callback(self._step, context=self._context)
             if self._must_cancel and future.cancel():
                 self._must_cancel = False
         else:

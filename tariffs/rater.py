@@ -45,6 +45,8 @@ _SEGMENT_HORIZON: Final = 3600
 _CACHE_SIZE: Final = 100_000
 #: Prices remembered per profile (billed units -> price) before they start afresh.
 _PRICES_SIZE: Final = 4096
+#: Prices remembered per session past the start band's first run (units -> price).
+_MEMO_SIZE: Final = 8
 
 
 class PlanBook:
@@ -413,21 +415,15 @@ class TariffRater:
         the profile shares it; past it, the session keeps its own last few."""
         billed = s.first.billed(units)
         if billed <= s.first_run:
-            prices = s.profile.prices
-            price = prices.get(billed)
-            if price is None:
-                price = self._price(s, units, None)
-                if len(prices) >= _PRICES_SIZE:
-                    prices.clear()
-                prices[billed] = price
-            return price
-        memo = s.memo
-        price = memo.get(units)
+            table, key, size = s.profile.prices, billed, _PRICES_SIZE
+        else:
+            table, key, size = s.memo, units, _MEMO_SIZE
+        price = table.get(key)
         if price is None:
             price = self._price(s, units, None)
-            if len(memo) >= 8:
-                memo.clear()
-            memo[units] = price
+            if len(table) >= size:
+                table.clear()
+            table[key] = price
         return price
 
     # -- the Rater protocol -------------------------------------------------------------------

@@ -69,6 +69,11 @@ class _Session:
     #: cost of the whole usage: each slice starts from the cost its predecessor ended on.)
     priced_units: int = -1
     priced: int = 0
+    #: The cost of the first ``slice_units`` money units (-1: none known): where the slice
+    #: granted last ends, so a commit that used all of it (the common report) does not rate
+    #: its usage again.
+    slice_units: int = -1
+    slice_cost: int = 0
 
 
 @dataclass(slots=True)
@@ -182,6 +187,8 @@ class ChargingEngine:
         """What the session's first ``units`` money units cost (remembered at one point)."""
         if units == st.priced_units:
             return st.priced
+        if units == st.slice_units:
+            return st.slice_cost
         return self.rater.cost(st.ctx, units)
 
     def _session_from_answer(self, sid: str, msisdn: str, ans: ScriptAnswer) -> _Session:
@@ -302,6 +309,7 @@ class ChargingEngine:
                 # First request for this subscriber in this process: the script says the plan.
                 n = cost = 0
                 bq, flags = -1, ""
+                slice_end, at_end = -1, 0
             else:
                 wanted = spec.default_quota if not units else min(units, spec.default_quota)
                 n, bq, final = wanted, -1, False
@@ -313,7 +321,9 @@ class ChargingEngine:
                         return self._refused(prior)
                 # (a new session starts at 0 units, which cost nothing: Rater.cost)
                 base = 0 if st is None else self._cost_at(st, cursor)
-                cost = self.rater.cost(ctx, cursor + (n - max(bq, 0))) - base
+                slice_end = cursor + (n - max(bq, 0))
+                at_end = self.rater.cost(ctx, slice_end)
+                cost = at_end - base
                 flags = _flags(spec, final=final)
             reserve = self.store.reserve(
                 msisdn,
@@ -341,10 +351,12 @@ class ChargingEngine:
             if status == "OK":
                 if st is None:
                     if spec is not None and ans.session_plan == ctx.plan:
-                        st = _Session(msisdn, ctx, spec, 0, 0, 0, 0, base)
+                        st = _Session(msisdn, ctx, spec, 0, 0, 0, 0, base, slice_end, at_end)
                     else:  # a replay's stored answer, arriving while the cache knew nothing
                         st = self._session_from_answer(sid, msisdn, ans)
                     self._remember_plan(msisdn, st.ctx.plan)
+                else:
+                    st.slice_units, st.slice_cost = slice_end, at_end
                 self._remember_session(sid, st, ans)
                 if not ans.replay:
                     self._held(sid, protocol, ans.held_money, now)
@@ -461,7 +473,11 @@ class ChargingEngine:
                     if not end and next_units != 0:
                         quota = st.spec.default_quota
                         n = quota if next_units is None else min(next_units, quota)
-                    next_cost = self.rater.cost(st.ctx, after + n) - at_after if n else 0
+                    next_cost = 0
+                    if n:
+                        at_next = self.rater.cost(st.ctx, after + n)
+                        next_cost = at_next - at_after
+                        st.slice_units, st.slice_cost = after + n, at_next
                     # Where the next request will start (if this one is applied as sent).
                     st.priced_units, st.priced = after, at_after
                     flags = _flags(st.spec)

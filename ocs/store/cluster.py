@@ -414,6 +414,13 @@ class ClusterRedis(AsyncConnection):
     def register_script(self, source: str) -> Script:
         return Script(self, source)
 
+    def _submit(
+        self, packed: bytes, route: str | bytes | None = None
+    ) -> asyncio.Future[Any] | None:
+        """None: a script call on a cluster goes through :meth:`_call`, which follows
+        redirections (MOVED, ASK) and retries TRYAGAIN."""
+        return None
+
     def set_wait(self, replicas: int, timeout_ms: int) -> None:
         """See :meth:`PipelinedRedis.set_wait`; applies to every master, now and later."""
         self.wait_replicas = replicas

@@ -118,6 +118,8 @@ class SubscriberKeys:
     expiry: str
     thresholds: str
     notify: str
+    #: The six above from ``account`` on, as a session script's KEYS (built once).
+    script_keys: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, msisdn: str) -> SubscriberKeys:
@@ -126,9 +128,7 @@ class SubscriberKeys:
         if keys is None:
             b = bucket_of(msisdn)
             t = tag(b)
-            keys = cls(
-                msisdn,
-                b,
+            six = (
                 f"{KEY_PREFIX}:{t}:acct:{msisdn}",
                 f"{KEY_PREFIX}:{t}:sess:{msisdn}",
                 outbox_key(b),
@@ -136,6 +136,7 @@ class SubscriberKeys:
                 thresholds_key(b),
                 notify_key(b),
             )
+            keys = cls(msisdn, b, *six, script_keys=six)
             if len(_cache) >= _CACHE_SIZE:
                 _cache.clear()
             _cache[msisdn] = keys
@@ -149,15 +150,12 @@ class SubscriberKeys:
 
     def for_script(
         self, namespace: str, request_key: str | None, legacy: bool = False
-    ) -> list[str]:
+    ) -> tuple[str, ...]:
         """KEYS of a script; ``legacy``: a session script is also given the key under which
         an earlier version kept the request's answer (read, never written)."""
-        keys = [
-            self.account, self.sessions, self.outbox, self.expiry, self.thresholds, self.notify
-        ]  # fmt: skip
         if request_key is not None and (legacy or namespace not in SESSION_SCRIPTS):
-            keys.append(self.idempotency(namespace, request_key))
-        return keys
+            return (*self.script_keys, self.idempotency(namespace, request_key))
+        return self.script_keys
 
 
 #: The scripts whose answers are fields of the subscriber's sessions hash, not keys.

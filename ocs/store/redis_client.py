@@ -164,6 +164,10 @@ class _Connection(asyncio.Protocol):
         self._wait: tuple[asyncio.Future[Any], bytes, float] | None = None
         #: Resolved by connection_lost(): close() waits on it so the transport is gone.
         self.lost: asyncio.Future[None] = loop.create_future()
+        #: Stands, already done, for the future of every command whose reply nobody awaits
+        #: (``send(..., answered=False)``): its reply is dropped as a cancelled caller's is.
+        self._unanswered: asyncio.Future[Any] = loop.create_future()
+        self._unanswered.set_result(None)
 
     # Protocol callbacks
 
@@ -202,12 +206,13 @@ class _Connection(asyncio.Protocol):
 
     # Sending
 
-    def send(self, packed: bytes, deadline: float) -> asyncio.Future[Any]:
-        """Queue one encoded command; the returned future gets its reply."""
+    def send(self, packed: bytes, deadline: float, *, answered: bool = True) -> asyncio.Future[Any]:
+        """Queue one encoded command; the returned future gets its reply (``answered``
+        False: nobody waits for it, the reply is dropped and no future is made per command)."""
         if self.closed:
             # Dropped between the caller's check and now (e.g. right after connecting).
             raise ConnectionLost("connection to Redis lost")
-        fut: asyncio.Future[Any] = self.loop.create_future()
+        fut: asyncio.Future[Any] = self.loop.create_future() if answered else self._unanswered
         self.pending.append((fut, deadline))
         self._out.append(packed)
         if not self._flush_scheduled:
@@ -486,7 +491,7 @@ class PipelinedRedis(AsyncConnection):
         if conn is None or conn.closed:
             return False
         deadline = math.inf if self.timeout is None else conn.loop.time() + self.timeout
-        conn.send(_pack(args), deadline).add_done_callback(_drop_result)
+        conn.send(_pack(args), deadline, answered=False)
         return True
 
     def set_wait(self, replicas: int, timeout_ms: int) -> None:
@@ -534,6 +539,19 @@ class PipelinedRedis(AsyncConnection):
         if decode or (decode is None and self.decode):
             return _decode(reply)
         return reply
+
+    def _submit(
+        self, packed: bytes, route: str | bytes | None = None
+    ) -> asyncio.Future[Any] | None:
+        """The reply's future of a mutation sent at once with the client's defaults (its
+        timeout, raw replies), or None where :meth:`_call` has more to do (no connection
+        open yet, a WAIT to follow, replies to decode): a script call then awaits one
+        future, not two coroutines more (docs/native-protocol.md, Speed)."""
+        conn = self._conn
+        if conn is None or conn.closed or self.wait_replicas or self.decode:
+            return None
+        seconds = self.timeout
+        return conn.send(packed, math.inf if seconds is None else conn.loop.time() + seconds)
 
     async def _connection(self) -> _Connection:
         conn = self._conn
@@ -673,6 +691,10 @@ def _drop_result(fut: asyncio.Future[Any]) -> None:
 class ScriptHost(Protocol):
     """What a :class:`Script` needs of its client (:class:`PipelinedRedis` or the cluster's)."""
 
+    def _submit(
+        self, packed: bytes, route: str | bytes | None = None
+    ) -> asyncio.Future[Any] | None: ...
+
     async def _call(
         self,
         packed: bytes,
@@ -689,27 +711,6 @@ class ScriptHost(Protocol):
         decode: bool | None = None,
         timeout: Timeout = ...,  # noqa: ASYNC109
     ) -> Any: ...
-
-
-async def _call_or_load(
-    client: ScriptHost,
-    packed: bytes,
-    keys: Sequence[str | bytes],
-    decode: bool | None,
-    timeout: Timeout,  # noqa: ASYNC109 (one watchdog per connection)
-    missing: str,
-    load: Callable[[], Awaitable[None]],
-) -> Any:
-    """Send a script call (to the master of its first key); if Redis answers that it does not
-    know the code (an error containing ``missing``), load it and retry once."""
-    route = keys[0] if keys else None
-    try:
-        return await client._call(packed, decode, timeout, route, durable=True)
-    except ReplyError as exc:
-        if missing not in exc.message:
-            raise
-    await load()
-    return await client._call(packed, decode, timeout, route, durable=True)
 
 
 class _ServerCode:
@@ -731,11 +732,26 @@ class _ServerCode:
         decode: bool | None = None,
         timeout: Timeout = _DEFAULT_TIMEOUT,  # noqa: ASYNC109 (one watchdog per connection)
     ) -> Any:
-        """Run the code (see :meth:`PipelinedRedis.execute` for options and errors)."""
+        """Run the code (see :meth:`PipelinedRedis.execute` for options and errors).
+
+        It is sent to the master of its first key; if Redis answers that it does not know the
+        code (an error containing ``missing``), the code is loaded and the call retried once.
+        """
         packed = _pack((self._command, self._target, len(keys), *keys, *args))
-        return await _call_or_load(
-            self.client, packed, keys, decode, timeout, self._missing, self.load
-        )
+        client = self.client
+        route = keys[0] if keys else None
+        try:
+            fut = None
+            if decode is None and timeout is _DEFAULT_TIMEOUT:
+                fut = client._submit(packed, route)
+            if fut is not None:
+                return await fut
+            return await client._call(packed, decode, timeout, route, durable=True)
+        except ReplyError as exc:
+            if self._missing not in exc.message:
+                raise
+        await self.load()
+        return await client._call(packed, decode, timeout, route, durable=True)
 
 
 class Script(_ServerCode):

@@ -12,7 +12,7 @@ import logging
 import re
 import time
 import zlib
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Final
@@ -297,7 +297,7 @@ class Store:
             raise _wrapped(exc) from exc
 
     async def _call(
-        self, name: str, keys: list[str], args: list[str | int | bytes], fingerprint: str = ""
+        self, name: str, keys: Sequence[str], args: list[str | int | bytes], fingerprint: str = ""
     ) -> Any:
         # Every script's last arguments: the request's fingerprint, stored with its answer, and
         # the generation of the published thresholds (lib.lua).
@@ -479,7 +479,11 @@ class Store:
             f"{kind}:{amount}" if fingerprint is None else fingerprint,
         )
 
-    async def reserve(
+    # reserve, commit and release hand back _answer's coroutine rather than awaiting it in
+    # one of their own (one coroutine fewer per request, docs/native-protocol.md, Speed);
+    # the caller awaits it as it would theirs, and nothing runs before that.
+
+    def reserve(
         self,
         msisdn: str,
         *,
@@ -496,8 +500,8 @@ class Store:
         location: str,
         plan: str,
         now: int,
-    ) -> ScriptAnswer:
-        return await self._answer(
+    ) -> Coroutine[Any, Any, ScriptAnswer]:
+        return self._answer(
             "reserve",
             msisdn,
             request_key,
@@ -506,7 +510,7 @@ class Store:
             f"reserve:{service}",
         )  # fmt: skip
 
-    async def commit(
+    def commit(
         self,
         msisdn: str,
         *,
@@ -521,8 +525,8 @@ class Store:
         hold_ms: int,
         flags: str,
         now: int,
-    ) -> ScriptAnswer:
-        return await self._answer(
+    ) -> Coroutine[Any, Any, ScriptAnswer]:
+        return self._answer(
             "commit",
             msisdn,
             request_key,
@@ -531,7 +535,7 @@ class Store:
             f"commit:{used}",
         )  # fmt: skip
 
-    async def release(
+    def release(
         self,
         msisdn: str,
         *,
@@ -541,8 +545,8 @@ class Store:
         cost: int,
         expected_version: int,
         now: int,
-    ) -> ScriptAnswer:
-        return await self._answer(
+    ) -> Coroutine[Any, Any, ScriptAnswer]:
+        return self._answer(
             "release",
             msisdn,
             request_key,

@@ -264,7 +264,9 @@ class _ServerProtocol(asyncio.Protocol):
             self._queue(data)
         finally:
             self._inflight -= 1
-            if self._transport is not None:
+            # Only then can this answer let more be read or started, or end the connection
+            # (while reading goes on, data_received starts the frames that come).
+            if self._transport is not None and (self._reading_paused or self._stopped or self._eof):
                 self._process()
 
     def _handshake(self, event: object) -> bool:
