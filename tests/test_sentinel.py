@@ -245,6 +245,18 @@ async def test_the_node_must_be_a_master_and_readonly_asks_again(tmp_path: Path)
             assert not client.connected
             assert await client.execute("SET", "k", "3") == b"OK"
             assert client.port == b.port and client.master_changes == 2
+            # A script call (its reply awaited without _call) that answers READONLY drops the
+            # connection too.
+            script = client.register_script("return redis.call('SET', KEYS[1], ARGV[1])")
+            assert await script(keys=["k"], args=["4"]) == b"OK"
+            node_command(a.port, "REPLICAOF", "NO", "ONE")
+            node_command(b.port, "REPLICAOF", "127.0.0.1", str(a.port))
+            named.append(("127.0.0.1", a.port))
+            with pytest.raises(ReplyError, match="READONLY"):
+                await script(keys=["k"], args=["5"])
+            assert not client.connected
+            assert await script(keys=["k"], args=["6"]) == b"OK"
+            assert client.port == a.port and client.master_changes == 3
         finally:
             await client.close()
     finally:

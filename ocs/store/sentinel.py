@@ -290,6 +290,22 @@ class SentinelRedis(PipelinedRedis):
                 self._demoted(f"answered {exc.message.split(' ', 1)[0]}")
             raise
 
+    def _submit(
+        self, packed: bytes, route: str | bytes | None = None
+    ) -> asyncio.Future[Any] | None:
+        # A script call's fast path (no _call): its reply is watched for a demotion the same way.
+        fut = super()._submit(packed, route)
+        if fut is not None:
+            fut.add_done_callback(self._watch_reply)
+        return fut
+
+    def _watch_reply(self, fut: asyncio.Future[Any]) -> None:
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if isinstance(exc, ReplyError) and exc.message.startswith(_DEMOTED):
+            self._demoted(f"answered {exc.message.split(' ', 1)[0]}")
+
     def _demoted(self, reason: str) -> None:
         """The node stopped being the master: drop its connection (the calls still on it
         fail) so that the next call asks the sentinels."""
