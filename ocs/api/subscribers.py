@@ -240,8 +240,10 @@ async def update_subscriber(request: web.Request) -> web.StreamResponse:
     store = app[STORE]
     if add_buckets:
         # The plan the account has after this request (an unknown subscriber: the store's 404).
-        account = await store.get_account(msisdn) if plan is None else None
-        after = plan if plan is not None else None if account is None else account.plan
+        after = plan
+        if after is None:
+            account = await store.get_account(msisdn)
+            after = None if account is None else account.plan
         if after is not None:
             _bucket_services(app, f, "add_buckets", add_buckets, after)
             f.check()

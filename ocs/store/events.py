@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Final
 
-__all__ = ["EVENT_FIELD", "HEAD", "LAYOUTS", "RELATIVE", "SEPARATOR", "expand", "is_compact"]
+__all__ = ["EVENT_FIELD", "HEAD", "LAYOUTS", "RELATIVE", "SEPARATOR", "expand"]
 
 #: The one stream field of a compact event (ocs/store/scripts/lib.lua, ``emit``).
 EVENT_FIELD: Final = "e"
@@ -44,11 +44,6 @@ LAYOUTS: Final[Mapping[str, tuple[str, ...]]] = {
 
 #: The kinds whose request key may be written after their session id.
 _RELATIVE: Final = frozenset(k for k, names in LAYOUTS.items() if {"sid", "rk"} <= set(names))
-
-
-def is_compact(fields: Mapping[str, str]) -> bool:
-    """Whether the stored fields are one compact event's."""
-    return len(fields) == 1 and EVENT_FIELD in fields
 
 
 def expand(fields: Mapping[str, str]) -> dict[str, str]:
