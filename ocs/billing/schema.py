@@ -112,6 +112,8 @@ fixed_service = Table(
     Column("sla_target", String(16), nullable=True),
     #: JSON list of {"up_to": "0.1" | null, "penalty": "5"}
     Column("sla_ladder", Text, nullable=False),
+    # (a bill run reads an account's services: migration 0004)
+    Index("ix_billing_fixed_service_account", "account_id"),
 )
 
 #: Every version of every order received from the ordering feed (ISIM).
@@ -128,6 +130,7 @@ order_version = Table(
     Column("status", String(16), nullable=False),
     Column("digest", String(64), nullable=False),
     Column("received_at", BigInteger, nullable=False),
+    Index("ix_billing_order_service", "service_id"),
 )
 
 #: Every version of every ticket received from the ticketing feed (SAMS).
@@ -245,6 +248,8 @@ invoice = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("issued_at", BigInteger, nullable=True),
     Index("ix_billing_invoice_period", "period", "account_id"),
+    # (what an account's earlier invoices credited, read by every draft: migration 0004)
+    Index("ix_billing_invoice_account", "account_id", "kind"),
 )
 
 invoice_line = Table(
