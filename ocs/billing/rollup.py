@@ -39,6 +39,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, Engine, and_, select
 
 from ocs.billing import schema as S
+from ocs.billing.db import pg_rows
 
 __all__ = [
     "RULE",
@@ -169,8 +170,8 @@ _ZONES: dict[str, ZoneInfo] = {}
 
 def owners(conn: Connection, msisdns: Iterable[str]) -> dict[str, list[Owner]]:
     """Every ownership of each of ``msisdns``: (from, to, account, the account's zone, its
-    agency and billing day). One statement, the numbers as one parameter (an array; a JSON
-    list on SQLite), its rows fetched by the driver's cursor at once (a batch's owners are
+    agency and billing day). One statement, the numbers as one parameter (a JSON list),
+    its rows fetched by the driver's cursor at once (a batch's owners are
     thousands of rows: SQLAlchemy's row processing cost more than the query)."""
     out: dict[str, list[Owner]] = defaultdict(list)
     wanted = sorted(set(msisdns))
@@ -179,7 +180,10 @@ def owners(conn: Connection, msisdns: Iterable[str]) -> dict[str, list[Owner]]:
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         if conn.dialect.name == "postgresql":
-            cursor.execute(_OWNERS + "= ANY(%(m)s)", {"m": wanted})
+            cursor.execute(
+                _OWNERS + "IN (SELECT json_array_elements_text(%(m)s::json))",
+                {"m": json.dumps(wanted)},
+            )
         else:
             cursor.execute(_OWNERS + "IN (SELECT value FROM json_each(?))", (json.dumps(wanted),))
         rows = cursor.fetchall()
@@ -248,13 +252,9 @@ def _upserts(table: str, keys: Sequence[str], types: Sequence[str]) -> tuple[str
         f"{c} = {table}.{c} + excluded.{c}" for c in SUMS
     )
     lite = f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
-    # (PostgreSQL: one statement for all the rows, as arrays unnest()ed, one round trip; the
-    # keys of a delta are unique)
-    pg = (
-        f"INSERT INTO {table} ({', '.join(cols)}) SELECT * FROM unnest("
-        + ", ".join(f"%(c{i})s::{t}[]" for i, t in enumerate((*types, *("bigint",) * 4)))
-        + ")"
-    )
+    # (PostgreSQL: one statement for all the rows, sent as one JSON parameter, one round
+    # trip; the keys of a delta are unique)
+    pg = f"INSERT INTO {table} ({', '.join(cols)}) {pg_rows((*types, *('bigint',) * 4))}"
     return lite + conflict, pg + conflict
 
 
@@ -271,7 +271,7 @@ def _upsert(conn: Connection, stmts: tuple[str, str], rows: Sequence[tuple[Any, 
     if not rows:
         return
     if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(stmts[1], {f"c{i}": [r[i] for r in rows] for i in range(len(rows[0]))})
+        conn.exec_driver_sql(stmts[1], {"rows": json.dumps(rows)})
     else:
         conn.exec_driver_sql(stmts[0], list(rows))
 

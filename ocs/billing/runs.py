@@ -453,7 +453,7 @@ def mark_usage(
     marked = conn.execute(
         stmt.values(line_id=chosen_line).returning(u.c.msisdn, u.c.ts, u.c.service, u.c.amount)
     )
-    rollup.billed(conn, marked)
+    rollup.billed(conn, marked.all())
 
 
 def _on(cond: Any, table: Any) -> Any:
@@ -701,7 +701,7 @@ def _drop_draft(conn: Connection, invoice_id: int) -> None:
         .values(line_id=None)
         .returning(u.c.msisdn, u.c.ts, u.c.service, u.c.amount)
     )
-    rollup.unbilled(conn, freed)
+    rollup.unbilled(conn, freed.all())
     conn.execute(S.invoice_line.delete().where(S.invoice_line.c.invoice_id == invoice_id))
     conn.execute(S.invoice.delete().where(S.invoice.c.id == invoice_id))
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -29,6 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ocs.billing import rollup
 from ocs.billing import schema as S
+from ocs.billing.db import pg_rows
 from ocs.billing.errors import StorageUnavailable
 from ocs.store.errors import StoreUnavailable
 from ocs.store.notify import Notification, NotifyStore, group_gone
@@ -77,14 +79,12 @@ _SQLITE_INSERT: Final = (
     f"INSERT INTO {S.usage_event.name} ({', '.join(COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(COLUMNS))}) ON CONFLICT DO NOTHING"
 )
-# One statement for the whole batch: the columns as arrays, unnest()ed into rows (psycopg 3
-# sends a list as an array). As fast as COPY into a scratch table at these batch sizes, with
-# the conflict handling in the same step and one round trip.
+# One statement for the whole batch (the rows as one JSON parameter, db.pg_rows), with the
+# conflict handling in the same step and one round trip.
 _PG_TYPES: Final = ("text", "text", "bigint", "text", "text", "text", "bigint", "bigint")
 _PG_INSERT: Final = (
-    f"INSERT INTO {S.usage_event.name} ({', '.join(COLUMNS)}) SELECT * FROM unnest("
-    + ", ".join(f"%(c{i})s::{t}[]" for i, t in enumerate(_PG_TYPES))
-    + ") ON CONFLICT DO NOTHING"
+    f"INSERT INTO {S.usage_event.name} ({', '.join(COLUMNS)}) {pg_rows(_PG_TYPES)} "
+    "ON CONFLICT DO NOTHING"
 )
 
 
@@ -95,7 +95,7 @@ def usage_statement(dialect: str, rows: Sequence[Mapping[str, Any]]) -> tuple[st
     if not rows:
         return None
     if dialect == "postgresql":
-        return _PG_INSERT, {f"c{i}": [r[c] for r in rows] for i, c in enumerate(COLUMNS)}
+        return _PG_INSERT, {"rows": json.dumps([[r[c] for c in COLUMNS] for r in rows])}
     return _SQLITE_INSERT, [tuple(r[c] for c in COLUMNS) for r in rows]
 
 
