@@ -34,6 +34,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import socket
 import statistics
 import subprocess
@@ -48,7 +49,7 @@ from ocs.clikit import tune_gc, use_uvloop
 from ocs.config import Settings
 from ocs.redis_server import EmbeddedRedis
 from ocs.service import run_ocs
-from ocs.sims.msc import CallSpec, connect_msc, run_calls
+from ocs.sims.msc import CallOutcome, CallSpec, connect_msc, place_call, run_calls
 from protocols.native import NativeClient
 from protocols.sigtran import cap, fastber, tcap, usrsctp
 from protocols.sigtran.constants import O_EVENTS, Op, Phase
@@ -64,7 +65,9 @@ def _free_udp_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _bench(url: str, calls: int, inflight: int) -> dict[str, float]:
+async def _bench(url: str, calls: int, inflight: int, rate: float = 0.0) -> dict[str, float]:
+    """Each of ``VARIANTS``, then the native calls: closed loop (``inflight`` calls at once),
+    or open loop at ``rate`` calls/s (Poisson arrivals; the native calls closed loop)."""
     udp = _free_udp_port()
     settings = Settings(
         redis_url=url,
@@ -94,13 +97,14 @@ async def _bench(url: str, calls: int, inflight: int) -> dict[str, float]:
             m0 = ocs.camel.counters
             before = m0.messages_in + m0.messages_out
             c0 = time.process_time()
-            sim = await _simulate(udp, calls, inflight, enabled, c_upcall)
+            sim = await _simulate(udp, calls, inflight, enabled, c_upcall, rate)
             cpu = time.process_time() - c0
             msgs = ocs.camel.counters.messages_in + ocs.camel.counters.messages_out - before
             wall = sim["wall"]
             out.update({f"{name}_calls_s": calls / wall, f"{name}_msgs_s": msgs / wall,
                         f"{name}_cpu_us_msg": cpu / msgs * 1e6, f"{name}_p99_ms": sim["p99_ms"],
-                        f"{name}_p50_ms": sim["p50_ms"],
+                        f"{name}_p50_ms": sim["p50_ms"], f"{name}_p999_ms": sim["p999_ms"],
+                        f"{name}_max_ms": sim["max_ms"], f"{name}_lag_p99_ms": sim["lag_p99_ms"],
                         f"{name}_sim_cpu_us_msg": sim["cpu"] / msgs * 1e6})  # fmt: skip
         fastber.enabled = True
         lib.python_upcall, usrsctp.SctpAssociation.bundle = False, True
@@ -130,14 +134,26 @@ VARIANTS: tuple[tuple[str, bool, bool], ...] = (
 )
 
 
+#: This file, run by path in the simulator's process and by ``--compare`` in each tree's (the
+#: tree's code measured by this harness: an older tree's own bench.camel has no open loop).
+HARNESS = os.path.abspath(__file__)
+#: ``python -c`` of this: loads HARNESS as a module (the tree's packages on sys.path) and
+#: runs its ``main()`` with the arguments that follow.
+_LOAD = (
+    "import sys, importlib.util as u; s = u.spec_from_file_location('camel_harness', {!r}); "
+    "m = u.module_from_spec(s); sys.modules['camel_harness'] = m; s.loader.exec_module(m); "
+)
+
+
 async def _simulate(
-    remote_udp: int, calls: int, inflight: int, enabled: bool, c_upcall: bool
+    remote_udp: int, calls: int, inflight: int, enabled: bool, c_upcall: bool, rate: float
 ) -> dict[str, Any]:
     """The MSC simulator's run in a child process (its CPU is not the OCS's)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.camel", "--sim", str(remote_udp), str(_free_udp_port()),
-        str(calls), str(inflight), "1" if enabled else "0", "1" if c_upcall else "0",
-        "--loop", RUN["loop"], stdout=subprocess.PIPE)  # fmt: skip
+        sys.executable, "-c", _LOAD.format(HARNESS) + "m.main()", "--sim", str(remote_udp),
+        str(_free_udp_port()), str(calls), str(inflight), "1" if enabled else "0",
+        "1" if c_upcall else "0", "--rate", str(rate), "--loop", RUN["loop"],
+        stdout=subprocess.PIPE)  # fmt: skip
     stdout, _ = await proc.communicate()
     if proc.returncode != 0:
         raise RuntimeError(f"the simulator failed ({proc.returncode})")
@@ -145,22 +161,54 @@ async def _simulate(
     return result
 
 
+async def open_loop(
+    msc: Any, specs: list[CallSpec], rate: float, seed: int = 14
+) -> tuple[list[CallOutcome], list[float]]:
+    """Open loop: each call starts at its Poisson arrival (``rate`` calls/s on average),
+    whatever the answers to the others; also how late each started (the simulator's own lag:
+    a start later than its arrival is time the per-message latencies do not see)."""
+    loop = asyncio.get_running_loop()
+    rng = random.Random(seed)
+    tasks: list[asyncio.Task[CallOutcome]] = []
+    lags: list[float] = []
+    due = loop.time()
+    for spec in specs:
+        due += rng.expovariate(rate)
+        delay = due - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        lags.append(max(0.0, loop.time() - due))
+        tasks.append(loop.create_task(place_call(msc, spec)))
+    return list(await asyncio.gather(*tasks)), lags
+
+
+def _quantile(xs: list[float], q: float) -> float:
+    """The q-quantile of sorted ``xs`` (nearest rank)."""
+    return xs[min(len(xs) - 1, int(len(xs) * q))] if xs else 0.0
+
+
 async def _sim_main(
-    remote_udp: int, udp: int, calls: int, inflight: int, c_upcall: bool
+    remote_udp: int, udp: int, calls: int, inflight: int, c_upcall: bool, rate: float = 0.0
 ) -> dict[str, Any]:
     subs = [f"4917{i:08d}" for i in range(1000)]
     usrsctp._Library.get(udp).python_upcall = not c_upcall
     usrsctp.SctpAssociation.bundle = c_upcall
+    lags: list[float] = []
     async with connect_msc("127.0.0.1", 2905, udp_port=udp, remote_udp_port=remote_udp) as msc:
         specs = [CallSpec(subs[i % len(subs)], "4930123456", 100) for i in range(calls)]
         c0, t0 = time.process_time(), time.perf_counter()
-        outcomes = await run_calls(msc, specs, inflight)
+        if rate > 0:
+            outcomes, lags = await open_loop(msc, specs, rate)
+        else:
+            outcomes = await run_calls(msc, specs, inflight)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     bad = [o for o in outcomes if o.result != "ended"]
     assert not bad, bad[:3]
     lat = sorted(x for o in outcomes for x in o.latencies)
-    return {"wall": wall, "cpu": cpu, "p50_ms": lat[len(lat) // 2] * 1e3,
-            "p99_ms": lat[int(len(lat) * 0.99)] * 1e3}  # fmt: skip
+    lags.sort()
+    return {"wall": wall, "cpu": cpu, "p50_ms": _quantile(lat, 0.5) * 1e3,
+            "p99_ms": _quantile(lat, 0.99) * 1e3, "p999_ms": _quantile(lat, 0.999) * 1e3,
+            "max_ms": lat[-1] * 1e3, "lag_p99_ms": _quantile(lags, 0.99) * 1e3}  # fmt: skip
 
 
 def _call_messages(phase: Phase) -> list[TcapMessage]:
@@ -210,13 +258,15 @@ def _codec(rounds: int = 7, n: int = 100) -> dict[str, float]:
     return out
 
 
-#: What --compare runs in each tree (as of this file: ``_bench``, ``VARIANTS``, ``RUN``).
+#: What --compare runs in each tree, after ``_LOAD`` (this file as ``m``; the tree's ocs and
+#: protocols packages): this harness's ``_bench`` on the tree's code.
 _TREE_RUN = """
-import asyncio, json, sys, tempfile
-import bench.camel as bc
+import asyncio, json
+bc = m
 from ocs.clikit import tune_gc, use_uvloop
 from ocs.redis_server import EmbeddedRedis
 calls, inflight, loop, gc_mode = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+rate = float(sys.argv[5])
 bc.RUN["loop"] = loop
 if loop == "uvloop":
     use_uvloop()
@@ -224,47 +274,59 @@ if gc_mode == "serve":
     tune_gc()
 # The codec's first use (a tree may import pycrate's grammar then) is outside the window.
 for p in bc.Phase:
-    for m in bc._call_messages(p):
-        bc.tcap.decode(bc.tcap.encode(m))
+    for msg in bc._call_messages(p):
+        bc.tcap.decode(bc.tcap.encode(msg))
 bc.VARIANTS = (("fast", True, True),)
-with tempfile.TemporaryDirectory() as d:
+with bc.tempfile.TemporaryDirectory() as d:
     redis = EmbeddedRedis(d)
     redis.start()
     try:
-        print(json.dumps(asyncio.run(bc._bench(redis.url, calls, inflight))))
+        print(json.dumps(asyncio.run(bc._bench(redis.url, calls, inflight, rate))))
     finally:
         redis.stop()
 """
 
 
 def _compare(
-    trees: list[str], rounds: int, calls: int, inflight: int, loop: str, gc_mode: str
-) -> None:
-    """Each tree's fast variant, in turns (the order alternating by round)."""
+    trees: list[str], rounds: int, calls: int, inflight: int, loop: str, gc_mode: str,
+    rate: float = 0.0,
+) -> dict[str, dict[str, list[float]]]:  # fmt: skip
+    """Each tree's fast variant, in turns (the order alternating by round); each tree's
+    figures by name, a value per round."""
     paths = [os.path.abspath(t) for t in trees]
-    cpu: dict[str, list[float]] = {t: [] for t in paths}
-    native: dict[str, list[float]] = {t: [] for t in paths}
+    names = ("fast_cpu_us_msg", "native_cpu_us_req", "fast_p50_ms", "fast_p99_ms",
+             "fast_p999_ms", "fast_sim_cpu_us_msg", "fast_calls_s")  # fmt: skip
+    runs: dict[str, dict[str, list[float]]] = {t: {n: [] for n in names} for t in paths}
     for r in range(rounds):
         for t in paths if r % 2 == 0 else paths[::-1]:
             env = {**os.environ, "PYTHONPATH": t}
             out = subprocess.run(
-                [sys.executable, "-c", _TREE_RUN, str(calls), str(inflight), loop, gc_mode],
+                [sys.executable, "-c", _LOAD.format(HARNESS) + _TREE_RUN, str(calls),
+                 str(inflight), loop, gc_mode, str(rate)],
                 cwd=t, env=env, capture_output=True, text=True, check=True,
             )  # fmt: skip
             res = json.loads(out.stdout.splitlines()[-1])
-            cpu[t].append(res["fast_cpu_us_msg"])
-            native[t].append(res["native_cpu_us_req"])
+            for n in names:
+                runs[t][n].append(res[n])
             print(f"round {r + 1} {t}: OCS CPU {res['fast_cpu_us_msg']:.1f} us/msg, "
-                  f"{res['fast_calls_s']:.0f} calls/s, p50/p99 {res['fast_p50_ms']:.1f} / "
-                  f"{res['fast_p99_ms']:.1f} ms; native {res['native_cpu_us_req']:.1f} us/req; "
+                  f"{res['fast_calls_s']:.0f} calls/s, p50/p99/p99.9 {res['fast_p50_ms']:.1f} / "
+                  f"{res['fast_p99_ms']:.1f} / {res['fast_p999_ms']:.1f} ms, call start lag p99 "
+                  f"{res['fast_lag_p99_ms']:.1f} ms; simulator {res['fast_sim_cpu_us_msg']:.1f} "
+                  f"us/msg; native {res['native_cpu_us_req']:.1f} us/req; "
                   f"load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
-    base = statistics.median(cpu[paths[0]])
+    med = statistics.median
+    base = med(runs[paths[0]]["fast_cpu_us_msg"])
     for t in paths:
-        m = statistics.median(cpu[t])
+        f = runs[t]
+        m = med(f["fast_cpu_us_msg"])
         print(
-            f"{t}: median OCS CPU {m:.1f} us/msg ({m / base:.3f} of the first), native "
-            f"{statistics.median(native[t]):.1f} us/req, runs {[round(x, 1) for x in cpu[t]]}"
+            f"{t}: median OCS CPU {m:.1f} us/msg ({m / base:.3f} of the first), p50 / p99 "
+            f"{med(f['fast_p50_ms']):.1f} / {med(f['fast_p99_ms']):.1f} ms (p99 runs "
+            f"{[round(x, 1) for x in f['fast_p99_ms']]}), native "
+            f"{med(f['native_cpu_us_req']):.1f} us/req, CPU runs "
+            f"{[round(x, 1) for x in f['fast_cpu_us_msg']]}"
         )
+    return runs
 
 
 def main() -> None:
@@ -281,6 +343,12 @@ def main() -> None:
     ap.add_argument("--no-append", action="store_true", help="do not add to bench/RESULTS.md")
     ap.add_argument("--compare", nargs="+", metavar="TREE", help="compare source trees")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of --compare")
+    ap.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="open loop: calls/s offered, Poisson arrivals (0: closed loop, --inflight at once)",
+    )
     ap.add_argument("--sim", nargs=6, type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     RUN["loop"] = args.loop
@@ -289,10 +357,12 @@ def main() -> None:
     if args.sim:  # the child: REMOTE_UDP UDP CALLS INFLIGHT FAST C_UPCALL
         remote, udp, calls, inflight, fast, c_upcall = args.sim
         fastber.enabled = bool(fast)
-        print(json.dumps(asyncio.run(_sim_main(remote, udp, calls, inflight, bool(c_upcall)))))
+        print(json.dumps(asyncio.run(_sim_main(remote, udp, calls, inflight, bool(c_upcall),
+                                               args.rate))))  # fmt: skip
         return
     if args.compare:
-        _compare(args.compare, args.rounds, args.calls, args.inflight, args.loop, args.gc)
+        _compare(args.compare, args.rounds, args.calls, args.inflight, args.loop, args.gc,
+                 args.rate)  # fmt: skip
         return
     if args.gc == "serve":
         tune_gc()
@@ -300,24 +370,27 @@ def main() -> None:
         redis = EmbeddedRedis(d)
         redis.start()
         try:
-            r = asyncio.run(_bench(redis.url, args.calls, args.inflight))
+            r = asyncio.run(_bench(redis.url, args.calls, args.inflight, args.rate))
         finally:
             redis.stop()
     r.update(_codec())
     per_core = 1e6 / r["fast_cpu_us_msg"] / 7
     r["fast-pyupcall_codec_us"] = r["fast_codec_us"]
+    load = (f"open loop at {args.rate:g} calls/s offered (Poisson arrivals)" if args.rate > 0
+            else f"{args.inflight} in flight")  # fmt: skip
     text = (
         f"\n## bench.camel ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {args.calls} "
-        f"calls, {args.inflight} in flight, {args.loop}, collector {args.gc}; OCS in this "
+        f"calls, {load}, {args.loop}, collector {args.gc}; OCS in this "
         f"process, MSC simulator in a child process, 2 shared cores, load average "
         f"{os.getloadavg()[0]:.1f})\n\n"
         f"| variant | calls/s | CAP msgs/s | OCS CPU us/msg | simulator CPU us/msg "
-        f"| p50 / p99 ms per message | codec us/msg (enc+dec) |\n"
+        f"| p50 / p99 / p99.9 ms per message | codec us/msg (enc+dec) |\n"
         f"|---|---:|---:|---:|---:|---:|---:|\n"
         + "".join(
             f"| {n} | {r[n + '_calls_s']:.0f} | {r[n + '_msgs_s']:.0f} | "
             f"{r[n + '_cpu_us_msg']:.0f} | {r[n + '_sim_cpu_us_msg']:.0f} | "
-            f"{r[n + '_p50_ms']:.1f} / {r[n + '_p99_ms']:.1f} | {r[n + '_codec_us']:.0f} |\n"
+            f"{r[n + '_p50_ms']:.1f} / {r[n + '_p99_ms']:.1f} / {r[n + '_p999_ms']:.1f} | "
+            f"{r[n + '_codec_us']:.0f} |\n"
             for n, _, _ in VARIANTS
         )
         + "\n(pycrate and fast-pyupcall: a Python ctypes upcall, one packet a message; fast: "
