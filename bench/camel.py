@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -55,8 +56,30 @@ from protocols.sigtran import cap, fastber, tcap, usrsctp
 from protocols.sigtran.constants import O_EVENTS, Op, Phase
 from protocols.sigtran.tcap import Invoke, MessageType, TcapMessage
 
-#: The event loop of both processes (main() sets it).
-RUN = {"loop": "uvloop"}
+#: The event loop of both processes (main() sets it), and the embedded Redis's pid.
+RUN: dict[str, Any] = {"loop": "uvloop", "redis_pid": 0}
+
+
+def udp_counters() -> dict[str, int]:
+    """The kernel's UDP counters (/proc/net/snmp: the machine's, every process's)."""
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Udp:")]
+    return dict(zip(rows[0][1:], map(int, rows[1][1:]), strict=True))
+
+
+def run_queue_wait(pid: int = 0) -> float:
+    """Seconds the threads of process ``pid`` (0: this one) have waited for a CPU while
+    runnable (/proc/PID/task/*/schedstat, second field, nanoseconds): the machine's share of
+    the latency, which no code of ours can cut."""
+    total = 0
+    base = f"/proc/{pid or 'self'}/task"
+    try:
+        for t in os.listdir(base):
+            with contextlib.suppress(OSError), open(f"{base}/{t}/schedstat") as f:
+                total += int(f.read().split()[1])
+    except OSError:
+        return 0.0
+    return total / 1e9
 
 
 def _free_udp_port() -> int:
@@ -65,9 +88,13 @@ def _free_udp_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def _bench(url: str, calls: int, inflight: int, rate: float = 0.0) -> dict[str, float]:
-    """Each of ``VARIANTS``, then the native calls: closed loop (``inflight`` calls at once),
-    or open loop at ``rate`` calls/s (Poisson arrivals; the native calls closed loop)."""
+async def _bench(
+    url: str, calls: int, inflight: int, rate: float = 0.0,
+    variants: tuple[tuple[str, bool, bool], ...] | None = None, hops: bool = False,
+) -> dict[str, float]:  # fmt: skip
+    """Each of ``variants`` (``VARIANTS``), then the native calls: closed loop (``inflight``
+    calls at once), or open loop at ``rate`` calls/s (Poisson arrivals; the native calls
+    closed loop)."""
     udp = _free_udp_port()
     settings = Settings(
         redis_url=url,
@@ -89,7 +116,7 @@ async def _bench(url: str, calls: int, inflight: int, rate: float = 0.0) -> dict
         assert ocs.camel is not None
         out: dict[str, float] = {}
         lib = usrsctp._Library.get(udp)
-        for name, enabled, c_upcall in VARIANTS:
+        for name, enabled, c_upcall in variants or VARIANTS:
             fastber.enabled = enabled
             # (the association the simulator opens is accepted with these)
             lib.python_upcall = not c_upcall
@@ -97,9 +124,27 @@ async def _bench(url: str, calls: int, inflight: int, rate: float = 0.0) -> dict
             m0 = ocs.camel.counters
             before = m0.messages_in + m0.messages_out
             c0 = time.process_time()
+            q0, rq0 = run_queue_wait(), run_queue_wait(RUN["redis_pid"])
+            udp0 = udp_counters()
+            h = Hops(ocs.camel) if hops else None
             sim = await _simulate(udp, calls, inflight, enabled, c_upcall, rate)
             cpu = time.process_time() - c0
+            if h is not None:
+                out.update({f"{name}_{k}": v for k, v in h.close().items()})
+            q1, rq1 = run_queue_wait(), run_queue_wait(RUN["redis_pid"])
+            udp1 = udp_counters()
             msgs = ocs.camel.counters.messages_in + ocs.camel.counters.messages_out - before
+            # Waiting for a CPU, per message, of each process (ms).
+            out[f"{name}_runq_ocs_ms"] = (q1 - q0) / msgs * 1e3
+            out[f"{name}_runq_redis_ms"] = (rq1 - rq0) / msgs * 1e3
+            out[f"{name}_runq_sim_ms"] = sim["runq"] / msgs * 1e3
+            # UDP datagrams per CAP message, both ways, and datagrams the kernel dropped.
+            out[f"{name}_udp_per_msg"] = (udp1["OutDatagrams"] - udp0["OutDatagrams"]) / msgs
+            out[f"{name}_udp_dropped"] = sum(udp1[k] - udp0[k] for k in ("RcvbufErrors",
+                                             "SndbufErrors", "InErrors"))  # fmt: skip
+            out.update(
+                {f"{name}_sim_{k}": sim[k] for k in ("gc_n", "gc_max_ms", "gc_ms", "gc_gens")}
+            )
             wall = sim["wall"]
             out.update({f"{name}_calls_s": calls / wall, f"{name}_msgs_s": msgs / wall,
                         f"{name}_cpu_us_msg": cpu / msgs * 1e6, f"{name}_p99_ms": sim["p99_ms"],
@@ -123,6 +168,103 @@ async def _bench(url: str, calls: int, inflight: int, rate: float = 0.0) -> dict
             await asyncio.gather(*(one(i) for i in range(calls)))
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             out.update(native_calls_s=calls / wall, native_cpu_us_req=cpu / (3 * calls) * 1e6)
+        return out
+
+
+class GcPauses:
+    """The collector's pauses in this process while open (seconds each)."""
+
+    def __init__(self) -> None:
+        import gc
+
+        self.pauses: list[float] = []
+        #: Collections of each generation.
+        self.generations = [0, 0, 0]
+        self._t = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t = time.perf_counter()
+        else:
+            self.pauses.append(time.perf_counter() - self._t)
+            self.generations[info["generation"]] += 1
+
+    def close(self) -> list[float]:
+        import gc
+
+        gc.callbacks.remove(self._on_gc)
+        return sorted(self.pauses)
+
+
+class Hops:
+    """Where a message's time goes inside the OCS (``--hops``): wrappers, in this process
+    only, around what every tree has -- the association's read, the server's task per
+    message, the engine's two verbs, the association's send and flush -- and the collector's
+    pauses. Seconds, one value per event; wrapping costs CPU, so a run with it measures
+    latency, not CPU."""
+
+    def __init__(self, server: Any) -> None:
+        self.wait: list[float] = []  # read -> the message's task starts
+        self.task: list[float] = []  # the task: decode, agent, engine, encode, queue
+        self.engine: list[float] = []  # an engine verb (the Redis round trip and more)
+        self.queued: list[float] = []  # an answer queued -> handed to usrsctp
+        self.gc: list[float] = []  # a collection
+        self.turn: list[int] = []  # messages per flush
+        perf = time.perf_counter
+        hops = self
+        tcap = server._tcap
+
+        async def run(t_in: float, a: Any, pd: Any, u: Any) -> None:
+            t1 = perf()
+            hops.wait.append(t1 - t_in)
+            await tcap(a, pd, u)
+            hops.task.append(perf() - t1)
+
+        server._tcap = lambda a, pd, u: run(perf(), a, pd, u)
+        engine = server.user.engine
+        for verb in ("reserve_units", "settle"):
+            orig = getattr(engine, verb)
+
+            async def timed(*args: Any, _orig: Any = orig, **kw: Any) -> Any:
+                t0 = perf()
+                try:
+                    return await _orig(*args, **kw)
+                finally:
+                    hops.engine.append(perf() - t0)
+
+            setattr(engine, verb, timed)
+        cls = usrsctp.SctpAssociation
+        self._cls, self._send, self._flush = cls, cls.send, cls._flush
+        sent: list[float] = []
+        send, flush = cls.send, cls._flush
+
+        def send_(a: Any, stream: int, data: bytes) -> None:
+            sent.append(perf())
+            send(a, stream, data)
+
+        def flush_(a: Any) -> None:
+            t = perf()
+            hops.queued.extend(t - x for x in sent)
+            hops.turn.append(len(sent))
+            sent.clear()
+            flush(a)
+
+        cls.send, cls._flush = send_, flush_  # type: ignore[method-assign]
+        self._gc = GcPauses()
+
+    def close(self) -> dict[str, float]:
+        self.gc = self._gc.close()
+        self._cls.send, self._cls._flush = self._send, self._flush  # type: ignore[method-assign]
+        out: dict[str, float] = {}
+        for name in ("wait", "task", "engine", "queued", "gc"):
+            xs = sorted(getattr(self, name))
+            for q, tag in ((0.5, "p50"), (0.99, "p99")):
+                out[f"hop_{name}_{tag}_ms"] = _quantile(xs, q) * 1e3
+            out[f"hop_{name}_max_ms"] = xs[-1] * 1e3 if xs else 0.0
+        out["hop_gc_n"] = len(self.gc)
+        out["hop_gc_gens"] = "/".join(map(str, self._gc.generations))  # type: ignore[assignment]
+        out["hop_msgs_per_flush"] = statistics.mean(self.turn) if self.turn else 0.0
         return out
 
 
@@ -196,19 +338,24 @@ async def _sim_main(
     lags: list[float] = []
     async with connect_msc("127.0.0.1", 2905, udp_port=udp, remote_udp_port=remote_udp) as msc:
         specs = [CallSpec(subs[i % len(subs)], "4930123456", 100) for i in range(calls)]
-        c0, t0 = time.process_time(), time.perf_counter()
+        c0, t0, q0 = time.process_time(), time.perf_counter(), run_queue_wait()
+        gcs = GcPauses()
         if rate > 0:
             outcomes, lags = await open_loop(msc, specs, rate)
         else:
             outcomes = await run_calls(msc, specs, inflight)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        runq = run_queue_wait() - q0
+        pauses = gcs.close()
     bad = [o for o in outcomes if o.result != "ended"]
     assert not bad, bad[:3]
     lat = sorted(x for o in outcomes for x in o.latencies)
     lags.sort()
-    return {"wall": wall, "cpu": cpu, "p50_ms": _quantile(lat, 0.5) * 1e3,
+    return {"wall": wall, "cpu": cpu, "runq": runq, "p50_ms": _quantile(lat, 0.5) * 1e3,
             "p99_ms": _quantile(lat, 0.99) * 1e3, "p999_ms": _quantile(lat, 0.999) * 1e3,
-            "max_ms": lat[-1] * 1e3, "lag_p99_ms": _quantile(lags, 0.99) * 1e3}  # fmt: skip
+            "max_ms": lat[-1] * 1e3, "lag_p99_ms": _quantile(lags, 0.99) * 1e3,
+            "gc_n": len(pauses), "gc_max_ms": pauses[-1] * 1e3 if pauses else 0.0,
+            "gc_ms": sum(pauses) * 1e3, "gc_gens": "/".join(map(str, gcs.generations))}  # fmt: skip
 
 
 def _call_messages(phase: Phase) -> list[TcapMessage]:
@@ -280,6 +427,7 @@ bc.VARIANTS = (("fast", True, True),)
 with bc.tempfile.TemporaryDirectory() as d:
     redis = EmbeddedRedis(d)
     redis.start()
+    bc.RUN["redis_pid"] = redis.pid
     try:
         print(json.dumps(asyncio.run(bc._bench(redis.url, calls, inflight, rate))))
     finally:
@@ -349,6 +497,8 @@ def main() -> None:
         default=0.0,
         help="open loop: calls/s offered, Poisson arrivals (0: closed loop, --inflight at once)",
     )
+    ap.add_argument("--hops", action="store_true",
+                    help="time the hops inside the OCS (latency only: costs CPU)")  # fmt: skip
     ap.add_argument("--sim", nargs=6, type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     RUN["loop"] = args.loop
@@ -366,11 +516,16 @@ def main() -> None:
         return
     if args.gc == "serve":
         tune_gc()
+    # Open loop: the fast variant alone (pycrate's ~3x the CPU cannot take 1,500 calls/s: an
+    # offered rate above what a variant serves only grows its queue).
+    variants = VARIANTS if args.rate <= 0 else VARIANTS[-1:]
     with tempfile.TemporaryDirectory() as d:
         redis = EmbeddedRedis(d)
         redis.start()
+        RUN["redis_pid"] = redis.pid
         try:
-            r = asyncio.run(_bench(redis.url, args.calls, args.inflight, args.rate))
+            r = asyncio.run(_bench(redis.url, args.calls, args.inflight, args.rate, variants,
+                                   args.hops))  # fmt: skip
         finally:
             redis.stop()
     r.update(_codec())
@@ -391,20 +546,53 @@ def main() -> None:
             f"{r[n + '_cpu_us_msg']:.0f} | {r[n + '_sim_cpu_us_msg']:.0f} | "
             f"{r[n + '_p50_ms']:.1f} / {r[n + '_p99_ms']:.1f} / {r[n + '_p999_ms']:.1f} | "
             f"{r[n + '_codec_us']:.0f} |\n"
-            for n, _, _ in VARIANTS
+            for n, _, _ in variants
         )
         + "\n(pycrate and fast-pyupcall: a Python ctypes upcall, one packet a message; fast: "
         "libc's fputc as the upcall, a loop turn's sends bundled)\n"
         f"\n- native, same calls (reserve, commit, release): {r['native_calls_s']:.0f} calls/s, "
         f"{r['native_cpu_us_req']:.0f} us OCS CPU per request\n"
-        f"- same-run ratios: OCS CPU per message pycrate/fast "
-        f"{r['pycrate_cpu_us_msg'] / r['fast_cpu_us_msg']:.2f}, fast-pyupcall/fast "
-        f"{r['fast-pyupcall_cpu_us_msg'] / r['fast_cpu_us_msg']:.2f}; codec pycrate/fast "
-        f"{r['pycrate_codec_us'] / r['fast_codec_us']:.1f}; CAMEL (fast) per call / native per "
-        f"call, OCS CPU {r['fast_cpu_us_msg'] * 7 / (r['native_cpu_us_req'] * 3):.2f}\n"
+        + (
+            f"- same-run ratios: OCS CPU per message pycrate/fast "
+            f"{r['pycrate_cpu_us_msg'] / r['fast_cpu_us_msg']:.2f}, fast-pyupcall/fast "
+            f"{r['fast-pyupcall_cpu_us_msg'] / r['fast_cpu_us_msg']:.2f}; codec pycrate/fast "
+            f"{r['pycrate_codec_us'] / r['fast_codec_us']:.1f}\n"
+            if len(variants) == len(VARIANTS)
+            else f"- the fast variant's call start lag (simulator) p99 "
+            f"{r['fast_lag_p99_ms']:.1f} ms, per message p99.9 {r['fast_p999_ms']:.1f} ms, "
+            f"max {r['fast_max_ms']:.1f} ms\n"
+        )
+        + f"- CAMEL (fast) per call / native per call, OCS CPU "
+        f"{r['fast_cpu_us_msg'] * 7 / (r['native_cpu_us_req'] * 3):.2f}\n"
         f"- one core at the fast variant's OCS CPU per message: ~{per_core:.0f} calls/s "
         f"(7 messages a call); the target is 1,500 calls/s\n"
     )
+    text += "".join(
+        f"- UDP datagrams per CAP message ({v}, both ways; the machine's count): "
+        f"{r[f'{v}_udp_per_msg']:.2f}, dropped {r[f'{v}_udp_dropped']:.0f}\n"
+        for v, _, _ in variants
+    )
+    text += "".join(
+        f"- waiting for a CPU while runnable, per message ({v}): OCS {r[f'{v}_runq_ocs_ms']:.2f}"
+        f" ms, simulator {r[f'{v}_runq_sim_ms']:.2f} ms, Redis {r[f'{v}_runq_redis_ms']:.2f} ms\n"
+        for v, _, _ in variants
+    )
+    text += "".join(
+        f"- the simulator's collector ({v}): {r[f'{v}_sim_gc_n']:.0f} collections (gen 0/1/2: "
+        f"{r[f'{v}_sim_gc_gens']}), "
+        f"{r[f'{v}_sim_gc_ms']:.0f} ms in all, the longest {r[f'{v}_sim_gc_max_ms']:.1f} ms\n"
+        for v, _, _ in variants
+    )
+    if args.hops:
+        text += "".join(
+            f"- inside the OCS, {n}: p50 / p99 / max {r[f'{v}_hop_{n}_p50_ms']:.2f} / "
+            f"{r[f'{v}_hop_{n}_p99_ms']:.2f} / {r[f'{v}_hop_{n}_max_ms']:.2f} ms ({v})\n"
+            for v, _, _ in variants
+            for n in ("wait", "task", "engine", "queued", "gc")
+        ) + "".join(f"- {v}: {r[f'{v}_hop_gc_n']:.0f} collections (gen 0/1/2: "
+                    f"{r[f'{v}_hop_gc_gens']}), "
+                    f"{r[f'{v}_hop_msgs_per_flush']:.2f} messages per flush\n"
+                    for v, _, _ in variants)  # fmt: skip
     print(text)
     if not args.no_append:
         with open(RESULTS, "a", encoding="utf-8") as f:
