@@ -286,6 +286,45 @@ async def test_free_numbers_continue_uncharged_and_unknown_subscribers_are_relea
     assert out.result == "released"
 
 
+async def test_unknown_subscribers_continue_when_so_configured(
+    scf: Scf, store: Store, clock: Clock
+) -> None:
+    # OCS_CAMEL_UNKNOWN=continue: the call goes on, uncharged, and nothing is stored for it.
+    agent = CamelAgent(scf.engine, scf.rater.book.at, CamelConfig(unknown="continue"),
+                       clock=clock)  # fmt: skip
+    server = CapServer(agent, ScfConfig(), clock=clock.monotonic)
+    async with server, loopback_msc(server) as msc:
+        out = await place_call(msc, CallSpec("491799999998", "4930123456", 60))
+    assert out.result == "continued"
+    assert await store.get_account("491799999998") is None
+    assert not server.dialogues.all()
+    assert load_settings({"OCS_CAMEL_UNKNOWN": "continue"}).camel_unknown == "continue"
+    with pytest.raises(ConfigError, match="OCS_CAMEL_UNKNOWN"):
+        load_settings({"OCS_CAMEL_UNKNOWN": "maybe"})
+
+
+async def test_a_terminating_call_is_charged_to_the_called_party_where_the_plan_charges_it(
+    scf: Scf, msc: SsfStack
+) -> None:
+    # prepaid-basic's voice-mt: free at home and in the EU (Continue, nothing charged),
+    # charged roaming beyond.
+    await add(scf.store, "491700000032", 10 * MICRO)
+    home = await place_call(msc, CallSpec("4930123456", "491700000032", 120, terminating=True))
+    assert home.result == "continued"
+    assert await money(scf.store, "491700000032") == (10 * MICRO, 0)
+    roaming = CallSpec("4930123456", "491700000032", 120, location=("310", "260"),
+                       terminating=True)  # fmt: skip
+    out = await place_call(msc, roaming)
+    assert (out.result, out.talked) == ("ended", 120)
+    ctx = UsageContext(plan="prepaid-basic", service="voice-mt", subscriber="491700000032",
+                       started_at=NOON, destination="", location="310260")  # fmt: skip
+    expected = scf.rater.cost(ctx, 120)
+    assert expected > 0
+    assert await money(scf.store, "491700000032") == (10 * MICRO - expected, 0)
+    # The calling party is not charged (it is not even a subscriber here).
+    assert await scf.store.get_account("4930123456") is None
+
+
 async def test_unanswered_calls_cost_nothing(scf: Scf, msc: SsfStack) -> None:
     await add(scf.store, "491700000009", 10 * MICRO)
     for outcome in ("no-answer", "busy"):
