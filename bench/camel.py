@@ -291,8 +291,11 @@ async def _simulate(
     remote_udp: int, calls: int, inflight: int, enabled: bool, c_upcall: bool, rate: float
 ) -> dict[str, Any]:
     """The MSC simulator's run in a child process (its CPU is not the OCS's)."""
+    # CAMEL_SIM_PREFIX: a command the simulator runs under, e.g. "valgrind --tool=callgrind
+    # --callgrind-out-file=F" for its instructions per message (noise-free, bench/RESULTS.md).
+    prefix = os.environ.get("CAMEL_SIM_PREFIX", "").split()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", _LOAD.format(HARNESS) + "m.main()", "--sim", str(remote_udp),
+        *prefix, sys.executable, "-c", _LOAD.format(HARNESS) + "m.main()", "--sim", str(remote_udp),
         str(_free_udp_port()), str(calls), str(inflight), "1" if enabled else "0",
         "1" if c_upcall else "0", "--rate", str(rate), "--loop", RUN["loop"],
         stdout=subprocess.PIPE)  # fmt: skip
@@ -497,6 +500,8 @@ def main() -> None:
         default=0.0,
         help="open loop: calls/s offered, Poisson arrivals (0: closed loop, --inflight at once)",
     )
+    ap.add_argument("--aof", choices=("everysec", "no"), default="everysec",
+                    help="the embedded Redis append-only file (no: without it)")  # fmt: skip
     ap.add_argument("--hops", action="store_true",
                     help="time the hops inside the OCS (latency only: costs CPU)")  # fmt: skip
     ap.add_argument("--sim", nargs=6, type=int, help=argparse.SUPPRESS)
@@ -523,7 +528,7 @@ def main() -> None:
     # offered rate above what a variant serves only grows its queue).
     variants = VARIANTS if args.rate <= 0 else VARIANTS[-1:]
     with tempfile.TemporaryDirectory() as d:
-        redis = EmbeddedRedis(d)
+        redis = EmbeddedRedis(d, appendonly=args.aof == "everysec")
         redis.start()
         RUN["redis_pid"] = redis.pid
         try:
