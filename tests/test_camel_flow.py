@@ -166,6 +166,24 @@ async def test_a_call_the_credit_cannot_start_is_redirected_when_configured(
     assert load_settings({"OCS_CAMEL_REDIRECT": "4980012345"}).camel_redirect == "4980012345"
 
 
+async def test_release_call_carries_the_configured_cause(
+    scf: Scf, store: Store, clock: Clock
+) -> None:
+    # OCS_CAMEL_RELEASE_CAUSE: the Q.850 cause of a ReleaseCall for want of credit (31 by
+    # default, as the fixture's agent shows above); here 17 (user busy).
+    await add(scf.store, "491700000033", 0)
+    agent = CamelAgent(scf.engine, scf.rater.book.at, CamelConfig(release_cause=17),
+                       clock=clock)  # fmt: skip
+    server = CapServer(agent, ScfConfig(), clock=clock.monotonic)
+    async with server, loopback_msc(server) as msc:
+        out = await place_call(msc, CallSpec("491700000033", "4930123456", 60))
+    assert (out.result, out.cause) == ("released", 17)
+    assert await money(scf.store, "491700000033") == (0, 0)
+    assert load_settings({"OCS_CAMEL_RELEASE_CAUSE": "17"}).camel_release_cause == 17
+    with pytest.raises(ConfigError, match="OCS_CAMEL_RELEASE_CAUSE"):
+        load_settings({"OCS_CAMEL_RELEASE_CAUSE": "0"})
+
+
 async def test_release_call_follows_the_report_that_ends_the_credit(
     scf: Scf, msc: SsfStack
 ) -> None:
