@@ -250,7 +250,7 @@ class Hops:
             sent.clear()
             flush(a)
 
-        cls.send, cls._flush = send_, flush_  # type: ignore[method-assign]
+        cls.send, cls._flush = send_, flush_  # type: ignore[method-assign,assignment]
         self._gc = GcPauses()
 
     def close(self) -> dict[str, float]:
