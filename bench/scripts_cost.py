@@ -65,6 +65,7 @@ from bench.charging import (
     RESULTS,
     Meter,
     Prices,
+    create_subscribers,
     default_rater,
     git_commit,
     load_subscribers,
@@ -377,11 +378,18 @@ async def run_variant(
     )
 
 
-async def prepare(url: str, subscribers: int) -> None:
+async def prepare(url: str, subscribers: int, baseline: str | None = None) -> None:
     """The subscribers, created, with the thresholds the runs publish already applied: else
     the first run to touch an account pays for evaluating them (and writing them: ~60 AOF
-    bytes), which falls on whichever variants run first."""
-    await load_subscribers(url, subscribers)
+    bytes), which falls on whichever variants run first. With ``baseline``, created by that
+    revision's scripts (its accounts as it would have made them: the order of their fields,
+    docs/architecture.md, Performance 18)."""
+    if baseline is None:
+        await load_subscribers(url, subscribers)
+    else:
+        async with PipelinedRedis.from_url(url) as client:
+            before = next(v for v in VARIANTS if v.baseline)
+            await create_subscribers(await store_with(client, before, baseline), subscribers)
     async with PipelinedRedis.from_url(url) as client:
         store = Store(client, session_ttl_ms=1000, reference_ttl_ms=1000)
         await store.load_scripts()
@@ -481,8 +489,10 @@ def measure(ns: argparse.Namespace) -> tuple[dict[str, Sample], list[str]]:
         for server in own.values():
             server.start()
             stack.callback(server.stop)
-        for server in own.values():
-            uvloop.run(prepare(server.url, ns.subscribers))
+        for name, server in own.items():
+            uvloop.run(
+                prepare(server.url, ns.subscribers, ns.baseline if name == "before" else None)
+            )
         aof.start()
         try:
             plain.start()
@@ -516,7 +526,9 @@ def measure(ns: argparse.Namespace) -> tuple[dict[str, Sample], list[str]]:
                                       extra_args=("--appendfsync", "everysec"))  # fmt: skip
                 fresh.start()
                 try:
-                    uvloop.run(prepare(fresh.url, ns.subscribers))
+                    uvloop.run(prepare(
+                        fresh.url, ns.subscribers, ns.baseline if v.baseline else None
+                    ))  # fmt: skip
                     deletion[v.name].append(uvloop.run(
                         deletion_cost(v, fresh.url, ns.sessions, ns.inflight, ns.subscribers,
                                       ns.baseline)
