@@ -19,8 +19,9 @@
 --   (the session scripts: the time until which the answer is kept, now + TTL, Unix ms);
 --   the last two are the request's fingerprint (see idem_get) and the thresholds' generation;
 --   the session scripts have no fingerprint argument: they make theirs from their own
---   arguments (one argument fewer per request, ~0.8k instructions in Redis and ~0.4 µs in
---   the OCS's hiredis.pack_command; docs/architecture.md, Performance 18).
+--   arguments (one argument fewer per request: ~0.4 µs less in the OCS's
+--   hiredis.pack_command; in Redis the concatenation costs what parsing the argument did;
+--   docs/architecture.md, Performance 18).
 --
 -- Cost (Redis CPU is the OCS's bottleneck; measured with callgrind, instructions per call):
 -- - Converting numbers is a large share of a script's work. string.format is a sprintf
