@@ -314,6 +314,24 @@ async def test_free_numbers_continue_uncharged_and_unknown_subscribers_are_relea
     assert out.result == "released"
 
 
+async def test_a_subscriber_provisioned_by_imsi_is_found_by_the_initial_dps_imsi(
+    scf: Scf, msc: SsfStack
+) -> None:
+    imsi = "262019876543210"
+    await add(scf.store, imsi, 10 * MICRO)
+    out = await place_call(msc, CallSpec("491799999997", "4930123456", 60, imsi=imsi))
+    assert (out.result, out.talked) == ("ended", 60)
+    charged = tariff(scf, imsi, "4930123456", 60)
+    assert charged > 0
+    assert await money(scf.store, imsi) == (10 * MICRO - charged, 0)
+    # The number is tried first: a known calling party is charged, not the IMSI's account.
+    await add(scf.store, "491700000031", 10 * MICRO)
+    out = await place_call(msc, CallSpec("491700000031", "4930123456", 60, imsi=imsi))
+    assert out.result == "ended"
+    assert await money(scf.store, "491700000031") < (10 * MICRO, 0)
+    assert await money(scf.store, imsi) == (10 * MICRO - charged, 0)
+
+
 async def test_unknown_subscribers_continue_when_so_configured(
     scf: Scf, store: Store, clock: Clock
 ) -> None:

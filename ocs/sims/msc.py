@@ -193,6 +193,8 @@ class CallSpec:
     phase: Phase = Phase.V2
     location: tuple[str, str] = ("262", "01")
     terminating: bool = False
+    #: The served subscriber's IMSI, sent in the InitialDP when given.
+    imsi: str = ""
 
 
 @dataclass
@@ -282,7 +284,7 @@ class _Call:
         s, out = self.spec, self.out
         msc = self.stack.config.msc_gt
         idp = cap.initial_dp(service_key=self.stack.config.service_key, calling=s.calling,
-                             called=s.called, location=s.location, msc=msc,
+                             called=s.called, imsi=s.imsi, location=s.location, msc=msc,
                              terminating=s.terminating,
                              call_reference=self.tid)  # fmt: skip
         self.send(MessageType.BEGIN, [cap.invoke(Op.INITIAL_DP, next(self.ids), idp)])
