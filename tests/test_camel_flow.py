@@ -17,6 +17,7 @@ from ocs.agents.native import NativeAgent
 from ocs.charging.engine import ChargingConfig, ChargingEngine
 from ocs.config import ConfigError, load_settings
 from ocs.sims.msc import (
+    UNANSWERED_EVENTS,
     CallSpec,
     SsfConfig,
     SsfStack,
@@ -373,10 +374,15 @@ async def test_a_terminating_call_is_charged_to_the_called_party_where_the_plan_
 
 async def test_unanswered_calls_cost_nothing(scf: Scf, msc: SsfStack) -> None:
     await add(scf.store, "491700000009", 10 * MICRO)
-    for outcome in ("no-answer", "busy"):
-        out = await place_call(msc, CallSpec("491700000009", "4930123456", 60, outcome))
-        assert out.result == "unanswered"
-    assert await money(scf.store, "491700000009") == (10 * MICRO, 0)
+    for outcome, terminating in UNANSWERED_EVENTS:
+        # A terminating call is charged roaming outside the EU only (prepaid-basic's voice-mt).
+        spec = CallSpec("4930123456", "491700000009", 60, outcome, terminating=True,
+                        location=("310", "260")) if terminating else CallSpec(
+                        "491700000009", "4930123456", 60, outcome)  # fmt: skip
+        out = await place_call(msc, spec)
+        assert out.result == "unanswered", (outcome, terminating)
+        assert await money(scf.store, "491700000009") == (10 * MICRO, 0)
+        assert not scf.server.dialogues.all()
 
 
 async def test_an_aborted_dialogue_releases_its_hold(scf: Scf, msc: SsfStack) -> None:
