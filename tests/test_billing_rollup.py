@@ -127,6 +127,26 @@ def test_replays_and_duplicates_count_once(billing_engine: Engine) -> None:
     assert exact(billing_engine)["ACC-1"][("2026-11-03", "data")] == (2, 11_000, 2, 11_000)
 
 
+def test_a_batch_keeps_every_value_exact(billing_engine: Engine) -> None:
+    """The batch statements (PostgreSQL: the rows as one JSON parameter) store text with
+    quotes, commas, braces, backslashes and non-ASCII, and amounts past 2**53, as given."""
+    build_sample(billing_engine)
+    odd = ['sms "x", {y}', "voice\\ \u00e9\u4e2d", "NULL"]
+    big = 2**53 + 1
+    rows = [
+        event(LINE, f"2026-11-0{i + 1}T12:00:00+01:00", svc, big + i, dst=svc[::-1])
+        for i, svc in enumerate(odd)
+    ]
+    assert usage.store_usage(billing_engine, rows) == 3
+    u = S.usage_event
+    with billing_engine.connect() as c:
+        got = c.execute(select(u.c.service, u.c.destination, u.c.amount).order_by(u.c.ts)).all()
+    assert [tuple(r) for r in got] == [(svc, svc[::-1], big + i) for i, svc in enumerate(odd)]
+    acc1 = exact(billing_engine)["ACC-1"]
+    assert acc1[("2026-11-01", odd[0])] == (1, big, 1, big)
+    assert acc1[("2026-11-02", odd[1])] == (1, big + 1, 1, big + 1)
+
+
 def test_line_moves_ends_and_a_deleted_account_move_the_sums(two: Engine) -> None:
     sample = two
     put_usage(sample, event(LINE2, "2026-11-10T10:00:00+01:00", "voice", 3_000))
