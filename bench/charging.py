@@ -213,6 +213,9 @@ class Spec:
     seed: int = 1
     #: ceiling: call the scripts as a Functions library where Redis has them (else EVALSHA).
     functions: bool = True
+    #: open: write the run's timeline (per-window latency, the generator's lateness, Redis's
+    #: AOF rewrites and forks) as JSON to this file (bench.compare_trees --open).
+    timeline: str = ""
 
 
 @dataclass
@@ -256,6 +259,8 @@ class Meter:
         self.start = float("inf")
         self.end = float("inf")
         self.latencies: list[float] = []
+        #: When each of ``latencies`` ended (kept for a timeline only).
+        self.ends: list[float] | None = None
         self.total = 0
         self.sessions = 0
         self.charged = 0
@@ -265,6 +270,8 @@ class Meter:
         self.total += 1
         if self.start <= t1 < self.end:
             self.latencies.append(t1 - t0)
+            if self.ends is not None:
+                self.ends.append(t1)
 
     def fail(self, what: str) -> None:
         self.failures[what] += 1
@@ -574,6 +581,22 @@ async def open_worker(spec: Spec) -> Outcome:
     session_rate = spec.rate / 3
     running: set[asyncio.Task[None]] = set()
     dropped = 0
+    #: The timeline: (when, how late) of each session the generator started over 2 ms after
+    #: its scheduled time, and Redis's persistence figures every 100 ms.
+    late: list[tuple[float, float]] = []
+    redis_marks: list[tuple[float, int, int, int]] = []
+    if spec.timeline:
+        meter.ends = []
+
+    async def poll_redis() -> None:
+        # (one INFO every 100 ms on the admin connection: what the window's snapshot does)
+        while not stop.is_set():
+            info = parse_info(await admin.execute("INFO", "persistence"))
+            stats = parse_info(await admin.execute("INFO", "stats"))
+            redis_marks.append((time.perf_counter(), int(info.get("aof_rewrite_in_progress", 0)),
+                                int(info.get("aof_rewrites", 0)),
+                                int(stats.get("latest_fork_usec", 0))))  # fmt: skip
+            await asyncio.sleep(0.1)
 
     async def schedule() -> None:
         nonlocal dropped
@@ -581,7 +604,12 @@ async def open_worker(spec: Spec) -> Outcome:
         t0 = time.perf_counter()
         k = 0
         while not stop.is_set():
-            due = int((time.perf_counter() - t0) * session_rate)
+            now = time.perf_counter()
+            due = int((now - t0) * session_rate)
+            if k < due and meter.ends is not None:
+                behind = now - (t0 + k / session_rate)
+                if behind > 0.002:
+                    late.append((now, behind))
             while k < due:
                 if len(running) >= MAX_OPEN_SESSIONS:
                     dropped += 1
@@ -597,13 +625,45 @@ async def open_worker(spec: Spec) -> Outcome:
         if running:
             await asyncio.wait(running)
 
+    tasks = [window.run(meter, stop), schedule()]
+    if spec.timeline:
+        tasks.append(poll_redis())
     try:
-        await asyncio.gather(window.run(meter, stop), schedule())
+        await asyncio.gather(*tasks)
     finally:
         for c in clients:
             await c.close()
         await admin.close()
+    if spec.timeline:
+        write_timeline(spec.timeline, meter, late, redis_marks)
     return outcome(spec, meter, window, dropped)
+
+
+#: The timeline's window: latency percentiles per this many seconds.
+TIMELINE_BIN: Final = 0.1
+
+
+def write_timeline(
+    path: str,
+    meter: Meter,
+    late: list[tuple[float, float]],
+    redis_marks: list[tuple[float, int, int, int]],
+) -> None:
+    """The open loop's timeline as JSON: per 100 ms of the measured window, the requests that
+    ended in it, their p50, p99 and max (ms); when the generator started sessions late; Redis's
+    AOF rewrite state and last fork time. Times are ``time.perf_counter()`` (CLOCK_MONOTONIC,
+    as ``bench/traced_serve.py`` records the OCS's collections and stalls)."""
+    bins: dict[int, list[float]] = {}
+    for t1, lat in zip(meter.ends or [], meter.latencies, strict=True):
+        bins.setdefault(int((t1 - meter.start) / TIMELINE_BIN), []).append(lat)
+    rows = []
+    for i in sorted(bins):
+        lat = sorted(bins[i])
+        rows.append([meter.start + i * TIMELINE_BIN, len(lat), percentile(lat, 0.5) * 1e3,
+                     percentile(lat, 0.99) * 1e3, lat[-1] * 1e3])  # fmt: skip
+    with open(path, "w") as f:
+        json.dump({"start": meter.start, "end": meter.end, "bin": TIMELINE_BIN, "bins": rows,
+                   "late": late, "redis": redis_marks}, f)  # fmt: skip
 
 
 WORKERS: Final[dict[str, Callable[[Spec], Coroutine[Any, Any, Outcome]]]] = {

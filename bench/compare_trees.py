@@ -31,6 +31,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Final
 
 import uvloop
 
@@ -39,15 +40,20 @@ from bench import diameter as bd
 from bench.credentials import ocs_env
 from ocs.redis_server import EmbeddedRedis
 
+#: Runs ``ocs serve`` and records what ran inside it (``--trace``).
+TRACED_SERVE: Final = Path(__file__).with_name("traced_serve.py")
+
 
 @contextlib.contextmanager
 def ocs_from(
-    tree: Path, url: str, work: Path, tag: str
+    tree: Path, url: str, work: Path, tag: str, trace: Path | None = None
 ) -> Iterator[tuple[subprocess.Popen[bytes], int, int]]:
-    """`ocs serve` with ``tree``'s code: (process, native port, Diameter port)."""
+    """`ocs serve` with ``tree``'s code: (process, native port, Diameter port); with
+    ``trace``, through ``bench/traced_serve.py``, which writes its timeline there on exit."""
     native, diameter = bc.free_port(), bc.free_port()
     log = work / f"ocs-{tag}.log"
-    argv = [sys.executable, "-m", "ocs.cli", "serve", "--redis-url", url,
+    entry = [str(TRACED_SERVE), str(trace)] if trace else ["-m", "ocs.cli"]
+    argv = [sys.executable, *entry, "serve", "--redis-url", url,
             "--native-port", str(native), "--http-port", "0"]  # fmt: skip
     env = {**os.environ, **ocs_env(), "OCS_DATA_DIR": str(work / f"data-{tag}"),
            "PYTHONPATH": str(tree), "OCS_DIAMETER_PORT": str(diameter),
@@ -75,7 +81,16 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=20_000)
     parser.add_argument("--inflight", type=int, default=64)
     parser.add_argument("--profile", default="", help="py-spy raw stacks to PREFIX-<i>.txt")
+    parser.add_argument("--open", type=float, nargs="+", default=[], metavar="RATE",
+                        help="instead: open-loop runs at these offered requests/s, native; "
+                        "the trees' p99, p99.9 and max compared")  # fmt: skip
+    parser.add_argument("--trace", type=Path, default=None, metavar="DIR",
+                        help="with --open: each OCS through bench/traced_serve.py, and each "
+                        "run's timeline, as JSON files in DIR")  # fmt: skip
     ns = parser.parse_args()
+    if ns.open:
+        open_loop(ns)
+        return
     trees = [t.resolve() for t in ns.trees]
     common = {"subscribers": ns.subscribers, "inflight": ns.inflight, "warmup": 2.0,
               "duration": ns.duration}  # fmt: skip
@@ -136,6 +151,66 @@ def main() -> None:
         m, q = statistics.median(cpu[tree]), statistics.median(rel[tree])
         print(f"{tree}: median OCS CPU {m:.1f} µs/req, {m / base:.2f}x the first tree; "
               f"OCS/Redis CPU {q:.3f}, {q / base_rel:.2f}x")  # fmt: skip
+
+
+def _spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+
+
+def open_loop(ns: argparse.Namespace) -> None:
+    """``--open``: each tree's OCS at fixed offered loads (bench.charging's open loop), the
+    trees and the rates taking turns, the order alternating by round; per tree and rate the
+    medians (and ranges) of p99, p99.9 and max latency, and of the OCS's CPU per request."""
+    trees = [t.resolve() for t in ns.trees]
+    common = {"subscribers": ns.subscribers, "inflight": ns.inflight, "warmup": 2.0,
+              "duration": ns.duration}  # fmt: skip
+    runs: dict[tuple[Path, float], list[bc.Outcome]] = {(t, r): [] for t in trees for r in ns.open}
+    if ns.trace:
+        ns.trace.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="ocs-compare-") as tmp, contextlib.ExitStack() as st:
+        work = Path(tmp)
+        server = EmbeddedRedis(work / "redis", extra_args=("--appendfsync", "everysec"))
+        server.start()
+        st.callback(server.stop)
+        uvloop.run(bc.load_subscribers(server.url, ns.subscribers))
+        procs = {}
+        for i, tree in enumerate(trees):
+            trace = ns.trace / f"ocs-{i}.json" if ns.trace else None
+            procs[tree] = proc, native, _ = st.enter_context(
+                ocs_from(tree, server.url, work, f"{i}", trace)
+            )
+            bc.run_worker(bc.Spec("prime", server.url, prefix=f"p{i}-", ocs_port=native,
+                                  ocs_pid=proc.pid, **common))  # fmt: skip
+        for rnd in range(ns.rounds):
+            for tree in trees if rnd % 2 == 0 else trees[::-1]:
+                i = trees.index(tree)
+                proc, native, _ = procs[tree]
+                for rate in ns.open:
+                    name = f"r{rnd}t{i}-{rate:.0f}"
+                    timeline = str(ns.trace / f"gen-{name}.json") if ns.trace else ""
+                    spec = bc.Spec("open", server.url, prefix=f"{name}-", seed=100 + rnd,
+                                   ocs_port=native, ocs_pid=proc.pid, rate=rate,
+                                   timeline=timeline, **common)  # fmt: skip
+                    r = bc.run_worker(spec)
+                    runs[(tree, rate)].append(r)
+                    print(f"round {rnd + 1} {tree} at {rate:,.0f}/s: {r.rate:8,.0f} req/s  "
+                          f"p50 {r.p50_ms:.2f}  p99 {r.p99_ms:.2f}  p99.9 {r.p999_ms:.2f}  "
+                          f"max {r.max_ms:.1f} ms  OCS {r.per_request_us(r.ocs_cpu):.1f} µs/req  "
+                          f"dropped {r.dropped}  AOF rewrite {r.aof_rewrites}  "
+                          f"load {os.getloadavg()[0]:.1f}  failures {r.failures}",
+                          flush=True)  # fmt: skip
+    for rate in ns.open:
+        base = statistics.median(r.p99_ms for r in runs[(trees[0], rate)])
+        for tree in trees:
+            rs = runs[(tree, rate)]
+            p99 = [r.p99_ms for r in rs]
+            print(f"{rate:,.0f}/s {tree}: p99 {_spread(p99)} ms "
+                  f"({statistics.median(p99) / base:.2f}x the first tree), "
+                  f"p99.9 {_spread([r.p999_ms for r in rs])}, "
+                  f"max {_spread([r.max_ms for r in rs])}, "
+                  f"OCS {_spread([r.per_request_us(r.ocs_cpu) for r in rs])} µs/req, "
+                  f"achieved {statistics.median(r.rate for r in rs):,.0f}/s "
+                  f"(median of {len(rs)}; ranges in brackets)")  # fmt: skip
 
 
 if __name__ == "__main__":
