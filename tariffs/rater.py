@@ -428,6 +428,12 @@ class TariffRater:
 
     # -- the Rater protocol -------------------------------------------------------------------
 
+    def forget(self, ctx: UsageContext) -> None:
+        # (the profile and its shared prices stay: every session of the profile uses them.
+        # An entry by id holds its context, so while ``ctx`` lives its id is nobody else's.)
+        self._by_id.pop(id(ctx), None)
+        self._sessions.pop(ctx, None)
+
     def service(self, ctx: UsageContext) -> ServiceSpec:
         return self._session(ctx).profile.spec
 

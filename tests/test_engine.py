@@ -440,3 +440,41 @@ async def test_holds_are_what_the_accounts_hold(
         Outcome.UNKNOWN_SESSION
     )
     assert engine.holds() == {}
+
+
+async def test_the_rater_keeps_only_what_is_open(store: Store, clock: Clock) -> None:
+    """What rating keeps per session goes when the session ends (or is refused), so that a
+    long-running process holds the open sessions' state, not every session's it saw (the
+    garbage collector walks all of it: docs/architecture.md, Performance 18)."""
+    rater = TariffRater(RATER.book)
+    engine = ChargingEngine(store, rater, ChargingConfig(validity=60, grace=10), clock=clock)
+    await add(store, "1101", 10_000_000)
+    await add(store, "1102", 10_000_000, state="barred-outgoing")
+
+    def kept() -> tuple[int, int]:
+        return len(rater._sessions), len(rater._by_id)
+
+    assert (await engine.debit(DebitRequest("1101", "sms", "k-sms-1"))).ok  # learns the plan
+    denied = await engine.debit(DebitRequest("1102", "sms", "k-sms-2"))  # (learns it too)
+    assert denied.outcome is Outcome.SERVICE_DENIED
+    assert kept() == (0, 0)
+    for i in range(5):
+        assert (await engine.reserve(ReserveRequest(f"k{i}", "1101", "voice", f"k{i}/0"))).ok
+        assert (await engine.commit(CommitRequest(f"k{i}", f"k{i}/1", used=30))).ok
+        assert kept() == (1, 1)
+        assert (await engine.release(ReleaseRequest(f"k{i}", f"k{i}/2", used=20))).ok
+        assert kept() == (0, 0)
+    refused = await engine.reserve(ReserveRequest("kb", "1102", "voice", "kb/0"))
+    assert refused.outcome is Outcome.SERVICE_DENIED
+    assert kept() == (0, 0)
+    # A replay of a released session's first request: the rater keeps what the engine does.
+    assert (await engine.reserve(ReserveRequest("k0", "1101", "voice", "k0/0"))).ok
+    assert kept() == (len(engine._sessions),) * 2
+    engine._forget_session("k0")
+    # Forgotten is not lost: a session ended elsewhere is still rated right here.
+    assert (await engine.reserve(ReserveRequest("k9", "1101", "voice", "k9/0"))).ok
+    ctx = engine._sessions["k9"].ctx
+    rater.forget(ctx)
+    assert (await engine.commit(CommitRequest("k9", "k9/1", used=30))).charged == 30_000
+    assert (await engine.release(ReleaseRequest("k9", "k9/2", used=0))).ok
+    assert kept() == (0, 0)

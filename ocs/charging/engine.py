@@ -151,6 +151,17 @@ class ChargingEngine:
                 self._sessions.clear()
             self._sessions[sid] = st
 
+    def _forget_session(self, sid: str, st: _Session | None = None) -> None:
+        """Session ``sid`` ended here or is unknown to the store: drop it from the caches, and
+        what the rater kept to price it (``st``: a copy of it not in the cache, if any), so
+        that what this process holds is bounded by the open sessions."""
+        cached = self._sessions.pop(sid, None)
+        self._holds.pop(sid, None)
+        if cached is not None:
+            self.rater.forget(cached.ctx)
+        if st is not None and st is not cached:
+            self.rater.forget(st.ctx)
+
     def _held(self, sid: str, protocol: str, money: int, now: int) -> None:
         """Record what session ``sid`` holds after a request answered at ``now`` (the script
         keeps the hold until ``now + hold_ms``, as it was told)."""
@@ -289,109 +300,122 @@ class ChargingEngine:
         its quote prices the first attempt).
         """
         quote = None if prior is None else (prior.quote_buckets, prior.quote_money)
-        for _ in range(MAX_ATTEMPTS):
-            if st is None:
-                plan = self._plans.get(msisdn, "")
-                ctx = UsageContext(
-                    plan=plan,
-                    service=service,
-                    subscriber=msisdn,
-                    started_at=now,
+        #: The context made for a new session, while the session is not kept with it: the
+        #: rater forgets it on the way out (refused, a replay's answer, a retry's next one).
+        made: UsageContext | None = None
+        try:
+            for _ in range(MAX_ATTEMPTS):
+                if st is None:
+                    if made is not None:
+                        self.rater.forget(made)
+                        made = None
+                    plan = self._plans.get(msisdn, "")
+                    ctx = UsageContext(
+                        plan=plan,
+                        service=service,
+                        subscriber=msisdn,
+                        started_at=now,
+                        destination=destination,
+                        location=location,
+                    )
+                    spec = None
+                    if plan:
+                        made = ctx
+                        spec = self.rater.service(ctx)
+                    cursor, version = 0, 0
+                else:
+                    ctx, spec, cursor, version = st.ctx, st.spec, st.money_cursor, st.version
+                base = 0  # (the cost at the cursor)
+                if spec is None:
+                    # First request for this subscriber in this process: the script says the plan.
+                    n = cost = 0
+                    bq, flags = -1, ""
+                    slice_end, at_end = -1, 0
+                else:
+                    wanted = spec.default_quota if not units else min(units, spec.default_quota)
+                    n, bq, final = wanted, -1, False
+                    if quote is not None:
+                        b, money = quote
+                        m = self.rater.affordable(ctx, money, cursor, wanted - b)
+                        n, bq, final = b + m, b, b + m < wanted
+                        if n <= 0:
+                            return self._refused(prior)
+                    # (a new session starts at 0 units, which cost nothing: Rater.cost)
+                    base = 0 if st is None else self._cost_at(st, cursor)
+                    slice_end = cursor + (n - max(bq, 0))
+                    at_end = self.rater.cost(ctx, slice_end)
+                    cost = at_end - base
+                    flags = _flags(spec, final=final)
+                reserve = self.store.reserve(
+                    msisdn,
+                    request_key=rk,
+                    session_id=sid,
+                    service=service if st is None else st.ctx.service,
+                    units=n,
+                    cost=cost,
+                    bucket_quote=bq,
+                    expected_version=version,
+                    hold_ms=self.hold_ms,
+                    flags=flags,
                     destination=destination,
                     location=location,
+                    plan=ctx.plan,
+                    now=now,
                 )
-                spec = self.rater.service(ctx) if plan else None
-                cursor, version = 0, 0
-            else:
-                ctx, spec, cursor, version = st.ctx, st.spec, st.money_cursor, st.version
-            base = 0  # (the cost at the cursor)
-            if spec is None:
-                # First request for this subscriber in this process: the script says the plan.
-                n = cost = 0
-                bq, flags = -1, ""
-                slice_end, at_end = -1, 0
-            else:
-                wanted = spec.default_quota if not units else min(units, spec.default_quota)
-                n, bq, final = wanted, -1, False
-                if quote is not None:
-                    b, money = quote
-                    m = self.rater.affordable(ctx, money, cursor, wanted - b)
-                    n, bq, final = b + m, b, b + m < wanted
-                    if n <= 0:
-                        return self._refused(prior)
-                # (a new session starts at 0 units, which cost nothing: Rater.cost)
-                base = 0 if st is None else self._cost_at(st, cursor)
-                slice_end = cursor + (n - max(bq, 0))
-                at_end = self.rater.cost(ctx, slice_end)
-                cost = at_end - base
-                flags = _flags(spec, final=final)
-            reserve = self.store.reserve(
-                msisdn,
-                request_key=rk,
-                session_id=sid,
-                service=service if st is None else st.ctx.service,
-                units=n,
-                cost=cost,
-                bucket_quote=bq,
-                expected_version=version,
-                hold_ms=self.hold_ms,
-                flags=flags,
-                destination=destination,
-                location=location,
-                plan=ctx.plan,
-                now=now,
-            )
-            if st is None and spec is not None:
-                # Index the new session (in the same write), for requests that name only it.
-                self.store.index_session(sid, msisdn, self.hold_ms)
-            ans = await reserve
-            status = ans.status
-            if ans.conflict:
-                return _conflict(rk)
-            if status == "OK":
-                if st is None:
-                    if spec is not None and ans.session_plan == ctx.plan:
-                        st = _Session(msisdn, ctx, spec, 0, 0, 0, 0, base, slice_end, at_end)
-                    else:  # a replay's stored answer, arriving while the cache knew nothing
-                        st = self._session_from_answer(sid, msisdn, ans)
-                    self._remember_plan(msisdn, st.ctx.plan)
+                if st is None and spec is not None:
+                    # Index the new session (in the same write), for requests that name only it.
+                    self.store.index_session(sid, msisdn, self.hold_ms)
+                ans = await reserve
+                status = ans.status
+                if ans.conflict:
+                    return _conflict(rk)
+                if status == "OK":
+                    if st is None:
+                        if spec is not None and ans.session_plan == ctx.plan:
+                            st = _Session(msisdn, ctx, spec, 0, 0, 0, 0, base, slice_end, at_end)
+                            made = None  # (kept: forgotten when the session ends)
+                        else:  # a replay's stored answer, arriving while the cache knew nothing
+                            st = self._session_from_answer(sid, msisdn, ans)
+                        self._remember_plan(msisdn, st.ctx.plan)
+                    else:
+                        st.slice_units, st.slice_cost = slice_end, at_end
+                    self._remember_session(sid, st, ans)
+                    if not ans.replay:
+                        self._held(sid, protocol, ans.held_money, now)
+                    return ChargeResult(
+                        Outcome.SUCCESS,
+                        granted=ans.granted,
+                        final=ans.final,
+                        charged=prior.charged if prior else 0,
+                        from_buckets=prior.from_buckets if prior else 0,
+                        balance=ans.balance,
+                        validity=self.config.validity,
+                    )
+                if status == "QUOTE":
+                    quote = (ans.quote_buckets, ans.quote_money)
+                    continue
+                quote = None
+                if status == "PLAN":
+                    self._remember_plan(msisdn, ans.plan)
+                elif status == "STALE":
+                    st = self._session_from_answer(sid, msisdn, ans)
+                elif status == "NOSESS":
+                    self._forget_session(sid, st)
+                    if prior is not None:
+                        return ChargeResult(Outcome.UNKNOWN_SESSION)
+                    st = None
+                elif status == "NOSUB":
+                    self._plans.pop(msisdn, None)
+                    self._holds.pop(sid, None)
+                    return ChargeResult(Outcome.USER_UNKNOWN)
+                elif status == "DENIED":
+                    return self._denied(prior, ans)
                 else:
-                    st.slice_units, st.slice_cost = slice_end, at_end
-                self._remember_session(sid, st, ans)
-                if not ans.replay:
-                    self._held(sid, protocol, ans.held_money, now)
-                return ChargeResult(
-                    Outcome.SUCCESS,
-                    granted=ans.granted,
-                    final=ans.final,
-                    charged=prior.charged if prior else 0,
-                    from_buckets=prior.from_buckets if prior else 0,
-                    balance=ans.balance,
-                    validity=self.config.validity,
-                )
-            if status == "QUOTE":
-                quote = (ans.quote_buckets, ans.quote_money)
-                continue
-            quote = None
-            if status == "PLAN":
-                self._remember_plan(msisdn, ans.plan)
-            elif status == "STALE":
-                st = self._session_from_answer(sid, msisdn, ans)
-            elif status == "NOSESS":
-                self._sessions.pop(sid, None)
-                self._holds.pop(sid, None)
-                if prior is not None:
-                    return ChargeResult(Outcome.UNKNOWN_SESSION)
-                st = None
-            elif status == "NOSUB":
-                self._plans.pop(msisdn, None)
-                self._holds.pop(sid, None)
-                return ChargeResult(Outcome.USER_UNKNOWN)
-            elif status == "DENIED":
-                return self._denied(prior, ans)
-            else:
-                raise StoreError(f"reserve: unexpected status {status!r}")
-        return self._refused(prior, detail="too much contention on this account; try again")
+                    raise StoreError(f"reserve: unexpected status {status!r}")
+            return self._refused(prior, detail="too much contention on this account; try again")
+        finally:
+            if made is not None:
+                self.rater.forget(made)
 
     def _refused(self, prior: ScriptAnswer | None, detail: str = "") -> ChargeResult:
         if prior is None:
@@ -503,8 +527,7 @@ class ChargingEngine:
                     st = self._session_from_answer(sid, msisdn, ans)
                     continue
                 if status in ("NOSESS", "NOSUB"):
-                    self._sessions.pop(sid, None)
-                    self._holds.pop(sid, None)
+                    self._forget_session(sid, st)
                     if status == "NOSUB":
                         return ChargeResult(Outcome.USER_UNKNOWN)
                     return ChargeResult(Outcome.UNKNOWN_SESSION, balance=ans.balance)
@@ -512,8 +535,7 @@ class ChargingEngine:
                     # A replay answered from the idempotency store before the cache was warm.
                     st = self._session_from_answer(sid, msisdn, ans)
                 if end:
-                    self._sessions.pop(sid, None)
-                    self._holds.pop(sid, None)
+                    self._forget_session(sid, st)
                     if not ans.replay:
                         # Kept past the release, so that a replay naming only the session finds
                         # the subscriber whose script holds the first answer (see the store).
@@ -569,6 +591,7 @@ class ChargingEngine:
                 spec = self.rater.service(ctx)
                 cost = self.rater.cost(ctx, n - max(bq, 0))
                 flags = _flags(spec, force=req.force)
+                self.rater.forget(ctx)  # (a one-shot event: nothing to rate it again for)
             else:
                 cost, flags = 0, ""
             ans = await self.store.debit(
@@ -586,9 +609,9 @@ class ChargingEngine:
                 bq = -1
             elif status == "QUOTE":
                 b = ans.quote_buckets
-                if not req.force and (
-                    b + self.rater.affordable(ctx, ans.quote_money, 0, n - b) < n
-                ):
+                fits = req.force or b + self.rater.affordable(ctx, ans.quote_money, 0, n - b) >= n
+                self.rater.forget(ctx)
+                if not fits:
                     return ChargeResult(Outcome.CREDIT_LIMIT_REACHED, balance=ans.balance)
                 bq = b
             elif status == "NOSUB":
@@ -627,6 +650,7 @@ class ChargingEngine:
             location=req.info.location,
         )
         amount = self.rater.cost(ctx, req.units)
+        self.rater.forget(ctx)
         ans = await self.store.credit(
             req.subscriber, kind="refund", amount=amount, reference=req.request_key,
             note=f"refund {req.units} {req.service}", now=now,
