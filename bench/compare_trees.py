@@ -18,6 +18,16 @@ with other work, CPU per request of two trees in one run is the figure to compar
 
 ``--profile PREFIX`` records each tree's OCS with py-spy (installed separately) during the
 first round, as raw stacks in ``PREFIX-<i>.txt``. Nothing is appended to bench/RESULTS.md.
+
+``--open RATE [RATE ...]`` compares the tail instead: each tree's OCS at those offered
+loads (bench.charging's open loop, native), trees and rates in turns, Redis's AOF rewritten
+before every run; medians and ranges of p99, p99.9 and max. ``--trace DIR`` runs each OCS
+through ``bench/traced_serve.py`` (its collections, loop stalls and periodic passes) and
+writes each run's timeline (latency per 100 ms, the generator's lateness, Redis's rewrites)
+to DIR, for ``python -m bench.tail_report DIR``.
+
+    .venv/bin/python -m bench.compare_trees /work/main . --open 6000 9000 --rounds 5 \
+        [--trace DIR]
 """
 
 from __future__ import annotations
@@ -160,7 +170,9 @@ def _spread(values: list[float]) -> str:
 def open_loop(ns: argparse.Namespace) -> None:
     """``--open``: each tree's OCS at fixed offered loads (bench.charging's open loop), the
     trees and the rates taking turns, the order alternating by round; per tree and rate the
-    medians (and ranges) of p99, p99.9 and max latency, and of the OCS's CPU per request."""
+    medians (and ranges) of p99, p99.9 and max latency, and of the OCS's CPU per request.
+    Redis rewrites its AOF before each run (``rewrite_aof_now``), so that no automatic
+    rewrite lands in one tree's window and not the other's."""
     trees = [t.resolve() for t in ns.trees]
     common = {"subscribers": ns.subscribers, "inflight": ns.inflight, "warmup": 2.0,
               "duration": ns.duration}  # fmt: skip
@@ -191,6 +203,7 @@ def open_loop(ns: argparse.Namespace) -> None:
                     spec = bc.Spec("open", server.url, prefix=f"{name}-", seed=100 + rnd,
                                    ocs_port=native, ocs_pid=proc.pid, rate=rate,
                                    timeline=timeline, **common)  # fmt: skip
+                    uvloop.run(bc.rewrite_aof_now(server.url))
                     r = bc.run_worker(spec)
                     runs[(tree, rate)].append(r)
                     print(f"round {rnd + 1} {tree} at {rate:,.0f}/s: {r.rate:8,.0f} req/s  "
