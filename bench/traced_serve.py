@@ -12,8 +12,9 @@ on ``time.monotonic()`` (the clock the load generator's timeline uses, so the tw
   turn that long handled something: many requests at once, a collection, a periodic pass);
 * each pass of the expiry sweeper and the threshold catch-up (start and duration);
 
-and writes them as JSON to TRACE.json when the process exits (SIGTERM included). What it
-adds per request is nothing: the hooks run per collection, per millisecond and per pass.
+and writes them as JSON to TRACE.json when the process exits (SIGTERM included), with the
+collector's statistics and the objects it tracks then, per generation. What it adds per
+request is nothing: the hooks run per collection, per millisecond and per pass.
 """
 
 from __future__ import annotations
@@ -76,8 +77,13 @@ def main() -> None:
     out, argv = sys.argv[1], sys.argv[2:]
 
     def dump() -> None:
+        # (what the collector tracks at the end, by generation: each gen-2 collection walks
+        # the third, each gen-1 the first two; gc.get_stats: collections so far)
+        tracked = [len(gc.get_objects(g)) for g in range(3)]
         with open(out, "w") as f:
-            json.dump({"gc_threshold": gc.get_threshold(), "events": _events}, f)
+            json.dump({"gc_threshold": gc.get_threshold(), "gc_stats": gc.get_stats(),
+                       "tracked": tracked, "frozen": gc.get_freeze_count(),
+                       "events": _events}, f)  # fmt: skip
 
     atexit.register(dump)
     gc.callbacks.append(_on_gc)

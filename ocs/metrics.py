@@ -218,7 +218,23 @@ def family_names() -> set[str]:
 
 
 Labels = tuple[str, ...]
-Hist = tuple[list[int], float]
+
+
+class Hist:
+    """One histogram series: the count per bucket of :data:`LATENCY_BUCKETS` (and +Inf) and
+    the sum. Updated in place: an observation builds nothing (``buckets, total = hist``
+    reads it)."""
+
+    __slots__ = ("buckets", "total")
+
+    def __init__(self, buckets: list[int] | None = None, total: float = 0.0) -> None:
+        self.buckets = buckets if buckets is not None else [0] * _NBUCKETS
+        self.total = total
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.buckets, self.total))
+
+
 Probe = Callable[["Metrics"], Awaitable[None] | None]
 
 
@@ -415,9 +431,9 @@ class Metrics:
                     hfam = hists[name]
                     for labels, buckets, total in rows:
                         key = tuple(labels)
-                        old_b, old_s = hfam.get(key, ([0] * _NBUCKETS, 0.0))
-                        hfam[key] = ([a + b for a, b in zip(old_b, buckets, strict=True)],
-                                     old_s + total)  # fmt: skip
+                        old_b, old_s = hfam.get(key) or Hist()
+                        hfam[key] = Hist([a + b for a, b in zip(old_b, buckets, strict=True)],
+                                         old_s + total)  # fmt: skip
             if not _alive(int(snap.get("pid", 0))):
                 continue
             live += 1
@@ -464,10 +480,9 @@ def _add_rows(into: dict[str, dict[Labels, Any]], rows_by_name: dict[str, list[A
 def _time(family: dict[Labels, Hist], key: Labels, seconds: float) -> None:
     entry = family.get(key)
     if entry is None:
-        entry = ([0] * _NBUCKETS, 0.0)
-    buckets, total = entry
-    buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
-    family[key] = (buckets, total + seconds)
+        entry = family[key] = Hist()
+    entry.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+    entry.total += seconds
 
 
 def _alive(pid: int) -> bool:
