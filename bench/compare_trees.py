@@ -108,6 +108,7 @@ def main() -> None:
     #: OCS CPU / Redis CPU per request, each round: Redis does the same work for every tree,
     #: so its CPU per request gauges how slow the shared machine was in that round.
     rel: dict[Path, list[float]] = {t: [] for t in trees}
+    p99: dict[Path, list[float]] = {t: [] for t in trees}
     with tempfile.TemporaryDirectory(prefix="ocs-compare-") as tmp, contextlib.ExitStack() as st:
         work = Path(tmp)
         server = EmbeddedRedis(work / "redis", extra_args=("--appendfsync", "everysec"))
@@ -148,10 +149,12 @@ def main() -> None:
                     spy.wait()
                 us = r.per_request_us(r.ocs_cpu)
                 cpu[tree].append(us)
+                p99[tree].append(r.p99_ms)
                 rel[tree].append(us / max(r.per_request_us(r.redis_cpu), 1e-9))
                 user, system = ((a - b) / max(r.total_requests, 1) * 1e6
                                 for a, b in zip(after, before, strict=True))  # fmt: skip
-                print(f"round {rnd + 1} {tree}: {r.rate:8,.0f} req/s  OCS {us:6.1f} µs/req "
+                print(f"round {rnd + 1} {tree}: {r.rate:8,.0f} req/s  p99 {r.p99_ms:6.2f} ms  "
+                      f"OCS {us:6.1f} µs/req "
                       f"(whole run: user {user:.1f}, system {system:.1f})  Redis "
                       f"{r.per_request_us(r.redis_cpu):5.1f} µs/req  failures {r.failures}",
                       flush=True)  # fmt: skip
@@ -160,7 +163,8 @@ def main() -> None:
     for tree in trees:
         m, q = statistics.median(cpu[tree]), statistics.median(rel[tree])
         print(f"{tree}: median OCS CPU {m:.1f} µs/req, {m / base:.2f}x the first tree; "
-              f"OCS/Redis CPU {q:.3f}, {q / base_rel:.2f}x")  # fmt: skip
+              f"OCS/Redis CPU {q:.3f}, {q / base_rel:.2f}x; p99 {_spread(p99[tree])} ms "
+              "(closed loop)")  # fmt: skip
 
 
 def _spread(values: list[float]) -> str:
