@@ -30,12 +30,14 @@ live workers; ``cluster`` gauges (read from Redis at scrape time) come from the 
 from __future__ import annotations
 
 import contextlib
+import gc
 import inspect
 import json
 import os
 import platform
 import sys
 import tempfile
+import time
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -128,6 +130,12 @@ FAMILIES: Final[dict[str, Family]] = {
         "histogram",
         "Time the OCS waited for another system's answer, by service and action.",
         ("service", "action"),
+    ),
+    "ocs_gc_pause_seconds": Family(
+        "histogram",
+        "Pauses of Python's garbage collector, by generation: the event loop stops for each, "
+        "so every request in flight waits as long (docs/architecture.md, Performance 18).",
+        ("generation",),
     ),
     "ocs_redis_errors": Family("counter", "Requests that failed because Redis could not answer."),
     "ocs_auth_failures": Family(
@@ -348,6 +356,23 @@ class Metrics:
     def set(self, name: str, labels: Labels, value: float) -> None:
         """Set the gauge ``name`` (declared in :data:`FAMILIES`)."""
         self.gauges[name][labels] = value
+
+    def watch_gc(self) -> Callable[[], None]:
+        """Time every collection of the garbage collector into ``ocs_gc_pause_seconds`` (a
+        ``gc.callbacks`` hook: work per collection, none per request); returns what stops it."""
+        family = self.hists["ocs_gc_pause_seconds"]
+        keys = [(str(g),) for g in range(3)]
+        started = [0.0]
+        clock = time.perf_counter
+
+        def hook(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                started[0] = clock()
+            else:
+                _time(family, keys[info["generation"]], clock() - started[0])
+
+        gc.callbacks.append(hook)
+        return lambda: gc.callbacks.remove(hook) if hook in gc.callbacks else None
 
     def redis_error(self) -> None:
         """Count one request that failed because Redis was unavailable."""
