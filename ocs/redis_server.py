@@ -33,6 +33,7 @@ import ctypes.util
 import fcntl
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -474,6 +475,23 @@ def node_command(port: int, *args: str, timeout: float = 2.0) -> Any:
     """One command to the Redis on 127.0.0.1:``port`` (blocking; for set-up and tests)."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         return _command(sock, *args)
+
+
+def wait_replicated(port: int, within: float = 30.0) -> None:
+    """Block until every replica of the master on ``port`` has acknowledged what the master
+    had written when called (its ``master_repl_offset``): a condition, not a sleep, for tests
+    that kill a master and need its last writes on the replica that takes over."""
+    target = int(_parse_info(node_command(port, "INFO", "replication"))["master_repl_offset"])
+    deadline = time.monotonic() + within
+    while True:
+        info = _parse_info(node_command(port, "INFO", "replication"))
+        offsets = [int(dict(f.split("=", 1) for f in v.split(","))["offset"])
+                   for k, v in info.items() if re.fullmatch(r"slave\d+", k)]  # fmt: skip
+        if offsets and min(offsets) >= target:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"replicas of :{port} at {offsets}, master at {target}")
+        time.sleep(0.01)
 
 
 def _free_cluster_port() -> int:

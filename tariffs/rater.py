@@ -180,7 +180,10 @@ class Rating:
 
 
 def _iso(t_s: int) -> str:
-    return datetime.fromtimestamp(t_s, UTC).isoformat().replace("+00:00", "Z")
+    """Unix seconds as ISO 8601 UTC with milliseconds, as every time the API shows."""
+    return (
+        datetime.fromtimestamp(t_s, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
 
 
 def _decimal(micro: int) -> str:

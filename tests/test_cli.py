@@ -250,7 +250,7 @@ def test_rate_local_without_a_server() -> None:
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0] == (
-        "prepaid-basic v1  voice  49301234 (national-fixed)  home  start 2026-11-23T17:59:30Z "
+        "prepaid-basic v1  voice  49301234 (national-fixed)  home  start 2026-11-23T17:59:30.000Z "
         "(peak)"
     )
     assert lines[1] == "units 125, billed 125"

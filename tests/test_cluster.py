@@ -18,7 +18,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from ocs.config import ConfigError, load_settings
 from ocs.constants import BUCKET_COUNT
-from ocs.redis_server import EmbeddedCluster, EmbeddedRedis, node_command
+from ocs.redis_server import EmbeddedCluster, EmbeddedRedis, node_command, wait_replicated
 from ocs.store import keys as K
 from ocs.store.cluster import (
     ClusterRedis,
@@ -363,7 +363,8 @@ async def test_a_masters_failover_is_followed(tmp_path: Path) -> None:
             victim = client.node_for(K.SubscriberKeys.of("7").account)
             assert victim is not None
             dead = next(n for n in cluster.nodes if n.port == victim.port)
-            await asyncio.sleep(1.1)  # the replica has the account (replication is async)
+            # The replica has the account (replication is async): waited for, not slept on.
+            await asyncio.to_thread(wait_replicated, dead.port)
             await asyncio.to_thread(dead.kill)
             a, unavailable = await top_up_until_promoted(store, "7")
             assert unavailable > 0 and a.status == "OK"

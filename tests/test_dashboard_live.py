@@ -22,7 +22,7 @@ from test_cluster import _move_slot
 from ocs.billing import model as M
 from ocs.billing.db import open_billing_db
 from ocs.metrics import Metrics
-from ocs.redis_server import EmbeddedCluster, EmbeddedRedis, node_command
+from ocs.redis_server import EmbeddedCluster, EmbeddedRedis, node_command, wait_replicated
 from ocs.store import keys as K
 from ocs.store.cluster import ClusterRedis, hot_client, key_slot
 from ocs.store.errors import StoreUnavailable
@@ -198,7 +198,8 @@ async def test_a_masters_failover_is_followed(engine: Engine, tmp_path: Path) ->
                              is not victim)  # fmt: skip
                 await seen(feed, balances({line: await top_up(store, line, "before")}))
                 dead: EmbeddedRedis = next(n for n in cluster.nodes if n.port == victim.port)
-                await asyncio.sleep(1.1)  # the replica has the streams (replication is async)
+                # The replica has the streams (replication is async): waited for, not slept on.
+                await asyncio.to_thread(wait_replicated, dead.port)
                 await asyncio.to_thread(dead.kill)
                 # The other masters' buckets go on while this one's master is replaced.
                 await seen(feed, balances({other: await top_up(store, other, "meanwhile")}))

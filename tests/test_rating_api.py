@@ -185,7 +185,7 @@ async def test_a_call_across_a_band_boundary(api: Client, small: None) -> None:
         "destination": "national",
         "place": "home",
         "band_at_start": "peak",
-        "started_at": "2026-11-23T17:59:00Z",
+        "started_at": "2026-11-23T17:59:00.000Z",
         "units": 125,
         "billed_units": 125,
         "lines": [
@@ -226,7 +226,7 @@ async def test_zero_units_and_default_time(api: Client, small: None, clock: Fake
     clock.now = ms("2026-11-24T09:00:00Z")
     answer = await rate(api, plan="small", service="voice", units=0)
     assert (answer["total"], answer["lines"], answer["started_at"]) == (
-        "0.00", [], "2026-11-24T09:00:00Z"
+        "0.00", [], "2026-11-24T09:00:00.000Z"
     )  # fmt: skip
     assert answer["band_at_start"] == "peak"
 

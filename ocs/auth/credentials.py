@@ -15,6 +15,7 @@ Secrets are compared in constant time and never logged.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import secrets
@@ -211,7 +212,7 @@ class Authenticator:
         user = await self.store.user(name) if 1 <= len(name) <= MAX_NAME else None
         if user is None:
             # The same work as a real check, so timing does not tell which names exist.
-            await asyncio.to_thread(_verify, _DUMMY_HASH, password)
+            await asyncio.to_thread(_verify, dummy_hash(), password)
             raise AuthFailure("wrong", "wrong username or password")
         if not await asyncio.to_thread(_verify, user.password_hash, password):
             raise AuthFailure("wrong", "wrong username or password")
@@ -255,11 +256,17 @@ class Authenticator:
         }
 
 
+@functools.cache
+def dummy_hash() -> str:
+    """The hash of no one's password, checked against when a login names no user, so timing
+    does not tell which names exist. Made once per process when first needed (the HTTP API
+    makes it as it starts, so the first such login takes as long as the others), not at
+    import, where it cost every ``ocs`` command ~0.2 s."""
+    return _hasher.hash("not a password of anyone")
+
+
 def _verify(stored: str, password: str) -> bool:
     try:
         return _hasher.verify(stored, password)
     except (argon2.exceptions.VerificationError, argon2.exceptions.InvalidHashError):
         return False
-
-
-_DUMMY_HASH: Final = _hasher.hash("not a password of anyone")

@@ -31,7 +31,7 @@ from ocs.api.request import before_id, query, read_fields
 from ocs.api.routes import CALLER, Caller, Route, caller_of, route_of
 from ocs.api.schema import INT, STRING, Body, Param, Text, array, nullable, obj
 from ocs.auth.audit import AuditLog
-from ocs.auth.credentials import MAX_NAME, AuthConfig, Authenticator, AuthFailure
+from ocs.auth.credentials import MAX_NAME, AuthConfig, Authenticator, AuthFailure, dummy_hash
 from ocs.auth.policy import Policy, load_policy
 from ocs.logs import REQUEST_ID as LOG_REQUEST_ID
 from ocs.logs import redis_lost
@@ -127,6 +127,7 @@ class Security:
                 "operator", "subscribers.topups", config.operator_max_topup
             )
         self.authenticator = Authenticator(store, config)
+        dummy_hash()  # made now, so the first login naming no user is not the slower one
         #: Resource prefix ("subscribers") -> how to show its object before and after a write.
         self.snapshots: dict[str, Snapshot] = {}
         self._audit: AuditLog | None = None

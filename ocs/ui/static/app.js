@@ -228,7 +228,7 @@ const Filters = {
 };
 
 const KPIS = [
-  ["billed", "Billed (issued)"], ["drafted", "Drafted"], ["pending", "Pending"],
+  ["billed", "Billed (issued)"], ["drafted", "Drafted"], ["pending", "Pending usage"],
   ["period_usage", "Usage this period"], ["lad", "LAD credits"], ["penalties", "Penalty credits"],
   ["held", "Held credit"],
 ];
@@ -305,7 +305,7 @@ function dayChart(d) {
 
 const COLUMNS = [
   ["name", "Name", false], ["billed", "Billed", true], ["drafted", "Drafted", true],
-  ["pending", "Pending", true], ["period_usage", "Usage", true], ["lad", "LAD", true],
+  ["pending", "Pending usage", true], ["period_usage", "Usage", true], ["lad", "LAD", true],
   ["penalties", "Penalties", true], ["held", "Held", true], ["accounts", "Accounts", false],
   ["lines", "Lines", false], ["sessions", "Sessions", false], ["barred", "Barred", false],
 ];
