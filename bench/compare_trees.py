@@ -41,7 +41,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import uvloop
 
@@ -77,6 +77,31 @@ def ocs_from(
         bc._stop(proc, 15)
 
 
+def start_trees(
+    trees: list[Path],
+    ns: argparse.Namespace,
+    work: Path,
+    stack: contextlib.ExitStack,
+    common: dict[str, Any],
+    trace: Path | None = None,
+) -> tuple[EmbeddedRedis, dict[Path, tuple[subprocess.Popen[bytes], int, int]]]:
+    """One private redis-server (AOF everysec) with the subscribers, and an ``ocs serve``
+    from each tree, primed with one debit per subscriber; all stopped by ``stack``."""
+    server = EmbeddedRedis(work / "redis", extra_args=("--appendfsync", "everysec"))
+    server.start()
+    stack.callback(server.stop)
+    uvloop.run(bc.load_subscribers(server.url, ns.subscribers))
+    procs = {}
+    for i, tree in enumerate(trees):
+        traced = trace / f"ocs-{i}.json" if trace else None
+        procs[tree] = proc, native, _ = stack.enter_context(
+            ocs_from(tree, server.url, work, f"{i}", traced)
+        )
+        bc.run_worker(bc.Spec("prime", server.url, prefix=f"p{i}-", ocs_port=native,
+                              ocs_pid=proc.pid, **common))  # fmt: skip
+    return server, procs
+
+
 def user_system(pid: int) -> tuple[float, float]:
     rest = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(rest[11]) / bc.CLK_TCK, int(rest[12]) / bc.CLK_TCK
@@ -110,18 +135,7 @@ def main() -> None:
     rel: dict[Path, list[float]] = {t: [] for t in trees}
     p99: dict[Path, list[float]] = {t: [] for t in trees}
     with tempfile.TemporaryDirectory(prefix="ocs-compare-") as tmp, contextlib.ExitStack() as st:
-        work = Path(tmp)
-        server = EmbeddedRedis(work / "redis", extra_args=("--appendfsync", "everysec"))
-        server.start()
-        st.callback(server.stop)
-        uvloop.run(bc.load_subscribers(server.url, ns.subscribers))
-        procs = {}
-        for i, tree in enumerate(trees):
-            procs[tree] = proc, native, _ = st.enter_context(
-                ocs_from(tree, server.url, work, f"{i}")
-            )
-            bc.run_worker(bc.Spec("prime", server.url, prefix=f"p{i}-", ocs_port=native,
-                                  ocs_pid=proc.pid, **common))  # fmt: skip
+        server, procs = start_trees(trees, ns, Path(tmp), st, common)
         for rnd in range(ns.rounds):
             for tree in trees if rnd % 2 == 0 else trees[::-1]:
                 i = trees.index(tree)
@@ -184,19 +198,7 @@ def open_loop(ns: argparse.Namespace) -> None:
     if ns.trace:
         ns.trace.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="ocs-compare-") as tmp, contextlib.ExitStack() as st:
-        work = Path(tmp)
-        server = EmbeddedRedis(work / "redis", extra_args=("--appendfsync", "everysec"))
-        server.start()
-        st.callback(server.stop)
-        uvloop.run(bc.load_subscribers(server.url, ns.subscribers))
-        procs = {}
-        for i, tree in enumerate(trees):
-            trace = ns.trace / f"ocs-{i}.json" if ns.trace else None
-            procs[tree] = proc, native, _ = st.enter_context(
-                ocs_from(tree, server.url, work, f"{i}", trace)
-            )
-            bc.run_worker(bc.Spec("prime", server.url, prefix=f"p{i}-", ocs_port=native,
-                                  ocs_pid=proc.pid, **common))  # fmt: skip
+        server, procs = start_trees(trees, ns, Path(tmp), st, common, ns.trace)
         for rnd in range(ns.rounds):
             for tree in trees if rnd % 2 == 0 else trees[::-1]:
                 i = trees.index(tree)
