@@ -478,3 +478,19 @@ async def test_the_rater_keeps_only_what_is_open(store: Store, clock: Clock) -> 
     assert (await engine.commit(CommitRequest("k9", "k9/1", used=30))).charged == 30_000
     assert (await engine.release(ReleaseRequest("k9", "k9/2", used=0))).ok
     assert kept() == (0, 0)
+
+
+def test_holds_are_summed_as_they_change_and_expire_in_order(engine: ChargingEngine) -> None:
+    """What a scrape reads (:meth:`ChargingEngine.holds`) is kept as holds change, not summed
+    over every open session per scrape; expired holds go from the front, in order."""
+    hold = engine.hold_ms
+    for i in range(10):
+        engine._held(f"x{i}", "native", 100, T0 + i * 1000)
+    engine._held("x0", "diameter", 50, T0 + 20_000)  # renewed: it moves to the end
+    assert engine.holds(T0) == {"native": (9, 900), "diameter": (1, 50)}
+    assert engine.holds(T0 + hold + 4500) == {"native": (5, 500), "diameter": (1, 50)}
+    engine._drop_hold("x9")
+    engine._drop_hold("x9")  # (twice is once)
+    assert engine.holds(T0 + hold + 4500) == {"native": (4, 400), "diameter": (1, 50)}
+    assert engine.holds(T0 + hold + 20_000) == {}
+    assert engine._holds == {}

@@ -129,9 +129,14 @@ class ChargingEngine:
         self._plans: dict[str, str] = {}
         self._sessions: dict[str, _Session] = {}
         #: Every session this process last saw holding a reservation, from the scripts'
-        #: answers (kept apart from the cache, which may be emptied): what :meth:`holds` sums.
+        #: answers (kept apart from the cache, which may be emptied), in the order they were
+        #: last held (a hold moves to the end), so in the order they expire.
         self._holds: dict[str, _Hold] = {}
         self._holds_limit = self.config.cache_size
+        #: Protocol -> [sessions, money] of ``_holds``, kept as they change: what
+        #: :meth:`holds` answers without a pass over every open session (a scrape of 100k
+        #: holds took 45 ms of the event loop that way).
+        self._held_totals: dict[str, list[int]] = {}
         #: Told the money each request charged (micro-units, replays excluded): the metrics.
         self.on_charged: Callable[[int], None] | None = None
 
@@ -156,7 +161,7 @@ class ChargingEngine:
         what the rater kept to price it (``st``: a copy of it not in the cache, if any), so
         that what this process holds is bounded by the open sessions."""
         cached = self._sessions.pop(sid, None)
-        self._holds.pop(sid, None)
+        self._drop_hold(sid)
         if cached is not None:
             self.rater.forget(cached.ctx)
         if st is not None and st is not cached:
@@ -165,21 +170,46 @@ class ChargingEngine:
     def _held(self, sid: str, protocol: str, money: int, now: int) -> None:
         """Record what session ``sid`` holds after a request answered at ``now`` (the script
         keeps the hold until ``now + hold_ms``, as it was told)."""
-        h = self._holds.get(sid)
+        # (taken out and put back at the end: the dict stays in the order holds expire)
+        h = self._holds.pop(sid, None)
         if h is not None:
+            total = self._held_totals[h.protocol]
+            total[0] -= 1
+            total[1] -= h.money
             h.money, h.expires_at = money, now + self.hold_ms
             if protocol:
                 h.protocol = protocol
-            return
-        if len(self._holds) >= self._holds_limit:
-            # Holds nobody came back for (and no scrape pruned): forget the expired ones.
-            self._prune_holds(self.clock())
-            self._holds_limit = max(self.config.cache_size, 2 * len(self._holds))
-        self._holds[sid] = _Hold(protocol, money, now + self.hold_ms)
+        else:
+            if len(self._holds) >= self._holds_limit:
+                # Holds nobody came back for (and no scrape pruned): forget the expired ones.
+                self._prune_holds(self.clock())
+                self._holds_limit = max(self.config.cache_size, 2 * len(self._holds))
+            h = _Hold(protocol, money, now + self.hold_ms)
+        self._holds[sid] = h
+        totals = self._held_totals.get(h.protocol)
+        if totals is None:
+            totals = self._held_totals[h.protocol] = [0, 0]
+        totals[0] += 1
+        totals[1] += money
+
+    def _drop_hold(self, sid: str) -> None:
+        h = self._holds.pop(sid, None)
+        if h is not None:
+            total = self._held_totals[h.protocol]
+            total[0] -= 1
+            total[1] -= h.money
 
     def _prune_holds(self, now: int) -> None:
-        for sid in [sid for sid, h in self._holds.items() if h.expires_at <= now]:
-            del self._holds[sid]
+        """Forget the holds expired at ``now``: from the front, up to the first that is not
+        (a hold recorded with an earlier clock than the one before it, a request that
+        carried its own time, goes when those before it do)."""
+        expired = []
+        for sid, h in self._holds.items():
+            if h.expires_at > now:
+                break
+            expired.append(sid)
+        for sid in expired:
+            self._drop_hold(sid)
 
     def holds(self, now: int | None = None) -> dict[str, tuple[int, int]]:
         """Protocol -> (sessions, money held in micro-units) of the reservations this process
@@ -188,11 +218,7 @@ class ChargingEngine:
         stays counted here until its hold time passes. The protocol is the one its requests
         named ("" when none did)."""
         self._prune_holds(self.clock() if now is None else now)
-        out: dict[str, tuple[int, int]] = {}
-        for h in self._holds.values():
-            n, m = out.get(h.protocol, (0, 0))
-            out[h.protocol] = (n + 1, m + h.money)
-        return out
+        return {p: (n, m) for p, (n, m) in self._held_totals.items() if n}
 
     def _cost_at(self, st: _Session, units: int) -> int:
         """What the session's first ``units`` money units cost (remembered at one point)."""
@@ -406,7 +432,7 @@ class ChargingEngine:
                     st = None
                 elif status == "NOSUB":
                     self._plans.pop(msisdn, None)
-                    self._holds.pop(sid, None)
+                    self._drop_hold(sid)
                     return ChargeResult(Outcome.USER_UNKNOWN)
                 elif status == "DENIED":
                     return self._denied(prior, ans)
@@ -480,7 +506,7 @@ class ChargingEngine:
             else:
                 owner = await self.store.session_owner(sid)
                 if owner is None:
-                    self._holds.pop(sid, None)
+                    self._drop_hold(sid)
                     return ChargeResult(Outcome.UNKNOWN_SESSION)
                 msisdn = owner
             for _ in range(MAX_ATTEMPTS):
