@@ -494,3 +494,21 @@ def test_holds_are_summed_as_they_change_and_expire_in_order(engine: ChargingEng
     assert engine.holds(T0 + hold + 4500) == {"native": (4, 400), "diameter": (1, 50)}
     assert engine.holds(T0 + hold + 20_000) == {}
     assert engine._holds == {}
+
+
+async def test_a_full_session_cache_drops_its_oldest_not_everything(
+    store: Store, clock: Clock
+) -> None:
+    rater = TariffRater(RATER.book)
+    config = ChargingConfig(validity=60, grace=10, cache_size=32)
+    engine = ChargingEngine(store, rater, config, clock=clock)
+    await add(store, "1201", 10_000_000)
+    for i in range(40):
+        clock.now += 1  # (each session its own rating context)
+        assert (await engine.reserve(ReserveRequest(f"c{i}", "1201", "voice", f"c{i}/0"))).ok
+    kept = list(engine._sessions)
+    assert 30 <= len(kept) <= 32 and kept[-1] == "c39" and "c0" not in kept
+    # (the rater forgot the dropped ones too)
+    assert len(rater._sessions) == len(rater._by_id) == len(kept)
+    # A dropped session still works: the script tells the engine what it lost.
+    assert (await engine.release(ReleaseRequest("c0", "c0/1", used=10))).charged == 10_000

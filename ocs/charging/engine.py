@@ -31,6 +31,7 @@ from ocs.store.errors import StoreError, StoreUnavailable
 from ocs.store.store import ScriptAnswer, Store
 from tariffs.errors import RatingError
 from tariffs.interface import Rater, ServiceSpec, UsageContext
+from tariffs.rater import make_room
 
 #: How many times one request may be re-priced because Redis disagreed with the engine (PLAN,
 #: STALE, QUOTE). Each retry is caused by a concurrent change, so this only bounds contention.
@@ -47,7 +48,7 @@ class ChargingConfig:
     validity: int = DEFAULT_VALIDITY
     #: Seconds past validity before an unreported grant is released.
     grace: int = EXPIRY_GRACE
-    #: Entries in each of the plan and session caches before they are emptied.
+    #: Entries in each of the plan and session caches before their oldest sixteenth goes.
     cache_size: int = 200_000
 
 
@@ -144,7 +145,7 @@ class ChargingEngine:
 
     def _remember_plan(self, msisdn: str, plan: str) -> None:
         if len(self._plans) >= self.config.cache_size:
-            self._plans.clear()
+            make_room(self._plans)
         self._plans[msisdn] = plan
 
     def _remember_session(self, sid: str, st: _Session, ans: ScriptAnswer) -> None:
@@ -153,7 +154,9 @@ class ChargingEngine:
         st.held_bucket_units = ans.held_bucket_units
         if sid not in self._sessions:
             if len(self._sessions) >= self.config.cache_size:
-                self._sessions.clear()
+                # The oldest first: sessions whose gateway went silent (released ones left).
+                for old in make_room(self._sessions):
+                    self.rater.forget(old.ctx)
             self._sessions[sid] = st
 
     def _forget_session(self, sid: str, st: _Session | None = None) -> None:
