@@ -174,11 +174,8 @@ class ChargingEngine:
         """Record what session ``sid`` holds after a request answered at ``now`` (the script
         keeps the hold until ``now + hold_ms``, as it was told)."""
         # (taken out and put back at the end: the dict stays in the order holds expire)
-        h = self._holds.pop(sid, None)
+        h = self._drop_hold(sid)
         if h is not None:
-            total = self._held_totals[h.protocol]
-            total[0] -= 1
-            total[1] -= h.money
             h.money, h.expires_at = money, now + self.hold_ms
             if protocol:
                 h.protocol = protocol
@@ -195,12 +192,14 @@ class ChargingEngine:
         totals[0] += 1
         totals[1] += money
 
-    def _drop_hold(self, sid: str) -> None:
+    def _drop_hold(self, sid: str) -> _Hold | None:
+        """Take session ``sid``'s hold out of the holds and their totals (and return it)."""
         h = self._holds.pop(sid, None)
         if h is not None:
-            total = self._held_totals[h.protocol]
-            total[0] -= 1
-            total[1] -= h.money
+            totals = self._held_totals[h.protocol]
+            totals[0] -= 1
+            totals[1] -= h.money
+        return h
 
     def _prune_holds(self, now: int) -> None:
         """Forget the holds expired at ``now``: from the front, up to the first that is not
