@@ -791,24 +791,24 @@ async def load_subscribers(url: str, count: int) -> None:
             reference_ttl_ms=IDEMPOTENCY_TTL_REFERENCE * 1000,
         )
         await store.load_scripts()
-        now = now_ms()
-        for start in range(0, count, 1000):
-            answers = await asyncio.gather(
-                *(
-                    store.create_subscriber(
-                        msisdn(i),
-                        plan=PLAN,
-                        balance=BALANCE,
-                        credit_limit=0,
-                        state="active",
-                        now=now,
-                    )
-                    for i in range(start, min(start + 1000, count))
+        await create_subscribers(store, count)
+
+
+async def create_subscribers(store: Store, count: int) -> None:
+    """The benchmark's subscribers 0 .. count - 1, created through ``store``."""
+    now = now_ms()
+    for start in range(0, count, 1000):
+        answers = await asyncio.gather(
+            *(
+                store.create_subscriber(
+                    msisdn(i), plan=PLAN, balance=BALANCE, credit_limit=0, state="active", now=now
                 )
+                for i in range(start, min(start + 1000, count))
             )
-            bad = [a.status for a in answers if a.status != "OK"]
-            if bad:
-                raise SystemExit(f"bench: create_subscriber answered {bad[0]!r}")
+        )
+        bad = [a.status for a in answers if a.status != "OK"]
+        if bad:
+            raise SystemExit(f"bench: create_subscriber answered {bad[0]!r}")
 
 
 @dataclass

@@ -65,6 +65,7 @@ from bench.charging import (
     RESULTS,
     Meter,
     Prices,
+    create_subscribers,
     default_rater,
     git_commit,
     load_subscribers,
@@ -79,7 +80,13 @@ from ocs.redis_server import EmbeddedRedis
 from ocs.store import keys as K
 from ocs.store.functions import build_library
 from ocs.store.redis_client import Function, LibraryLoader, PipelinedRedis
-from ocs.store.store import SCRIPT_NAMES, ScriptAnswer, Store, script_source
+from ocs.store.store import (
+    SCRIPT_NAMES,
+    ScriptAnswer,
+    Store,
+    script_source,
+    session_fingerprint,
+)
 from tariffs import load_plans
 
 SESSION_SCRIPTS: Final = ("reserve", "commit", "release")
@@ -209,9 +216,19 @@ def legacy_args(rev: str) -> bool:
     return "session_lookup" not in baseline_source(rev)("lib")
 
 
+def fingerprint_arg(rev: str) -> bool:
+    """Whether the session scripts at ``rev`` take the request's fingerprint as an argument
+    (before they made it of their others)."""
+    return "REQ_FP = 'reserve:'" not in baseline_source(rev)("reserve")
+
+
 class BaselineStore(Store):
     """The baseline's scripts, with the Store's arguments of then for the session scripts:
-    the answer's key as KEYS[7] and the TTL (not now + TTL) as ARGV[4]."""
+    the fingerprint as the next-to-last argument; for a revision that kept their answers in
+    keys (``legacy``), also the answer's key as KEYS[7] and the TTL (not now + TTL) as
+    ARGV[4]."""
+
+    legacy = True
 
     async def _answer(
         self,
@@ -219,14 +236,18 @@ class BaselineStore(Store):
         msisdn: str,
         request_key: str | None,
         args: list[str | int | bytes],
-        fingerprint: str = "",
+        fingerprint: str | None = "",
     ) -> ScriptAnswer:
         if name not in K.SESSION_SCRIPTS or request_key is None:
             return await super()._answer(name, msisdn, request_key, args, fingerprint)
+        if not self.legacy:
+            return await super()._answer(
+                name, msisdn, request_key, args, fingerprint or session_fingerprint(name, args)
+            )
         k = K.SubscriberKeys.of(msisdn)
         keys = k.for_script(name, request_key, legacy=True)
         args[3] = self.session_ttl_ms
-        args += [fingerprint, self.thresholds_generation]
+        args += [fingerprint or session_fingerprint(name, args), self.thresholds_generation]
         return ScriptAnswer.parse(await self._scripts[name](keys, args))
 
 
@@ -236,11 +257,14 @@ async def store_with(
     """A Store whose session scripts are the variant's copies called by EVALSHA (the others
     as shipped), or the shipped library called by FCALL (``functions``), or the baseline's
     library, loaded."""
-    store = (BaselineStore if variant.baseline and legacy_args(baseline) else Store)(
+    old = variant.baseline and (legacy_args(baseline) or fingerprint_arg(baseline))
+    store = (BaselineStore if old else Store)(
         client,
         session_ttl_ms=session_ttl_ms or IDEMPOTENCY_TTL_SESSION * 1000,
         reference_ttl_ms=IDEMPOTENCY_TTL_REFERENCE * 1000,
     )
+    if isinstance(store, BaselineStore):
+        store.legacy = legacy_args(baseline)
     await store.load_scripts(functions=variant.functions)
     if variant.baseline:
         if store.script_mode != "functions":
@@ -354,11 +378,18 @@ async def run_variant(
     )
 
 
-async def prepare(url: str, subscribers: int) -> None:
+async def prepare(url: str, subscribers: int, baseline: str | None = None) -> None:
     """The subscribers, created, with the thresholds the runs publish already applied: else
     the first run to touch an account pays for evaluating them (and writing them: ~60 AOF
-    bytes), which falls on whichever variants run first."""
-    await load_subscribers(url, subscribers)
+    bytes), which falls on whichever variants run first. With ``baseline``, created by that
+    revision's scripts (its accounts as it would have made them: the order of their fields,
+    docs/architecture.md, Performance 18)."""
+    if baseline is None:
+        await load_subscribers(url, subscribers)
+    else:
+        async with PipelinedRedis.from_url(url) as client:
+            before = next(v for v in VARIANTS if v.baseline)
+            await create_subscribers(await store_with(client, before, baseline), subscribers)
     async with PipelinedRedis.from_url(url) as client:
         store = Store(client, session_ttl_ms=1000, reference_ttl_ms=1000)
         await store.load_scripts()
@@ -458,8 +489,10 @@ def measure(ns: argparse.Namespace) -> tuple[dict[str, Sample], list[str]]:
         for server in own.values():
             server.start()
             stack.callback(server.stop)
-        for server in own.values():
-            uvloop.run(prepare(server.url, ns.subscribers))
+        for name, server in own.items():
+            uvloop.run(
+                prepare(server.url, ns.subscribers, ns.baseline if name == "before" else None)
+            )
         aof.start()
         try:
             plain.start()
@@ -493,7 +526,9 @@ def measure(ns: argparse.Namespace) -> tuple[dict[str, Sample], list[str]]:
                                       extra_args=("--appendfsync", "everysec"))  # fmt: skip
                 fresh.start()
                 try:
-                    uvloop.run(prepare(fresh.url, ns.subscribers))
+                    uvloop.run(prepare(
+                        fresh.url, ns.subscribers, ns.baseline if v.baseline else None
+                    ))  # fmt: skip
                     deletion[v.name].append(uvloop.run(
                         deletion_cost(v, fresh.url, ns.sessions, ns.inflight, ns.subscribers,
                                       ns.baseline)

@@ -134,7 +134,7 @@ FAMILIES: Final[dict[str, Family]] = {
     "ocs_gc_pause_seconds": Family(
         "histogram",
         "Pauses of Python's garbage collector, by generation: the event loop stops for each, "
-        "so every request in flight waits as long (docs/architecture.md, Performance 18).",
+        "so every request in flight waits as long (docs/architecture.md, Performance 20).",
         ("generation",),
     ),
     "ocs_redis_errors": Family("counter", "Requests that failed because Redis could not answer."),

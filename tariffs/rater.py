@@ -54,7 +54,7 @@ def make_room(cache: dict[Any, Any], share: int = 16) -> list[Any]:
     """Drop the oldest ``1/share`` of a full cache (its insertion order) and return what went:
     a pause and a burst of misses that size, not the whole cache's at once (emptying a
     200,000-session cache stopped the event loop ~115 ms: docs/architecture.md,
-    Performance 18)."""
+    Performance 20)."""
     return [cache.pop(key) for key in list(islice(cache, max(1, len(cache) // share)))]
 
 

@@ -4,6 +4,7 @@ the charging engine and a real Redis. (tests/test_camel_sctp.py runs the same ov
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,13 +16,22 @@ from ocs.agents.camel import CamelAgent, CamelConfig
 from ocs.agents.native import NativeAgent
 from ocs.charging.engine import ChargingConfig, ChargingEngine
 from ocs.config import ConfigError, load_settings
-from ocs.sims.msc import CallSpec, SsfConfig, SsfStack, loopback_msc, place_call
+from ocs.sims.msc import (
+    CallSpec,
+    SsfConfig,
+    SsfStack,
+    describe,
+    loopback_msc,
+    place_call,
+    run_calls,
+    traffic,
+)
 from ocs.store.store import Store
 from protocols.native import Commit, Release, Reserve
-from protocols.sigtran import cap, tcap
+from protocols.sigtran import cap, sccp, tcap
 from protocols.sigtran.admission import PeerList
-from protocols.sigtran.constants import Op, Phase
-from protocols.sigtran.sccp import SccpAddress
+from protocols.sigtran.constants import RC_UNEQUIPPED_USER, Op, Phase, SccpType
+from protocols.sigtran.sccp import SccpAddress, Unitdata
 from protocols.sigtran.server import CapServer, ScfConfig
 from protocols.sigtran.tcap import Invoke, MessageType, TcapMessage
 from tariffs import PlanBook, load_plans
@@ -166,6 +176,24 @@ async def test_a_call_the_credit_cannot_start_is_redirected_when_configured(
     assert load_settings({"OCS_CAMEL_REDIRECT": "4980012345"}).camel_redirect == "4980012345"
 
 
+async def test_release_call_carries_the_configured_cause(
+    scf: Scf, store: Store, clock: Clock
+) -> None:
+    # OCS_CAMEL_RELEASE_CAUSE: the Q.850 cause of a ReleaseCall for want of credit (31 by
+    # default, as the fixture's agent shows above); here 17 (user busy).
+    await add(scf.store, "491700000033", 0)
+    agent = CamelAgent(scf.engine, scf.rater.book.at, CamelConfig(release_cause=17),
+                       clock=clock)  # fmt: skip
+    server = CapServer(agent, ScfConfig(), clock=clock.monotonic)
+    async with server, loopback_msc(server) as msc:
+        out = await place_call(msc, CallSpec("491700000033", "4930123456", 60))
+    assert (out.result, out.cause) == ("released", 17)
+    assert await money(scf.store, "491700000033") == (0, 0)
+    assert load_settings({"OCS_CAMEL_RELEASE_CAUSE": "17"}).camel_release_cause == 17
+    with pytest.raises(ConfigError, match="OCS_CAMEL_RELEASE_CAUSE"):
+        load_settings({"OCS_CAMEL_RELEASE_CAUSE": "0"})
+
+
 async def test_release_call_follows_the_report_that_ends_the_credit(
     scf: Scf, msc: SsfStack
 ) -> None:
@@ -286,6 +314,45 @@ async def test_free_numbers_continue_uncharged_and_unknown_subscribers_are_relea
     assert out.result == "released"
 
 
+async def test_unknown_subscribers_continue_when_so_configured(
+    scf: Scf, store: Store, clock: Clock
+) -> None:
+    # OCS_CAMEL_UNKNOWN=continue: the call goes on, uncharged, and nothing is stored for it.
+    agent = CamelAgent(scf.engine, scf.rater.book.at, CamelConfig(unknown="continue"),
+                       clock=clock)  # fmt: skip
+    server = CapServer(agent, ScfConfig(), clock=clock.monotonic)
+    async with server, loopback_msc(server) as msc:
+        out = await place_call(msc, CallSpec("491799999998", "4930123456", 60))
+    assert out.result == "continued"
+    assert await store.get_account("491799999998") is None
+    assert not server.dialogues.all()
+    assert load_settings({"OCS_CAMEL_UNKNOWN": "continue"}).camel_unknown == "continue"
+    with pytest.raises(ConfigError, match="OCS_CAMEL_UNKNOWN"):
+        load_settings({"OCS_CAMEL_UNKNOWN": "maybe"})
+
+
+async def test_a_terminating_call_is_charged_to_the_called_party_where_the_plan_charges_it(
+    scf: Scf, msc: SsfStack
+) -> None:
+    # prepaid-basic's voice-mt: free at home and in the EU (Continue, nothing charged),
+    # charged roaming beyond.
+    await add(scf.store, "491700000032", 10 * MICRO)
+    home = await place_call(msc, CallSpec("4930123456", "491700000032", 120, terminating=True))
+    assert home.result == "continued"
+    assert await money(scf.store, "491700000032") == (10 * MICRO, 0)
+    roaming = CallSpec("4930123456", "491700000032", 120, location=("310", "260"),
+                       terminating=True)  # fmt: skip
+    out = await place_call(msc, roaming)
+    assert (out.result, out.talked) == ("ended", 120)
+    ctx = UsageContext(plan="prepaid-basic", service="voice-mt", subscriber="491700000032",
+                       started_at=NOON, destination="", location="310260")  # fmt: skip
+    expected = scf.rater.cost(ctx, 120)
+    assert expected > 0
+    assert await money(scf.store, "491700000032") == (10 * MICRO - expected, 0)
+    # The calling party is not charged (it is not even a subscriber here).
+    assert await scf.store.get_account("4930123456") is None
+
+
 async def test_unanswered_calls_cost_nothing(scf: Scf, msc: SsfStack) -> None:
     await add(scf.store, "491700000009", 10 * MICRO)
     for outcome in ("no-answer", "busy"):
@@ -349,6 +416,52 @@ async def test_bad_components_are_rejected_and_unknown_transactions_aborted(
     ab = await msc.answer(tid3)
     assert ab.type is MessageType.ABORT and ab.dialogue is not None
     assert (ab.dialogue.result, ab.dialogue.diagnostic) == (1, 2)
+
+
+async def test_a_message_for_another_subsystem_is_returned_with_unequipped_user(
+    scf: Scf, msc: SsfStack
+) -> None:
+    # SCCP routing on SSN (Q.714): we are SSN 146 (gsmSCF); a UDT for 147 (gsmSSF) asking for
+    # return on error comes back as a UDTS, cause 4 (unequipped user), and nothing else.
+    tid = msc.new_tid()
+    data = tcap.encode(TcapMessage(MessageType.BEGIN, otid=tid, dialogue=tcap.request(Phase.V2),
+                                   components=(cap.invoke(Op.CONTINUE, 1),)))  # fmt: skip
+    called = SccpAddress(147, None, "491720000146", True)
+    calling = SccpAddress(146, None, "491720000000", True)
+    msc.send_sccp(sccp.encode(Unitdata(called, calling, data)))
+    for _ in range(10):  # (the loopback delivers on the next loop turn, each way)
+        if msc.unsolicited:
+            break
+        await asyncio.sleep(0)
+    [udts] = msc.unsolicited
+    assert isinstance(udts, Unitdata) and udts.kind is SccpType.UDTS
+    assert (udts.return_cause, udts.data) == (RC_UNEQUIPPED_USER, data)
+    assert scf.server.counters.udts == 1 and not scf.server.dialogues.all()
+
+
+async def test_the_simulators_mix_is_every_kind_of_call_and_says_what_each_got(
+    scf: Scf, msc: SsfStack
+) -> None:
+    # ocs msc-sim's traffic: answered calls short and long, unanswered and busy ones, free
+    # numbers, all three phases; a long call on a small balance runs out of credit.
+    subs = [f"49170000005{i}" for i in range(4)]
+    for s in subs:
+        await add(scf.store, s, 2 * MICRO)
+    make = traffic(subs, seed=14)
+    specs = [make() for _ in range(40)]
+    assert {s.outcome for s in specs} == {"answer", "no-answer", "busy"}
+    assert {s.phase for s in specs} == set(Phase)
+    assert any(s.duration == 3600 for s in specs) and any(s.duration < 180 for s in specs)
+    outcomes = await run_calls(msc, specs, 4)
+    results = {o.result for o in outcomes}
+    assert {"ended", "cut-off", "unanswered"} <= results and "failed" not in results, results
+    for o in outcomes:
+        line = describe(o)
+        assert line.startswith(f"camel {o.spec.calling} -> {o.spec.called} (CAP v")
+        if o.result in ("ended", "cut-off"):
+            assert f"after {o.talked} s" in line
+    for s in subs:
+        assert (await money(scf.store, s))[1] == 0  # nothing left held
 
 
 # -- admission (OCS_CAMEL_PEERS) ------------------------------------------------------------------

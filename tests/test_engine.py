@@ -445,7 +445,7 @@ async def test_holds_are_what_the_accounts_hold(
 async def test_the_rater_keeps_only_what_is_open(store: Store, clock: Clock) -> None:
     """What rating keeps per session goes when the session ends (or is refused), so that a
     long-running process holds the open sessions' state, not every session's it saw (the
-    garbage collector walks all of it: docs/architecture.md, Performance 18)."""
+    garbage collector walks all of it: docs/architecture.md, Performance 20)."""
     rater = TariffRater(RATER.book)
     engine = ChargingEngine(store, rater, ChargingConfig(validity=60, grace=10), clock=clock)
     await add(store, "1101", 10_000_000)

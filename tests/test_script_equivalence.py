@@ -57,7 +57,14 @@ from ocs.store import events
 from ocs.store import keys as K
 from ocs.store.keys import SESSION_SCRIPTS, SubscriberKeys, is_session_field
 from ocs.store.redis_client import PipelinedRedis
-from ocs.store.store import SCRIPT_NAMES, ScriptAnswer, Store, ThresholdSpec, UnitBucket
+from ocs.store.store import (
+    SCRIPT_NAMES,
+    ScriptAnswer,
+    Store,
+    ThresholdSpec,
+    UnitBucket,
+    session_fingerprint,
+)
 from tests.conftest import TEST_REDIS
 
 FROZEN = Path(__file__).parent / "frozen_scripts"
@@ -89,14 +96,15 @@ class FrozenStore(Store):
         msisdn: str,
         request_key: str | None,
         args: list[str | int | bytes],
-        fingerprint: str = "",
+        fingerprint: str | None = "",
     ) -> ScriptAnswer:
         if name not in SESSION_SCRIPTS or request_key is None:
             return await super()._answer(name, msisdn, request_key, args, fingerprint)
         k = SubscriberKeys.of(msisdn)
         keys = k.for_script(name, request_key, legacy=True)
         args[3] = self.session_ttl_ms  # (the new Store sends now + TTL)
-        args += [fingerprint, self.thresholds_generation]
+        # (and no fingerprint: the new scripts make it of their arguments)
+        args += [fingerprint or session_fingerprint(name, args), self.thresholds_generation]
         return ScriptAnswer.parse(await self._scripts[name](keys, args))
 
     async def load_scripts(self) -> None:

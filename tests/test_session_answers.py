@@ -60,6 +60,13 @@ async def session_fields(raw: redis.asyncio.Redis) -> dict[bytes, bytes]:
     return h
 
 
+async def compact(raw: redis.asyncio.Redis) -> bool:
+    """Whether the account hash is in Redis's compact encoding (a listpack; a ziplist on
+    Redis 6.2)."""
+    enc = await raw.object("encoding", K.SubscriberKeys.of(SUB).account)
+    return enc in (b"listpack", b"ziplist")
+
+
 async def outbox_len(raw: redis.asyncio.Redis) -> int:
     n: int = await raw.xlen(K.outbox_key(K.bucket_of(SUB)))
     return n
@@ -228,3 +235,20 @@ async def test_after_an_upgrade_the_answers_of_before_still_replay(
 async def test_a_new_store_reads_no_keys_of_before(store: Store) -> None:
     await store.load_scripts()
     assert store.legacy_answers_until == 0
+
+
+async def test_a_new_account_holds_the_fields_of_every_request_first(
+    store: Store, raw_redis: redis.asyncio.Redis
+) -> None:
+    """A small hash is a listpack, which HMGET and HSET search from its start: a new account
+    has the fields every request reads (load_account) and writes (ver, up) first
+    (upsert.lua; docs/architecture.md, Performance 18), and keeps them there."""
+    await add(store, SUB, 10_000_000)
+    r = await reserve(store, "s1", "s1/0", T0)
+    await commit(store, "s1", "s1/1", r.session_version, T0 + 1_000)
+    k = K.SubscriberKeys.of(SUB)
+    assert await compact(raw_redis)
+    fields = list(await raw_redis.hgetall(k.account))  # (a listpack's: in its order)
+    every_request = [b"bal", b"rsv", b"ver", b"up", b"nexp", b"lim", b"st", b"plan", b"bk",
+                     b"nb", b"blo", b"bhi", b"thv"]  # fmt: skip
+    assert fields[: len(every_request)] == every_request

@@ -15,6 +15,7 @@ This is a tool around the system (DESIGN.md): no production code imports it.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import random
@@ -44,6 +45,31 @@ class SsfConfig:
     service_key: int = 100
 
 
+class _Answers:
+    """What came for one of our transactions and was not yet taken, and the call waiting for
+    the next (a future, not an asyncio.Queue under ``wait_for``: that was a task and a queue
+    per answer, the simulator's CPU per message about the gsmSCF's, bench/camel.py)."""
+
+    __slots__ = ("messages", "waiter")
+
+    def __init__(self) -> None:
+        self.messages: collections.deque[TcapMessage] = collections.deque()
+        self.waiter: asyncio.Future[TcapMessage] | None = None
+
+    def put(self, msg: TcapMessage) -> None:
+        w = self.waiter
+        if w is not None and not w.done():
+            self.waiter = None
+            w.set_result(msg)
+        else:
+            self.messages.append(msg)
+
+
+def _expire(fut: asyncio.Future[TcapMessage]) -> None:
+    if not fut.done():
+        fut.set_exception(TimeoutError())
+
+
 class SsfStack:
     """One association's gsmSSF end: M3UA client, SCCP, TCAP transactions we originate."""
 
@@ -52,11 +78,14 @@ class SsfStack:
         self.config = config or SsfConfig()
         self.asp = Asp(server=False, routing_context=self.config.routing_context)
         self._tids = itertools.count(1)
-        self._waiting: dict[bytes, asyncio.Queue[TcapMessage]] = {}
+        self._waiting: dict[bytes, _Answers] = {}
         self._active = asyncio.Event()
         #: Everything received that is not for an open transaction (ERR, UDTS, stray aborts).
         self.unsolicited: list[object] = []
-        self.received: asyncio.Queue[object] = asyncio.Queue()
+        c = self.config
+        #: The called (gsmSCF) and calling (our) SCCP addresses of what we send.
+        self._addresses = (SccpAddress(SSN_GSMSCF, None, c.scf_gt, True),
+                           SccpAddress(SSN_MSC, None, c.msc_gt, True))  # fmt: skip
 
     # -- association ------------------------------------------------------------------------
 
@@ -67,10 +96,8 @@ class SsfStack:
                 self._active.set()
             elif isinstance(ev, m3ua.Transfer):
                 self._unitdata(ev.data)
-            elif isinstance(ev, m3ua.Notified):
-                self.received.put_nowait(ev.message)
-                if ev.message.kind == ERR:
-                    self.unsolicited.append(ev.message)
+            elif isinstance(ev, m3ua.Notified) and ev.message.kind == ERR:
+                self.unsolicited.append(ev.message)
         self.flush()
 
     def connection_lost(self) -> None:
@@ -98,22 +125,18 @@ class SsfStack:
             u = sccp.decode(pd.data)
         except Exception as exc:
             self.unsolicited.append(exc)
-            self.received.put_nowait(exc)
             return
         if u.kind in (SccpType.UDTS, SccpType.XUDTS):
             self.unsolicited.append(u)
-            self.received.put_nowait(u)
             return
         try:
             msg = tcap.decode(u.data)
         except Exception as exc:
             self.unsolicited.append(exc)
-            self.received.put_nowait(exc)
             return
-        self.received.put_nowait(msg)
-        q = self._waiting.get(msg.dtid or b"")
-        if q is not None:
-            q.put_nowait(msg)
+        box = self._waiting.get(msg.dtid or b"")
+        if box is not None:
+            box.put(msg)
         else:
             self.unsolicited.append(msg)
 
@@ -121,17 +144,15 @@ class SsfStack:
 
     def new_tid(self) -> bytes:
         tid = (next(self._tids) & 0xFFFFFFFF).to_bytes(4, "big")
-        self._waiting[tid] = asyncio.Queue()
+        self._waiting[tid] = _Answers()
         return tid
 
     def forget(self, tid: bytes) -> None:
         self._waiting.pop(tid, None)
 
     def sccp_bytes(self, data: bytes) -> bytes:
-        c = self.config
-        u = Unitdata(SccpAddress(SSN_GSMSCF, None, c.scf_gt, True),
-                     SccpAddress(SSN_MSC, None, c.msc_gt, True), data)  # fmt: skip
-        return sccp.encode(u)
+        called, calling = self._addresses
+        return sccp.encode(Unitdata(called, calling, data))
 
     def send_sccp(self, data: bytes, sls: int = 0) -> None:
         c = self.config
@@ -143,7 +164,19 @@ class SsfStack:
         self.send_sccp(self.sccp_bytes(tcap.encode(msg)), sls)
 
     async def answer(self, tid: bytes, within: float = ANSWER_TIMEOUT) -> TcapMessage:
-        return await asyncio.wait_for(self._waiting[tid].get(), within)
+        """The next message of transaction ``tid`` (TimeoutError after ``within`` s)."""
+        box = self._waiting[tid]
+        if box.messages:
+            return box.messages.popleft()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[TcapMessage] = loop.create_future()
+        box.waiter = fut
+        timer = loop.call_later(within, _expire, fut)
+        try:
+            return await fut
+        finally:
+            timer.cancel()
+            box.waiter = None
 
 
 # -- calls ------------------------------------------------------------------------------------

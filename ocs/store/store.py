@@ -62,6 +62,14 @@ def script_source(name: str) -> str:
     return (pkg / "lib.lua").read_text() + "\n" + (pkg / f"{name}.lua").read_text()
 
 
+def session_fingerprint(name: str, args: Sequence[str | int | bytes]) -> str:
+    """The fingerprint a session script (reserve, commit, release) makes of its arguments
+    (scripts/lib.lua, idem_get): its name and the service (reserve) or the units used
+    (commit, release), ARGV[6]. For callers of earlier scripts, which took it as their
+    next-to-last argument (tests/test_script_equivalence.py, bench/scripts_cost.py)."""
+    return f"{name}:{_s(args[5]) if isinstance(args[5], bytes) else args[5]}"
+
+
 def _s(v: bytes | str) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
@@ -314,15 +322,18 @@ class Store:
         msisdn: str,
         request_key: str | None,
         args: list[str | int | bytes],
-        fingerprint: str = "",
+        fingerprint: str | None = "",
     ) -> ScriptAnswer:
         """Run a charging script. ``fingerprint`` is what the client asked (not what the
         engine derived from its caches), kept with the answer so that a replay under the same
-        key can say whether it was the same request (``ScriptAnswer.replay``)."""
+        key can say whether it was the same request (``ScriptAnswer.replay``); None for the
+        session scripts, which make theirs from their arguments (:func:`session_fingerprint`:
+        one argument fewer per request)."""
         until = self.legacy_answers_until  # (args[0]: the request's `now`, in every script)
         legacy = until > 0 and args[0] < until  # type: ignore[operator]
         keys = SubscriberKeys.of(msisdn).for_script(name, request_key, legacy)
-        args.append(fingerprint)
+        if fingerprint is not None:
+            args.append(fingerprint)
         args.append(self.thresholds_generation)
         # (awaited here rather than through _call and _redis: two coroutines fewer per
         # request on the hot path, the same errors)
@@ -507,7 +518,7 @@ class Store:
             request_key,
             [now, msisdn, request_key, now + self.session_ttl_ms, session_id, service, units, cost,
              bucket_quote, expected_version, hold_ms, flags, destination, location, plan],
-            f"reserve:{service}",
+            None,  # (the script's fingerprint: "reserve:<service>")
         )  # fmt: skip
 
     def commit(
@@ -532,7 +543,7 @@ class Store:
             request_key,
             [now, msisdn, request_key, now + self.session_ttl_ms, session_id, used, cost,
              expected_version, next_units, next_cost, bucket_quote, hold_ms, flags],
-            f"commit:{used}",
+            None,  # (the script's fingerprint: "commit:<used>")
         )  # fmt: skip
 
     def release(
@@ -552,7 +563,7 @@ class Store:
             request_key,
             [now, msisdn, request_key, now + self.session_ttl_ms, session_id, used, cost,
              expected_version],
-            f"release:{used}",
+            None,  # (the script's fingerprint: "release:<used>")
         )  # fmt: skip
 
     async def debit(

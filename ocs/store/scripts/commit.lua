@@ -3,7 +3,8 @@
 --       session id, used units, cost of the
 --       used units in money (rated from the session's money cursor, after the units its held
 --       buckets cover), expected session version (-1: unknown), n next units (0: none),
---       cost of n, bucket units quoted (-1: script decides), hold ms, flags.
+--       cost of n, bucket units quoted (-1: script decides), hold ms, flags, the thresholds'
+--       generation (no fingerprint: it is "commit:<used>", see lib.lua).
 -- Usage is debited in full even past the credit limit or while barred: it already happened.
 -- Status OK; OKQ when the usage was debited but the next slice needs a quote; OKD when the
 -- usage was debited and the next slice is denied (barred).
@@ -12,6 +13,7 @@ local sid, used, cost, esv = ARGV[5], ARGV[6] + 0, ARGV[7] + 0, ARGV[8] + 0
 local n, cn, bq = ARGV[9] + 0, ARGV[10] + 0, ARGV[11] + 0
 local hold_ms, flags = ARGV[12] + 0, ARGV[13]
 
+REQ_FP = 'commit:' .. ARGV[6] -- (see idem_get)
 local af = '\255c' .. rk -- (this request's answer: see session_lookup)
 local done, a, s, counts = open_session(msisdn, now, sid, esv, af)
 if done then

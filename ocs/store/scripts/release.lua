@@ -1,10 +1,12 @@
 -- release: end a session, debiting its final usage and freeing what is left of its hold.
 -- ARGV: now, msisdn, request key, answer kept until (now + session TTL, Unix ms),
 --       session id, used units, cost of the
---       used units in money, expected session version (-1: unknown).
+--       used units in money, expected session version (-1: unknown), the thresholds'
+--       generation (no fingerprint: it is "release:<used>", see lib.lua).
 local now, msisdn, rk = ARGV[1] + 0, ARGV[2], ARGV[3]
 local sid, used, cost, esv = ARGV[5], ARGV[6] + 0, ARGV[7] + 0, ARGV[8] + 0
 
+REQ_FP = 'release:' .. ARGV[6] -- (see idem_get)
 local done, a, s, counts = open_session(msisdn, now, sid, esv, '\255e' .. rk)
 if done then
   return done

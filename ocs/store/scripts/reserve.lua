@@ -5,11 +5,13 @@
 --       bucket units quoted (-1: script decides), expected session version (0: new,
 --       -1: unknown), hold ms (validity + grace), flags (o outgoing, f free, F final),
 --       destination, location, the plan the engine rated with (new sessions: must be the
---       account's plan, else PLAN tells the engine which it is).
+--       account's plan, else PLAN tells the engine which it is), the thresholds' generation
+--       (no fingerprint: it is "reserve:<service>", see lib.lua).
 local now, msisdn, rk = ARGV[1] + 0, ARGV[2], ARGV[3]
 local sid, svc, n, cn = ARGV[5], ARGV[6], ARGV[7] + 0, ARGV[8] + 0
 local bq, esv, hold_ms, flags = ARGV[9] + 0, ARGV[10] + 0, ARGV[11] + 0, ARGV[12]
 
+REQ_FP = 'reserve:' .. ARGV[6] -- (see idem_get)
 local af = '\255r' .. rk -- (this request's answer: see session_lookup)
 local prev, raw, counts = session_lookup(sid, af)
 if prev then
