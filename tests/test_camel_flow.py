@@ -17,6 +17,7 @@ from ocs.agents.native import NativeAgent
 from ocs.charging.engine import ChargingConfig, ChargingEngine
 from ocs.config import ConfigError, load_settings
 from ocs.sims.msc import (
+    UNANSWERED_EVENTS,
     CallSpec,
     SsfConfig,
     SsfStack,
@@ -314,6 +315,24 @@ async def test_free_numbers_continue_uncharged_and_unknown_subscribers_are_relea
     assert out.result == "released"
 
 
+async def test_a_subscriber_provisioned_by_imsi_is_found_by_the_initial_dps_imsi(
+    scf: Scf, msc: SsfStack
+) -> None:
+    imsi = "262019876543210"
+    await add(scf.store, imsi, 10 * MICRO)
+    out = await place_call(msc, CallSpec("491799999997", "4930123456", 60, imsi=imsi))
+    assert (out.result, out.talked) == ("ended", 60)
+    charged = tariff(scf, imsi, "4930123456", 60)
+    assert charged > 0
+    assert await money(scf.store, imsi) == (10 * MICRO - charged, 0)
+    # The number is tried first: a known calling party is charged, not the IMSI's account.
+    await add(scf.store, "491700000031", 10 * MICRO)
+    out = await place_call(msc, CallSpec("491700000031", "4930123456", 60, imsi=imsi))
+    assert out.result == "ended"
+    assert await money(scf.store, "491700000031") < (10 * MICRO, 0)
+    assert await money(scf.store, imsi) == (10 * MICRO - charged, 0)
+
+
 async def test_unknown_subscribers_continue_when_so_configured(
     scf: Scf, store: Store, clock: Clock
 ) -> None:
@@ -355,10 +374,15 @@ async def test_a_terminating_call_is_charged_to_the_called_party_where_the_plan_
 
 async def test_unanswered_calls_cost_nothing(scf: Scf, msc: SsfStack) -> None:
     await add(scf.store, "491700000009", 10 * MICRO)
-    for outcome in ("no-answer", "busy"):
-        out = await place_call(msc, CallSpec("491700000009", "4930123456", 60, outcome))
-        assert out.result == "unanswered"
-    assert await money(scf.store, "491700000009") == (10 * MICRO, 0)
+    for outcome, terminating in UNANSWERED_EVENTS:
+        # A terminating call is charged roaming outside the EU only (prepaid-basic's voice-mt).
+        spec = CallSpec("4930123456", "491700000009", 60, outcome, terminating=True,
+                        location=("310", "260")) if terminating else CallSpec(
+                        "491700000009", "4930123456", 60, outcome)  # fmt: skip
+        out = await place_call(msc, spec)
+        assert out.result == "unanswered", (outcome, terminating)
+        assert await money(scf.store, "491700000009") == (10 * MICRO, 0)
+        assert not scf.server.dialogues.all()
 
 
 async def test_an_aborted_dialogue_releases_its_hold(scf: Scf, msc: SsfStack) -> None:

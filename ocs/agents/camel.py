@@ -6,13 +6,14 @@ How a call maps onto the engine (TS 23.078 §4.6 for the flow):
 * **InitialDP** opens an engine session ``camel/<peer GT>/<peer's transaction id>`` and
   reserves the service's default quota (``reserve``, key ``<session>/idp``). The subscriber is
   the calling party of an originating call (collectedInfo) and the called party of a
-  terminating one (termAttemptAuthorized); the destination is the called number; the place is
-  the MCC+MNC of the cell in LocationInformation. The service is the plan's service for
-  moCallRecord / mtCallRecord (its ``cdr_record_types``). The answer, in one TC-CONTINUE:
-  RequestReportBCSMEvent (answer, disconnect, no answer, busy, route select failure, abandon),
-  ApplyCharging (maxCallPeriodDuration = the granted seconds; releaseIfdurationExceeded with a
-  warning tone when the grant is final; tariffSwitchInterval at the plan's next band boundary
-  inside the grant), Continue.
+  terminating one (termAttemptAuthorized), else, when the OCS knows no subscriber by that
+  number, the InitialDP's IMSI (a subscriber provisioned by IMSI); the destination is the
+  called number; the place is the MCC+MNC of the cell in LocationInformation. The service
+  is the plan's service for moCallRecord / mtCallRecord (its ``cdr_record_types``). The
+  answer, in one TC-CONTINUE: RequestReportBCSMEvent (answer, disconnect, no answer, busy,
+  route select failure, abandon), ApplyCharging (maxCallPeriodDuration = the granted
+  seconds; releaseIfdurationExceeded with a warning tone when the grant is final;
+  tariffSwitchInterval at the plan's next band boundary inside the grant), Continue.
 * **ApplyChargingReport** commits the seconds used since the last report (the report says the
   time since answer, or since the tariff switch we asked for) and reserves the next slice
   (``commit``, key ``<session>/acr<n>``, n the report's sequence number in the dialogue: a
@@ -196,6 +197,11 @@ class CamelAgent:
         destination = "" if terminating else idp.called
         now = self.clock()
         plan = await self.engine.plan_of(subscriber) if subscriber else None
+        if plan is None and idp.imsi:
+            # A subscriber provisioned by IMSI (the IMSI of an InitialDP is the served
+            # subscriber's, calling or called), as Diameter's END_USER_IMSI.
+            subscriber = idp.imsi
+            plan = await self.engine.plan_of(subscriber)
         if plan is None:
             if self.config.unknown == "continue":
                 self._continue(d, reply)

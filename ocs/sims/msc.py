@@ -6,8 +6,9 @@ ReleaseCall); answer (EventReportBCSM oAnswer); one ApplyChargingReport per gran
 while the call lasts (with the time since the tariff switch once one passes); at the end an
 ApplyChargingReport with the leg no longer active and an EventReportBCSM oDisconnect. A final
 grant with releaseIfdurationExceeded ends the call at its end, as an MSC does; a ReleaseCall
-ends it too. Unanswered calls (no answer, busy) report just that. Time is simulated: reports
-go out at once, carrying the durations a real call would have had.
+ends it too. Unanswered calls (no answer, busy, abandoned, route select failure) report just
+that. Time is simulated: reports go out at once, carrying the durations a real call would have
+had.
 
 This is a tool around the system (DESIGN.md): no production code imports it.
 """
@@ -22,7 +23,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from protocols.sigtran import cap, m3ua, sccp, tcap
 from protocols.sigtran.constants import ERR, SSN_GSMSCF, SSN_MSC, Op, Phase, SccpType
@@ -188,11 +189,23 @@ class CallSpec:
     called: str
     #: Seconds from answer to hang-up.
     duration: int
-    #: "answer", "no-answer", "busy".
+    #: "answer", or how an unanswered call ends (UNANSWERED_EVENTS): "no-answer", "busy",
+    #: "abandon" (the caller hangs up first), "route-select-failure" (originating only).
     outcome: str = "answer"
     phase: Phase = Phase.V2
     location: tuple[str, str] = ("262", "01")
     terminating: bool = False
+    #: The served subscriber's IMSI, sent in the InitialDP when given.
+    imsi: str = ""
+
+
+#: (outcome, terminating) -> the EventReportBCSM that ends an unanswered call, and its leg.
+UNANSWERED_EVENTS: Final = {
+    ("no-answer", False): ("oNoAnswer", 2), ("busy", False): ("oCalledPartyBusy", 2),
+    ("abandon", False): ("oAbandon", 1), ("route-select-failure", False): ("routeSelectFailure", 2),
+    ("no-answer", True): ("tNoAnswer", 2), ("busy", True): ("tBusy", 2),
+    ("abandon", True): ("tAbandon", 1),
+}  # fmt: skip
 
 
 @dataclass
@@ -282,7 +295,7 @@ class _Call:
         s, out = self.spec, self.out
         msc = self.stack.config.msc_gt
         idp = cap.initial_dp(service_key=self.stack.config.service_key, calling=s.calling,
-                             called=s.called, location=s.location, msc=msc,
+                             called=s.called, imsi=s.imsi, location=s.location, msc=msc,
                              terminating=s.terminating,
                              call_reference=self.tid)  # fmt: skip
         self.send(MessageType.BEGIN, [cap.invoke(Op.INITIAL_DP, next(self.ids), idp)])
@@ -301,12 +314,10 @@ class _Call:
             out.result = "continued" if Op.CONTINUE in ops else "failed"
             return
         ac = self.granted(ops[Op.APPLY_CHARGING], 0)
-        events = "oNoAnswer" if s.outcome == "no-answer" else "oCalledPartyBusy"
-        if s.terminating:
-            events = "tNoAnswer" if s.outcome == "no-answer" else "tBusy"
         if s.outcome != "answer":
+            event, leg = UNANSWERED_EVENTS[s.outcome, s.terminating]
             self.send(MessageType.CONTINUE, [cap.invoke(Op.EVENT_REPORT_BCSM, next(self.ids),
-                                                        cap.event_report(events, 2))])  # fmt: skip
+                                                        cap.event_report(event, leg))])  # fmt: skip
             await self.answer()
             out.result = "unanswered"
             return
