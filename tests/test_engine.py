@@ -512,3 +512,28 @@ async def test_a_full_session_cache_drops_its_oldest_not_everything(
     assert len(rater._sessions) == len(rater._by_id) == len(kept)
     # A dropped session still works: the script tells the engine what it lost.
     assert (await engine.release(ReleaseRequest("c0", "c0/1", used=10))).charged == 10_000
+
+
+async def test_a_session_taken_back_after_failover_is_cached_anew(
+    store: Store, engine: ChargingEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a STALE answer (another process served the session meanwhile) the engine keeps
+    the session as the script told it, so the next request goes in one round trip."""
+    await add(store, "610", 1_000_000, plan="per-minute")
+    await engine.reserve(ReserveRequest("g", "610", "voice", "g/0"))
+    other = ChargingEngine(store, RATER, engine.config, clock=engine.clock)
+    assert (await other.commit(CommitRequest("g", "g/1", used=20), subscriber="610")).ok
+    sent: list[int] = []
+    commit = store.commit
+
+    def counting(*args: object, **kwargs: object) -> object:
+        sent.append(int(kwargs["expected_version"]))  # type: ignore[call-overload]
+        return commit(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "commit", counting)
+    assert (await engine.commit(CommitRequest("g", "g/2", used=20))).ok  # STALE, then OK
+    assert len(sent) == 2
+    assert (await engine.commit(CommitRequest("g", "g/3", used=10))).ok
+    assert len(sent) == 3, sent
+    assert (await engine.release(ReleaseRequest("g", "g/4", used=0))).ok
+    assert await balance_of(store, "610") == (940_000, 0)

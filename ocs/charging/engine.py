@@ -152,8 +152,13 @@ class ChargingEngine:
         st.version = ans.session_version
         st.money_cursor = ans.money_cursor
         st.held_bucket_units = ans.held_bucket_units
-        if sid not in self._sessions:
-            if len(self._sessions) >= self.config.cache_size:
+        cached = self._sessions.get(sid)
+        if cached is not st:
+            if cached is not None:
+                # Rebuilt from a STALE answer: keep the new one (the old one would be STALE
+                # again at every request).
+                self.rater.forget(cached.ctx)
+            elif len(self._sessions) >= self.config.cache_size:
                 # The oldest first: sessions whose gateway went silent (released ones left).
                 for old in make_room(self._sessions):
                     self.rater.forget(old.ctx)
