@@ -79,7 +79,7 @@ from ocs.constants import (
 from ocs.redis_server import EmbeddedCluster, EmbeddedRedis
 from ocs.store.cluster import ClusterRedis, HotRedis, hot_client
 from ocs.store.keys import SubscriberKeys
-from ocs.store.redis_client import PipelinedRedis
+from ocs.store.redis_client import PipelinedRedis, RedisClientError
 from ocs.store.store import Store
 from protocols.native import NativeClient
 from tariffs import PlanBook, TariffRater, load_plans
@@ -186,6 +186,24 @@ async def aof_rewrites(client: HotRedis) -> tuple[int, bool]:
     return done, running
 
 
+async def rewrite_aof_now(url: str) -> None:
+    """Rewrite the AOF now and wait until it is done (BGREWRITEAOF), so that the next
+    automatic rewrite (at ``auto-aof-rewrite-min-size`` of growth) falls outside the runs that
+    follow for a while: for comparing two trees' tails without the fork landing in one
+    tree's window only (its effect is Performance 7's, measured on its own)."""
+    async with hot_client(url) as client:
+        for node in _nodes(client):
+            with contextlib.suppress(RedisClientError):  # (one already running: wait for it)
+                await node.execute("BGREWRITEAOF")
+            while True:
+                info = parse_info(await node.execute("INFO", "persistence"))
+                if info.get("aof_rewrite_in_progress") == "0" and (
+                    info.get("aof_rewrite_scheduled") == "0"
+                ):
+                    break
+                await asyncio.sleep(0.05)
+
+
 def percentile(ordered: list[float], q: float) -> float:
     if not ordered:
         return float("nan")
@@ -213,6 +231,9 @@ class Spec:
     seed: int = 1
     #: ceiling: call the scripts as a Functions library where Redis has them (else EVALSHA).
     functions: bool = True
+    #: open: write the run's timeline (per-window latency, the generator's lateness, Redis's
+    #: AOF rewrites and forks) as JSON to this file (bench.compare_trees --open).
+    timeline: str = ""
 
 
 @dataclass
@@ -226,6 +247,9 @@ class Outcome:
     p99_ms: float = float("nan")
     p999_ms: float = float("nan")
     max_ms: float = float("nan")
+    #: Open loop: p99 with each session's first request timed from when it was due, not from
+    #: when the generator got to it (the figure without the generator's own lateness).
+    p99_due_ms: float = float("nan")
     ocs_cpu: float = 0.0
     redis_cpu: float = 0.0
     gen_cpu: float = 0.0
@@ -256,15 +280,22 @@ class Meter:
         self.start = float("inf")
         self.end = float("inf")
         self.latencies: list[float] = []
+        #: When each of ``latencies`` ended (kept for a timeline only).
+        self.ends: list[float] | None = None
+        #: The same latencies, a session's first request timed from when it was due.
+        self.from_due: list[float] = []
         self.total = 0
         self.sessions = 0
         self.charged = 0
         self.failures: Counter[str] = Counter()
 
-    def record(self, t0: float, t1: float) -> None:
+    def record(self, t0: float, t1: float, due: float | None = None) -> None:
         self.total += 1
         if self.start <= t1 < self.end:
             self.latencies.append(t1 - t0)
+            self.from_due.append(t1 - (t0 if due is None else min(due, t0)))
+            if self.ends is not None:
+                self.ends.append(t1)
 
     def fail(self, what: str) -> None:
         self.failures[what] += 1
@@ -326,6 +357,7 @@ def outcome(spec: Spec, meter: Meter, window: Window, dropped: int = 0) -> Outco
         p99_ms=percentile(lat, 0.99) * 1e3,
         p999_ms=percentile(lat, 0.999) * 1e3,
         max_ms=(lat[-1] if lat else float("nan")) * 1e3,
+        p99_due_ms=percentile(sorted(meter.from_due), 0.99) * 1e3,
         ocs_cpu=window.ocs,
         redis_cpu=window.redis,
         gen_cpu=window.gen,
@@ -468,11 +500,14 @@ class Driver:
         self.meter = meter
         self.price = Prices.of_plan()
 
-    async def session(self, client: NativeClient, sid: str, sub: str) -> None:
+    async def session(
+        self, client: NativeClient, sid: str, sub: str, due: float | None = None
+    ) -> None:
+        """One session; ``due``: when the open loop's schedule had it start."""
         meter, pc, price = self.meter, time.perf_counter, self.price
         t0 = pc()
         r = await client.reserve(sid, sub, SERVICE, 0, RESERVE_UNITS)
-        meter.record(t0, pc())
+        meter.record(t0, pc(), due)
         if not r.ok or r.granted != RESERVE_UNITS:
             meter.fail(f"reserve:{r.result}" if not r.ok else "reserve:granted")
             return
@@ -574,6 +609,22 @@ async def open_worker(spec: Spec) -> Outcome:
     session_rate = spec.rate / 3
     running: set[asyncio.Task[None]] = set()
     dropped = 0
+    #: The timeline: (when, how late) of each session the generator started over 2 ms after
+    #: its scheduled time, and Redis's persistence figures every 100 ms.
+    late: list[tuple[float, float]] = []
+    redis_marks: list[tuple[float, int, int, int]] = []
+    if spec.timeline:
+        meter.ends = []
+
+    async def poll_redis() -> None:
+        # (one INFO every 100 ms on the admin connection: what the window's snapshot does)
+        while not stop.is_set():
+            info = parse_info(await admin.execute("INFO", "persistence"))
+            stats = parse_info(await admin.execute("INFO", "stats"))
+            redis_marks.append((time.perf_counter(), int(info.get("aof_rewrite_in_progress", 0)),
+                                int(info.get("aof_rewrites", 0)),
+                                int(stats.get("latest_fork_usec", 0))))  # fmt: skip
+            await asyncio.sleep(0.1)
 
     async def schedule() -> None:
         nonlocal dropped
@@ -581,14 +632,21 @@ async def open_worker(spec: Spec) -> Outcome:
         t0 = time.perf_counter()
         k = 0
         while not stop.is_set():
-            due = int((time.perf_counter() - t0) * session_rate)
+            now = time.perf_counter()
+            due = int((now - t0) * session_rate)
+            if k < due and meter.ends is not None:
+                behind = now - (t0 + k / session_rate)
+                if behind > 0.002:
+                    late.append((now, behind))
             while k < due:
                 if len(running) >= MAX_OPEN_SESSIONS:
                     dropped += 1
                 else:
                     sub = subs[rng.randrange(len(subs))]
                     client = clients[k % len(clients)]
-                    task = loop.create_task(driver.session(client, f"{spec.prefix}{k}", sub))
+                    task = loop.create_task(
+                        driver.session(client, f"{spec.prefix}{k}", sub, t0 + k / session_rate)
+                    )
                     running.add(task)
                     task.add_done_callback(running.discard)
                 k += 1
@@ -597,13 +655,45 @@ async def open_worker(spec: Spec) -> Outcome:
         if running:
             await asyncio.wait(running)
 
+    tasks = [window.run(meter, stop), schedule()]
+    if spec.timeline:
+        tasks.append(poll_redis())
     try:
-        await asyncio.gather(window.run(meter, stop), schedule())
+        await asyncio.gather(*tasks)
     finally:
         for c in clients:
             await c.close()
         await admin.close()
+    if spec.timeline:
+        write_timeline(spec.timeline, meter, late, redis_marks)
     return outcome(spec, meter, window, dropped)
+
+
+#: The timeline's window: latency percentiles per this many seconds.
+TIMELINE_BIN: Final = 0.1
+
+
+def write_timeline(
+    path: str,
+    meter: Meter,
+    late: list[tuple[float, float]],
+    redis_marks: list[tuple[float, int, int, int]],
+) -> None:
+    """The open loop's timeline as JSON: per 100 ms of the measured window, the requests that
+    ended in it, their p50, p99 and max (ms); when the generator started sessions late; Redis's
+    AOF rewrite state and last fork time. Times are ``time.perf_counter()`` (CLOCK_MONOTONIC,
+    as ``bench/traced_serve.py`` records the OCS's collections and stalls)."""
+    bins: dict[int, list[float]] = {}
+    for t1, lat in zip(meter.ends or [], meter.latencies, strict=True):
+        bins.setdefault(int((t1 - meter.start) / TIMELINE_BIN), []).append(lat)
+    rows = []
+    for i in sorted(bins):
+        lat = sorted(bins[i])
+        rows.append([meter.start + i * TIMELINE_BIN, len(lat), percentile(lat, 0.5) * 1e3,
+                     percentile(lat, 0.99) * 1e3, lat[-1] * 1e3])  # fmt: skip
+    with open(path, "w") as f:
+        json.dump({"start": meter.start, "end": meter.end, "bin": TIMELINE_BIN, "bins": rows,
+                   "late": late, "redis": redis_marks}, f)  # fmt: skip
 
 
 WORKERS: Final[dict[str, Callable[[Spec], Coroutine[Any, Any, Outcome]]]] = {
@@ -1020,8 +1110,8 @@ def orchestrate(ns: argparse.Namespace) -> None:
         kept_up = r.rate >= 0.98 * rate and not r.dropped
         text = (
             f"Open loop, {rate:,.0f} requests/s offered: achieved {r.rate:,.0f}/s, "
-            f"p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms, p99.9 {r.p999_ms:.2f} ms, "
-            f"max {r.max_ms:.1f} ms"
+            f"p50 {r.p50_ms:.2f} ms, p99 {r.p99_ms:.2f} ms (with the generator's own lateness: "
+            f"{r.p99_due_ms:.2f} ms), p99.9 {r.p999_ms:.2f} ms, max {r.max_ms:.1f} ms"
         )
         if r.dropped:
             text += f"; {r.dropped:,} sessions not started (over {MAX_OPEN_SESSIONS} running)"

@@ -30,12 +30,14 @@ live workers; ``cluster`` gauges (read from Redis at scrape time) come from the 
 from __future__ import annotations
 
 import contextlib
+import gc
 import inspect
 import json
 import os
 import platform
 import sys
 import tempfile
+import time
 from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -129,6 +131,12 @@ FAMILIES: Final[dict[str, Family]] = {
         "Time the OCS waited for another system's answer, by service and action.",
         ("service", "action"),
     ),
+    "ocs_gc_pause_seconds": Family(
+        "histogram",
+        "Pauses of Python's garbage collector, by generation: the event loop stops for each, "
+        "so every request in flight waits as long (docs/architecture.md, Performance 20).",
+        ("generation",),
+    ),
     "ocs_redis_errors": Family("counter", "Requests that failed because Redis could not answer."),
     "ocs_auth_failures": Family(
         "counter",
@@ -218,7 +226,23 @@ def family_names() -> set[str]:
 
 
 Labels = tuple[str, ...]
-Hist = tuple[list[int], float]
+
+
+class Hist:
+    """One histogram series: the count per bucket of :data:`LATENCY_BUCKETS` (and +Inf) and
+    the sum. Updated in place: an observation builds nothing (``buckets, total = hist``
+    reads it)."""
+
+    __slots__ = ("buckets", "total")
+
+    def __init__(self, buckets: list[int] | None = None, total: float = 0.0) -> None:
+        self.buckets = buckets if buckets is not None else [0] * _NBUCKETS
+        self.total = total
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.buckets, self.total))
+
+
 Probe = Callable[["Metrics"], Awaitable[None] | None]
 
 
@@ -333,6 +357,23 @@ class Metrics:
         """Set the gauge ``name`` (declared in :data:`FAMILIES`)."""
         self.gauges[name][labels] = value
 
+    def watch_gc(self) -> Callable[[], None]:
+        """Time every collection of the garbage collector into ``ocs_gc_pause_seconds`` (a
+        ``gc.callbacks`` hook: work per collection, none per request); returns what stops it."""
+        family = self.hists["ocs_gc_pause_seconds"]
+        keys = [(str(g),) for g in range(3)]
+        started = [0.0]
+        clock = time.perf_counter
+
+        def hook(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                started[0] = clock()
+            else:
+                _time(family, keys[info["generation"]], clock() - started[0])
+
+        gc.callbacks.append(hook)
+        return lambda: gc.callbacks.remove(hook) if hook in gc.callbacks else None
+
     def redis_error(self) -> None:
         """Count one request that failed because Redis was unavailable."""
         self.inc("ocs_redis_errors")
@@ -415,9 +456,9 @@ class Metrics:
                     hfam = hists[name]
                     for labels, buckets, total in rows:
                         key = tuple(labels)
-                        old_b, old_s = hfam.get(key, ([0] * _NBUCKETS, 0.0))
-                        hfam[key] = ([a + b for a, b in zip(old_b, buckets, strict=True)],
-                                     old_s + total)  # fmt: skip
+                        old_b, old_s = hfam.get(key) or Hist()
+                        hfam[key] = Hist([a + b for a, b in zip(old_b, buckets, strict=True)],
+                                         old_s + total)  # fmt: skip
             if not _alive(int(snap.get("pid", 0))):
                 continue
             live += 1
@@ -464,10 +505,9 @@ def _add_rows(into: dict[str, dict[Labels, Any]], rows_by_name: dict[str, list[A
 def _time(family: dict[Labels, Hist], key: Labels, seconds: float) -> None:
     entry = family.get(key)
     if entry is None:
-        entry = ([0] * _NBUCKETS, 0.0)
-    buckets, total = entry
-    buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
-    family[key] = (buckets, total + seconds)
+        entry = family[key] = Hist()
+    entry.buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+    entry.total += seconds
 
 
 def _alive(pid: int) -> bool:

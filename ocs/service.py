@@ -395,6 +395,7 @@ async def run_ocs(
         url, store, tariffs, engine = core.redis_url, core.store, core.tariffs, core.engine
         rater = tariffs.rater
         metrics = metrics_for_process()
+        stack.callback(metrics.watch_gc())
         engine.on_charged = metrics.charged
         sweeper = await stack.enter_async_context(
             ExpirySweeper(store, wall_clock_ms, interval=settings.sweep_interval)

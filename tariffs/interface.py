@@ -63,3 +63,9 @@ class Rater(Protocol):
         more unit would not fit). Without a limit, a large bound stands in when units are
         free."""
         ...
+
+    def forget(self, ctx: UsageContext) -> None:
+        """The caller is done with ``ctx`` (its session ended, its event is charged): drop
+        what was kept to rate it again, so that what a rater holds is bounded by the open
+        sessions, not by the sessions seen. Rating ``ctx`` afterwards still works."""
+        ...

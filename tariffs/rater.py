@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
+from itertools import islice
 from typing import Any, Final
 
 from tariffs.errors import RatingError, UnknownPlan, UnknownService
@@ -47,6 +48,14 @@ _CACHE_SIZE: Final = 100_000
 _PRICES_SIZE: Final = 4096
 #: Prices remembered per session past the start band's first run (units -> price).
 _MEMO_SIZE: Final = 8
+
+
+def make_room(cache: dict[Any, Any], share: int = 16) -> list[Any]:
+    """Drop the oldest ``1/share`` of a full cache (its insertion order) and return what went:
+    a pause and a burst of misses that size, not the whole cache's at once (emptying a
+    200,000-session cache stopped the event loop ~115 ms: docs/architecture.md,
+    Performance 20)."""
+    return [cache.pop(key) for key in list(islice(cache, max(1, len(cache) // share)))]
 
 
 class PlanBook:
@@ -399,14 +408,14 @@ class TariffRater:
             if profile is None:
                 profile = _Profile(plan, ctx, band)
                 if len(self._profiles) >= _CACHE_SIZE:
-                    self._profiles = {}
+                    make_room(self._profiles)
                 self._profiles[key] = profile
             s = _Session(profile, t0, first_run)
             if len(self._sessions) >= _CACHE_SIZE:
-                self._sessions = {}
+                make_room(self._sessions)
             self._sessions[ctx] = s
         if len(self._by_id) >= _CACHE_SIZE:
-            self._by_id = {}
+            make_room(self._by_id)
         # (the entry holds the context, so its id cannot be another's while it is there)
         self._by_id[id(ctx)] = (ctx, s)
         return s
@@ -430,6 +439,12 @@ class TariffRater:
         return price
 
     # -- the Rater protocol -------------------------------------------------------------------
+
+    def forget(self, ctx: UsageContext) -> None:
+        # (the profile and its shared prices stay: every session of the profile uses them.
+        # An entry by id holds its context, so while ``ctx`` lives its id is nobody else's.)
+        self._by_id.pop(id(ctx), None)
+        self._sessions.pop(ctx, None)
 
     def service(self, ctx: UsageContext) -> ServiceSpec:
         return self._session(ctx).profile.spec

@@ -315,6 +315,17 @@ async def test_free_numbers_continue_uncharged_and_unknown_subscribers_are_relea
     assert out.result == "released"
 
 
+async def test_the_rater_keeps_nothing_of_ended_calls(scf: Scf, msc: SsfStack) -> None:
+    """A free call, a charged one, an unanswered one: once they end, rating holds nothing of
+    them (docs/architecture.md, Performance 20)."""
+    await add(scf.store, "491700000033", 10 * MICRO)
+    rater = scf.rater
+    for spec in (CallSpec("491700000033", "112", 60), CallSpec("491700000033", "4930123456", 90),
+                 CallSpec("491700000033", "4930123456", 60, "busy")):  # fmt: skip
+        await place_call(msc, spec)
+        assert (len(rater._sessions), len(rater._by_id)) == (0, 0), spec
+
+
 async def test_a_subscriber_provisioned_by_imsi_is_found_by_the_initial_dps_imsi(
     scf: Scf, msc: SsfStack
 ) -> None:

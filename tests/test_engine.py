@@ -440,3 +440,100 @@ async def test_holds_are_what_the_accounts_hold(
         Outcome.UNKNOWN_SESSION
     )
     assert engine.holds() == {}
+
+
+async def test_the_rater_keeps_only_what_is_open(store: Store, clock: Clock) -> None:
+    """What rating keeps per session goes when the session ends (or is refused), so that a
+    long-running process holds the open sessions' state, not every session's it saw (the
+    garbage collector walks all of it: docs/architecture.md, Performance 20)."""
+    rater = TariffRater(RATER.book)
+    engine = ChargingEngine(store, rater, ChargingConfig(validity=60, grace=10), clock=clock)
+    await add(store, "1101", 10_000_000)
+    await add(store, "1102", 10_000_000, state="barred-outgoing")
+
+    def kept() -> tuple[int, int]:
+        return len(rater._sessions), len(rater._by_id)
+
+    assert (await engine.debit(DebitRequest("1101", "sms", "k-sms-1"))).ok  # learns the plan
+    denied = await engine.debit(DebitRequest("1102", "sms", "k-sms-2"))  # (learns it too)
+    assert denied.outcome is Outcome.SERVICE_DENIED
+    assert kept() == (0, 0)
+    for i in range(5):
+        assert (await engine.reserve(ReserveRequest(f"k{i}", "1101", "voice", f"k{i}/0"))).ok
+        assert (await engine.commit(CommitRequest(f"k{i}", f"k{i}/1", used=30))).ok
+        assert kept() == (1, 1)
+        assert (await engine.release(ReleaseRequest(f"k{i}", f"k{i}/2", used=20))).ok
+        assert kept() == (0, 0)
+    refused = await engine.reserve(ReserveRequest("kb", "1102", "voice", "kb/0"))
+    assert refused.outcome is Outcome.SERVICE_DENIED
+    assert kept() == (0, 0)
+    # A replay of a released session's first request: the rater keeps what the engine does.
+    assert (await engine.reserve(ReserveRequest("k0", "1101", "voice", "k0/0"))).ok
+    assert kept() == (len(engine._sessions),) * 2
+    engine._forget_session("k0")
+    # Forgotten is not lost: a session ended elsewhere is still rated right here.
+    assert (await engine.reserve(ReserveRequest("k9", "1101", "voice", "k9/0"))).ok
+    ctx = engine._sessions["k9"].ctx
+    rater.forget(ctx)
+    assert (await engine.commit(CommitRequest("k9", "k9/1", used=30))).charged == 30_000
+    assert (await engine.release(ReleaseRequest("k9", "k9/2", used=0))).ok
+    assert kept() == (0, 0)
+
+
+def test_holds_are_summed_as_they_change_and_expire_in_order(engine: ChargingEngine) -> None:
+    """What a scrape reads (:meth:`ChargingEngine.holds`) is kept as holds change, not summed
+    over every open session per scrape; expired holds go from the front, in order."""
+    hold = engine.hold_ms
+    for i in range(10):
+        engine._held(f"x{i}", "native", 100, T0 + i * 1000)
+    engine._held("x0", "diameter", 50, T0 + 20_000)  # renewed: it moves to the end
+    assert engine.holds(T0) == {"native": (9, 900), "diameter": (1, 50)}
+    assert engine.holds(T0 + hold + 4500) == {"native": (5, 500), "diameter": (1, 50)}
+    engine._drop_hold("x9")
+    engine._drop_hold("x9")  # (twice is once)
+    assert engine.holds(T0 + hold + 4500) == {"native": (4, 400), "diameter": (1, 50)}
+    assert engine.holds(T0 + hold + 20_000) == {}
+    assert engine._holds == {}
+
+
+async def test_a_full_session_cache_drops_its_oldest_not_everything(
+    store: Store, clock: Clock
+) -> None:
+    rater = TariffRater(RATER.book)
+    config = ChargingConfig(validity=60, grace=10, cache_size=32)
+    engine = ChargingEngine(store, rater, config, clock=clock)
+    await add(store, "1201", 10_000_000)
+    for i in range(40):
+        clock.now += 1  # (each session its own rating context)
+        assert (await engine.reserve(ReserveRequest(f"c{i}", "1201", "voice", f"c{i}/0"))).ok
+    kept = list(engine._sessions)
+    assert 30 <= len(kept) <= 32 and kept[-1] == "c39" and "c0" not in kept
+    # (the rater forgot the dropped ones too)
+    assert len(rater._sessions) == len(rater._by_id) == len(kept)
+    # A dropped session still works: the script tells the engine what it lost.
+    assert (await engine.release(ReleaseRequest("c0", "c0/1", used=10))).charged == 10_000
+
+
+async def test_a_session_taken_back_after_failover_is_cached_anew(
+    store: Store, engine: ChargingEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a STALE answer (another process served the session meanwhile) the engine keeps
+    the session as the script told it, so the next request goes in one round trip."""
+    await add(store, "610", 1_000_000, plan="per-minute")
+    await engine.reserve(ReserveRequest("g", "610", "voice", "g/0"))
+    other = ChargingEngine(store, RATER, engine.config, clock=engine.clock)
+    assert (await other.commit(CommitRequest("g", "g/1", used=20), subscriber="610")).ok
+    sent: list[int] = []
+    commit = store.commit
+
+    def counting(*args: object, **kwargs: object) -> object:
+        sent.append(int(kwargs["expected_version"]))  # type: ignore[call-overload]
+        return commit(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "commit", counting)
+    assert (await engine.commit(CommitRequest("g", "g/2", used=20))).ok  # STALE, then OK
+    assert len(sent) == 2
+    assert (await engine.commit(CommitRequest("g", "g/3", used=10))).ok
+    assert len(sent) == 3, sent
+    assert (await engine.release(ReleaseRequest("g", "g/4", used=0))).ok
+    assert await balance_of(store, "610") == (940_000, 0)

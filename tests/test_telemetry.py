@@ -3,6 +3,9 @@ process without the HTTP API (``ocs mediation run --metrics-port``)."""
 
 from __future__ import annotations
 
+import gc
+import re
+
 import aiohttp
 
 from ocs.mediation.pipeline import FileReport
@@ -33,3 +36,20 @@ async def test_mediated_files_are_counted_and_served() -> None:
         "ocs_mediation_lag_seconds 1.0",  # the newest file's
     ]:
         assert line in text, line
+
+
+def test_garbage_collector_pauses_are_timed_by_generation() -> None:
+    m = Metrics()
+    stop = m.watch_gc()
+    try:
+        gc.collect(1)
+    finally:
+        stop()
+    text = m.render().decode()
+    count = re.search(r'ocs_gc_pause_seconds_count\{generation="1"\} (\S+)', text)
+    assert count is not None and float(count.group(1)) >= 1
+    n = float(count.group(1))
+    gc.collect(1)  # stopped: not counted any more
+    again = re.search(r'ocs_gc_pause_seconds_count\{generation="1"\} (\S+)', m.render().decode())
+    assert again is not None and float(again.group(1)) == n
+    stop()  # twice is harmless

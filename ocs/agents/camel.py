@@ -220,11 +220,14 @@ class CamelAgent:
             return
         ctx = UsageContext(plan=plan, service=service, subscriber=subscriber, started_at=now,
                            destination=destination, location=idp.location)  # fmt: skip
+        rater = self.engine.rater
         try:
-            free = self.engine.rater.service(ctx).free
+            free = rater.service(ctx).free
         except RatingError:
             self._release_call(d, reply, self.config.release_cause)
             return
+        finally:
+            rater.forget(ctx)  # (the engine rates the call with a context of its own)
         if free:
             self._continue(d, reply)
             return

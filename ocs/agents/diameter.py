@@ -755,7 +755,11 @@ class DiameterAgent:
         assert q.service is not None
         ctx = UsageContext(plan=plan, service=q.service, subscriber=subscriber, started_at=now,
                            destination=info.destination, location=info.location)  # fmt: skip
-        return self.engine.rater.service(ctx).free
+        rater = self.engine.rater
+        try:
+            return rater.service(ctx).free
+        finally:
+            rater.forget(ctx)
 
     def _unit_avp(self, q: _Quota, plan: str | None, now: int) -> str:
         """The AVP a grant is counted in: the service's unit, else what the gateway used."""
@@ -1088,6 +1092,8 @@ class DiameterAgent:
                 cost += self.engine.rater.cost(ctx, units)
             except RatingError as exc:
                 raise _Answer(c.DIAMETER_RATING_FAILED, str(exc)) from exc
+            finally:
+                self.engine.rater.forget(ctx)
         if rateable != quotas:
             raise _Answer(c.DIAMETER_RATING_FAILED, "no service for the request")
         quotas.clear()
