@@ -16,8 +16,6 @@ import os
 from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any
 
-import aiohttp
-
 from ocs.config import Settings, load_settings
 
 
@@ -126,6 +124,8 @@ async def request(
         kwargs["headers"]["Content-Type"] = content_type
     else:
         kwargs.update(json=body)
+    import aiohttp  # (here: ~0.1 s to import, which commands that talk to no API do not pay)
+
     try:
         async with aiohttp.ClientSession() as http, http.request(method, url, **kwargs) as resp:
             text = await resp.text()

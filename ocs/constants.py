@@ -52,3 +52,7 @@ SWEEP_INTERVAL: Final = 1.0
 #: After a reservation's validity, how long it is kept before it is released (seconds): the
 #: gateway may be a little late with its report.
 EXPIRY_GRACE: Final = 30
+
+#: The levels of the government hierarchy billing and the dashboard add figures up by, from
+#: the top (a region holds agencies, an agency accounts).
+SCOPE_LEVELS: Final = ("national", "region", "agency", "account")

@@ -15,17 +15,17 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine
-
-from ocs.billing import exports, feeds, rollup, runs
-from ocs.billing.db import open_billing_db
-from ocs.billing.errors import BillingError, Invalid
-from ocs.billing.lineage import invoice_exported, lineage_of
 from ocs.clikit import CliError
 from ocs.config import Settings, load_settings
-from ocs.lineage import file_dataset
+from ocs.constants import SCOPE_LEVELS
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+# The billing modules (SQLAlchemy, Alembic, reportlab: ~0.3 s) are imported by the commands
+# that use them, not when `ocs` builds its parser: every other command would pay for them.
 
 
 def _now_ms() -> int:
@@ -41,11 +41,16 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _engine(args: argparse.Namespace) -> Engine:
+    from ocs.billing.db import open_billing_db
+
     return open_billing_db(_settings(args).billing_url)
 
 
 def _write_export(args: argparse.Namespace, e: Engine, fmt: str, data: str | bytes) -> None:
     """An invoice exported to ``args.output``, with its OpenLineage record."""
+    from ocs.billing.lineage import invoice_exported, lineage_of
+    from ocs.lineage import file_dataset
+
     path = Path(args.output)
     if isinstance(data, bytes):
         path.write_bytes(data)
@@ -72,6 +77,8 @@ def _lines(inv: dict[str, Any]) -> str:
 
 
 def cmd_billing(args: argparse.Namespace) -> int:
+    from ocs.billing.errors import BillingError, Invalid
+
     try:
         return _dispatch(args)
     except Invalid as exc:
@@ -81,6 +88,9 @@ def cmd_billing(args: argparse.Namespace) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    from ocs.billing import exports, feeds, runs
+    from ocs.billing.lineage import lineage_of
+
     act = args.action
     if act == "migrate":
         _engine(args).dispose()
@@ -211,6 +221,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def summary(engine: Engine, period: str) -> str:
     """A short bill summary per agency for ``period`` (the demo prints it)."""
+    from ocs.billing import runs
+
     rows = runs.aggregates(engine, "agency", period, scope=None, offset=0, limit=1000)
     out = [f"bill summary {period}  (agency: invoices, usage, LAD, penalties, total)"]
     for r in rows:
@@ -223,6 +235,7 @@ def summary(engine: Engine, period: str) -> str:
 
 
 def _ingest(args: argparse.Namespace) -> int:
+    from ocs.billing.db import open_billing_db
     from ocs.billing.usage import UsageConsumer
     from ocs.store.notify import NotifyStore
 
@@ -252,6 +265,8 @@ def _ingest(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace, e: Engine) -> int:
     """The usage rollup against the events (exit 2: it drifted, and was not repaired)."""
+    from ocs.billing import rollup
+
     found, rebuilt = rollup.check(e, repair=args.repair)
     lines = [
         f"{d['account'] if 'account' in d else d['agency'] + ' day ' + str(d['billing_day'])} "
@@ -327,7 +342,7 @@ def register(sub: Any) -> None:
     a = acts.add_parser("check", help="the usage rollup against the events (exit 2: drift)")
     a.add_argument("--repair", action="store_true", help="rebuild it from the events if it drifted")
     a = acts.add_parser("aggregates", help="figures per level for a period")
-    a.add_argument("--level", choices=runs.AGG_LEVELS, default="agency")
+    a.add_argument("--level", choices=SCOPE_LEVELS, default="agency")
     a.add_argument("--period", required=True)
     a.add_argument("--limit", type=int, default=1000)
     p.set_defaults(func=cmd_billing)

@@ -50,6 +50,7 @@ from ocs.billing import formulas as F
 from ocs.billing import model as M
 from ocs.billing import schema as S
 from ocs.billing.errors import Conflict, NotFound, StorageUnavailable, invalid
+from ocs.constants import SCOPE_LEVELS
 from ocs.money import format_money
 from tariffs import PlanBook, RatingError, load_plans
 
@@ -1268,7 +1269,7 @@ def pending(
 
 # -- aggregates ----------------------------------------------------------------------------
 
-AGG_LEVELS: Final = ("national", "region", "agency", "account")
+AGG_LEVELS: Final = SCOPE_LEVELS
 
 
 def aggregates(

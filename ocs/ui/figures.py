@@ -23,10 +23,11 @@ from ocs.billing import formulas as F
 from ocs.billing import runs
 from ocs.billing import schema as S
 from ocs.billing.errors import NotFound, invalid
+from ocs.constants import SCOPE_LEVELS
 
 __all__ = ["LEVELS", "AggregateCache", "Hierarchy", "Unit", "load_hierarchy", "scope_figures"]
 
-LEVELS: Final = ("national", "region", "agency", "account")
+LEVELS: Final = SCOPE_LEVELS
 CHILD: Final = {"national": "region", "region": "agency", "agency": "account"}
 #: The invoice figures the billing aggregates give, in micro-units.
 MONEY: Final = ("billed", "drafted", "usage", "lad", "penalties", "pending")
