@@ -196,6 +196,21 @@ def _tshark() -> tuple[str, str]:
     return tshark, dumpcap
 
 
+def _size(path: Path) -> int:
+    return path.stat().st_size  # (a stat of a local file: no need to leave the loop for it)
+
+
+async def _probed(pcap: Path, port: int, within: float = 15.0) -> None:
+    """Send probe datagrams (to a port nobody listens on) until the capture file has grown by
+    one: dumpcap writes in order, so everything sent before it is in the file then."""
+    size = _size(pcap)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        async with asyncio.timeout(within):
+            while _size(pcap) == size:
+                probe.sendto(b"probe", ("127.0.0.1", port))
+                await asyncio.sleep(0.1)
+
+
 async def test_wireshark_reads_a_camel_session_on_the_wire_without_complaint(
     ocs: Running, udp_port: int, tmp_path: Path
 ) -> None:
@@ -214,18 +229,13 @@ async def test_wireshark_reads_a_camel_session_on_the_wire_without_complaint(
     try:
         # dumpcap says "Capturing" before its filter is in place: wait until a probe datagram
         # (to a port nobody listens on) is in the file, so that nothing of the call is lost.
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 15
-            while not pcap.exists() or pcap.stat().st_size < 200:
-                if loop.time() > deadline or cap_proc.poll() is not None:
-                    pytest.skip("dumpcap cannot capture on the loopback interface")
-                probe.sendto(b"probe", ("127.0.0.1", probe_port))
-                await asyncio.sleep(0.1)
-            size = pcap.stat().st_size
-            while pcap.stat().st_size == size and loop.time() < deadline:
-                probe.sendto(b"probe", ("127.0.0.1", probe_port))
-                await asyncio.sleep(0.1)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 15
+        while not pcap.exists() or pcap.stat().st_size < 200:
+            if loop.time() > deadline or cap_proc.poll() is not None:
+                pytest.skip("dumpcap cannot capture on the loopback interface")
+            await asyncio.sleep(0.1)
+        await _probed(pcap, probe_port)
         async with connect_msc("127.0.0.1", 2905, udp_port=udp_port,
                                remote_udp_port=udp_port) as stack:  # fmt: skip
             outs = await run_calls(stack, [
@@ -238,7 +248,8 @@ async def test_wireshark_reads_a_camel_session_on_the_wire_without_complaint(
         assert [o.result for o in outs] == ["ended", "cut-off", "ended", "released",
                                             "redirected"]  # fmt: skip
         assert outs[-1].detail == REDIRECT
-        await asyncio.sleep(0.5)  # the last SHUTDOWN chunks reach the capture
+        # What was sent before a probe that is in the file is in the file too (not a sleep).
+        await _probed(pcap, probe_port)
     finally:
         cap_proc.send_signal(signal.SIGINT)
         cap_proc.wait(10)
