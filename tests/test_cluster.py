@@ -223,7 +223,13 @@ async def test_resharding_under_load_fails_no_request_and_loses_no_event(
                 continue
             if a.status == "OK":
                 acked[m] += a.charged
+                more[0] -= 1
+                if more[0] == 0:
+                    enough.set()
 
+    #: Acknowledged debits still wanted before ``enough`` is set (negative: none wanted yet).
+    more = [-(10**9)]
+    enough = asyncio.Event()
     workers = [asyncio.create_task(load(w)) for w in range(16)]
     try:
         # Move the slots of 6 buckets, a few keys at a time, between the masters...
@@ -241,7 +247,10 @@ async def test_resharding_under_load_fails_no_request_and_loses_no_event(
                 "--cluster-yes", "--cluster-pipeline", "2"]  # fmt: skip
         done = await asyncio.to_thread(subprocess.run, argv, capture_output=True, timeout=60)
         assert done.returncode == 0, done.stdout[-2000:]
-        await asyncio.sleep(0.2)
+        # Requests after the reshard too (redirected by it): a count, not a time.
+        more[0] = 500
+        async with asyncio.timeout(60):
+            await enough.wait()
     finally:
         stop.set()
         await asyncio.gather(*workers)
