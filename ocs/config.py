@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ocs.auth.diameter import DiameterAdmission, PeerListError, parse_peers
-from ocs.charging.engine import ChargingConfig
+from ocs.charging.types import ChargingConfig
 from ocs.constants import (
     DEFAULT_VALIDITY,
     DIAMETER_PORT,

@@ -20,13 +20,13 @@ from typing import Final
 from ocs.charging.types import (
     BalanceResult,
     ChargeResult,
+    ChargingConfig,
     CommitRequest,
     DebitRequest,
     Outcome,
     ReleaseRequest,
     ReserveRequest,
 )
-from ocs.constants import DEFAULT_VALIDITY, EXPIRY_GRACE
 from ocs.store.errors import StoreError, StoreUnavailable
 from ocs.store.store import ScriptAnswer, Store
 from tariffs.errors import RatingError
@@ -40,16 +40,6 @@ MAX_ATTEMPTS: Final = 8
 
 def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class ChargingConfig:
-    #: Seconds a grant is valid (Diameter Validity-Time).
-    validity: int = DEFAULT_VALIDITY
-    #: Seconds past validity before an unreported grant is released.
-    grace: int = EXPIRY_GRACE
-    #: Entries in each of the plan and session caches before their oldest sixteenth goes.
-    cache_size: int = 200_000
 
 
 @dataclass(slots=True)

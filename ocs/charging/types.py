@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from ocs.constants import DEFAULT_VALIDITY, EXPIRY_GRACE
+
 
 class Outcome(StrEnum):
     """The result of a charging request. Every reply carries exactly one."""
@@ -132,3 +134,16 @@ class BalanceResult:
     state: str = ""
     plan: str = ""
     detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ChargingConfig:
+    """The charging engine's settings (here, not in the engine's module, so that reading the
+    configuration does not import the engine, the store and their Redis clients)."""
+
+    #: Seconds a grant is valid (Diameter Validity-Time).
+    validity: int = DEFAULT_VALIDITY
+    #: Seconds past validity before an unreported grant is released.
+    grace: int = EXPIRY_GRACE
+    #: Entries in each of the plan and session caches before their oldest sixteenth goes.
+    cache_size: int = 200_000
