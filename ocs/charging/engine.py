@@ -429,7 +429,7 @@ class ChargingEngine:
                     st = None
                 elif status == "NOSUB":
                     self._plans.pop(msisdn, None)
-                    self._drop_hold(sid)
+                    self._forget_session(sid, st)
                     return ChargeResult(Outcome.USER_UNKNOWN)
                 elif status == "DENIED":
                     return self._denied(prior, ans)
